@@ -1,0 +1,5 @@
+"""The shared-clock cluster: admission, routing and instances on one event heap."""
+
+from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
+
+__all__ = ["ClusterSimulator", "SimulationOutcome"]

@@ -1,0 +1,170 @@
+"""The shared-clock event loop: arrival -> admission -> routing -> instance queue -> steps.
+
+One heap orders every event by ``(time, class, instance, sequence)`` (see
+``engine.events``). Arrivals are fed lazily from the arrival-ordered request list,
+so the heap holds only in-flight work. Events later than the horizon never run.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from inference_sim.engine.events import NEVER, EventClass
+from inference_sim.instance.engine import Instance
+from inference_sim.instance.request import Request, RequestState
+from inference_sim.policies.admission import AdmissionPolicy, AlwaysAdmit
+from inference_sim.policies.routing import RoundRobin, RoutingPolicy
+
+ProgressCallback = Callable[[int, int], None]
+
+_ARRIVAL = int(EventClass.ARRIVAL)
+_ADMISSION = int(EventClass.ADMISSION)
+_ROUTING = int(EventClass.ROUTING)
+_ENQUEUE = int(EventClass.ENQUEUE)
+_STEP = int(EventClass.STEP)
+
+
+@dataclass
+class SimulationOutcome:
+    """Everything a run leaves behind for metrics aggregation."""
+
+    requests: list[Request]
+    instances: list[Instance]
+    horizon: int
+    end_time: int
+    rejected: int = 0
+    rejected_too_long: int = 0
+    events_executed: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class ClusterSimulator:
+    """Runs a request stream through admission, routing and N instances."""
+
+    def __init__(
+        self,
+        instances: Sequence[Instance],
+        *,
+        admission: AdmissionPolicy | None = None,
+        routing: RoutingPolicy | None = None,
+        admission_latency: int = 0,
+        routing_latency: int = 0,
+        horizon: int = NEVER,
+        max_model_len: int = 0,
+        check_invariants: bool = False,
+    ) -> None:
+        if not instances:
+            raise ValueError("at least one instance is required")
+        if admission_latency < 0:
+            raise ValueError(f"--admission-latency must be >= 0, got {admission_latency}")
+        if routing_latency < 0:
+            raise ValueError(f"--routing-latency must be >= 0, got {routing_latency}")
+        self.instances = list(instances)
+        self.admission = admission or AlwaysAdmit()
+        self.routing = routing or RoundRobin()
+        self.admission_latency = admission_latency
+        self.routing_latency = routing_latency
+        self.horizon = horizon
+        self.max_model_len = max_model_len
+        self.check_invariants = check_invariants
+
+    def run(
+        self,
+        requests: list[Request],
+        *,
+        progress: ProgressCallback | None = None,
+        progress_every: int = 200_000,
+    ) -> SimulationOutcome:
+        """Simulate ``requests`` (in any order; served by arrival, then list order)."""
+        order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_time)
+        heap: list[tuple[int, int, int, int, Request | None]] = []
+        push = heapq.heappush
+        pop = heapq.heappop
+        seq = 0
+        horizon = self.horizon
+        instances = self.instances
+        admission = self.admission
+        routing = self.routing
+        adm_lat = self.admission_latency
+        route_lat = self.routing_latency
+        max_len = self.max_model_len
+        rejected = 0
+        too_long = 0
+        executed = 0
+        end_time = 0
+        n_arrivals = len(order)
+        next_arrival = 0
+        check = self.check_invariants
+
+        while True:
+            if next_arrival < n_arrivals:
+                req = requests[order[next_arrival]]
+                t_arr = req.arrival_time
+                if not heap or t_arr <= heap[0][0]:
+                    if t_arr > horizon:
+                        break
+                    next_arrival += 1
+                    executed += 1
+                    if max_len and req.num_prompt_tokens + req.num_output_tokens > max_len:
+                        req.state = RequestState.REJECTED
+                        too_long += 1
+                        continue
+                    push(heap, (t_arr + adm_lat, _ADMISSION, -1, seq, req))
+                    seq += 1
+                    continue
+            if not heap:
+                break
+            now, klass, inst_idx, _s, req = heap[0]
+            if now > horizon:
+                break
+            pop(heap)
+            executed += 1
+            if progress is not None and executed % progress_every == 0:
+                progress(executed, now)
+            if klass == _STEP:
+                inst = instances[inst_idx]
+                nxt = inst.step(now)
+                if nxt is not None:
+                    push(heap, (nxt, _STEP, inst_idx, seq, None))
+                    seq += 1
+                step_end = inst.busy_until if inst.busy_until <= horizon else horizon
+                if step_end > end_time:
+                    end_time = step_end
+                if check:
+                    inst.kv.check_invariants()
+            elif klass == _ENQUEUE:
+                assert req is not None
+                inst = instances[inst_idx]
+                if inst.enqueue(req, now):
+                    push(heap, (now, _STEP, inst_idx, seq, None))
+                    seq += 1
+                if now > end_time:
+                    end_time = now
+            elif klass == _ADMISSION:
+                assert req is not None
+                if admission.admit(req, now):
+                    push(heap, (now + route_lat, _ROUTING, -1, seq, req))
+                    seq += 1
+                else:
+                    req.state = RequestState.REJECTED
+                    rejected += 1
+            else:  # routing
+                assert req is not None
+                target = routing.route(req, instances, now)
+                inst = instances[target]
+                req.handled_by = target
+                t_q = now + inst.latency.queueing_time(req)
+                push(heap, (t_q, _ENQUEUE, target, seq, req))
+                seq += 1
+
+        return SimulationOutcome(
+            requests=requests,
+            instances=instances,
+            horizon=horizon,
+            end_time=end_time,
+            rejected=rejected,
+            rejected_too_long=too_long,
+            events_executed=executed,
+        )

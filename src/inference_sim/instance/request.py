@@ -1,0 +1,114 @@
+"""The request: what the workload produces and what the engine advances.
+
+One mutable object per request, with ``__slots__`` so a million of them stay compact.
+Workload fields are set once at generation; simulation fields are written by the
+engine. Times are integer microseconds (ticks); ``-1`` means "not yet".
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class RequestState(IntEnum):
+    """Lifecycle of a request inside an instance (INV-2)."""
+
+    PENDING = 0  # generated, not yet in any wait queue
+    WAITING = 1  # in an instance's wait queue (new or preempted)
+    RUNNING = 2  # in an instance's running batch
+    FINISHED = 3  # all output tokens delivered
+    DROPPED = 4  # can never fit the KV cache (dropped_unservable)
+    REJECTED = 5  # refused by admission or by --max-model-len
+
+
+class Request:
+    """A single inference request and its simulated progress.
+
+    Token accounting follows vLLM: ``num_computed_tokens`` counts tokens whose KV is
+    computed; the request needs ``num_prompt_tokens + num_delivered`` computed tokens
+    to produce its next output token. After a preemption it recomputes prompt plus
+    delivered tokens (a prefill of that length, helped by the prefix cache).
+    """
+
+    __slots__ = (
+        "_block_hashes",
+        "arrival_time",
+        "delivered",
+        "finish_time",
+        "first_scheduled_time",
+        "first_token_time",
+        "handled_by",
+        "index",
+        "input_tokens",
+        "itl_sum",
+        "last_token_time",
+        "metadata",
+        "model",
+        "num_computed_tokens",
+        "num_output_tokens",
+        "num_preemptions",
+        "num_prompt_tokens",
+        "output_tokens",
+        "prefill_target",
+        "priority",
+        "slo_class",
+        "state",
+        "tenant_id",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        arrival_time: int,
+        input_tokens: list[int],
+        output_tokens: list[int],
+        *,
+        slo_class: str = "",
+        tenant_id: str = "",
+        model: str = "",
+        metadata: dict[str, object] | None = None,
+    ) -> None:
+        self.index = index
+        self.arrival_time = arrival_time
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        self.num_prompt_tokens = len(input_tokens)
+        self.num_output_tokens = len(output_tokens)
+        self.slo_class = slo_class
+        self.tenant_id = tenant_id
+        self.model = model
+        self.metadata = metadata
+        self.reset_simulation_state()
+
+    def reset_simulation_state(self) -> None:
+        """Clear everything the engine writes, so a request list can be re-simulated."""
+        self.state = RequestState.PENDING
+        self.num_computed_tokens = 0
+        self.prefill_target = self.num_prompt_tokens
+        self.delivered = 0
+        self.first_scheduled_time = -1
+        self.first_token_time = -1
+        self.last_token_time = -1
+        self.finish_time = -1
+        self.itl_sum = 0
+        self.num_preemptions = 0
+        self.priority = 0.0
+        self.handled_by = -1
+        self._block_hashes = None
+
+    @property
+    def request_id(self) -> str:
+        """The reference's id form, ``request_<generation index>``."""
+        return f"request_{self.index}"
+
+    def token_at(self, position: int) -> int:
+        """Token id at ``position`` of the full sequence (prompt then output)."""
+        if position < self.num_prompt_tokens:
+            return self.input_tokens[position]
+        return self.output_tokens[position - self.num_prompt_tokens]
+
+    def __repr__(self) -> str:
+        return (
+            f"Request({self.request_id}, t={self.arrival_time}, in={self.num_prompt_tokens}, "
+            f"out={self.num_output_tokens}, state={self.state.name})"
+        )

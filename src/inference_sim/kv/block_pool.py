@@ -1,0 +1,113 @@
+"""Paged KV blocks with reference counts and an LRU queue of free blocks.
+
+Modelled on vLLM's ``BlockPool``: a block is in use while its reference count is
+positive. Freed blocks keep their content hash and join the *tail* of the free
+queue, so a later request with the same prefix can revive them; allocation takes
+blocks from the *head*, evicting the least recently freed cached content first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+
+class BlockPool:
+    """Fixed set of ``num_blocks`` KV blocks of ``block_size`` tokens each."""
+
+    __slots__ = ("_free", "block_hash", "block_size", "cached", "num_blocks", "ref_cnt")
+
+    def __init__(self, num_blocks: int, block_size: int) -> None:
+        if num_blocks <= 0:
+            raise ValueError(f"num_blocks must be > 0, got {num_blocks}")
+        if block_size <= 0:
+            raise ValueError(f"block_size must be > 0, got {block_size}")
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.ref_cnt = [0] * num_blocks
+        self.block_hash: list[int | None] = [None] * num_blocks
+        # Insertion order is eviction order: the first key is evicted next.
+        self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
+        # Content hash -> the block that holds it (one holder per hash).
+        self.cached: dict[int, int] = {}
+
+    # --- queries -------------------------------------------------------------------
+    @property
+    def num_free(self) -> int:
+        """Blocks with no reference (cached or empty); allocatable right now."""
+        return len(self._free)
+
+    @property
+    def num_used(self) -> int:
+        """Blocks referenced by at least one running request."""
+        return self.num_blocks - len(self._free)
+
+    def lookup(self, block_hash: int) -> int | None:
+        """The block holding ``block_hash``, or None on a cache miss."""
+        return self.cached.get(block_hash)
+
+    def free_block_ids(self) -> list[int]:
+        """Free blocks in eviction order (head first); for checks and tests."""
+        return list(self._free)
+
+    # --- mutations -----------------------------------------------------------------
+    def take_new(self, n: int) -> list[int]:
+        """Pop ``n`` blocks from the head of the free queue, evicting their cached content.
+
+        The caller has already checked ``n <= num_free``.
+        """
+        free = self._free
+        ref = self.ref_cnt
+        hashes = self.block_hash
+        cached = self.cached
+        out = []
+        for _ in range(n):
+            b, _unused = free.popitem(last=False)
+            h = hashes[b]
+            if h is not None:
+                if cached.get(h) == b:
+                    del cached[h]
+                hashes[b] = None
+            ref[b] = 1
+            out.append(b)
+        return out
+
+    def touch(self, block_ids: list[int]) -> None:
+        """Take a reference on cached blocks (prefix hits), reviving free ones."""
+        free = self._free
+        ref = self.ref_cnt
+        for b in block_ids:
+            if ref[b] == 0:
+                del free[b]
+            ref[b] += 1
+
+    def release(self, block_ids_in_eviction_order: list[int]) -> None:
+        """Drop one reference from each block; blocks reaching zero join the free tail."""
+        free = self._free
+        ref = self.ref_cnt
+        for b in block_ids_in_eviction_order:
+            r = ref[b] - 1
+            ref[b] = r
+            if r == 0:
+                free[b] = None
+
+    def register(self, block_id: int, block_hash: int) -> None:
+        """Record that a full block now holds the content identified by ``block_hash``."""
+        if self.block_hash[block_id] is not None:
+            return
+        self.block_hash[block_id] = block_hash
+        self.cached.setdefault(block_hash, block_id)
+
+    def count_evictable(self, block_ids: list[int]) -> int:
+        """How many of ``block_ids`` currently sit in the free queue (ref 0)."""
+        ref = self.ref_cnt
+        return sum(1 for b in block_ids if ref[b] == 0)
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError if block accounting is inconsistent (INV-4)."""
+        in_use = sum(1 for r in self.ref_cnt if r > 0)
+        assert in_use + len(self._free) == self.num_blocks, "used + free != total"
+        for b in self._free:
+            assert self.ref_cnt[b] == 0, f"free block {b} has references"
+        assert all(r >= 0 for r in self.ref_cnt), "negative reference count"
+        for h, b in self.cached.items():
+            assert self.block_hash[b] == h, f"cache index points at block {b} without hash"

@@ -1,0 +1,136 @@
+"""Turn a finished simulation into the reference-compatible summary and records.
+
+Key names and order follow the reference's metrics JSON so existing scripts keep
+working; keys the reference does not have are appended after its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from inference_sim.cluster.simulator import SimulationOutcome
+from inference_sim.instance.engine import Instance
+from inference_sim.instance.request import Request, RequestState
+from inference_sim.metrics.stats import TickHistogram, mean_ms, merge_histograms, percentile_ms
+
+_OPTIONAL_RECORD_KEYS = ("slo_class", "tenant_id", "handled_by", "model")
+
+
+def ttft_ticks(req: Request) -> int | None:
+    return req.first_token_time - req.arrival_time if req.first_token_time >= 0 else None
+
+
+def e2e_ticks(req: Request) -> int | None:
+    """TTFT plus the request's ITL samples, once it has finished."""
+    if req.state != RequestState.FINISHED:
+        return None
+    return req.first_token_time - req.arrival_time + req.itl_sum
+
+
+def request_record(req: Request) -> dict[str, Any]:
+    """One per-request entry with the reference's keys, in its order."""
+    ttft = ttft_ticks(req)
+    e2e = e2e_ticks(req)
+    finished = e2e is not None
+    itl_ms = 0.0
+    if finished and req.num_output_tokens > 1:
+        itl_ms = req.itl_sum / (req.num_output_tokens - 1) / 1000.0
+    record: dict[str, Any] = {
+        "arrived_at": req.arrival_time / 1e6,
+        "requestID": req.request_id,
+        "num_prefill_tokens": req.num_prompt_tokens,
+        "num_decode_tokens": req.num_output_tokens,
+        "ttft_ms": ttft / 1000.0 if ttft is not None else 0.0,
+        "itl_ms": itl_ms,
+        "e2e_ms": e2e / 1000.0 if e2e is not None else 0.0,
+        "scheduling_delay_ms": (
+            (req.first_scheduled_time - req.arrival_time) / 1000.0
+            if req.first_scheduled_time >= 0
+            else 0.0
+        ),
+    }
+    optional = (
+        req.slo_class,
+        req.tenant_id,
+        f"instance_{req.handled_by}" if req.handled_by >= 0 else "",
+        req.model,
+    )
+    for key, value in zip(_OPTIONAL_RECORD_KEYS, optional, strict=True):
+        if value:
+            record[key] = value
+    return record
+
+
+def registered(req: Request) -> bool:
+    """Routed to an instance and not dropped: the reference's per-request registry."""
+    return req.handled_by >= 0 and req.state not in (RequestState.DROPPED, RequestState.REJECTED)
+
+
+def build_summary(
+    outcome: SimulationOutcome,
+    instances: Sequence[Instance] | None = None,
+    *,
+    instance_id: str = "cluster",
+) -> dict[str, Any]:
+    """The metrics object for the given instances (all of them by default)."""
+    insts = list(outcome.instances if instances is None else instances)
+    members = {inst.index for inst in insts}
+    reqs = [r for r in outcome.requests if r.handled_by in members]
+    stats = [inst.stats for inst in insts]
+    completed = sum(s.completed for s in stats)
+    still_queued = sum(len(inst.waiting) for inst in insts)
+    still_running = sum(len(inst.running) for inst in insts)
+    dropped = sum(s.dropped_unservable for s in stats)
+    total_out = sum(s.total_output_tokens for s in stats)
+    duration = outcome.end_time / 1e6
+
+    ttfts = sorted(t for r in reqs if (t := ttft_ticks(r)) is not None)
+    e2es = sorted(e for r in reqs if (e := e2e_ticks(r)) is not None)
+    delays = sorted(
+        r.first_scheduled_time - r.arrival_time for r in reqs if r.first_scheduled_time >= 0
+    )
+    itl = TickHistogram(merge_histograms([s.itl_histogram for s in stats]))
+
+    active = completed > 0 and duration > 0
+    out: dict[str, Any] = {
+        "instance_id": instance_id,
+        "completed_requests": completed,
+        "still_queued": still_queued,
+        "still_running": still_running,
+        "injected_requests": completed + still_queued + still_running + dropped,
+        "total_input_tokens": sum(s.total_input_tokens for s in stats),
+        "total_output_tokens": total_out,
+        "vllm_estimated_duration_s": duration,
+        "responses_per_sec": completed / duration if active else 0.0,
+        "tokens_per_sec": total_out / duration if active else 0.0,
+    }
+    for key, values in (("e2e", e2es), ("ttft", ttfts)):
+        out[f"{key}_mean_ms"] = mean_ms(values) if completed else 0.0
+        for p in (90, 95, 99):
+            out[f"{key}_p{p}_ms"] = percentile_ms(values, p) if completed else 0.0
+    out["itl_mean_ms"] = itl.mean_ms() if completed else 0.0
+    for p in (90, 95, 99):
+        out[f"itl_p{p}_ms"] = itl.percentile_ms(p) if completed else 0.0
+    out["scheduling_delay_p99_ms"] = percentile_ms(delays, 99) if completed else 0.0
+    failures = sum(s.kv_allocation_failures for s in stats)
+    if failures:
+        out["kv_allocation_failures"] = failures
+    out["preemption_count"] = sum(s.preemption_count for s in stats)
+    out["dropped_unservable"] = dropped
+    # --- keys the reference does not have -------------------------------------------
+    looked_up = sum(s.prefix_lookup_tokens for s in stats)
+    out["total_kv_blocks"] = sum(inst.config.num_gpu_blocks for inst in insts)
+    out["prefix_cache_hit_rate"] = (
+        sum(s.cached_prompt_tokens for s in stats) / looked_up if looked_up else 0.0
+    )
+    if instances is None:
+        out["rejected_requests"] = outcome.rejected
+        out["rejected_too_long"] = outcome.rejected_too_long
+    return out
+
+
+def build_records(outcome: SimulationOutcome) -> list[dict[str, Any]]:
+    """Per-request records of every registered request, in generation order."""
+    reqs = sorted((r for r in outcome.requests if registered(r)), key=lambda r: r.index)
+    return [request_record(r) for r in reqs]
