@@ -1,0 +1,46 @@
+"""inference-sim: a deterministic discrete-event simulator of LLM inference serving.
+
+Quick use from Python::
+
+    from inference_sim import simulate
+    res = simulate(model="meta-llama/llama-3.1-8b-instruct", workload="chatbot",
+                   rate=10, num_requests=200)
+    res.summary["ttft_p99_ms"], res.requests[0]
+
+Every keyword is a ``blis run`` flag name with underscores; the vLLM-style
+spellings (``max_num_seqs``, ``max_num_batched_tokens``, ``block_size``,
+``num_gpu_blocks``, ``tensor_parallel_size``) are accepted too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def simulate(**options: Any) -> Results:
+    """Run one simulation and return its :class:`Results`.
+
+    Raises :class:`ConfigError` (or a ``WorkloadError``, both ``ValueError``) with a
+    one-line message for bad input.
+    """
+    from inference_sim.config.resolve import resolve
+    from inference_sim.runner import run_plan
+
+    results_path = options.get("results_path")
+    plan = resolve(options)
+    if results_path:
+        from inference_sim.metrics.output import check_writable
+
+        check_writable(results_path)
+    results = run_plan(plan)
+    if results_path:
+        results.write_json(results_path)
+    return results
+
+
+from inference_sim.config.errors import ConfigError  # noqa: E402
+from inference_sim.results import Results  # noqa: E402
+
+__all__ = ["ConfigError", "Results", "__version__", "simulate"]

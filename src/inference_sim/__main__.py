@@ -1,0 +1,3 @@
+from inference_sim.cli.main import main
+
+main()

@@ -1,0 +1,189 @@
+"""The ``blis`` command: ``blis run`` simulates, ``blis models`` lists the catalog.
+
+Exit codes: 0 success; 2 bad input or usage (one line on stderr naming the flag or
+field; ``--debug`` adds the traceback); 1 a failure during the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from typing import Any
+
+import click
+
+from inference_sim import __version__
+from inference_sim.config.options import OPTIONS, OptionSpec
+
+log = logging.getLogger("inference_sim")
+
+LOG_LEVELS = {
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "fatal": logging.CRITICAL,
+    "panic": logging.CRITICAL,
+}
+
+
+class BadInput(click.ClickException):
+    """Bad input: one line on stderr and exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+def _click_option(spec: OptionSpec) -> click.Option:
+    names = [spec.flag, *spec.alias_flags]
+    default_text = "" if spec.default in ("", None) else f" [default: {spec.default}]"
+    help_text = spec.help + default_text
+    if spec.kind is bool:
+        neg = [f"--no-{n[2:]}" for n in names]
+        decls = [f"{n}/{m}" for n, m in zip(names, neg, strict=True)]
+        return click.Option(decls, spec.name, default=None, help=help_text)
+    if spec.kind == "floats":
+        return click.Option(names, spec.name, type=str, multiple=True, default=None, help=help_text)
+    ctype = {int: click.INT, float: click.FLOAT, str: click.STRING}[spec.kind]  # type: ignore[index]
+    return click.Option(names, spec.name, type=ctype, default=None, help=help_text)
+
+
+def _setup_logging(level_name: str) -> None:
+    level = LOG_LEVELS.get(level_name.lower())
+    if level is None:
+        raise BadInput(
+            f"--log: unknown level {level_name!r}; valid: {', '.join(sorted(set(LOG_LEVELS)))}"
+        )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def _progress_printer(start: float) -> Any:
+    def report(events: int, now: int) -> None:
+        elapsed = time.perf_counter() - start
+        click.echo(
+            f"... {events:,} events, simulated {now / 1e6:,.1f} s, wall {elapsed:,.1f} s",
+            err=True,
+        )
+
+    return report
+
+
+def _collect(params: dict[str, Any]) -> dict[str, Any]:
+    given: dict[str, Any] = {}
+    for spec in OPTIONS:
+        value = params.get(spec.name)
+        if value is None or (spec.kind == "floats" and not value):
+            continue
+        if spec.kind == "floats":
+            value = ",".join(value)
+        given[spec.name] = value
+    return given
+
+
+def run_command(params: dict[str, Any], *, debug: bool, log_level: str, progress: bool) -> None:
+    from inference_sim.config.errors import ConfigError
+    from inference_sim.config.resolve import resolve
+    from inference_sim.metrics.output import check_writable
+    from inference_sim.runner import run_plan
+    from inference_sim.workload import WorkloadError
+
+    _setup_logging(log_level)
+    try:
+        plan = resolve(_collect(params))
+        results_path = plan.options["results_path"]
+        if results_path:
+            try:
+                check_writable(results_path)
+            except OSError as exc:
+                raise ConfigError(f"--results-path {results_path}: cannot write: {exc}") from None
+        for note in plan.notes:
+            log.info(note)
+        log.info(
+            "starting: model=%s GPU=%s TP=%s blocks=%d alpha=%s beta=%s",
+            plan.options["model"], plan.options["hardware"], plan.options["tp"],
+            plan.engine.num_gpu_blocks, list(plan.alpha), list(plan.beta),
+        )
+        start = time.perf_counter()
+        show_progress = progress or (progress is None and sys.stderr.isatty())
+        results = run_plan(plan, progress=_progress_printer(start) if show_progress else None)
+    except (ConfigError, WorkloadError) as exc:
+        if debug:
+            traceback.print_exc()
+        raise BadInput(str(exc)) from None
+    except Exception as exc:  # a failure during the run, not bad input
+        if debug:
+            traceback.print_exc()
+        raise click.ClickException(f"simulation failed: {type(exc).__name__}: {exc}") from None
+    log.info("simulation wall-clock time: %.3fs", time.perf_counter() - start)
+    sys.stdout.write(results.report())
+    sys.stdout.flush()
+    if results_path:
+        try:
+            results.write_json(results_path)
+        except OSError as exc:
+            raise click.ClickException(f"--results-path {results_path}: {exc}") from None
+        log.info("metrics written to %s", results_path)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="blis (inference-sim)")
+def cli() -> None:
+    """inference-sim: discrete-event simulation of LLM inference serving."""
+
+
+def _run(**params: Any) -> None:
+    debug = bool(params.pop("debug"))
+    log_level = params.pop("log") or "warn"
+    progress = params.pop("progress")
+    run_command(params, debug=debug, log_level=log_level, progress=progress)
+
+
+_run_params: list[click.Parameter] = [_click_option(spec) for spec in OPTIONS]
+_run_params += [
+    click.Option(["--log"], default="warn", help="Log level on stderr: debug, info, warn, error."),
+    click.Option(["--debug"], is_flag=True, default=False, help="Show tracebacks for errors."),
+    click.Option(
+        ["--progress/--no-progress"], default=None,
+        help="Progress lines on stderr (default: only when stderr is a terminal).",
+    ),
+]
+cli.add_command(
+    click.Command(
+        "run",
+        callback=_run,
+        params=_run_params,
+        help="Run one simulation; metrics go to stdout, logs to stderr.",
+        context_settings={"max_content_width": 110},
+    )
+)
+
+
+@cli.command("models")
+@click.option("--defaults-filepath", default=None, help="Extra catalog to merge (defaults.yaml format).")
+def models_command(defaults_filepath: str | None) -> None:
+    """List the models, GPUs and TP degrees the catalog has coefficients for."""
+    from inference_sim.catalog import CatalogError, format_models_table, load_catalog, models_table
+
+    try:
+        catalog = load_catalog(defaults_filepath)
+    except CatalogError as exc:
+        raise BadInput(str(exc)) from None
+    click.echo(format_models_table(models_table(catalog)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="blis")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,98 @@
+"""Text and JSON renderings of results: the stdout report and the results file.
+
+The results file is written atomically (temporary file in the same folder, then
+rename), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def metrics_block(summary: Mapping[str, Any]) -> str:
+    """``=== Simulation Metrics ===`` and the summary JSON (without ``config``)."""
+    shown = {k: v for k, v in summary.items() if k != "config"}
+    return "=== Simulation Metrics ===\n" + json.dumps(shown, indent=2) + "\n"
+
+
+def anomaly_block(summary: Mapping[str, Any]) -> str:
+    counters = (
+        ("Priority Inversions", int(summary.get("priority_inversions", 0))),
+        ("HOL Blocking Events", int(summary.get("hol_blocking_events", 0))),
+        ("Rejected Requests", int(summary.get("rejected_requests", 0))),
+        ("Dropped Unservable", int(summary.get("dropped_unservable", 0))),
+    )
+    if not any(v for _, v in counters):
+        return ""
+    lines = ["=== Anomaly Counters ==="] + [f"{name}: {v}" for name, v in counters]
+    return "\n".join(lines) + "\n"
+
+
+def kv_block(summary: Mapping[str, Any]) -> str:
+    completed = summary.get("completed_requests", 0)
+    preemption_rate = summary.get("preemption_count", 0) / completed if completed else 0.0
+    hit_rate = float(summary.get("prefix_cache_hit_rate", 0.0))
+    thrashing = float(summary.get("kv_thrashing_rate", 0.0))
+    if not (preemption_rate or hit_rate or thrashing):
+        return ""
+    return (
+        "=== KV Cache Metrics ===\n"
+        f"Preemption Rate: {preemption_rate:.4f}\n"
+        f"Cache Hit Rate: {hit_rate:.4f}\n"
+        f"KV Thrashing Rate: {thrashing:.4f}\n"
+    )
+
+
+def stdout_report(summary: Mapping[str, Any], instance_summaries: Sequence[Mapping[str, Any]]) -> str:
+    parts = [metrics_block(s) for s in instance_summaries]
+    parts.append(metrics_block(summary))
+    parts.append(anomaly_block(summary))
+    parts.append(kv_block(summary))
+    return "".join(parts)
+
+
+def results_document(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The results-file object: summary keys, then ``requests``, then ``config``."""
+    doc = {k: v for k, v in summary.items() if k != "config"}
+    if records:
+        doc["requests"] = list(records)
+    if "config" in summary:
+        doc["config"] = summary["config"]
+    return doc
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise OSError now if ``path`` cannot be written later (checked before a run)."""
+    target = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(target) or "."
+    if os.path.isdir(target):
+        raise IsADirectoryError(f"{target} is a directory")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"folder {folder} is not writable")
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+        raise PermissionError(f"{target} is not writable")
+
+
+def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
+    """Write ``doc`` as indented JSON (no trailing newline), atomically."""
+    target = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(target) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".blis-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
