@@ -1,0 +1,20 @@
+"""The single error type of the workload package.
+
+Bad workload input is a user mistake, not a crash: the CLI turns a ``WorkloadError`` into a
+one-line message and exit code 2, without a traceback. Subclassing ``ValueError`` keeps it
+catchable by callers that only know the standard hierarchy.
+"""
+
+from __future__ import annotations
+
+
+class WorkloadError(ValueError):
+    """Invalid workload parameters or trace content.
+
+    The message is one line naming the offending flag, field or trace location, the value
+    received and what is allowed, so a user can fix the input without reading code.
+    """
+
+    def __init__(self, message: str) -> None:
+        # Keep the one-line contract even if a caller interpolates a multi-line value.
+        super().__init__(" ".join(message.splitlines()))

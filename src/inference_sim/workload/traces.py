@@ -1,0 +1,210 @@
+"""Legacy CSV trace replay (``--workload traces``) and the matching exporter.
+
+Format (the reference's): a header row, then one request per row with at least five
+columns ``arrival_s, id, model, input_tokens, output_tokens``. The arrival is in seconds
+(converted to µs by truncation), the token columns are JSON lists of ids and are quoted by
+the CSV writer because they contain commas. Columns past the fifth are ignored so traces
+with extra annotations still load.
+
+Rows keep file order (the event queue sorts arrivals, not the reader) and reading stops at
+the first row later than the horizon, as in the reference. Unlike the reference, every
+problem is reported as one :class:`WorkloadError` naming the file, the line and the column.
+
+:func:`write_csv_trace` emits exactly what :func:`read_csv_trace` reads, so a generated
+workload can be exported once and replayed (or fed to the reference) bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+
+from inference_sim.instance.request import Request
+from inference_sim.workload._gc import gc_paused
+from inference_sim.workload.errors import WorkloadError
+
+TRACE_FLAG = "--workload-traces-filepath"
+HEADER = ("arrival_time", "request_id", "model", "prefill_tokens", "decode_tokens")
+"""Header written by :func:`write_csv_trace` (the reference README's column names)."""
+
+_COLUMNS = "(arrival_s, id, model, input_tokens, output_tokens)"
+_NO_HORIZON = 2**63 - 1
+_DECODER = json.JSONDecoder()  # reused: skips json.loads' per-call keyword handling
+_MAX_SHOWN = 40  # characters of a bad value quoted in an error message
+
+
+def _shown(text: str) -> str:
+    """A short, single-line rendering of a bad cell for an error message."""
+    if len(text) > _MAX_SHOWN:
+        text = text[:_MAX_SHOWN] + "..."
+    return repr(text)
+
+
+def _parse_arrival(text: str, where: str) -> int:
+    """Seconds as float text -> integer µs, truncated like the reference (``trunc(x*1e6)``)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise WorkloadError(f"{where}: not a number: {_shown(text)}") from None
+    if not math.isfinite(seconds) or seconds < 0.0:
+        raise WorkloadError(f"{where}: must be a finite number of seconds >= 0, got {_shown(text)}")
+    return int(seconds * 1e6)
+
+
+def _parse_tokens(text: str, where: str, *, need_one: bool) -> list[int]:
+    """A JSON list of non-negative integer token ids; ``need_one`` forbids an empty list."""
+    try:
+        value = _DECODER.decode(text)
+    except json.JSONDecodeError as exc:
+        raise WorkloadError(f"{where}: invalid JSON ({exc.msg} at char {exc.pos})") from None
+    except RecursionError:
+        raise WorkloadError(f"{where}: invalid JSON (nested too deeply)") from None
+    if not isinstance(value, list):
+        raise WorkloadError(
+            f"{where}: expected a JSON list of token ids, got {type(value).__name__}"
+        )
+    # Exact type test (C-speed via map): JSON true/false load as bool, an int subclass.
+    if value and set(map(type, value)) != {int}:
+        bad = next(tok for tok in value if type(tok) is not int)
+        raise WorkloadError(f"{where}: token ids must be integers, got {json.dumps(bad)}")
+    if value and min(value) < 0:
+        raise WorkloadError(f"{where}: token ids must be >= 0, got {min(value)}")
+    if need_one and not value:
+        raise WorkloadError(f"{where}: empty list, at least one prompt token is required")
+    return value
+
+
+def read_csv_trace(path: str | os.PathLike[str], *, horizon: int = _NO_HORIZON) -> list[Request]:
+    """Load a reference-format CSV trace into requests, in file order.
+
+    ``Request.index`` is the 0-based data-row index. A row whose arrival is greater than
+    ``horizon`` ends reading (that row and everything after it are not even validated);
+    a row exactly at the horizon is kept. Blank lines are skipped, like Go's CSV reader.
+    """
+    p = os.fspath(path)
+    try:
+        handle = open(p, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise WorkloadError(f"{TRACE_FLAG}: file not found: {p}") from None
+    except OSError as exc:
+        raise WorkloadError(f"{TRACE_FLAG}: cannot read {p}: {exc.strerror or exc}") from None
+
+    requests: list[Request] = []
+    line = 0  # 1-based line where the current record starts
+    with handle, gc_paused():
+        reader = csv.reader(handle, strict=True)
+        try:
+            header: list[str] = []
+            while not header:
+                line = reader.line_num + 1
+                row = next(reader, None)
+                if row is None:
+                    raise WorkloadError(f"trace {p}: file is empty, expected a header row")
+                header = row
+            line = reader.line_num + 1
+            for row in reader:
+                if row:
+                    req = _parse_row(row, p, line, len(requests), horizon)
+                    if req is None:
+                        break
+                    requests.append(req)
+                line = reader.line_num + 1
+        except csv.Error as exc:
+            raise WorkloadError(f"trace {p} row {line}: malformed CSV: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise WorkloadError(
+                f"trace {p}: cannot read: not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
+        except OSError as exc:
+            raise WorkloadError(f"trace {p}: cannot read: {exc.strerror or exc}") from None
+    return requests
+
+
+def _parse_row(row: list[str], p: str, line: int, index: int, horizon: int) -> Request | None:
+    """One data row -> Request, or None when its arrival is beyond the horizon."""
+    if len(row) < 5:
+        raise WorkloadError(
+            f"trace {p} row {line}: expected at least 5 columns {_COLUMNS}, got {len(row)}"
+        )
+    where = f"trace {p} row {line} column"
+    arrival = _parse_arrival(row[0], f"{where} arrival_s")
+    if arrival > horizon:
+        return None
+    input_tokens = _parse_tokens(row[3], f"{where} input_tokens", need_one=True)
+    output_tokens = _parse_tokens(row[4], f"{where} output_tokens", need_one=False)
+    return Request(index, arrival, input_tokens, output_tokens, model=row[2])
+
+
+def seconds_text(ticks: int) -> str:
+    """Shortest decimal seconds text that reads back as exactly ``ticks`` µs.
+
+    The reader truncates ``x * 1e6``, so the plain ``ticks / 1e6`` can come back one µs
+    short (its product may land just below the integer). We step to the neighbouring
+    floats until the product truncates to ``ticks``; ``repr`` of a float round-trips.
+    """
+    x = ticks / 1e6
+    for _ in range(64):
+        got = int(x * 1e6)
+        if got == ticks:
+            return repr(x)
+        x = math.nextafter(x, math.inf if got < ticks else -math.inf)
+    raise WorkloadError(f"arrival_time {ticks} µs cannot be written exactly in seconds")
+
+
+def _token_text(tokens: list[int]) -> str:
+    """Compact JSON list (faster than json.dumps for long integer lists)."""
+    return "[" + ",".join(map(str, tokens)) + "]"
+
+
+def write_csv_trace(requests: Iterable[Request], path: str | os.PathLike[str]) -> None:
+    """Write ``requests`` in the format :func:`read_csv_trace` reads, atomically.
+
+    The rows go to a temporary file in the target's directory that then replaces the
+    target, so a crash or a bad request never leaves a half-written trace behind.
+    """
+    p = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(p))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(p)}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise WorkloadError(f"trace {p}: cannot write: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(HEADER)
+            for req in requests:
+                if req.arrival_time < 0:
+                    raise WorkloadError(
+                        f"trace {p}: {req.request_id} has negative arrival_time "
+                        f"{req.arrival_time}, cannot be replayed"
+                    )
+                if not req.input_tokens:
+                    raise WorkloadError(
+                        f"trace {p}: {req.request_id} has no prompt tokens, cannot be replayed"
+                    )
+                writer.writerow(
+                    (
+                        seconds_text(req.arrival_time),
+                        req.request_id,
+                        req.model,
+                        _token_text(req.input_tokens),
+                        _token_text(req.output_tokens),
+                    )
+                )
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a trace is ordinary shared data
+        os.replace(tmp, p)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise WorkloadError(f"trace {p}: cannot write: {exc.strerror or exc}") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
