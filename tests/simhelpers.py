@@ -31,7 +31,7 @@ def simulate_requests(
     *,
     alpha: tuple[float, float, float] = (0.0, 0.0, 0.0),
     beta: tuple[float, float, float] = (1000.0, 1.0, 1.0),
-    num_gpu_blocks: int = 1_000_000,
+    num_gpu_blocks: int = 20_000,
     block_size: int = 16,
     max_num_seqs: int = 256,
     max_num_batched_tokens: int = 2048,

@@ -120,7 +120,7 @@ def test_degenerate_range_gives_exact_length():
     fixed = LengthDistribution(mean=7, stdev=3, min=7, max=7)
     reqs = generate(params(prompt=fixed, output=LengthDistribution(0, 0, 0, 0)), num_requests=20)
     assert all(r.num_prompt_tokens == 7 and r.num_output_tokens == 0 for r in reqs)
-    assert all(r.output_tokens == [] for r in reqs)
+    assert all(r.output_tokens.tolist() == [] for r in reqs)
 
 
 def test_sample_mean_close_to_mean_for_wide_range():
@@ -134,7 +134,7 @@ def test_sample_mean_close_to_mean_for_wide_range():
 
 def test_token_ids_in_vocabulary_range():
     reqs = generate(params(prefix=30), num_requests=30)
-    ids = [t for r in reqs for t in (*r.input_tokens, *r.output_tokens)]
+    ids = [t for r in reqs for t in (*r.input_tokens.tolist(), *r.output_tokens.tolist())]
     assert all(type(t) is int for t in ids)
     assert min(ids) >= 0 and max(ids) < MAX_TOKEN_ID
 
@@ -169,13 +169,13 @@ def test_round_half_away_matches_decimal(x):
 
 def test_shared_prefix_is_identical_across_requests():
     reqs = generate(params(prefix=64), num_requests=40)
-    prefix = reqs[0].input_tokens[:64]
-    assert all(r.input_tokens[:64] == prefix for r in reqs)
+    prefix = reqs[0].input_tokens[:64].tolist()
+    assert all(r.input_tokens[:64].tolist() == prefix for r in reqs)
     assert all(r.num_prompt_tokens >= 64 + 2 for r in reqs)
     # each request has its own list (the engine must never see aliasing between requests)
     assert reqs[0].input_tokens is not reqs[1].input_tokens
     # the random suffixes differ
-    assert reqs[0].input_tokens[64:] != reqs[1].input_tokens[64:]
+    assert reqs[0].input_tokens[64:].tolist() != reqs[1].input_tokens[64:].tolist()
 
 
 def test_no_prefix_when_zero():
@@ -188,7 +188,9 @@ def test_no_prefix_when_zero():
 
 
 def _fingerprint(reqs):
-    return [(r.index, r.arrival_time, r.input_tokens, r.output_tokens) for r in reqs]
+    return [
+        (r.index, r.arrival_time, r.input_tokens.tolist(), r.output_tokens.tolist()) for r in reqs
+    ]
 
 
 def test_same_seed_same_requests():

@@ -31,7 +31,10 @@ def write(tmp_path: Path, body: str, header: str = HEADER) -> Path:
 
 
 def fingerprint(reqs):
-    return [(r.index, r.arrival_time, r.model, r.input_tokens, r.output_tokens) for r in reqs]
+    return [
+        (r.index, r.arrival_time, r.model, r.input_tokens.tolist(), r.output_tokens.tolist())
+        for r in reqs
+    ]
 
 
 # --- reading ------------------------------------------------------------------------------

@@ -47,11 +47,13 @@ def _click_option(spec: OptionSpec) -> click.Option:
     if spec.kind is bool:
         neg = [f"--no-{n[2:]}" for n in names]
         decls = [f"{n}/{m}" for n, m in zip(names, neg, strict=True)]
-        return click.Option(decls, spec.name, default=None, help=help_text)
+        return click.Option([*decls, spec.name], default=None, help=help_text)
     if spec.kind == "floats":
-        return click.Option(names, spec.name, type=str, multiple=True, default=None, help=help_text)
+        return click.Option(
+            [*names, spec.name], type=str, multiple=True, default=None, help=help_text
+        )
     ctype = {int: click.INT, float: click.FLOAT, str: click.STRING}[spec.kind]  # type: ignore[index]
-    return click.Option(names, spec.name, type=ctype, default=None, help=help_text)
+    return click.Option([*names, spec.name], type=ctype, default=None, help=help_text)
 
 
 def _setup_logging(level_name: str) -> None:

@@ -144,20 +144,34 @@ class Instance:
 
         # Part A: running requests, in order, preempting from the tail on KV pressure.
         preempted = False
+        bs = cfg.block_size
+        sched_reqs = batch.requests
+        sched_new = batch.num_new
+        prefill_tokens = 0
+        decode_tokens = 0
         i = 0
         while i < len(running) and budget > 0:
             req = running[i]
             computed = req.num_computed_tokens
-            if computed < req.prefill_target:
+            if computed >= req.prefill_target:
+                # Decode: one token. Its KV slot exists unless it opens a new block,
+                # and the KV manager only matters when a block opens or fills.
+                if computed % bs and (computed + 1) % bs:
+                    sched_reqs.append(req)
+                    sched_new.append(1)
+                    decode_tokens += 1
+                    budget -= 1
+                    i += 1
+                    continue
+                is_prefill = False
+                n = 1
+            else:
                 is_prefill = True
                 n = req.prefill_target - computed
                 if 0 < threshold < n:
                     n = threshold
                 if n > budget:
                     n = budget
-            else:
-                is_prefill = False
-                n = 1
             scheduled = True
             while not kv.allocate_slots(req, n):
                 stats.kv_allocation_failures += 1
@@ -175,9 +189,16 @@ class Instance:
                     break
             if not scheduled:
                 break
-            batch.add(req, n, is_prefill)
+            sched_reqs.append(req)
+            sched_new.append(n)
+            if is_prefill:
+                prefill_tokens += n
+            else:
+                decode_tokens += n
             budget -= n
             i += 1
+        batch.prefill_tokens = prefill_tokens
+        batch.decode_tokens = decode_tokens
 
         # Part B: admit waiting requests unless this step preempted.
         if not preempted:
@@ -222,7 +243,7 @@ class Instance:
         finished = False
         otp = self._otp
         hist = stats.itl_histogram
-        for req, n, _before, _is_prefill in batch.entries:
+        for req, n in zip(sched_reqs, sched_new, strict=True):
             computed = req.num_computed_tokens + n
             req.num_computed_tokens = computed
             if computed != req.num_prompt_tokens + req.delivered:

@@ -55,11 +55,11 @@ class KVCacheManager:
                 lo = i * bs
                 hi = lo + bs
                 if hi <= n_prompt:
-                    chunk = tuple(prompt[lo:hi])
+                    chunk = prompt[lo:hi].tobytes()
                 elif lo >= n_prompt:
-                    chunk = tuple(req.output_tokens[lo - n_prompt : hi - n_prompt])
+                    chunk = req.output_tokens[lo - n_prompt : hi - n_prompt].tobytes()
                 else:
-                    chunk = (*prompt[lo:], *req.output_tokens[: hi - n_prompt])
+                    chunk = prompt[lo:].tobytes() + req.output_tokens[: hi - n_prompt].tobytes()
                 prev = hash((prev, chunk))
                 hashes.append(prev)
         return hashes

@@ -8,34 +8,39 @@ from inference_sim.instance.request import Request
 
 
 class StepBatch:
-    """What one engine step computes, built by batch formation and reused every step.
+    """What one engine step computes, filled by batch formation and reused every step.
 
-    ``entries`` holds ``(request, num_new_tokens, num_computed_before, is_prefill)``
-    for each scheduled request; ``prefill_tokens`` and ``decode_tokens`` are the
-    running sums blackbox models need without walking the entries.
+    ``requests[i]`` is scheduled for ``num_new[i]`` tokens; when the latency model
+    runs, each request's ``num_computed_tokens`` still holds its value before the
+    step, and it is in prefill iff ``num_computed_tokens < prefill_target``.
+    ``prefill_tokens`` and ``decode_tokens`` are the sums blackbox models need
+    without walking the lists.
     """
 
-    __slots__ = ("decode_tokens", "entries", "prefill_tokens")
+    __slots__ = ("decode_tokens", "num_new", "prefill_tokens", "requests")
 
     def __init__(self) -> None:
-        self.entries: list[tuple[Request, int, int, bool]] = []
+        self.requests: list[Request] = []
+        self.num_new: list[int] = []
         self.prefill_tokens = 0
         self.decode_tokens = 0
 
     def clear(self) -> None:
-        self.entries.clear()
+        self.requests.clear()
+        self.num_new.clear()
         self.prefill_tokens = 0
         self.decode_tokens = 0
 
     def add(self, req: Request, num_new: int, is_prefill: bool) -> None:
-        self.entries.append((req, num_new, req.num_computed_tokens, is_prefill))
+        self.requests.append(req)
+        self.num_new.append(num_new)
         if is_prefill:
             self.prefill_tokens += num_new
         else:
             self.decode_tokens += num_new
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.requests)
 
 
 class LatencyModel(Protocol):

@@ -179,7 +179,8 @@ def generate_distribution(
     if num_requests < 0:
         raise WorkloadError(f"--num-requests must be >= 0, got {num_requests}")
 
-    prefix: list[int] = rng.integers(0, MAX_TOKEN_ID, size=params.prefix_tokens).tolist()
+    prefix_arr = rng.integers(0, MAX_TOKEN_ID, size=params.prefix_tokens).astype(np.int32)
+    n_prefix = params.prefix_tokens
     count = _arrival_count(int(num_requests), int(horizon), gap)
     if count == 0:
         return []
@@ -208,12 +209,13 @@ def generate_distribution(
             stop = int(np.searchsorted(ends, base + _TOKEN_CHUNK, side="right"))
             stop = min(count, max(stop, start + 1))
             chunk_end = int(ends[stop - 1])
-            ids: list[int] = rng.integers(0, MAX_TOKEN_ID, size=chunk_end - base).tolist()
+            ids = rng.integers(0, MAX_TOKEN_ID, size=chunk_end - base).astype(np.int32)
             pos = 0
             for k in range(start, stop):
                 mid = pos + p_list[k]
                 end = mid + o_list[k]
-                append(Request(k, k * step, prefix + ids[pos:mid], ids[mid:end]))
+                prompt = np.concatenate((prefix_arr, ids[pos:mid])) if n_prefix else ids[pos:mid]
+                append(Request(k, k * step, prompt, ids[mid:end]))
                 pos = end
             start = stop
             base = chunk_end

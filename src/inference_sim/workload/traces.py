@@ -22,7 +22,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from inference_sim.instance.request import Request
 from inference_sim.workload._gc import gc_paused
@@ -156,7 +156,7 @@ def seconds_text(ticks: int) -> str:
     raise WorkloadError(f"arrival_time {ticks} µs cannot be written exactly in seconds")
 
 
-def _token_text(tokens: list[int]) -> str:
+def _token_text(tokens: Sequence[int]) -> str:
     """Compact JSON list (faster than json.dumps for long integer lists)."""
     return "[" + ",".join(map(str, tokens)) + "]"
 
@@ -183,7 +183,7 @@ def write_csv_trace(requests: Iterable[Request], path: str | os.PathLike[str]) -
                         f"trace {p}: {req.request_id} has negative arrival_time "
                         f"{req.arrival_time}, cannot be replayed"
                     )
-                if not req.input_tokens:
+                if req.num_prompt_tokens == 0:
                     raise WorkloadError(
                         f"trace {p}: {req.request_id} has no prompt tokens, cannot be replayed"
                     )
