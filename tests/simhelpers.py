@@ -19,9 +19,7 @@ def fresh_tokens(n: int) -> list[int]:
     return list(range(start, start + n))
 
 
-def make_request(
-    index: int, arrival: int, prompt: int | list[int], output: int
-) -> Request:
+def make_request(index: int, arrival: int, prompt: int | list[int], output: int) -> Request:
     tokens = prompt if isinstance(prompt, list) else fresh_tokens(prompt)
     return Request(index, arrival, tokens, fresh_tokens(output))
 
@@ -47,8 +45,6 @@ def simulate_requests(
         max_num_batched_tokens=max_num_batched_tokens,
         long_prefill_token_threshold=long_prefill_token_threshold,
     )
-    instances = [
-        Instance(i, cfg, BlackboxLatencyModel(alpha, beta)) for i in range(num_instances)
-    ]
+    instances = [Instance(i, cfg, BlackboxLatencyModel(alpha, beta)) for i in range(num_instances)]
     sim = ClusterSimulator(instances, horizon=horizon, check_invariants=check_invariants)
     return sim.run(requests)

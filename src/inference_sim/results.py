@@ -38,5 +38,7 @@ class Results:
         try:
             import pandas as pd
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("requests_frame() needs pandas: pip install 'inference-sim[data]'") from exc
+            raise ImportError(
+                "requests_frame() needs pandas: pip install 'inference-sim[data]'"
+            ) from exc
         return pd.DataFrame(self.requests)

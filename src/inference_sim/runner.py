@@ -34,12 +34,16 @@ def _distribution_params(plan: RunPlan) -> DistributionParams:
     return DistributionParams(
         prefix_tokens=src["prefix_tokens"],
         prompt=LengthDistribution(
-            src["prompt_tokens"], src["prompt_tokens_stdev"],
-            src["prompt_tokens_min"], src["prompt_tokens_max"],
+            src["prompt_tokens"],
+            src["prompt_tokens_stdev"],
+            src["prompt_tokens_min"],
+            src["prompt_tokens_max"],
         ),
         output=LengthDistribution(
-            src["output_tokens"], src["output_tokens_stdev"],
-            src["output_tokens_min"], src["output_tokens_max"],
+            src["output_tokens"],
+            src["output_tokens_stdev"],
+            src["output_tokens_min"],
+            src["output_tokens_max"],
         ),
     )
 
@@ -95,12 +99,12 @@ def collect_results(plan: RunPlan, outcome: SimulationOutcome) -> Results:
         per_instance = [
             build_summary(outcome, [inst], instance_id=inst.name) for inst in outcome.instances
         ]
-    return Results(summary=summary, requests=build_records(outcome), instance_summaries=per_instance)
+    return Results(
+        summary=summary, requests=build_records(outcome), instance_summaries=per_instance
+    )
 
 
-def run_plan(
-    plan: RunPlan, *, progress: Callable[[int, int], None] | None = None
-) -> Results:
+def run_plan(plan: RunPlan, *, progress: Callable[[int, int], None] | None = None) -> Results:
     streams = RandomStreams(plan.options["seed"])
     requests = build_requests(plan, streams)
     outcome = build_simulator(plan).run(requests, progress=progress)

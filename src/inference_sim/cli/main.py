@@ -112,8 +112,12 @@ def run_command(params: dict[str, Any], *, debug: bool, log_level: str, progress
             log.info(note)
         log.info(
             "starting: model=%s GPU=%s TP=%s blocks=%d alpha=%s beta=%s",
-            plan.options["model"], plan.options["hardware"], plan.options["tp"],
-            plan.engine.num_gpu_blocks, list(plan.alpha), list(plan.beta),
+            plan.options["model"],
+            plan.options["hardware"],
+            plan.options["tp"],
+            plan.engine.num_gpu_blocks,
+            list(plan.alpha),
+            list(plan.beta),
         )
         start = time.perf_counter()
         show_progress = progress or (progress is None and sys.stderr.isatty())
@@ -155,7 +159,8 @@ _run_params += [
     click.Option(["--log"], default="warn", help="Log level on stderr: debug, info, warn, error."),
     click.Option(["--debug"], is_flag=True, default=False, help="Show tracebacks for errors."),
     click.Option(
-        ["--progress/--no-progress"], default=None,
+        ["--progress/--no-progress"],
+        default=None,
         help="Progress lines on stderr (default: only when stderr is a terminal).",
     ),
 ]
@@ -171,7 +176,9 @@ cli.add_command(
 
 
 @cli.command("models")
-@click.option("--defaults-filepath", default=None, help="Extra catalog to merge (defaults.yaml format).")
+@click.option(
+    "--defaults-filepath", default=None, help="Extra catalog to merge (defaults.yaml format)."
+)
 def models_command(defaults_filepath: str | None) -> None:
     """List the models, GPUs and TP degrees the catalog has coefficients for."""
     from inference_sim.catalog import CatalogError, format_models_table, load_catalog, models_table

@@ -145,27 +145,33 @@ def _check_ranges(o: dict[str, Any]) -> None:
         _require(o[name] >= 0, f"--{name.replace('_', '-')} must be >= 0, got {o[name]}")
     _require(o["horizon"] >= 0, f"--horizon must be >= 0, got {o['horizon']}")
     rate = o["rate"]
+    _require(math.isfinite(rate) and rate > 0, f"--rate must be a finite number > 0, got {rate}")
     _require(
-        math.isfinite(rate) and rate > 0, f"--rate must be a finite number > 0, got {rate}"
+        o["admission_policy"] in ADMISSION_NAMES,
+        f"--admission-policy: unknown policy {o['admission_policy']!r}; "
+        f"valid: {', '.join(ADMISSION_NAMES)}",
     )
-    _require(o["admission_policy"] in ADMISSION_NAMES,
-             f"--admission-policy: unknown policy {o['admission_policy']!r}; "
-             f"valid: {', '.join(ADMISSION_NAMES)}")
-    _require(o["routing_policy"] in ROUTING_NAMES,
-             f"--routing-policy: unknown policy {o['routing_policy']!r}; "
-             f"valid: {', '.join(ROUTING_NAMES)}")
+    _require(
+        o["routing_policy"] in ROUTING_NAMES,
+        f"--routing-policy: unknown policy {o['routing_policy']!r}; "
+        f"valid: {', '.join(ROUTING_NAMES)}",
+    )
     if o["admission_policy"] == "token-bucket":
         for name in ("token_bucket_capacity", "token_bucket_refill_rate"):
             v = o[name]
-            _require(math.isfinite(v) and v > 0,
-                     f"--{name.replace('_', '-')} must be a finite number > 0, got {v}")
+            _require(
+                math.isfinite(v) and v > 0,
+                f"--{name.replace('_', '-')} must be a finite number > 0, got {v}",
+            )
 
 
 def _resolve_workload(o: dict[str, Any], catalog: Catalog) -> None:
     kind = o["workload"]
     if kind == "traces":
-        _require(bool(o["workload_traces_filepath"]),
-                 "--workload-traces-filepath is required when using --workload traces")
+        _require(
+            bool(o["workload_traces_filepath"]),
+            "--workload-traces-filepath is required when using --workload traces",
+        )
         return
     if kind == "distribution":
         return
@@ -180,12 +186,16 @@ def _resolve_latency(
     """Alpha, beta and KV block count for the run (cli.md 4.2 with clear errors)."""
     model = o["model"]
     latency_model = o["latency_model"]
-    _require(latency_model in ("auto", "blackbox"),
-             f"--latency-model: unknown model {latency_model!r}; valid: auto, blackbox")
+    _require(
+        latency_model in ("auto", "blackbox"),
+        f"--latency-model: unknown model {latency_model!r}; valid: auto, blackbox",
+    )
     alpha, beta = o["alpha_coeffs"], o["beta_coeffs"]
     for name, values in (("alpha-coeffs", alpha), ("beta-coeffs", beta)):
-        _require(len(values) >= 3,
-                 f"--{name} needs at least 3 comma-separated numbers, got {len(values)}")
+        _require(
+            len(values) >= 3,
+            f"--{name} needs at least 3 comma-separated numbers, got {len(values)}",
+        )
     blocks = o["total_kv_blocks"]
     if any(alpha) or any(beta):
         return tuple(alpha), tuple(beta), blocks
@@ -208,9 +218,7 @@ def _resolve_latency(
         )
     found = catalog.find_coefficients(model, o["hardware"], o["tp"], o["vllm_version"])
     if found is None:
-        combos = [
-            f"{cs.gpu}/TP{cs.tp}/{cs.vllm_version}" for cs in catalog.coefficient_sets(model)
-        ]
+        combos = [f"{cs.gpu}/TP{cs.tp}/{cs.vllm_version}" for cs in catalog.coefficient_sets(model)]
         hint = "; trained: " + ", ".join(combos) if combos else ""
         raise ConfigError(
             f"no trained coefficients for --model {model} --hardware {o['hardware'] or '?'} "
@@ -226,8 +234,10 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     """Validate ``raw`` options (either spelling) into a :class:`RunPlan`."""
     options, explicit = normalize_options(raw)
     model = options["model"].strip().lower()
-    _require(bool(model), "--model is required, e.g. --model meta-llama/llama-3.1-8b-instruct "
-             "(see `blis models`)")
+    _require(
+        bool(model),
+        "--model is required, e.g. --model meta-llama/llama-3.1-8b-instruct (see `blis models`)",
+    )
     options["model"] = model
     _check_ranges(options)
     try:

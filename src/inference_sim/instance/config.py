@@ -26,6 +26,5 @@ class EngineConfig:
             if value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
         if self.long_prefill_token_threshold < 0:
-            raise ValueError(
-                f"long_prefill_token_threshold must be >= 0, got {self.long_prefill_token_threshold}"
-            )
+            value = self.long_prefill_token_threshold
+            raise ValueError(f"long_prefill_token_threshold must be >= 0, got {value}")

@@ -39,7 +39,7 @@ class BlackboxLatencyModel:
     """Linear step-time regression with the reference's alpha/beta coefficients."""
 
     name = "blackbox"
-    __slots__ = ("alpha", "beta", "_b0", "_b1", "_b2", "_otp")
+    __slots__ = ("_b0", "_b1", "_b2", "_otp", "alpha", "beta")
 
     def __init__(self, alpha: Sequence[float], beta: Sequence[float]) -> None:
         self.alpha = _check_coeffs("alpha-coeffs", alpha)
@@ -48,7 +48,11 @@ class BlackboxLatencyModel:
         self._otp = int(self.alpha[2])
 
     def step_time(self, batch: StepBatch) -> int:
-        return int(self._b0 + self._b1 * float(batch.prefill_tokens) + self._b2 * float(batch.decode_tokens))
+        return int(
+            self._b0
+            + self._b1 * float(batch.prefill_tokens)
+            + self._b2 * float(batch.decode_tokens)
+        )
 
     def queueing_time(self, req: Request) -> int:
         t = 0.0
@@ -60,4 +64,8 @@ class BlackboxLatencyModel:
         return self._otp
 
     def describe(self) -> dict[str, object]:
-        return {"latency_model": self.name, "alpha_coeffs": list(self.alpha), "beta_coeffs": list(self.beta)}
+        return {
+            "latency_model": self.name,
+            "alpha_coeffs": list(self.alpha),
+            "beta_coeffs": list(self.beta),
+        }

@@ -6,6 +6,7 @@ rename), so a reader never sees half a file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -47,7 +48,9 @@ def kv_block(summary: Mapping[str, Any]) -> str:
     )
 
 
-def stdout_report(summary: Mapping[str, Any], instance_summaries: Sequence[Mapping[str, Any]]) -> str:
+def stdout_report(
+    summary: Mapping[str, Any], instance_summaries: Sequence[Mapping[str, Any]]
+) -> str:
     parts = [metrics_block(s) for s in instance_summaries]
     parts.append(metrics_block(summary))
     parts.append(anomaly_block(summary))
@@ -55,7 +58,9 @@ def stdout_report(summary: Mapping[str, Any], instance_summaries: Sequence[Mappi
     return "".join(parts)
 
 
-def results_document(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def results_document(
+    summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     """The results-file object: summary keys, then ``requests``, then ``config``."""
     doc = {k: v for k, v in summary.items() if k != "config"}
     if records:
@@ -91,8 +96,6 @@ def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise

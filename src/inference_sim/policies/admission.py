@@ -51,7 +51,9 @@ class TokenBucket:
 
     def admit(self, req: Request, now: int) -> bool:
         if now > self.last:
-            self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.refill_rate / 1e6)
+            self.tokens = min(
+                self.capacity, self.tokens + (now - self.last) * self.refill_rate / 1e6
+            )
             self.last = now
         cost = req.num_prompt_tokens
         if self.tokens >= cost:
