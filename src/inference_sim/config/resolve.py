@@ -243,7 +243,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     try:
         catalog = load_catalog(options["defaults_filepath"] or None)
     except CatalogError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(f"--defaults-filepath: {exc}") from None
     notes: list[str] = []
     _resolve_workload(options, catalog)
     alpha, beta, blocks = _resolve_latency(options, explicit, catalog, notes)
