@@ -5,7 +5,7 @@ from __future__ import annotations
 from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
 from inference_sim.engine.events import NEVER
 from inference_sim.instance.config import EngineConfig
-from inference_sim.instance.engine import Instance
+from inference_sim.instance.fast_engine import FastInstance
 from inference_sim.instance.request import Request
 from inference_sim.latency.blackbox import BlackboxLatencyModel
 
@@ -37,6 +37,8 @@ def simulate_requests(
     num_instances: int = 1,
     horizon: int = NEVER,
     check_invariants: bool = True,
+    exact_steps: bool = False,
+    enable_prefix_caching: bool = True,
 ) -> SimulationOutcome:
     cfg = EngineConfig(
         num_gpu_blocks=num_gpu_blocks,
@@ -44,7 +46,11 @@ def simulate_requests(
         max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens,
         long_prefill_token_threshold=long_prefill_token_threshold,
+        exact_steps=exact_steps,
+        enable_prefix_caching=enable_prefix_caching,
     )
-    instances = [Instance(i, cfg, BlackboxLatencyModel(alpha, beta)) for i in range(num_instances)]
+    instances = [
+        FastInstance(i, cfg, BlackboxLatencyModel(alpha, beta)) for i in range(num_instances)
+    ]
     sim = ClusterSimulator(instances, horizon=horizon, check_invariants=check_invariants)
     return sim.run(requests)

@@ -8,7 +8,7 @@ from inference_sim.catalog import WorkloadPreset
 from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
 from inference_sim.config.resolve import RunPlan
 from inference_sim.engine.rng import RandomStreams
-from inference_sim.instance.engine import Instance
+from inference_sim.instance.fast_engine import FastInstance
 from inference_sim.instance.request import Request
 from inference_sim.metrics.summary import build_records, build_summary
 from inference_sim.policies.admission import ADMISSION_POLICIES
@@ -71,7 +71,7 @@ def build_requests(plan: RunPlan, streams: RandomStreams) -> list[Request]:
 def build_simulator(plan: RunPlan) -> ClusterSimulator:
     o = plan.options
     instances = [
-        Instance(i, plan.engine, plan.make_latency_model()) for i in range(o["num_instances"])
+        FastInstance(i, plan.engine, plan.make_latency_model()) for i in range(o["num_instances"])
     ]
     admission_cls = ADMISSION_POLICIES[o["admission_policy"]]
     if o["admission_policy"] == "token-bucket":

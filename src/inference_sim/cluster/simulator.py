@@ -19,11 +19,9 @@ from inference_sim.policies.routing import RoundRobin, RoutingPolicy
 
 ProgressCallback = Callable[[int, int], None]
 
-_ARRIVAL = int(EventClass.ARRIVAL)
 _ADMISSION = int(EventClass.ADMISSION)
 _ROUTING = int(EventClass.ROUTING)
 _ENQUEUE = int(EventClass.ENQUEUE)
-_STEP = int(EventClass.STEP)
 
 
 @dataclass
@@ -79,7 +77,10 @@ class ClusterSimulator:
     ) -> SimulationOutcome:
         """Simulate ``requests`` (in any order; served by arrival, then list order)."""
         order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_time)
-        heap: list[tuple[int, int, int, int, Request | None]] = []
+        # Two heaps: cluster and enqueue events, and instance steps. A step may run
+        # ahead on its own (fast-forward) only up to the next event of the first kind.
+        ext: list[tuple[int, int, int, int, Request]] = []
+        steps: list[tuple[int, int, int]] = []
         push = heapq.heappush
         pop = heapq.heappop
         seq = 0
@@ -97,68 +98,76 @@ class ClusterSimulator:
         n_arrivals = len(order)
         next_arrival = 0
         check = self.check_invariants
+        inf = NEVER + 1
 
         while True:
             if next_arrival < n_arrivals:
                 req = requests[order[next_arrival]]
                 t_arr = req.arrival_time
-                if not heap or t_arr <= heap[0][0]:
-                    if t_arr > horizon:
-                        break
-                    next_arrival += 1
-                    executed += 1
-                    if max_len and req.num_prompt_tokens + req.num_output_tokens > max_len:
-                        req.state = RequestState.REJECTED
-                        too_long += 1
-                        continue
-                    push(heap, (t_arr + adm_lat, _ADMISSION, -1, seq, req))
-                    seq += 1
+            else:
+                t_arr = inf
+            t_ext = ext[0][0] if ext else inf
+            t_step = steps[0][0] if steps else inf
+            if t_arr <= t_ext and t_arr <= t_step:
+                if t_arr > horizon:
+                    break
+                next_arrival += 1
+                executed += 1
+                if max_len and req.num_prompt_tokens + req.num_output_tokens > max_len:
+                    req.state = RequestState.REJECTED
+                    too_long += 1
                     continue
-            if not heap:
+                push(ext, (t_arr + adm_lat, _ADMISSION, -1, seq, req))
+                seq += 1
+                continue
+            if t_ext <= t_step:
+                now = t_ext
+                if now > horizon:
+                    break
+                _t, klass, inst_idx, _s, req = pop(ext)
+                executed += 1
+                if klass == _ENQUEUE:
+                    inst = instances[inst_idx]
+                    if inst.enqueue(req, now):
+                        push(steps, (now, inst_idx, seq))
+                        seq += 1
+                    if now > end_time:
+                        end_time = now
+                elif klass == _ADMISSION:
+                    if admission.admit(req, now):
+                        push(ext, (now + route_lat, _ROUTING, -1, seq, req))
+                        seq += 1
+                    else:
+                        req.state = RequestState.REJECTED
+                        rejected += 1
+                else:  # routing
+                    target = routing.route(req, instances, now)
+                    inst = instances[target]
+                    req.handled_by = target
+                    t_q = now + inst.latency.queueing_time(req)
+                    push(ext, (t_q, _ENQUEUE, target, seq, req))
+                    seq += 1
+                continue
+            if t_step == inf or t_step > horizon:
                 break
-            now, klass, inst_idx, _s, req = heap[0]
-            if now > horizon:
-                break
-            pop(heap)
+            now, inst_idx, _s = pop(steps)
             executed += 1
             if progress is not None and executed % progress_every == 0:
                 progress(executed, now)
-            if klass == _STEP:
-                inst = instances[inst_idx]
-                nxt = inst.step(now)
-                if nxt is not None:
-                    push(heap, (nxt, _STEP, inst_idx, seq, None))
-                    seq += 1
-                step_end = inst.busy_until if inst.busy_until <= horizon else horizon
-                if step_end > end_time:
-                    end_time = step_end
-                if check:
-                    inst.kv.check_invariants()
-            elif klass == _ENQUEUE:
-                assert req is not None
-                inst = instances[inst_idx]
-                if inst.enqueue(req, now):
-                    push(heap, (now, _STEP, inst_idx, seq, None))
-                    seq += 1
-                if now > end_time:
-                    end_time = now
-            elif klass == _ADMISSION:
-                assert req is not None
-                if admission.admit(req, now):
-                    push(heap, (now + route_lat, _ROUTING, -1, seq, req))
-                    seq += 1
-                else:
-                    req.state = RequestState.REJECTED
-                    rejected += 1
-            else:  # routing
-                assert req is not None
-                target = routing.route(req, instances, now)
-                inst = instances[target]
-                req.handled_by = target
-                t_q = now + inst.latency.queueing_time(req)
-                push(heap, (t_q, _ENQUEUE, target, seq, req))
+            inst = instances[inst_idx]
+            t_limit = t_arr if t_arr < t_ext else t_ext
+            nxt = inst.step(now, t_limit, horizon)
+            if nxt is not None:
+                push(steps, (nxt, inst_idx, seq))
                 seq += 1
+            step_end = inst.busy_until if inst.busy_until <= horizon else horizon
+            if step_end > end_time:
+                end_time = step_end
+            if check:
+                inst.kv.check_invariants()
 
+        for inst in instances:
+            inst.finalize()
         return SimulationOutcome(
             requests=requests,
             instances=instances,

@@ -19,6 +19,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 2048
     long_prefill_token_threshold: int = 0
     enable_prefix_caching: bool = True
+    exact_steps: bool = False  # the plain one-step-at-a-time stepper (reference mode)
 
     def __post_init__(self) -> None:
         for name in ("num_gpu_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens"):

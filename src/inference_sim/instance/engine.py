@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
+from inference_sim.engine.events import NEVER
 from inference_sim.instance.config import EngineConfig
 from inference_sim.instance.request import Request, RequestState
 from inference_sim.kv.manager import KVCacheManager
@@ -125,8 +126,12 @@ class Instance:
         self.step_pending = True
         return True
 
-    def step(self, now: int) -> int | None:
-        """Run one engine iteration starting at ``now``; return the next step's time or None."""
+    def step(self, now: int, t_limit: int = NEVER, horizon: int = NEVER) -> int | None:
+        """Run one engine iteration starting at ``now``; return the next step's time or None.
+
+        ``t_limit`` and ``horizon`` bound how far a stepper may run ahead on its own (the
+        next outside event, the end of simulated time); this plain stepper runs one step.
+        """
         self.clock = now
         stats = self.stats
         stats.step_count += 1
@@ -199,6 +204,10 @@ class Instance:
             i += 1
         batch.prefill_tokens = prefill_tokens
         batch.decode_tokens = decode_tokens
+        ctx = 0
+        for req in sched_reqs:
+            if req.num_computed_tokens >= req.prefill_target:
+                ctx += req.num_computed_tokens
 
         # Part B: admit waiting requests unless this step preempted.
         if not preempted:
@@ -233,6 +242,7 @@ class Instance:
                 budget -= n
 
         # Execute: price the batch, then advance every scheduled request.
+        batch.decode_context_sum = ctx
         step_time = self.latency.step_time(batch)
         end = now + step_time
         self.busy_until = end
@@ -282,6 +292,9 @@ class Instance:
             return end
         self.step_pending = False
         return None
+
+    def finalize(self) -> None:
+        """Bring per-request state up to date at the end of a run (nothing to do here)."""
 
     # --- helpers -------------------------------------------------------------------
     def _preempt(self, victim: Request) -> None:

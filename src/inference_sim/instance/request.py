@@ -48,11 +48,14 @@ class Request:
 
     __slots__ = (
         "_block_hashes",
+        "admit_seq",
         "arrival_time",
+        "base_epoch",
         "delivered",
         "finish_time",
         "first_scheduled_time",
         "first_token_time",
+        "gap",
         "handled_by",
         "index",
         "input_tokens",
@@ -70,6 +73,7 @@ class Request:
         "slo_class",
         "state",
         "tenant_id",
+        "version",
     )
 
     def __init__(
@@ -111,6 +115,11 @@ class Request:
         self.priority = 0.0
         self.handled_by = -1
         self._block_hashes = None
+        # Bookkeeping of the fast stepper (instance/fast_engine.py).
+        self.admit_seq = -1  # position in the running batch order (admission order)
+        self.base_epoch = -1  # >= 0: a decoder whose progress is implicit
+        self.version = 0  # invalidates stale entries in the attention heap
+        self.gap = False  # its next ITL sample does not start at the previous step
 
     @property
     def request_id(self) -> str:

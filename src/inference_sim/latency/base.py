@@ -17,19 +17,23 @@ class StepBatch:
     without walking the lists.
     """
 
-    __slots__ = ("decode_tokens", "num_new", "prefill_tokens", "requests")
+    __slots__ = ("decode_context_sum", "decode_tokens", "num_new", "prefill_tokens", "requests")
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self.num_new: list[int] = []
         self.prefill_tokens = 0
         self.decode_tokens = 0
+        # Sum of the decoding requests' contexts (computed tokens before the step); the
+        # fast stepper does not list idle decoders, so models read totals from here.
+        self.decode_context_sum = 0
 
     def clear(self) -> None:
         self.requests.clear()
         self.num_new.clear()
         self.prefill_tokens = 0
         self.decode_tokens = 0
+        self.decode_context_sum = 0
 
     def add(self, req: Request, num_new: int, is_prefill: bool) -> None:
         self.requests.append(req)

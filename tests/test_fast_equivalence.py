@@ -1,0 +1,73 @@
+"""The fast stepper gives exactly the plain stepper's results (issue 9's reference mode)."""
+
+from __future__ import annotations
+
+import copy
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inference_sim.instance.request import Request, RequestState
+from inference_sim.metrics.summary import build_records, build_summary
+from simhelpers import simulate_requests
+
+
+@st.composite
+def scenarios(draw):
+    n = draw(st.integers(1, 30))
+    alphabet = draw(st.integers(2, 50))
+    shared = draw(st.lists(st.integers(0, alphabet), min_size=0, max_size=64))
+    reqs = []
+    t = 0
+    for i in range(n):
+        t += draw(st.sampled_from([0, 0, 1, 500, 3000, 20000]))
+        own = draw(st.lists(st.integers(0, alphabet), min_size=1, max_size=90))
+        prompt = (shared if draw(st.booleans()) else []) + own
+        out = draw(st.integers(0, 70))
+        reqs.append(Request(i, t, prompt, [(i * 7 + k) % 97 for k in range(out)]))
+    cfg = dict(
+        num_gpu_blocks=draw(st.integers(6, 120)),
+        block_size=draw(st.sampled_from([1, 2, 4, 16])),
+        max_num_seqs=draw(st.integers(1, 12)),
+        max_num_batched_tokens=draw(st.integers(4, 200)),
+        long_prefill_token_threshold=draw(st.sampled_from([0, 0, 8, 33])),
+        num_instances=draw(st.integers(1, 3)),
+        beta=(
+            draw(st.sampled_from([0.0, 1000.0, 2500.5])),
+            draw(st.sampled_from([0.0, 1.0, 3.3])),
+            draw(st.sampled_from([0.0, 1.0, 7.7])),
+        ),
+        alpha=(draw(st.sampled_from([0.0, 300.0])), 1.0, draw(st.sampled_from([0.0, 50.0]))),
+        enable_prefix_caching=draw(st.booleans()),
+        horizon=draw(st.sampled_from([2**63 - 1, 2**63 - 1, 40_000, 150_000])),
+    )
+    return reqs, cfg
+
+
+def _fingerprint(outcome):
+    summary = build_summary(outcome)
+    # itl_sum is only defined once a request has finished (E2E = TTFT + itl_sum).
+    per_request = [
+        (
+            r.state,
+            r.first_scheduled_time,
+            r.first_token_time,
+            r.finish_time,
+            r.itl_sum if r.state == RequestState.FINISHED else None,
+            r.num_preemptions,
+            r.delivered,
+        )
+        for r in outcome.requests
+    ]
+    hists = [dict(sorted(i.stats.itl_histogram.items())) for i in outcome.instances]
+    steps = [i.stats.step_count for i in outcome.instances]
+    return summary, build_records(outcome), per_request, hists, steps, outcome.end_time
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_fast_stepper_equals_plain_stepper(scenario):
+    reqs, cfg = scenario
+    plain = simulate_requests(copy.deepcopy(reqs), exact_steps=True, **cfg)
+    fast = simulate_requests(copy.deepcopy(reqs), exact_steps=False, **cfg)
+    assert _fingerprint(fast) == _fingerprint(plain)
