@@ -374,7 +374,7 @@ class FastInstance(Instance):
 
         Returns the start time of the next step that needs the full treatment.
         """
-        if self._prefilling or self.order_wait_queue is not None and self.waiting:
+        if self._prefilling or (self.order_wait_queue is not None and self.waiting):
             return start
         if self.waiting and len(self.running) < self.config.max_num_seqs:
             return start
