@@ -8,12 +8,13 @@ so the heap holds only in-flight work. Events later than the horizon never run.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from inference_sim.engine.events import NEVER, EventClass
 from inference_sim.instance.engine import Instance
 from inference_sim.instance.request import Request, RequestState
+from inference_sim.metrics.request_log import RequestLog
 from inference_sim.policies.admission import AdmissionPolicy, AlwaysAdmit
 from inference_sim.policies.routing import RoundRobin, RoutingPolicy
 
@@ -26,16 +27,24 @@ _ENQUEUE = int(EventClass.ENQUEUE)
 
 @dataclass
 class SimulationOutcome:
-    """Everything a run leaves behind for metrics aggregation."""
+    """Everything a run leaves behind for metrics aggregation.
 
-    requests: list[Request]
+    ``log`` holds one row per request that reached an instance (finished or not);
+    ``requests`` is the caller's list when one was given (None for a stream).
+    ``in_flight`` counts requests admitted or routed but not yet in a wait queue when
+    the horizon was reached, per target instance (-1: not yet routed).
+    """
+
+    requests: list[Request] | None
     instances: list[Instance]
     horizon: int
     end_time: int
+    log: RequestLog
     rejected: int = 0
     rejected_too_long: int = 0
     events_executed: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
+    generated: int = 0
+    in_flight: dict[int, int] = field(default_factory=dict)
 
 
 class ClusterSimulator:
@@ -70,13 +79,24 @@ class ClusterSimulator:
 
     def run(
         self,
-        requests: list[Request],
+        requests: Iterable[Request],
         *,
         progress: ProgressCallback | None = None,
         progress_every: int = 200_000,
     ) -> SimulationOutcome:
-        """Simulate ``requests`` (in any order; served by arrival, then list order)."""
-        order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_time)
+        """Simulate ``requests``.
+
+        A list may be in any order (it is served by arrival time, then list order); any
+        other iterable is consumed lazily and must yield requests in arrival order.
+        """
+        as_list = requests if isinstance(requests, list) else None
+        if as_list is not None:
+            stream: Iterator[Request] = iter(sorted(as_list, key=_arrival_time))
+        else:
+            stream = iter(requests)
+        log = RequestLog()
+        for inst in self.instances:
+            inst.log = log
         # Two heaps: cluster and enqueue events, and instance steps. A step may run
         # ahead on its own (fast-forward) only up to the next event of the first kind.
         ext: list[tuple[int, int, int, int, Request]] = []
@@ -95,14 +115,15 @@ class ClusterSimulator:
         too_long = 0
         executed = 0
         end_time = 0
-        n_arrivals = len(order)
-        next_arrival = 0
         check = self.check_invariants
         inf = NEVER + 1
+        generated = 0
+        last_arrival = -1
+        upcoming: Request | None = next(stream, None)
 
         while True:
-            if next_arrival < n_arrivals:
-                req = requests[order[next_arrival]]
+            if upcoming is not None:
+                req = upcoming
                 t_arr = req.arrival_time
             else:
                 t_arr = inf
@@ -111,7 +132,14 @@ class ClusterSimulator:
             if t_arr <= t_ext and t_arr <= t_step:
                 if t_arr > horizon:
                     break
-                next_arrival += 1
+                if t_arr < last_arrival:
+                    raise ValueError(
+                        f"workload stream is not in arrival order: {req.request_id} "
+                        f"arrives at {t_arr} µs after a request at {last_arrival} µs"
+                    )
+                last_arrival = t_arr
+                upcoming = next(stream, None)
+                generated += 1
                 executed += 1
                 if max_len and req.num_prompt_tokens + req.num_output_tokens > max_len:
                     req.state = RequestState.REJECTED
@@ -166,14 +194,33 @@ class ClusterSimulator:
             if check:
                 inst.kv.check_invariants()
 
+        in_flight: dict[int, int] = {}
         for inst in instances:
             inst.finalize()
+            for r in inst.waiting:
+                log.add(r)
+            for r in inst.running:
+                log.add(r)
+            inst.log = None
+        for event in ext:
+            r = event[4]
+            target = event[2] if event[1] == _ENQUEUE else -1
+            in_flight[target] = in_flight.get(target, 0) + 1
+            if target >= 0:
+                log.add(r)
         return SimulationOutcome(
-            requests=requests,
+            requests=as_list,
             instances=instances,
             horizon=horizon,
             end_time=end_time,
+            log=log,
             rejected=rejected,
             rejected_too_long=too_long,
             events_executed=executed,
+            generated=generated,
+            in_flight=in_flight,
         )
+
+
+def _arrival_time(req: Request) -> int:
+    return req.arrival_time

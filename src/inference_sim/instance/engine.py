@@ -27,6 +27,7 @@ from inference_sim.instance.config import EngineConfig
 from inference_sim.instance.request import Request, RequestState
 from inference_sim.kv.manager import KVCacheManager
 from inference_sim.latency.base import LatencyModel, StepBatch
+from inference_sim.metrics.request_log import RequestLog
 
 WaitQueueOrder = Callable[[deque[Request], int], None]
 
@@ -95,6 +96,7 @@ class Instance:
         self.busy_until = 0  # end of the last step it ran
         self._batch = StepBatch()
         self._otp = latency.output_token_time()
+        self.log: RequestLog | None = None  # where finished requests are written
 
     # --- signals read by routing ---------------------------------------------------
     @property
@@ -284,6 +286,8 @@ class Instance:
                     req.finish_time = end
                     kv.free(req)
                     stats.completed += 1
+                    if self.log is not None:
+                        self.log.add(req)
                 else:
                     keep.append(req)
             self.running = running = keep

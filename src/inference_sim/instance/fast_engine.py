@@ -360,6 +360,8 @@ class FastInstance(Instance):
                 req.finish_time = end
                 kv.free(req)
                 stats.completed += 1
+                if self.log is not None:
+                    self.log.add(req)
                 idx = bisect_left(seqs, req.admit_seq)
                 del seqs[idx]
                 del running[idx]

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from inference_sim.cluster.simulator import SimulationOutcome
 from inference_sim.instance.engine import Instance
 from inference_sim.instance.request import Request, RequestState
@@ -73,23 +75,27 @@ def build_summary(
     *,
     instance_id: str = "cluster",
 ) -> dict[str, Any]:
-    """The metrics object for the given instances (all of them by default)."""
+    """The metrics object for the given instances (all of them: the cluster block)."""
+    whole = instances is None
     insts = list(outcome.instances if instances is None else instances)
     members = {inst.index for inst in insts}
-    reqs = [r for r in outcome.requests if r.handled_by in members]
+    log = outcome.log
+    rows = log.rows_for(None if whole else members)
     stats = [inst.stats for inst in insts]
     completed = sum(s.completed for s in stats)
-    still_queued = sum(len(inst.waiting) for inst in insts)
+    in_flight = sum(n for target, n in outcome.in_flight.items() if whole or target in members)
+    still_queued = sum(len(inst.waiting) for inst in insts) + in_flight
     still_running = sum(len(inst.running) for inst in insts)
     dropped = sum(s.dropped_unservable for s in stats)
     total_out = sum(s.total_output_tokens for s in stats)
     duration = outcome.end_time / 1e6
 
-    ttfts = sorted(t for r in reqs if (t := ttft_ticks(r)) is not None)
-    e2es = sorted(e for r in reqs if (e := e2e_ticks(r)) is not None)
-    delays = sorted(
-        r.first_scheduled_time - r.arrival_time for r in reqs if r.first_scheduled_time >= 0
-    )
+    ttft_col = log.column("ttft", rows)
+    e2e_col = log.column("e2e", rows)
+    delay_col = log.column("sched_delay", rows)
+    ttfts = np.sort(ttft_col[ttft_col >= 0]).tolist()
+    e2es = np.sort(e2e_col[e2e_col >= 0]).tolist()
+    delays = np.sort(delay_col[delay_col >= 0]).tolist()
     itl = TickHistogram(merge_histograms([s.itl_histogram for s in stats]))
 
     active = completed > 0 and duration > 0
@@ -124,13 +130,12 @@ def build_summary(
     out["prefix_cache_hit_rate"] = (
         sum(s.cached_prompt_tokens for s in stats) / looked_up if looked_up else 0.0
     )
-    if instances is None:
+    if whole:
         out["rejected_requests"] = outcome.rejected
         out["rejected_too_long"] = outcome.rejected_too_long
     return out
 
 
 def build_records(outcome: SimulationOutcome) -> list[dict[str, Any]]:
-    """Per-request records of every registered request, in generation order."""
-    reqs = sorted((r for r in outcome.requests if registered(r)), key=lambda r: r.index)
-    return [request_record(r) for r in reqs]
+    """Per-request records of every request that reached an instance, in generation order."""
+    return outcome.log.records(outcome.log.rows_for(None))

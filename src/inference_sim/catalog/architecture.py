@@ -1,0 +1,645 @@
+"""Model architectures: what the roofline latency model and the KV-capacity estimate read.
+
+Two sources, one record type (:class:`ModelArchitecture`):
+
+* the package's own compact table ``data/architectures.json`` (no network access, no
+  third-party files), looked up by lower-case model id with :func:`bundled_architecture`;
+* any Hugging Face ``config.json`` (``--model-config-folder DIR``), read with
+  :func:`read_model_config_folder` following the reference's field rules (engine.md
+  §6.3): a ``text_config`` object is merged over the top level, numbers are truncated to
+  integers, a missing key reads as 0 and the first non-zero key of each list wins.
+
+Beyond the reference's dense fields the record carries what mixture-of-experts models
+(Mixtral, Qwen-MoE, DeepSeek, Llama-4, gpt-oss), multi-head latent attention (DeepSeek)
+and quantized checkpoints need; see ``docs/roofline.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
+
+from .errors import CatalogError
+
+__all__ = [
+    "ARCHITECTURES_FORMAT",
+    "MLASpec",
+    "MoESpec",
+    "ModelArchitecture",
+    "WeightQuantization",
+    "architecture_from_hf_config",
+    "bundled_architecture",
+    "bundled_architectures",
+    "read_model_config_folder",
+]
+
+#: Value of the ``format`` field of ``data/architectures.json``.
+ARCHITECTURES_FORMAT = "inference-sim-architectures/1"
+
+#: Bytes per parameter for the dtype names a config may carry (engine.md §6.3, plus the
+#: spelled-out float8 names).
+DTYPE_BYTES: Mapping[str, float] = MappingProxyType(
+    {
+        "float32": 4,
+        "float16": 2,
+        "bfloat16": 2,
+        "int8": 1,
+        "uint8": 1,
+        "fp8": 1,
+        "float8_e4m3fn": 1,
+        "float8_e5m2": 1,
+        "int4": 1,
+        "nf4": 1,
+    }
+)
+
+_QUANT_SCOPES = ("linear", "mlp", "experts")
+
+
+@dataclass(frozen=True, slots=True)
+class MoESpec:
+    """Mixture-of-experts feed-forward layers.
+
+    ``expert_ffn`` is one routed expert's intermediate size; ``shared_ffn`` the total
+    intermediate size of the always-active shared expert(s) (0: none); ``moe_layers``
+    how many of the model's layers are MoE layers (the others are dense, with the
+    architecture's ``ffn``).
+    """
+
+    experts: int
+    top_k: int
+    expert_ffn: int
+    shared_ffn: int
+    moe_layers: int
+
+
+@dataclass(frozen=True, slots=True)
+class MLASpec:
+    """Multi-head latent attention (DeepSeek-V2/V3 style).
+
+    The KV cache holds one compressed latent of ``kv_lora_rank + qk_rope_head_dim``
+    elements per token and layer, replicated on every tensor-parallel rank.
+    """
+
+    kv_lora_rank: int
+    q_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+
+    @property
+    def latent_dim(self) -> int:
+        return self.kv_lora_rank + self.qk_rope_head_dim
+
+
+@dataclass(frozen=True, slots=True)
+class WeightQuantization:
+    """How the checkpoint stores its weights, for the memory estimate only.
+
+    ``bytes_per_param`` applies to the weights named by ``scope``: ``linear`` (attention
+    projections and feed-forward weights), ``mlp`` (all feed-forward weights) or
+    ``experts`` (routed experts only). Embeddings, LM head and everything outside the
+    scope stay at the architecture's ``dtype_bytes``.
+    """
+
+    bytes_per_param: float
+    scope: str = "linear"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelArchitecture:
+    """The shape of a decoder-only transformer, as the roofline and memory models see it.
+
+    ``ffn`` is the dense feed-forward size (0 means 4 x hidden, as the reference);
+    ``head_dim`` 0 means hidden / heads. ``dtype_bytes`` is the reference's bytes per
+    parameter (from ``torch_dtype``): the roofline uses it for weights, KV and
+    activations alike. ``quantization`` only changes the weight-memory estimate.
+    ``extra_params`` counts parameters outside the text decoder that a server loads
+    anyway (a vision encoder), at ``dtype_bytes`` each.
+    """
+
+    name: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    ffn: int
+    vocab: int
+    dtype_bytes: float
+    head_dim: int = 0
+    tied_embeddings: bool = False
+    moe: MoESpec | None = None
+    mla: MLASpec | None = None
+    quantization: WeightQuantization | None = None
+    extra_params: int = 0
+    source: str = ""
+
+    # ------------------------------------------------------------- derived shape
+
+    @property
+    def is_moe(self) -> bool:
+        return self.moe is not None
+
+    @property
+    def uses_reference_formulas(self) -> bool:
+        """Plain dense models get engine.md §6.3 exactly; MoE / MLA get our own terms."""
+        return self.moe is None and self.mla is None
+
+    @property
+    def dense_ffn(self) -> int:
+        return self.ffn if self.ffn > 0 else 4 * self.hidden
+
+    @property
+    def kv_head_dim(self) -> int:
+        """The per-head size the KV cache stores (true head_dim when the config gives one)."""
+        return self.head_dim if self.head_dim > 0 else self.hidden // self.heads
+
+    @property
+    def dense_layers(self) -> int:
+        return self.layers - (self.moe.moe_layers if self.moe else 0)
+
+    # ------------------------------------------------------------- parameters
+
+    def attention_params_per_layer(self) -> int:
+        d = self.hidden
+        if self.mla is not None:
+            m = self.mla
+            qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+            if m.q_lora_rank > 0:
+                q = d * m.q_lora_rank + m.q_lora_rank * self.heads * qk
+            else:
+                q = d * self.heads * qk
+            kv_a = d * (m.kv_lora_rank + m.qk_rope_head_dim)
+            kv_b = m.kv_lora_rank * self.heads * (m.qk_nope_head_dim + m.v_head_dim)
+            o = self.heads * m.v_head_dim * d
+            return q + kv_a + kv_b + o
+        hd = self.kv_head_dim
+        return d * (self.heads * hd + 2 * self.kv_heads * hd) + self.heads * hd * d
+
+    def param_breakdown(self) -> dict[str, int]:
+        """Parameter counts by group: attention, dense_mlp, shared, experts, router, embeddings."""
+        d = self.hidden
+        out = {
+            "attention": self.layers * self.attention_params_per_layer(),
+            "dense_mlp": self.dense_layers * 3 * d * self.dense_ffn,
+            "shared": 0,
+            "experts": 0,
+            "router": 0,
+            "embeddings": self.vocab * d * (1 if self.tied_embeddings else 2),
+            "extra": self.extra_params,
+        }
+        if self.moe is not None:
+            m = self.moe
+            out["shared"] = m.moe_layers * 3 * d * m.shared_ffn
+            out["experts"] = m.moe_layers * m.experts * 3 * d * m.expert_ffn
+            out["router"] = m.moe_layers * d * m.experts
+        return out
+
+    def param_count(self) -> int:
+        return sum(self.param_breakdown().values())
+
+    def weight_bytes(self) -> float:
+        """Bytes of all weights as stored (quantized where the checkpoint is)."""
+        p = self.param_breakdown()
+        full = self.dtype_bytes
+        q = self.quantization
+        if q is None:
+            return float(sum(p.values())) * full
+        scoped = {
+            "linear": ("attention", "dense_mlp", "shared", "experts"),
+            "mlp": ("dense_mlp", "shared", "experts"),
+            "experts": ("experts",),
+        }[q.scope]
+        total = 0.0
+        for group, count in p.items():
+            total += count * (q.bytes_per_param if group in scoped else full)
+        return total
+
+    # ------------------------------------------------------------- KV cache
+
+    def kv_bytes_per_token(self, tp: int = 1, kv_dtype_bytes: float | None = None) -> float:
+        """KV-cache bytes one token occupies on one GPU (all layers).
+
+        Standard attention: 2 (K and V) x layers x max(1, kv_heads // tp) x head_dim;
+        MLA: layers x (kv_lora_rank + rope dim), replicated on every rank.
+        """
+        b = self.dtype_bytes if kv_dtype_bytes is None else kv_dtype_bytes
+        if self.mla is not None:
+            return float(self.layers * self.mla.latent_dim) * b
+        heads = max(1, self.kv_heads // max(1, tp))
+        return float(2 * self.layers * heads * self.kv_head_dim) * b
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly summary (for listings and results)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "layers": self.layers,
+            "hidden": self.hidden,
+            "heads": self.heads,
+            "kv_heads": self.kv_heads,
+            "head_dim": self.kv_head_dim,
+            "ffn": self.dense_ffn,
+            "dtype_bytes": self.dtype_bytes,
+            "params": self.param_count(),
+        }
+        if self.moe is not None:
+            out["moe"] = {
+                "experts": self.moe.experts,
+                "top_k": self.moe.top_k,
+                "expert_ffn": self.moe.expert_ffn,
+                "shared_ffn": self.moe.shared_ffn,
+                "moe_layers": self.moe.moe_layers,
+            }
+        if self.mla is not None:
+            out["mla"] = {"kv_lora_rank": self.mla.kv_lora_rank, "latent": self.mla.latent_dim}
+        return out
+
+
+# --------------------------------------------------------------------------- HF config
+
+
+class _HFReader:
+    """Reads numeric fields of a merged HF config with the reference's rules."""
+
+    __slots__ = ("doc", "label")
+
+    def __init__(self, doc: Mapping[str, Any], label: str) -> None:
+        self.doc = doc
+        self.label = label
+
+    def error(self, field: str, problem: str) -> CatalogError:
+        return CatalogError(f"{self.label}: {field}: {problem}")
+
+    def int(self, key: str) -> int:
+        """A JSON number truncated to an integer; missing or null reads as 0."""
+        value = self.doc.get(key)
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, f"expected a number, got {type(value).__name__} {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(key, f"expected a finite number, got {value!r}")
+        return int(value)
+
+    def first(self, *keys: str) -> int:
+        for key in keys:
+            v = self.int(key)
+            if v:
+                return v
+        return 0
+
+    def required(self, key: str) -> int:
+        v = self.int(key)
+        if v <= 0:
+            what = "missing" if key not in self.doc or self.doc[key] is None else f"{v}"
+            raise self.error(key, f"required and must be > 0, got {what}")
+        return v
+
+
+def _dtype_bytes(r: _HFReader) -> float:
+    for key in ("torch_dtype", "dtype"):
+        value = r.doc.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise r.error(key, f"expected a dtype name, got {value!r}")
+        name = value.lower().removeprefix("torch.")
+        if name in DTYPE_BYTES:
+            return DTYPE_BYTES[name]
+        raise r.error(key, f"unknown dtype {value!r}; known: {', '.join(sorted(DTYPE_BYTES))}")
+    raise r.error("torch_dtype", "missing (neither torch_dtype nor dtype is given)")
+
+
+def _moe_layer_count(r: _HFReader, layers: int) -> int:
+    """How many layers are MoE: Llama-4 / Qwen step, DeepSeek first-k-dense and frequency."""
+    step = r.first("interleave_moe_layer_step", "decoder_sparse_step") or 1
+    first_dense = r.int("first_k_dense_replace")
+    freq = r.int("moe_layer_freq") or 1
+    only_dense = r.doc.get("mlp_only_layers") or []
+    if not isinstance(only_dense, list):
+        raise r.error("mlp_only_layers", "expected a list of layer indices")
+    skip = {int(i) for i in only_dense if isinstance(i, int | float)}
+    explicit = r.doc.get("moe_layers")
+    if isinstance(explicit, list) and explicit:
+        return sum(1 for i in explicit if isinstance(i, int) and 0 <= i < layers)
+    return sum(
+        1
+        for i in range(layers)
+        if i >= first_dense and i not in skip and (i + 1) % step == 0 and i % freq == 0
+    )
+
+
+def _quantization(r: _HFReader) -> WeightQuantization | None:
+    """Storage of quantized weights, from ``quantization_config`` (memory estimate only)."""
+    qc = r.doc.get("quantization_config")
+    if not isinstance(qc, Mapping):
+        return None
+    method = str(qc.get("quant_method", "")).lower()
+    if method in ("fp8", "fbgemm_fp8"):
+        return WeightQuantization(1.0, "linear")
+    if method == "mxfp4":  # 4-bit values plus one 8-bit scale per 32 (gpt-oss: experts only)
+        return WeightQuantization(4.25 / 8, "experts")
+    if method in ("gptq", "awq"):
+        bits = qc.get("bits") or qc.get("w_bit") or 4
+        group = qc.get("group_size") or qc.get("q_group_size") or 128
+        return WeightQuantization(bits / 8 + (2 / group if group and group > 0 else 0))
+    if method == "bitsandbytes":
+        return WeightQuantization(0.5 if qc.get("load_in_4bit") else 1.0)
+    if method == "compressed-tensors":
+        groups = qc.get("config_groups")
+        if isinstance(groups, Mapping):
+            for group in groups.values():
+                w = group.get("weights") if isinstance(group, Mapping) else None
+                if isinstance(w, Mapping) and isinstance(w.get("num_bits"), int):
+                    size = w.get("group_size")
+                    per = w["num_bits"] / 8 + (2 / size if isinstance(size, int) and size else 0)
+                    ignore = qc.get("ignore") or []
+                    attn_ignored = any("self_attn" in str(x) for x in ignore)
+                    return WeightQuantization(per, "mlp" if attn_ignored else "linear")
+    return None
+
+
+def _vision_params(doc: Mapping[str, Any]) -> int:
+    """Rough parameter count of a vision encoder (layers x (4h^2 + 2hi)); 0 if none."""
+    vc = doc.get("vision_config")
+    if not isinstance(vc, Mapping):
+        return 0
+    try:
+        h = int(vc.get("hidden_size") or 0)
+        i = int(vc.get("intermediate_size") or 0)
+        n = int(vc.get("num_hidden_layers") or 0)
+    except (TypeError, ValueError):
+        return 0
+    return n * (4 * h * h + 2 * h * i)
+
+
+def architecture_from_hf_config(doc: Any, label: str, name: str = "") -> ModelArchitecture:
+    """Build a :class:`ModelArchitecture` from a decoded HF ``config.json``.
+
+    ``label`` names the file in error messages, which are one line naming the field.
+    """
+    if not isinstance(doc, Mapping):
+        raise CatalogError(f"{label}: expected a JSON object, got {type(doc).__name__}")
+    merged: dict[str, Any] = dict(doc)
+    text = doc.get("text_config")
+    if isinstance(text, Mapping):
+        merged.update(text)
+    r = _HFReader(merged, label)
+    layers = r.required("num_hidden_layers")
+    hidden = r.required("hidden_size")
+    heads = r.required("num_attention_heads")
+    kv_heads = r.first("num_key_value_heads", "num_kv_heads", "multi_query_group_num") or heads
+    ffn = r.first("intermediate_size", "ffn_hidden_size")
+    dtype_bytes = _dtype_bytes(r)
+    head_dim = r.int("head_dim")
+
+    moe: MoESpec | None = None
+    experts = r.first("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+    if experts > 0:
+        top_k = r.first("num_experts_per_tok", "experts_per_token", "moe_topk")
+        if top_k <= 0:
+            raise r.error(
+                "num_experts_per_tok", f"required for a MoE model ({experts} experts), got 0"
+            )
+        expert_ffn = r.int("moe_intermediate_size") or ffn
+        if expert_ffn <= 0:
+            raise r.error("moe_intermediate_size", "required for a MoE model, got 0")
+        shared = r.int("shared_expert_intermediate_size") or r.int("n_shared_experts") * expert_ffn
+        model_type = str(merged.get("model_type", ""))
+        if not shared and model_type.startswith("llama4"):
+            shared = expert_ffn  # Llama-4 MoE layers always add one shared expert
+        dense_ffn = r.int("intermediate_size_mlp") or ffn
+        moe = MoESpec(
+            experts=experts,
+            top_k=min(top_k, experts),
+            expert_ffn=expert_ffn,
+            shared_ffn=shared,
+            moe_layers=_moe_layer_count(r, layers),
+        )
+        ffn = dense_ffn
+
+    mla: MLASpec | None = None
+    kv_lora = r.int("kv_lora_rank")
+    if kv_lora > 0:
+        mla = MLASpec(
+            kv_lora_rank=kv_lora,
+            q_lora_rank=r.int("q_lora_rank"),
+            qk_nope_head_dim=r.required("qk_nope_head_dim"),
+            qk_rope_head_dim=r.required("qk_rope_head_dim"),
+            v_head_dim=r.required("v_head_dim"),
+        )
+    tied = merged.get("tie_word_embeddings", False)
+    return ModelArchitecture(
+        name=name or str(merged.get("_name_or_path") or label),
+        layers=layers,
+        hidden=hidden,
+        heads=heads,
+        kv_heads=kv_heads,
+        ffn=ffn,
+        vocab=r.int("vocab_size"),
+        dtype_bytes=dtype_bytes,
+        head_dim=head_dim,
+        tied_embeddings=bool(tied),
+        moe=moe,
+        mla=mla,
+        quantization=_quantization(r),
+        extra_params=_vision_params(doc),
+        source=label,
+    )
+
+
+def read_model_config_folder(folder: str | os.PathLike[str], name: str = "") -> ModelArchitecture:
+    """Read ``<folder>/config.json`` (a folder or the file itself may be given)."""
+    path = os.fspath(folder)
+    if os.path.isdir(path):
+        path = os.path.join(path, "config.json")
+    label = path
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise CatalogError(
+            f"{label}: not found (--model-config-folder needs config.json)"
+        ) from None
+    except OSError as exc:
+        raise CatalogError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CatalogError(f"{label}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    return architecture_from_hf_config(doc, label, name)
+
+
+# --------------------------------------------------------------------------- bundled
+
+
+def _num(entry: Mapping[str, Any], key: str, where: str, *, default: Any = None) -> Any:
+    value = entry.get(key, default)
+    if value is None:
+        raise CatalogError(f"{where}: missing required key {key}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CatalogError(f"{where}.{key}: expected a number, got {value!r}")
+    return value
+
+
+def _parse_entry(name: str, entry: Mapping[str, Any], where: str) -> ModelArchitecture:
+    allowed = {
+        "source",
+        "layers",
+        "hidden",
+        "heads",
+        "kv_heads",
+        "head_dim",
+        "ffn",
+        "vocab",
+        "dtype_bytes",
+        "tied_embeddings",
+        "moe",
+        "mla",
+        "quantization",
+        "extra_params",
+    }
+    unknown = sorted(set(entry) - allowed)
+    if unknown:
+        raise CatalogError(
+            f"{where}: unknown key {unknown[0]}; allowed: {', '.join(sorted(allowed))}"
+        )
+    moe = None
+    if entry.get("moe") is not None:
+        m = entry["moe"]
+        w = f"{where}.moe"
+        moe = MoESpec(
+            experts=int(_num(m, "experts", w)),
+            top_k=int(_num(m, "top_k", w)),
+            expert_ffn=int(_num(m, "expert_ffn", w)),
+            shared_ffn=int(_num(m, "shared_ffn", w, default=0)),
+            moe_layers=int(_num(m, "moe_layers", w, default=_num(entry, "layers", where))),
+        )
+    mla = None
+    if entry.get("mla") is not None:
+        m = entry["mla"]
+        w = f"{where}.mla"
+        mla = MLASpec(
+            kv_lora_rank=int(_num(m, "kv_lora_rank", w)),
+            q_lora_rank=int(_num(m, "q_lora_rank", w, default=0)),
+            qk_nope_head_dim=int(_num(m, "qk_nope_head_dim", w)),
+            qk_rope_head_dim=int(_num(m, "qk_rope_head_dim", w)),
+            v_head_dim=int(_num(m, "v_head_dim", w)),
+        )
+    quant = None
+    if entry.get("quantization") is not None:
+        q = entry["quantization"]
+        scope = q.get("scope", "linear")
+        if scope not in _QUANT_SCOPES:
+            raise CatalogError(f"{where}.quantization.scope: expected one of {_QUANT_SCOPES}")
+        quant = WeightQuantization(float(_num(q, "bytes_per_param", where)), scope)
+    arch = ModelArchitecture(
+        name=name,
+        layers=int(_num(entry, "layers", where)),
+        hidden=int(_num(entry, "hidden", where)),
+        heads=int(_num(entry, "heads", where)),
+        kv_heads=int(_num(entry, "kv_heads", where)),
+        ffn=int(_num(entry, "ffn", where, default=0)),
+        vocab=int(_num(entry, "vocab", where)),
+        dtype_bytes=float(_num(entry, "dtype_bytes", where)),
+        head_dim=int(_num(entry, "head_dim", where, default=0)),
+        tied_embeddings=bool(entry.get("tied_embeddings", False)),
+        moe=moe,
+        mla=mla,
+        quantization=quant,
+        extra_params=int(_num(entry, "extra_params", where, default=0)),
+        source=str(entry.get("source", "")),
+    )
+    for field in ("layers", "hidden", "heads", "kv_heads", "vocab"):
+        if getattr(arch, field) <= 0:
+            raise CatalogError(f"{where}.{field}: must be > 0")
+    if not arch.source:
+        raise CatalogError(f"{where}: every entry needs a source note")
+    return arch
+
+
+def parse_architectures(doc: Any, label: str) -> dict[str, ModelArchitecture]:
+    """Validate a decoded ``architectures.json`` document."""
+    if not isinstance(doc, Mapping) or doc.get("format") != ARCHITECTURES_FORMAT:
+        raise CatalogError(f'{label}: expected "format": "{ARCHITECTURES_FORMAT}"')
+    models = doc.get("models")
+    if not isinstance(models, Mapping):
+        raise CatalogError(f"{label}: models: expected a mapping")
+    out: dict[str, ModelArchitecture] = {}
+    pending = dict(models)
+    # "same_as" entries copy another entry and override some of its fields.
+    for _ in range(len(pending) + 1):
+        progressed = False
+        for model_id, entry in list(pending.items()):
+            where = f"{label}: models.{model_id}"
+            if model_id != model_id.lower():
+                raise CatalogError(f"{where}: model ids must be lower-case")
+            if not isinstance(entry, Mapping):
+                raise CatalogError(f"{where}: expected a mapping")
+            base_id = entry.get("same_as")
+            if base_id is None:
+                out[model_id] = _parse_entry(model_id, entry, where)
+            elif base_id in out:
+                base = out[base_id]
+                overrides = {k: v for k, v in entry.items() if k != "same_as"}
+                if "source" not in overrides:
+                    raise CatalogError(f"{where}: every entry needs a source note")
+                quant = overrides.pop("quantization", None)
+                extra = overrides.pop("extra_params", None)
+                source = overrides.pop("source")
+                if overrides:
+                    raise CatalogError(
+                        f"{where}: a same_as entry may only set source, quantization, "
+                        f"extra_params; got {', '.join(sorted(overrides))}"
+                    )
+                arch = replace(base, name=model_id, source=f"{source} (same as {base_id})")
+                if quant is not None:
+                    arch = replace(
+                        arch,
+                        quantization=WeightQuantization(
+                            float(_num(quant, "bytes_per_param", where)),
+                            quant.get("scope", "linear"),
+                        ),
+                    )
+                if extra is not None:
+                    arch = replace(arch, extra_params=int(extra))
+                out[model_id] = arch
+            elif base_id not in pending:
+                raise CatalogError(f"{where}.same_as: unknown model {base_id!r}")
+            else:
+                continue
+            del pending[model_id]
+            progressed = True
+        if not pending or not progressed:
+            break
+    if pending:
+        raise CatalogError(f"{label}: circular same_as among {', '.join(sorted(pending))}")
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled() -> Mapping[str, ModelArchitecture]:
+    label = "bundled architectures (inference_sim/catalog/data/architectures.json)"
+    resource = resources.files(__package__).joinpath("data").joinpath("architectures.json")
+    try:
+        doc = json.loads(resource.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CatalogError(f"{label}: cannot be read ({exc})") from exc
+    return MappingProxyType(parse_architectures(doc, label))
+
+
+def bundled_architectures() -> Mapping[str, ModelArchitecture]:
+    """Every architecture the package carries, by lower-case model id."""
+    return _bundled()
+
+
+def bundled_architecture(model_id: str) -> ModelArchitecture | None:
+    """The bundled architecture of ``model_id`` (case-insensitive), or None."""
+    return _bundled().get(model_id.strip().lower())

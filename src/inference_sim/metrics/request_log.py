@@ -1,0 +1,131 @@
+"""Compact per-request results, filled as requests leave the simulation.
+
+A request is written here when it finishes, or at the end of the run if it is still
+waiting, running or on its way to an instance. After that the simulator holds no
+reference to it, so memory grows with requests in flight, not with requests simulated.
+Columns are typed arrays (8 bytes a value) rather than one dict per request.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+import numpy as np
+
+from inference_sim.instance.request import Request, RequestState
+
+_NONE = -1
+
+
+class RequestLog:
+    """Per-request columns: identity, sizes and the latency figures in ticks."""
+
+    __slots__ = (
+        "arrival",
+        "e2e",
+        "finished",
+        "index",
+        "instance",
+        "model",
+        "num_input",
+        "num_output",
+        "sched_delay",
+        "slo_class",
+        "tenant_id",
+        "ttft",
+    )
+
+    def __init__(self) -> None:
+        self.index = array("q")
+        self.arrival = array("q")
+        self.num_input = array("q")
+        self.num_output = array("q")
+        self.ttft = array("q")
+        self.e2e = array("q")
+        self.sched_delay = array("q")
+        self.instance = array("q")
+        self.finished = array("b")
+        # Sparse strings: row -> value, only where non-empty.
+        self.slo_class: dict[int, str] = {}
+        self.tenant_id: dict[int, str] = {}
+        self.model: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def add(self, req: Request) -> None:
+        """Record ``req`` as it is now (finished, or unfinished at the end of the run)."""
+        row = len(self.index)
+        self.index.append(req.index)
+        self.arrival.append(req.arrival_time)
+        self.num_input.append(req.num_prompt_tokens)
+        self.num_output.append(req.num_output_tokens)
+        ftt = req.first_token_time
+        self.ttft.append(ftt - req.arrival_time if ftt >= 0 else _NONE)
+        done = req.state == RequestState.FINISHED
+        self.finished.append(1 if done else 0)
+        self.e2e.append(ftt - req.arrival_time + req.itl_sum if done else _NONE)
+        fst = req.first_scheduled_time
+        self.sched_delay.append(fst - req.arrival_time if fst >= 0 else _NONE)
+        self.instance.append(req.handled_by)
+        if req.slo_class:
+            self.slo_class[row] = req.slo_class
+        if req.tenant_id:
+            self.tenant_id[row] = req.tenant_id
+        if req.model:
+            self.model[row] = req.model
+
+    # --- views -------------------------------------------------------------------
+    def rows_for(self, instances: set[int] | None) -> np.ndarray:
+        """Row numbers (in generation order) of requests handled by ``instances``."""
+        order = np.argsort(np.frombuffer(self.index, dtype=np.int64), kind="stable")
+        if instances is None:
+            return order
+        inst = np.frombuffer(self.instance, dtype=np.int64)
+        return order[np.isin(inst[order], list(instances))]
+
+    def column(self, name: str, rows: np.ndarray) -> np.ndarray:
+        return np.frombuffer(getattr(self, name), dtype=np.int64)[rows]
+
+    def records(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """The reference's per-request entries for ``rows``, in that order."""
+        out = []
+        idx = np.frombuffer(self.index, dtype=np.int64)
+        arr = np.frombuffer(self.arrival, dtype=np.int64)
+        n_in = np.frombuffer(self.num_input, dtype=np.int64)
+        n_out = np.frombuffer(self.num_output, dtype=np.int64)
+        ttft = np.frombuffer(self.ttft, dtype=np.int64)
+        e2e = np.frombuffer(self.e2e, dtype=np.int64)
+        sched = np.frombuffer(self.sched_delay, dtype=np.int64)
+        inst = np.frombuffer(self.instance, dtype=np.int64)
+        for row in rows.tolist():
+            t = int(ttft[row])
+            e = int(e2e[row])
+            o = int(n_out[row])
+            s = int(sched[row])
+            itl_ms = (e - t) / (o - 1) / 1000.0 if e >= 0 and o > 1 else 0.0
+            rec: dict[str, Any] = {
+                "arrived_at": int(arr[row]) / 1e6,
+                "requestID": f"request_{int(idx[row])}",
+                "num_prefill_tokens": int(n_in[row]),
+                "num_decode_tokens": o,
+                "ttft_ms": t / 1000.0 if t >= 0 else 0.0,
+                "itl_ms": itl_ms,
+                "e2e_ms": e / 1000.0 if e >= 0 else 0.0,
+                "scheduling_delay_ms": s / 1000.0 if s >= 0 else 0.0,
+            }
+            slo = self.slo_class.get(row)
+            if slo:
+                rec["slo_class"] = slo
+            tenant = self.tenant_id.get(row)
+            if tenant:
+                rec["tenant_id"] = tenant
+            handled = int(inst[row])
+            if handled >= 0:
+                rec["handled_by"] = f"instance_{handled}"
+            model = self.model.get(row)
+            if model:
+                rec["model"] = model
+            out.append(rec)
+        return out
