@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from inference_sim.catalog import WorkloadPreset
 from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
@@ -17,7 +17,7 @@ from inference_sim.results import Results
 from inference_sim.workload import (
     DistributionParams,
     LengthDistribution,
-    generate_distribution,
+    iter_distribution,
     read_csv_trace,
 )
 
@@ -48,24 +48,29 @@ def _distribution_params(plan: RunPlan) -> DistributionParams:
     )
 
 
-def build_requests(plan: RunPlan, streams: RandomStreams) -> list[Request]:
-    """The request stream the options describe (WorkloadError on bad input)."""
+def build_requests(plan: RunPlan, streams: RandomStreams) -> Iterable[Request]:
+    """The request stream the options describe (WorkloadError on bad input, raised now)."""
     o = plan.options
     if o["workload"] == "traces":
-        reqs = read_csv_trace(o["workload_traces_filepath"], horizon=o["horizon"])
+        reqs: Iterable[Request] = read_csv_trace(
+            o["workload_traces_filepath"], horizon=o["horizon"]
+        )
     else:
-        reqs = generate_distribution(
+        reqs = iter_distribution(
             _distribution_params(plan),
             rate=o["rate"],
             num_requests=o["num_requests"],
             horizon=o["horizon"],
             rng=streams.generator("workload"),
         )
-    model = o["model"]
+    return _with_default_model(reqs, o["model"])
+
+
+def _with_default_model(reqs: Iterable[Request], model: str) -> Iterator[Request]:
     for r in reqs:
         if not r.model:
             r.model = model
-    return reqs
+        yield r
 
 
 def build_simulator(plan: RunPlan) -> ClusterSimulator:

@@ -16,6 +16,7 @@ and token ids in large bulk ``rng.integers`` calls that are then sliced as Pytho
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,7 +164,24 @@ def generate_distribution(
     horizon: int,
     rng: np.random.Generator,
 ) -> list[Request]:
-    """Generate the legacy distribution workload; deterministic for a given ``rng`` state.
+    """The whole distribution workload as a list (see :func:`iter_distribution`)."""
+    return list(
+        iter_distribution(params, rate=rate, num_requests=num_requests, horizon=horizon, rng=rng)
+    )
+
+
+def iter_distribution(
+    params: DistributionParams,
+    *,
+    rate: float,
+    num_requests: int,
+    horizon: int,
+    rng: np.random.Generator,
+) -> Iterator[Request]:
+    """Stream the legacy distribution workload; deterministic for a given ``rng`` state.
+
+    Inputs are validated before this returns; requests are then built a chunk at a time
+    as the consumer pulls them, so memory stays bounded whatever ``num_requests`` is.
 
     Request ``k`` arrives at ``k * gap`` µs (see :func:`inter_arrival_ticks`); generation
     stops after ``num_requests`` requests or at the first arrival ``>= horizon``. Every
@@ -179,11 +197,21 @@ def generate_distribution(
     if num_requests < 0:
         raise WorkloadError(f"--num-requests must be >= 0, got {num_requests}")
 
+    return _stream(params, gap, int(num_requests), int(horizon), rng)
+
+
+def _stream(
+    params: DistributionParams,
+    gap: int | None,
+    num_requests: int,
+    horizon: int,
+    rng: np.random.Generator,
+) -> Iterator[Request]:
     prefix_arr = rng.integers(0, MAX_TOKEN_ID, size=params.prefix_tokens).astype(np.int32)
     n_prefix = params.prefix_tokens
-    count = _arrival_count(int(num_requests), int(horizon), gap)
+    count = _arrival_count(num_requests, horizon, gap)
     if count == 0:
-        return []
+        return
 
     prompt_draw = params.prompt.min != params.prompt.max
     output_draw = params.output.min != params.output.max
@@ -199,24 +227,25 @@ def generate_distribution(
     o_list: list[int] = o_len.tolist()
     step = gap or 0
 
-    requests: list[Request] = []
-    append = requests.append
     start = 0
     base = 0
-    with gc_paused():
-        while start < count:
-            # Largest run of requests whose ids fit one bulk call (at least one request).
-            stop = int(np.searchsorted(ends, base + _TOKEN_CHUNK, side="right"))
-            stop = min(count, max(stop, start + 1))
-            chunk_end = int(ends[stop - 1])
-            ids = rng.integers(0, MAX_TOKEN_ID, size=chunk_end - base).astype(np.int32)
-            pos = 0
+    while start < count:
+        # Largest run of requests whose ids fit one bulk call (at least one request).
+        stop = int(np.searchsorted(ends, base + _TOKEN_CHUNK, side="right"))
+        stop = min(count, max(stop, start + 1))
+        chunk_end = int(ends[stop - 1])
+        ids = rng.integers(0, MAX_TOKEN_ID, size=chunk_end - base).astype(np.int32)
+        chunk: list[Request] = []
+        append = chunk.append
+        pos = 0
+        with gc_paused():
             for k in range(start, stop):
                 mid = pos + p_list[k]
                 end = mid + o_list[k]
                 prompt = np.concatenate((prefix_arr, ids[pos:mid])) if n_prefix else ids[pos:mid]
                 append(Request(k, k * step, prompt, ids[mid:end]))
                 pos = end
-            start = stop
-            base = chunk_end
-    return requests
+        yield from chunk
+        del chunk
+        start = stop
+        base = chunk_end
