@@ -180,10 +180,13 @@ class FastInstance(Instance):
                 if n > budget:
                     n = budget
             scheduled = True
-            if not is_decoder or c % bs == 0 or (caching and (c + 1) % bs == 0):
-                if is_decoder:
-                    req.num_computed_tokens = c  # allocate_slots reads the true progress
-                    req.base_epoch = epoch
+            if is_decoder:
+                req.num_computed_tokens = c
+                req.base_epoch = epoch
+                fits = kv.decode_slot(req, c)
+            else:
+                fits = kv.allocate_slots(req, n)
+            if not fits:
                 while not kv.allocate_slots(req, n):
                     stats.kv_allocation_failures += 1
                     if len(running) == 1:

@@ -127,6 +127,39 @@ class KVCacheManager:
                 self.num_hashed[idx] = full
         return True
 
+    def decode_slot(self, req: Request, computed: int) -> bool:
+        """Room for one decode token at position ``computed``; False if no block is free.
+
+        The common case of :meth:`allocate_slots` for a running decoder: a new block is
+        needed only when the token opens one, and a registration only when it fills one.
+        """
+        bs = self.block_size
+        if computed % bs == 0:
+            pool = self.pool
+            free = pool._free
+            if not free:
+                return False
+            b, _unused = free.popitem(last=False)
+            h = pool.block_hash[b]
+            if h is not None:
+                if pool.cached.get(h) == b:
+                    del pool.cached[h]
+                pool.block_hash[b] = None
+            pool.ref_cnt[b] = 1
+            self.tables[req.index].append(b)
+        if self.enable_prefix_caching and (computed + 1) % bs == 0:
+            idx = req.index
+            full = (computed + 1) // bs
+            done = self.num_hashed[idx]
+            if full > done:
+                hashes = self._block_hashes(req, full)
+                table = self.tables[idx]
+                register = self.pool.register
+                for i in range(done, full):
+                    register(table[i], hashes[i])
+                self.num_hashed[idx] = full
+        return True
+
     def free(self, req: Request) -> None:
         """Release every block of ``req``; its last blocks become evictable first."""
         table = self.tables.pop(req.index, None)
