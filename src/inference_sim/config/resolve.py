@@ -260,6 +260,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         max_num_batched_tokens=options["max_num_scheduled_tokens"],
         long_prefill_token_threshold=options["long_prefill_token_threshold"],
         enable_prefix_caching=options["enable_prefix_caching"],
+        exact_steps=options["exact_steps"],
     )
     return RunPlan(
         options=options,
