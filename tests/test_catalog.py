@@ -137,7 +137,16 @@ def test_exact_gpu_spelling_preferred_over_alias() -> None:
 
 
 def test_gpu_specs(catalog: Catalog) -> None:
-    assert catalog.gpu_names() == ["A100-SXM", "H100"]
+    assert catalog.gpu_names() == [
+        "A100-SXM",
+        "A10G",
+        "B200",
+        "H100",
+        "H200",
+        "L4",
+        "L40S",
+        "MI300X",
+    ]
     h100 = catalog.gpu("H100")
     assert isinstance(h100, GpuSpec)
     assert h100.name == "H100"
@@ -149,8 +158,8 @@ def test_gpu_specs(catalog: Catalog) -> None:
 
 
 def test_unknown_gpu_error_lists_known(catalog: Catalog) -> None:
-    with pytest.raises(CatalogError, match=r'unknown GPU "B200"; known: A100-SXM.*H100'):
-        catalog.gpu("B200")
+    with pytest.raises(CatalogError, match=r'unknown GPU "X200"; known: A100-SXM.*H100'):
+        catalog.gpu("X200")
 
 
 def test_presets(catalog: Catalog) -> None:
@@ -198,7 +207,7 @@ def test_models_table(catalog: Catalog) -> None:
     keys = [(r["model"], r["gpu"], r["tp"], r["vllm_version"]) for r in rows]
     assert keys == sorted(keys)
     assert len(keys) == len(set(keys))  # shadowed duplicates are not listed
-    assert {r["latency_modes"] for r in rows} == {"blackbox"}
+    assert {r["latency_modes"] for r in rows} == {"blackbox,roofline", "roofline"}
     llama_default = [r for r in rows if r["model"] == LLAMA and r["default"]]
     assert llama_default == [
         {
@@ -206,8 +215,9 @@ def test_models_table(catalog: Catalog) -> None:
             "gpu": "H100",
             "tp": 2,
             "vllm_version": V084,
-            "latency_modes": "blackbox",
+            "latency_modes": "blackbox,roofline",
             "total_kv_blocks": 132139,
+            "derived_kv_blocks": 64030,
             "default": True,
         }
     ]
@@ -222,6 +232,7 @@ def test_models_table(catalog: Catalog) -> None:
         "VLLM_VERSION",
         "LATENCY_MODES",
         "TOTAL_KV_BLOCKS",
+        "DERIVED_KV_BLOCKS",
         "DEFAULT",
     ]
     assert len(lines) == len(rows) + 1

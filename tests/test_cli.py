@@ -151,13 +151,13 @@ def test_default_run_prints_metrics_block_with_reference_keys_first(default_run)
     assert "Traceback" not in result.stderr
 
 
-def test_results_file_has_stdout_keys_then_requests_and_config(default_run):
+def test_results_file_has_stdout_keys_then_requests_timeseries_and_config(default_run):
     result, path = default_run
     summary, _ = parse_stdout(result.stdout)
     text = path.read_text(encoding="utf-8")
     assert text.endswith("}") and not text.endswith("\n")
     doc = json.loads(text)
-    assert list(doc) == [*summary, "requests", "config"]
+    assert list(doc) == [*summary, "requests", "timeseries", "config"]
     assert {k: doc[k] for k in summary} == summary
 
     records = doc["requests"]

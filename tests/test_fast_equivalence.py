@@ -7,7 +7,11 @@ import copy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from inference_sim.cluster.simulator import ClusterSimulator
+from inference_sim.instance.config import EngineConfig
+from inference_sim.instance.fast_engine import FastInstance
 from inference_sim.instance.request import Request, RequestState
+from inference_sim.latency.blackbox import BlackboxLatencyModel
 from inference_sim.metrics.summary import build_records, build_summary
 from simhelpers import simulate_requests
 
@@ -41,7 +45,37 @@ def scenarios(draw):
         enable_prefix_caching=draw(st.booleans()),
         horizon=draw(st.sampled_from([2**63 - 1, 2**63 - 1, 40_000, 150_000])),
     )
+    # Tiered KV cache (docs/kv-offload.md) in about half of the cases.
+    cpu_blocks = draw(st.sampled_from([0, 0, 0, 3, 40, 400]))
+    if cpu_blocks:
+        cfg["tier"] = dict(
+            kv_cpu_blocks=cpu_blocks,
+            kv_offload_threshold=draw(st.sampled_from([0.0, 0.5, 0.9, 1.0])),
+            kv_transfer_bandwidth=draw(st.sampled_from([0.05, 1.0, 100.0])),
+            kv_transfer_base_latency=draw(st.sampled_from([0, 7])),
+        )
     return reqs, cfg
+
+
+def _simulate(reqs, *, exact_steps, tier=None, **cfg):
+    if tier is None:
+        return simulate_requests(reqs, exact_steps=exact_steps, **cfg)
+    engine = EngineConfig(
+        num_gpu_blocks=cfg["num_gpu_blocks"],
+        block_size=cfg["block_size"],
+        max_num_seqs=cfg["max_num_seqs"],
+        max_num_batched_tokens=cfg["max_num_batched_tokens"],
+        long_prefill_token_threshold=cfg["long_prefill_token_threshold"],
+        enable_prefix_caching=cfg["enable_prefix_caching"],
+        exact_steps=exact_steps,
+        **tier,
+    )
+    instances = [
+        FastInstance(i, engine, BlackboxLatencyModel(cfg["alpha"], cfg["beta"]))
+        for i in range(cfg["num_instances"])
+    ]
+    sim = ClusterSimulator(instances, horizon=cfg["horizon"], check_invariants=True)
+    return sim.run(reqs)
 
 
 def _fingerprint(outcome):
@@ -61,13 +95,18 @@ def _fingerprint(outcome):
     ]
     hists = [dict(sorted(i.stats.itl_histogram.items())) for i in outcome.instances]
     steps = [i.stats.step_count for i in outcome.instances]
-    return summary, build_records(outcome), per_request, hists, steps, outcome.end_time
+    tiers = [
+        (i.kv.cpu.offloads, i.kv.cpu.reloads, i.kv.cpu.thrash, dict(i.kv.cpu.entries))
+        for i in outcome.instances
+        if i.kv.cpu is not None
+    ]
+    return summary, build_records(outcome), per_request, hists, steps, outcome.end_time, tiers
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_fast_stepper_equals_plain_stepper(scenario):
     reqs, cfg = scenario
-    plain = simulate_requests(copy.deepcopy(reqs), exact_steps=True, **cfg)
-    fast = simulate_requests(copy.deepcopy(reqs), exact_steps=False, **cfg)
+    plain = _simulate(copy.deepcopy(reqs), exact_steps=True, **cfg)
+    fast = _simulate(copy.deepcopy(reqs), exact_steps=False, **cfg)
     assert _fingerprint(fast) == _fingerprint(plain)

@@ -5,11 +5,14 @@ Quick use from Python::
     from inference_sim import simulate
     res = simulate(model="meta-llama/llama-3.1-8b-instruct", workload="chatbot",
                    rate=10, num_requests=200)
-    res.summary["ttft_p99_ms"], res.requests[0]
+    res.summary["ttft_p99_ms"], res.records[0]
+    res.requests        # pandas DataFrame (with the `data` extra), else the records
+    res.timeseries      # queue depth, batch, KV use, cache hits, throughput over time
 
 Every keyword is a ``blis run`` flag name with underscores; the vLLM-style
 spellings (``max_num_seqs``, ``max_num_batched_tokens``, ``block_size``,
-``num_gpu_blocks``, ``tensor_parallel_size``) are accepted too.
+``num_gpu_blocks``, ``tensor_parallel_size``) are accepted too. ``config="run.yaml"``
+reads options from a file (keywords win).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ def simulate(**options: Any) -> Results:
     from inference_sim.config.resolve import resolve
     from inference_sim.runner import run_plan
 
-    results_path = options.get("results_path")
     plan = resolve(options)
+    results_path = plan.options["results_path"]
     if results_path:
         from inference_sim.metrics.output import check_writable
 

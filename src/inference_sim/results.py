@@ -1,30 +1,141 @@
-"""The outcome of one run as data: summary, per-request records, per-instance blocks."""
+"""The outcome of one run as data: summary, per-request records, time series, per-instance blocks.
+
+``Results.requests`` and ``Results.timeseries`` are pandas DataFrames when pandas is
+installed (``pip install 'inference-sim[data]'``), else lists of dicts;
+``Results.records`` is always the list of per-request dicts.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from inference_sim.metrics.output import results_document, stdout_report, write_json_atomic
+from inference_sim.report.extras import have, require
+from inference_sim.report.timeseries import TIMESERIES_COLUMNS, empty_table, table_rows
+
+#: Per-request columns and their kinds, in DataFrame order. The last four are empty
+#: strings when the request has no such attribute.
+REQUEST_COLUMNS: dict[str, str] = {
+    "arrived_at": "float",
+    "requestID": "str",
+    "num_prefill_tokens": "int",
+    "num_decode_tokens": "int",
+    "ttft_ms": "float",
+    "itl_ms": "float",
+    "e2e_ms": "float",
+    "scheduling_delay_ms": "float",
+    "slo_class": "str",
+    "tenant_id": "str",
+    "handled_by": "str",
+    "model": "str",
+}
+
+_DTYPES = {"int": "int64", "float": "float64", "str": "object"}
 
 
-@dataclass
+def _frame(rows: list[dict[str, Any]], kinds: Mapping[str, str]) -> Any:
+    """A DataFrame with one column per ``kinds`` entry (in order) and stable dtypes."""
+    import pandas as pd
+
+    data: dict[str, Any] = {}
+    for name, kind in kinds.items():
+        if kind == "str":
+            values: list[Any] = [r.get(name) or "" for r in rows]
+        else:
+            values = [r.get(name) for r in rows]
+        series = pd.Series(values, dtype=_DTYPES[kind] if kind != "str" else None, name=name)
+        if kind == "str":
+            series = series.astype(str)
+        data[name] = series
+    extra = [k for r in rows[:1] for k in r if k not in kinds]
+    for name in extra:
+        data[name] = pd.Series([r.get(name) for r in rows], name=name)
+    return pd.DataFrame(data)
+
+
 class Results:
     """What :func:`inference_sim.simulate` returns.
 
     ``summary`` holds the reference's metric keys, then this project's own keys and
-    ``config`` (the resolved configuration). ``requests`` holds one record per
-    request that reached an instance, in generation order.
+    ``config`` (the resolved configuration, with the seed and package version).
+    ``records`` holds one dict per request that reached an instance, in generation
+    order; ``requests`` is the same as a DataFrame when pandas is installed.
+    ``timeseries`` holds the sampled signals (see :mod:`inference_sim.report.timeseries`).
+    ``instance_summaries`` holds one summary per instance (2+ instances only).
     """
 
-    summary: dict[str, Any]
-    requests: list[dict[str, Any]]
-    instance_summaries: list[dict[str, Any]] = field(default_factory=list)
+    def __init__(
+        self,
+        summary: dict[str, Any],
+        requests: Iterable[dict[str, Any]] | None = None,
+        instance_summaries: list[dict[str, Any]] | None = None,
+        timeseries: dict[str, Any] | None = None,
+    ) -> None:
+        self.summary = summary
+        self.records: list[dict[str, Any]] = _as_records(requests)
+        self.instance_summaries = list(instance_summaries or [])
+        self.timeseries_table: dict[str, Any] = timeseries or empty_table()
+        self._frames: dict[str, Any] = {}
 
+    # --- views -----------------------------------------------------------------------
+    @property
+    def requests(self) -> Any:
+        """Per-request records: a DataFrame (pandas installed) or a list of dicts."""
+        if not have("pandas"):
+            return self.records
+        return self.requests_frame()
+
+    @requests.setter
+    def requests(self, value: Iterable[dict[str, Any]]) -> None:
+        self.records = _as_records(value)
+        self._frames.pop("requests", None)
+
+    @property
+    def timeseries(self) -> Any:
+        """Sampled signals, one row per (time, series): a DataFrame or a list of dicts."""
+        if not have("pandas"):
+            return table_rows(self.timeseries_table)
+        return self.timeseries_frame()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved run configuration (every option, seed, package version)."""
+        return dict(self.summary.get("config") or {})
+
+    def requests_frame(self) -> Any:
+        """Per-request records as a pandas DataFrame (needs the ``data`` extra)."""
+        require("pandas", "data", "Results.requests as a DataFrame")
+        if "requests" not in self._frames:
+            self._frames["requests"] = _frame(self.records, REQUEST_COLUMNS)
+        return self._frames["requests"]
+
+    def timeseries_frame(self) -> Any:
+        """The time series as a pandas DataFrame (needs the ``data`` extra)."""
+        require("pandas", "data", "Results.timeseries as a DataFrame")
+        if "timeseries" not in self._frames:
+            self._frames["timeseries"] = _frame(
+                table_rows(self.timeseries_table), TIMESERIES_COLUMNS
+            )
+        return self._frames["timeseries"]
+
+    # --- output ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The results-file document."""
-        return results_document(self.summary, self.requests)
+        """The results-file document: summary keys, ``requests``, ``timeseries``, ``config``."""
+        doc = results_document(self.summary, self.records)
+        if self.timeseries_table.get("columns", {}).get("time_s"):
+            config = doc.pop("config", None)
+            doc["timeseries"] = self.timeseries_table
+            if config is not None:
+                doc["config"] = config
+        if self.instance_summaries:
+            doc["instances"] = self.instance_summaries
+            if "config" in doc:
+                doc["config"] = doc.pop("config")
+        return doc
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
         write_json_atomic(path, self.to_dict())
@@ -33,12 +144,105 @@ class Results:
         """The text ``blis run`` prints on stdout."""
         return stdout_report(self.summary, self.instance_summaries)
 
-    def requests_frame(self) -> Any:
-        """Per-request records as a pandas DataFrame (needs the ``data`` extra)."""
-        try:
-            import pandas as pd
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "requests_frame() needs pandas: pip install 'inference-sim[data]'"
-            ) from exc
-        return pd.DataFrame(self.requests)
+    def to_parquet(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``requests.parquet``, ``timeseries.parquet`` and ``summary.json`` to ``directory``.
+
+        Needs the ``data`` extra (pandas and pyarrow). ``summary.json`` holds the
+        summary (with ``config``) and the per-instance summaries. Each file is written
+        to a temporary name first and renamed, so readers never see half a file.
+        """
+        require("pandas", "data", "Results.to_parquet")
+        require("pyarrow", "data", "Results.to_parquet")
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, frame in (
+            ("requests", self.requests_frame()),
+            ("timeseries", self.timeseries_frame()),
+        ):
+            tmp = out / f".{name}.parquet.tmp"
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, out / f"{name}.parquet")
+        write_json_atomic(
+            out / "summary.json",
+            {
+                "summary": self.summary,
+                "instances": self.instance_summaries,
+                "timeseries_interval_us": self.timeseries_table.get("interval_us", 0),
+            },
+        )
+        return out
+
+    # --- input -----------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Results:
+        """Rebuild from a results-file document (as :meth:`to_dict` or ``--results-path``)."""
+        summary = {k: v for k, v in doc.items() if k not in ("requests", "timeseries", "instances")}
+        return cls(
+            summary=summary,
+            requests=doc.get("requests") or [],
+            instance_summaries=doc.get("instances") or [],
+            timeseries=doc.get("timeseries"),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Results:
+        """Read a results JSON file, or a folder written by :meth:`to_parquet`."""
+        p = Path(path)
+        if p.is_dir():
+            return cls._load_parquet(p)
+        with open(p, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        if not isinstance(doc, dict):
+            raise ValueError(f"{p}: not a results file (expected a JSON object)")
+        return cls.from_dict(doc)
+
+    @classmethod
+    def _load_parquet(cls, folder: Path) -> Results:
+        pd = require("pandas", "data", "reading a Parquet results folder")
+        require("pyarrow", "data", "reading a Parquet results folder")
+        meta_path = folder / "summary.json"
+        if not meta_path.exists():
+            raise ValueError(f"{folder}: no summary.json (not a to_parquet() folder)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        records: list[dict[str, Any]] = []
+        if (folder / "requests.parquet").exists():
+            records = _records_from_frame(pd.read_parquet(folder / "requests.parquet"))
+        table = empty_table()
+        if (folder / "timeseries.parquet").exists():
+            ts = pd.read_parquet(folder / "timeseries.parquet")
+            cols = {}
+            for name in ts.columns:
+                values = ts[name].tolist()
+                if name == "cache_hit_rate":
+                    values = [None if v != v else v for v in values]  # NaN -> None
+                cols[name] = values
+            table = {"interval_us": meta.get("timeseries_interval_us", 0), "columns": cols}
+        return cls(
+            summary=meta.get("summary", {}),
+            requests=records,
+            instance_summaries=meta.get("instances", []),
+            timeseries=table,
+        )
+
+
+def _as_records(value: Iterable[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if hasattr(value, "to_dict") and hasattr(value, "columns"):  # a DataFrame
+        return _records_from_frame(value)
+    return list(value)
+
+
+def _records_from_frame(frame: Any) -> list[dict[str, Any]]:
+    """DataFrame rows back to the results file's per-request dicts (empty strings dropped)."""
+    out = []
+    for row in frame.to_dict(orient="records"):
+        rec: dict[str, Any] = {}
+        for k, v in row.items():
+            if REQUEST_COLUMNS.get(k) == "str" and k != "requestID" and not v:
+                continue
+            if hasattr(v, "item"):
+                v = v.item()
+            rec[k] = v
+        out.append(rec)
+    return out

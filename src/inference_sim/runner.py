@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from inference_sim.catalog import WorkloadPreset
 from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
+from inference_sim.config.errors import ConfigError
+from inference_sim.config.policies import build_policies
 from inference_sim.config.resolve import RunPlan
 from inference_sim.engine.rng import RandomStreams
 from inference_sim.instance.fast_engine import FastInstance
 from inference_sim.instance.request import Request
-from inference_sim.metrics.summary import build_records, build_summary
-from inference_sim.policies.admission import ADMISSION_POLICIES
-from inference_sim.policies.routing import ROUTING_POLICIES
+from inference_sim.metrics.summary import build_records, build_stage_summaries, build_summary
+from inference_sim.report.timeseries import TimeseriesSampler
 from inference_sim.results import Results
 from inference_sim.workload import (
     DistributionParams,
     LengthDistribution,
     iter_distribution,
-    read_csv_trace,
 )
+from inference_sim.workload.plan import export_writer, spec_or_trace_requests
 
 
 def _distribution_params(plan: RunPlan) -> DistributionParams:
@@ -51,11 +53,8 @@ def _distribution_params(plan: RunPlan) -> DistributionParams:
 def build_requests(plan: RunPlan, streams: RandomStreams) -> Iterable[Request]:
     """The request stream the options describe (WorkloadError on bad input, raised now)."""
     o = plan.options
-    if o["workload"] == "traces":
-        reqs: Iterable[Request] = read_csv_trace(
-            o["workload_traces_filepath"], horizon=o["horizon"]
-        )
-    else:
+    reqs: Iterable[Request] | None = spec_or_trace_requests(o, plan.workload_spec, streams)
+    if reqs is None:
         reqs = iter_distribution(
             _distribution_params(plan),
             rate=o["rate"],
@@ -75,29 +74,39 @@ def _with_default_model(reqs: Iterable[Request], model: str) -> Iterator[Request
 
 def build_simulator(plan: RunPlan) -> ClusterSimulator:
     o = plan.options
+    n = o["num_instances"]
+    policies = build_policies(o, n, plan.engine.block_size)
     instances = [
-        FastInstance(i, plan.engine, plan.make_latency_model()) for i in range(o["num_instances"])
+        FastInstance(
+            i,
+            plan.engine,
+            plan.make_latency_model(),
+            order_wait_queue=policies.wait_queue_hooks[i],
+        )
+        for i in range(n)
     ]
-    admission_cls = ADMISSION_POLICIES[o["admission_policy"]]
-    if o["admission_policy"] == "token-bucket":
-        admission = admission_cls(o["token_bucket_capacity"], o["token_bucket_refill_rate"])
-    else:
-        admission = admission_cls()
-    routing = ROUTING_POLICIES[o["routing_policy"]]()
     return ClusterSimulator(
         instances,
-        admission=admission,
-        routing=routing,
+        admission=policies.admission,
+        routing=policies.routing,
         admission_latency=o["admission_latency"],
         routing_latency=o["routing_latency"],
         horizon=o["horizon"],
         max_model_len=o["max_model_len"],
         check_invariants=o["check_invariants"],
+        snapshot_refresh_interval=policies.snapshot_refresh_interval,
+        priority_policy=policies.priority_policy,
     )
 
 
-def collect_results(plan: RunPlan, outcome: SimulationOutcome) -> Results:
+def collect_results(
+    plan: RunPlan, outcome: SimulationOutcome, timeseries: dict[str, Any] | None = None
+) -> Results:
     summary = build_summary(outcome)
+    spec = plan.workload_spec
+    if spec is not None and spec.stages:
+        stages = [(st.start_us, st.end_us, st.rate) for st in spec.stages]
+        summary["stages"] = build_stage_summaries(outcome, stages)
     summary["config"] = plan.resolved_config()
     per_instance = []
     if len(outcome.instances) > 1:
@@ -105,12 +114,58 @@ def collect_results(plan: RunPlan, outcome: SimulationOutcome) -> Results:
             build_summary(outcome, [inst], instance_id=inst.name) for inst in outcome.instances
         ]
     return Results(
-        summary=summary, requests=build_records(outcome), instance_summaries=per_instance
+        summary=summary,
+        requests=build_records(outcome),
+        instance_summaries=per_instance,
+        timeseries=timeseries,
     )
 
 
-def run_plan(plan: RunPlan, *, progress: Callable[[int, int], None] | None = None) -> Results:
+def expected_requests(plan: RunPlan) -> int | None:
+    """How many requests the workload will generate, when known before the run."""
+    o = plan.options
+    if plan.workload_spec is not None or o["workload"] == "traces":
+        return None
+    return int(o["num_requests"]) or None
+
+
+def run_plan(
+    plan: RunPlan,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    timeseries: bool = True,
+) -> Results:
+    """Run ``plan``. ``progress(events, simulated_time_us)`` is called now and then; an
+    object with an ``attach(instances, expected_requests)`` method (such as
+    :class:`inference_sim.report.progress.ProgressBar`) is told the instances first.
+    ``timeseries=False`` skips the time-series sampler."""
     streams = RandomStreams(plan.options["seed"])
     requests = build_requests(plan, streams)
-    outcome = build_simulator(plan).run(requests, progress=progress)
-    return collect_results(plan, outcome)
+    writer = export_writer(plan.options)  # --export-trace: rows written as requests are read
+    if writer is not None:
+        requests = writer.tee(requests)
+    sim = build_simulator(plan)
+    sampler = None
+    if timeseries:
+        try:
+            sampler = TimeseriesSampler(sim.instances, plan.options.get("timeseries_interval", 0))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    run_kw: dict[str, Any] = {"progress": progress, "sampler": sampler}
+    attach = getattr(progress, "attach", None)
+    if attach is not None:
+        attach(sim.instances, expected_requests(plan))
+        run_kw["progress_every"] = getattr(progress, "every_events", 200_000)
+    try:
+        outcome = sim.run(requests, **run_kw)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        writer.close()
+    table = None
+    if sampler is not None:
+        sampler.finish(outcome.end_time)
+        table = sampler.table()
+    return collect_results(plan, outcome, table)

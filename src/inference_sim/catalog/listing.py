@@ -1,7 +1,11 @@
 """Tabular view of the catalog for ``blis models``.
 
 The rows are plain dicts so the CLI can print them as text, JSON or CSV
-without knowing about catalog internals.
+without knowing about catalog internals. ``latency_modes`` says which step-time
+models a row can run (``blackbox`` needs trained coefficients, ``roofline`` a bundled
+architecture and a GPU with known specs); ``derived_kv_blocks`` is the KV capacity
+estimated from GPU memory (docs/roofline.md), blank where it cannot be computed or the
+model does not fit.
 """
 
 from __future__ import annotations
@@ -9,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .architecture import ModelArchitecture, bundled_architectures
 from .catalog import Catalog
+from .errors import CatalogError
+from .schema import GpuSpec
 
 __all__ = ["MODELS_TABLE_COLUMNS", "format_models_table", "models_table"]
 
@@ -21,12 +28,42 @@ MODELS_TABLE_COLUMNS: tuple[str, ...] = (
     "vllm_version",
     "latency_modes",
     "total_kv_blocks",
+    "derived_kv_blocks",
     "default",
 )
 
+#: GPU and TP degrees tried for models that only have an architecture.
+_ROOFLINE_ONLY_GPU = "H100"
+_TP_CHOICES = (1, 2, 4, 8)
 
-def models_table(catalog: Catalog) -> list[dict[str, Any]]:
-    """One row per deployment that has trained coefficients.
+
+def _derived_blocks(
+    arch: ModelArchitecture | None, gpu: GpuSpec | None, tp: int, settings: dict[str, Any]
+) -> int | None:
+    """Blocks derived from memory, or None (no architecture, no memory size, no fit)."""
+    if arch is None or gpu is None or gpu.usable_memory_bytes <= 0:
+        return None
+    from inference_sim.kv.capacity import derive_kv_blocks
+
+    cap = derive_kv_blocks(arch, gpu, tp, **settings)
+    return cap.blocks if cap.fits else None
+
+
+def _gpu_or_none(catalog: Catalog, name: str) -> GpuSpec | None:
+    try:
+        return catalog.gpu(name)
+    except CatalogError:
+        return None
+
+
+def models_table(
+    catalog: Catalog,
+    *,
+    block_size: int = 16,
+    gpu_memory_utilization: float = 0.9,
+    max_num_batched_tokens: int = 2048,
+) -> list[dict[str, Any]]:
+    """One row per deployment that has trained coefficients, plus roofline-only models.
 
     Only the set that :meth:`Catalog.find_coefficients` would actually return
     is listed for each (model, GPU, TP, vLLM version): the data contains
@@ -34,7 +71,18 @@ def models_table(catalog: Catalog) -> list[dict[str, Any]]:
     ones would suggest choices the simulator never makes.  ``default`` is true
     on the row the model's default deployment resolves to (at most one per
     model).  Rows are sorted by model, GPU, TP and then vLLM version.
+
+    A model with a bundled architecture but no coefficients gets one row on H100 at
+    the smallest TP (1, 2, 4, 8) it fits, with the derived block count as its
+    ``total_kv_blocks`` and an empty ``vllm_version``; roofline runs take any GPU and TP.
+    The keyword arguments are the engine settings the derived capacity assumes.
     """
+    settings = {
+        "block_size": block_size,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "max_num_batched_tokens": max_num_batched_tokens,
+    }
+    architectures = bundled_architectures()
     rows: list[dict[str, Any]] = []
     for model in catalog.model_ids():
         defaults = catalog.model_defaults(model)
@@ -49,17 +97,44 @@ def models_table(catalog: Catalog) -> list[dict[str, Any]]:
             if key in seen:
                 continue
             seen.add(key)
+            arch = architectures.get(model)
+            gpu = _gpu_or_none(catalog, cs.gpu)
+            roofline = arch is not None and gpu is not None
+            derived = _derived_blocks(arch, gpu, cs.tp, settings)
             rows.append(
                 {
                     "model": model,
                     "gpu": cs.gpu,
                     "tp": cs.tp,
                     "vllm_version": cs.vllm_version,
-                    "latency_modes": "blackbox",
+                    "latency_modes": "blackbox,roofline" if roofline else "blackbox",
                     "total_kv_blocks": cs.total_kv_blocks,
+                    "derived_kv_blocks": "" if derived is None else derived,
                     "default": cs is default_set,
                 }
             )
+    gpu = _gpu_or_none(catalog, _ROOFLINE_ONLY_GPU)
+    for model, arch in architectures.items():
+        if catalog.coefficient_sets(model) or gpu is None:
+            continue
+        for tp in _TP_CHOICES:
+            derived = _derived_blocks(arch, gpu, tp, settings)
+            if derived is not None:
+                break
+        else:
+            tp, derived = _TP_CHOICES[-1], None
+        rows.append(
+            {
+                "model": model,
+                "gpu": gpu.name,
+                "tp": tp,
+                "vllm_version": "",
+                "latency_modes": "roofline",
+                "total_kv_blocks": "" if derived is None else derived,
+                "derived_kv_blocks": "" if derived is None else derived,
+                "default": False,
+            }
+        )
     rows.sort(key=lambda r: (r["model"], r["gpu"], r["tp"], r["vllm_version"]))
     return rows
 
@@ -79,7 +154,7 @@ def format_models_table(rows: Sequence[dict[str, Any]]) -> str:
     header = [c.upper() for c in MODELS_TABLE_COLUMNS]
     body = [[_cell(row.get(c, "")) for c in MODELS_TABLE_COLUMNS] for row in rows]
     widths = [max(len(cells[i]) for cells in [header, *body]) for i in range(len(header))]
-    numeric = {"tp", "total_kv_blocks"}
+    numeric = {"tp", "total_kv_blocks", "derived_kv_blocks"}
 
     def line(cells: Sequence[str]) -> str:
         parts = [

@@ -61,6 +61,9 @@ _GPU_FIELDS: tuple[str, ...] = (
     "allreduce_latency_us",
 )
 
+# Optional per-GPU keys of the bundled file: memory sizes and a source note.
+_GPU_OPTIONAL = frozenset({"memory_gb", "memory_gib", "source"})
+
 
 def load_catalog(defaults_filepath: str | os.PathLike[str] | None = None) -> Catalog:
     """The bundled catalog, optionally overlaid with a user defaults file.
@@ -162,9 +165,13 @@ def parse_bundled(doc: Any, src: Source) -> Catalog:
     for name, raw in src.mapping(top["gpus"], "gpus").items():
         field = f"gpus.{name}"
         keys = {*_GPU_FIELDS, "aliases"}
-        g = src.mapping(raw, field, allowed=keys, required=keys)
+        g = src.mapping(raw, field, allowed=keys | _GPU_OPTIONAL, required=keys)
         values = {k: src.number(g[k], f"{field}.{k}") for k in _GPU_FIELDS}
-        gpus[name] = GpuSpec(name=name, **values)
+        memory = {
+            k: src.number(g[k], f"{field}.{k}") for k in ("memory_gb", "memory_gib") if k in g
+        }
+        source = src.optional_string(g.get("source"), f"{field}.source")
+        gpus[name] = GpuSpec(name=name, **values, **memory, source=source)
         aliases[name] = [
             src.string(a, f"{field}.aliases[{i}]")
             for i, a in enumerate(src.sequence(g["aliases"], f"{field}.aliases"))

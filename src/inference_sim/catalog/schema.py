@@ -85,3 +85,21 @@ class GpuSpec:
     mfu_prefill: float
     mfu_decode: float
     allreduce_latency_us: float
+    #: Published memory size (GB as marketed); 0 when unknown.
+    memory_gb: float = 0.0
+    #: Memory the CUDA/ROCm runtime reports (GiB) -- what vLLM multiplies by
+    #: ``gpu_memory_utilization``; 0 when unknown (then derived from ``memory_gb``).
+    memory_gib: float = 0.0
+    #: Where the figures come from (free text).
+    source: str = ""
+
+    @property
+    def usable_memory_bytes(self) -> float:
+        """Bytes the runtime exposes: ``memory_gib``, else 99% of ``memory_gb`` read as GiB.
+
+        HBM sizes are marketed in binary units (an "80 GB" H100 has 80 GiB, of which the
+        runtime shows about 79.2 GiB); 0 when the GPU's memory is unknown.
+        """
+        if self.memory_gib > 0:
+            return self.memory_gib * 2**30
+        return self.memory_gb * 0.99 * 2**30

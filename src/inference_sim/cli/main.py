@@ -69,17 +69,6 @@ def _setup_logging(level_name: str) -> None:
     log.propagate = False
 
 
-def _progress_printer(start: float) -> Any:
-    def report(events: int, now: int) -> None:
-        elapsed = time.perf_counter() - start
-        click.echo(
-            f"... {events:,} events, simulated {now / 1e6:,.1f} s, wall {elapsed:,.1f} s",
-            err=True,
-        )
-
-    return report
-
-
 def _collect(params: dict[str, Any]) -> dict[str, Any]:
     given: dict[str, Any] = {}
     for spec in OPTIONS:
@@ -92,16 +81,28 @@ def _collect(params: dict[str, Any]) -> dict[str, Any]:
     return given
 
 
-def run_command(params: dict[str, Any], *, debug: bool, log_level: str, progress: bool) -> None:
+def run_command(
+    params: dict[str, Any],
+    *,
+    debug: bool,
+    log_level: str,
+    progress: bool | None,
+    quiet: bool = False,
+) -> None:
     from inference_sim.config.errors import ConfigError
     from inference_sim.config.resolve import resolve
     from inference_sim.metrics.output import check_writable
+    from inference_sim.report.progress import ProgressBar
     from inference_sim.runner import run_plan
     from inference_sim.workload import WorkloadError
 
     _setup_logging(log_level)
+    bar = None
     try:
-        plan = resolve(_collect(params))
+        raw = _collect(params)
+        if params.get("config"):
+            raw["config"] = params["config"]  # --config FILE: flags given here win
+        plan = resolve(raw)
         results_path = plan.options["results_path"]
         if results_path:
             try:
@@ -120,8 +121,15 @@ def run_command(params: dict[str, Any], *, debug: bool, log_level: str, progress
             list(plan.beta),
         )
         start = time.perf_counter()
-        show_progress = progress or (progress is None and sys.stderr.isatty())
-        results = run_plan(plan, progress=_progress_printer(start) if show_progress else None)
+        # A progress bar for runs longer than a second, when stderr is a terminal
+        # (--progress: always, --no-progress or --quiet: never).
+        if not quiet and (progress or (progress is None and sys.stderr.isatty())):
+            bar = ProgressBar(sys.stderr, min_seconds=0.0 if progress else 1.0)
+        try:
+            results = run_plan(plan, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
     except (ConfigError, WorkloadError) as exc:
         if debug:
             traceback.print_exc()
@@ -149,19 +157,36 @@ def cli() -> None:
 
 def _run(**params: Any) -> None:
     debug = bool(params.pop("debug"))
-    log_level = params.pop("log") or "warn"
+    quiet = bool(params.pop("quiet"))
+    log_level = params.pop("log") or ("error" if quiet else "warn")
     progress = params.pop("progress")
-    run_command(params, debug=debug, log_level=log_level, progress=progress)
+    run_command(params, debug=debug, log_level=log_level, progress=progress, quiet=quiet)
 
 
 _run_params: list[click.Parameter] = [_click_option(spec) for spec in OPTIONS]
 _run_params += [
-    click.Option(["--log"], default="warn", help="Log level on stderr: debug, info, warn, error."),
+    click.Option(
+        ["--log"],
+        default=None,
+        help="Log level on stderr: debug, info, warn, error (default: warn; error with --quiet).",
+    ),
     click.Option(["--debug"], is_flag=True, default=False, help="Show tracebacks for errors."),
     click.Option(
         ["--progress/--no-progress"],
         default=None,
-        help="Progress lines on stderr (default: only when stderr is a terminal).",
+        help="Progress bar on stderr (default: for runs over 1 s when stderr is a terminal).",
+    ),
+    click.Option(
+        ["--config"],
+        default=None,
+        help="Read run options from a YAML file (names as flags without dashes); "
+        "flags given on the command line win. A results file repeats its run.",
+    ),
+    click.Option(
+        ["--quiet", "-q"],
+        is_flag=True,
+        default=False,
+        help="No progress bar and no warnings on stderr (errors still shown).",
     ),
 ]
 cli.add_command(
@@ -188,6 +213,62 @@ def models_command(defaults_filepath: str | None) -> None:
     except CatalogError as exc:
         raise BadInput(str(exc)) from None
     click.echo(format_models_table(models_table(catalog)))
+
+
+@cli.group("workload")
+def workload_group() -> None:
+    """Inspect workload specs and traces."""
+
+
+@workload_group.command("describe")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--block-size",
+    type=int,
+    default=None,
+    help="Tokens per prompt block for the reuse ratio (default 16; a Mooncake trace's "
+    "hash-id block size, default 512).",
+)
+@click.option("--json", "as_json", is_flag=True, default=False, help="Print JSON.")
+@click.option(
+    "--format",
+    "fmt",
+    default="auto",
+    help="auto (from the content), spec, csv, v2, azure or mooncake.",
+)
+@click.option("--seed", type=int, default=None, help="Seed for a spec (default: its own).")
+@click.option("--debug", is_flag=True, default=False, help="Show tracebacks for errors.")
+def describe_command(
+    file: str, block_size: int | None, as_json: bool, fmt: str, seed: int | None, debug: bool
+) -> None:
+    """Summarise a workload spec or trace: requests, duration, rate, lengths, prefix reuse."""
+    from inference_sim.workload import WorkloadError
+    from inference_sim.workload.describe import (
+        describe_workload,
+        description_json,
+        format_description,
+    )
+
+    try:
+        d = describe_workload(file, block_size=block_size, fmt=fmt, seed=seed)
+    except WorkloadError as exc:
+        if debug:
+            traceback.print_exc()
+        raise BadInput(str(exc)) from None
+    click.echo(description_json(d) if as_json else format_description(d), nl=as_json)
+
+
+def _add_tool_commands() -> None:
+    """sweep, report, plot, plan, tune: defined in their own packages."""
+    from inference_sim.planning.cli import plan_command, tune_command
+    from inference_sim.report.cli import plot_command, report_command
+    from inference_sim.sweep.cli import sweep_command
+
+    for command in (sweep_command, report_command, plot_command, plan_command, tune_command):
+        cli.add_command(command)
+
+
+_add_tool_commands()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,22 +3,43 @@
 One heap orders every event by ``(time, class, instance, sequence)`` (see
 ``engine.events``). Arrivals are fed lazily from the arrival-ordered request list,
 so the heap holds only in-flight work. Events later than the horizon never run.
+
+Admission and routing decisions see a :class:`~inference_sim.policies.base.RouterState`
+built by :class:`~inference_sim.cluster.snapshot.SnapshotProvider` at the decision's
+tick. A request routed to an instance counts as pending there until its enqueue
+event, so back-to-back decisions at one tick see each other's choices.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from inference_sim.cluster.snapshot import SnapshotProvider
 from inference_sim.engine.events import NEVER, EventClass
 from inference_sim.instance.engine import Instance
 from inference_sim.instance.request import Request, RequestState
 from inference_sim.metrics.request_log import RequestLog
-from inference_sim.policies.admission import AdmissionPolicy, AlwaysAdmit
-from inference_sim.policies.routing import RoundRobin, RoutingPolicy
+from inference_sim.policies.admission import AlwaysAdmit
+from inference_sim.policies.base import (
+    AdmissionDecision,
+    AdmissionPolicy,
+    RouterState,
+    RoutingDecision,
+    RoutingPolicy,
+    target_index,
+)
+from inference_sim.policies.routing import RoundRobin
 
 ProgressCallback = Callable[[int, int], None]
+# decision_hook(kind, request, state, decision): kind "admission" (an AdmissionDecision)
+# or "routing" (a RoutingDecision); called before the decision takes effect.
+DecisionHook = Callable[[str, Request, RouterState, Any], None]
+
+_logger = logging.getLogger("inference_sim")
 
 _ADMISSION = int(EventClass.ADMISSION)
 _ROUTING = int(EventClass.ROUTING)
@@ -33,6 +54,9 @@ class SimulationOutcome:
     ``requests`` is the caller's list when one was given (None for a stream).
     ``in_flight`` counts requests admitted or routed but not yet in a wait queue when
     the horizon was reached, per target instance (-1: not yet routed).
+    ``queue_length_sums[i]`` is the sum over instance i's steps of its wait-queue
+    length after batch formation (one sample per step; tracked with 2+ instances);
+    ``priority_policy`` names the instances' priority policy (for anomaly counters).
     """
 
     requests: list[Request] | None
@@ -45,6 +69,8 @@ class SimulationOutcome:
     events_executed: int = 0
     generated: int = 0
     in_flight: dict[int, int] = field(default_factory=dict)
+    queue_length_sums: list[int] = field(default_factory=list)
+    priority_policy: str = "constant"
 
 
 class ClusterSimulator:
@@ -61,6 +87,9 @@ class ClusterSimulator:
         horizon: int = NEVER,
         max_model_len: int = 0,
         check_invariants: bool = False,
+        snapshot_refresh_interval: int = 0,
+        priority_policy: str = "constant",
+        decision_hook: DecisionHook | None = None,
     ) -> None:
         if not instances:
             raise ValueError("at least one instance is required")
@@ -76,6 +105,16 @@ class ClusterSimulator:
         self.horizon = horizon
         self.max_model_len = max_model_len
         self.check_invariants = check_invariants
+        self.snapshots = SnapshotProvider(self.instances, snapshot_refresh_interval)
+        if 0 < horizon < admission_latency + routing_latency:
+            _logger.warning(
+                "[cluster] horizon (%d) < pipeline latency (%d); no requests can complete — "
+                "increase --horizon or reduce admission/routing latency",
+                horizon,
+                admission_latency + routing_latency,
+            )
+        self.priority_policy = priority_policy
+        self.decision_hook = decision_hook
 
     def run(
         self,
@@ -83,11 +122,17 @@ class ClusterSimulator:
         *,
         progress: ProgressCallback | None = None,
         progress_every: int = 200_000,
+        sampler: Callable[[int], int] | None = None,
     ) -> SimulationOutcome:
         """Simulate ``requests``.
 
         A list may be in any order (it is served by arrival time, then list order); any
         other iterable is consumed lazily and must yield requests in arrival order.
+
+        ``sampler(t)`` (optional) is called once for each sample time ``t`` (the first is
+        0), before any event at or after ``t`` runs, so it observes every event and every
+        engine step that started before ``t``; it returns the next sample time. Engines do
+        not fast-forward past a pending sample time. Sampling never changes the results.
         """
         as_list = requests if isinstance(requests, list) else None
         if as_list is not None:
@@ -117,9 +162,20 @@ class ClusterSimulator:
         end_time = 0
         check = self.check_invariants
         inf = NEVER + 1
+        provider = self.snapshots
+        provider.reset()
+        make_state = provider.state
+        pending = provider.pending
+        n_inst = len(instances)
+        routing_name = type(routing).__name__
+        hook = self.decision_hook
+        # HOL-blocking samples: wait-queue length after each step's batch formation.
+        track_queues = n_inst > 1
+        queue_sums = [0] * n_inst
         generated = 0
         last_arrival = -1
         upcoming: Request | None = next(stream, None)
+        next_sample = inf + 1 if sampler is None else 0
 
         while True:
             if upcoming is not None:
@@ -129,6 +185,15 @@ class ClusterSimulator:
                 t_arr = inf
             t_ext = ext[0][0] if ext else inf
             t_step = steps[0][0] if steps else inf
+            if next_sample <= t_arr and next_sample <= t_ext and next_sample <= t_step:
+                # Time-series sample: every event before next_sample has run.
+                if sampler is None or next_sample > horizon or next_sample >= inf:
+                    next_sample = inf + 1
+                elif t_arr < inf or t_ext < inf or t_step < inf:
+                    next_sample = sampler(next_sample)
+                    continue
+                else:
+                    next_sample = inf + 1
             if t_arr <= t_ext and t_arr <= t_step:
                 if t_arr > horizon:
                     break
@@ -155,6 +220,8 @@ class ClusterSimulator:
                 _t, klass, inst_idx, _s, req = pop(ext)
                 executed += 1
                 if klass == _ENQUEUE:
+                    if pending[inst_idx] > 0:
+                        pending[inst_idx] -= 1
                     inst = instances[inst_idx]
                     if inst.enqueue(req, now):
                         push(steps, (now, inst_idx, seq))
@@ -162,14 +229,34 @@ class ClusterSimulator:
                     if now > end_time:
                         end_time = now
                 elif klass == _ADMISSION:
-                    if admission.admit(req, now):
+                    state = make_state(now)
+                    verdict = admission.admit(req, state)
+                    if hook is not None:
+                        if not isinstance(verdict, tuple):
+                            verdict = AdmissionDecision(bool(verdict), "")
+                        hook("admission", req, state, verdict)
+                    if verdict[0] if isinstance(verdict, tuple) else verdict:
                         push(ext, (now + route_lat, _ROUTING, -1, seq, req))
                         seq += 1
                     else:
                         req.state = RequestState.REJECTED
                         rejected += 1
                 else:  # routing
-                    target = routing.route(req, instances, now)
+                    state = make_state(now)
+                    decision = routing.route(req, state)
+                    if isinstance(decision, RoutingDecision):
+                        target = decision.target
+                        if decision.priority:
+                            req.priority = decision.priority
+                    else:
+                        target = decision
+                    if target.__class__ is not int or not 0 <= target < n_inst:
+                        target = target_index(target, n_inst, routing_name)
+                    if hook is not None:
+                        if not isinstance(decision, RoutingDecision):
+                            decision = RoutingDecision(target)
+                        hook("routing", req, state, decision)
+                    pending[target] += 1
                     inst = instances[target]
                     req.handled_by = target
                     t_q = now + inst.latency.queueing_time(req)
@@ -184,7 +271,16 @@ class ClusterSimulator:
                 progress(executed, now)
             inst = instances[inst_idx]
             t_limit = t_arr if t_arr < t_ext else t_ext
-            nxt = inst.step(now, t_limit, horizon)
+            if next_sample < t_limit:
+                t_limit = next_sample
+            if track_queues:
+                steps_before = inst.stats.step_count
+                nxt = inst.step(now, t_limit, horizon)
+                # A step changes the wait queue only while forming its batch, and
+                # fast-forwarded steps leave it alone: one sample per step executed.
+                queue_sums[inst_idx] += len(inst.waiting) * (inst.stats.step_count - steps_before)
+            else:
+                nxt = inst.step(now, t_limit, horizon)
             if nxt is not None:
                 push(steps, (nxt, inst_idx, seq))
                 seq += 1
@@ -194,6 +290,19 @@ class ClusterSimulator:
             if check:
                 inst.kv.check_invariants()
 
+        for i, n in enumerate(pending):
+            if n:
+                _logger.debug(
+                    "post-simulation: %s still has %d routed requests not yet queued",
+                    instances[i].name,
+                    n,
+                )
+        if rejected and not any(inst.stats.completed for inst in instances):
+            _logger.warning(
+                "[cluster] %d requests rejected by admission policy %s — no requests completed",
+                rejected,
+                type(admission).__name__,
+            )
         in_flight: dict[int, int] = {}
         for inst in instances:
             inst.finalize()
@@ -219,6 +328,8 @@ class ClusterSimulator:
             events_executed=executed,
             generated=generated,
             in_flight=in_flight,
+            queue_length_sums=queue_sums,
+            priority_policy=self.priority_policy,
         )
 
 

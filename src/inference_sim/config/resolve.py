@@ -10,6 +10,7 @@ one line naming the option.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -17,15 +18,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference_sim import __version__
-from inference_sim.catalog import Catalog, CatalogError, load_catalog
+from inference_sim.catalog import Catalog, CatalogError, GpuSpec, load_catalog
+from inference_sim.catalog.architecture import (
+    ModelArchitecture,
+    bundled_architecture,
+    read_model_config_folder,
+)
+from inference_sim.catalog.hardware import with_hardware_config
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import BY_NAME, OPTIONS, OptionSpec, canonical_name
+from inference_sim.config.policies import resolve_policies
 from inference_sim.instance.config import EngineConfig
+from inference_sim.kv.capacity import derive_kv_blocks
+from inference_sim.kv.offload_config import TierSettings, check_tier_ranges, resolve_tier
+from inference_sim.latency.base import LatencyModel
 from inference_sim.latency.blackbox import BlackboxLatencyModel, LatencyConfigError
+from inference_sim.latency.roofline import RooflineLatencyModel
+
+log = logging.getLogger("inference_sim")
 
 WORKLOAD_KINDS = ("distribution", "traces")
-ADMISSION_NAMES = ("always-admit", "reject-all", "token-bucket")
-ROUTING_NAMES = ("least-loaded", "round-robin")
+LATENCY_MODELS = ("auto", "blackbox", "roofline")
 
 
 @dataclass
@@ -40,8 +53,18 @@ class RunPlan:
     beta: tuple[float, ...]
     latency_model: str
     notes: list[str] = field(default_factory=list)
+    #: Roofline inputs (None in blackbox mode).
+    architecture: ModelArchitecture | None = None
+    gpu_spec: GpuSpec | None = None
+    #: The loaded ``--workload-spec`` (a ``workload.spec.WorkloadSpec``), else None.
+    workload_spec: Any = None
 
-    def make_latency_model(self) -> BlackboxLatencyModel:
+    def make_latency_model(self) -> LatencyModel:
+        if self.latency_model == "roofline":
+            assert self.architecture is not None and self.gpu_spec is not None
+            return RooflineLatencyModel(
+                self.architecture, self.gpu_spec, self.options["tp"], self.alpha
+            )
         return BlackboxLatencyModel(self.alpha, self.beta)
 
     def resolved_config(self) -> dict[str, Any]:
@@ -144,25 +167,13 @@ def _check_ranges(o: dict[str, Any]) -> None:
     ):
         _require(o[name] >= 0, f"--{name.replace('_', '-')} must be >= 0, got {o[name]}")
     _require(o["horizon"] >= 0, f"--horizon must be >= 0, got {o['horizon']}")
+    util = o["gpu_memory_utilization"]
+    _require(
+        math.isfinite(util) and 0 < util <= 1,
+        f"--gpu-memory-utilization must be in (0, 1], got {util}",
+    )
     rate = o["rate"]
     _require(math.isfinite(rate) and rate > 0, f"--rate must be a finite number > 0, got {rate}")
-    _require(
-        o["admission_policy"] in ADMISSION_NAMES,
-        f"--admission-policy: unknown policy {o['admission_policy']!r}; "
-        f"valid: {', '.join(ADMISSION_NAMES)}",
-    )
-    _require(
-        o["routing_policy"] in ROUTING_NAMES,
-        f"--routing-policy: unknown policy {o['routing_policy']!r}; "
-        f"valid: {', '.join(ROUTING_NAMES)}",
-    )
-    if o["admission_policy"] == "token-bucket":
-        for name in ("token_bucket_capacity", "token_bucket_refill_rate"):
-            v = o[name]
-            _require(
-                math.isfinite(v) and v > 0,
-                f"--{name.replace('_', '-')} must be a finite number > 0, got {v}",
-            )
 
 
 def _resolve_workload(o: dict[str, Any], catalog: Catalog) -> None:
@@ -180,16 +191,141 @@ def _resolve_workload(o: dict[str, Any], catalog: Catalog) -> None:
         raise ConfigError(f"--workload: unknown workload {kind!r}; valid: {known}")
 
 
+@dataclass
+class _Latency:
+    """What latency resolution decided."""
+
+    mode: str
+    alpha: tuple[float, ...]
+    beta: tuple[float, ...]
+    blocks: int
+    architecture: ModelArchitecture | None = None
+    gpu: GpuSpec | None = None
+
+
+def _fill_defaults(o: dict[str, Any], catalog: Catalog, notes: list[str]) -> bool:
+    """Fill TP, GPU and vLLM version from the model's catalog default; False if it has none."""
+    model = o["model"]
+    defaults = catalog.model_defaults(model)
+    if defaults is None:
+        return False
+    if not o["tp"]:
+        o["tp"] = defaults.tp
+        notes.append(f"using the catalog's default TP={defaults.tp} for {model}")
+    if not o["hardware"]:
+        o["hardware"] = defaults.gpu
+        notes.append(f"using the catalog's default GPU={defaults.gpu} for {model}")
+    if not o["vllm_version"]:
+        o["vllm_version"] = defaults.vllm_version
+        notes.append(f"using the catalog's default vLLM version={defaults.vllm_version}")
+    return True
+
+
+def _architecture(o: dict[str, Any]) -> ModelArchitecture | None:
+    """The model's architecture: --model-config-folder, else the bundled one, else None."""
+    if o["model_config_folder"]:
+        try:
+            return read_model_config_folder(o["model_config_folder"], name=o["model"])
+        except CatalogError as exc:
+            raise ConfigError(f"--model-config-folder: {exc}") from None
+    return bundled_architecture(o["model"])
+
+
+def _resolve_roofline(
+    o: dict[str, Any],
+    explicit: frozenset[str],
+    catalog: Catalog,
+    notes: list[str],
+    alpha: list[float],
+    beta: list[float],
+    why: str = "--latency-model roofline",
+) -> _Latency:
+    """Roofline mode (cli.md 4.3, nothing downloaded; KV blocks from memory if untrained).
+
+    ``why`` starts the messages about missing inputs (the user may not have asked for
+    roofline: ``auto`` falls back to it).
+    """
+    model = o["model"]
+    _fill_defaults(o, catalog, notes)
+    _require(
+        bool(o["hardware"]),
+        f"{why} needs --hardware (known GPUs: {', '.join(catalog.gpu_names())})",
+    )
+    _require(o["tp"] > 0, f"{why} needs --tp > 0")
+    try:
+        gpu = catalog.gpu(o["hardware"])
+    except CatalogError as exc:
+        raise ConfigError(f"--hardware: {exc}; or describe it with --hardware-config") from None
+    arch = _architecture(o)
+    if arch is None:
+        raise ConfigError(
+            f"--model {model}: no bundled architecture for the roofline model; pass "
+            "--model-config-folder DIR with the model's HuggingFace config.json "
+            "(`blis models` lists the models that have one)"
+        )
+    if arch.dtype_bytes <= 1:
+        notes.append(
+            f"roofline: {model} has {arch.dtype_bytes:g} byte(s) per parameter "
+            "(quantized): weights, KV and activations are all priced at that size"
+        )
+    if any(beta):
+        log.warning("roofline: --beta-coeffs are ignored (the step time comes from the roofline)")
+    blocks = o["total_kv_blocks"]
+    found = catalog.find_coefficients(model, o["hardware"], o["tp"], o["vllm_version"])
+    if found is not None:
+        if not any(alpha) and any(found.alpha):
+            alpha = list(found.alpha)
+            notes.append(f"roofline: alpha from the trained entry for {found.gpu}/TP{found.tp}")
+        if "total_kv_blocks" not in explicit and found.total_kv_blocks > 0:
+            blocks = found.total_kv_blocks
+            notes.append(f"roofline: {blocks} KV blocks from the trained entry")
+    if "total_kv_blocks" not in explicit and (found is None or found.total_kv_blocks <= 0):
+        try:
+            cap = derive_kv_blocks(
+                arch,
+                gpu,
+                o["tp"],
+                block_size=o["block_size_in_tokens"],
+                gpu_memory_utilization=o["gpu_memory_utilization"],
+                max_num_batched_tokens=o["max_num_scheduled_tokens"],
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if not cap.fits:
+            raise ConfigError(
+                f"{model} does not fit on {gpu.name} at TP={o['tp']} ({cap.explain()}); "
+                "use a larger --tp, a GPU with more memory, or give --total-kv-blocks"
+            )
+        blocks = cap.blocks
+        notes.append(f"roofline: KV cache derived from GPU memory: {cap.explain()}")
+    if not any(alpha):
+        notes.append(
+            "roofline: alpha is all zero (no trained entry, no --alpha-coeffs): "
+            "no queueing delay or per-token output overhead"
+        )
+    return _Latency("roofline", tuple(alpha), tuple(beta), blocks, arch, gpu)
+
+
 def _resolve_latency(
     o: dict[str, Any], explicit: frozenset[str], catalog: Catalog, notes: list[str]
-) -> tuple[tuple[float, ...], tuple[float, ...], int]:
-    """Alpha, beta and KV block count for the run (cli.md 4.2 with clear errors)."""
+) -> _Latency:
+    """Latency mode, alpha, beta and KV block count (cli.md 4.2-4.4, with clear errors).
+
+    ``auto``: explicit coefficients are used as given (blackbox). Otherwise, unless
+    --model-config-folder or --hardware-config is given, the trained entry for the
+    resolved (model, GPU, TP, vLLM version) is used (blackbox). Without a trained entry,
+    or with one of those paths, the roofline model is used when the model has an
+    architecture (bundled or from the folder); otherwise the run stops with an error.
+    """
     model = o["model"]
-    latency_model = o["latency_model"]
+    mode = o["latency_model"]
     _require(
-        latency_model in ("auto", "blackbox"),
-        f"--latency-model: unknown model {latency_model!r}; valid: auto, blackbox",
+        mode in LATENCY_MODELS,
+        f"--latency-model: unknown model {mode!r}; valid: {', '.join(LATENCY_MODELS)}",
     )
+    if o["roofline"]:
+        _require(mode != "blackbox", "--roofline conflicts with --latency-model blackbox")
+        mode = "roofline"
     alpha, beta = o["alpha_coeffs"], o["beta_coeffs"]
     for name, values in (("alpha-coeffs", alpha), ("beta-coeffs", beta)):
         _require(
@@ -197,42 +333,148 @@ def _resolve_latency(
             f"--{name} needs at least 3 comma-separated numbers, got {len(values)}",
         )
     blocks = o["total_kv_blocks"]
+    if mode == "roofline":
+        return _resolve_roofline(o, explicit, catalog, notes, alpha, beta)
     if any(alpha) or any(beta):
-        return tuple(alpha), tuple(beta), blocks
+        return _Latency("blackbox", tuple(alpha), tuple(beta), blocks)
+    if mode == "auto" and (o["model_config_folder"] or o["hardware_config"]):
+        notes.append("no coefficients, and a model or hardware config given: roofline model")
+        why = "without coefficients, --model-config-folder/--hardware-config select roofline, which"
+        return _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why)
 
-    defaults = catalog.model_defaults(model)
-    if defaults is not None:
-        if not o["tp"]:
-            o["tp"] = defaults.tp
-            notes.append(f"using the catalog's default TP={defaults.tp} for {model}")
-        if not o["hardware"]:
-            o["hardware"] = defaults.gpu
-            notes.append(f"using the catalog's default GPU={defaults.gpu} for {model}")
-        if not o["vllm_version"]:
-            o["vllm_version"] = defaults.vllm_version
-            notes.append(f"using the catalog's default vLLM version={defaults.vllm_version}")
-    elif not catalog.has_model(model):
+    has_defaults = _fill_defaults(o, catalog, notes)
+    if not has_defaults and not catalog.has_model(model):
+        if mode == "auto" and bundled_architecture(model) is not None:
+            why = f"{model} has no trained coefficients; its roofline model"
+            notes.append(f"{model} has no trained coefficients: roofline model")
+            return _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why)
         raise ConfigError(
             f"--model: unknown model {model!r}; run `blis models` to list known models, "
-            "or give --alpha-coeffs and --beta-coeffs"
+            "or give --alpha-coeffs and --beta-coeffs, or use --latency-model roofline "
+            "with --model-config-folder"
         )
     found = catalog.find_coefficients(model, o["hardware"], o["tp"], o["vllm_version"])
     if found is None:
+        if mode == "auto" and o["hardware"] and o["tp"] > 0 and bundled_architecture(model):
+            notes.append(
+                f"no trained coefficients for {model} on {o['hardware']}/TP{o['tp']}: "
+                "roofline model"
+            )
+            return _resolve_roofline(o, explicit, catalog, notes, alpha, beta)
         combos = [f"{cs.gpu}/TP{cs.tp}/{cs.vllm_version}" for cs in catalog.coefficient_sets(model)]
         hint = "; trained: " + ", ".join(combos) if combos else ""
         raise ConfigError(
             f"no trained coefficients for --model {model} --hardware {o['hardware'] or '?'} "
             f"--tp {o['tp']} --vllm-version {o['vllm_version'] or '?'}{hint}. "
-            "Pick a trained combination or give --alpha-coeffs and --beta-coeffs"
+            "Pick a trained combination, give --alpha-coeffs and --beta-coeffs, "
+            "or use --latency-model roofline"
         )
     if "total_kv_blocks" not in explicit:
         blocks = found.total_kv_blocks
-    return found.alpha, found.beta, blocks
+    return _Latency("blackbox", found.alpha, found.beta, blocks)
+
+
+# Input files a config file may name relative to its own folder.
+_CONFIG_RELATIVE_PATHS = (
+    "workload_traces_filepath",
+    "workload_spec",
+    "model_config_folder",
+    "hardware_config",
+    "defaults_filepath",
+    "policy_config",
+)
+
+
+def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Run options from a ``--config`` file (canonical names; ConfigError on problems).
+
+    The file is a YAML (or JSON) mapping of option names, spelled as flags without the
+    dashes (``num_instances``, ``max_num_seqs``, ...). Relative input paths in it are
+    relative to the file's folder. A results file (``--results-path``) works too: its
+    ``config`` block is used, without ``results_path``, ``export_trace`` and
+    ``package_version``, so the run is repeated exactly.
+    """
+    import yaml
+
+    where = f"--config {os.fspath(path)}"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{where}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: expected a mapping of option names to values")
+    from_results = isinstance(doc.get("config"), dict) and "package_version" in doc["config"]
+    if from_results:
+        doc = {
+            k: v
+            for k, v in doc["config"].items()
+            if k not in ("results_path", "export_trace", "package_version")
+        }
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key == "package_version":
+            continue
+        name = canonical_name(str(key))
+        if name is None:
+            raise ConfigError(f"{where}: unknown option {key!r}; see `blis run --help`")
+        if name in out:
+            raise ConfigError(f"{where}: {name} given twice (under two spellings)")
+        if (
+            not from_results
+            and name in _CONFIG_RELATIVE_PATHS
+            and isinstance(value, str)
+            and value
+            and not os.path.isabs(value)
+        ):
+            value = os.path.join(folder, value)
+        out[name] = value
+    return out
+
+
+def merge_config_file(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` with its ``config`` entry (a file path) expanded; ``raw``'s own values win."""
+    given = dict(raw)
+    path = given.pop("config", None)
+    if not path:
+        return given
+    file_options = load_run_config(path)
+    named = {canonical_name(k) for k in given}
+    merged = {k: v for k, v in file_options.items() if k not in named}
+    merged.update(given)
+    return merged
+
+
+def _resolve_kv_tier(
+    o: dict[str, Any], explicit: frozenset[str], arch: ModelArchitecture | None
+) -> TierSettings:
+    """The tiered KV cache's settings (docs/kv-offload.md); derived figures go to ``o``."""
+    wanted = o["kv_cpu_blocks"] > 0 or o["cpu_offload_gib"] > 0 or o["kv_transfer_link"]
+    if arch is None and wanted:
+        arch = _architecture(o)  # for bytes per block and per token, when known
+    try:
+        tier = resolve_tier(o, explicit, arch)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    o["kv_cpu_blocks"] = tier.cpu_blocks
+    o["kv_transfer_bandwidth"] = tier.transfer_bandwidth
+    return tier
 
 
 def resolve(raw: Mapping[str, Any]) -> RunPlan:
-    """Validate ``raw`` options (either spelling) into a :class:`RunPlan`."""
-    options, explicit = normalize_options(raw)
+    """Validate ``raw`` options (either spelling) into a :class:`RunPlan`.
+
+    ``raw["config"]``, if present, names a run-config file whose options apply unless
+    ``raw`` gives them too (see :func:`load_run_config`).
+    """
+    options, explicit = normalize_options(merge_config_file(raw))
     model = options["model"].strip().lower()
     _require(
         bool(model),
@@ -241,18 +483,40 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     options["model"] = model
     _check_ranges(options)
     try:
+        check_tier_ranges(options)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    # Policy bundle, policy names (registries, plug-ins), scorers: config/policies.py.
+    resolve_policies(options, explicit)
+    try:
         catalog = load_catalog(options["defaults_filepath"] or None)
     except CatalogError as exc:
         raise ConfigError(f"--defaults-filepath: {exc}") from None
+    if options["hardware_config"]:
+        try:
+            catalog = with_hardware_config(catalog, options["hardware_config"])
+        except CatalogError as exc:
+            raise ConfigError(f"--hardware-config: {exc}") from None
     notes: list[str] = []
     _resolve_workload(options, catalog)
-    alpha, beta, blocks = _resolve_latency(options, explicit, catalog, notes)
+    from inference_sim.workload.plan import resolve_workload_options
+
+    workload_spec = resolve_workload_options(options, explicit)
+    lat = _resolve_latency(options, explicit, catalog, notes)
+    alpha, beta, blocks = lat.alpha, lat.beta, lat.blocks
     _require(blocks > 0, f"--total-kv-blocks must be > 0, got {blocks}")
     options["total_kv_blocks"] = blocks
+    options["latency_model"] = lat.mode
+    options["roofline"] = lat.mode == "roofline"
     try:
         BlackboxLatencyModel(alpha, beta)
+        if lat.mode == "roofline":
+            assert lat.architecture is not None and lat.gpu is not None
+            RooflineLatencyModel(lat.architecture, lat.gpu, options["tp"], alpha)
     except LatencyConfigError as exc:
         raise ConfigError(str(exc)) from None
+    tier = _resolve_kv_tier(options, explicit, lat.architecture)
+    notes.extend(tier.notes)
     engine = EngineConfig(
         num_gpu_blocks=blocks,
         block_size=options["block_size_in_tokens"],
@@ -261,6 +525,11 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         long_prefill_token_threshold=options["long_prefill_token_threshold"],
         enable_prefix_caching=options["enable_prefix_caching"],
         exact_steps=options["exact_steps"],
+        kv_cpu_blocks=tier.cpu_blocks,
+        kv_offload_threshold=tier.offload_threshold,
+        kv_transfer_bandwidth=tier.transfer_bandwidth,
+        kv_transfer_base_latency=tier.transfer_base_latency,
+        kv_block_bytes=tier.block_bytes,
     )
     return RunPlan(
         options=options,
@@ -269,6 +538,9 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         engine=engine,
         alpha=tuple(alpha),
         beta=tuple(beta),
-        latency_model="blackbox",
+        latency_model=lat.mode,
         notes=notes,
+        architecture=lat.architecture,
+        gpu_spec=lat.gpu,
+        workload_spec=workload_spec,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -20,6 +21,12 @@ class EngineConfig:
     long_prefill_token_threshold: int = 0
     enable_prefix_caching: bool = True
     exact_steps: bool = False  # the plain one-step-at-a-time stepper (reference mode)
+    # Tiered KV cache (docs/kv-offload.md); kv_cpu_blocks 0 means GPU only.
+    kv_cpu_blocks: int = 0
+    kv_offload_threshold: float = 0.9
+    kv_transfer_bandwidth: float = 100.0  # tokens per µs
+    kv_transfer_base_latency: int = 0  # µs per block loaded back
+    kv_block_bytes: float = 0.0  # bytes of one block (all TP ranks); 0 when unknown
 
     def __post_init__(self) -> None:
         for name in ("num_gpu_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens"):
@@ -29,3 +36,15 @@ class EngineConfig:
         if self.long_prefill_token_threshold < 0:
             value = self.long_prefill_token_threshold
             raise ValueError(f"long_prefill_token_threshold must be >= 0, got {value}")
+        for name in ("kv_cpu_blocks", "kv_transfer_base_latency", "kv_block_bytes"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        t = self.kv_offload_threshold
+        if not (math.isfinite(t) and 0.0 <= t <= 1.0):
+            raise ValueError(f"kv_offload_threshold must be a finite value in [0, 1], got {t}")
+        bw = self.kv_transfer_bandwidth
+        if self.kv_cpu_blocks > 0 and not (math.isfinite(bw) and bw > 0):
+            raise ValueError(
+                f"kv_transfer_bandwidth must be a finite value > 0 when kv_cpu_blocks > 0, got {bw}"
+            )

@@ -86,6 +86,10 @@ class Instance:
             config.num_gpu_blocks,
             config.block_size,
             enable_prefix_caching=config.enable_prefix_caching,
+            cpu_blocks=config.kv_cpu_blocks,
+            offload_threshold=config.kv_offload_threshold,
+            transfer_bandwidth=config.kv_transfer_bandwidth,
+            transfer_base_latency=config.kv_transfer_base_latency,
         )
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -245,7 +249,7 @@ class Instance:
 
         # Execute: price the batch, then advance every scheduled request.
         batch.decode_context_sum = ctx
-        step_time = self.latency.step_time(batch)
+        step_time = self.latency.step_time(batch) + kv.take_transfer_time(now)
         end = now + step_time
         self.busy_until = end
         used = kv.num_used

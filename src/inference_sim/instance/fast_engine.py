@@ -283,7 +283,7 @@ class FastInstance(Instance):
         batch.prefill_tokens = prefill_tokens
         batch.decode_tokens = decodes
         batch.decode_context_sum = self._decode_ctx - skipped_ctx
-        step_time = self.latency.step_time(batch)
+        step_time = self.latency.step_time(batch) + kv.take_transfer_time(now)
         end = now + step_time
         self.busy_until = end
         used = kv.num_used

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from inference_sim.kv.cpu_tier import CpuTier
+
 
 class BlockPool:
     """Fixed set of ``num_blocks`` KV blocks of ``block_size`` tokens each."""
@@ -111,3 +113,102 @@ class BlockPool:
         assert all(r >= 0 for r in self.ref_cnt), "negative reference count"
         for h, b in self.cached.items():
             assert self.block_hash[b] == h, f"cache index points at block {b} without hash"
+
+
+class TieredBlockPool(BlockPool):
+    """A block pool whose cached content goes to a CPU tier instead of being lost.
+
+    Content leaves the GPU in two ways, and in both it is stored on ``tier``:
+
+    * eviction: an allocation reuses a free block that holds cached content;
+    * offload (:meth:`offload_lru`): the least recently freed cached block is emptied
+      on purpose, and the empty block moves to the head of the free queue so that the
+      next allocation takes it before evicting other cached content.
+
+    ``evictable`` lists the free blocks that hold content, in free-queue order, so
+    that the occupancy (blocks holding KV data) is known in O(1).
+    """
+
+    __slots__ = ("evictable", "tier")
+
+    def __init__(self, num_blocks: int, block_size: int, tier: CpuTier) -> None:
+        super().__init__(num_blocks, block_size)
+        self.tier = tier
+        self.evictable: OrderedDict[int, None] = OrderedDict()
+
+    @property
+    def num_occupied(self) -> int:
+        """Blocks holding KV data: referenced ones and free ones with cached content."""
+        return self.num_blocks - len(self._free) + len(self.evictable)
+
+    def take_new(self, n: int) -> list[int]:
+        free = self._free
+        ref = self.ref_cnt
+        hashes = self.block_hash
+        cached = self.cached
+        evictable = self.evictable
+        tier = self.tier
+        out = []
+        for _ in range(n):
+            b, _unused = free.popitem(last=False)
+            h = hashes[b]
+            if h is not None:
+                del evictable[b]
+                if cached.get(h) == b:
+                    del cached[h]
+                    tier.offload(h)
+                hashes[b] = None
+            ref[b] = 1
+            out.append(b)
+        return out
+
+    def touch(self, block_ids: list[int]) -> None:
+        free = self._free
+        ref = self.ref_cnt
+        evictable = self.evictable
+        for b in block_ids:
+            if ref[b] == 0:
+                del free[b]
+                evictable.pop(b, None)
+            ref[b] += 1
+
+    def release(self, block_ids_in_eviction_order: list[int]) -> None:
+        free = self._free
+        ref = self.ref_cnt
+        hashes = self.block_hash
+        evictable = self.evictable
+        for b in block_ids_in_eviction_order:
+            r = ref[b] - 1
+            ref[b] = r
+            if r == 0:
+                free[b] = None
+                if hashes[b] is not None:
+                    evictable[b] = None
+
+    def register(self, block_id: int, block_hash: int) -> None:
+        if self.block_hash[block_id] is not None:
+            return
+        self.block_hash[block_id] = block_hash
+        self.cached.setdefault(block_hash, block_id)
+        self.tier.discard(block_hash)
+
+    def offload_lru(self, at: int = -1) -> None:
+        """Move the content of the least recently freed cached block to the CPU tier.
+
+        ``at`` is the time of the offload, or -1 if the current step's start (stamped later).
+        """
+        b, _unused = self.evictable.popitem(last=False)
+        h = self.block_hash[b]
+        self.block_hash[b] = None
+        if h is not None and self.cached.get(h) == b:
+            del self.cached[h]
+            self.tier.offload(h, at)
+        self._free.move_to_end(b, last=False)
+
+    def check_invariants(self) -> None:
+        super().check_invariants()
+        expected = [b for b in self._free if self.block_hash[b] is not None]
+        assert list(self.evictable) == expected, "evictable list differs from the free queue"
+        self.tier.check_invariants()
+        for h in self.tier.entries:
+            assert h not in self.cached, "content cached on both the GPU and the CPU tier"

@@ -4,29 +4,100 @@ Follows vLLM's ``KVCacheManager``: a request's blocks cover its computed tokens 
 the tokens scheduled in the current step; every block that becomes full gets a
 chained content hash (hash of the parent block's hash and this block's token ids),
 so equal prefixes map to equal hash chains and can be shared.
+
+With a CPU tier (``cpu_blocks > 0``) the cache has two levels, as vLLM's CPU KV
+offloading: content that leaves the GPU is kept in host memory, and a prompt prefix
+that misses on the GPU continues on the CPU tier; those blocks are loaded back into
+new GPU blocks instead of being recomputed, and the load time is charged to the step
+(:meth:`KVCacheManager.take_transfer_time`). docs/kv-offload.md describes the model.
 """
 
 from __future__ import annotations
 
-from inference_sim.instance.request import Request
-from inference_sim.kv.block_pool import BlockPool
+import math
+
+from inference_sim.instance.request import Request, RequestState
+from inference_sim.kv.block_pool import BlockPool, TieredBlockPool
+from inference_sim.kv.cpu_tier import UNSTAMPED, CpuTier
 
 _ROOT_HASH = 0x5EED_CAFE
+#: Entry of :meth:`KVCacheManager.find_cached_prefix` for a block found on the CPU tier.
+CPU_HIT = -1
+
+
+def block_transfer_time(block_size: int, bandwidth: float, base_latency: int) -> int:
+    """µs to load one block back from the CPU: base + ceil(block_size / bandwidth).
+
+    ``bandwidth`` is in tokens per µs (the reference's unit); the division is a float
+    division, rounded up, as the reference computes it.
+    """
+    return int(base_latency + math.ceil(block_size / bandwidth))
 
 
 class KVCacheManager:
     """Allocates slots for scheduled tokens and finds cached prompt prefixes."""
 
-    __slots__ = ("block_size", "enable_prefix_caching", "num_hashed", "pool", "tables")
+    __slots__ = (
+        "block_size",
+        "block_transfer_us",
+        "cpu",
+        "cpu_hit_blocks",
+        "cpu_lookup_blocks",
+        "enable_prefix_caching",
+        "num_hashed",
+        "occupancy_limit",
+        "pending_transfer_us",
+        "pool",
+        "request_transfers",
+        "tables",
+        "transfer_us",
+    )
 
     def __init__(
-        self, num_blocks: int, block_size: int, *, enable_prefix_caching: bool = True
+        self,
+        num_blocks: int,
+        block_size: int,
+        *,
+        enable_prefix_caching: bool = True,
+        cpu_blocks: int = 0,
+        offload_threshold: float = 0.9,
+        transfer_bandwidth: float = 100.0,
+        transfer_base_latency: int = 0,
     ) -> None:
-        self.pool = BlockPool(num_blocks, block_size)
+        if cpu_blocks < 0:
+            raise ValueError(f"cpu_blocks must be >= 0, got {cpu_blocks}")
+        if not (math.isfinite(offload_threshold) and 0.0 <= offload_threshold <= 1.0):
+            raise ValueError(f"offload_threshold must be in [0, 1], got {offload_threshold}")
+        if transfer_base_latency < 0:
+            raise ValueError(f"transfer_base_latency must be >= 0, got {transfer_base_latency}")
+        self.cpu: CpuTier | None = None
+        self.block_transfer_us = 0
+        self.occupancy_limit = num_blocks
+        if cpu_blocks > 0:
+            if not (math.isfinite(transfer_bandwidth) and transfer_bandwidth > 0):
+                raise ValueError(
+                    f"transfer_bandwidth must be finite and > 0, got {transfer_bandwidth}"
+                )
+            self.cpu = CpuTier(cpu_blocks)
+            self.pool: BlockPool = TieredBlockPool(num_blocks, block_size, self.cpu)
+            self.block_transfer_us = block_transfer_time(
+                block_size, transfer_bandwidth, transfer_base_latency
+            )
+            # Offload while more than this many blocks hold KV data (> threshold x total).
+            self.occupancy_limit = math.floor(offload_threshold * num_blocks)
+        else:
+            self.pool = BlockPool(num_blocks, block_size)
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.tables: dict[int, list[int]] = {}  # request index -> block ids in order
         self.num_hashed: dict[int, int] = {}  # request index -> leading blocks registered
+        # Tiered cache: load time not yet charged to a step, and totals.
+        self.pending_transfer_us = 0
+        self.transfer_us = 0
+        self.cpu_hit_blocks = 0  # blocks loaded back at admissions
+        self.cpu_lookup_blocks = 0  # reusable prompt blocks that missed on the GPU
+        # request index -> [blocks loaded back, transfer µs] (requests with reloads only)
+        self.request_transfers: dict[int, list[int]] = {}
 
     @property
     def num_blocks(self) -> int:
@@ -68,7 +139,9 @@ class KVCacheManager:
         """Cached blocks matching the start of the tokens the request must (re)compute.
 
         At least one token is always left to compute (as vLLM): at most
-        ``(prefill_target - 1) // block_size`` blocks are reused.
+        ``(prefill_target - 1) // block_size`` blocks are reused. With a CPU tier the
+        lookup continues there after the first GPU miss; each consecutive CPU hit is
+        returned as :data:`CPU_HIT`, which :meth:`allocate_slots` loads back.
         """
         if not self.enable_prefix_caching:
             return []
@@ -77,11 +150,19 @@ class KVCacheManager:
             return []
         lookup = self.pool.cached
         found = []
-        for h in self._block_hashes(req, max_blocks):
+        hashes = self._block_hashes(req, max_blocks)
+        for h in hashes:
             b = lookup.get(h)
             if b is None:
                 break
             found.append(b)
+        cpu = self.cpu
+        if cpu is not None and len(found) < max_blocks:
+            entries = cpu.entries
+            for i in range(len(found), max_blocks):
+                if hashes[i] not in entries:
+                    break
+                found.append(CPU_HIT)
         return found
 
     # --- allocation ----------------------------------------------------------------
@@ -91,8 +172,9 @@ class KVCacheManager:
         """Make room for ``num_new_tokens`` more tokens of ``req``; False if it cannot fit.
 
         ``cached_blocks`` (prefix hits for a request being admitted) are referenced
-        first; the request's computed tokens then start after them. Nothing changes
-        when the allocation does not fit, so no rollback is needed.
+        first; the request's computed tokens then start after them. :data:`CPU_HIT`
+        entries (they follow the GPU hits) get new GPU blocks, loaded from the CPU tier.
+        Nothing changes when the allocation does not fit, so no rollback is needed.
         """
         pool = self.pool
         idx = req.index
@@ -104,17 +186,30 @@ class KVCacheManager:
         need_new = -(-total // self.block_size) - held - n_cached
         if need_new < 0:
             need_new = 0
-        revive = pool.count_evictable(cached_blocks) if n_cached else 0
-        if need_new + revive > pool.num_free:
+        n_cpu = 0
+        gpu_hits = cached_blocks
+        if n_cached and cached_blocks[-1] == CPU_HIT:  # type: ignore[index]
+            n_gpu = cached_blocks.index(CPU_HIT)  # type: ignore[union-attr]
+            n_cpu = n_cached - n_gpu
+            gpu_hits = cached_blocks[:n_gpu]  # type: ignore[index]
+        revive = pool.count_evictable(gpu_hits) if gpu_hits else 0  # type: ignore[arg-type]
+        if need_new + n_cpu + revive > pool.num_free:
             return False
         if table is None:
             table = []
             self.tables[idx] = table
             self.num_hashed[idx] = 0
+        if gpu_hits:
+            pool.touch(gpu_hits)  # type: ignore[arg-type]
+            table.extend(gpu_hits)  # type: ignore[arg-type]
+        if n_cpu:
+            self._load_back(req, table, n_cached - n_cpu, n_cpu)
         if n_cached:
-            pool.touch(cached_blocks)  # type: ignore[arg-type]
-            table.extend(cached_blocks)  # type: ignore[arg-type]
             self.num_hashed[idx] = n_cached
+        if cached_blocks is not None and self.cpu is not None and self.enable_prefix_caching:
+            reusable = (req.prefill_target - 1) // self.block_size
+            self.cpu_lookup_blocks += max(0, reusable - (n_cached - n_cpu))
+            self.cpu_hit_blocks += n_cpu
         if need_new:
             table.extend(pool.take_new(need_new))
         if self.enable_prefix_caching:
@@ -125,6 +220,8 @@ class KVCacheManager:
                 for i in range(done, full):
                     pool.register(table[i], hashes[i])
                 self.num_hashed[idx] = full
+        if self.cpu is not None:
+            self._offload_over_threshold()
         return True
 
     def decode_slot(self, req: Request, computed: int) -> bool:
@@ -139,14 +236,17 @@ class KVCacheManager:
             free = pool._free
             if not free:
                 return False
-            b, _unused = free.popitem(last=False)
-            h = pool.block_hash[b]
-            if h is not None:
-                if pool.cached.get(h) == b:
-                    del pool.cached[h]
-                pool.block_hash[b] = None
-            pool.ref_cnt[b] = 1
-            self.tables[req.index].append(b)
+            if self.cpu is not None:
+                self.tables[req.index].append(pool.take_new(1)[0])
+            else:
+                b, _unused = free.popitem(last=False)
+                h = pool.block_hash[b]
+                if h is not None:
+                    if pool.cached.get(h) == b:
+                        del pool.cached[h]
+                    pool.block_hash[b] = None
+                pool.ref_cnt[b] = 1
+                self.tables[req.index].append(b)
         if self.enable_prefix_caching and (computed + 1) % bs == 0:
             idx = req.index
             full = (computed + 1) // bs
@@ -158,6 +258,8 @@ class KVCacheManager:
                 for i in range(done, full):
                     register(table[i], hashes[i])
                 self.num_hashed[idx] = full
+        if self.cpu is not None:
+            self._offload_over_threshold()
         return True
 
     def free(self, req: Request) -> None:
@@ -167,6 +269,58 @@ class KVCacheManager:
         if table:
             table.reverse()
             self.pool.release(table)
+        if self.cpu is not None:
+            # A finished request leaves at its finish time (after the step was priced);
+            # a preempted or dropped one while a step is formed (stamped with its start).
+            done = req.state == RequestState.FINISHED and req.finish_time >= 0
+            self._offload_over_threshold(req.finish_time if done else UNSTAMPED)
+
+    # --- CPU tier ------------------------------------------------------------------
+    def _load_back(self, req: Request, table: list[int], first: int, n: int) -> None:
+        """Load blocks ``first .. first+n-1`` of ``req``'s prefix from the CPU tier."""
+        cpu = self.cpu
+        assert cpu is not None
+        hashes = self._block_hashes(req, first + n)[first : first + n]
+        for h in hashes:
+            cpu.take(h)  # leaves the CPU before new GPU blocks may evict into it
+        pool = self.pool
+        blocks = pool.take_new(n)
+        for b, h in zip(blocks, hashes, strict=True):
+            pool.register(b, h)
+        table.extend(blocks)
+        t = n * self.block_transfer_us
+        self.pending_transfer_us += t
+        self.transfer_us += t
+        per_req = self.request_transfers.get(req.index)
+        if per_req is None:
+            self.request_transfers[req.index] = [n, t]
+        else:
+            per_req[0] += n
+            per_req[1] += t
+
+    def _offload_over_threshold(self, at: int = UNSTAMPED) -> None:
+        """Offload cached free blocks, LRU first, while occupancy exceeds the threshold."""
+        pool = self.pool
+        excess = pool.num_occupied - self.occupancy_limit  # type: ignore[attr-defined]
+        if excess > 0:
+            n = min(excess, len(pool.evictable))  # type: ignore[attr-defined]
+            offload = pool.offload_lru  # type: ignore[attr-defined]
+            for _ in range(n):
+                offload(at)
+
+    def take_transfer_time(self, now: int) -> int:
+        """KV load time (µs) to add to the step starting at ``now``; resets it.
+
+        Called once per step, when the step is priced: offloads and loads made while
+        the step was formed are stamped with ``now`` (thrashing is judged then).
+        """
+        cpu = self.cpu
+        if cpu is None:
+            return 0
+        cpu.stamp(now)
+        t = self.pending_transfer_us
+        self.pending_transfer_us = 0
+        return t
 
     def held_blocks(self, req: Request) -> int:
         table = self.tables.get(req.index)
@@ -180,3 +334,8 @@ class KVCacheManager:
             for b in table:
                 counts[b] += 1
         assert counts == self.pool.ref_cnt, "reference counts differ from block tables"
+        if self.cpu is not None:
+            occupied = self.pool.num_occupied  # type: ignore[attr-defined]
+            assert occupied <= self.occupancy_limit or not self.pool.evictable, (  # type: ignore[attr-defined]
+                "occupancy above the offload threshold with cached free blocks left"
+            )

@@ -1,4 +1,4 @@
-"""Step-time models: the protocol, the trained-coefficient model and the registry."""
+"""Step-time models: the protocol, the trained-coefficient and roofline models, the registry."""
 
 from inference_sim.latency.base import LatencyModel, StepBatch
 from inference_sim.latency.blackbox import BlackboxLatencyModel, LatencyConfigError
@@ -7,11 +7,13 @@ from inference_sim.latency.registry import (
     latency_model_names,
     register_latency_model,
 )
+from inference_sim.latency.roofline import RooflineLatencyModel
 
 __all__ = [
     "BlackboxLatencyModel",
     "LatencyConfigError",
     "LatencyModel",
+    "RooflineLatencyModel",
     "StepBatch",
     "create_latency_model",
     "latency_model_names",

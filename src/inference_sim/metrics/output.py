@@ -13,10 +13,12 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+_NOT_IN_METRICS_BLOCK = ("config", "slo_metrics")  # slo_metrics has its own section
+
 
 def metrics_block(summary: Mapping[str, Any]) -> str:
     """``=== Simulation Metrics ===`` and the summary JSON (without ``config``)."""
-    shown = {k: v for k, v in summary.items() if k != "config"}
+    shown = {k: v for k, v in summary.items() if k not in _NOT_IN_METRICS_BLOCK}
     return "=== Simulation Metrics ===\n" + json.dumps(shown, indent=2) + "\n"
 
 
@@ -48,6 +50,30 @@ def kv_block(summary: Mapping[str, Any]) -> str:
     )
 
 
+def slo_block(summary: Mapping[str, Any]) -> str:
+    """Per-SLO-class TTFT and E2E (µs, as the reference prints them); 2+ classes only."""
+    per_slo = summary.get("slo_metrics") or {}
+    if len(per_slo) < 2:
+        return ""
+    lines = ["=== Per-SLO Metrics ==="]
+    for cls in sorted(per_slo):
+        m = per_slo[cls]
+
+        def us(key: str, m: Mapping[str, Any] = m) -> float:
+            return round(float(m.get(key, 0.0)) * 1000.0, 6)  # ms -> µs without float noise
+
+        lines.append(f"  {cls}:")
+        lines.append(
+            f"    TTFT: mean={us('ttft_mean_ms'):.2f} p99={us('ttft_p99_ms'):.2f} "
+            f"(n={int(m.get('ttft_count', 0))})"
+        )
+        lines.append(
+            f"    E2E:  mean={us('e2e_mean_ms'):.2f} p99={us('e2e_p99_ms'):.2f} "
+            f"(n={int(m.get('e2e_count', 0))})"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def stdout_report(
     summary: Mapping[str, Any], instance_summaries: Sequence[Mapping[str, Any]]
 ) -> str:
@@ -55,6 +81,7 @@ def stdout_report(
     parts.append(metrics_block(summary))
     parts.append(anomaly_block(summary))
     parts.append(kv_block(summary))
+    parts.append(slo_block(summary))
     return "".join(parts)
 
 

@@ -9,6 +9,7 @@ Columns are typed arrays (8 bytes a value) rather than one dict per request.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -88,8 +89,13 @@ class RequestLog:
     def column(self, name: str, rows: np.ndarray) -> np.ndarray:
         return np.frombuffer(getattr(self, name), dtype=np.int64)[rows]
 
-    def records(self, rows: np.ndarray) -> list[dict[str, Any]]:
-        """The reference's per-request entries for ``rows``, in that order."""
+    def records(
+        self, rows: np.ndarray, extra: Mapping[int, Mapping[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """The reference's per-request entries for ``rows``, in that order.
+
+        ``extra`` maps a request index to keys appended to its entry (tiered KV loads).
+        """
         out = []
         idx = np.frombuffer(self.index, dtype=np.int64)
         arr = np.frombuffer(self.arrival, dtype=np.int64)
@@ -127,5 +133,9 @@ class RequestLog:
             model = self.model.get(row)
             if model:
                 rec["model"] = model
+            if extra:
+                more = extra.get(int(idx[row]))
+                if more:
+                    rec.update(more)
             out.append(rec)
         return out

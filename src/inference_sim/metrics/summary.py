@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from inference_sim.cluster.anomalies import hol_blocking_events, priority_inversions, slo_metrics
 from inference_sim.cluster.simulator import SimulationOutcome
 from inference_sim.instance.engine import Instance
 from inference_sim.instance.request import Request, RequestState
+from inference_sim.kv.tier_metrics import tier_request_fields, tier_summary
 from inference_sim.metrics.stats import TickHistogram, mean_ms, merge_histograms, percentile_ms
 
 _OPTIONAL_RECORD_KEYS = ("slo_class", "tenant_id", "handled_by", "model")
@@ -133,9 +135,76 @@ def build_summary(
     if whole:
         out["rejected_requests"] = outcome.rejected
         out["rejected_too_long"] = outcome.rejected_too_long
+        out["priority_inversions"] = priority_inversions(log, outcome.priority_policy)
+        out["hol_blocking_events"] = hol_blocking_events(insts, outcome.queue_length_sums)
+        per_slo = slo_metrics(log, rows)
+        if per_slo:
+            out["slo_metrics"] = per_slo
+    # Tiered KV cache (only with a CPU tier): docs/kv-offload.md.
+    out.update(tier_summary([(inst.kv, inst.config.kv_block_bytes) for inst in insts]))
     return out
 
 
 def build_records(outcome: SimulationOutcome) -> list[dict[str, Any]]:
     """Per-request records of every request that reached an instance, in generation order."""
-    return outcome.log.records(outcome.log.rows_for(None))
+    tier = [(inst.kv, inst.config.kv_block_bytes) for inst in outcome.instances]
+    return outcome.log.records(outcome.log.rows_for(None), tier_request_fields(tier))
+
+
+def build_stage_summaries(
+    outcome: SimulationOutcome, stages: Sequence[tuple[int, int, float]]
+) -> list[dict[str, Any]]:
+    """One metrics entry per load stage ``(start_us, end_us, rate)``.
+
+    Each entry covers the requests that ARRIVED in ``[start, end)`` (whenever they
+    finished): counts, token totals, the latency means and percentiles of the summary,
+    and throughput over the stage's own span, from its start to the last completion of
+    its requests. ``itl_mean_ms`` is the token-weighted mean over completed requests; ITL
+    percentiles are not given per stage (ITL samples are kept per instance, not per
+    request).
+    """
+    log = outcome.log
+    rows = log.rows_for(None)
+    arrival = log.column("arrival", rows)
+    ttft = log.column("ttft", rows)
+    e2e = log.column("e2e", rows)
+    delay = log.column("sched_delay", rows)
+    n_in = log.column("num_input", rows)
+    n_out = log.column("num_output", rows)
+    out: list[dict[str, Any]] = []
+    for k, (start, end, rate) in enumerate(stages):
+        sel = (arrival >= start) & (arrival < end)
+        done = sel & (e2e >= 0)
+        completed = int(done.sum())
+        ttfts = np.sort(ttft[sel & (ttft >= 0)]).tolist()
+        e2es = np.sort(e2e[done]).tolist()
+        delays = np.sort(delay[sel & (delay >= 0)]).tolist()
+        total_out = int(n_out[done].sum())
+        last_finish = int((arrival[done] + e2e[done]).max()) if completed else start
+        span = (last_finish - start) / 1e6
+        active = completed > 0 and span > 0
+        entry: dict[str, Any] = {
+            "stage": k,
+            "start_s": start / 1e6,
+            "end_s": end / 1e6,
+            "rate": rate,
+            "arrived_requests": int(sel.sum()),
+            "offered_rate": int(sel.sum()) / ((end - start) / 1e6),
+            "completed_requests": completed,
+            "total_input_tokens": int(n_in[done].sum()),
+            "total_output_tokens": total_out,
+            "vllm_estimated_duration_s": span,
+            "responses_per_sec": completed / span if active else 0.0,
+            "tokens_per_sec": total_out / span if active else 0.0,
+        }
+        for key, values in (("e2e", e2es), ("ttft", ttfts)):
+            entry[f"{key}_mean_ms"] = mean_ms(values) if completed else 0.0
+            for p in (90, 95, 99):
+                entry[f"{key}_p{p}_ms"] = percentile_ms(values, p) if completed else 0.0
+        multi = done & (n_out > 1)
+        itl_samples = int((n_out[multi] - 1).sum())
+        itl_total = int((e2e[multi] - ttft[multi]).sum())
+        entry["itl_mean_ms"] = itl_total / itl_samples / 1000.0 if itl_samples else 0.0
+        entry["scheduling_delay_p99_ms"] = percentile_ms(delays, 99) if completed else 0.0
+        out.append(entry)
+    return out

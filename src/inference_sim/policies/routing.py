@@ -1,48 +1,154 @@
-"""Routing policies: pick the instance that serves an admitted request."""
+"""Routing policies: pick the instance that serves an admitted request.
+
+``route(request, state)`` returns a :class:`RoutingDecision` (a bare instance index or
+instance id is accepted from plug-ins). Load means the snapshot's effective load:
+queued + running + routed-but-not-yet-queued requests. Ties go to the lowest index.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from inference_sim.instance.engine import Instance
 from inference_sim.instance.request import Request
+from inference_sim.policies.base import PolicyError, RouterState, RoutingDecision
+from inference_sim.policies.prefix import router_block_hashes
+from inference_sim.policies.registry import Registry
+from inference_sim.policies.scorers import DEFAULT_PROFILE, SCORERS, check_scorers
+
+ROUTING = Registry("routing", "routing policy", "route", "round-robin", "route(request, state)")
 
 
-class RoutingPolicy(Protocol):
-    name: str
-
-    def route(self, req: Request, instances: Sequence[Instance], now: int) -> int: ...
-
-
+@ROUTING.register("round-robin")
 class RoundRobin:
-    name = "round-robin"
+    """Instances in turn; only routed requests advance the turn."""
 
     def __init__(self) -> None:
-        self._next = 0
+        self.counter = 0
 
-    def route(self, req: Request, instances: Sequence[Instance], now: int) -> int:
-        i = self._next % len(instances)
-        self._next += 1
-        return i
+    def route(self, request: Request, state: RouterState) -> RoutingDecision:
+        c = self.counter
+        self.counter = c + 1
+        return RoutingDecision(c % state.num_instances, f"round-robin[{c}]")
 
 
+@ROUTING.register("least-loaded")
 class LeastLoaded:
-    """Fewest queued plus running requests; ties go to the lowest index."""
+    """The lowest effective load."""
 
-    name = "least-loaded"
-
-    def route(self, req: Request, instances: Sequence[Instance], now: int) -> int:
+    def route(self, request: Request, state: RouterState) -> RoutingDecision:
         best = 0
-        best_load = None
-        for i, inst in enumerate(instances):
-            load = inst.queue_depth + inst.batch_size
-            if best_load is None or load < best_load:
+        best_load = -1
+        for i, s in enumerate(state.snapshots):
+            load = s.queue_depth + s.batch_size + s.pending_requests
+            if best_load < 0 or load < best_load:
                 best, best_load = i, load
-        return best
+        return RoutingDecision(best, f"least-loaded (load={best_load})")
 
 
-ROUTING_POLICIES: dict[str, Callable[..., Any]] = {
-    "round-robin": RoundRobin,
-    "least-loaded": LeastLoaded,
-}
+@ROUTING.register("always-busiest")
+class AlwaysBusiest:
+    """The highest effective load (pathological, for testing)."""
+
+    def route(self, request: Request, state: RouterState) -> RoutingDecision:
+        best = 0
+        best_load = -1
+        for i, s in enumerate(state.snapshots):
+            load = s.queue_depth + s.batch_size + s.pending_requests
+            if load > best_load:
+                best, best_load = i, load
+        return RoutingDecision(best, f"always-busiest (load={best_load})")
+
+
+class PrefixAffinity:
+    """Same prompt blocks, same instance; otherwise least-loaded (and remember it).
+
+    The key is the hash of the last complete prompt block, which chains all earlier
+    blocks, so two requests share it only when all their complete blocks are equal
+    (prompts shorter than a block are keyed by the whole prompt). For shared prefixes
+    with different continuations use ``weighted`` with the ``prefix-affinity`` scorer.
+    """
+
+    def __init__(self, block_size: int = 16) -> None:
+        if block_size <= 0:
+            raise PolicyError(f"block size must be > 0, got {block_size}")
+        self.block_size = block_size
+        self.owner: dict[Any, int] = {}
+        self._fallback = LeastLoaded()
+
+    def route(self, request: Request, state: RouterState) -> RoutingDecision:
+        hashes = router_block_hashes(request, self.block_size)
+        key: Any = hashes[-1] if hashes else request.input_tokens.tobytes()
+        owner = self.owner.get(key)
+        if owner is not None and owner < state.num_instances:
+            return RoutingDecision(owner, "prefix-affinity (cache-hit)")
+        d = self._fallback.route(request, state)
+        self.owner[key] = d.target  # type: ignore[assignment]
+        return RoutingDecision(d.target, "prefix-affinity (cache-miss, fallback to least-loaded)")
+
+
+ROUTING.register("prefix-affinity", PrefixAffinity)
+
+
+class Weighted:
+    """Argmax of a weighted sum of scorer values (weights normalised to sum to 1).
+
+    ``scorers`` is an ordered list of ``(scorer, weight)``; a scorer is a registered
+    name, a plug-in name or an object with ``score``. Empty: the default profile
+    ``prefix-affinity:3, queue-depth:2, kv-utilization:2``. ``context`` (block size,
+    number of instances, ...) is offered to the scorers' constructors.
+    """
+
+    def __init__(self, scorers: Sequence[tuple[Any, float]] | None = None, **context: Any) -> None:
+        pairs = list(scorers) if scorers else list(DEFAULT_PROFILE)
+        check_scorers(
+            [(n if isinstance(n, str) else f"<{i}>", w) for i, (n, w) in enumerate(pairs)]
+        )
+        total = sum(w for _, w in pairs)
+        self.scorers: list[tuple[Any, float]] = []
+        self.observers: list[Any] = []
+        self.names: list[str] = []
+        for name, weight in pairs:
+            if isinstance(name, str):
+                scorer = SCORERS.create(name, **context)
+                self.names.append(name)
+            else:
+                scorer = name
+                self.names.append(type(scorer).__name__)
+            self.scorers.append((scorer, weight / total))
+            observe = getattr(scorer, "observe", None)
+            if callable(observe):
+                self.observers.append(observe)
+
+    def route(self, request: Request, state: RouterState) -> RoutingDecision:
+        snaps = state.snapshots
+        n = len(snaps)
+        composite = [0.0] * n
+        for scorer, w in self.scorers:
+            values = scorer.score(request, state)
+            if isinstance(values, Mapping):
+                values = [values.get(s.id, 0.0) for s in snaps]
+            m = len(values)
+            for i in range(n):
+                v = values[i] if i < m else 0.0
+                if v > 1.0:
+                    v = 1.0
+                elif not v >= 0.0:  # negative or NaN
+                    v = 0.0
+                composite[i] += v * w
+        best = -1.0
+        best_idx = 0
+        for i in range(n):
+            if composite[i] > best:
+                best = composite[i]
+                best_idx = i
+        for observe in self.observers:
+            observe(request, best_idx)
+        return RoutingDecision(best_idx, f"weighted-scoring (score={best:.3f})", composite)
+
+
+@ROUTING.register("weighted")
+def _weighted(
+    routing_scorers: Sequence[tuple[Any, float]] | None = None, **context: Any
+) -> Weighted:
+    return Weighted(routing_scorers, **context)

@@ -222,6 +222,8 @@ def _stream(
     p_len = _lengths(params.prompt, p_norm, count)
     o_len = _lengths(params.output, o_norm, count)
 
+    # Read-only, shared by every request: lets a trace v2 export keep the shared prefix.
+    meta = {"prefix_group": "prefix", "prefix_length": n_prefix} if n_prefix else None
     ends = np.cumsum(p_len + o_len)  # token-id offset just past request k
     p_list: list[int] = p_len.tolist()
     o_list: list[int] = o_len.tolist()
@@ -243,7 +245,7 @@ def _stream(
                 mid = pos + p_list[k]
                 end = mid + o_list[k]
                 prompt = np.concatenate((prefix_arr, ids[pos:mid])) if n_prefix else ids[pos:mid]
-                append(Request(k, k * step, prompt, ids[mid:end]))
+                append(Request(k, k * step, prompt, ids[mid:end], metadata=meta))
                 pos = end
         yield from chunk
         del chunk

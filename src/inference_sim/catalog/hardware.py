@@ -1,0 +1,131 @@
+"""``--hardware-config FILE``: GPUs in the reference's ``hardware_config.json`` schema.
+
+The file is a JSON object keyed by GPU name; each entry has ``TFlopsPeak``,
+``BwPeakTBs``, ``BwEffConstant``, ``TOverheadMicros``, ``perLayerOverhead``,
+``mfuPrefill``, ``mfuDecode`` and ``allReduceLatency`` (keys matched case-insensitively,
+as Go's JSON decoder does). Two optional keys of our own give the memory size for the
+KV-capacity estimate: ``memoryGB`` (published size) and ``memoryGiB`` (what the runtime
+reports). Other keys are ignored, as the reference ignores them.
+
+The GPUs read here are merged over the catalog's (:func:`with_hardware_config`); a GPU
+already in the catalog keeps its memory size when the file gives none.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from .catalog import Catalog
+from .errors import CatalogError
+from .schema import GpuSpec
+
+__all__ = ["read_hardware_config", "with_hardware_config"]
+
+# reference key (lower-cased) -> GpuSpec field, and whether it must be > 0
+_KEYS: dict[str, tuple[str, bool]] = {
+    "tflopspeak": ("peak_tflops", True),
+    "bwpeaktbs": ("peak_bandwidth_tbs", True),
+    "bweffconstant": ("bandwidth_efficiency", True),
+    "toverheadmicros": ("step_overhead_us", False),
+    "perlayeroverhead": ("per_layer_overhead_us", False),
+    "mfuprefill": ("mfu_prefill", True),
+    "mfudecode": ("mfu_decode", True),
+    "allreducelatency": ("allreduce_latency_us", False),
+    "memorygb": ("memory_gb", False),
+    "memorygib": ("memory_gib", False),
+}
+_SPELLING = {
+    "tflopspeak": "TFlopsPeak",
+    "bwpeaktbs": "BwPeakTBs",
+    "bweffconstant": "BwEffConstant",
+    "toverheadmicros": "TOverheadMicros",
+    "perlayeroverhead": "perLayerOverhead",
+    "mfuprefill": "mfuPrefill",
+    "mfudecode": "mfuDecode",
+    "allreducelatency": "allReduceLatency",
+    "memorygb": "memoryGB",
+    "memorygib": "memoryGiB",
+}
+
+
+def _gpu(name: str, raw: Any, label: str) -> GpuSpec:
+    if not isinstance(raw, Mapping):
+        raise CatalogError(f"{label}: {name}: expected an object of GPU figures")
+    values: dict[str, float] = {}
+    for key, value in raw.items():
+        found = _KEYS.get(str(key).lower())
+        if found is None:
+            continue
+        field, _ = found
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise CatalogError(f"{label}: {name}.{key}: expected a number, got {value!r}")
+        if not math.isfinite(float(value)) or value < 0:
+            raise CatalogError(f"{label}: {name}.{key}: must be a finite number >= 0, got {value}")
+        values[field] = float(value)
+    for lower, (field, positive) in _KEYS.items():
+        if positive and values.get(field, 0.0) <= 0:
+            raise CatalogError(
+                f"{label}: {name}.{_SPELLING[lower]}: required and must be > 0"
+                + ("" if field in values else " (missing)")
+            )
+    return GpuSpec(
+        name=name,
+        peak_tflops=values["peak_tflops"],
+        peak_bandwidth_tbs=values["peak_bandwidth_tbs"],
+        bandwidth_efficiency=values["bandwidth_efficiency"],
+        step_overhead_us=values.get("step_overhead_us", 0.0),
+        per_layer_overhead_us=values.get("per_layer_overhead_us", 0.0),
+        mfu_prefill=values["mfu_prefill"],
+        mfu_decode=values["mfu_decode"],
+        allreduce_latency_us=values.get("allreduce_latency_us", 0.0),
+        memory_gb=values.get("memory_gb", 0.0),
+        memory_gib=values.get("memory_gib", 0.0),
+        source=f"--hardware-config {label}",
+    )
+
+
+def read_hardware_config(path: str | os.PathLike[str]) -> dict[str, GpuSpec]:
+    """Parse a hardware config file; one-line :class:`CatalogError` naming file and field."""
+    label = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise CatalogError(f"{label}: hardware config not found") from None
+    except OSError as exc:
+        raise CatalogError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CatalogError(f"{label}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if not isinstance(doc, Mapping) or not doc:
+        raise CatalogError(f"{label}: expected a JSON object keyed by GPU name")
+    return {str(name): _gpu(str(name), raw, label) for name, raw in doc.items()}
+
+
+def with_hardware_config(catalog: Catalog, path: str | os.PathLike[str]) -> Catalog:
+    """``catalog`` with the GPUs of ``path`` added or replacing those of the same name.
+
+    A name that is an alias in the catalog (``A100-80``) replaces the GPU it stands for.
+    A replaced GPU keeps the catalog's memory size when the file gives none.
+    """
+    gpus = read_hardware_config(path)
+    merged: dict[str, GpuSpec] = {}
+    for name, spec in gpus.items():
+        target = name
+        try:
+            old: GpuSpec | None = catalog.gpu(name)
+        except CatalogError:
+            old = None
+        if old is not None:
+            target = old.name
+            if spec.memory_gb <= 0 and spec.memory_gib <= 0:
+                spec = replace(spec, memory_gb=old.memory_gb, memory_gib=old.memory_gib)
+            spec = replace(spec, name=target)
+        merged[target] = spec
+    return catalog.with_overrides(Catalog(gpus=merged))

@@ -1,0 +1,100 @@
+"""The CPU tier of a tiered KV cache: block contents kept in host memory, LRU.
+
+An entry is the chained content hash of one full KV block (the same key the GPU prefix
+cache uses) and the time it was offloaded. The tier holds at most ``capacity`` entries;
+storing into a full tier drops its least recently stored entry. A content hash lives
+on at most one tier at a time (see docs/kv-offload.md): it leaves the CPU when it is
+loaded back, or when the GPU computes the same content again.
+
+Offloads and reloads made while a step is formed happen before the step's start time
+reaches the cache: they are stamped when :meth:`CpuTier.stamp` is called with it (when
+the step is priced). Offloads caused by a request finishing carry its finish time.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+#: Offload time of an entry stored in the current step, before :meth:`CpuTier.stamp`.
+UNSTAMPED = -1
+#: A block loaded back less than this many µs after its offload counts as thrashing.
+THRASH_WINDOW_US = 1000
+
+
+class CpuTier:
+    """Up to ``capacity`` offloaded block contents, least recently stored first."""
+
+    __slots__ = (
+        "_reloaded",
+        "_unstamped",
+        "capacity",
+        "dropped",
+        "entries",
+        "offloads",
+        "reloads",
+        "superseded",
+        "thrash",
+    )
+
+    def __init__(self, capacity: int) -> None:
+        if capacity <= 0:
+            raise ValueError(f"CPU tier capacity must be > 0, got {capacity}")
+        self.capacity = capacity
+        # content hash -> offload time (µs), or UNSTAMPED in the current step.
+        self.entries: OrderedDict[int, int] = OrderedDict()
+        self.offloads = 0  # blocks copied GPU -> CPU
+        self.reloads = 0  # blocks copied CPU -> GPU
+        self.dropped = 0  # entries dropped because the tier was full (LRU)
+        self.superseded = 0  # entries dropped because the GPU computed the content again
+        self.thrash = 0  # reloads within THRASH_WINDOW_US of their offload
+        self._unstamped: list[int] = []
+        self._reloaded: list[int] = []  # offload times of this step's reloads
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, block_hash: int) -> bool:
+        return block_hash in self.entries
+
+    def offload(self, block_hash: int, at: int = UNSTAMPED) -> None:
+        """Store a block's content that is leaving the GPU, at time ``at`` if known."""
+        entries = self.entries
+        if entries.pop(block_hash, None) is not None:
+            self.superseded += 1  # not expected: a hash is on one tier at a time
+        elif len(entries) >= self.capacity:
+            entries.popitem(last=False)
+            self.dropped += 1
+        entries[block_hash] = at
+        if at == UNSTAMPED:
+            self._unstamped.append(block_hash)
+        self.offloads += 1
+
+    def take(self, block_hash: int) -> None:
+        """Remove an entry that is being loaded back into a GPU block."""
+        self._reloaded.append(self.entries.pop(block_hash))
+        self.reloads += 1
+
+    def discard(self, block_hash: int) -> None:
+        """The GPU holds this content again (recomputed): the CPU copy is not needed."""
+        if self.entries.pop(block_hash, None) is not None:
+            self.superseded += 1
+
+    def stamp(self, now: int) -> None:
+        """Give this step's offloads the time ``now`` and judge its reloads for thrashing."""
+        if self._unstamped:
+            entries = self.entries
+            for h in self._unstamped:
+                if entries.get(h) == UNSTAMPED:
+                    entries[h] = now
+            self._unstamped.clear()
+        if self._reloaded:
+            for t in self._reloaded:
+                if t == UNSTAMPED or now - t < THRASH_WINDOW_US:
+                    self.thrash += 1
+            self._reloaded.clear()
+
+    def check_invariants(self) -> None:
+        assert len(self.entries) <= self.capacity, "CPU tier holds more entries than capacity"
+        assert self.offloads - self.reloads - self.dropped - self.superseded == len(
+            self.entries
+        ), "CPU tier counters do not add up to its entries"

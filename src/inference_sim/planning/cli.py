@@ -1,0 +1,323 @@
+"""``blis plan`` (capacity planning) and ``blis tune`` (policy tuning); see docs/planning.md."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from typing import Any
+
+import click
+
+from inference_sim.report.cliutil import (
+    base_from_config,
+    cli_errors,
+    collect_run_options,
+    echo_err,
+    parse_assignments,
+    run_options,
+)
+
+_PLAN_OWN = ("model", "hardware", "tp", "num_instances", "rate", "results_path", "export_trace")
+_TUNE_OWN = ("routing_policy", "routing_scorers", "results_path", "export_trace")
+
+
+def _backend_options(f: Any) -> Any:
+    f = click.option("--address", default=None, help="Ray cluster address (with --backend ray).")(f)
+    f = click.option(
+        "--backend",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="Where runs execute: local processes or Ray (needs the `ray` extra).",
+    )(f)
+    f = click.option(
+        "--jobs", "-j", type=int, default=None, help="Runs at once (default: the CPU count)."
+    )(f)
+    return f
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [v.strip() for text in values for v in text.split(",") if v.strip()]
+
+
+def _deployments(models: list[str], hardware: list[str], tps: list[int], candidates: list[str]):  # type: ignore[no-untyped-def]
+    from inference_sim.config.errors import ConfigError
+    from inference_sim.planning.plan import Deployment
+
+    out: list[Deployment] = []
+    for text in candidates:
+        parts = text.rsplit(":", 2)
+        if len(parts) == 2 and len(models) == 1:
+            model, gpu, tp = models[0], parts[0], parts[1]
+        elif len(parts) == 3:
+            model, gpu, tp = parts
+        else:
+            raise ConfigError(
+                f"--candidate {text!r}: expected MODEL:GPU:TP (or GPU:TP with one --model)"
+            )
+        try:
+            out.append(Deployment(model.strip().lower(), gpu.strip(), int(tp)))
+        except ValueError:
+            raise ConfigError(f"--candidate {text!r}: TP must be an integer") from None
+    if not candidates:
+        if not models:
+            raise ConfigError("--model is required (or --candidate MODEL:GPU:TP)")
+        for m, h, t in itertools.product(models, hardware or [""], tps or [0]):
+            out.append(Deployment(m.strip().lower(), h, t))
+    return out
+
+
+def _plan(**p: Any) -> None:
+    from inference_sim.planning.plan import format_plan, parse_prices, plan_capacity
+    from inference_sim.planning.slo import parse_slos
+    from inference_sim.sweep.backends import make_backend
+
+    debug, quiet = p.pop("debug"), p.pop("quiet")
+    with cli_errors(debug):
+        base = base_from_config(collect_run_options(p, _PLAN_OWN))
+        base.update(parse_assignments(p["assignments"]))
+        for name in _PLAN_OWN:
+            base.pop(name, None)
+        deployments = _deployments(
+            list(p["models"]), _split(p["hardware"]), list(p["tps"]), list(p["candidates"])
+        )
+        objectives = parse_slos(p["slos"])
+        prices = parse_prices(p["prices"])
+        if p["jobs"] is not None and p["jobs"] < 1:
+            raise ValueError(f"--jobs must be >= 1, got {p['jobs']}")
+        if p["plot"]:
+            from inference_sim.report.extras import require
+
+            require("matplotlib", "plot", "blis plan --plot")
+        backend = make_backend(p["backend"], jobs=p["jobs"], address=p["address"])
+
+    def on_probe(dep: Any, probe: Any) -> None:
+        verdict = "meets" if probe.ok else "misses: " + "; ".join(probe.why)
+        echo_err(f"{dep.label()} x{probe.instances} at {probe.rate:g}/s {verdict}", quiet)
+
+    try:
+        with cli_errors(debug):
+            outcome = plan_capacity(
+                base,
+                deployments,
+                objectives,
+                rate=p["rate"],
+                max_instances=p["max_instances"],
+                backend=backend,
+                saturation=p["saturation"],
+                rate_tolerance=p["rate_tolerance"],
+                gpu_hour_price=prices,
+                on_probe=on_probe,
+            )
+    finally:
+        backend.close()
+    if p["as_json"]:
+        sys.stdout.write(json.dumps(outcome.to_dict(), indent=2) + "\n")
+    else:
+        sys.stdout.write(format_plan(outcome))
+    if p["plot"]:
+        from inference_sim.report.plots import plot_plan
+
+        with cli_errors(debug):
+            path = plot_plan(outcome, p["plot"])
+        echo_err(f"plot written to {path}", quiet)
+
+
+_plan_params: list[click.Parameter] = [
+    click.Option(
+        ["--model", "models"],
+        multiple=True,
+        help="Model id (repeat for several); candidates are models x GPUs x TPs.",
+    ),
+    click.Option(
+        ["--hardware", "hardware"],
+        multiple=True,
+        help="GPU (repeat or comma-separate; default: the model's catalog default).",
+    ),
+    click.Option(
+        ["--tp", "tps"], type=int, multiple=True, help="Tensor-parallel degree (repeatable)."
+    ),
+    click.Option(
+        ["--candidate", "candidates"],
+        multiple=True,
+        help="An explicit deployment MODEL:GPU:TP (or GPU:TP with one --model); repeatable.",
+    ),
+    click.Option(["--rate"], type=float, required=True, help="Target request rate (requests/s)."),
+    click.Option(
+        ["--slo", "slos"],
+        multiple=True,
+        help="Objective on a summary metric: ttft_p99_ms=500 (at most), "
+        "responses_per_sec>=50 (at least); repeatable.",
+    ),
+    click.Option(
+        ["--max-instances"], type=int, default=16, show_default=True, help="Largest N tried."
+    ),
+    click.Option(
+        ["--gpu-hour-price", "prices"],
+        multiple=True,
+        help="Price of one GPU-hour: PRICE for every GPU, or GPU=PRICE (repeatable).",
+    ),
+    click.Option(
+        ["--saturation/--no-saturation"],
+        default=True,
+        show_default=True,
+        help="Also find the highest rate the chosen deployment sustains (bisection).",
+    ),
+    click.Option(
+        ["--rate-tolerance"],
+        type=float,
+        default=0.05,
+        show_default=True,
+        help="Relative precision of the saturation rate.",
+    ),
+    click.Option(["--config"], default=None, help="Run options from a YAML file (flags win)."),
+    click.Option(
+        ["--set", "assignments"],
+        multiple=True,
+        help="Any other run option as NAME=VALUE (repeatable).",
+    ),
+    click.Option(["--json", "as_json"], is_flag=True, default=False, help="Print JSON."),
+    click.Option(
+        ["--plot"], default=None, help="Write latency vs rate to this PNG (`plot` extra)."
+    ),
+    click.Option(["--quiet", "-q"], is_flag=True, default=False, help="No progress on stderr."),
+    click.Option(["--debug"], is_flag=True, default=False, help="Show tracebacks for errors."),
+]
+
+plan_command = _backend_options(
+    click.Command(
+        "plan",
+        callback=_plan,
+        params=_plan_params + run_options(_PLAN_OWN),
+        help="Fewest instances of each (model, GPU, TP) that meet the SLOs at a rate.\n\n"
+        "Searches the instance count with the sweep backend, then the saturation rate; "
+        "prints a ranked table (or --json with `instances` and the chosen run's `summary`).",
+        context_settings={"max_content_width": 110},
+    )
+)
+
+
+def _tune(**p: Any) -> None:
+    from inference_sim.planning.fitness import parse_weights
+    from inference_sim.planning.tune import bundle_yaml, tune
+    from inference_sim.report.extras import require
+    from inference_sim.sweep.backends import make_backend
+
+    debug, quiet = p.pop("debug"), p.pop("quiet")
+    with cli_errors(debug):
+        require("optuna", "tune", "blis tune")
+        base = base_from_config(collect_run_options(p, _TUNE_OWN))
+        base.update(parse_assignments(p["assignments"]))
+        weights = parse_weights(p["fitness_weights"])
+        if p["jobs"] is not None and p["jobs"] < 1:
+            raise ValueError(f"--jobs must be >= 1, got {p['jobs']}")
+        from inference_sim.config.resolve import resolve
+
+        resolve(base)  # bad base options fail now, with the flag's name
+        backend = make_backend(p["backend"], jobs=p["jobs"], address=p["address"])
+
+    def on_trial(t: Any) -> None:
+        score = "skipped" if t.score is None else f"{t.score:.4f}"
+        echo_err(f"trial {t.number}: {score} {json.dumps(t.options())}", quiet)
+
+    try:
+        with cli_errors(debug):
+            outcome = tune(
+                base,
+                weights=weights,
+                trials=p["trials"],
+                backend=backend,
+                policies=_split(p["policies"]),
+                scorers=_split(p["scorers"]),
+                max_weight=p["max_weight"],
+                schedulers=_split(p["schedulers"]),
+                seed=p["tune_seed"],
+                latency_ref_ms=p["latency_ref_ms"],
+                on_trial=on_trial,
+            )
+    finally:
+        backend.close()
+    header = [f"blis tune on {base.get('model', '')} ({base.get('workload', 'distribution')})"]
+    text = bundle_yaml(outcome, header)
+    if p["output"]:
+        from pathlib import Path
+
+        Path(p["output"]).write_text(text, encoding="utf-8")
+        echo_err(f"bundle written to {p['output']}", quiet)
+    if p["as_json"]:
+        sys.stdout.write(json.dumps(outcome.to_dict(), indent=2) + "\n")
+    else:
+        sys.stdout.write(text)
+    if outcome.best is None:
+        sys.exit(1)
+
+
+_tune_params: list[click.Parameter] = [
+    click.Option(["--trials"], type=int, default=40, show_default=True, help="Trials to run."),
+    click.Option(
+        ["--policies"],
+        multiple=True,
+        default=("round-robin,least-loaded,prefix-affinity,weighted",),
+        show_default=True,
+        help="Routing policies to try (comma-separated).",
+    ),
+    click.Option(
+        ["--scorers"],
+        multiple=True,
+        default=("prefix-affinity,queue-depth,kv-utilization,load-balance",),
+        show_default=True,
+        help="Scorers whose weights are tuned for the weighted policy.",
+    ),
+    click.Option(
+        ["--max-weight"],
+        type=int,
+        default=5,
+        show_default=True,
+        help="Scorer weights are integers 0..this.",
+    ),
+    click.Option(
+        ["--schedulers"],
+        multiple=True,
+        default=(),
+        help="Also tune the wait-queue scheduler over these (comma-separated).",
+    ),
+    click.Option(
+        ["--fitness-weights"],
+        default="p99_ttft:3,mean_e2e:1,throughput:2",
+        show_default=True,
+        help="What to maximise: key:weight,... over throughput, tokens_per_sec, "
+        "mean_/p90_/p95_/p99_ttft, mean_/p90_/p95_/p99_e2e, mean_itl, p99_itl.",
+    ),
+    click.Option(
+        ["--latency-ref-ms"],
+        type=float,
+        default=1000.0,
+        show_default=True,
+        help="A latency of this many ms scores 0.5.",
+    ),
+    click.Option(
+        ["--tune-seed"], type=int, default=0, show_default=True, help="Optuna sampler seed."
+    ),
+    click.Option(["--config"], default=None, help="Run options from a YAML file (flags win)."),
+    click.Option(
+        ["--set", "assignments"],
+        multiple=True,
+        help="Any other run option as NAME=VALUE (repeatable).",
+    ),
+    click.Option(["--output", "-o"], default=None, help="Also write the bundle YAML here."),
+    click.Option(["--json", "as_json"], is_flag=True, default=False, help="Print JSON."),
+    click.Option(["--quiet", "-q"], is_flag=True, default=False, help="No progress on stderr."),
+    click.Option(["--debug"], is_flag=True, default=False, help="Show tracebacks for errors."),
+]
+
+tune_command = _backend_options(
+    click.Command(
+        "tune",
+        callback=_tune,
+        params=_tune_params + run_options(_TUNE_OWN),
+        help="Search routing policies and scorer weights with Optuna for the best fitness.\n\n"
+        "Needs the `tune` extra. Prints the best configuration as a --policy-config bundle.",
+        context_settings={"max_content_width": 110},
+    )
+)

@@ -1,0 +1,374 @@
+"""Capacity planning: the fewest instances of each deployment that meet the SLOs.
+
+For every candidate deployment (model, GPU, TP) the planner searches the instance
+count N in ``1..max_instances`` for the smallest N whose run at the target rate meets
+every objective (see :mod:`inference_sim.planning.slo`), assuming that adding instances
+never hurts. Each search round runs several N at once on the sweep backend: with ``k``
+parallel slots it tests ``k`` evenly spaced counts inside the interval still in doubt
+(plain bisection with one slot); the first round always includes ``max_instances``, so
+a deployment that cannot meet the SLOs at all is known after one round.
+
+Then, for the chosen N, the saturation rate -- the highest request rate that still
+meets the SLOs -- is found the same way over the rate: doubling from the target rate
+until a run fails (at most 2^10 times the target), then narrowing the interval until
+it is within ``rate_tolerance`` (relative). All candidates are searched together, so
+the backend's slots stay busy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from inference_sim.config.errors import ConfigError
+from inference_sim.planning.slo import Objective, check_metrics, violations
+from inference_sim.sweep.backends import Backend, LocalBackend, execute_run
+
+MAX_RATE_DOUBLINGS = 10
+
+
+@dataclass(frozen=True)
+class Deployment:
+    model: str
+    hardware: str = ""
+    tp: int = 0
+
+    def label(self) -> str:
+        hw = self.hardware or "default GPU"
+        tp = f"TP{self.tp}" if self.tp else "default TP"
+        return f"{self.model} {hw} {tp}"
+
+    def options(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model}
+        if self.hardware:
+            out["hardware"] = self.hardware
+        if self.tp:
+            out["tp"] = self.tp
+        return out
+
+
+@dataclass
+class Probe:
+    """One run of the search: instance count, rate, verdict and summary."""
+
+    instances: int
+    rate: float
+    ok: bool
+    why: list[str]
+    summary: dict[str, Any]
+
+    def brief(self, objectives: Sequence[Objective]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "instances": self.instances,
+            "rate": self.rate,
+            "meets": self.ok,
+            "violations": self.why,
+        }
+        for obj in objectives:
+            out[obj.metric] = self.summary.get(obj.metric)
+        out["completed_requests"] = self.summary.get("completed_requests")
+        return out
+
+
+@dataclass
+class CandidatePlan:
+    deployment: Deployment
+    instances: int | None = None
+    hardware: str = ""
+    tp: int = 0
+    gpus: int | None = None
+    cost_per_hour: float | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    saturation_rate: float | None = None
+    saturation_capped: bool = False
+    probes: list[Probe] = field(default_factory=list)
+    error: str = ""
+
+    def to_dict(self, objectives: Sequence[Objective]) -> dict[str, Any]:
+        return {
+            "model": self.deployment.model,
+            "hardware": self.hardware or self.deployment.hardware,
+            "tp": self.tp or self.deployment.tp,
+            "instances": self.instances,
+            "gpus": self.gpus,
+            "cost_per_hour": self.cost_per_hour,
+            "saturation_rate": self.saturation_rate,
+            "saturation_rate_is_lower_bound": self.saturation_capped,
+            "error": self.error,
+            "summary": self.summary,
+            "probes": [p.brief(objectives) for p in self.probes],
+        }
+
+
+@dataclass
+class PlanOutcome:
+    rate: float
+    objectives: list[Objective]
+    max_instances: int
+    candidates: list[CandidatePlan]  # ranked: feasible first, cheapest first
+
+    @property
+    def best(self) -> CandidatePlan | None:
+        first = self.candidates[0] if self.candidates else None
+        return first if first is not None and first.instances is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        head: dict[str, Any] = {
+            "rate": self.rate,
+            "slos": [str(o) for o in self.objectives],
+            "max_instances": self.max_instances,
+        }
+        if best is not None:
+            top = best.to_dict(self.objectives)
+            top.pop("probes")
+        else:
+            top = {"instances": None, "summary": {}}
+        head.update(top)
+        head["candidates"] = [c.to_dict(self.objectives) for c in self.candidates]
+        return head
+
+
+def _int_points(lo: int, hi: int, k: int) -> list[int]:
+    """Up to ``k`` distinct integers strictly between ``lo`` and ``hi``, evenly spaced."""
+    inner = hi - lo - 1
+    if inner <= 0:
+        return []
+    if inner <= k:
+        return list(range(lo + 1, hi))
+    pts = {lo + round((j + 1) * (hi - lo) / (k + 1)) for j in range(k)}
+    return sorted(p for p in pts if lo < p < hi)
+
+
+def _rate_points(lo: float, hi: float, k: int) -> list[float]:
+    return [lo + (hi - lo) * (j + 1) / (k + 1) for j in range(k)]
+
+
+@dataclass
+class _Search:
+    cand: CandidatePlan
+    lo: int = 0  # largest N known to miss
+    hi: int | None = None  # smallest N known to meet
+    started: bool = False
+    rate_lo: float = 0.0
+    rate_hi: float | None = None
+    doublings: int = 0
+    phase: str = "instances"  # instances -> rate -> done
+
+
+def plan_capacity(
+    base: Mapping[str, Any],
+    deployments: Sequence[Deployment],
+    objectives: Sequence[Objective],
+    *,
+    rate: float,
+    max_instances: int = 16,
+    backend: Backend | None = None,
+    saturation: bool = True,
+    rate_tolerance: float = 0.05,
+    gpu_hour_price: float | Mapping[str, float] | None = None,
+    on_probe: Callable[[Deployment, Probe], None] | None = None,
+) -> PlanOutcome:
+    """Search every deployment; return the candidates ranked (see the module doc)."""
+    if max_instances < 1:
+        raise ConfigError(f"--max-instances must be >= 1, got {max_instances}")
+    if not (math.isfinite(rate) and rate > 0):
+        raise ConfigError(f"--rate must be a finite number > 0, got {rate}")
+    if not deployments:
+        raise ConfigError("no deployment to plan: give --model (and --hardware, --tp)")
+    backend = backend or LocalBackend()
+    objectives = list(objectives)
+    searches = [_Search(CandidatePlan(d)) for d in deployments]
+    checked = False
+
+    def options_for(s: _Search, n: int, r: float) -> dict[str, Any]:
+        opts = dict(base)
+        opts.update(s.cand.deployment.options())
+        opts["num_instances"] = n
+        opts["rate"] = r
+        return opts
+
+    while True:
+        active = [s for s in searches if s.phase != "done"]
+        if not active:
+            break
+        k = max(1, backend.jobs // len(active))
+        batch: list[tuple[_Search, int, float]] = []
+        for s in active:
+            if s.phase == "instances":
+                if not s.started:
+                    pts = sorted({*_int_points(0, max_instances, k - 1), max_instances})
+                    s.started = True
+                else:
+                    assert s.hi is not None
+                    pts = _int_points(s.lo, s.hi, k)
+                batch += [(s, n, rate) for n in pts]
+            else:
+                assert s.cand.instances is not None
+                n = s.cand.instances
+                if s.rate_hi is None:
+                    pts_r = [s.rate_lo * 2.0 ** (j + 1) for j in range(k)]
+                else:
+                    pts_r = _rate_points(s.rate_lo, s.rate_hi, k)
+                batch += [(s, n, r) for r in pts_r]
+        results: list[dict[str, Any] | None] = [None] * len(batch)
+
+        def store(i: int, res: dict[str, Any], results: list[Any] = results) -> None:
+            results[i] = res
+
+        backend.map(execute_run, [options_for(s, n, r) for s, n, r in batch], store)
+        for (s, n, r), res in zip(batch, results, strict=True):
+            assert res is not None
+            if res.get("status") != "ok":
+                s.cand.error = str(res.get("error", "run failed"))
+                s.phase = "done"
+                continue
+            summary = res["summary"]
+            if not checked:
+                check_metrics(objectives, summary)
+                checked = True
+            why = violations(objectives, summary)
+            probe = Probe(n, r, not why, why, summary)
+            s.cand.probes.append(probe)
+            if on_probe is not None:
+                on_probe(s.cand.deployment, probe)
+        for s in active:
+            if s.phase == "done":
+                continue
+            if s.phase == "instances":
+                _update_instances(s, rate, max_instances, saturation)
+            else:
+                _update_rate(s, rate_tolerance)
+
+    for s in searches:
+        _finish(s.cand, gpu_hour_price)
+    ranked = sorted(searches, key=lambda s: _rank_key(s.cand, gpu_hour_price is not None))
+    return PlanOutcome(rate, objectives, max_instances, [s.cand for s in ranked])
+
+
+def _update_instances(s: _Search, rate: float, max_instances: int, saturation: bool) -> None:
+    at_rate = [p for p in s.cand.probes if p.rate == rate]
+    ok = [p.instances for p in at_rate if p.ok]
+    if not ok:
+        s.phase = "done"  # even max_instances misses (the first round tests it)
+        return
+    s.hi = min(ok)
+    fails = [p.instances for p in at_rate if not p.ok and p.instances < s.hi]
+    s.lo = max(fails, default=0)
+    if s.hi - s.lo <= 1:
+        s.cand.instances = s.hi
+        if saturation:
+            s.phase = "rate"
+            s.rate_lo = rate
+        else:
+            s.phase = "done"
+
+
+def _update_rate(s: _Search, tolerance: float) -> None:
+    n = s.cand.instances
+    at_n = [p for p in s.cand.probes if p.instances == n]
+    ok_rates = [p.rate for p in at_n if p.ok]
+    s.rate_lo = max(ok_rates)
+    fails = [p.rate for p in at_n if not p.ok and p.rate > s.rate_lo]
+    if fails:
+        s.rate_hi = min(fails)
+    else:
+        s.doublings += 1
+        s.rate_hi = None
+        if s.rate_lo >= s.cand.probes[0].rate * 2.0**MAX_RATE_DOUBLINGS:
+            s.cand.saturation_capped = True
+            s.phase = "done"
+            return
+    if s.rate_hi is not None and (s.rate_hi - s.rate_lo) <= tolerance * s.rate_hi:
+        s.phase = "done"
+
+
+def _finish(cand: CandidatePlan, price: float | Mapping[str, float] | None) -> None:
+    n = cand.instances
+    if n is None:
+        return
+    chosen = [p for p in cand.probes if p.instances == n and p.ok]
+    rate0 = min(p.rate for p in chosen)
+    run = next(p for p in chosen if p.rate == rate0)
+    cand.summary = run.summary
+    config = run.summary.get("config") or {}
+    cand.hardware = str(config.get("hardware") or cand.deployment.hardware)
+    cand.tp = int(config.get("tp") or cand.deployment.tp or 1)
+    cand.gpus = n * cand.tp
+    if len(chosen) > 1 or any(p.instances == n and p.rate > rate0 for p in cand.probes):
+        cand.saturation_rate = max(p.rate for p in chosen)
+    if price is not None:
+        unit = _price_for(price, cand.hardware)
+        cand.cost_per_hour = None if unit is None else cand.gpus * unit
+
+
+def _price_for(price: float | Mapping[str, float], hardware: str) -> float | None:
+    if isinstance(price, int | float):
+        return float(price)
+    lowered = {k.lower(): v for k, v in price.items()}
+    if hardware.lower() in lowered:
+        return float(lowered[hardware.lower()])
+    return lowered.get("*")
+
+
+def _rank_key(c: CandidatePlan, by_cost: bool) -> tuple[Any, ...]:
+    if c.instances is None:
+        return (1, math.inf, math.inf, c.deployment.label())
+    cost = c.cost_per_hour if by_cost and c.cost_per_hour is not None else math.inf
+    return (0, cost if by_cost else c.gpus, c.instances, c.deployment.label())
+
+
+def parse_prices(values: Sequence[str]) -> float | dict[str, float] | None:
+    """``--gpu-hour-price 2.5`` (every GPU) or ``--gpu-hour-price H100=4.1`` (repeatable)."""
+    if not values:
+        return None
+    out: dict[str, float] = {}
+    for text in values:
+        name, sep, raw = text.partition("=")
+        if not sep:
+            name, raw = "*", text
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"--gpu-hour-price {text!r}: expected PRICE or GPU=PRICE") from None
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"--gpu-hour-price {text!r}: the price must be >= 0")
+        out[name.strip() or "*"] = value
+    if list(out) == ["*"]:
+        return out["*"]
+    return out
+
+
+def format_plan(outcome: PlanOutcome) -> str:
+    """The ranked table ``blis plan`` prints (infeasible candidates last, with the reason)."""
+    metrics = [o.metric for o in outcome.objectives]
+    header = ["rank", "model", "GPU", "TP", "instances", "GPUs", "$/hour"]
+    header += [*metrics, "saturation rate"]
+    rows = [header]
+    notes = []
+    for i, c in enumerate(outcome.candidates, 1):
+        d = c.deployment
+        if c.instances is None:
+            why = c.error or f"no instance count <= {outcome.max_instances} meets the SLOs"
+            notes.append(f"{i}. {d.label()}: {why}")
+            rows.append([str(i), d.model, d.hardware or "-", str(d.tp or "-")])
+            rows[-1] += ["-"] * (len(header) - 4)
+            continue
+        cost = f"{c.cost_per_hour:,.2f}" if c.cost_per_hour is not None else "-"
+        cells = [str(i), d.model, c.hardware, str(c.tp), str(c.instances), str(c.gpus), cost]
+        for m in metrics:
+            v = c.summary.get(m)
+            cells.append(f"{v:,.1f}" if isinstance(v, int | float) else "-")
+        if c.saturation_rate is None:
+            sat = "-"
+        else:
+            sat = f"{'>' if c.saturation_capped else ''}{c.saturation_rate:,.1f}/s"
+        cells.append(sat)
+        rows.append(cells)
+    widths = [max(len(r[j]) for r in rows) for j in range(len(header))]
+    lines = ["  ".join(cell.ljust(widths[j]) for j, cell in enumerate(r)).rstrip() for r in rows]
+    slos = ", ".join(str(o) for o in outcome.objectives) or "none"
+    title = f"Plan for {outcome.rate:g} requests/s; SLOs: {slos}"
+    return "\n".join([title, *lines, *notes]) + "\n"

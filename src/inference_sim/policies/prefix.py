@@ -1,0 +1,109 @@
+"""Prefix hashing and the router-side prefix index used by prefix-aware routing.
+
+Two families of block hashes:
+
+* :func:`hash_tokens`, :func:`hash_block`, :func:`block_hashes` -- the reference's
+  SHA-256 chain over decimal token text (bit-identical to its test vectors), for
+  interoperability;
+* :func:`router_block_hashes` -- what the router uses: a chained 64-bit hash of each
+  complete block's token ids. The router only compares hashes for equality, so
+  decisions are the same as with SHA-256 (barring a 2^-64 collision), at about a
+  twentieth of the cost.
+
+:class:`PrefixCacheIndex` is the router's approximation of what each instance caches:
+it records what the router sent where (an LRU set of block hashes per instance,
+10,000 hashes each), not what the instance really holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from inference_sim.instance.request import Request
+
+DEFAULT_INDEX_CAPACITY = 10_000
+_ROOT = 0x5EED_B10C
+
+
+def hash_tokens(tokens: Sequence[int]) -> str:
+    """SHA-256 (hex) of the tokens' decimal texts joined with ``|``."""
+    return hashlib.sha256("|".join(str(int(t)) for t in tokens).encode()).hexdigest()
+
+
+def hash_block(prev_hex: str, tokens: Sequence[int]) -> str:
+    """SHA-256 (hex) of ``prev_hex`` then each token's decimal text followed by ``|``."""
+    text = prev_hex + "".join(f"{int(t)}|" for t in tokens)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def block_hashes(tokens: Sequence[int], block_size: int) -> list[str]:
+    """Chained SHA-256 hashes of the complete blocks of ``tokens`` (partial tail ignored)."""
+    out: list[str] = []
+    prev = ""
+    for k in range(len(tokens) // block_size):
+        prev = hash_block(prev, tokens[k * block_size : (k + 1) * block_size])
+        out.append(prev)
+    return out
+
+
+def router_block_hashes(request: Request, block_size: int) -> list[int]:
+    """Chained 64-bit hashes of the request's complete prompt blocks (equality use only)."""
+    tokens = request.input_tokens
+    n = len(tokens) // block_size
+    if n == 0:
+        return []
+    raw = np.ascontiguousarray(tokens[: n * block_size], dtype=np.int32).tobytes()
+    step = 4 * block_size
+    out = []
+    prev = _ROOT
+    for k in range(0, n * step, step):
+        prev = hash((prev, raw[k : k + step]))
+        out.append(prev)
+    return out
+
+
+class PrefixCacheIndex:
+    """Per instance, an LRU set of block hashes the router has sent there."""
+
+    __slots__ = ("capacity", "sets")
+
+    def __init__(self, num_instances: int, capacity: int = DEFAULT_INDEX_CAPACITY) -> None:
+        if capacity <= 0:
+            raise ValueError(f"prefix index capacity must be > 0, got {capacity}")
+        self.capacity = capacity
+        self.sets: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(num_instances)]
+
+    def _grow(self, num_instances: int) -> None:
+        while len(self.sets) < num_instances:
+            self.sets.append(OrderedDict())
+
+    def match_length(self, hashes: Sequence[int], instance: int) -> int:
+        """How many of ``hashes``, from the first, the instance holds (no LRU refresh)."""
+        if instance >= len(self.sets):
+            return 0
+        held = self.sets[instance]
+        if not held:
+            return 0
+        n = 0
+        for h in hashes:
+            if h not in held:
+                break
+            n += 1
+        return n
+
+    def record(self, hashes: Sequence[int], instance: int) -> None:
+        """Note that ``hashes`` were sent to ``instance``, evicting the least recent."""
+        self._grow(instance + 1)
+        held = self.sets[instance]
+        cap = self.capacity
+        for h in hashes:
+            if h in held:
+                held.move_to_end(h)
+            else:
+                if len(held) >= cap:
+                    held.popitem(last=False)
+                held[h] = None

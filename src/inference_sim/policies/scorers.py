@@ -1,0 +1,145 @@
+"""Scorers for the ``weighted`` routing policy.
+
+A scorer rates every instance in [0, 1] (higher = better); values outside are
+clamped. ``score(request, state)`` returns one value per instance (a list in index
+order, or a mapping instance id -> value, missing ids scoring 0). A scorer that keeps
+state may also define ``observe(request, target)``, called after every decision of
+its policy with the chosen instance index.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from inference_sim.instance.request import Request
+from inference_sim.policies.base import PolicyError, RouterState
+from inference_sim.policies.prefix import (
+    DEFAULT_INDEX_CAPACITY,
+    PrefixCacheIndex,
+    router_block_hashes,
+)
+from inference_sim.policies.registry import Registry
+
+SCORERS = Registry("scorers", "routing scorer", "score", "", "score(request, state)")
+
+DEFAULT_PROFILE: tuple[tuple[str, float], ...] = (
+    ("prefix-affinity", 3.0),
+    ("queue-depth", 2.0),
+    ("kv-utilization", 2.0),
+)
+
+
+@SCORERS.register("queue-depth")
+class QueueDepthScorer:
+    """Min-max normalised effective load: the least loaded 1, the most loaded 0."""
+
+    def score(self, request: Request, state: RouterState) -> list[float]:
+        loads = [s.effective_load for s in state.snapshots]
+        lo = min(loads)
+        hi = max(loads)
+        if hi == lo:
+            return [1.0] * len(loads)
+        span = hi - lo
+        return [(hi - x) / span for x in loads]
+
+
+@SCORERS.register("kv-utilization")
+class KVUtilizationScorer:
+    """``1 - KV utilisation`` (subject to snapshot staleness)."""
+
+    def score(self, request: Request, state: RouterState) -> list[float]:
+        return [1.0 - s.kv_utilization for s in state.snapshots]
+
+
+@SCORERS.register("load-balance")
+class LoadBalanceScorer:
+    """``1 / (1 + effective load)``."""
+
+    def score(self, request: Request, state: RouterState) -> list[float]:
+        return [1.0 / (1 + s.effective_load) for s in state.snapshots]
+
+
+@SCORERS.register("prefix-affinity")
+class PrefixAffinityScorer:
+    """Share of the request's complete prompt blocks the router already sent there.
+
+    The matched length is the longest run of the request's block hashes, from the
+    first block, present in the instance's router-side index; 0 for every instance
+    when the prompt has no complete block. After each decision the request's block
+    hashes are recorded under the chosen instance.
+    """
+
+    def __init__(
+        self,
+        block_size: int = 16,
+        num_instances: int = 1,
+        index_capacity: int = DEFAULT_INDEX_CAPACITY,
+    ) -> None:
+        if block_size <= 0:
+            raise PolicyError(f"block size must be > 0, got {block_size}")
+        self.block_size = block_size
+        self.index = PrefixCacheIndex(num_instances, index_capacity)
+        self._last: tuple[Request | None, list[int]] = (None, [])
+
+    def _hashes(self, request: Request) -> list[int]:
+        req, hashes = self._last
+        if req is not request:
+            hashes = router_block_hashes(request, self.block_size)
+            self._last = (request, hashes)
+        return hashes
+
+    def score(self, request: Request, state: RouterState) -> list[float]:
+        n = state.num_instances
+        hashes = self._hashes(request)
+        total = len(hashes)
+        if total == 0:
+            return [0.0] * n
+        match = self.index.match_length
+        return [match(hashes, i) / total for i in range(n)]
+
+    def observe(self, request: Request, target: int) -> None:
+        self.index.record(self._hashes(request), target)
+        self._last = (None, [])
+
+
+def parse_scorers(text: str) -> list[tuple[str, float]]:
+    """``name:weight,...`` into ordered pairs; PolicyError naming the bad part.
+
+    The weight follows the LAST colon, so plug-in names (``module:Class:2``) work.
+    Names are checked against the registry (plug-ins are imported).
+    """
+    out: list[tuple[str, float]] = []
+    for raw in text.split(","):
+        part = raw.strip()
+        name, sep, value = part.rpartition(":")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise PolicyError(f"invalid scorer config {part!r} (expected name:weight)")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise PolicyError(f"invalid weight for scorer {name!r}: {value!r}") from None
+        out.append((name, weight))
+    check_scorers(out)
+    return out
+
+
+def check_scorers(pairs: Sequence[tuple[str, float]]) -> None:
+    """Known names, each at most once, weights finite and > 0."""
+    seen: set[str] = set()
+    for name, weight in pairs:
+        if name not in SCORERS and not name.startswith("<"):  # "<i>": a scorer object
+            SCORERS.lookup(name)  # imports a plug-in, or raises listing the valid names
+        if name in seen:
+            raise PolicyError(f"duplicate scorer {name!r}; each scorer may appear at most once")
+        seen.add(name)
+        if not (math.isfinite(weight) and weight > 0):
+            raise PolicyError(
+                f"scorer {name!r} weight must be a finite positive number, got {weight}"
+            )
+
+
+def format_scorers(pairs: Sequence[tuple[str, float]]) -> str:
+    """The ``name:weight,...`` text of ``pairs`` (round-trips through parse_scorers)."""
+    return ",".join(f"{name}:{weight!r}" for name, weight in pairs)

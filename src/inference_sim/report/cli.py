@@ -1,0 +1,65 @@
+"""``blis report`` (self-contained HTML) and ``blis plot`` (PNG figures)."""
+
+from __future__ import annotations
+
+import click
+
+from inference_sim.report.cliutil import cli_errors
+
+
+def _load(path: str):  # type: ignore[no-untyped-def]
+    from inference_sim.results import Results
+
+    try:
+        return Results.load(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file or folder") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a results file: {exc}") from None
+
+
+@click.command("report")
+@click.argument("results", type=click.Path())
+@click.option(
+    "--output", "-o", default="report.html", show_default=True, help="The HTML file to write."
+)
+@click.option("--title", default="", help="Page title (default: from the model).")
+@click.option("--debug", is_flag=True, default=False, help="Show tracebacks for errors.")
+def report_command(results: str, output: str, title: str, debug: bool) -> None:
+    """Write one self-contained HTML page (no network needed) for a run's results.
+
+    RESULTS is a results file (`blis run --results-path`) or a folder written by
+    `Results.to_parquet()`. The page has latency CDFs (TTFT, TPOT, E2E), the time
+    series per instance and for the cluster, per-instance, per-SLO-class and
+    per-stage tables, and the run's configuration.
+    """
+    from inference_sim.report.html import write_report
+
+    with cli_errors(debug):
+        res = _load(results)
+        path = write_report(res, output, title=title)
+    click.echo(f"report written to {path}")
+
+
+@click.command("plot")
+@click.argument("results", type=click.Path())
+@click.option(
+    "--output", "-o", default="plots", show_default=True, help="Folder for the PNG files."
+)
+@click.option("--debug", is_flag=True, default=False, help="Show tracebacks for errors.")
+def plot_command(results: str, output: str, debug: bool) -> None:
+    """Write the report's figures as PNG files (needs the `plot` extra: matplotlib).
+
+    RESULTS is a results file or a `to_parquet()` folder. Writes latency_cdf.png,
+    timeseries_cluster.png and (2+ instances) timeseries_instances.png.
+    """
+    from inference_sim.report.extras import require
+
+    with cli_errors(debug):
+        require("matplotlib", "plot", "blis plot")
+        from inference_sim.report.plots import write_plots
+
+        res = _load(results)
+        paths = write_plots(res, output)
+    for p in paths:
+        click.echo(str(p))

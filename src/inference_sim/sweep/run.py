@@ -1,0 +1,278 @@
+"""Run a sweep: skip finished runs, run the rest on a backend, write the table.
+
+Layout of the output folder::
+
+    DIR/runs/<key>.json     one finished run (summary, resolved config), kept for reruns
+    DIR/results.parquet     one row per run, in sweep order
+    DIR/results.duckdb      the same rows as table ``runs``
+
+Each file is written under a temporary name and renamed, so an interrupted sweep never
+leaves half a file; rerunning it runs only what is missing (and what failed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inference_sim.config.errors import ConfigError
+from inference_sim.config.options import BY_NAME
+from inference_sim.metrics.output import write_json_atomic
+from inference_sim.report.extras import require
+from inference_sim.sweep.backends import Backend, LocalBackend, execute_run
+from inference_sim.sweep.spec import RunSpec, SweepSpec
+
+#: Resolved settings every row carries (besides the options the sweep names).
+DEPLOYMENT_COLUMNS = (
+    "model",
+    "hardware",
+    "tp",
+    "num_instances",
+    "workload",
+    "rate",
+    "num_requests",
+    "routing_policy",
+    "seed",
+)
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep did: one result per run (sweep order) and the table written."""
+
+    runs: list[RunSpec]
+    results: list[dict[str, Any]]
+    reused: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[tuple[RunSpec, dict[str, Any]]]:
+        return [(r, res) for r, res in zip(self.runs, self.results, strict=True) if not _ok(res)]
+
+
+def _ok(res: dict[str, Any] | None) -> bool:
+    return bool(res) and res.get("status") == "ok"
+
+
+def _load_finished(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if _ok(doc) else None
+
+
+def check_table_extras() -> None:
+    """Raise MissingExtra now (before running anything) if the table cannot be written."""
+    require("pandas", "sweep", "blis sweep")
+    require("pyarrow", "sweep", "blis sweep")
+    require("duckdb", "sweep", "blis sweep")
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out_dir: str | os.PathLike[str],
+    *,
+    backend: Backend | None = None,
+    force: bool = False,
+    on_result: Callable[[RunSpec, dict[str, Any], bool], None] | None = None,
+    write_table: bool = True,
+) -> SweepOutcome:
+    """Run every run of ``spec`` not already finished in ``out_dir``; write the table.
+
+    ``on_result(run, result, reused)`` is called as each run finishes (or is reused).
+    """
+    runs = spec.runs()
+    if write_table:
+        check_table_extras()
+    out = Path(out_dir)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any] | None] = [None] * len(runs)
+    todo: list[RunSpec] = []
+    reused = 0
+    first_of_key: dict[str, int] = {}
+    for run in runs:
+        if run.key in first_of_key:  # the same options twice: run once
+            continue
+        first_of_key[run.key] = run.index
+        done = None if force else _load_finished(out / "runs" / f"{run.key}.json")
+        if done is not None:
+            results[run.index] = done
+            reused += 1
+            if on_result is not None:
+                on_result(run, done, True)
+        else:
+            todo.append(run)
+
+    def record(i: int, result: dict[str, Any]) -> None:
+        run = todo[i]
+        result = dict(result)
+        result["key"] = run.key
+        result["options"] = run.options
+        if _ok(result):
+            write_json_atomic(out / "runs" / f"{run.key}.json", result)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                (out / "runs" / f"{run.key}.json").unlink()
+        results[run.index] = result
+        if on_result is not None:
+            on_result(run, result, False)
+
+    backend = backend or LocalBackend()
+    if todo:
+        backend.map(execute_run, [r.options for r in todo], record)
+    for run in runs:  # duplicates share their first run's result
+        if results[run.index] is None:
+            results[run.index] = results[first_of_key[run.key]]
+    final = [r if r is not None else {"status": "failed", "error": "not run"} for r in results]
+    outcome = SweepOutcome(runs, final, reused)
+    outcome.rows = table_rows(spec, runs, final)
+    if write_table:
+        outcome.files = write_tables(outcome.rows, out)
+    return outcome
+
+
+# --- the table ---------------------------------------------------------------------------
+
+
+def _coerced(name: str, value: Any) -> Any:
+    from inference_sim.config.resolve import _coerce
+
+    spec = BY_NAME.get(name)
+    if spec is None:
+        return value
+    try:
+        return _coerce(spec, value)
+    except ConfigError:
+        return value
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def table_rows(
+    spec: SweepSpec, runs: Sequence[RunSpec], results: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One flat row per run: identity, config columns, then summary metrics.
+
+    Config columns are the options the sweep names plus :data:`DEPLOYMENT_COLUMNS`
+    (resolved values for finished runs). A summary key that clashes with a config
+    column is prefixed ``summary_``. Lists and mappings are JSON text.
+    """
+    config_names = [*spec.option_names()]
+    config_names += [n for n in DEPLOYMENT_COLUMNS if n not in config_names]
+    rows: list[dict[str, Any]] = []
+    for run, res in zip(runs, results, strict=True):
+        row: dict[str, Any] = {
+            "run": run.index,
+            "run_key": run.key,
+            "status": res.get("status", "failed"),
+            "error": res.get("error", "") if not _ok(res) else "",
+        }
+        summary = res.get("summary") or {}
+        resolved = summary.get("config") or {}
+        for name in config_names:
+            if name in resolved:
+                value = resolved[name]
+            elif name in run.options:
+                value = _coerced(name, run.options[name])
+            else:
+                value = None
+            row[name] = _cell(value)
+        for key, value in summary.items():
+            if key == "config":
+                continue
+            col = f"summary_{key}" if key in row else key
+            row[col] = _cell(value)
+        row["config_json"] = json.dumps(resolved, sort_keys=True) if resolved else ""
+        rows.append(row)
+    return rows
+
+
+def frame(rows: list[dict[str, Any]]) -> Any:
+    """The rows as a DataFrame with one type per column (mixed columns become text)."""
+    pd = require("pandas", "sweep", "the sweep table")
+    columns: list[str] = []
+    for row in rows:
+        for k in row:
+            if k not in columns:
+                columns.append(k)
+    data: dict[str, list[Any]] = {c: [row.get(c) for row in rows] for c in columns}
+    for c, values in data.items():
+        kinds = {type(v) for v in values if v is not None}
+        if kinds <= {int, float} and float in kinds:
+            data[c] = [float(v) if v is not None else None for v in values]
+        elif len(kinds) > 1 and not kinds <= {int, bool}:
+            data[c] = [str(v) if v is not None else None for v in values]
+    df = pd.DataFrame(data, columns=columns)
+    for c in df.columns:
+        if df[c].dtype == object and all(isinstance(v, str) or v is None for v in df[c]):
+            df[c] = df[c].astype("string")
+    return df
+
+
+def write_tables(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Write ``results.parquet`` and ``results.duckdb`` (table ``runs``) atomically."""
+    duckdb = require("duckdb", "sweep", "blis sweep")
+    df = frame(rows)
+    parquet = out / "results.parquet"
+    tmp = out / f".results-{os.getpid()}.parquet"
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, parquet)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    db = out / "results.duckdb"
+    tmp_db = out / f".results-{os.getpid()}.duckdb"
+    for leftover in (tmp_db, Path(f"{tmp_db}.wal")):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+    try:
+        con = duckdb.connect(str(tmp_db))
+        try:
+            con.register("sweep_frame", df)
+            con.execute("CREATE TABLE runs AS SELECT * FROM sweep_frame")
+            con.unregister("sweep_frame")
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp_db, db)
+    except BaseException:
+        for leftover in (tmp_db, Path(f"{tmp_db}.wal")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        raise
+    return [parquet, db]
+
+
+def format_table(outcome: SweepOutcome, spec: SweepSpec) -> str:
+    """A short text table of the runs: varied options, status, headline metrics."""
+    varied = spec.varied()
+    metrics = ("ttft_p99_ms", "e2e_p99_ms", "itl_mean_ms", "responses_per_sec")
+    header = ["run", *varied, "status", *metrics]
+    lines = [header]
+    for run, res in zip(outcome.runs, outcome.results, strict=True):
+        s = res.get("summary") or {}
+        cells = [str(run.index)]
+        cells += [str(run.options.get(v, "")) for v in varied]
+        cells.append(res.get("status", "failed"))
+        for m in metrics:
+            v = s.get(m)
+            cells.append(f"{v:.1f}" if isinstance(v, int | float) else "-")
+        lines.append(cells)
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    text = "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines
+    )
+    return text + "\n"

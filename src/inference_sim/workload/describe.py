@@ -1,0 +1,206 @@
+"""``blis workload describe``: a summary of a workload spec or trace file.
+
+Reported: request count, duration (first to last arrival), mean rate and the rate over
+time (ten equal time buckets), input/output length means and percentiles, and the prefix
+reuse ratio — the fraction of prompt blocks that continue a block chain already seen
+earlier in the workload, i.e. the hit fraction of a prefix cache with unlimited room.
+
+Blocks are ``--block-size``-token blocks of the prompt (16 by default; full blocks only).
+For a Mooncake trace the blocks are its hash ids, ``--block-size`` tokens each (512 by
+default). Azure traces carry no prefix information, so their ratio is 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from inference_sim.engine.rng import RandomStreams
+from inference_sim.instance.request import Request
+from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.formats import detect_format
+from inference_sim.workload.generate import NEVER, iter_spec_requests
+from inference_sim.workload.realtraces import (
+    DEFAULT_TRACE_BLOCK_SIZE,
+    iter_azure_records,
+    iter_mooncake_records,
+)
+from inference_sim.workload.spec import load_workload_spec
+from inference_sim.workload.tokens import BlockChainCounter
+from inference_sim.workload.trace_v2 import iter_trace_v2
+from inference_sim.workload.traces import read_csv_trace
+
+DEFAULT_BLOCK_SIZE = 16
+RATE_BUCKETS = 10
+
+
+def _spec_requests(path: str, seed: int | None) -> Iterator[Request]:
+    spec = load_workload_spec(path)
+    if seed is not None:
+        spec = spec.with_seed(seed)
+    horizon = spec.horizon if spec.horizon > 0 else NEVER
+    if spec.num_requests <= 0 and horizon >= NEVER and not spec.self_bounded:
+        raise WorkloadError(
+            f"workload spec {path}: unbounded (no num_requests, horizon or stages), "
+            "nothing to describe"
+        )
+    return iter_spec_requests(spec, horizon=horizon, max_requests=spec.num_requests)
+
+
+def describe_workload(
+    path: str | os.PathLike[str],
+    *,
+    block_size: int | None = None,
+    fmt: str = "auto",
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Summary of a spec or trace (format detected from the content unless ``fmt``)."""
+    p = os.fspath(path)
+    kind = detect_format(p) if fmt == "auto" else fmt
+    if block_size is not None and block_size <= 0:
+        raise WorkloadError(f"--block-size must be > 0, got {block_size}")
+    counter = BlockChainCounter()
+    arrivals: list[int] = []
+    inputs: list[int] = []
+    outputs: list[int] = []
+    if kind in ("mooncake", "azure"):
+        bs = block_size or (DEFAULT_TRACE_BLOCK_SIZE if kind == "mooncake" else DEFAULT_BLOCK_SIZE)
+        records = (
+            iter_mooncake_records(p, block_size=bs) if kind == "mooncake" else iter_azure_records(p)
+        )
+        for rec in records:
+            arrivals.append(rec.arrival)
+            inputs.append(rec.input_tokens)
+            outputs.append(rec.output_tokens)
+            if rec.hash_ids is not None:
+                counter.add_labels(rec.hash_ids)
+            else:  # unique prompts: blocks never repeat
+                counter.total += rec.input_tokens // bs
+    else:
+        bs = block_size or DEFAULT_BLOCK_SIZE
+        streams = RandomStreams(seed or 0)
+        reqs: Iterable[Request]
+        if kind == "spec":
+            reqs = _spec_requests(p, seed)
+        elif kind == "v2":
+            reqs = iter_trace_v2(p, streams=streams)
+        elif kind == "csv":
+            reqs = read_csv_trace(p)
+        else:
+            raise WorkloadError(
+                f"--format: unknown format {kind!r}; valid: auto, spec, csv, v2, azure, mooncake"
+            )
+        for r in reqs:
+            arrivals.append(r.arrival_time)
+            inputs.append(r.num_prompt_tokens)
+            outputs.append(r.num_output_tokens)
+            counter.add_tokens(r.input_tokens, bs)
+    return _summary(p, kind, bs, arrivals, inputs, outputs, counter)
+
+
+def _lengths(values: np.ndarray) -> dict[str, float]:
+    if not len(values):
+        return {"mean": 0.0, "min": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0}
+    return {
+        "mean": float(values.mean()),
+        "min": int(values.min()),
+        "p50": float(np.percentile(values, 50)),
+        "p90": float(np.percentile(values, 90)),
+        "p99": float(np.percentile(values, 99)),
+        "max": int(values.max()),
+    }
+
+
+def _summary(
+    path: str,
+    kind: str,
+    block_size: int,
+    arrivals: list[int],
+    inputs: list[int],
+    outputs: list[int],
+    counter: BlockChainCounter,
+) -> dict[str, Any]:
+    t = np.asarray(arrivals, dtype=np.int64)
+    n = len(t)
+    first = int(t.min()) if n else 0
+    last = int(t.max()) if n else 0
+    duration = (last - first) / 1e6
+    ins = np.asarray(inputs, dtype=np.int64)
+    outs = np.asarray(outputs, dtype=np.int64)
+    buckets: list[dict[str, Any]] = []
+    if n:
+        edges = np.linspace(first, last, RATE_BUCKETS + 1) if last > first else None
+        if edges is None:
+            buckets.append({"start_s": first / 1e6, "end_s": last / 1e6, "requests": n})
+        else:
+            counts, _ = np.histogram(t, bins=edges)
+            width = (edges[1] - edges[0]) / 1e6
+            for i, c in enumerate(counts.tolist()):
+                buckets.append(
+                    {
+                        "start_s": float(edges[i]) / 1e6,
+                        "end_s": float(edges[i + 1]) / 1e6,
+                        "requests": c,
+                        "rate_per_s": c / width,
+                    }
+                )
+    in_stats = _lengths(ins)
+    out_stats = _lengths(outs)
+    return {
+        "requests": n,
+        "duration_s": duration,
+        "input_tokens_mean": in_stats["mean"],
+        "output_tokens_mean": out_stats["mean"],
+        "prefix_reuse_ratio": counter.ratio,
+        "format": kind,
+        "file": path,
+        "block_size": block_size,
+        "first_arrival_s": first / 1e6,
+        "last_arrival_s": last / 1e6,
+        "rate_per_s": n / duration if duration > 0 else 0.0,
+        "input_tokens": in_stats,
+        "output_tokens": out_stats,
+        "prompt_blocks": counter.total,
+        "reused_blocks": counter.reused,
+        "rate_over_time": buckets,
+    }
+
+
+def format_description(d: dict[str, Any]) -> str:
+    """Human-readable text of :func:`describe_workload`'s result."""
+
+    def lengths(name: str) -> str:
+        s = d[name]
+        return (
+            f"{name.replace('_', ' ')}: mean {s['mean']:.1f}, min {s['min']}, p50 {s['p50']:.0f}, "
+            f"p90 {s['p90']:.0f}, p99 {s['p99']:.0f}, max {s['max']}"
+        )
+
+    lines = [
+        f"{d['file']} ({d['format']})",
+        f"requests: {d['requests']}",
+        f"duration: {d['duration_s']:.3f} s (arrivals {d['first_arrival_s']:.3f} .. "
+        f"{d['last_arrival_s']:.3f} s), mean rate {d['rate_per_s']:.3f} req/s",
+        lengths("input_tokens"),
+        lengths("output_tokens"),
+        f"prefix reuse ratio: {d['prefix_reuse_ratio']:.4f} ({d['reused_blocks']} of "
+        f"{d['prompt_blocks']} blocks of {d['block_size']} tokens continue a chain seen before)",
+    ]
+    if d["rate_over_time"]:
+        lines.append("rate over time:")
+        for b in d["rate_over_time"]:
+            rate = b.get("rate_per_s")
+            shown = f"{rate:.3f} req/s" if rate is not None else "-"
+            lines.append(
+                f"  {b['start_s']:10.3f} .. {b['end_s']:10.3f} s  {b['requests']:8d} requests  "
+                f"{shown}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def description_json(d: dict[str, Any]) -> str:
+    return json.dumps(d, indent=2)

@@ -1,0 +1,123 @@
+"""Trace format detection and one entry point to replay any supported trace.
+
+Formats: ``csv`` (the reference's token-id CSV), ``v2`` (trace v2 pair), ``azure``
+(``TIMESTAMP,ContextTokens,GeneratedTokens``) and ``mooncake`` (JSON lines with
+``hash_ids``). ``auto`` looks at the content: a JSON object on the first line is Mooncake,
+a YAML mapping with ``trace_version`` or a CSV header starting ``request_id,client_id`` is
+trace v2, a CSV header with ``TIMESTAMP``, ``ContextTokens`` and ``GeneratedTokens`` is
+Azure, any other CSV is the reference's format. Workload specs (YAML with ``clients``,
+``inference_perf`` or ``servegen_data``) are recognised as ``spec`` by
+:func:`detect_format` (used by ``blis workload describe``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable
+
+import yaml
+
+from inference_sim.engine.rng import RandomStreams
+from inference_sim.instance.request import Request
+from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.realtraces import (
+    DEFAULT_TRACE_BLOCK_SIZE,
+    iter_azure_trace,
+    iter_mooncake_trace,
+)
+from inference_sim.workload.trace_v2 import COLUMNS as V2_COLUMNS
+from inference_sim.workload.trace_v2 import iter_trace_v2
+from inference_sim.workload.traces import read_csv_trace
+
+TRACE_FORMATS = ("auto", "csv", "v2", "azure", "mooncake")
+NEVER = 2**63 - 1
+_SNIFF_BYTES = 1 << 16
+
+
+def _head(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(_SNIFF_BYTES)
+    except FileNotFoundError:
+        raise WorkloadError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise WorkloadError(f"{path}: is a directory, expected a file") from None
+    except OSError as exc:
+        raise WorkloadError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return raw.decode("utf-8", errors="replace")
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """``spec``, ``v2``, ``azure``, ``mooncake`` or ``csv`` from the file's content."""
+    p = os.fspath(path)
+    head = _head(p)
+    lines = [ln for ln in head.splitlines() if ln.strip()]
+    if not lines:
+        raise WorkloadError(f"{p}: file is empty")
+    first = lines[0].lstrip("\ufeff").strip()
+    if first.startswith("{"):
+        return "mooncake"
+    ext = os.path.splitext(p)[1].lower()
+    if ext in (".yaml", ".yml") or first.startswith("#") or not _looks_like_csv(first):
+        data = _yaml_head(p, ext)
+        if isinstance(data, dict):
+            if "trace_version" in data:
+                return "v2"
+            return "spec"
+        if ext in (".yaml", ".yml"):
+            return "spec"
+    cells = [c.strip().lower() for c in next(csv.reader(io.StringIO(first)))]
+    if tuple(cells[:3]) == V2_COLUMNS[:3]:
+        return "v2"
+    if {"timestamp", "contexttokens", "generatedtokens"} <= set(cells):
+        return "azure"
+    return "csv"
+
+
+def _looks_like_csv(line: str) -> bool:
+    return "," in line and ":" not in line.split(",")[0]
+
+
+def _yaml_head(path: str, ext: str) -> object:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        if ext in (".yaml", ".yml"):
+            return {}
+        return None
+
+
+def open_trace(
+    path: str | os.PathLike[str],
+    fmt: str = "auto",
+    *,
+    streams: RandomStreams | None = None,
+    seed: int = 0,
+    block_size: int = DEFAULT_TRACE_BLOCK_SIZE,
+    horizon: int = NEVER,
+) -> Iterable[Request]:
+    """Requests of a trace file in any supported format (``fmt`` or detected)."""
+    p = os.fspath(path)
+    if fmt not in TRACE_FORMATS:
+        raise WorkloadError(
+            f"--trace-format: unknown format {fmt!r}; valid: {', '.join(TRACE_FORMATS)}"
+        )
+    if not os.path.exists(p):
+        raise WorkloadError(f"--workload-traces-filepath: file not found: {p}")
+    if fmt == "auto":
+        fmt = detect_format(p)
+        if fmt == "spec":
+            raise WorkloadError(
+                f"{p}: this is a workload spec, not a trace; use --workload-spec {p}"
+            )
+    streams = streams or RandomStreams(seed)
+    if fmt == "csv":
+        return read_csv_trace(p, horizon=horizon)
+    if fmt == "v2":
+        return iter_trace_v2(p, streams=streams)
+    if fmt == "azure":
+        return iter_azure_trace(p, streams=streams)
+    return iter_mooncake_trace(p, streams=streams, block_size=block_size)

@@ -1,0 +1,533 @@
+"""Request streams from a :class:`WorkloadSpec`: lazy, arrival-ordered, deterministic.
+
+Each client is its own arrival-ordered stream; :func:`iter_spec_requests` merges them
+with ``heapq.merge`` keyed by arrival time (ties: client order, then the client's own
+order) and numbers the requests in merged order. Nothing is materialised ahead of the
+consumer beyond one block of arrivals per client, so a million-request workload streams
+in bounded memory.
+
+Randomness: every client draws from its own named streams (``spec/<client>/arrival``,
+``.../input``, ``.../output``, ``.../tokens`` and so on, where ``<client>`` is the client
+id, or ``#<position>`` when ids are missing or repeated), and every prefix group from
+``spec/prefix/<group>``. So adding, removing or reordering clients never changes another
+client's arrivals, lengths or tokens (the rates themselves are renormalised over the
+clients' ``rate_fraction`` values, as the spec says), and neither ``num_requests`` nor the
+horizon changes the requests that are generated before the cut.
+
+Arrivals: without stages a client's gaps are ``max(1, trunc(g / λ))`` µs with ``g`` a
+unit-mean gap of the configured process (as the reference). With stages the client runs
+a unit-rate renewal process in "operational time" mapped through the inverse of its
+cumulative rate, so each stage gets exactly its own rate and the process keeps its CV
+within each stage; nothing arrives after the last stage ends.
+
+Multi-turn sessions: a session's rounds are fixed when the session starts; round ``r + 1``
+arrives ``think_time_us + output_tokens(r)`` µs after round ``r`` (the reference's open-loop
+approximation: one microsecond per output token stands in for the previous answer's
+completion). With ``context_growth: accumulate`` round ``r + 1``'s prompt starts with round
+``r``'s prompt and output, so the prefix cache sees the conversation grow.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from inference_sim.engine.rng import RandomStreams
+from inference_sim.instance.request import Request
+from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.samplers import LengthSampler, UnitGaps
+from inference_sim.workload.spec import (
+    DEFAULT_PREFIX_LENGTH,
+    TICKS_PER_SECOND,
+    ClientSpec,
+    InferencePerfSpec,
+    WorkloadSpec,
+)
+
+MAX_TOKEN_ID = 128000
+NEVER = 2**63 - 1
+ARRIVAL_BLOCK = 1024
+"""Gaps drawn per block (the numbers do not depend on it: streams continue across calls)."""
+TOKEN_CHUNK = 1 << 18
+"""Token ids drawn per bulk call (1 MiB of int32), bounding memory ahead of the consumer."""
+_TIME_CAP = 2**62  # arrivals beyond this are treated as "never"
+_GAP_CAP = float(2**50)
+
+
+# --- arrivals -----------------------------------------------------------------------------
+
+
+def arrival_times(
+    gaps: UnitGaps,
+    rng: np.random.Generator,
+    *,
+    rate_per_us: float = 0.0,
+    stages: Sequence[tuple[int, int, float]] = (),
+    limit: int = NEVER,
+) -> Iterator[np.ndarray]:
+    """Blocks of increasing arrival ticks, all ``< limit``.
+
+    ``stages`` (start, end, rate per µs), contiguous from 0, replaces ``rate_per_us``.
+    """
+    limit = min(limit, _TIME_CAP)
+    if limit <= 0:
+        return
+    if stages:
+        yield from _staged_times(gaps, rng, stages, limit)
+        return
+    lam = max(rate_per_us, 1e-15)
+    t = 0
+    while True:
+        if gaps.deterministic:
+            gap = max(1, int(min(1.0 / lam, _GAP_CAP)))
+            times = t + gap * np.arange(1, ARRIVAL_BLOCK + 1, dtype=np.int64)
+        else:
+            g = np.minimum(gaps.draw(rng, ARRIVAL_BLOCK) / lam, _GAP_CAP)
+            times = t + np.cumsum(np.maximum(g.astype(np.int64), 1))
+        cut = int(np.searchsorted(times, limit, side="left"))
+        if cut < len(times):
+            if cut:
+                yield times[:cut]
+            return
+        yield times
+        t = int(times[-1])
+
+
+def _staged_times(
+    gaps: UnitGaps,
+    rng: np.random.Generator,
+    stages: Sequence[tuple[int, int, float]],
+    limit: int,
+) -> Iterator[np.ndarray]:
+    starts = np.array([s for s, _, _ in stages], dtype=np.float64)
+    rates = np.array([r for _, _, r in stages], dtype=np.float64)
+    spans = np.array([e - s for s, e, _ in stages], dtype=np.float64)
+    cum = np.concatenate(([0.0], np.cumsum(rates * spans)))  # operational time at stage starts
+    total = cum[-1]
+    s = 0.0
+    while True:
+        g = gaps.draw(rng, ARRIVAL_BLOCK)
+        op = s + np.cumsum(g)
+        k = np.searchsorted(cum, op, side="right") - 1
+        inside = op < total
+        kk = np.minimum(k, len(stages) - 1)
+        t = starts[kk] + (op - cum[kk]) / rates[kk]
+        ticks = np.floor(t).astype(np.int64)
+        ok = inside & (ticks < limit)
+        cut = len(ok) if ok.all() else int(np.argmin(ok))
+        if cut:
+            yield ticks[:cut]
+        if cut < len(ok):
+            return
+        s = float(op[-1])
+
+
+def _in_windows(times: np.ndarray, windows: Sequence[tuple[int, int]]) -> np.ndarray:
+    mask = np.zeros(len(times), dtype=bool)
+    for start, end in windows:
+        mask |= (times >= start) & (times < end)
+    return mask
+
+
+# --- per-client generation ----------------------------------------------------------------
+
+
+def client_keys(clients: Sequence[ClientSpec]) -> list[str]:
+    """Stream key of each client: its id when ids are unique and non-empty, else ``#i``."""
+    ids = [c.id for c in clients]
+    counts: dict[str, int] = {}
+    for i in ids:
+        counts[i] = counts.get(i, 0) + 1
+    return [c.id if c.id and counts[c.id] == 1 else f"#{i}" for i, c in enumerate(clients)]
+
+
+def client_rates(spec: WorkloadSpec) -> list[float]:
+    """Each client's share of the aggregate rate (requests/second, no stages)."""
+    total = sum(c.rate_fraction for c in spec.clients)
+    return [spec.aggregate_rate * c.rate_fraction / total for c in spec.clients]
+
+
+def _client_stages(spec: WorkloadSpec, fraction: float) -> list[tuple[int, int, float]]:
+    return [(s.start_us, s.end_us, s.rate * fraction / TICKS_PER_SECOND) for s in spec.stages]
+
+
+@dataclass
+class _Client:
+    """Everything one client's stream needs (samplers built once, streams by name)."""
+
+    spec: ClientSpec
+    key: str
+    streams: RandomStreams
+    rate_per_us: float
+    stages: list[tuple[int, int, float]]
+    limit: int
+    prefix: np.ndarray | None
+    input: LengthSampler = field(init=False)
+    output: LengthSampler = field(init=False)
+
+    def __post_init__(self) -> None:
+        c = self.spec
+        assert c.input_distribution is not None and c.output_distribution is not None
+        self.input = c.input_distribution.sampler(f"client {self.key} input_distribution")
+        self.output = c.output_distribution.sampler(f"client {self.key} output_distribution")
+        self.base_meta: dict[str, object] = {}
+        if c.id:
+            self.base_meta["client_id"] = c.id
+        if c.streaming:
+            self.base_meta["streaming"] = True
+        if self.prefix is not None:
+            self.base_meta["prefix_group"] = c.prefix_group
+            self.base_meta["prefix_length"] = len(self.prefix)
+
+    def rng(self, kind: str) -> np.random.Generator:
+        return self.streams.generator(f"spec/{self.key}/{kind}")
+
+    def arrivals(self) -> Iterator[np.ndarray]:
+        c = self.spec
+        gaps = UnitGaps(c.arrival.process, c.arrival.cv)
+        limit = self.limit
+        windows: list[tuple[int, int]] = []
+        if c.lifecycle is not None:
+            windows = [(w.start_us, w.end_us) for w in c.lifecycle]
+            if not windows:
+                return
+            limit = min(limit, max(e for _, e in windows))  # stop once all windows ended
+        blocks = arrival_times(
+            gaps, self.rng("arrival"), rate_per_us=self.rate_per_us, stages=self.stages, limit=limit
+        )
+        for times in blocks:
+            if windows:
+                times = times[_in_windows(times, windows)]
+            if len(times):
+                yield times
+
+    def make(
+        self, arrival: int, prompt: np.ndarray, output: np.ndarray, meta: dict[str, object]
+    ) -> Request:
+        c = self.spec
+        return Request(
+            -1,
+            arrival,
+            prompt,
+            output,
+            slo_class=c.slo_class,
+            tenant_id=c.tenant_id,
+            model=c.model,
+            metadata=meta,
+        )
+
+
+def _multimodal_lengths(cl: _Client, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    mm = cl.spec.multimodal or {}
+    parts: dict[str, np.ndarray] = {}
+    total = np.zeros(n, dtype=np.int64)
+    text = mm.get("text_distribution")
+    if text is not None:
+        parts["text_tokens"] = text.sampler("text").sample(cl.rng("mm-text"), n)
+        total += parts["text_tokens"]
+    for kind in ("image", "audio", "video"):
+        size = mm.get(f"{kind}_distribution")
+        count = mm.get(f"{kind}_count_distribution")
+        if size is None or count is None:
+            continue
+        counts = count.sampler(kind, floor=0).sample(cl.rng(f"mm-{kind}-count"), n)
+        sizes = size.sampler(kind).sample(cl.rng(f"mm-{kind}"), int(counts.sum()))
+        bounds = np.concatenate(([0], np.cumsum(counts)))
+        cum = np.concatenate(([0], np.cumsum(sizes)))
+        parts[f"{kind}_tokens"] = cum[bounds[1:]] - cum[bounds[:-1]]
+        total += parts[f"{kind}_tokens"]
+    return np.maximum(total, 1), parts
+
+
+def _single_turn(cl: _Client) -> Iterator[Request]:
+    rng_in, rng_out, rng_tok = cl.rng("input"), cl.rng("output"), cl.rng("tokens")
+    prefix = cl.prefix
+    base = cl.base_meta
+    for times in cl.arrivals():
+        n = len(times)
+        parts: dict[str, np.ndarray] = {}
+        if cl.spec.multimodal is not None:
+            in_len, parts = _multimodal_lengths(cl, n)
+        else:
+            in_len = cl.input.sample(rng_in, n)
+        out_len = cl.output.sample(rng_out, n)
+        part_lists = {k: v.tolist() for k, v in parts.items()}
+        times_l = times.tolist()
+        in_l = in_len.tolist()
+        out_l = out_len.tolist()
+        ends = np.cumsum(in_len + out_len)
+        start = 0
+        base_pos = 0
+        while start < n:
+            stop = int(np.searchsorted(ends, base_pos + TOKEN_CHUNK, side="right"))
+            stop = min(n, max(stop, start + 1))
+            chunk_end = int(ends[stop - 1])
+            ids = rng_tok.integers(0, MAX_TOKEN_ID, size=chunk_end - base_pos, dtype=np.int32)
+            pos = 0
+            for j in range(start, stop):
+                mid = pos + in_l[j]
+                end = mid + out_l[j]
+                prompt = ids[pos:mid]
+                if prefix is not None:
+                    prompt = np.concatenate((prefix, prompt))
+                meta = dict(base)
+                for k, v in part_lists.items():
+                    meta[k] = v[j]
+                yield cl.make(times_l[j], prompt, ids[mid:end], meta)
+                pos = end
+            start = stop
+            base_pos = chunk_end
+
+
+@dataclass
+class _Session:
+    session_id: str
+    prompts: list[np.ndarray]
+    outputs: list[np.ndarray]
+    ratios: list[float] | None
+    context: np.ndarray | None = None
+
+
+def _sessions(cl: _Client) -> Iterator[Request]:
+    c = cl.spec
+    assert c.reasoning is not None and c.reasoning.multi_turn is not None
+    mt = c.reasoning.multi_turn
+    rounds = mt.max_rounds
+    rng_in, rng_out, rng_tok = cl.rng("input"), cl.rng("output"), cl.rng("tokens")
+    rng_sess = cl.rng("session")
+    ratio_dist = c.reasoning.reason_ratio_distribution
+    ratio_sampler = ratio_dist.sampler("reason_ratio", floor=0) if ratio_dist else None
+    rng_ratio = cl.rng("reason")
+    pending: list[tuple[int, int, _Session, int]] = []
+    seq = itertools.count()
+    prefix = cl.prefix
+    limit = cl.limit
+
+    def emit(sess: _Session, r: int, arrival: int) -> Request:
+        fresh = sess.prompts[r]
+        meta = dict(cl.base_meta)
+        meta["session_id"] = sess.session_id
+        meta["round_index"] = r
+        if sess.ratios is not None:
+            meta["reason_ratio"] = sess.ratios[r]
+        if mt.accumulate and sess.context is not None:
+            meta["context_tokens"] = len(sess.context)
+            prompt = np.concatenate((sess.context, fresh))
+        elif prefix is not None:
+            prompt = np.concatenate((prefix, fresh))
+        else:
+            prompt = fresh
+        out = sess.outputs[r]
+        if mt.accumulate:
+            sess.context = np.concatenate((prompt, out)) if r + 1 < rounds else None
+        sess.prompts[r] = sess.outputs[r] = _EMPTY  # free what is no longer needed
+        return cl.make(arrival, prompt, out, meta)
+
+    for starts in cl.arrivals():
+        for start in starts.tolist():
+            while pending and pending[0][0] < start:
+                arrival, _, sess, r = heapq.heappop(pending)
+                yield emit(sess, r, arrival)
+            in_len = cl.input.sample(rng_in, rounds)
+            out_len = cl.output.sample(rng_out, rounds)
+            sid = f"sess_{int(rng_sess.integers(0, 2**63 - 1))}"
+            ratios = None
+            if ratio_sampler is not None:
+                pct = ratio_sampler.sample(rng_ratio, rounds)
+                ratios = np.clip(pct / 100.0, 0.0, 1.0).tolist()
+            total = int(in_len.sum() + out_len.sum())
+            ids = rng_tok.integers(0, MAX_TOKEN_ID, size=total, dtype=np.int32)
+            prompts, outputs = [], []
+            pos = 0
+            for r in range(rounds):
+                prompts.append(ids[pos : pos + in_len[r]])
+                pos += int(in_len[r])
+                outputs.append(ids[pos : pos + out_len[r]])
+                pos += int(out_len[r])
+            sess = _Session(sid, prompts, outputs, ratios)
+            t = start
+            for r in range(rounds):
+                if t >= limit:
+                    break
+                heapq.heappush(pending, (t, next(seq), sess, r))
+                t += mt.think_time_us + int(out_len[r])
+    while pending:
+        arrival, _, sess, r = heapq.heappop(pending)
+        yield emit(sess, r, arrival)
+
+
+_EMPTY = np.zeros(0, dtype=np.int32)
+
+
+# --- inference-perf's fixed prompt set ----------------------------------------------------
+
+
+def _cycle_prompts(
+    ip: InferencePerfSpec, streams: RandomStreams, stages: list[tuple[int, int, float]], limit: int
+) -> Iterator[Request]:
+    """inference-perf's shared_prefix data: a fixed, shuffled set of N x U prompts, cycled.
+
+    Request ``k`` sends prompt ``order[k mod N·U]``: its group's system prompt followed by
+    the user's fixed question (so a repeated prompt is identical and fully cacheable),
+    with ``output_len`` output tokens. With multi-turn chat, each user is a session whose
+    context (previous questions and answers) grows between the system prompt and the
+    question, as inference-perf's user sessions do.
+    """
+    sp = ip.shared_prefix
+    users = sp.num_users_per_system_prompt
+    total = sp.num_unique_system_prompts * users
+    rng = streams.generator("spec/inference-perf/prompts")
+    prefixes = [
+        rng.integers(0, MAX_TOKEN_ID, size=sp.system_prompt_len, dtype=np.int32)
+        for _ in range(sp.num_unique_system_prompts)
+    ]
+    questions = [
+        rng.integers(0, MAX_TOKEN_ID, size=sp.question_len, dtype=np.int32) for _ in range(total)
+    ]
+    order = rng.permutation(total).tolist()
+    prompts = [np.concatenate((prefixes[p // users], questions[p])) for p in range(total)]
+    rng_out = streams.generator("spec/inference-perf/outputs")
+    contexts: list[np.ndarray | None] = [None] * total
+    rounds = [0] * total
+    gaps = UnitGaps(ip.load_type, None)
+    k = 0
+    for times in arrival_times(
+        gaps, streams.generator("spec/inference-perf/arrival"), stages=stages, limit=limit
+    ):
+        outs = rng_out.integers(0, MAX_TOKEN_ID, size=(len(times), sp.output_len), dtype=np.int32)
+        for j, t in enumerate(times.tolist()):
+            p = order[k % total]
+            k += 1
+            g, u = divmod(p, users)
+            meta: dict[str, object] = {
+                "client_id": f"prompt-{g}-user-{u}",
+                "session_id": f"user_session_{p}",
+                "round_index": rounds[p],
+            }
+            if sp.system_prompt_len:
+                meta["prefix_group"] = f"prompt-{g}"
+                meta["prefix_length"] = sp.system_prompt_len
+            out = outs[j]
+            if sp.enable_multi_turn_chat:
+                ctx = contexts[p]
+                if ctx is None:
+                    prompt = prompts[p]
+                else:
+                    meta["context_tokens"] = len(ctx)
+                    prompt = np.concatenate((ctx, questions[p]))
+                contexts[p] = np.concatenate((prompt, out))
+            else:
+                prompt = prompts[p]
+                if rounds[p]:
+                    meta["context_tokens"] = len(prompt)  # identical to the previous one
+            rounds[p] += 1
+            yield Request(
+                -1, t, prompt, out, slo_class="batch", tenant_id=f"prompt-{g}", metadata=meta
+            )
+
+
+# --- the whole spec -----------------------------------------------------------------------
+
+
+def _prefixes(spec: WorkloadSpec, streams: RandomStreams) -> dict[str, np.ndarray]:
+    """One random prefix per group; its length comes from the first client naming it."""
+    out: dict[str, np.ndarray] = {}
+    for c in spec.clients:
+        g = c.prefix_group
+        if g and g not in out:
+            n = c.prefix_length if c.prefix_length > 0 else DEFAULT_PREFIX_LENGTH
+            rng = streams.generator(f"spec/prefix/{g}")
+            out[g] = rng.integers(0, MAX_TOKEN_ID, size=n, dtype=np.int32)
+    return out
+
+
+def spec_sources(
+    spec: WorkloadSpec, streams: RandomStreams, *, horizon: int = NEVER
+) -> list[Iterator[Request]]:
+    """One arrival-ordered request iterator per client (in client order)."""
+    limit = horizon
+    if spec.stages:
+        limit = min(limit, spec.stages[-1].end_us)
+    ip = spec.inference_perf
+    if ip is not None and ip.cycle_prompts and not spec.clients:
+        sp = ip.shared_prefix
+        if sp.system_prompt_len + sp.question_len == 0:
+            raise WorkloadError(
+                "inference_perf.shared_prefix: system_prompt_len + question_len must be >= 1"
+            )
+        stages = _client_stages(spec, 1.0)
+        return [_cycle_prompts(ip, streams, stages, limit)]
+    prefixes = _prefixes(spec, streams)
+    keys = client_keys(spec.clients)
+    total = sum(c.rate_fraction for c in spec.clients)
+    sources: list[Iterator[Request]] = []
+    for c, key in zip(spec.clients, keys, strict=True):
+        fraction = c.rate_fraction / total
+        cl = _Client(
+            spec=c,
+            key=key,
+            streams=streams,
+            rate_per_us=spec.aggregate_rate * c.rate_fraction / total / TICKS_PER_SECOND,
+            stages=_client_stages(spec, fraction),
+            limit=limit,
+            prefix=prefixes.get(c.prefix_group) if c.prefix_group else None,
+        )
+        if c.reasoning is not None and c.reasoning.multi_turn is not None:
+            sources.append(_sessions(cl))
+        else:
+            sources.append(_single_turn(cl))
+    return sources
+
+
+def _arrival_of(req: Request) -> int:
+    return req.arrival_time
+
+
+def iter_spec_requests(
+    spec: WorkloadSpec,
+    *,
+    streams: RandomStreams | None = None,
+    horizon: int = NEVER,
+    max_requests: int = 0,
+) -> Iterator[Request]:
+    """The spec's requests in arrival order, numbered 0, 1, ... in that order.
+
+    ``streams`` defaults to ``RandomStreams(spec.seed)``. Only arrivals ``< horizon`` are
+    generated; ``max_requests > 0`` keeps the earliest that many over all clients.
+    """
+    if max_requests < 0:
+        raise WorkloadError(f"num_requests must be non-negative, got {max_requests}")
+    if streams is None:
+        streams = RandomStreams(spec.seed)
+    if horizon <= 0:
+        return iter(())
+    sources = spec_sources(spec, streams, horizon=horizon)
+    merged: Iterator[Request] = heapq.merge(*sources, key=_arrival_of)
+    if max_requests > 0:
+        merged = itertools.islice(merged, max_requests)
+    return _numbered(merged)
+
+
+def _numbered(reqs: Iterator[Request]) -> Iterator[Request]:
+    for i, r in enumerate(reqs):
+        r.index = i
+        yield r
+
+
+def generate_spec_requests(
+    spec: WorkloadSpec,
+    *,
+    streams: RandomStreams | None = None,
+    horizon: int = NEVER,
+    max_requests: int = 0,
+) -> list[Request]:
+    """:func:`iter_spec_requests` as a list (small workloads, tests)."""
+    if max_requests <= 0 and horizon >= NEVER and not spec.self_bounded:
+        raise WorkloadError("the workload spec is unbounded: set num_requests, horizon or stages")
+    return list(
+        iter_spec_requests(spec, streams=streams, horizon=horizon, max_requests=max_requests)
+    )

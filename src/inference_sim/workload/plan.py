@@ -1,0 +1,107 @@
+"""Glue between ``blis run`` options and the workload sources (spec, traces, export).
+
+Kept here so the option resolver and the runner only call two or three functions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from inference_sim.engine.rng import RandomStreams
+from inference_sim.instance.request import Request
+from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.formats import TRACE_FORMATS, open_trace
+from inference_sim.workload.generate import iter_spec_requests
+from inference_sim.workload.spec import WorkloadSpec, load_workload_spec
+from inference_sim.workload.trace_v2 import TraceV2Header, TraceV2Writer
+
+log = logging.getLogger("inference_sim")
+NEVER = 2**63 - 1
+
+
+def resolve_workload_options(o: dict[str, Any], explicit: frozenset[str]) -> WorkloadSpec | None:
+    """Check the workload flags; load ``--workload-spec`` and fold it into ``o``.
+
+    With a spec: its ``seed`` becomes the run seed unless ``--seed`` was given (then the
+    flag replaces the spec's); its ``horizon`` (> 0) is used unless ``--horizon`` was
+    given; its ``num_requests`` is used unless ``--num-requests`` was given (0: no cap).
+    A spec with no bound at all (no cap, no horizon, no stages, no lifecycle windows) is
+    rejected, as the reference does.
+    """
+    if o["trace_format"] not in TRACE_FORMATS:
+        raise WorkloadError(
+            f"--trace-format: unknown format {o['trace_format']!r}; "
+            f"valid: {', '.join(TRACE_FORMATS)}"
+        )
+    if o["trace_block_size"] <= 0:
+        raise WorkloadError(f"--trace-block-size must be > 0, got {o['trace_block_size']}")
+    path = o["workload_spec"]
+    if not path:
+        return None
+    spec = load_workload_spec(path)
+    for warning in spec.warnings:
+        log.warning("workload spec %s: %s", path, warning)
+    if "seed" in explicit:
+        if o["seed"] != spec.seed:
+            log.info("CLI --seed %s overrides workload-spec seed %s", o["seed"], spec.seed)
+        spec = spec.with_seed(o["seed"])
+    else:
+        o["seed"] = spec.seed
+    if "horizon" not in explicit and spec.horizon > 0:
+        o["horizon"] = spec.horizon
+    if "num_requests" not in explicit:
+        o["num_requests"] = spec.num_requests
+    if o["num_requests"] <= 0 and o["horizon"] >= NEVER and not spec.self_bounded:
+        raise WorkloadError(
+            "--workload-spec requires either num_requests (in YAML or --num-requests) or "
+            "--horizon to bound generation"
+        )
+    return spec
+
+
+def spec_or_trace_requests(
+    o: Mapping[str, Any], spec: WorkloadSpec | None, streams: RandomStreams
+) -> Iterable[Request] | None:
+    """Requests of a workload spec or a trace file; None for the legacy generators."""
+    if spec is not None:
+        return iter_spec_requests(
+            spec, streams=streams, horizon=o["horizon"], max_requests=o["num_requests"]
+        )
+    if o["workload"] != "traces":
+        return None
+    reqs = open_trace(
+        o["workload_traces_filepath"],
+        o["trace_format"],
+        streams=streams,
+        block_size=o["trace_block_size"],
+        horizon=o["horizon"],
+    )
+    if isinstance(reqs, list):  # the reference's CSV may be unsorted: serve by arrival
+        reqs.sort(key=_arrival)
+    return reqs
+
+
+def _arrival(req: Request) -> int:
+    return req.arrival_time
+
+
+def export_writer(o: Mapping[str, Any]) -> TraceV2Writer | None:
+    """A trace v2 writer for ``--export-trace`` (opened now, so a bad path fails early)."""
+    path = o.get("export_trace")
+    if not path:
+        return None
+    header = TraceV2Header(
+        mode="generated",
+        workload_spec=o.get("workload_spec") or "",
+        server={
+            "type": "inference-sim",
+            "model": o.get("model", ""),
+            "tensor_parallel": o.get("tp", 0),
+            "max_num_seqs": o.get("max_num_running_reqs", 0),
+            "block_size": o.get("block_size_in_tokens", 0),
+            "max_model_len": o.get("max_model_len", 0),
+        },
+    )
+    return TraceV2Writer(path, header)

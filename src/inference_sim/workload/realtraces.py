@@ -1,0 +1,272 @@
+"""Production traces: the Azure LLM inference CSV and Mooncake-style JSON lines.
+
+Both record lengths, not token ids; replays synthesise ids (see
+:mod:`inference_sim.workload.tokens`) from the run seed.
+
+* **Azure** (``TIMESTAMP,ContextTokens,GeneratedTokens``): wall-clock timestamps become
+  microseconds after the first row; every prompt is unique (the trace has no prefix
+  information).
+* **Mooncake** (``{"timestamp": ms, "input_length", "output_length", "hash_ids"}``): one
+  hash id per ``block_size``-token block of the prompt (512 in the published traces; the
+  last block may be partial). Each hash id stands for a fixed block of synthetic tokens,
+  so two prompts with the same leading hash ids start with exactly the same tokens and
+  share exactly those KV blocks; a partial last block shares its tokens with the start of
+  the same id's full block.
+
+Rows must be in time order (both published traces are); inputs longer than a model's
+context are replayed as they are (use ``--max-model-len`` to reject them).
+"""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import json
+import math
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from inference_sim.engine.rng import RandomStreams
+from inference_sim.instance.request import Request
+from inference_sim.workload._gc import gc_paused
+from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.tokens import block_keys, block_tokens, stable_key, synth_tokens
+
+AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")
+DEFAULT_TRACE_BLOCK_SIZE = 512
+
+_STAMP = re.compile(
+    r"^\s*(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?\s*(?:Z|[+-]00:?00)?\s*$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LengthRecord:
+    """One trace row: where it is, when it arrives (µs), its lengths, its block ids."""
+
+    line: int
+    arrival: int
+    input_tokens: int
+    output_tokens: int
+    hash_ids: tuple[int, ...] | None = None
+
+
+def _open(path: str, what: str):
+    try:
+        return open(path, newline="", encoding="utf-8")
+    except FileNotFoundError:
+        raise WorkloadError(f"{what} {path}: file not found") from None
+    except OSError as exc:
+        raise WorkloadError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
+
+
+# --- Azure --------------------------------------------------------------------------------
+
+
+def parse_timestamp_us(text: str) -> int:
+    """``2023-11-16 18:17:03.9799600`` (UTC assumed) or plain seconds -> integer µs."""
+    m = _STAMP.match(text)
+    if m is None:
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise ValueError(f"not a timestamp: {text!r}") from None
+        if not math.isfinite(seconds):
+            raise ValueError(f"not a timestamp: {text!r}")
+        return round(seconds * 1_000_000)
+    y, mo, d, h, mi, s, frac = m.groups()
+    whole = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0))
+    micros = int((frac or "0")[:6].ljust(6, "0"))
+    return whole * 1_000_000 + micros
+
+
+def iter_azure_records(path: str | os.PathLike[str]) -> Iterator[LengthRecord]:
+    """Rows of an Azure trace, arrivals relative to the first row."""
+    p = os.fspath(path)
+    return _azure_records(_open(p, "azure trace"), p)
+
+
+def _azure_records(fh, p: str) -> Iterator[LengthRecord]:
+    with fh:
+        reader = csv.reader(fh, strict=True)
+        line = 1
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise WorkloadError(f"azure trace {p}: file is empty, expected a header row")
+            names = [h.strip().lower() for h in header]
+            cols = []
+            for want in AZURE_COLUMNS:
+                if want.lower() not in names:
+                    raise WorkloadError(
+                        f"azure trace {p} line 1: missing column {want} "
+                        f"(header has: {', '.join(h.strip() for h in header)})"
+                    )
+                cols.append(names.index(want.lower()))
+            ts_col, in_col, out_col = cols
+            first: int | None = None
+            prev = -1
+            line = reader.line_num + 1
+            for row in reader:
+                if not row:
+                    line = reader.line_num + 1
+                    continue
+                where = f"azure trace {p} line {line}"
+                if len(row) != len(header):
+                    raise WorkloadError(
+                        f"{where}: row has {len(row)} fields, the header has {len(header)}"
+                    )
+                try:
+                    stamp = parse_timestamp_us(row[ts_col])
+                except ValueError as exc:
+                    raise WorkloadError(f"{where}: TIMESTAMP: {exc}") from None
+                n_in = _count(row[in_col], "ContextTokens", where, 1)
+                n_out = _count(row[out_col], "GeneratedTokens", where, 0)
+                if first is None:
+                    first = stamp
+                arrival = stamp - first
+                if arrival < prev:
+                    raise WorkloadError(
+                        f"{where}: TIMESTAMP goes back in time; rows must be sorted by time"
+                    )
+                prev = arrival
+                yield LengthRecord(line, arrival, n_in, n_out)
+                line = reader.line_num + 1
+        except csv.Error as exc:
+            raise WorkloadError(f"azure trace {p} line {line}: malformed CSV: {exc}") from None
+        except UnicodeDecodeError:
+            raise WorkloadError(f"azure trace {p}: not UTF-8 text") from None
+
+
+def _count(text: str, column: str, where: str, lowest: int) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise WorkloadError(f"{where}: {column} {text!r} is not an integer") from None
+    if value < lowest:
+        raise WorkloadError(f"{where}: {column} must be >= {lowest}, got {value}")
+    return value
+
+
+def iter_azure_trace(
+    path: str | os.PathLike[str], *, streams: RandomStreams | None = None, seed: int = 0
+) -> Iterator[Request]:
+    """Replay an Azure trace: unique synthetic prompts, arrivals from the timestamps."""
+    streams = streams or RandomStreams(seed)
+    records = iter_azure_records(path)
+    base = int(streams.generator("trace-replay").integers(0, 2**63 - 1))
+    return _unique_prompts(records, base)
+
+
+def _unique_prompts(records: Iterator[LengthRecord], base: int) -> Iterator[Request]:
+    with gc_paused():
+        for i, rec in enumerate(records):
+            yield Request(
+                i,
+                rec.arrival,
+                synth_tokens(stable_key(base, "in", i), 0, rec.input_tokens),
+                synth_tokens(stable_key(base, "out", i), 0, rec.output_tokens),
+            )
+
+
+# --- Mooncake -----------------------------------------------------------------------------
+
+
+def iter_mooncake_records(
+    path: str | os.PathLike[str], *, block_size: int = DEFAULT_TRACE_BLOCK_SIZE
+) -> Iterator[LengthRecord]:
+    """Rows of a Mooncake JSONL trace (``timestamp`` in ms becomes µs)."""
+    if block_size <= 0:
+        raise WorkloadError(f"--trace-block-size must be > 0, got {block_size}")
+    p = os.fspath(path)
+    return _mooncake_records(_open(p, "mooncake trace"), p, block_size)
+
+
+def _mooncake_records(fh, p: str, block_size: int) -> Iterator[LengthRecord]:
+    with fh:
+        prev = -1
+        line = 0
+        try:
+            for line, text in enumerate(fh, start=1):
+                if not text.strip():
+                    continue
+                where = f"mooncake trace {p} line {line}"
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise WorkloadError(f"{where}: invalid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise WorkloadError(f"{where}: expected a JSON object")
+                for name in MOONCAKE_FIELDS:
+                    if name not in row:
+                        raise WorkloadError(f"{where}: missing field {name}")
+                ts = row["timestamp"]
+                if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+                    raise WorkloadError(f"{where}: timestamp must be a number (ms), got {ts!r}")
+                if ts < 0:
+                    raise WorkloadError(f"{where}: timestamp must be >= 0, got {ts}")
+                arrival = round(ts * 1000)
+                n_in = _json_count(row["input_length"], "input_length", where, 1)
+                n_out = _json_count(row["output_length"], "output_length", where, 0)
+                ids = row["hash_ids"]
+                if not isinstance(ids, list) or not all(
+                    isinstance(h, int) and not isinstance(h, bool) for h in ids
+                ):
+                    raise WorkloadError(f"{where}: hash_ids must be a list of integers")
+                need = -(-n_in // block_size)
+                if len(ids) != need:
+                    raise WorkloadError(
+                        f"{where}: {len(ids)} hash_ids, but input_length {n_in} makes {need} "
+                        f"blocks of {block_size} tokens (is --trace-block-size right?)"
+                    )
+                if arrival < prev:
+                    raise WorkloadError(
+                        f"{where}: timestamp goes back in time; rows must be sorted by time"
+                    )
+                prev = arrival
+                yield LengthRecord(line, arrival, n_in, n_out, tuple(ids))
+        except UnicodeDecodeError:
+            raise WorkloadError(f"mooncake trace {p} line {line + 1}: not UTF-8 text") from None
+
+
+def _json_count(value: object, name: str, where: str, lowest: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise WorkloadError(f"{where}: {name} must be an integer, got {value!r}")
+    if value < lowest:
+        raise WorkloadError(f"{where}: {name} must be >= {lowest}, got {value}")
+    return value
+
+
+def iter_mooncake_trace(
+    path: str | os.PathLike[str],
+    *,
+    streams: RandomStreams | None = None,
+    seed: int = 0,
+    block_size: int = DEFAULT_TRACE_BLOCK_SIZE,
+) -> Iterator[Request]:
+    """Replay a Mooncake trace; equal leading hash ids give equal leading tokens."""
+    streams = streams or RandomStreams(seed)
+    records = iter_mooncake_records(path, block_size=block_size)
+    base = int(streams.generator("trace-replay").integers(0, 2**63 - 1))
+    return _hashed_prompts(records, base, block_size)
+
+
+def _hashed_prompts(
+    records: Iterator[LengthRecord], base: int, block_size: int
+) -> Iterator[Request]:
+    block_base = stable_key(base, "hash-block")
+    with gc_paused():
+        for i, rec in enumerate(records):
+            keys = block_keys(block_base, rec.hash_ids or ())
+            yield Request(
+                i,
+                rec.arrival,
+                block_tokens(keys, block_size, rec.input_tokens),
+                synth_tokens(stable_key(base, "out", i), 0, rec.output_tokens),
+            )

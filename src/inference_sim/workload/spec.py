@@ -1,0 +1,720 @@
+"""The workload-spec YAML (schema v2, v1 upgraded on load): parse strictly, then validate.
+
+:func:`load_workload_spec` reads a file and returns a :class:`WorkloadSpec` that is ready
+to generate: v1 SLO names are mapped, an ``inference_perf`` block or ``servegen_data``
+directory has been expanded into clients, stages are resolved to microsecond windows,
+and every distribution has been checked (unknown fields, unknown names, missing or
+out-of-range parameters). Every problem is one :class:`WorkloadError` line naming the
+file and the field, e.g. ``workload spec s.yaml: clients[1].rate_fraction must be
+positive, got -1.0``.
+
+Extensions over the reference's schema (all optional): a top-level ``stages`` list
+(staged load, each stage ``{rate, duration}`` or ``{rate, end}`` in seconds);
+``min``/``max`` clamps on ``exponential`` and ``pareto_lognormal``; in ``inference_perf``,
+``cycle_prompts`` (inference-perf's fixed prompt set) and ``load_type``
+(``poisson``/``constant``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import yaml
+
+from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.samplers import (
+    ARRIVAL_PROCESSES,
+    LengthSampler,
+    make_length_sampler,
+)
+
+CATEGORIES = ("language", "multimodal", "reasoning")
+SLO_CLASSES = ("critical", "standard", "sheddable", "batch", "background")
+V1_SLO_NAMES = {"realtime": "critical", "interactive": "standard"}
+DEFAULT_PREFIX_LENGTH = 50
+TICKS_PER_SECOND = 1_000_000
+MULTIMODAL_FIELDS = (
+    "text_distribution",
+    "image_distribution",
+    "image_count_distribution",
+    "audio_distribution",
+    "audio_count_distribution",
+    "video_distribution",
+    "video_count_distribution",
+)
+
+
+# --- the schema as data ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistSpec:
+    """A length distribution: ``type``, ``params``; ``file`` is accepted but not read."""
+
+    type: str
+    params: Mapping[Any, Any]
+    file: str = ""
+
+    def sampler(self, where: str, *, floor: int = 1) -> LengthSampler:
+        return make_length_sampler(self.type, self.params, where, floor=floor)
+
+
+@dataclass(frozen=True)
+class ArrivalSpec:
+    process: str
+    cv: float | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    start_us: int
+    end_us: int
+
+
+@dataclass(frozen=True)
+class MultiTurnSpec:
+    max_rounds: int
+    think_time_us: int
+    context_growth: str = ""
+
+    @property
+    def accumulate(self) -> bool:
+        return self.context_growth == "accumulate"
+
+
+@dataclass(frozen=True)
+class ReasoningSpec:
+    reason_ratio_distribution: DistSpec | None = None
+    multi_turn: MultiTurnSpec | None = None
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    rtt_ms: float = 0.0
+    bandwidth_mbps: float = 0.0
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    id: str = ""
+    tenant_id: str = ""
+    slo_class: str = ""
+    model: str = ""
+    rate_fraction: float = 0.0
+    arrival: ArrivalSpec = ArrivalSpec("")
+    input_distribution: DistSpec | None = None
+    output_distribution: DistSpec | None = None
+    prefix_group: str = ""
+    prefix_length: int = 0
+    streaming: bool = False
+    network: NetworkSpec | None = None
+    lifecycle: tuple[Window, ...] | None = None
+    multimodal: Mapping[str, DistSpec] | None = None
+    reasoning: ReasoningSpec | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A constant-rate stage ``[start_us, end_us)`` at ``rate`` requests/second."""
+
+    rate: float
+    start_us: int
+    end_us: int
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_us - self.start_us) / TICKS_PER_SECOND
+
+
+@dataclass(frozen=True)
+class SharedPrefixSpec:
+    num_unique_system_prompts: int
+    num_users_per_system_prompt: int
+    system_prompt_len: int
+    question_len: int
+    output_len: int
+    enable_multi_turn_chat: bool = False
+
+
+@dataclass(frozen=True)
+class InferencePerfSpec:
+    stages: tuple[Stage, ...]
+    shared_prefix: SharedPrefixSpec
+    cycle_prompts: bool = False
+    load_type: str = "poisson"
+
+
+@dataclass(frozen=True)
+class ServeGenSpec:
+    path: str
+    span_start: int = 0
+    span_end: int = 0
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """A loaded, upgraded, expanded and validated workload spec."""
+
+    version: str = "2"
+    seed: int = 0
+    category: str = ""
+    clients: tuple[ClientSpec, ...] = ()
+    aggregate_rate: float = 0.0
+    horizon: int = 0
+    num_requests: int = 0
+    servegen_data: ServeGenSpec | None = None
+    inference_perf: InferencePerfSpec | None = None
+    stages: tuple[Stage, ...] = ()
+    source: str = ""
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def end_of_stages_us(self) -> int | None:
+        return self.stages[-1].end_us if self.stages else None
+
+    @property
+    def self_bounded(self) -> bool:
+        """True if generation ends by itself (stages, or every client's windows end)."""
+        if self.stages:
+            return True
+        if not self.clients:
+            return False
+        return all(c.lifecycle is not None for c in self.clients)
+
+    def with_seed(self, seed: int) -> WorkloadSpec:
+        return replace(self, seed=int(seed))
+
+
+# --- strict parsing helpers ---------------------------------------------------------------
+
+
+def _map(value: Any, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WorkloadError(f"{where} must be a mapping, got {type(value).__name__}")
+    for key in value:
+        if str(key) not in allowed:
+            raise WorkloadError(
+                f'{where or "top level"}: unknown field "{key}"; valid: {", ".join(allowed)}'
+            )
+    return {str(k): v for k, v in value.items()}
+
+
+def _str(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        raise WorkloadError(f"{where} must be a string, got {value!r}")
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise WorkloadError(f"{where} must be a string, got {type(value).__name__}")
+
+
+def _float(value: Any, where: str, default: float = 0.0) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WorkloadError(f"{where} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise WorkloadError(f"{where} must be a finite number, got {v}")
+    return v
+
+
+def _int(value: Any, where: str, default: int = 0) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        raise WorkloadError(f"{where} must be an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise WorkloadError(f"{where} must be an integer, got {value!r}")
+
+
+def _bool(value: Any, where: str) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    raise WorkloadError(f"{where} must be true or false, got {value!r}")
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise WorkloadError(f"{where} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _dist(value: Any, where: str, *, floor: int = 1) -> DistSpec:
+    m = _map(value, where, ("type", "params", "file"))
+    if not m:
+        raise WorkloadError(
+            f"{where} is required (type: one of gaussian, exponential, pareto_lognormal, "
+            "empirical, constant)"
+        )
+    params = m.get("params")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise WorkloadError(f"{where}.params must be a mapping, got {type(params).__name__}")
+    dist = DistSpec(
+        _str(m.get("type"), f"{where}.type"), params, _str(m.get("file"), f"{where}.file")
+    )
+    dist.sampler(where, floor=floor)  # validates type and parameters now
+    return dist
+
+
+# --- stages -------------------------------------------------------------------------------
+
+
+def parse_stages(value: Any, where: str) -> tuple[Stage, ...]:
+    """``[{rate, duration} | {rate, end}, ...]`` (seconds) -> contiguous stages from t = 0."""
+    items = _list(value, where)
+    if not items:
+        raise WorkloadError(f"{where}: at least one stage required")
+    stages: list[Stage] = []
+    prev_end = 0.0
+    for i, item in enumerate(items):
+        w = f"{where}[{i}]"
+        m = _map(item, w, ("rate", "duration", "end"))
+        if "rate" not in m:
+            raise WorkloadError(f"{w}.rate is required (requests per second)")
+        rate = m["rate"]
+        if isinstance(rate, bool) or not isinstance(rate, int | float):
+            raise WorkloadError(f"{w}.rate must be a finite positive number, got {rate!r}")
+        if not (math.isfinite(rate) and rate > 0):
+            raise WorkloadError(f"{w}.rate must be a finite positive number, got {float(rate)}")
+        if ("duration" in m) == ("end" in m):
+            raise WorkloadError(f"{w}: give exactly one of duration or end (seconds)")
+        if "duration" in m:
+            d = _float(m["duration"], f"{w}.duration")
+            if d <= 0:
+                raise WorkloadError(f"{w}.duration must be positive, got {m['duration']}")
+            end = prev_end + d
+        else:
+            end = _float(m["end"], f"{w}.end")
+            if end <= prev_end:
+                raise WorkloadError(
+                    f"{w}.end must be greater than the previous stage's end "
+                    f"({prev_end:g} s): stage lists must be increasing, got {end:g}"
+                )
+        start_us = round(prev_end * TICKS_PER_SECOND)
+        end_us = round(end * TICKS_PER_SECOND)
+        if end_us <= start_us:
+            raise WorkloadError(f"{w}: stage is shorter than 1 µs")
+        stages.append(Stage(float(rate), start_us, end_us))
+        prev_end = end
+    return tuple(stages)
+
+
+# --- clients ------------------------------------------------------------------------------
+
+_CLIENT_KEYS = (
+    "id",
+    "tenant_id",
+    "slo_class",
+    "model",
+    "rate_fraction",
+    "arrival",
+    "input_distribution",
+    "output_distribution",
+    "prefix_group",
+    "prefix_length",
+    "streaming",
+    "network",
+    "lifecycle",
+    "multimodal",
+    "reasoning",
+)
+
+
+def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> ClientSpec:
+    w = f"clients[{i}]"
+    m = _map(value, w, _CLIENT_KEYS)
+    slo = _str(m.get("slo_class"), f"{w}.slo_class")
+    if v1 and slo in V1_SLO_NAMES:
+        new = V1_SLO_NAMES[slo]
+        warnings.append(
+            f'{w}: deprecated SLO class "{slo}" auto-mapped to "{new}"; '
+            "update your spec to use v2 tier names"
+        )
+        slo = new
+    if slo and slo not in SLO_CLASSES:
+        raise WorkloadError(
+            f'{w}.slo_class: unknown SLO class "{slo}"; valid: {", ".join(SLO_CLASSES)}, or empty'
+        )
+    fraction = _float(m.get("rate_fraction"), f"{w}.rate_fraction")
+    if fraction <= 0:
+        raise WorkloadError(f"{w}.rate_fraction must be positive, got {fraction}")
+
+    if m.get("arrival") is None:
+        raise WorkloadError(f"{w}.arrival is required (process: {', '.join(ARRIVAL_PROCESSES)})")
+    am = _map(m.get("arrival"), f"{w}.arrival", ("process", "cv"))
+    process = _str(am.get("process"), f"{w}.arrival.process")
+    if process not in ARRIVAL_PROCESSES:
+        raise WorkloadError(
+            f'{w}.arrival.process: unknown arrival process "{process}"; '
+            f"valid: {', '.join(ARRIVAL_PROCESSES)}"
+        )
+    cv: float | None = None
+    if am.get("cv") is not None:
+        raw = am["cv"]
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+            raise WorkloadError(f"{w}.arrival.cv must be a finite number, got {raw!r}")
+        cv = float(raw)
+        if process == "weibull" and not 0.01 <= cv <= 10.4:
+            raise WorkloadError(f"{w}.arrival.cv: weibull CV must be in [0.01, 10.4], got {cv}")
+        if cv <= 0:
+            raise WorkloadError(f"{w}.arrival.cv must be positive, got {cv}")
+
+    prefix_length = _int(m.get("prefix_length"), f"{w}.prefix_length")
+    if prefix_length < 0:
+        raise WorkloadError(f"{w}.prefix_length must be non-negative, got {prefix_length}")
+
+    input_dist = _dist(m.get("input_distribution"), f"{w}.input_distribution")
+    output_dist = _dist(m.get("output_distribution"), f"{w}.output_distribution")
+
+    network = None
+    if m.get("network") is not None:
+        nm = _map(m["network"], f"{w}.network", ("rtt_ms", "bandwidth_mbps"))
+        network = NetworkSpec(
+            _float(nm.get("rtt_ms"), f"{w}.network.rtt_ms"),
+            _float(nm.get("bandwidth_mbps"), f"{w}.network.bandwidth_mbps"),
+        )
+
+    lifecycle = None
+    if m.get("lifecycle") is not None:
+        lm = _map(m["lifecycle"], f"{w}.lifecycle", ("windows",))
+        windows = []
+        for j, item in enumerate(_list(lm.get("windows"), f"{w}.lifecycle.windows")):
+            ww = f"{w}.lifecycle.windows[{j}]"
+            wm = _map(item, ww, ("start_us", "end_us"))
+            start = _int(wm.get("start_us"), f"{ww}.start_us")
+            end = _int(wm.get("end_us"), f"{ww}.end_us")
+            if start < 0:
+                raise WorkloadError(f"{ww}.start_us must be >= 0, got {start}")
+            if end <= start:
+                raise WorkloadError(f"{ww}.end_us must be greater than start_us, got {end}")
+            windows.append(Window(start, end))
+        lifecycle = tuple(windows)
+
+    multimodal = None
+    if m.get("multimodal") is not None:
+        mm = _map(m["multimodal"], f"{w}.multimodal", MULTIMODAL_FIELDS)
+        multimodal = {}
+        for name in MULTIMODAL_FIELDS:
+            if mm.get(name) is not None:
+                floor = 0 if name.endswith("count_distribution") else 1
+                multimodal[name] = _dist(mm[name], f"{w}.multimodal.{name}", floor=floor)
+        for kind in ("image", "audio", "video"):
+            if (f"{kind}_distribution" in multimodal) != (
+                f"{kind}_count_distribution" in multimodal
+            ):
+                raise WorkloadError(
+                    f"{w}.multimodal: {kind}_distribution and {kind}_count_distribution "
+                    "must be given together"
+                )
+
+    reasoning = None
+    if m.get("reasoning") is not None:
+        rm = _map(m["reasoning"], f"{w}.reasoning", ("reason_ratio_distribution", "multi_turn"))
+        ratio = None
+        if rm.get("reason_ratio_distribution") is not None:
+            ratio = _dist(
+                rm["reason_ratio_distribution"], f"{w}.reasoning.reason_ratio_distribution", floor=0
+            )
+        multi_turn = None
+        if rm.get("multi_turn") is not None:
+            mw = f"{w}.reasoning.multi_turn"
+            tm = _map(rm["multi_turn"], mw, ("max_rounds", "think_time_us", "context_growth"))
+            rounds = _int(tm.get("max_rounds"), f"{mw}.max_rounds")
+            if rounds <= 0:
+                raise WorkloadError(f"{mw}.max_rounds must be positive, got {rounds}")
+            think = _int(tm.get("think_time_us"), f"{mw}.think_time_us")
+            if think < 0:
+                raise WorkloadError(f"{mw}.think_time_us must be >= 0, got {think}")
+            growth = _str(tm.get("context_growth"), f"{mw}.context_growth")
+            if growth not in ("", "accumulate", "none"):
+                raise WorkloadError(
+                    f'{mw}.context_growth: unknown value "{growth}"; valid: accumulate, none'
+                )
+            multi_turn = MultiTurnSpec(rounds, think, growth)
+        reasoning = ReasoningSpec(ratio, multi_turn)
+
+    return ClientSpec(
+        id=_str(m.get("id"), f"{w}.id"),
+        tenant_id=_str(m.get("tenant_id"), f"{w}.tenant_id"),
+        slo_class=slo,
+        model=_str(m.get("model"), f"{w}.model"),
+        rate_fraction=fraction,
+        arrival=ArrivalSpec(process, cv),
+        input_distribution=input_dist,
+        output_distribution=output_dist,
+        prefix_group=_str(m.get("prefix_group"), f"{w}.prefix_group"),
+        prefix_length=prefix_length,
+        streaming=_bool(m.get("streaming"), f"{w}.streaming"),
+        network=network,
+        lifecycle=lifecycle,
+        multimodal=multimodal,
+        reasoning=reasoning,
+    )
+
+
+# --- inference-perf -----------------------------------------------------------------------
+
+_SHARED_PREFIX_ALIASES = {
+    "num_groups": "num_unique_system_prompts",
+    "num_prompts_per_group": "num_users_per_system_prompt",
+}
+_SHARED_PREFIX_KEYS = (
+    "num_unique_system_prompts",
+    "num_users_per_system_prompt",
+    "system_prompt_len",
+    "question_len",
+    "output_len",
+    "enable_multi_turn_chat",
+    *_SHARED_PREFIX_ALIASES,
+)
+
+
+def _parse_inference_perf(value: Any) -> InferencePerfSpec:
+    w = "inference_perf"
+    m = _map(value, w, ("stages", "shared_prefix", "cycle_prompts", "load_type"))
+    if m.get("stages") is None:
+        raise WorkloadError(f"{w}: at least one stage required")
+    stages = parse_stages(m.get("stages"), f"{w}.stages")
+    if m.get("shared_prefix") is None:
+        raise WorkloadError(f"{w}: shared_prefix is required")
+    sw = f"{w}.shared_prefix"
+    raw = _map(m["shared_prefix"], sw, _SHARED_PREFIX_KEYS)
+    sp: dict[str, Any] = {}
+    for key, v in raw.items():
+        canonical = _SHARED_PREFIX_ALIASES.get(key, key)
+        if canonical in sp:
+            raise WorkloadError(f"{sw}: {canonical} given twice (as {key})")
+        sp[canonical] = v
+    counts = {}
+    for key in ("num_unique_system_prompts", "num_users_per_system_prompt"):
+        n = _int(sp.get(key), f"{sw}.{key}")
+        if n <= 0:
+            raise WorkloadError(f"{sw}.{key} must be positive, got {n}")
+        counts[key] = n
+    lengths = {}
+    for key in ("system_prompt_len", "question_len", "output_len"):
+        n = _int(sp.get(key), f"{sw}.{key}")
+        if n < 0:
+            raise WorkloadError(f"{sw}.{key} must be non-negative, got {n}")
+        lengths[key] = n
+    load_type = _str(m.get("load_type"), f"{w}.load_type") or "poisson"
+    if load_type not in ("poisson", "constant"):
+        raise WorkloadError(
+            f'{w}.load_type: unknown load type "{load_type}"; valid: poisson, constant'
+        )
+    shared = SharedPrefixSpec(
+        counts["num_unique_system_prompts"],
+        counts["num_users_per_system_prompt"],
+        lengths["system_prompt_len"],
+        lengths["question_len"],
+        lengths["output_len"],
+        _bool(sp.get("enable_multi_turn_chat"), f"{sw}.enable_multi_turn_chat"),
+    )
+    return InferencePerfSpec(
+        stages, shared, _bool(m.get("cycle_prompts"), f"{w}.cycle_prompts"), load_type
+    )
+
+
+def expand_inference_perf(ip: InferencePerfSpec) -> tuple[ClientSpec, ...]:
+    """N x U clients, one per (system prompt, user), as the reference expands them.
+
+    Fixed on purpose: a ``system_prompt_len`` of 0 means no shared prefix (the reference
+    silently uses its 50-token default), and multi-turn sessions keep the system prompt
+    (our generator prepends a client's prefix to its sessions too).
+    """
+    sp = ip.shared_prefix
+    total = sp.num_unique_system_prompts * sp.num_users_per_system_prompt
+    multi = None
+    if sp.enable_multi_turn_chat:
+        multi = ReasoningSpec(
+            None, MultiTurnSpec(max_rounds=5, think_time_us=500_000, context_growth="accumulate")
+        )
+    clients = []
+    for p in range(sp.num_unique_system_prompts):
+        for u in range(sp.num_users_per_system_prompt):
+            clients.append(
+                ClientSpec(
+                    id=f"prompt-{p}-user-{u}",
+                    tenant_id=f"prompt-{p}",
+                    slo_class="batch",
+                    rate_fraction=1.0 / total,
+                    arrival=ArrivalSpec(ip.load_type),
+                    input_distribution=DistSpec("constant", {"value": sp.question_len}),
+                    output_distribution=DistSpec("constant", {"value": sp.output_len}),
+                    prefix_group=f"prompt-{p}" if sp.system_prompt_len > 0 else "",
+                    prefix_length=sp.system_prompt_len,
+                    reasoning=multi,
+                )
+            )
+    return tuple(clients)
+
+
+# --- top level ----------------------------------------------------------------------------
+
+_TOP_KEYS = (
+    "version",
+    "seed",
+    "category",
+    "clients",
+    "aggregate_rate",
+    "horizon",
+    "num_requests",
+    "servegen_data",
+    "inference_perf",
+    "stages",
+)
+
+
+def parse_workload_spec(data: Any, *, source: str = "", base_dir: str = "") -> WorkloadSpec:
+    """Build a validated :class:`WorkloadSpec` from parsed YAML data.
+
+    Errors carry the field path only; :func:`load_workload_spec` adds the file name.
+    """
+    if data is None:
+        raise WorkloadError("the file is empty, expected a mapping with clients")
+    if isinstance(data, dict) and not data.keys() & {"clients", "inference_perf", "servegen_data"}:
+        bundle = sorted(
+            str(k) for k in data.keys() & {"admission", "routing", "priority", "scheduler"}
+        )
+        if bundle:
+            raise WorkloadError(
+                f"this is a policy bundle ({', '.join(bundle)}), not a workload spec: "
+                "it has no clients, inference_perf or servegen_data"
+            )
+    m = _map(data, "", _TOP_KEYS)
+    warnings: list[str] = []
+    version = _str(m.get("version"), "version")
+    if version not in ("", "1", "2"):
+        raise WorkloadError(f'version: unknown version "{version}"; valid: 1, 2')
+    category = _str(m.get("category"), "category")
+    if category and category not in CATEGORIES:
+        raise WorkloadError(
+            f'category: unknown category "{category}"; valid: {", ".join(CATEGORIES)}'
+        )
+    seed = _int(m.get("seed"), "seed")
+    horizon = _int(m.get("horizon"), "horizon")
+    if horizon < 0:
+        raise WorkloadError(f"horizon must be non-negative, got {horizon}")
+    num_requests = _int(m.get("num_requests"), "num_requests")
+    if num_requests < 0:
+        raise WorkloadError(f"num_requests must be non-negative, got {num_requests}")
+
+    inference_perf = None
+    if m.get("inference_perf") is not None:
+        inference_perf = _parse_inference_perf(m["inference_perf"])
+    stages: tuple[Stage, ...] = ()
+    if m.get("stages") is not None:
+        stages = parse_stages(m["stages"], "stages")
+    if inference_perf is not None:
+        if stages:
+            raise WorkloadError("stages: give stages either at top level or in inference_perf")
+        stages = inference_perf.stages
+
+    aggregate_rate = _float(m.get("aggregate_rate"), "aggregate_rate")
+    if not stages and aggregate_rate <= 0:
+        raise WorkloadError(f"aggregate_rate must be positive, got {aggregate_rate}")
+    if stages and aggregate_rate < 0:
+        raise WorkloadError(f"aggregate_rate must be positive, got {aggregate_rate}")
+
+    servegen = None
+    if m.get("servegen_data") is not None:
+        sm = _map(m["servegen_data"], "servegen_data", ("path", "span_start", "span_end"))
+        path = _str(sm.get("path"), "servegen_data.path")
+        if not path:
+            raise WorkloadError("servegen_data.path is required")
+        servegen = ServeGenSpec(
+            path,
+            _int(sm.get("span_start"), "servegen_data.span_start"),
+            _int(sm.get("span_end"), "servegen_data.span_end"),
+        )
+
+    raw_clients = _list(m.get("clients"), "clients")
+    if not raw_clients and servegen is None and inference_perf is None:
+        raise WorkloadError(
+            "clients: at least one client, servegen_data or inference_perf required"
+        )
+    v1 = version in ("", "1")
+    clients = tuple(_parse_client(c, i, warnings, v1=v1) for i, c in enumerate(raw_clients))
+
+    if not clients and inference_perf is not None:
+        if not inference_perf.cycle_prompts:
+            clients = expand_inference_perf(inference_perf)
+        if not category:
+            category = (
+                "reasoning" if inference_perf.shared_prefix.enable_multi_turn_chat else "language"
+            )
+    elif not clients and servegen is not None:
+        from inference_sim.workload.servegen import load_servegen_clients
+
+        clients, more = load_servegen_clients(servegen, base_dir=base_dir)
+        warnings.extend(more)
+
+    if version in ("", "1"):
+        version = "2"
+    return WorkloadSpec(
+        version=version,
+        seed=seed,
+        category=category,
+        clients=clients,
+        aggregate_rate=aggregate_rate,
+        horizon=horizon,
+        num_requests=num_requests,
+        servegen_data=servegen,
+        inference_perf=inference_perf,
+        stages=stages,
+        source=source,
+        warnings=tuple(warnings),
+    )
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is not None:
+        return f"invalid YAML: {problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return f"invalid YAML: {problem}"
+
+
+def read_yaml(path: str | os.PathLike[str], what: str) -> Any:
+    """Parse a YAML file; errors are one line naming ``what`` and the file."""
+    p = os.fspath(path)
+    try:
+        with open(p, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise WorkloadError(f"{what} {p}: file not found") from None
+    except UnicodeDecodeError:
+        raise WorkloadError(f"{what} {p}: not UTF-8 text") from None
+    except OSError as exc:
+        raise WorkloadError(f"{what} {p}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise WorkloadError(f"{what} {p}: {_yaml_error(exc)}") from None
+
+
+def load_workload_spec(path: str | os.PathLike[str]) -> WorkloadSpec:
+    """Read, upgrade, expand and validate a workload-spec file."""
+    p = os.fspath(path)
+    data = read_yaml(p, "workload spec")
+    try:
+        return parse_workload_spec(data, source=p, base_dir=os.path.dirname(os.path.abspath(p)))
+    except WorkloadError as exc:
+        raise WorkloadError(f"workload spec {p}: {exc}") from None

@@ -1,0 +1,567 @@
+"""Trace v2: a YAML header plus a CSV of one row per request (export, load and replay).
+
+Files: ``NAME.csv`` holds the rows and ``NAME.yaml`` the header (given either path, the
+other is found by swapping the suffix; the header is optional when loading). The CSV has
+the reference's 22 columns in its order, then three of ours that make a replay exact:
+
+* ``model`` — the request's model label;
+* ``prefix_length`` — leading prompt tokens shared with every request of ``prefix_group``;
+* ``context_tokens`` — leading prompt tokens equal to the previous request of the same
+  ``session_id`` (its prompt followed by its output): a multi-turn conversation.
+
+``input_tokens`` is the whole prompt as the server sees it (prefix and context included).
+A file with only the 22 reference columns loads too: a named ``prefix_group`` then shares
+a 50-token prefix *within* ``input_tokens`` (the reference adds 50 more tokens on top).
+
+Replay synthesises token ids (:mod:`inference_sim.workload.tokens`) from the run seed, so
+the same trace and seed give the same ids, and the sharing structure (groups, sessions)
+is reproduced exactly: a generated workload exported and replayed gives identical
+per-request results. Rows must be in arrival order (exports are); requests keep their
+``request_id`` as index, so ids must be unique.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import yaml
+
+from inference_sim.engine.rng import RandomStreams
+from inference_sim.instance.request import Request
+from inference_sim.workload._gc import gc_paused
+from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.spec import DEFAULT_PREFIX_LENGTH, read_yaml
+from inference_sim.workload.tokens import Segment, materialize, segments_length, stable_key, take
+
+COLUMNS = (
+    "request_id",
+    "client_id",
+    "tenant_id",
+    "slo_class",
+    "session_id",
+    "round_index",
+    "prefix_group",
+    "streaming",
+    "input_tokens",
+    "output_tokens",
+    "text_tokens",
+    "image_tokens",
+    "audio_tokens",
+    "video_tokens",
+    "reason_ratio",
+    "arrival_time_us",
+    "send_time_us",
+    "first_chunk_time_us",
+    "last_chunk_time_us",
+    "num_chunks",
+    "status",
+    "error_message",
+)
+EXTRA_COLUMNS = ("model", "prefix_length", "context_tokens")
+STATUSES = ("ok", "error", "timeout")
+TIME_UNITS = ("microseconds", "us", "µs")
+_HEADER_KEYS = (
+    "trace_version",
+    "time_unit",
+    "created_at",
+    "mode",
+    "warm_up_requests",
+    "workload_spec",
+    "server",
+    "network",
+)
+_SERVER_KEYS = (
+    "type",
+    "model",
+    "tensor_parallel",
+    "max_num_seqs",
+    "block_size",
+    "gpu_memory_utilization",
+    "max_model_len",
+)
+_INT_COLUMNS = (
+    "request_id",
+    "round_index",
+    "input_tokens",
+    "output_tokens",
+    "text_tokens",
+    "image_tokens",
+    "audio_tokens",
+    "video_tokens",
+    "arrival_time_us",
+    "send_time_us",
+    "first_chunk_time_us",
+    "last_chunk_time_us",
+    "num_chunks",
+)
+_META_INTS = ("text_tokens", "image_tokens", "audio_tokens", "video_tokens")
+NEVER = 2**63 - 1
+
+
+@dataclass
+class TraceV2Header:
+    trace_version: int = 2
+    time_unit: str = "microseconds"
+    created_at: str = ""
+    mode: str = "generated"
+    warm_up_requests: int = 0
+    workload_spec: str = ""
+    server: dict[str, Any] = field(default_factory=dict)
+    network: dict[str, Any] = field(default_factory=dict)
+
+    def to_yaml(self) -> str:
+        doc: dict[str, Any] = {
+            "trace_version": self.trace_version,
+            "time_unit": self.time_unit,
+        }
+        if self.created_at:
+            doc["created_at"] = self.created_at
+        doc["mode"] = self.mode
+        doc["warm_up_requests"] = self.warm_up_requests
+        if self.workload_spec:
+            doc["workload_spec"] = self.workload_spec
+        server = {k: self.server[k] for k in _SERVER_KEYS if self.server.get(k)}
+        if server:
+            doc["server"] = server
+        if self.network.get("measured_rtt_ms"):
+            doc["network"] = {"measured_rtt_ms": self.network["measured_rtt_ms"]}
+        return yaml.safe_dump(doc, sort_keys=False)
+
+
+def trace_v2_paths(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """(header path, data path) for either file of a trace v2 pair."""
+    p = os.fspath(path)
+    stem, ext = os.path.splitext(p)
+    if ext.lower() in (".yaml", ".yml"):
+        return p, stem + ".csv"
+    if ext.lower() == ".csv":
+        for suffix in (".yaml", ".yml"):
+            if os.path.exists(stem + suffix):
+                return stem + suffix, p
+        return stem + ".yaml", p
+    return p + ".yaml", p
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+def _ratio_text(x: float) -> str:
+    if x == int(x):
+        return str(int(x))
+    return repr(float(x))
+
+
+def trace_row(req: Request) -> list[str]:
+    """The CSV row of one request (the 22 reference columns, then ours)."""
+    meta: Mapping[str, Any] = req.metadata or {}
+    return [
+        str(req.index),
+        str(meta.get("client_id", "")),
+        req.tenant_id,
+        req.slo_class,
+        str(meta.get("session_id", "")),
+        str(int(meta.get("round_index", 0))),
+        str(meta.get("prefix_group", "")),
+        "true" if meta.get("streaming") else "false",
+        str(req.num_prompt_tokens),
+        str(req.num_output_tokens),
+        str(int(meta.get("text_tokens", 0))),
+        str(int(meta.get("image_tokens", 0))),
+        str(int(meta.get("audio_tokens", 0))),
+        str(int(meta.get("video_tokens", 0))),
+        _ratio_text(float(meta.get("reason_ratio", 0.0))),
+        str(req.arrival_time),
+        str(req.arrival_time),
+        "0",
+        "0",
+        "0",
+        "ok",
+        "",
+        req.model,
+        str(int(meta.get("prefix_length", 0))),
+        str(int(meta.get("context_tokens", 0))),
+    ]
+
+
+class TraceV2Writer:
+    """Writes a trace v2 pair atomically: rows go to temporary files until :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike[str], header: TraceV2Header | None = None) -> None:
+        self.header_path, self.data_path = trace_v2_paths(path)
+        self.header = header or TraceV2Header()
+        self.count = 0
+        self._tmp: str | None = None
+        try:
+            fd, self._tmp = tempfile.mkstemp(
+                prefix=f".{os.path.basename(self.data_path)}.",
+                suffix=".tmp",
+                dir=os.path.dirname(os.path.abspath(self.data_path)),
+            )
+        except OSError as exc:
+            raise WorkloadError(
+                f"--export-trace {self.data_path}: cannot write: {exc.strerror or exc}"
+            ) from None
+        self._fh: TextIO | None = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._fh, lineterminator="\n")
+        self._writer.writerow((*COLUMNS, *EXTRA_COLUMNS))
+
+    def write(self, req: Request) -> None:
+        self._writer.writerow(trace_row(req))
+        self.count += 1
+
+    def close(self) -> None:
+        """Finish both files (header last), replacing any previous pair."""
+        if self._fh is None:
+            return
+        fh, self._fh = self._fh, None
+        try:
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+            os.chmod(self._tmp, 0o644)  # type: ignore[arg-type]
+            os.replace(self._tmp, self.data_path)  # type: ignore[arg-type]
+            self._tmp = None
+            _write_text_atomic(self.header_path, self.header.to_yaml())
+        except OSError as exc:
+            self.abort()
+            raise WorkloadError(
+                f"--export-trace {self.data_path}: cannot write: {exc.strerror or exc}"
+            ) from None
+
+    def abort(self) -> None:
+        """Drop the temporary file (nothing is left behind)."""
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
+            self._tmp = None
+
+    def tee(self, requests: Iterable[Request]) -> Iterator[Request]:
+        """Pass ``requests`` through, writing each one as it goes by."""
+        write = self.write
+        for req in requests:
+            write(req)
+            yield req
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def export_trace_v2(
+    requests: Iterable[Request],
+    path: str | os.PathLike[str],
+    header: TraceV2Header | None = None,
+) -> int:
+    """Write ``requests`` as a trace v2 pair; returns the number of rows."""
+    writer = TraceV2Writer(path, header)
+    try:
+        for req in requests:
+            writer.write(req)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return writer.count
+
+
+# --- load ---------------------------------------------------------------------------------
+
+
+def read_trace_v2_header(path: str | os.PathLike[str]) -> TraceV2Header:
+    """Parse a header file strictly (unknown keys are errors)."""
+    p = os.fspath(path)
+    data = read_yaml(p, "trace header")
+    where = f"trace header {p}"
+    if not isinstance(data, dict):
+        raise WorkloadError(f"{where}: expected a mapping with trace_version")
+    for key in data:
+        if key not in _HEADER_KEYS:
+            raise WorkloadError(f'{where}: unknown field "{key}"; valid: {", ".join(_HEADER_KEYS)}')
+    h = TraceV2Header()
+    version = data.get("trace_version")
+    if version is None:
+        raise WorkloadError(f"{where}: trace_version is required")
+    if isinstance(version, bool) or not isinstance(version, int) or version != 2:
+        raise WorkloadError(f"{where}: trace_version must be 2, got {version!r}")
+    unit = str(data.get("time_unit") or "microseconds")
+    if unit not in TIME_UNITS:
+        raise WorkloadError(f'{where}: time_unit must be "microseconds", got {unit!r}')
+    mode = str(data.get("mode") or "generated")
+    if mode not in ("real", "generated"):
+        raise WorkloadError(f'{where}: mode must be "real" or "generated", got {mode!r}')
+    warm = data.get("warm_up_requests") or 0
+    if isinstance(warm, bool) or not isinstance(warm, int) or warm < 0:
+        raise WorkloadError(f"{where}: warm_up_requests must be an integer >= 0, got {warm!r}")
+    server = data.get("server") or {}
+    if not isinstance(server, dict):
+        raise WorkloadError(f"{where}: server must be a mapping")
+    for key in server:
+        if key not in _SERVER_KEYS:
+            raise WorkloadError(
+                f'{where}: server: unknown field "{key}"; valid: {", ".join(_SERVER_KEYS)}'
+            )
+    network = data.get("network") or {}
+    if not isinstance(network, dict) or not set(network) <= {"measured_rtt_ms"}:
+        raise WorkloadError(f"{where}: network may only hold measured_rtt_ms")
+    h.trace_version = version
+    h.time_unit = unit
+    h.created_at = str(data.get("created_at") or "")
+    h.mode = mode
+    h.warm_up_requests = warm
+    h.workload_spec = str(data.get("workload_spec") or "")
+    h.server = dict(server)
+    h.network = dict(network)
+    return h
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRecord:
+    """One parsed trace v2 row (``line`` is its 1-based line in the CSV)."""
+
+    line: int
+    values: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+
+def _parse_int(text: str, column: str, where: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise WorkloadError(f'{where}: parsing {column} "{text}": not an integer') from None
+
+
+def iter_trace_v2_records(data_path: str | os.PathLike[str]) -> Iterator[TraceRecord]:
+    """Rows of a trace v2 CSV, checked column by column."""
+    p = os.fspath(data_path)
+    try:
+        fh = open(p, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise WorkloadError(f"trace {p}: file not found") from None
+    except OSError as exc:
+        raise WorkloadError(f"trace {p}: cannot read: {exc.strerror or exc}") from None
+    return _records(fh, p)
+
+
+def _records(fh: TextIO, p: str) -> Iterator[TraceRecord]:
+    with fh:
+        reader = csv.reader(fh, strict=True)
+        line = 1
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise WorkloadError(f"trace {p}: file is empty, expected a header row")
+            names = [h.strip() for h in header]
+            if tuple(names[: len(COLUMNS)]) != COLUMNS:
+                missing = [c for c in COLUMNS if c not in names]
+                detail = (
+                    f"missing columns: {', '.join(missing)}" if missing else "columns out of order"
+                )
+                raise WorkloadError(
+                    f"trace {p} line 1: not a trace v2 header ({detail}); expected "
+                    f"{','.join(COLUMNS)}"
+                )
+            extra = {name: i for i, name in enumerate(names) if name in EXTRA_COLUMNS}
+            line = reader.line_num + 1
+            for row in reader:
+                if not row:
+                    line = reader.line_num + 1
+                    continue
+                where = f"trace {p} line {line}"
+                if len(row) < len(COLUMNS):
+                    raise WorkloadError(
+                        f"{where}: CSV row has {len(row)} columns, expected {len(COLUMNS)}"
+                    )
+                if len(row) != len(names):
+                    raise WorkloadError(
+                        f"{where}: CSV row has {len(row)} columns, the header has {len(names)}"
+                    )
+                values: dict[str, Any] = dict(zip(COLUMNS, row, strict=False))
+                for column in _INT_COLUMNS:
+                    values[column] = _parse_int(values[column], column, where)
+                streaming = values["streaming"].strip().lower()
+                if streaming not in ("true", "false", "1", "0", ""):
+                    raise WorkloadError(f'{where}: parsing streaming "{values["streaming"]}"')
+                values["streaming"] = streaming in ("true", "1")
+                try:
+                    ratio = float(values["reason_ratio"] or 0)
+                except ValueError:
+                    raise WorkloadError(
+                        f'{where}: parsing reason_ratio "{values["reason_ratio"]}"'
+                    ) from None
+                if not math.isfinite(ratio):
+                    raise WorkloadError(f"{where}: reason_ratio must be finite")
+                values["reason_ratio"] = ratio
+                status = values["status"].strip() or "ok"
+                if status not in STATUSES:
+                    raise WorkloadError(
+                        f'{where}: status must be one of {", ".join(STATUSES)}, got "{status}"'
+                    )
+                values["status"] = status
+                values["error_message"] = values["error_message"].strip()
+                values["model"] = row[extra["model"]] if "model" in extra else ""
+                for column in ("prefix_length", "context_tokens"):
+                    if column in extra:
+                        values[column] = _parse_int(row[extra[column]] or "0", column, where)
+                    else:
+                        values[column] = None
+                _check_record(values, where)
+                yield TraceRecord(line, values)
+                line = reader.line_num + 1
+        except csv.Error as exc:
+            raise WorkloadError(f"trace {p} line {line}: malformed CSV: {exc}") from None
+        except UnicodeDecodeError:
+            raise WorkloadError(f"trace {p}: not UTF-8 text") from None
+
+
+def _check_record(v: dict[str, Any], where: str) -> None:
+    if v["request_id"] < 0:
+        raise WorkloadError(f"{where}: request_id must be >= 0, got {v['request_id']}")
+    if v["input_tokens"] < 1:
+        raise WorkloadError(f"{where}: input_tokens must be >= 1, got {v['input_tokens']}")
+    for column in ("output_tokens", "round_index", "arrival_time_us"):
+        if v[column] < 0:
+            raise WorkloadError(f"{where}: {column} must be >= 0, got {v[column]}")
+    for column in ("prefix_length", "context_tokens"):
+        n = v[column]
+        if n is not None and not 0 <= n <= v["input_tokens"]:
+            raise WorkloadError(
+                f"{where}: {column} must be in [0, input_tokens={v['input_tokens']}], got {n}"
+            )
+    if v["context_tokens"] and not v["session_id"]:
+        raise WorkloadError(f"{where}: context_tokens > 0 needs a session_id")
+
+
+def load_trace_v2(
+    path: str | os.PathLike[str],
+) -> tuple[TraceV2Header | None, Iterator[TraceRecord]]:
+    """The header (None if absent) and the row iterator of a trace v2 pair."""
+    header_path, data_path = trace_v2_paths(path)
+    header = read_trace_v2_header(header_path) if os.path.exists(header_path) else None
+    if os.fspath(path) == header_path and not os.path.exists(data_path):
+        raise WorkloadError(f"trace {header_path}: data file {data_path} not found")
+    return header, iter_trace_v2_records(data_path)
+
+
+# --- replay -------------------------------------------------------------------------------
+
+
+def replay_trace_v2(
+    records: Iterable[TraceRecord], *, streams: RandomStreams, source: str = "trace"
+) -> Iterator[Request]:
+    """Requests from trace records, with synthetic ids that keep the sharing structure."""
+    base = int(streams.generator("trace-replay").integers(0, 2**63 - 1))
+    group_keys: dict[str, int] = {}
+    sessions: dict[str, list[Segment]] = {}
+    seen_ids: set[int] = set()
+    last_arrival = -1
+    with gc_paused():
+        for rec in records:
+            v = rec.values
+            where = f"{source} line {rec.line}"
+            rid = v["request_id"]
+            if rid in seen_ids:
+                raise WorkloadError(f"{where}: request_id {rid} appears twice")
+            seen_ids.add(rid)
+            arrival = v["arrival_time_us"]
+            if arrival < last_arrival:
+                raise WorkloadError(
+                    f"{where}: arrival_time_us {arrival} is earlier than the previous row's "
+                    f"{last_arrival}; rows must be sorted by arrival time"
+                )
+            last_arrival = arrival
+            n_in = v["input_tokens"]
+            group = v["prefix_group"]
+            plen = v["prefix_length"]
+            if plen is None:  # a reference file: a 50-token group prefix inside the prompt
+                plen = min(DEFAULT_PREFIX_LENGTH, n_in) if group else 0
+            ctx = v["context_tokens"] or 0
+            session = v["session_id"]
+            segs: list[Segment] = []
+            if ctx:
+                prev = sessions.get(session)
+                if prev is None:
+                    raise WorkloadError(
+                        f"{where}: context_tokens {ctx} but no earlier request of session "
+                        f"{session!r}"
+                    )
+                if segments_length(prev) < ctx:
+                    raise WorkloadError(
+                        f"{where}: context_tokens {ctx} exceeds the previous round's prompt + "
+                        f"output ({segments_length(prev)} tokens) of session {session!r}"
+                    )
+                segs = take(prev, ctx)
+            elif plen and group:
+                key = group_keys.get(group)
+                if key is None:
+                    key = group_keys[group] = stable_key(base, "prefix", group)
+                segs = [(key, 0, plen)]
+            used = segments_length(segs)
+            if n_in > used:
+                segs.append((stable_key(base, "in", rid), 0, n_in - used))
+            n_out = v["output_tokens"]
+            out: list[Segment] = [(stable_key(base, "out", rid), 0, n_out)] if n_out else []
+            if session:
+                sessions[session] = segs + out
+            meta: dict[str, Any] = {}
+            for name in ("client_id", "session_id", "prefix_group"):
+                if v[name]:
+                    meta[name] = v[name]
+            for name in _META_INTS:
+                if v[name]:
+                    meta[name] = v[name]
+            if session or v["round_index"]:
+                meta["round_index"] = v["round_index"]
+            if v["streaming"]:
+                meta["streaming"] = True
+            if v["reason_ratio"]:
+                meta["reason_ratio"] = v["reason_ratio"]
+            if plen and group:
+                meta["prefix_length"] = plen
+            if ctx:
+                meta["context_tokens"] = ctx
+            yield Request(
+                rid,
+                arrival,
+                materialize(segs),
+                materialize(out),
+                slo_class=v["slo_class"],
+                tenant_id=v["tenant_id"],
+                model=v["model"],
+                metadata=meta,
+            )
+
+
+def iter_trace_v2(
+    path: str | os.PathLike[str], *, streams: RandomStreams | None = None, seed: int = 0
+) -> Iterator[Request]:
+    """Replay a trace v2 pair (header optional) as requests in file order."""
+    _header, records = load_trace_v2(path)
+    _h, data_path = trace_v2_paths(path)
+    return replay_trace_v2(
+        records, streams=streams or RandomStreams(seed), source=f"trace {data_path}"
+    )

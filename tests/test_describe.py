@@ -1,0 +1,122 @@
+"""``blis workload describe``: keys, formats, and the prefix reuse ratio."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from inference_sim.cli.main import cli
+from inference_sim.workload import describe_workload
+
+SHARED = Path(
+    os.environ.get("INFERENCE_SIM_SHARED", Path(__file__).resolve().parents[2] / "shared")
+)
+KEYS = ["requests", "duration_s", "input_tokens_mean", "output_tokens_mean", "prefix_reuse_ratio"]
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["workload", "describe", *args])
+
+
+def write_mooncake(path: Path, rows: list[tuple[int, int, list[int]]]) -> Path:
+    path.write_text(
+        "".join(
+            json.dumps({"timestamp": t, "input_length": n, "output_length": 7, "hash_ids": ids})
+            + "\n"
+            for t, n, ids in rows
+        )
+    )
+    return path
+
+
+def test_json_keys_and_mooncake_ratio_from_hash_ids(tmp_path):
+    # blocks: 3 + 3 + 2 = 8; reused: [1, 2] of the second and [1] of the third = 3
+    path = write_mooncake(
+        tmp_path / "m.jsonl",
+        [(0, 1100, [1, 2, 3]), (1000, 1500, [1, 2, 4]), (3000, 600, [1, 5])],
+    )
+    result = invoke(str(path), "--json")
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    assert list(d)[:5] == KEYS
+    assert d["requests"] == 3
+    assert d["duration_s"] == 3.0
+    assert d["input_tokens_mean"] == pytest.approx((1100 + 1500 + 600) / 3)
+    assert d["output_tokens_mean"] == 7
+    assert d["prefix_reuse_ratio"] == pytest.approx(3 / 8)
+    assert d["format"] == "mooncake" and d["block_size"] == 512
+
+
+def test_block_size_option_sets_the_hash_block_size(tmp_path):
+    path = write_mooncake(tmp_path / "m.jsonl", [(0, 64, [1, 2]), (5, 48, [1, 3])])
+    assert describe_workload(path, block_size=32)["prefix_reuse_ratio"] == pytest.approx(1 / 4)
+    result = invoke(str(path))  # 512-token blocks do not fit these lengths
+    assert result.exit_code == 2
+    assert "--trace-block-size" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_spec_text_output_and_reuse(tmp_path):
+    spec = {
+        "seed": 1,
+        "aggregate_rate": 100,
+        "num_requests": 100,
+        "clients": [
+            {
+                "id": "a",
+                "rate_fraction": 1,
+                "arrival": {"process": "poisson"},
+                "prefix_group": "g",
+                "prefix_length": 64,
+                "input_distribution": {"type": "constant", "params": {"value": 8}},
+                "output_distribution": {"type": "constant", "params": {"value": 4}},
+            }
+        ],
+    }
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    d = describe_workload(path)
+    assert d["requests"] == 100 and d["format"] == "spec"
+    assert d["input_tokens_mean"] == 72
+    # 72-token prompts: 4 full 16-token blocks each, all from the shared 64-token prefix
+    assert d["prefix_reuse_ratio"] == pytest.approx(99 / 100)
+    text = invoke(str(path), "--block-size", "32").stdout
+    assert "requests: 100" in text and "prefix reuse ratio: 0.9900" in text
+    assert "rate over time:" in text
+
+
+def test_trace_v2_and_reference_csv(tmp_path):
+    csv_path = tmp_path / "ref.csv"
+    tokens = list(range(32))
+    csv_path.write_text(
+        "arrival_time,request_id,model,p,d\n"
+        f'0,a,,"{tokens}","[1]"\n'
+        f'0.5,b,,"{[*tokens, 99]}","[1]"\n'
+    )
+    d = describe_workload(csv_path)
+    assert (d["format"], d["requests"], d["duration_s"]) == ("csv", 2, 0.5)
+    assert d["prefix_reuse_ratio"] == pytest.approx(2 / 4)
+
+
+def test_bad_input_is_one_line(tmp_path):
+    result = invoke(str(tmp_path / "missing.csv"))
+    assert result.exit_code == 2 and "file not found" in result.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("aggregate_rate: 1\nclients: [{rate_fraction: -1}]\n")
+    result = invoke(str(bad))
+    assert result.exit_code == 2
+    assert "clients[0].rate_fraction must be positive" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not (SHARED / "workloads").is_dir(), reason="shared traces absent")
+def test_published_mooncake_trace():
+    d = describe_workload(SHARED / "workloads" / "mooncake-fast25" / "conversation_trace.jsonl")
+    assert d["requests"] == 12031
+    assert d["duration_s"] == pytest.approx(3537, rel=0.01)
+    assert d["input_tokens_mean"] == pytest.approx(12000, rel=0.05)
+    assert 0 < d["prefix_reuse_ratio"] < 1

@@ -1,0 +1,213 @@
+"""Roofline mode through resolve(), simulate() and the ``blis`` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from inference_sim import simulate
+from inference_sim.catalog import load_catalog, models_table
+from inference_sim.catalog.architecture import bundled_architecture
+from inference_sim.cli.main import cli
+from inference_sim.config import ConfigError, resolve
+from inference_sim.kv.capacity import derive_kv_blocks
+from inference_sim.latency.roofline import RooflineLatencyModel
+
+LLAMA = "meta-llama/llama-3.1-8b-instruct"
+SMALL = {"num_requests": 8, "rate": 4.0, "prompt_tokens": 128, "output_tokens": 16}
+
+
+@pytest.fixture(autouse=True)
+def _restore_package_logger():
+    logger = logging.getLogger("inference_sim")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
+
+
+def test_roofline_with_a_trained_entry_takes_its_alpha_and_blocks():
+    plan = resolve({"model": LLAMA, "roofline": True})
+    trained = load_catalog().find_coefficients(LLAMA, "H100", 2, "vllm/vllm-openai:v0.8.4")
+    assert trained is not None
+    assert plan.latency_model == "roofline"
+    assert (plan.options["hardware"], plan.options["tp"]) == ("H100", 2)
+    assert plan.alpha == trained.alpha
+    assert plan.engine.num_gpu_blocks == trained.total_kv_blocks
+    assert any("default TP=2" in n for n in plan.notes)
+    model = plan.make_latency_model()
+    assert isinstance(model, RooflineLatencyModel)
+    assert model.step_time_from([(0, 512)], 0, 0) == 8033  # engine.md §6.3, TP2
+    config = plan.resolved_config()
+    assert config["latency_model"] == "roofline"
+    assert config["roofline"] is True
+
+
+def test_both_spellings_select_roofline():
+    a = resolve({"model": LLAMA, "latency_model": "roofline"})
+    b = resolve({"model": LLAMA, "roofline": "true"})
+    assert a.resolved_config() == b.resolved_config()
+    with pytest.raises(ConfigError, match="--roofline conflicts with --latency-model blackbox"):
+        resolve({"model": LLAMA, "roofline": True, "latency_model": "blackbox"})
+
+
+def test_untrained_gpu_derives_blocks_from_memory():
+    plan = resolve({"model": LLAMA, "latency_model": "roofline", "hardware": "L40S", "tp": 1})
+    cap = derive_kv_blocks(bundled_architecture(LLAMA), load_catalog().gpu("L40S"), 1)
+    assert plan.engine.num_gpu_blocks == cap.blocks > 0
+    assert plan.alpha == (0.0, 0.0, 0.0)
+    assert any("derived from GPU memory" in n for n in plan.notes)
+    half = resolve(
+        {
+            "model": LLAMA,
+            "roofline": True,
+            "hardware": "L40S",
+            "tp": 1,
+            "gpu_memory_utilization": 0.6,
+        }
+    )
+    assert half.engine.num_gpu_blocks < plan.engine.num_gpu_blocks
+    explicit = resolve({"model": LLAMA, "roofline": True, "hardware": "L40S", "tp": 1,
+                        "num_gpu_blocks": 500, "alpha_coeffs": "10,1,5"})  # fmt: skip
+    assert explicit.engine.num_gpu_blocks == 500
+    assert explicit.alpha == (10.0, 1.0, 5.0)
+
+
+def test_auto_falls_back_to_roofline_without_coefficients():
+    trained = resolve({"model": LLAMA})
+    assert trained.latency_model == "blackbox"
+    untrained = resolve({"model": LLAMA, "hardware": "B200", "tp": 1})
+    assert untrained.latency_model == "roofline"
+    arch_only = resolve({"model": "meta-llama/llama-2-7b-hf", "hardware": "H100", "tp": 1})
+    assert arch_only.latency_model == "roofline"
+    assert arch_only.engine.num_gpu_blocks == 7354
+    with pytest.raises(
+        ConfigError, match="no trained coefficients; its roofline model needs --hardware"
+    ):
+        resolve({"model": "meta-llama/llama-2-7b-hf"})
+    with pytest.raises(ConfigError, match="no trained coefficients"):
+        resolve({"model": LLAMA, "hardware": "B200", "tp": 1, "latency_model": "blackbox"})
+
+
+def test_errors_name_what_is_missing():
+    with pytest.raises(ConfigError, match=r'--hardware: unknown GPU "X9"; known: A100-SXM.*MI300X'):
+        resolve({"model": LLAMA, "roofline": True, "hardware": "X9", "tp": 1})
+    with pytest.raises(ConfigError, match=r"no bundled architecture.*--model-config-folder"):
+        resolve({"model": "acme/unknown-7b", "roofline": True, "hardware": "H100", "tp": 1})
+    with pytest.raises(ConfigError, match="needs --hardware"):
+        resolve({"model": "acme/unknown-7b", "roofline": True})
+    with pytest.raises(ConfigError, match="does not fit on L4 at TP=1"):
+        resolve({"model": "meta-llama/llama-3.3-70b-instruct", "roofline": True, "hardware": "L4",
+                 "tp": 1})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"--gpu-memory-utilization must be in \(0, 1\]"):
+        resolve({"model": LLAMA, "roofline": True, "gpu_memory_utilization": 0})
+    with pytest.raises(ConfigError, match="--latency-model: unknown model 'fast'"):
+        resolve({"model": LLAMA, "latency_model": "fast"})
+
+
+def test_model_config_folder_and_hardware_config(tmp_path: Path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        json.dumps({"num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32,
+                    "num_key_value_heads": 8, "intermediate_size": 14336,
+                    "torch_dtype": "bfloat16", "vocab_size": 128256}),
+        encoding="utf-8",
+    )  # fmt: skip
+    hw = tmp_path / "hw.json"
+    hw.write_text(
+        json.dumps({"H100": {"TFlopsPeak": 989.5, "BwPeakTBs": 3.35, "BwEffConstant": 0.72,
+                             "TOverheadMicros": 500, "perLayerOverhead": 20, "mfuPrefill": 0.65,
+                             "mfuDecode": 0.12, "allReduceLatency": 20},
+                    "Tiny": {"TFlopsPeak": 10, "BwPeakTBs": 0.1, "BwEffConstant": 1,
+                             "mfuPrefill": 0.5, "mfuDecode": 0.5, "memoryGiB": 100}}),
+        encoding="utf-8",
+    )  # fmt: skip
+    # The reference's implicit roofline: no coefficients, both paths, GPU and TP given.
+    plan = resolve({"model": "acme/my-model", "model_config_folder": str(folder),
+                    "hardware_config": str(hw), "hardware": "H100", "tp": 1})  # fmt: skip
+    assert plan.latency_model == "roofline"
+    model = plan.make_latency_model()
+    assert isinstance(model, RooflineLatencyModel)
+    assert model.step_time_from([(0, 512)], 32, 32 * 1024) == 19940
+    tiny = resolve({"model": LLAMA, "roofline": True, "hardware_config": str(hw),
+                    "hardware": "Tiny", "tp": 1})  # fmt: skip
+    assert tiny.gpu_spec is not None and tiny.gpu_spec.peak_tflops == 10
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"hidden_size": "big"}', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"--model-config-folder: .*config\.json: "):
+        resolve({"model": LLAMA, "roofline": True, "model_config_folder": str(bad)})
+    with pytest.raises(ConfigError, match=r"--hardware-config: .*not found"):
+        resolve({"model": LLAMA, "roofline": True, "hardware_config": str(tmp_path / "no.json")})
+
+
+def test_simulate_end_to_end_dense_and_moe():
+    dense = simulate(model=LLAMA, roofline=True, hardware="H200", tp=1, **SMALL)
+    assert dense.summary["completed_requests"] == 8
+    assert dense.summary["config"]["latency_model"] == "roofline"
+    moe = simulate(model="qwen/qwen3-30b-a3b", hardware="H100", tp=1, **SMALL)
+    assert moe.summary["completed_requests"] == 8
+    assert moe.summary["config"]["latency_model"] == "roofline"
+    assert (
+        moe.summary["total_kv_blocks"]
+        == derive_kv_blocks(
+            bundled_architecture("qwen/qwen3-30b-a3b"), load_catalog().gpu("H100"), 1
+        ).blocks
+    )
+    # Faster GPU, shorter run.
+    slow = simulate(model=LLAMA, roofline=True, hardware="L4", tp=1, **SMALL)
+    assert slow.summary["e2e_mean_ms"] > dense.summary["e2e_mean_ms"]
+
+
+def test_exact_and_fast_steppers_agree_under_roofline():
+    opts = {"model": LLAMA, "roofline": True, "hardware": "L4", "tp": 1, "num_requests": 60,
+            "rate": 30.0}  # fmt: skip
+    fast = simulate(**opts)
+    exact = simulate(**opts, exact_steps=True)
+    for key in ("e2e_mean_ms", "ttft_mean_ms", "itl_mean_ms", "preemption_count"):
+        assert fast.summary[key] == exact.summary[key], key
+
+
+def test_models_table_lists_modes_and_derived_capacity():
+    rows = models_table(load_catalog())
+    by_key = {(r["model"], r["gpu"], r["tp"]): r for r in rows}
+    row = by_key[(LLAMA, "H100", 1)]
+    assert row["latency_modes"] == "blackbox,roofline"
+    assert (
+        row["derived_kv_blocks"]
+        == derive_kv_blocks(bundled_architecture(LLAMA), load_catalog().gpu("H100"), 1).blocks
+    )
+    llama2 = by_key[("meta-llama/llama-2-7b-hf", "H100", 1)]
+    assert llama2["latency_modes"] == "roofline"
+    assert llama2["total_kv_blocks"] == llama2["derived_kv_blocks"] == 7354
+    assert llama2["vllm_version"] == ""
+    seventy = by_key[("meta-llama/llama-3.1-70b-instruct", "H100", 2)]  # smallest TP that fits
+    assert seventy["derived_kv_blocks"] > 0
+
+
+def test_blis_models_and_run_commands():
+    runner = CliRunner()
+    listing = runner.invoke(cli, ["models"])
+    assert listing.exit_code == 0
+    assert "DERIVED_KV_BLOCKS" in listing.stdout
+    assert any(line.startswith("qwen/qwen3-30b-a3b") and "roofline" in line
+               for line in listing.stdout.splitlines())  # fmt: skip
+    result = runner.invoke(
+        cli,
+        ["run", "--model", LLAMA, "--roofline", "--hardware", "MI300X", "--tp", "1",
+         "--num-requests", "4", "--log", "info"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "KV cache derived from GPU memory" in result.stderr
+    bad = runner.invoke(
+        cli, ["run", "--model", LLAMA, "--roofline", "--hardware", "Z1", "--tp", "1"]
+    )
+    assert bad.exit_code == 2
+    assert 'unknown GPU "Z1"' in bad.stderr
+    assert "Traceback" not in bad.stderr
