@@ -1,9 +1,18 @@
-"""Time `blis run` on the chatbot preset near saturation; print requests/s and peak memory.
+"""Speed and memory of the simulator on fixed scenarios.
 
-Usage:  python benchmarks/bench_run.py [--requests 10000 100000] [--rate 60]
+Usage:
+    python benchmarks/bench_run.py                      # scenarios a10k a100k b c (a few minutes)
+    python benchmarks/bench_run.py --only a1m           # one scenario
+    python benchmarks/bench_run.py --exact-steps        # the plain stepper, for comparison
 
-Each size runs in a fresh subprocess so peak RSS is per run. Wall-clock numbers
-go to stdout here (this is a benchmark, not a simulation result).
+Scenarios (see docs/performance.md):
+  a<N>  one instance, chatbot preset near saturation (75 req/s), N requests
+  b     16 instances, weighted routing, 512-token shared prefix, 10k requests
+  c     as b with the roofline latency model
+  s     one instance, summarization preset near saturation, 10k requests
+
+Each scenario runs in a fresh subprocess, so the peak RSS printed is that run's.
+Wall-clock figures are printed here only; simulation results never contain them.
 """
 
 from __future__ import annotations
@@ -13,8 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
 
 CHILD = r"""
 import json, resource, sys, time
@@ -22,37 +29,77 @@ from inference_sim.config.resolve import resolve
 from inference_sim.runner import run_plan
 opts = json.loads(sys.argv[1])
 t0 = time.perf_counter()
-plan = resolve(opts)
-res = run_plan(plan)
+res = run_plan(resolve(opts))
 wall = time.perf_counter() - t0
 peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"wall_s": wall, "peak_mb": peak_kb / 1024,
-                  "completed": res.summary["completed_requests"],
-                  "sim_duration_s": res.summary["vllm_estimated_duration_s"],
-                  "ttft_p99_ms": res.summary["ttft_p99_ms"]}))
+s = res.summary
+print(json.dumps({"wall_s": wall, "peak_mb": peak_kb / 1024, "completed": s["completed_requests"],
+                  "sim_s": s["vllm_estimated_duration_s"], "ttft_p99_ms": s["ttft_p99_ms"]}))
 """
+
+_CHAT = {"model": "meta-llama/llama-3.1-8b-instruct", "workload": "chatbot", "rate": 75.0}
+_SHARED_PREFIX = {
+    "model": "meta-llama/llama-3.1-8b-instruct",
+    "num_instances": 16,
+    "routing_policy": "weighted",
+    "prefix_tokens": 512,
+    "prompt_tokens": 256,
+    "prompt_tokens_stdev": 100,
+    "prompt_tokens_min": 2,
+    "prompt_tokens_max": 800,
+    "output_tokens": 256,
+    "output_tokens_stdev": 100,
+    "output_tokens_min": 1,
+    "output_tokens_max": 1024,
+    "rate": 800.0,
+    "num_requests": 10_000,
+}
+
+SCENARIOS: dict[str, dict[str, object]] = {
+    "a10k": {**_CHAT, "num_requests": 10_000},
+    "a100k": {**_CHAT, "num_requests": 100_000},
+    "a1m": {**_CHAT, "num_requests": 1_000_000},
+    "b": dict(_SHARED_PREFIX),
+    "c": {**_SHARED_PREFIX, "latency_model": "roofline"},
+    "s": {
+        "model": "meta-llama/llama-3.1-8b-instruct",
+        "workload": "summarization",
+        "rate": 10.0,
+        "num_requests": 10_000,
+    },
+}
+DEFAULT = ["a10k", "a100k", "b", "c", "s"]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--requests", type=int, nargs="+", default=[10_000, 100_000])
-    ap.add_argument("--rate", type=float, default=60.0, help="req/s; ~saturation for the default model")
-    ap.add_argument("--model", default="meta-llama/llama-3.1-8b-instruct")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--only", nargs="+", choices=sorted(SCENARIOS), default=DEFAULT)
+    ap.add_argument("--exact-steps", action="store_true", help="use the plain stepper")
     args = ap.parse_args()
     env = dict(os.environ)
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
     env["PYTHONPATH"] = os.path.abspath(src) + os.pathsep + env.get("PYTHONPATH", "")
-    print(f"{'requests':>10} {'wall_s':>8} {'req/s':>10} {'peak_MB':>8} {'sim_s':>9} {'ttft_p99_ms':>11}")
-    for n in args.requests:
-        opts = {"model": args.model, "workload": "chatbot", "rate": args.rate, "num_requests": n}
+    print(
+        f"{'scenario':>9} {'requests':>9} {'wall_s':>8} {'req/s':>9} {'peak_MB':>8} "
+        f"{'sim_s':>9} {'ttft_p99_ms':>11}"
+    )
+    for name in args.only:
+        opts = dict(SCENARIOS[name])
+        if args.exact_steps:
+            opts["exact_steps"] = True
         out = subprocess.run(
             [sys.executable, "-c", CHILD, json.dumps(opts)],
-            capture_output=True, text=True, env=env, check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
         )
         r = json.loads(out.stdout.strip().splitlines()[-1])
+        n = int(opts["num_requests"])  # type: ignore[call-overload]
         print(
-            f"{n:>10} {r['wall_s']:>8.2f} {n / r['wall_s']:>10,.0f} {r['peak_mb']:>8.0f} "
-            f"{r['sim_duration_s']:>9.1f} {r['ttft_p99_ms']:>11.1f}"
+            f"{name:>9} {n:>9} {r['wall_s']:>8.2f} {n / r['wall_s']:>9,.0f} "
+            f"{r['peak_mb']:>8.0f} {r['sim_s']:>9.1f} {r['ttft_p99_ms']:>11.1f}",
+            flush=True,
         )
 
 

@@ -250,9 +250,13 @@ def test_engine_hand_computed_reload_timing():
         req(2, 20_000, [*p, 99]),  # 3 blocks loaded back (15 µs), 1 token computed
     ]
     tier = dict(
-        num_gpu_blocks=8, block_size=4, kv_cpu_blocks=16, kv_offload_threshold=1.0,
-        kv_transfer_bandwidth=2.0, kv_transfer_base_latency=3,
-    )  # fmt: skip
+        num_gpu_blocks=8,
+        block_size=4,
+        kv_cpu_blocks=16,
+        kv_offload_threshold=1.0,
+        kv_transfer_bandwidth=2.0,
+        kv_transfer_base_latency=3,
+    )
     out = simulate(reqs, **tier)
     assert [ttft_ticks(r) for r in out.requests] == [1012, 1032, 1000 + 1 + 15]
     s = build_summary(out)
@@ -266,8 +270,11 @@ def test_engine_hand_computed_reload_timing():
     assert "kv_reloads" not in records[0] and "kv_reloads" not in records[1]
     assert records[2]["kv_reloads"] == 3 and records[2]["kv_transfer_time_ms"] == 0.015
     # Without the CPU tier the third request recomputes its 13 tokens.
-    plain = simulate([req(i, r.arrival_time, list(r.input_tokens)) for i, r in enumerate(reqs)],
-                     num_gpu_blocks=8, block_size=4)  # fmt: skip
+    plain = simulate(
+        [req(i, r.arrival_time, list(r.input_tokens)) for i, r in enumerate(reqs)],
+        num_gpu_blocks=8,
+        block_size=4,
+    )
     assert ttft_ticks(plain.requests[2]) == 1013
     assert not any(k in build_summary(plain) for k in TIER_KEYS)
 
@@ -387,9 +394,9 @@ def test_kv_conservation_on_both_tiers(program):
         elif op == "grow" and live:
             r = live[sorted(live)[k % len(live)]]
             c = r.num_computed_tokens
-            if c < r.num_prompt_tokens + r.num_output_tokens - 1:
-                if kv.allocate_slots(r, 1):
-                    r.num_computed_tokens = c + 1
+            room = c < r.num_prompt_tokens + r.num_output_tokens - 1
+            if room and kv.allocate_slots(r, 1):
+                r.num_computed_tokens = c + 1
         elif op == "free" and live:
             kv.free(live.pop(sorted(live)[k % len(live)]))
         elif op == "step":
@@ -464,7 +471,11 @@ def _restore_package_logger():
 RUN = ["--model", MODEL, "--num-requests", "5"]
 NO_ARCH = ["--model", "nosuch/model", "--alpha-coeffs", "0,0,0", "--beta-coeffs", "1000,1,1"]
 BAD = [
-    ("cpu-blocks-negative", [*RUN, "--kv-cpu-blocks", "-1"], "--kv-cpu-blocks must be >= 0, got -1"),
+    (
+        "cpu-blocks-negative",
+        [*RUN, "--kv-cpu-blocks", "-1"],
+        "--kv-cpu-blocks must be >= 0, got -1",
+    ),
     (
         "threshold-above-1",
         [*RUN, "--kv-offload-threshold", "1.5"],
@@ -495,17 +506,24 @@ BAD = [
     (
         "gib-and-blocks",
         [*RUN, "--cpu-offload-gib", "4", "--kv-cpu-blocks", "10"],
-        "--cpu-offload-gib and --kv-cpu-blocks",
+        "and --kv-cpu-blocks (10) both size the CPU KV tier",
     ),
     ("gib-too-small", [*RUN, "--cpu-offload-gib", "0.0001"], "holds no KV block"),
     ("gib-without-architecture", [*NO_ARCH, "--cpu-offload-gib", "4"], "--kv-cpu-blocks"),
     ("link-unknown", [*RUN, "--kv-transfer-link", "nvlink"], "--kv-transfer-link"),
     (
         "link-and-bandwidth",
-        [*RUN, "--kv-cpu-blocks", "9", "--kv-transfer-link", "pcie-gen5",
-         "--kv-transfer-bandwidth", "3"],
-        "--kv-transfer-link and --kv-transfer-bandwidth",
-    ),  # fmt: skip
+        [
+            *RUN,
+            "--kv-cpu-blocks",
+            "9",
+            "--kv-transfer-link",
+            "pcie-gen5",
+            "--kv-transfer-bandwidth",
+            "3",
+        ],
+        "and --kv-transfer-bandwidth (3) both set",
+    ),
     (
         "link-without-architecture",
         [*NO_ARCH, "--kv-cpu-blocks", "9", "--kv-transfer-link", "pcie-gen4"],
@@ -545,19 +563,45 @@ def test_friendly_flags_derive_blocks_and_bandwidth_and_log_them():
 
 
 def test_no_architecture_still_runs_with_blocks_but_without_bytes():
-    plan = resolve({"model": "nosuch/model", "alpha_coeffs": "0,0,0", "beta_coeffs": "1,1,1",
-                    "kv_cpu_blocks": 5})  # fmt: skip
+    plan = resolve(
+        {
+            "model": "nosuch/model",
+            "alpha_coeffs": "0,0,0",
+            "beta_coeffs": "1,1,1",
+            "kv_cpu_blocks": 5,
+        }
+    )
     assert plan.engine.kv_cpu_blocks == 5 and plan.engine.kv_block_bytes == 0.0
     with pytest.raises(ConfigError, match="--cpu-offload-gib"):
-        resolve({"model": "nosuch/model", "alpha_coeffs": "0,0,0", "beta_coeffs": "1,1,1",
-                 "cpu_offload_gib": 1})  # fmt: skip
+        resolve(
+            {
+                "model": "nosuch/model",
+                "alpha_coeffs": "0,0,0",
+                "beta_coeffs": "1,1,1",
+                "cpu_offload_gib": 1,
+            }
+        )
 
 
 def test_cli_run_prints_tier_keys_last_and_per_request_fields(tmp_path: Path):
     path = tmp_path / "r.json"
-    args = [*RUN[:2], "--num-requests", "60", "--rate", "20", "--prefix-tokens", "2000",
-            "--total-kv-blocks", "400", "--cpu-offload-gib", "2", "--kv-transfer-link",
-            "pcie-gen5", "--results-path", str(path)]  # fmt: skip
+    args = [
+        *RUN[:2],
+        "--num-requests",
+        "60",
+        "--rate",
+        "20",
+        "--prefix-tokens",
+        "2000",
+        "--total-kv-blocks",
+        "400",
+        "--cpu-offload-gib",
+        "2",
+        "--kv-transfer-link",
+        "pcie-gen5",
+        "--results-path",
+        str(path),
+    ]
     result = invoke(*args)
     assert result.exit_code == 0, result.stderr
     doc = json.loads(path.read_text())
@@ -572,3 +616,24 @@ def test_cli_run_prints_tier_keys_last_and_per_request_fields(tmp_path: Path):
     assert loaded and sum(r["kv_reloads"] for r in loaded) == doc["kv_reloads"]
     assert list(loaded[0])[-3:] == ["kv_reloads", "kv_transfer_bytes", "kv_transfer_time_ms"]
     assert "KV Thrashing Rate: " in result.stdout
+    # The results file's config repeats the run: derived and friendly figures agree.
+    again = resolve({"config": str(path)})
+    assert again.engine.kv_cpu_blocks == 1024
+    assert again.engine.kv_transfer_bandwidth == doc["config"]["kv_transfer_bandwidth"]
+
+
+def test_offloads_at_completion_are_stamped_with_the_finish_time():
+    # Threshold 0: a finished request's blocks go to the CPU at its finish time (blocks
+    # evicted while a step is formed carry the step's start: see the thrashing test).
+    reqs = [req(0, 0, list(range(8))), req(1, 50_000, list(range(100, 116)))]
+    out = simulate(reqs, num_gpu_blocks=4, block_size=4, kv_cpu_blocks=8, kv_offload_threshold=0.0)
+    kv = out.instances[0].kv
+    first, second = out.requests
+    times = list(kv.cpu.entries.values())
+    assert times == [first.finish_time] * 2 + [second.finish_time] * 4
+    assert first.finish_time == 1008 and second.finish_time == 50_000 + 1016
+
+
+def test_tier_without_prefix_caching_is_logged_as_empty():
+    plan = resolve({"model": MODEL, "kv_cpu_blocks": 10, "enable_prefix_caching": False})
+    assert any("prefix caching is off" in n for n in plan.notes)

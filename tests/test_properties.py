@@ -48,7 +48,7 @@ PROPS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-MAX_STEP_CALLS = 100_000  # livelock guard: no generated workload comes close
+MAX_STEP_CALLS = 50_000  # livelock guard: no generated workload comes close
 MAX_VIOLATIONS = 5  # kept per category: enough to diagnose, short enough to print
 
 # ---------------------------------------------------------------------------------------
@@ -385,6 +385,13 @@ def _check_after_step(
                 flag(
                     "budget",
                     f"{name}: request {r.index} prefill chunk {n} (threshold {threshold}) at {now}",
+                )
+            # A (re)computation always targets the whole known sequence (Q9).
+            if r.prefill_target != r.num_prompt_tokens + r.delivered:
+                flag(
+                    "progress",
+                    f"{name}: request {r.index} prefills towards {r.prefill_target}, "
+                    f"not prompt + {r.delivered} delivered",
                 )
         for r, n in decodes:
             if n != 1:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from inference_sim.analysis.trace import DECISION_COLUMNS, DecisionTrace
 from inference_sim.metrics.output import results_document, stdout_report, write_json_atomic
 from inference_sim.report.extras import have, require
 from inference_sim.report.timeseries import TIMESERIES_COLUMNS, empty_table, table_rows
@@ -223,6 +224,82 @@ class Results:
             instance_summaries=meta.get("instances", []),
             timeseries=table,
         )
+
+    # --- analysis: decision trace, regret, fitness, fairness (docs/analysis.md) ------
+    #: The run's decision trace (``--trace-level decisions``; not kept in results files).
+    decision_trace: DecisionTrace | None = None
+
+    @property
+    def decision_records(self) -> list[dict[str, Any]]:
+        """One dict per admission and routing decision ([] without tracing)."""
+        trace = self.decision_trace
+        return list(trace.records()) if trace is not None else []
+
+    @property
+    def decisions(self) -> Any:
+        """The decision trace: a DataFrame (pandas installed) or a list of dicts."""
+        if not have("pandas"):
+            return self.decision_records
+        return self.decisions_frame()
+
+    def decisions_frame(self) -> Any:
+        """The decision trace as a DataFrame, one row per decision (needs pandas)."""
+        pd = require("pandas", "data", "Results.decisions as a DataFrame")
+        if "decisions" not in self._frames:
+            frame = pd.DataFrame.from_records(self.decision_records, columns=DECISION_COLUMNS)
+            frame["regret"] = frame["regret"].astype("float64")
+            self._frames["decisions"] = frame
+        return self._frames["decisions"]
+
+    def write_trace(self, path: str | os.PathLike[str]) -> None:
+        """Write the decision trace as JSON lines (or Parquet for a ``.parquet`` path)."""
+        if self.decision_trace is None:
+            raise ValueError("no decision trace: run with trace_level='decisions'")
+        self.decision_trace.write(path)
+
+    @property
+    def trace_summary(self) -> dict[str, Any] | None:
+        """Decisions, admitted/rejected, target distribution, mean/max regret (or None)."""
+        ts = self.summary.get("trace_summary")
+        return dict(ts) if ts is not None else None
+
+    @property
+    def regret(self) -> dict[str, Any] | None:
+        """``{"mean", "max", "count", "k"}`` over routing decisions (None without tracing)."""
+        ts = self.summary.get("trace_summary")
+        if ts is None:
+            return None
+        return {
+            "mean": ts.get("mean_regret", 0.0),
+            "max": ts.get("max_regret", 0.0),
+            "count": ts.get("routing_decisions", 0),
+            "k": ts.get("counterfactual_k", 0),
+        }
+
+    @property
+    def fitness(self) -> dict[str, Any] | None:
+        """``{"score", "components"}`` with ``fitness_weights`` given, else None."""
+        if "fitness_score" not in self.summary:
+            return None
+        return {
+            "score": self.summary["fitness_score"],
+            "components": dict(self.summary.get("fitness_components") or {}),
+        }
+
+    @property
+    def fairness(self) -> dict[str, Any] | None:
+        """``{"jain_fairness_index", "tenants"}`` when requests carry tenant ids, else None."""
+        if "jain_fairness_index" not in self.summary:
+            return None
+        return {
+            "jain_fairness_index": self.summary["jain_fairness_index"],
+            "tenants": dict(self.summary.get("tenant_metrics") or {}),
+        }
+
+    @property
+    def slo_distributions(self) -> dict[str, Any]:
+        """Per SLO class TTFT and E2E statistics in ms (2+ classes, else {})."""
+        return dict(self.summary.get("slo_distributions") or {})
 
 
 def _as_records(value: Iterable[dict[str, Any]] | None) -> list[dict[str, Any]]:

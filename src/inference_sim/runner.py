@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from inference_sim.analysis.run import RunAnalysis
 from inference_sim.catalog import WorkloadPreset
 from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
 from inference_sim.config.errors import ConfigError
@@ -100,25 +101,34 @@ def build_simulator(plan: RunPlan) -> ClusterSimulator:
 
 
 def collect_results(
-    plan: RunPlan, outcome: SimulationOutcome, timeseries: dict[str, Any] | None = None
+    plan: RunPlan,
+    outcome: SimulationOutcome,
+    timeseries: dict[str, Any] | None = None,
+    analysis: RunAnalysis | None = None,
 ) -> Results:
     summary = build_summary(outcome)
     spec = plan.workload_spec
     if spec is not None and spec.stages:
         stages = [(st.start_us, st.end_us, st.rate) for st in spec.stages]
         summary["stages"] = build_stage_summaries(outcome, stages)
+    if analysis is None:
+        analysis = RunAnalysis(plan.options, [inst.name for inst in outcome.instances])
+    # Fitness, per-SLO distributions, tenant fairness, regret (analysis/run.py).
+    summary.update(analysis.summary_keys(outcome, summary))
     summary["config"] = plan.resolved_config()
     per_instance = []
     if len(outcome.instances) > 1:
         per_instance = [
             build_summary(outcome, [inst], instance_id=inst.name) for inst in outcome.instances
         ]
-    return Results(
+    results = Results(
         summary=summary,
         requests=build_records(outcome),
         instance_summaries=per_instance,
         timeseries=timeseries,
     )
+    results.decision_trace = analysis.trace
+    return results
 
 
 def expected_requests(plan: RunPlan) -> int | None:
@@ -145,6 +155,9 @@ def run_plan(
     if writer is not None:
         requests = writer.tee(requests)
     sim = build_simulator(plan)
+    analysis = RunAnalysis(plan.options, [inst.name for inst in sim.instances])
+    if sim.decision_hook is None:
+        sim.decision_hook = analysis.hook
     sampler = None
     if timeseries:
         try:
@@ -168,4 +181,6 @@ def run_plan(
     if sampler is not None:
         sampler.finish(outcome.end_time)
         table = sampler.table()
-    return collect_results(plan, outcome, table)
+    results = collect_results(plan, outcome, table, analysis)
+    analysis.write_trace()  # --trace-output (written atomically)
+    return results

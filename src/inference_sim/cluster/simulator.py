@@ -176,6 +176,7 @@ class ClusterSimulator:
         last_arrival = -1
         upcoming: Request | None = next(stream, None)
         next_sample = inf + 1 if sampler is None else 0
+        next_progress = progress_every
 
         while True:
             if upcoming is not None:
@@ -267,7 +268,8 @@ class ClusterSimulator:
                 break
             now, inst_idx, _s = pop(steps)
             executed += 1
-            if progress is not None and executed % progress_every == 0:
+            if progress is not None and executed >= next_progress:
+                next_progress = executed + progress_every
                 progress(executed, now)
             inst = instances[inst_idx]
             t_limit = t_arr if t_arr < t_ext else t_ext

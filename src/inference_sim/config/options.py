@@ -354,6 +354,42 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "Sample queue depth, batch, KV use, cache hits and throughput every this many µs of simulated time (0: automatic, 200-400 samples a run).",
         "run",
     ),
+    # --- decision tracing and evaluation (docs/analysis.md) ------------------------------
+    OptionSpec(
+        "trace_level",
+        str,
+        "none",
+        "none, or decisions: record every admission and routing decision (time, request, chosen instance, the snapshots it saw, scores).",
+        "run",
+    ),
+    OptionSpec(
+        "trace_output",
+        str,
+        "",
+        "Write the decision trace here: JSON lines, or Parquet when the path ends in .parquet (needs pyarrow). Needs --trace-level decisions.",
+        "run",
+    ),
+    OptionSpec(
+        "counterfactual_k",
+        int,
+        0,
+        "Keep the top K alternatives of every routing decision and its regret (best score minus the chosen one's; load-blind policies score minus the effective load). Needs --trace-level decisions.",
+        "run",
+    ),
+    OptionSpec(
+        "summarize_trace",
+        bool,
+        False,
+        "Print the trace summary (decisions, targets, mean and max regret). Needs --trace-level decisions.",
+        "run",
+    ),
+    OptionSpec(
+        "fitness_weights",
+        str,
+        "",
+        "Score the run: key:weight,... over throughput, tokens_per_sec, p99_ttft, p50_ttft, mean_ttft, p99_e2e, p50_e2e, mean_e2e (normalised, higher is better; weights not normalised).",
+        "run",
+    ),
 )
 
 BY_NAME: dict[str, OptionSpec] = {spec.name: spec for spec in OPTIONS}

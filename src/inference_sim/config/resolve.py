@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference_sim import __version__
+from inference_sim.analysis.run import check_analysis_options
 from inference_sim.catalog import Catalog, CatalogError, GpuSpec, load_catalog
 from inference_sim.catalog.architecture import (
     ModelArchitecture,
@@ -488,6 +489,8 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         raise ConfigError(str(exc)) from None
     # Policy bundle, policy names (registries, plug-ins), scorers: config/policies.py.
     resolve_policies(options, explicit)
+    # Tracing, counterfactual K and fitness weights: checked before the run (analysis/).
+    check_analysis_options(options)
     try:
         catalog = load_catalog(options["defaults_filepath"] or None)
     except CatalogError as exc:

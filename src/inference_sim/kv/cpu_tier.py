@@ -95,6 +95,6 @@ class CpuTier:
 
     def check_invariants(self) -> None:
         assert len(self.entries) <= self.capacity, "CPU tier holds more entries than capacity"
-        assert self.offloads - self.reloads - self.dropped - self.superseded == len(
-            self.entries
-        ), "CPU tier counters do not add up to its entries"
+        assert self.offloads - self.reloads - self.dropped - self.superseded == len(self.entries), (
+            "CPU tier counters do not add up to its entries"
+        )

@@ -84,16 +84,18 @@ def resolve_tier(
     block_bytes = per_gpu_block * tp
 
     if gib > 0:
-        if "kv_cpu_blocks" in explicit:
-            raise ValueError(
-                "--cpu-offload-gib and --kv-cpu-blocks both size the CPU KV tier; give one"
-            )
         if arch is None:
             raise ValueError(
                 f"--cpu-offload-gib needs the bytes of a KV block, and {model} has no "
                 "architecture (bundled or --model-config-folder); give --kv-cpu-blocks instead"
             )
         cpu_blocks = math.floor(gib * GIB / block_bytes)
+        # Both may be given when they agree (a results file's config repeats a run).
+        if "kv_cpu_blocks" in explicit and o["kv_cpu_blocks"] != cpu_blocks:
+            raise ValueError(
+                f"--cpu-offload-gib ({cpu_blocks} blocks) and --kv-cpu-blocks "
+                f"({o['kv_cpu_blocks']}) both size the CPU KV tier; give one"
+            )
         if cpu_blocks <= 0:
             raise ValueError(
                 f"--cpu-offload-gib {gib:g} holds no KV block "
@@ -104,11 +106,6 @@ def resolve_tier(
             f"({model}, TP={tp}, {bs} tokens per block) = {cpu_blocks} blocks"
         )
     if link:
-        if "kv_transfer_bandwidth" in explicit:
-            raise ValueError(
-                "--kv-transfer-link and --kv-transfer-bandwidth both set the KV transfer "
-                "bandwidth; give one"
-            )
         if arch is None:
             raise ValueError(
                 f"--kv-transfer-link needs the bytes of a KV token, and {model} has no "
@@ -118,6 +115,11 @@ def resolve_tier(
         gbps = LINK_PRESETS_GBPS[link]
         per_token = arch.kv_bytes_per_token(tp)
         bandwidth = gbps * 1e3 / per_token  # bytes/µs over bytes per token
+        if "kv_transfer_bandwidth" in explicit and o["kv_transfer_bandwidth"] != bandwidth:
+            raise ValueError(
+                f"--kv-transfer-link ({bandwidth:.4g} tokens/µs) and --kv-transfer-bandwidth "
+                f"({o['kv_transfer_bandwidth']:g}) both set the KV transfer bandwidth; give one"
+            )
         notes.append(
             f"KV transfer link {link}: {gbps:g} GB/s per GPU / {per_token:.0f} bytes per "
             f"token per GPU = {bandwidth:.4g} tokens/µs"

@@ -32,7 +32,7 @@ def tier_summary(sources: Sequence[TierSource]) -> dict[str, Any]:
     }
     if all(nbytes > 0 for _, nbytes in tiered):
         moved = sum((kv.cpu.offloads + kv.cpu.reloads) * nbytes for kv, nbytes in tiered)  # type: ignore[union-attr]
-        out["kv_transfer_bytes"] = int(round(moved))
+        out["kv_transfer_bytes"] = round(moved)
     out["kv_transfer_time_ms"] = sum(kv.transfer_us for kv, _ in tiered) / 1000.0
     out["kv_thrashing_rate"] = thrash / offloads if offloads else 0.0
     return out
@@ -56,7 +56,7 @@ def tier_request_fields(sources: Sequence[TierSource]) -> dict[int, dict[str, An
     for idx, (blocks, moved, us) in sums.items():
         fields: dict[str, Any] = {"kv_reloads": int(blocks)}
         if known[idx]:
-            fields["kv_transfer_bytes"] = int(round(moved))
+            fields["kv_transfer_bytes"] = round(moved)
         fields["kv_transfer_time_ms"] = us / 1000.0
         out[idx] = fields
     return out

@@ -13,7 +13,14 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-_NOT_IN_METRICS_BLOCK = ("config", "slo_metrics")  # slo_metrics has its own section
+from inference_sim.analysis.run import (
+    NESTED_SUMMARY_KEYS,
+    fairness_section,
+    fitness_section,
+    trace_section,
+)
+
+_NOT_IN_METRICS_BLOCK = ("config", "slo_metrics", *NESTED_SUMMARY_KEYS)  # own sections
 
 
 def metrics_block(summary: Mapping[str, Any]) -> str:
@@ -79,9 +86,12 @@ def stdout_report(
 ) -> str:
     parts = [metrics_block(s) for s in instance_summaries]
     parts.append(metrics_block(summary))
+    parts.append(fitness_section(summary))
     parts.append(anomaly_block(summary))
     parts.append(kv_block(summary))
     parts.append(slo_block(summary))
+    parts.append(fairness_section(summary))
+    parts.append(trace_section(summary))
     return "".join(parts)
 
 

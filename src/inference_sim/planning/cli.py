@@ -19,7 +19,13 @@ from inference_sim.report.cliutil import (
 )
 
 _PLAN_OWN = ("model", "hardware", "tp", "num_instances", "rate", "results_path", "export_trace")
-_TUNE_OWN = ("routing_policy", "routing_scorers", "results_path", "export_trace")
+_TUNE_OWN = (
+    "routing_policy",
+    "routing_scorers",
+    "results_path",
+    "export_trace",
+    "fitness_weights",  # tune has its own --fitness-weights (planning.fitness)
+)
 
 
 def _backend_options(f: Any) -> Any:

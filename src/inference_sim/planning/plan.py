@@ -11,8 +11,9 @@ a deployment that cannot meet the SLOs at all is known after one round.
 Then, for the chosen N, the saturation rate -- the highest request rate that still
 meets the SLOs -- is found the same way over the rate: doubling from the target rate
 until a run fails (at most 2^10 times the target), then narrowing the interval until
-it is within ``rate_tolerance`` (relative). All candidates are searched together, so
-the backend's slots stay busy.
+it is within ``rate_tolerance`` (relative). ``num_requests`` grows with the rate so that
+every probe offers load for the same time window. All candidates are searched together,
+so the backend's slots stay busy.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference_sim.config.errors import ConfigError
+from inference_sim.config.options import BY_NAME
 from inference_sim.planning.slo import Objective, check_metrics, violations
 from inference_sim.sweep.backends import Backend, LocalBackend, execute_run
 
@@ -183,11 +185,16 @@ def plan_capacity(
     searches = [_Search(CandidatePlan(d)) for d in deployments]
     checked = False
 
+    base_requests = int(base.get("num_requests", BY_NAME["num_requests"].default) or 0)
+
     def options_for(s: _Search, n: int, r: float) -> dict[str, Any]:
         opts = dict(base)
         opts.update(s.cand.deployment.options())
         opts["num_instances"] = n
         opts["rate"] = r
+        if r != rate and base_requests > 0:
+            # Same arrival window at every rate: the load is sustained as long.
+            opts["num_requests"] = max(1, math.ceil(base_requests * r / rate))
         return opts
 
     while True:

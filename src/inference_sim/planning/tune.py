@@ -105,8 +105,15 @@ def bundle_yaml(outcome: TuneOutcome, header: Sequence[str] = ()) -> str:
     lines = [f"# {h}" for h in header]
     weights = ",".join(f"{k}:{v:g}" for k, v in outcome.weights.items())
     lines.append(f"# best of {len(outcome.trials)} trials: fitness {best.score:.4f} ({weights})")
-    for t in outcome.ranked[1:5]:
+    seen = {json.dumps(params_to_options(best.params), sort_keys=True)}
+    for t in outcome.ranked[1:]:
+        key = json.dumps(params_to_options(t.params), sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
         lines.append(f"#   runner-up {t.score:.4f}: {json.dumps(params_to_options(t.params))}")
+        if len(seen) >= 5:
+            break
     body = yaml.safe_dump(bundle_dict(best.params), sort_keys=False)
     return "\n".join(lines) + "\n" + body
 

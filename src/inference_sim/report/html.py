@@ -331,7 +331,9 @@ def build_report(results: Results, *, title: str = "") -> str:
 
     parts.append("<h2>All metrics</h2>")
     flat = [
-        (k, v) for k, v in s.items() if k not in ("config", "slo_metrics", "stages", "instance_id")
+        (k, v)
+        for k, v in s.items()
+        if k != "instance_id" and not isinstance(v, dict | list | tuple)
     ]
     parts.append(_table(["metric", "value"], flat))
     if config:

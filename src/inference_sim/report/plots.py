@@ -113,6 +113,7 @@ def write_plots(results: Results, out_dir: str | os.PathLike[str]) -> list[Path]
                     )
                 ax.set_title(label)
                 ax.grid(alpha=0.3)
+            for ax in axes[-1]:
                 ax.set_xlabel("simulated time (s)")
             if len(series) > 1:
                 axes.flat[0].legend(fontsize=7, ncol=2)

@@ -35,7 +35,7 @@ class ProgressBar:
         self.total: int | None = None
         self.shown = False
         self._last_line = 0.0
-        self.every_events = 50_000  # how often the simulator calls back
+        self.every_events = 5_000  # how often the simulator calls back (redraws are throttled)
 
     def attach(self, instances: Sequence[Any], total_requests: int | None) -> None:
         """Called by the runner with the simulator's instances and the expected count."""
@@ -64,7 +64,7 @@ class ProgressBar:
         elapsed = self.clock() - self.start
         if elapsed < self.min_seconds:
             return
-        if not self.tty and self.shown and elapsed - self._last_line < 5.0:
+        if self.shown and elapsed - self._last_line < (0.1 if self.tty else 5.0):
             return
         text = self.line(events, now)
         if self.tty:

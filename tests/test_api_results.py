@@ -1,0 +1,325 @@
+"""Results API: per-request DataFrame, time series, Parquet, config files, progress, quiet."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+import inference_sim.results as results_mod
+from inference_sim import Results, simulate
+from inference_sim.cli.main import cli
+from inference_sim.config.errors import ConfigError
+from inference_sim.config.resolve import resolve
+from inference_sim.report.progress import ProgressBar
+from inference_sim.report.timeseries import TIMESERIES_COLUMNS
+from inference_sim.results import REQUEST_COLUMNS
+from inference_sim.runner import run_plan
+
+MODEL = "meta-llama/llama-3.1-8b-instruct"
+RUN = {"model": MODEL, "workload": "chatbot", "rate": 40, "num_requests": 300}
+
+@pytest.fixture(scope="module")
+def two_instances() -> Results:
+    return simulate(**RUN, num_instances=2, routing_policy="least-loaded")
+
+
+def _blis(*args: str) -> Result:
+    """``blis ARGS`` in process (stdout and stderr captured separately)."""
+    return CliRunner().invoke(cli, list(args))
+
+
+# --- requests ---------------------------------------------------------------------------
+
+
+def test_requests_dataframe_columns_and_dtypes(two_instances):
+    pd = pytest.importorskip("pandas")
+    df = two_instances.requests
+    assert isinstance(df, pd.DataFrame)
+    assert list(df.columns) == list(REQUEST_COLUMNS)
+    assert len(df) == 300 == len(two_instances.records)
+    for name, kind in REQUEST_COLUMNS.items():
+        dtype = df[name].dtype
+        if kind == "int":
+            assert dtype == "int64", name
+        elif kind == "float":
+            assert dtype == "float64", name
+        else:
+            assert pd.api.types.is_string_dtype(dtype), name
+    assert df["requestID"].tolist() == [f"request_{i}" for i in range(300)]
+    assert set(df["handled_by"]) == {"instance_0", "instance_1"}
+    assert (df["slo_class"] == "").all()
+    # the frame holds the same values as the records
+    first = two_instances.records[0]
+    for key, value in first.items():
+        assert df.iloc[0][key] == value, key
+    assert df["ttft_ms"].mean() == pytest.approx(two_instances.summary["ttft_mean_ms"])
+
+
+def test_requests_fall_back_to_records_without_pandas(two_instances, monkeypatch):
+    monkeypatch.setattr(results_mod, "have", lambda module: False)
+    assert two_instances.requests is two_instances.records
+    rows = two_instances.timeseries
+    assert isinstance(rows, list) and list(rows[0]) == list(TIMESERIES_COLUMNS)
+
+
+def test_results_file_round_trip(two_instances, tmp_path):
+    path = tmp_path / "r.json"
+    two_instances.write_json(path)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    assert list(doc)[-4:] == ["requests", "timeseries", "instances", "config"]
+    back = Results.load(path)
+    assert back.records == two_instances.records
+    assert back.summary == two_instances.summary
+    assert back.instance_summaries == two_instances.instance_summaries
+    assert back.timeseries_table == json.loads(json.dumps(two_instances.timeseries_table))
+
+
+# --- time series ------------------------------------------------------------------------
+
+
+def test_timeseries_sampling(two_instances):
+    table = two_instances.timeseries_table
+    cols = table["columns"]
+    assert list(cols) == list(TIMESERIES_COLUMNS)
+    n_rows = len(cols["time_s"])
+    assert n_rows % 3 == 0  # cluster + 2 instances per sample
+    samples = n_rows // 3
+    assert 200 <= samples <= 401
+    times = cols["time_s"][::3]
+    assert times[0] == 0.0 and times == sorted(times)
+    interval = table["interval_us"]
+    assert all(round(t * 1e6) % interval == 0 for t in times[:-1])
+    summary = two_instances.summary
+    assert times[-1] == pytest.approx(summary["vllm_estimated_duration_s"])
+    assert cols["instance"][:3] == ["cluster", "instance_0", "instance_1"]
+    for k in range(0, n_rows, 3):
+        for col in ("queue_depth", "running", "completed_requests", "output_tokens"):
+            assert cols[col][k] == cols[col][k + 1] + cols[col][k + 2], (col, k)
+        assert 0.0 <= cols["kv_utilization"][k] <= 1.0
+    assert cols["completed_requests"][-3] == summary["completed_requests"]
+    assert cols["output_tokens"][-3] == summary["total_output_tokens"]
+    # the rates integrate back to the counters
+    tokens = sum(
+        cols["tokens_per_sec"][k] * (cols["time_s"][k] - cols["time_s"][k - 3])
+        for k in range(3, n_rows, 3)
+    )
+    assert tokens == pytest.approx(summary["total_output_tokens"], rel=1e-9)
+    assert max(cols["running"][::3]) > 0
+
+
+def test_timeseries_dataframe(two_instances):
+    pytest.importorskip("pandas")
+    ts = two_instances.timeseries
+    assert list(ts.columns) == list(TIMESERIES_COLUMNS)
+    assert ts["time_s"].dtype == "float64" and ts["queue_depth"].dtype == "int64"
+    assert ts["cache_hit_rate"].dtype == "float64"
+    cluster = ts[ts["instance"] == "cluster"]
+    assert cluster["completed_requests"].iloc[-1] == two_instances.summary["completed_requests"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"num_instances": 3, "rate": 120, "num_requests": 600},
+        {"horizon": 4_000_000, "rate": 80},
+        {"exact_steps": True},
+        {"timeseries_interval": 250_000},
+        {"workload": "distribution", "prefix_tokens": 300, "rate": 150, "num_instances": 2},
+    ],
+)
+def test_sampling_never_changes_results(extra):
+    opts = {**RUN, **extra}
+    plain = run_plan(resolve(opts), timeseries=False).to_dict()
+    sampled = run_plan(resolve(opts)).to_dict()
+    ts = sampled.pop("timeseries")
+    assert sampled == plain
+    if "timeseries_interval" in extra:
+        assert ts["interval_us"] == 250_000
+        times = ts["columns"]["time_s"][::2]  # cluster, instance_0 per sample
+        assert times[1] - times[0] == pytest.approx(0.25)
+
+
+def test_bad_timeseries_interval_is_a_config_error():
+    with pytest.raises(ConfigError, match="--timeseries-interval"):
+        simulate(**RUN, timeseries_interval=-5)
+
+
+# --- Parquet ----------------------------------------------------------------------------
+
+
+def test_parquet_round_trip(two_instances, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    out = two_instances.to_parquet(tmp_path / "pq")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "requests.parquet",
+        "summary.json",
+        "timeseries.parquet",
+    ]
+    req = pd.read_parquet(out / "requests.parquet")
+    pd.testing.assert_frame_equal(req, two_instances.requests)
+    ts = pd.read_parquet(out / "timeseries.parquet")
+    pd.testing.assert_frame_equal(ts, two_instances.timeseries)
+    back = Results.load(out)
+    assert back.records == two_instances.records
+    assert back.summary == two_instances.summary
+    assert back.timeseries_table["columns"] == two_instances.timeseries_table["columns"]
+
+
+# --- config files -----------------------------------------------------------------------
+
+
+def test_config_file_equals_the_same_flags(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model": MODEL,
+                "workload": "chatbot",
+                "rate": 25,
+                "num_requests": 60,
+                "num_instances": 2,
+                "max_num_seqs": 32,  # vLLM spelling
+                "enable_prefix_caching": False,
+                "seed": 5,
+            }
+        ),
+        encoding="utf-8",
+    )
+    flags = [
+        "--model", MODEL, "--workload", "chatbot", "--rate", "25", "--num-requests", "60",
+        "--num-instances", "2", "--max-num-running-reqs", "32",
+        "--no-enable-prefix-caching", "--seed", "5",
+    ]  # fmt: skip
+    a = _blis("run", "--config", str(cfg), "--results-path", str(tmp_path / "a.json"), "-q")
+    b = _blis("run", *flags, "--results-path", str(tmp_path / "b.json"), "-q")
+    assert a.exit_code == 0, a.stderr
+    assert b.exit_code == 0, b.stderr
+    assert a.stdout == b.stdout
+    doc_a = json.loads((tmp_path / "a.json").read_text(encoding="utf-8"))
+    doc_b = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
+    doc_a["config"].pop("results_path")
+    doc_b["config"].pop("results_path")
+    assert doc_a == doc_b
+    assert doc_a["config"]["seed"] == 5 and doc_a["config"]["package_version"]
+    # flags win over the file
+    c = _blis("run", "--config", str(cfg), "--rate", "30", "--results-path", str(tmp_path / "c.json"))
+    assert c.exit_code == 0, c.stderr
+    doc_c = json.loads((tmp_path / "c.json").read_text(encoding="utf-8"))
+    assert doc_c["config"]["rate"] == 30.0 and doc_c["config"]["max_num_running_reqs"] == 32
+
+
+def test_config_file_in_python_and_results_file_as_config(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"model: {MODEL}\nworkload: chatbot\nrate: 15\nnum_requests: 40\n")
+    res = simulate(config=str(cfg), seed=9)
+    assert res.config["rate"] == 15.0 and res.config["seed"] == 9
+    res.write_json(tmp_path / "r.json")
+    again = simulate(config=str(tmp_path / "r.json"))
+    assert again.records == res.records
+    assert {k: v for k, v in again.summary.items() if k != "config"} == {
+        k: v for k, v in res.summary.items() if k != "config"
+    }
+
+
+def test_config_file_paths_are_relative_to_the_file(tmp_path):
+    sub = tmp_path / "conf"
+    sub.mkdir()
+    (sub / "trace.csv").write_text(
+        "arrival_s,id,model,input_tokens,output_tokens\n"
+        '0.0,r0,,"[1,2,3,4,5,6,7,8]","[1,2,3]"\n'
+        '0.1,r1,,"[1,2,3,4,5,6,7,8]","[1,2,3,4]"\n'
+    )
+    (sub / "run.yaml").write_text(
+        f"model: {MODEL}\nworkload: traces\nworkload_traces_filepath: trace.csv\n"
+    )
+    res = simulate(config=str(sub / "run.yaml"))
+    assert res.summary["completed_requests"] == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("rate: [1, 2]\n", "--rate"),
+        ("no_such_option: 1\n", "unknown option 'no_such_option'"),
+        ("- 1\n- 2\n", "expected a mapping"),
+        ("rate: [1\n", "invalid YAML"),
+    ],
+)
+def test_bad_config_files(tmp_path, text, needle):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(f"model: {MODEL}\n" + text if not text.startswith("-") else text)
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):
+        simulate(config=str(cfg))
+    r = _blis("run", "--config", str(cfg))
+    assert r.exit_code == 2
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+# --- progress and quiet -----------------------------------------------------------------
+
+
+class _FakeInstance:
+    class stats:  # noqa: N801 - mimics an instance's stats object
+        completed = 0
+
+
+def test_progress_bar_only_after_a_second_and_cleared_on_a_terminal():
+    now = [0.0]
+    stream = io.StringIO()
+    bar = ProgressBar(stream, clock=lambda: now[0], tty=True)
+    inst = _FakeInstance()
+    bar.attach([inst], 100)
+    inst.stats.completed = 10
+    now[0] = 0.5
+    bar(1000, 2_000_000)
+    assert stream.getvalue() == ""  # runs shorter than a second show nothing
+    now[0] = 2.0
+    inst.stats.completed = 50
+    bar(2000, 4_000_000)
+    text = stream.getvalue()
+    assert text.startswith("\r[") and "50%" in text and "50/100 requests" in text
+    assert "simulated 4.0 s" in text and "25 req/s" in text
+    bar.close()
+    assert stream.getvalue().endswith("\r\x1b[K")
+
+
+def test_progress_bar_in_a_file_prints_lines():
+    now = [5.0]
+    stream = io.StringIO()
+    bar = ProgressBar(stream, clock=lambda: now[0], tty=False, min_seconds=0)
+    bar.attach([], None)
+    bar(10, 1_000_000)
+    now[0] = 6.0
+    bar(20, 2_000_000)  # throttled: one line per 5 s when not a terminal
+    now[0] = 11.0
+    bar(30, 3_000_000)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in stream.getvalue()
+    assert lines[0].startswith("0 requests | simulated 1.0 s")
+
+
+def test_run_progress_flag_and_quiet():
+    args = ["run", "--model", MODEL, "--workload", "chatbot", "--num-requests", "1000"]
+    args += ["--rate", "100", "--max-num-seqs", "64"]
+    forced = _blis(*args, "--progress")
+    assert forced.exit_code == 0, forced.stderr
+    assert "requests | simulated" in forced.stderr and "1,000 requests" in forced.stderr
+    quiet = _blis(*args, "--progress", "--quiet")
+    assert quiet.exit_code == 0
+    assert quiet.stderr == ""
+    assert quiet.stdout.startswith("=== Simulation Metrics ===")
+    default = _blis(*args)  # stderr is not a terminal: no bar
+    assert "requests | simulated" not in default.stderr
+
+
+def test_python_api_properties_are_consistent(two_instances):
+    assert two_instances.config["num_instances"] == 2
+    assert len(two_instances.instance_summaries) == 2
+    assert not math.isnan(two_instances.summary["ttft_p99_ms"])

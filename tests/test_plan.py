@@ -1,0 +1,161 @@
+"""Capacity planning: the fewest instances meeting the SLOs, the saturation rate, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from inference_sim import simulate
+from inference_sim.cli.main import cli
+from inference_sim.config.errors import ConfigError
+from inference_sim.planning import (
+    Deployment,
+    format_plan,
+    meets,
+    parse_prices,
+    parse_slo,
+    parse_slos,
+    plan_capacity,
+)
+from inference_sim.sweep import LocalBackend
+
+MODEL = "meta-llama/llama-3.1-8b-instruct"
+# 400 requests/s of chatbot on H100 TP1 with at most 32 running requests per instance:
+# p99 TTFT falls from ~19 s (1 instance) to ~1.2 s (8 instances).
+BASE = {"workload": "chatbot", "num_requests": 400, "max_num_seqs": 32}
+DEPLOYMENT = Deployment(MODEL, "H100", 1)
+RATE = 400.0
+SLOS = ["ttft_p99_ms=3000", "e2e_p99_ms<=9000"]
+
+
+@pytest.fixture(scope="module")
+def by_hand() -> dict[int, dict]:
+    """Summaries for N = 1..8, run directly."""
+    return {
+        n: simulate(
+            model=MODEL, hardware="H100", tp=1, rate=RATE, num_instances=n, **BASE
+        ).summary
+        for n in range(1, 9)
+    }
+
+
+def test_slo_parsing():
+    assert str(parse_slo("ttft_p99_ms=500")) == "ttft_p99_ms <= 500"
+    assert str(parse_slo("responses_per_sec >= 50")) == "responses_per_sec >= 50"
+    assert parse_slo("mean_tpot_ms=40").metric == "itl_mean_ms"
+    for bad in ("ttft_p99_ms", "ttft_p99_ms<500", "x=abc", "x=inf"):
+        with pytest.raises(ConfigError):
+            parse_slo(bad)
+    assert parse_prices(["2.5"]) == 2.5
+    assert parse_prices(["H100=4", "A100-80=2"]) == {"H100": 4.0, "A100-80": 2.0}
+    with pytest.raises(ConfigError):
+        parse_prices(["H100=cheap"])
+
+
+def test_fewest_instances_matches_runs_by_hand(by_hand):
+    objectives = parse_slos(SLOS)
+    expected = min(n for n, s in by_hand.items() if meets(objectives, s))
+    assert 2 < expected < 8  # the case is not trivial
+    assert not meets(objectives, by_hand[expected - 1])
+    probes = []
+    outcome = plan_capacity(
+        BASE,
+        [DEPLOYMENT],
+        objectives,
+        rate=RATE,
+        max_instances=8,
+        backend=LocalBackend(1),
+        saturation=False,
+        gpu_hour_price=2.0,
+        on_probe=lambda d, p: probes.append(p.instances),
+    )
+    best = outcome.best
+    assert best is not None and best.instances == expected
+    assert best.summary == by_hand[expected]
+    assert best.gpus == expected and best.cost_per_hour == 2.0 * expected
+    assert probes[0] == 8 and len(probes) <= 4  # bisection, not a scan
+    assert f"H100  1   {expected}" in format_plan(outcome)
+
+
+def test_saturation_rate_by_bisection():
+    objectives = parse_slos(["ttft_p99_ms=200"])
+    base = {"workload": "chatbot", "num_requests": 150}
+    outcome = plan_capacity(
+        base,
+        [DEPLOYMENT],
+        objectives,
+        rate=20,
+        max_instances=2,
+        backend=LocalBackend(1),
+        rate_tolerance=0.1,
+    )
+    best = outcome.best
+    assert best is not None and best.instances == 1
+    sat = best.saturation_rate
+    assert sat is not None and sat >= 20
+    at = [p for p in best.probes if p.instances == 1]
+    assert all(p.ok for p in at if p.rate <= sat)
+    above = min(p.rate for p in at if not p.ok)
+    assert sat < above <= sat * 1.1 / 0.9 + 1e-9  # within the tolerance
+    # the probe at that rate offered load for as long as the target's run did
+    n = math.ceil(150 * sat / 20)
+    direct = simulate(
+        model=MODEL, hardware="H100", tp=1, rate=sat, workload="chatbot", num_requests=n
+    ).summary
+    probe = next(p for p in at if p.rate == sat)
+    assert direct == probe.summary and meets(objectives, direct)
+
+
+def test_infeasible_and_broken_candidates_rank_last():
+    outcome = plan_capacity(
+        {"workload": "chatbot", "num_requests": 60},
+        [Deployment(MODEL, "H100", 1), Deployment(MODEL, "NoSuchGPU", 1)],
+        parse_slos(["ttft_p99_ms=0.001"]),
+        rate=10,
+        max_instances=2,
+        backend=LocalBackend(1),
+    )
+    assert outcome.best is None
+    assert [c.instances for c in outcome.candidates] == [None, None]
+    text = format_plan(outcome)
+    assert "no instance count <= 2 meets the SLOs" in text
+    assert "NoSuchGPU" in text
+
+
+def test_unknown_slo_metric_is_bad_input():
+    with pytest.raises(ConfigError, match="not a summary metric"):
+        plan_capacity(
+            {"workload": "chatbot", "num_requests": 20},
+            [DEPLOYMENT],
+            parse_slos(["ttft_p42_ms=1"]),
+            rate=5,
+            max_instances=1,
+            backend=LocalBackend(1),
+        )
+
+
+def test_plan_command_json(by_hand):
+    objectives = parse_slos(SLOS)
+    expected = min(n for n, s in by_hand.items() if meets(objectives, s))
+    args = ["plan", "--model", MODEL, "--hardware", "H100", "--tp", "1", "--workload"]
+    args += ["chatbot", "--rate", "400", "--num-requests", "400", "--max-num-seqs", "32"]
+    args += ["--slo", SLOS[0], "--slo", SLOS[1], "--max-instances", "8", "--json"]
+    args += ["--no-saturation", "--jobs", "2", "--quiet"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["instances"] == expected
+    assert doc["summary"]["ttft_p99_ms"] == by_hand[expected]["ttft_p99_ms"]
+    assert doc["summary"]["config"]["num_instances"] == expected
+    assert doc["slos"] == ["ttft_p99_ms <= 3000", "e2e_p99_ms <= 9000"]
+    assert len(doc["candidates"]) == 1
+
+
+def test_plan_command_bad_input():
+    result = CliRunner().invoke(cli, ["plan", "--model", MODEL, "--rate", "5", "--slo", "x<1"])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "--slo" in result.stderr
