@@ -16,7 +16,7 @@ from inference_sim.kv.cpu_tier import CpuTier
 class BlockPool:
     """Fixed set of ``num_blocks`` KV blocks of ``block_size`` tokens each."""
 
-    __slots__ = ("_free", "block_hash", "block_size", "cached", "num_blocks", "ref_cnt")
+    __slots__ = ("_free", "_fresh", "block_hash", "block_size", "cached", "num_blocks", "ref_cnt")
 
     def __init__(self, num_blocks: int, block_size: int) -> None:
         if num_blocks <= 0:
@@ -27,8 +27,12 @@ class BlockPool:
         self.block_size = block_size
         self.ref_cnt = [0] * num_blocks
         self.block_hash: list[int | None] = [None] * num_blocks
-        # Insertion order is eviction order: the first key is evicted next.
-        self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
+        # The free queue, head first: never-used blocks ``_fresh .. num_blocks-1`` (kept
+        # as a counter, so a large cache costs nothing to set up), then ``_free``, whose
+        # insertion order is eviction order. Freed blocks join the tail, so every
+        # never-used block is taken before any freed one, as in one queue.
+        self._fresh = 0
+        self._free: OrderedDict[int, None] = OrderedDict()
         # Content hash -> the block that holds it (one holder per hash).
         self.cached: dict[int, int] = {}
 
@@ -36,12 +40,12 @@ class BlockPool:
     @property
     def num_free(self) -> int:
         """Blocks with no reference (cached or empty); allocatable right now."""
-        return len(self._free)
+        return len(self._free) + self.num_blocks - self._fresh
 
     @property
     def num_used(self) -> int:
         """Blocks referenced by at least one running request."""
-        return self.num_blocks - len(self._free)
+        return self._fresh - len(self._free)
 
     def lookup(self, block_hash: int) -> int | None:
         """The block holding ``block_hash``, or None on a cache miss."""
@@ -49,7 +53,7 @@ class BlockPool:
 
     def free_block_ids(self) -> list[int]:
         """Free blocks in eviction order (head first); for checks and tests."""
-        return list(self._free)
+        return [*range(self._fresh, self.num_blocks), *self._free]
 
     # --- mutations -----------------------------------------------------------------
     def take_new(self, n: int) -> list[int]:
@@ -57,12 +61,17 @@ class BlockPool:
 
         The caller has already checked ``n <= num_free``.
         """
-        free = self._free
         ref = self.ref_cnt
+        fresh = self._fresh
+        k = min(n, self.num_blocks - fresh)
+        out = list(range(fresh, fresh + k))
+        for b in out:
+            ref[b] = 1
+        self._fresh = fresh + k
+        free = self._free
         hashes = self.block_hash
         cached = self.cached
-        out = []
-        for _ in range(n):
+        for _ in range(n - k):
             b, _unused = free.popitem(last=False)
             h = hashes[b]
             if h is not None:
@@ -107,9 +116,12 @@ class BlockPool:
     def check_invariants(self) -> None:
         """Raise AssertionError if block accounting is inconsistent (INV-4)."""
         in_use = sum(1 for r in self.ref_cnt if r > 0)
-        assert in_use + len(self._free) == self.num_blocks, "used + free != total"
+        assert in_use + self.num_free == self.num_blocks, "used + free != total"
         for b in self._free:
             assert self.ref_cnt[b] == 0, f"free block {b} has references"
+            assert b < self._fresh, f"block {b} is both never-used and freed"
+        for b in range(self._fresh, self.num_blocks):
+            assert self.ref_cnt[b] == 0 and self.block_hash[b] is None, f"fresh block {b} in use"
         assert all(r >= 0 for r in self.ref_cnt), "negative reference count"
         for h, b in self.cached.items():
             assert self.block_hash[b] == h, f"cache index points at block {b} without hash"
@@ -133,6 +145,10 @@ class TieredBlockPool(BlockPool):
 
     def __init__(self, num_blocks: int, block_size: int, tier: CpuTier) -> None:
         super().__init__(num_blocks, block_size)
+        # Offload moves emptied blocks to the head of the queue, so this pool keeps
+        # every free block in the explicit queue rather than a never-used range.
+        self._free = OrderedDict.fromkeys(range(num_blocks))
+        self._fresh = num_blocks
         self.tier = tier
         self.evictable: OrderedDict[int, None] = OrderedDict()
 

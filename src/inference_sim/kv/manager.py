@@ -234,9 +234,14 @@ class KVCacheManager:
         if computed % bs == 0:
             pool = self.pool
             free = pool._free
-            if not free:
+            if pool._fresh < pool.num_blocks:
+                b = pool._fresh
+                pool._fresh = b + 1
+                pool.ref_cnt[b] = 1
+                self.tables[req.index].append(b)
+            elif not free:
                 return False
-            if self.cpu is not None:
+            elif self.cpu is not None:
                 self.tables[req.index].append(pool.take_new(1)[0])
             else:
                 b, _unused = free.popitem(last=False)
