@@ -121,7 +121,6 @@ class FastInstance(Instance):
         threshold = cfg.long_prefill_token_threshold
         epoch = self.epoch
         bs = self._bs
-        caching = self._caching
         if self.order_wait_queue is not None and waiting:
             self.order_wait_queue(waiting, now)
 
