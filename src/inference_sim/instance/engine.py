@@ -217,35 +217,7 @@ class Instance:
 
         # Part B: admit waiting requests unless this step preempted.
         if not preempted:
-            max_seqs = cfg.max_num_seqs
-            while waiting and len(running) < max_seqs and budget > 0:
-                req = waiting[0]
-                cached = kv.find_cached_prefix(req)
-                cached_tokens = len(cached) * cfg.block_size
-                n = req.prefill_target - cached_tokens
-                if 0 < threshold < n:
-                    n = threshold
-                if n > budget:
-                    n = budget
-                if not kv.allocate_slots(req, n, cached):
-                    if not running:
-                        # Nothing else holds blocks, so it can never fit: unservable.
-                        waiting.popleft()
-                        req.state = RequestState.DROPPED
-                        stats.dropped_unservable += 1
-                        continue
-                    stats.kv_allocation_failures += 1
-                    break
-                waiting.popleft()
-                running.append(req)
-                req.state = RequestState.RUNNING
-                req.num_computed_tokens = cached_tokens
-                if req.first_scheduled_time < 0:
-                    req.first_scheduled_time = now
-                    stats.cached_prompt_tokens += cached_tokens
-                    stats.prefix_lookup_tokens += req.num_prompt_tokens
-                batch.add(req, n, True)
-                budget -= n
+            budget, batch.prefill_tokens = self._admit_waiting(now, budget, batch.prefill_tokens)
 
         # Execute: price the batch, then advance every scheduled request.
         batch.decode_context_sum = ctx
@@ -300,6 +272,59 @@ class Instance:
             return end
         self.step_pending = False
         return None
+
+    def _admit_waiting(self, now: int, budget: int, prefill_tokens: int) -> tuple[int, int]:
+        """Admit requests from the head of the wait queue into this step's batch.
+
+        Stops at the running cap, an exhausted budget, or the first request whose KV
+        does not fit (head-of-line blocking). A request that cannot fit even with
+        nothing else running is dropped as unservable. Returns the budget left and the
+        updated prefill token count.
+        """
+        cfg = self.config
+        kv = self.kv
+        waiting = self.waiting
+        running = self.running
+        stats = self.stats
+        batch = self._batch
+        threshold = cfg.long_prefill_token_threshold
+        block_size = cfg.block_size
+        max_seqs = cfg.max_num_seqs
+        while waiting and len(running) < max_seqs and budget > 0:
+            req = waiting[0]
+            cached = kv.find_cached_prefix(req)
+            cached_tokens = len(cached) * block_size
+            n = req.prefill_target - cached_tokens
+            if 0 < threshold < n:
+                n = threshold
+            if n > budget:
+                n = budget
+            if not kv.allocate_slots(req, n, cached):
+                if not running:
+                    # Nothing else holds blocks, so it can never fit: unservable.
+                    waiting.popleft()
+                    req.state = RequestState.DROPPED
+                    stats.dropped_unservable += 1
+                    continue
+                stats.kv_allocation_failures += 1
+                break
+            waiting.popleft()
+            running.append(req)
+            self._on_admitted(req)
+            req.state = RequestState.RUNNING
+            req.num_computed_tokens = cached_tokens
+            if req.first_scheduled_time < 0:
+                req.first_scheduled_time = now
+                stats.cached_prompt_tokens += cached_tokens
+                stats.prefix_lookup_tokens += req.num_prompt_tokens
+            batch.requests.append(req)
+            batch.num_new.append(n)
+            prefill_tokens += n
+            budget -= n
+        return budget, prefill_tokens
+
+    def _on_admitted(self, req: Request) -> None:
+        """Hook for steppers that track the batch order (nothing to do here)."""
 
     def finalize(self) -> None:
         """Bring per-request state up to date at the end of a run (nothing to do here)."""

@@ -97,6 +97,13 @@ class FastInstance(Instance):
             self._prefilling.remove(victim)
         return victim
 
+    def _on_admitted(self, req: Request) -> None:
+        """New batch members are prefillers at the end of the admission order."""
+        req.admit_seq = self._next_seq
+        self._next_seq += 1
+        self._running_seqs.append(req.admit_seq)
+        self._prefilling.append(req)
+
     def finalize(self) -> None:
         """Write out every implicit decoder (end of run), so records are complete."""
         for req in self.running:
@@ -120,7 +127,6 @@ class FastInstance(Instance):
         budget = cfg.max_num_batched_tokens
         threshold = cfg.long_prefill_token_threshold
         epoch = self.epoch
-        bs = self._bs
         if self.order_wait_queue is not None and waiting:
             self.order_wait_queue(waiting, now)
 
@@ -242,40 +248,7 @@ class FastInstance(Instance):
                     self._push_attention(req, epoch + 1)
         # Part B: admit waiting requests unless this step preempted.
         if not preempted:
-            max_seqs = cfg.max_num_seqs
-            while waiting and len(running) < max_seqs and budget > 0:
-                req = waiting[0]
-                cached = kv.find_cached_prefix(req)
-                cached_tokens = len(cached) * bs
-                n = req.prefill_target - cached_tokens
-                if 0 < threshold < n:
-                    n = threshold
-                if n > budget:
-                    n = budget
-                if not kv.allocate_slots(req, n, cached):
-                    if not running:
-                        waiting.popleft()
-                        req.state = RequestState.DROPPED
-                        stats.dropped_unservable += 1
-                        continue
-                    stats.kv_allocation_failures += 1
-                    break
-                waiting.popleft()
-                running.append(req)
-                req.admit_seq = self._next_seq
-                self._next_seq += 1
-                seqs.append(req.admit_seq)
-                self._prefilling.append(req)
-                req.state = RequestState.RUNNING
-                req.num_computed_tokens = cached_tokens
-                if req.first_scheduled_time < 0:
-                    req.first_scheduled_time = now
-                    stats.cached_prompt_tokens += cached_tokens
-                    stats.prefix_lookup_tokens += req.num_prompt_tokens
-                sched_reqs.append(req)
-                sched_new.append(n)
-                prefill_tokens += n
-                budget -= n
+            budget, prefill_tokens = self._admit_waiting(now, budget, prefill_tokens)
 
         # Execute.
         decodes = implicit_sched + explicit_decodes
