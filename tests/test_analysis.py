@@ -322,3 +322,22 @@ def test_distribution_of_ticks():
     assert Distribution.of([]) == Distribution()
     assert d.as_ms()["p50_ms"] == 0.025
     assert math.isclose(Distribution.of([1, 2]).p90, 1.9)
+
+
+def test_trace_write_jsonl_and_parquet_without_routing(tmp_path):
+    import json
+
+    from inference_sim.report.extras import have
+
+    trace = DecisionTrace()
+    trace.hook("admission", req(0), RouterState([], clock=4), AdmissionDecision(False, "x"))
+    trace.write(tmp_path / "t.jsonl")
+    (rec,) = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert rec["admitted"] is False and rec["clock"] == 4 and rec["scores"] is None
+    if have("pyarrow") and have("pandas"):
+        import pandas as pd
+
+        trace.write(tmp_path / "t.parquet")  # no instances seen: no empty struct column
+        assert pd.read_parquet(tmp_path / "t.parquet")["reason"].tolist() == ["x"]
+    assert sorted(p.name for p in tmp_path.iterdir())[0] == "t.jsonl"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries

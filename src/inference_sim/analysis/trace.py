@@ -439,7 +439,12 @@ def _write_parquet(path: str, records: list[dict[str, Any]], instance_ids: Seque
         "admitted": pa.bool_(),
         "reason": pa.string(),
         "chosen_instance": pa.string(),
-        "scores": pa.struct([(name, pa.float64()) for name in instance_ids]),
+        # Parquet has no empty structs: no instances known means no scores at all.
+        "scores": (
+            pa.struct([(name, pa.float64()) for name in instance_ids])
+            if instance_ids
+            else pa.null()
+        ),
         "snapshots": pa.list_(snap_type),
         "candidates": pa.list_(cand_type),
         "regret": pa.float64(),
