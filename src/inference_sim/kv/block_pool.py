@@ -108,6 +108,17 @@ class BlockPool:
         self.block_hash[block_id] = block_hash
         self.cached.setdefault(block_hash, block_id)
 
+    def register_many(self, block_ids: list[int], hashes: list[int], start: int, stop: int) -> None:
+        """:meth:`register` ``block_ids[i]`` with ``hashes[i]`` for i in [start, stop)."""
+        block_hash = self.block_hash
+        setdefault = self.cached.setdefault
+        for i in range(start, stop):
+            b = block_ids[i]
+            if block_hash[b] is None:
+                h = hashes[i]
+                block_hash[b] = h
+                setdefault(h, b)
+
     def count_evictable(self, block_ids: list[int]) -> int:
         """How many of ``block_ids`` currently sit in the free queue (ref 0)."""
         ref = self.ref_cnt
@@ -207,6 +218,10 @@ class TieredBlockPool(BlockPool):
         self.block_hash[block_id] = block_hash
         self.cached.setdefault(block_hash, block_id)
         self.tier.discard(block_hash)
+
+    def register_many(self, block_ids: list[int], hashes: list[int], start: int, stop: int) -> None:
+        for i in range(start, stop):
+            self.register(block_ids[i], hashes[i])
 
     def offload_lru(self, at: int = -1) -> None:
         """Move the content of the least recently freed cached block to the CPU tier.

@@ -117,12 +117,24 @@ class KVCacheManager:
         if hashes is None:
             hashes = []
             req._block_hashes = hashes
-        if len(hashes) < upto:
+        have = len(hashes)
+        if have < upto:
             bs = self.block_size
             prompt = req.input_tokens
             n_prompt = req.num_prompt_tokens
             prev = hashes[-1] if hashes else _ROOT_HASH
-            for i in range(len(hashes), upto):
+            # Whole prompt blocks: one bytes copy, then slices of it (much cheaper than
+            # one numpy slice and copy per block).
+            stop = min(upto, n_prompt // bs)
+            if have < stop:
+                raw = prompt[have * bs : stop * bs].tobytes()
+                width = bs * prompt.itemsize
+                append = hashes.append
+                for off in range(0, len(raw), width):
+                    prev = hash((prev, raw[off : off + width]))
+                    append(prev)
+                have = stop
+            for i in range(have, upto):
                 lo = i * bs
                 hi = lo + bs
                 if hi <= n_prompt:
@@ -217,8 +229,7 @@ class KVCacheManager:
             done = self.num_hashed[idx]
             if full > done:
                 hashes = self._block_hashes(req, full)
-                for i in range(done, full):
-                    pool.register(table[i], hashes[i])
+                pool.register_many(table, hashes, done, full)
                 self.num_hashed[idx] = full
         if self.cpu is not None:
             self._offload_over_threshold()
@@ -257,11 +268,7 @@ class KVCacheManager:
             full = (computed + 1) // bs
             done = self.num_hashed[idx]
             if full > done:
-                hashes = self._block_hashes(req, full)
-                table = self.tables[idx]
-                register = self.pool.register
-                for i in range(done, full):
-                    register(table[i], hashes[i])
+                self.pool.register_many(self.tables[idx], self._block_hashes(req, full), done, full)
                 self.num_hashed[idx] = full
         if self.cpu is not None:
             self._offload_over_threshold()
