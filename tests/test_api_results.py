@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import math
-from pathlib import Path
 
 import pytest
 import yaml
@@ -23,6 +22,7 @@ from inference_sim.runner import run_plan
 
 MODEL = "meta-llama/llama-3.1-8b-instruct"
 RUN = {"model": MODEL, "workload": "chatbot", "rate": 40, "num_requests": 300}
+
 
 @pytest.fixture(scope="module")
 def two_instances() -> Results:
@@ -209,7 +209,9 @@ def test_config_file_equals_the_same_flags(tmp_path):
     assert doc_a == doc_b
     assert doc_a["config"]["seed"] == 5 and doc_a["config"]["package_version"]
     # flags win over the file
-    c = _blis("run", "--config", str(cfg), "--rate", "30", "--results-path", str(tmp_path / "c.json"))
+    c = _blis(
+        "run", "--config", str(cfg), "--rate", "30", "--results-path", str(tmp_path / "c.json")
+    )
     assert c.exit_code == 0, c.stderr
     doc_c = json.loads((tmp_path / "c.json").read_text(encoding="utf-8"))
     assert doc_c["config"]["rate"] == 30.0 and doc_c["config"]["max_num_running_reqs"] == 32
@@ -266,7 +268,7 @@ def test_bad_config_files(tmp_path, text, needle):
 
 
 class _FakeInstance:
-    class stats:  # noqa: N801 - mimics an instance's stats object
+    class stats:
         completed = 0
 
 

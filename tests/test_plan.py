@@ -35,9 +35,7 @@ SLOS = ["ttft_p99_ms=3000", "e2e_p99_ms<=9000"]
 def by_hand() -> dict[int, dict]:
     """Summaries for N = 1..8, run directly."""
     return {
-        n: simulate(
-            model=MODEL, hardware="H100", tp=1, rate=RATE, num_instances=n, **BASE
-        ).summary
+        n: simulate(model=MODEL, hardware="H100", tp=1, rate=RATE, num_instances=n, **BASE).summary
         for n in range(1, 9)
     }
 

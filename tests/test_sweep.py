@@ -50,7 +50,9 @@ def test_expansion_order_and_keys(tmp_path):
     spec = load_sweep(_write(tmp_path / "s.yaml", SWEEP))
     runs = spec.runs()
     assert len(runs) == 8
-    got = [(r.options["rate"], r.options["num_instances"], r.options["routing_policy"]) for r in runs]
+    got = [
+        (r.options["rate"], r.options["num_instances"], r.options["routing_policy"]) for r in runs
+    ]
     assert got[:3] == [(10, 1, "least-loaded"), (10, 1, "round-robin"), (10, 2, "least-loaded")]
     assert got[-1] == (20, 2, "round-robin")
     assert [r.index for r in runs] == list(range(8))
