@@ -1,1 +1,0 @@
-"""Fitting the calibrated latency model to measured serving runs (``blis calibrate``)."""
