@@ -207,7 +207,10 @@ def test_models_table(catalog: Catalog) -> None:
     keys = [(r["model"], r["gpu"], r["tp"], r["vllm_version"]) for r in rows]
     assert keys == sorted(keys)
     assert len(keys) == len(set(keys))  # shadowed duplicates are not listed
-    assert {r["latency_modes"] for r in rows} == {"blackbox,roofline", "roofline"}
+    assert {r["latency_modes"] for r in rows} == {
+        "blackbox,roofline,calibrated",
+        "roofline,calibrated",
+    }
     llama_default = [r for r in rows if r["model"] == LLAMA and r["default"]]
     assert llama_default == [
         {
@@ -215,7 +218,7 @@ def test_models_table(catalog: Catalog) -> None:
             "gpu": "H100",
             "tp": 2,
             "vllm_version": V084,
-            "latency_modes": "blackbox,roofline",
+            "latency_modes": "blackbox,roofline,calibrated",
             "total_kv_blocks": 132139,
             "derived_kv_blocks": 64030,
             "default": True,

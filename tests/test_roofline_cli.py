@@ -78,16 +78,17 @@ def test_untrained_gpu_derives_blocks_from_memory():
     assert explicit.alpha == (10.0, 1.0, 5.0)
 
 
-def test_auto_falls_back_to_roofline_without_coefficients():
+def test_auto_falls_back_to_calibrated_without_coefficients():
+    # issue 8: the calibrated model (shipped coefficients) replaced roofline as the fallback
     trained = resolve({"model": LLAMA})
     assert trained.latency_model == "blackbox"
     untrained = resolve({"model": LLAMA, "hardware": "B200", "tp": 1})
-    assert untrained.latency_model == "roofline"
+    assert untrained.latency_model == "calibrated"
     arch_only = resolve({"model": "meta-llama/llama-2-7b-hf", "hardware": "H100", "tp": 1})
-    assert arch_only.latency_model == "roofline"
+    assert arch_only.latency_model == "calibrated"
     assert arch_only.engine.num_gpu_blocks == 7354
     with pytest.raises(
-        ConfigError, match="no trained coefficients; its roofline model needs --hardware"
+        ConfigError, match="no trained coefficients; its calibrated model needs --hardware"
     ):
         resolve({"model": "meta-llama/llama-2-7b-hf"})
     with pytest.raises(ConfigError, match="no trained coefficients"):
@@ -128,8 +129,12 @@ def test_model_config_folder_and_hardware_config(tmp_path: Path):
                              "mfuPrefill": 0.5, "mfuDecode": 0.5, "memoryGiB": 100}}),
         encoding="utf-8",
     )  # fmt: skip
-    # The reference's implicit roofline: no coefficients, both paths, GPU and TP given.
-    plan = resolve({"model": "acme/my-model", "model_config_folder": str(folder),
+    # The reference's implicit roofline (no coefficients, both paths) is calibrated here
+    # (issue 8); --roofline gives the reference's numbers.
+    implicit = resolve({"model": "acme/my-model", "model_config_folder": str(folder),
+                        "hardware_config": str(hw), "hardware": "H100", "tp": 1})  # fmt: skip
+    assert implicit.latency_model == "calibrated"
+    plan = resolve({"model": "acme/my-model", "model_config_folder": str(folder), "roofline": True,
                     "hardware_config": str(hw), "hardware": "H100", "tp": 1})  # fmt: skip
     assert plan.latency_model == "roofline"
     model = plan.make_latency_model()
@@ -151,7 +156,7 @@ def test_simulate_end_to_end_dense_and_moe():
     dense = simulate(model=LLAMA, roofline=True, hardware="H200", tp=1, **SMALL)
     assert dense.summary["completed_requests"] == 8
     assert dense.summary["config"]["latency_model"] == "roofline"
-    moe = simulate(model="qwen/qwen3-30b-a3b", hardware="H100", tp=1, **SMALL)
+    moe = simulate(model="qwen/qwen3-30b-a3b", roofline=True, hardware="H100", tp=1, **SMALL)
     assert moe.summary["completed_requests"] == 8
     assert moe.summary["config"]["latency_model"] == "roofline"
     assert (
@@ -178,13 +183,13 @@ def test_models_table_lists_modes_and_derived_capacity():
     rows = models_table(load_catalog())
     by_key = {(r["model"], r["gpu"], r["tp"]): r for r in rows}
     row = by_key[(LLAMA, "H100", 1)]
-    assert row["latency_modes"] == "blackbox,roofline"
+    assert row["latency_modes"] == "blackbox,roofline,calibrated"
     assert (
         row["derived_kv_blocks"]
         == derive_kv_blocks(bundled_architecture(LLAMA), load_catalog().gpu("H100"), 1).blocks
     )
     llama2 = by_key[("meta-llama/llama-2-7b-hf", "H100", 1)]
-    assert llama2["latency_modes"] == "roofline"
+    assert llama2["latency_modes"] == "roofline,calibrated"
     assert llama2["total_kv_blocks"] == llama2["derived_kv_blocks"] == 7354
     assert llama2["vllm_version"] == ""
     seventy = by_key[("meta-llama/llama-3.1-70b-instruct", "H100", 2)]  # smallest TP that fits

@@ -2,9 +2,9 @@
 
 The rows are plain dicts so the CLI can print them as text, JSON or CSV
 without knowing about catalog internals. ``latency_modes`` says which step-time
-models a row can run (``blackbox`` needs trained coefficients, ``roofline`` a bundled
-architecture and a GPU with known specs); ``derived_kv_blocks`` is the KV capacity
-estimated from GPU memory (docs/roofline.md), blank where it cannot be computed or the
+models a row can run (``blackbox`` needs trained coefficients, ``roofline`` and
+``calibrated`` a bundled architecture and a GPU with known specs);
+``derived_kv_blocks`` is the KV capacity estimated from GPU memory (docs/roofline.md), blank where it cannot be computed or the
 model does not fit.
 """
 
@@ -107,7 +107,7 @@ def models_table(
                     "gpu": cs.gpu,
                     "tp": cs.tp,
                     "vllm_version": cs.vllm_version,
-                    "latency_modes": "blackbox,roofline" if roofline else "blackbox",
+                    "latency_modes": "blackbox,roofline,calibrated" if roofline else "blackbox",
                     "total_kv_blocks": cs.total_kv_blocks,
                     "derived_kv_blocks": "" if derived is None else derived,
                     "default": cs is default_set,
@@ -129,7 +129,7 @@ def models_table(
                 "gpu": gpu.name,
                 "tp": tp,
                 "vllm_version": "",
-                "latency_modes": "roofline",
+                "latency_modes": "roofline,calibrated",
                 "total_kv_blocks": "" if derived is None else derived,
                 "derived_kv_blocks": "" if derived is None else derived,
                 "default": False,

@@ -1,7 +1,8 @@
 """The ``blis`` command: ``blis run`` simulates, ``blis models`` lists the catalog.
 
 Exit codes: 0 success; 2 bad input or usage (one line on stderr naming the flag or
-field; ``--debug`` adds the traceback); 1 a failure during the run.
+field; ``--debug`` adds the traceback); 1 a failure during the run; 130 interrupted
+(Ctrl-C: ``blis run`` writes the results so far, marked ``"interrupted": true``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ class BadInput(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         click.echo(f"Error: {self.format_message()}", err=True)
+
+
+class Interrupted(BadInput):
+    """Ctrl-C: one line on stderr and exit code 130 (128 + SIGINT), as shells expect."""
+
+    exit_code = 130
 
 
 def _click_option(spec: OptionSpec) -> click.Option:
@@ -126,7 +133,8 @@ def run_command(
         if not quiet and (progress or (progress is None and sys.stderr.isatty())):
             bar = ProgressBar(sys.stderr, min_seconds=0.0 if progress else 1.0)
         try:
-            results = run_plan(plan, progress=bar)
+            # Ctrl-C stops the simulation and keeps the results so far (runner.run_plan).
+            results = run_plan(plan, progress=bar, interruptible=True)
         finally:
             if bar is not None:
                 bar.close()
@@ -134,19 +142,40 @@ def run_command(
         if debug:
             traceback.print_exc()
         raise BadInput(str(exc)) from None
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; no results written") from None
+    except MemoryError:
+        if debug:
+            traceback.print_exc()
+        raise click.ClickException(
+            "simulation failed: out of memory; reduce --num-instances, --total-kv-blocks, "
+            "--num-requests or the request lengths"
+        ) from None
     except Exception as exc:  # a failure during the run, not bad input
         if debug:
             traceback.print_exc()
         raise click.ClickException(f"simulation failed: {type(exc).__name__}: {exc}") from None
     log.info("simulation wall-clock time: %.3fs", time.perf_counter() - start)
-    sys.stdout.write(results.report())
-    sys.stdout.flush()
-    if results_path:
-        try:
-            results.write_json(results_path)
-        except OSError as exc:
-            raise click.ClickException(f"--results-path {results_path}: {exc}") from None
-        log.info("metrics written to %s", results_path)
+    try:
+        sys.stdout.write(results.report())
+        sys.stdout.flush()
+        if results_path:
+            try:
+                results.write_json(results_path)  # atomic: absent or complete
+            except OSError as exc:
+                raise click.ClickException(f"--results-path {results_path}: {exc}") from None
+            log.info("metrics written to %s", results_path)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted while writing the results") from None
+    if results.summary.get("interrupted"):
+        where = f" to {results_path}" if results_path else ""
+        simulated = results.summary.get("vllm_estimated_duration_s", 0)
+        click.echo(
+            f"Interrupted: partial results of the first {simulated} s of simulated time "
+            f'written{where}, marked "interrupted": true',
+            err=True,
+        )
+        raise click.exceptions.Exit(130)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -259,12 +288,20 @@ def describe_command(
 
 
 def _add_tool_commands() -> None:
-    """sweep, report, plot, plan, tune: defined in their own packages."""
+    """sweep, report, plot, plan, tune, calibrate: defined in their own packages."""
+    from inference_sim.calibrate.cli import calibrate_command
     from inference_sim.planning.cli import plan_command, tune_command
     from inference_sim.report.cli import plot_command, report_command
     from inference_sim.sweep.cli import sweep_command
 
-    for command in (sweep_command, report_command, plot_command, plan_command, tune_command):
+    for command in (
+        sweep_command,
+        report_command,
+        plot_command,
+        plan_command,
+        tune_command,
+        calibrate_command,
+    ):
         cli.add_command(command)
 
 

@@ -70,7 +70,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "latency_model",
         str,
         "auto",
-        "Step-time model: auto, blackbox (trained alpha/beta) or roofline (analytical, from the model's architecture and the GPU's specs).",
+        "Step-time model: auto (trained alpha/beta where the catalog has them, else calibrated), blackbox (trained alpha/beta), roofline (analytical, from the model's architecture and the GPU's specs) or calibrated (roofline terms x fitted corrections + overheads; docs/calibration.md).",
+        "model",
+    ),
+    OptionSpec(
+        "latency_coeffs",
+        str,
+        "",
+        "Coefficients file (JSON/YAML, as written by `blis calibrate`) for --latency-model calibrated; default: the shipped set. Implies calibrated under auto.",
         "model",
     ),
     OptionSpec(
@@ -337,7 +344,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "check_invariants",
         bool,
         False,
-        "Check KV-block conservation after every step (slow).",
+        "Check invariants during the run (request and KV-block conservation, causality, clock monotonicity, work conservation); the first violation stops the run (exit 1).",
         "run",
     ),
     OptionSpec(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference_sim import __version__
+from inference_sim._suggest import did_you_mean
 from inference_sim.analysis.run import check_analysis_options
 from inference_sim.catalog import Catalog, CatalogError, GpuSpec, load_catalog
 from inference_sim.catalog.architecture import (
@@ -27,19 +28,29 @@ from inference_sim.catalog.architecture import (
 )
 from inference_sim.catalog.hardware import with_hardware_config
 from inference_sim.config.errors import ConfigError
-from inference_sim.config.options import BY_NAME, OPTIONS, OptionSpec, canonical_name
+from inference_sim.config.options import ALIASES, BY_NAME, OPTIONS, OptionSpec, canonical_name
 from inference_sim.config.policies import resolve_policies
+from inference_sim.engine.events import NEVER
 from inference_sim.instance.config import EngineConfig
 from inference_sim.kv.capacity import derive_kv_blocks
 from inference_sim.kv.offload_config import TierSettings, check_tier_ranges, resolve_tier
 from inference_sim.latency.base import LatencyModel
 from inference_sim.latency.blackbox import BlackboxLatencyModel, LatencyConfigError
+from inference_sim.latency.calibrated import (
+    CalibratedCoefficients,
+    CalibratedLatencyModel,
+    default_coefficients,
+    load_coefficients,
+)
 from inference_sim.latency.roofline import RooflineLatencyModel
 
 log = logging.getLogger("inference_sim")
 
 WORKLOAD_KINDS = ("distribution", "traces")
-LATENCY_MODELS = ("auto", "blackbox", "roofline")
+LATENCY_MODELS = ("auto", "blackbox", "roofline", "calibrated")
+_OPTION_NAMES = [*BY_NAME, *ALIASES]
+#: Most GPU KV blocks over all instances (block tables cost ~16 bytes a block).
+MAX_KV_BLOCKS = 2**27
 
 
 @dataclass
@@ -59,8 +70,15 @@ class RunPlan:
     gpu_spec: GpuSpec | None = None
     #: The loaded ``--workload-spec`` (a ``workload.spec.WorkloadSpec``), else None.
     workload_spec: Any = None
+    #: Calibrated-model coefficients (``--latency-coeffs`` or the shipped set), else None.
+    latency_coeffs: CalibratedCoefficients | None = None
 
     def make_latency_model(self) -> LatencyModel:
+        if self.latency_model == "calibrated":
+            assert self.architecture is not None and self.gpu_spec is not None
+            return CalibratedLatencyModel(
+                self.architecture, self.gpu_spec, self.options["tp"], self.latency_coeffs
+            )
         if self.latency_model == "roofline":
             assert self.architecture is not None and self.gpu_spec is not None
             return RooflineLatencyModel(
@@ -74,6 +92,8 @@ class RunPlan:
         cfg["alpha_coeffs"] = list(self.alpha)
         cfg["beta_coeffs"] = list(self.beta)
         cfg["latency_model"] = self.latency_model
+        if self.latency_coeffs is not None:
+            cfg["calibrated_coefficients"] = self.latency_coeffs.to_dict()
         cfg["total_kv_blocks"] = self.engine.num_gpu_blocks
         cfg["package_version"] = __version__
         return cfg
@@ -122,7 +142,10 @@ def _coerce(spec: OptionSpec, value: Any) -> Any:
         return ""
     if not isinstance(value, str | os.PathLike):
         raise ConfigError(f"{flag} must be a string, got {value!r}")
-    return os.fspath(value)
+    text = os.fspath(value)
+    if "\x00" in str(text):  # no file name or policy name holds one; open() would fail
+        raise ConfigError(f"{flag} must not contain a NUL character, got {text!r}")
+    return text
 
 
 def normalize_options(raw: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
@@ -134,7 +157,10 @@ def normalize_options(raw: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset
     for key, value in raw.items():
         name = canonical_name(key)
         if name is None:
-            raise ConfigError(f"unknown option {key!r}; see `blis run --help` for the list")
+            raise ConfigError(
+                f"unknown option {key!r}{did_you_mean(key, _OPTION_NAMES)}; "
+                "see `blis run --help` for the list"
+            )
         if name in given:
             raise ConfigError(f"--{name.replace('_', '-')} given twice (under two spellings)")
         given[name] = _coerce(BY_NAME[name], value)
@@ -167,7 +193,10 @@ def _check_ranges(o: dict[str, Any]) -> None:
         "tp",
     ):
         _require(o[name] >= 0, f"--{name.replace('_', '-')} must be >= 0, got {o[name]}")
-    _require(o["horizon"] >= 0, f"--horizon must be >= 0, got {o['horizon']}")
+    _require(
+        0 <= o["horizon"] <= NEVER,
+        f"--horizon must be in [0, {NEVER}] µs (default: no limit), got {o['horizon']}",
+    )
     util = o["gpu_memory_utilization"]
     _require(
         math.isfinite(util) and 0 < util <= 1,
@@ -240,11 +269,14 @@ def _resolve_roofline(
     alpha: list[float],
     beta: list[float],
     why: str = "--latency-model roofline",
+    mode: str = "roofline",
 ) -> _Latency:
     """Roofline mode (cli.md 4.3, nothing downloaded; KV blocks from memory if untrained).
 
     ``why`` starts the messages about missing inputs (the user may not have asked for
-    roofline: ``auto`` falls back to it).
+    roofline: ``auto`` falls back to it). ``mode`` ``calibrated`` resolves the same
+    inputs (architecture, GPU, TP, KV blocks) for the calibrated model, which takes
+    its client-side overheads from its coefficients instead of alpha.
     """
     model = o["model"]
     _fill_defaults(o, catalog, notes)
@@ -260,26 +292,28 @@ def _resolve_roofline(
     arch = _architecture(o)
     if arch is None:
         raise ConfigError(
-            f"--model {model}: no bundled architecture for the roofline model; pass "
+            f"--model {model}: no bundled architecture for the {mode} model; pass "
             "--model-config-folder DIR with the model's HuggingFace config.json "
             "(`blis models` lists the models that have one)"
         )
-    if arch.dtype_bytes <= 1:
+    if arch.dtype_bytes <= 1 and mode == "roofline":
         notes.append(
             f"roofline: {model} has {arch.dtype_bytes:g} byte(s) per parameter "
             "(quantized): weights, KV and activations are all priced at that size"
         )
     if any(beta):
-        log.warning("roofline: --beta-coeffs are ignored (the step time comes from the roofline)")
+        log.warning(
+            f"{mode}: --beta-coeffs are ignored (the step time comes from the {mode} model)"
+        )
     blocks = o["total_kv_blocks"]
     found = catalog.find_coefficients(model, o["hardware"], o["tp"], o["vllm_version"])
     if found is not None:
-        if not any(alpha) and any(found.alpha):
+        if mode == "roofline" and not any(alpha) and any(found.alpha):
             alpha = list(found.alpha)
             notes.append(f"roofline: alpha from the trained entry for {found.gpu}/TP{found.tp}")
         if "total_kv_blocks" not in explicit and found.total_kv_blocks > 0:
             blocks = found.total_kv_blocks
-            notes.append(f"roofline: {blocks} KV blocks from the trained entry")
+            notes.append(f"{mode}: {blocks} KV blocks from the trained entry")
     if "total_kv_blocks" not in explicit and (found is None or found.total_kv_blocks <= 0):
         try:
             cap = derive_kv_blocks(
@@ -298,7 +332,13 @@ def _resolve_roofline(
                 "use a larger --tp, a GPU with more memory, or give --total-kv-blocks"
             )
         blocks = cap.blocks
-        notes.append(f"roofline: KV cache derived from GPU memory: {cap.explain()}")
+        notes.append(f"{mode}: KV cache derived from GPU memory: {cap.explain()}")
+    if mode != "roofline":
+        if any(alpha):
+            log.warning(
+                f"{mode}: --alpha-coeffs are ignored (client overheads come from its coefficients)"
+            )
+        return _Latency(mode, tuple(alpha), tuple(beta), blocks, arch, gpu)
     if not any(alpha):
         notes.append(
             "roofline: alpha is all zero (no trained entry, no --alpha-coeffs): "
@@ -312,11 +352,13 @@ def _resolve_latency(
 ) -> _Latency:
     """Latency mode, alpha, beta and KV block count (cli.md 4.2-4.4, with clear errors).
 
-    ``auto``: explicit coefficients are used as given (blackbox). Otherwise, unless
+    ``auto``: explicit alpha/beta coefficients are used as given (blackbox);
+    ``--latency-coeffs`` selects the calibrated model. Otherwise, unless
     --model-config-folder or --hardware-config is given, the trained entry for the
     resolved (model, GPU, TP, vLLM version) is used (blackbox). Without a trained entry,
-    or with one of those paths, the roofline model is used when the model has an
-    architecture (bundled or from the folder); otherwise the run stops with an error.
+    or with one of those paths, the calibrated model (the shipped coefficient set,
+    docs/calibration.md) is used when the model has an architecture (bundled or from the
+    folder); otherwise the run stops with an error.
     """
     model = o["model"]
     mode = o["latency_model"]
@@ -334,21 +376,33 @@ def _resolve_latency(
             f"--{name} needs at least 3 comma-separated numbers, got {len(values)}",
         )
     blocks = o["total_kv_blocks"]
+    if o["latency_coeffs"]:
+        _require(
+            mode in ("auto", "calibrated"),
+            f"--latency-coeffs is for --latency-model calibrated, not {mode}",
+        )
+        mode = "calibrated"
     if mode == "roofline":
         return _resolve_roofline(o, explicit, catalog, notes, alpha, beta)
+    if mode == "calibrated":
+        why = "--latency-model calibrated"
+        return _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
     if any(alpha) or any(beta):
         return _Latency("blackbox", tuple(alpha), tuple(beta), blocks)
     if mode == "auto" and (o["model_config_folder"] or o["hardware_config"]):
-        notes.append("no coefficients, and a model or hardware config given: roofline model")
-        why = "without coefficients, --model-config-folder/--hardware-config select roofline, which"
-        return _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why)
+        notes.append("no coefficients, and a model or hardware config given: calibrated model")
+        why = (
+            "without coefficients, --model-config-folder/--hardware-config select the "
+            "calibrated model, which"
+        )
+        return _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
 
     has_defaults = _fill_defaults(o, catalog, notes)
     if not has_defaults and not catalog.has_model(model):
         if mode == "auto" and bundled_architecture(model) is not None:
-            why = f"{model} has no trained coefficients; its roofline model"
-            notes.append(f"{model} has no trained coefficients: roofline model")
-            return _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why)
+            why = f"{model} has no trained coefficients; its calibrated model"
+            notes.append(f"{model} has no trained coefficients: calibrated model")
+            return _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
         raise ConfigError(
             f"--model: unknown model {model!r}; run `blis models` to list known models, "
             "or give --alpha-coeffs and --beta-coeffs, or use --latency-model roofline "
@@ -359,20 +413,60 @@ def _resolve_latency(
         if mode == "auto" and o["hardware"] and o["tp"] > 0 and bundled_architecture(model):
             notes.append(
                 f"no trained coefficients for {model} on {o['hardware']}/TP{o['tp']}: "
-                "roofline model"
+                "calibrated model"
             )
-            return _resolve_roofline(o, explicit, catalog, notes, alpha, beta)
+            why = "--latency-model calibrated"
+            return _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
         combos = [f"{cs.gpu}/TP{cs.tp}/{cs.vllm_version}" for cs in catalog.coefficient_sets(model)]
         hint = "; trained: " + ", ".join(combos) if combos else ""
         raise ConfigError(
             f"no trained coefficients for --model {model} --hardware {o['hardware'] or '?'} "
             f"--tp {o['tp']} --vllm-version {o['vllm_version'] or '?'}{hint}. "
             "Pick a trained combination, give --alpha-coeffs and --beta-coeffs, "
-            "or use --latency-model roofline"
+            "or use --latency-model calibrated or roofline"
         )
     if "total_kv_blocks" not in explicit:
         blocks = found.total_kv_blocks
     return _Latency("blackbox", found.alpha, found.beta, blocks)
+
+
+#: Longest time (µs) one step, one queueing delay or one token overhead may take: an hour
+#: means a wrong coefficient or hardware figure (and times must stay far below NEVER).
+MAX_LATENCY_US = 3_600_000_000
+
+
+def _check_latency_scale(model: LatencyModel, o: dict[str, Any]) -> None:
+    """ConfigError unless a typical step and request overheads take at most an hour."""
+    import numpy as np
+
+    from inference_sim.instance.request import Request
+    from inference_sim.latency.base import StepBatch
+
+    n = min(o["max_num_scheduled_tokens"], 2048)
+    req = Request(0, 0, np.zeros(n, dtype=np.int32), np.zeros(1, dtype=np.int32))
+    prefill = StepBatch()
+    prefill.add(req, n, True)
+    decode = StepBatch()
+    decode.decode_tokens = 1
+    decode.decode_context_sum = n
+    checks = (
+        (f"one step of {n} prompt tokens", lambda: model.step_time(prefill)),
+        (f"one decode step at a {n}-token context", lambda: model.step_time(decode)),
+        (f"the queueing delay of a {n}-token prompt", lambda: model.queueing_time(req)),
+        ("the per-output-token overhead", model.output_token_time),
+    )
+    for what, measure in checks:
+        try:
+            t: float = measure()
+        except (OverflowError, ValueError):  # an infinite or NaN time
+            t = math.inf
+        if not t <= MAX_LATENCY_US:
+            shown = f"{t:.3g} µs" if math.isfinite(t) else "an infinite time"
+            raise ConfigError(
+                f"the {model.name} latency model prices {what} at {shown}, more than an hour: "
+                "check --alpha-coeffs/--beta-coeffs, --hardware-config or "
+                "--model-config-folder figures"
+            )
 
 
 # Input files a config file may name relative to its own folder.
@@ -425,7 +519,10 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             continue
         name = canonical_name(str(key))
         if name is None:
-            raise ConfigError(f"{where}: unknown option {key!r}; see `blis run --help`")
+            raise ConfigError(
+                f"{where}: unknown option {key!r}{did_you_mean(key, _OPTION_NAMES)}; "
+                "see `blis run --help`"
+            )
         if name in out:
             raise ConfigError(f"{where}: {name} given twice (under two spellings)")
         if (
@@ -508,16 +605,33 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     lat = _resolve_latency(options, explicit, catalog, notes)
     alpha, beta, blocks = lat.alpha, lat.beta, lat.blocks
     _require(blocks > 0, f"--total-kv-blocks must be > 0, got {blocks}")
+    _require(
+        blocks * options["num_instances"] <= MAX_KV_BLOCKS,
+        f"--total-kv-blocks {blocks} x --num-instances {options['num_instances']}: more than "
+        f"{MAX_KV_BLOCKS:,} KV blocks in all, which the simulator cannot hold in memory "
+        "(16 bytes a block); give fewer blocks or instances",
+    )
     options["total_kv_blocks"] = blocks
     options["latency_model"] = lat.mode
     options["roofline"] = lat.mode == "roofline"
+    coeffs: CalibratedCoefficients | None = None
+    if lat.mode == "calibrated":
+        try:
+            path = options["latency_coeffs"]
+            coeffs = load_coefficients(path) if path else default_coefficients()
+        except LatencyConfigError as exc:
+            raise ConfigError(f"--latency-coeffs: {exc}") from None
     try:
-        BlackboxLatencyModel(alpha, beta)
+        probe: LatencyModel = BlackboxLatencyModel(alpha, beta)
         if lat.mode == "roofline":
             assert lat.architecture is not None and lat.gpu is not None
-            RooflineLatencyModel(lat.architecture, lat.gpu, options["tp"], alpha)
+            probe = RooflineLatencyModel(lat.architecture, lat.gpu, options["tp"], alpha)
+        if lat.mode == "calibrated":
+            assert lat.architecture is not None and lat.gpu is not None
+            probe = CalibratedLatencyModel(lat.architecture, lat.gpu, options["tp"], coeffs)
     except LatencyConfigError as exc:
         raise ConfigError(str(exc)) from None
+    _check_latency_scale(probe, options)
     tier = _resolve_kv_tier(options, explicit, lat.architecture)
     notes.extend(tier.notes)
     engine = EngineConfig(
@@ -546,4 +660,5 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         architecture=lat.architecture,
         gpu_spec=lat.gpu,
         workload_spec=workload_spec,
+        latency_coeffs=coeffs,
     )

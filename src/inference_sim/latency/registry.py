@@ -31,9 +31,11 @@ def create_latency_model(name: str, **params: Any) -> LatencyModel:
 
 def _register_builtins() -> None:
     from inference_sim.latency.blackbox import BlackboxLatencyModel
+    from inference_sim.latency.calibrated import CalibratedLatencyModel
     from inference_sim.latency.roofline import RooflineLatencyModel
 
     register_latency_model("blackbox", BlackboxLatencyModel)
+    register_latency_model("calibrated", CalibratedLatencyModel)
     register_latency_model("roofline", RooflineLatencyModel)
 
 

@@ -1,0 +1,1 @@
+"""Fitting the calibrated latency model to measured serving runs (``blis calibrate``)."""

@@ -1,0 +1,284 @@
+"""``blis calibrate``: fit the calibrated latency model to measured runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from dataclasses import replace
+from datetime import date
+from typing import Any
+
+import click
+
+__all__ = ["calibrate_command"]
+
+
+class _BadInput(click.ClickException):
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+def _parse_fix(items: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise _BadInput(f"--fix {item!r}: expected NAME=VALUE")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise _BadInput(f"--fix {item!r}: {value!r} is not a number") from None
+    return out
+
+
+@click.command("calibrate")
+@click.argument("runs", nargs=-1, required=True)
+@click.option(
+    "--out",
+    "-o",
+    "out",
+    default="calibrated-coeffs.json",
+    show_default=True,
+    help="Coefficients file to write (use it with --latency-coeffs).",
+)
+@click.option("--hardware", default="", help="GPU of runs whose files do not name one.")
+@click.option(
+    "--model", default="", help="Model of an inference-perf folder without exp-config.yaml."
+)
+@click.option(
+    "--tp", type=int, default=0, help="TP of an inference-perf folder (default: exp-config.yaml)."
+)
+@click.option(
+    "--max-num-batched-tokens",
+    type=int,
+    default=0,
+    help="Token budget of an inference-perf folder (default: exp-config.yaml).",
+)
+@click.option(
+    "--total-kv-blocks",
+    type=int,
+    default=0,
+    help="KV blocks of an inference-perf folder (default: derived from GPU memory).",
+)
+@click.option("--start", default="", help="Starting coefficients file (default: the shipped set).")
+@click.option(
+    "--params", default="", help="Comma-separated coefficients to fit (default: all fitted ones)."
+)
+@click.option("--fix", multiple=True, help="NAME=VALUE: hold a coefficient fixed (repeatable).")
+@click.option(
+    "--duration-scale",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Shorten every stage to this fraction while fitting.",
+)
+@click.option(
+    "--min-stage-s",
+    type=float,
+    default=90.0,
+    show_default=True,
+    help="Shortest stage (s) while fitting.",
+)
+@click.option(
+    "--no-length-correction",
+    is_flag=True,
+    default=False,
+    help="Do not correct shortened stages by full-length simulations.",
+)
+@click.option(
+    "--prefix-reuse",
+    type=click.Choice(["run", "cycle", "profile"]),
+    default="run",
+    show_default=True,
+    help="cycle: the load tool's fixed prompt set (10x10, cycled); profile: the "
+    "profile's groups, a fresh question per request; run: the file's setting.",
+)
+@click.option(
+    "--prompt-scale",
+    type=float,
+    default=1.05,
+    show_default=True,
+    help="Served/nominal prompt length when a run does not report prompt_len_mean.",
+)
+@click.option(
+    "--max-evals", type=int, default=25, show_default=True, help="Simulations per optimiser round."
+)
+@click.option(
+    "--rounds",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Optimiser rounds (length corrections refreshed between them).",
+)
+@click.option(
+    "--prior-weight",
+    type=float,
+    default=0.3,
+    show_default=True,
+    help="Weight of the coefficients' priors (0: none).",
+)
+@click.option("--jobs", "-j", type=int, default=0, help="Worker processes (default: CPU count).")
+@click.option(
+    "--evaluate-only",
+    is_flag=True,
+    default=False,
+    help="No fit: print the errors of --start (or the shipped set).",
+)
+@click.option(
+    "--write-specs",
+    default="",
+    help="Write each run's workload spec and `blis run` command to this folder and exit.",
+)
+@click.option(
+    "--report", "report_path", default="", help="Also write the per-run errors (JSON) here."
+)
+@click.option("--quiet", "-q", is_flag=True, default=False, help="No progress lines.")
+@click.option("--debug", is_flag=True, default=False, help="Show tracebacks for errors.")
+def calibrate_command(**kw: Any) -> None:
+    """Fit the calibrated latency model to measured runs (CSV, YAML or inference-perf folders).
+
+    RUNS are CSV files with the columns of the vLLM training table, YAML files with
+    `runs:`, or inference-perf output folders (docs/calibration.md). The fit replays
+    every run in the simulator (shortened stages, in parallel), adjusts the coefficients
+    with scipy's least squares, writes them to --out and prints per-run and median
+    absolute percentage errors of TTFT, E2E and TPOT at full stage length.
+    """
+    try:
+        _calibrate(**kw)
+    except (ValueError, OSError) as exc:
+        if kw["debug"]:
+            traceback.print_exc()
+        raise _BadInput(str(exc)) from None
+
+
+def _calibrate(**kw: Any) -> None:
+    from inference_sim.calibrate.fit import FitOptions, Simulator, fit_coefficients
+    from inference_sim.calibrate.harness import ReplaySettings
+    from inference_sim.calibrate.report import error_rows, format_table, medians
+    from inference_sim.calibrate.runs import load_runs
+    from inference_sim.latency.calibrated import (
+        FITTED_FIELDS,
+        default_coefficients,
+        load_coefficients,
+    )
+
+    quiet = kw["quiet"]
+
+    def say(msg: str) -> None:
+        if not quiet:
+            click.echo(msg, err=True)
+
+    folder_kw = {
+        k: kw[k] for k in ("model", "tp", "max_num_batched_tokens", "total_kv_blocks") if kw[k]
+    }
+    runs = load_runs(kw["runs"], hardware=kw["hardware"], **folder_kw)
+    reuse = "" if kw["prefix_reuse"] == "run" else kw["prefix_reuse"]
+    full = ReplaySettings(prefix_reuse=reuse, prompt_scale=kw["prompt_scale"])
+    if kw["write_specs"]:
+        _write_specs(runs, kw["write_specs"], full)
+        return
+    start = load_coefficients(kw["start"]) if kw["start"] else default_coefficients()
+    fixed = _parse_fix(kw["fix"])
+    unknown = sorted(set(fixed) - set(FITTED_FIELDS))
+    if unknown:
+        raise ValueError(f"--fix: unknown coefficient(s) {', '.join(unknown)}")
+    if fixed:
+        start = start.with_values(fixed)
+    params = tuple(p.strip() for p in kw["params"].split(",") if p.strip()) or FITTED_FIELDS
+    bad = sorted(set(params) - set(FITTED_FIELDS))
+    if bad:
+        raise ValueError(
+            f"--params: unknown coefficient(s) {', '.join(bad)}; known: {', '.join(FITTED_FIELDS)}"
+        )
+    params = tuple(p for p in params if p not in fixed)
+    short = ReplaySettings(
+        duration_scale=kw["duration_scale"],
+        min_stage_s=kw["min_stage_s"],
+        prefix_reuse=reuse,
+        prompt_scale=kw["prompt_scale"],
+    )
+    with Simulator(kw["jobs"]) as sim:
+        coeffs = start
+        info: dict[str, Any] = {}
+        if not kw["evaluate_only"]:
+            if not params:
+                raise ValueError("nothing to fit: every coefficient is fixed")
+            opts = FitOptions(
+                params=params,
+                prior_weight=kw["prior_weight"],
+                max_evals=kw["max_evals"],
+                rounds=kw["rounds"],
+                settings=short,
+                full_settings=None if kw["no_length_correction"] else full,
+                workers=kw["jobs"],
+            )
+            say(
+                f"fitting {len(params)} coefficients to {len(runs)} runs "
+                f"({sim.workers} workers, stages x{short.duration_scale:g})"
+            )
+            res = fit_coefficients(runs, start=start, options=opts, simulator=sim, log=say)
+            coeffs = res.coefficients
+            info = {"evaluations": res.evaluations, "seconds": round(res.seconds, 1)}
+        say("evaluating at full stage length")
+        results = sim.run(runs, coefficients=coeffs, settings=full)
+    rows = error_rows(runs, results)
+    click.echo(format_table(rows))
+    med = medians(rows)
+    if not kw["evaluate_only"]:
+        meta = dict(coeffs.meta)
+        meta.update(
+            {
+                "fitted": date.today().isoformat(),
+                "runs": [r.name for r in runs],
+                "fitted_params": list(params),
+                "settings": short.to_dict(),
+                "median_ape_pct": {k: round(v, 2) for k, v in med.items()},
+                "command": "blis calibrate " + " ".join(sys.argv[2:])
+                if sys.argv[1:2] == ["calibrate"]
+                else "",
+                **info,
+            }
+        )
+        out = replace(coeffs, meta=meta)
+        with open(kw["out"], "w", encoding="utf-8") as fh:
+            json.dump({"format": "inference-sim-calibrated/1", **out.to_dict()}, fh, indent=2)
+            fh.write("\n")
+        say(f"wrote {kw['out']} (use: blis run --latency-coeffs {kw['out']} ...)")
+    if kw["report_path"]:
+        with open(kw["report_path"], "w", encoding="utf-8") as fh:
+            json.dump(
+                {"rows": rows, "median_ape_pct": med, "coefficients": coeffs.to_dict()},
+                fh,
+                indent=2,
+            )
+
+
+def _write_specs(runs: list[Any], folder: str, settings: Any) -> None:
+    import yaml
+
+    os.makedirs(folder, exist_ok=True)
+    lines = []
+    for run in runs:
+        spec = run.workload_spec(
+            prefix_reuse=settings.prefix_reuse,
+            prompt_scale=settings.prompt_scale,
+            seed=settings.seed,
+        )
+        path = os.path.join(folder, f"{run.name}.yaml")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(f"# {run.name}: {run.model} on {run.hardware} TP{run.tp} ({run.workload})\n")
+            yaml.safe_dump(spec, fh, sort_keys=False)
+        results = os.path.join(folder, f"{run.name}-results.json")
+        lines.append(run.command(path) + f" --results-path {results}")
+    cmd_path = os.path.join(folder, "commands.sh")
+    with open(cmd_path, "w", encoding="utf-8") as fh:
+        fh.write("#!/bin/sh\n# One `blis run` per measured run; per-stage metrics are in each\n")
+        fh.write("# results file's summary `stages` list (ttft/e2e means, itl_mean_ms = TPOT).\n")
+        fh.write("set -e\n")
+        for line in lines:
+            fh.write(line + "\n")
+    click.echo(f"wrote {len(runs)} workload specs and {cmd_path}")

@@ -1,0 +1,506 @@
+"""Measured serving runs: reading them (CSV, YAML, inference-perf folders) and replaying them.
+
+A :class:`MeasuredRun` is one deployment (model, GPU, TP, engine limits, KV capacity)
+under one inference-perf ``shared_prefix`` workload with one or more load stages, and
+the client-side means measured per stage (TTFT, E2E, time per output token). The
+formats are documented in docs/calibration.md; the CSV columns are those of the vLLM
+training table (``training_runs.csv``).
+
+:meth:`MeasuredRun.workload_spec` and :meth:`MeasuredRun.sim_options` turn a run into
+the simulator's workload spec and options (what ``blis calibrate --write-specs`` writes
+out as files and commands).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "DEFAULT_PROMPT_SCALE",
+    "MeasuredRun",
+    "RunsError",
+    "StageMeasurement",
+    "load_runs",
+    "read_inference_perf_folder",
+    "read_runs_csv",
+    "read_runs_yaml",
+]
+
+#: Served prompts are longer than nominal (random token ids re-tokenised after
+#: decoding): 4-6 % in the vLLM 0.15.1 runs that report it. Used when a run does not.
+DEFAULT_PROMPT_SCALE = 1.05
+#: inference-perf's shared_prefix defaults, which the tool ran whatever the profile said.
+TOOL_GROUPS = 10
+TOOL_PROMPTS_PER_GROUP = 10
+
+
+class RunsError(ValueError):
+    """A measured-runs file that cannot be used (one line naming the file and field)."""
+
+
+@dataclass(frozen=True)
+class StageMeasurement:
+    """Client-side means of one load stage (milliseconds); 0 means not measured."""
+
+    index: int
+    rate: float
+    duration_s: float
+    ttft_ms: float
+    e2e_ms: float
+    tpot_ms: float = 0.0  # as reported: (E2E - TTFT) / (measured output length - 1)
+    output_len_mean: float = 0.0  # output length the load tool counted, when reported
+    prompt_len_mean: float = 0.0
+    ttft_p90_ms: float = 0.0
+    e2e_p90_ms: float = 0.0
+
+    def tpot_true_ms(self, output_len: int) -> float:
+        """(E2E - TTFT) / (output_len - 1): per-token time with the tokens actually generated.
+
+        With ``ignore_eos`` the server generates exactly ``output_len`` tokens; the load
+        tool's own count (``output_len_mean``) can be lower (Llama-2 responses it counts
+        as 0 tokens), which inflates the reported TPOT.
+        """
+        if output_len <= 1 or self.e2e_ms <= 0:
+            return 0.0
+        return (self.e2e_ms - self.ttft_ms) / (output_len - 1)
+
+
+@dataclass(frozen=True)
+class MeasuredRun:
+    """One measured deployment + workload, with its per-stage measurements."""
+
+    name: str
+    model: str
+    hardware: str
+    tp: int
+    max_num_batched_tokens: int
+    system_prompt_len: int
+    question_len: int
+    output_len: int
+    stages: tuple[StageMeasurement, ...]
+    max_num_seqs: int = 128
+    max_model_len: int = 4096
+    total_kv_blocks: int = 0  # 0: derive from GPU memory
+    gpu_memory_utilization: float = 0.9
+    num_groups: int = TOOL_GROUPS
+    prompts_per_group: int = TOOL_PROMPTS_PER_GROUP
+    cycle_prompts: bool = True
+    prompt_len_mean: float = 0.0  # served prompt length, when measured
+    workload: str = ""
+    summary: StageMeasurement | None = None
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    # ----------------------------------------------------------------- derived
+
+    @property
+    def family(self) -> str:
+        """The model id (leave-one-model-out groups runs by it)."""
+        return self.model
+
+    def prompt_lengths(self, prompt_scale: float = DEFAULT_PROMPT_SCALE) -> tuple[int, int]:
+        """(system prompt, question) token counts as served."""
+        nominal = self.system_prompt_len + self.question_len
+        if nominal <= 0:
+            return 0, 0
+        served = self.prompt_len_mean if self.prompt_len_mean > 0 else nominal * prompt_scale
+        system = round(self.system_prompt_len * served / nominal)
+        return system, max(1, round(served) - system)
+
+    def workload_spec(
+        self,
+        *,
+        duration_scale: float = 1.0,
+        min_stage_s: float = 0.0,
+        prompt_scale: float = DEFAULT_PROMPT_SCALE,
+        prefix_reuse: str = "",
+        seed: int = 42,
+    ) -> dict[str, Any]:
+        """The inference-perf workload spec (as a YAML-ready mapping) replaying this run.
+
+        ``duration_scale`` < 1 shortens every stage (at least ``min_stage_s`` seconds,
+        never longer than measured) for fitting. ``prefix_reuse``: ``cycle`` (the tool's
+        fixed prompt set, sent in a cycle: nearly every prompt a full prefix hit),
+        ``profile`` (the profile's groups, a fresh question per request) or "" (the
+        run's own setting).
+        """
+        system, question = self.prompt_lengths(prompt_scale)
+        reuse = prefix_reuse or ("cycle" if self.cycle_prompts else "profile")
+        if reuse not in ("cycle", "profile"):
+            raise RunsError(f"prefix_reuse must be cycle or profile, got {reuse!r}")
+        stages = []
+        for st in self.stages:
+            d = st.duration_s * duration_scale
+            d = min(st.duration_s, max(d, min_stage_s))
+            stages.append({"rate": st.rate, "duration": round(d, 3)})
+        return {
+            "version": "2",
+            "seed": seed,
+            "inference_perf": {
+                "stages": stages,
+                "shared_prefix": {
+                    "num_unique_system_prompts": self.num_groups,
+                    "num_users_per_system_prompt": self.prompts_per_group,
+                    "system_prompt_len": system,
+                    "question_len": question,
+                    "output_len": self.output_len,
+                },
+                "cycle_prompts": reuse == "cycle",
+                "load_type": "poisson",
+            },
+        }
+
+    def sim_options(self, spec_path: str = "", **extra: Any) -> dict[str, Any]:
+        """``simulate()`` keywords (``blis run`` flags) for this run's deployment."""
+        o: dict[str, Any] = {
+            "model": self.model,
+            "hardware": self.hardware,
+            "tp": self.tp,
+            "max_num_seqs": self.max_num_seqs,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "max_model_len": self.max_model_len,
+            "enable_prefix_caching": True,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+        }
+        if self.total_kv_blocks > 0:
+            o["total_kv_blocks"] = self.total_kv_blocks
+        if spec_path:
+            o["workload_spec"] = spec_path
+        o.update(extra)
+        return o
+
+    def command(self, spec_path: str, latency_model: str = "calibrated") -> str:
+        """The ``blis run`` command line replaying this run."""
+        o = self.sim_options(spec_path, latency_model=latency_model)
+        parts = ["blis run"]
+        for key, value in o.items():
+            flag = "--" + key.replace("_", "-")
+            if isinstance(value, bool):
+                parts.append(flag if value else "--no-" + flag[2:])
+            else:
+                parts.append(f"{flag} {value}")
+        return " ".join(parts)
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def _num(row: Mapping[str, Any], key: str, where: str, *, kind: type = float, default: Any = 0):
+    raw = row.get(key)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return default
+    try:
+        v = float(raw)
+    except (TypeError, ValueError):
+        raise RunsError(f"{where}: {key} must be a number, got {raw!r}") from None
+    if not math.isfinite(v):
+        raise RunsError(f"{where}: {key} must be finite, got {raw!r}")
+    if kind is int:
+        if not v.is_integer():
+            raise RunsError(f"{where}: {key} must be an integer, got {raw!r}")
+        return int(v)
+    return v
+
+
+def _parse_all_stages(text: str, where: str) -> list[tuple[float, float]]:
+    """``600s@8;600s@20`` -> [(600, 8), (600, 20)]."""
+    out = []
+    for part in str(text).split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            dur, rate = part.split("@")
+            out.append((float(dur.rstrip("s")), float(rate)))
+        except ValueError:
+            raise RunsError(f"{where}: all_stages item {part!r} is not DURATIONs@RATE") from None
+    return out
+
+
+def _stage_from_row(row: Mapping[str, Any], where: str, index: int) -> StageMeasurement:
+    ttft = _num(row, "ttft_mean_ms", where)
+    e2e = _num(row, "e2e_mean_ms", where)
+    if ttft <= 0 or e2e <= 0:
+        raise RunsError(f"{where}: ttft_mean_ms and e2e_mean_ms must be > 0")
+    return StageMeasurement(
+        index=index,
+        rate=_num(row, "stage_rate_rps", where) if index >= 0 else 0.0,
+        duration_s=_num(row, "stage_duration_s", where) if index >= 0 else 0.0,
+        ttft_ms=ttft,
+        e2e_ms=e2e,
+        tpot_ms=_num(row, "itl_mean_ms", where),
+        output_len_mean=_num(row, "output_len_mean", where),
+        prompt_len_mean=_num(row, "prompt_len_mean", where),
+        ttft_p90_ms=_num(row, "ttft_p90_ms", where),
+        e2e_p90_ms=_num(row, "e2e_p90_ms", where),
+    )
+
+
+def runs_from_rows(
+    rows: Iterable[Mapping[str, Any]], source: str, *, hardware: str = ""
+) -> list[MeasuredRun]:
+    """Group table rows (one per run x stage) into runs; see docs/calibration.md."""
+    grouped: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
+    for i, row in enumerate(rows, start=2):
+        name = str(row.get("experiment") or row.get("run") or "").strip()
+        if not name:
+            raise RunsError(f"{source} row {i}: experiment (the run name) is required")
+        grouped.setdefault(name, []).append((i, row))
+    runs = []
+    for name, items in grouped.items():
+        first = items[0][1]
+        where = f"{source} run {name}"
+        model = str(first.get("model") or "").strip().lower()
+        if not model:
+            raise RunsError(f"{where}: model is required")
+        gpu = str(first.get("hardware") or hardware or "").strip()
+        if not gpu:
+            raise RunsError(f"{where}: hardware is required (or give --hardware)")
+        tp = _num(first, "tp", where, kind=int, default=1)
+        stages: list[StageMeasurement] = []
+        summary = None
+        for line, row in items:
+            idx = _num(row, "stage_index", f"{source} row {line}", kind=int, default=0)
+            st = _stage_from_row(row, f"{source} row {line}", idx)
+            if idx < 0:
+                summary = st
+            else:
+                stages.append(st)
+        stages.sort(key=lambda s: s.index)
+        if not stages:
+            raise RunsError(f"{where}: no stage rows (stage_index >= 0)")
+        planned = _parse_all_stages(first.get("all_stages") or "", where)
+        if planned and len(planned) == len(stages):
+            stages = [
+                replace(st, duration_s=st.duration_s or d, rate=st.rate or r)
+                for st, (d, r) in zip(stages, planned, strict=True)
+            ]
+        for st in stages:
+            if st.rate <= 0 or st.duration_s <= 0:
+                raise RunsError(
+                    f"{where}: stage {st.index} needs stage_rate_rps and stage_duration_s > 0"
+                )
+        prompt_mean = max((st.prompt_len_mean for st in stages), default=0.0)
+        groups = _num(first, "num_groups", where, kind=int, default=TOOL_GROUPS)
+        per_group = _num(
+            first, "num_prompts_per_group", where, kind=int, default=TOOL_PROMPTS_PER_GROUP
+        )
+        runs.append(
+            MeasuredRun(
+                name=name,
+                model=model,
+                hardware=gpu,
+                tp=tp,
+                max_num_batched_tokens=_num(
+                    first, "max_num_batched_tokens", where, kind=int, default=2048
+                ),
+                max_num_seqs=_num(first, "max_num_seqs", where, kind=int, default=128),
+                max_model_len=_num(first, "max_model_len", where, kind=int, default=4096),
+                total_kv_blocks=_num(
+                    first, "total_kv_blocks_from_vllm_log", where, kind=int, default=0
+                )
+                or _num(first, "total_kv_blocks", where, kind=int, default=0),
+                gpu_memory_utilization=_num(first, "gpu_memory_utilization", where, default=0.9),
+                system_prompt_len=_num(first, "system_prompt_len", where, kind=int, default=0),
+                question_len=_num(first, "question_len", where, kind=int, default=0),
+                output_len=_num(first, "output_len", where, kind=int, default=0),
+                num_groups=groups,
+                prompts_per_group=per_group,
+                prompt_len_mean=prompt_mean,
+                workload=str(first.get("workload") or ""),
+                stages=tuple(stages),
+                summary=summary,
+            )
+        )
+        if runs[-1].output_len <= 0 or runs[-1].system_prompt_len + runs[-1].question_len <= 0:
+            raise RunsError(f"{where}: output_len and system_prompt_len + question_len must be > 0")
+    return runs
+
+
+def read_runs_csv(path: str | os.PathLike[str], *, hardware: str = "") -> list[MeasuredRun]:
+    """Runs from a CSV with the columns of ``training_runs.csv`` (docs/calibration.md)."""
+    where = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise RunsError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    if not rows:
+        raise RunsError(f"{where}: no rows")
+    return runs_from_rows(rows, os.path.basename(where), hardware=hardware)
+
+
+def read_runs_yaml(path: str | os.PathLike[str], *, hardware: str = "") -> list[MeasuredRun]:
+    """Runs from YAML: ``runs: [{experiment, model, ..., stages: [{stage_rate_rps, ...}]}]``.
+
+    Each run carries the run-level columns of the CSV; its ``stages`` list the stage
+    columns (``stage_index`` defaults to the position).
+    """
+    where = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except OSError as exc:
+        raise RunsError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise RunsError(f"{where}: invalid YAML: {exc}") from None
+    items = doc.get("runs") if isinstance(doc, dict) else doc
+    if not isinstance(items, list) or not items:
+        raise RunsError(f"{where}: expected `runs:` with a list of runs")
+    rows = []
+    for i, run in enumerate(items):
+        if not isinstance(run, dict):
+            raise RunsError(f"{where}: runs[{i}] must be a mapping")
+        stages = run.get("stages")
+        if not isinstance(stages, list) or not stages:
+            raise RunsError(f"{where}: runs[{i}].stages must be a non-empty list")
+        base = {k: v for k, v in run.items() if k != "stages"}
+        base.setdefault("experiment", f"run-{i}")
+        for j, st in enumerate(stages):
+            if not isinstance(st, dict):
+                raise RunsError(f"{where}: runs[{i}].stages[{j}] must be a mapping")
+            row = dict(base)
+            row["stage_index"] = j
+            row.update(st)
+            rows.append(row)
+    return runs_from_rows(rows, os.path.basename(where), hardware=hardware)
+
+
+def _read_yaml_or_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    try:
+        return json.loads(text)
+    except ValueError:
+        return yaml.safe_load(text)
+
+
+def read_inference_perf_folder(
+    folder: str | os.PathLike[str],
+    *,
+    model: str = "",
+    hardware: str = "",
+    tp: int = 0,
+    max_num_batched_tokens: int = 0,
+    total_kv_blocks: int = 0,
+) -> MeasuredRun:
+    """A run from an inference-perf output folder.
+
+    Reads ``results/config.yaml`` (or ``config.yaml``: the workload the tool ran) and
+    ``stage_N_lifecycle_metrics.json`` (seconds), plus ``exp-config.yaml`` next to them
+    when present (model, ``tensor_parallelism``, ``max_num_batched_tokens``,
+    ``max_num_seqs``, ``max_model_len``). Keyword arguments fill or override what the
+    files lack (the GPU is never in them).
+    """
+    base = os.fspath(folder)
+    where = base
+    results = os.path.join(base, "results")
+    if not os.path.isdir(results):
+        results = base
+    cfg_path = os.path.join(results, "config.yaml")
+    if not os.path.exists(cfg_path):
+        raise RunsError(f"{where}: no results/config.yaml (the load tool's echo of its config)")
+    cfg = _read_yaml_or_json(cfg_path) or {}
+    exp: dict[str, Any] = {}
+    for candidate in (
+        os.path.join(base, "exp-config.yaml"),
+        os.path.join(results, "exp-config.yaml"),
+    ):
+        if os.path.exists(candidate):
+            exp = _read_yaml_or_json(candidate) or {}
+            break
+    data = (cfg.get("data") or {}).get("shared_prefix") or {}
+    if not data:
+        raise RunsError(f"{where}: config.yaml has no data.shared_prefix block")
+    load = cfg.get("load") or {}
+    planned = load.get("stages") or []
+    if not planned:
+        raise RunsError(f"{where}: config.yaml has no load.stages")
+    stages = []
+    for i, st in enumerate(planned):
+        path = os.path.join(results, f"stage_{i}_lifecycle_metrics.json")
+        if not os.path.exists(path):
+            raise RunsError(f"{where}: missing {os.path.basename(path)}")
+        doc = _read_yaml_or_json(path)
+        ok = (doc.get("successes") or {}) if isinstance(doc, dict) else {}
+        lat = ok.get("latency") or {}
+        try:
+            ttft = float(lat["time_to_first_token"]["mean"]) * 1000.0
+            e2e = float(lat["request_latency"]["mean"]) * 1000.0
+        except (KeyError, TypeError, ValueError):
+            raise RunsError(f"{path}: successes.latency lacks TTFT/request_latency means") from None
+        out_mean = float(((ok.get("output_len") or {}).get("mean")) or 0.0)
+        prompt_mean = float(((ok.get("prompt_len") or {}).get("mean")) or 0.0)
+        tpot = (e2e - ttft) / (out_mean - 1.0) if out_mean > 1 else 0.0
+        stages.append(
+            StageMeasurement(
+                index=i,
+                rate=float(st["rate"]),
+                duration_s=float(st["duration"]),
+                ttft_ms=ttft,
+                e2e_ms=e2e,
+                tpot_ms=tpot,
+                output_len_mean=out_mean,
+                prompt_len_mean=prompt_mean,
+                ttft_p90_ms=float(lat["time_to_first_token"].get("p90") or 0.0) * 1000.0,
+                e2e_p90_ms=float(lat["request_latency"].get("p90") or 0.0) * 1000.0,
+            )
+        )
+    name_model = model or exp.get("model") or (cfg.get("server") or {}).get("model_name") or ""
+    if not name_model:
+        raise RunsError(f"{where}: the model is not in the files; give it (--model)")
+    if not hardware:
+        raise RunsError(f"{where}: the GPU is not in the files; give it (--hardware)")
+    prompt_mean = max((s.prompt_len_mean for s in stages), default=0.0)
+    return MeasuredRun(
+        name=os.path.basename(os.path.normpath(base)),
+        model=str(name_model).lower(),
+        hardware=hardware,
+        tp=int(tp or exp.get("tensor_parallelism") or exp.get("tp") or 1),
+        max_num_batched_tokens=int(
+            max_num_batched_tokens or exp.get("max_num_batched_tokens") or 2048
+        ),
+        max_num_seqs=int(exp.get("max_num_seqs") or 128),
+        max_model_len=int(exp.get("max_model_len") or 4096),
+        total_kv_blocks=int(total_kv_blocks),
+        system_prompt_len=int(data.get("system_prompt_len") or 0),
+        question_len=int(data.get("question_len") or 0),
+        output_len=int(data.get("output_len") or 0),
+        num_groups=int(
+            data.get("num_groups") or data.get("num_unique_system_prompts") or TOOL_GROUPS
+        ),
+        prompts_per_group=int(
+            data.get("num_prompts_per_group")
+            or data.get("num_users_per_system_prompt")
+            or TOOL_PROMPTS_PER_GROUP
+        ),
+        prompt_len_mean=prompt_mean,
+        stages=tuple(stages),
+    )
+
+
+def load_runs(
+    paths: Iterable[str | os.PathLike[str]], *, hardware: str = "", **folder_kw: Any
+) -> list[MeasuredRun]:
+    """Runs from CSV files, YAML files and inference-perf folders, in order."""
+    out: list[MeasuredRun] = []
+    for p in paths:
+        s = os.fspath(p)
+        if os.path.isdir(s):
+            out.append(read_inference_perf_folder(s, hardware=hardware, **folder_kw))
+        elif s.lower().endswith((".yaml", ".yml", ".json")):
+            out.extend(read_runs_yaml(s, hardware=hardware))
+        else:
+            out.extend(read_runs_csv(s, hardware=hardware))
+    names = [r.name for r in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise RunsError(f"run names must be unique; repeated: {', '.join(dup)}")
+    return out

@@ -1,0 +1,529 @@
+"""Physics-informed ("calibrated") step time: roofline terms x fitted corrections + overheads.
+
+One coefficient set serves every model, GPU and TP degree: the terms are computed from
+the model's architecture and the GPU's specs, and the coefficients only correct how
+efficiently the hardware runs them (docs/calibration.md). Per engine step, per GPU::
+
+    lin   = smoothmax(weight_read x weight bytes / BW,  compute x GEMM FLOPs / peak)
+    kv    = kv_read x KV bytes read and written / BW
+    attn  = attention x prefill attention FLOPs / peak
+    comm  = [TP > 1] 2 x layers x (allreduce_us x link factor + all-reduce bytes / link BW)
+    step  = lin + kv + attn + comm + step_us + layers x layer_us + requests x request_us
+
+``smoothmax(a, b) = (a^p + b^p)^(1/p)`` (p = ``smooth_p``) joins the memory-bound and
+compute-bound regimes of the linear layers. Weight bytes are what one GPU reads in the
+step: attention and dense-MLP projections, shared experts and router, the LM head, and
+(for mixture-of-experts models) the routed experts the step's tokens touch -- on
+average ``E x (1 - (1 - k/E)^T)`` of ``E`` experts for ``T`` tokens with top-``k``
+routing -- scaled by ``moe``. FLOPs are 2 x active parameters per token, plus the LM
+head for each scheduled request. KV bytes are each decoder's context plus its new
+token, and each prefill chunk's earlier context plus its new tokens.
+
+Client-side overheads (everything the load tool measures outside the engine):
+
+* ``queue_us + queue_per_token_us x prompt tokens`` from arrival to the engine's wait
+  queue (HTTP, request parsing, tokenisation);
+* with ``async_scheduling`` (vLLM >= 0.12 default), a request that reaches the engine
+  while a step runs is only seen when that step ends, and the step after it was
+  already scheduled: it enters the wait queue just after the running step ends, so it
+  is first scheduled one step later than a synchronous engine would;
+* ``output_token_us`` per output token (detokenisation and streaming), added to TTFT
+  and to every inter-token sample as the simulator's per-token overhead.
+
+Decode is priced from the batch totals (decoders D and their context sum ΣS), prefill
+from the listed requests, so the fast stepper's unlisted decoders cost O(1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from inference_sim.catalog.architecture import ModelArchitecture
+from inference_sim.catalog.schema import GpuSpec
+from inference_sim.instance.request import Request
+from inference_sim.latency.base import StepBatch
+from inference_sim.latency.blackbox import LatencyConfigError
+from inference_sim.latency.roofline import _decode_totals, round_half_away
+
+__all__ = [
+    "COEFFICIENT_FIELDS",
+    "FITTED_FIELDS",
+    "RECORD_WIDTH",
+    "CalibratedCoefficients",
+    "CalibratedLatencyModel",
+    "StepShape",
+    "default_coefficients",
+    "interconnect",
+    "load_coefficients",
+]
+
+#: Per-direction GPU-to-GPU bandwidth (GB/s) and all-reduce latency factor by GPU.
+#: NVLink parts use vLLM's custom all-reduce (latency factor 1, what the training runs
+#: measured on H100); PCIe-only parts fall back to NCCL over PCIe (no peer NVLink), whose
+#: small-message all-reduce is several times slower -- the factor 3 is an assumption,
+#: not a measurement. Unknown GPUs get NVLink-class figures.
+_INTERCONNECT: dict[str, tuple[float, float]] = {
+    "H100": (450.0, 1.0),
+    "H200": (450.0, 1.0),
+    "B200": (900.0, 1.0),
+    "A100-SXM": (300.0, 1.0),
+    "MI300X": (448.0, 1.0),
+    "L40S": (32.0, 3.0),
+    "L4": (32.0, 3.0),
+    "A10G": (32.0, 3.0),
+}
+_DEFAULT_INTERCONNECT = (300.0, 1.0)
+#: GPUs with FP8 tensor cores: FP8 (W8A8) checkpoints run their GEMMs at twice the
+#: BF16 peak there.
+_FP8_GPUS = frozenset({"H100", "H200", "B200", "L40S", "L4", "MI300X"})
+
+
+def interconnect(gpu_name: str) -> tuple[float, float]:
+    """(link bandwidth GB/s per direction, all-reduce latency factor) for a GPU name."""
+    return _INTERCONNECT.get(gpu_name, _DEFAULT_INTERCONNECT)
+
+
+# --------------------------------------------------------------------------- coefficients
+
+
+@dataclass(frozen=True)
+class CalibratedCoefficients:
+    """The fitted corrections and overheads (units in the names; multipliers are 1 = ideal)."""
+
+    weight_read: float = 1.0  # x time to stream the weights at peak bandwidth
+    compute: float = 1.56  # x time of the GEMM FLOPs at peak (1 / MFU)
+    kv_read: float = 1.15  # x time to move the KV bytes at peak bandwidth
+    attention: float = 2.0  # x time of the prefill attention FLOPs at peak
+    moe: float = 1.0  # extra factor on routed-expert weight bytes
+    allreduce_us: float = 8.0  # per all-reduce at small size (two per layer, TP > 1)
+    step_us: float = 200.0  # fixed per step
+    layer_us: float = 25.0  # fixed per layer per step
+    request_us: float = 3.0  # per request scheduled in the step
+    queue_us: float = 5000.0  # arrival -> engine wait queue (client, HTTP, parsing)
+    queue_per_token_us: float = 2.0  # tokenisation, per prompt token
+    output_token_us: float = 5.0  # per output token (detokenisation, streaming)
+    async_scheduling: bool = True  # engine sees new requests one step late (vLLM >= 0.12)
+    smooth_p: float = 1.4  # smooth-max exponent joining memory- and compute-bound GEMMs
+    #: Free text: where the numbers come from.
+    source: str = ""
+    #: Anything else recorded with the fit (data, date, command, errors).
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in COEFFICIENT_FIELDS:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise LatencyConfigError(f"calibrated: {name} must be a finite number, got {v!r}")
+            if v < 0:
+                raise LatencyConfigError(f"calibrated: {name} must be >= 0, got {v}")
+        for name in ("weight_read", "compute", "kv_read", "attention", "moe"):
+            if getattr(self, name) <= 0:
+                raise LatencyConfigError(f"calibrated: {name} must be > 0")
+        if self.smooth_p < 1:
+            raise LatencyConfigError(f"calibrated: smooth_p must be >= 1, got {self.smooth_p}")
+
+    def with_values(self, values: Mapping[str, float]) -> CalibratedCoefficients:
+        return replace(self, **{k: float(v) for k, v in values.items()})
+
+    def vector(self, names: Sequence[str] = ()) -> list[float]:
+        return [float(getattr(self, n)) for n in (names or FITTED_FIELDS)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if not d["meta"]:
+            d.pop("meta")
+        if not d["source"]:
+            d.pop("source")
+        return d
+
+    @classmethod
+    def from_mapping(cls, doc: Mapping[str, Any], where: str = "") -> CalibratedCoefficients:
+        """Coefficients from a mapping; unknown keys are an error, missing ones default."""
+        label = f"{where}: " if where else ""
+        if not isinstance(doc, Mapping):
+            raise LatencyConfigError(f"{label}expected a mapping of coefficient names")
+        doc = {k: v for k, v in doc.items() if k != "format"}
+        if "coefficients" in doc and isinstance(doc["coefficients"], Mapping):
+            extra = {k: v for k, v in doc.items() if k != "coefficients"}
+            merged = dict(doc["coefficients"])
+            for key in ("source", "meta"):
+                if key in extra and key not in merged:
+                    merged[key] = extra.pop(key)
+            if extra:
+                meta = dict(merged.get("meta") or {})
+                meta.update({k: v for k, v in extra.items() if k != "format"})
+                merged["meta"] = meta
+            doc = merged
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise LatencyConfigError(
+                f"{label}unknown coefficient(s) {', '.join(unknown)}; known: "
+                + ", ".join(sorted(known))
+            )
+        kwargs: dict[str, Any] = {}
+        for key, value in doc.items():
+            if key in ("source",):
+                kwargs[key] = str(value or "")
+            elif key == "meta":
+                kwargs[key] = dict(value or {})
+            elif key == "async_scheduling":
+                if not isinstance(value, bool | int | float):
+                    raise LatencyConfigError(f"{label}async_scheduling must be true or false")
+                kwargs[key] = bool(value)
+            else:
+                try:
+                    kwargs[key] = float(value)
+                except (TypeError, ValueError):
+                    raise LatencyConfigError(
+                        f"{label}{key} must be a number, got {value!r}"
+                    ) from None
+        try:
+            return cls(**kwargs)
+        except LatencyConfigError as exc:
+            raise LatencyConfigError(f"{label}{exc}") from None
+
+
+#: Numeric coefficients (validated >= 0).
+COEFFICIENT_FIELDS: tuple[str, ...] = (
+    "weight_read",
+    "compute",
+    "kv_read",
+    "attention",
+    "moe",
+    "allreduce_us",
+    "step_us",
+    "layer_us",
+    "request_us",
+    "queue_us",
+    "queue_per_token_us",
+    "output_token_us",
+    "smooth_p",
+)
+#: The coefficients ``blis calibrate`` fits (smooth_p and async_scheduling are fixed).
+FITTED_FIELDS: tuple[str, ...] = COEFFICIENT_FIELDS[:-1]
+
+_DATA_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "catalog", "data")
+DEFAULT_COEFFICIENTS_PATH = os.path.join(_DATA_FILE, "calibrated.json")
+
+
+def load_coefficients(path: str | os.PathLike[str]) -> CalibratedCoefficients:
+    """A coefficients file (JSON or YAML): a mapping of names, or ``{coefficients: {...}}``."""
+    where = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise LatencyConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        import yaml
+
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise LatencyConfigError(f"{where}: neither JSON nor YAML: {exc}") from None
+    return CalibratedCoefficients.from_mapping(doc or {}, where)
+
+
+_DEFAULT: CalibratedCoefficients | None = None
+
+
+def default_coefficients() -> CalibratedCoefficients:
+    """The shipped set (``catalog/data/calibrated.json``); built-in priors if it is missing."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        if os.path.exists(DEFAULT_COEFFICIENTS_PATH):
+            _DEFAULT = load_coefficients(DEFAULT_COEFFICIENTS_PATH)
+        else:  # pragma: no cover - the file ships with the package
+            _DEFAULT = CalibratedCoefficients(source="built-in priors (no calibrated.json)")
+    return _DEFAULT
+
+
+# --------------------------------------------------------------------------- shape
+
+
+class StepShape:
+    """Per-GPU sizes of one model on one GPU at one TP degree (bytes, FLOPs, seconds)."""
+
+    def __init__(self, arch: ModelArchitecture, gpu: GpuSpec, tp: int) -> None:
+        if isinstance(tp, bool) or not isinstance(tp, int) or tp <= 0:
+            raise LatencyConfigError(f"calibrated: --tp must be an integer > 0, got {tp!r}")
+        for what, value in (
+            ("layers", arch.layers),
+            ("hidden size", arch.hidden),
+            ("attention heads", arch.heads),
+            ("bytes per parameter", arch.dtype_bytes),
+        ):
+            if not (math.isfinite(float(value)) and value > 0):
+                raise LatencyConfigError(f"calibrated: model {what} must be > 0, got {value}")
+        for what, value in (
+            ("peak TFLOP/s", gpu.peak_tflops),
+            ("peak bandwidth (TB/s)", gpu.peak_bandwidth_tbs),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                raise LatencyConfigError(f"calibrated: {gpu.name} {what} must be > 0")
+        self.tp = tp
+        self.layers = arch.layers
+        self.bw = gpu.peak_bandwidth_tbs * 1e12  # bytes/s
+        self.peak = gpu.peak_tflops * 1e12  # BF16 dense FLOP/s
+        link_gbs, self.link_latency = interconnect(gpu.name)
+        self.link_bw = link_gbs * 1e9
+        d = float(arch.hidden)
+        bpp = float(arch.dtype_bytes)
+        q = arch.quantization
+        scoped: tuple[str, ...] = ()
+        if q is not None:
+            scoped = {
+                "linear": ("attention", "dense_mlp", "shared", "experts"),
+                "mlp": ("dense_mlp", "shared", "experts"),
+                "experts": ("experts",),
+            }[q.scope]
+
+        def stored(group: str) -> float:
+            return q.bytes_per_param if q is not None and group in scoped else bpp
+
+        p = arch.param_breakdown()
+        lm_head = float(arch.vocab) * d
+        # Weight bytes every step reads (per GPU), routed experts apart.
+        self.dense_bytes = (
+            p["attention"] * stored("attention")
+            + p["dense_mlp"] * stored("dense_mlp")
+            + p["shared"] * stored("shared")
+            + p["router"] * bpp
+            + lm_head * bpp
+        ) / tp
+        moe = arch.moe
+        self.experts = moe.experts if moe else 0
+        self.top_k = moe.top_k if moe else 0
+        self.moe_layers = moe.moe_layers if moe else 0
+        per_expert = 3.0 * d * float(moe.expert_ffn) if moe else 0.0
+        self.expert_bytes = per_expert * stored("experts") * self.moe_layers / tp  # one expert
+        # GEMM FLOPs per token (per GPU): 2 x active parameters, LM head apart.
+        active = p["attention"] + p["dense_mlp"] + p["shared"] + p["router"]
+        if moe is not None:
+            active += self.moe_layers * moe.top_k * per_expert
+        self.flops_per_token = 2.0 * active / tp
+        self.flops_per_request = 2.0 * lm_head / tp  # logits of the last position
+        # FP8 activations (W8A8 / fp8-dynamic checkpoints) double the GEMM peak on GPUs
+        # with FP8 tensor cores; weight-only quantization computes at 16 bits.
+        name = arch.name.lower()
+        fp8 = q is not None and q.bytes_per_param == 1.0 and ("fp8" in name or "w8a8" in name)
+        self.gemm_peak = self.peak * (2.0 if fp8 and gpu.name in _FP8_GPUS else 1.0)
+        # Attention.
+        if arch.mla is not None:
+            qk = float(arch.mla.qk_nope_head_dim + arch.mla.qk_rope_head_dim)
+            v = float(arch.mla.v_head_dim)
+        else:
+            qk = v = float(arch.kv_head_dim)
+        heads_gpu = max(1.0, float(arch.heads) / tp)
+        self.attn_flops_coef = 2.0 * heads_gpu * (qk + v) * float(arch.layers)  # x n x S_eff
+        self.kv_tok = arch.kv_bytes_per_token(tp)
+        # All-reduce payload per token (activations, 16-bit) and ring factor.
+        self.ar_bytes_per_token = d * 2.0 * (2.0 * (tp - 1) / tp) if tp > 1 else 0.0
+
+    def touched_experts(self, tokens: int) -> float:
+        """Expected distinct routed experts per MoE layer for ``tokens`` tokens."""
+        if not self.experts or tokens <= 0:
+            return 0.0
+        e = float(self.experts)
+        return e * (1.0 - (1.0 - min(1.0, self.top_k / e)) ** tokens)
+
+    def raw(
+        self, prefill: Iterable[tuple[int, int]], count: int, context_sum: int
+    ) -> tuple[float, float, float, float, float, float, int]:
+        """The step's raw quantities, coefficient-free (all per GPU, seconds at peak).
+
+        Returns (dense weight s, routed-expert weight s, GEMM FLOP s, KV s, attention
+        FLOP s, all-reduce bytes s, requests). Tokens T = prefill tokens + ``count``.
+        """
+        tokens = count
+        requests = count
+        kv_tokens = context_sum + count
+        attn = 0.0
+        for s, n in prefill:
+            tokens += n
+            requests += 1
+            kv_tokens += s + n
+            attn += n * (s + (n + 1) / 2.0)
+        bw = self.bw
+        peak = self.gemm_peak
+        w_dense = self.dense_bytes / bw
+        w_exp = self.expert_bytes * self.touched_experts(tokens) / bw
+        flops = (self.flops_per_token * tokens + self.flops_per_request * requests) / peak
+        kv = self.kv_tok * kv_tokens / bw
+        att = self.attn_flops_coef * attn / self.peak
+        ar = self.ar_bytes_per_token * tokens / self.link_bw
+        return w_dense, w_exp, flops, kv, att, ar, requests
+
+
+#: Values recorded per step by a recording model: start µs, duration µs, then the
+#: seven :meth:`StepShape.raw` values.
+RECORD_WIDTH = 9
+
+
+class CalibratedLatencyModel:
+    """Step time from :class:`StepShape` terms and :class:`CalibratedCoefficients`."""
+
+    name = "calibrated"
+
+    def __init__(
+        self,
+        architecture: ModelArchitecture,
+        gpu: GpuSpec,
+        tp: int,
+        coefficients: CalibratedCoefficients | Mapping[str, Any] | None = None,
+        *,
+        record: bool = False,
+    ) -> None:
+        if coefficients is None:
+            coefficients = default_coefficients()
+        elif not isinstance(coefficients, CalibratedCoefficients):
+            coefficients = CalibratedCoefficients.from_mapping(coefficients)
+        self.architecture = architecture
+        self.gpu = gpu
+        self.tp = tp
+        self.coefficients = c = coefficients
+        self.shape = sh = StepShape(architecture, gpu, tp)
+        self._p = c.smooth_p
+        self._wr = c.weight_read
+        self._moe = c.moe
+        self._cp = c.compute
+        self._kv = c.kv_read
+        self._att = c.attention
+        comm_s = 0.0
+        if tp > 1:
+            comm_s = 2.0 * sh.layers * c.allreduce_us * sh.link_latency * 1e-6
+        self._comm_s = comm_s
+        self._ar_per_s = 2.0 * sh.layers  # x all-reduce seconds of one layer's payload
+        self._fixed_us = c.step_us + c.layer_us * sh.layers
+        self._req_us = c.request_us
+        self._otp = round(c.output_token_us)
+        self._decode_cache: dict[int, float] = {}
+        self._kv_slope_us = c.kv_read * sh.kv_tok / sh.bw * 1e6  # per context token
+        # Async-scheduling bookkeeping: end of the step in flight (µs) and its length.
+        self._async = bool(c.async_scheduling)
+        self._last_end = 0
+        self._last_dur = 0
+        self.record: array[float] | None = array("d") if record else None
+
+    # ----------------------------------------------------------------- terms
+
+    def _smooth(self, mem: float, cmp: float) -> float:
+        p = self._p
+        if p == 1.0:
+            return mem + cmp
+        if mem <= 0.0 or cmp <= 0.0:
+            return mem + cmp
+        hi = max(mem, cmp)
+        return hi * (((mem / hi) ** p + (cmp / hi) ** p) ** (1.0 / p))
+
+    def _combine(self, raw: tuple[float, float, float, float, float, float, int]) -> float:
+        """Step time in µs (not rounded) from :meth:`StepShape.raw` values."""
+        w_dense, w_exp, flops, kv, att, ar, requests = raw
+        if requests == 0:
+            return self._fixed_us
+        mem = self._wr * (w_dense + self._moe * w_exp)
+        lin = self._smooth(mem, self._cp * flops)
+        comm = (self._comm_s + self._ar_per_s * ar) if self.tp > 1 else 0.0
+        seconds = lin + self._kv * kv + self._att * att + comm
+        return seconds * 1e6 + self._fixed_us + self._req_us * requests
+
+    def terms(
+        self, prefill: Sequence[tuple[int, int]], count: int, context_sum: int
+    ) -> dict[str, float]:
+        """Each term of the step time in µs (for tests, docs and ``describe``)."""
+        w_dense, w_exp, flops, kv, att, ar, requests = self.shape.raw(prefill, count, context_sum)
+        mem = self._wr * (w_dense + self._moe * w_exp)
+        cmp = self._cp * flops
+        comm = (self._comm_s + self._ar_per_s * ar) if self.tp > 1 and requests else 0.0
+        out = {
+            "weights_us": mem * 1e6,
+            "gemm_compute_us": cmp * 1e6,
+            "linear_us": self._smooth(mem, cmp) * 1e6 if requests else 0.0,
+            "kv_us": self._kv * kv * 1e6,
+            "attention_us": self._att * att * 1e6,
+            "allreduce_us": comm * 1e6,
+            "step_us": self.coefficients.step_us,
+            "layers_us": self.coefficients.layer_us * self.shape.layers,
+            "requests_us": self._req_us * requests,
+        }
+        out["total_us"] = self._combine((w_dense, w_exp, flops, kv, att, ar, requests))
+        return out
+
+    def step_time_from(
+        self, prefill: Sequence[tuple[int, int]], decode_count: int, decode_context_sum: int
+    ) -> int:
+        """Step time (µs) from the prefill requests' (S, n) and the decode totals (D, ΣS)."""
+        raw = self.shape.raw(prefill, decode_count, decode_context_sum)
+        return round_half_away(self._combine(raw))
+
+    # ----------------------------------------------------------------- protocol
+
+    def step_time(self, batch: StepBatch) -> int:
+        start = self._last_end
+        prefill: list[tuple[int, int]] = []
+        if batch.requests:
+            for req, n in zip(batch.requests, batch.num_new, strict=True):
+                fst = req.first_scheduled_time
+                if fst > start:
+                    start = fst  # a request admitted in this step: the step starts now
+                computed = req.num_computed_tokens
+                if computed < req.prefill_target:
+                    prefill.append((computed, n))
+        count, total = _decode_totals(batch)
+        rec = self.record
+        if not prefill and rec is None:
+            base = self._decode_cache.get(count)
+            if base is None:
+                base = self._combine(self.shape.raw((), count, 0))
+                self._decode_cache[count] = base
+            us = (
+                round_half_away(base + self._kv_slope_us * total)
+                if count
+                else round_half_away(base)
+            )
+        else:
+            raw = self.shape.raw(prefill, count, total)
+            us = round_half_away(self._combine(raw))
+            if rec is not None:
+                rec.extend((float(start), float(us), *raw))
+        self._last_end = start + us
+        self._last_dur = us
+        return us
+
+    def queueing_time(self, req: Request) -> int:
+        c = self.coefficients
+        q = int(c.queue_us + c.queue_per_token_us * float(req.num_prompt_tokens))
+        if not self._async:
+            return q
+        now = req.arrival_time
+        end = self._last_end
+        if end < now:
+            return q  # idle engine: the request is scheduled as soon as it arrives
+        ready = now + q
+        if ready <= end:
+            return end + 1 - now
+        # The request reaches the engine during a later step: assume steps like the last.
+        dur = max(1, self._last_dur)
+        k = -(-(ready - end) // dur)
+        return end + k * dur + 1 - now
+
+    def output_token_time(self) -> int:
+        return self._otp
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "latency_model": self.name,
+            "architecture": self.architecture.name,
+            "gpu": self.gpu.name,
+            "tp": self.tp,
+            "coefficients": self.coefficients.to_dict(),
+        }

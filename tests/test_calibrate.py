@@ -1,0 +1,233 @@
+"""``blis calibrate``: measured-run readers, replay, and recovering known coefficients from
+synthetic measurements made by the simulator itself (a tiny version of the real fit)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from inference_sim.calibrate.fit import FitOptions, fit_coefficients
+from inference_sim.calibrate.harness import ReplaySettings, simulate_run
+from inference_sim.calibrate.runs import (
+    MeasuredRun,
+    RunsError,
+    StageMeasurement,
+    load_runs,
+    read_inference_perf_folder,
+    read_runs_csv,
+)
+from inference_sim.cli.main import cli
+from inference_sim.latency.calibrated import CalibratedCoefficients
+
+CSV_HEADER = (
+    "experiment,model,hardware,tp,max_num_batched_tokens,max_num_seqs,max_model_len,"
+    "total_kv_blocks_from_vllm_log,system_prompt_len,question_len,output_len,all_stages,"
+    "stage_index,stage_rate_rps,stage_duration_s,ttft_mean_ms,e2e_mean_ms,itl_mean_ms,"
+    "output_len_mean,prompt_len_mean\n"
+)
+
+
+def test_read_csv_groups_stages_and_keeps_the_summary(tmp_path: Path):
+    path = tmp_path / "runs.csv"
+    run_cols = "a,Meta-Llama/Llama-2-7b-hf,H100,1,2048,128,4096,7463,100,447,248,600s@8;600s@20"
+    path.write_text(
+        CSV_HEADER
+        + f"{run_cols},0,8,600,27.1,2057.6,9.71,210,575.45\n"
+        + f"{run_cols},1,20,600,51.9,4158.1,19.8,208,575.45\n"
+        + f"{run_cols},-1,,,44.8,3558.0,16.9,209,575.45\n"
+    )
+    (run,) = read_runs_csv(path)
+    assert run.model == "meta-llama/llama-2-7b-hf" and run.tp == 1 and run.total_kv_blocks == 7463
+    assert [(s.rate, s.duration_s) for s in run.stages] == [(8, 600), (20, 600)]
+    assert run.summary is not None and run.summary.ttft_ms == 44.8
+    # served prompt length from prompt_len_mean, split in proportion
+    assert run.prompt_lengths() == (105, 470)
+    # TPOT*: per generated token (ignore_eos: exactly output_len tokens)
+    assert run.stages[0].tpot_true_ms(run.output_len) == pytest.approx((2057.6 - 27.1) / 247)
+    spec = run.workload_spec(duration_scale=0.1, min_stage_s=90)
+    ip = spec["inference_perf"]
+    assert ip["cycle_prompts"] and ip["shared_prefix"]["num_unique_system_prompts"] == 10
+    assert [s["duration"] for s in ip["stages"]] == [90, 90]
+    assert run.workload_spec(prefix_reuse="profile")["inference_perf"]["cycle_prompts"] is False
+    opts = run.sim_options("w.yaml", latency_model="calibrated")
+    assert opts["max_num_batched_tokens"] == 2048 and opts["total_kv_blocks"] == 7463
+    bad = tmp_path / "bad.csv"
+    bad.write_text(CSV_HEADER + "b,m,H100,1,2048,128,4096,0,100,400,200,,0,,,10,100,1,,\n")
+    with pytest.raises(RunsError, match="stage 0 needs stage_rate_rps"):
+        read_runs_csv(bad)
+
+
+def test_read_yaml_and_inference_perf_folder(tmp_path: Path):
+    y = tmp_path / "runs.yaml"
+    y.write_text(
+        "runs:\n- experiment: r1\n  model: qwen/qwen2.5-7b-instruct\n  tp: 1\n"
+        "  system_prompt_len: 100\n  question_len: 400\n  output_len: 100\n"
+        "  stages:\n"
+        "  - {stage_rate_rps: 2, stage_duration_s: 60, ttft_mean_ms: 25, e2e_mean_ms: 700}\n"
+    )
+    (run,) = load_runs([y], hardware="H100")
+    assert run.hardware == "H100" and run.stages[0].rate == 2
+    folder = tmp_path / "ip"
+    (folder / "results").mkdir(parents=True)
+    (folder / "exp-config.yaml").write_text(
+        "model: meta-llama/Llama-2-7b-hf\ntensor_parallelism: 1\nmax_num_batched_tokens: 2048\n"
+    )
+    (folder / "results" / "config.yaml").write_text(
+        "data:\n  shared_prefix: {num_groups: 10, num_prompts_per_group: 10,"
+        " system_prompt_len: 100,"
+        " question_len: 447, output_len: 248}\nload:\n  stages: [{rate: 8, duration: 600}]\n"
+    )
+    (folder / "results" / "stage_0_lifecycle_metrics.json").write_text(
+        json.dumps(
+            {
+                "successes": {
+                    "latency": {
+                        "time_to_first_token": {"mean": 0.0271},
+                        "request_latency": {"mean": 2.0576},
+                    },
+                    "output_len": {"mean": 210.0},
+                    "prompt_len": {"mean": 575.45},
+                }
+            }
+        )
+    )
+    ip = read_inference_perf_folder(folder, hardware="H100")
+    assert ip.model == "meta-llama/llama-2-7b-hf" and ip.stages[0].ttft_ms == pytest.approx(27.1)
+    assert ip.stages[0].tpot_ms == pytest.approx((2057.6 - 27.1) / 209)
+    with pytest.raises(RunsError, match="GPU is not in the files"):
+        read_inference_perf_folder(folder)
+
+
+# --- recovering known coefficients ---------------------------------------------------------
+
+TRUE = CalibratedCoefficients(
+    weight_read=1.25,
+    compute=1.6,
+    kv_read=1.2,
+    attention=2.0,
+    moe=1.0,
+    allreduce_us=10.0,
+    step_us=900.0,
+    layer_us=15.0,
+    request_us=4.0,
+    queue_us=6000.0,
+    queue_per_token_us=1.0,
+    output_token_us=0.0,
+)
+
+
+def _synthetic_runs() -> list[MeasuredRun]:
+    """Two small models, two load stages each; 'measurements' simulated with TRUE."""
+    runs = []
+    for name, model in (
+        ("small", "qwen/qwen2.5-1.5b-instruct"),
+        ("big", "meta-llama/llama-3.1-8b-instruct"),
+    ):
+        stages = (
+            StageMeasurement(0, 4.0, 15.0, 1.0, 1.0),
+            StageMeasurement(1, 12.0, 15.0, 1.0, 1.0),
+        )
+        run = MeasuredRun(
+            name=name,
+            model=model,
+            hardware="H100",
+            tp=1,
+            max_num_batched_tokens=2048,
+            system_prompt_len=60,
+            question_len=200,
+            output_len=40,
+            stages=stages,
+            total_kv_blocks=20000,
+            num_groups=4,
+            prompts_per_group=5,
+            prompt_len_mean=260,
+        )
+        sim = simulate_run(run, coefficients=TRUE)
+        measured = tuple(
+            replace(st, ttft_ms=r.ttft_ms, e2e_ms=r.e2e_ms, tpot_ms=r.tpot_ms)
+            for st, r in zip(stages, sim, strict=True)
+        )
+        runs.append(replace(run, stages=measured))
+    return runs
+
+
+def test_fit_recovers_known_coefficients():
+    pytest.importorskip("scipy")
+    """Start 35-55 % off on three coefficients and recover them from simulated data.
+
+    The data are the simulator's own output at the true coefficients (same seed, full
+    stages), so the residual is exactly 0 there. Around it the objective is noisy: the
+    simulation is a discrete-event system, so a 0.2 % change of one coefficient moves
+    arrivals and step boundaries relative to each other and the stage means by up to
+    ~2 % (a few hundred requests per stage). A smooth optimiser therefore stops where the
+    residuals reach that noise floor (rms ~0.3 %), which is 1-2 % away from the true
+    values in coefficient space; 3 % bounds that with some margin. weight_read and
+    step_us are told apart by the two model sizes, queue_us by TTFT.
+    """
+    runs = _synthetic_runs()
+    start = TRUE.with_values({"weight_read": 0.8, "step_us": 400.0, "queue_us": 3000.0})
+    opts = FitOptions(
+        params=("weight_read", "step_us", "queue_us"),
+        prior_weight=0.0,
+        loss="linear",
+        max_evals=12,
+        rounds=1,
+        settings=ReplaySettings(),
+        full_settings=None,
+        workers=1,
+    )
+    res = fit_coefficients(runs, start=start, options=opts)
+    got = res.coefficients
+    assert got.weight_read == pytest.approx(TRUE.weight_read, rel=0.03)
+    assert got.step_us == pytest.approx(TRUE.step_us, rel=0.03)
+    assert got.queue_us == pytest.approx(TRUE.queue_us, rel=0.03)
+    assert res.evaluations <= 12
+
+
+def test_calibrate_cli_evaluate_and_write_specs(tmp_path: Path):
+    runs = tmp_path / "runs.yaml"
+    runs.write_text(
+        "runs:\n- experiment: tiny\n  model: qwen/qwen2.5-1.5b-instruct\n"
+        "  hardware: H100\n  tp: 1\n"
+        "  total_kv_blocks_from_vllm_log: 20000\n  system_prompt_len: 60\n  question_len: 200\n"
+        "  output_len: 30\n  stages:\n"
+        "  - {stage_rate_rps: 4, stage_duration_s: 10, ttft_mean_ms: 20, e2e_mean_ms: 300}\n"
+    )
+    res = CliRunner().invoke(cli, ["calibrate", str(runs), "--evaluate-only", "-j", "1", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "median APE: TTFT" in res.output and "tiny" in res.output
+    out = tmp_path / "specs"
+    res = CliRunner().invoke(cli, ["calibrate", str(runs), "--write-specs", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "tiny.yaml").exists()
+    assert "--latency-model calibrated" in (out / "commands.sh").read_text()
+    pytest.importorskip("scipy")
+    coeffs = tmp_path / "c.json"
+    res = CliRunner().invoke(
+        cli,
+        [
+            "calibrate",
+            str(runs),
+            "-j",
+            "1",
+            "-q",
+            "--params",
+            "queue_us",
+            "--max-evals",
+            "3",
+            "--rounds",
+            "1",
+            "--no-length-correction",
+            "--out",
+            str(coeffs),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(coeffs.read_text())
+    assert doc["meta"]["fitted_params"] == ["queue_us"]
+    res = CliRunner().invoke(cli, ["calibrate", str(runs), "--params", "nope", "-q"])
+    assert res.exit_code == 2 and "unknown coefficient" in res.output
