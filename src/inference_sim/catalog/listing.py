@@ -4,8 +4,8 @@ The rows are plain dicts so the CLI can print them as text, JSON or CSV
 without knowing about catalog internals. ``latency_modes`` says which step-time
 models a row can run (``blackbox`` needs trained coefficients, ``roofline`` and
 ``calibrated`` a bundled architecture and a GPU with known specs);
-``derived_kv_blocks`` is the KV capacity estimated from GPU memory (docs/roofline.md), blank where it cannot be computed or the
-model does not fit.
+``derived_kv_blocks`` is the KV capacity estimated from GPU memory (docs/roofline.md),
+blank where it cannot be computed or the model does not fit.
 """
 
 from __future__ import annotations
