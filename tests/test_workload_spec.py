@@ -488,7 +488,7 @@ def test_servegen_directory(tmp_path):
         ),
         (
             lambda d: d["clients"][0].update(reasoning={"multi_turn": {"max_rounds": 0}}),
-            "max_rounds must be positive",
+            "max_rounds must be in [1, 100000]",
         ),
         (
             lambda d: d.update(stages=[{"rate": 5, "duration": 10}, {"rate": 6, "end": 5}]),

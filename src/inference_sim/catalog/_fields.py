@@ -13,6 +13,8 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from inference_sim._suggest import did_you_mean
+
 from .errors import CatalogError
 
 __all__ = ["Source"]
@@ -57,7 +59,9 @@ class Source:
                 raise self.error(field, f"keys must be strings, got {self.describe(key)}")
             if allowed is not None and key not in allowed:
                 raise self.error(
-                    field, f'unknown key "{key}"; allowed: {", ".join(sorted(allowed))}'
+                    field,
+                    f'unknown key "{key}"{did_you_mean(key, allowed)}; '
+                    f"allowed: {', '.join(sorted(allowed))}",
                 )
         missing = sorted(k for k in required if k not in value)
         if missing:

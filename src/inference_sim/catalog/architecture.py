@@ -26,6 +26,8 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
+from inference_sim._suggest import did_you_mean
+
 from .errors import CatalogError
 
 __all__ = [
@@ -265,6 +267,9 @@ class ModelArchitecture:
 # --------------------------------------------------------------------------- HF config
 
 
+_MAX_LAYERS = 100_000  # far above any real model (a typo guard)
+
+
 class _HFReader:
     """Reads numeric fields of a merged HF config with the reference's rules."""
 
@@ -393,6 +398,8 @@ def architecture_from_hf_config(doc: Any, label: str, name: str = "") -> ModelAr
         merged.update(text)
     r = _HFReader(merged, label)
     layers = r.required("num_hidden_layers")
+    if layers > _MAX_LAYERS:  # layers are walked one by one (MoE layer patterns)
+        raise r.error("num_hidden_layers", f"must be <= {_MAX_LAYERS}, got {layers}")
     hidden = r.required("hidden_size")
     heads = r.required("num_attention_heads")
     kv_heads = r.first("num_key_value_heads", "num_kv_heads", "multi_query_group_num") or heads
@@ -509,7 +516,8 @@ def _parse_entry(name: str, entry: Mapping[str, Any], where: str) -> ModelArchit
     unknown = sorted(set(entry) - allowed)
     if unknown:
         raise CatalogError(
-            f"{where}: unknown key {unknown[0]}; allowed: {', '.join(sorted(allowed))}"
+            f"{where}: unknown key {unknown[0]}{did_you_mean(unknown[0], allowed)}; "
+            f"allowed: {', '.join(sorted(allowed))}"
         )
     moe = None
     if entry.get("moe") is not None:

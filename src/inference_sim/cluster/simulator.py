@@ -20,6 +20,7 @@ from typing import Any
 
 from inference_sim.cluster.snapshot import SnapshotProvider
 from inference_sim.engine.events import NEVER, EventClass
+from inference_sim.engine.invariants import InvariantChecker
 from inference_sim.instance.engine import Instance
 from inference_sim.instance.request import Request, RequestState
 from inference_sim.metrics.request_log import RequestLog
@@ -56,7 +57,8 @@ class SimulationOutcome:
     the horizon was reached, per target instance (-1: not yet routed).
     ``queue_length_sums[i]`` is the sum over instance i's steps of its wait-queue
     length after batch formation (one sample per step; tracked with 2+ instances);
-    ``priority_policy`` names the instances' priority policy (for anomaly counters).
+    ``priority_policy`` names the instances' priority policy (for anomaly counters);
+    ``interrupted`` is True when the run was stopped early (``stop_requested``).
     """
 
     requests: list[Request] | None
@@ -71,6 +73,7 @@ class SimulationOutcome:
     in_flight: dict[int, int] = field(default_factory=dict)
     queue_length_sums: list[int] = field(default_factory=list)
     priority_policy: str = "constant"
+    interrupted: bool = False  # stopped early on request (Ctrl-C): partial results
 
 
 class ClusterSimulator:
@@ -102,7 +105,9 @@ class ClusterSimulator:
         self.routing = routing or RoundRobin()
         self.admission_latency = admission_latency
         self.routing_latency = routing_latency
-        self.horizon = horizon
+        # The event loop's "no event" time is NEVER + 1: a larger horizon would let it
+        # run past its end, so a horizon beyond NEVER means NEVER.
+        self.horizon = min(horizon, NEVER)
         self.max_model_len = max_model_len
         self.check_invariants = check_invariants
         self.snapshots = SnapshotProvider(self.instances, snapshot_refresh_interval)
@@ -115,6 +120,9 @@ class ClusterSimulator:
             )
         self.priority_policy = priority_policy
         self.decision_hook = decision_hook
+        # Set (by a signal handler, say) to end the run early: the loop looks at it every
+        # progress_every events, then finishes as at the horizon, marked interrupted.
+        self.stop_requested = False
 
     def run(
         self,
@@ -161,6 +169,7 @@ class ClusterSimulator:
         executed = 0
         end_time = 0
         check = self.check_invariants
+        checker = InvariantChecker(instances, log) if check else None
         inf = NEVER + 1
         provider = self.snapshots
         provider.reset()
@@ -177,6 +186,7 @@ class ClusterSimulator:
         upcoming: Request | None = next(stream, None)
         next_sample = inf + 1 if sampler is None else 0
         next_progress = progress_every
+        interrupted = False
 
         while True:
             if upcoming is not None:
@@ -220,6 +230,8 @@ class ClusterSimulator:
                     break
                 _t, klass, inst_idx, _s, req = pop(ext)
                 executed += 1
+                if check:
+                    checker.event(now, req)  # type: ignore[union-attr]
                 if klass == _ENQUEUE:
                     if pending[inst_idx] > 0:
                         pending[inst_idx] -= 1
@@ -227,6 +239,8 @@ class ClusterSimulator:
                     if inst.enqueue(req, now):
                         push(steps, (now, inst_idx, seq))
                         seq += 1
+                    if check:
+                        checker.enqueued(inst, now, req)  # type: ignore[union-attr]
                     if now > end_time:
                         end_time = now
                 elif klass == _ADMISSION:
@@ -266,11 +280,17 @@ class ClusterSimulator:
                 continue
             if t_step == inf or t_step > horizon:
                 break
+            if executed >= next_progress:
+                # Every progress_every events: the progress callback, and a stop request
+                # (Ctrl-C, see runner.run_plan) ends the run here, between two events.
+                next_progress = executed + progress_every
+                if self.stop_requested:
+                    interrupted = True
+                    break
+                if progress is not None:
+                    progress(executed, t_step)
             now, inst_idx, _s = pop(steps)
             executed += 1
-            if progress is not None and executed >= next_progress:
-                next_progress = executed + progress_every
-                progress(executed, now)
             inst = instances[inst_idx]
             t_limit = t_arr if t_arr < t_ext else t_ext
             if next_sample < t_limit:
@@ -290,7 +310,14 @@ class ClusterSimulator:
             if step_end > end_time:
                 end_time = step_end
             if check:
-                inst.kv.check_invariants()
+                checker.step(  # type: ignore[union-attr]
+                    inst_idx,
+                    now,
+                    nxt,
+                    generated=generated,
+                    rejected=rejected + too_long,
+                    in_flight=len(ext),
+                )
 
         for i, n in enumerate(pending):
             if n:
@@ -319,6 +346,13 @@ class ClusterSimulator:
             in_flight[target] = in_flight.get(target, 0) + 1
             if target >= 0:
                 log.add(r)
+        if check and not interrupted:
+            checker.finish(  # type: ignore[union-attr]
+                end_time,
+                generated=generated,
+                rejected=rejected + too_long,
+                unlogged_in_flight=in_flight.get(-1, 0),
+            )
         return SimulationOutcome(
             requests=as_list,
             instances=instances,
@@ -332,6 +366,7 @@ class ClusterSimulator:
             in_flight=in_flight,
             queue_length_sums=queue_sums,
             priority_policy=self.priority_policy,
+            interrupted=interrupted,
         )
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from inference_sim._suggest import did_you_mean
 from inference_sim.config.errors import ConfigError
 from inference_sim.policies import (
     ADMISSION,
@@ -160,7 +161,8 @@ def _pairs(
         where = f"--policy-config {bundle.path} line {_line(k)}"
         if key not in allowed:
             raise ConfigError(
-                f"{where}: unknown key {key!r} in {section}; valid: {', '.join(allowed)}"
+                f"{where}: unknown key {key!r} in {section}{did_you_mean(key, allowed)}; "
+                f"valid: {', '.join(allowed)}"
             )
         if key in seen:
             raise ConfigError(f"{where}: key {key!r} given twice in {section}")
@@ -318,13 +320,13 @@ def resolve_policies(o: dict[str, Any], explicit: frozenset[str]) -> None:
     if interval < 0:
         raise ConfigError(f"--snapshot-refresh-interval must be >= 0, got {interval}")
     text = o["routing_scorers"].strip()
+    if text:  # checked whatever the policy: a plug-in router may read the scorers too
+        try:
+            parse_scorers(text)
+        except PolicyError as exc:
+            raise ConfigError(f"--routing-scorers: {exc}") from None
     if o["routing_policy"] == "weighted":
-        if text:
-            try:
-                parse_scorers(text)
-            except PolicyError as exc:
-                raise ConfigError(f"--routing-scorers: {exc}") from None
-        elif bundle is not None and bundle.scorers:
+        if not text and bundle is not None and bundle.scorers:
             o["routing_scorers"] = format_scorers(bundle.scorers)
         pairs = parse_scorers(o["routing_scorers"]) if o["routing_scorers"].strip() else None
         shown = pairs or DEFAULT_PROFILE

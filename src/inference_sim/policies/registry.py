@@ -27,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from inference_sim._suggest import did_you_mean
 from inference_sim.policies.base import PolicyError
 
 Factory = Callable[..., Any]
@@ -68,7 +69,8 @@ class Registry:
     # --- lookup ------------------------------------------------------------------------
     def unknown(self, name: str) -> PolicyError:
         return PolicyError(
-            f"unknown {self.label} {name!r}; valid: {', '.join(self.names())} "
+            f"unknown {self.label} {name!r}{did_you_mean(name, self.names())}; "
+            f"valid: {', '.join(self.names())} "
             f"(or a plug-in as {PLUGIN_HINT})"
         )
 

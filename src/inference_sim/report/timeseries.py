@@ -16,7 +16,10 @@ interval since the previous sample (0 / None for the first sample); counters
 Interval: a fixed ``interval_us`` (``--timeseries-interval``), or 0 for automatic:
 sampling starts every 100 µs and, whenever more than 400 samples have been taken,
 every other sample is dropped and the interval doubles, so a run of any length ends
-with 200-400 samples at a round interval. Sampling never changes simulation results.
+with 200-400 samples at a round interval. A fixed interval is kept until the run holds
+MAX_FIXED_SAMPLES samples; beyond that the same halving applies (a 2 µs interval over an
+hour of simulated time would otherwise take billions of samples and never finish).
+Sampling never changes simulation results.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 AUTO_TARGET = 200
 AUTO_START_US = 100
+MAX_FIXED_SAMPLES = 20_000
 
 #: Column name -> kind ("int", "float", "str"), in table order.
 TIMESERIES_COLUMNS: dict[str, str] = {
@@ -64,7 +68,8 @@ class TimeseriesSampler:
     def __call__(self, t: int) -> int:
         """Record the state at ``t``; return the next sample time."""
         self._record(t)
-        if not self.fixed and len(self.times) > 2 * AUTO_TARGET:
+        limit = MAX_FIXED_SAMPLES if self.fixed else 2 * AUTO_TARGET
+        if len(self.times) > limit:
             double = 2 * self.interval
             keep = [k for k, ts in enumerate(self.times) if ts % double == 0]
             self.times = [self.times[k] for k in keep]

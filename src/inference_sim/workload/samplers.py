@@ -21,10 +21,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inference_sim._suggest import did_you_mean
 from inference_sim.workload.errors import WorkloadError
 
 MAX_SAMPLED_LENGTH = 1_000_000
 """Largest length an unbounded distribution yields (values above are capped)."""
+
+MAX_REQUEST_TOKENS = 2**24
+"""Longest prompt or output (tokens) any workload source may ask for: a request holds its
+token ids in memory (4 bytes each), so a typo such as ``value: 100000000000`` is rejected
+with a clear error instead of exhausting memory."""
+
+
+def check_length_bound(value: float, where: str) -> None:
+    """Raise unless ``value`` (a length given explicitly) is at most MAX_REQUEST_TOKENS."""
+    if value > MAX_REQUEST_TOKENS:
+        try:
+            shown = f"{value:g}" if isinstance(value, float) else f"{value}"
+        except (OverflowError, ValueError):  # beyond a float, or too many digits to print
+            shown = "a larger number"
+        raise WorkloadError(
+            f"{where} must be <= {MAX_REQUEST_TOKENS} tokens (the longest request the "
+            f"simulator holds), got {shown}"
+        )
+
 
 DIST_TYPES = ("gaussian", "exponential", "pareto_lognormal", "empirical", "constant")
 ARRIVAL_PROCESSES = ("poisson", "gamma", "weibull", "constant")
@@ -211,6 +231,7 @@ def _empirical_key(key: object, where: str) -> int:
         raise WorkloadError(f"{where}.params: key {key!r} is not an integer token count")
     if value < 0:
         raise WorkloadError(f"{where}.params: key {key!r} must be >= 0")
+    check_length_bound(value, f"{where}.params: key {key!r}")
     return int(value)
 
 
@@ -248,7 +269,8 @@ def make_length_sampler(
     """
     if dist_type not in DIST_TYPES:
         raise WorkloadError(
-            f'{where}.type: unknown distribution type "{dist_type}"; valid: {", ".join(DIST_TYPES)}'
+            f'{where}.type: unknown distribution type "{dist_type}"'
+            f"{did_you_mean(dist_type, DIST_TYPES)}; valid: {', '.join(DIST_TYPES)}"
         )
     if dist_type == "empirical":
         if not params:
@@ -269,8 +291,8 @@ def make_length_sampler(
     allowed = required + _OPTIONAL[dist_type]
     for name in sorted(names - set(allowed)):
         raise WorkloadError(
-            f'{where}.params: unknown parameter "{name}" for {dist_type}; '
-            f"valid: {', '.join(allowed)}"
+            f'{where}.params: unknown parameter "{name}" for {dist_type}'
+            f"{did_you_mean(name, allowed)}; valid: {', '.join(allowed)}"
         )
     for name in required:
         if name not in names:
@@ -283,6 +305,9 @@ def make_length_sampler(
         raise WorkloadError(f"{where}.params.min must be >= 0, got {lo}")
     if lo is not None and hi is not None and lo > hi:
         raise WorkloadError(f"{where}.params.min must be <= max, got min {lo} > max {hi}")
+    for name in ("min", "max", "value"):
+        if name in f:
+            check_length_bound(f[name], f"{where}.params.{name}")
 
     if dist_type == "constant":
         if f["value"] < 0:

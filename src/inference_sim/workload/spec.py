@@ -25,10 +25,12 @@ from typing import Any
 
 import yaml
 
+from inference_sim._suggest import did_you_mean
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.samplers import (
     ARRIVAL_PROCESSES,
     LengthSampler,
+    check_length_bound,
     make_length_sampler,
 )
 
@@ -36,6 +38,7 @@ CATEGORIES = ("language", "multimodal", "reasoning")
 SLO_CLASSES = ("critical", "standard", "sheddable", "batch", "background")
 V1_SLO_NAMES = {"realtime": "critical", "interactive": "standard"}
 DEFAULT_PREFIX_LENGTH = 50
+MAX_ROUNDS = 100_000  # rounds of one multi-turn session (a typo guard)
 TICKS_PER_SECOND = 1_000_000
 MULTIMODAL_FIELDS = (
     "text_distribution",
@@ -200,7 +203,8 @@ def _map(value: Any, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
     for key in value:
         if str(key) not in allowed:
             raise WorkloadError(
-                f'{where or "top level"}: unknown field "{key}"; valid: {", ".join(allowed)}'
+                f'{where or "top level"}: unknown field "{key}"{did_you_mean(key, allowed)}; '
+                f"valid: {', '.join(allowed)}"
             )
     return {str(k): v for k, v in value.items()}
 
@@ -379,6 +383,7 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
     prefix_length = _int(m.get("prefix_length"), f"{w}.prefix_length")
     if prefix_length < 0:
         raise WorkloadError(f"{w}.prefix_length must be non-negative, got {prefix_length}")
+    check_length_bound(prefix_length, f"{w}.prefix_length")
 
     input_dist = _dist(m.get("input_distribution"), f"{w}.input_distribution")
     output_dist = _dist(m.get("output_distribution"), f"{w}.output_distribution")
@@ -437,8 +442,8 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
             mw = f"{w}.reasoning.multi_turn"
             tm = _map(rm["multi_turn"], mw, ("max_rounds", "think_time_us", "context_growth"))
             rounds = _int(tm.get("max_rounds"), f"{mw}.max_rounds")
-            if rounds <= 0:
-                raise WorkloadError(f"{mw}.max_rounds must be positive, got {rounds}")
+            if not 0 < rounds <= MAX_ROUNDS:
+                raise WorkloadError(f"{mw}.max_rounds must be in [1, {MAX_ROUNDS}], got {rounds}")
             think = _int(tm.get("think_time_us"), f"{mw}.think_time_us")
             if think < 0:
                 raise WorkloadError(f"{mw}.think_time_us must be >= 0, got {think}")
@@ -513,6 +518,7 @@ def _parse_inference_perf(value: Any) -> InferencePerfSpec:
         n = _int(sp.get(key), f"{sw}.{key}")
         if n < 0:
             raise WorkloadError(f"{sw}.{key} must be non-negative, got {n}")
+        check_length_bound(n, f"{sw}.{key}")
         lengths[key] = n
     load_type = _str(m.get("load_type"), f"{w}.load_type") or "poisson"
     if load_type not in ("poisson", "constant"):

@@ -1,0 +1,658 @@
+"""Fuzz every user input of ``blis run`` (issue 11): workload specs, policy bundles, trace
+rows in the four formats, model config.json, hardware files, defaults files, run-config
+files and flag values. Each case either runs (exit 0) or exits 2 with one ``Error:``
+line; never a traceback, an internal failure (exit 1) or a hang (see test_fuzz_support).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inference_sim.config.options import OPTIONS
+from test_fuzz_support import (
+    MODEL,
+    REFERENCE,
+    REPO,
+    SMALL_RUN,
+    fuzz_settings,
+    invoke,
+    mutated,
+    mutated_text,
+    scalars,
+    values,
+)
+
+# --- seed documents -------------------------------------------------------------------
+
+SPEC_SEEDS: list[dict[str, Any]] = [
+    {
+        "version": "2",
+        "seed": 7,
+        "aggregate_rate": 50.0,
+        "num_requests": 20,
+        "clients": [
+            {
+                "id": "chat",
+                "tenant_id": "t1",
+                "slo_class": "critical",
+                "rate_fraction": 0.7,
+                "arrival": {"process": "gamma", "cv": 2.0},
+                "input_distribution": {
+                    "type": "gaussian",
+                    "params": {"mean": 64, "std_dev": 20, "min": 8, "max": 256},
+                },
+                "output_distribution": {"type": "exponential", "params": {"mean": 16}},
+                "prefix_group": "sys",
+                "prefix_length": 32,
+                "lifecycle": {"windows": [{"start_us": 0, "end_us": 5_000_000}]},
+            },
+            {
+                "id": "batch",
+                "slo_class": "batch",
+                "rate_fraction": 0.3,
+                "arrival": {"process": "poisson"},
+                "input_distribution": {"type": "empirical", "params": {"32": 1, "64": 2}},
+                "output_distribution": {"type": "constant", "params": {"value": 8}},
+                "reasoning": {
+                    "reason_ratio_distribution": {"type": "constant", "params": {"value": 30}},
+                    "multi_turn": {
+                        "max_rounds": 3,
+                        "think_time_us": 1000,
+                        "context_growth": "accumulate",
+                    },
+                },
+            },
+        ],
+    },
+    {
+        "version": "1",
+        "seed": 3,
+        "inference_perf": {
+            "stages": [{"rate": 20.0, "duration": 1}, {"rate": 40.0, "duration": 1}],
+            "shared_prefix": {
+                "num_unique_system_prompts": 2,
+                "num_users_per_system_prompt": 2,
+                "system_prompt_len": 32,
+                "question_len": 16,
+                "output_len": 8,
+            },
+        },
+    },
+    {
+        "aggregate_rate": 100.0,
+        "stages": [{"rate": 10, "duration": 0.5}, {"rate": 30, "end": 1.0}],
+        "clients": [
+            {
+                "id": "mm",
+                "rate_fraction": 1,
+                "arrival": {"process": "weibull", "cv": 1.5},
+                "input_distribution": {
+                    "type": "pareto_lognormal",
+                    "params": {
+                        "alpha": 1.5,
+                        "xm": 20,
+                        "mu": 4.0,
+                        "sigma": 1.0,
+                        "mix_weight": 0.3,
+                        "max": 400,
+                    },
+                },
+                "output_distribution": {"type": "constant", "params": {"value": 4}},
+                "multimodal": {
+                    "text_distribution": {"type": "constant", "params": {"value": 16}},
+                    "image_distribution": {"type": "constant", "params": {"value": 32}},
+                    "image_count_distribution": {"type": "constant", "params": {"value": 1}},
+                },
+            }
+        ],
+    },
+]
+
+
+def _reference_yaml(name: str) -> Any:
+    path = REFERENCE / "examples" / name
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+for _name in ("multiturn-chat-demo.yaml", "prefix-affinity-demo.yaml"):
+    _doc = _reference_yaml(_name)
+    if isinstance(_doc, dict):
+        SPEC_SEEDS.append(_doc)
+
+BUNDLE_SEEDS: list[Any] = [
+    yaml.safe_load((REPO / "examples" / "policy-bundle.yaml").read_text()),
+    {
+        "admission": {"policy": "always-admit"},
+        "routing": {"policy": "round-robin"},
+        "priority": {"policy": "constant"},
+        "scheduler": "fcfs",
+    },
+    {"routing": {"policy": "weighted", "scorers": [{"name": "queue-depth", "weight": 1}]}},
+]
+
+HARDWARE_SEED = {
+    "H100": {
+        "TFlopsPeak": 989.5,
+        "BwPeakTBs": 3.35,
+        "BwEffConstant": 0.72,
+        "TOverheadMicros": 500.0,
+        "perLayerOverhead": 20.0,
+        "mfuPrefill": 0.65,
+        "mfuDecode": 0.12,
+        "allReduceLatency": 20.0,
+        "MemoryGiB": 80,
+    }
+}
+
+MODEL_CONFIG_SEEDS: list[dict[str, Any]] = [
+    {
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_attention_heads": 32,
+        "num_hidden_layers": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "torch_dtype": "bfloat16",
+        "tie_word_embeddings": False,
+    },
+    {
+        "architectures": ["Qwen3MoeForCausalLM"],
+        "head_dim": 128,
+        "hidden_size": 2048,
+        "intermediate_size": 6144,
+        "moe_intermediate_size": 768,
+        "num_attention_heads": 32,
+        "num_experts": 128,
+        "num_experts_per_tok": 8,
+        "num_hidden_layers": 48,
+        "num_key_value_heads": 4,
+        "torch_dtype": "bfloat16",
+        "vocab_size": 151936,
+        "mlp_only_layers": [],
+        "decoder_sparse_step": 1,
+    },
+]
+
+DEFAULTS_SEED = {
+    "version": "x",
+    "defaults": {
+        MODEL: {
+            "GPU": "H100",
+            "tensor_parallelism": 1,
+            "vllm_version": "v1",
+            "hf_repo": "meta-llama/Llama-3.1-8B-Instruct",
+        }
+    },
+    "workloads": {
+        "chatbot": {
+            "prefix_tokens": 0,
+            "prompt_tokens": 256,
+            "prompt_tokens_stdev": 100,
+            "prompt_tokens_min": 2,
+            "prompt_tokens_max": 800,
+            "output_tokens": 256,
+            "output_tokens_stdev": 100,
+            "output_tokens_min": 1,
+            "output_tokens_max": 1024,
+        }
+    },
+    "models": [
+        {
+            "id": MODEL,
+            "GPU": "H100",
+            "tensor_parallelism": 1,
+            "vllm_version": "v1",
+            "alpha_coeffs": [100.0, 1.0, 10.0],
+            "beta_coeffs": [1000.0, 1.0, 1.0],
+            "total_kv_blocks": 5000,
+            "best_loss": 1.0,
+        }
+    ],
+}
+
+
+def _tmp() -> Path:
+    return Path(tempfile.mkdtemp(prefix="blis-fuzz-"))
+
+
+def _dump(doc: Any) -> str:
+    try:
+        return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    except yaml.YAMLError:
+        return repr(doc)
+
+
+# --- workload specs -------------------------------------------------------------------
+
+
+@fuzz_settings(60)
+@given(data=st.data())
+def test_fuzz_workload_spec_structure(data: st.DataObject) -> None:
+    seed = data.draw(st.sampled_from(SPEC_SEEDS))
+    doc = data.draw(mutated(seed))
+    path = _tmp() / "spec.yaml"
+    path.write_text(_dump(doc), encoding="utf-8")
+    invoke([*SMALL_RUN, "--workload-spec", path])
+
+
+@fuzz_settings(40)
+@given(data=st.data())
+def test_fuzz_workload_spec_text(data: st.DataObject) -> None:
+    text = _dump(data.draw(st.sampled_from(SPEC_SEEDS)))
+    path = _tmp() / "spec.yaml"
+    path.write_text(data.draw(mutated_text(text)), encoding="utf-8")
+    invoke([*SMALL_RUN, "--workload-spec", path])
+    invoke(["workload", "describe", path])
+
+
+# --- policy bundles ---------------------------------------------------------------------
+
+
+@fuzz_settings(50)
+@given(data=st.data())
+def test_fuzz_policy_bundle(data: st.DataObject) -> None:
+    seed = data.draw(st.sampled_from(BUNDLE_SEEDS))
+    if data.draw(st.booleans()):
+        text = _dump(data.draw(mutated(seed)))
+    else:
+        text = data.draw(mutated_text(_dump(seed)))
+    path = _tmp() / "bundle.yaml"
+    path.write_text(text, encoding="utf-8")
+    invoke([*SMALL_RUN, "--num-instances", "2", "--policy-config", path])
+
+
+# --- traces -------------------------------------------------------------------------------
+
+cells = st.one_of(
+    st.sampled_from(["0", "1", "0.5", "-1", "nan", "inf", "1e30", "", "x", "[1,2,3]", "[]"]),
+    st.text(max_size=8),
+    st.integers(-5, 10**12).map(str),
+    st.lists(st.integers(-2, 2**40), max_size=5).map(json.dumps),
+)
+
+
+def _poke(row: list[str], column: int, value: str) -> None:
+    """Replace a cell, or add one past the end."""
+    if column < len(row):
+        row[column] = value
+    else:
+        row.append(value)
+
+
+def _csv_text(rows: list[list[str]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+@st.composite
+def reference_csv(draw: st.DrawFn) -> str:
+    rows = [["arrival_time", "request_id", "model", "prefill_tokens", "decode_tokens"]]
+    for i in range(draw(st.integers(0, 6))):
+        rows.append([f"{i * 0.01}", f"r{i}", "", json.dumps(list(range(1, 20))), "[5,6,7]"])
+    for _ in range(draw(st.integers(1, 3))):
+        if len(rows) > 1 and draw(st.booleans()):
+            r = draw(st.integers(1, len(rows) - 1))
+            _poke(rows[r], draw(st.integers(0, 6)), draw(cells))
+        else:
+            rows.append(draw(st.lists(cells, max_size=7)))
+    return _csv_text(rows)
+
+
+@st.composite
+def azure_csv(draw: st.DrawFn) -> str:
+    rows = [["TIMESTAMP", "ContextTokens", "GeneratedTokens"]]
+    for i in range(draw(st.integers(0, 6))):
+        rows.append([f"2023-11-16 18:17:0{i}.1234567", "40", "8"])
+    for _ in range(draw(st.integers(1, 3))):
+        if len(rows) > 1 and draw(st.booleans()):
+            r = draw(st.integers(0, len(rows) - 1))
+            _poke(rows[r], draw(st.integers(0, 3)), draw(cells))
+        else:
+            rows.append(draw(st.lists(cells, max_size=4)))
+    return _csv_text(rows)
+
+
+@st.composite
+def mooncake_jsonl(draw: st.DrawFn) -> str:
+    rows: list[Any] = []
+    for i in range(draw(st.integers(0, 6))):
+        rows.append({"timestamp": i * 10, "input_length": 40, "output_length": 8, "hash_ids": [i]})
+    for _ in range(draw(st.integers(1, 3))):
+        if rows and draw(st.booleans()):
+            r = draw(st.integers(0, len(rows) - 1))
+            rows[r] = draw(mutated(rows[r], 2))
+        else:
+            rows.append(draw(values))
+    lines = []
+    for row in rows:
+        try:
+            lines.append(json.dumps(row, allow_nan=True))
+        except (TypeError, ValueError):
+            lines.append(repr(row))
+    if draw(st.booleans()):
+        lines.append(draw(st.text(max_size=20)))
+    return "\n".join(lines) + "\n"
+
+
+V2_HEADER = (
+    "request_id,client_id,tenant_id,slo_class,session_id,round_index,prefix_group,streaming,"
+    "input_tokens,output_tokens,text_tokens,image_tokens,audio_tokens,video_tokens,"
+    "reason_ratio,arrival_time_us,send_time_us,first_chunk_time_us,last_chunk_time_us,"
+    "num_chunks,status,error_message,model,prefix_length,context_tokens"
+)
+
+
+@st.composite
+def trace_v2_csv(draw: st.DrawFn) -> str:
+    rows = [V2_HEADER.split(",")]
+    for i in range(draw(st.integers(0, 5))):
+        rows.append(
+            [
+                str(i),
+                "c",
+                "t",
+                "standard",
+                "s1" if i % 2 else "",
+                str(i // 2),
+                "g" if i % 3 == 0 else "",
+                "false",
+                "64",
+                "8",
+                "64",
+                "0",
+                "0",
+                "0",
+                "0",
+                str(i * 1000),
+                str(i * 1000),
+                "0",
+                "0",
+                "0",
+                "ok",
+                "",
+                MODEL,
+                "16" if i % 3 == 0 else "0",
+                "0",
+            ]
+        )
+    for _ in range(draw(st.integers(1, 3))):
+        if len(rows) > 1 and draw(st.booleans()):
+            r = draw(st.integers(0, len(rows) - 1))
+            _poke(rows[r], draw(st.integers(0, 25)), draw(cells))
+        else:
+            rows.append(draw(st.lists(cells, max_size=26)))
+    return _csv_text(rows)
+
+
+@fuzz_settings(60)
+@given(data=st.data())
+def test_fuzz_trace_rows(data: st.DataObject) -> None:
+    fmt, gen, suffix = data.draw(
+        st.sampled_from(
+            [
+                ("csv", reference_csv(), ".csv"),
+                ("azure", azure_csv(), ".csv"),
+                ("mooncake", mooncake_jsonl(), ".jsonl"),
+                ("v2", trace_v2_csv(), ".csv"),
+            ]
+        )
+    )
+    folder = _tmp()
+    path = folder / f"trace{suffix}"
+    path.write_text(data.draw(gen), encoding="utf-8")
+    if fmt == "v2" and data.draw(st.booleans()):
+        header = {"trace_version": 2, "time_unit": "microseconds", "mode": "generated"}
+        if data.draw(st.booleans()):
+            header = data.draw(mutated(header, 2))
+        (folder / "trace.yaml").write_text(_dump(header), encoding="utf-8")
+    chosen = data.draw(st.sampled_from([fmt, "auto"]))
+    args = [*SMALL_RUN, "--workload", "traces", "--workload-traces-filepath", path]
+    invoke([*args, "--trace-format", chosen, "--trace-block-size", "16"])
+    invoke(["workload", "describe", path, "--format", chosen, "--block-size", "16"])
+
+
+# --- model config.json, hardware files, defaults files ------------------------------------
+
+
+@fuzz_settings(50)
+@given(data=st.data())
+def test_fuzz_model_config_folder(data: st.DataObject) -> None:
+    seed = data.draw(st.sampled_from(MODEL_CONFIG_SEEDS))
+    folder = _tmp()
+    if data.draw(st.integers(0, 4)):
+        text = json.dumps(data.draw(mutated(seed)), allow_nan=True)
+    else:
+        text = data.draw(mutated_text(json.dumps(seed, indent=1)))
+    (folder / "config.json").write_text(text, encoding="utf-8")
+    invoke(
+        [
+            *SMALL_RUN,
+            "--latency-model",
+            "roofline",
+            "--hardware",
+            "H100",
+            "--tp",
+            "1",
+            "--model-config-folder",
+            folder,
+        ]
+    )
+
+
+@fuzz_settings(40)
+@given(data=st.data())
+def test_fuzz_hardware_config(data: st.DataObject) -> None:
+    path = _tmp() / "hardware.json"
+    if data.draw(st.integers(0, 4)):
+        text = json.dumps(data.draw(mutated(HARDWARE_SEED)), allow_nan=True)
+    else:
+        text = data.draw(mutated_text(json.dumps(HARDWARE_SEED, indent=1)))
+    path.write_text(text, encoding="utf-8")
+    invoke([*SMALL_RUN, "--hardware", "H100", "--tp", "1", "--hardware-config", path])
+
+
+@fuzz_settings(40)
+@given(data=st.data())
+def test_fuzz_defaults_file(data: st.DataObject) -> None:
+    path = _tmp() / "defaults.yaml"
+    if data.draw(st.integers(0, 3)):
+        text = _dump(data.draw(mutated(DEFAULTS_SEED)))
+    else:
+        text = data.draw(mutated_text(_dump(DEFAULTS_SEED)))
+    path.write_text(text, encoding="utf-8")
+    invoke([*SMALL_RUN, "--defaults-filepath", path])
+    invoke(["models", "--defaults-filepath", path])
+
+
+# --- flags and run-config files -----------------------------------------------------------
+
+WILD_VALUES = st.one_of(
+    st.sampled_from(["0", "1", "-1", "2", "16", "0.5", "1e9", "nan", "inf", "-inf", "", "x"]),
+    st.sampled_from(["1,2,3", "1,2", "a,b,c", "true", "false", "round-robin", "weighted"]),
+    st.integers(-(2**65), 2**65).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(max_size=10).filter(lambda s: ":" not in s),  # no plug-in imports
+)
+# Values a user would plausibly give, so that combinations get past validation and run.
+PLAUSIBLE_STRINGS: dict[str, list[str]] = {
+    "routing_policy": ["round-robin", "least-loaded", "prefix-affinity", "weighted"],
+    "admission_policy": ["always-admit", "token-bucket", "reject-all"],
+    "priority_policy": ["constant", "slo-based", "inverted-slo"],
+    "scheduler": ["fcfs", "priority-fcfs", "sjf", "reverse-priority"],
+    "workload": ["distribution", "chatbot", "contentgen", "traces"],
+    "latency_model": ["auto", "blackbox", "roofline", "calibrated"],
+    "hardware": ["H100", "A100-80", "h100"],
+    "trace_level": ["none", "decisions"],
+    "routing_scorers": ["queue-depth:1,kv-utilization:2", "prefix-affinity:3", "load-balance:0"],
+    "fitness_weights": ["throughput:1,p99_ttft:2", "mean_e2e:1"],
+    "kv_transfer_link": ["pcie-gen4", "pcie-gen5"],
+    "trace_format": ["auto", "csv", "v2", "azure", "mooncake"],
+    "tp": ["1", "2", "4"],
+}
+PLAUSIBLE_INTS: dict[str, tuple[int, int]] = {
+    "total_kv_blocks": (1, 3000),
+    "block_size_in_tokens": (1, 64),
+    "max_num_scheduled_tokens": (1, 4096),
+    "max_num_running_reqs": (1, 64),
+    "max_model_len": (0, 3000),
+    "kv_cpu_blocks": (0, 3000),
+    "num_instances": (1, 8),
+    "seed": (0, 2**40),
+}
+
+
+@st.composite
+def flag_value(draw: st.DrawFn, spec: Any) -> str:
+    if draw(st.integers(0, 9)) < 3:
+        return draw(WILD_VALUES)
+    if spec.name in PLAUSIBLE_STRINGS:
+        return draw(st.sampled_from(PLAUSIBLE_STRINGS[spec.name]))
+    if spec.kind is int:
+        lo, hi = PLAUSIBLE_INTS.get(spec.name, (0, 200))
+        return str(draw(st.integers(lo, hi)))
+    if spec.kind is float:
+        return repr(
+            draw(
+                st.floats(0.0, 1.0)
+                if "util" in spec.name or "threshold" in spec.name
+                else st.floats(0.01, 2000.0)
+            )
+        )
+    if spec.kind == "floats":
+        return ",".join(str(draw(st.integers(0, 5000))) for _ in range(3))
+    if spec.kind is bool:
+        return draw(st.sampled_from(["true", "false"]))
+    return draw(WILD_VALUES)
+
+
+# Options whose fuzzed values would read or write files elsewhere, import modules, or
+# legitimately take long (a huge request count is a long run, not a bug).
+_NOT_FUZZED = {
+    "results_path",
+    "trace_output",
+    "export_trace",
+    "num_requests",
+    "horizon",
+    "model",
+}
+FUZZED_OPTIONS = [spec for spec in OPTIONS if spec.name not in _NOT_FUZZED]
+
+# Engine replicas cost real memory and time each (a thousand instances is a long run).
+_SMALL_COUNT = {"num_instances"}
+
+
+def _flag_args(spec: Any, value: str) -> list[str]:
+    if spec.kind is bool:
+        return [spec.flag if value.startswith(("1", "t", "y")) else "--no-" + spec.flag[2:]]
+    return [f"{spec.flag}={value}"]
+
+
+@st.composite
+def flag_picks(draw: st.DrawFn) -> list[tuple[Any, str]]:
+    specs = draw(
+        st.lists(
+            st.sampled_from(FUZZED_OPTIONS), min_size=1, max_size=5, unique_by=lambda s: s.name
+        )
+    )
+    return [(spec, draw(flag_value(spec))) for spec in specs]
+
+
+@fuzz_settings(150)
+@given(picks=flag_picks(), requests=st.integers(0, 20))
+def test_fuzz_cli_flags(picks: list[tuple[Any, str]], requests: int) -> None:
+    args = ["run", "--model", MODEL, "--num-requests", str(requests), "--log", "error"]
+    for spec, value in picks:
+        if spec.name in ("workload_traces_filepath", "workload_spec", "policy_config"):
+            value = value.replace("/", "")  # a relative name under the working directory
+        if spec.name in _SMALL_COUNT and value.lstrip("-").isdigit() and int(value) > 16:
+            value = "16"
+        args += _flag_args(spec, value)
+    # Long prompts with many requests are a legitimately long run: cap them unless fuzzed.
+    picked = {spec.name for spec, _v in picks}
+    for name, cap in (("prompt_tokens_max", "4000"), ("output_tokens_max", "600")):
+        if name not in picked:
+            args += [f"--{name.replace('_', '-')}", cap]
+    invoke(args, seconds=30)
+
+
+@fuzz_settings(40)
+@given(
+    doc=st.dictionaries(
+        st.sampled_from(
+            [
+                "rate",
+                "max_num_seqs",
+                "total_kv_blocks",
+                "routing_policy",
+                "seed",
+                "block_size",
+                "rates",
+                "num_request",
+                "model",
+                "tp",
+                "horizon",
+            ]
+        ),
+        scalars,
+        max_size=4,
+    )
+)
+def test_fuzz_run_config_file(doc: dict[str, Any]) -> None:
+    path = _tmp() / "run.yaml"
+    path.write_text(_dump(doc), encoding="utf-8")
+    invoke(["run", "--model", MODEL, "--config", path, "--num-requests", "8", "--log", "error"])
+
+
+# --- the real command, in a subprocess with a timeout ---------------------------------------
+
+
+def _blis(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-m", "inference_sim", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@fuzz_settings(4)
+@given(data=st.data())
+def test_fuzz_subprocess(data: st.DataObject) -> None:
+    """A few cases through the installed entry point: exit 0 or 2, one line, no traceback."""
+    folder = _tmp()
+    spec = folder / "spec.yaml"
+    spec.write_text(_dump(data.draw(mutated(SPEC_SEEDS[0]))), encoding="utf-8")
+    bundle = folder / "bundle.yaml"
+    bundle.write_text(data.draw(mutated_text(_dump(BUNDLE_SEEDS[0]))), encoding="utf-8")
+    trace = folder / "trace.csv"
+    trace.write_text(data.draw(reference_csv()), encoding="utf-8")
+    for args in (
+        ["run", "--model", MODEL, "--workload-spec", str(spec), "--num-requests", "10"],
+        ["run", "--model", MODEL, "--policy-config", str(bundle), "--num-requests", "10"],
+        ["run", "--model", MODEL, "--workload", "traces", "--workload-traces-filepath", str(trace)],
+    ):
+        proc = _blis(args, folder)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert proc.returncode in (0, 2), (args, proc.returncode, proc.stderr)
+        if proc.returncode == 2:
+            errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("Error: ")]
+            assert len(errors) == 1, proc.stderr
