@@ -29,6 +29,13 @@ def scenarios(draw):
         prompt = (shared if draw(st.booleans()) else []) + own
         out = draw(st.integers(0, 70))
         reqs.append(Request(i, t, prompt, [(i * 7 + k) % 97 for k in range(out)]))
+    # ITL groups (per-stage histograms): none, one per request, or a few with gaps.
+    grouping = draw(st.sampled_from(["none", "request", "few"]))
+    for r in reqs:
+        if grouping == "request":
+            r.itl_group = r.index
+        elif grouping == "few":
+            r.itl_group = draw(st.sampled_from([-1, 0, 1, 2]))
     cfg = dict(
         num_gpu_blocks=draw(st.integers(6, 120)),
         block_size=draw(st.sampled_from([1, 2, 4, 16])),
@@ -94,13 +101,50 @@ def _fingerprint(outcome):
         for r in outcome.requests
     ]
     hists = [dict(sorted(i.stats.itl_histogram.items())) for i in outcome.instances]
+    group_hists = [
+        {g: dict(sorted(h.items())) for g, h in sorted(i.stats.itl_group_histograms.items())}
+        for i in outcome.instances
+    ]
     steps = [i.stats.step_count for i in outcome.instances]
     tiers = [
         (i.kv.cpu.offloads, i.kv.cpu.reloads, i.kv.cpu.thrash, dict(i.kv.cpu.entries))
         for i in outcome.instances
         if i.kv.cpu is not None
     ]
-    return summary, build_records(outcome), per_request, hists, steps, outcome.end_time, tiers
+    return (
+        summary,
+        build_records(outcome),
+        per_request,
+        hists,
+        group_hists,
+        steps,
+        outcome.end_time,
+        tiers,
+    )
+
+
+def _check_groups(outcome):
+    """Each group's histogram holds exactly its requests' ITL samples."""
+    samples: dict[int, int] = {}
+    totals: dict[int, int] = {}
+    for r in outcome.requests:
+        if r.itl_group >= 0 and r.handled_by >= 0:
+            samples[r.itl_group] = samples.get(r.itl_group, 0) + max(r.delivered - 1, 0)
+            if r.state == RequestState.FINISHED:
+                totals[r.itl_group] = totals.get(r.itl_group, 0) + r.itl_sum
+    merged: dict[int, dict[int, int]] = {}
+    for inst in outcome.instances:
+        for g, h in inst.stats.itl_group_histograms.items():
+            assert all(c > 0 for c in h.values())
+            dst = merged.setdefault(g, {})
+            for v, c in h.items():
+                dst[v] = dst.get(v, 0) + c
+    for g, n in samples.items():
+        assert sum(merged.get(g, {}).values()) == n
+    unfinished = {r.itl_group for r in outcome.requests if r.state != RequestState.FINISHED}
+    for g, total in totals.items():
+        if g not in unfinished:  # E2E = TTFT + the sum of the request's ITL samples
+            assert sum(v * c for v, c in merged.get(g, {}).items()) == total
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -110,3 +154,4 @@ def test_fast_stepper_equals_plain_stepper(scenario):
     plain = _simulate(copy.deepcopy(reqs), exact_steps=True, **cfg)
     fast = _simulate(copy.deepcopy(reqs), exact_steps=False, **cfg)
     assert _fingerprint(fast) == _fingerprint(plain)
+    _check_groups(plain)

@@ -118,6 +118,62 @@ def test_cli_run_with_stages_reports_per_stage_metrics(tmp_path):
     assert stages[0]["ttft_mean_ms"] == pytest.approx(mean)
 
 
+def _per_request_itl(plan) -> dict[int, dict[int, int]]:
+    """Every request's own ITL samples (value -> count, in ticks), from a run of ``plan``
+    in which each request is its own ITL group."""
+    from inference_sim.runner import build_simulator
+
+    def own_group(reqs):
+        for r in reqs:
+            r.itl_group = r.index
+            yield r
+
+    outcome = build_simulator(plan).run(own_group(build_requests(plan, RandomStreams(11))))
+    per_request: dict[int, dict[int, int]] = {}
+    for inst in outcome.instances:
+        for g, h in inst.stats.itl_group_histograms.items():
+            dst = per_request.setdefault(g, {})
+            for v, c in h.items():
+                dst[v] = dst.get(v, 0) + c
+    return per_request
+
+
+@pytest.mark.parametrize("exact_steps", [False, True])
+def test_stage_itl_percentiles_are_exact_per_stage(tmp_path, exact_steps):
+    """Per-stage ITL keys equal the percentiles of the stage's requests' own ITL samples."""
+    import numpy as np
+
+    doc = spec_doc(stages=[{"rate": 4, "duration": 3}, {"rate": 120, "duration": 1.5}])
+    del doc["aggregate_rate"]
+    doc["clients"][0]["output_distribution"] = {"type": "constant", "params": {"value": 40}}
+    opts = {"model": MODEL, "workload_spec": write(tmp_path, doc), "exact_steps": exact_steps}
+    opts.update(KW)
+    res = simulate(**opts)
+    own = _per_request_itl(resolve(opts))
+    keys = ("itl_mean_ms", "itl_p90_ms", "itl_p95_ms", "itl_p99_ms")
+
+    def expected(hists):
+        ticks = np.array([v for h in hists for v, c in h.items() for _ in range(c)])
+        return ticks, [ticks.mean() / 1000.0] + [
+            np.percentile(ticks, p) / 1000.0 for p in (90, 95, 99)
+        ]
+
+    stages = res.summary["stages"]
+    for st in stages:
+        mine = [r for r in res.records if st["start_s"] <= r["arrived_at"] < st["end_s"]]
+        assert len(mine) == st["arrived_requests"] == st["completed_requests"] > 0
+        index = [int(r["requestID"].removeprefix("request_")) for r in mine]
+        ticks, want = expected([own.get(i, {}) for i in index])
+        assert len(ticks) == sum(r["num_decode_tokens"] - 1 for r in mine)
+        assert [st[k] for k in keys] == pytest.approx(want, rel=1e-12)
+    # Clearly different loads give clearly different ITL distributions.
+    assert stages[1]["itl_p99_ms"] > 1.2 * stages[0]["itl_p99_ms"]
+    assert stages[1]["itl_mean_ms"] > stages[0]["itl_mean_ms"]
+    # The overall keys are unchanged: over every sample of every request.
+    _ticks, want = expected(own.values())
+    assert [res.summary[k] for k in keys] == pytest.approx(want, rel=1e-12)
+
+
 def test_unbounded_spec_is_bad_input(tmp_path):
     result = invoke("--workload-spec", write(tmp_path, spec_doc()))
     assert result.exit_code == 2

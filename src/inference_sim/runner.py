@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -14,7 +17,12 @@ from inference_sim.config.resolve import RunPlan
 from inference_sim.engine.rng import RandomStreams
 from inference_sim.instance.fast_engine import FastInstance
 from inference_sim.instance.request import Request
-from inference_sim.metrics.summary import build_records, build_stage_summaries, build_summary
+from inference_sim.metrics.summary import (
+    build_records,
+    build_stage_summaries,
+    build_summary,
+    stage_groups,
+)
 from inference_sim.report.timeseries import TimeseriesSampler
 from inference_sim.results import Results
 from inference_sim.workload import (
@@ -63,7 +71,18 @@ def build_requests(plan: RunPlan, streams: RandomStreams) -> Iterable[Request]:
             horizon=o["horizon"],
             rng=streams.generator("workload"),
         )
+    stages = plan_stages(plan)
+    if stages:
+        reqs = stage_groups(reqs, stages)  # one ITL histogram per stage
     return _with_default_model(reqs, o["model"])
+
+
+def plan_stages(plan: RunPlan) -> list[tuple[int, int, float]]:
+    """The workload spec's load stages as ``(start_us, end_us, rate)`` (none: [])."""
+    spec = plan.workload_spec
+    if spec is None or not spec.stages:
+        return []
+    return [(st.start_us, st.end_us, st.rate) for st in spec.stages]
 
 
 def _with_default_model(reqs: Iterable[Request], model: str) -> Iterator[Request]:
@@ -107,9 +126,10 @@ def collect_results(
     analysis: RunAnalysis | None = None,
 ) -> Results:
     summary = build_summary(outcome)
-    spec = plan.workload_spec
-    if spec is not None and spec.stages:
-        stages = [(st.start_us, st.end_us, st.rate) for st in spec.stages]
+    if outcome.interrupted:
+        summary["interrupted"] = True  # partial results: the run was stopped early
+    stages = plan_stages(plan)
+    if stages:
         summary["stages"] = build_stage_summaries(outcome, stages)
     if analysis is None:
         analysis = RunAnalysis(plan.options, [inst.name for inst in outcome.instances])
@@ -139,16 +159,52 @@ def expected_requests(plan: RunPlan) -> int | None:
     return int(o["num_requests"]) or None
 
 
+_STOP_CHECK = 10_000  # events between two looks at a stop request (Ctrl-C)
+
+
+@contextlib.contextmanager
+def _stop_on_sigint(sim: ClusterSimulator) -> Iterator[None]:
+    """While the block runs, a first SIGINT asks ``sim`` to stop; a second one aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if sim.stop_requested:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop at once, without results
+        sim.stop_requested = True
+
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:  # e.g. started in the background: keep ignoring it
+        yield
+        return
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        # None: the previous handler was not set from Python; Python's own is the best guess.
+        signal.signal(
+            signal.SIGINT, previous if previous is not None else signal.default_int_handler
+        )
+
+
 def run_plan(
     plan: RunPlan,
     *,
     progress: Callable[[int, int], None] | None = None,
     timeseries: bool = True,
+    interruptible: bool = False,
 ) -> Results:
     """Run ``plan``. ``progress(events, simulated_time_us)`` is called now and then; an
     object with an ``attach(instances, expected_requests)`` method (such as
     :class:`inference_sim.report.progress.ProgressBar`) is told the instances first.
-    ``timeseries=False`` skips the time-series sampler."""
+    ``timeseries=False`` skips the time-series sampler.
+
+    ``interruptible=True`` (``blis run``): a first SIGINT (Ctrl-C) during the simulation
+    stops it between two events and the results of the run so far are returned, with
+    ``"interrupted": true`` in the summary; a second one raises KeyboardInterrupt at once.
+    Otherwise (sweeps, the Python API) SIGINT raises KeyboardInterrupt as usual, so an
+    interrupted run is never taken for a finished one."""
     streams = RandomStreams(plan.options["seed"])
     requests = build_requests(plan, streams)
     writer = export_writer(plan.options)  # --export-trace: rows written as requests are read
@@ -169,8 +225,11 @@ def run_plan(
     if attach is not None:
         attach(sim.instances, expected_requests(plan))
         run_kw["progress_every"] = getattr(progress, "every_events", 200_000)
+    if interruptible:
+        run_kw["progress_every"] = min(run_kw.get("progress_every", _STOP_CHECK), _STOP_CHECK)
     try:
-        outcome = sim.run(requests, **run_kw)
+        with _stop_on_sigint(sim) if interruptible else contextlib.nullcontext():
+            outcome = sim.run(requests, **run_kw)
     except BaseException:
         if writer is not None:
             writer.abort()

@@ -39,6 +39,7 @@ class InstanceStats:
         "cached_prompt_tokens",
         "completed",
         "dropped_unservable",
+        "itl_group_histograms",
         "itl_histogram",
         "kv_allocation_failures",
         "kv_block_time",
@@ -62,9 +63,19 @@ class InstanceStats:
         self.kv_block_time = 0.0
         # ITL samples as value -> count: exact percentiles without one float per token.
         self.itl_histogram: dict[int, int] = {}
+        # The same, split by Request.itl_group (requests with a group >= 0 only):
+        # group -> value -> count. Per-stage ITL percentiles (metrics/summary.py).
+        self.itl_group_histograms: dict[int, dict[int, int]] = {}
         # Prefix-cache hit rate: cached prompt tokens / prompt tokens at first admission.
         self.cached_prompt_tokens = 0
         self.prefix_lookup_tokens = 0
+
+    def add_group_samples(self, group: int, value: int, count: int) -> None:
+        """Count ``count`` ITL samples of ``value`` ticks for ITL group ``group``."""
+        hist = self.itl_group_histograms.get(group)
+        if hist is None:
+            hist = self.itl_group_histograms[group] = {}
+        hist[value] = hist.get(value, 0) + count
 
 
 class Instance:
@@ -248,6 +259,8 @@ class Instance:
                 sample = end - req.last_token_time + otp
                 req.itl_sum += sample
                 hist[sample] = hist.get(sample, 0) + 1
+                if req.itl_group >= 0:
+                    stats.add_group_samples(req.itl_group, sample, 1)
             req.last_token_time = end
             req.delivered += 1
             stats.total_output_tokens += 1

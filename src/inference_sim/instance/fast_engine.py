@@ -39,11 +39,15 @@ class FastInstance(Instance):
         self._running_seqs: list[int] = []  # admission order of self.running
         self._prefilling: list[Request] = []  # running requests still in prefill, in order
         self._num_decoders = 0
+        # Implicit decoders per ITL group (Request.itl_group >= 0), so the samples
+        # counted in bulk can be split by group; no entry is ever 0.
+        self._group_decoders: dict[int, int] = {}
         self._decode_ctx = 0  # sum of decoders' computed tokens at the current epoch
         self._next_seq = 0
         bs = self.config.block_size
         self._bs = bs
         self._caching = self.config.enable_prefix_caching
+        self._defer = self.kv.defer_output_hashes  # no fill events (Request.outputs_shared)
 
     # --- decoder bookkeeping -------------------------------------------------------
     def _computed(self, req: Request) -> int:
@@ -57,7 +61,7 @@ class FastInstance(Instance):
         else:
             bs = self._bs
             d = (-c) % bs  # opens a new block
-            if self._caching:
+            if self._caching and (req.outputs_shared or not self._defer):
                 fill = (bs - 1 - c) % bs  # fills a block (prefix-cache registration)
                 if fill < d:
                     d = fill
@@ -71,7 +75,20 @@ class FastInstance(Instance):
         req.num_computed_tokens = computed
         req.base_epoch = epoch
         self._num_decoders += 1
+        g = req.itl_group
+        if g >= 0:
+            self._group_decoders[g] = self._group_decoders.get(g, 0) + 1
         self._push_attention(req, epoch)
+
+    def _leave_group(self, req: Request) -> None:
+        """A decoder of ITL group ``req.itl_group`` (>= 0) stops being implicit."""
+        groups = self._group_decoders
+        g = req.itl_group
+        n = groups[g] - 1
+        if n:
+            groups[g] = n
+        else:
+            del groups[g]
 
     def _materialize(self, req: Request, now: int) -> int:
         """Write an implicit decoder's progress out at the current epoch; returns computed."""
@@ -84,6 +101,8 @@ class FastInstance(Instance):
         req.gap = False
         req.version += 1
         self._num_decoders -= 1
+        if req.itl_group >= 0:
+            self._leave_group(req)
         self._decode_ctx -= c
         return c
 
@@ -235,9 +254,12 @@ class FastInstance(Instance):
 
         # Members past the budget cut do not advance this step.
         skipped_ctx = 0
+        skipped_grouped: list[Request] = []
         if cut_rank >= 0:
             for req in running[cut_rank:]:
                 if req.base_epoch >= 0:
+                    if req.itl_group >= 0:
+                        skipped_grouped.append(req)
                     c = req.num_computed_tokens + epoch - req.base_epoch
                     skipped_ctx += c
                     req.num_computed_tokens = c
@@ -268,9 +290,22 @@ class FastInstance(Instance):
         if common:
             v = step_time + otp
             hist[v] = hist.get(v, 0) + common
+            if self._group_decoders:
+                # Per group: its decoders, less those skipped and those with a gap.
+                counts = dict(self._group_decoders)
+                for req in skipped_grouped:
+                    counts[req.itl_group] -= 1
+                for req in gap_decoders:
+                    if req.itl_group >= 0:
+                        counts[req.itl_group] -= 1
+                for g, n in counts.items():
+                    if n:
+                        stats.add_group_samples(g, v, n)
         for req in gap_decoders:
             sample = end - req.last_token_time + otp
             hist[sample] = hist.get(sample, 0) + 1
+            if req.itl_group >= 0:
+                stats.add_group_samples(req.itl_group, sample, 1)
             req.gap = False
         delivered_tokens = decodes
         new_decoders: list[tuple[Request, int]] = []
@@ -293,6 +328,8 @@ class FastInstance(Instance):
             else:
                 sample = end - req.last_token_time + otp
                 hist[sample] = hist.get(sample, 0) + 1
+                if req.itl_group >= 0:
+                    stats.add_group_samples(req.itl_group, sample, 1)
             req.last_token_time = end
             req.delivered += 1
             delivered_tokens += 1
@@ -321,6 +358,8 @@ class FastInstance(Instance):
                     c = req.num_computed_tokens + epoch - req.base_epoch
                     self._decode_ctx -= c
                     self._num_decoders -= 1
+                    if req.itl_group >= 0:
+                        self._leave_group(req)
                     req.base_epoch = -1
                     req.num_computed_tokens = c
                     req.version += 1
@@ -375,11 +414,15 @@ class FastInstance(Instance):
         t = start
         steps = 0
         block_time = 0
+        # With ITL groups, the step samples are split by group after the loop.
+        values: list[int] | None = [] if self._group_decoders else None
         while epoch < stop_epoch and t < t_limit and t <= horizon:
             batch.decode_context_sum = ctx
             step_time = latency.step_time(batch)
             v = step_time + otp
             hist[v] = hist.get(v, 0) + decodes
+            if values is not None:
+                values.append(v)
             block_time += step_time
             ctx += decodes
             epoch += 1
@@ -393,6 +436,10 @@ class FastInstance(Instance):
             stats.kv_block_time += used * block_time
             self._decode_ctx = ctx
             self.epoch = epoch
+        if values:
+            for g, n in self._group_decoders.items():
+                for v in values:
+                    stats.add_group_samples(g, v, n)
         return t
 
 

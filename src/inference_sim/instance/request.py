@@ -59,6 +59,7 @@ class Request:
         "handled_by",
         "index",
         "input_tokens",
+        "itl_group",
         "itl_sum",
         "last_token_time",
         "metadata",
@@ -68,6 +69,7 @@ class Request:
         "num_preemptions",
         "num_prompt_tokens",
         "output_tokens",
+        "outputs_shared",
         "prefill_target",
         "priority",
         "slo_class",
@@ -87,8 +89,14 @@ class Request:
         tenant_id: str = "",
         model: str = "",
         metadata: dict[str, object] | None = None,
+        outputs_shared: bool = True,
     ) -> None:
         self.index = index
+        # False when no other request's prompt can contain this request's output tokens
+        # (one-shot synthetic requests): the KV manager then registers the blocks that
+        # hold output tokens in the prefix cache when the request releases them instead
+        # of one by one as decoding fills them, which no lookup can tell apart.
+        self.outputs_shared = outputs_shared
         self.arrival_time = arrival_time
         self.input_tokens = as_token_array(input_tokens)
         self.output_tokens = as_token_array(output_tokens)
@@ -98,6 +106,9 @@ class Request:
         self.tenant_id = tenant_id
         self.model = model
         self.metadata = metadata
+        # >= 0: the request's ITL samples are also counted in the instances'
+        # per-group histograms (InstanceStats.itl_group_histograms), e.g. its load stage.
+        self.itl_group = -1
         self.reset_simulation_state()
 
     def reset_simulation_state(self) -> None:

@@ -43,6 +43,7 @@ class KVCacheManager:
         "cpu",
         "cpu_hit_blocks",
         "cpu_lookup_blocks",
+        "defer_output_hashes",
         "enable_prefix_caching",
         "num_hashed",
         "occupancy_limit",
@@ -89,6 +90,10 @@ class KVCacheManager:
             self.pool = BlockPool(num_blocks, block_size)
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
+        # Register the output blocks of requests whose outputs no other prompt contains
+        # when they are released (Request.outputs_shared). Not with a CPU tier: there the
+        # hashes of blocks in use can be copied to the CPU before the request ends.
+        self.defer_output_hashes = enable_prefix_caching and self.cpu is None
         self.tables: dict[int, list[int]] = {}  # request index -> block ids in order
         self.num_hashed: dict[int, int] = {}  # request index -> leading blocks registered
         # Tiered cache: load time not yet charged to a step, and totals.
@@ -134,17 +139,20 @@ class KVCacheManager:
                     prev = hash((prev, raw[off : off + width]))
                     append(prev)
                 have = stop
-            for i in range(have, upto):
-                lo = i * bs
-                hi = lo + bs
-                if hi <= n_prompt:
-                    chunk = prompt[lo:hi].tobytes()
-                elif lo >= n_prompt:
-                    chunk = req.output_tokens[lo - n_prompt : hi - n_prompt].tobytes()
+            if have < upto:
+                # Blocks reaching into the output: one bytes copy of the tokens they hold.
+                lo = have * bs
+                hi = upto * bs
+                out = req.output_tokens
+                if lo >= n_prompt:
+                    raw = out[lo - n_prompt : hi - n_prompt].tobytes()
                 else:
-                    chunk = prompt[lo:].tobytes() + req.output_tokens[: hi - n_prompt].tobytes()
-                prev = hash((prev, chunk))
-                hashes.append(prev)
+                    raw = prompt[lo:].tobytes() + out[: hi - n_prompt].tobytes()
+                width = bs * out.itemsize
+                append = hashes.append
+                for off in range(0, len(raw), width):
+                    prev = hash((prev, raw[off : off + width]))
+                    append(prev)
         return hashes
 
     def find_cached_prefix(self, req: Request) -> list[int]:
@@ -226,6 +234,11 @@ class KVCacheManager:
             table.extend(pool.take_new(need_new))
         if self.enable_prefix_caching:
             full = total // self.block_size
+            if self.defer_output_hashes and not req.outputs_shared:
+                # Blocks holding output tokens wait for free() (see Request.outputs_shared).
+                prompt_full = req.num_prompt_tokens // self.block_size
+                if full > prompt_full:
+                    full = prompt_full
             done = self.num_hashed[idx]
             if full > done:
                 hashes = self._block_hashes(req, full)
@@ -263,7 +276,11 @@ class KVCacheManager:
                     pool.block_hash[b] = None
                 pool.ref_cnt[b] = 1
                 self.tables[req.index].append(b)
-        if self.enable_prefix_caching and (computed + 1) % bs == 0:
+        if (
+            self.enable_prefix_caching
+            and (computed + 1) % bs == 0
+            and (req.outputs_shared or not self.defer_output_hashes)
+        ):
             idx = req.index
             full = (computed + 1) // bs
             done = self.num_hashed[idx]
@@ -277,7 +294,14 @@ class KVCacheManager:
     def free(self, req: Request) -> None:
         """Release every block of ``req``; its last blocks become evictable first."""
         table = self.tables.pop(req.index, None)
-        self.num_hashed.pop(req.index, None)
+        done = self.num_hashed.pop(req.index, None)
+        if table and self.defer_output_hashes and not req.outputs_shared:
+            # Deferred registration of the blocks decoding filled (Request.outputs_shared):
+            # they join the cache now, before they become evictable, exactly as if each
+            # had been registered when filled, since no lookup could reach them meanwhile.
+            full = min(req.num_computed_tokens // self.block_size, len(table))
+            if done is not None and full > done:
+                self.pool.register_many(table, self._block_hashes(req, full), done, full)
         if table:
             table.reverse()
             self.pool.release(table)

@@ -6,7 +6,8 @@ working; keys the reference does not have are appended after its own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -151,6 +152,22 @@ def build_records(outcome: SimulationOutcome) -> list[dict[str, Any]]:
     return outcome.log.records(outcome.log.rows_for(None), tier_request_fields(tier))
 
 
+def stage_groups(
+    requests: Iterable[Request], stages: Sequence[tuple[int, int, float]]
+) -> Iterator[Request]:
+    """Pass ``requests`` through, setting ``itl_group`` to the index of the stage
+    ``[start, end)`` each arrived in, so the instances keep one ITL histogram per stage
+    (what :func:`build_stage_summaries` reads). Requests outside every stage are left
+    ungrouped."""
+    starts = [start for start, _end, _rate in stages]
+    ends = [end for _start, end, _rate in stages]
+    for req in requests:
+        k = bisect_right(starts, req.arrival_time) - 1
+        if k >= 0 and req.arrival_time < ends[k]:
+            req.itl_group = k
+        yield req
+
+
 def build_stage_summaries(
     outcome: SimulationOutcome, stages: Sequence[tuple[int, int, float]]
 ) -> list[dict[str, Any]]:
@@ -159,10 +176,17 @@ def build_stage_summaries(
     Each entry covers the requests that ARRIVED in ``[start, end)`` (whenever they
     finished): counts, token totals, the latency means and percentiles of the summary,
     and throughput over the stage's own span, from its start to the last completion of
-    its requests. ``itl_mean_ms`` is the token-weighted mean over completed requests; ITL
-    percentiles are not given per stage (ITL samples are kept per instance, not per
-    request).
+    its requests. The ITL keys are exact, over every ITL sample of the stage's requests,
+    as the summary's: they come from the instances' per-group ITL histograms, so the
+    requests must have been passed through :func:`stage_groups` with the same stages
+    (``itl_group`` = stage index). Without any group histogram (requests not grouped)
+    only ``itl_mean_ms`` is given, token-weighted over the stage's completed requests.
     """
+    insts = outcome.instances
+    # Per-stage histograms exist (or there is no ITL sample at all: every ITL key is 0).
+    grouped = any(i.stats.itl_group_histograms for i in insts) or not any(
+        i.stats.itl_histogram for i in insts
+    )
     log = outcome.log
     rows = log.rows_for(None)
     arrival = log.column("arrival", rows)
@@ -201,10 +225,18 @@ def build_stage_summaries(
             entry[f"{key}_mean_ms"] = mean_ms(values) if completed else 0.0
             for p in (90, 95, 99):
                 entry[f"{key}_p{p}_ms"] = percentile_ms(values, p) if completed else 0.0
-        multi = done & (n_out > 1)
-        itl_samples = int((n_out[multi] - 1).sum())
-        itl_total = int((e2e[multi] - ttft[multi]).sum())
-        entry["itl_mean_ms"] = itl_total / itl_samples / 1000.0 if itl_samples else 0.0
+        if grouped:
+            itl = TickHistogram(
+                merge_histograms([inst.stats.itl_group_histograms.get(k, {}) for inst in insts])
+            )
+            entry["itl_mean_ms"] = itl.mean_ms() if completed else 0.0
+            for p in (90, 95, 99):
+                entry[f"itl_p{p}_ms"] = itl.percentile_ms(p) if completed else 0.0
+        else:
+            multi = done & (n_out > 1)
+            itl_samples = int((n_out[multi] - 1).sum())
+            itl_total = int((e2e[multi] - ttft[multi]).sum())
+            entry["itl_mean_ms"] = itl_total / itl_samples / 1000.0 if itl_samples else 0.0
         entry["scheduling_delay_p99_ms"] = percentile_ms(delays, 99) if completed else 0.0
         out.append(entry)
     return out

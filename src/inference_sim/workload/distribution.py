@@ -24,6 +24,7 @@ import numpy as np
 from inference_sim.instance.request import Request
 from inference_sim.workload._gc import gc_paused
 from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.samplers import check_length_bound
 
 MAX_TOKEN_ID = 128000
 """Token ids are uniform integers in ``[0, MAX_TOKEN_ID)`` (a Llama-3-sized vocabulary)."""
@@ -78,12 +79,14 @@ def validate_length(dist: LengthDistribution, *, flag: str, lowest_min: int) -> 
         )
     if dist.stdev < 0:
         raise WorkloadError(f"--{flag}-stdev must be >= 0, got {dist.stdev}")
+    check_length_bound(dist.max, f"--{flag}-max")
 
 
 def validate_distribution(params: DistributionParams) -> None:
     """Reject parameters that would produce nonsense lengths, naming the CLI flag at fault."""
     if params.prefix_tokens < 0:
         raise WorkloadError(f"--prefix-tokens must be >= 0, got {params.prefix_tokens}")
+    check_length_bound(params.prefix_tokens, "--prefix-tokens")
     validate_length(params.prompt, flag="prompt-tokens", lowest_min=1)
     validate_length(params.output, flag="output-tokens", lowest_min=0)
 
@@ -245,7 +248,9 @@ def _stream(
                 mid = pos + p_list[k]
                 end = mid + o_list[k]
                 prompt = np.concatenate((prefix_arr, ids[pos:mid])) if n_prefix else ids[pos:mid]
-                append(Request(k, k * step, prompt, ids[mid:end], metadata=meta))
+                append(
+                    Request(k, k * step, prompt, ids[mid:end], metadata=meta, outputs_shared=False)
+                )
                 pos = end
         yield from chunk
         del chunk

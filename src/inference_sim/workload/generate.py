@@ -49,6 +49,7 @@ from inference_sim.workload.spec import (
 )
 
 MAX_TOKEN_ID = 128000
+MAX_SESSION_TOKENS = 2**26  # prompt and output tokens of one multi-turn session (256 MB)
 NEVER = 2**63 - 1
 ARRIVAL_BLOCK = 1024
 """Gaps drawn per block (the numbers do not depend on it: streams continue across calls)."""
@@ -206,7 +207,13 @@ class _Client:
                 yield times
 
     def make(
-        self, arrival: int, prompt: np.ndarray, output: np.ndarray, meta: dict[str, object]
+        self,
+        arrival: int,
+        prompt: np.ndarray,
+        output: np.ndarray,
+        meta: dict[str, object],
+        *,
+        outputs_shared: bool = False,
     ) -> Request:
         c = self.spec
         return Request(
@@ -218,6 +225,7 @@ class _Client:
             tenant_id=c.tenant_id,
             model=c.model,
             metadata=meta,
+            outputs_shared=outputs_shared,
         )
 
 
@@ -325,7 +333,7 @@ def _sessions(cl: _Client) -> Iterator[Request]:
         if mt.accumulate:
             sess.context = np.concatenate((prompt, out)) if r + 1 < rounds else None
         sess.prompts[r] = sess.outputs[r] = _EMPTY  # free what is no longer needed
-        return cl.make(arrival, prompt, out, meta)
+        return cl.make(arrival, prompt, out, meta, outputs_shared=True)  # later rounds reuse it
 
     for starts in cl.arrivals():
         for start in starts.tolist():
@@ -340,6 +348,12 @@ def _sessions(cl: _Client) -> Iterator[Request]:
                 pct = ratio_sampler.sample(rng_ratio, rounds)
                 ratios = np.clip(pct / 100.0, 0.0, 1.0).tolist()
             total = int(in_len.sum() + out_len.sum())
+            if total > MAX_SESSION_TOKENS:  # a session's tokens are drawn when it starts
+                raise WorkloadError(
+                    f"client {cl.key}: a session of {rounds} rounds holds {total} tokens, more "
+                    f"than {MAX_SESSION_TOKENS}; lower reasoning.multi_turn.max_rounds or the "
+                    "input/output lengths"
+                )
             ids = rng_tok.integers(0, MAX_TOKEN_ID, size=total, dtype=np.int32)
             prompts, outputs = [], []
             pos = 0
