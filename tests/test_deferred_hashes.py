@@ -5,7 +5,15 @@ outputs registered in the prefix cache when it releases them, not one by one as
 decoding fills them (the fast stepper then needs no per-block "fill" events). These
 properties check, on random workloads and engine configurations, that (1) both steppers
 still agree and (2) the results equal eager registration whenever the outputs are in fact
-private (token ids no prompt uses).
+private (token ids no prompt uses) and no request is preempted twice.
+
+The one case where they may differ, by design: a request recomputed after a preemption
+writes blocks whose hashes an older copy still holds in the free queue; if that copy is
+evicted before the request ends, eager registration has lost the hash (the index keeps
+one holder per hash and the new block was refused while the old one held it), deferred
+registration indexes the new block when the request releases it. Only the same request,
+preempted again, can look the hash up, so the results agree unless some request is
+preempted twice; vLLM keeps every holder of a hash, so it behaves like the deferred case.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import copy
 
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from inference_sim.instance.request import Request
 from test_fast_equivalence import _fingerprint, _simulate, scenarios
@@ -42,7 +51,8 @@ def test_deferred_registration_equals_eager_registration(scenario):
     for exact in (True, False):
         eager = _simulate(_with_private_outputs(reqs, True), exact_steps=exact, **cfg)
         deferred = _simulate(_with_private_outputs(reqs, False), exact_steps=exact, **cfg)
-        assert _fingerprint(deferred) == _fingerprint(eager)
+        if max((r.num_preemptions for r in eager.requests), default=0) <= 1:
+            assert _fingerprint(deferred) == _fingerprint(eager)
 
 
 @_SETTINGS
@@ -53,3 +63,34 @@ def test_steppers_agree_with_deferred_registration(scenario):
     plain = _simulate(copy.deepcopy(private), exact_steps=True, **cfg)
     fast = _simulate(copy.deepcopy(private), exact_steps=False, **cfg)
     assert _fingerprint(fast) == _fingerprint(plain)
+
+
+@st.composite
+def roomy_scenarios(draw):
+    """Caches large enough that the fast stepper opens decoders' blocks in bulk."""
+    reqs, cfg = draw(scenarios())
+    cfg["num_gpu_blocks"] = draw(st.sampled_from([20, 40, 80, 160, 400, 3000]))
+    cfg["max_num_batched_tokens"] = draw(st.integers(4, 64))
+    cfg.pop("tier", None)
+    extra = draw(st.lists(st.integers(1, 300), min_size=0, max_size=30))
+    t = reqs[-1].arrival_time
+    for i, out in enumerate(extra, start=len(reqs)):
+        t += draw(st.sampled_from([0, 200, 2000, 9000]))
+        reqs.append(Request(i, t, [i % 50, (i * 3) % 50, 7], [0] * out))
+    return reqs, cfg
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(roomy_scenarios())
+def test_bulk_block_opens_equal_the_plain_stepper(scenario):
+    reqs, cfg = scenario
+    private = _with_private_outputs(reqs, False)
+    plain = _simulate(copy.deepcopy(private), exact_steps=True, **cfg)
+    fast = _simulate(copy.deepcopy(private), exact_steps=False, **cfg)
+    assert _fingerprint(fast) == _fingerprint(plain)
+    # Block-time integral and peak: the bulk opens must keep KV use exact at every step.
+    kv_use = [
+        [(i.stats.kv_block_time, i.stats.peak_kv_blocks) for i in o.instances]
+        for o in (fast, plain)
+    ]
+    assert kv_use[0] == kv_use[1]

@@ -164,7 +164,9 @@ class InvariantChecker:
         kv = inst.kv
         pool = kv.pool
         refs: dict[int, int] = {}
-        for table in kv.tables.values():
+        # Blocks the fast stepper opened in bulk for decoders and not yet handed out
+        # (KVCacheManager.reserve_lazy) are held too.
+        for table in (*kv.tables.values(), kv.lazy_blocks):
             for b in table:
                 refs[b] = refs.get(b, 0) + 1
         ref_cnt = pool.ref_cnt

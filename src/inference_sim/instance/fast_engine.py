@@ -48,6 +48,14 @@ class FastInstance(Instance):
         self._bs = bs
         self._caching = self.config.enable_prefix_caching
         self._defer = self.kv.defer_output_hashes  # no fill events (Request.outputs_shared)
+        # Bulk block opens (see _open_blocks): implicit decoders without fill events get
+        # no per-block attention; they are counted by residue (num_computed_tokens -
+        # base_epoch) mod block size, so the decoders opening a block at epoch e are
+        # those of residue -e, and their blocks are taken from the pool in one call.
+        self._lazy_ok = self.kv.cpu is None
+        self._open_counts = [0] * bs
+        self._applied_epoch = -1  # the last epoch whose bulk opens were taken
+        self._fill_seen = False  # a decoder with fill events was admitted: no bulk opens
 
     # --- decoder bookkeeping -------------------------------------------------------
     def _computed(self, req: Request) -> int:
@@ -60,16 +68,61 @@ class FastInstance(Instance):
             d = 0
         else:
             bs = self._bs
-            d = (-c) % bs  # opens a new block
-            if self._caching and (req.outputs_shared or not self._defer):
-                fill = (bs - 1 - c) % bs  # fills a block (prefix-cache registration)
-                if fill < d:
-                    d = fill
+            if self._lazy_ok and not (self._caching and req.outputs_shared):
+                d = NEVER  # its blocks open in bulk (_open_blocks)
+                r = (req.num_computed_tokens - req.base_epoch) % bs
+                req.lazy_r = r
+                self._open_counts[r] += 1
+            else:
+                d = (-c) % bs  # opens a new block
+                if self._caching and (req.outputs_shared or not self._defer):
+                    fill = (bs - 1 - c) % bs  # fills a block (prefix-cache registration)
+                    if fill < d:
+                        d = fill
             done = req.num_prompt_tokens + req.num_output_tokens - 2 - c  # last token
             if done < d:
                 d = done
         req.version += 1
         heapq.heappush(self._attention, (from_epoch + d, req.admit_seq, req.version, req))
+
+    def _unlazy(self, req: Request) -> None:
+        """Stop opening ``req``'s blocks in bulk: hand it the blocks opened for it so far."""
+        r = req.lazy_r
+        if r < 0:
+            return
+        self._open_counts[r] -= 1
+        req.lazy_r = -1
+        epoch = self.epoch
+        # Positions with a block: the computed tokens, plus the one this step computes
+        # when this epoch's bulk opens were already taken.
+        covered = req.num_computed_tokens + epoch - req.base_epoch
+        if self._applied_epoch == epoch:
+            covered += 1
+        need = -(-covered // self._bs) - len(self.kv.tables[req.index])
+        if need > 0:
+            self.kv.claim_lazy(req, need)
+
+    def _can_open_in_bulk(self, k: int, budget: int, n_due: int) -> bool:
+        """Whether this step's ``k`` bulk opens can be taken before the walk, exactly.
+
+        True when no allocation in the step can fail (so nobody is preempted), every
+        decoder is scheduled (no budget cut), and no prefix-cache registration comes
+        before a bulk-opening decoder in batch order (prefillers are the batch's tail
+        and no decoder has fill events); then taking the blocks first differs from
+        taking them one by one in batch order only in which decoder holds which block.
+        """
+        if self._fill_seen:
+            return False
+        pre = self._prefilling
+        running = self.running
+        if pre:
+            first = bisect_left(self._running_seqs, pre[0].admit_seq)
+            if first + len(pre) != len(running) or first >= budget:
+                return False
+        elif len(running) > budget:
+            return False
+        bound = k + budget // self._bs + 2 * (len(pre) + n_due) + 2
+        return self.kv.pool.num_free >= bound
 
     def _become_decoder(self, req: Request, computed: int, epoch: int) -> None:
         req.num_computed_tokens = computed
@@ -92,6 +145,7 @@ class FastInstance(Instance):
 
     def _materialize(self, req: Request, now: int) -> int:
         """Write an implicit decoder's progress out at the current epoch; returns computed."""
+        self._unlazy(req)
         c = self._computed(req)
         req.num_computed_tokens = c
         req.delivered = c - req.num_prompt_tokens + 1
@@ -120,6 +174,8 @@ class FastInstance(Instance):
         """New batch members are prefillers at the end of the admission order."""
         req.admit_seq = self._next_seq
         self._next_seq += 1
+        if self._caching and req.outputs_shared:
+            self._fill_seen = True
         self._running_seqs.append(req.admit_seq)
         self._prefilling.append(req)
 
@@ -155,7 +211,22 @@ class FastInstance(Instance):
         while heap and heap[0][0] <= epoch:
             _e, _s, version, req = heapq.heappop(heap)
             if version == req.version:
+                if req.lazy_r >= 0:
+                    self._unlazy(req)
                 due.append(req)
+        # Decoders opening a block now without individual attention: in bulk when that
+        # is exact, else they join the walk as explicit decoders.
+        target = -epoch % self._bs
+        k = self._open_counts[target]
+        if k:
+            if self._can_open_in_bulk(k, budget, len(due)):
+                kv.reserve_lazy(k)
+                self._applied_epoch = epoch
+            else:
+                for req in running:
+                    if req.lazy_r == target:
+                        self._unlazy(req)
+                        due.append(req)
         if due:
             explicit = self._prefilling + due if self._prefilling else due
             if len(explicit) > 1:
@@ -258,6 +329,8 @@ class FastInstance(Instance):
         if cut_rank >= 0:
             for req in running[cut_rank:]:
                 if req.base_epoch >= 0:
+                    if req.lazy_r >= 0:
+                        self._unlazy(req)
                     if req.itl_group >= 0:
                         skipped_grouped.append(req)
                     c = req.num_computed_tokens + epoch - req.base_epoch
@@ -405,7 +478,12 @@ class FastInstance(Instance):
         stats = self.stats
         hist = stats.itl_histogram
         otp = self._otp
-        used = self.kv.num_used
+        kv = self.kv
+        pool = kv.pool
+        used = kv.num_used
+        peak = stats.peak_kv_blocks
+        counts = self._open_counts
+        bs = self._bs
         batch = self._batch
         batch.clear()
         batch.decode_tokens = decodes
@@ -417,13 +495,22 @@ class FastInstance(Instance):
         # With ITL groups, the step samples are split by group after the loop.
         values: list[int] | None = [] if self._group_decoders else None
         while epoch < stop_epoch and t < t_limit and t <= horizon:
+            k = counts[-epoch % bs]
+            if k:  # decoders opening a block in this step, in bulk (see _can_open_in_bulk)
+                if pool.num_free < k:
+                    break  # the full step decides who gets a block and who is preempted
+                kv.reserve_lazy(k)
+                self._applied_epoch = epoch
+                used += k
+                if used > peak:
+                    peak = used
             batch.decode_context_sum = ctx
             step_time = latency.step_time(batch)
             v = step_time + otp
             hist[v] = hist.get(v, 0) + decodes
             if values is not None:
                 values.append(v)
-            block_time += step_time
+            block_time += used * step_time
             ctx += decodes
             epoch += 1
             steps += 1
@@ -433,7 +520,8 @@ class FastInstance(Instance):
             self.busy_until = t
             stats.step_count += steps
             stats.total_output_tokens += steps * decodes
-            stats.kv_block_time += used * block_time
+            stats.kv_block_time += block_time
+            stats.peak_kv_blocks = peak
             self._decode_ctx = ctx
             self.epoch = epoch
         if values:

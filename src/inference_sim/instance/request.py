@@ -62,6 +62,7 @@ class Request:
         "itl_group",
         "itl_sum",
         "last_token_time",
+        "lazy_r",
         "metadata",
         "model",
         "num_computed_tokens",
@@ -131,6 +132,7 @@ class Request:
         self.base_epoch = -1  # >= 0: a decoder whose progress is implicit
         self.version = 0  # invalidates stale entries in the attention heap
         self.gap = False  # its next ITL sample does not start at the previous step
+        self.lazy_r = -1  # >= 0: an implicit decoder whose blocks open in bulk (residue)
 
     @property
     def request_id(self) -> str:

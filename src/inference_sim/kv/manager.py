@@ -45,6 +45,7 @@ class KVCacheManager:
         "cpu_lookup_blocks",
         "defer_output_hashes",
         "enable_prefix_caching",
+        "lazy_blocks",
         "num_hashed",
         "occupancy_limit",
         "pending_transfer_us",
@@ -95,6 +96,8 @@ class KVCacheManager:
         # hashes of blocks in use can be copied to the CPU before the request ends.
         self.defer_output_hashes = enable_prefix_caching and self.cpu is None
         self.tables: dict[int, list[int]] = {}  # request index -> block ids in order
+        # Blocks taken for decoders in bulk (reserve_lazy), not yet in their tables.
+        self.lazy_blocks: list[int] = []
         self.num_hashed: dict[int, int] = {}  # request index -> leading blocks registered
         # Tiered cache: load time not yet charged to a step, and totals.
         self.pending_transfer_us = 0
@@ -291,6 +294,22 @@ class KVCacheManager:
             self._offload_over_threshold()
         return True
 
+    def reserve_lazy(self, n: int) -> None:
+        """Take ``n`` blocks from the free queue for decoders that open a block now.
+
+        The fast stepper opens the blocks of many decoders in one call; which decoder
+        holds which of these (identical, empty) blocks does not matter, so each
+        decoder claims its share (:meth:`claim_lazy`) only when its table is next read.
+        The caller has checked ``n <= pool.num_free``; not used with a CPU tier.
+        """
+        self.lazy_blocks.extend(self.pool.take_new(n))
+
+    def claim_lazy(self, req: Request, n: int) -> None:
+        """Move ``n`` blocks reserved by :meth:`reserve_lazy` into ``req``'s table."""
+        lazy = self.lazy_blocks
+        self.tables[req.index].extend(lazy[len(lazy) - n :])
+        del lazy[len(lazy) - n :]
+
     def free(self, req: Request) -> None:
         """Release every block of ``req``; its last blocks become evictable first."""
         table = self.tables.pop(req.index, None)
@@ -366,7 +385,7 @@ class KVCacheManager:
         """KV conservation: references equal the block tables' holdings (INV-4)."""
         self.pool.check_invariants()
         counts = [0] * self.pool.num_blocks
-        for table in self.tables.values():
+        for table in (*self.tables.values(), self.lazy_blocks):
             for b in table:
                 counts[b] += 1
         assert counts == self.pool.ref_cnt, "reference counts differ from block tables"
