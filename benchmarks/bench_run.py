@@ -7,8 +7,8 @@ Usage:
 
 Scenarios (see docs/performance.md):
   a<N>  one instance, chatbot preset near saturation (75 req/s), N requests
-  b     16 instances, weighted routing, 512-token shared prefix, 10k requests
-  c     as b with the roofline latency model
+  b     16 instances, weighted routing, 512-token shared prefix, 10k requests (b100k: 100k)
+  c     as b with the roofline latency model (c100k: 100k)
   s     one instance, summarization preset near saturation, 10k requests
 
 Each scenario runs in a fresh subprocess, so the peak RSS printed is that run's.
@@ -25,16 +25,26 @@ import sys
 
 CHILD = r"""
 import json, resource, sys, time
+import inference_sim.runner as runner
 from inference_sim.config.resolve import resolve
-from inference_sim.runner import run_plan
 opts = json.loads(sys.argv[1])
-t0 = time.perf_counter()
-res = run_plan(resolve(opts))
-wall = time.perf_counter() - t0
+sims = []
+build = runner.build_simulator
+def capture(*a, **k):  # keep the simulator to read its engines' step counts
+    sim = build(*a, **k)
+    sims.append(sim)
+    return sim
+runner.build_simulator = capture
+plan = resolve(opts)
+t0, c0 = time.perf_counter(), time.process_time()
+res = runner.run_plan(plan)
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
 peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 s = res.summary
-print(json.dumps({"wall_s": wall, "peak_mb": peak_kb / 1024, "completed": s["completed_requests"],
-                  "sim_s": s["vllm_estimated_duration_s"], "ttft_p99_ms": s["ttft_p99_ms"]}))
+steps = sum(i.stats.step_count for sim in sims for i in sim.instances)
+print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_mb": peak_kb / 1024, "steps": steps,
+                  "completed": s["completed_requests"], "sim_s": s["vllm_estimated_duration_s"],
+                  "ttft_p99_ms": s["ttft_p99_ms"]}))
 """
 
 _CHAT = {"model": "meta-llama/llama-3.1-8b-instruct", "workload": "chatbot", "rate": 75.0}
@@ -60,7 +70,9 @@ SCENARIOS: dict[str, dict[str, object]] = {
     "a100k": {**_CHAT, "num_requests": 100_000},
     "a1m": {**_CHAT, "num_requests": 1_000_000},
     "b": dict(_SHARED_PREFIX),
+    "b100k": {**_SHARED_PREFIX, "num_requests": 100_000},
     "c": {**_SHARED_PREFIX, "latency_model": "roofline"},
+    "c100k": {**_SHARED_PREFIX, "latency_model": "roofline", "num_requests": 100_000},
     "s": {
         "model": "meta-llama/llama-3.1-8b-instruct",
         "workload": "summarization",
@@ -80,8 +92,8 @@ def main() -> None:
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
     env["PYTHONPATH"] = os.path.abspath(src) + os.pathsep + env.get("PYTHONPATH", "")
     print(
-        f"{'scenario':>9} {'requests':>9} {'wall_s':>8} {'req/s':>9} {'peak_MB':>8} "
-        f"{'sim_s':>9} {'ttft_p99_ms':>11}"
+        f"{'scenario':>9} {'requests':>9} {'wall_s':>8} {'cpu_s':>7} {'req/s':>9} "
+        f"{'steps/s':>9} {'peak_MB':>8} {'sim_s':>9} {'ttft_p99_ms':>11}"
     )
     for name in args.only:
         opts = dict(SCENARIOS[name])
@@ -97,8 +109,9 @@ def main() -> None:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         n = int(opts["num_requests"])  # type: ignore[call-overload]
         print(
-            f"{name:>9} {n:>9} {r['wall_s']:>8.2f} {n / r['wall_s']:>9,.0f} "
-            f"{r['peak_mb']:>8.0f} {r['sim_s']:>9.1f} {r['ttft_p99_ms']:>11.1f}",
+            f"{name:>9} {n:>9} {r['wall_s']:>8.2f} {r['cpu_s']:>7.2f} {n / r['wall_s']:>9,.0f} "
+            f"{r['steps'] / r['wall_s']:>9,.0f} {r['peak_mb']:>8.0f} {r['sim_s']:>9.1f} "
+            f"{r['ttft_p99_ms']:>11.1f}",
             flush=True,
         )
 

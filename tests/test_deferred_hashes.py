@@ -1,4 +1,4 @@
-"""Deferred registration of output blocks (Request.outputs_shared=False) changes nothing.
+"""Deferred registration of private blocks (Request.private_from) changes nothing.
 
 A request whose output tokens no other prompt contains has the blocks that hold its
 outputs registered in the prefix cache when it releases them, not one by one as
@@ -27,14 +27,23 @@ from inference_sim.instance.request import Request
 from test_fast_equivalence import _fingerprint, _simulate, scenarios
 
 
-def _with_private_outputs(reqs: list[Request], shared: bool) -> list[Request]:
-    """Copies whose outputs use token ids no prompt can contain (prompts use < 100)."""
+def _with_private_outputs(reqs: list[Request], shared: bool, tail: int = 0) -> list[Request]:
+    """Copies whose outputs (and, with ``tail``, a prompt suffix of up to ``tail`` tokens)
+    use token ids no other prompt contains (the drawn prompts use ids < 100)."""
     out = []
     for r in reqs:
         n = r.num_output_tokens
         tokens = [100_000 + r.index * 1_000 + k for k in range(n)]
+        own = (r.index * 7) % (tail + 1)
+        prompt = [*r.input_tokens.tolist(), *(200_000 + r.index * 1_000 + k for k in range(own))]
         out.append(
-            Request(r.index, r.arrival_time, r.input_tokens.copy(), tokens, outputs_shared=shared)
+            Request(
+                r.index,
+                r.arrival_time,
+                prompt,
+                tokens,
+                private_from=-1 if shared else r.num_prompt_tokens,
+            )
         )
     for new, old in zip(out, reqs, strict=True):
         new.itl_group = old.itl_group
@@ -45,21 +54,21 @@ _SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Hea
 
 
 @_SETTINGS
-@given(scenarios())
-def test_deferred_registration_equals_eager_registration(scenario):
+@given(scenarios(), st.sampled_from([0, 0, 5, 16, 40]))
+def test_deferred_registration_equals_eager_registration(scenario, tail):
     reqs, cfg = scenario
     for exact in (True, False):
-        eager = _simulate(_with_private_outputs(reqs, True), exact_steps=exact, **cfg)
-        deferred = _simulate(_with_private_outputs(reqs, False), exact_steps=exact, **cfg)
+        eager = _simulate(_with_private_outputs(reqs, True, tail), exact_steps=exact, **cfg)
+        deferred = _simulate(_with_private_outputs(reqs, False, tail), exact_steps=exact, **cfg)
         if max((r.num_preemptions for r in eager.requests), default=0) <= 1:
             assert _fingerprint(deferred) == _fingerprint(eager)
 
 
 @_SETTINGS
-@given(scenarios())
-def test_steppers_agree_with_deferred_registration(scenario):
+@given(scenarios(), st.sampled_from([0, 5, 16, 40]))
+def test_steppers_agree_with_deferred_registration(scenario, tail):
     reqs, cfg = scenario
-    private = _with_private_outputs(reqs, False)
+    private = _with_private_outputs(reqs, False, tail)
     plain = _simulate(copy.deepcopy(private), exact_steps=True, **cfg)
     fast = _simulate(copy.deepcopy(private), exact_steps=False, **cfg)
     assert _fingerprint(fast) == _fingerprint(plain)
@@ -81,10 +90,10 @@ def roomy_scenarios(draw):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(roomy_scenarios())
-def test_bulk_block_opens_equal_the_plain_stepper(scenario):
+@given(roomy_scenarios(), st.sampled_from([0, 5, 16, 40]))
+def test_bulk_block_opens_equal_the_plain_stepper(scenario, tail):
     reqs, cfg = scenario
-    private = _with_private_outputs(reqs, False)
+    private = _with_private_outputs(reqs, False, tail)
     plain = _simulate(copy.deepcopy(private), exact_steps=True, **cfg)
     fast = _simulate(copy.deepcopy(private), exact_steps=False, **cfg)
     assert _fingerprint(fast) == _fingerprint(plain)

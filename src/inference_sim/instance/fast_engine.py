@@ -47,7 +47,7 @@ class FastInstance(Instance):
         bs = self.config.block_size
         self._bs = bs
         self._caching = self.config.enable_prefix_caching
-        self._defer = self.kv.defer_output_hashes  # no fill events (Request.outputs_shared)
+        self._defer = self.kv.defer_private_hashes  # no fill events (Request.private_from)
         # Bulk block opens (see _open_blocks): implicit decoders without fill events get
         # no per-block attention; they are counted by residue (num_computed_tokens -
         # base_epoch) mod block size, so the decoders opening a block at epoch e are
@@ -68,14 +68,14 @@ class FastInstance(Instance):
             d = 0
         else:
             bs = self._bs
-            if self._lazy_ok and not (self._caching and req.outputs_shared):
+            if self._lazy_ok and not (self._caching and req.private_from < 0):
                 d = NEVER  # its blocks open in bulk (_open_blocks)
                 r = (req.num_computed_tokens - req.base_epoch) % bs
                 req.lazy_r = r
                 self._open_counts[r] += 1
             else:
                 d = (-c) % bs  # opens a new block
-                if self._caching and (req.outputs_shared or not self._defer):
+                if self._caching and (req.private_from < 0 or not self._defer):
                     fill = (bs - 1 - c) % bs  # fills a block (prefix-cache registration)
                     if fill < d:
                         d = fill
@@ -174,7 +174,7 @@ class FastInstance(Instance):
         """New batch members are prefillers at the end of the admission order."""
         req.admit_seq = self._next_seq
         self._next_seq += 1
-        if self._caching and req.outputs_shared:
+        if self._caching and req.private_from < 0:
             self._fill_seen = True
         self._running_seqs.append(req.admit_seq)
         self._prefilling.append(req)

@@ -70,9 +70,9 @@ class Request:
         "num_preemptions",
         "num_prompt_tokens",
         "output_tokens",
-        "outputs_shared",
         "prefill_target",
         "priority",
+        "private_from",
         "slo_class",
         "state",
         "tenant_id",
@@ -90,19 +90,22 @@ class Request:
         tenant_id: str = "",
         model: str = "",
         metadata: dict[str, object] | None = None,
-        outputs_shared: bool = True,
+        private_from: int = -1,
     ) -> None:
         self.index = index
-        # False when no other request's prompt can contain this request's output tokens
-        # (one-shot synthetic requests): the KV manager then registers the blocks that
-        # hold output tokens in the prefix cache when the request releases them instead
-        # of one by one as decoding fills them, which no lookup can tell apart.
-        self.outputs_shared = outputs_shared
         self.arrival_time = arrival_time
         self.input_tokens = as_token_array(input_tokens)
         self.output_tokens = as_token_array(output_tokens)
         self.num_prompt_tokens = len(self.input_tokens)
         self.num_output_tokens = len(self.output_tokens)
+        # -1: any of this request's tokens (outputs too) may appear in another request's
+        # prompt. Otherwise the tokens from position ``private_from`` on (and so every
+        # output token) appear in no other prompt, as for one-shot synthetic requests
+        # whose prompt is a shared prefix followed by fresh random ids. Blocks holding
+        # such tokens cannot be a prefix hit for anyone else, so the KV manager neither
+        # hashes them at lookup nor registers them until the request is preempted (it
+        # may then look them up itself) - results are the same, the work much smaller.
+        self.private_from = min(private_from, self.num_prompt_tokens)
         self.slo_class = slo_class
         self.tenant_id = tenant_id
         self.model = model

@@ -43,7 +43,7 @@ class KVCacheManager:
         "cpu",
         "cpu_hit_blocks",
         "cpu_lookup_blocks",
-        "defer_output_hashes",
+        "defer_private_hashes",
         "enable_prefix_caching",
         "lazy_blocks",
         "num_hashed",
@@ -91,10 +91,10 @@ class KVCacheManager:
             self.pool = BlockPool(num_blocks, block_size)
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
-        # Register the output blocks of requests whose outputs no other prompt contains
-        # when they are released (Request.outputs_shared). Not with a CPU tier: there the
-        # hashes of blocks in use can be copied to the CPU before the request ends.
-        self.defer_output_hashes = enable_prefix_caching and self.cpu is None
+        # Private blocks (Request.private_from) are hashed and registered only when the
+        # request is preempted. Not with a CPU tier: there the hashes of blocks in use can
+        # be copied to the CPU before the request ends.
+        self.defer_private_hashes = enable_prefix_caching and self.cpu is None
         self.tables: dict[int, list[int]] = {}  # request index -> block ids in order
         # Blocks taken for decoders in bulk (reserve_lazy), not yet in their tables.
         self.lazy_blocks: list[int] = []
@@ -169,6 +169,11 @@ class KVCacheManager:
         if not self.enable_prefix_caching:
             return []
         max_blocks = (req.prefill_target - 1) // self.block_size
+        if self.defer_private_hashes and req.private_from >= 0 and not req.num_preemptions:
+            # Private blocks are in the cache only after this request's own preemption.
+            shareable = req.private_from // self.block_size
+            if max_blocks > shareable:
+                max_blocks = shareable
         if max_blocks <= 0:
             return []
         lookup = self.pool.cached
@@ -237,11 +242,11 @@ class KVCacheManager:
             table.extend(pool.take_new(need_new))
         if self.enable_prefix_caching:
             full = total // self.block_size
-            if self.defer_output_hashes and not req.outputs_shared:
-                # Blocks holding output tokens wait for free() (see Request.outputs_shared).
-                prompt_full = req.num_prompt_tokens // self.block_size
-                if full > prompt_full:
-                    full = prompt_full
+            if self.defer_private_hashes and req.private_from >= 0:
+                # Private blocks wait for a preemption (free(); Request.private_from).
+                shareable = req.private_from // self.block_size
+                if full > shareable:
+                    full = shareable
             done = self.num_hashed[idx]
             if full > done:
                 hashes = self._block_hashes(req, full)
@@ -282,7 +287,7 @@ class KVCacheManager:
         if (
             self.enable_prefix_caching
             and (computed + 1) % bs == 0
-            and (req.outputs_shared or not self.defer_output_hashes)
+            and (req.private_from < 0 or not self.defer_private_hashes)
         ):
             idx = req.index
             full = (computed + 1) // bs
@@ -314,10 +319,17 @@ class KVCacheManager:
         """Release every block of ``req``; its last blocks become evictable first."""
         table = self.tables.pop(req.index, None)
         done = self.num_hashed.pop(req.index, None)
-        if table and self.defer_output_hashes and not req.outputs_shared:
-            # Deferred registration of the blocks decoding filled (Request.outputs_shared):
-            # they join the cache now, before they become evictable, exactly as if each
-            # had been registered when filled, since no lookup could reach them meanwhile.
+        if (
+            table
+            and self.defer_private_hashes
+            and req.private_from >= 0
+            and req.state != RequestState.FINISHED
+        ):
+            # Deferred registration of private blocks (Request.private_from): they join
+            # the cache now, before they become evictable, as if each had been registered
+            # when filled, since no lookup could reach them meanwhile. A finished
+            # request's private blocks are never registered: only the request itself,
+            # recomputing after a preemption, could look them up.
             full = min(req.num_computed_tokens // self.block_size, len(table))
             if done is not None and full > done:
                 self.pool.register_many(table, self._block_hashes(req, full), done, full)

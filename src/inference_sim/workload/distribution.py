@@ -249,7 +249,7 @@ def _stream(
                 end = mid + o_list[k]
                 prompt = np.concatenate((prefix_arr, ids[pos:mid])) if n_prefix else ids[pos:mid]
                 append(
-                    Request(k, k * step, prompt, ids[mid:end], metadata=meta, outputs_shared=False)
+                    Request(k, k * step, prompt, ids[mid:end], metadata=meta, private_from=n_prefix)
                 )
                 pos = end
         yield from chunk

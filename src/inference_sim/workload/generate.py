@@ -213,7 +213,7 @@ class _Client:
         output: np.ndarray,
         meta: dict[str, object],
         *,
-        outputs_shared: bool = False,
+        private_from: int = -1,
     ) -> Request:
         c = self.spec
         return Request(
@@ -225,7 +225,7 @@ class _Client:
             tenant_id=c.tenant_id,
             model=c.model,
             metadata=meta,
-            outputs_shared=outputs_shared,
+            private_from=private_from,
         )
 
 
@@ -254,6 +254,7 @@ def _multimodal_lengths(cl: _Client, n: int) -> tuple[np.ndarray, dict[str, np.n
 def _single_turn(cl: _Client) -> Iterator[Request]:
     rng_in, rng_out, rng_tok = cl.rng("input"), cl.rng("output"), cl.rng("tokens")
     prefix = cl.prefix
+    n_shared = 0 if prefix is None else len(prefix)
     base = cl.base_meta
     for times in cl.arrivals():
         n = len(times)
@@ -285,7 +286,8 @@ def _single_turn(cl: _Client) -> Iterator[Request]:
                 meta = dict(base)
                 for k, v in part_lists.items():
                     meta[k] = v[j]
-                yield cl.make(times_l[j], prompt, ids[mid:end], meta)
+                # Fresh random ids after the group prefix: no other prompt holds them.
+                yield cl.make(times_l[j], prompt, ids[mid:end], meta, private_from=n_shared)
                 pos = end
             start = stop
             base_pos = chunk_end
@@ -333,7 +335,7 @@ def _sessions(cl: _Client) -> Iterator[Request]:
         if mt.accumulate:
             sess.context = np.concatenate((prompt, out)) if r + 1 < rounds else None
         sess.prompts[r] = sess.outputs[r] = _EMPTY  # free what is no longer needed
-        return cl.make(arrival, prompt, out, meta, outputs_shared=True)  # later rounds reuse it
+        return cl.make(arrival, prompt, out, meta)  # later rounds reuse its tokens
 
     for starts in cl.arrivals():
         for start in starts.tolist():
