@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from inference_sim import simulate
+from inference_sim.kv.manager import KVCacheManager
 from inference_sim.workload import (
     WorkloadError,
     export_trace_v2,
@@ -18,7 +20,12 @@ from inference_sim.workload import (
     iter_trace_v2,
     parse_workload_spec,
 )
-from inference_sim.workload.trace_v2 import COLUMNS, EXTRA_COLUMNS, read_trace_v2_header
+from inference_sim.workload.trace_v2 import (
+    COLUMNS,
+    EXTRA_COLUMNS,
+    TOKEN_COLUMNS,
+    read_trace_v2_header,
+)
 
 MODEL = "meta-llama/llama-3.1-8b-instruct"
 COEFFS = {"alpha_coeffs": "0,0,0", "beta_coeffs": "1000,1,1"}
@@ -130,7 +137,8 @@ def test_export_columns_header_and_values(tmp_path):
     n = export_trace_v2(reqs, tmp_path / "t.csv")
     assert n == 60
     lines = (tmp_path / "t.csv").read_text().splitlines()
-    assert lines[0].split(",") == [*COLUMNS, *EXTRA_COLUMNS]
+    assert lines[0].split(",") == [*COLUMNS, *EXTRA_COLUMNS, *TOKEN_COLUMNS]
+    assert all(line.endswith(",,,,") for line in lines[1:])  # no hash or token ids
     header = read_trace_v2_header(tmp_path / "t.yaml")
     assert (header.trace_version, header.time_unit, header.mode) == (2, "microseconds", "generated")
     back = list(iter_trace_v2(tmp_path / "t.yaml"))  # either file of the pair works
@@ -257,3 +265,152 @@ def test_distribution_workload_export_keeps_its_shared_prefix(tmp_path):
     replay = simulate(model=MODEL, workload="traces", workload_traces_filepath=str(trace), **COEFFS)
     assert replay.records == first.records
     assert first.summary["prefix_cache_hit_rate"] > 0
+
+
+# --- replays of Mooncake and reference CSV traces, exported and replayed ------------------
+
+# Hash ids with shared leading runs, 40-token hash blocks (not a multiple of the 16-token KV
+# block) and partial last blocks, so the cache sees whole, split and partial shared blocks.
+MOONCAKE_IDS = [
+    [1, 2, 3],
+    [1, 2, 4, 5],
+    [1, 2, 3, 6],
+    [7, 8],
+    [1, 9],
+    [7, 8, 10, 11],
+    [1, 2, 3, 6, 12],
+    [13],
+    [1, 2, 4, 5, 14],
+    [7, 8, 10],
+]
+
+
+def _write_mooncake(path: Path, block: int = 40, gap_ms: float = 15) -> Path:
+    rows = []
+    for i, ids in enumerate(MOONCAKE_IDS):
+        n_in = block * len(ids) - (i * 7) % block  # a partial last block most of the time
+        rows.append(
+            {"timestamp": gap_ms * i, "input_length": n_in, "output_length": 5 + i, "hash_ids": ids}
+        )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def lookups(monkeypatch):
+    """Every prefix-cache lookup of a run: (request index, cached blocks found)."""
+    seen: list[tuple[int, int]] = []
+    original = KVCacheManager.find_cached_prefix
+
+    def record(self, req):
+        found = original(self, req)
+        seen.append((req.index, len(found)))
+        return found
+
+    monkeypatch.setattr(KVCacheManager, "find_cached_prefix", record)
+    return seen
+
+
+def _replay_equals(tmp_path, source: Path, lookups: list, **opts: Any) -> tuple[Any, Any]:
+    """Run ``source`` with --export-trace, replay the export; both results (checked equal)."""
+    trace = tmp_path / "export.csv"
+    run = {"model": MODEL, "workload": "traces", **COEFFS, **opts}
+    first = simulate(workload_traces_filepath=str(source), export_trace=str(trace), **run)
+    first_lookups = list(lookups)
+    lookups.clear()
+    # Another seed and block size: the export carries everything the prompts depend on.
+    again = {**run, "seed": 123, "trace_block_size": 8}
+    replay = simulate(workload_traces_filepath=str(trace), **again)
+    assert replay.records == first.records  # TTFT, E2E, ITL, scheduling delay, ...
+    assert lookups == first_lookups  # the cached tokens of every admission
+    strip = ("config",)
+    assert {k: v for k, v in replay.summary.items() if k not in strip} == {
+        k: v for k, v in first.summary.items() if k not in strip
+    }
+    return first, replay
+
+
+def test_mooncake_replay_export_round_trips_exactly(tmp_path, lookups):
+    source = _write_mooncake(tmp_path / "mc.jsonl")
+    first, replay = _replay_equals(
+        tmp_path, source, lookups, trace_block_size=40, total_kv_blocks=400
+    )
+    assert first.summary["completed_requests"] == len(MOONCAKE_IDS)
+    assert replay.summary["prefix_cache_hit_rate"] == first.summary["prefix_cache_hit_rate"] > 0.2
+    text = (tmp_path / "export.csv").read_text().splitlines()
+    assert text[2].split(",")[-4:] == ["40", "1 2 4 5", "", ""]
+    # Without the hash columns the sharing is lost (what exports did before).
+    stripped = tmp_path / "stripped.csv"
+    stripped.write_text(
+        "\n".join(",".join(line.split(",")[:-4]) for line in text) + "\n", encoding="utf-8"
+    )
+    lost = simulate(
+        model=MODEL, workload="traces", workload_traces_filepath=str(stripped), **COEFFS
+    )
+    assert lost.summary["prefix_cache_hit_rate"] == 0
+
+
+def test_mooncake_replay_export_round_trips_under_kv_pressure(tmp_path, lookups):
+    """A small cache: evictions and preemptions must happen identically too."""
+    source = _write_mooncake(tmp_path / "mc.jsonl", gap_ms=0.5)
+    first, _ = _replay_equals(tmp_path, source, lookups, trace_block_size=40, total_kv_blocks=14)
+    assert first.summary["preemption_count"] > 0 and first.summary["kv_allocation_failures"] > 0
+    assert first.summary["prefix_cache_hit_rate"] > 0
+
+
+def test_reference_csv_replay_export_round_trips_exactly(tmp_path, lookups):
+    rng = np.random.default_rng(3)
+    shared = rng.integers(0, 500, 90).tolist()
+    rows = ["arrival_time,request_id,model,prefill_tokens,decode_tokens"]
+    prev: list[int] = []
+    for i in range(40):
+        kind = i % 3
+        if kind == 0:  # a shared system prompt of varying length
+            prompt = shared[: 20 + (i * 13) % 70] + rng.integers(0, 500, 1 + i % 9).tolist()
+        elif kind == 1 and prev:  # the previous prompt and output, then more
+            prompt = prev[: 1 + (i * 29) % len(prev)] + rng.integers(0, 500, 5).tolist()
+        else:
+            prompt = rng.integers(0, 500, 1 + (i * 17) % 60).tolist()
+        output = rng.integers(0, 500, (i * 5) % 11).tolist()
+        prev = prompt + output
+        arrival = (40 - i) * 0.004 if i in (6, 7) else i * 0.004  # two rows out of order
+        rows.append(f'{arrival!r},r{i},m{i % 2},"{prompt}","{output}"'.replace(" ", ""))
+    source = tmp_path / "ref.csv"
+    source.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    first, _ = _replay_equals(tmp_path, source, lookups, total_kv_blocks=60)
+    assert first.summary["prefix_cache_hit_rate"] > 0.2
+    back = list(iter_trace_v2(tmp_path / "export.csv"))
+    again = {r.index: r for r in iter_trace_v2(tmp_path / "export.csv", seed=9)}
+    for r in back:  # the ids themselves, whatever the seed
+        assert np.array_equal(r.input_tokens, again[r.index].input_tokens)
+        assert np.array_equal(r.output_tokens, again[r.index].output_tokens)
+
+
+@pytest.mark.parametrize(
+    ("cells", "needle"),
+    [
+        ("16,1 2,,", "2 hash_ids, but input_tokens 10 makes 1 blocks of 16 tokens"),
+        ("0,1,,", "hash_ids and hash_block_size > 0 go together"),
+        ("4,,,", "hash_ids and hash_block_size > 0 go together"),
+        ("16,1 x,,", 'parsing hash_ids: "x" is not an integer'),
+        (",,1 2 3,", "input_token_ids has 3 ids, input_tokens is 10"),
+        (",,0 1 2 3 4 5 6 7 8 -9,", "input_token_ids must lie in [0, 2147483647], got -9"),
+        (",,,1 2", "output_token_ids has 2 ids, output_tokens is 0"),
+        ("16,1,0 1 2 3 4 5 6 7 8 9,", "give either hash_ids or input_token_ids"),
+    ],
+)
+def test_bad_token_columns(tmp_path, cells, needle):
+    path = tmp_path / "bad.csv"
+    header = ",".join((*COLUMNS, *EXTRA_COLUMNS, *TOKEN_COLUMNS))
+    path.write_text(header + "\n" + _row() + ",,0,0," + cells + "\n")
+    with pytest.raises(WorkloadError) as info:
+        list(iter_trace_v2(path))
+    assert needle in str(info.value) and "line 2" in str(info.value)
+
+
+def test_unknown_extra_columns_are_ignored(tmp_path):
+    path = tmp_path / "x.csv"
+    header = ",".join((*COLUMNS, "my_note", *TOKEN_COLUMNS))
+    path.write_text(header + "\n" + _row() + ",hello,,,0 1 2 3 4 5 6 7 8 9,\n")
+    (req,) = iter_trace_v2(path)
+    assert req.input_tokens.tolist() == list(range(10))

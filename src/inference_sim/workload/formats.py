@@ -34,6 +34,9 @@ from inference_sim.workload.traces import read_csv_trace
 TRACE_FORMATS = ("auto", "csv", "v2", "azure", "mooncake")
 NEVER = 2**63 - 1
 _SNIFF_BYTES = 1 << 16
+_MAX_YAML_SNIFF = 4 << 20
+"""Largest file parsed as YAML to tell a spec or trace v2 header from a trace: YAML is
+parsed whole, specs and headers are kilobytes, and a trace may be gigabytes."""
 
 
 def _head(path: str) -> str:
@@ -82,6 +85,8 @@ def _looks_like_csv(line: str) -> bool:
 
 def _yaml_head(path: str, ext: str) -> object:
     try:
+        if os.path.getsize(path) > _MAX_YAML_SNIFF:  # too big for a spec: a trace
+            return {} if ext in (".yaml", ".yml") else None
         with open(path, encoding="utf-8") as fh:
             return yaml.safe_load(fh)
     except (yaml.YAMLError, UnicodeDecodeError, OSError):

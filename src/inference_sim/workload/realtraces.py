@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from inference_sim.engine.rng import RandomStreams
 from inference_sim.instance.request import Request
 from inference_sim.workload._gc import gc_paused
+from inference_sim.workload._rows import BoundedCsvReader, RowTooLong, bounded_lines
 from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.samplers import check_length_bound
 from inference_sim.workload.tokens import block_keys, block_tokens, stable_key, synth_tokens
 
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
@@ -91,7 +93,7 @@ def iter_azure_records(path: str | os.PathLike[str]) -> Iterator[LengthRecord]:
 
 def _azure_records(fh, p: str) -> Iterator[LengthRecord]:
     with fh:
-        reader = csv.reader(fh, strict=True)
+        reader = BoundedCsvReader(fh)
         line = 1
         try:
             header = next(reader, None)
@@ -135,6 +137,8 @@ def _azure_records(fh, p: str) -> Iterator[LengthRecord]:
                 prev = arrival
                 yield LengthRecord(line, arrival, n_in, n_out)
                 line = reader.line_num + 1
+        except RowTooLong as exc:
+            raise WorkloadError(f"azure trace {p} line {line}: {exc}") from None
         except csv.Error as exc:
             raise WorkloadError(f"azure trace {p} line {line}: malformed CSV: {exc}") from None
         except UnicodeDecodeError:
@@ -148,6 +152,7 @@ def _count(text: str, column: str, where: str, lowest: int) -> int:
         raise WorkloadError(f"{where}: {column} {text!r} is not an integer") from None
     if value < lowest:
         raise WorkloadError(f"{where}: {column} must be >= {lowest}, got {value}")
+    check_length_bound(value, f"{where}: {column}")
     return value
 
 
@@ -190,7 +195,7 @@ def _mooncake_records(fh, p: str, block_size: int) -> Iterator[LengthRecord]:
         prev = -1
         line = 0
         try:
-            for line, text in enumerate(fh, start=1):
+            for line, text in bounded_lines(fh):
                 if not text.strip():
                     continue
                 where = f"mooncake trace {p} line {line}"
@@ -198,6 +203,8 @@ def _mooncake_records(fh, p: str, block_size: int) -> Iterator[LengthRecord]:
                     row = json.loads(text)
                 except json.JSONDecodeError as exc:
                     raise WorkloadError(f"{where}: invalid JSON ({exc.msg})") from None
+                except RecursionError:
+                    raise WorkloadError(f"{where}: invalid JSON (nested too deeply)") from None
                 if not isinstance(row, dict):
                     raise WorkloadError(f"{where}: expected a JSON object")
                 for name in MOONCAKE_FIELDS:
@@ -228,6 +235,8 @@ def _mooncake_records(fh, p: str, block_size: int) -> Iterator[LengthRecord]:
                     )
                 prev = arrival
                 yield LengthRecord(line, arrival, n_in, n_out, tuple(ids))
+        except RowTooLong as exc:
+            raise WorkloadError(f"mooncake trace {p} line {exc.line}: {exc}") from None
         except UnicodeDecodeError:
             raise WorkloadError(f"mooncake trace {p} line {line + 1}: not UTF-8 text") from None
 
@@ -240,6 +249,7 @@ def _json_count(value: object, name: str, where: str, lowest: int) -> int:
             raise WorkloadError(f"{where}: {name} must be an integer, got {value!r}")
     if value < lowest:
         raise WorkloadError(f"{where}: {name} must be >= {lowest}, got {value}")
+    check_length_bound(value, f"{where}: {name}")
     return value
 
 
@@ -269,4 +279,6 @@ def _hashed_prompts(
                 rec.arrival,
                 block_tokens(keys, block_size, rec.input_tokens),
                 synth_tokens(stable_key(base, "out", i), 0, rec.output_tokens),
+                # --export-trace writes these, so a trace v2 replay rebuilds the same ids.
+                metadata={"hash_ids": rec.hash_ids or (), "hash_block_size": block_size},
             )

@@ -13,11 +13,23 @@ the reference's 22 columns in its order, then three of ours that make a replay e
 A file with only the 22 reference columns loads too: a named ``prefix_group`` then shares
 a 50-token prefix *within* ``input_tokens`` (the reference adds 50 more tokens on top).
 
+Four more optional columns carry prompts whose sharing groups and sessions cannot express
+(written empty otherwise; ids are space-separated decimal integers):
+
+* ``hash_block_size``, ``hash_ids`` — a Mooncake replay: the prompt is the blocks of
+  ``hash_block_size`` tokens named by ``hash_ids``, synthesised exactly as the Mooncake
+  reader does (:mod:`inference_sim.workload.realtraces`);
+* ``input_token_ids``, ``output_token_ids`` — a reference CSV replay: the token ids
+  themselves.
+
+Columns this reader does not know are ignored, so other tools' extra columns load.
+
 Replay synthesises token ids (:mod:`inference_sim.workload.tokens`) from the run seed, so
-the same trace and seed give the same ids, and the sharing structure (groups, sessions)
-is reproduced exactly: a generated workload exported and replayed gives identical
-per-request results. Rows must be in arrival order (exports are); requests keep their
-``request_id`` as index, so ids must be unique.
+the same trace and seed give the same ids, and the sharing structure (groups, sessions,
+hash blocks) is reproduced exactly: a generated workload or a Mooncake or CSV trace
+replay, exported and replayed, gives identical per-request results. Rows must be in
+arrival order (exports are); requests keep their ``request_id`` as index, so ids must be
+unique.
 """
 
 from __future__ import annotations
@@ -31,14 +43,25 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+import numpy as np
 import yaml
 
+from inference_sim._suggest import did_you_mean
 from inference_sim.engine.rng import RandomStreams
 from inference_sim.instance.request import Request
 from inference_sim.workload._gc import gc_paused
+from inference_sim.workload._rows import BoundedCsvReader, RowTooLong
 from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.samplers import MAX_REQUEST_TOKENS, check_length_bound
 from inference_sim.workload.spec import DEFAULT_PREFIX_LENGTH, read_yaml
-from inference_sim.workload.tokens import Segment, materialize, segments_length, stable_key, take
+from inference_sim.workload.tokens import (
+    Segment,
+    block_keys,
+    block_tokens,
+    materialize,
+    stable_key,
+    take,
+)
 
 COLUMNS = (
     "request_id",
@@ -65,6 +88,8 @@ COLUMNS = (
     "error_message",
 )
 EXTRA_COLUMNS = ("model", "prefix_length", "context_tokens")
+TOKEN_COLUMNS = ("hash_block_size", "hash_ids", "input_token_ids", "output_token_ids")
+"""Optional columns (after EXTRA_COLUMNS) for prompts groups and sessions cannot express."""
 STATUSES = ("ok", "error", "timeout")
 TIME_UNITS = ("microseconds", "us", "µs")
 _HEADER_KEYS = (
@@ -103,6 +128,11 @@ _INT_COLUMNS = (
 )
 _META_INTS = ("text_tokens", "image_tokens", "audio_tokens", "video_tokens")
 NEVER = 2**63 - 1
+_MAX_TOKEN_ID = 2**31 - 1  # token ids are stored as int32
+_INT64 = (-(2**63), 2**63 - 1)  # hash ids, as the Mooncake reader takes them
+MAX_HEADER_BYTES = 2**20
+"""Largest trace v2 header (YAML) read: a real one is a few hundred bytes, and YAML is
+parsed whole, so a huge file is refused before it is read."""
 
 
 @dataclass
@@ -158,6 +188,20 @@ def _ratio_text(x: float) -> str:
     return repr(float(x))
 
 
+def _ids_text(ids: Iterable[int]) -> str:
+    return " ".join(map(str, ids))
+
+
+def _token_cells(req: Request, meta: Mapping[str, Any]) -> list[str]:
+    """The TOKEN_COLUMNS cells: explicit ids (reference CSV), or hash blocks (Mooncake)."""
+    if meta.get("token_ids") == "explicit":
+        return ["", "", _ids_text(req.input_tokens.tolist()), _ids_text(req.output_tokens.tolist())]
+    hash_ids = meta.get("hash_ids")
+    if hash_ids:
+        return [str(int(meta["hash_block_size"])), _ids_text(hash_ids), "", ""]
+    return ["", "", "", ""]
+
+
 def trace_row(req: Request) -> list[str]:
     """The CSV row of one request (the 22 reference columns, then ours)."""
     meta: Mapping[str, Any] = req.metadata or {}
@@ -187,6 +231,7 @@ def trace_row(req: Request) -> list[str]:
         req.model,
         str(int(meta.get("prefix_length", 0))),
         str(int(meta.get("context_tokens", 0))),
+        *_token_cells(req, meta),
     ]
 
 
@@ -210,7 +255,7 @@ class TraceV2Writer:
             ) from None
         self._fh: TextIO | None = os.fdopen(fd, "w", newline="", encoding="utf-8")
         self._writer = csv.writer(self._fh, lineterminator="\n")
-        self._writer.writerow((*COLUMNS, *EXTRA_COLUMNS))
+        self._writer.writerow((*COLUMNS, *EXTRA_COLUMNS, *TOKEN_COLUMNS))
 
     def write(self, req: Request) -> None:
         self._writer.writerow(trace_row(req))
@@ -293,13 +338,22 @@ def export_trace_v2(
 def read_trace_v2_header(path: str | os.PathLike[str]) -> TraceV2Header:
     """Parse a header file strictly (unknown keys are errors)."""
     p = os.fspath(path)
+    with contextlib.suppress(OSError):  # unreadable: read_yaml says so
+        if os.path.getsize(p) > MAX_HEADER_BYTES:
+            raise WorkloadError(
+                f"trace header {p}: larger than {MAX_HEADER_BYTES:,} bytes; a trace v2 "
+                "header is a short YAML mapping (trace_version, time_unit, ...)"
+            )
     data = read_yaml(p, "trace header")
     where = f"trace header {p}"
     if not isinstance(data, dict):
         raise WorkloadError(f"{where}: expected a mapping with trace_version")
     for key in data:
         if key not in _HEADER_KEYS:
-            raise WorkloadError(f'{where}: unknown field "{key}"; valid: {", ".join(_HEADER_KEYS)}')
+            raise WorkloadError(
+                f'{where}: unknown field "{key}"{did_you_mean(key, _HEADER_KEYS)}; '
+                f"valid: {', '.join(_HEADER_KEYS)}"
+            )
     h = TraceV2Header()
     version = data.get("trace_version")
     if version is None:
@@ -321,7 +375,8 @@ def read_trace_v2_header(path: str | os.PathLike[str]) -> TraceV2Header:
     for key in server:
         if key not in _SERVER_KEYS:
             raise WorkloadError(
-                f'{where}: server: unknown field "{key}"; valid: {", ".join(_SERVER_KEYS)}'
+                f'{where}: server: unknown field "{key}"{did_you_mean(key, _SERVER_KEYS)}; '
+                f"valid: {', '.join(_SERVER_KEYS)}"
             )
     network = data.get("network") or {}
     if not isinstance(network, dict) or not set(network) <= {"measured_rtt_ms"}:
@@ -355,6 +410,39 @@ def _parse_int(text: str, column: str, where: str) -> int:
         raise WorkloadError(f'{where}: parsing {column} "{text}": not an integer') from None
 
 
+def _parse_ids(
+    text: str, column: str, where: str, lo: int, hi: int, expected: tuple[int, str]
+) -> list[int] | None:
+    """Space-separated decimal integers in [lo, hi]; None for an empty cell.
+
+    ``expected``: how many ids the row's lengths make, and why. A cell of far more ids
+    (millions, say) is refused without splitting it whole; one id more is left to
+    :func:`_check_tokens`, which reports the exact count.
+    """
+    most = min(max(expected[0], 1), MAX_REQUEST_TOKENS) + 1
+    parts = text.split(maxsplit=most)
+    if not parts:
+        return None
+    if len(parts) > most:
+        raise WorkloadError(f"{where}: {column} has more than {most} ids, {expected[1]}")
+    try:
+        if "_" in text:
+            raise ValueError
+        ids = [int(x) for x in parts]
+    except ValueError:
+        bad = next((x for x in parts if "_" in x or not x.lstrip("-").isdecimal()), parts[0])
+        raise WorkloadError(
+            f'{where}: parsing {column}: "{bad[:40]}" is not an integer '
+            "(ids are space-separated integers)"
+        ) from None
+    low, high = min(ids), max(ids)
+    if low < lo or high > hi:
+        raise WorkloadError(
+            f"{where}: {column} must lie in [{lo}, {hi}], got {low if low < lo else high}"
+        )
+    return ids
+
+
 def iter_trace_v2_records(data_path: str | os.PathLike[str]) -> Iterator[TraceRecord]:
     """Rows of a trace v2 CSV, checked column by column."""
     p = os.fspath(data_path)
@@ -369,7 +457,7 @@ def iter_trace_v2_records(data_path: str | os.PathLike[str]) -> Iterator[TraceRe
 
 def _records(fh: TextIO, p: str) -> Iterator[TraceRecord]:
     with fh:
-        reader = csv.reader(fh, strict=True)
+        reader = BoundedCsvReader(fh)
         line = 1
         try:
             header = next(reader, None)
@@ -385,7 +473,11 @@ def _records(fh: TextIO, p: str) -> Iterator[TraceRecord]:
                     f"trace {p} line 1: not a trace v2 header ({detail}); expected "
                     f"{','.join(COLUMNS)}"
                 )
-            extra = {name: i for i, name in enumerate(names) if name in EXTRA_COLUMNS}
+            extra = {
+                name: i
+                for i, name in enumerate(names)
+                if name in EXTRA_COLUMNS or name in TOKEN_COLUMNS
+            }
             line = reader.line_num + 1
             for row in reader:
                 if not row:
@@ -429,13 +521,74 @@ def _records(fh: TextIO, p: str) -> Iterator[TraceRecord]:
                         values[column] = _parse_int(row[extra[column]] or "0", column, where)
                     else:
                         values[column] = None
+                _token_values(values, row, extra, where)
                 _check_record(values, where)
                 yield TraceRecord(line, values)
                 line = reader.line_num + 1
+        except RowTooLong as exc:
+            raise WorkloadError(f"trace {p} line {line}: {exc}") from None
         except csv.Error as exc:
             raise WorkloadError(f"trace {p} line {line}: malformed CSV: {exc}") from None
         except UnicodeDecodeError:
             raise WorkloadError(f"trace {p}: not UTF-8 text") from None
+
+
+def _token_values(
+    values: dict[str, Any], row: list[str], extra: Mapping[str, int], where: str
+) -> None:
+    """Parse the optional TOKEN_COLUMNS (absent or empty: None, hash_block_size 0)."""
+
+    def cell(name: str) -> str:
+        return row[extra[name]] if name in extra else ""
+
+    size = cell("hash_block_size").strip()
+    values["hash_block_size"] = block = _parse_int(size, "hash_block_size", where) if size else 0
+    n_in, n_out = values["input_tokens"], values["output_tokens"]
+    if block > 0:
+        blocks = (-(-n_in // block), f"input_tokens {n_in} makes {-(-n_in // block)} blocks")
+    else:
+        blocks = (n_in, f"input_tokens is {n_in}")
+    values["hash_ids"] = _parse_ids(cell("hash_ids"), "hash_ids", where, *_INT64, blocks)
+    for column, name, n in (
+        ("input_token_ids", "input_tokens", n_in),
+        ("output_token_ids", "output_tokens", n_out),
+    ):
+        expected = (n, f"{name} is {n}")
+        values[column] = _parse_ids(cell(column), column, where, 0, _MAX_TOKEN_ID, expected)
+
+
+def _check_tokens(v: dict[str, Any], where: str) -> None:
+    ids = v["hash_ids"]
+    size = v["hash_block_size"]
+    explicit = v["input_token_ids"]
+    if size < 0:
+        raise WorkloadError(f"{where}: hash_block_size must be >= 0, got {size}")
+    if (ids is None) != (size == 0):
+        raise WorkloadError(f"{where}: hash_ids and hash_block_size > 0 go together")
+    if ids is not None:
+        need = -(-v["input_tokens"] // size)
+        if len(ids) != need:
+            raise WorkloadError(
+                f"{where}: {len(ids)} hash_ids, but input_tokens {v['input_tokens']} makes "
+                f"{need} blocks of {size} tokens"
+            )
+    if explicit is not None and len(explicit) != v["input_tokens"]:
+        raise WorkloadError(
+            f"{where}: input_token_ids has {len(explicit)} ids, input_tokens is {v['input_tokens']}"
+        )
+    out = v["output_token_ids"]
+    if out is not None and len(out) != v["output_tokens"]:
+        raise WorkloadError(
+            f"{where}: output_token_ids has {len(out)} ids, output_tokens is {v['output_tokens']}"
+        )
+    given = [name for name in ("hash_ids", "input_token_ids") if v[name] is not None]
+    if given and (v["prefix_length"] or v["context_tokens"]):
+        raise WorkloadError(
+            f"{where}: {given[0]} gives the whole prompt; prefix_length and context_tokens "
+            "must then be 0"
+        )
+    if len(given) > 1:
+        raise WorkloadError(f"{where}: give either hash_ids or input_token_ids, not both")
 
 
 def _check_record(v: dict[str, Any], where: str) -> None:
@@ -446,6 +599,8 @@ def _check_record(v: dict[str, Any], where: str) -> None:
     for column in ("output_tokens", "round_index", "arrival_time_us"):
         if v[column] < 0:
             raise WorkloadError(f"{where}: {column} must be >= 0, got {v[column]}")
+    for column in ("input_tokens", "output_tokens"):
+        check_length_bound(v[column], f"{where}: {column}")
     for column in ("prefix_length", "context_tokens"):
         n = v[column]
         if n is not None and not 0 <= n <= v["input_tokens"]:
@@ -454,6 +609,7 @@ def _check_record(v: dict[str, Any], where: str) -> None:
             )
     if v["context_tokens"] and not v["session_id"]:
         raise WorkloadError(f"{where}: context_tokens > 0 needs a session_id")
+    _check_tokens(v, where)
 
 
 def load_trace_v2(
@@ -470,13 +626,45 @@ def load_trace_v2(
 # --- replay -------------------------------------------------------------------------------
 
 
+_Part = Segment | np.ndarray  # synthetic ids (key, start, length), or explicit ids
+
+
+def _parts_length(parts: Iterable[_Part]) -> int:
+    return sum(len(p) if isinstance(p, np.ndarray) else p[2] for p in parts)
+
+
+def _take_parts(parts: Iterable[_Part], n: int) -> list[_Part]:
+    """The parts of the first ``n`` tokens of ``parts``."""
+    out: list[_Part] = []
+    left = n
+    for p in parts:
+        if left <= 0:
+            break
+        if isinstance(p, np.ndarray):
+            out.append(p[:left])
+            left -= min(len(p), left)
+        else:
+            out.extend(take([p], left))
+            left -= min(p[2], left)
+    return out
+
+
+def _materialize_parts(parts: list[_Part]) -> np.ndarray:
+    if all(not isinstance(p, np.ndarray) for p in parts):
+        return materialize(parts)  # type: ignore[arg-type]
+    return np.concatenate(
+        [p if isinstance(p, np.ndarray) else materialize([p]) for p in parts]
+    ).astype(np.int32, copy=False)
+
+
 def replay_trace_v2(
     records: Iterable[TraceRecord], *, streams: RandomStreams, source: str = "trace"
 ) -> Iterator[Request]:
     """Requests from trace records, with synthetic ids that keep the sharing structure."""
     base = int(streams.generator("trace-replay").integers(0, 2**63 - 1))
+    block_base = stable_key(base, "hash-block")  # as the Mooncake reader's
     group_keys: dict[str, int] = {}
-    sessions: dict[str, list[Segment]] = {}
+    sessions: dict[str, list[_Part]] = {}
     seen_ids: set[int] = set()
     last_arrival = -1
     with gc_paused():
@@ -501,32 +689,42 @@ def replay_trace_v2(
                 plen = min(DEFAULT_PREFIX_LENGTH, n_in) if group else 0
             ctx = v["context_tokens"] or 0
             session = v["session_id"]
-            segs: list[Segment] = []
-            if ctx:
+            parts: list[_Part] = []
+            if v["input_token_ids"] is not None:
+                parts = [np.asarray(v["input_token_ids"], dtype=np.int32)]
+            elif v["hash_ids"] is not None:
+                parts = [
+                    block_tokens(block_keys(block_base, v["hash_ids"]), v["hash_block_size"], n_in)
+                ]
+            elif ctx:
                 prev = sessions.get(session)
                 if prev is None:
                     raise WorkloadError(
                         f"{where}: context_tokens {ctx} but no earlier request of session "
                         f"{session!r}"
                     )
-                if segments_length(prev) < ctx:
+                if _parts_length(prev) < ctx:
                     raise WorkloadError(
                         f"{where}: context_tokens {ctx} exceeds the previous round's prompt + "
-                        f"output ({segments_length(prev)} tokens) of session {session!r}"
+                        f"output ({_parts_length(prev)} tokens) of session {session!r}"
                     )
-                segs = take(prev, ctx)
+                parts = _take_parts(prev, ctx)
             elif plen and group:
                 key = group_keys.get(group)
                 if key is None:
                     key = group_keys[group] = stable_key(base, "prefix", group)
-                segs = [(key, 0, plen)]
-            used = segments_length(segs)
+                parts = [(key, 0, plen)]
+            used = _parts_length(parts)
             if n_in > used:
-                segs.append((stable_key(base, "in", rid), 0, n_in - used))
+                parts.append((stable_key(base, "in", rid), 0, n_in - used))
             n_out = v["output_tokens"]
-            out: list[Segment] = [(stable_key(base, "out", rid), 0, n_out)] if n_out else []
+            out: list[_Part] = []
+            if v["output_token_ids"] is not None:
+                out = [np.asarray(v["output_token_ids"], dtype=np.int32)]
+            elif n_out:
+                out = [(stable_key(base, "out", rid), 0, n_out)]
             if session:
-                sessions[session] = segs + out
+                sessions[session] = parts + out
             meta: dict[str, Any] = {}
             for name in ("client_id", "session_id", "prefix_group"):
                 if v[name]:
@@ -544,11 +742,16 @@ def replay_trace_v2(
                 meta["prefix_length"] = plen
             if ctx:
                 meta["context_tokens"] = ctx
+            if v["input_token_ids"] is not None or v["output_token_ids"] is not None:
+                meta["token_ids"] = "explicit"
+            elif v["hash_ids"] is not None:
+                meta["hash_ids"] = tuple(v["hash_ids"])
+                meta["hash_block_size"] = v["hash_block_size"]
             yield Request(
                 rid,
                 arrival,
-                materialize(segs),
-                materialize(out),
+                _materialize_parts(parts),
+                _materialize_parts(out),
                 slo_class=v["slo_class"],
                 tenant_id=v["tenant_id"],
                 model=v["model"],

@@ -26,7 +26,9 @@ from collections.abc import Iterable, Sequence
 
 from inference_sim.instance.request import Request
 from inference_sim.workload._gc import gc_paused
+from inference_sim.workload._rows import BoundedCsvReader, RowTooLong
 from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.samplers import MAX_REQUEST_TOKENS
 
 TRACE_FLAG = "--workload-traces-filepath"
 HEADER = ("arrival_time", "request_id", "model", "prefill_tokens", "decode_tokens")
@@ -36,6 +38,7 @@ _COLUMNS = "(arrival_s, id, model, input_tokens, output_tokens)"
 _NO_HORIZON = 2**63 - 1
 _DECODER = json.JSONDecoder()  # reused: skips json.loads' per-call keyword handling
 _MAX_SHOWN = 40  # characters of a bad value quoted in an error message
+_MAX_TOKEN_ID = 2**31 - 1  # token ids are stored as int32
 
 
 def _shown(text: str) -> str:
@@ -58,6 +61,13 @@ def _parse_arrival(text: str, where: str) -> int:
 
 def _parse_tokens(text: str, where: str, *, need_one: bool) -> list[int]:
     """A JSON list of non-negative integer token ids; ``need_one`` forbids an empty list."""
+    # Counted before decoding: a list of more ids than any request may hold is refused
+    # without building it (the row limit of _rows already bounds the text itself).
+    if text.count(",") >= MAX_REQUEST_TOKENS:
+        raise WorkloadError(
+            f"{where}: more than {MAX_REQUEST_TOKENS} token ids (the longest request the "
+            "simulator holds)"
+        )
     try:
         value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
@@ -74,6 +84,8 @@ def _parse_tokens(text: str, where: str, *, need_one: bool) -> list[int]:
         raise WorkloadError(f"{where}: token ids must be integers, got {json.dumps(bad)}")
     if value and min(value) < 0:
         raise WorkloadError(f"{where}: token ids must be >= 0, got {min(value)}")
+    if value and max(value) > _MAX_TOKEN_ID:
+        raise WorkloadError(f"{where}: token ids must be <= {_MAX_TOKEN_ID}, got {max(value)}")
     if need_one and not value:
         raise WorkloadError(f"{where}: empty list, at least one prompt token is required")
     return value
@@ -97,7 +109,7 @@ def read_csv_trace(path: str | os.PathLike[str], *, horizon: int = _NO_HORIZON) 
     requests: list[Request] = []
     line = 0  # 1-based line where the current record starts
     with handle, gc_paused():
-        reader = csv.reader(handle, strict=True)
+        reader = BoundedCsvReader(handle)
         try:
             header: list[str] = []
             while not header:
@@ -114,6 +126,8 @@ def read_csv_trace(path: str | os.PathLike[str], *, horizon: int = _NO_HORIZON) 
                         break
                     requests.append(req)
                 line = reader.line_num + 1
+        except RowTooLong as exc:
+            raise WorkloadError(f"trace {p} row {line}: {exc}") from None
         except csv.Error as exc:
             raise WorkloadError(f"trace {p} row {line}: malformed CSV: {exc}") from None
         except UnicodeDecodeError as exc:
@@ -137,7 +151,9 @@ def _parse_row(row: list[str], p: str, line: int, index: int, horizon: int) -> R
         return None
     input_tokens = _parse_tokens(row[3], f"{where} input_tokens", need_one=True)
     output_tokens = _parse_tokens(row[4], f"{where} output_tokens", need_one=False)
-    return Request(index, arrival, input_tokens, output_tokens, model=row[2])
+    # "explicit": --export-trace writes the ids themselves (trace v2 cannot express them).
+    meta: dict[str, object] = {"token_ids": "explicit"}
+    return Request(index, arrival, input_tokens, output_tokens, model=row[2], metadata=meta)
 
 
 def seconds_text(ticks: int) -> str:

@@ -1,0 +1,42 @@
+"""docs/troubleshooting.md names real flags and the limits the code enforces (issue 11)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from inference_sim.cli.main import cli
+from inference_sim.workload import _rows
+from inference_sim.workload.samplers import MAX_REQUEST_TOKENS
+from inference_sim.workload.trace_v2 import MAX_HEADER_BYTES
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+TEXT = (DOCS / "troubleshooting.md").read_text(encoding="utf-8")
+NOT_FLAGS = {"--bogus"}  # the doc's example of an unknown flag
+
+
+def _flags(command: click.Command) -> set[str]:
+    out: set[str] = {"--help"}
+    for param in command.params:
+        out.update(o for o in (*param.opts, *param.secondary_opts) if o.startswith("--"))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            out |= _flags(sub)
+    return out
+
+
+def test_every_flag_named_exists():
+    text = re.sub(r"\]\([^)]*\)", "]", TEXT)  # link targets are not flags
+    named = set(re.findall(r"--[a-z][a-z0-9-]*[a-z0-9]", text)) - NOT_FLAGS
+    unknown = sorted(named - _flags(cli))
+    assert not unknown, f"docs/troubleshooting.md names flags no command has: {unknown}"
+
+
+def test_the_documented_limits_are_the_enforced_ones():
+    for doc in (TEXT, (DOCS / "workloads.md").read_text(encoding="utf-8")):
+        assert f"{_rows.MAX_ROW_CHARS:,} characters" in doc
+        assert f"{_rows.MAX_ROW_COLUMNS:,}" in doc
+        assert f"{MAX_REQUEST_TOKENS:,}" in doc or str(MAX_REQUEST_TOKENS) in doc
+    assert f"{MAX_HEADER_BYTES:,} bytes" in TEXT
