@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from inference_sim.analysis.trace import DECISION_COLUMNS, DecisionTrace
 from inference_sim.metrics.output import results_document, stdout_report, write_json_atomic
+from inference_sim.metrics.request_log import RecordView
 from inference_sim.report.extras import have, require
 from inference_sim.report.timeseries import TIMESERIES_COLUMNS, empty_table, table_rows
 
@@ -77,7 +78,7 @@ class Results:
         timeseries: dict[str, Any] | None = None,
     ) -> None:
         self.summary = summary
-        self.records: list[dict[str, Any]] = _as_records(requests)
+        self.records: Sequence[dict[str, Any]] = _as_records(requests)
         self.instance_summaries = list(instance_summaries or [])
         self.timeseries_table: dict[str, Any] = timeseries or empty_table()
         self._frames: dict[str, Any] = {}
@@ -111,7 +112,7 @@ class Results:
         """Per-request records as a pandas DataFrame (needs the ``data`` extra)."""
         require("pandas", "data", "Results.requests as a DataFrame")
         if "requests" not in self._frames:
-            self._frames["requests"] = _frame(self.records, REQUEST_COLUMNS)
+            self._frames["requests"] = _frame(list(self.records), REQUEST_COLUMNS)
         return self._frames["requests"]
 
     def timeseries_frame(self) -> Any:
@@ -124,9 +125,12 @@ class Results:
         return self._frames["timeseries"]
 
     # --- output ----------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """The results-file document: summary keys, ``requests``, ``timeseries``, ``config``."""
-        doc = results_document(self.summary, self.records)
+    def to_dict(self, *, stream: bool = False) -> dict[str, Any]:
+        """The results-file document: summary keys, ``requests``, ``timeseries``, ``config``.
+
+        ``stream=True`` (used by :meth:`write_json`) leaves ``requests`` as a list-like
+        that builds the records while the JSON encoder writes them."""
+        doc = results_document(self.summary, self.records, stream=stream)
         if self.timeseries_table.get("columns", {}).get("time_s"):
             config = doc.pop("config", None)
             doc["timeseries"] = self.timeseries_table
@@ -139,7 +143,7 @@ class Results:
         return doc
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
-        write_json_atomic(path, self.to_dict())
+        write_json_atomic(path, self.to_dict(stream=True))
 
     def report(self) -> str:
         """The text ``blis run`` prints on stdout."""
@@ -302,9 +306,11 @@ class Results:
         return dict(self.summary.get("slo_distributions") or {})
 
 
-def _as_records(value: Iterable[dict[str, Any]] | None) -> list[dict[str, Any]]:
+def _as_records(value: Iterable[dict[str, Any]] | None) -> Sequence[dict[str, Any]]:
     if value is None:
         return []
+    if isinstance(value, RecordView):
+        return value  # built on access: a million records are not held as dicts
     if hasattr(value, "to_dict") and hasattr(value, "columns"):  # a DataFrame
         return _records_from_frame(value)
     return list(value)

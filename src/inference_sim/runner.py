@@ -18,9 +18,9 @@ from inference_sim.engine.rng import RandomStreams
 from inference_sim.instance.fast_engine import FastInstance
 from inference_sim.instance.request import Request
 from inference_sim.metrics.summary import (
-    build_records,
     build_stage_summaries,
     build_summary,
+    record_view,
     stage_groups,
 )
 from inference_sim.report.timeseries import TimeseriesSampler
@@ -143,7 +143,7 @@ def collect_results(
         ]
     results = Results(
         summary=summary,
-        requests=build_records(outcome),
+        requests=record_view(outcome),  # records are built when read (bounded memory)
         instance_summaries=per_instance,
         timeseries=timeseries,
     )

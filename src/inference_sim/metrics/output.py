@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from inference_sim.analysis.run import (
@@ -95,13 +95,37 @@ def stdout_report(
     return "".join(parts)
 
 
+class _StreamedArray(list):  # type: ignore[type-arg]
+    """A JSON array whose items come from ``items`` while ``json.dump`` writes them.
+
+    ``json.dump`` (with indent, the pure-Python encoder) only asks a list for its truth
+    value and an iterator, so the records never exist all at once.
+    """
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        super().__init__()
+        self._items = items
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __bool__(self) -> bool:
+        return len(self._items) > 0
+
+
 def results_document(
-    summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
+    summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]], *, stream: bool = False
 ) -> dict[str, Any]:
-    """The results-file object: summary keys, then ``requests``, then ``config``."""
+    """The results-file object: summary keys, then ``requests``, then ``config``.
+
+    ``stream=True``: ``requests`` is written from ``records`` as ``json.dump`` goes
+    (only for json.dump with an indent; other consumers need ``stream=False``)."""
     doc = {k: v for k, v in summary.items() if k != "config"}
     if records:
-        doc["requests"] = list(records)
+        doc["requests"] = _StreamedArray(records) if stream else list(records)
     if "config" in summary:
         doc["config"] = summary["config"]
     return doc
@@ -131,6 +155,7 @@ def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
             json.dump(doc, fh, indent=2)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are ordinary shared files
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -9,8 +9,8 @@ Columns are typed arrays (8 bytes a value) rather than one dict per request.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, overload
 
 import numpy as np
 
@@ -139,3 +139,52 @@ class RequestLog:
                     rec.update(more)
             out.append(rec)
         return out
+
+
+class RecordView(Sequence[dict[str, Any]]):
+    """The per-request entries of a run, built from the columnar log when read.
+
+    A million-request run would need over a gigabyte for its entries as dicts; the view
+    holds only the log's arrays and builds entries on access (``view[i]``, slices,
+    iteration in chunks), so results files can be written as a stream. Entries are
+    fresh dicts on each access: ``list(view)`` gives a list to modify.
+    """
+
+    _CHUNK = 4096
+
+    def __init__(
+        self, log: RequestLog, rows: np.ndarray, extra: Mapping[int, Mapping[str, Any]] | None
+    ) -> None:
+        self._log = log
+        self._rows = rows
+        self._extra = extra
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(i, slice):
+            return self._log.records(self._rows[i], self._extra)
+        n = len(self._rows)
+        if not -n <= i < n:
+            raise IndexError("record index out of range")
+        i %= n
+        return self._log.records(self._rows[i : i + 1], self._extra)[0]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for start in range(0, len(self._rows), self._CHUNK):
+            yield from self._log.records(self._rows[start : start + self._CHUNK], self._extra)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RecordView | list | tuple):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} request records>"

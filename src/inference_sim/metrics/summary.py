@@ -17,6 +17,7 @@ from inference_sim.cluster.simulator import SimulationOutcome
 from inference_sim.instance.engine import Instance
 from inference_sim.instance.request import Request, RequestState
 from inference_sim.kv.tier_metrics import tier_request_fields, tier_summary
+from inference_sim.metrics.request_log import RecordView
 from inference_sim.metrics.stats import TickHistogram, mean_ms, merge_histograms, percentile_ms
 
 _OPTIONAL_RECORD_KEYS = ("slo_class", "tenant_id", "handled_by", "model")
@@ -148,8 +149,13 @@ def build_summary(
 
 def build_records(outcome: SimulationOutcome) -> list[dict[str, Any]]:
     """Per-request records of every request that reached an instance, in generation order."""
+    return list(record_view(outcome))
+
+
+def record_view(outcome: SimulationOutcome) -> RecordView:
+    """:func:`build_records` as a view that builds each record when it is read."""
     tier = [(inst.kv, inst.config.kv_block_bytes) for inst in outcome.instances]
-    return outcome.log.records(outcome.log.rows_for(None), tier_request_fields(tier))
+    return RecordView(outcome.log, outcome.log.rows_for(None), tier_request_fields(tier))
 
 
 def stage_groups(
