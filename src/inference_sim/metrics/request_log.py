@@ -19,6 +19,34 @@ from inference_sim.instance.request import Request, RequestState
 _NONE = -1
 
 
+class StringColumn:
+    """A string per row stored as a small integer code (4 bytes a row): SLO classes,
+    tenants and model names take a handful of values over millions of requests."""
+
+    __slots__ = ("_codes", "_ids", "_names")
+
+    def __init__(self) -> None:
+        self._codes = array("i")
+        self._names: list[str] = [""]
+        self._ids: dict[str, int] = {"": 0}
+
+    def append(self, value: str) -> None:
+        code = self._ids.get(value)
+        if code is None:
+            code = self._ids[value] = len(self._names)
+            self._names.append(value)
+        self._codes.append(code)
+
+    def get(self, row: int) -> str | None:
+        """The row's value, or None where it is empty."""
+        code = self._codes[row]
+        return self._names[code] if code else None
+
+    def __bool__(self) -> bool:
+        """Whether any row has a value."""
+        return len(self._names) > 1
+
+
 class RequestLog:
     """Per-request columns: identity, sizes and the latency figures in ticks."""
 
@@ -47,17 +75,15 @@ class RequestLog:
         self.sched_delay = array("q")
         self.instance = array("q")
         self.finished = array("b")
-        # Sparse strings: row -> value, only where non-empty.
-        self.slo_class: dict[int, str] = {}
-        self.tenant_id: dict[int, str] = {}
-        self.model: dict[int, str] = {}
+        self.slo_class = StringColumn()
+        self.tenant_id = StringColumn()
+        self.model = StringColumn()
 
     def __len__(self) -> int:
         return len(self.index)
 
     def add(self, req: Request) -> None:
         """Record ``req`` as it is now (finished, or unfinished at the end of the run)."""
-        row = len(self.index)
         self.index.append(req.index)
         self.arrival.append(req.arrival_time)
         self.num_input.append(req.num_prompt_tokens)
@@ -70,12 +96,9 @@ class RequestLog:
         fst = req.first_scheduled_time
         self.sched_delay.append(fst - req.arrival_time if fst >= 0 else _NONE)
         self.instance.append(req.handled_by)
-        if req.slo_class:
-            self.slo_class[row] = req.slo_class
-        if req.tenant_id:
-            self.tenant_id[row] = req.tenant_id
-        if req.model:
-            self.model[row] = req.model
+        self.slo_class.append(req.slo_class)
+        self.tenant_id.append(req.tenant_id)
+        self.model.append(req.model)
 
     # --- views -------------------------------------------------------------------
     def rows_for(self, instances: set[int] | None) -> np.ndarray:
