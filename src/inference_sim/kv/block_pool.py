@@ -16,7 +16,19 @@ from inference_sim.kv.cpu_tier import CpuTier
 class BlockPool:
     """Fixed set of ``num_blocks`` KV blocks of ``block_size`` tokens each."""
 
-    __slots__ = ("_free", "_fresh", "block_hash", "block_size", "cached", "num_blocks", "ref_cnt")
+    __slots__ = (
+        "_anon",
+        "_free",
+        "_fresh",
+        "_listed",
+        "_run_key",
+        "_tail_run",
+        "block_hash",
+        "block_size",
+        "cached",
+        "num_blocks",
+        "ref_cnt",
+    )
 
     def __init__(self, num_blocks: int, block_size: int) -> None:
         if num_blocks <= 0:
@@ -31,8 +43,18 @@ class BlockPool:
         # as a counter, so a large cache costs nothing to set up), then ``_free``, whose
         # insertion order is eviction order. Freed blocks join the tail, so every
         # never-used block is taken before any freed one, as in one queue.
+        #
+        # In ``_free`` a key >= 0 is a freed block holding cached content; a key < 0 is
+        # a run of freed *empty* blocks (value: how many), whose ids wait in ``_anon``.
+        # Which empty block an allocation gets never matters (it holds nothing), only
+        # where the run sits in the queue, so a request releasing hundreds of empty
+        # blocks adds one entry, and an allocation takes them in one slice.
         self._fresh = 0
-        self._free: OrderedDict[int, None] = OrderedDict()
+        self._free: OrderedDict[int, int | None] = OrderedDict()
+        self._anon: list[int] = []
+        self._listed = 0  # blocks in _free (cached ones plus the runs' counts)
+        self._tail_run: int | None = None  # key of the last entry when it is a run
+        self._run_key = 0
         # Content hash -> the block that holds it (one holder per hash).
         self.cached: dict[int, int] = {}
 
@@ -40,20 +62,31 @@ class BlockPool:
     @property
     def num_free(self) -> int:
         """Blocks with no reference (cached or empty); allocatable right now."""
-        return len(self._free) + self.num_blocks - self._fresh
+        return self._listed + self.num_blocks - self._fresh
 
     @property
     def num_used(self) -> int:
         """Blocks referenced by at least one running request."""
-        return self._fresh - len(self._free)
+        return self._fresh - self._listed
 
     def lookup(self, block_hash: int) -> int | None:
         """The block holding ``block_hash``, or None on a cache miss."""
         return self.cached.get(block_hash)
 
     def free_block_ids(self) -> list[int]:
-        """Free blocks in eviction order (head first); for checks and tests."""
-        return [*range(self._fresh, self.num_blocks), *self._free]
+        """Free blocks in eviction order (head first); for checks and tests. Empty blocks
+        of one run are interchangeable; they are listed in the order they would be taken."""
+        out = list(range(self._fresh, self.num_blocks))
+        anon = self._anon
+        pos = len(anon)
+        for key, count in self._free.items():
+            if key >= 0:
+                out.append(key)
+            else:
+                assert count is not None
+                out.extend(reversed(anon[pos - count : pos]))
+                pos -= count
+        return out
 
     # --- mutations -----------------------------------------------------------------
     def take_new(self, n: int) -> list[int]:
@@ -68,18 +101,39 @@ class BlockPool:
         for b in out:
             ref[b] = 1
         self._fresh = fresh + k
+        need = n - k
+        if not need:
+            return out
+        self._listed -= need
         free = self._free
         hashes = self.block_hash
         cached = self.cached
-        for _ in range(n - k):
-            b, _unused = free.popitem(last=False)
-            h = hashes[b]
-            if h is not None:
-                if cached.get(h) == b:
-                    del cached[h]
-                hashes[b] = None
-            ref[b] = 1
-            out.append(b)
+        anon = self._anon
+        while need:
+            key, count = free.popitem(last=False)
+            if key >= 0:
+                h = hashes[key]
+                if h is not None:
+                    if cached.get(h) == key:
+                        del cached[h]
+                    hashes[key] = None
+                ref[key] = 1
+                out.append(key)
+                need -= 1
+                continue
+            assert count is not None
+            take = count if count <= need else need
+            ids = anon[len(anon) - take :]
+            del anon[len(anon) - take :]
+            for b in ids:
+                ref[b] = 1
+            out.extend(ids)
+            need -= take
+            if count > take:  # the rest of the run stays at the head
+                free[key] = count - take
+                free.move_to_end(key, last=False)
+            elif key == self._tail_run:
+                self._tail_run = None
         return out
 
     def touch(self, block_ids: list[int]) -> None:
@@ -89,17 +143,44 @@ class BlockPool:
         for b in block_ids:
             if ref[b] == 0:
                 del free[b]
+                self._listed -= 1
             ref[b] += 1
 
     def release(self, block_ids_in_eviction_order: list[int]) -> None:
         """Drop one reference from each block; blocks reaching zero join the free tail."""
         free = self._free
         ref = self.ref_cnt
+        hashes = self.block_hash
+        anon_append = self._anon.append
+        empty = 0  # empty blocks freed since the last cached one: one run entry
+        listed = 0
         for b in block_ids_in_eviction_order:
             r = ref[b] - 1
             ref[b] = r
             if r == 0:
-                free[b] = None
+                listed += 1
+                if hashes[b] is None:
+                    anon_append(b)
+                    empty += 1
+                else:
+                    if empty:
+                        self._add_run(empty)
+                        empty = 0
+                    free[b] = None
+                    self._tail_run = None
+        if empty:
+            self._add_run(empty)
+        self._listed += listed
+
+    def _add_run(self, count: int) -> None:
+        """Append ``count`` empty blocks (already on ``_anon``) to the queue's tail."""
+        tail = self._tail_run
+        if tail is not None:
+            self._free[tail] += count  # type: ignore[operator]
+        else:
+            self._run_key -= 1
+            self._free[self._run_key] = count
+            self._tail_run = self._run_key
 
     def register(self, block_id: int, block_hash: int) -> None:
         """Record that a full block now holds the content identified by ``block_hash``."""
@@ -128,9 +209,23 @@ class BlockPool:
         """Raise AssertionError if block accounting is inconsistent (INV-4)."""
         in_use = sum(1 for r in self.ref_cnt if r > 0)
         assert in_use + self.num_free == self.num_blocks, "used + free != total"
-        for b in self._free:
+        listed = 0
+        run_total = 0
+        for b, count in self._free.items():
+            if b < 0:
+                assert count is not None and count > 0, f"empty run {b} of {count} blocks"
+                run_total += count
+                listed += count
+                continue
+            listed += 1
             assert self.ref_cnt[b] == 0, f"free block {b} has references"
             assert b < self._fresh, f"block {b} is both never-used and freed"
+        assert listed == self._listed, "free-queue count differs from its entries"
+        assert run_total == len(self._anon), "empty runs differ from the empty blocks"
+        for b in self._anon:
+            assert self.ref_cnt[b] == 0 and self.block_hash[b] is None, f"empty block {b}"
+        if self._tail_run is not None:
+            assert next(reversed(self._free)) == self._tail_run, "tail run is not the tail"
         for b in range(self._fresh, self.num_blocks):
             assert self.ref_cnt[b] == 0 and self.block_hash[b] is None, f"fresh block {b} in use"
         assert all(r >= 0 for r in self.ref_cnt), "negative reference count"
@@ -162,6 +257,17 @@ class TieredBlockPool(BlockPool):
         self._fresh = num_blocks
         self.tier = tier
         self.evictable: OrderedDict[int, None] = OrderedDict()
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    @property
+    def num_used(self) -> int:
+        return self.num_blocks - len(self._free)
+
+    def free_block_ids(self) -> list[int]:
+        return list(self._free)
 
     @property
     def num_occupied(self) -> int:
@@ -237,7 +343,13 @@ class TieredBlockPool(BlockPool):
         self._free.move_to_end(b, last=False)
 
     def check_invariants(self) -> None:
-        super().check_invariants()
+        in_use = sum(1 for r in self.ref_cnt if r > 0)
+        assert in_use + self.num_free == self.num_blocks, "used + free != total"
+        for b in self._free:
+            assert self.ref_cnt[b] == 0, f"free block {b} has references"
+        assert all(r >= 0 for r in self.ref_cnt), "negative reference count"
+        for h, b in self.cached.items():
+            assert self.block_hash[b] == h, f"cache index points at block {b} without hash"
         expected = [b for b in self._free if self.block_hash[b] is not None]
         assert list(self.evictable) == expected, "evictable list differs from the free queue"
         self.tier.check_invariants()

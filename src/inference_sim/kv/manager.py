@@ -265,25 +265,15 @@ class KVCacheManager:
         bs = self.block_size
         if computed % bs == 0:
             pool = self.pool
-            free = pool._free
-            if pool._fresh < pool.num_blocks:
+            if pool._fresh < pool.num_blocks and self.cpu is None:
                 b = pool._fresh
                 pool._fresh = b + 1
                 pool.ref_cnt[b] = 1
                 self.tables[req.index].append(b)
-            elif not free:
+            elif not pool.num_free:
                 return False
-            elif self.cpu is not None:
-                self.tables[req.index].append(pool.take_new(1)[0])
             else:
-                b, _unused = free.popitem(last=False)
-                h = pool.block_hash[b]
-                if h is not None:
-                    if pool.cached.get(h) == b:
-                        del pool.cached[h]
-                    pool.block_hash[b] = None
-                pool.ref_cnt[b] = 1
-                self.tables[req.index].append(b)
+                self.tables[req.index].append(pool.take_new(1)[0])
         if (
             self.enable_prefix_caching
             and (computed + 1) % bs == 0

@@ -1,0 +1,114 @@
+"""The block pool's free queue keeps runs of empty blocks as one entry (issue 9). Against
+a plain reference queue (one entry per block), random sequences of allocations, releases,
+registrations and prefix hits must evict the same content in the same order: the same
+hashes stay cached and the same number of blocks stays free after every operation. Block
+ids may differ (empty blocks are interchangeable), so blocks are followed by handle."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inference_sim.kv.block_pool import BlockPool
+
+
+class ReferencePool:
+    """One free-queue entry per block, head first; freed blocks join the tail."""
+
+    def __init__(self, n: int) -> None:
+        self.ref = [0] * n
+        self.hash: list[int | None] = [None] * n
+        self.free: OrderedDict[int, None] = OrderedDict.fromkeys(range(n))
+        self.cached: dict[int, int] = {}
+
+    @property
+    def num_free(self) -> int:
+        return len(self.free)
+
+    def take_new(self, n: int) -> list[int]:
+        out = []
+        for _ in range(n):
+            b, _ = self.free.popitem(last=False)
+            h = self.hash[b]
+            if h is not None:
+                if self.cached.get(h) == b:
+                    del self.cached[h]
+                self.hash[b] = None
+            self.ref[b] = 1
+            out.append(b)
+        return out
+
+    def touch(self, ids: list[int]) -> None:
+        for b in ids:
+            if self.ref[b] == 0:
+                del self.free[b]
+            self.ref[b] += 1
+
+    def release(self, ids: list[int]) -> None:
+        for b in ids:
+            self.ref[b] -= 1
+            if self.ref[b] == 0:
+                self.free[b] = None
+
+    def register(self, b: int, h: int) -> None:
+        if self.hash[b] is None:
+            self.hash[b] = h
+            self.cached.setdefault(h, b)
+
+
+ops = st.lists(
+    st.tuples(st.sampled_from(["take", "release", "register", "hit"]), st.integers(0, 10**6)),
+    max_size=300,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(1, 24), ops)
+def test_run_queue_evicts_like_a_plain_queue(num_blocks, program):
+    pool, ref = BlockPool(num_blocks, 4), ReferencePool(num_blocks)
+    held: list[list[tuple[int, int]]] = []  # per "request": (pool id, reference id) pairs
+    for op, x in program:
+        if op == "take" and pool.num_free:
+            n = 1 + x % min(pool.num_free, 3 if x % 2 else 8)
+            held.append(list(zip(pool.take_new(n), ref.take_new(n), strict=True)))
+        elif op == "release" and held:
+            blocks = held.pop(x % len(held))
+            if x % 3 == 0:
+                blocks.reverse()
+            pool.release([a for a, _ in blocks])
+            ref.release([b for _, b in blocks])
+        elif op == "register" and held:
+            blocks = held[x % len(held)]
+            a, b = blocks[(x // 7) % len(blocks)]
+            h = x % 13  # few distinct hashes: collisions and re-registrations
+            pool.register(a, h)
+            ref.register(b, h)
+        elif op == "hit":
+            h = x % 13
+            a, b = pool.lookup(h), ref.cached.get(h)
+            assert (a is None) == (b is None)
+            if a is not None and b is not None:
+                pool.touch([a])
+                ref.touch([b])
+                held.append([(a, b)])
+        assert pool.num_free == ref.num_free
+        assert sorted(pool.cached) == sorted(ref.cached)
+        pool.check_invariants()
+
+
+def test_a_partly_taken_run_stays_at_the_head():
+    pool = BlockPool(4, 4)
+    empty, cached, rest = pool.take_new(2), pool.take_new(1), pool.take_new(1)
+    pool.register(cached[0], 5)
+    pool.release(empty)  # a run of two empty blocks
+    pool.release(cached)  # then a block holding hash 5
+    assert pool.free_block_ids()[2] == cached[0]
+    pool.take_new(1)  # one block of the run; the other stays ahead of the cached block
+    pool.take_new(1)
+    assert pool.lookup(5) == cached[0]
+    pool.take_new(1)  # now the cached block is evicted
+    assert pool.lookup(5) is None
+    pool.release(rest)
+    pool.check_invariants()
