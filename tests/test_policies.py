@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import deque
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from inference_sim.instance.request import Request
 from inference_sim.policies import (
@@ -431,3 +433,19 @@ def test_weighted_checks_weights_of_scorer_objects_too():
         Weighted([(QueueDepthScorer(), 0.0)])
     with pytest.raises(PolicyError, match="duplicate scorer 'queue-depth'"):
         Weighted([("queue-depth", 1.0), ("queue-depth", 1.0)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.lists(st.tuples(st.integers(0, 4), st.lists(st.integers(0, 9), max_size=6)), max_size=40),
+)
+def test_prefix_index_match_lengths_equal_per_instance_walks(capacity, program):
+    """The one-walk bit-mask match gives each instance's own walk over its LRU set."""
+    idx = PrefixCacheIndex(2, capacity=capacity)
+    for instance, hashes in program:
+        idx.record(hashes, instance)
+        probe = [*hashes[::-1], 0, 1, 2]
+        expected = [idx.match_length(probe, i) for i in range(6)]
+        assert idx.match_lengths(probe, 6) == expected
+        assert idx.match_lengths(hashes, 6) == [idx.match_length(hashes, i) for i in range(6)]

@@ -69,13 +69,16 @@ def router_block_hashes(request: Request, block_size: int) -> list[int]:
 class PrefixCacheIndex:
     """Per instance, an LRU set of block hashes the router has sent there."""
 
-    __slots__ = ("capacity", "sets")
+    __slots__ = ("capacity", "holders", "sets")
 
     def __init__(self, num_instances: int, capacity: int = DEFAULT_INDEX_CAPACITY) -> None:
         if capacity <= 0:
             raise ValueError(f"prefix index capacity must be > 0, got {capacity}")
         self.capacity = capacity
         self.sets: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(num_instances)]
+        # Hash -> bit mask of the instances whose set holds it, so one walk over a
+        # request's hashes gives every instance's match length (match_lengths).
+        self.holders: dict[int, int] = {}
 
     def _grow(self, num_instances: int) -> None:
         while len(self.sets) < num_instances:
@@ -95,15 +98,41 @@ class PrefixCacheIndex:
             n += 1
         return n
 
+    def match_lengths(self, hashes: Sequence[int], num_instances: int) -> list[int]:
+        """:meth:`match_length` for instances ``0 .. num_instances-1`` in one walk."""
+        lengths = [len(hashes)] * num_instances
+        alive = (1 << num_instances) - 1
+        holders = self.holders
+        for k, h in enumerate(hashes):
+            held = holders.get(h, 0)
+            dropped = alive & ~held
+            if dropped:
+                alive &= held
+                while dropped:
+                    low = dropped & -dropped
+                    lengths[low.bit_length() - 1] = k
+                    dropped ^= low
+                if not alive:
+                    break
+        return lengths
+
     def record(self, hashes: Sequence[int], instance: int) -> None:
         """Note that ``hashes`` were sent to ``instance``, evicting the least recent."""
         self._grow(instance + 1)
         held = self.sets[instance]
+        holders = self.holders
+        bit = 1 << instance
         cap = self.capacity
         for h in hashes:
             if h in held:
                 held.move_to_end(h)
             else:
                 if len(held) >= cap:
-                    held.popitem(last=False)
+                    old, _ = held.popitem(last=False)
+                    mask = holders[old] & ~bit
+                    if mask:
+                        holders[old] = mask
+                    else:
+                        del holders[old]
                 held[h] = None
+                holders[h] = holders.get(h, 0) | bit

@@ -95,8 +95,7 @@ class PrefixAffinityScorer:
         total = len(hashes)
         if total == 0:
             return [0.0] * n
-        match = self.index.match_length
-        return [match(hashes, i) / total for i in range(n)]
+        return [m / total for m in self.index.match_lengths(hashes, n)]
 
     def observe(self, request: Request, target: int) -> None:
         self.index.record(self._hashes(request), target)
