@@ -325,3 +325,25 @@ def test_python_api_properties_are_consistent(two_instances):
     assert two_instances.config["num_instances"] == 2
     assert len(two_instances.instance_summaries) == 2
     assert not math.isnan(two_instances.summary["ttft_p99_ms"])
+
+
+def test_a_tiny_fixed_timeseries_interval_is_coarsened_not_stalling():
+    """A 1 µs interval over minutes of simulated time would take ~1e8 samples; the fixed
+    interval is kept until 20 000 samples, then doubled (docs/python-api.md)."""
+    from inference_sim.report.timeseries import MAX_FIXED_SAMPLES
+
+    res = simulate(
+        model="meta-llama/llama-3.1-8b-instruct",
+        workload="chatbot",
+        rate=20,
+        num_requests=200,
+        timeseries_interval=1,
+    )
+    table = res.timeseries_table
+    times = table["columns"]["time_s"]
+    assert table["interval_us"] > 1
+    assert len(set(times)) <= MAX_FIXED_SAMPLES + 1
+    plain = simulate(
+        model="meta-llama/llama-3.1-8b-instruct", workload="chatbot", rate=20, num_requests=200
+    )
+    assert res.summary["e2e_p99_ms"] == plain.summary["e2e_p99_ms"]
