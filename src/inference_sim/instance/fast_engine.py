@@ -6,8 +6,10 @@ progress implicitly: ``computed(epoch) = num_computed_tokens + epoch - base_epoc
 where ``epoch`` counts this instance's steps. A decoder only needs individual
 attention in the step where it
 
-* opens a new KV block or fills one (an allocation that may preempt, a prefix-cache
-  registration),
+* fills a KV block whose prefix-cache registration others could observe, or opens a
+  block in a step where opening the decoders' blocks in bulk is not provably exact
+  (:meth:`FastInstance._can_open_in_bulk`; otherwise the openers of a step, counted by
+  residue of their progress mod the block size, get their blocks in one pool call),
 * delivers its last token (completion), or
 * resumes after skipping a step, so its ITL sample spans a gap.
 
@@ -48,7 +50,7 @@ class FastInstance(Instance):
         self._bs = bs
         self._caching = self.config.enable_prefix_caching
         self._defer = self.kv.defer_private_hashes  # no fill events (Request.private_from)
-        # Bulk block opens (see _open_blocks): implicit decoders without fill events get
+        # Bulk block opens (_can_open_in_bulk): implicit decoders without fill events get
         # no per-block attention; they are counted by residue (num_computed_tokens -
         # base_epoch) mod block size, so the decoders opening a block at epoch e are
         # those of residue -e, and their blocks are taken from the pool in one call.
@@ -69,7 +71,7 @@ class FastInstance(Instance):
         else:
             bs = self._bs
             if self._lazy_ok and not (self._caching and req.private_from < 0):
-                d = NEVER  # its blocks open in bulk (_open_blocks)
+                d = NEVER  # its blocks open in bulk (_can_open_in_bulk)
                 r = (req.num_computed_tokens - req.base_epoch) % bs
                 req.lazy_r = r
                 self._open_counts[r] += 1
