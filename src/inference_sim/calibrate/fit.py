@@ -52,7 +52,8 @@ __all__ = [
 #: the same smooth max); paged-attention decode kernels move KV at ~85-90 % of peak
 #: bandwidth; FlashAttention prefill runs at ~50 % of peak; vLLM's custom all-reduce takes
 #: a few µs per small message on NVLink; a CUDA-graphed layer runs ~10 small kernels of a
-#: few µs; tokenisation costs a few µs per token.
+#: few µs; tokenisation costs a few µs per token; a top-p/top-k sampler sorts or scans each
+#: request's row of logits (a 100k-entry row of float32 is 400 kB: a sort costs tens of µs).
 DEFAULT_PRIORS: dict[str, tuple[float, float, float, float]] = {
     "weight_read": (1.0, 0.15, 0.5, 3.0),
     "compute": (1.56, 0.2, 0.8, 5.0),
@@ -63,6 +64,7 @@ DEFAULT_PRIORS: dict[str, tuple[float, float, float, float]] = {
     "step_us": (200.0, 200.0, 0.0, 10000.0),
     "layer_us": (25.0, 15.0, 0.0, 200.0),
     "request_us": (3.0, 3.0, 0.0, 200.0),
+    "sampler_us": (10.0, 10.0, 0.0, 200.0),
     "queue_us": (5000.0, 5000.0, 0.0, 50000.0),
     "queue_per_token_us": (2.0, 3.0, 0.0, 50.0),
     "output_token_us": (5.0, 10.0, 0.0, 2000.0),
@@ -77,6 +79,7 @@ _SCALE = {
     "step_us": 1000.0,
     "layer_us": 10.0,
     "request_us": 10.0,
+    "sampler_us": 10.0,
     "queue_us": 1000.0,
     "queue_per_token_us": 1.0,
     "output_token_us": 100.0,

@@ -95,6 +95,7 @@ def step_jacobian(model: CalibratedLatencyModel, rec: np.ndarray) -> np.ndarray:
         "step_us": np.ones_like(kv),
         "layer_us": np.full_like(kv, L),
         "request_us": reqs.astype(float),
+        "sampler_us": reqs * model.shape.sampler_units,
     }
     out = np.zeros((len(rec), len(FITTED_FIELDS)))
     for j, name in enumerate(FITTED_FIELDS):
@@ -157,7 +158,9 @@ def simulate_run(
         arch, gpu, tp = plan.architecture, plan.gpu_spec, plan.options["tp"]
 
         def make() -> CalibratedLatencyModel:
-            m = CalibratedLatencyModel(arch, gpu, tp, coefficients, record=jacobian)
+            m = CalibratedLatencyModel(
+                arch, gpu, tp, coefficients, record=jacobian, sampling=plan.options["sampling"]
+            )
             models.append(m)
             return m
 

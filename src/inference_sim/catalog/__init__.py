@@ -19,6 +19,7 @@ Typical use::
 """
 
 from .architecture import (
+    GenerationDefaults,
     MLASpec,
     ModelArchitecture,
     MoESpec,
@@ -41,6 +42,7 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "CoefficientSet",
+    "GenerationDefaults",
     "GpuSpec",
     "MLASpec",
     "MoESpec",

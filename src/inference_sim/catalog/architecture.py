@@ -32,6 +32,7 @@ from .errors import CatalogError
 
 __all__ = [
     "ARCHITECTURES_FORMAT",
+    "GenerationDefaults",
     "MLASpec",
     "MoESpec",
     "ModelArchitecture",
@@ -39,6 +40,7 @@ __all__ = [
     "architecture_from_hf_config",
     "bundled_architecture",
     "bundled_architectures",
+    "read_generation_config",
     "read_model_config_folder",
 ]
 
@@ -102,6 +104,67 @@ class MLASpec:
 
 
 @dataclass(frozen=True, slots=True)
+class GenerationDefaults:
+    """The sampling defaults a model's ``generation_config.json`` declares.
+
+    vLLM applies them to every request that does not set its own (``--generation-config
+    auto``, the default since v0.8): an instruct model whose file sets ``top_p`` or
+    ``top_k`` is served with a filtered sampler, which costs GPU time per request in
+    proportion to the vocabulary (the logits are sorted or scanned row by row). Only
+    the calibrated latency model reads this (:attr:`filters`); 1.0 / 0 mean "not set".
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+
+    @property
+    def filters(self) -> bool:
+        """True when sampling applies a top-p or top-k filter (not plain or greedy)."""
+        if self.temperature <= 0.0:
+            return False  # greedy: argmax only
+        return self.top_p < 1.0 or self.top_k > 0
+
+    def describe(self) -> dict[str, float | int]:
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repetition_penalty": self.repetition_penalty,
+        }
+
+    @classmethod
+    def from_mapping(cls, doc: Any, where: str) -> GenerationDefaults:
+        """From a catalog entry or a ``generation_config.json`` (other keys ignored).
+
+        ``do_sample: false`` means greedy decoding (temperature 0).
+        """
+        if not isinstance(doc, Mapping):
+            raise CatalogError(f"{where}: expected a JSON object")
+        values: dict[str, Any] = {}
+        for key, kind in (
+            ("temperature", float),
+            ("top_p", float),
+            ("top_k", int),
+            ("repetition_penalty", float),
+        ):
+            v = doc.get(key)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise CatalogError(f"{where}.{key}: expected a number, got {v!r}")
+            if v < 0:
+                raise CatalogError(f"{where}.{key}: must be >= 0, got {v}")
+            values[key] = kind(v)
+        if "top_p" in values and values["top_p"] > 1.0:
+            raise CatalogError(f"{where}.top_p: must be <= 1, got {values['top_p']}")
+        if doc.get("do_sample") is False:
+            values["temperature"] = 0.0
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
 class WeightQuantization:
     """How the checkpoint stores its weights, for the memory estimate only.
 
@@ -142,6 +205,8 @@ class ModelArchitecture:
     quantization: WeightQuantization | None = None
     extra_params: int = 0
     source: str = ""
+    #: Sampling defaults from the model's generation_config.json (None: none known).
+    generation: GenerationDefaults | None = None
 
     # ------------------------------------------------------------- derived shape
 
@@ -261,6 +326,8 @@ class ModelArchitecture:
             }
         if self.mla is not None:
             out["mla"] = {"kv_lora_rank": self.mla.kv_lora_rank, "latent": self.mla.latent_dim}
+        if self.generation is not None:
+            out["generation"] = self.generation.describe()
         return out
 
 
@@ -481,7 +548,27 @@ def read_model_config_folder(folder: str | os.PathLike[str], name: str = "") -> 
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CatalogError(f"{label}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    return architecture_from_hf_config(doc, label, name)
+    arch = architecture_from_hf_config(doc, label, name)
+    generation = read_generation_config(
+        os.path.join(os.path.dirname(path), "generation_config.json")
+    )
+    if generation is not None:
+        arch = replace(arch, generation=generation)
+    return arch
+
+
+def read_generation_config(path: str) -> GenerationDefaults | None:
+    """The sampling defaults of a ``generation_config.json``, or None if there is none."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"{path}: invalid JSON ({exc})") from None
+    return GenerationDefaults.from_mapping(doc, path)
 
 
 # --------------------------------------------------------------------------- bundled
@@ -512,6 +599,7 @@ def _parse_entry(name: str, entry: Mapping[str, Any], where: str) -> ModelArchit
         "mla",
         "quantization",
         "extra_params",
+        "generation",
     }
     unknown = sorted(set(entry) - allowed)
     if unknown:
@@ -564,6 +652,11 @@ def _parse_entry(name: str, entry: Mapping[str, Any], where: str) -> ModelArchit
         quantization=quant,
         extra_params=int(_num(entry, "extra_params", where, default=0)),
         source=str(entry.get("source", "")),
+        generation=(
+            GenerationDefaults.from_mapping(entry["generation"], f"{where}.generation")
+            if entry.get("generation") is not None
+            else None
+        ),
     )
     for field in ("layers", "hidden", "heads", "kv_heads", "vocab"):
         if getattr(arch, field) <= 0:
@@ -601,11 +694,12 @@ def parse_architectures(doc: Any, label: str) -> dict[str, ModelArchitecture]:
                     raise CatalogError(f"{where}: every entry needs a source note")
                 quant = overrides.pop("quantization", None)
                 extra = overrides.pop("extra_params", None)
+                gen = overrides.pop("generation", None)
                 source = overrides.pop("source")
                 if overrides:
                     raise CatalogError(
                         f"{where}: a same_as entry may only set source, quantization, "
-                        f"extra_params; got {', '.join(sorted(overrides))}"
+                        f"extra_params, generation; got {', '.join(sorted(overrides))}"
                     )
                 arch = replace(base, name=model_id, source=f"{source} (same as {base_id})")
                 if quant is not None:
@@ -618,6 +712,11 @@ def parse_architectures(doc: Any, label: str) -> dict[str, ModelArchitecture]:
                     )
                 if extra is not None:
                     arch = replace(arch, extra_params=int(extra))
+                if gen is not None:
+                    arch = replace(
+                        arch,
+                        generation=GenerationDefaults.from_mapping(gen, f"{where}.generation"),
+                    )
                 out[model_id] = arch
             elif base_id not in pending:
                 raise CatalogError(f"{where}.same_as: unknown model {base_id!r}")

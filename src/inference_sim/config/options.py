@@ -81,6 +81,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "model",
     ),
     OptionSpec(
+        "sampling",
+        str,
+        "auto",
+        "Sampler the server runs, for --latency-model calibrated: auto (the model's generation_config.json defaults: filtered when they set top_p or top_k), filtered (top-p/top-k: a per-request cost that grows with the vocabulary) or plain.",
+        "model",
+    ),
+    OptionSpec(
         "roofline",
         bool,
         False,

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from inference_sim import __version__
@@ -37,9 +37,11 @@ from inference_sim.kv.offload_config import TierSettings, check_tier_ranges, res
 from inference_sim.latency.base import LatencyModel
 from inference_sim.latency.blackbox import BlackboxLatencyModel, LatencyConfigError
 from inference_sim.latency.calibrated import (
+    SAMPLING_MODES,
     CalibratedCoefficients,
     CalibratedLatencyModel,
     default_coefficients,
+    filtered_sampling,
     load_coefficients,
 )
 from inference_sim.latency.roofline import RooflineLatencyModel
@@ -77,7 +79,11 @@ class RunPlan:
         if self.latency_model == "calibrated":
             assert self.architecture is not None and self.gpu_spec is not None
             return CalibratedLatencyModel(
-                self.architecture, self.gpu_spec, self.options["tp"], self.latency_coeffs
+                self.architecture,
+                self.gpu_spec,
+                self.options["tp"],
+                self.latency_coeffs,
+                sampling=self.options["sampling"],
             )
         if self.latency_model == "roofline":
             assert self.architecture is not None and self.gpu_spec is not None
@@ -94,6 +100,10 @@ class RunPlan:
         cfg["latency_model"] = self.latency_model
         if self.latency_coeffs is not None:
             cfg["calibrated_coefficients"] = self.latency_coeffs.to_dict()
+        if self.latency_model == "calibrated" and self.architecture is not None:
+            cfg["filtered_sampling"] = filtered_sampling(
+                self.architecture, self.options["sampling"]
+            )
         cfg["total_kv_blocks"] = self.engine.num_gpu_blocks
         cfg["package_version"] = __version__
         return cfg
@@ -255,9 +265,14 @@ def _architecture(o: dict[str, Any]) -> ModelArchitecture | None:
     """The model's architecture: --model-config-folder, else the bundled one, else None."""
     if o["model_config_folder"]:
         try:
-            return read_model_config_folder(o["model_config_folder"], name=o["model"])
+            arch = read_model_config_folder(o["model_config_folder"], name=o["model"])
         except CatalogError as exc:
             raise ConfigError(f"--model-config-folder: {exc}") from None
+        if arch.generation is None:  # no generation_config.json: the bundled entry's
+            known = bundled_architecture(o["model"])
+            if known is not None and known.generation is not None:
+                arch = replace(arch, generation=known.generation)
+        return arch
     return bundled_architecture(o["model"])
 
 
@@ -614,6 +629,12 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     options["total_kv_blocks"] = blocks
     options["latency_model"] = lat.mode
     options["roofline"] = lat.mode == "roofline"
+    _require(
+        options["sampling"] in SAMPLING_MODES,
+        f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {options['sampling']!r}",
+    )
+    if options["sampling"] != "auto" and lat.mode != "calibrated":
+        notes.append(f"--sampling only changes the calibrated latency model, not {lat.mode}")
     coeffs: CalibratedCoefficients | None = None
     if lat.mode == "calibrated":
         try:
@@ -628,7 +649,9 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
             probe = RooflineLatencyModel(lat.architecture, lat.gpu, options["tp"], alpha)
         if lat.mode == "calibrated":
             assert lat.architecture is not None and lat.gpu is not None
-            probe = CalibratedLatencyModel(lat.architecture, lat.gpu, options["tp"], coeffs)
+            probe = CalibratedLatencyModel(
+                lat.architecture, lat.gpu, options["tp"], coeffs, sampling=options["sampling"]
+            )
     except LatencyConfigError as exc:
         raise ConfigError(str(exc)) from None
     _check_latency_scale(probe, options)

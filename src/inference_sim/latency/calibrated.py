@@ -8,7 +8,8 @@ efficiently the hardware runs them (docs/calibration.md). Per engine step, per G
     kv    = kv_read x KV bytes read and written / BW
     attn  = attention x prefill attention FLOPs / peak
     comm  = [TP > 1] 2 x layers x (allreduce_us x link factor + all-reduce bytes / link BW)
-    step  = lin + kv + attn + comm + step_us + layers x layer_us + requests x request_us
+    samp  = [filtered sampling] x requests x sampler_us x vocab / 100 000
+    step  = lin + kv + attn + comm + samp + step_us + layers x layer_us + requests x request_us
 
 ``smoothmax(a, b) = (a^p + b^p)^(1/p)`` (p = ``smooth_p``) joins the memory-bound and
 compute-bound regimes of the linear layers. Weight bytes are what one GPU reads in the
@@ -18,6 +19,12 @@ average ``E x (1 - (1 - k/E)^T)`` of ``E`` experts for ``T`` tokens with top-``k
 routing -- scaled by ``moe``. FLOPs are 2 x active parameters per token, plus the LM
 head for each scheduled request. KV bytes are each decoder's context plus its new
 token, and each prefill chunk's earlier context plus its new tokens.
+
+``samp`` is the sampler: when the model's default sampling filters the logits (its
+``generation_config.json`` sets ``top_p`` or ``top_k``, which vLLM applies to requests
+that set none), every scheduled request's full-vocabulary row of logits is sorted or
+scanned, a cost per request proportional to the vocabulary. ``sampling="filtered"`` or
+``"plain"`` overrides what the architecture says (``--sampling``).
 
 Client-side overheads (everything the load tool measures outside the engine):
 
@@ -55,10 +62,12 @@ __all__ = [
     "COEFFICIENT_FIELDS",
     "FITTED_FIELDS",
     "RECORD_WIDTH",
+    "SAMPLING_MODES",
     "CalibratedCoefficients",
     "CalibratedLatencyModel",
     "StepShape",
     "default_coefficients",
+    "filtered_sampling",
     "interconnect",
     "load_coefficients",
 ]
@@ -105,6 +114,7 @@ class CalibratedCoefficients:
     step_us: float = 200.0  # fixed per step
     layer_us: float = 25.0  # fixed per layer per step
     request_us: float = 3.0  # per request scheduled in the step
+    sampler_us: float = 10.0  # per request per 100k vocabulary entries (filtered sampling)
     queue_us: float = 5000.0  # arrival -> engine wait queue (client, HTTP, parsing)
     queue_per_token_us: float = 2.0  # tokenisation, per prompt token
     output_token_us: float = 5.0  # per output token (detokenisation, streaming)
@@ -201,6 +211,7 @@ COEFFICIENT_FIELDS: tuple[str, ...] = (
     "step_us",
     "layer_us",
     "request_us",
+    "sampler_us",
     "queue_us",
     "queue_per_token_us",
     "output_token_us",
@@ -250,10 +261,27 @@ def default_coefficients() -> CalibratedCoefficients:
 # --------------------------------------------------------------------------- shape
 
 
+#: ``sampling`` values: the architecture's generation defaults, or forced on / off.
+SAMPLING_MODES = ("auto", "filtered", "plain")
+
+
+def filtered_sampling(arch: ModelArchitecture, sampling: str = "auto") -> bool:
+    """Whether requests are sampled with a top-p/top-k filter (``sampling`` overrides)."""
+    if sampling not in SAMPLING_MODES:
+        raise LatencyConfigError(
+            f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}"
+        )
+    if sampling != "auto":
+        return sampling == "filtered"
+    return arch.generation is not None and arch.generation.filters
+
+
 class StepShape:
     """Per-GPU sizes of one model on one GPU at one TP degree (bytes, FLOPs, seconds)."""
 
-    def __init__(self, arch: ModelArchitecture, gpu: GpuSpec, tp: int) -> None:
+    def __init__(
+        self, arch: ModelArchitecture, gpu: GpuSpec, tp: int, sampling: str = "auto"
+    ) -> None:
         if isinstance(tp, bool) or not isinstance(tp, int) or tp <= 0:
             raise LatencyConfigError(f"calibrated: --tp must be an integer > 0, got {tp!r}")
         for what, value in (
@@ -272,6 +300,9 @@ class StepShape:
                 raise LatencyConfigError(f"calibrated: {gpu.name} {what} must be > 0")
         self.tp = tp
         self.layers = arch.layers
+        self.filtered_sampling = filtered_sampling(arch, sampling)
+        # Every rank samples from the full (all-gathered) vocabulary.
+        self.sampler_units = float(arch.vocab) / 1e5 if self.filtered_sampling else 0.0
         self.bw = gpu.peak_bandwidth_tbs * 1e12  # bytes/s
         self.peak = gpu.peak_tflops * 1e12  # BF16 dense FLOP/s
         link_gbs, self.link_latency = interconnect(gpu.name)
@@ -382,6 +413,7 @@ class CalibratedLatencyModel:
         coefficients: CalibratedCoefficients | Mapping[str, Any] | None = None,
         *,
         record: bool = False,
+        sampling: str = "auto",
     ) -> None:
         if coefficients is None:
             coefficients = default_coefficients()
@@ -391,7 +423,8 @@ class CalibratedLatencyModel:
         self.gpu = gpu
         self.tp = tp
         self.coefficients = c = coefficients
-        self.shape = sh = StepShape(architecture, gpu, tp)
+        self.sampling = sampling
+        self.shape = sh = StepShape(architecture, gpu, tp, sampling)
         self._p = c.smooth_p
         self._wr = c.weight_read
         self._moe = c.moe
@@ -404,7 +437,7 @@ class CalibratedLatencyModel:
         self._comm_s = comm_s
         self._ar_per_s = 2.0 * sh.layers  # x all-reduce seconds of one layer's payload
         self._fixed_us = c.step_us + c.layer_us * sh.layers
-        self._req_us = c.request_us
+        self._req_us = c.request_us + c.sampler_us * sh.sampler_units
         self._otp = round(c.output_token_us)
         self._decode_cache: dict[int, float] = {}
         self._kv_slope_us = c.kv_read * sh.kv_tok / sh.bw * 1e6  # per context token
@@ -453,7 +486,8 @@ class CalibratedLatencyModel:
             "allreduce_us": comm * 1e6,
             "step_us": self.coefficients.step_us,
             "layers_us": self.coefficients.layer_us * self.shape.layers,
-            "requests_us": self._req_us * requests,
+            "requests_us": self.coefficients.request_us * requests,
+            "sampler_us": self.coefficients.sampler_us * self.shape.sampler_units * requests,
         }
         out["total_us"] = self._combine((w_dense, w_exp, flops, kv, att, ar, requests))
         return out
@@ -525,5 +559,6 @@ class CalibratedLatencyModel:
             "architecture": self.architecture.name,
             "gpu": self.gpu.name,
             "tp": self.tp,
+            "filtered_sampling": self.shape.filtered_sampling,
             "coefficients": self.coefficients.to_dict(),
         }

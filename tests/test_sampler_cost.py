@@ -1,0 +1,171 @@
+"""The sampler term of the calibrated model and the generation defaults it reads.
+
+A model whose ``generation_config.json`` sets ``top_p`` or ``top_k`` is served with a
+filtered sampler (vLLM applies those defaults to requests that set none); the calibrated
+model then charges ``sampler_us`` per scheduled request per 100 000 vocabulary entries.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference_sim.calibrate.harness import step_jacobian
+from inference_sim.catalog import (
+    CatalogError,
+    GenerationDefaults,
+    bundled_architecture,
+    read_model_config_folder,
+)
+from inference_sim.catalog.architecture import parse_architectures
+from inference_sim.config.errors import ConfigError
+from inference_sim.config.resolve import resolve
+from inference_sim.latency.calibrated import (
+    FITTED_FIELDS,
+    RECORD_WIDTH,
+    CalibratedLatencyModel,
+    filtered_sampling,
+)
+from test_calibrated import DENSE, GPU, UNIT
+
+FILTERED = replace(DENSE, vocab=200_000, generation=GenerationDefaults(top_p=0.9))
+
+
+def test_which_generation_defaults_filter():
+    assert not GenerationDefaults().filters  # nothing set: plain random sampling
+    assert GenerationDefaults(top_p=0.95).filters
+    assert GenerationDefaults(top_k=20).filters
+    assert not GenerationDefaults(temperature=0.0, top_p=0.9).filters  # greedy: argmax
+    g = GenerationDefaults.from_mapping({"do_sample": False, "top_p": 0.9}, "gen")
+    assert g.temperature == 0.0 and not g.filters
+    g = GenerationDefaults.from_mapping({"top_k": 20, "top_p": 0.8, "max_length": 4096}, "gen")
+    assert (g.top_k, g.top_p) == (20, 0.8) and g.filters  # unrelated keys are ignored
+    with pytest.raises(CatalogError, match=r"gen\.top_p: must be <= 1"):
+        GenerationDefaults.from_mapping({"top_p": 1.5}, "gen")
+    with pytest.raises(CatalogError, match=r"gen\.top_k: expected a number"):
+        GenerationDefaults.from_mapping({"top_k": "20"}, "gen")
+    with pytest.raises(CatalogError, match=r"gen\.temperature: must be >= 0"):
+        GenerationDefaults.from_mapping({"temperature": -1}, "gen")
+
+
+def test_bundled_generation_defaults_and_same_as():
+    qwen = bundled_architecture("Qwen/Qwen2.5-7B-Instruct")
+    assert qwen is not None and qwen.generation is not None
+    assert qwen.generation.top_k == 20 and qwen.generation.filters
+    # quantized copies share the original's generation_config.json
+    fp8 = bundled_architecture("redhatai/qwen2.5-7b-instruct-fp8-dynamic")
+    assert fp8 is not None and fp8.generation == qwen.generation
+    yi = bundled_architecture("01-ai/yi-34b")
+    assert yi is not None and yi.generation is None  # its file sets no sampling
+    assert "generation" in qwen.describe() and "generation" not in yi.describe()
+    doc = {
+        "format": "inference-sim-architectures/1",
+        "models": {
+            "a/base": {"source": "t", "layers": 1, "hidden": 8, "heads": 1, "kv_heads": 1,
+                       "vocab": 10, "dtype_bytes": 2, "generation": {"top_p": 0.9}},
+            "a/greedy": {"same_as": "a/base", "source": "t", "generation": {"temperature": 0}},
+        },
+    }  # fmt: skip
+    archs = parse_architectures(doc, "test")
+    assert archs["a/base"].generation.filters and not archs["a/greedy"].generation.filters
+    doc["models"]["a/base"]["generation"] = {"top_p": "high"}
+    with pytest.raises(CatalogError, match=r"models\.a/base\.generation\.top_p"):
+        parse_architectures(doc, "test")
+
+
+def _config_folder(tmp_path: Path, generation: object | None) -> Path:
+    folder = tmp_path / "model"
+    folder.mkdir(parents=True)
+    config = {
+        "num_hidden_layers": 2,
+        "hidden_size": 64,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 128,
+        "vocab_size": 1000,
+        "torch_dtype": "bfloat16",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    if generation is not None:
+        text = generation if isinstance(generation, str) else json.dumps(generation)
+        (folder / "generation_config.json").write_text(text)
+    return folder
+
+
+def test_config_folder_reads_generation_config(tmp_path: Path):
+    folder = _config_folder(tmp_path, {"do_sample": True, "top_k": 20, "bos_token_id": 1})
+    arch = read_model_config_folder(folder)
+    assert arch.generation == GenerationDefaults(top_k=20)
+    assert read_model_config_folder(folder / "config.json").generation == arch.generation
+    bare = _config_folder(tmp_path / "b", None)
+    assert read_model_config_folder(bare).generation is None
+    broken = _config_folder(tmp_path / "c", "{not json")
+    with pytest.raises(CatalogError, match=r"generation_config\.json: invalid JSON"):
+        read_model_config_folder(broken)
+
+
+def test_sampler_term_per_request_and_vocabulary():
+    m = CalibratedLatencyModel(FILTERED, GPU, 1, UNIT.with_values({"sampler_us": 7.0}))
+    assert m.shape.filtered_sampling and m.shape.sampler_units == 2.0
+    t = m.terms([(0, 50)], 3, 600)  # 4 scheduled requests
+    assert t["sampler_us"] == pytest.approx(7.0 * 2.0 * 4)
+    parts = ("linear_us", "kv_us", "attention_us", "step_us", "layers_us", "requests_us")
+    assert t["total_us"] == pytest.approx(sum(t[k] for k in parts) + t["sampler_us"])
+    plain = CalibratedLatencyModel(
+        FILTERED, GPU, 1, UNIT.with_values({"sampler_us": 7.0}), sampling="plain"
+    )
+    assert plain.terms([(0, 50)], 3, 600)["sampler_us"] == 0.0
+    assert plain.step_time_from([(0, 50)], 3, 600) == m.step_time_from([(0, 50)], 3, 600) - 56
+    forced = CalibratedLatencyModel(DENSE, GPU, 1, UNIT, sampling="filtered")
+    assert forced.shape.sampler_units == DENSE.vocab / 1e5
+    assert filtered_sampling(FILTERED) and not filtered_sampling(DENSE)
+    with pytest.raises(Exception, match="--sampling must be one of auto, filtered, plain"):
+        filtered_sampling(DENSE, "topp")
+
+
+def test_step_jacobian_has_the_sampler_column():
+    """Each step's d(µs)/d(sampler_us) is requests x vocab / 1e5; moving the coefficient by
+    one moves every recorded step by exactly that much."""
+    coeffs = UNIT.with_values({"sampler_us": 5.0})
+    rec_model = CalibratedLatencyModel(FILTERED, GPU, 1, coeffs, record=True)
+    shape = rec_model.shape
+    rows = []
+    for prefill, count, ctx in (([(0, 30)], 0, 0), ([], 6, 900), ([(16, 20)], 2, 100)):
+        raw = shape.raw(prefill, count, ctx)
+        rows.append((0.0, rec_model.step_time_from(prefill, count, ctx), *raw))
+    rec = np.array(rows, dtype=float).reshape(-1, RECORD_WIDTH)
+    jac = step_jacobian(rec_model, rec)
+    col = jac[:, list(FITTED_FIELDS).index("sampler_us")]
+    assert col.tolist() == pytest.approx([2.0 * 1, 2.0 * 6, 2.0 * 3])
+    bumped = CalibratedLatencyModel(FILTERED, GPU, 1, coeffs.with_values({"sampler_us": 6.0}))
+    for (prefill, count, ctx), d in zip(
+        (([(0, 30)], 0, 0), ([], 6, 900), ([(16, 20)], 2, 100)), col, strict=True
+    ):
+        before = rec_model.terms(prefill, count, ctx)["total_us"]
+        assert bumped.terms(prefill, count, ctx)["total_us"] - before == pytest.approx(d)
+
+
+def test_resolve_sampling_option(tmp_path: Path):
+    base = {"model": "qwen/qwen2.5-7b-instruct", "hardware": "H100", "tp": 1}
+    plan = resolve({**base, "latency_model": "calibrated"})
+    assert plan.make_latency_model().shape.filtered_sampling
+    plan = resolve({**base, "latency_model": "calibrated", "sampling": "plain"})
+    assert not plan.make_latency_model().shape.filtered_sampling
+    assert plan.resolved_config()["sampling"] == "plain"
+    assert plan.resolved_config()["filtered_sampling"] is False
+    with pytest.raises(ConfigError, match="--sampling must be one of auto, filtered, plain"):
+        resolve({**base, "latency_model": "calibrated", "sampling": "nucleus"})
+    plan = resolve({**base, "latency_model": "roofline", "sampling": "filtered"})
+    assert any("--sampling only changes the calibrated" in n for n in plan.notes)
+    # A config folder without generation_config.json keeps the bundled entry's defaults.
+    folder = _config_folder(tmp_path, None)
+    plan = resolve({**base, "latency_model": "calibrated", "model_config_folder": str(folder)})
+    assert plan.architecture is not None and plan.architecture.generation is not None
+    assert plan.make_latency_model().shape.filtered_sampling
+    folder2 = _config_folder(tmp_path / "g", {"temperature": 0.0})
+    plan = resolve({**base, "latency_model": "calibrated", "model_config_folder": str(folder2)})
+    assert not plan.make_latency_model().shape.filtered_sampling  # its own file: greedy
