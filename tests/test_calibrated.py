@@ -23,6 +23,7 @@ from inference_sim.latency.calibrated import (
     CalibratedCoefficients,
     CalibratedLatencyModel,
     StepShape,
+    cuda_graph_tokens,
     default_coefficients,
     load_coefficients,
 )
@@ -156,7 +157,9 @@ def test_moe_expert_traffic():
     sh = StepShape(moe_arch, GPU, 1)
     assert sh.expert_bytes == 3 * 1000 * 500 * 1.0 * 2  # one expert, all MoE layers, 1 byte
     assert sh.touched_experts(1) == pytest.approx(2.0)
-    assert sh.touched_experts(3) == pytest.approx(8 * (1 - 0.75**3))
+    # 3 tokens run as a CUDA graph of 4: the padding slot is routed like a real token
+    assert sh.touched_experts(3) == pytest.approx(8 * (1 - 0.75**4))
+    assert sh.touched_experts(600) == pytest.approx(8 * (1 - 0.75**600))  # eager: no pad
     assert sh.touched_experts(1000) == pytest.approx(8.0)
     m = CalibratedLatencyModel(moe_arch, GPU, 1, UNIT.with_values({"moe": 2.0}))
     t = m.terms([], 3, 0)
@@ -166,6 +169,13 @@ def test_moe_expert_traffic():
     # FLOPs count the top-k experts per token (router and attention included).
     active = 2 * 3e6 + 2 * (1000 * 8) + 2 * 2 * 3 * 1000 * 500
     assert sh.flops_per_token == 2 * active
+
+
+def test_cuda_graph_padding_sizes():
+    sizes = {t: cuda_graph_tokens(t) for t in (0, 1, 2, 3, 4, 5, 9, 16, 17, 250, 256, 257, 512)}
+    assert sizes == {0: 0, 1: 1, 2: 2, 3: 4, 4: 4, 5: 8, 9: 16, 16: 16, 17: 24, 250: 256,
+                     256: 256, 257: 272, 512: 512}  # fmt: skip
+    assert cuda_graph_tokens(513) == 513 and cuda_graph_tokens(2048) == 2048
 
 
 def test_step_time_reads_batches_like_the_engines():

@@ -16,9 +16,10 @@ compute-bound regimes of the linear layers. Weight bytes are what one GPU reads 
 step: attention and dense-MLP projections, shared experts and router, the LM head, and
 (for mixture-of-experts models) the routed experts the step's tokens touch -- on
 average ``E x (1 - (1 - k/E)^T)`` of ``E`` experts for ``T`` tokens with top-``k``
-routing -- scaled by ``moe``. FLOPs are 2 x active parameters per token, plus the LM
-head for each scheduled request. KV bytes are each decoder's context plus its new
-token, and each prefill chunk's earlier context plus its new tokens.
+routing, ``T`` padded to the step's CUDA-graph size -- scaled by ``moe``. FLOPs are
+2 x active parameters per token, plus the LM head for each scheduled request. KV bytes
+are each decoder's context plus its new token, and each prefill chunk's earlier
+context plus its new tokens.
 
 ``samp`` is the sampler: when the model's default sampling filters the logits (its
 ``generation_config.json`` sets ``top_p`` or ``top_k``, which vLLM applies to requests
@@ -66,6 +67,7 @@ __all__ = [
     "CalibratedCoefficients",
     "CalibratedLatencyModel",
     "StepShape",
+    "cuda_graph_tokens",
     "default_coefficients",
     "filtered_sampling",
     "interconnect",
@@ -276,6 +278,21 @@ def filtered_sampling(arch: ModelArchitecture, sampling: str = "auto") -> bool:
     return arch.generation is not None and arch.generation.filters
 
 
+#: Largest batch vLLM captures a CUDA graph for (its default cap); bigger steps run eagerly.
+MAX_CUDA_GRAPH_TOKENS = 512
+
+
+def cuda_graph_tokens(tokens: int) -> int:
+    """Tokens a step of ``tokens`` runs with: vLLM's default CUDA-graph capture sizes
+    (1, 2, 4, then multiples of 8 up to 256 and of 16 up to 512); larger steps unpadded."""
+    if tokens <= 2 or tokens > MAX_CUDA_GRAPH_TOKENS:
+        return tokens
+    if tokens <= 4:
+        return 4
+    step = 8 if tokens <= 256 else 16
+    return -(-tokens // step) * step
+
+
 class StepShape:
     """Per-GPU sizes of one model on one GPU at one TP degree (bytes, FLOPs, seconds)."""
 
@@ -361,11 +378,16 @@ class StepShape:
         self.ar_bytes_per_token = d * 2.0 * (2.0 * (tp - 1) / tp) if tp > 1 else 0.0
 
     def touched_experts(self, tokens: int) -> float:
-        """Expected distinct routed experts per MoE layer for ``tokens`` tokens."""
+        """Expected distinct routed experts per MoE layer for a step of ``tokens`` tokens.
+
+        The step runs at its CUDA-graph size (:func:`cuda_graph_tokens`): the padding
+        slots hold stale token ids from earlier steps, which the router sends to experts
+        like real tokens.
+        """
         if not self.experts or tokens <= 0:
             return 0.0
         e = float(self.experts)
-        return e * (1.0 - (1.0 - min(1.0, self.top_k / e)) ** tokens)
+        return e * (1.0 - (1.0 - min(1.0, self.top_k / e)) ** cuda_graph_tokens(tokens))
 
     def raw(
         self, prefill: Iterable[tuple[int, int]], count: int, context_sum: int
