@@ -24,6 +24,7 @@ from inference_sim.catalog import (
 from inference_sim.catalog.architecture import parse_architectures
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.resolve import resolve
+from inference_sim.latency import StepBatch
 from inference_sim.latency.calibrated import (
     FITTED_FIELDS,
     RECORD_WIDTH,
@@ -123,7 +124,9 @@ def test_sampler_term_per_request_and_vocabulary():
     forced = CalibratedLatencyModel(DENSE, GPU, 1, UNIT, sampling="filtered")
     assert forced.shape.sampler_units == DENSE.vocab / 1e5
     assert filtered_sampling(FILTERED) and not filtered_sampling(DENSE)
-    with pytest.raises(Exception, match="--sampling must be one of auto, filtered, plain"):
+    with pytest.raises(
+        Exception, match="--sampling must be one of auto, plain, filtered, penalized"
+    ):
         filtered_sampling(DENSE, "topp")
 
 
@@ -157,7 +160,12 @@ def test_resolve_sampling_option(tmp_path: Path):
     assert not plan.make_latency_model().shape.filtered_sampling
     assert plan.resolved_config()["sampling"] == "plain"
     assert plan.resolved_config()["filtered_sampling"] is False
-    with pytest.raises(ConfigError, match="--sampling must be one of auto, filtered, plain"):
+    assert plan.resolved_config()["penalized_sampling"] is False
+    cfg = resolve({**base, "latency_model": "calibrated"}).resolved_config()
+    assert cfg["filtered_sampling"] is True and cfg["penalized_sampling"] is True
+    with pytest.raises(
+        ConfigError, match="--sampling must be one of auto, plain, filtered, penalized"
+    ):
         resolve({**base, "latency_model": "calibrated", "sampling": "nucleus"})
     plan = resolve({**base, "latency_model": "roofline", "sampling": "filtered"})
     assert any("--sampling only changes the calibrated" in n for n in plan.notes)
@@ -169,3 +177,77 @@ def test_resolve_sampling_option(tmp_path: Path):
     folder2 = _config_folder(tmp_path / "g", {"temperature": 0.0})
     plan = resolve({**base, "latency_model": "calibrated", "model_config_folder": str(folder2)})
     assert not plan.make_latency_model().shape.filtered_sampling  # its own file: greedy
+
+
+PENALIZED = replace(
+    DENSE, generation=GenerationDefaults(top_k=20, top_p=0.8, repetition_penalty=1.05)
+)
+
+
+def test_penalty_defaults():
+    assert GenerationDefaults(repetition_penalty=1.05).penalizes
+    assert GenerationDefaults(presence_penalty=-0.5).penalizes  # negative is allowed
+    assert GenerationDefaults(frequency_penalty=0.2).penalizes
+    assert not GenerationDefaults(top_p=0.9).penalizes
+    g = GenerationDefaults.from_mapping({"presence_penalty": 1.5}, "gen")
+    assert g.penalizes and not g.filters
+    qwen = bundled_architecture("qwen/qwen2.5-7b-instruct")
+    assert qwen is not None and qwen.generation.penalizes
+    llama = bundled_architecture("meta-llama/llama-3.1-8b-instruct")
+    assert llama is not None and not llama.generation.penalizes
+    qwen3 = bundled_architecture("qwen/qwen3-14b")
+    assert qwen3 is not None and not qwen3.generation.penalizes
+
+
+def test_penalty_term_per_step_and_context_token():
+    """pen = penalty_us + penalty_token_us x (every scheduled request's context + new tokens),
+    on top of the filtered sampler; the decode fast path (batch totals) agrees."""
+    coeffs = UNIT.with_values({"penalty_us": 150.0, "penalty_token_us": 0.5})
+    m = CalibratedLatencyModel(PENALIZED, GPU, 1, coeffs)
+    assert m.shape.penalized_sampling and m.shape.filtered_sampling
+    t = m.terms([(40, 60)], 3, 600)  # context tokens: 600 + 3 decoders + 40 + 60
+    assert t["penalty_us"] == pytest.approx(150.0 + 0.5 * 703)
+    parts = ("linear_us", "kv_us", "attention_us", "step_us", "layers_us", "requests_us")
+    assert t["total_us"] == pytest.approx(
+        sum(t[k] for k in parts) + t["sampler_us"] + t["penalty_us"]
+    )
+    assert m.terms([], 0, 0)["penalty_us"] == 0.0  # an empty step samples nothing
+    off = CalibratedLatencyModel(PENALIZED, GPU, 1, coeffs, sampling="filtered")
+    assert not off.shape.penalized_sampling
+    assert off.terms([(40, 60)], 3, 600)["penalty_us"] == 0.0
+    forced = CalibratedLatencyModel(DENSE, GPU, 1, coeffs, sampling="penalized")
+    assert forced.shape.penalized_sampling and forced.shape.filtered_sampling
+    plain = CalibratedLatencyModel(PENALIZED, GPU, 1, coeffs, sampling="plain")
+    assert not plain.shape.penalized_sampling and not plain.shape.filtered_sampling
+    # decode-only steps go through the cached per-count base plus a per-token slope
+    for count, ctx in ((1, 7), (4, 1000), (16, 12345)):
+        exact = m.terms([], count, ctx)["total_us"]
+        assert m.step_time_from([], count, ctx) == round(exact)
+        batch_us = m.step_time(_decode_batch(count, ctx))
+        assert batch_us == round(exact)
+
+
+def _decode_batch(count: int, ctx: int) -> StepBatch:
+    """A StepBatch of ``count`` unlisted decoders whose contexts sum to ``ctx``."""
+    batch = StepBatch()
+    batch.decode_tokens = count
+    batch.decode_context_sum = ctx
+    return batch
+
+
+def test_step_jacobian_has_the_penalty_columns():
+    coeffs = UNIT.with_values({"penalty_us": 150.0, "penalty_token_us": 0.5})
+    m = CalibratedLatencyModel(PENALIZED, GPU, 1, coeffs, record=True)
+    cases = (([(0, 30)], 0, 0), ([], 6, 900), ([(16, 20)], 2, 100))
+    rows = [(0.0, m.step_time_from(*c), *m.shape.raw(*c)) for c in cases]
+    jac = step_jacobian(m, np.array(rows, dtype=float).reshape(-1, RECORD_WIDTH))
+    names = list(FITTED_FIELDS)
+    assert jac[:, names.index("penalty_us")].tolist() == [1.0, 1.0, 1.0]
+    assert jac[:, names.index("penalty_token_us")].tolist() == pytest.approx([30, 906, 138])
+    for field, bump in (("penalty_us", 10.0), ("penalty_token_us", 0.25)):
+        moved = CalibratedLatencyModel(
+            PENALIZED, GPU, 1, coeffs.with_values({field: getattr(coeffs, field) + bump})
+        )
+        for c, d in zip(cases, jac[:, names.index(field)], strict=True):
+            delta = moved.terms(*c)["total_us"] - m.terms(*c)["total_us"]
+            assert delta == pytest.approx(bump * d)

@@ -96,6 +96,12 @@ def step_jacobian(model: CalibratedLatencyModel, rec: np.ndarray) -> np.ndarray:
         "layer_us": np.full_like(kv, L),
         "request_us": reqs.astype(float),
         "sampler_us": reqs * model.shape.sampler_units,
+        "penalty_us": np.full_like(kv, 1.0 if model.shape.penalized_sampling else 0.0),
+        "penalty_token_us": (
+            kv * model.shape.bw / model.shape.kv_tok
+            if model.shape.penalized_sampling and model.shape.kv_tok > 0
+            else np.zeros_like(kv)
+        ),
     }
     out = np.zeros((len(rec), len(FITTED_FIELDS)))
     for j, name in enumerate(FITTED_FIELDS):

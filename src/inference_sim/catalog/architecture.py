@@ -118,6 +118,8 @@ class GenerationDefaults:
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     @property
     def filters(self) -> bool:
@@ -126,12 +128,23 @@ class GenerationDefaults:
             return False  # greedy: argmax only
         return self.top_p < 1.0 or self.top_k > 0
 
+    @property
+    def penalizes(self) -> bool:
+        """True when a repetition, presence or frequency penalty applies (even greedy)."""
+        return (
+            self.repetition_penalty != 1.0
+            or self.presence_penalty != 0.0
+            or self.frequency_penalty != 0.0
+        )
+
     def describe(self) -> dict[str, float | int]:
         return {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "top_k": self.top_k,
             "repetition_penalty": self.repetition_penalty,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
         }
 
     @classmethod
@@ -148,13 +161,15 @@ class GenerationDefaults:
             ("top_p", float),
             ("top_k", int),
             ("repetition_penalty", float),
+            ("presence_penalty", float),
+            ("frequency_penalty", float),
         ):
             v = doc.get(key)
             if v is None:
                 continue
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                 raise CatalogError(f"{where}.{key}: expected a number, got {v!r}")
-            if v < 0:
+            if v < 0 and not key.endswith(("presence_penalty", "frequency_penalty")):
                 raise CatalogError(f"{where}.{key}: must be >= 0, got {v}")
             values[key] = kind(v)
         if "top_p" in values and values["top_p"] > 1.0:

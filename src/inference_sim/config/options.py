@@ -84,7 +84,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "sampling",
         str,
         "auto",
-        "Sampler the server runs, for --latency-model calibrated: auto (the model's generation_config.json defaults: filtered when they set top_p or top_k), filtered (top-p/top-k: a per-request cost that grows with the vocabulary) or plain.",
+        "Sampler the server runs, for --latency-model calibrated: auto (the model's generation_config.json defaults), plain (no top-p/top-k filter, no penalties), filtered (top-p/top-k: a per-request cost that grows with the vocabulary) or penalized (filtered plus repetition/presence/frequency penalties: a per-step and per-context-token cost).",
         "model",
     ),
     OptionSpec(

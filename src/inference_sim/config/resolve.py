@@ -43,6 +43,7 @@ from inference_sim.latency.calibrated import (
     default_coefficients,
     filtered_sampling,
     load_coefficients,
+    penalized_sampling,
 )
 from inference_sim.latency.roofline import RooflineLatencyModel
 
@@ -102,6 +103,9 @@ class RunPlan:
             cfg["calibrated_coefficients"] = self.latency_coeffs.to_dict()
         if self.latency_model == "calibrated" and self.architecture is not None:
             cfg["filtered_sampling"] = filtered_sampling(
+                self.architecture, self.options["sampling"]
+            )
+            cfg["penalized_sampling"] = penalized_sampling(
                 self.architecture, self.options["sampling"]
             )
         cfg["total_kv_blocks"] = self.engine.num_gpu_blocks

@@ -9,7 +9,8 @@ efficiently the hardware runs them (docs/calibration.md). Per engine step, per G
     attn  = attention x prefill attention FLOPs / peak
     comm  = [TP > 1] 2 x layers x (allreduce_us x link factor + all-reduce bytes / link BW)
     samp  = [filtered sampling] x requests x sampler_us x vocab / 100 000
-    step  = lin + kv + attn + comm + samp + step_us + layers x layer_us + requests x request_us
+    step  = lin + kv + attn + comm + samp + pen + step_us + layers x layer_us
+            + requests x request_us
 
 ``smoothmax(a, b) = (a^p + b^p)^(1/p)`` (p = ``smooth_p``) joins the memory-bound and
 compute-bound regimes of the linear layers. Weight bytes are what one GPU reads in the
@@ -24,8 +25,14 @@ context plus its new tokens.
 ``samp`` is the sampler: when the model's default sampling filters the logits (its
 ``generation_config.json`` sets ``top_p`` or ``top_k``, which vLLM applies to requests
 that set none), every scheduled request's full-vocabulary row of logits is sorted or
-scanned, a cost per request proportional to the vocabulary. ``sampling="filtered"`` or
-``"plain"`` overrides what the architecture says (``--sampling``).
+scanned, a cost per request proportional to the vocabulary. ``sampling`` (``--sampling``
+plain, filtered or penalized) overrides what the architecture says. ``pen`` is the penalty
+bookkeeping when the defaults set a repetition, presence or frequency penalty: a fixed
+cost per step (the penalty kernels run eagerly, and boolean-mask indexing synchronises
+the CPU with the GPU) plus a cost per context token of the scheduled requests (their
+prompt and output token ids are rebuilt into padded tensors on the CPU)::
+
+    pen   = [penalties] x (penalty_us + penalty_token_us x context tokens)
 
 Client-side overheads (everything the load tool measures outside the engine):
 
@@ -72,6 +79,7 @@ __all__ = [
     "filtered_sampling",
     "interconnect",
     "load_coefficients",
+    "penalized_sampling",
 ]
 
 #: Per-direction GPU-to-GPU bandwidth (GB/s) and all-reduce latency factor by GPU.
@@ -117,6 +125,8 @@ class CalibratedCoefficients:
     layer_us: float = 25.0  # fixed per layer per step
     request_us: float = 3.0  # per request scheduled in the step
     sampler_us: float = 10.0  # per request per 100k vocabulary entries (filtered sampling)
+    penalty_us: float = 200.0  # per step when sampling applies repetition/presence penalties
+    penalty_token_us: float = 0.03  # per context token of the scheduled requests (penalties)
     queue_us: float = 5000.0  # arrival -> engine wait queue (client, HTTP, parsing)
     queue_per_token_us: float = 2.0  # tokenisation, per prompt token
     output_token_us: float = 5.0  # per output token (detokenisation, streaming)
@@ -214,6 +224,8 @@ COEFFICIENT_FIELDS: tuple[str, ...] = (
     "layer_us",
     "request_us",
     "sampler_us",
+    "penalty_us",
+    "penalty_token_us",
     "queue_us",
     "queue_per_token_us",
     "output_token_us",
@@ -264,18 +276,31 @@ def default_coefficients() -> CalibratedCoefficients:
 
 
 #: ``sampling`` values: the architecture's generation defaults, or forced on / off.
-SAMPLING_MODES = ("auto", "filtered", "plain")
+SAMPLING_MODES = ("auto", "plain", "filtered", "penalized")
 
 
-def filtered_sampling(arch: ModelArchitecture, sampling: str = "auto") -> bool:
-    """Whether requests are sampled with a top-p/top-k filter (``sampling`` overrides)."""
+def _check_sampling(sampling: str) -> None:
     if sampling not in SAMPLING_MODES:
         raise LatencyConfigError(
             f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}"
         )
+
+
+def filtered_sampling(arch: ModelArchitecture, sampling: str = "auto") -> bool:
+    """Whether requests are sampled with a top-p/top-k filter (``sampling`` overrides)."""
+    _check_sampling(sampling)
     if sampling != "auto":
-        return sampling == "filtered"
+        return sampling in ("filtered", "penalized")
     return arch.generation is not None and arch.generation.filters
+
+
+def penalized_sampling(arch: ModelArchitecture, sampling: str = "auto") -> bool:
+    """Whether sampling applies repetition/presence/frequency penalties (``sampling``
+    ``penalized`` forces them on, ``plain`` and ``filtered`` off)."""
+    _check_sampling(sampling)
+    if sampling != "auto":
+        return sampling == "penalized"
+    return arch.generation is not None and arch.generation.penalizes
 
 
 #: Largest batch vLLM captures a CUDA graph for (its default cap); bigger steps run eagerly.
@@ -318,6 +343,7 @@ class StepShape:
         self.tp = tp
         self.layers = arch.layers
         self.filtered_sampling = filtered_sampling(arch, sampling)
+        self.penalized_sampling = penalized_sampling(arch, sampling)
         # Every rank samples from the full (all-gathered) vocabulary.
         self.sampler_units = float(arch.vocab) / 1e5 if self.filtered_sampling else 0.0
         self.bw = gpu.peak_bandwidth_tbs * 1e12  # bytes/s
@@ -462,7 +488,15 @@ class CalibratedLatencyModel:
         self._req_us = c.request_us + c.sampler_us * sh.sampler_units
         self._otp = round(c.output_token_us)
         self._decode_cache: dict[int, float] = {}
+        # Penalties: a fixed cost per step and one per context token (µs per KV-second).
+        pen = sh.penalized_sampling
+        self._pen_us = c.penalty_us if pen else 0.0
+        self._pen_per_kv_s = (
+            c.penalty_token_us * sh.bw / sh.kv_tok if pen and sh.kv_tok > 0 else 0.0
+        )
         self._kv_slope_us = c.kv_read * sh.kv_tok / sh.bw * 1e6  # per context token
+        if pen:
+            self._kv_slope_us += c.penalty_token_us
         # Async-scheduling bookkeeping: end of the step in flight (µs) and its length.
         self._async = bool(c.async_scheduling)
         self._last_end = 0
@@ -489,7 +523,8 @@ class CalibratedLatencyModel:
         lin = self._smooth(mem, self._cp * flops)
         comm = (self._comm_s + self._ar_per_s * ar) if self.tp > 1 else 0.0
         seconds = lin + self._kv * kv + self._att * att + comm
-        return seconds * 1e6 + self._fixed_us + self._req_us * requests
+        pen = self._pen_us + self._pen_per_kv_s * kv if self._pen_us or self._pen_per_kv_s else 0.0
+        return seconds * 1e6 + self._fixed_us + self._req_us * requests + pen
 
     def terms(
         self, prefill: Sequence[tuple[int, int]], count: int, context_sum: int
@@ -510,6 +545,7 @@ class CalibratedLatencyModel:
             "layers_us": self.coefficients.layer_us * self.shape.layers,
             "requests_us": self.coefficients.request_us * requests,
             "sampler_us": self.coefficients.sampler_us * self.shape.sampler_units * requests,
+            "penalty_us": (self._pen_us + self._pen_per_kv_s * kv) if requests else 0.0,
         }
         out["total_us"] = self._combine((w_dense, w_exp, flops, kv, att, ar, requests))
         return out
@@ -582,5 +618,6 @@ class CalibratedLatencyModel:
             "gpu": self.gpu.name,
             "tp": self.tp,
             "filtered_sampling": self.shape.filtered_sampling,
+            "penalized_sampling": self.shape.penalized_sampling,
             "coefficients": self.coefficients.to_dict(),
         }
