@@ -30,6 +30,23 @@ def _env() -> dict[str, str]:
     return env
 
 
+@pytest.fixture(autouse=True)
+def _sigint_not_ignored():
+    """These tests send SIGINT to themselves or a child. A suite started in the background
+    (``cmd &``) inherits SIGINT ignored, which ``blis run`` rightly keeps ignoring; give the
+    tests Python's usual handler and restore whatever was there."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to the default, so Python installs its handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "inference_sim", *args],
@@ -38,6 +55,7 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
