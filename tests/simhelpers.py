@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
+from inference_sim.core.request import Request
 from inference_sim.engine.events import NEVER
+from inference_sim.instance import make_instance
 from inference_sim.instance.config import EngineConfig
-from inference_sim.instance.fast_engine import FastInstance
-from inference_sim.instance.request import Request
 from inference_sim.latency.blackbox import BlackboxLatencyModel
 
 _next_token = [1_000_000]
@@ -50,7 +50,7 @@ def simulate_requests(
         enable_prefix_caching=enable_prefix_caching,
     )
     instances = [
-        FastInstance(i, cfg, BlackboxLatencyModel(alpha, beta)) for i in range(num_instances)
+        make_instance(i, cfg, BlackboxLatencyModel(alpha, beta)) for i in range(num_instances)
     ]
     sim = ClusterSimulator(instances, horizon=horizon, check_invariants=check_invariants)
     return sim.run(requests)

@@ -26,7 +26,7 @@ from inference_sim.analysis import (
 )
 from inference_sim.analysis.fitness import fitness_block
 from inference_sim.analysis.run import trace_summary_block
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 from inference_sim.policies import RoundRobin, Weighted
 from inference_sim.policies.base import AdmissionDecision, RouterState, RoutingSnapshot
 from inference_sim.policies.routing import LeastLoaded
@@ -327,7 +327,7 @@ def test_distribution_of_ticks():
 def test_trace_write_jsonl_and_parquet_without_routing(tmp_path):
     import json
 
-    from inference_sim.report.extras import have
+    from inference_sim.core.extras import have
 
     trace = DecisionTrace()
     trace.hook("admission", req(0), RouterState([], clock=4), AdmissionDecision(False, "x"))

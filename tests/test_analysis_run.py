@@ -16,11 +16,11 @@ from inference_sim import Results, simulate
 from inference_sim.analysis import DECISION_COLUMNS, DecisionTrace, jain_index
 from inference_sim.cli.main import cli
 from inference_sim.cluster.simulator import ClusterSimulator
+from inference_sim.core.extras import have
 from inference_sim.instance.config import EngineConfig
 from inference_sim.instance.fast_engine import FastInstance
 from inference_sim.latency.blackbox import BlackboxLatencyModel
 from inference_sim.policies import AlwaysBusiest, LeastLoaded, RoundRobin, Weighted
-from inference_sim.report.extras import have
 from simhelpers import make_request
 
 MODEL = "meta-llama/llama-3.1-8b-instruct"

@@ -15,8 +15,8 @@ from inference_sim import Results, simulate
 from inference_sim.cli.main import cli
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.resolve import resolve
+from inference_sim.metrics.timeseries import TIMESERIES_COLUMNS
 from inference_sim.report.progress import ProgressBar
-from inference_sim.report.timeseries import TIMESERIES_COLUMNS
 from inference_sim.results import REQUEST_COLUMNS
 from inference_sim.runner import run_plan
 
@@ -330,7 +330,7 @@ def test_python_api_properties_are_consistent(two_instances):
 def test_a_tiny_fixed_timeseries_interval_is_coarsened_not_stalling():
     """A 1 µs interval over minutes of simulated time would take ~1e8 samples; the fixed
     interval is kept until 20 000 samples, then doubled (docs/python-api.md)."""
-    from inference_sim.report.timeseries import MAX_FIXED_SAMPLES
+    from inference_sim.metrics.timeseries import MAX_FIXED_SAMPLES
 
     res = simulate(
         model="meta-llama/llama-3.1-8b-instruct",

@@ -16,7 +16,7 @@ from inference_sim.catalog.schema import GpuSpec
 from inference_sim.cli.main import cli
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.resolve import resolve
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 from inference_sim.latency import StepBatch, create_latency_model, latency_model_names
 from inference_sim.latency.blackbox import LatencyConfigError
 from inference_sim.latency.calibrated import (

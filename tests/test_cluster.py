@@ -13,20 +13,19 @@ from hypothesis import strategies as st
 
 from inference_sim import simulate
 from inference_sim.cli.main import cli
-from inference_sim.cluster.anomalies import (
+from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
+from inference_sim.config.policies import build_policies
+from inference_sim.core.request import Request, RequestState
+from inference_sim.engine.events import NEVER
+from inference_sim.instance.config import EngineConfig
+from inference_sim.instance.fast_engine import FastInstance
+from inference_sim.latency.blackbox import BlackboxLatencyModel
+from inference_sim.metrics.anomalies import (
     count_pairs_over_twice,
     hol_blocking_events,
     priority_inversions,
     slo_metrics,
 )
-from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
-from inference_sim.config.policies import build_policies
-from inference_sim.engine.events import NEVER
-from inference_sim.instance.config import EngineConfig
-from inference_sim.instance.fast_engine import FastInstance
-from inference_sim.instance.request import Request, RequestState
-from inference_sim.latency.blackbox import BlackboxLatencyModel
-from inference_sim.metrics.output import stdout_report
 from inference_sim.metrics.request_log import RequestLog
 from inference_sim.metrics.summary import build_records, build_summary
 from inference_sim.policies import (
@@ -38,6 +37,7 @@ from inference_sim.policies import (
     Weighted,
 )
 from inference_sim.policies.routing import PrefixAffinity
+from inference_sim.results import stdout_report
 from simhelpers import fresh_tokens, make_request
 
 MODEL = "meta-llama/llama-3.1-8b-instruct"

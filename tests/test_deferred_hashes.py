@@ -23,7 +23,7 @@ import copy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 from test_fast_equivalence import _fingerprint, _simulate, scenarios
 
 

@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inference_sim.cluster.simulator import ClusterSimulator
+from inference_sim.core.request import Request, RequestState
+from inference_sim.instance import make_instance
 from inference_sim.instance.config import EngineConfig
-from inference_sim.instance.fast_engine import FastInstance
-from inference_sim.instance.request import Request, RequestState
 from inference_sim.latency.blackbox import BlackboxLatencyModel
 from inference_sim.metrics.summary import build_records, build_summary
 from simhelpers import simulate_requests
@@ -78,7 +78,7 @@ def _simulate(reqs, *, exact_steps, tier=None, **cfg):
         **tier,
     )
     instances = [
-        FastInstance(i, engine, BlackboxLatencyModel(cfg["alpha"], cfg["beta"]))
+        make_instance(i, engine, BlackboxLatencyModel(cfg["alpha"], cfg["beta"]))
         for i in range(cfg["num_instances"])
     ]
     sim = ClusterSimulator(instances, horizon=cfg["horizon"], check_invariants=True)

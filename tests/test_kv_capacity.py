@@ -11,7 +11,7 @@ import pytest
 
 from inference_sim.catalog import load_catalog
 from inference_sim.catalog.architecture import bundled_architecture
-from inference_sim.kv.capacity import (
+from inference_sim.catalog.capacity import (
     RESERVE_BASE_GIB,
     RESERVE_MULTIMODAL_GIB,
     RESERVE_PER_TOKEN_KIB,

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from inference_sim.cli.main import cli
 from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
 from inference_sim.config import ConfigError, resolve
+from inference_sim.core.request import Request
 from inference_sim.engine.events import NEVER
+from inference_sim.instance import make_instance
 from inference_sim.instance.config import EngineConfig
-from inference_sim.instance.fast_engine import FastInstance
-from inference_sim.instance.request import Request
 from inference_sim.kv.cpu_tier import THRASH_WINDOW_US, CpuTier
 from inference_sim.kv.manager import CPU_HIT, KVCacheManager, block_transfer_time
 from inference_sim.kv.offload_config import LINK_PRESETS_GBPS
@@ -50,7 +50,7 @@ def simulate(
 ) -> SimulationOutcome:
     cfg = EngineConfig(exact_steps=exact_steps, **engine)  # type: ignore[arg-type]
     insts = [
-        FastInstance(i, cfg, BlackboxLatencyModel((0.0, 0.0, 0.0), beta))
+        make_instance(i, cfg, BlackboxLatencyModel((0.0, 0.0, 0.0), beta))
         for i in range(num_instances)
     ]
     return ClusterSimulator(insts, horizon=NEVER, check_invariants=True).run(requests)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 from inference_sim.policies import (
     ADMISSION,
     PRIORITY,

@@ -32,11 +32,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
+from inference_sim.core.request import Request, RequestState
 from inference_sim.engine.events import NEVER
 from inference_sim.instance.config import EngineConfig
 from inference_sim.instance.engine import Instance
 from inference_sim.instance.fast_engine import FastInstance
-from inference_sim.instance.request import Request, RequestState
 from inference_sim.latency.base import StepBatch
 from inference_sim.latency.blackbox import BlackboxLatencyModel
 from inference_sim.metrics.summary import build_records, build_summary, e2e_ticks, ttft_ticks

@@ -161,7 +161,7 @@ def test_plot_command_writes_pngs(results_file, tmp_path):
 
 
 def test_plot_without_matplotlib_names_the_extra(results_file, monkeypatch):
-    import inference_sim.report.extras as extras
+    import inference_sim.core.extras as extras
 
     real = extras.importlib.import_module
 

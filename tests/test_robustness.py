@@ -288,6 +288,6 @@ def test_unknown_trace_v2_header_field_suggests(tmp_path):
     ],
 )
 def test_did_you_mean(word, choices, hint):
-    from inference_sim._suggest import did_you_mean
+    from inference_sim.core.suggest import did_you_mean
 
     assert did_you_mean(word, choices) == hint

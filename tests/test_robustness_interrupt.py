@@ -233,7 +233,7 @@ def test_results_json_is_absent_or_complete(tmp_path, monkeypatch):
 
 
 def test_csv_trace_is_absent_or_complete(tmp_path):
-    from inference_sim.instance.request import Request
+    from inference_sim.core.request import Request
 
     def requests():
         yield Request(0, 0, [1, 2, 3], [4])
@@ -247,7 +247,7 @@ def test_csv_trace_is_absent_or_complete(tmp_path):
 
 
 def test_trace_v2_export_is_absent_or_complete(tmp_path):
-    from inference_sim.instance.request import Request
+    from inference_sim.core.request import Request
 
     writer = TraceV2Writer(tmp_path / "w")
     writer.write(Request(0, 0, [1, 2, 3], [4]))

@@ -11,11 +11,11 @@ from click.testing import CliRunner
 
 from inference_sim.cli.main import cli
 from inference_sim.cluster.simulator import ClusterSimulator
+from inference_sim.core.request import Request
 from inference_sim.engine.events import NEVER
 from inference_sim.engine.invariants import InvariantChecker, InvariantViolation
 from inference_sim.instance.config import EngineConfig
 from inference_sim.instance.fast_engine import FastInstance
-from inference_sim.instance.request import Request
 from inference_sim.latency.blackbox import BlackboxLatencyModel
 from inference_sim.policies.admission import AlwaysAdmit
 from simhelpers import fresh_tokens, make_request, simulate_requests
@@ -195,7 +195,10 @@ def test_full_kv_scan_runs_periodically(monkeypatch):
 
 
 def test_cli_reports_the_first_violation_in_one_line(monkeypatch):
-    monkeypatch.setattr("inference_sim.runner.FastInstance", LeaksBlocks)
+    monkeypatch.setattr(
+        "inference_sim.runner.make_instance",
+        lambda i, cfg, lat, **kw: LeaksBlocks(i, cfg, lat, **kw),
+    )
     args = ["run", "--model", MODEL, "--num-requests", "20", "--check-invariants"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1

@@ -9,7 +9,7 @@ import pytest
 
 from inference_sim.catalog import load_catalog
 from inference_sim.catalog.architecture import ModelArchitecture, bundled_architecture
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 from inference_sim.latency import StepBatch, create_latency_model, latency_model_names
 from inference_sim.latency.blackbox import LatencyConfigError
 from inference_sim.latency.roofline import (

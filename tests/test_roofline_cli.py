@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from inference_sim import simulate
 from inference_sim.catalog import load_catalog, models_table
 from inference_sim.catalog.architecture import bundled_architecture
+from inference_sim.catalog.capacity import derive_kv_blocks
 from inference_sim.cli.main import cli
 from inference_sim.config import ConfigError, resolve
-from inference_sim.kv.capacity import derive_kv_blocks
 from inference_sim.latency.roofline import RooflineLatencyModel
 
 LLAMA = "meta-llama/llama-3.1-8b-instruct"

@@ -162,7 +162,7 @@ def test_sweep_command_bad_input_exits_2(tmp_path):
 
 
 def test_missing_extra_is_named(tmp_path, monkeypatch):
-    import inference_sim.report.extras as extras
+    import inference_sim.core.extras as extras
 
     real = extras.importlib.import_module
 

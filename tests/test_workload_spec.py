@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from inference_sim.engine.rng import RandomStreams
+from inference_sim.core.rng import RandomStreams
 from inference_sim.workload import (
     WorkloadError,
     generate_spec_requests,

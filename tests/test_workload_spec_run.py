@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from inference_sim import simulate
 from inference_sim.cli.main import cli
 from inference_sim.config.resolve import resolve
-from inference_sim.engine.rng import RandomStreams
+from inference_sim.core.rng import RandomStreams
 from inference_sim.runner import build_requests
 from inference_sim.workload import iter_spec_requests, parse_workload_spec
 

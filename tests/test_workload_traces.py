@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 from inference_sim.workload import (
     DistributionParams,
     LengthDistribution,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from inference_sim.core.version import __version__
 
 
 def simulate(**options: Any) -> Results:

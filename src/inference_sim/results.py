@@ -13,11 +13,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from inference_sim.analysis.run import fairness_section, fitness_section, trace_section
 from inference_sim.analysis.trace import DECISION_COLUMNS, DecisionTrace
-from inference_sim.metrics.output import results_document, stdout_report, write_json_atomic
+from inference_sim.core.extras import have, require
+from inference_sim.metrics.output import (
+    anomaly_block,
+    kv_block,
+    metrics_block,
+    results_document,
+    slo_block,
+    write_json_atomic,
+)
 from inference_sim.metrics.request_log import RecordView
-from inference_sim.report.extras import have, require
-from inference_sim.report.timeseries import TIMESERIES_COLUMNS, empty_table, table_rows
+from inference_sim.metrics.timeseries import TIMESERIES_COLUMNS, empty_table, table_rows
 
 #: Per-request columns and their kinds, in DataFrame order. The last four are empty
 #: strings when the request has no such attribute.
@@ -66,7 +74,7 @@ class Results:
     ``config`` (the resolved configuration, with the seed and package version).
     ``records`` holds one dict per request that reached an instance, in generation
     order; ``requests`` is the same as a DataFrame when pandas is installed.
-    ``timeseries`` holds the sampled signals (see :mod:`inference_sim.report.timeseries`).
+    ``timeseries`` holds the sampled signals (see :mod:`inference_sim.metrics.timeseries`).
     ``instance_summaries`` holds one summary per instance (2+ instances only).
     """
 
@@ -329,3 +337,17 @@ def _records_from_frame(frame: Any) -> list[dict[str, Any]]:
             rec[k] = v
         out.append(rec)
     return out
+
+
+def stdout_report(
+    summary: Mapping[str, Any], instance_summaries: Sequence[Mapping[str, Any]]
+) -> str:
+    parts = [metrics_block(s) for s in instance_summaries]
+    parts.append(metrics_block(summary))
+    parts.append(fitness_section(summary))
+    parts.append(anomaly_block(summary))
+    parts.append(kv_block(summary))
+    parts.append(slo_block(summary))
+    parts.append(fairness_section(summary))
+    parts.append(trace_section(summary))
+    return "".join(parts)

@@ -14,16 +14,16 @@ from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.policies import build_policies
 from inference_sim.config.resolve import RunPlan
-from inference_sim.engine.rng import RandomStreams
-from inference_sim.instance.fast_engine import FastInstance
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
+from inference_sim.core.rng import RandomStreams
+from inference_sim.instance import make_instance
 from inference_sim.metrics.summary import (
     build_stage_summaries,
     build_summary,
     record_view,
     stage_groups,
 )
-from inference_sim.report.timeseries import TimeseriesSampler
+from inference_sim.metrics.timeseries import TimeseriesSampler
 from inference_sim.results import Results
 from inference_sim.workload import (
     DistributionParams,
@@ -97,7 +97,7 @@ def build_simulator(plan: RunPlan) -> ClusterSimulator:
     n = o["num_instances"]
     policies = build_policies(o, n, plan.engine.block_size)
     instances = [
-        FastInstance(
+        make_instance(
             i,
             plan.engine,
             plan.make_latency_model(),

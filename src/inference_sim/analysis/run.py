@@ -43,12 +43,11 @@ from inference_sim.analysis.fitness import (
     parse_fitness_weights,
 )
 from inference_sim.analysis.trace import TRACE_LEVELS, DecisionTrace
-from inference_sim.config.errors import ConfigError
+from inference_sim.core.errors import ConfigError
 
 _logger = logging.getLogger("inference_sim")
 
 #: Summary keys holding nested data: results file and ``Results.summary`` only.
-NESTED_SUMMARY_KEYS = ("fitness_components", "slo_distributions", "tenant_metrics", "trace_summary")
 
 
 class AnalysisOptionError(ConfigError):
@@ -94,8 +93,8 @@ def check_analysis_options(options: Mapping[str, Any]) -> None:
             level,
         )
     if out:
+        from inference_sim.core.extras import have
         from inference_sim.metrics.output import check_writable
-        from inference_sim.report.extras import have
 
         if str(out).lower().endswith(".parquet") and not have("pyarrow"):
             raise AnalysisOptionError(

@@ -380,7 +380,7 @@ class DecisionTrace:
         target = os.path.abspath(os.fspath(path))
         parquet = target.lower().endswith(".parquet")
         if parquet:
-            from inference_sim.report.extras import require
+            from inference_sim.core.extras import require
 
             require("pyarrow", "data", "--trace-output as Parquet")
         folder = os.path.dirname(target) or "."

@@ -139,7 +139,7 @@ def simulate_run(
     frozen-batch Jacobians.
     """
     from inference_sim.config.resolve import resolve
-    from inference_sim.engine.rng import RandomStreams
+    from inference_sim.core.rng import RandomStreams
     from inference_sim.runner import build_requests, build_simulator
 
     spec = run.workload_spec(

@@ -13,7 +13,7 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from inference_sim._suggest import did_you_mean
+from inference_sim.core.suggest import did_you_mean
 
 from .errors import CatalogError
 

@@ -26,7 +26,7 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
-from inference_sim._suggest import did_you_mean
+from inference_sim.core.suggest import did_you_mean
 
 from .errors import CatalogError
 

@@ -43,7 +43,7 @@ def _derived_blocks(
     """Blocks derived from memory, or None (no architecture, no memory size, no fit)."""
     if arch is None or gpu is None or gpu.usable_memory_bytes <= 0:
         return None
-    from inference_sim.kv.capacity import derive_kv_blocks
+    from inference_sim.catalog.capacity import derive_kv_blocks
 
     cap = derive_kv_blocks(arch, gpu, tp, **settings)
     return cap.blocks if cap.fits else None

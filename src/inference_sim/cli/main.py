@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from inference_sim import __version__
 from inference_sim.config.options import OPTIONS, OptionSpec
+from inference_sim.core.version import __version__
 
 log = logging.getLogger("inference_sim")
 

@@ -15,14 +15,14 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from inference_sim.cluster.snapshot import SnapshotProvider
+from inference_sim.core.request import Request, RequestState
 from inference_sim.engine.events import NEVER, EventClass
 from inference_sim.engine.invariants import InvariantChecker
 from inference_sim.instance.engine import Instance
-from inference_sim.instance.request import Request, RequestState
+from inference_sim.metrics.outcome import SimulationOutcome
 from inference_sim.metrics.request_log import RequestLog
 from inference_sim.policies.admission import AlwaysAdmit
 from inference_sim.policies.base import (
@@ -45,35 +45,6 @@ _logger = logging.getLogger("inference_sim")
 _ADMISSION = int(EventClass.ADMISSION)
 _ROUTING = int(EventClass.ROUTING)
 _ENQUEUE = int(EventClass.ENQUEUE)
-
-
-@dataclass
-class SimulationOutcome:
-    """Everything a run leaves behind for metrics aggregation.
-
-    ``log`` holds one row per request that reached an instance (finished or not);
-    ``requests`` is the caller's list when one was given (None for a stream).
-    ``in_flight`` counts requests admitted or routed but not yet in a wait queue when
-    the horizon was reached, per target instance (-1: not yet routed).
-    ``queue_length_sums[i]`` is the sum over instance i's steps of its wait-queue
-    length after batch formation (one sample per step; tracked with 2+ instances);
-    ``priority_policy`` names the instances' priority policy (for anomaly counters);
-    ``interrupted`` is True when the run was stopped early (``stop_requested``).
-    """
-
-    requests: list[Request] | None
-    instances: list[Instance]
-    horizon: int
-    end_time: int
-    log: RequestLog
-    rejected: int = 0
-    rejected_too_long: int = 0
-    events_executed: int = 0
-    generated: int = 0
-    in_flight: dict[int, int] = field(default_factory=dict)
-    queue_length_sums: list[int] = field(default_factory=list)
-    priority_policy: str = "constant"
-    interrupted: bool = False  # stopped early on request (Ctrl-C): partial results
 
 
 class ClusterSimulator:

@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
-from inference_sim._suggest import did_you_mean
 from inference_sim.config.errors import ConfigError
+from inference_sim.core.suggest import did_you_mean
 from inference_sim.policies import (
     ADMISSION,
     DEFAULT_PROFILE,

@@ -17,8 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from inference_sim import __version__
-from inference_sim._suggest import did_you_mean
 from inference_sim.analysis.run import check_analysis_options
 from inference_sim.catalog import Catalog, CatalogError, GpuSpec, load_catalog
 from inference_sim.catalog.architecture import (
@@ -26,13 +24,15 @@ from inference_sim.catalog.architecture import (
     bundled_architecture,
     read_model_config_folder,
 )
+from inference_sim.catalog.capacity import derive_kv_blocks
 from inference_sim.catalog.hardware import with_hardware_config
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import ALIASES, BY_NAME, OPTIONS, OptionSpec, canonical_name
 from inference_sim.config.policies import resolve_policies
+from inference_sim.core.suggest import did_you_mean
+from inference_sim.core.version import __version__
 from inference_sim.engine.events import NEVER
 from inference_sim.instance.config import EngineConfig
-from inference_sim.kv.capacity import derive_kv_blocks
 from inference_sim.kv.offload_config import TierSettings, check_tier_ranges, resolve_tier
 from inference_sim.latency.base import LatencyModel
 from inference_sim.latency.blackbox import BlackboxLatencyModel, LatencyConfigError
@@ -458,7 +458,7 @@ def _check_latency_scale(model: LatencyModel, o: dict[str, Any]) -> None:
     """ConfigError unless a typical step and request overheads take at most an hour."""
     import numpy as np
 
-    from inference_sim.instance.request import Request
+    from inference_sim.core.request import Request
     from inference_sim.latency.base import StepBatch
 
     n = min(o["max_num_scheduled_tokens"], 2048)

@@ -1,6 +1,5 @@
-"""The event kernel: integer-microsecond time, event order and named random streams."""
+"""The event kernel: event order at one tick and runtime invariant checks."""
 
 from inference_sim.engine.events import NEVER, EventClass
-from inference_sim.engine.rng import RandomStreams
 
-__all__ = ["NEVER", "EventClass", "RandomStreams"]
+__all__ = ["NEVER", "EventClass"]

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-NEVER = 2**63 - 1  # "no horizon": the largest tick
+from inference_sim.core.time import NEVER
+
+__all__ = ["NEVER", "EventClass"]
 
 
 class EventClass(IntEnum):

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 
 
 class InvariantViolation(AssertionError):

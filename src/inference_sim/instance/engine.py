@@ -1,20 +1,26 @@
 """One vLLM-style serving instance: wait queue, continuous batching, step execution.
 
-Each call to :meth:`Instance.step` is one engine iteration, following vLLM v1's
-scheduler:
+Each engine iteration has vLLM v1's shape: :meth:`Instance.schedule` produces the step's
+scheduler output (a :class:`~inference_sim.core.batch.StepBatch`), :meth:`Instance.execute`
+prices it with the latency model, and :meth:`Instance.apply` applies the executed step.
+
+Scheduling:
 
 1. Running requests are served first, in order, each taking the tokens it still
    needs (a prefill chunk or one decode token) from the step's token budget. When
    the KV cache cannot hold them, the newest running request is preempted (its
-   blocks freed, recompute later) until room appears.
+   blocks freed, recompute later) until room appears (:meth:`Instance._make_room`).
 2. If nothing was preempted, waiting requests are admitted from the queue head
    while the running cap and the budget allow, reusing cached prompt blocks.
    The first request that does not fit stops admission (head-of-line blocking).
-3. The latency model prices the batch; every scheduled request advances; a request
-   whose computed tokens reach its known sequence length delivers one token.
 
-Only requests scheduled in a step advance in it. Per-token times: a token is
-delivered at the end of its step plus the model's per-token overhead.
+Applying: every scheduled request advances; a request whose computed tokens reach its
+known sequence length delivers a token (:meth:`Instance._deliver`) and, with its last
+token, completes (:meth:`Instance._finish`). Per-token times: a token is delivered at the
+end of its step plus the model's per-token overhead.
+
+These rules exist once. :class:`~inference_sim.instance.fast_engine.FastInstance` only
+changes *which* requests a step touches individually; it calls the same helpers.
 """
 
 from __future__ import annotations
@@ -22,64 +28,33 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from inference_sim.engine.events import NEVER
+from inference_sim.core.batch import StepBatch
+from inference_sim.core.request import Request, RequestState
+from inference_sim.core.time import NEVER
 from inference_sim.instance.config import EngineConfig
-from inference_sim.instance.request import Request, RequestState
+from inference_sim.instance.stats import InstanceStats
 from inference_sim.kv.manager import KVCacheManager
-from inference_sim.latency.base import LatencyModel, StepBatch
+from inference_sim.latency.base import LatencyModel
 from inference_sim.metrics.request_log import RequestLog
 
 WaitQueueOrder = Callable[[deque[Request], int], None]
 
+__all__ = ["Instance", "InstanceStats", "WaitQueueOrder", "prefill_chunk"]
 
-class InstanceStats:
-    """Counters and distributions one instance accumulates over a run."""
 
-    __slots__ = (
-        "cached_prompt_tokens",
-        "completed",
-        "dropped_unservable",
-        "itl_group_histograms",
-        "itl_histogram",
-        "kv_allocation_failures",
-        "kv_block_time",
-        "peak_kv_blocks",
-        "preemption_count",
-        "prefix_lookup_tokens",
-        "step_count",
-        "total_input_tokens",
-        "total_output_tokens",
-    )
-
-    def __init__(self) -> None:
-        self.completed = 0
-        self.total_input_tokens = 0
-        self.total_output_tokens = 0
-        self.preemption_count = 0
-        self.dropped_unservable = 0
-        self.kv_allocation_failures = 0
-        self.step_count = 0
-        self.peak_kv_blocks = 0
-        self.kv_block_time = 0.0
-        # ITL samples as value -> count: exact percentiles without one float per token.
-        self.itl_histogram: dict[int, int] = {}
-        # The same, split by Request.itl_group (requests with a group >= 0 only):
-        # group -> value -> count. Per-stage ITL percentiles (metrics/summary.py).
-        self.itl_group_histograms: dict[int, dict[int, int]] = {}
-        # Prefix-cache hit rate: cached prompt tokens / prompt tokens at first admission.
-        self.cached_prompt_tokens = 0
-        self.prefix_lookup_tokens = 0
-
-    def add_group_samples(self, group: int, value: int, count: int) -> None:
-        """Count ``count`` ITL samples of ``value`` ticks for ITL group ``group``."""
-        hist = self.itl_group_histograms.get(group)
-        if hist is None:
-            hist = self.itl_group_histograms[group] = {}
-        hist[value] = hist.get(value, 0) + count
+def prefill_chunk(remaining: int, threshold: int, budget: int) -> int:
+    """Tokens of a prefill scheduled in one step: capped by the long-prefill threshold
+    (``long_prefill_token_threshold``, 0 = no cap) and by the step's token budget."""
+    n = remaining
+    if 0 < threshold < n:
+        n = threshold
+    if n > budget:
+        n = budget
+    return n
 
 
 class Instance:
-    """A single serving engine driven by the simulator's event loop."""
+    """A single serving engine driven by the simulator's event loop (the plain stepper)."""
 
     def __init__(
         self,
@@ -149,28 +124,40 @@ class Instance:
         ``t_limit`` and ``horizon`` bound how far a stepper may run ahead on its own (the
         next outside event, the end of simulated time); this plain stepper runs one step.
         """
+        batch = self.schedule(now)
+        end = self.execute(batch, now)
+        self.apply(batch, end)
+        return self._next_step(end)
+
+    # --- schedule ------------------------------------------------------------------
+    def schedule(self, now: int) -> StepBatch:
+        """Form this step's batch (vLLM's ``schedule()``): running first, then admission."""
         self.clock = now
-        stats = self.stats
-        stats.step_count += 1
-        cfg = self.config
-        kv = self.kv
-        waiting = self.waiting
-        running = self.running
+        self.stats.step_count += 1
         batch = self._batch
         batch.clear()
+        if self.order_wait_queue is not None and self.waiting:
+            self.order_wait_queue(self.waiting, now)
+        budget, preempted = self._schedule_running(batch, now)
+        if not preempted:
+            budget, batch.prefill_tokens = self._admit_waiting(now, budget, batch.prefill_tokens)
+        return batch
+
+    def _schedule_running(self, batch: StepBatch, now: int) -> tuple[int, bool]:
+        """Part A: every running request in order takes what it needs from the budget.
+
+        Returns the budget left and whether anybody was preempted. Also sets the batch's
+        token sums and decode context (before admission adds prefills).
+        """
+        cfg = self.config
+        running = self.running
         budget = cfg.max_num_batched_tokens
         threshold = cfg.long_prefill_token_threshold
-
-        if self.order_wait_queue is not None and waiting:
-            self.order_wait_queue(waiting, now)
-
-        # Part A: running requests, in order, preempting from the tail on KV pressure.
-        preempted = False
         bs = cfg.block_size
         sched_reqs = batch.requests
         sched_new = batch.num_new
-        prefill_tokens = 0
-        decode_tokens = 0
+        prefill_tokens = decode_tokens = 0
+        preempted = False
         i = 0
         while i < len(running) and budget > 0:
             req = running[i]
@@ -189,26 +176,9 @@ class Instance:
                 n = 1
             else:
                 is_prefill = True
-                n = req.prefill_target - computed
-                if 0 < threshold < n:
-                    n = threshold
-                if n > budget:
-                    n = budget
-            scheduled = True
-            while not kv.allocate_slots(req, n):
-                stats.kv_allocation_failures += 1
-                if len(running) == 1:
-                    # Alone and still unable to grow: it can never finish here.
-                    running.pop()
-                    self._drop_running(req)
-                    scheduled = False
-                    break
-                victim = running.pop()
-                self._preempt(victim)
-                preempted = True
-                if victim is req:
-                    scheduled = False
-                    break
+                n = prefill_chunk(req.prefill_target - computed, threshold, budget)
+            scheduled, evicted = self._make_room(req, n, now)
+            preempted = preempted or evicted
             if not scheduled:
                 break
             sched_reqs.append(req)
@@ -225,66 +195,33 @@ class Instance:
         for req in sched_reqs:
             if req.num_computed_tokens >= req.prefill_target:
                 ctx += req.num_computed_tokens
-
-        # Part B: admit waiting requests unless this step preempted.
-        if not preempted:
-            budget, batch.prefill_tokens = self._admit_waiting(now, budget, batch.prefill_tokens)
-
-        # Execute: price the batch, then advance every scheduled request.
         batch.decode_context_sum = ctx
-        step_time = self.latency.step_time(batch) + kv.take_transfer_time(now)
-        end = now + step_time
-        self.busy_until = end
-        used = kv.num_used
-        if used > stats.peak_kv_blocks:
-            stats.peak_kv_blocks = used
-        stats.kv_block_time += used * step_time
-        finished = False
-        otp = self._otp
-        hist = stats.itl_histogram
-        for req, n in zip(sched_reqs, sched_new, strict=True):
-            computed = req.num_computed_tokens + n
-            req.num_computed_tokens = computed
-            if computed != req.num_prompt_tokens + req.delivered:
-                continue  # a prefill chunk that does not finish the prefill
-            req.prefill_target = computed  # from now on it decodes
-            if req.num_output_tokens == 0:
-                req.first_token_time = end + otp
-                req.last_token_time = end
-                finished = True
-                continue
-            if req.delivered == 0:
-                req.first_token_time = end + otp
-            else:
-                sample = end - req.last_token_time + otp
-                req.itl_sum += sample
-                hist[sample] = hist.get(sample, 0) + 1
-                if req.itl_group >= 0:
-                    stats.add_group_samples(req.itl_group, sample, 1)
-            req.last_token_time = end
-            req.delivered += 1
-            stats.total_output_tokens += 1
-            if req.delivered >= req.num_output_tokens:
-                finished = True
+        return budget, preempted
 
-        if finished:
-            keep = []
-            for req in running:
-                if req.delivered >= req.num_output_tokens and req.last_token_time == end:
-                    req.state = RequestState.FINISHED
-                    req.finish_time = end
-                    kv.free(req)
-                    stats.completed += 1
-                    if self.log is not None:
-                        self.log.add(req)
-                else:
-                    keep.append(req)
-            self.running = running = keep
+    def _make_room(self, req: Request, n: int, now: int) -> tuple[bool, bool]:
+        """Allocate KV for ``n`` more tokens of ``req``, preempting from the batch's tail.
 
-        if running or waiting:
-            return end
-        self.step_pending = False
-        return None
+        Returns ``(scheduled, preempted)``. When ``req`` is alone and still cannot grow,
+        it can never finish here and is dropped as unservable; when it is itself the
+        newest member it preempts itself and is not scheduled this step.
+        """
+        preempted = False
+        while not self.kv.allocate_slots(req, n):
+            self.stats.kv_allocation_failures += 1
+            alone = len(self.running) == 1
+            victim = self._pop_running_tail(now)
+            if alone:
+                self._drop_running(victim)
+                return False, preempted
+            self._preempt(victim)
+            preempted = True
+            if victim is req:
+                return False, True
+        return True, preempted
+
+    def _pop_running_tail(self, now: int) -> Request:
+        """Remove the newest running request (a preemption or drop victim)."""
+        return self.running.pop()
 
     def _admit_waiting(self, now: int, budget: int, prefill_tokens: int) -> tuple[int, int]:
         """Admit requests from the head of the wait queue into this step's batch.
@@ -307,11 +244,7 @@ class Instance:
             req = waiting[0]
             cached = kv.find_cached_prefix(req)
             cached_tokens = len(cached) * block_size
-            n = req.prefill_target - cached_tokens
-            if 0 < threshold < n:
-                n = threshold
-            if n > budget:
-                n = budget
+            n = prefill_chunk(req.prefill_target - cached_tokens, threshold, budget)
             if not kv.allocate_slots(req, n, cached):
                 if not running:
                     # Nothing else holds blocks, so it can never fit: unservable.
@@ -338,6 +271,88 @@ class Instance:
 
     def _on_admitted(self, req: Request) -> None:
         """Hook for steppers that track the batch order (nothing to do here)."""
+
+    # --- execute -------------------------------------------------------------------
+    def execute(self, batch: StepBatch, now: int) -> int:
+        """Price the step (GPU time plus KV loads from the CPU tier); return its end."""
+        return self._account_step(now, self.latency.step_time(batch))
+
+    def _account_step(self, now: int, model_time: int) -> int:
+        """Book a step of ``model_time`` starting at ``now``: busy time, KV use over time."""
+        kv = self.kv
+        step_time = model_time + kv.take_transfer_time(now)
+        end = now + step_time
+        self.busy_until = end
+        stats = self.stats
+        used = kv.num_used
+        if used > stats.peak_kv_blocks:
+            stats.peak_kv_blocks = used
+        stats.kv_block_time += used * step_time
+        return end
+
+    # --- apply ---------------------------------------------------------------------
+    def apply(self, batch: StepBatch, end: int) -> None:
+        """Advance every scheduled request by its scheduled tokens; deliver and complete."""
+        finished = False
+        for req, n in zip(batch.requests, batch.num_new, strict=True):
+            computed = req.num_computed_tokens + n
+            req.num_computed_tokens = computed
+            if computed != req.num_prompt_tokens + req.delivered:
+                continue  # a prefill chunk that does not finish the prefill
+            req.prefill_target = computed  # from now on it decodes
+            if self._deliver(req, end):
+                finished = True
+        if finished:
+            keep = []
+            for req in self.running:
+                if req.delivered >= req.num_output_tokens and req.last_token_time == end:
+                    self._finish(req, end)
+                else:
+                    keep.append(req)
+            self.running = keep
+
+    def _deliver(self, req: Request, end: int, tokens: int = 1) -> bool:
+        """``req`` delivers ``tokens`` output tokens at the end of a step; True when done.
+
+        One ITL sample per delivery event (the gap a streaming client sees since the
+        previous one): a step that delivers several tokens at once (speculative decoding)
+        gives one sample. A request without output tokens completes at its prefill.
+        """
+        otp = self._otp
+        if req.num_output_tokens == 0:
+            req.first_token_time = end + otp
+            req.last_token_time = end
+            return True
+        if req.delivered == 0:
+            req.first_token_time = end + otp
+        else:
+            sample = end - req.last_token_time + otp
+            req.itl_sum += sample
+            stats = self.stats
+            hist = stats.itl_histogram
+            hist[sample] = hist.get(sample, 0) + 1
+            if req.itl_group >= 0:
+                stats.add_group_samples(req.itl_group, sample, 1)
+        req.last_token_time = end
+        req.delivered += tokens
+        self.stats.total_output_tokens += tokens
+        return req.delivered >= req.num_output_tokens
+
+    def _finish(self, req: Request, end: int) -> None:
+        """``req`` delivered its last token at ``end``: free its KV, count and log it."""
+        req.state = RequestState.FINISHED
+        req.finish_time = end
+        self.kv.free(req)
+        self.stats.completed += 1
+        if self.log is not None:
+            self.log.add(req)
+
+    def _next_step(self, end: int) -> int | None:
+        """The next step starts at ``end`` while there is work (work conservation)."""
+        if self.running or self.waiting:
+            return end
+        self.step_pending = False
+        return None
 
     def finalize(self) -> None:
         """Bring per-request state up to date at the end of a run (nothing to do here)."""

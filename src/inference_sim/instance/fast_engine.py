@@ -1,10 +1,15 @@
-"""The fast stepper: the same engine as :class:`Instance`, without per-decoder work per step.
+"""The fast stepper: the same engine as :class:`Instance`, touching fewer requests per step.
+
+The rules (chunk sizing, preemption, admission, token delivery, completion, step
+accounting) are :class:`~inference_sim.instance.engine.Instance`'s own methods; this class
+only decides which requests a step handles one by one.
 
 A running request that is decoding advances by exactly one token in every step that
 schedules it, so its progress need not be written every step. Decoders keep their
 progress implicitly: ``computed(epoch) = num_computed_tokens + epoch - base_epoch``,
-where ``epoch`` counts this instance's steps. A decoder only needs individual
-attention in the step where it
+where ``epoch`` counts this instance's steps (the per-request record is a
+:class:`_Track` in ``Request.engine_state``). A decoder only needs individual attention
+in the step where it
 
 * fills a KV block whose prefix-cache registration others could observe, or opens a
   block in a step where opening the decoders' blocks in bulk is not provably exact
@@ -19,6 +24,10 @@ order (which is admission order), and counts the other decoders in bulk between 
 so the token budget is spent exactly as the plain stepper spends it. Steps in which
 nothing needs attention and no outside event can intervene are fast-forwarded in a
 tight loop. The results are identical to :class:`Instance` (property-tested).
+
+The fast path assumes one token per decode step and no request leaving after its
+prefill; an instance whose configuration breaks either uses the plain stepper
+(:func:`~inference_sim.instance.make_instance`).
 """
 
 from __future__ import annotations
@@ -26,9 +35,47 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left
 
-from inference_sim.engine.events import NEVER
-from inference_sim.instance.engine import Instance
-from inference_sim.instance.request import Request, RequestState
+from inference_sim.core.request import Request, RequestState
+from inference_sim.core.time import NEVER
+from inference_sim.instance.engine import Instance, prefill_chunk
+
+
+class _Track:
+    """The fast stepper's bookkeeping of one running request (``Request.engine_state``)."""
+
+    __slots__ = ("admit_seq", "base_epoch", "gap", "lazy_r", "version")
+
+    def __init__(self) -> None:
+        self.admit_seq = -1  # position in the running batch order (admission order)
+        self.base_epoch = -1  # >= 0: a decoder whose progress is implicit
+        self.version = 0  # invalidates stale entries in the attention heap
+        self.gap = False  # its next ITL sample does not start at the previous step
+        self.lazy_r = -1  # >= 0: an implicit decoder whose blocks open in bulk (residue)
+
+
+class _Walk:
+    """What the walk over a step's explicit requests found (one object per step)."""
+
+    __slots__ = (
+        "completing",
+        "cut_rank",
+        "explicit_decodes",
+        "gap_decoders",
+        "implicit_sched",
+        "preempted",
+        "prefill_tokens",
+        "sched_decoders",
+    )
+
+    def __init__(self) -> None:
+        self.prefill_tokens = 0
+        self.implicit_sched = 0
+        self.explicit_decodes = 0
+        self.gap_decoders: list[Request] = []
+        self.sched_decoders: list[Request] = []
+        self.completing: list[Request] = []
+        self.preempted = False
+        self.cut_rank = -1
 
 
 class FastInstance(Instance):
@@ -60,20 +107,18 @@ class FastInstance(Instance):
         self._fill_seen = False  # a decoder with fill events was admitted: no bulk opens
 
     # --- decoder bookkeeping -------------------------------------------------------
-    def _computed(self, req: Request) -> int:
-        return req.num_computed_tokens + self.epoch - req.base_epoch
-
     def _push_attention(self, req: Request, from_epoch: int) -> None:
         """Schedule the next epoch >= from_epoch at which ``req`` needs attention."""
-        c = req.num_computed_tokens + from_epoch - req.base_epoch
-        if req.gap:
+        tr: _Track = req.engine_state  # type: ignore[assignment]
+        c = req.num_computed_tokens + from_epoch - tr.base_epoch
+        if tr.gap:
             d = 0
         else:
             bs = self._bs
             if self._lazy_ok and not (self._caching and req.private_from < 0):
                 d = NEVER  # its blocks open in bulk (_can_open_in_bulk)
-                r = (req.num_computed_tokens - req.base_epoch) % bs
-                req.lazy_r = r
+                r = (req.num_computed_tokens - tr.base_epoch) % bs
+                tr.lazy_r = r
                 self._open_counts[r] += 1
             else:
                 d = (-c) % bs  # opens a new block
@@ -84,20 +129,20 @@ class FastInstance(Instance):
             done = req.num_prompt_tokens + req.num_output_tokens - 2 - c  # last token
             if done < d:
                 d = done
-        req.version += 1
-        heapq.heappush(self._attention, (from_epoch + d, req.admit_seq, req.version, req))
+        tr.version += 1
+        heapq.heappush(self._attention, (from_epoch + d, tr.admit_seq, tr.version, req))
 
-    def _unlazy(self, req: Request) -> None:
+    def _unlazy(self, req: Request, tr: _Track) -> None:
         """Stop opening ``req``'s blocks in bulk: hand it the blocks opened for it so far."""
-        r = req.lazy_r
+        r = tr.lazy_r
         if r < 0:
             return
         self._open_counts[r] -= 1
-        req.lazy_r = -1
+        tr.lazy_r = -1
         epoch = self.epoch
         # Positions with a block: the computed tokens, plus the one this step computes
         # when this epoch's bulk opens were already taken.
-        covered = req.num_computed_tokens + epoch - req.base_epoch
+        covered = req.num_computed_tokens + epoch - tr.base_epoch
         if self._applied_epoch == epoch:
             covered += 1
         need = -(-covered // self._bs) - len(self.kv.tables[req.index])
@@ -118,7 +163,7 @@ class FastInstance(Instance):
         pre = self._prefilling
         running = self.running
         if pre:
-            first = bisect_left(self._running_seqs, pre[0].admit_seq)
+            first = bisect_left(self._running_seqs, pre[0].engine_state.admit_seq)  # type: ignore[attr-defined]
             if first + len(pre) != len(running) or first >= budget:
                 return False
         elif len(running) > budget:
@@ -128,45 +173,45 @@ class FastInstance(Instance):
 
     def _become_decoder(self, req: Request, computed: int, epoch: int) -> None:
         req.num_computed_tokens = computed
-        req.base_epoch = epoch
+        req.engine_state.base_epoch = epoch  # type: ignore[attr-defined]
         self._num_decoders += 1
         g = req.itl_group
         if g >= 0:
             self._group_decoders[g] = self._group_decoders.get(g, 0) + 1
         self._push_attention(req, epoch)
 
-    def _leave_group(self, req: Request) -> None:
-        """A decoder of ITL group ``req.itl_group`` (>= 0) stops being implicit."""
-        groups = self._group_decoders
-        g = req.itl_group
-        n = groups[g] - 1
-        if n:
-            groups[g] = n
-        else:
-            del groups[g]
-
-    def _materialize(self, req: Request, now: int) -> int:
-        """Write an implicit decoder's progress out at the current epoch; returns computed."""
-        self._unlazy(req)
-        c = self._computed(req)
-        req.num_computed_tokens = c
-        req.delivered = c - req.num_prompt_tokens + 1
-        if not req.gap:
-            req.last_token_time = now
-        req.base_epoch = -1
-        req.gap = False
-        req.version += 1
+    def _leave_decoders(self, req: Request, tr: _Track, computed: int) -> None:
+        """``req`` stops being an implicit decoder with ``computed`` tokens written out."""
+        req.num_computed_tokens = computed
+        tr.base_epoch = -1
+        tr.version += 1
         self._num_decoders -= 1
-        if req.itl_group >= 0:
-            self._leave_group(req)
-        self._decode_ctx -= c
-        return c
+        self._decode_ctx -= computed
+        g = req.itl_group
+        if g >= 0:
+            groups = self._group_decoders
+            n = groups[g] - 1
+            if n:
+                groups[g] = n
+            else:
+                del groups[g]
 
-    def _leave_running_tail(self, now: int) -> Request:
+    def _materialize(self, req: Request, now: int) -> None:
+        """Write an implicit decoder's progress out at the current epoch."""
+        tr: _Track = req.engine_state  # type: ignore[assignment]
+        self._unlazy(req, tr)
+        c = req.num_computed_tokens + self.epoch - tr.base_epoch
+        req.delivered = c - req.num_prompt_tokens + 1
+        if not tr.gap:
+            req.last_token_time = now
+        tr.gap = False
+        self._leave_decoders(req, tr, c)
+
+    def _pop_running_tail(self, now: int) -> Request:
         """Pop the newest running request, writing out its state."""
         victim = self.running.pop()
         self._running_seqs.pop()
-        if victim.base_epoch >= 0:
+        if victim.engine_state.base_epoch >= 0:  # type: ignore[attr-defined]
             self._materialize(victim, now)
         else:
             self._prefilling.remove(victim)
@@ -174,47 +219,60 @@ class FastInstance(Instance):
 
     def _on_admitted(self, req: Request) -> None:
         """New batch members are prefillers at the end of the admission order."""
-        req.admit_seq = self._next_seq
+        tr = req.engine_state
+        if tr is None:
+            tr = req.engine_state = _Track()
+        tr.admit_seq = self._next_seq  # type: ignore[attr-defined]
         self._next_seq += 1
         if self._caching and req.private_from < 0:
             self._fill_seen = True
-        self._running_seqs.append(req.admit_seq)
+        self._running_seqs.append(self._next_seq - 1)
         self._prefilling.append(req)
 
     def finalize(self) -> None:
         """Write out every implicit decoder (end of run), so records are complete."""
         for req in self.running:
-            if req.base_epoch >= 0:
+            if req.engine_state.base_epoch >= 0:  # type: ignore[attr-defined]
                 self._materialize(req, self.busy_until)
 
     # --- the step ------------------------------------------------------------------
     def step(self, now: int, t_limit: int = NEVER, horizon: int = NEVER) -> int | None:
-        if self.config.exact_steps:
-            return super().step(now)
         self.clock = now
-        stats = self.stats
-        stats.step_count += 1
-        cfg = self.config
-        kv = self.kv
-        waiting = self.waiting
-        running = self.running
-        seqs = self._running_seqs
+        self.stats.step_count += 1
         batch = self._batch
         batch.clear()
-        budget = cfg.max_num_batched_tokens
-        threshold = cfg.long_prefill_token_threshold
-        epoch = self.epoch
-        if self.order_wait_queue is not None and waiting:
-            self.order_wait_queue(waiting, now)
+        if self.order_wait_queue is not None and self.waiting:
+            self.order_wait_queue(self.waiting, now)
+        budget = self.config.max_num_batched_tokens
+        explicit = self._explicit_requests(budget)
+        walk = _Walk()
+        budget = self._walk(explicit, budget, walk, now)
+        skipped_ctx, skipped_grouped = self._skip_cut(walk.cut_rank, now)
+        if not walk.preempted:
+            budget, walk.prefill_tokens = self._admit_waiting(now, budget, walk.prefill_tokens)
+        decodes = walk.implicit_sched + walk.explicit_decodes
+        batch.prefill_tokens = walk.prefill_tokens
+        batch.decode_tokens = decodes
+        batch.decode_context_sum = self._decode_ctx - skipped_ctx
+        end = self.execute(batch, now)
+        self._count_bulk_itl(end - now, decodes, walk.gap_decoders, skipped_grouped)
+        self._apply_explicit(walk, decodes, end)
+        if not self.running and not self.waiting:
+            self.step_pending = False
+            return None
+        return self._fast_forward(end, t_limit, horizon)
 
-        # Who needs individual work this step: prefillers and decoders due for attention.
+    def _explicit_requests(self, budget: int) -> list[Request]:
+        """Prefillers and the decoders due for attention this step, in batch order."""
+        epoch = self.epoch
         heap = self._attention
         due: list[Request] = []
         while heap and heap[0][0] <= epoch:
             _e, _s, version, req = heapq.heappop(heap)
-            if version == req.version:
-                if req.lazy_r >= 0:
-                    self._unlazy(req)
+            tr = req.engine_state
+            if tr is not None and version == tr.version:  # type: ignore[attr-defined]
+                if tr.lazy_r >= 0:  # type: ignore[attr-defined]
+                    self._unlazy(req, tr)  # type: ignore[arg-type]
                 due.append(req)
         # Decoders opening a block now without individual attention: in bulk when that
         # is exact, else they join the walk as explicit decoders.
@@ -222,145 +280,129 @@ class FastInstance(Instance):
         k = self._open_counts[target]
         if k:
             if self._can_open_in_bulk(k, budget, len(due)):
-                kv.reserve_lazy(k)
+                self.kv.reserve_lazy(k)
                 self._applied_epoch = epoch
             else:
-                for req in running:
-                    if req.lazy_r == target:
-                        self._unlazy(req)
+                for req in self.running:
+                    tr = req.engine_state
+                    if tr.lazy_r == target:  # type: ignore[attr-defined]
+                        self._unlazy(req, tr)  # type: ignore[arg-type]
                         due.append(req)
-        if due:
-            explicit = self._prefilling + due if self._prefilling else due
-            if len(explicit) > 1:
-                explicit.sort(key=_admit_order)
-        else:
-            explicit = list(self._prefilling)
+        if not due:
+            return list(self._prefilling)
+        explicit = self._prefilling + due if self._prefilling else due
+        if len(explicit) > 1:
+            explicit.sort(key=_admit_order)
+        return explicit
 
-        sched_reqs = batch.requests
-        sched_new = batch.num_new
-        prefill_tokens = 0
-        implicit_sched = 0
-        explicit_decodes = 0
-        gap_decoders: list[Request] = []
-        sched_decoders: list[Request] = []
-        completing: list[Request] = []
-        preempted = False
-        cut_rank = -1
+    def _walk(self, explicit: list[Request], budget: int, walk: _Walk, now: int) -> int:
+        """Part A of :meth:`Instance.schedule` over the explicit requests only.
+
+        The implicit decoders between two explicit ones (by rank in the running batch)
+        each take one token of the budget in bulk. Returns the budget left.
+        """
+        seqs = self._running_seqs
+        running = self.running
+        kv = self.kv
+        epoch = self.epoch
+        threshold = self.config.long_prefill_token_threshold
+        sched_reqs = self._batch.requests
+        sched_new = self._batch.num_new
         last_rank = -1
-        walked = 0
         for req in explicit:
             if req.state is not RequestState.RUNNING:
                 continue  # preempted earlier in this step
-            rank = bisect_left(seqs, req.admit_seq)
+            tr: _Track = req.engine_state  # type: ignore[assignment]
+            rank = bisect_left(seqs, tr.admit_seq)
             between = rank - last_rank - 1
             if between > 0:
                 if between >= budget:
-                    implicit_sched += budget
-                    cut_rank = last_rank + 1 + budget
-                    budget = 0
-                    break
-                implicit_sched += between
+                    walk.implicit_sched += budget
+                    walk.cut_rank = last_rank + 1 + budget
+                    return 0
+                walk.implicit_sched += between
                 budget -= between
             if budget <= 0:
-                cut_rank = rank
-                break
-            walked += 1
-            is_decoder = req.base_epoch >= 0
+                walk.cut_rank = rank
+                return budget
+            is_decoder = tr.base_epoch >= 0
             if is_decoder:
-                c = req.num_computed_tokens + epoch - req.base_epoch
+                c = req.num_computed_tokens + epoch - tr.base_epoch
                 n = 1
-            else:
-                c = req.num_computed_tokens
-                n = req.prefill_target - c
-                if 0 < threshold < n:
-                    n = threshold
-                if n > budget:
-                    n = budget
-            scheduled = True
-            if is_decoder:
                 req.num_computed_tokens = c
-                req.base_epoch = epoch
+                tr.base_epoch = epoch
                 fits = kv.decode_slot(req, c)
             else:
+                c = req.num_computed_tokens
+                n = prefill_chunk(req.prefill_target - c, threshold, budget)
                 fits = kv.allocate_slots(req, n)
             if not fits:
-                while not kv.allocate_slots(req, n):
-                    stats.kv_allocation_failures += 1
-                    if len(running) == 1:
-                        victim = self._leave_running_tail(now)
-                        self._drop_running(victim)
-                        scheduled = False
-                        break
-                    victim = self._leave_running_tail(now)
-                    self._preempt(victim)
-                    preempted = True
-                    if victim is req:
-                        scheduled = False
-                        break
-            if not scheduled:
-                last_rank = len(running)  # nothing after it remains
-                break
+                scheduled, evicted = self._make_room(req, n, now)
+                walk.preempted = walk.preempted or evicted
+                if not scheduled:
+                    return budget  # nothing after it remains
             sched_reqs.append(req)
             sched_new.append(n)
             budget -= n
             last_rank = rank
             if is_decoder:
-                explicit_decodes += 1
-                sched_decoders.append(req)
-                if req.gap:
-                    gap_decoders.append(req)
+                walk.explicit_decodes += 1
+                walk.sched_decoders.append(req)
+                if tr.gap:
+                    walk.gap_decoders.append(req)
                 if c == req.num_prompt_tokens + req.num_output_tokens - 2:
-                    completing.append(req)
+                    walk.completing.append(req)
             else:
-                prefill_tokens += n
-        else:
-            # Decoders after the last explicit request.
-            tail = len(running) - last_rank - 1
-            if tail > 0:
-                if tail > budget:
-                    implicit_sched += budget
-                    cut_rank = last_rank + 1 + budget
-                    budget = 0
-                else:
-                    implicit_sched += tail
-                    budget -= tail
+                walk.prefill_tokens += n
+        # Decoders after the last explicit request.
+        tail = len(running) - last_rank - 1
+        if tail > 0:
+            if tail > budget:
+                walk.implicit_sched += budget
+                walk.cut_rank = last_rank + 1 + budget
+                return 0
+            walk.implicit_sched += tail
+            budget -= tail
+        return budget
 
-        # Members past the budget cut do not advance this step.
+    def _skip_cut(self, cut_rank: int, now: int) -> tuple[int, list[Request]]:
+        """Decoders past the budget cut do not advance this step: their next sample spans
+        the gap. Returns their context (to leave out of the step's price) and those with
+        an ITL group."""
+        if cut_rank < 0:
+            return 0, []
+        epoch = self.epoch
         skipped_ctx = 0
         skipped_grouped: list[Request] = []
-        if cut_rank >= 0:
-            for req in running[cut_rank:]:
-                if req.base_epoch >= 0:
-                    if req.lazy_r >= 0:
-                        self._unlazy(req)
-                    if req.itl_group >= 0:
-                        skipped_grouped.append(req)
-                    c = req.num_computed_tokens + epoch - req.base_epoch
-                    skipped_ctx += c
-                    req.num_computed_tokens = c
-                    req.base_epoch = epoch + 1
-                    if not req.gap:
-                        req.last_token_time = now
-                        req.gap = True
-                    self._push_attention(req, epoch + 1)
-        # Part B: admit waiting requests unless this step preempted.
-        if not preempted:
-            budget, prefill_tokens = self._admit_waiting(now, budget, prefill_tokens)
+        for req in self.running[cut_rank:]:
+            tr: _Track = req.engine_state  # type: ignore[assignment]
+            if tr.base_epoch >= 0:
+                if tr.lazy_r >= 0:
+                    self._unlazy(req, tr)
+                if req.itl_group >= 0:
+                    skipped_grouped.append(req)
+                c = req.num_computed_tokens + epoch - tr.base_epoch
+                skipped_ctx += c
+                req.num_computed_tokens = c
+                tr.base_epoch = epoch + 1
+                if not tr.gap:
+                    req.last_token_time = now
+                    tr.gap = True
+                self._push_attention(req, epoch + 1)
+        return skipped_ctx, skipped_grouped
 
-        # Execute.
-        decodes = implicit_sched + explicit_decodes
-        batch.prefill_tokens = prefill_tokens
-        batch.decode_tokens = decodes
-        batch.decode_context_sum = self._decode_ctx - skipped_ctx
-        step_time = self.latency.step_time(batch) + kv.take_transfer_time(now)
-        end = now + step_time
-        self.busy_until = end
-        used = kv.num_used
-        if used > stats.peak_kv_blocks:
-            stats.peak_kv_blocks = used
-        stats.kv_block_time += used * step_time
-        otp = self._otp
+    def _count_bulk_itl(
+        self,
+        step_time: int,
+        decodes: int,
+        gap_decoders: list[Request],
+        skipped_grouped: list[Request],
+    ) -> None:
+        """ITL samples of the step's decoders: one value for all but those with a gap."""
+        stats = self.stats
         hist = stats.itl_histogram
+        otp = self._otp
+        end = self.busy_until
         common = decodes - len(gap_decoders)
         if common:
             v = step_time + otp
@@ -381,84 +423,62 @@ class FastInstance(Instance):
             hist[sample] = hist.get(sample, 0) + 1
             if req.itl_group >= 0:
                 stats.add_group_samples(req.itl_group, sample, 1)
-            req.gap = False
-        delivered_tokens = decodes
+            req.engine_state.gap = False  # type: ignore[attr-defined]
+
+    def _apply_explicit(self, walk: _Walk, decodes: int, end: int) -> None:
+        """:meth:`Instance.apply` for the requests the step touched one by one; implicit
+        decoders advance by the epoch."""
+        completing = walk.completing
         new_decoders: list[tuple[Request, int]] = []
-        for req, n in zip(sched_reqs, sched_new, strict=True):
-            if req.base_epoch >= 0:
-                continue  # decoders were handled above
+        batch = self._batch
+        for req, n in zip(batch.requests, batch.num_new, strict=True):
+            if req.engine_state.base_epoch >= 0:  # type: ignore[attr-defined]
+                continue  # decoders were handled in bulk
             computed = req.num_computed_tokens + n
             req.num_computed_tokens = computed
             if computed != req.num_prompt_tokens + req.delivered:
                 continue
             req.prefill_target = computed
             self._prefilling.remove(req)
-            if req.num_output_tokens == 0:
-                req.first_token_time = end + otp
-                req.last_token_time = end
-                completing.append(req)
-                continue
-            if req.delivered == 0:
-                req.first_token_time = end + otp
-            else:
-                sample = end - req.last_token_time + otp
-                hist[sample] = hist.get(sample, 0) + 1
-                if req.itl_group >= 0:
-                    stats.add_group_samples(req.itl_group, sample, 1)
-            req.last_token_time = end
-            req.delivered += 1
-            delivered_tokens += 1
-            if req.delivered >= req.num_output_tokens:
+            if self._deliver(req, end):
                 completing.append(req)
             else:
                 new_decoders.append((req, computed))
-        stats.total_output_tokens += delivered_tokens
+        self.stats.total_output_tokens += decodes
         # Every scheduled decoder advanced by one token.
         self._decode_ctx += decodes
-        self.epoch = epoch = epoch + 1
+        self.epoch = epoch = self.epoch + 1
         for req, computed in new_decoders:
             self._become_decoder(req, computed, epoch)
             self._decode_ctx += computed
-        for req in sched_decoders:
-            if req.num_computed_tokens + epoch - req.base_epoch < (
+        for req in walk.sched_decoders:
+            if req.num_computed_tokens + epoch - req.engine_state.base_epoch < (  # type: ignore[attr-defined]
                 req.num_prompt_tokens + req.num_output_tokens - 1
             ):
                 self._push_attention(req, epoch)
-
         if completing:
             if len(completing) > 1:
                 completing.sort(key=_admit_order)
             for req in completing:
-                if req.base_epoch >= 0:
-                    c = req.num_computed_tokens + epoch - req.base_epoch
-                    self._decode_ctx -= c
-                    self._num_decoders -= 1
-                    if req.itl_group >= 0:
-                        self._leave_group(req)
-                    req.base_epoch = -1
-                    req.num_computed_tokens = c
-                    req.version += 1
-                req.delivered = req.num_output_tokens
-                req.last_token_time = end
-                req.itl_sum = (
-                    end - req.first_token_time + req.num_output_tokens * otp
-                    if req.num_output_tokens
-                    else 0
-                )
-                req.state = RequestState.FINISHED
-                req.finish_time = end
-                kv.free(req)
-                stats.completed += 1
-                if self.log is not None:
-                    self.log.add(req)
-                idx = bisect_left(seqs, req.admit_seq)
-                del seqs[idx]
-                del running[idx]
+                self._complete(req, end)
 
-        if not running and not waiting:
-            self.step_pending = False
-            return None
-        return self._fast_forward(end, t_limit, horizon)
+    def _complete(self, req: Request, end: int) -> None:
+        """A request of this step delivered its last token: write it out and finish it."""
+        tr: _Track = req.engine_state  # type: ignore[assignment]
+        if tr.base_epoch >= 0:
+            self._leave_decoders(req, tr, req.num_computed_tokens + self.epoch - tr.base_epoch)
+        otp = self._otp
+        req.delivered = req.num_output_tokens
+        req.last_token_time = end
+        # The sum of its ITL samples telescopes (every sample is a gap plus the overhead).
+        req.itl_sum = (
+            end - req.first_token_time + req.num_output_tokens * otp if req.num_output_tokens else 0
+        )
+        self._finish(req, end)
+        req.engine_state = None
+        idx = bisect_left(self._running_seqs, tr.admit_seq)
+        del self._running_seqs[idx]
+        del self.running[idx]
 
     def _fast_forward(self, start: int, t_limit: int, horizon: int) -> int:
         """Run pure decode steps (nothing due, nothing to admit) in a tight loop.
@@ -534,4 +554,4 @@ class FastInstance(Instance):
 
 
 def _admit_order(req: Request) -> int:
-    return req.admit_seq
+    return req.engine_state.admit_seq  # type: ignore[attr-defined,no-any-return]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from inference_sim.instance.request import Request, RequestState
+from inference_sim.core.request import Request, RequestState
 from inference_sim.kv.block_pool import BlockPool, TieredBlockPool
 from inference_sim.kv.cpu_tier import UNSTAMPED, CpuTier
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference_sim.catalog.architecture import ModelArchitecture
-from inference_sim.kv.capacity import kv_block_bytes
+from inference_sim.catalog.capacity import kv_block_bytes
 from inference_sim.kv.manager import block_transfer_time
 
 GIB = float(2**30)

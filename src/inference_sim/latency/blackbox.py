@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 from inference_sim.latency.base import StepBatch
 
 

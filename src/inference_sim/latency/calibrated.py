@@ -61,7 +61,7 @@ from typing import Any
 
 from inference_sim.catalog.architecture import ModelArchitecture
 from inference_sim.catalog.schema import GpuSpec
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 from inference_sim.latency.base import StepBatch
 from inference_sim.latency.blackbox import LatencyConfigError
 from inference_sim.latency.roofline import _decode_totals, round_half_away

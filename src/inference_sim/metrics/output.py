@@ -13,12 +13,8 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from inference_sim.analysis.run import (
-    NESTED_SUMMARY_KEYS,
-    fairness_section,
-    fitness_section,
-    trace_section,
-)
+#: Summary keys holding nested tables, written as their own sections (not in the metrics block).
+NESTED_SUMMARY_KEYS = ("fitness_components", "slo_distributions", "tenant_metrics", "trace_summary")
 
 _NOT_IN_METRICS_BLOCK = ("config", "slo_metrics", *NESTED_SUMMARY_KEYS)  # own sections
 
@@ -79,20 +75,6 @@ def slo_block(summary: Mapping[str, Any]) -> str:
             f"(n={int(m.get('e2e_count', 0))})"
         )
     return "\n".join(lines) + "\n"
-
-
-def stdout_report(
-    summary: Mapping[str, Any], instance_summaries: Sequence[Mapping[str, Any]]
-) -> str:
-    parts = [metrics_block(s) for s in instance_summaries]
-    parts.append(metrics_block(summary))
-    parts.append(fitness_section(summary))
-    parts.append(anomaly_block(summary))
-    parts.append(kv_block(summary))
-    parts.append(slo_block(summary))
-    parts.append(fairness_section(summary))
-    parts.append(trace_section(summary))
-    return "".join(parts)
 
 
 class _StreamedArray(list):  # type: ignore[type-arg]

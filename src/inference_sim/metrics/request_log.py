@@ -14,7 +14,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from inference_sim.instance.request import Request, RequestState
+from inference_sim.core.request import Request, RequestState
 
 _NONE = -1
 

@@ -12,11 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from inference_sim.cluster.anomalies import hol_blocking_events, priority_inversions, slo_metrics
-from inference_sim.cluster.simulator import SimulationOutcome
-from inference_sim.instance.engine import Instance
-from inference_sim.instance.request import Request, RequestState
+from inference_sim.core.request import Request, RequestState
 from inference_sim.kv.tier_metrics import tier_request_fields, tier_summary
+from inference_sim.metrics.anomalies import hol_blocking_events, priority_inversions, slo_metrics
+from inference_sim.metrics.outcome import InstanceView, SimulationOutcome
 from inference_sim.metrics.request_log import RecordView
 from inference_sim.metrics.stats import TickHistogram, mean_ms, merge_histograms, percentile_ms
 
@@ -75,7 +74,7 @@ def registered(req: Request) -> bool:
 
 def build_summary(
     outcome: SimulationOutcome,
-    instances: Sequence[Instance] | None = None,
+    instances: Sequence[InstanceView] | None = None,
     *,
     instance_id: str = "cluster",
 ) -> dict[str, Any]:

@@ -93,7 +93,7 @@ def _plan(**p: Any) -> None:
         if p["jobs"] is not None and p["jobs"] < 1:
             raise ValueError(f"--jobs must be >= 1, got {p['jobs']}")
         if p["plot"]:
-            from inference_sim.report.extras import require
+            from inference_sim.core.extras import require
 
             require("matplotlib", "plot", "blis plan --plot")
         backend = make_backend(p["backend"], jobs=p["jobs"], address=p["address"])
@@ -205,9 +205,9 @@ plan_command = _backend_options(
 
 
 def _tune(**p: Any) -> None:
+    from inference_sim.core.extras import require
     from inference_sim.planning.fitness import parse_weights
     from inference_sim.planning.tune import bundle_yaml, tune
-    from inference_sim.report.extras import require
     from inference_sim.sweep.backends import make_backend
 
     debug, quiet = p.pop("debug"), p.pop("quiet")

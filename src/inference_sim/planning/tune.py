@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from inference_sim.config.errors import ConfigError
+from inference_sim.core.extras import require
 from inference_sim.planning.fitness import fitness
-from inference_sim.report.extras import require
 from inference_sim.sweep.backends import Backend, LocalBackend, execute_run
 
 DEFAULT_POLICIES = ("round-robin", "least-loaded", "prefix-affinity", "weighted")

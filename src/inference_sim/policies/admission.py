@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 from inference_sim.policies.base import AdmissionDecision, PolicyError, RouterState
 from inference_sim.policies.registry import Registry
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 
 
 class PolicyError(ValueError):

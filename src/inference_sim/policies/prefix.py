@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 
 DEFAULT_INDEX_CAPACITY = 10_000
 _ROOT = 0x5EED_B10C

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 from inference_sim.policies.registry import Registry
 
 PRIORITY = Registry("priority", "priority policy", "priority", "constant", "priority(request, now)")

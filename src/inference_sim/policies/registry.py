@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from inference_sim._suggest import did_you_mean
+from inference_sim.core.suggest import did_you_mean
 from inference_sim.policies.base import PolicyError
 
 Factory = Callable[..., Any]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 from inference_sim.policies.base import PolicyError, RouterState, RoutingDecision
 from inference_sim.policies.prefix import router_block_hashes
 from inference_sim.policies.registry import Registry

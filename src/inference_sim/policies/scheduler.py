@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 from inference_sim.policies.priority import ConstantPriority
 from inference_sim.policies.registry import Registry
 

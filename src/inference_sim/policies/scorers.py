@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 from inference_sim.policies.base import PolicyError, RouterState
 from inference_sim.policies.prefix import (
     DEFAULT_INDEX_CAPACITY,

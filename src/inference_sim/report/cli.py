@@ -53,7 +53,7 @@ def plot_command(results: str, output: str, debug: bool) -> None:
     RESULTS is a results file or a `to_parquet()` folder. Writes latency_cdf.png,
     timeseries_cluster.png and (2+ instances) timeseries_instances.png.
     """
-    from inference_sim.report.extras import require
+    from inference_sim.core.extras import require
 
     with cli_errors(debug):
         require("matplotlib", "plot", "blis plot")

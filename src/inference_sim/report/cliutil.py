@@ -30,7 +30,7 @@ class BadInput(click.ClickException):
 def cli_errors(debug: bool = False) -> Iterator[None]:
     """Turn bad input (ConfigError, WorkloadError, MissingExtra, ...) into exit 2."""
     from inference_sim.config.errors import ConfigError
-    from inference_sim.report.extras import MissingExtra
+    from inference_sim.core.extras import MissingExtra
     from inference_sim.workload import WorkloadError
 
     try:

@@ -19,8 +19,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from inference_sim.metrics.timeseries import table_rows
 from inference_sim.report.svg import Series, cdf_points, line_chart
-from inference_sim.report.timeseries import table_rows
 from inference_sim.results import Results
 
 HEADLINE = (

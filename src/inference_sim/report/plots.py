@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inference_sim.report.extras import require
+from inference_sim.core.extras import require
+from inference_sim.metrics.timeseries import table_rows
 from inference_sim.report.svg import cdf_points
-from inference_sim.report.timeseries import table_rows
 from inference_sim.results import Results
 
 _TS = (

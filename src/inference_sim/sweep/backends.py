@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
-from inference_sim.report.extras import require
+from inference_sim.core.extras import require
 
 ResultCallback = Callable[[int, dict[str, Any]], None]
 Worker = Callable[[Any], dict[str, Any]]

@@ -22,8 +22,8 @@ from typing import Any
 
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import BY_NAME
+from inference_sim.core.extras import require
 from inference_sim.metrics.output import write_json_atomic
-from inference_sim.report.extras import require
 from inference_sim.sweep.backends import Backend, LocalBackend, execute_run
 from inference_sim.sweep.spec import RunSpec, SweepSpec
 

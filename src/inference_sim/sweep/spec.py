@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
-from inference_sim import __version__
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import canonical_name
+from inference_sim.core.version import __version__
 
 _TOP_KEYS = ("base", "grid", "cases")
 _RELATIVE_PATHS = (

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from inference_sim.engine.rng import RandomStreams
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
+from inference_sim.core.rng import RandomStreams
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.formats import detect_format
 from inference_sim.workload.generate import NEVER, iter_spec_requests

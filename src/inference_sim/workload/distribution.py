@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 from inference_sim.workload._gc import gc_paused
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.samplers import check_length_bound

@@ -19,8 +19,8 @@ from collections.abc import Iterable
 
 import yaml
 
-from inference_sim.engine.rng import RandomStreams
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
+from inference_sim.core.rng import RandomStreams
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.realtraces import (
     DEFAULT_TRACE_BLOCK_SIZE,

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from inference_sim.engine.rng import RandomStreams
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
+from inference_sim.core.rng import RandomStreams
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.samplers import LengthSampler, UnitGaps
 from inference_sim.workload.spec import (

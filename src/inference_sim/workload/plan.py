@@ -9,8 +9,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from inference_sim.engine.rng import RandomStreams
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
+from inference_sim.core.rng import RandomStreams
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.formats import TRACE_FORMATS, open_trace
 from inference_sim.workload.generate import iter_spec_requests

@@ -28,8 +28,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from inference_sim.engine.rng import RandomStreams
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
+from inference_sim.core.rng import RandomStreams
 from inference_sim.workload._gc import gc_paused
 from inference_sim.workload._rows import BoundedCsvReader, RowTooLong, bounded_lines
 from inference_sim.workload.errors import WorkloadError

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inference_sim._suggest import did_you_mean
+from inference_sim.core.suggest import did_you_mean
 from inference_sim.workload.errors import WorkloadError
 
 MAX_SAMPLED_LENGTH = 1_000_000

@@ -19,7 +19,7 @@ import os
 
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.samplers import empirical_from_pdf
-from inference_sim.workload.spec import ArrivalSpec, ClientSpec, DistSpec, ServeGenSpec
+from inference_sim.workload.schema import ArrivalSpec, ClientSpec, DistSpec, ServeGenSpec
 
 
 def parse_pdf_text(text: str) -> dict[int, float]:

@@ -19,178 +19,65 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
 
-from inference_sim._suggest import did_you_mean
+from inference_sim.core.suggest import did_you_mean
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.samplers import (
     ARRIVAL_PROCESSES,
-    LengthSampler,
     check_length_bound,
-    make_length_sampler,
+)
+from inference_sim.workload.schema import (
+    CATEGORIES,
+    DEFAULT_PREFIX_LENGTH,
+    MAX_ROUNDS,
+    MULTIMODAL_FIELDS,
+    SLO_CLASSES,
+    TICKS_PER_SECOND,
+    V1_SLO_NAMES,
+    ArrivalSpec,
+    ClientSpec,
+    DistSpec,
+    InferencePerfSpec,
+    MultiTurnSpec,
+    NetworkSpec,
+    ReasoningSpec,
+    ServeGenSpec,
+    SharedPrefixSpec,
+    Stage,
+    Window,
+    WorkloadSpec,
 )
 
-CATEGORIES = ("language", "multimodal", "reasoning")
-SLO_CLASSES = ("critical", "standard", "sheddable", "batch", "background")
-V1_SLO_NAMES = {"realtime": "critical", "interactive": "standard"}
-DEFAULT_PREFIX_LENGTH = 50
-MAX_ROUNDS = 100_000  # rounds of one multi-turn session (a typo guard)
-TICKS_PER_SECOND = 1_000_000
-MULTIMODAL_FIELDS = (
-    "text_distribution",
-    "image_distribution",
-    "image_count_distribution",
-    "audio_distribution",
-    "audio_count_distribution",
-    "video_distribution",
-    "video_count_distribution",
-)
-
-
-# --- the schema as data ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DistSpec:
-    """A length distribution: ``type``, ``params``; ``file`` is accepted but not read."""
-
-    type: str
-    params: Mapping[Any, Any]
-    file: str = ""
-
-    def sampler(self, where: str, *, floor: int = 1) -> LengthSampler:
-        return make_length_sampler(self.type, self.params, where, floor=floor)
-
-
-@dataclass(frozen=True)
-class ArrivalSpec:
-    process: str
-    cv: float | None = None
-
-
-@dataclass(frozen=True)
-class Window:
-    start_us: int
-    end_us: int
-
-
-@dataclass(frozen=True)
-class MultiTurnSpec:
-    max_rounds: int
-    think_time_us: int
-    context_growth: str = ""
-
-    @property
-    def accumulate(self) -> bool:
-        return self.context_growth == "accumulate"
-
-
-@dataclass(frozen=True)
-class ReasoningSpec:
-    reason_ratio_distribution: DistSpec | None = None
-    multi_turn: MultiTurnSpec | None = None
-
-
-@dataclass(frozen=True)
-class NetworkSpec:
-    rtt_ms: float = 0.0
-    bandwidth_mbps: float = 0.0
-
-
-@dataclass(frozen=True)
-class ClientSpec:
-    id: str = ""
-    tenant_id: str = ""
-    slo_class: str = ""
-    model: str = ""
-    rate_fraction: float = 0.0
-    arrival: ArrivalSpec = ArrivalSpec("")
-    input_distribution: DistSpec | None = None
-    output_distribution: DistSpec | None = None
-    prefix_group: str = ""
-    prefix_length: int = 0
-    streaming: bool = False
-    network: NetworkSpec | None = None
-    lifecycle: tuple[Window, ...] | None = None
-    multimodal: Mapping[str, DistSpec] | None = None
-    reasoning: ReasoningSpec | None = None
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A constant-rate stage ``[start_us, end_us)`` at ``rate`` requests/second."""
-
-    rate: float
-    start_us: int
-    end_us: int
-
-    @property
-    def duration_s(self) -> float:
-        return (self.end_us - self.start_us) / TICKS_PER_SECOND
-
-
-@dataclass(frozen=True)
-class SharedPrefixSpec:
-    num_unique_system_prompts: int
-    num_users_per_system_prompt: int
-    system_prompt_len: int
-    question_len: int
-    output_len: int
-    enable_multi_turn_chat: bool = False
-
-
-@dataclass(frozen=True)
-class InferencePerfSpec:
-    stages: tuple[Stage, ...]
-    shared_prefix: SharedPrefixSpec
-    cycle_prompts: bool = False
-    load_type: str = "poisson"
-
-
-@dataclass(frozen=True)
-class ServeGenSpec:
-    path: str
-    span_start: int = 0
-    span_end: int = 0
-
-
-@dataclass(frozen=True)
-class WorkloadSpec:
-    """A loaded, upgraded, expanded and validated workload spec."""
-
-    version: str = "2"
-    seed: int = 0
-    category: str = ""
-    clients: tuple[ClientSpec, ...] = ()
-    aggregate_rate: float = 0.0
-    horizon: int = 0
-    num_requests: int = 0
-    servegen_data: ServeGenSpec | None = None
-    inference_perf: InferencePerfSpec | None = None
-    stages: tuple[Stage, ...] = ()
-    source: str = ""
-    warnings: tuple[str, ...] = field(default=(), compare=False)
-
-    @property
-    def end_of_stages_us(self) -> int | None:
-        return self.stages[-1].end_us if self.stages else None
-
-    @property
-    def self_bounded(self) -> bool:
-        """True if generation ends by itself (stages, or every client's windows end)."""
-        if self.stages:
-            return True
-        if not self.clients:
-            return False
-        return all(c.lifecycle is not None for c in self.clients)
-
-    def with_seed(self, seed: int) -> WorkloadSpec:
-        return replace(self, seed=int(seed))
-
+# The schema types are part of this module's interface (parse_workload_spec returns them).
+__all__ = [
+    "CATEGORIES",
+    "DEFAULT_PREFIX_LENGTH",
+    "MAX_ROUNDS",
+    "MULTIMODAL_FIELDS",
+    "SLO_CLASSES",
+    "TICKS_PER_SECOND",
+    "V1_SLO_NAMES",
+    "ArrivalSpec",
+    "ClientSpec",
+    "DistSpec",
+    "InferencePerfSpec",
+    "MultiTurnSpec",
+    "NetworkSpec",
+    "ReasoningSpec",
+    "ServeGenSpec",
+    "SharedPrefixSpec",
+    "Stage",
+    "Window",
+    "WorkloadSpec",
+    "expand_inference_perf",
+    "load_workload_spec",
+    "parse_stages",
+    "parse_workload_spec",
+    "read_yaml",
+]
 
 # --- strict parsing helpers ---------------------------------------------------------------
 

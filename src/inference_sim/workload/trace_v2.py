@@ -46,9 +46,9 @@ from typing import Any, TextIO
 import numpy as np
 import yaml
 
-from inference_sim._suggest import did_you_mean
-from inference_sim.engine.rng import RandomStreams
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
+from inference_sim.core.rng import RandomStreams
+from inference_sim.core.suggest import did_you_mean
 from inference_sim.workload._gc import gc_paused
 from inference_sim.workload._rows import BoundedCsvReader, RowTooLong
 from inference_sim.workload.errors import WorkloadError

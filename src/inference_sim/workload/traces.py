@@ -24,7 +24,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Sequence
 
-from inference_sim.instance.request import Request
+from inference_sim.core.request import Request
 from inference_sim.workload._gc import gc_paused
 from inference_sim.workload._rows import BoundedCsvReader, RowTooLong
 from inference_sim.workload.errors import WorkloadError

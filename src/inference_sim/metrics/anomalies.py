@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from inference_sim.instance.engine import Instance
+from inference_sim.metrics.outcome import InstanceView
 from inference_sim.metrics.request_log import RequestLog
 from inference_sim.metrics.stats import mean_ms, percentile_ms
 
@@ -83,7 +83,7 @@ def priority_inversions(log: RequestLog, priority_policy: str) -> int:
     return total
 
 
-def hol_blocking_events(instances: Sequence[Instance], queue_length_sums: Sequence[int]) -> int:
+def hol_blocking_events(instances: Sequence[InstanceView], queue_length_sums: Sequence[int]) -> int:
     if len(instances) < 2 or len(queue_length_sums) != len(instances):
         return 0
     avgs = []

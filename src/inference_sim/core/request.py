@@ -48,21 +48,18 @@ class Request:
 
     __slots__ = (
         "_block_hashes",
-        "admit_seq",
         "arrival_time",
-        "base_epoch",
         "delivered",
+        "engine_state",
         "finish_time",
         "first_scheduled_time",
         "first_token_time",
-        "gap",
         "handled_by",
         "index",
         "input_tokens",
         "itl_group",
         "itl_sum",
         "last_token_time",
-        "lazy_r",
         "metadata",
         "model",
         "num_computed_tokens",
@@ -76,7 +73,6 @@ class Request:
         "slo_class",
         "state",
         "tenant_id",
-        "version",
     )
 
     def __init__(
@@ -130,12 +126,10 @@ class Request:
         self.priority = 0.0
         self.handled_by = -1
         self._block_hashes = None
-        # Bookkeeping of the fast stepper (instance/fast_engine.py).
-        self.admit_seq = -1  # position in the running batch order (admission order)
-        self.base_epoch = -1  # >= 0: a decoder whose progress is implicit
-        self.version = 0  # invalidates stale entries in the attention heap
-        self.gap = False  # its next ITL sample does not start at the previous step
-        self.lazy_r = -1  # >= 0: an implicit decoder whose blocks open in bulk (residue)
+        # Bookkeeping private to the stepper that holds the request (the fast stepper's
+        # per-decoder record, say); None outside an engine. The request itself only
+        # carries what every layer shares.
+        self.engine_state: object = None
 
     @property
     def request_id(self) -> str:

@@ -1,0 +1,49 @@
+"""Counters and distributions one instance accumulates over a run."""
+
+from __future__ import annotations
+
+
+class InstanceStats:
+    """What an instance counts while it runs; metrics/ aggregates these after the run."""
+
+    __slots__ = (
+        "cached_prompt_tokens",
+        "completed",
+        "dropped_unservable",
+        "itl_group_histograms",
+        "itl_histogram",
+        "kv_allocation_failures",
+        "kv_block_time",
+        "peak_kv_blocks",
+        "preemption_count",
+        "prefix_lookup_tokens",
+        "step_count",
+        "total_input_tokens",
+        "total_output_tokens",
+    )
+
+    def __init__(self) -> None:
+        self.completed = 0
+        self.total_input_tokens = 0
+        self.total_output_tokens = 0
+        self.preemption_count = 0
+        self.dropped_unservable = 0
+        self.kv_allocation_failures = 0
+        self.step_count = 0
+        self.peak_kv_blocks = 0
+        self.kv_block_time = 0.0
+        # ITL samples as value -> count: exact percentiles without one float per token.
+        self.itl_histogram: dict[int, int] = {}
+        # The same, split by Request.itl_group (requests with a group >= 0 only):
+        # group -> value -> count. Per-stage ITL percentiles (metrics/summary.py).
+        self.itl_group_histograms: dict[int, dict[int, int]] = {}
+        # Prefix-cache hit rate: cached prompt tokens / prompt tokens at first admission.
+        self.cached_prompt_tokens = 0
+        self.prefix_lookup_tokens = 0
+
+    def add_group_samples(self, group: int, value: int, count: int) -> None:
+        """Count ``count`` ITL samples of ``value`` ticks for ITL group ``group``."""
+        hist = self.itl_group_histograms.get(group)
+        if hist is None:
+            hist = self.itl_group_histograms[group] = {}
+        hist[value] = hist.get(value, 0) + count
