@@ -1,8 +1,14 @@
 """The shared-clock event loop: arrival -> admission -> routing -> instance queue -> steps.
 
-One heap orders every event by ``(time, class, instance, sequence)`` (see
-``engine.events``). Arrivals are fed lazily from the arrival-ordered request list,
-so the heap holds only in-flight work. Events later than the horizon never run.
+Events come from three sources, merged by time with ties broken in
+:class:`~inference_sim.engine.events.EventClass` order (arrival, admission, routing,
+enqueue, step): arrivals are read lazily from the arrival-ordered request stream (never
+in a heap), cluster events (admission, routing, enqueue) sit in one heap ordered by
+``(time, class, instance, sequence)``, and engine steps in a second heap ordered by
+``(time, instance, sequence)``. Keeping steps apart lets an engine fast-forward up to the
+next event of the other kinds. Each kind has one handler (``_on_arrival``,
+``_on_admission``, ``_on_routing``, ``_on_enqueue``, ``_on_step``, plus ``_on_sample``
+for time-series samples). Events later than the horizon never run.
 
 Admission and routing decisions see a :class:`~inference_sim.policies.base.RouterState`
 built by :class:`~inference_sim.cluster.snapshot.SnapshotProvider` at the decision's
@@ -42,6 +48,7 @@ DecisionHook = Callable[[str, Request, RouterState, Any], None]
 
 _logger = logging.getLogger("inference_sim")
 
+_INF = NEVER + 1  # the loop's "no event" time
 _ADMISSION = int(EventClass.ADMISSION)
 _ROUTING = int(EventClass.ROUTING)
 _ENQUEUE = int(EventClass.ENQUEUE)
@@ -95,6 +102,7 @@ class ClusterSimulator:
         # progress_every events, then finishes as at the horizon, marked interrupted.
         self.stop_requested = False
 
+    # --- the event loop ----------------------------------------------------------------
     def run(
         self,
         requests: Iterable[Request],
@@ -112,196 +120,232 @@ class ClusterSimulator:
         0), before any event at or after ``t`` runs, so it observes every event and every
         engine step that started before ``t``; it returns the next sample time. Engines do
         not fast-forward past a pending sample time. Sampling never changes the results.
+
+        Each iteration picks the earliest of: the next sample, the next arrival, the next
+        cluster event (admission, routing, enqueue) and the next engine step, with ties
+        in :class:`~inference_sim.engine.events.EventClass` order, and hands it to that
+        kind's handler.
         """
         as_list = requests if isinstance(requests, list) else None
         if as_list is not None:
             stream: Iterator[Request] = iter(sorted(as_list, key=_arrival_time))
         else:
             stream = iter(requests)
-        log = RequestLog()
-        for inst in self.instances:
-            inst.log = log
-        # Two heaps: cluster and enqueue events, and instance steps. A step may run
-        # ahead on its own (fast-forward) only up to the next event of the first kind.
-        ext: list[tuple[int, int, int, int, Request]] = []
-        steps: list[tuple[int, int, int]] = []
-        push = heapq.heappush
-        pop = heapq.heappop
-        seq = 0
+        self._start(stream, sampler)
         horizon = self.horizon
-        instances = self.instances
-        admission = self.admission
-        routing = self.routing
-        adm_lat = self.admission_latency
-        route_lat = self.routing_latency
-        max_len = self.max_model_len
-        rejected = 0
-        too_long = 0
-        executed = 0
-        end_time = 0
-        check = self.check_invariants
-        checker = InvariantChecker(instances, log) if check else None
-        inf = NEVER + 1
-        provider = self.snapshots
-        provider.reset()
-        make_state = provider.state
-        pending = provider.pending
-        n_inst = len(instances)
-        routing_name = type(routing).__name__
-        hook = self.decision_hook
-        # HOL-blocking samples: wait-queue length after each step's batch formation.
-        track_queues = n_inst > 1
-        queue_sums = [0] * n_inst
-        generated = 0
-        last_arrival = -1
-        upcoming: Request | None = next(stream, None)
-        next_sample = inf + 1 if sampler is None else 0
+        ext = self._ext
+        steps = self._steps
+        cluster_event = self._on_cluster_event
+        on_step = self._on_step
+        inf = _INF
         next_progress = progress_every
         interrupted = False
-
         while True:
-            if upcoming is not None:
-                req = upcoming
-                t_arr = req.arrival_time
-            else:
-                t_arr = inf
+            upcoming = self._upcoming
+            t_arr = upcoming.arrival_time if upcoming is not None else inf
             t_ext = ext[0][0] if ext else inf
             t_step = steps[0][0] if steps else inf
-            if next_sample <= t_arr and next_sample <= t_ext and next_sample <= t_step:
-                # Time-series sample: every event before next_sample has run.
-                if sampler is None or next_sample > horizon or next_sample >= inf:
-                    next_sample = inf + 1
-                elif t_arr < inf or t_ext < inf or t_step < inf:
-                    next_sample = sampler(next_sample)
-                    continue
-                else:
-                    next_sample = inf + 1
+            t_sample = self._next_sample
+            if (
+                t_sample <= t_arr
+                and t_sample <= t_ext
+                and t_sample <= t_step
+                and self._on_sample(t_sample, t_arr < inf or t_ext < inf or t_step < inf)
+            ):
+                continue
             if t_arr <= t_ext and t_arr <= t_step:
                 if t_arr > horizon:
                     break
-                if t_arr < last_arrival:
-                    raise ValueError(
-                        f"workload stream is not in arrival order: {req.request_id} "
-                        f"arrives at {t_arr} µs after a request at {last_arrival} µs"
-                    )
-                last_arrival = t_arr
-                upcoming = next(stream, None)
-                generated += 1
-                executed += 1
-                if max_len and req.num_prompt_tokens + req.num_output_tokens > max_len:
-                    req.state = RequestState.REJECTED
-                    too_long += 1
-                    continue
-                push(ext, (t_arr + adm_lat, _ADMISSION, -1, seq, req))
-                seq += 1
-                continue
-            if t_ext <= t_step:
-                now = t_ext
-                if now > horizon:
+                self._on_arrival(upcoming, t_arr)  # type: ignore[arg-type]
+            elif t_ext <= t_step:
+                if t_ext > horizon:
                     break
-                _t, klass, inst_idx, _s, req = pop(ext)
-                executed += 1
-                if check:
-                    checker.event(now, req)  # type: ignore[union-attr]
-                if klass == _ENQUEUE:
-                    if pending[inst_idx] > 0:
-                        pending[inst_idx] -= 1
-                    inst = instances[inst_idx]
-                    if inst.enqueue(req, now):
-                        push(steps, (now, inst_idx, seq))
-                        seq += 1
-                    if check:
-                        checker.enqueued(inst, now, req)  # type: ignore[union-attr]
-                    if now > end_time:
-                        end_time = now
-                elif klass == _ADMISSION:
-                    state = make_state(now)
-                    verdict = admission.admit(req, state)
-                    if hook is not None:
-                        if not isinstance(verdict, tuple):
-                            verdict = AdmissionDecision(bool(verdict), "")
-                        hook("admission", req, state, verdict)
-                    if verdict[0] if isinstance(verdict, tuple) else verdict:
-                        push(ext, (now + route_lat, _ROUTING, -1, seq, req))
-                        seq += 1
-                    else:
-                        req.state = RequestState.REJECTED
-                        rejected += 1
-                else:  # routing
-                    state = make_state(now)
-                    decision = routing.route(req, state)
-                    if isinstance(decision, RoutingDecision):
-                        target = decision.target
-                        if decision.priority:
-                            req.priority = decision.priority
-                    else:
-                        target = decision
-                    if target.__class__ is not int or not 0 <= target < n_inst:
-                        target = target_index(target, n_inst, routing_name)
-                    if hook is not None:
-                        if not isinstance(decision, RoutingDecision):
-                            decision = RoutingDecision(target)
-                        hook("routing", req, state, decision)
-                    pending[target] += 1
-                    inst = instances[target]
-                    req.handled_by = target
-                    t_q = now + inst.latency.queueing_time(req)
-                    push(ext, (t_q, _ENQUEUE, target, seq, req))
-                    seq += 1
-                continue
-            if t_step == inf or t_step > horizon:
-                break
-            if executed >= next_progress:
-                # Every progress_every events: the progress callback, and a stop request
-                # (Ctrl-C, see runner.run_plan) ends the run here, between two events.
-                next_progress = executed + progress_every
-                if self.stop_requested:
-                    interrupted = True
-                    break
-                if progress is not None:
-                    progress(executed, t_step)
-            now, inst_idx, _s = pop(steps)
-            executed += 1
-            inst = instances[inst_idx]
-            t_limit = t_arr if t_arr < t_ext else t_ext
-            if next_sample < t_limit:
-                t_limit = next_sample
-            if track_queues:
-                steps_before = inst.stats.step_count
-                nxt = inst.step(now, t_limit, horizon)
-                # A step changes the wait queue only while forming its batch, and
-                # fast-forwarded steps leave it alone: one sample per step executed.
-                queue_sums[inst_idx] += len(inst.waiting) * (inst.stats.step_count - steps_before)
+                cluster_event()
             else:
-                nxt = inst.step(now, t_limit, horizon)
-            if nxt is not None:
-                push(steps, (nxt, inst_idx, seq))
-                seq += 1
-            step_end = inst.busy_until if inst.busy_until <= horizon else horizon
-            if step_end > end_time:
-                end_time = step_end
-            if check:
-                checker.step(  # type: ignore[union-attr]
-                    inst_idx,
-                    now,
-                    nxt,
-                    generated=generated,
-                    rejected=rejected + too_long,
-                    in_flight=len(ext),
-                )
+                if t_step == inf or t_step > horizon:
+                    break
+                if self._executed >= next_progress:
+                    # Every progress_every events: the progress callback, and a stop
+                    # request (Ctrl-C, see runner.run_plan) ends the run here.
+                    next_progress = self._executed + progress_every
+                    if self.stop_requested:
+                        interrupted = True
+                        break
+                    if progress is not None:
+                        progress(self._executed, t_step)
+                on_step(t_arr if t_arr < t_ext else t_ext)
+        return self._finish(as_list, interrupted)
 
-        for i, n in enumerate(pending):
+    def _start(self, stream: Iterator[Request], sampler: Callable[[int], int] | None) -> None:
+        """Fresh per-run state: the two heaps, counters, the request log, the checker."""
+        self._log = log = RequestLog()
+        for inst in self.instances:
+            inst.log = log
+        # Two heaps: cluster events (admission, routing, enqueue) and instance steps. A
+        # step may run ahead on its own (fast-forward) only up to the next event of the
+        # first kind, the next arrival or the next sample.
+        self._ext: list[tuple[int, int, int, int, Request]] = []
+        self._steps: list[tuple[int, int, int]] = []
+        self._seq = 0
+        self._rejected = 0
+        self._too_long = 0
+        self._executed = 0
+        self._end_time = 0
+        self._generated = 0
+        self._last_arrival = -1
+        self._stream = stream
+        self._upcoming: Request | None = next(stream, None)
+        self._sampler = sampler
+        self._next_sample = _INF + 1 if sampler is None else 0
+        self.snapshots.reset()
+        self._checker = InvariantChecker(self.instances, log) if self.check_invariants else None
+        # HOL-blocking samples: wait-queue length after each step's batch formation.
+        self._queue_sums = [0] * len(self.instances)
+        self._handlers = {
+            _ADMISSION: self._on_admission,
+            _ROUTING: self._on_routing,
+            _ENQUEUE: self._on_enqueue,
+        }
+
+    def _push_ext(self, t: int, klass: int, inst_idx: int, req: Request) -> None:
+        heapq.heappush(self._ext, (t, klass, inst_idx, self._seq, req))
+        self._seq += 1
+
+    def _on_sample(self, t: int, more_events: bool) -> bool:
+        """Time-series sample at ``t`` (every event before it has run). Returns True when
+        the loop should look again (a sample was taken), False when sampling has ended."""
+        sampler = self._sampler
+        if sampler is not None and t <= self.horizon and t < _INF and more_events:
+            self._next_sample = sampler(t)
+            return True
+        self._next_sample = _INF + 1
+        return False
+
+    def _on_arrival(self, req: Request, t: int) -> None:
+        """A request arrives: check its length, then admission runs after its latency."""
+        if t < self._last_arrival:
+            raise ValueError(
+                f"workload stream is not in arrival order: {req.request_id} "
+                f"arrives at {t} µs after a request at {self._last_arrival} µs"
+            )
+        self._last_arrival = t
+        self._upcoming = next(self._stream, None)
+        self._generated += 1
+        self._executed += 1
+        max_len = self.max_model_len
+        if max_len and req.num_prompt_tokens + req.num_output_tokens > max_len:
+            req.state = RequestState.REJECTED
+            self._too_long += 1
+            return
+        self._push_ext(t + self.admission_latency, _ADMISSION, -1, req)
+
+    def _on_cluster_event(self) -> None:
+        """Pop the next admission, routing or enqueue event and run its handler."""
+        now, klass, inst_idx, _s, req = heapq.heappop(self._ext)
+        self._executed += 1
+        if self._checker is not None:
+            self._checker.event(now, req)
+        self._handlers[klass](now, inst_idx, req)
+
+    def _on_admission(self, now: int, _inst_idx: int, req: Request) -> None:
+        """The admission policy decides; an admitted request is routed after its latency."""
+        state = self.snapshots.state(now)
+        verdict = self.admission.admit(req, state)
+        if self.decision_hook is not None:
+            if not isinstance(verdict, tuple):
+                verdict = AdmissionDecision(bool(verdict), "")
+            self.decision_hook("admission", req, state, verdict)
+        if verdict[0] if isinstance(verdict, tuple) else verdict:
+            self._push_ext(now + self.routing_latency, _ROUTING, -1, req)
+        else:
+            req.state = RequestState.REJECTED
+            self._rejected += 1
+
+    def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
+        """The routing policy picks an instance; the request is pending there until its
+        enqueue event (after the instance's queueing time)."""
+        state = self.snapshots.state(now)
+        decision = self.routing.route(req, state)
+        if isinstance(decision, RoutingDecision):
+            target = decision.target
+            if decision.priority:
+                req.priority = decision.priority
+        else:
+            target = decision
+        n_inst = len(self.instances)
+        if target.__class__ is not int or not 0 <= target < n_inst:
+            target = target_index(target, n_inst, type(self.routing).__name__)
+        if self.decision_hook is not None:
+            if not isinstance(decision, RoutingDecision):
+                decision = RoutingDecision(target)
+            self.decision_hook("routing", req, state, decision)
+        self.snapshots.pending[target] += 1
+        inst = self.instances[target]
+        req.handled_by = target
+        self._push_ext(now + inst.latency.queueing_time(req), _ENQUEUE, target, req)
+
+    def _on_enqueue(self, now: int, inst_idx: int, req: Request) -> None:
+        """The request enters the instance's wait queue; an idle instance starts a step."""
+        pending = self.snapshots.pending
+        if pending[inst_idx] > 0:
+            pending[inst_idx] -= 1
+        inst = self.instances[inst_idx]
+        if inst.enqueue(req, now):
+            heapq.heappush(self._steps, (now, inst_idx, self._seq))
+            self._seq += 1
+        if self._checker is not None:
+            self._checker.enqueued(inst, now, req)
+        if now > self._end_time:
+            self._end_time = now
+
+    def _on_step(self, t_next_outside: int) -> None:
+        """Run the next engine step; the engine may run ahead until ``t_next_outside``
+        (the next arrival or cluster event), the next sample or the horizon."""
+        now, inst_idx, _s = heapq.heappop(self._steps)
+        self._executed += 1
+        inst = self.instances[inst_idx]
+        t_limit = t_next_outside
+        if self._next_sample < t_limit:
+            t_limit = self._next_sample
+        horizon = self.horizon
+        steps_before = inst.stats.step_count
+        nxt = inst.step(now, t_limit, horizon)
+        if len(self.instances) > 1:
+            # A step changes the wait queue only while forming its batch, and
+            # fast-forwarded steps leave it alone: one sample per step executed.
+            self._queue_sums[inst_idx] += len(inst.waiting) * (inst.stats.step_count - steps_before)
+        if nxt is not None:
+            heapq.heappush(self._steps, (nxt, inst_idx, self._seq))
+            self._seq += 1
+        step_end = inst.busy_until if inst.busy_until <= horizon else horizon
+        if step_end > self._end_time:
+            self._end_time = step_end
+        if self._checker is not None:
+            self._checker.step(
+                inst_idx,
+                now,
+                nxt,
+                generated=self._generated,
+                rejected=self._rejected + self._too_long,
+                in_flight=len(self._ext),
+            )
+
+    def _finish(self, as_list: list[Request] | None, interrupted: bool) -> SimulationOutcome:
+        """End of run: write out engines' state, log what is still in flight, check."""
+        instances = self.instances
+        log = self._log
+        for i, n in enumerate(self.snapshots.pending):
             if n:
                 _logger.debug(
                     "post-simulation: %s still has %d routed requests not yet queued",
                     instances[i].name,
                     n,
                 )
-        if rejected and not any(inst.stats.completed for inst in instances):
+        if self._rejected and not any(inst.stats.completed for inst in instances):
             _logger.warning(
                 "[cluster] %d requests rejected by admission policy %s — no requests completed",
-                rejected,
-                type(admission).__name__,
+                self._rejected,
+                type(self.admission).__name__,
             )
         in_flight: dict[int, int] = {}
         for inst in instances:
@@ -311,34 +355,36 @@ class ClusterSimulator:
             for r in inst.running:
                 log.add(r)
             inst.log = None
-        for event in ext:
+        for event in self._ext:
             r = event[4]
             target = event[2] if event[1] == _ENQUEUE else -1
             in_flight[target] = in_flight.get(target, 0) + 1
             if target >= 0:
                 log.add(r)
-        if check and not interrupted:
-            checker.finish(  # type: ignore[union-attr]
-                end_time,
-                generated=generated,
-                rejected=rejected + too_long,
+        if self._checker is not None and not interrupted:
+            self._checker.finish(
+                self._end_time,
+                generated=self._generated,
+                rejected=self._rejected + self._too_long,
                 unlogged_in_flight=in_flight.get(-1, 0),
             )
-        return SimulationOutcome(
+        outcome = SimulationOutcome(
             requests=as_list,
             instances=instances,
-            horizon=horizon,
-            end_time=end_time,
+            horizon=self.horizon,
+            end_time=self._end_time,
             log=log,
-            rejected=rejected,
-            rejected_too_long=too_long,
-            events_executed=executed,
-            generated=generated,
+            rejected=self._rejected,
+            rejected_too_long=self._too_long,
+            events_executed=self._executed,
+            generated=self._generated,
             in_flight=in_flight,
-            queue_length_sums=queue_sums,
+            queue_length_sums=self._queue_sums,
             priority_policy=self.priority_policy,
             interrupted=interrupted,
         )
+        self._stream = iter(())  # drop the workload iterator (and what it holds)
+        return outcome
 
 
 def _arrival_time(req: Request) -> int:

@@ -274,13 +274,10 @@ class Instance:
 
     # --- execute -------------------------------------------------------------------
     def execute(self, batch: StepBatch, now: int) -> int:
-        """Price the step (GPU time plus KV loads from the CPU tier); return its end."""
-        return self._account_step(now, self.latency.step_time(batch))
-
-    def _account_step(self, now: int, model_time: int) -> int:
-        """Book a step of ``model_time`` starting at ``now``: busy time, KV use over time."""
+        """Price the step (GPU time plus KV loads from the CPU tier) and book it: busy
+        time, peak KV use and KV use over time. Returns the step's end."""
         kv = self.kv
-        step_time = model_time + kv.take_transfer_time(now)
+        step_time = self.latency.step_time(batch) + kv.take_transfer_time(now)
         end = now + step_time
         self.busy_until = end
         stats = self.stats

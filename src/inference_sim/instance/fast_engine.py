@@ -247,7 +247,10 @@ class FastInstance(Instance):
         explicit = self._explicit_requests(budget)
         walk = _Walk()
         budget = self._walk(explicit, budget, walk, now)
-        skipped_ctx, skipped_grouped = self._skip_cut(walk.cut_rank, now)
+        skipped_ctx = 0
+        skipped_grouped: list[Request] = []
+        if walk.cut_rank >= 0:
+            skipped_ctx, skipped_grouped = self._skip_cut(walk.cut_rank, now)
         if not walk.preempted:
             budget, walk.prefill_tokens = self._admit_waiting(now, budget, walk.prefill_tokens)
         decodes = walk.implicit_sched + walk.explicit_decodes
@@ -369,8 +372,6 @@ class FastInstance(Instance):
         """Decoders past the budget cut do not advance this step: their next sample spans
         the gap. Returns their context (to leave out of the step's price) and those with
         an ITL group."""
-        if cut_rank < 0:
-            return 0, []
         epoch = self.epoch
         skipped_ctx = 0
         skipped_grouped: list[Request] = []
