@@ -70,7 +70,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "latency_model",
         str,
         "auto",
-        "Step-time model: auto (trained alpha/beta where the catalog has them, else calibrated), blackbox (trained alpha/beta), roofline (analytical, from the model's architecture and the GPU's specs) or calibrated (roofline terms x fitted corrections + overheads; docs/calibration.md).",
+        "Step-time model: auto (trained alpha/beta where the catalog has them, else calibrated), blackbox (trained alpha/beta), roofline (analytical, from the model's architecture and the GPU's specs) or calibrated (roofline terms x fitted corrections + overheads; docs/calibration.md), or a plug-in as module.path:ClassName or file.py:ClassName (docs/python-api.md).",
         "model",
     ),
     OptionSpec(

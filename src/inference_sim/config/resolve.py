@@ -35,21 +35,21 @@ from inference_sim.engine.events import NEVER
 from inference_sim.instance.config import EngineConfig
 from inference_sim.kv.offload_config import TierSettings, check_tier_ranges, resolve_tier
 from inference_sim.latency.base import LatencyModel
-from inference_sim.latency.blackbox import BlackboxLatencyModel, LatencyConfigError
+from inference_sim.latency.blackbox import LatencyConfigError
 from inference_sim.latency.calibrated import (
     SAMPLING_MODES,
     CalibratedCoefficients,
-    CalibratedLatencyModel,
     default_coefficients,
     filtered_sampling,
     load_coefficients,
     penalized_sampling,
 )
-from inference_sim.latency.roofline import RooflineLatencyModel
+from inference_sim.latency.registry import create_latency_model, lookup_latency_model
 
 log = logging.getLogger("inference_sim")
 
 WORKLOAD_KINDS = ("distribution", "traces")
+#: The built-in latency model names (``auto`` chooses among them); plug-ins add more.
 LATENCY_MODELS = ("auto", "blackbox", "roofline", "calibrated")
 _OPTION_NAMES = [*BY_NAME, *ALIASES]
 #: Most GPU KV blocks over all instances (block tables cost ~16 bytes a block).
@@ -76,22 +76,20 @@ class RunPlan:
     #: Calibrated-model coefficients (``--latency-coeffs`` or the shipped set), else None.
     latency_coeffs: CalibratedCoefficients | None = None
 
+    def latency_context(self) -> dict[str, Any]:
+        """What a latency factory may ask for (``latency.registry.CONTEXT_KEYS``)."""
+        return latency_context(
+            self.options,
+            self.architecture,
+            self.gpu_spec,
+            self.alpha,
+            self.beta,
+            self.latency_coeffs,
+        )
+
     def make_latency_model(self) -> LatencyModel:
-        if self.latency_model == "calibrated":
-            assert self.architecture is not None and self.gpu_spec is not None
-            return CalibratedLatencyModel(
-                self.architecture,
-                self.gpu_spec,
-                self.options["tp"],
-                self.latency_coeffs,
-                sampling=self.options["sampling"],
-            )
-        if self.latency_model == "roofline":
-            assert self.architecture is not None and self.gpu_spec is not None
-            return RooflineLatencyModel(
-                self.architecture, self.gpu_spec, self.options["tp"], self.alpha
-            )
-        return BlackboxLatencyModel(self.alpha, self.beta)
+        """A fresh latency model for one instance, built through the latency registry."""
+        return create_latency_model(self.latency_model, **self.latency_context())
 
     def resolved_config(self) -> dict[str, Any]:
         """The run configuration as recorded in results (canonical names)."""
@@ -366,6 +364,27 @@ def _resolve_roofline(
     return _Latency("roofline", tuple(alpha), tuple(beta), blocks, arch, gpu)
 
 
+def latency_context(
+    options: dict[str, Any],
+    architecture: ModelArchitecture | None,
+    gpu: GpuSpec | None,
+    alpha: Any,
+    beta: Any,
+    coefficients: CalibratedCoefficients | None,
+) -> dict[str, Any]:
+    """The keyword arguments a latency factory may take (``latency.registry``)."""
+    return {
+        "architecture": architecture,
+        "gpu": gpu,
+        "tp": options["tp"],
+        "alpha": tuple(alpha),
+        "beta": tuple(beta),
+        "coefficients": coefficients,
+        "sampling": options["sampling"],
+        "options": options,
+    }
+
+
 def _resolve_latency(
     o: dict[str, Any], explicit: frozenset[str], catalog: Catalog, notes: list[str]
 ) -> _Latency:
@@ -381,10 +400,12 @@ def _resolve_latency(
     """
     model = o["model"]
     mode = o["latency_model"]
-    _require(
-        mode in LATENCY_MODELS,
-        f"--latency-model: unknown model {mode!r}; valid: {', '.join(LATENCY_MODELS)}",
-    )
+    inputs = "trained"
+    if mode != "auto":
+        try:
+            inputs = lookup_latency_model(mode).inputs  # a registered name or a plug-in
+        except LatencyConfigError as exc:
+            raise ConfigError(str(exc)) from None
     if o["roofline"]:
         _require(mode != "blackbox", "--roofline conflicts with --latency-model blackbox")
         mode = "roofline"
@@ -406,8 +427,15 @@ def _resolve_latency(
     if mode == "calibrated":
         why = "--latency-model calibrated"
         return _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
+    if mode not in ("auto", "blackbox") and inputs == "architecture":
+        # Another registered model or a plug-in that prices steps from the architecture.
+        why = f"--latency-model {mode}"
+        return _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, mode)
+    # From here on: trained (or given) alpha/beta coefficients, for blackbox or a
+    # registered/plug-in model whose inputs are "trained".
+    trained_mode = "blackbox" if mode == "auto" else mode
     if any(alpha) or any(beta):
-        return _Latency("blackbox", tuple(alpha), tuple(beta), blocks)
+        return _Latency(trained_mode, tuple(alpha), tuple(beta), blocks)
     if mode == "auto" and (o["model_config_folder"] or o["hardware_config"]):
         notes.append("no coefficients, and a model or hardware config given: calibrated model")
         why = (
@@ -446,7 +474,7 @@ def _resolve_latency(
         )
     if "total_kv_blocks" not in explicit:
         blocks = found.total_kv_blocks
-    return _Latency("blackbox", found.alpha, found.beta, blocks)
+    return _Latency(trained_mode, found.alpha, found.beta, blocks)
 
 
 #: Longest time (µs) one step, one queueing delay or one token overhead may take: an hour
@@ -647,15 +675,11 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         except LatencyConfigError as exc:
             raise ConfigError(f"--latency-coeffs: {exc}") from None
     try:
-        probe: LatencyModel = BlackboxLatencyModel(alpha, beta)
-        if lat.mode == "roofline":
-            assert lat.architecture is not None and lat.gpu is not None
-            probe = RooflineLatencyModel(lat.architecture, lat.gpu, options["tp"], alpha)
-        if lat.mode == "calibrated":
-            assert lat.architecture is not None and lat.gpu is not None
-            probe = CalibratedLatencyModel(
-                lat.architecture, lat.gpu, options["tp"], coeffs, sampling=options["sampling"]
-            )
+        # Built once here so a bad model (or plug-in) fails before the run starts.
+        probe = create_latency_model(
+            lat.mode,
+            **latency_context(options, lat.architecture, lat.gpu, alpha, beta, coeffs),
+        )
     except LatencyConfigError as exc:
         raise ConfigError(str(exc)) from None
     _check_latency_scale(probe, options)

@@ -17,22 +17,26 @@ object must have the kind's method, otherwise the user gets a one-line error.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
-import os
-import sys
-from collections.abc import Callable
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
+from inference_sim.core import plugins
+from inference_sim.core.plugins import PLUGIN_HINT, Factory
 from inference_sim.core.suggest import did_you_mean
 from inference_sim.policies.base import PolicyError
 
-Factory = Callable[..., Any]
+__all__ = ["PLUGIN_HINT", "Factory", "Registry", "call_with_accepted", "load_object"]
 
-PLUGIN_HINT = "module.path:ClassName"
+
+def call_with_accepted(factory: Factory, context: dict[str, Any], what: str) -> Any:
+    """Call ``factory`` with those ``context`` entries its signature names."""
+    return plugins.call_with_accepted(factory, context, what, PolicyError)
+
+
+def load_object(spec: str, label: str = "plug-in") -> Any:
+    """Import ``module.path:Name`` or ``path/to/file.py:Name`` (``Name`` may be dotted)."""
+    return plugins.load_object(spec, label, PolicyError)
 
 
 class Registry:
@@ -123,90 +127,3 @@ class Registry:
                 f"the {self.label} protocol (needs a method {self.signature})"
             )
         return obj
-
-
-def call_with_accepted(factory: Factory, context: dict[str, Any], what: str) -> Any:
-    """Call ``factory`` with those ``context`` entries its signature names."""
-    try:
-        sig = inspect.signature(factory)
-    except (TypeError, ValueError):
-        sig = None
-    if sig is None:
-        kwargs: dict[str, Any] = {}
-    elif any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
-        kwargs = dict(context)
-    else:
-        accepted = {
-            n
-            for n, p in sig.parameters.items()
-            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        }
-        kwargs = {k: v for k, v in context.items() if k in accepted}
-    try:
-        return factory(**kwargs)
-    except PolicyError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise PolicyError(f"{what}: cannot construct it: {exc}") from None
-
-
-def load_object(spec: str, label: str = "plug-in") -> Any:
-    """Import ``module.path:Name`` or ``path/to/file.py:Name`` (``Name`` may be dotted)."""
-    module_part, _, attr = spec.rpartition(":")
-    if not module_part or not attr:
-        raise PolicyError(f"{label} {spec!r}: expected {PLUGIN_HINT}")
-    if module_part.endswith(".py") or "/" in module_part or os.sep in module_part:
-        module = _load_file(module_part, spec, label)
-    else:
-        module = _import_module(module_part, spec, label)
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise PolicyError(
-                f"{label} {spec!r}: module {module_part!r} has no attribute {attr!r}"
-            ) from None
-    return obj
-
-
-def _import_module(name: str, spec: str, label: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        cwd = os.getcwd()
-        top = name.split(".")[0]
-        if exc.name != top or cwd in sys.path or "" in sys.path:
-            raise PolicyError(f"{label} {spec!r}: cannot import {name!r}: {exc}") from None
-        sys.path.append(cwd)  # `blis` as a console script does not search the working dir
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError as exc2:
-            raise PolicyError(f"{label} {spec!r}: cannot import {name!r}: {exc2}") from None
-    except Exception as exc:
-        raise PolicyError(
-            f"{label} {spec!r}: importing {name!r} failed: {type(exc).__name__}: {exc}"
-        ) from None
-
-
-def _load_file(path: str, spec: str, label: str) -> Any:
-    file = Path(path).expanduser().resolve()
-    if not file.is_file():
-        raise PolicyError(f"{label} {spec!r}: no such file {path!r}")
-    mod_name = "inference_sim_plugin_" + "".join(c if c.isalnum() else "_" for c in str(file))
-    cached = sys.modules.get(mod_name)
-    if cached is not None:
-        return cached
-    mspec = importlib.util.spec_from_file_location(mod_name, file)
-    if mspec is None or mspec.loader is None:  # pragma: no cover - not a Python file
-        raise PolicyError(f"{label} {spec!r}: cannot load {path!r} as Python")
-    module = importlib.util.module_from_spec(mspec)
-    sys.modules[mod_name] = module
-    try:
-        mspec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[mod_name]
-        raise PolicyError(
-            f"{label} {spec!r}: loading {path!r} failed: {type(exc).__name__}: {exc}"
-        ) from None
-    return module

@@ -1,0 +1,114 @@
+"""Plug-ins by name: import ``module.path:Name`` or ``path/to/file.py:Name`` on demand, and
+call a factory with the context arguments it accepts.
+
+Every registry (policies, latency models) goes through these helpers, so a user's
+Python class is loaded and built the same way whatever its kind. Errors are raised as
+the caller's error type (one line naming the plug-in and what went wrong).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Factory = Callable[..., Any]
+
+PLUGIN_HINT = "module.path:ClassName"
+
+
+def call_with_accepted(
+    factory: Factory,
+    context: dict[str, Any],
+    what: str,
+    error: type[Exception] = ValueError,
+) -> Any:
+    """Call ``factory`` with those ``context`` entries its signature names."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is None:
+        kwargs: dict[str, Any] = {}
+    elif any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        kwargs = dict(context)
+    else:
+        accepted = {
+            n
+            for n, p in sig.parameters.items()
+            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        }
+        kwargs = {k: v for k, v in context.items() if k in accepted}
+    try:
+        return factory(**kwargs)
+    except error:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise error(f"{what}: cannot construct it: {exc}") from None
+
+
+def load_object(spec: str, label: str = "plug-in", error: type[Exception] = ValueError) -> Any:
+    """Import ``module.path:Name`` or ``path/to/file.py:Name`` (``Name`` may be dotted)."""
+    module_part, _, attr = spec.rpartition(":")
+    if not module_part or not attr:
+        raise error(f"{label} {spec!r}: expected {PLUGIN_HINT}")
+    if module_part.endswith(".py") or "/" in module_part or os.sep in module_part:
+        module = _load_file(module_part, spec, label, error)
+    else:
+        module = _import_module(module_part, spec, label, error)
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise error(
+                f"{label} {spec!r}: module {module_part!r} has no attribute {attr!r}"
+            ) from None
+    return obj
+
+
+def _import_module(name: str, spec: str, label: str, error: type[Exception]) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        top = name.split(".")[0]
+        if exc.name != top or cwd in sys.path or "" in sys.path:
+            raise error(f"{label} {spec!r}: cannot import {name!r}: {exc}") from None
+        sys.path.append(cwd)  # `blis` as a console script does not search the working dir
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as exc2:
+            raise error(f"{label} {spec!r}: cannot import {name!r}: {exc2}") from None
+    except Exception as exc:
+        raise error(
+            f"{label} {spec!r}: importing {name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _load_file(path: str, spec: str, label: str, error: type[Exception]) -> Any:
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise error(f"{label} {spec!r}: no such file {path!r}")
+    mod_name = "inference_sim_plugin_" + "".join(c if c.isalnum() else "_" for c in str(file))
+    cached = sys.modules.get(mod_name)
+    if cached is not None:
+        return cached
+    mspec = importlib.util.spec_from_file_location(mod_name, file)
+    if mspec is None or mspec.loader is None:  # pragma: no cover - not a Python file
+        raise error(f"{label} {spec!r}: cannot load {path!r} as Python")
+    module = importlib.util.module_from_spec(mspec)
+    sys.modules[mod_name] = module
+    try:
+        mspec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[mod_name]
+        raise error(
+            f"{label} {spec!r}: loading {path!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    return module
