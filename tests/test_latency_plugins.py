@@ -110,7 +110,7 @@ def test_registered_name_is_usable_like_a_builtin(plugin):
 
 
 def test_not_a_latency_model_is_a_one_line_error(plugin):
-    with pytest.raises(ConfigError, match="not a latency model .missing step_time"):
+    with pytest.raises(ConfigError, match=r"not a latency model \(missing step_time"):
         one_at_a_time(latency_model=f"{plugin}:NotAModel")
 
 
