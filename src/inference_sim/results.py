@@ -16,6 +16,7 @@ from typing import Any
 from inference_sim.analysis.trace import DECISION_COLUMNS, DecisionTrace
 from inference_sim.metrics.output import results_document, stdout_report, write_json_atomic
 from inference_sim.metrics.request_log import RecordView
+from inference_sim.outfiles import output_path
 from inference_sim.report.extras import have, require
 from inference_sim.report.timeseries import TIMESERIES_COLUMNS, empty_table, table_rows
 
@@ -164,9 +165,8 @@ class Results:
             ("requests", self.requests_frame()),
             ("timeseries", self.timeseries_frame()),
         ):
-            tmp = out / f".{name}.parquet.tmp"
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, out / f"{name}.parquet")
+            with output_path(out / f"{name}.parquet") as tmp:
+                frame.to_parquet(tmp, index=False)
         write_json_atomic(
             out / "summary.json",
             {
