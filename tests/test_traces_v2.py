@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from inference_sim import simulate
+from inference_sim.config.errors import ConfigError
 from inference_sim.kv.manager import KVCacheManager
 from inference_sim.workload import (
     WorkloadError,
@@ -248,7 +249,8 @@ def test_context_without_previous_round_is_an_error(tmp_path):
 
 def test_export_to_a_missing_folder_fails_before_the_run(tmp_path):
     spec = write_spec(tmp_path, RICH_SPEC)
-    with pytest.raises(WorkloadError, match="--export-trace"):
+    # Every output path is checked before the run (config/outputs.py): a ConfigError.
+    with pytest.raises(ConfigError, match="--export-trace"):
         simulate(
             model=MODEL,
             workload_spec=str(spec),

@@ -17,6 +17,7 @@ reads options from a file (keywords win).
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from inference_sim.core.version import __version__
@@ -28,22 +29,40 @@ def simulate(**options: Any) -> Results:
     Raises :class:`ConfigError` (or a ``WorkloadError``, both ``ValueError``) with a
     one-line message for bad input.
     """
+    from inference_sim.config.outputs import check_run_outputs
     from inference_sim.config.resolve import resolve
     from inference_sim.runner import run_plan
 
     plan = resolve(options)
     results_path = plan.options["results_path"]
-    if results_path:
-        from inference_sim.metrics.output import check_writable
-
-        check_writable(results_path)
+    check_run_outputs(plan.options, options.get("config"))  # before the run, as blis run
     results = run_plan(plan)
     if results_path:
         results.write_json(results_path)
     return results
 
 
-from inference_sim.config.errors import ConfigError  # noqa: E402
-from inference_sim.results import Results  # noqa: E402
+def _started_as_blis() -> bool:
+    """True when this process is the ``blis`` command (console script or ``-m``)."""
+    import os
+    import sys
+
+    argv = getattr(sys, "orig_argv", sys.argv)
+    as_module = any(a == "-m" and b == "inference_sim" for a, b in itertools.pairwise(argv))
+    return as_module or os.path.basename(sys.argv[0] if sys.argv else "") == "blis"
+
+
+try:
+    from inference_sim.config.errors import ConfigError
+    from inference_sim.results import Results
+except KeyboardInterrupt:
+    # Ctrl-C while ``blis`` is still importing (numpy, the catalog: ~0.3 s): one line
+    # and exit 130, as later in start-up, not a traceback. A library import re-raises.
+    if not _started_as_blis():
+        raise
+    import sys
+
+    sys.stderr.write("Error: interrupted\n")
+    raise SystemExit(130) from None
 
 __all__ = ["ConfigError", "Results", "__version__", "simulate"]

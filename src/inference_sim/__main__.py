@@ -1,3 +1,3 @@
-from inference_sim.cli.main import main
+from inference_sim.cli import main
 
 main()

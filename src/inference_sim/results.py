@@ -16,6 +16,7 @@ from typing import Any
 from inference_sim.analysis.run import fairness_section, fitness_section, trace_section
 from inference_sim.analysis.trace import DECISION_COLUMNS, DecisionTrace
 from inference_sim.core.extras import have, require
+from inference_sim.core.outfiles import output_path
 from inference_sim.metrics.output import (
     anomaly_block,
     kv_block,
@@ -172,9 +173,8 @@ class Results:
             ("requests", self.requests_frame()),
             ("timeseries", self.timeseries_frame()),
         ):
-            tmp = out / f".{name}.parquet.tmp"
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, out / f"{name}.parquet")
+            with output_path(out / f"{name}.parquet") as tmp:
+                frame.to_parquet(tmp, index=False)
         write_json_atomic(
             out / "summary.json",
             {

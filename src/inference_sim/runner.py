@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -17,6 +15,7 @@ from inference_sim.config.resolve import RunPlan
 from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.instance import make_instance
+from inference_sim.interrupts import RunSignals
 from inference_sim.metrics.summary import (
     build_stage_summaries,
     build_summary,
@@ -164,28 +163,12 @@ _STOP_CHECK = 10_000  # events between two looks at a stop request (Ctrl-C)
 
 @contextlib.contextmanager
 def _stop_on_sigint(sim: ClusterSimulator) -> Iterator[None]:
-    """While the block runs, a first SIGINT asks ``sim`` to stop; a second one aborts."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if sim.stop_requested:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop at once, without results
-        sim.stop_requested = True
-
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:  # e.g. started in the background: keep ignoring it
+    """While the block runs, a first SIGINT or SIGTERM asks ``sim`` to stop; a second
+    one aborts (:class:`inference_sim.interrupts.RunSignals`)."""
+    with RunSignals() as signals:
+        signals.start_run()
+        signals.attach(sim)
         yield
-        return
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        # None: the previous handler was not set from Python; Python's own is the best guess.
-        signal.signal(
-            signal.SIGINT, previous if previous is not None else signal.default_int_handler
-        )
 
 
 def run_plan(
@@ -194,6 +177,7 @@ def run_plan(
     progress: Callable[[int, int], None] | None = None,
     timeseries: bool = True,
     interruptible: bool = False,
+    signals: RunSignals | None = None,
 ) -> Results:
     """Run ``plan``. ``progress(events, simulated_time_us)`` is called now and then; an
     object with an ``attach(instances, expected_requests)`` method (such as
@@ -204,31 +188,46 @@ def run_plan(
     stops it between two events and the results of the run so far are returned, with
     ``"interrupted": true`` in the summary; a second one raises KeyboardInterrupt at once.
     Otherwise (sweeps, the Python API) SIGINT raises KeyboardInterrupt as usual, so an
-    interrupted run is never taken for a finished one."""
+    interrupted run is never taken for a finished one.
+
+    ``signals`` (``blis run``): handlers installed by the caller for the whole command,
+    so a first signal after the simulation (while the results are collected and
+    written) is kept too; :mod:`inference_sim.interrupts` has the rules."""
+    if signals is not None:
+        signals.start_run()  # from here on, a first signal keeps the results
     streams = RandomStreams(plan.options["seed"])
     requests = build_requests(plan, streams)
     writer = export_writer(plan.options)  # --export-trace: rows written as requests are read
-    if writer is not None:
-        requests = writer.tee(requests)
-    sim = build_simulator(plan)
-    analysis = RunAnalysis(plan.options, [inst.name for inst in sim.instances])
-    if sim.decision_hook is None:
-        sim.decision_hook = analysis.hook
-    sampler = None
-    if timeseries:
-        try:
-            sampler = TimeseriesSampler(sim.instances, plan.options.get("timeseries_interval", 0))
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    run_kw: dict[str, Any] = {"progress": progress, "sampler": sampler}
-    attach = getattr(progress, "attach", None)
-    if attach is not None:
-        attach(sim.instances, expected_requests(plan))
-        run_kw["progress_every"] = getattr(progress, "every_events", 200_000)
-    if interruptible:
-        run_kw["progress_every"] = min(run_kw.get("progress_every", _STOP_CHECK), _STOP_CHECK)
     try:
-        with _stop_on_sigint(sim) if interruptible else contextlib.nullcontext():
+        if writer is not None:
+            requests = writer.tee(requests)
+        sim = build_simulator(plan)
+        analysis = RunAnalysis(plan.options, [inst.name for inst in sim.instances])
+        if sim.decision_hook is None:
+            sim.decision_hook = analysis.hook
+        sampler = None
+        if timeseries:
+            try:
+                sampler = TimeseriesSampler(
+                    sim.instances, plan.options.get("timeseries_interval", 0)
+                )
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        run_kw: dict[str, Any] = {"progress": progress, "sampler": sampler}
+        attach = getattr(progress, "attach", None)
+        if attach is not None:
+            attach(sim.instances, expected_requests(plan))
+            run_kw["progress_every"] = getattr(progress, "every_events", 200_000)
+        if interruptible or signals is not None:
+            run_kw["progress_every"] = min(run_kw.get("progress_every", _STOP_CHECK), _STOP_CHECK)
+        if signals is not None:
+            signals.attach(sim)
+            guard: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        elif interruptible:
+            guard = _stop_on_sigint(sim)
+        else:
+            guard = contextlib.nullcontext()
+        with guard:
             outcome = sim.run(requests, **run_kw)
     except BaseException:
         if writer is not None:

@@ -94,7 +94,7 @@ def check_analysis_options(options: Mapping[str, Any]) -> None:
         )
     if out:
         from inference_sim.core.extras import have
-        from inference_sim.metrics.output import check_writable
+        from inference_sim.core.outfiles import OutputPathError, check_output_file
 
         if str(out).lower().endswith(".parquet") and not have("pyarrow"):
             raise AnalysisOptionError(
@@ -102,8 +102,8 @@ def check_analysis_options(options: Mapping[str, Any]) -> None:
                 "(pip install 'inference-sim[data]'), or give a .jsonl path"
             )
         try:
-            check_writable(out)
-        except OSError as exc:
+            check_output_file(out)
+        except OutputPathError as exc:
             raise AnalysisOptionError(f"--trace-output {out}: cannot write: {exc}") from None
 
 

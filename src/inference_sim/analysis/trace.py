@@ -32,14 +32,13 @@ by instance id as plain strings (``"instance_10" < "instance_2"``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from inference_sim.core.outfiles import OutputFile, output_path
 from inference_sim.policies.base import RoutingDecision, RoutingSnapshot, target_index
 
 TRACE_LEVELS = ("none", "decisions")
@@ -375,7 +374,8 @@ class DecisionTrace:
         """Write the records as JSON lines, or Parquet when ``path`` ends in ``.parquet``.
 
         Written to a temporary file in the same folder and renamed, so a reader never
-        sees half a trace. Parquet needs pyarrow (the ``data`` extra).
+        sees half a trace (devices and FIFOs are written through: ``outfiles``).
+        Parquet needs pyarrow (the ``data`` extra).
         """
         target = os.path.abspath(os.fspath(path))
         parquet = target.lower().endswith(".parquet")
@@ -383,24 +383,14 @@ class DecisionTrace:
             from inference_sim.core.extras import require
 
             require("pyarrow", "data", "--trace-output as Parquet")
-        folder = os.path.dirname(target) or "."
-        fd, tmp = tempfile.mkstemp(prefix=".blis-trace-", suffix=".tmp", dir=folder)
-        try:
-            if parquet:
-                os.close(fd)
+        if parquet:
+            with output_path(target) as tmp:
                 _write_parquet(tmp, list(self.records()), self.instance_ids)
-            else:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    for rec in self.records():
-                        fh.write(json.dumps(rec))
-                        fh.write("\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+            return
+        with OutputFile(path) as fh:
+            for rec in self.records():
+                fh.write(json.dumps(rec))
+                fh.write("\n")
 
 
 def _write_parquet(path: str, records: list[dict[str, Any]], instance_ids: Sequence[str]) -> None:

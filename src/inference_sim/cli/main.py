@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 2 bad input or usage (one line on stderr naming the flag or
 field; ``--debug`` adds the traceback); 1 a failure during the run; 130 interrupted
-(Ctrl-C: ``blis run`` writes the results so far, marked ``"interrupted": true``).
+(Ctrl-C: ``blis run`` writes the results so far, marked ``"interrupted": true``); 143
+terminated (SIGTERM, handled as Ctrl-C).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import click
 
 from inference_sim.config.options import OPTIONS, OptionSpec
 from inference_sim.core.version import __version__
+from inference_sim.interrupts import RunSignals, exit_code_for, signal_name
 
 log = logging.getLogger("inference_sim")
 
@@ -42,9 +44,14 @@ class BadInput(click.ClickException):
 
 
 class Interrupted(BadInput):
-    """Ctrl-C: one line on stderr and exit code 130 (128 + SIGINT), as shells expect."""
+    """Ctrl-C: one line on stderr and exit code 130 (128 + SIGINT), as shells expect;
+    143 (128 + SIGTERM) for SIGTERM."""
 
     exit_code = 130
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _click_option(spec: OptionSpec) -> click.Option:
@@ -96,26 +103,56 @@ def run_command(
     progress: bool | None,
     quiet: bool = False,
 ) -> None:
-    from inference_sim.config.errors import ConfigError
-    from inference_sim.config.resolve import resolve
-    from inference_sim.metrics.output import check_writable
-    from inference_sim.report.progress import ProgressBar
-    from inference_sim.runner import run_plan
-    from inference_sim.workload import WorkloadError
+    # SIGINT/SIGTERM for the whole command: at start-up they end it at once; once the
+    # run has started, a first one still writes complete (maybe partial) results and a
+    # second one abandons (inference_sim.interrupts).
+    with RunSignals() as signals:
+        results, results_path = _run_and_write(
+            params, signals, debug=debug, log_level=log_level, progress=progress, quiet=quiet
+        )
+    if signals.interrupted:
+        where = f" to {results_path}" if results_path else ""
+        what = signals.first_name.capitalize()
+        if results.summary.get("interrupted"):
+            simulated = results.summary.get("vllm_estimated_duration_s", 0)
+            click.echo(
+                f"{what}: partial results of the first {simulated} s of simulated time "
+                f'written{where}, marked "interrupted": true',
+                err=True,
+            )
+        else:
+            click.echo(
+                f"{what} after the simulation had finished: complete results written{where}",
+                err=True,
+            )
+        raise click.exceptions.Exit(signals.exit_code)
 
-    _setup_logging(log_level)
+
+def _run_and_write(
+    params: dict[str, Any],
+    signals: RunSignals,
+    *,
+    debug: bool,
+    log_level: str,
+    progress: bool | None,
+    quiet: bool,
+) -> tuple[Any, str]:
+    """Resolve, check every output path, run, print and write; (results, results path)."""
     bar = None
     try:
+        from inference_sim.config.outputs import check_run_outputs
+        from inference_sim.config.resolve import resolve
+        from inference_sim.report.progress import ProgressBar
+        from inference_sim.runner import run_plan
+
+        _setup_logging(log_level)
         raw = _collect(params)
         if params.get("config"):
             raw["config"] = params["config"]  # --config FILE: flags given here win
         plan = resolve(raw)
         results_path = plan.options["results_path"]
-        if results_path:
-            try:
-                check_writable(results_path)
-            except OSError as exc:
-                raise ConfigError(f"--results-path {results_path}: cannot write: {exc}") from None
+        # Every output path, before the run: writable, and none of them an input.
+        check_run_outputs(plan.options, params.get("config"))
         for note in plan.notes:
             log.info(note)
         log.info(
@@ -134,16 +171,28 @@ def run_command(
             bar = ProgressBar(sys.stderr, min_seconds=0.0 if progress else 1.0)
         try:
             # Ctrl-C stops the simulation and keeps the results so far (runner.run_plan).
-            results = run_plan(plan, progress=bar, interruptible=True)
+            results = run_plan(plan, progress=bar, signals=signals)
         finally:
             if bar is not None:
                 bar.close()
-    except (ConfigError, WorkloadError) as exc:
-        if debug:
-            traceback.print_exc()
-        raise BadInput(str(exc)) from None
-    except KeyboardInterrupt:
-        raise Interrupted("interrupted; no results written") from None
+        log.info("simulation wall-clock time: %.3fs", time.perf_counter() - start)
+        sys.stdout.write(results.report())
+        sys.stdout.flush()
+        if results_path:
+            try:
+                results.write_json(results_path)  # atomic (or through a device): never half
+            except OSError as exc:
+                raise click.ClickException(f"--results-path {results_path}: {exc}") from None
+            log.info("metrics written to %s", results_path)
+        return results, results_path
+    except click.ClickException:
+        raise
+    except KeyboardInterrupt as exc:
+        code = exit_code_for(exc)
+        what = signal_name(code - 128)
+        if signals.running:  # a second signal: stopped at once, the write abandoned
+            raise Interrupted(f"{what} twice; stopped at once, no results written", code) from None
+        raise Interrupted(f"{what}; no results written", code) from None
     except MemoryError:
         if debug:
             traceback.print_exc()
@@ -151,31 +200,21 @@ def run_command(
             "simulation failed: out of memory; reduce --num-instances, --total-kv-blocks, "
             "--num-requests or the request lengths"
         ) from None
-    except Exception as exc:  # a failure during the run, not bad input
-        if debug:
+    except Exception as exc:
+        if _is_bad_input(exc):
+            if debug:
+                traceback.print_exc()
+            raise BadInput(str(exc)) from None
+        if debug:  # a failure during the run, not bad input
             traceback.print_exc()
         raise click.ClickException(f"simulation failed: {type(exc).__name__}: {exc}") from None
-    log.info("simulation wall-clock time: %.3fs", time.perf_counter() - start)
-    try:
-        sys.stdout.write(results.report())
-        sys.stdout.flush()
-        if results_path:
-            try:
-                results.write_json(results_path)  # atomic: absent or complete
-            except OSError as exc:
-                raise click.ClickException(f"--results-path {results_path}: {exc}") from None
-            log.info("metrics written to %s", results_path)
-    except KeyboardInterrupt:
-        raise Interrupted("interrupted while writing the results") from None
-    if results.summary.get("interrupted"):
-        where = f" to {results_path}" if results_path else ""
-        simulated = results.summary.get("vllm_estimated_duration_s", 0)
-        click.echo(
-            f"Interrupted: partial results of the first {simulated} s of simulated time "
-            f'written{where}, marked "interrupted": true',
-            err=True,
-        )
-        raise click.exceptions.Exit(130)
+
+
+def _is_bad_input(exc: BaseException) -> bool:
+    from inference_sim.config.errors import ConfigError
+    from inference_sim.workload import WorkloadError
+
+    return isinstance(exc, ConfigError | WorkloadError)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -309,7 +348,22 @@ _add_tool_commands()
 
 
 def main(argv: list[str] | None = None) -> None:
-    cli.main(args=argv, prog_name="blis")
+    """Run ``blis``. As click's own standalone mode, except that a Ctrl-C (or SIGTERM)
+    outside a command's own handling exits 130 (143) with one line, not "Aborted!" and 1."""
+    try:
+        code = cli.main(args=argv, prog_name="blis", standalone_mode=False)
+    except click.exceptions.Abort as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, KeyboardInterrupt):
+            code = exit_code_for(cause)
+            click.echo(f"Error: {signal_name(code - 128)}", err=True)
+            sys.exit(code)
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,17 +1,18 @@
 """Text and JSON renderings of results: the stdout report and the results file.
 
 The results file is written atomically (temporary file in the same folder, then
-rename), so a reader never sees half a file.
+rename), so a reader never sees half a file; devices and FIFOs are written through
+(see :mod:`inference_sim.core.outfiles`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+from inference_sim.core.outfiles import OutputPathError, check_output_file, write_json
 
 #: Summary keys holding nested tables, written as their own sections (not in the metrics block).
 NESTED_SUMMARY_KEYS = ("fitness_components", "slo_distributions", "tenant_metrics", "trace_summary")
@@ -114,32 +115,16 @@ def results_document(
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:
-    """Raise OSError now if ``path`` cannot be written later (checked before a run)."""
-    target = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(target) or "."
-    if os.path.isdir(target):
-        raise IsADirectoryError(f"{target} is a directory")
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise PermissionError(f"folder {folder} is not writable")
-    if os.path.exists(target) and not os.access(target, os.W_OK):
-        raise PermissionError(f"{target} is not writable")
+    """Raise OSError now if ``path`` cannot be written later (checked before a run).
+
+    The rules are :func:`inference_sim.core.outfiles.check_output_file`'s."""
+    try:
+        check_output_file(path)
+    except OutputPathError as exc:
+        raise OSError(str(exc)) from None
 
 
 def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
-    """Write ``doc`` as indented JSON (no trailing newline), atomically."""
-    target = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(target) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".blis-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are ordinary shared files
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``doc`` as indented JSON (no trailing newline): atomically for a regular or
+    new file, through for a device or FIFO (:mod:`inference_sim.core.outfiles`)."""
+    write_json(path, doc)

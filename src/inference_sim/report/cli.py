@@ -18,6 +18,36 @@ def _load(path: str):  # type: ignore[no-untyped-def]
         raise ValueError(f"{path}: not a results file: {exc}") from None
 
 
+def _check_report_output(results: str, output: str) -> None:
+    """ValueError (exit 2) when ``-o`` cannot be written or would replace the input."""
+    import os
+
+    from inference_sim.core.outfiles import OutputPathError, check_output_file, refuse_overlaps
+
+    try:
+        check_output_file(output)
+    except OutputPathError as exc:
+        raise ValueError(f"--output {output}: cannot write: {exc}") from None
+    inputs = [("RESULTS", results)]
+    if os.path.isdir(results):  # a to_parquet() folder: the files read from it
+        names = ("summary.json", "requests.parquet", "timeseries.parquet")
+        inputs += [("RESULTS", os.path.join(results, n)) for n in names]
+    try:
+        refuse_overlaps([("--output", output)], inputs)
+    except OutputPathError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _check_folder(flag: str, path: str) -> None:
+    """ValueError (exit 2) when ``path`` cannot be used (or made) as an output folder."""
+    from inference_sim.core.outfiles import OutputPathError, check_output_folder
+
+    try:
+        check_output_folder(path)
+    except OutputPathError as exc:
+        raise ValueError(f"{flag} {path}: cannot write: {exc}") from None
+
+
 @click.command("report")
 @click.argument("results", type=click.Path())
 @click.option(
@@ -36,6 +66,7 @@ def report_command(results: str, output: str, title: str, debug: bool) -> None:
     from inference_sim.report.html import write_report
 
     with cli_errors(debug):
+        _check_report_output(results, output)  # before reading: fail fast, replace no input
         res = _load(results)
         path = write_report(res, output, title=title)
     click.echo(f"report written to {path}")
@@ -56,6 +87,7 @@ def plot_command(results: str, output: str, debug: bool) -> None:
     from inference_sim.core.extras import require
 
     with cli_errors(debug):
+        _check_folder("--output", output)  # before reading the results
         require("matplotlib", "plot", "blis plot")
         from inference_sim.report.plots import write_plots
 

@@ -347,10 +347,9 @@ def build_report(results: Results, *, title: str = "") -> str:
 
 
 def write_report(results: Results, path: str | os.PathLike[str], *, title: str = "") -> Path:
-    """Write the report page atomically; returns the path."""
+    """Write the report page (atomically for a regular or new file: ``outfiles``)."""
+    from inference_sim.core.outfiles import write_text
+
     target = Path(path)
-    text = build_report(results, title=title)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+    write_text(target, build_report(results, title=title))
     return target

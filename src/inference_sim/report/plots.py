@@ -43,9 +43,10 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    from inference_sim.core.outfiles import output_path
+
+    with output_path(path) as tmp:  # absent or complete; the temporary file always goes
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     return path
 
 

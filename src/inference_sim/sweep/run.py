@@ -23,6 +23,7 @@ from typing import Any
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import BY_NAME
 from inference_sim.core.extras import require
+from inference_sim.core.outfiles import output_path
 from inference_sim.metrics.output import write_json_atomic
 from inference_sim.sweep.backends import Backend, LocalBackend, execute_run
 from inference_sim.sweep.spec import RunSpec, SweepSpec
@@ -225,14 +226,8 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     duckdb = require("duckdb", "sweep", "blis sweep")
     df = frame(rows)
     parquet = out / "results.parquet"
-    tmp = out / f".results-{os.getpid()}.parquet"
-    try:
+    with output_path(parquet) as tmp:  # absent or complete; no temporary file left
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, parquet)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     db = out / "results.duckdb"
     tmp_db = out / f".results-{os.getpid()}.duckdb"
     for leftover in (tmp_db, Path(f"{tmp_db}.wal")):

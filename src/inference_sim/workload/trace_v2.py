@@ -38,7 +38,6 @@ import contextlib
 import csv
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -46,6 +45,7 @@ from typing import Any, TextIO
 import numpy as np
 import yaml
 
+from inference_sim.core.outfiles import OutputFile, write_text
 from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.core.suggest import did_you_mean
@@ -236,25 +236,20 @@ def trace_row(req: Request) -> list[str]:
 
 
 class TraceV2Writer:
-    """Writes a trace v2 pair atomically: rows go to temporary files until :meth:`close`."""
+    """Writes a trace v2 pair: rows go to a temporary file until :meth:`close` (a device
+    or FIFO is written through instead; :mod:`inference_sim.core.outfiles`)."""
 
     def __init__(self, path: str | os.PathLike[str], header: TraceV2Header | None = None) -> None:
         self.header_path, self.data_path = trace_v2_paths(path)
         self.header = header or TraceV2Header()
         self.count = 0
-        self._tmp: str | None = None
         try:
-            fd, self._tmp = tempfile.mkstemp(
-                prefix=f".{os.path.basename(self.data_path)}.",
-                suffix=".tmp",
-                dir=os.path.dirname(os.path.abspath(self.data_path)),
-            )
+            self._out: OutputFile | None = OutputFile(self.data_path, newline="")
         except OSError as exc:
             raise WorkloadError(
                 f"--export-trace {self.data_path}: cannot write: {exc.strerror or exc}"
             ) from None
-        self._fh: TextIO | None = os.fdopen(fd, "w", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._fh, lineterminator="\n")
+        self._writer = csv.writer(self._out.fh, lineterminator="\n")
         self._writer.writerow((*COLUMNS, *EXTRA_COLUMNS, *TOKEN_COLUMNS))
 
     def write(self, req: Request) -> None:
@@ -263,33 +258,22 @@ class TraceV2Writer:
 
     def close(self) -> None:
         """Finish both files (header last), replacing any previous pair."""
-        if self._fh is None:
+        if self._out is None:
             return
-        fh, self._fh = self._fh, None
+        out, self._out = self._out, None
         try:
-            fh.flush()
-            os.fsync(fh.fileno())
-            fh.close()
-            os.chmod(self._tmp, 0o644)  # type: ignore[arg-type]
-            os.replace(self._tmp, self.data_path)  # type: ignore[arg-type]
-            self._tmp = None
-            _write_text_atomic(self.header_path, self.header.to_yaml())
+            out.commit()  # removes its temporary file itself if this fails
+            write_text(self.header_path, self.header.to_yaml())
         except OSError as exc:
-            self.abort()
             raise WorkloadError(
                 f"--export-trace {self.data_path}: cannot write: {exc.strerror or exc}"
             ) from None
 
     def abort(self) -> None:
         """Drop the temporary file (nothing is left behind)."""
-        if self._fh is not None:
-            with contextlib.suppress(OSError):
-                self._fh.close()
-            self._fh = None
-        if self._tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._tmp)
-            self._tmp = None
+        if self._out is not None:
+            self._out.abort()
+            self._out = None
 
     def tee(self, requests: Iterable[Request]) -> Iterator[Request]:
         """Pass ``requests`` through, writing each one as it goes by."""
@@ -297,22 +281,6 @@ class TraceV2Writer:
         for req in requests:
             write(req)
             yield req
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def export_trace_v2(

@@ -16,14 +16,13 @@ workload can be exported once and replayed (or fed to the reference) bit for bit
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 
+from inference_sim.core.outfiles import OutputFile
 from inference_sim.core.request import Request
 from inference_sim.workload._gc import gc_paused
 from inference_sim.workload._rows import BoundedCsvReader, RowTooLong
@@ -181,16 +180,16 @@ def write_csv_trace(requests: Iterable[Request], path: str | os.PathLike[str]) -
     """Write ``requests`` in the format :func:`read_csv_trace` reads, atomically.
 
     The rows go to a temporary file in the target's directory that then replaces the
-    target, so a crash or a bad request never leaves a half-written trace behind.
+    target, so a crash or a bad request never leaves a half-written trace behind (a
+    device or FIFO is written through: :mod:`inference_sim.core.outfiles`).
     """
     p = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(p))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(p)}.", suffix=".tmp", dir=directory)
+        target = OutputFile(p, newline="")
     except OSError as exc:
         raise WorkloadError(f"trace {p}: cannot write: {exc.strerror or exc}") from None
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+        with target as out:
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(HEADER)
             for req in requests:
@@ -212,15 +211,5 @@ def write_csv_trace(requests: Iterable[Request], path: str | os.PathLike[str]) -
                         _token_text(req.output_tokens),
                     )
                 )
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a trace is ordinary shared data
-        os.replace(tmp, p)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise WorkloadError(f"trace {p}: cannot write: {exc.strerror or exc}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
