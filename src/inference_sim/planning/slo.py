@@ -1,9 +1,10 @@
 """Service-level objectives on summary metrics: ``ttft_p99_ms=500``, ``responses_per_sec>=50``.
 
 ``name=value`` and ``name<=value`` mean "at most"; ``name>=value`` means "at least".
-Names are the summary's metric keys (``ttft_p99_ms``, ``e2e_mean_ms``, ``itl_mean_ms``,
-...); a few short spellings are accepted: ``mean_tpot_ms``/``tpot_mean_ms`` for
-``itl_mean_ms``, ``tpot_p99_ms`` for ``itl_p99_ms``.
+Names are the summary's metric keys (``ttft_p99_ms``, ``e2e_mean_ms``, ``tpot_p99_ms``,
+``itl_mean_ms``, ...); vLLM's benchmark spellings are accepted too (``mean_tpot_ms`` for
+``tpot_mean_ms``, ``median_ttft_ms`` for ``ttft_p50_ms``, ``p99_e2el_ms`` for
+``e2e_p99_ms``).
 
 A run meets the objectives when every objective holds *and* it served the whole
 workload: every injected request completed, none rejected by admission.
@@ -19,12 +20,19 @@ from typing import Any
 
 from inference_sim.config.errors import ConfigError
 
+#: vLLM benchmark spellings (``mean_tpot_ms``, ``p99_ttft_ms``, ``median_itl_ms``,
+#: ``p99_e2el_ms``) for the summary's keys (``tpot_mean_ms``, ``ttft_p99_ms``, ...).
 _SYNONYMS = {
-    "mean_tpot_ms": "itl_mean_ms",
-    "tpot_mean_ms": "itl_mean_ms",
-    "tpot_p90_ms": "itl_p90_ms",
-    "tpot_p95_ms": "itl_p95_ms",
-    "tpot_p99_ms": "itl_p99_ms",
+    f"{stat}_{vllm}_ms": f"{ours}_{key}_ms"
+    for vllm, ours in (("ttft", "ttft"), ("tpot", "tpot"), ("itl", "itl"), ("e2el", "e2e"))
+    for stat, key in (
+        ("mean", "mean"),
+        ("median", "p50"),
+        ("p50", "p50"),
+        ("p90", "p90"),
+        ("p95", "p95"),
+        ("p99", "p99"),
+    )
 }
 _PATTERN = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(<=|>=|=)\s*([-+0-9.eE]+)\s*$")
 
