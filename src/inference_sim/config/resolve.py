@@ -188,7 +188,7 @@ def parse_duration_us(text: str, flag: str) -> int:
     us = float(number) * _TIME_UNITS[unit or "us"]
     if not math.isfinite(us) or us > NEVER:
         raise ConfigError(f"{flag} {text!r} is longer than the simulator can count")
-    return int(round(us))
+    return round(us)
 
 
 def normalize_options(raw: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:

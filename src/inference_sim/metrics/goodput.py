@@ -31,7 +31,11 @@ FAMILIES = {
 
 #: The summary's latency metrics an objective may name.
 LATENCY_METRICS = (
-    *(f"{m}_{s}_ms" for m in ("ttft", "e2e", "itl", "tpot") for s in ("mean", "p50", "p90", "p95", "p99")),
+    *(
+        f"{m}_{s}_ms"
+        for m in ("ttft", "e2e", "itl", "tpot")
+        for s in ("mean", "p50", "p90", "p95", "p99")
+    ),
     "scheduling_delay_p99_ms",
 )
 

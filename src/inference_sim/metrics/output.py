@@ -20,32 +20,37 @@ NESTED_SUMMARY_KEYS = ("fitness_components", "slo_distributions", "tenant_metric
 _NOT_IN_METRICS_BLOCK = ("config", "slo_metrics", *NESTED_SUMMARY_KEYS)  # own sections
 
 
-#: Significant digits of floats in text output (the results file keeps every digit).
+#: Significant digits of unitless floats in text output (rates, fractions, scores).
 TEXT_DIGITS = 6
 
 
-def rounded(value: Any, digits: int = TEXT_DIGITS) -> Any:
-    """``value`` with every float rounded to ``digits`` significant digits (the integer
-    part is never rounded: 1234567.891 -> 1234568.0), inside lists and mappings too.
+def rounded(value: Any, key: str = "") -> Any:
+    """``value`` with floats rounded for text output, inside lists and mappings too.
 
-    Text output only: 9.849901242132944 ms says no more than 9.8499 ms, and a
-    microsecond-tick simulator has nothing below 0.001 ms to add."""
+    Times keep the simulator's resolution, one µs: ``*_ms`` keys 3 decimals, ``*_s`` keys
+    6; other floats 6 significant digits, the integer part never rounded
+    (9.849901242132944 ms -> 9.85 ms, 19.98312749 requests/s -> 19.9831). The results
+    file keeps every digit."""
     if isinstance(value, float):
         if value == 0 or not math.isfinite(value):
             return value
+        if key.endswith("_ms"):
+            return round(value, 3)
+        if key.endswith("_s"):
+            return round(value, 6)
         exponent = math.floor(math.log10(abs(value)))
-        return round(value, max(0, digits - 1 - exponent))
+        return round(value, max(0, TEXT_DIGITS - 1 - exponent))
     if isinstance(value, Mapping):
-        return {k: rounded(v, digits) for k, v in value.items()}
+        return {k: rounded(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [rounded(v, digits) for v in value]
+        return [rounded(v, key) for v in value]
     return value
 
 
 def metrics_block(summary: Mapping[str, Any]) -> str:
     """``=== Simulation Metrics ===`` and the summary JSON (without ``config``), floats
     rounded (:func:`rounded`)."""
-    shown = {k: rounded(v) for k, v in summary.items() if k not in _NOT_IN_METRICS_BLOCK}
+    shown = {k: rounded(v, k) for k, v in summary.items() if k not in _NOT_IN_METRICS_BLOCK}
     return "=== Simulation Metrics ===\n" + json.dumps(shown, indent=2) + "\n"
 
 
