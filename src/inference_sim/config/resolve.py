@@ -279,6 +279,14 @@ def _resolve_workload(o: dict[str, Any], explicit: frozenset[str], catalog: Cata
     for name in preset.__dataclass_fields__:
         if name in o and name not in explicit:
             o[name] = getattr(preset, name)
+    for what in ("prompt", "output"):
+        mean, lo, hi = (o[f"{what}_tokens{s}"] for s in ("", "_min", "_max"))
+        if f"{what}_tokens" in explicit and not lo <= mean <= hi:
+            raise ConfigError(
+                f"--{what}-tokens {mean} is outside --workload {kind}'s range [{lo}, {hi}]; "
+                f"give --{what}-tokens-min/--{what}-tokens-max too, or use --workload "
+                "distribution"
+            )
 
 
 def _model_hint(model: str, catalog: Catalog) -> str:
