@@ -73,7 +73,7 @@ COMMON = ["--hardware", "H100", "--workload", "chatbot", "--rate", "20", "--num-
 def test_trained_entry_is_named_with_its_reason_and_no_warning():
     summary, stderr = run_json(*COMMON, "--tp", "2")
     assert summary["latency_model"] == "blackbox"
-    assert summary["latency_model_reason"].startswith("auto: trained entry H100/TP2")
+    assert summary["latency_model_reason"].startswith("trained entry H100/TP2")
     assert summary["config"]["latency_model"] == "blackbox"
     assert "WARNING" not in stderr
 

@@ -185,8 +185,10 @@ def parse_duration_us(text: str, flag: str) -> int:
             f"({', '.join(_TIME_UNITS)}), got {text!r}"
         )
     number, unit = m.groups()
+    if number.isdigit() and not unit:
+        return int(number)  # exact, however large (the range is checked later)
     us = float(number) * _TIME_UNITS[unit or "us"]
-    if not math.isfinite(us) or us > NEVER:
+    if not math.isfinite(us):
         raise ConfigError(f"{flag} {text!r} is longer than the simulator can count")
     return round(us)
 
