@@ -17,6 +17,7 @@ from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.instance import make_instance
 from inference_sim.metrics.goodput import goodput_keys
+from inference_sim.metrics.slo import parse_slos
 from inference_sim.metrics.summary import (
     build_stage_summaries,
     build_summary,
@@ -24,7 +25,6 @@ from inference_sim.metrics.summary import (
     stage_groups,
 )
 from inference_sim.metrics.timeseries import TimeseriesSampler
-from inference_sim.planning.slo import parse_slos
 from inference_sim.results import Results
 from inference_sim.workload import (
     DistributionParams,

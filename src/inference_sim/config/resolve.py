@@ -757,7 +757,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     check_analysis_options(options)
     # --slo: goodput objectives (metrics/goodput.py), spelled as for `blis plan`.
     from inference_sim.metrics.goodput import check_objectives
-    from inference_sim.planning.slo import parse_slos
+    from inference_sim.metrics.slo import parse_slos
 
     check_objectives(parse_slos(options["slo"]))
     try:

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from inference_sim.cluster.simulator import SimulationOutcome
-from inference_sim.config.errors import ConfigError
-from inference_sim.planning.slo import Objective, meets
+from inference_sim.core.errors import ConfigError
+from inference_sim.metrics.outcome import SimulationOutcome
+from inference_sim.metrics.slo import Objective, meets
 
 #: Metric-name prefix -> the per-request quantity it bounds.
 FAMILIES = {
