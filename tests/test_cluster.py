@@ -490,9 +490,10 @@ def test_per_slo_metrics_and_stdout_block():
     assert m["gold"]["ttft_mean_ms"] == 2.0 and m["gold"]["e2e_count"] == 2
     assert m["batch"]["ttft_count"] == 1 and m["batch"]["e2e_count"] == 0
     text = stdout_report({"slo_metrics": m}, [])
-    assert "=== Per-SLO Metrics ===\n  batch:\n    TTFT: mean=500.00 p99=500.00 (n=1)\n" in text
-    assert "    E2E:  mean=0.00 p99=0.00 (n=0)\n" in text
-    assert "  gold:\n    TTFT: mean=2000.00 p99=2980.00 (n=2)\n" in text
+    assert "=== Per-SLO Metrics ===\n  batch:\n" in text
+    assert "  batch:\n    TTFT (µs): mean=500.00 p99=500.00 (n=1)\n" in text
+    assert "    E2E (µs):  mean=0.00 p99=0.00 (n=0)\n" in text
+    assert "  gold:\n    TTFT (µs): mean=2000.00 p99=2980.00 (n=2)\n" in text
     one = RequestLog()
     one.add(_finished(0, 0, 1000, slo="gold"))
     assert slo_metrics(one, one.rows_for(None)) == {}

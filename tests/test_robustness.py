@@ -184,9 +184,9 @@ def test_horizon_zero_runs_nothing(tmp_path):
     assert doc["vllm_estimated_duration_s"] == 0
 
 
-def test_zero_requests_is_an_empty_run(tmp_path):
-    doc, _ = run(tmp_path, "--num-requests", 0)
-    assert doc["completed_requests"] == doc["injected_requests"] == 0
+def test_zero_requests_is_bad_input(tmp_path):
+    # issue 20: an empty run hid a typo; with a workload spec 0 still means "no cap"
+    assert "--num-requests must be > 0" in error(tmp_path, "--num-requests", 0)
 
 
 def test_a_spec_that_never_ends_is_bad_input(tmp_path):

@@ -151,6 +151,17 @@ class Results:
                 doc["config"] = doc.pop("config")
         return doc
 
+    def summary_document(self) -> dict[str, Any]:
+        """What ``blis run --output json`` prints: the summary (nested blocks such as
+        ``slo_metrics`` included), then ``instances`` (2+ instances), then ``config``;
+        full precision, no per-request records."""
+        doc = {k: v for k, v in self.summary.items() if k != "config"}
+        if self.instance_summaries:
+            doc["instances"] = self.instance_summaries
+        if "config" in self.summary:
+            doc["config"] = self.summary["config"]
+        return doc
+
     def write_json(self, path: str | os.PathLike[str]) -> None:
         write_json_atomic(path, self.to_dict(stream=True))
 

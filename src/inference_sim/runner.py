@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from inference_sim.analysis.run import RunAnalysis
-from inference_sim.catalog import WorkloadPreset
 from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.policies import build_policies
@@ -16,6 +15,8 @@ from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.instance import make_instance
 from inference_sim.interrupts import RunSignals
+from inference_sim.metrics.goodput import goodput_keys
+from inference_sim.metrics.slo import parse_slos
 from inference_sim.metrics.summary import (
     build_stage_summaries,
     build_summary,
@@ -33,14 +34,8 @@ from inference_sim.workload.plan import export_writer, spec_or_trace_requests
 
 
 def _distribution_params(plan: RunPlan) -> DistributionParams:
-    o = plan.options
-    kind = o["workload"]
-    if kind == "distribution":
-        p: WorkloadPreset | None = None
-        src = o
-    else:
-        p = plan.catalog.preset(kind)
-        src = {name: getattr(p, name) for name in p.__dataclass_fields__}
+    """Length parameters from the options (a preset's were folded in by ``resolve``)."""
+    src = plan.options
     return DistributionParams(
         prefix_tokens=src["prefix_tokens"],
         prompt=LengthDistribution(
@@ -127,6 +122,10 @@ def collect_results(
     summary = build_summary(outcome)
     if outcome.interrupted:
         summary["interrupted"] = True  # partial results: the run was stopped early
+    # Which latency model ran and why (a fallback from trained coefficients shows here).
+    summary["latency_model"] = plan.latency_model
+    summary["latency_model_reason"] = plan.latency_reason
+    summary.update(goodput_keys(outcome, parse_slos(plan.options.get("slo") or []), summary))
     stages = plan_stages(plan)
     if stages:
         summary["stages"] = build_stage_summaries(outcome, stages)

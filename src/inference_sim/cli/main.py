@@ -8,6 +8,7 @@ terminated (SIGTERM, handled as Ctrl-C).
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -55,19 +56,9 @@ class Interrupted(BadInput):
 
 
 def _click_option(spec: OptionSpec) -> click.Option:
-    names = [spec.flag, *spec.alias_flags]
-    default_text = "" if spec.default in ("", None) else f" [default: {spec.default}]"
-    help_text = spec.help + default_text
-    if spec.kind is bool:
-        neg = [f"--no-{n[2:]}" for n in names]
-        decls = [f"{n}/{m}" for n, m in zip(names, neg, strict=True)]
-        return click.Option([*decls, spec.name], default=None, help=help_text)
-    if spec.kind == "floats":
-        return click.Option(
-            [*names, spec.name], type=str, multiple=True, default=None, help=help_text
-        )
-    ctype = {int: click.INT, float: click.FLOAT, str: click.STRING}[spec.kind]  # type: ignore[index]
-    return click.Option([*names, spec.name], type=ctype, default=None, help=help_text)
+    from inference_sim.report.cliutil import run_option
+
+    return run_option(spec)  # one builder for run, plan and tune (honest defaults)
 
 
 def _setup_logging(level_name: str) -> None:
@@ -84,15 +75,15 @@ def _setup_logging(level_name: str) -> None:
 
 
 def _collect(params: dict[str, Any]) -> dict[str, Any]:
-    given: dict[str, Any] = {}
-    for spec in OPTIONS:
-        value = params.get(spec.name)
-        if value is None or (spec.kind == "floats" and not value):
-            continue
-        if spec.kind == "floats":
-            value = ",".join(value)
-        given[spec.name] = value
+    from inference_sim.report.cliutil import collect_run_options
+
+    given = collect_run_options(params)
+    given.pop("config", None)  # added by run_command
     return given
+
+
+#: ``--output`` formats of ``blis run``'s stdout.
+OUTPUT_FORMATS = ("text", "json")
 
 
 def run_command(
@@ -102,13 +93,17 @@ def run_command(
     log_level: str,
     progress: bool | None,
     quiet: bool = False,
+    output: str = "text",
 ) -> None:
+    _setup_logging(log_level)
+    if output not in OUTPUT_FORMATS:
+        raise BadInput(f"--output: unknown format {output!r}; valid: {', '.join(OUTPUT_FORMATS)}")
     # SIGINT/SIGTERM for the whole command: at start-up they end it at once; once the
     # run has started, a first one still writes complete (maybe partial) results and a
     # second one abandons (inference_sim.interrupts).
     with RunSignals() as signals:
         results, results_path = _run_and_write(
-            params, signals, debug=debug, log_level=log_level, progress=progress, quiet=quiet
+            params, signals, debug=debug, progress=progress, quiet=quiet, output=output
         )
     if signals.interrupted:
         where = f" to {results_path}" if results_path else ""
@@ -133,28 +128,42 @@ def _run_and_write(
     signals: RunSignals,
     *,
     debug: bool,
-    log_level: str,
     progress: bool | None,
     quiet: bool,
+    output: str,
 ) -> tuple[Any, str]:
     """Resolve, check every output path, run, print and write; (results, results path)."""
     bar = None
     try:
+        from inference_sim.config.errors import ConfigError
         from inference_sim.config.outputs import check_run_outputs
         from inference_sim.config.resolve import resolve
         from inference_sim.report.progress import ProgressBar
         from inference_sim.runner import run_plan
 
-        _setup_logging(log_level)
         raw = _collect(params)
         if params.get("config"):
             raw["config"] = params["config"]  # --config FILE: flags given here win
         plan = resolve(raw)
         results_path = plan.options["results_path"]
+        to_stdout = results_path == "-"  # the results document is stdout's only content
+        if to_stdout and output == "json":
+            raise ConfigError(
+                "--results-path - and --output json both claim stdout; give one of them"
+            )
+        if to_stdout:
+            results_path = ""
         # Every output path, before the run: writable, and none of them an input.
-        check_run_outputs(plan.options, params.get("config"))
+        checked = {**plan.options, "results_path": results_path}
+        check_run_outputs(checked, params.get("config"))
         for note in plan.notes:
             log.info(note)
+        if plan.latency_fallback:
+            log.warning(
+                "latency model %s: %s; --latency-model blackbox requires trained coefficients",
+                plan.latency_model,
+                plan.latency_reason,
+            )
         log.info(
             "starting: model=%s GPU=%s TP=%s blocks=%d alpha=%s beta=%s",
             plan.options["model"],
@@ -176,7 +185,12 @@ def _run_and_write(
             if bar is not None:
                 bar.close()
         log.info("simulation wall-clock time: %.3fs", time.perf_counter() - start)
-        sys.stdout.write(results.report())
+        if to_stdout:
+            sys.stdout.write(json.dumps(results.to_dict(), indent=2) + "\n")
+        elif output == "json":
+            sys.stdout.write(json.dumps(results.summary_document(), indent=2) + "\n")
+        else:
+            sys.stdout.write(results.report())
         sys.stdout.flush()
         if results_path:
             try:
@@ -228,7 +242,11 @@ def _run(**params: Any) -> None:
     quiet = bool(params.pop("quiet"))
     log_level = params.pop("log") or ("error" if quiet else "warn")
     progress = params.pop("progress")
-    run_command(params, debug=debug, log_level=log_level, progress=progress, quiet=quiet)
+    output = "json" if params.pop("as_json") else params.pop("output") or "text"
+    params.pop("output", None)
+    run_command(
+        params, debug=debug, log_level=log_level, progress=progress, quiet=quiet, output=output
+    )
 
 
 _run_params: list[click.Parameter] = [_click_option(spec) for spec in OPTIONS]
@@ -256,9 +274,74 @@ _run_params += [
         default=False,
         help="No progress bar and no warnings on stderr (errors still shown).",
     ),
+    click.Option(
+        ["--output", "-o", "output"],
+        default=None,
+        help="stdout format: text (the metrics blocks) or json (one JSON document: the "
+        "cluster summary with `instances` nested, nothing else). [default: text]",
+    ),
+    click.Option(
+        ["--json", "as_json"], is_flag=True, default=False, help="Shorthand for --output json."
+    ),
 ]
+#: ``blis run --help`` sections: title -> option groups (config/options.py) or names.
+_HELP_SECTIONS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("Workload", frozenset({"workload"})),
+    ("Model and latency model", frozenset({"model"})),
+    ("Engine", frozenset({"engine"})),
+    ("Cluster", frozenset({"cluster"})),
+    (
+        "Output",
+        frozenset(
+            {
+                "results_path",
+                "output",
+                "as_json",
+                "slo",
+                "timeseries_interval",
+                "trace_level",
+                "trace_output",
+                "counterfactual_k",
+                "summarize_trace",
+                "fitness_weights",
+                "log",
+                "progress",
+                "quiet",
+            }
+        ),
+    ),
+    ("Run control", frozenset({"run", "seed", "horizon", "config", "debug", "help"})),
+)
+
+
+def _help_section(name: str | None) -> str:
+    spec = next((s for s in OPTIONS if s.name == name), None)
+    for title, members in _HELP_SECTIONS:
+        if name in members:
+            return title
+    for title, members in _HELP_SECTIONS:
+        if spec is not None and spec.group in members:
+            return title
+    return "Run control"
+
+
+class _SectionedCommand(click.Command):
+    """A command whose --help lists options in sections (workload, engine, ...)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                sections.setdefault(_help_section(param.name), []).append(record)
+        for title, _members in _HELP_SECTIONS:
+            if sections.get(title):
+                with formatter.section(title):
+                    formatter.write_dl(sections[title])
+
+
 cli.add_command(
-    click.Command(
+    _SectionedCommand(
         "run",
         callback=_run,
         params=_run_params,

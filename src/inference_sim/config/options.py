@@ -18,7 +18,7 @@ FloatList = list[float]
 @dataclass(frozen=True, slots=True)
 class OptionSpec:
     name: str  # canonical, underscores
-    kind: type | str  # int, float, str, bool or "floats" (comma-separated list)
+    kind: type | str  # int, float, str, bool, "floats" or "texts" (comma-separated lists)
     default: Any
     help: str
     group: str
@@ -342,10 +342,18 @@ OPTIONS: tuple[OptionSpec, ...] = (
     # --- run control --------------------------------------------------------------------
     OptionSpec("seed", int, 42, "Run seed; every random stream derives from it.", "run"),
     OptionSpec(
-        "horizon", int, NEVER, "Stop simulated time here (µs); later events never run.", "run"
+        "horizon",
+        int,
+        NEVER,
+        "Stop simulated time here: µs, or with a unit (500ms, 10s, 2m, 1h); later events never run (default: no limit).",
+        "run",
     ),
     OptionSpec(
-        "results_path", str, "", "Write the summary plus per-request records as JSON here.", "run"
+        "results_path",
+        str,
+        "",
+        "Write the summary plus per-request records as JSON here (-: to stdout, instead of the metrics blocks).",
+        "run",
     ),
     OptionSpec(
         "check_invariants",
@@ -402,6 +410,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
         str,
         "",
         "Score the run: key:weight,... over throughput, tokens_per_sec, p99_ttft, p50_ttft, mean_ttft, p99_e2e, p50_e2e, mean_e2e (normalised, higher is better; weights not normalised).",
+        "run",
+    ),
+    OptionSpec(
+        "slo",
+        "texts",
+        [],
+        "Latency objective, as for `blis plan`: ttft_p99_ms=500, tpot_p99_ms=50, e2e_p99_ms=8000 (repeatable). Adds goodput_requests_per_sec (completed requests/s whose own TTFT, TPOT, E2E meet every bound), slo_attainment and slo_met to the summary.",
         "run",
     ),
 )

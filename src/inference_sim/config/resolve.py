@@ -22,6 +22,7 @@ from inference_sim.catalog import Catalog, CatalogError, GpuSpec, load_catalog
 from inference_sim.catalog.architecture import (
     ModelArchitecture,
     bundled_architecture,
+    bundled_architectures,
     read_model_config_folder,
 )
 from inference_sim.catalog.capacity import derive_kv_blocks
@@ -68,6 +69,10 @@ class RunPlan:
     beta: tuple[float, ...]
     latency_model: str
     notes: list[str] = field(default_factory=list)
+    #: Why ``latency_model`` was chosen (shown in the summary, results and report).
+    latency_reason: str = ""
+    #: True when ``auto`` fell back from trained coefficients (``blis run`` warns).
+    latency_fallback: bool = False
     #: Roofline inputs (None in blackbox mode).
     architecture: ModelArchitecture | None = None
     gpu_spec: GpuSpec | None = None
@@ -115,6 +120,11 @@ def _coerce(spec: OptionSpec, value: Any) -> Any:
     """Check and convert one option value; strings are accepted for every kind."""
     flag = spec.flag
     kind = spec.kind
+    if kind == "texts":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+            raise ConfigError(f"{flag} must be a list of strings, got {value!r}")
+        return [v.strip() for v in items if v.strip()]
     if kind == "floats":
         items = value.split(",") if isinstance(value, str) else value
         try:
@@ -160,6 +170,29 @@ def _coerce(spec: OptionSpec, value: Any) -> Any:
     return text
 
 
+#: Units ``--horizon`` accepts, in µs (the simulator's tick).
+_TIME_UNITS = {"us": 1, "µs": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000}
+
+
+def parse_duration_us(text: str, flag: str) -> int:
+    """``"500ms"`` -> 500000: µs from a number with an optional unit (us, ms, s, m, h)."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zµ]*)\s*", text)
+    if m is None or m.group(2) not in ("", *_TIME_UNITS):
+        raise ConfigError(
+            f"{flag} must be a duration: µs, or a number with a unit "
+            f"({', '.join(_TIME_UNITS)}), got {text!r}"
+        )
+    number, unit = m.groups()
+    if number.isdigit() and not unit:
+        return int(number)  # exact, however large (the range is checked later)
+    us = float(number) * _TIME_UNITS[unit or "us"]
+    if not math.isfinite(us):
+        raise ConfigError(f"{flag} {text!r} is longer than the simulator can count")
+    return round(us)
+
+
 def normalize_options(raw: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
     """Map either spelling to canonical names, check types, fill defaults.
 
@@ -175,10 +208,13 @@ def normalize_options(raw: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset
             )
         if name in given:
             raise ConfigError(f"--{name.replace('_', '-')} given twice (under two spellings)")
+        if name == "horizon" and isinstance(value, str):
+            value = parse_duration_us(value, "--horizon")
         given[name] = _coerce(BY_NAME[name], value)
     options = {spec.name: given.get(spec.name, spec.default) for spec in OPTIONS}
     if isinstance(options["alpha_coeffs"], list):
         options["alpha_coeffs"] = list(options["alpha_coeffs"])
+    options["slo"] = list(options["slo"])
     return options, frozenset(given)
 
 
@@ -218,7 +254,12 @@ def _check_ranges(o: dict[str, Any]) -> None:
     _require(math.isfinite(rate) and rate > 0, f"--rate must be a finite number > 0, got {rate}")
 
 
-def _resolve_workload(o: dict[str, Any], catalog: Catalog) -> None:
+def _resolve_workload(o: dict[str, Any], explicit: frozenset[str], catalog: Catalog) -> None:
+    """Check ``--workload``; a preset's lengths fill the length options not given.
+
+    So the flags apply on top of a preset (``--workload chatbot --prompt-tokens 2000``)
+    and the recorded config holds the lengths that were drawn from.
+    """
     kind = o["workload"]
     if kind == "traces":
         _require(
@@ -226,11 +267,58 @@ def _resolve_workload(o: dict[str, Any], catalog: Catalog) -> None:
             "--workload-traces-filepath is required when using --workload traces",
         )
         return
+    if not o["workload_spec"]:
+        _require(
+            o["num_requests"] > 0,
+            f"--num-requests must be > 0 for --workload {kind}, got {o['num_requests']}",
+        )
     if kind == "distribution":
         return
     if kind not in catalog.preset_names():
         known = ", ".join([*WORKLOAD_KINDS, *catalog.preset_names()])
         raise ConfigError(f"--workload: unknown workload {kind!r}; valid: {known}")
+    preset = catalog.preset(kind)
+    for name in preset.__dataclass_fields__:
+        if name in o and name not in explicit:
+            o[name] = getattr(preset, name)
+    for what in ("prompt", "output"):
+        mean, lo, hi = (o[f"{what}_tokens{s}"] for s in ("", "_min", "_max"))
+        if f"{what}_tokens" in explicit and not lo <= mean <= hi:
+            raise ConfigError(
+                f"--{what}-tokens {mean} is outside --workload {kind}'s range [{lo}, {hi}]; "
+                f"give --{what}-tokens-min/--{what}-tokens-max too, or use --workload "
+                "distribution"
+            )
+
+
+def _model_hint(model: str, catalog: Catalog) -> str:
+    """``' (did you mean "org/name"?)'`` for a short or misspelt model id, else ``""``.
+
+    A known id containing ``model`` (``llama-3.1-8b`` in
+    ``meta-llama/llama-3.1-8b-instruct``) wins, the shortest first; otherwise the closest
+    id by spelling, with or without its organisation part.
+    """
+    known = sorted({*catalog.model_ids(), *bundled_architectures()})
+    containing = sorted((k for k in known if model in k), key=lambda k: (len(k), k))
+    if containing:
+        return f' (did you mean "{containing[0]}"?)'
+    by_name = {k.rsplit("/", 1)[-1]: k for k in known}
+    hint = did_you_mean(model.rsplit("/", 1)[-1], by_name)
+    if hint:
+        short = hint.split('"')[1]
+        return f' (did you mean "{by_name.get(short, short)}"?)'
+    return did_you_mean(model, known)
+
+
+def _gpu_spelling(name: str, catalog: Catalog) -> str:
+    """The catalog's spelling of GPU ``name``, matched case-insensitively (as models)."""
+    spellings = [*catalog.gpu_names(), *(cs.gpu for cs in catalog.coefficient_sets())]
+    for g in catalog.gpu_names():
+        spellings += catalog.gpu_aliases(g)
+    if name in spellings:
+        return name
+    by_lower = {s.lower(): s for s in sorted(spellings)}
+    return by_lower.get(name.strip().lower(), name)
 
 
 @dataclass
@@ -243,6 +331,13 @@ class _Latency:
     blocks: int
     architecture: ModelArchitecture | None = None
     gpu: GpuSpec | None = None
+    reason: str = ""
+    fallback: bool = False
+
+
+def _because(lat: _Latency, reason: str, *, fallback: bool = False) -> _Latency:
+    """``lat`` with the reason it was chosen (for the summary, results and report)."""
+    return replace(lat, reason=reason, fallback=fallback)
 
 
 def _fill_defaults(o: dict[str, Any], catalog: Catalog, notes: list[str]) -> bool:
@@ -423,35 +518,47 @@ def _resolve_latency(
         )
         mode = "calibrated"
     if mode == "roofline":
-        return _resolve_roofline(o, explicit, catalog, notes, alpha, beta)
+        asked = "--roofline" if o["roofline"] else "--latency-model roofline"
+        lat = _resolve_roofline(o, explicit, catalog, notes, alpha, beta)
+        return _because(lat, f"requested ({asked})")
     if mode == "calibrated":
         why = "--latency-model calibrated"
-        return _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
+        asked = "--latency-coeffs" if o["latency_model"] == "auto" else why
+        lat = _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
+        return _because(lat, f"requested ({asked})")
     if mode not in ("auto", "blackbox") and inputs == "architecture":
         # Another registered model or a plug-in that prices steps from the architecture.
         why = f"--latency-model {mode}"
-        return _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, mode)
+        lat = _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, mode)
+        return _because(lat, f"requested ({why})")
     # From here on: trained (or given) alpha/beta coefficients, for blackbox or a
     # registered/plug-in model whose inputs are "trained".
     trained_mode = "blackbox" if mode == "auto" else mode
     if any(alpha) or any(beta):
-        return _Latency(trained_mode, tuple(alpha), tuple(beta), blocks)
+        lat = _Latency(trained_mode, tuple(alpha), tuple(beta), blocks)
+        same = catalog.find_coefficients(model, o["hardware"], o["tp"], o["vllm_version"])
+        if same is not None and (list(same.alpha), list(same.beta)) == (list(alpha), list(beta)):
+            return _because(lat, _trained_reason(same))  # e.g. a results file replayed
+        return _because(lat, "requested (--alpha-coeffs/--beta-coeffs)")
     if mode == "auto" and (o["model_config_folder"] or o["hardware_config"]):
         notes.append("no coefficients, and a model or hardware config given: calibrated model")
         why = (
             "without coefficients, --model-config-folder/--hardware-config select the "
             "calibrated model, which"
         )
-        return _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
+        lat = _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
+        return _because(lat, "auto: --model-config-folder/--hardware-config given")
 
     has_defaults = _fill_defaults(o, catalog, notes)
     if not has_defaults and not catalog.has_model(model):
         if mode == "auto" and bundled_architecture(model) is not None:
             why = f"{model} has no trained coefficients; its calibrated model"
             notes.append(f"{model} has no trained coefficients: calibrated model")
-            return _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
+            lat = _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
+            return _because(lat, f"auto fallback: {model} has no trained entry", fallback=True)
         raise ConfigError(
-            f"--model: unknown model {model!r}; run `blis models` to list known models, "
+            f"--model: unknown model {model!r}{_model_hint(model, catalog)}; "
+            "run `blis models` to list known models, "
             "or give --alpha-coeffs and --beta-coeffs, or use --latency-model roofline "
             "with --model-config-folder"
         )
@@ -463,7 +570,14 @@ def _resolve_latency(
                 "calibrated model"
             )
             why = "--latency-model calibrated"
-            return _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
+            lat = _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
+            trained = ", ".join(
+                sorted({f"{cs.gpu}/TP{cs.tp}" for cs in catalog.coefficient_sets(model)})
+            )
+            reason = f"auto fallback: no trained entry for {o['hardware']}/TP{o['tp']}"
+            return _because(
+                lat, reason + (f" (trained: {trained})" if trained else ""), fallback=True
+            )
         combos = [f"{cs.gpu}/TP{cs.tp}/{cs.vllm_version}" for cs in catalog.coefficient_sets(model)]
         hint = "; trained: " + ", ".join(combos) if combos else ""
         raise ConfigError(
@@ -474,7 +588,13 @@ def _resolve_latency(
         )
     if "total_kv_blocks" not in explicit:
         blocks = found.total_kv_blocks
-    return _Latency(trained_mode, found.alpha, found.beta, blocks)
+    lat = _Latency(trained_mode, found.alpha, found.beta, blocks)
+    return _because(lat, _trained_reason(found))
+
+
+def _trained_reason(found: Any) -> str:
+    """``trained entry H100/TP2 (vllm/vllm-openai:v0.8.4)``: the coefficient set that ran."""
+    return f"trained entry {found.gpu}/TP{found.tp} ({found.vllm_version})"
 
 
 #: Longest time (µs) one step, one queueing delay or one token overhead may take: an hour
@@ -635,6 +755,11 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     resolve_policies(options, explicit)
     # Tracing, counterfactual K and fitness weights: checked before the run (analysis/).
     check_analysis_options(options)
+    # --slo: goodput objectives (metrics/goodput.py), spelled as for `blis plan`.
+    from inference_sim.metrics.goodput import check_objectives
+    from inference_sim.metrics.slo import parse_slos
+
+    check_objectives(parse_slos(options["slo"]))
     try:
         catalog = load_catalog(options["defaults_filepath"] or None)
     except CatalogError as exc:
@@ -645,7 +770,9 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         except CatalogError as exc:
             raise ConfigError(f"--hardware-config: {exc}") from None
     notes: list[str] = []
-    _resolve_workload(options, catalog)
+    if options["hardware"]:
+        options["hardware"] = _gpu_spelling(options["hardware"], catalog)
+    _resolve_workload(options, explicit, catalog)
     from inference_sim.workload.plan import resolve_workload_options
 
     workload_spec = resolve_workload_options(options, explicit)
@@ -708,6 +835,8 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         beta=tuple(beta),
         latency_model=lat.mode,
         notes=notes,
+        latency_reason=lat.reason,
+        latency_fallback=lat.fallback,
         architecture=lat.architecture,
         gpu_spec=lat.gpu,
         workload_spec=workload_spec,

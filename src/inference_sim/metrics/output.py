@@ -8,6 +8,7 @@ rename), so a reader never sees half a file; devices and FIFOs are written throu
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -20,9 +21,37 @@ NESTED_SUMMARY_KEYS = ("fitness_components", "slo_distributions", "tenant_metric
 _NOT_IN_METRICS_BLOCK = ("config", "slo_metrics", *NESTED_SUMMARY_KEYS)  # own sections
 
 
+#: Significant digits of unitless floats in text output (rates, fractions, scores).
+TEXT_DIGITS = 6
+
+
+def rounded(value: Any, key: str = "") -> Any:
+    """``value`` with floats rounded for text output, inside lists and mappings too.
+
+    Times keep the simulator's resolution, one µs: ``*_ms`` keys 3 decimals, ``*_s`` keys
+    6; other floats 6 significant digits, the integer part never rounded
+    (9.849901242132944 ms -> 9.85 ms, 19.98312749 requests/s -> 19.9831). The results
+    file keeps every digit."""
+    if isinstance(value, float):
+        if value == 0 or not math.isfinite(value):
+            return value
+        if key.endswith("_ms"):
+            return round(value, 3)
+        if key.endswith("_s"):
+            return round(value, 6)
+        exponent = math.floor(math.log10(abs(value)))
+        return round(value, max(0, TEXT_DIGITS - 1 - exponent))
+    if isinstance(value, Mapping):
+        return {k: rounded(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(v, key) for v in value]
+    return value
+
+
 def metrics_block(summary: Mapping[str, Any]) -> str:
-    """``=== Simulation Metrics ===`` and the summary JSON (without ``config``)."""
-    shown = {k: v for k, v in summary.items() if k not in _NOT_IN_METRICS_BLOCK}
+    """``=== Simulation Metrics ===`` and the summary JSON (without ``config``), floats
+    rounded (:func:`rounded`)."""
+    shown = {k: rounded(v, k) for k, v in summary.items() if k not in _NOT_IN_METRICS_BLOCK}
     return "=== Simulation Metrics ===\n" + json.dumps(shown, indent=2) + "\n"
 
 
@@ -68,11 +97,11 @@ def slo_block(summary: Mapping[str, Any]) -> str:
 
         lines.append(f"  {cls}:")
         lines.append(
-            f"    TTFT: mean={us('ttft_mean_ms'):.2f} p99={us('ttft_p99_ms'):.2f} "
+            f"    TTFT (µs): mean={us('ttft_mean_ms'):.2f} p99={us('ttft_p99_ms'):.2f} "
             f"(n={int(m.get('ttft_count', 0))})"
         )
         lines.append(
-            f"    E2E:  mean={us('e2e_mean_ms'):.2f} p99={us('e2e_p99_ms'):.2f} "
+            f"    E2E (µs):  mean={us('e2e_mean_ms'):.2f} p99={us('e2e_p99_ms'):.2f} "
             f"(n={int(m.get('e2e_count', 0))})"
         )
     return "\n".join(lines) + "\n"

@@ -33,6 +33,17 @@ def e2e_ticks(req: Request) -> int | None:
     return req.first_token_time - req.arrival_time + req.itl_sum
 
 
+def tpot_ticks(e2e: np.ndarray, ttft: np.ndarray, num_output: np.ndarray) -> list[float]:
+    """Per-request time per output token (µs), ascending: (E2E - TTFT) / (output - 1).
+
+    Over completed requests with more than one output token; each request counts once,
+    whatever its length (ITL counts every token instead).
+    """
+    done = (e2e >= 0) & (ttft >= 0) & (num_output > 1)
+    values = (e2e[done] - ttft[done]) / (num_output[done] - 1)
+    return np.sort(values).tolist()
+
+
 def request_record(req: Request) -> dict[str, Any]:
     """One per-request entry with the reference's keys, in its order."""
     ttft = ttft_ticks(req)
@@ -133,6 +144,14 @@ def build_summary(
     out["prefix_cache_hit_rate"] = (
         sum(s.cached_prompt_tokens for s in stats) / looked_up if looked_up else 0.0
     )
+    # Medians, and per-request TPOT (docs/results.md): what vLLM's benchmark reports.
+    out["ttft_p50_ms"] = percentile_ms(ttfts, 50) if completed else 0.0
+    out["e2e_p50_ms"] = percentile_ms(e2es, 50) if completed else 0.0
+    out["itl_p50_ms"] = itl.percentile_ms(50) if completed else 0.0
+    tpots = tpot_ticks(e2e_col, ttft_col, log.column("num_output", rows))
+    out["tpot_mean_ms"] = mean_ms(tpots)
+    for p in (50, 90, 95, 99):
+        out[f"tpot_p{p}_ms"] = percentile_ms(tpots, p)
     if whole:
         out["rejected_requests"] = outcome.rejected
         out["rejected_too_long"] = outcome.rejected_too_long

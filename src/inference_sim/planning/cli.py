@@ -18,13 +18,23 @@ from inference_sim.report.cliutil import (
     run_options,
 )
 
-_PLAN_OWN = ("model", "hardware", "tp", "num_instances", "rate", "results_path", "export_trace")
+_PLAN_OWN = (
+    "model",
+    "hardware",
+    "tp",
+    "num_instances",
+    "rate",
+    "results_path",
+    "export_trace",
+    "slo",  # plan's own --slo (the same spelling); latency bounds also give runs goodput
+)
 _TUNE_OWN = (
     "routing_policy",
     "routing_scorers",
     "results_path",
     "export_trace",
     "fitness_weights",  # tune has its own --fitness-weights (planning.fitness)
+    "slo",
 )
 
 
@@ -89,6 +99,12 @@ def _plan(**p: Any) -> None:
             list(p["models"]), _split(p["hardware"]), list(p["tps"]), list(p["candidates"])
         )
         objectives = parse_slos(p["slos"])
+        from inference_sim.metrics.goodput import family
+
+        # Latency bounds also give every run's summary goodput (as `blis run --slo`).
+        goodput_slos = [s for s, o in zip(p["slos"], objectives, strict=True) if family(o)]
+        if goodput_slos:
+            base["slo"] = ",".join(goodput_slos)
         prices = parse_prices(p["prices"])
         if p["jobs"] is not None and p["jobs"] < 1:
             raise ValueError(f"--jobs must be >= 1, got {p['jobs']}")

@@ -88,11 +88,21 @@ class CandidatePlan:
     probes: list[Probe] = field(default_factory=list)
     error: str = ""
 
+    def latency(self) -> tuple[str, str]:
+        """The latency model its runs used and why (from the chosen run or any probe)."""
+        for summary in (self.summary, *(p.summary for p in reversed(self.probes))):
+            if summary.get("latency_model"):
+                return str(summary["latency_model"]), str(summary.get("latency_model_reason", ""))
+        return "", ""
+
     def to_dict(self, objectives: Sequence[Objective]) -> dict[str, Any]:
+        model, reason = self.latency()
         return {
             "model": self.deployment.model,
             "hardware": self.hardware or self.deployment.hardware,
             "tp": self.tp or self.deployment.tp,
+            "latency_model": model,
+            "latency_model_reason": reason,
             "instances": self.instances,
             "gpus": self.gpus,
             "cost_per_hour": self.cost_per_hour,
@@ -351,7 +361,7 @@ def parse_prices(values: Sequence[str]) -> float | dict[str, float] | None:
 def format_plan(outcome: PlanOutcome) -> str:
     """The ranked table ``blis plan`` prints (infeasible candidates last, with the reason)."""
     metrics = [o.metric for o in outcome.objectives]
-    header = ["rank", "model", "GPU", "TP", "instances", "GPUs", "$/hour"]
+    header = ["rank", "model", "GPU", "TP", "latency model", "instances", "GPUs", "$/hour"]
     header += [*metrics, "saturation rate"]
     rows = [header]
     notes = []
@@ -360,11 +370,13 @@ def format_plan(outcome: PlanOutcome) -> str:
         if c.instances is None:
             why = c.error or f"no instance count <= {outcome.max_instances} meets the SLOs"
             notes.append(f"{i}. {d.label()}: {why}")
-            rows.append([str(i), d.model, d.hardware or "-", str(d.tp or "-")])
-            rows[-1] += ["-"] * (len(header) - 4)
+            lat = c.latency()[0] or "-"
+            rows.append([str(i), d.model, d.hardware or "-", str(d.tp or "-"), lat])
+            rows[-1] += ["-"] * (len(header) - 5)
             continue
         cost = f"{c.cost_per_hour:,.2f}" if c.cost_per_hour is not None else "-"
-        cells = [str(i), d.model, c.hardware, str(c.tp), str(c.instances), str(c.gpus), cost]
+        cells = [str(i), d.model, c.hardware, str(c.tp), c.latency()[0] or "-"]
+        cells += [str(c.instances), str(c.gpus), cost]
         for m in metrics:
             v = c.summary.get(m)
             cells.append(f"{v:,.1f}" if isinstance(v, int | float) else "-")
@@ -378,4 +390,9 @@ def format_plan(outcome: PlanOutcome) -> str:
     lines = ["  ".join(cell.ljust(widths[j]) for j, cell in enumerate(r)).rstrip() for r in rows]
     slos = ", ".join(str(o) for o in outcome.objectives) or "none"
     title = f"Plan for {outcome.rate:g} requests/s; SLOs: {slos}"
-    return "\n".join([title, *lines, *notes]) + "\n"
+    fallbacks = [
+        f"{c.deployment.label()}: latency model {c.latency()[0]} ({c.latency()[1]})"
+        for c in outcome.candidates
+        if c.latency()[1].startswith("auto fallback")
+    ]
+    return "\n".join([title, *lines, *notes, *fallbacks]) + "\n"

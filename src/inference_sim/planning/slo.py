@@ -1,99 +1,22 @@
-"""Service-level objectives on summary metrics: ``ttft_p99_ms=500``, ``responses_per_sec>=50``.
+"""SLO objectives for ``blis plan``: defined in :mod:`inference_sim.metrics.slo`, which
+``blis run --slo`` (goodput) shares; re-exported here for the planner and old imports."""
 
-``name=value`` and ``name<=value`` mean "at most"; ``name>=value`` means "at least".
-Names are the summary's metric keys (``ttft_p99_ms``, ``e2e_mean_ms``, ``itl_mean_ms``,
-...); a few short spellings are accepted: ``mean_tpot_ms``/``tpot_mean_ms`` for
-``itl_mean_ms``, ``tpot_p99_ms`` for ``itl_p99_ms``.
+from inference_sim.metrics.slo import (
+    Objective,
+    check_metrics,
+    meets,
+    parse_slo,
+    parse_slos,
+    served_everything,
+    violations,
+)
 
-A run meets the objectives when every objective holds *and* it served the whole
-workload: every injected request completed, none rejected by admission.
-"""
-
-from __future__ import annotations
-
-import math
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
-
-from inference_sim.config.errors import ConfigError
-
-_SYNONYMS = {
-    "mean_tpot_ms": "itl_mean_ms",
-    "tpot_mean_ms": "itl_mean_ms",
-    "tpot_p90_ms": "itl_p90_ms",
-    "tpot_p95_ms": "itl_p95_ms",
-    "tpot_p99_ms": "itl_p99_ms",
-}
-_PATTERN = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(<=|>=|=)\s*([-+0-9.eE]+)\s*$")
-
-
-@dataclass(frozen=True)
-class Objective:
-    metric: str
-    op: str  # "<=" or ">="
-    bound: float
-
-    def holds(self, value: float) -> bool:
-        return value <= self.bound if self.op == "<=" else value >= self.bound
-
-    def __str__(self) -> str:
-        return f"{self.metric} {self.op} {self.bound:g}"
-
-
-def parse_slo(text: str) -> Objective:
-    m = _PATTERN.match(text)
-    if m is None:
-        raise ConfigError(f"--slo {text!r}: expected METRIC=VALUE, METRIC<=VALUE or METRIC>=VALUE")
-    name, op, raw = m.groups()
-    try:
-        bound = float(raw)
-    except ValueError:
-        raise ConfigError(f"--slo {text!r}: {raw!r} is not a number") from None
-    if not math.isfinite(bound):
-        raise ConfigError(f"--slo {text!r}: the bound must be finite")
-    return Objective(_SYNONYMS.get(name, name), ">=" if op == ">=" else "<=", bound)
-
-
-def parse_slos(texts: Sequence[str]) -> list[Objective]:
-    return [parse_slo(t) for t in texts]
-
-
-def check_metrics(objectives: Sequence[Objective], summary: Mapping[str, Any]) -> None:
-    """ConfigError naming the first objective whose metric the summary does not have."""
-    numeric = sorted(k for k, v in summary.items() if isinstance(v, int | float))
-    for obj in objectives:
-        if not isinstance(summary.get(obj.metric), int | float):
-            raise ConfigError(
-                f"--slo {obj.metric}: not a summary metric; valid: {', '.join(numeric)}"
-            )
-
-
-def served_everything(summary: Mapping[str, Any]) -> bool:
-    injected = int(summary.get("injected_requests", 0))
-    return (
-        int(summary.get("completed_requests", 0)) == injected
-        and injected > 0
-        and int(summary.get("rejected_requests", 0)) == 0
-    )
-
-
-def violations(objectives: Sequence[Objective], summary: Mapping[str, Any]) -> list[str]:
-    """Why ``summary`` misses the objectives (empty: it meets them)."""
-    out: list[str] = []
-    if not served_everything(summary):
-        out.append(
-            f"served {summary.get('completed_requests', 0)} of "
-            f"{summary.get('injected_requests', 0)} requests "
-            f"({summary.get('rejected_requests', 0)} rejected)"
-        )
-    for obj in objectives:
-        value = summary.get(obj.metric)
-        if not isinstance(value, int | float) or not obj.holds(float(value)):
-            out.append(f"{obj.metric} = {value} (want {obj.op} {obj.bound:g})")
-    return out
-
-
-def meets(objectives: Sequence[Objective], summary: Mapping[str, Any]) -> bool:
-    return not violations(objectives, summary)
+__all__ = [
+    "Objective",
+    "check_metrics",
+    "meets",
+    "parse_slo",
+    "parse_slos",
+    "served_everything",
+    "violations",
+]

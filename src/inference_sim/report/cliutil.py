@@ -53,18 +53,44 @@ def cli_errors(debug: bool = False) -> Iterator[None]:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
 
 
+#: Shown instead of a default that is only a placeholder for "decided at resolution".
+_DEFAULT_TEXT = {
+    "alpha_coeffs": "the trained entry's",
+    "beta_coeffs": "the trained entry's",
+}
+
+
+def help_default(spec: OptionSpec) -> str:
+    """`` [default: X]`` for ``spec``'s help, or ``""`` when the help already says it.
+
+    Placeholders (``tp`` 0 meaning "the catalog's", the horizon's "never") would read as
+    real values, so options whose help names their default show nothing more.
+    """
+    if spec.name in _DEFAULT_TEXT:
+        return f" [default: {_DEFAULT_TEXT[spec.name]}]"
+    if spec.name.startswith(("prompt_tokens", "output_tokens", "prefix_tokens")):
+        return f" [default: {spec.default}, or the --workload preset's]"
+    if spec.default in ("", None, []) or "default:" in spec.help or "(default" in spec.help:
+        return ""
+    if spec.kind is bool:
+        return " [default: on]" if spec.default else " [default: off]"
+    return f" [default: {spec.default}]"
+
+
 def run_option(spec: OptionSpec) -> click.Option:
     """The ``blis run`` flag for ``spec`` (no default: only given flags are collected)."""
     names = [spec.flag, *spec.alias_flags]
-    help_text = spec.help + ("" if spec.default in ("", None) else f" [default: {spec.default}]")
+    help_text = spec.help + help_default(spec)
     if spec.kind is bool:
         decls = [f"{n}/--no-{n[2:]}" for n in names]
         return click.Option([*decls, spec.name], default=None, help=help_text)
-    if spec.kind == "floats":
+    if spec.kind in ("floats", "texts"):
         return click.Option(
             [*names, spec.name], type=str, multiple=True, default=None, help=help_text
         )
     ctype = {int: click.INT, float: click.FLOAT, str: click.STRING}[spec.kind]  # type: ignore[index]
+    if spec.name == "horizon":
+        ctype = click.STRING  # units: 500ms, 10s (parsed by config.resolve)
     return click.Option([*names, spec.name], type=ctype, default=None, help=help_text)
 
 
@@ -80,9 +106,9 @@ def collect_run_options(params: dict[str, Any], exclude: Sequence[str] = ()) -> 
         if spec.name in exclude:
             continue
         value = params.get(spec.name)
-        if value is None or (spec.kind == "floats" and not value):
+        if value is None or (spec.kind in ("floats", "texts") and not value):
             continue
-        given[spec.name] = ",".join(value) if spec.kind == "floats" else value
+        given[spec.name] = ",".join(value) if spec.kind in ("floats", "texts") else value
     if params.get("config"):
         given["config"] = params["config"]
     return given

@@ -33,6 +33,7 @@ DEPLOYMENT_COLUMNS = (
     "model",
     "hardware",
     "tp",
+    "latency_model",  # resolved: which model ran (auto may fall back; see the summary's reason)
     "num_instances",
     "workload",
     "rate",
@@ -255,13 +256,14 @@ def format_table(outcome: SweepOutcome, spec: SweepSpec) -> str:
     """A short text table of the runs: varied options, status, headline metrics."""
     varied = spec.varied()
     metrics = ("ttft_p99_ms", "e2e_p99_ms", "itl_mean_ms", "responses_per_sec")
-    header = ["run", *varied, "status", *metrics]
+    header = ["run", *varied, "status", "latency model", *metrics]
     lines = [header]
     for run, res in zip(outcome.runs, outcome.results, strict=True):
         s = res.get("summary") or {}
         cells = [str(run.index)]
         cells += [str(run.options.get(v, "")) for v in varied]
         cells.append(res.get("status", "failed"))
+        cells.append(str(s.get("latency_model") or "-"))
         for m in metrics:
             v = s.get(m)
             cells.append(f"{v:.1f}" if isinstance(v, int | float) else "-")

@@ -6,7 +6,9 @@ Kept here so the option resolver and the runner only call two or three functions
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from inference_sim.core.request import Request
@@ -49,6 +51,7 @@ def resolve_workload_options(o: dict[str, Any], explicit: frozenset[str]) -> Wor
         spec = spec.with_seed(o["seed"])
     else:
         o["seed"] = spec.seed
+    spec = _apply_rate(spec, o, explicit, path)
     if "horizon" not in explicit and spec.horizon > 0:
         o["horizon"] = spec.horizon
     if "num_requests" not in explicit:
@@ -59,6 +62,41 @@ def resolve_workload_options(o: dict[str, Any], explicit: frozenset[str]) -> Wor
             "--horizon to bound generation"
         )
     return spec
+
+
+def _apply_rate(
+    spec: WorkloadSpec, o: dict[str, Any], explicit: frozenset[str], path: str
+) -> WorkloadSpec:
+    """``--rate`` with a spec scales it: the spec's ``aggregate_rate`` becomes the rate,
+    so every client's rate is multiplied by the same factor (shares unchanged). A staged
+    spec (its own time-varying rates) refuses an explicit, different ``--rate``. Without
+    ``--rate``, ``o["rate"]`` becomes the rate the spec offers (staged: the time-weighted
+    mean of its stages), so results and plans never name a rate that did not run."""
+    if spec.stages:
+        span = sum(st.end_us - st.start_us for st in spec.stages)
+        own = sum(st.rate * (st.end_us - st.start_us) for st in spec.stages) / span
+    else:
+        own = spec.aggregate_rate
+    if "rate" not in explicit:
+        if own > 0:
+            o["rate"] = own
+        return spec
+    rate = float(o["rate"])
+    if math.isclose(rate, own, rel_tol=1e-9):
+        return spec
+    if spec.stages:
+        raise WorkloadError(
+            f"--rate {rate:g}: the workload spec {path} sets its own rates in load stages "
+            f"(mean {own:g} requests/s); remove --rate or edit the stages"
+        )
+    log.info(
+        "--rate %g scales workload spec %s from aggregate_rate %g (x%g per client)",
+        rate,
+        path,
+        own,
+        rate / own,
+    )
+    return replace(spec, aggregate_rate=rate)
 
 
 def spec_or_trace_requests(

@@ -1,0 +1,98 @@
+"""Goodput: completed requests per second that met every per-request latency objective.
+
+The objectives are ``--slo`` flags, spelled as for ``blis plan`` (``ttft_p99_ms=500``).
+For goodput only the metric family counts, as in vLLM's benchmark: every ``ttft_*``
+objective bounds each request's TTFT, ``e2e_*`` its end-to-end latency, ``tpot_*`` and
+``itl_*`` its time per output token (its mean ITL), ``scheduling_delay_*`` its
+scheduling delay. ``slo_met`` separately checks the objectives as written against the
+summary (p99 against the summary's p99, ...), as ``blis plan`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from inference_sim.core.errors import ConfigError
+from inference_sim.metrics.outcome import SimulationOutcome
+from inference_sim.metrics.slo import Objective, meets
+
+#: Metric-name prefix -> the per-request quantity it bounds.
+FAMILIES = {
+    "ttft_": "ttft",
+    "e2e_": "e2e",
+    "tpot_": "tpot",
+    "itl_": "tpot",
+    "scheduling_delay_": "sched_delay",
+}
+
+
+#: The summary's latency metrics an objective may name.
+LATENCY_METRICS = (
+    *(
+        f"{m}_{s}_ms"
+        for m in ("ttft", "e2e", "itl", "tpot")
+        for s in ("mean", "p50", "p90", "p95", "p99")
+    ),
+    "scheduling_delay_p99_ms",
+)
+
+
+def family(obj: Objective) -> str | None:
+    """The per-request quantity ``obj`` bounds, or None (a throughput objective, say)."""
+    if obj.op != "<=" or not obj.metric.endswith("_ms"):
+        return None
+    for prefix, name in FAMILIES.items():
+        if obj.metric.startswith(prefix):
+            return name
+    return None
+
+
+def check_objectives(objectives: Sequence[Objective]) -> None:
+    """ConfigError naming the first objective goodput cannot apply to each request."""
+    for obj in objectives:
+        if obj.op == "<=" and obj.metric not in LATENCY_METRICS and family(obj) is not None:
+            raise ConfigError(
+                f"--slo {obj.metric}: not a latency metric of the summary; "
+                f"valid: {', '.join(LATENCY_METRICS)}"
+            )
+        if family(obj) is None:
+            raise ConfigError(
+                f"--slo {obj}: goodput needs an upper bound on a latency in ms "
+                "(ttft_*, tpot_*, itl_*, e2e_*, scheduling_delay_*, with = or <=)"
+            )
+
+
+def goodput_keys(
+    outcome: SimulationOutcome, objectives: Sequence[Objective], summary: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``goodput_requests_per_sec``, ``slo_attainment`` and ``slo_met`` for the summary."""
+    if not objectives:
+        return {}
+    log = outcome.log
+    rows = log.rows_for(None)
+    e2e = log.column("e2e", rows)
+    ttft = log.column("ttft", rows)
+    n_out = log.column("num_output", rows)
+    per_request = {
+        "ttft": ttft.astype(np.float64),
+        "e2e": e2e.astype(np.float64),
+        "sched_delay": log.column("sched_delay", rows).astype(np.float64),
+        # a single-token request has no TPOT: it meets any TPOT bound
+        "tpot": np.where(n_out > 1, (e2e - ttft) / np.maximum(n_out - 1, 1), 0.0),
+    }
+    good = e2e >= 0
+    for obj in objectives:
+        name = family(obj)
+        assert name is not None  # checked when the options were resolved
+        good &= per_request[name] <= obj.bound * 1000.0  # ms -> µs ticks
+    completed = int(summary.get("completed_requests", 0))
+    duration = float(summary.get("vllm_estimated_duration_s", 0.0))
+    n_good = int(good.sum())
+    return {
+        "goodput_requests_per_sec": n_good / duration if duration > 0 and completed else 0.0,
+        "slo_attainment": n_good / completed if completed else 0.0,
+        "slo_met": meets(objectives, summary),
+    }
