@@ -38,7 +38,8 @@ def test_roofline_with_a_trained_entry_takes_its_alpha_and_blocks():
     assert plan.latency_model == "roofline"
     assert (plan.options["hardware"], plan.options["tp"]) == ("H100", 2)
     assert plan.alpha == trained.alpha
-    assert plan.engine.num_gpu_blocks == trained.total_kv_blocks
+    assert plan.engine.num_gpu_blocks == trained.total_kv_blocks // 2 == 66069
+    assert any("132139 (counted over all 2 TP ranks) / TP 2" in n for n in plan.notes)
     assert any("default TP=2" in n for n in plan.notes)
     model = plan.make_latency_model()
     assert isinstance(model, RooflineLatencyModel)

@@ -26,6 +26,7 @@ from inference_sim.catalog.architecture import (
 )
 from inference_sim.catalog.capacity import derive_kv_blocks
 from inference_sim.catalog.hardware import with_hardware_config
+from inference_sim.catalog.schema import CoefficientSet
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import ALIASES, BY_NAME, OPTIONS, OptionSpec, canonical_name
 from inference_sim.config.policies import resolve_policies
@@ -245,6 +246,17 @@ class _Latency:
     gpu: GpuSpec | None = None
 
 
+def _trained_blocks_note(found: CoefficientSet) -> str:
+    """Where a trained entry's KV block count came from (``--log info``)."""
+    if found.tp <= 1:
+        return f"{found.instance_kv_blocks} KV blocks from the trained entry"
+    return (
+        f"{found.instance_kv_blocks} KV blocks per instance: the trained entry's "
+        f"{found.total_kv_blocks} (counted over all {found.tp} TP ranks) / TP {found.tp} "
+        "(docs/differences.md; --total-kv-blocks overrides)"
+    )
+
+
 def _fill_defaults(o: dict[str, Any], catalog: Catalog, notes: list[str]) -> bool:
     """Fill TP, GPU and vLLM version from the model's catalog default; False if it has none."""
     model = o["model"]
@@ -329,8 +341,8 @@ def _resolve_roofline(
             alpha = list(found.alpha)
             notes.append(f"roofline: alpha from the trained entry for {found.gpu}/TP{found.tp}")
         if "total_kv_blocks" not in explicit and found.total_kv_blocks > 0:
-            blocks = found.total_kv_blocks
-            notes.append(f"{mode}: {blocks} KV blocks from the trained entry")
+            blocks = found.instance_kv_blocks
+            notes.append(f"{mode}: {_trained_blocks_note(found)}")
     if "total_kv_blocks" not in explicit and (found is None or found.total_kv_blocks <= 0):
         try:
             cap = derive_kv_blocks(
@@ -473,7 +485,8 @@ def _resolve_latency(
             "or use --latency-model calibrated or roofline"
         )
     if "total_kv_blocks" not in explicit:
-        blocks = found.total_kv_blocks
+        blocks = found.instance_kv_blocks
+        notes.append(_trained_blocks_note(found))
     return _Latency(trained_mode, found.alpha, found.beta, blocks)
 
 
