@@ -338,8 +338,14 @@ def _resolve_roofline(
     found = catalog.find_coefficients(model, o["hardware"], o["tp"], o["vllm_version"])
     if found is not None:
         if mode == "roofline" and not any(alpha) and any(found.alpha):
-            alpha = list(found.alpha)
-            notes.append(f"roofline: alpha from the trained entry for {found.gpu}/TP{found.tp}")
+            # A trained alpha is half of a joint fit with its beta (the fit splits each
+            # measured ITL between alpha2 and the step freely: alpha2 spans 0-66 ms in
+            # the catalog), so it never goes on top of an analytical step (roofline.md).
+            notes.append(
+                f"roofline: the trained entry's alpha for {found.gpu}/TP{found.tp} "
+                f"({found.vllm_version}) is not used: it was fitted together with its own "
+                "step time; give --alpha-coeffs for queueing and per-token overheads"
+            )
         if "total_kv_blocks" not in explicit and found.total_kv_blocks > 0:
             blocks = found.instance_kv_blocks
             notes.append(f"{mode}: {_trained_blocks_note(found)}")
@@ -370,7 +376,7 @@ def _resolve_roofline(
         return _Latency(mode, tuple(alpha), tuple(beta), blocks, arch, gpu)
     if not any(alpha):
         notes.append(
-            "roofline: alpha is all zero (no trained entry, no --alpha-coeffs): "
+            "roofline: alpha is all zero (no --alpha-coeffs): "
             "no queueing delay or per-token output overhead"
         )
     return _Latency("roofline", tuple(alpha), tuple(beta), blocks, arch, gpu)
