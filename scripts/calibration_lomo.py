@@ -155,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     _write_docs(
         args, rows_in, rows_lomo, rows_roof, rows_bb, shipped, fold_coeffs, timings, command, today
     )
+    if args.write:  # the fidelity data every calibrated run reports (issue 19)
+        import runpy
+
+        runpy.run_path(os.path.join(ROOT, "scripts", "fidelity_table.py"))["main"]([])
     return 0
 
 

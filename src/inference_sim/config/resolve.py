@@ -45,6 +45,8 @@ from inference_sim.latency.calibrated import (
     load_coefficients,
     penalized_sampling,
 )
+from inference_sim.latency.fidelity import log_line as fidelity_log_line
+from inference_sim.latency.fidelity import run_fidelity
 from inference_sim.latency.registry import create_latency_model, lookup_latency_model
 
 log = logging.getLogger("inference_sim")
@@ -693,6 +695,11 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
             coeffs = load_coefficients(path) if path else default_coefficients()
         except LatencyConfigError as exc:
             raise ConfigError(f"--latency-coeffs: {exc}") from None
+        assert lat.gpu is not None
+        fid = run_fidelity("calibrated", model, lat.architecture, lat.gpu.name,
+                           options["tp"], options["latency_coeffs"])  # fmt: skip
+        if fid is not None:
+            notes.append(fidelity_log_line(fid))
     try:
         # Built once here so a bad model (or plug-in) fails before the run starts.
         probe = create_latency_model(
