@@ -219,6 +219,15 @@ def _write_docs(
         cells = [f"{folds[m][name]:.4g}" for m in folds]
         lines.append(f"| `{name}` | {value:.4g} | " + " | ".join(cells) + " |")
     lines += ["", f"Timings (s): {', '.join(f'{k} {v:.0f}' for k, v in timings.items())}", ""]
+    # Keep the leave-one-GPU-out block (scripts/calibration_logo.py writes it).
+    old_text = ""
+    if os.path.exists(stem + ".md"):
+        with open(stem + ".md", encoding="utf-8") as fh:
+            old_text = fh.read()
+    begin, end = "<!-- logo:begin -->", "<!-- logo:end -->"
+    if begin in old_text and end in old_text:
+        block = old_text[old_text.index(begin) : old_text.index(end) + len(end)]
+        lines += [block, ""]
     with open(stem + ".md", "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines))
     with open(stem + ".json", "w", encoding="utf-8") as fh:
