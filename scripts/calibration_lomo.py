@@ -39,9 +39,11 @@ from inference_sim.calibrate.report import (  # noqa: E402
     error_rows,
     markdown_table,
     medians,
+    medians_by_tp,
     scatter_svg,
 )
 from inference_sim.calibrate.runs import load_runs  # noqa: E402
+from inference_sim.latency.calibrated import CalibratedCoefficients  # noqa: E402
 
 #: Trained (blackbox) stand-ins: same architecture, different checkpoint name.
 BLACKBOX_STANDIN = {"meta-llama/llama-3.1-70b-instruct": "meta-llama/llama-3.3-70b-instruct"}
@@ -65,7 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true", help="write catalog/data/calibrated.json")
     ap.add_argument("--no-lomo", action="store_true")
     ap.add_argument("--tag", default="calibration-lomo", help="output file stem under --docs")
+    ap.add_argument(
+        "--rerender",
+        action="store_true",
+        help="no fits: rewrite the docs from the existing <docs>/<tag>.json (table layout only)",
+    )
     args = ap.parse_args(argv)
+    if args.rerender:
+        return _rerender(args)
 
     t_start = time.time()
     runs = load_runs(args.runs)
@@ -155,6 +164,32 @@ def main(argv: list[str] | None = None) -> int:
     _write_docs(
         args, rows_in, rows_lomo, rows_roof, rows_bb, shipped, fold_coeffs, timings, command, today
     )
+    if args.write:  # the fidelity data every calibrated run reports (issue 19)
+        import runpy
+
+        runpy.run_path(os.path.join(ROOT, "scripts", "fidelity_table.py"))["main"]([])
+    return 0
+
+
+def _rerender(args) -> int:
+    """Rewrite the docs from a previous run's JSON (same rows, same date and command)."""
+    path = os.path.join(args.docs, args.tag + ".json")
+    with open(path, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    rows = doc["rows"]
+    _write_docs(
+        args,
+        rows["in-sample"],
+        rows.get("LOMO", []),
+        rows["roofline"],
+        rows["blackbox"],
+        CalibratedCoefficients.from_mapping(doc["coefficients"]),
+        doc["folds"],
+        doc["timings"],
+        doc["command"],
+        doc["generated"],
+    )
+    print(f"rewrote the docs from {path}")
     return 0
 
 
@@ -201,6 +236,13 @@ def _write_docs(
         "Medians of TPOT* (against (E2E - TTFT) / (output_len - 1), the tokens actually "
         "generated): " + ", ".join(f"{t} {meds[t]['tpot_true_ape']:.1f}%" for t, _ in cols),
         "",
+        f"{cols[0][0]} medians by TP (TTFT / E2E / TPOT*): "
+        + "; ".join(
+            f"TP {tp} ({n} rows) {m['ttft_ape']:.1f} / {m['e2e_ape']:.1f} / "
+            f"{m['tpot_true_ape']:.1f} %"
+            for tp, (n, m) in medians_by_tp(cols[0][1]).items()
+        ),
+        "",
         "## Coefficients",
         "",
         "| coefficient | shipped (all runs) | "
@@ -215,6 +257,15 @@ def _write_docs(
         cells = [f"{folds[m][name]:.4g}" for m in folds]
         lines.append(f"| `{name}` | {value:.4g} | " + " | ".join(cells) + " |")
     lines += ["", f"Timings (s): {', '.join(f'{k} {v:.0f}' for k, v in timings.items())}", ""]
+    # Keep the leave-one-GPU-out block (scripts/calibration_logo.py writes it).
+    old_text = ""
+    if os.path.exists(stem + ".md"):
+        with open(stem + ".md", encoding="utf-8") as fh:
+            old_text = fh.read()
+    begin, end = "<!-- logo:begin -->", "<!-- logo:end -->"
+    if begin in old_text and end in old_text:
+        block = old_text[old_text.index(begin) : old_text.index(end) + len(end)]
+        lines += [block, ""]
     with open(stem + ".md", "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines))
     with open(stem + ".json", "w", encoding="utf-8") as fh:

@@ -231,3 +231,19 @@ def test_calibrate_cli_evaluate_and_write_specs(tmp_path: Path):
     assert doc["meta"]["fitted_params"] == ["queue_us"]
     res = CliRunner().invoke(cli, ["calibrate", str(runs), "--params", "nope", "-q"])
     assert res.exit_code == 2 and "unknown coefficient" in res.output
+
+
+def test_lomo_table_has_a_tp_column_and_medians_by_tp() -> None:
+    from inference_sim.calibrate.report import markdown_table, medians_by_tp
+
+    def row(run: str, tp: int, ape: float) -> dict:
+        return {"run": run, "tp": tp, "stage": 0, "rate": 1.0, "ttft_ape": ape,
+                "e2e_ape": ape, "tpot_ape": ape, "tpot_true_ape": ape}  # fmt: skip
+
+    rows = [row("a", 1, 2.0), row("b", 2, 10.0), row("c", 2, 20.0)]
+    table = markdown_table([("LOMO", rows)])
+    assert table.splitlines()[0].startswith("| run | TP | stage | rate |")
+    assert "| b | 2 | 0 | 1.0 | 10.0 |" in table
+    by_tp = medians_by_tp(rows)
+    assert list(by_tp) == [1, 2]
+    assert by_tp[2][0] == 2 and by_tp[2][1]["e2e_ape"] == 15.0

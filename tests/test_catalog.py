@@ -219,7 +219,7 @@ def test_models_table(catalog: Catalog) -> None:
             "tp": 2,
             "vllm_version": V084,
             "latency_modes": "blackbox,roofline,calibrated",
-            "total_kv_blocks": 132139,
+            "total_kv_blocks": 66069,  # the data's 132139 counts both TP ranks
             "derived_kv_blocks": 64030,
             "default": True,
         }
@@ -239,7 +239,7 @@ def test_models_table(catalog: Catalog) -> None:
         "DEFAULT",
     ]
     assert len(lines) == len(rows) + 1
-    assert any(line.startswith(LLAMA) and "132139" in line for line in lines)
+    assert any(line.startswith(LLAMA) and "66069" in line for line in lines)
 
 
 def test_format_models_table_empty() -> None:
@@ -396,3 +396,14 @@ def test_missing_user_file(tmp_path: Path) -> None:
 def test_directory_as_user_file(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="got a directory"):
         load_catalog(tmp_path)
+
+
+def test_instance_kv_blocks_divides_the_rank_summed_count_by_tp(catalog: Catalog) -> None:
+    """The data counts blocks over all TP ranks; one instance has 1/TP of that (vLLM)."""
+    at = {tp: found(catalog.find_coefficients(LLAMA, "H100", tp, V084)) for tp in (1, 2, 4)}
+    assert [at[tp].total_kv_blocks for tp in (1, 2, 4)] == [29205, 132139, 559190]
+    assert [at[tp].instance_kv_blocks for tp in (1, 2, 4)] == [29205, 66069, 139797]
+    # Per instance the count now tracks what GPU memory holds at every TP (derived:
+    # 28186 / 64030 / 135719 at utilization 0.9), instead of growing 2-4x too fast.
+    for tp, derived in ((1, 28186), (2, 64030), (4, 135719)):
+        assert 1.0 < at[tp].instance_kv_blocks / derived < 1.05

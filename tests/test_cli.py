@@ -146,7 +146,7 @@ def test_default_run_prints_metrics_block_with_reference_keys_first(default_run)
     assert keys[: len(prefix)] == prefix
     assert summary["instance_id"] == "cluster"
     assert summary["completed_requests"] == summary["injected_requests"] == 20
-    assert summary["total_kv_blocks"] == 132139
+    assert summary["total_kv_blocks"] == 132139 // 2  # the trained entry counts both TP ranks
     assert "config" not in summary  # results file only
     assert "=== Simulation Metrics ===" not in rest  # one instance: one block
     assert "Traceback" not in result.stderr
@@ -178,7 +178,7 @@ def test_results_file_has_stdout_keys_then_requests_timeseries_and_config(defaul
     assert config["model"] == MODEL
     assert config["hardware"] == "H100"
     assert config["tp"] == 2
-    assert config["total_kv_blocks"] == 132139
+    assert config["total_kv_blocks"] == 132139 // 2
 
 
 def test_same_seed_gives_byte_identical_stdout_and_results_file(tmp_path):

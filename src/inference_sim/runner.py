@@ -15,6 +15,7 @@ from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.instance import make_instance
 from inference_sim.interrupts import RunSignals
+from inference_sim.latency.fidelity import run_fidelity
 from inference_sim.metrics.goodput import goodput_keys
 from inference_sim.metrics.slo import parse_slos
 from inference_sim.metrics.summary import (
@@ -133,6 +134,16 @@ def collect_results(
         analysis = RunAnalysis(plan.options, [inst.name for inst in outcome.instances])
     # Fitness, per-SLO distributions, tenant fairness, regret (analysis/run.py).
     summary.update(analysis.summary_keys(outcome, summary))
+    fidelity = run_fidelity(
+        plan.latency_model,
+        plan.options["model"],
+        plan.architecture,
+        plan.gpu_spec.name if plan.gpu_spec is not None else "",
+        plan.options["tp"],
+        plan.options["latency_coeffs"],
+    )
+    if fidelity is not None:  # how far from the calibration data (docs/calibration.md)
+        summary["fidelity"] = fidelity
     summary["config"] = plan.resolved_config()
     per_instance = []
     if len(outcome.instances) > 1:

@@ -7,7 +7,14 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["error_rows", "format_table", "markdown_table", "medians", "scatter_svg"]
+__all__ = [
+    "error_rows",
+    "format_table",
+    "markdown_table",
+    "medians",
+    "medians_by_tp",
+    "scatter_svg",
+]
 
 METRICS = ("ttft", "e2e", "tpot")
 
@@ -110,11 +117,11 @@ def markdown_table(
     """
     first = columns[0][1]
     head = (
-        "| run | stage | rate | "
+        "| run | TP | stage | rate | "
         + " | ".join(f"{t} TTFT | {t} E2E | {t} TPOT" for t, _ in columns)
         + " |"
     )
-    sep = "|---|---:|---:|" + "---:|---:|---:|" * len(columns)
+    sep = "|---|---:|---:|---:|" + "---:|---:|---:|" * len(columns)
     lines = [head, sep]
     index = [{(r["run"], r["stage"]): r for r in rows} for _, rows in columns]
     for r in first:
@@ -127,15 +134,27 @@ def markdown_table(
                 v = x.get(f"{m}_ape")
                 cells.append(_fmt(v) if v is not None else "n/a")
         lines.append(
-            f"| {name} | {r['stage']} | {_fmt(r.get('rate', ''), 1)} | " + " | ".join(cells) + " |"
+            f"| {name} | {r.get('tp', '')} | {r['stage']} | {_fmt(r.get('rate', ''), 1)} | "
+            + " | ".join(cells)
+            + " |"
         )
     meds = [medians(rows) for _, rows in columns]
     cells = []
     for med in meds:
         for m in METRICS:
             cells.append(f"**{_fmt(med[f'{m}_ape'])}**")
-    lines.append("| **median** | | | " + " | ".join(cells) + " |")
+    lines.append("| **median** | | | | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def medians_by_tp(rows: Sequence[Mapping[str, Any]]) -> dict[int, tuple[int, dict[str, float]]]:
+    """{TP: (number of rows, :func:`medians` of those rows)} for rows that carry a TP."""
+    tps = sorted({int(r["tp"]) for r in rows if "tp" in r})
+    out = {}
+    for tp in tps:
+        sel = [r for r in rows if r.get("tp") == tp]
+        out[tp] = (len(sel), medians(sel))
+    return out
 
 
 def scatter_svg(

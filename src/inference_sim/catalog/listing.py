@@ -108,7 +108,7 @@ def models_table(
                     "tp": cs.tp,
                     "vllm_version": cs.vllm_version,
                     "latency_modes": "blackbox,roofline,calibrated" if roofline else "blackbox",
-                    "total_kv_blocks": cs.total_kv_blocks,
+                    "total_kv_blocks": cs.instance_kv_blocks,
                     "derived_kv_blocks": "" if derived is None else derived,
                     "default": cs is default_set,
                 }

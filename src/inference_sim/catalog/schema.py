@@ -19,8 +19,9 @@ class CoefficientSet:
     image) it was fitted on, which is why all four are part of the record.
     ``alpha`` holds the request-level terms and ``beta`` the per-step terms
     of the fitted model; ``total_kv_blocks`` is the KV-cache
-    capacity observed for that deployment.  Only the owner of the latency
-    model interprets the individual terms; the catalog just stores them.
+    capacity recorded for that deployment, as the data file gives it: summed
+    over the TP ranks (see :attr:`instance_kv_blocks`).  Only the owner of the
+    latency model interprets the individual terms; the catalog just stores them.
     """
 
     model: str
@@ -30,6 +31,21 @@ class CoefficientSet:
     alpha: tuple[float, float, float]
     beta: tuple[float, float, float]
     total_kv_blocks: int
+
+    @property
+    def instance_kv_blocks(self) -> int:
+        """KV blocks one serving instance (``tp`` GPUs) has: the recorded count over ``tp``.
+
+        The reference's ``defaults.yaml`` counts blocks over all TP ranks: its TP > 1
+        entries are TP x (1.03 +- 0.01) x the per-GPU count derived from memory for
+        every dense model (Llama-3.1-8B: 132139 at TP 2 = 2 x 1.032 x 64030), while
+        its TP 1 entries are 1.036 x the derived count. vLLM, whose block count is the
+        capacity the scheduler sees, reports the per-GPU figure (each block holds
+        ``block_size`` tokens of every layer, with the KV heads split over the ranks),
+        e.g. 30425 for Llama-3.1-70B at TP 4 where 30437 is derived. So one instance
+        has the recorded count divided by TP (floored).
+        """
+        return max(1, self.total_kv_blocks // max(1, self.tp))
 
 
 @dataclass(frozen=True, slots=True)

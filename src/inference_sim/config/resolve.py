@@ -27,6 +27,7 @@ from inference_sim.catalog.architecture import (
 )
 from inference_sim.catalog.capacity import derive_kv_blocks
 from inference_sim.catalog.hardware import with_hardware_config
+from inference_sim.catalog.schema import CoefficientSet
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import ALIASES, BY_NAME, OPTIONS, OptionSpec, canonical_name
 from inference_sim.config.policies import resolve_policies
@@ -45,6 +46,8 @@ from inference_sim.latency.calibrated import (
     load_coefficients,
     penalized_sampling,
 )
+from inference_sim.latency.fidelity import log_line as fidelity_log_line
+from inference_sim.latency.fidelity import run_fidelity
 from inference_sim.latency.registry import create_latency_model, lookup_latency_model
 
 log = logging.getLogger("inference_sim")
@@ -340,6 +343,17 @@ def _because(lat: _Latency, reason: str, *, fallback: bool = False) -> _Latency:
     return replace(lat, reason=reason, fallback=fallback)
 
 
+def _trained_blocks_note(found: CoefficientSet) -> str:
+    """Where a trained entry's KV block count came from (``--log info``)."""
+    if found.tp <= 1:
+        return f"{found.instance_kv_blocks} KV blocks from the trained entry"
+    return (
+        f"{found.instance_kv_blocks} KV blocks per instance: the trained entry's "
+        f"{found.total_kv_blocks} (counted over all {found.tp} TP ranks) / TP {found.tp} "
+        "(docs/differences.md; --total-kv-blocks overrides)"
+    )
+
+
 def _fill_defaults(o: dict[str, Any], catalog: Catalog, notes: list[str]) -> bool:
     """Fill TP, GPU and vLLM version from the model's catalog default; False if it has none."""
     model = o["model"]
@@ -421,11 +435,17 @@ def _resolve_roofline(
     found = catalog.find_coefficients(model, o["hardware"], o["tp"], o["vllm_version"])
     if found is not None:
         if mode == "roofline" and not any(alpha) and any(found.alpha):
-            alpha = list(found.alpha)
-            notes.append(f"roofline: alpha from the trained entry for {found.gpu}/TP{found.tp}")
+            # A trained alpha is half of a joint fit with its beta (the fit splits each
+            # measured ITL between alpha2 and the step freely: alpha2 spans 0-66 ms in
+            # the catalog), so it never goes on top of an analytical step (roofline.md).
+            notes.append(
+                f"roofline: the trained entry's alpha for {found.gpu}/TP{found.tp} "
+                f"({found.vllm_version}) is not used: it was fitted together with its own "
+                "step time; give --alpha-coeffs for queueing and per-token overheads"
+            )
         if "total_kv_blocks" not in explicit and found.total_kv_blocks > 0:
-            blocks = found.total_kv_blocks
-            notes.append(f"{mode}: {blocks} KV blocks from the trained entry")
+            blocks = found.instance_kv_blocks
+            notes.append(f"{mode}: {_trained_blocks_note(found)}")
     if "total_kv_blocks" not in explicit and (found is None or found.total_kv_blocks <= 0):
         try:
             cap = derive_kv_blocks(
@@ -453,7 +473,7 @@ def _resolve_roofline(
         return _Latency(mode, tuple(alpha), tuple(beta), blocks, arch, gpu)
     if not any(alpha):
         notes.append(
-            "roofline: alpha is all zero (no trained entry, no --alpha-coeffs): "
+            "roofline: alpha is all zero (no --alpha-coeffs): "
             "no queueing delay or per-token output overhead"
         )
     return _Latency("roofline", tuple(alpha), tuple(beta), blocks, arch, gpu)
@@ -587,7 +607,8 @@ def _resolve_latency(
             "or use --latency-model calibrated or roofline"
         )
     if "total_kv_blocks" not in explicit:
-        blocks = found.total_kv_blocks
+        blocks = found.instance_kv_blocks
+        notes.append(_trained_blocks_note(found))
     lat = _Latency(trained_mode, found.alpha, found.beta, blocks)
     return _because(lat, _trained_reason(found))
 
@@ -801,6 +822,11 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
             coeffs = load_coefficients(path) if path else default_coefficients()
         except LatencyConfigError as exc:
             raise ConfigError(f"--latency-coeffs: {exc}") from None
+        assert lat.gpu is not None
+        fid = run_fidelity("calibrated", model, lat.architecture, lat.gpu.name,
+                           options["tp"], options["latency_coeffs"])  # fmt: skip
+        if fid is not None:
+            notes.append(fidelity_log_line(fid))
     try:
         # Built once here so a bad model (or plug-in) fails before the run starts.
         probe = create_latency_model(

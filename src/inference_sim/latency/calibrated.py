@@ -69,14 +69,17 @@ from inference_sim.latency.roofline import _decode_totals, round_half_away
 __all__ = [
     "COEFFICIENT_FIELDS",
     "FITTED_FIELDS",
+    "NO_CORRECTION",
     "RECORD_WIDTH",
     "SAMPLING_MODES",
     "CalibratedCoefficients",
     "CalibratedLatencyModel",
+    "GpuCorrection",
     "StepShape",
     "cuda_graph_tokens",
     "default_coefficients",
     "filtered_sampling",
+    "gpu_correction",
     "interconnect",
     "load_coefficients",
     "penalized_sampling",
@@ -106,6 +109,68 @@ _FP8_GPUS = frozenset({"H100", "H200", "B200", "L40S", "L4", "MI300X"})
 def interconnect(gpu_name: str) -> tuple[float, float]:
     """(link bandwidth GB/s per direction, all-reduce latency factor) for a GPU name."""
     return _INTERCONNECT.get(gpu_name, _DEFAULT_INTERCONNECT)
+
+
+# --------------------------------------------------------------------------- per-GPU
+
+
+@dataclass(frozen=True)
+class GpuCorrection:
+    """How a GPU's measured efficiencies differ from the H100's (1.0: as the H100).
+
+    The coefficients were fitted on H100 runs, so ``weight_read`` and ``compute`` hold the
+    H100's efficiency; another GPU's bandwidth and FLOP/s are scaled by the ratio of its
+    measured GEMM efficiency to the H100's, and its all-reduce by the ratio of measured
+    NCCL latencies and bus bandwidths (``catalog/data/gpu-efficiency.json``, fitted by
+    ``scripts/calibration_logo.py`` from Vidur's operator and collective profiles).
+    """
+
+    bandwidth: float = 1.0  # x datasheet bandwidth, relative to the H100's fraction
+    compute: float = 1.0  # x datasheet FLOP/s, relative to the H100's fraction
+    allreduce_latency: float = 1.0  # x the all-reduce latency factor of the interconnect
+    link_gbs: float = 0.0  # effective link bandwidth for all-reduce bytes (0: datasheet)
+    measured: bool = False
+    source: str = ""
+
+
+#: No correction: the GPU is priced by its datasheet with the H100's efficiencies.
+NO_CORRECTION = GpuCorrection()
+GPU_EFFICIENCY_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "catalog", "data", "gpu-efficiency.json"
+)
+_CORRECTIONS: dict[str, GpuCorrection] | None = None
+
+
+def _load_corrections() -> dict[str, GpuCorrection]:
+    global _CORRECTIONS
+    if _CORRECTIONS is None:
+        out: dict[str, GpuCorrection] = {}
+        if os.path.exists(GPU_EFFICIENCY_PATH):
+            with open(GPU_EFFICIENCY_PATH, encoding="utf-8") as fh:
+                doc = json.load(fh)
+            ref_name = doc["reference_gpu"]
+            gpus = doc["gpus"]
+            ref = gpus[ref_name]
+            ref_link = interconnect(ref_name)[0]
+            for name, g in gpus.items():
+                if name == ref_name:
+                    out[name] = replace(NO_CORRECTION, measured=True, source=g.get("data", ""))
+                    continue
+                out[name] = GpuCorrection(
+                    bandwidth=g["bandwidth"] / ref["bandwidth"],
+                    compute=g["compute"] / ref["compute"],
+                    allreduce_latency=g["allreduce_latency_us"] / ref["allreduce_latency_us"],
+                    link_gbs=ref_link * g["allreduce_bus_gbs"] / ref["allreduce_bus_gbs"],
+                    measured=True,
+                    source=g.get("data", ""),
+                )
+        _CORRECTIONS = out
+    return _CORRECTIONS
+
+
+def gpu_correction(gpu_name: str) -> GpuCorrection:
+    """The measured correction of a GPU (canonical name), or :data:`NO_CORRECTION`."""
+    return _load_corrections().get(gpu_name, NO_CORRECTION)
 
 
 # --------------------------------------------------------------------------- coefficients
@@ -322,7 +387,12 @@ class StepShape:
     """Per-GPU sizes of one model on one GPU at one TP degree (bytes, FLOPs, seconds)."""
 
     def __init__(
-        self, arch: ModelArchitecture, gpu: GpuSpec, tp: int, sampling: str = "auto"
+        self,
+        arch: ModelArchitecture,
+        gpu: GpuSpec,
+        tp: int,
+        sampling: str = "auto",
+        correction: GpuCorrection | None = None,
     ) -> None:
         if isinstance(tp, bool) or not isinstance(tp, int) or tp <= 0:
             raise LatencyConfigError(f"calibrated: --tp must be an integer > 0, got {tp!r}")
@@ -346,10 +416,13 @@ class StepShape:
         self.penalized_sampling = penalized_sampling(arch, sampling)
         # Every rank samples from the full (all-gathered) vocabulary.
         self.sampler_units = float(arch.vocab) / 1e5 if self.filtered_sampling else 0.0
-        self.bw = gpu.peak_bandwidth_tbs * 1e12  # bytes/s
-        self.peak = gpu.peak_tflops * 1e12  # BF16 dense FLOP/s
-        link_gbs, self.link_latency = interconnect(gpu.name)
-        self.link_bw = link_gbs * 1e9
+        corr = gpu_correction(gpu.name) if correction is None else correction
+        self.correction = corr
+        self.bw = gpu.peak_bandwidth_tbs * 1e12 * corr.bandwidth  # bytes/s
+        self.peak = gpu.peak_tflops * 1e12 * corr.compute  # BF16 dense FLOP/s
+        link_gbs, link_latency = interconnect(gpu.name)
+        self.link_latency = link_latency * corr.allreduce_latency
+        self.link_bw = (corr.link_gbs or link_gbs) * 1e9
         d = float(arch.hidden)
         bpp = float(arch.dtype_bytes)
         q = arch.quantization
@@ -462,7 +535,9 @@ class CalibratedLatencyModel:
         *,
         record: bool = False,
         sampling: str = "auto",
+        correction: GpuCorrection | None = None,
     ) -> None:
+        """``correction`` None: the GPU's measured correction (:func:`gpu_correction`)."""
         if coefficients is None:
             coefficients = default_coefficients()
         elif not isinstance(coefficients, CalibratedCoefficients):
@@ -472,7 +547,7 @@ class CalibratedLatencyModel:
         self.tp = tp
         self.coefficients = c = coefficients
         self.sampling = sampling
-        self.shape = sh = StepShape(architecture, gpu, tp, sampling)
+        self.shape = sh = StepShape(architecture, gpu, tp, sampling, correction)
         self._p = c.smooth_p
         self._wr = c.weight_read
         self._moe = c.moe
@@ -619,5 +694,6 @@ class CalibratedLatencyModel:
             "tp": self.tp,
             "filtered_sampling": self.shape.filtered_sampling,
             "penalized_sampling": self.shape.penalized_sampling,
+            "gpu_correction": asdict(self.shape.correction),
             "coefficients": self.coefficients.to_dict(),
         }

@@ -18,7 +18,8 @@ from inference_sim.core.outfiles import OutputPathError, check_output_file, writ
 #: Summary keys holding nested tables, written as their own sections (not in the metrics block).
 NESTED_SUMMARY_KEYS = ("fitness_components", "slo_distributions", "tenant_metrics", "trace_summary")
 
-_NOT_IN_METRICS_BLOCK = ("config", "slo_metrics", *NESTED_SUMMARY_KEYS)  # own sections
+# own sections (``fidelity``: results file and report only, docs/calibration.md)
+_NOT_IN_METRICS_BLOCK = ("config", "slo_metrics", "fidelity", *NESTED_SUMMARY_KEYS)
 
 
 #: Significant digits of unitless floats in text output (rates, fractions, scores).

@@ -292,6 +292,41 @@ def _with_tpot(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]])
     return out
 
 
+def _fidelity_section(fid: Mapping[str, Any]) -> str:
+    """How far the run is from the calibrated model's training data (latency/fidelity.py)."""
+    out = ["<h2>Fidelity</h2>"]
+    if fid.get("coefficients") != "shipped":
+        out.append(f'<p class="note">{escape(str(fid.get("note", "")))}</p>')
+        return "\n".join(out)
+    seen = {"model": "in training", "family": "family in training", "no": "not in training"}
+    bound = " &mdash; <b>a lower bound</b>: part of this run is outside the validated domain"
+    out.append(
+        '<p class="note">Calibrated model, fitted on '
+        f"{escape(str(fid.get('training_domain', '')))}. Expected absolute error of the "
+        f"per-stage means, from {escape(str(fid.get('basis', '')))}"
+        f"{bound if fid.get('lower_bound') else ''}.</p>"
+    )
+    in_training = "in training" if fid.get("tp_seen") else "not in training"
+    rows = [
+        ("GPU", f"{fid.get('gpu', '')} ({fid.get('gpu_domain', '')})"),
+        ("model family", f"{fid.get('model_family', '')} ({seen.get(fid.get('model_seen'), '')})"),
+        ("TP", f"{fid.get('tp', '')} ({in_training})"),
+        ("architecture", "mixture of experts" if fid.get("moe") else "dense"),
+    ]
+    out.append(_table(["domain", "this run"], rows))
+    expected = fid.get("expected_abs_error_pct") or {}
+    err_rows = [
+        (label, f"{expected[key]['median']} %", f"{expected[key]['max']} %", expected[key]["rows"])
+        for key, label in (("e2e", "E2E mean"), ("tpot", "TPOT mean"), ("ttft", "TTFT mean"))
+        if key in expected
+    ]
+    out.append(_table(["metric", "median |error|", "worst row", "rows"], err_rows))
+    caveats = fid.get("caveats") or []
+    if caveats:
+        out.append("<ul>" + "".join(f"<li>{escape(str(c))}</li>" for c in caveats) + "</ul>")
+    return "\n".join(out)
+
+
 def build_report(results: Results, *, title: str = "") -> str:
     """The report page as one HTML string."""
     s = _with_tpot(results.summary, results.records)
@@ -325,6 +360,10 @@ def build_report(results: Results, *, title: str = "") -> str:
                 f'<div class="k">{escape(label)}</div></div>'
             )
     parts.append("</div>")
+
+    fidelity = s.get("fidelity")
+    if isinstance(fidelity, dict):
+        parts.append(_fidelity_section(fidelity))
 
     parts.append("<h2>Latency distributions</h2>")
     if results.records:

@@ -1,0 +1,457 @@
+#!/usr/bin/env python
+"""Per-GPU efficiencies and the leave-one-GPU-out (LOGO) check (issue 19, items 1 and 2).
+
+    PYTHONPATH=src python scripts/calibration_logo.py ../shared/calibration --write
+
+1. Fits each profiled GPU's GEMM efficiency (fractions of datasheet bandwidth and FLOP/s)
+   to Vidur's per-operator timings and its NCCL all-reduce latency and bus bandwidth to
+   Vidur's collective timings (``inference_sim.calibrate.gpu_profiles``). With ``--write``
+   these become ``src/inference_sim/catalog/data/gpu-efficiency.json``, which the
+   calibrated model reads (ratios to the H100, whose end-to-end fit stays as it is).
+2. Operator LOGO: the efficiencies fitted on one GPU's operators predict the other GPU's
+   operators from its datasheet alone; errors for decode-sized (<= 64 tokens) and
+   prefill-sized (>= 1024 tokens) GEMMs, next to the GPU's own fit.
+3. Step LOGO on Splitwise's whole-model timings (Llama-2-70B, TP 2/4/8, DGX-A100 and
+   DGX-H100, 2023 software -- a data set the efficiencies never saw): the calibrated
+   step model's overheads (KV, attention, all-reduce, per-step and per-layer costs) are
+   fitted on one GPU's prefill and decode timings with the GEMM efficiencies fixed, then
+   the other GPU's timings are predicted (a) from its datasheet with the source GPU's
+   efficiencies (nothing measured on the target) and (b) with the measured per-GPU
+   corrections. ``direct`` compares the model's prediction with the target's timing;
+   ``ratio`` predicts the target as the source's measured time x the model's
+   target/source ratio, which isolates what the GPU changes from how well the model fits
+   this older software at all.
+4. Writes docs/calibration-logo.json and the LOGO block of docs/calibration-lomo.md, then
+   regenerates the fidelity data (scripts/fidelity_table.py).
+
+Runs in about half a minute on one core. The data are not in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "src"))
+
+from inference_sim.calibrate.gpu_profiles import (  # noqa: E402
+    COMPUTE_GPUS,
+    NETWORK_SETUPS,
+    GemmFit,
+    SplitwiseRow,
+    fit_allreduce,
+    fit_gemm_efficiency,
+    gemm_seconds,
+    load_allreduce,
+    load_gemm_rows,
+    load_splitwise,
+)
+from inference_sim.catalog import load_catalog  # noqa: E402
+from inference_sim.catalog.architecture import ModelArchitecture  # noqa: E402
+from inference_sim.latency.calibrated import (  # noqa: E402
+    GPU_EFFICIENCY_PATH,
+    NO_CORRECTION,
+    CalibratedCoefficients,
+    CalibratedLatencyModel,
+    GpuCorrection,
+    interconnect,
+)
+
+DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "calibration")
+REFERENCE_GPU = "H100"
+#: Llama-2-70B (Splitwise's model): the published config.json's shape.
+LLAMA2_70B = ModelArchitecture(
+    name="meta-llama/llama-2-70b-hf",
+    layers=80,
+    hidden=8192,
+    heads=64,
+    kv_heads=8,
+    ffn=28672,
+    vocab=32000,
+    dtype_bytes=2,
+)
+#: Step-model coefficients fitted on the source GPU (the GEMM efficiencies are fixed).
+STEP_FREE = ("kv_read", "attention", "allreduce_us", "step_us", "layer_us")
+STEP_START = (1.2, 2.0, 8.0, 200.0, 25.0)
+STEP_BOUNDS = ((0.1, 0.1, 0.0, 0.0, 0.0), (20.0, 60.0, 500.0, 50_000.0, 2_000.0))
+
+
+def pct(x: float) -> float:
+    return round(float(x), 1)
+
+
+def corrections(eff: dict[str, dict[str, float]]) -> dict[str, GpuCorrection]:
+    """The calibrated model's corrections from fitted efficiencies (as calibrated.py does)."""
+    ref = eff[REFERENCE_GPU]
+    out = {}
+    for gpu, e in eff.items():
+        out[gpu] = GpuCorrection(
+            bandwidth=e["bandwidth"] / ref["bandwidth"],
+            compute=e["compute"] / ref["compute"],
+            allreduce_latency=e["allreduce_latency_us"] / ref["allreduce_latency_us"],
+            link_gbs=interconnect(REFERENCE_GPU)[0]
+            * e["allreduce_bus_gbs"]
+            / ref["allreduce_bus_gbs"],
+            measured=True,
+        )
+    return out
+
+
+@dataclass
+class StepCase:
+    row: SplitwiseRow
+    kind: str  # prefill | decode
+
+    @property
+    def measured_us(self) -> float:
+        return (self.row.prompt_ms if self.kind == "prefill" else self.row.token_ms) * 1e3
+
+
+#: Largest prefill (batch x prompt tokens) checked: serving token budgets are 2k-8k, and
+#: Splitwise's larger batched prompts include timings its README calls inconsistent.
+MAX_PREFILL_TOKENS = 8192
+
+
+def step_cases(rows: list[SplitwiseRow]) -> list[StepCase]:
+    out = [StepCase(r, "decode") for r in rows]
+    out += [StepCase(r, "prefill") for r in rows if r.batch * r.prompt <= MAX_PREFILL_TOKENS]
+    return out
+
+
+def predict_steps(
+    cases: list[StepCase],
+    gpu_name: str,
+    coeffs: CalibratedCoefficients,
+    correction: GpuCorrection,
+) -> np.ndarray:
+    """Unrounded step times (µs): a prefill of batch x prompt, or one decode iteration."""
+    gpu = load_catalog().gpu(gpu_name)
+    models = {
+        tp: CalibratedLatencyModel(
+            LLAMA2_70B, gpu, tp, coeffs, sampling="plain", correction=correction
+        )
+        for tp in sorted({c.row.tp for c in cases})
+    }
+    out = []
+    for c in cases:
+        r = c.row
+        m = models[r.tp]
+        if c.kind == "prefill":
+            t = m.terms([(0, r.prompt)] * r.batch, 0, 0)["total_us"]
+        else:  # mean context over the generated tokens
+            t = m.terms([], r.batch, r.batch * (r.prompt + r.tokens // 2))["total_us"]
+        out.append(t)
+    return np.array(out)
+
+
+def step_coefficients(
+    x: np.ndarray | tuple[float, ...], weight_read: float, compute: float
+) -> CalibratedCoefficients:
+    values = dict(zip(STEP_FREE, (float(v) for v in x), strict=True))
+    return CalibratedCoefficients(
+        weight_read=weight_read,
+        compute=compute,
+        request_us=0.0,
+        sampler_us=0.0,
+        penalty_us=0.0,
+        penalty_token_us=0.0,
+        **values,
+    )
+
+
+def fit_steps(
+    cases: list[StepCase], gpu: str, weight_read: float, compute: float, corr: GpuCorrection
+) -> CalibratedCoefficients:
+    from scipy.optimize import least_squares
+
+    meas = np.array([c.measured_us for c in cases])
+
+    def resid(x: np.ndarray) -> np.ndarray:
+        pred = predict_steps(cases, gpu, step_coefficients(x, weight_read, compute), corr)
+        out: np.ndarray = np.log(pred / meas)
+        return out
+
+    sol = least_squares(resid, STEP_START, bounds=STEP_BOUNDS, x_scale="jac")
+    return step_coefficients(sol.x, weight_read, compute)
+
+
+def summarize(errors: np.ndarray, kinds: list[str]) -> dict[str, float]:
+    out = {}
+    for kind in ("prefill", "decode"):
+        e = [float(v) for v, k in zip(errors, kinds, strict=True) if k == kind]
+        out[f"{kind}_ape"] = pct(statistics.median(abs(v) for v in e))
+        out[f"{kind}_bias"] = pct(statistics.median(e))
+        out[f"{kind}_max"] = pct(max(abs(v) for v in e))
+    out["rows"] = len(errors)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("data", nargs="?", default=DEFAULT_DATA, help="../shared/calibration")
+    ap.add_argument("--write", action="store_true", help="write catalog/data/gpu-efficiency.json")
+    ap.add_argument("--docs", default=os.path.join(ROOT, "docs"))
+    args = ap.parse_args(argv)
+    vidur = os.path.join(args.data, "vidur-profiling")
+    split = os.path.join(args.data, "splitwise", "perf_model.csv")
+    for path in (vidur, split):
+        if not os.path.exists(path):
+            print(f"error: {path} not found (the calibration data are not in the repository)")
+            return 2
+    catalog = load_catalog()
+    peaks = {
+        g: (catalog.gpu(g).peak_tflops * 1e12, catalog.gpu(g).peak_bandwidth_tbs * 1e12)
+        for g in COMPUTE_GPUS.values()
+    }
+
+    # 1. efficiencies ------------------------------------------------------------------
+    gemms = load_gemm_rows(vidur)
+    by_gpu = {g: [r for r in gemms if r.gpu == g] for g in COMPUTE_GPUS.values()}
+    fits: dict[str, GemmFit] = {
+        g: fit_gemm_efficiency(rows, *peaks[g]) for g, rows in by_gpu.items()
+    }
+    nets = load_allreduce(vidur)
+    ar = {g: fit_allreduce([r for r in nets if r.gpu == g]) for g in NETWORK_SETUPS.values()}
+    models = {g: sorted({r.model for r in rows}) for g, rows in by_gpu.items()}
+    eff: dict[str, dict[str, float]] = {}
+    for g, f in fits.items():
+        setup = next(s for s, gg in NETWORK_SETUPS.items() if gg == g)
+        eff[g] = {
+            "bandwidth": round(f.bandwidth, 4),
+            "compute": round(f.compute, 4),
+            "launch_us": round(f.launch_us, 2),
+            "gemm_rows": f.rows,
+            "gemm_median_ape_pct": pct(f.median_ape_pct),
+            "allreduce_latency_us": round(ar[g].latency_us, 2),
+            "allreduce_bus_gbs": round(ar[g].bus_gbs, 1),
+            "data": (
+                f"Vidur operator profiles ({', '.join(m.split('/')[-1] for m in models[g])}, "
+                f"TP 1-8, <= 8192 tokens) and NCCL all-reduce ({setup}, single node)"
+            ),
+        }
+    corr = corrections(eff)
+
+    # 2. operator LOGO -------------------------------------------------------------------
+    op_rows = []
+    gpus = list(COMPUTE_GPUS.values())
+    for tgt in gpus:
+        rows = [r for r in by_gpu[tgt] if r.tokens <= 8192]
+        meas = np.array([r.seconds for r in rows])
+        tokens = np.array([r.tokens for r in rows])
+        for src in gpus:
+            f = fits[src]
+            pred = gemm_seconds(rows, f.bandwidth, f.compute, f.launch_us, *peaks[tgt])
+            err = (pred / meas - 1.0) * 100.0
+            dec, pre = err[tokens <= 64], err[tokens >= 1024]
+            op_rows.append(
+                {
+                    "target": tgt,
+                    "fitted_on": src,
+                    "decode_ape": pct(np.median(np.abs(dec))),
+                    "decode_bias": pct(np.median(dec)),
+                    "prefill_ape": pct(np.median(np.abs(pre))),
+                    "prefill_bias": pct(np.median(pre)),
+                    "all_ape": pct(np.median(np.abs(err))),
+                    "rows": len(rows),
+                }
+            )
+
+    # 3. step LOGO (Splitwise) -------------------------------------------------------------
+    sw = load_splitwise(split)
+    cases = {g: step_cases([r for r in sw if r.gpu == g]) for g in gpus}
+    step_rows = []
+    in_sample = {}
+    ref = eff[REFERENCE_GPU]
+    for src in gpus:
+        tgt = next(g for g in gpus if g != src)
+        key = {(c.row.tp, c.row.prompt, c.row.batch, c.row.tokens, c.kind): i
+               for i, c in enumerate(cases[src])}  # fmt: skip
+        for mode in ("datasheet", "measured"):
+            if mode == "datasheet":  # only the source GPU's own measurements
+                wr, cp = 1.0 / eff[src]["bandwidth"], 1.0 / eff[src]["compute"]
+                c_src = c_tgt = NO_CORRECTION
+            else:  # the shipped scheme: H100 efficiencies x per-GPU corrections
+                wr, cp = 1.0 / ref["bandwidth"], 1.0 / ref["compute"]
+                c_src, c_tgt = corr[src], corr[tgt]
+            co = fit_steps(cases[src], src, wr, cp, c_src)
+            src_pred = predict_steps(cases[src], src, co, c_src)
+            src_meas = np.array([c.measured_us for c in cases[src]])
+            kinds_src = [c.kind for c in cases[src]]
+            in_sample[(src, mode)] = summarize((src_pred / src_meas - 1) * 100, kinds_src)
+            tgt_pred = predict_steps(cases[tgt], tgt, co, c_tgt)
+            tgt_meas = np.array([c.measured_us for c in cases[tgt]])
+            kinds = [c.kind for c in cases[tgt]]
+            direct = (tgt_pred / tgt_meas - 1.0) * 100.0
+            ratio = []
+            for c, p, m in zip(cases[tgt], tgt_pred, tgt_meas, strict=True):
+                i = key[(c.row.tp, c.row.prompt, c.row.batch, c.row.tokens, c.kind)]
+                ratio.append((src_meas[i] * p / src_pred[i] / m - 1.0) * 100.0)
+            for how, errs in (("direct", direct), ("ratio", np.array(ratio))):
+                step_rows.append(
+                    {
+                        "target": tgt,
+                        "fitted_on": src,
+                        "gpu_figures": mode,
+                        "prediction": how,
+                        **summarize(errs, kinds),
+                    }
+                )
+
+    # 4. outputs -------------------------------------------------------------------------
+    today = date.today().isoformat()
+    command = "PYTHONPATH=src python scripts/calibration_logo.py ../shared/calibration --write"
+    gpu_entries = {}
+    for g in gpus:
+        if g == REFERENCE_GPU:
+            continue
+        r = next(
+            s for s in step_rows
+            if s["target"] == g and s["gpu_figures"] == "measured" and s["prediction"] == "ratio"
+        )  # fmt: skip
+        gpu_entries[g] = {
+            "step_error_pct": {
+                "e2e": r["decode_ape"],
+                "tpot": r["decode_ape"],
+                "ttft": r["prefill_ape"],
+                "step": max(r["decode_ape"], r["prefill_ape"]),
+            },
+            "basis": "Splitwise Llama-2-70B steps predicted from H100 (ratio, measured figures)",
+        }
+    doc = {
+        "generated": today,
+        "command": command,
+        "efficiency": eff,
+        "corrections": {
+            g: {k: round(v, 4) if isinstance(v, float) else v for k, v in vars_(c).items()}
+            for g, c in corr.items()
+        },
+        "operator_logo": op_rows,
+        "step_logo": step_rows,
+        "step_in_sample": [{"gpu": g, "gpu_figures": m, **v} for (g, m), v in in_sample.items()],
+        "gpus": gpu_entries,
+    }
+    with open(os.path.join(args.docs, "calibration-logo.json"), "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1)
+        fh.write("\n")
+    write_block(os.path.join(args.docs, "calibration-lomo.md"), doc)
+    print(render_block(doc))
+    if args.write:
+        with open(GPU_EFFICIENCY_PATH, "w", encoding="utf-8") as fh:
+            json.dump(
+                {
+                    "format": "inference-sim-gpu-efficiency/1",
+                    "source": f"fitted {today} by scripts/calibration_logo.py "
+                    "(docs/calibration.md)",
+                    "reference_gpu": REFERENCE_GPU,
+                    "gpus": eff,
+                },
+                fh,
+                indent=1,
+            )
+            fh.write("\n")
+        print(f"wrote {GPU_EFFICIENCY_PATH}")
+        import runpy
+
+        runpy.run_path(os.path.join(HERE, "fidelity_table.py"))["main"]([])
+    return 0
+
+
+def vars_(c: GpuCorrection) -> dict[str, object]:
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(c).items() if k not in ("source",)}
+
+
+def render_block(doc: dict) -> str:
+    eff = doc["efficiency"]
+    lines = [
+        "<!-- logo:begin -->",
+        "## Leave one GPU out",
+        "",
+        f"Generated {doc['generated']} by `{doc['command']}`. Do not edit by hand; see",
+        "[calibration.md](calibration.md#per-gpu-efficiencies).",
+        "",
+        "**GEMM efficiency and all-reduce per GPU** (Vidur profiles; fractions of the datasheet"
+        " peak):",
+        "",
+        "| GPU | bandwidth | compute | launch µs | GEMM rows | median APE | all-reduce"
+        " latency µs | bus GB/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for g, e in eff.items():
+        lines.append(
+            f"| {g} | {e['bandwidth']:.3f} | {e['compute']:.3f} | {e['launch_us']:.1f} | "
+            f"{e['gemm_rows']} | {e['gemm_median_ape_pct']} % | {e['allreduce_latency_us']:.1f}"
+            f" | {e['allreduce_bus_gbs']:.0f} |"
+        )
+    lines += [
+        "",
+        "**Operators** (median APE / median signed error, %): each GPU's GEMMs predicted from "
+        "its datasheet with the efficiencies fitted on the GPU in `fitted on`:",
+        "",
+        "| target | fitted on | decode (<= 64 tok) | prefill (>= 1024 tok) | all | rows |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in doc["operator_logo"]:
+        lines.append(
+            f"| {r['target']} | {r['fitted_on']} | {r['decode_ape']} / {r['decode_bias']:+} | "
+            f"{r['prefill_ape']} / {r['prefill_bias']:+} | {r['all_ape']} | {r['rows']} |"
+        )
+    lines += [
+        "",
+        "**Steps** (Splitwise Llama-2-70B, TP 2/4/8; median APE / median signed error / worst,"
+        " %): step overheads fitted on `fitted on`, then the target predicted with "
+        "`datasheet` figures (the source GPU's efficiencies on the target's datasheet: nothing"
+        " measured on the target) or the `measured` per-GPU corrections (what ships);"
+        " `direct` = model vs timing, `ratio` = source timing x model ratio:",
+        "",
+        "| target | fitted on | GPU figures | prediction | prefill | decode | rows |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for r in doc["step_logo"]:
+        lines.append(
+            f"| {r['target']} | {r['fitted_on']} | {r['gpu_figures']} | {r['prediction']} | "
+            f"{r['prefill_ape']} / {r['prefill_bias']:+} / {r['prefill_max']} | "
+            f"{r['decode_ape']} / {r['decode_bias']:+} / {r['decode_max']} | {r['rows']} |"
+        )
+    lines += [
+        "",
+        "In sample (the step model on its own GPU's timings): "
+        + "; ".join(
+            f"{r['gpu']} ({r['gpu_figures']}) prefill {r['prefill_ape']} %, decode "
+            f"{r['decode_ape']} %"
+            for r in doc["step_in_sample"]
+        )
+        + ".",
+        "<!-- logo:end -->",
+    ]
+    return "\n".join(lines)
+
+
+def write_block(path: str, doc: dict) -> None:
+    """Insert or replace the LOGO block of calibration-lomo.md."""
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    block = render_block(doc)
+    begin, end = "<!-- logo:begin -->", "<!-- logo:end -->"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

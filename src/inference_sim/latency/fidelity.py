@@ -1,0 +1,315 @@
+"""How far a calibrated-model run is from the data the model was fitted on, and what error
+to expect there.
+
+The calibrated model's coefficients were fitted on real vLLM runs of a few models on one
+GPU (``catalog/data/calibrated.json``, ``meta``). A run of another model, GPU or TP degree
+is an extrapolation, and the leave-one-model-out validation (docs/calibration-lomo.md)
+measured how large the errors of such extrapolations were. This module places a run in
+that picture -- GPU measured or extrapolated, model (family) seen or not, TP seen or not,
+mixture-of-experts or dense -- and attaches the matching error statistics, so that every
+number the simulator prints comes with a statement of how much to trust it.
+
+The statistics live in ``catalog/data/fidelity.json``, which :func:`build_table` derives
+from ``docs/calibration-lomo.json`` (and the leave-one-GPU-out table,
+``docs/calibration-logo.json``); ``scripts/fidelity_table.py`` regenerates it and
+``tests/test_fidelity.py`` checks that the shipped file matches the docs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+from collections.abc import Iterable, Mapping
+from functools import cache
+from typing import Any
+
+from inference_sim.catalog.architecture import ModelArchitecture, bundled_architecture
+
+__all__ = [
+    "FIDELITY_PATH",
+    "METRICS",
+    "assess",
+    "build_table",
+    "fidelity_table",
+    "log_line",
+    "model_family",
+    "run_fidelity",
+]
+
+FIDELITY_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "catalog", "data", "fidelity.json"
+)
+#: (name in the fidelity record, APE column of the LOMO rows). TPOT is TPOT*: against the
+#: tokens actually generated (docs/calibration.md, "TPOT and TPOT*").
+METRICS: tuple[tuple[str, str], ...] = (
+    ("e2e", "e2e_ape"),
+    ("tpot", "tpot_true_ape"),
+    ("ttft", "ttft_ape"),
+)
+#: Fewest held-out rows at one TP degree before the TP-specific figure is used.
+MIN_ROWS_PER_TP = 3
+
+#: A name and a major version (``llama-3.1``, ``qwen2.5``), not a size (``yi-34b``, ``8x7b``).
+_VERSIONED = re.compile(r"([a-z]+)-?(\d+)(?:\.\d+)?(?![\d.]*[bx])")
+_WORD = re.compile(r"[a-z]+")
+
+
+def model_family(model_id: str) -> str:
+    """A model's family: its name's first word plus major version, without the org.
+
+    ``meta-llama/llama-3.1-8b-instruct`` -> ``llama-3``; ``qwen/qwen2.5-7b-instruct`` ->
+    ``qwen-2``; ``redhatai/phi-4-fp8-dynamic`` -> ``phi-4``; ``01-ai/yi-34b`` -> ``yi``
+    (``34b`` is a size, not a version); ``mistralai/mixtral-8x7b-v0.1`` -> ``mixtral``.
+    Quantized re-uploads fall in their base model's family.
+    """
+    base = model_id.strip().lower().rsplit("/", 1)[-1]
+    m = _VERSIONED.match(base)
+    if m:
+        return f"{m.group(1)}-{m.group(2)}"
+    w = _WORD.match(base)
+    return w.group(0) if w else base
+
+
+def _stats(values: Iterable[float]) -> dict[str, float | int]:
+    vals = [float(v) for v in values]
+    return {
+        "median": round(statistics.median(vals), 1),
+        "max": round(max(vals), 1),
+        "rows": len(vals),
+    }
+
+
+def _group_stats(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
+    return {name: _stats(r[col] for r in rows) for name, col in METRICS}
+
+
+def _is_moe(model_id: str) -> bool:
+    arch = bundled_architecture(model_id)
+    return arch is not None and arch.is_moe
+
+
+def build_table(lomo: Mapping[str, Any], logo: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The fidelity data from the leave-one-model-out results (and leave-one-GPU-out ones).
+
+    ``lomo`` is ``docs/calibration-lomo.json`` (``scripts/calibration_lomo.py --write``);
+    ``logo`` is ``docs/calibration-logo.json`` (``scripts/calibration_logo.py --write``).
+    """
+    held_out = list(lomo["rows"]["LOMO"])
+    in_sample = list(lomo["rows"]["in-sample"])
+    models: dict[str, dict[str, Any]] = {}
+    for r in in_sample:
+        m = models.setdefault(
+            r["model"], {"family": model_family(r["model"]), "tp": [], "moe": _is_moe(r["model"])}
+        )
+        if r["tp"] not in m["tp"]:
+            m["tp"] = sorted([*m["tp"], r["tp"]])
+    moe_rows = [r for r in held_out if models[r["model"]]["moe"]]
+    dense_rows = [r for r in held_out if not models[r["model"]]["moe"]]
+    by_tp: dict[str, Any] = {}
+    for tp in sorted({r["tp"] for r in dense_rows}):
+        rows = [r for r in dense_rows if r["tp"] == tp]
+        by_tp[str(tp)] = _group_stats(rows)
+
+    def per_model(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
+        return {m: _group_stats([r for r in rows if r["model"] == m]) for m in sorted(models)}
+
+    gpus: dict[str, Any] = {"H100": {"domain": "measured"}}
+    if logo:
+        for gpu, entry in sorted(logo.get("gpus", {}).items()):
+            if gpu not in gpus:
+                gpus[gpu] = {
+                    "domain": "profiled",
+                    "step_error_pct": {
+                        k: round(float(v), 1) for k, v in entry["step_error_pct"].items()
+                    },
+                    "basis": entry.get("basis", ""),
+                }
+    return {
+        "format": "inference-sim-fidelity/1",
+        "source": (
+            "derived by scripts/fidelity_table.py from docs/calibration-lomo.json "
+            f"({lomo.get('generated', '')}) and docs/calibration-logo.json"
+            f" ({(logo or {}).get('generated', 'absent')})"
+        ),
+        "training": {
+            "gpus": ["H100"],
+            "models": dict(sorted(models.items())),
+            "tp": sorted({tp for m in models.values() for tp in m["tp"]}),
+            "runs": len({r["run"] for r in in_sample}),
+        },
+        "errors": {
+            "in_sample": per_model(in_sample),
+            "held_out_model": per_model(held_out),
+            "held_out_dense": _group_stats(dense_rows),
+            "held_out_dense_by_tp": by_tp,
+            "held_out_moe": _group_stats(moe_rows) if moe_rows else None,
+            "held_out_all": _group_stats(held_out),
+        },
+        "gpus": gpus,
+    }
+
+
+@cache
+def fidelity_table() -> dict[str, Any]:
+    """The shipped fidelity data (``catalog/data/fidelity.json``)."""
+    with open(FIDELITY_PATH, encoding="utf-8") as fh:
+        doc: dict[str, Any] = json.load(fh)
+    return doc
+
+
+def _basis(
+    table: Mapping[str, Any], model: str, tp: int, moe: bool, gpu_measured: bool
+) -> tuple[dict[str, Any], str]:
+    errors = table["errors"]
+    trained = table["training"]["models"].get(model)
+    if trained is not None and gpu_measured and tp in trained["tp"]:
+        return errors["in_sample"][model], (
+            "in-sample rows of this model (it is in the training set at this TP)"
+        )
+    if moe and errors.get("held_out_moe"):
+        moe_models = [m for m, v in table["training"]["models"].items() if v["moe"]]
+        return errors["held_out_moe"], (
+            f"leave-one-model-out rows of the MoE model{'s' if len(moe_models) > 1 else ''} "
+            f"in training ({', '.join(moe_models)})"
+        )
+    per_tp = errors["held_out_dense_by_tp"].get(str(tp))
+    if per_tp is not None and per_tp["e2e"]["rows"] >= MIN_ROWS_PER_TP:
+        return per_tp, f"leave-one-model-out rows of dense models at TP {tp}"
+    return errors["held_out_dense"], "leave-one-model-out rows of all dense models"
+
+
+def assess(
+    model: str,
+    arch: ModelArchitecture,
+    gpu: str,
+    tp: int,
+    *,
+    shipped: bool = True,
+    table: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Where the run (``model`` on ``gpu`` at ``tp``) sits relative to the training data.
+
+    ``gpu`` is the canonical GPU name (``A100-SXM``, not the alias). ``shipped`` is False
+    for ``--latency-coeffs`` sets, whose training data this module does not know.
+    Returns the results file's ``fidelity`` section.
+    """
+    if not shipped:
+        return {
+            "coefficients": "custom (--latency-coeffs)",
+            "note": "training domain unknown: no expected error is given for custom coefficients",
+        }
+    table = table if table is not None else fidelity_table()
+    training = table["training"]
+    model = model.strip().lower()
+    family = model_family(model)
+    families = sorted({v["family"] for v in training["models"].values()})
+    if model in training["models"]:
+        seen = "model"
+    elif family in families:
+        seen = "family"
+    else:
+        seen = "no"
+    tp_seen = tp in training["tp"]
+    moe = arch.is_moe
+    gpu_entry = table["gpus"].get(gpu, {"domain": "datasheet"})
+    gpu_measured = gpu_entry["domain"] == "measured"
+    stats, basis = _basis(table, model, tp, moe, gpu_measured)
+    expected = {k: dict(v) for k, v in stats.items()}
+    lower_bound = False
+    caveats: list[str] = []
+    step = gpu_entry.get("step_error_pct")
+    if step:
+        for name, _ in METRICS:
+            add = float(step.get(name, step.get("step", 0.0)))
+            expected[name]["median"] = round(expected[name]["median"] + add, 1)
+            expected[name]["max"] = round(expected[name]["max"] + add, 1)
+        basis += (
+            f", plus the leave-one-GPU-out step-time error on {gpu} "
+            f"({step.get('step', max(step.values()))} %, docs/calibration-lomo.md)"
+        )
+        caveats.append(
+            f"{gpu} has no end-to-end vLLM runs in training: its efficiencies come from "
+            "operator and step timings (docs/calibration.md)"
+        )
+    elif not gpu_measured:
+        lower_bound = True
+        caveats.append(
+            f"{gpu} has neither end-to-end runs nor operator timings: it is priced by its "
+            "datasheet figures with the H100's efficiencies; expect more than the figures "
+            "given (an independent check on real A100-80GB and L40S runs, before per-GPU "
+            "efficiencies were fitted, found TPOT and E2E 8-24 % too fast)"
+        )
+    if not tp_seen:
+        lower_bound = True
+        caveats.append(
+            f"TP {tp} is outside the training TPs "
+            f"({', '.join(map(str, training['tp']))}): no held-out evidence at this degree"
+        )
+    if moe:
+        caveats.append(
+            "one MoE model in training: routed-expert costs are fitted on it alone "
+            "(an independent check found Mixtral-8x7B at TP 2 8-13 % too slow)"
+        )
+    if seen == "no":
+        caveats.append(
+            f"model family {family!r} is not in training (seen: {', '.join(families)}); "
+            "the leave-one-model-out folds held out whole families too"
+        )
+    return {
+        "coefficients": "shipped",
+        "training_domain": (
+            f"{training['runs']} vLLM runs of {len(training['models'])} models on "
+            f"{', '.join(training['gpus'])}, TP {', '.join(map(str, training['tp']))}"
+        ),
+        "gpu": gpu,
+        "gpu_domain": gpu_entry["domain"],
+        "model_family": family,
+        "model_seen": seen,
+        "tp": tp,
+        "tp_seen": tp_seen,
+        "moe": moe,
+        "expected_abs_error_pct": expected,
+        "basis": basis,
+        "lower_bound": lower_bound,
+        "caveats": caveats,
+    }
+
+
+_DOMAIN_WORDS = {
+    "measured": "measured",
+    "profiled": "extrapolated from operator/step timings",
+    "datasheet": "extrapolated from its datasheet",
+}
+
+
+def log_line(fid: Mapping[str, Any]) -> str:
+    """One ``--log info`` line summarising a fidelity record."""
+    if fid.get("coefficients") != "shipped":
+        return f"fidelity: {fid.get('note', '')}"
+    e = fid["expected_abs_error_pct"]
+    seen = {"model": "seen", "family": "family seen", "no": "unseen"}[fid["model_seen"]]
+    bound = "at least " if fid["lower_bound"] else ""
+    return (
+        f"fidelity: GPU {fid['gpu']} {_DOMAIN_WORDS.get(fid['gpu_domain'], fid['gpu_domain'])}; "
+        f"model {seen} (family {fid['model_family']}); TP {fid['tp']} "
+        f"{'seen' if fid['tp_seen'] else 'unseen'}; {'MoE' if fid['moe'] else 'dense'} -> "
+        f"expected |error| {bound}E2E {e['e2e']['median']} %, TPOT {e['tpot']['median']} %, "
+        f"TTFT {e['ttft']['median']} % median (worst {e['e2e']['max']} / {e['tpot']['max']} / "
+        f"{e['ttft']['max']} %); basis: {fid['basis']}"
+    )
+
+
+def run_fidelity(
+    latency_model: str,
+    model: str,
+    arch: ModelArchitecture | None,
+    gpu: str,
+    tp: int,
+    latency_coeffs_path: str,
+) -> dict[str, Any] | None:
+    """The ``fidelity`` section of a run, or None unless it uses the calibrated model."""
+    if latency_model != "calibrated" or arch is None:
+        return None
+    return assess(model, arch, gpu, tp, shipped=not latency_coeffs_path)

@@ -1,0 +1,143 @@
+"""Honest error bars (issue 19, item 5): every calibrated run says how far it is from the
+training data and which error the leave-one-out tables give for that domain."""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from inference_sim import simulate
+from inference_sim.catalog.architecture import bundled_architecture
+from inference_sim.cli.main import cli
+from inference_sim.latency.fidelity import (
+    assess,
+    build_table,
+    fidelity_table,
+    log_line,
+    model_family,
+)
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+QWEN = "qwen/qwen2.5-7b-instruct"
+SMALL = {"num_requests": 6, "rate": 4.0, "prompt_tokens": 64, "output_tokens": 8}
+
+
+@pytest.fixture(autouse=True)
+def _restore_package_logger():
+    logger = logging.getLogger("inference_sim")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
+
+
+def _arch(model: str):
+    arch = bundled_architecture(model)
+    assert arch is not None
+    return arch
+
+
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [
+        ("meta-llama/llama-3.1-8b-instruct", "llama-3"),
+        ("redhatai/llama-3.3-70b-instruct-quantized.w8a8", "llama-3"),
+        ("meta-llama/llama-2-7b-hf", "llama-2"),
+        (QWEN, "qwen-2"),
+        ("qwen/qwen3-30b-a3b", "qwen-3"),
+        ("01-ai/yi-34b", "yi"),  # a size, not a version
+        ("mistralai/mixtral-8x7b-instruct-v0.1", "mixtral"),
+        ("mistralai/mistral-small-3.1-24b-instruct-2503", "mistral"),
+        ("redhatai/phi-4-fp8-dynamic", "phi-4"),
+    ],
+)
+def test_model_family(model: str, family: str) -> None:
+    assert model_family(model) == family
+
+
+def test_shipped_table_is_derived_from_the_docs_tables() -> None:
+    lomo = json.loads((DOCS / "calibration-lomo.json").read_text(encoding="utf-8"))
+    logo_path = DOCS / "calibration-logo.json"
+    logo = json.loads(logo_path.read_text(encoding="utf-8")) if logo_path.is_file() else None
+    assert build_table(lomo, logo) == fidelity_table()  # else: scripts/fidelity_table.py
+
+
+def test_trained_model_on_the_training_gpu_gets_its_in_sample_errors() -> None:
+    lomo = json.loads((DOCS / "calibration-lomo.json").read_text(encoding="utf-8"))
+    rows = [r["e2e_ape"] for r in lomo["rows"]["in-sample"] if r["model"] == QWEN]
+    fid = assess(QWEN, _arch(QWEN), "H100", 1)
+    assert (fid["gpu_domain"], fid["model_seen"], fid["tp_seen"], fid["moe"]) == (
+        "measured",
+        "model",
+        True,
+        False,
+    )
+    assert fid["expected_abs_error_pct"]["e2e"]["median"] == round(statistics.median(rows), 1)
+    assert fid["expected_abs_error_pct"]["e2e"]["rows"] == len(rows) == 2
+    assert not fid["lower_bound"] and fid["caveats"] == []
+    assert "in-sample" in fid["basis"]
+
+
+def test_new_dense_model_gets_held_out_errors_at_its_tp() -> None:
+    lomo = json.loads((DOCS / "calibration-lomo.json").read_text(encoding="utf-8"))
+    moe = {"redhatai/llama-4-scout-17b-16e-instruct-fp8-dynamic"}
+    tp1 = [r["e2e_ape"] for r in lomo["rows"]["LOMO"] if r["tp"] == 1 and r["model"] not in moe]
+    fid = assess("qwen/qwen3-14b", _arch("qwen/qwen3-14b"), "H100", 1)
+    assert fid["model_seen"] == "no" and fid["model_family"] == "qwen-3"
+    assert fid["expected_abs_error_pct"]["e2e"]["median"] == round(statistics.median(tp1), 1)
+    assert fid["expected_abs_error_pct"]["e2e"]["max"] == round(max(tp1), 1)
+    assert "leave-one-model-out" in fid["basis"] and "TP 1" in fid["basis"]
+    assert any("not in training" in c for c in fid["caveats"])
+    # Same family, different model: "family".
+    assert assess("qwen/qwen2.5-3b-instruct", _arch(QWEN), "H100", 1)["model_seen"] == "family"
+
+
+def test_outside_the_domain_is_flagged_as_a_lower_bound() -> None:
+    l40s = assess(QWEN, _arch(QWEN), "L40S", 2)
+    assert l40s["gpu_domain"] == "datasheet" and l40s["lower_bound"]
+    assert any("L40S" in c for c in l40s["caveats"])
+    tp8 = assess(QWEN, _arch(QWEN), "H100", 8)
+    assert not tp8["tp_seen"] and tp8["lower_bound"]
+    assert "all dense models" in tp8["basis"]
+    mix = "mistralai/mixtral-8x7b-instruct-v0.1"
+    moe = assess(mix, _arch(mix), "H100", 2)
+    assert moe["moe"] and "MoE model" in moe["basis"]
+    assert moe["expected_abs_error_pct"] == fidelity_table()["errors"]["held_out_moe"]
+    custom = assess(QWEN, _arch(QWEN), "H100", 1, shipped=False)
+    assert "expected_abs_error_pct" not in custom
+    assert "custom" in log_line(custom)
+
+
+def test_calibrated_run_reports_fidelity_in_results_log_and_report(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    args = ["run", "--model", QWEN, "--latency-model", "calibrated", "--hardware", "L40S",
+            "--tp", "2", "--num-requests", "6", "--results-path", str(path),
+            "--log", "info"]  # fmt: skip
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.stderr
+    assert "fidelity: GPU L40S extrapolated" in res.stderr
+    assert "expected |error| at least E2E" in res.stderr
+    assert "fidelity" not in res.stdout  # the stdout metrics block keeps the reference's keys
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    assert doc["fidelity"] == assess(QWEN, _arch(QWEN), "L40S", 2)
+    html = tmp_path / "r.html"
+    rep = CliRunner().invoke(cli, ["report", str(path), "-o", str(html)])
+    assert rep.exit_code == 0, rep.stderr
+    page = html.read_text(encoding="utf-8")
+    assert "<h2>Fidelity</h2>" in page and "a lower bound" in page and "L40S (datasheet)" in page
+
+
+def test_only_calibrated_runs_carry_fidelity() -> None:
+    blackbox = simulate(model="meta-llama/llama-3.1-8b-instruct", **SMALL)
+    assert "fidelity" not in blackbox.summary
+    roof = simulate(model=QWEN, roofline=True, hardware="H100", tp=1, **SMALL)
+    assert "fidelity" not in roof.summary
+    cal = simulate(model=QWEN, latency_model="calibrated", hardware="H100", tp=1, **SMALL)
+    assert cal.summary["fidelity"]["gpu_domain"] == "measured"
+    assert cal.to_dict()["fidelity"] == cal.summary["fidelity"]
