@@ -126,3 +126,17 @@ def test_unknown_name_lists_the_valid_ones():
 def test_missing_plugin_module_is_a_one_line_error():
     with pytest.raises(ConfigError, match="cannot import 'no_such_module_xyz'"):
         one_at_a_time(latency_model="no_such_module_xyz:Model")
+
+
+def test_documented_example_runs(tmp_path, monkeypatch):
+    """The plug-in in docs/python-api.md works as shown: each step costs 5 ms plus 30 µs
+    a token over TP, so a lone request's one-token decode steps at TP 1 take 5.03 ms."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "python-api.md").read_text()
+    code = doc[doc.index("# my_latency.py") :]
+    code = code[: code.index("```")]
+    (tmp_path / "my_latency.py").write_text(code, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    res = one_at_a_time(latency_model="my_latency.py:TokensPerStep", num_requests=1)
+    assert res.summary["itl_mean_ms"] == pytest.approx(5.03)
