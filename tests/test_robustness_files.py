@@ -434,6 +434,9 @@ def test_check_output_folder_rules(tmp_path):
         check_output_folder(tmp_path / "f")
     with pytest.raises(OutputPathError, match="at most"):
         check_output_folder(tmp_path / LONG / "x")
+    (tmp_path / "dangling").symlink_to("gone")
+    with pytest.raises(OutputPathError, match="does not exist"):  # mkdir would fail later
+        check_output_folder(tmp_path / "dangling")
     assert not (tmp_path / "new").exists()
 
 

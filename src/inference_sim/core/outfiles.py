@@ -137,6 +137,8 @@ def check_output_folder(path: str | os.PathLike[str]) -> None:
             raise OutputPathError("exists and is not a folder; give a folder name")
         _probe_folder(os.path.realpath(p))
         return
+    if os.path.islink(p):
+        raise OutputPathError(f"is a symbolic link to {os.readlink(p)}, which does not exist")
     # A new folder: its nearest existing ancestor must be a writable folder.
     ancestor = os.path.dirname(os.path.abspath(p))
     while not os.path.exists(ancestor):
