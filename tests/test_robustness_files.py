@@ -472,3 +472,28 @@ def test_same_file(tmp_path):
     fifo = tmp_path / "p"
     os.mkfifo(fifo)
     assert not same_file(fifo, fifo)  # a FIFO or device can take two outputs
+
+
+# --- the other commands that write files check them first too ------------------------------
+
+
+def test_plan_plot_path_is_checked_before_the_search(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr("inference_sim.planning.plan.plan_capacity", _never)
+    args = ["plan", "--model", MODEL, "--rate", "5", "--slo", "ttft_p99_ms=500"]
+    line = one_error(blis([*args, "--plot", tmp_path]))
+    assert line.startswith(f"Error: --plot {tmp_path}: cannot write: is a folder"), line
+
+
+def test_tune_output_is_checked_before_the_trials(tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    monkeypatch.setattr("inference_sim.planning.tune.tune", _never)
+    line = one_error(blis(["tune", "--model", MODEL, "--output", tmp_path / LONG]))
+    assert "--output" in line and "at most" in line
+
+
+@pytest.mark.parametrize("flag", ["--out", "--report"])
+def test_calibrate_outputs_are_checked_before_the_fit(tmp_path, monkeypatch, flag):
+    monkeypatch.setattr("inference_sim.calibrate.runs.load_runs", _never)
+    line = one_error(blis(["calibrate", tmp_path / "runs.csv", flag, tmp_path]))
+    assert line.startswith(f"Error: {flag} {tmp_path}: cannot write: is a folder"), line
