@@ -497,3 +497,17 @@ def test_calibrate_outputs_are_checked_before_the_fit(tmp_path, monkeypatch, fla
     monkeypatch.setattr("inference_sim.calibrate.runs.load_runs", _never)
     line = one_error(blis(["calibrate", tmp_path / "runs.csv", flag, tmp_path]))
     assert line.startswith(f"Error: {flag} {tmp_path}: cannot write: is a folder"), line
+
+
+def test_a_closed_stdout_does_not_lose_the_results_file(tmp_path, monkeypatch):
+    """``blis run ... --results-path r.json | head``: the file is written before stdout."""
+
+    def closed(self: Any) -> str:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("inference_sim.results.Results.report", closed)
+    out = tmp_path / "r.json"
+    result = blis([*RUN, "--results-path", out])
+    assert result.exit_code == 1
+    assert "simulation failed" not in result.stderr
+    assert json.loads(out.read_text())["completed_requests"] == 5

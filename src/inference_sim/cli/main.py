@@ -185,6 +185,12 @@ def _run_and_write(
             if bar is not None:
                 bar.close()
         log.info("simulation wall-clock time: %.3fs", time.perf_counter() - start)
+        if results_path:  # the file first: a closed stdout (`| head`) must not lose it
+            try:
+                results.write_json(results_path)  # atomic (or through a device): never half
+            except OSError as exc:
+                raise click.ClickException(f"--results-path {results_path}: {exc}") from None
+            log.info("metrics written to %s", results_path)
         if to_stdout:
             sys.stdout.write(json.dumps(results.to_dict(), indent=2) + "\n")
         elif output == "json":
@@ -192,15 +198,9 @@ def _run_and_write(
         else:
             sys.stdout.write(results.report())
         sys.stdout.flush()
-        if results_path:
-            try:
-                results.write_json(results_path)  # atomic (or through a device): never half
-            except OSError as exc:
-                raise click.ClickException(f"--results-path {results_path}: {exc}") from None
-            log.info("metrics written to %s", results_path)
         return results, results_path
-    except click.ClickException:
-        raise
+    except (click.ClickException, BrokenPipeError):
+        raise  # click reports these itself (a closed stdout: exit 1, no message)
     except KeyboardInterrupt as exc:
         code = exit_code_for(exc)
         what = signal_name(code - 128)
