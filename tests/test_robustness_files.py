@@ -419,6 +419,7 @@ def test_check_output_file_rules(tmp_path):
         (tmp_path / "nope" / "r.json", "does not exist"),
         (tmp_path / "old.json" / "r.json", "not a folder"),
         (tmp_path / LONG, "at most"),
+        (f"{tmp_path}/new/", "ends with a slash"),
         ("", "empty"),
     ):
         with pytest.raises(OutputPathError, match=words):
