@@ -266,7 +266,9 @@ def test_a_second_signal_while_writing_abandons_cleanly(tmp_path, monkeypatch, s
     doc = json.loads(old.read_text())
     if second_at == "inference_sim.results.Results.report":
         assert doc["completed_requests"] == 300  # written before the stdout summary
+        assert f"stopped at once, results written to {old}" in result.stderr
     else:
+        assert "no results written" in result.stderr
         assert doc == {"old": True}  # the older file, untouched
     _no_temp_files(tmp_path)
 

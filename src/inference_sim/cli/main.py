@@ -134,6 +134,7 @@ def _run_and_write(
 ) -> tuple[Any, str]:
     """Resolve, check every output path, run, print and write; (results, results path)."""
     bar = None
+    written = ""  # the results file, once it is complete
     try:
         from inference_sim.config.errors import ConfigError
         from inference_sim.config.outputs import check_run_outputs
@@ -191,6 +192,7 @@ def _run_and_write(
             except OSError as exc:
                 raise click.ClickException(f"--results-path {results_path}: {exc}") from None
             log.info("metrics written to %s", results_path)
+            written = results_path
         if to_stdout:
             sys.stdout.write(json.dumps(results.to_dict(), indent=2) + "\n")
         elif output == "json":
@@ -204,6 +206,10 @@ def _run_and_write(
     except KeyboardInterrupt as exc:
         code = exit_code_for(exc)
         what = signal_name(code - 128)
+        if signals.running and written:  # a second signal after the file was written
+            raise Interrupted(
+                f"{what} twice; stopped at once, results written to {written}", code
+            ) from None
         if signals.running:  # a second signal: stopped at once, the write abandoned
             raise Interrupted(f"{what} twice; stopped at once, no results written", code) from None
         raise Interrupted(f"{what}; no results written", code) from None
