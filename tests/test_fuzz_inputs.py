@@ -1,25 +1,33 @@
 """Fuzz every user input of ``blis run`` (issue 11): workload specs, policy bundles, trace
 rows in the four formats, model config.json, hardware files, defaults files, run-config
-files and flag values. Each case either runs (exit 0) or exits 2 with one ``Error:``
-line; never a traceback, an internal failure (exit 1) or a hang (see test_fuzz_support).
+files and flag values; output paths of every kind (devices, FIFOs, links, folders, names
+too long, inputs) and SIGINT/SIGTERM at each phase of a run (issue 21). Each case either
+runs (exit 0) or exits 2 with one ``Error:`` line; never a traceback, an internal failure
+(exit 1) or a hang (see test_fuzz_support).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import signal
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import yaml
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
+from inference_sim.cli.main import cli
 from inference_sim.config.options import OPTIONS
 from test_fuzz_support import (
     MODEL,
@@ -656,3 +664,201 @@ def test_fuzz_subprocess(data: st.DataObject) -> None:
         if proc.returncode == 2:
             errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("Error: ")]
             assert len(errors) == 1, proc.stderr
+
+
+# --- output paths: special files, links, folders, names (issue 21, items 1-3) ---------------
+
+OUTPUT_KINDS = [
+    "new",
+    "regular",
+    "symlink",
+    "dangling-symlink",
+    "fifo",
+    "device",
+    "folder",
+    "under-a-file",
+    "missing-folder",
+    "too-long",
+    "the-input-spec",
+    "the-other-output",
+]
+OUTPUT_FLAGS = ["--results-path", "--trace-output", "--export-trace", "report", "plot"]
+
+
+def _make_output(kind: str, folder: Path, spec: Path, other: Path) -> Path:
+    """An output path of ``kind`` under ``folder`` (special files made there, never real)."""
+    p = folder / "out.json"
+    if kind == "regular":
+        p.write_text("old")
+    elif kind == "symlink":
+        (folder / "target.json").write_text("old")
+        p.symlink_to("target.json")
+    elif kind == "dangling-symlink":
+        p.symlink_to("made.json")
+    elif kind == "fifo":
+        os.mkfifo(p)
+    elif kind == "device":
+        try:
+            os.mknod(p, 0o20666, os.makedev(1, 3))  # /dev/null's numbers, under tmp
+        except OSError:
+            os.mkfifo(p)  # not root: a FIFO is the special file we can make
+    elif kind == "folder":
+        p.mkdir()
+    elif kind == "under-a-file":
+        (folder / "file").write_text("x")
+        p = folder / "file" / "out.json"
+    elif kind == "missing-folder":
+        p = folder / "missing" / "out.json"
+    elif kind == "too-long":
+        p = folder / ("x" * 300)
+    elif kind == "the-input-spec":
+        p = spec
+    elif kind == "the-other-output":
+        p = other
+    return p
+
+
+def _mode(path: Path) -> int:
+    """``st_mode`` of ``path`` (links followed), 0 when it cannot be stat'ed."""
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
+
+
+def _reader(path: Path) -> threading.Thread | None:
+    """Drain a FIFO in the background (its writer blocks until someone reads)."""
+    if not stat.S_ISFIFO(_mode(path)):
+        return None
+
+    def read() -> None:
+        with open(path, "rb") as fh:
+            fh.read()
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    return t
+
+
+@fuzz_settings(40)
+@given(kind=st.sampled_from(OUTPUT_KINDS), flag=st.sampled_from(OUTPUT_FLAGS))
+def test_fuzz_output_paths(kind: str, flag: str) -> None:
+    """Whatever the output path is: exit 0 or one-line exit 2, special files stay special,
+    the input is untouched, and no temporary file is left anywhere."""
+    with tempfile.TemporaryDirectory(prefix="blis-fuzz-") as tmp:
+        folder = Path(tmp)
+        spec = folder / "spec.yaml"
+        spec.write_text(_dump(SPEC_SEEDS[0]), encoding="utf-8")
+        other = folder / "other.json"
+        if flag in ("report", "plot"):
+            base = folder / "base.json"
+            invoke([*SMALL_RUN, "--results-path", base])
+            other = base  # report/plot: "the other output" is their input
+        path = _make_output(kind, folder, spec, other)
+        special = _mode(path) and not (stat.S_ISREG(_mode(path)) or stat.S_ISDIR(_mode(path)))
+        spec_before = spec.read_bytes()
+        reader = _reader(path)
+        if flag == "report":
+            args: list[Any] = ["report", other, "-o", path]
+        elif flag == "plot":
+            args = ["plot", other, "-o", path]
+        else:
+            args = [*SMALL_RUN, "--workload-spec", spec, flag, path]
+            if flag == "--trace-output":
+                args += ["--trace-level", "decisions", "--results-path", other]
+            elif flag == "--export-trace":
+                args += ["--results-path", other]
+        result = invoke(args, seconds=60)
+        if reader is not None and result.exit_code != 0:
+            with contextlib.suppress(OSError):  # unblock the reader: open and close once
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        if reader is not None:
+            reader.join(10)
+        bad = {"under-a-file", "too-long"}
+        bad |= set() if flag == "plot" else {"folder", "missing-folder"}  # plot -o: a folder
+        bad |= set() if flag in ("report", "plot") else {"the-input-spec"}  # not their input
+        if kind in bad:
+            assert result.exit_code == 2, (kind, flag, result.stderr)
+        if special:
+            mode = _mode(path)
+            assert not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)), "a special file was replaced"
+        if flag not in ("report", "plot"):
+            assert spec.read_bytes() == spec_before, "an input was overwritten"
+        left = [p.name for p in folder.rglob("*") if p.name.endswith(".tmp")]
+        assert not left, f"temporary files left: {left}"
+
+
+# --- signals at each phase of blis run (issue 21, item 4) -------------------------------------
+
+SIGNAL_PHASES = [
+    ("inference_sim.config.resolve", "resolve", False),
+    ("inference_sim.runner", "build_requests", True),
+    ("inference_sim.runner", "build_simulator", True),
+    ("inference_sim.runner", "collect_results", True),
+    ("inference_sim.analysis.run.RunAnalysis", "write_trace", True),
+    ("inference_sim.results.Results", "report", True),
+    ("inference_sim.results.Results", "write_json", True),
+]
+
+
+def _owner(path: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(path)
+    except ImportError:
+        mod, cls = path.rsplit(".", 1)
+        return getattr(importlib.import_module(mod), cls)
+
+
+@fuzz_settings(25)
+@given(
+    phase=st.sampled_from(SIGNAL_PHASES),
+    sigs=st.lists(st.sampled_from([signal.SIGINT, signal.SIGTERM]), min_size=1, max_size=2),
+)
+def test_fuzz_signals_at_each_phase(phase: tuple[str, str, bool], sigs: list[int]) -> None:
+    """One signal after the run started: complete results, exit 128+signal; two, or one at
+    start-up: no results; always one line or none, no traceback, no temporary file."""
+    owner_path, attr, started = phase
+    owner = _owner(owner_path)
+    real = getattr(owner, attr)
+
+    def hooked(*a: Any, **k: Any) -> Any:
+        for sig in sigs:
+            os.kill(os.getpid(), sig)
+        return real(*a, **k)
+
+    class Stray(BaseException):
+        pass
+
+    def stray(signum: int, frame: Any) -> None:
+        raise Stray(signum)
+
+    prev_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    prev_term = signal.signal(signal.SIGTERM, stray)
+    setattr(owner, attr, hooked)
+    try:
+        with tempfile.TemporaryDirectory(prefix="blis-fuzz-") as tmp:
+            out = Path(tmp) / "r.json"
+            args = [*SMALL_RUN, "--results-path", str(out), "--export-trace", str(Path(tmp) / "w")]
+            args += ["--trace-level", "decisions", "--trace-output", str(Path(tmp) / "d.jsonl")]
+            result = CliRunner().invoke(cli, args)
+            assert not isinstance(result.exception, Stray), "SIGTERM not handled"
+            assert "Traceback" not in result.stderr
+            assert result.exit_code == 128 + sigs[0], (phase, sigs, result.stderr)
+            if started and len(sigs) == 1:
+                assert json.loads(out.read_text())["completed_requests"] >= 0
+            else:
+                errors = [ln for ln in result.stderr.splitlines() if ln.startswith("Error: ")]
+                assert len(errors) == 1, result.stderr
+                if attr == "report":  # the file is written before the stdout summary
+                    assert f"results written to {out}" in errors[0]
+                    assert json.loads(out.read_text())["completed_requests"] >= 0
+                else:
+                    assert "no results written" in errors[0]
+                    assert not out.exists()
+            assert not [p.name for p in Path(tmp).iterdir() if p.name.startswith(".")]
+    finally:
+        setattr(owner, attr, real)
+        signal.signal(signal.SIGINT, prev_int)
+        signal.signal(signal.SIGTERM, prev_term)

@@ -419,6 +419,7 @@ def test_check_output_file_rules(tmp_path):
         (tmp_path / "nope" / "r.json", "does not exist"),
         (tmp_path / "old.json" / "r.json", "not a folder"),
         (tmp_path / LONG, "at most"),
+        (f"{tmp_path}/new/", "ends with a slash"),
         ("", "empty"),
     ):
         with pytest.raises(OutputPathError, match=words):
@@ -434,6 +435,9 @@ def test_check_output_folder_rules(tmp_path):
         check_output_folder(tmp_path / "f")
     with pytest.raises(OutputPathError, match="at most"):
         check_output_folder(tmp_path / LONG / "x")
+    (tmp_path / "dangling").symlink_to("gone")
+    with pytest.raises(OutputPathError, match="does not exist"):  # mkdir would fail later
+        check_output_folder(tmp_path / "dangling")
     assert not (tmp_path / "new").exists()
 
 
@@ -469,3 +473,42 @@ def test_same_file(tmp_path):
     fifo = tmp_path / "p"
     os.mkfifo(fifo)
     assert not same_file(fifo, fifo)  # a FIFO or device can take two outputs
+
+
+# --- the other commands that write files check them first too ------------------------------
+
+
+def test_plan_plot_path_is_checked_before_the_search(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr("inference_sim.planning.plan.plan_capacity", _never)
+    args = ["plan", "--model", MODEL, "--rate", "5", "--slo", "ttft_p99_ms=500"]
+    line = one_error(blis([*args, "--plot", tmp_path]))
+    assert line.startswith(f"Error: --plot {tmp_path}: cannot write: is a folder"), line
+
+
+def test_tune_output_is_checked_before_the_trials(tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    monkeypatch.setattr("inference_sim.planning.tune.tune", _never)
+    line = one_error(blis(["tune", "--model", MODEL, "--output", tmp_path / LONG]))
+    assert "--output" in line and "at most" in line
+
+
+@pytest.mark.parametrize("flag", ["--out", "--report"])
+def test_calibrate_outputs_are_checked_before_the_fit(tmp_path, monkeypatch, flag):
+    monkeypatch.setattr("inference_sim.calibrate.runs.load_runs", _never)
+    line = one_error(blis(["calibrate", tmp_path / "runs.csv", flag, tmp_path]))
+    assert line.startswith(f"Error: {flag} {tmp_path}: cannot write: is a folder"), line
+
+
+def test_a_closed_stdout_does_not_lose_the_results_file(tmp_path, monkeypatch):
+    """``blis run ... --results-path r.json | head``: the file is written before stdout."""
+
+    def closed(self: Any) -> str:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("inference_sim.results.Results.report", closed)
+    out = tmp_path / "r.json"
+    result = blis([*RUN, "--results-path", out])
+    assert result.exit_code == 1
+    assert "simulation failed" not in result.stderr
+    assert json.loads(out.read_text())["completed_requests"] == 5

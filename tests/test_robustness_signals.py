@@ -263,7 +263,13 @@ def test_a_second_signal_while_writing_abandons_cleanly(tmp_path, monkeypatch, s
     result = _blis(_args(tmp_path))
     assert result.exit_code == 130, result.stderr
     assert "twice" in result.stderr and "Traceback" not in result.stderr
-    assert json.loads(old.read_text()) == {"old": True}  # the older file, untouched
+    doc = json.loads(old.read_text())
+    if second_at == "inference_sim.results.Results.report":
+        assert doc["completed_requests"] == 300  # written before the stdout summary
+        assert f"stopped at once, results written to {old}" in result.stderr
+    else:
+        assert "no results written" in result.stderr
+        assert doc == {"old": True}  # the older file, untouched
     _no_temp_files(tmp_path)
 
 

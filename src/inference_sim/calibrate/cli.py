@@ -160,6 +160,7 @@ def _calibrate(**kw: Any) -> None:
     from inference_sim.calibrate.harness import ReplaySettings
     from inference_sim.calibrate.report import error_rows, format_table, medians
     from inference_sim.calibrate.runs import load_runs
+    from inference_sim.core.outfiles import OutputFile
     from inference_sim.latency.calibrated import (
         FITTED_FIELDS,
         default_coefficients,
@@ -175,6 +176,11 @@ def _calibrate(**kw: Any) -> None:
     folder_kw = {
         k: kw[k] for k in ("model", "tp", "max_num_batched_tokens", "total_kv_blocks") if kw[k]
     }
+    from inference_sim.report.cliutil import check_output
+
+    for flag, key in (("--out", "out"), ("--report", "report_path")):  # before the fit
+        if kw[key] and not (key == "out" and (kw["evaluate_only"] or kw["write_specs"])):
+            check_output(flag, kw[key])
     runs = load_runs(kw["runs"], hardware=kw["hardware"], **folder_kw)
     reuse = "" if kw["prefix_reuse"] == "run" else kw["prefix_reuse"]
     full = ReplaySettings(prefix_reuse=reuse, prompt_scale=kw["prompt_scale"])
@@ -244,12 +250,12 @@ def _calibrate(**kw: Any) -> None:
             }
         )
         out = replace(coeffs, meta=meta)
-        with open(kw["out"], "w", encoding="utf-8") as fh:
+        with OutputFile(kw["out"]) as fh:  # atomic, or through a device/FIFO
             json.dump({"format": "inference-sim-calibrated/1", **out.to_dict()}, fh, indent=2)
             fh.write("\n")
         say(f"wrote {kw['out']} (use: blis run --latency-coeffs {kw['out']} ...)")
     if kw["report_path"]:
-        with open(kw["report_path"], "w", encoding="utf-8") as fh:
+        with OutputFile(kw["report_path"]) as fh:
             json.dump(
                 {"rows": rows, "median_ape_pct": med, "coefficients": coeffs.to_dict()},
                 fh,

@@ -134,6 +134,7 @@ def _run_and_write(
 ) -> tuple[Any, str]:
     """Resolve, check every output path, run, print and write; (results, results path)."""
     bar = None
+    written = ""  # the results file, once it is complete
     try:
         from inference_sim.config.errors import ConfigError
         from inference_sim.config.outputs import check_run_outputs
@@ -185,6 +186,13 @@ def _run_and_write(
             if bar is not None:
                 bar.close()
         log.info("simulation wall-clock time: %.3fs", time.perf_counter() - start)
+        if results_path:  # the file first: a closed stdout (`| head`) must not lose it
+            try:
+                results.write_json(results_path)  # atomic (or through a device): never half
+            except OSError as exc:
+                raise click.ClickException(f"--results-path {results_path}: {exc}") from None
+            log.info("metrics written to %s", results_path)
+            written = results_path
         if to_stdout:
             sys.stdout.write(json.dumps(results.to_dict(), indent=2) + "\n")
         elif output == "json":
@@ -192,18 +200,16 @@ def _run_and_write(
         else:
             sys.stdout.write(results.report())
         sys.stdout.flush()
-        if results_path:
-            try:
-                results.write_json(results_path)  # atomic (or through a device): never half
-            except OSError as exc:
-                raise click.ClickException(f"--results-path {results_path}: {exc}") from None
-            log.info("metrics written to %s", results_path)
         return results, results_path
-    except click.ClickException:
-        raise
+    except (click.ClickException, BrokenPipeError):
+        raise  # click reports these itself (a closed stdout: exit 1, no message)
     except KeyboardInterrupt as exc:
         code = exit_code_for(exc)
         what = signal_name(code - 128)
+        if signals.running and written:  # a second signal after the file was written
+            raise Interrupted(
+                f"{what} twice; stopped at once, results written to {written}", code
+            ) from None
         if signals.running:  # a second signal: stopped at once, the write abandoned
             raise Interrupted(f"{what} twice; stopped at once, no results written", code) from None
         raise Interrupted(f"{what}; no results written", code) from None

@@ -45,7 +45,7 @@ class OutputPathError(ValueError):
 def _name_max(folder: str) -> int:
     try:
         return int(os.pathconf(folder, "PC_NAME_MAX"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # AttributeError: no pathconf (Windows)
         return 255  # Linux, macOS and Windows file systems alike
 
 
@@ -107,6 +107,8 @@ def check_output_file(path: str | os.PathLike[str]) -> None:
         raise OutputPathError("empty path")
     if "\x00" in p:
         raise OutputPathError("the path contains a NUL character")
+    if p.endswith(("/", os.sep)):
+        raise OutputPathError("ends with a slash, so names a folder; give a file name")
     _check_name_lengths(p)
     st = _stat(p)
     if st is None:  # a new file (or a dangling symlink: its target is created)
@@ -137,6 +139,8 @@ def check_output_folder(path: str | os.PathLike[str]) -> None:
             raise OutputPathError("exists and is not a folder; give a folder name")
         _probe_folder(os.path.realpath(p))
         return
+    if os.path.islink(p):
+        raise OutputPathError(f"is a symbolic link to {os.readlink(p)}, which does not exist")
     # A new folder: its nearest existing ancestor must be a writable folder.
     ancestor = os.path.dirname(os.path.abspath(p))
     while not os.path.exists(ancestor):

@@ -11,6 +11,7 @@ import click
 
 from inference_sim.report.cliutil import (
     base_from_config,
+    check_output,
     cli_errors,
     collect_run_options,
     echo_err,
@@ -112,6 +113,7 @@ def _plan(**p: Any) -> None:
             from inference_sim.core.extras import require
 
             require("matplotlib", "plot", "blis plan --plot")
+            check_output("--plot", p["plot"])  # before the search, not after it
         backend = make_backend(p["backend"], jobs=p["jobs"], address=p["address"])
 
     def on_probe(dep: Any, probe: Any) -> None:
@@ -237,6 +239,8 @@ def _tune(**p: Any) -> None:
         from inference_sim.config.resolve import resolve
 
         resolve(base)  # bad base options fail now, with the flag's name
+        if p["output"]:
+            check_output("--output", p["output"])  # before the trials, not after them
         backend = make_backend(p["backend"], jobs=p["jobs"], address=p["address"])
 
     def on_trial(t: Any) -> None:
@@ -263,9 +267,9 @@ def _tune(**p: Any) -> None:
     header = [f"blis tune on {base.get('model', '')} ({base.get('workload', 'distribution')})"]
     text = bundle_yaml(outcome, header)
     if p["output"]:
-        from pathlib import Path
+        from inference_sim.core.outfiles import write_text
 
-        Path(p["output"]).write_text(text, encoding="utf-8")
+        write_text(p["output"], text)  # atomic, or through a device/FIFO
         echo_err(f"bundle written to {p['output']}", quiet)
     if p["as_json"]:
         sys.stdout.write(json.dumps(outcome.to_dict(), indent=2) + "\n")

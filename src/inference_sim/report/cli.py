@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from inference_sim.report.cliutil import cli_errors
+from inference_sim.report.cliutil import check_output, cli_errors
 
 
 def _load(path: str):  # type: ignore[no-untyped-def]
@@ -22,12 +22,9 @@ def _check_report_output(results: str, output: str) -> None:
     """ValueError (exit 2) when ``-o`` cannot be written or would replace the input."""
     import os
 
-    from inference_sim.core.outfiles import OutputPathError, check_output_file, refuse_overlaps
+    from inference_sim.core.outfiles import OutputPathError, refuse_overlaps
 
-    try:
-        check_output_file(output)
-    except OutputPathError as exc:
-        raise ValueError(f"--output {output}: cannot write: {exc}") from None
+    check_output("--output", output)
     inputs = [("RESULTS", results)]
     if os.path.isdir(results):  # a to_parquet() folder: the files read from it
         names = ("summary.json", "requests.parquet", "timeseries.parquet")
@@ -36,16 +33,6 @@ def _check_report_output(results: str, output: str) -> None:
         refuse_overlaps([("--output", output)], inputs)
     except OutputPathError as exc:
         raise ValueError(str(exc)) from None
-
-
-def _check_folder(flag: str, path: str) -> None:
-    """ValueError (exit 2) when ``path`` cannot be used (or made) as an output folder."""
-    from inference_sim.core.outfiles import OutputPathError, check_output_folder
-
-    try:
-        check_output_folder(path)
-    except OutputPathError as exc:
-        raise ValueError(f"{flag} {path}: cannot write: {exc}") from None
 
 
 @click.command("report")
@@ -87,7 +74,7 @@ def plot_command(results: str, output: str, debug: bool) -> None:
     from inference_sim.core.extras import require
 
     with cli_errors(debug):
-        _check_folder("--output", output)  # before reading the results
+        check_output("--output", output, folder=True)  # before reading the results
         require("matplotlib", "plot", "blis plot")
         from inference_sim.report.plots import write_plots
 

@@ -77,6 +77,17 @@ def help_default(spec: OptionSpec) -> str:
     return f" [default: {spec.default}]"
 
 
+def check_output(flag: str, path: str, *, folder: bool = False) -> None:
+    """ValueError (exit 2 through :func:`cli_errors`) when ``path`` cannot be written as a
+    file (``folder``: made and written as a folder); called before any work is done."""
+    from inference_sim.core.outfiles import OutputPathError, check_output_file, check_output_folder
+
+    try:
+        (check_output_folder if folder else check_output_file)(path)
+    except OutputPathError as exc:
+        raise ValueError(f"{flag} {path}: cannot write: {exc}") from None
+
+
 def run_option(spec: OptionSpec) -> click.Option:
     """The ``blis run`` flag for ``spec`` (no default: only given flags are collected)."""
     names = [spec.flag, *spec.alias_flags]

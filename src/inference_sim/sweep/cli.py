@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from inference_sim.report.cliutil import cli_errors, echo_err
+from inference_sim.report.cliutil import check_output, cli_errors, echo_err
 
 
 @click.command("sweep")
@@ -47,7 +47,6 @@ def sweep_command(
     Writes DIR/results.parquet and DIR/results.duckdb (table `runs`); a rerun skips
     finished runs. Needs the `sweep` extra. Exit code 1 when any run failed.
     """
-    from inference_sim.core.outfiles import OutputPathError, check_output_folder
     from inference_sim.sweep.backends import make_backend
     from inference_sim.sweep.run import check_table_extras, format_table, run_sweep
     from inference_sim.sweep.spec import load_sweep
@@ -58,10 +57,8 @@ def sweep_command(
         spec = load_sweep(sweep_file)
         check_table_extras()
         out = Path(out_dir) if out_dir else Path(f"{Path(sweep_file).stem}-results")
-        try:  # before any run: a file in the way or a too-long name fails now, not after
-            check_output_folder(out)
-        except OutputPathError as exc:
-            raise ValueError(f"--out {out}: cannot write: {exc}") from None
+        # Before any run: a file in the way or a too-long name fails now, not after.
+        check_output("--out", str(out), folder=True)
         runner = make_backend(backend, jobs=jobs, address=address)
     total = len(spec.runs())
     start = time.perf_counter()
