@@ -135,9 +135,13 @@ class ClusterSimulator:
         horizon = self.horizon
         ext = self._ext
         steps = self._steps
-        cluster_event = self._on_cluster_event
+        handlers = self._handlers
+        checker = self._checker
+        on_arrival = self._on_arrival
         on_step = self._on_step
+        pop = heapq.heappop
         inf = _INF
+        executed = 0
         next_progress = progress_every
         interrupted = False
         while True:
@@ -156,24 +160,32 @@ class ClusterSimulator:
             if t_arr <= t_ext and t_arr <= t_step:
                 if t_arr > horizon:
                     break
-                self._on_arrival(upcoming, t_arr)  # type: ignore[arg-type]
+                executed += 1
+                on_arrival(upcoming, t_arr)  # type: ignore[arg-type]
             elif t_ext <= t_step:
                 if t_ext > horizon:
                     break
-                cluster_event()
+                # A cluster event: admission, routing or enqueue, each with its handler.
+                now, klass, inst_idx, _s, req = pop(ext)
+                executed += 1
+                if checker is not None:
+                    checker.event(now, req)
+                handlers[klass](now, inst_idx, req)
             else:
                 if t_step == inf or t_step > horizon:
                     break
-                if self._executed >= next_progress:
+                if executed >= next_progress:
                     # Every progress_every events: the progress callback, and a stop
                     # request (Ctrl-C, see runner.run_plan) ends the run here.
-                    next_progress = self._executed + progress_every
+                    next_progress = executed + progress_every
                     if self.stop_requested:
                         interrupted = True
                         break
                     if progress is not None:
-                        progress(self._executed, t_step)
+                        progress(executed, t_step)
+                executed += 1
                 on_step(t_arr if t_arr < t_ext else t_ext)
+        self._executed = executed
         return self._finish(as_list, interrupted)
 
     def _start(self, stream: Iterator[Request], sampler: Callable[[int], int] | None) -> None:
@@ -201,6 +213,7 @@ class ClusterSimulator:
         self._checker = InvariantChecker(self.instances, log) if self.check_invariants else None
         # HOL-blocking samples: wait-queue length after each step's batch formation.
         self._queue_sums = [0] * len(self.instances)
+        self._track_queues = len(self.instances) > 1
         self._handlers = {
             _ADMISSION: self._on_admission,
             _ROUTING: self._on_routing,
@@ -231,21 +244,13 @@ class ClusterSimulator:
         self._last_arrival = t
         self._upcoming = next(self._stream, None)
         self._generated += 1
-        self._executed += 1
         max_len = self.max_model_len
         if max_len and req.num_prompt_tokens + req.num_output_tokens > max_len:
             req.state = RequestState.REJECTED
             self._too_long += 1
             return
-        self._push_ext(t + self.admission_latency, _ADMISSION, -1, req)
-
-    def _on_cluster_event(self) -> None:
-        """Pop the next admission, routing or enqueue event and run its handler."""
-        now, klass, inst_idx, _s, req = heapq.heappop(self._ext)
-        self._executed += 1
-        if self._checker is not None:
-            self._checker.event(now, req)
-        self._handlers[klass](now, inst_idx, req)
+        heapq.heappush(self._ext, (t + self.admission_latency, _ADMISSION, -1, self._seq, req))
+        self._seq += 1
 
     def _on_admission(self, now: int, _inst_idx: int, req: Request) -> None:
         """The admission policy decides; an admitted request is routed after its latency."""
@@ -302,7 +307,6 @@ class ClusterSimulator:
         """Run the next engine step; the engine may run ahead until ``t_next_outside``
         (the next arrival or cluster event), the next sample or the horizon."""
         now, inst_idx, _s = heapq.heappop(self._steps)
-        self._executed += 1
         inst = self.instances[inst_idx]
         t_limit = t_next_outside
         if self._next_sample < t_limit:
@@ -310,7 +314,7 @@ class ClusterSimulator:
         horizon = self.horizon
         steps_before = inst.stats.step_count
         nxt = inst.step(now, t_limit, horizon)
-        if len(self.instances) > 1:
+        if self._track_queues:
             # A step changes the wait queue only while forming its batch, and
             # fast-forwarded steps leave it alone: one sample per step executed.
             self._queue_sums[inst_idx] += len(inst.waiting) * (inst.stats.step_count - steps_before)
