@@ -65,6 +65,9 @@ def build_requests(plan: RunPlan, streams: RandomStreams) -> Iterable[Request]:
             num_requests=o["num_requests"],
             horizon=o["horizon"],
             rng=streams.generator("workload"),
+            arrival=o["arrival"],
+            burstiness=o["burstiness"],
+            arrival_rng=streams.generator("arrival"),
         )
     stages = plan_stages(plan)
     if stages:

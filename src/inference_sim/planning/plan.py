@@ -120,6 +120,7 @@ class PlanOutcome:
     objectives: list[Objective]
     max_instances: int
     candidates: list[CandidatePlan]  # ranked: feasible first, cheapest first
+    arrival: str = "poisson"  # the arrival process every probe ran with
 
     @property
     def best(self) -> CandidatePlan | None:
@@ -132,6 +133,7 @@ class PlanOutcome:
             "rate": self.rate,
             "slos": [str(o) for o in self.objectives],
             "max_instances": self.max_instances,
+            "arrival": self.arrival,
         }
         if best is not None:
             top = best.to_dict(self.objectives)
@@ -192,6 +194,7 @@ def plan_capacity(
         raise ConfigError("no deployment to plan: give --model (and --hardware, --tp)")
     backend = backend or LocalBackend()
     objectives = list(objectives)
+    base = with_plan_arrival(base)
     searches = [_Search(CandidatePlan(d)) for d in deployments]
     checked = False
 
@@ -262,7 +265,29 @@ def plan_capacity(
     for s in searches:
         _finish(s.cand, gpu_hour_price)
     ranked = sorted(searches, key=lambda s: _rank_key(s.cand, gpu_hour_price is not None))
-    return PlanOutcome(rate, objectives, max_instances, [s.cand for s in ranked])
+    outcome = PlanOutcome(rate, objectives, max_instances, [s.cand for s in ranked])
+    if base.get("workload_spec"):
+        outcome.arrival = "the workload spec's"
+    elif base.get("workload") == "traces":
+        outcome.arrival = "the trace's"
+    else:
+        outcome.arrival = str(base.get("arrival") or "gamma")
+    return outcome
+
+
+def with_plan_arrival(base: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with Poisson arrivals unless it names a process (or a gamma burstiness).
+
+    Planning defaults to Poisson, unlike ``blis run``: evenly spaced arrivals never
+    bunch up, so they understate queueing and would size a deployment too small.
+    """
+    from inference_sim.config.resolve import merge_config_file
+
+    out = merge_config_file(base)
+    own_times = out.get("workload_spec") or out.get("workload") == "traces"
+    if "arrival" not in out and "burstiness" not in out and not own_times:
+        out["arrival"] = "poisson"
+    return out
 
 
 def _update_instances(s: _Search, rate: float, max_instances: int, saturation: bool) -> None:
@@ -390,6 +415,7 @@ def format_plan(outcome: PlanOutcome) -> str:
     lines = ["  ".join(cell.ljust(widths[j]) for j, cell in enumerate(r)).rstrip() for r in rows]
     slos = ", ".join(str(o) for o in outcome.objectives) or "none"
     title = f"Plan for {outcome.rate:g} requests/s; SLOs: {slos}"
+    title += f"; arrivals: {outcome.arrival}"
     fallbacks = [
         f"{c.deployment.label()}: latency model {c.latency()[0]} ({c.latency()[1]})"
         for c in outcome.candidates

@@ -13,6 +13,7 @@ from typing import Any
 
 from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
+from inference_sim.workload.arrivals import check_arrival
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.formats import TRACE_FORMATS, open_trace
 from inference_sim.workload.generate import iter_spec_requests
@@ -39,6 +40,7 @@ def resolve_workload_options(o: dict[str, Any], explicit: frozenset[str]) -> Wor
         )
     if o["trace_block_size"] <= 0:
         raise WorkloadError(f"--trace-block-size must be > 0, got {o['trace_block_size']}")
+    _resolve_arrival(o, explicit)
     path = o["workload_spec"]
     if not path:
         return None
@@ -97,6 +99,28 @@ def _apply_rate(
         rate / own,
     )
     return replace(spec, aggregate_rate=rate)
+
+
+def _resolve_arrival(o: dict[str, Any], explicit: frozenset[str]) -> None:
+    """Check ``--arrival``/``--burstiness``; ``--burstiness`` alone means gamma (vLLM bench).
+
+    They shape the distribution and preset workloads only: a workload spec sets an arrival
+    process per client and a trace has its own times, so giving them there is an error.
+    """
+    if "burstiness" in explicit and "arrival" not in explicit:
+        o["arrival"] = "gamma"
+    check_arrival(o["arrival"], o["burstiness"])
+    given = [f"--{n}" for n in ("arrival", "burstiness") if n in explicit]
+    if given and o["workload_spec"]:
+        raise WorkloadError(
+            f"{' and '.join(given)} shape the distribution and preset workloads; "
+            "a --workload-spec sets arrival per client (clients[].arrival.process)"
+        )
+    if given and o["workload"] == "traces":
+        raise WorkloadError(
+            f"{' and '.join(given)} shape the distribution and preset workloads; "
+            "--workload traces replays the trace's own arrival times"
+        )
 
 
 def spec_or_trace_requests(
