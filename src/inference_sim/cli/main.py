@@ -391,7 +391,7 @@ def workload_group() -> None:
     "--format",
     "fmt",
     default="auto",
-    help="auto (from the content), spec, csv, v2, azure or mooncake.",
+    help="auto (from the content), spec, csv, v2, azure, mooncake or lengths.",
 )
 @click.option("--seed", type=int, default=None, help="Seed for a spec (default: its own).")
 @click.option("--debug", is_flag=True, default=False, help="Show tracebacks for errors.")

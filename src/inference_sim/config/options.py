@@ -240,7 +240,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "trace_format",
         str,
         "auto",
-        "Format of --workload-traces-filepath: auto (from the content), csv, v2, azure or mooncake.",
+        "Format of --workload-traces-filepath: auto (from the content), csv, v2, azure, mooncake or lengths (CSV/JSONL of token counts: arrived_at|timestamp, num_prefill_tokens|prompt_len, num_decode_tokens|output_len, optional session_id, prefix_group+prefix_len; docs/workloads.md).",
         "workload",
     ),
     OptionSpec(

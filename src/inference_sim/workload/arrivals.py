@@ -15,7 +15,9 @@ the process moves the arrival times and leaves every request's lengths and token
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -87,3 +89,47 @@ def random_arrival_times(
         have += n
     out = np.concatenate(parts) if parts else np.zeros(0)
     return np.floor(out).astype(np.int64)
+
+
+def iter_arrival_times(
+    process: str, rate: float, burstiness: float, rng: np.random.Generator
+) -> Iterator[int]:
+    """An endless stream of arrival times (µs) of ``process`` at ``rate``; the first is 0.
+
+    ``constant`` gives ``k * trunc(1e6 / rate)`` as the distribution workload does; the
+    random processes give the times of :func:`random_arrival_times`, drawn a chunk at a
+    time. Used for traces that have lengths but no times.
+    """
+    check_arrival(process, burstiness)
+    if process == "constant":
+        from inference_sim.workload.distribution import inter_arrival_ticks
+
+        gap = inter_arrival_ticks(rate)
+        if gap is None:
+            return iter((0,))
+        return (k * gap for k in itertools.count())
+    return _random_stream(process, rate, burstiness, rng)
+
+
+def _random_stream(
+    process: str, rate: float, burstiness: float, rng: np.random.Generator
+) -> Iterator[int]:
+    mean_gap_us = 1e6 / rate
+    shape = burstiness if process == "gamma" else 1.0
+    now = 0.0
+    first = True
+    while True:
+        if process == "poisson":
+            gaps = rng.standard_exponential(_CHUNK)
+        else:
+            gaps = rng.standard_gamma(shape, _CHUNK) / shape
+        gaps *= mean_gap_us
+        if first:
+            gaps[0] = 0.0
+            first = False
+        times = now + np.cumsum(gaps)
+        now = float(times[-1])
+        for t in np.floor(times).tolist():
+            if t >= 2**63:  # past any horizon
+                return
+            yield int(t)

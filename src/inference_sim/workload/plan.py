@@ -13,10 +13,11 @@ from typing import Any
 
 from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
-from inference_sim.workload.arrivals import check_arrival
+from inference_sim.workload.arrivals import check_arrival, iter_arrival_times
 from inference_sim.workload.errors import WorkloadError
-from inference_sim.workload.formats import TRACE_FORMATS, open_trace
+from inference_sim.workload.formats import TRACE_FORMATS, detect_format, open_trace
 from inference_sim.workload.generate import iter_spec_requests
+from inference_sim.workload.lengthtrace import trace_columns
 from inference_sim.workload.spec import WorkloadSpec, load_workload_spec
 from inference_sim.workload.trace_v2 import TraceV2Header, TraceV2Writer
 
@@ -116,11 +117,23 @@ def _resolve_arrival(o: dict[str, Any], explicit: frozenset[str]) -> None:
             f"{' and '.join(given)} shape the distribution and preset workloads; "
             "a --workload-spec sets arrival per client (clients[].arrival.process)"
         )
-    if given and o["workload"] == "traces":
+    if given and o["workload"] == "traces" and not _untimed_length_trace(o):
         raise WorkloadError(
             f"{' and '.join(given)} shape the distribution and preset workloads; "
-            "--workload traces replays the trace's own arrival times"
+            "--workload traces replays the trace's own arrival times (only a length "
+            "trace without a time column takes --rate and --arrival)"
         )
+
+
+def _untimed_length_trace(o: Mapping[str, Any]) -> bool:
+    """Whether ``--workload-traces-filepath`` is a length trace without a time column."""
+    path = o["workload_traces_filepath"]
+    if not path:
+        return False
+    fmt = o["trace_format"]
+    if fmt == "auto":
+        fmt = detect_format(path)
+    return fmt == "lengths" and trace_columns(path).time is None
 
 
 def spec_or_trace_requests(
@@ -139,6 +152,10 @@ def spec_or_trace_requests(
         streams=streams,
         block_size=o["trace_block_size"],
         horizon=o["horizon"],
+        # a length trace without times: requests arrive at --rate, spaced per --arrival
+        arrival_times=iter_arrival_times(
+            o["arrival"], o["rate"], o["burstiness"], streams.generator("arrival")
+        ),
     )
     if isinstance(reqs, list):  # the reference's CSV may be unsorted: serve by arrival
         reqs.sort(key=_arrival)
