@@ -23,16 +23,19 @@ from typing import Any
 from inference_sim.core.version import __version__
 
 
-def simulate(**options: Any) -> Results:
+def simulate(run_config: Any = None, /, **options: Any) -> Results:
     """Run one simulation and return its :class:`Results`.
 
-    Raises :class:`ConfigError` (or a ``WorkloadError``, both ``ValueError``) with a
-    one-line message for bad input.
+    ``run_config`` (optional, positional) is a :class:`SimConfig` or a mapping of
+    options; keywords given here win over it. Raises :class:`ConfigError` (or a
+    ``WorkloadError``, both ``ValueError``) with a one-line message for bad input.
     """
     from inference_sim.config.outputs import check_run_outputs
     from inference_sim.config.resolve import resolve
     from inference_sim.runner import run_plan
 
+    if run_config is not None:
+        options = _merged(run_config, options)
     plan = resolve(options)
     results_path = plan.options["results_path"]
     check_run_outputs(plan.options, options.get("config"))  # before the run, as blis run
@@ -40,6 +43,37 @@ def simulate(**options: Any) -> Results:
     if results_path:
         results.write_json(results_path)
     return results
+
+
+def _merged(run_config: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """``run_config``'s options (a SimConfig or a mapping) with ``options`` on top."""
+    from collections.abc import Mapping
+
+    from inference_sim.config.model import SimConfig
+    from inference_sim.config.options import canonical_name
+
+    if isinstance(run_config, SimConfig):
+        base = run_config.to_options()
+    elif isinstance(run_config, Mapping):
+        base = SimConfig.from_options(run_config).to_options()
+    else:
+        raise ConfigError(
+            f"simulate(): the positional argument must be a SimConfig or a mapping of "
+            f"options, got {type(run_config).__name__}"
+        )
+    named = {canonical_name(k) or k for k in options}
+    merged = {k: v for k, v in base.items() if k not in named}
+    merged.update(options)
+    return merged
+
+
+def __getattr__(name: str) -> Any:
+    """``SimConfig`` is imported on first use (pydantic is slow to import for the CLI)."""
+    if name == "SimConfig":
+        from inference_sim.config.model import SimConfig
+
+        return SimConfig
+    raise AttributeError(f"module 'inference_sim' has no attribute {name!r}")
 
 
 def _started_as_blis() -> bool:
@@ -65,4 +99,4 @@ except KeyboardInterrupt:
     sys.stderr.write("Error: interrupted\n")
     raise SystemExit(130) from None
 
-__all__ = ["ConfigError", "Results", "__version__", "simulate"]
+__all__ = ["ConfigError", "Results", "SimConfig", "__version__", "simulate"]

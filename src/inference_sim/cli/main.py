@@ -418,6 +418,7 @@ def describe_command(
 def _add_tool_commands() -> None:
     """sweep, report, plot, plan, tune, calibrate: defined in their own packages."""
     from inference_sim.calibrate.cli import calibrate_command
+    from inference_sim.config.cli import config_group
     from inference_sim.planning.cli import plan_command, tune_command
     from inference_sim.report.cli import plot_command, report_command
     from inference_sim.sweep.cli import sweep_command
@@ -429,6 +430,7 @@ def _add_tool_commands() -> None:
         plan_command,
         tune_command,
         calibrate_command,
+        config_group,
     ):
         cli.add_command(command)
 

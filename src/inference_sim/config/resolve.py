@@ -196,6 +196,13 @@ def parse_duration_us(text: str, flag: str) -> int:
     return round(us)
 
 
+def coerce_option(spec: OptionSpec, value: Any) -> Any:
+    """The one value conversion of every option: CLI, ``simulate()``, ``SimConfig``, sweeps."""
+    if spec.name == "horizon" and isinstance(value, str):
+        value = parse_duration_us(value, "--horizon")
+    return _coerce(spec, value)
+
+
 def normalize_options(raw: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
     """Map either spelling to canonical names, check types, fill defaults.
 
@@ -211,9 +218,7 @@ def normalize_options(raw: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset
             )
         if name in given:
             raise ConfigError(f"--{name.replace('_', '-')} given twice (under two spellings)")
-        if name == "horizon" and isinstance(value, str):
-            value = parse_duration_us(value, "--horizon")
-        given[name] = _coerce(BY_NAME[name], value)
+        given[name] = coerce_option(BY_NAME[name], value)
     options = {spec.name: given.get(spec.name, spec.default) for spec in OPTIONS}
     if isinstance(options["alpha_coeffs"], list):
         options["alpha_coeffs"] = list(options["alpha_coeffs"])
