@@ -131,13 +131,15 @@ def test_burstiness_alone_selects_gamma(tmp_path):
         (["--burstiness", "0"], "--burstiness must be a finite number > 0"),
         (["--arrival", "poisson", "--burstiness", "2"], "--burstiness 2 needs --arrival gamma"),
         (
-            ["--workload", "traces", "--workload-traces-filepath", "x.csv", "--arrival", "poisson"],
-            "--arrival shape the distribution and preset workloads",
+            ["--workload", "traces", "--workload-traces-filepath", "TRACE", "--arrival", "poisson"],
+            "--arrival shapes the distribution and preset workloads",
         ),
     ],
 )
-def test_bad_arrival_flags_are_one_line_errors(args, needle):
-    code, _, err = _run(*args)
+def test_bad_arrival_flags_are_one_line_errors(args, needle, tmp_path):
+    trace = tmp_path / "azure.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n0,10,5\n", encoding="utf-8")
+    code, _, err = _run(*[str(trace) if a == "TRACE" else a for a in args])
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert needle in err

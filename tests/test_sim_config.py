@@ -111,3 +111,10 @@ def test_sweeps_check_value_types_before_running():
         parse_sweep(doc)
     with pytest.raises(ConfigError, match=r"cases\[0\]: --tp must be an integer"):
         parse_sweep({"base": {"model": MODEL}, "cases": [{"tp": "x"}]})
+
+
+def test_workload_spec_may_be_inline_in_the_model_and_the_schema():
+    spec = {"clients": [{"id": "a"}]}
+    assert SimConfig(workload_spec=spec).to_options() == {"workload_spec": spec}
+    kinds = {s.get("type") for s in config_schema()["properties"]["workload_spec"]["anyOf"]}
+    assert kinds == {"string", "object"}

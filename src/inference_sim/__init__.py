@@ -12,7 +12,8 @@ Quick use from Python::
 Every keyword is a ``blis run`` flag name with underscores; the vLLM-style
 spellings (``max_num_seqs``, ``max_num_batched_tokens``, ``block_size``,
 ``num_gpu_blocks``, ``tensor_parallel_size``) are accepted too. ``config="run.yaml"``
-reads options from a file (keywords win).
+reads options from a file (keywords win); ``simulate(SimConfig(...))`` takes the typed
+model; ``workload_spec={...}`` a spec as a dict; ``trace=df`` a DataFrame of lengths.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from typing import Any
 from inference_sim.core.version import __version__
 
 
-def simulate(run_config: Any = None, /, **options: Any) -> Results:
+def simulate(run_config: Any = None, /, *, trace: Any = None, **options: Any) -> Results:
     """Run one simulation and return its :class:`Results`.
 
     ``run_config`` (optional, positional) is a :class:`SimConfig` or a mapping of
-    options; keywords given here win over it. Raises :class:`ConfigError` (or a
-    ``WorkloadError``, both ``ValueError``) with a one-line message for bad input.
+    options; keywords given here win over it. ``workload_spec`` may be a path or the
+    spec itself as a dict; ``trace`` a pandas DataFrame (or a list of dicts) of request
+    lengths, replayed as a length trace (docs/workloads.md; a previous run's
+    ``res.requests`` works). Raises :class:`ConfigError` (or a ``WorkloadError``, both
+    ``ValueError``) with a one-line message for bad input.
     """
     from inference_sim.config.outputs import check_run_outputs
     from inference_sim.config.resolve import resolve
@@ -36,6 +40,10 @@ def simulate(run_config: Any = None, /, **options: Any) -> Results:
 
     if run_config is not None:
         options = _merged(run_config, options)
+    if trace is not None:
+        if "workload_traces_filepath" in options:
+            raise ConfigError("give either trace= or workload_traces_filepath=, not both")
+        options["workload_traces_filepath"] = trace
     plan = resolve(options)
     results_path = plan.options["results_path"]
     check_run_outputs(plan.options, options.get("config"))  # before the run, as blis run
@@ -65,6 +73,17 @@ def _merged(run_config: Any, options: dict[str, Any]) -> dict[str, Any]:
     merged = {k: v for k, v in base.items() if k not in named}
     merged.update(options)
     return merged
+
+
+def compare(runs: Any, *, metrics: Any = None, labels: Any = None) -> Any:
+    """Several runs' summary metrics side by side: a DataFrame (metric x run).
+
+    ``runs`` is a list of :class:`Results` (columns labelled by the options that differ,
+    e.g. ``rate=10``) or a ``{label: Results}`` mapping; see docs/python-api.md.
+    """
+    from inference_sim.report.compare import compare as _compare
+
+    return _compare(runs, metrics=metrics, labels=labels)
 
 
 def __getattr__(name: str) -> Any:
@@ -99,4 +118,4 @@ except KeyboardInterrupt:
     sys.stderr.write("Error: interrupted\n")
     raise SystemExit(130) from None
 
-__all__ = ["ConfigError", "Results", "SimConfig", "__version__", "simulate"]
+__all__ = ["ConfigError", "Results", "SimConfig", "__version__", "compare", "simulate"]

@@ -92,6 +92,24 @@ class Results:
         self.timeseries_table: dict[str, Any] = timeseries or empty_table()
         self._frames: dict[str, Any] = {}
 
+    # --- display ---------------------------------------------------------------------
+    def __repr__(self) -> str:
+        from inference_sim.report.notebook import results_repr
+
+        return results_repr(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: headline metrics table and the TTFT/E2E CDFs (inline SVG)."""
+        from inference_sim.report.notebook import results_html
+
+        return results_html(self)
+
+    def compare(self, *others: Results, labels: Sequence[str] | None = None) -> Any:
+        """This run and ``others`` side by side (see :func:`inference_sim.compare`)."""
+        from inference_sim.report.compare import compare
+
+        return compare([self, *others], labels=labels)
+
     # --- views -----------------------------------------------------------------------
     @property
     def requests(self) -> Any:

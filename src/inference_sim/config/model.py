@@ -25,6 +25,9 @@ from pydantic import model_validator as _model_validator
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import ALIASES, BY_NAME, OPTIONS, OptionSpec, canonical_name
 
+INLINE_MAPPINGS = ("workload_spec",)
+"""Path options that may hold their document inline: a workload spec as a mapping."""
+
 SCHEMA_ID = "https://inference-sim.invalid/schema/run-config.json"
 """``$id`` of the schema (a name, not a place: nothing is fetched)."""
 
@@ -50,6 +53,8 @@ def _coercer(spec: OptionSpec) -> BeforeValidator:
     def convert(value: Any) -> Any:
         from inference_sim.config.resolve import coerce_option
 
+        if spec.name in INLINE_MAPPINGS and isinstance(value, Mapping):
+            return dict(value)
         return coerce_option(spec, value)  # ConfigError is a ValueError: pydantic reports it
 
     return BeforeValidator(convert)
@@ -60,6 +65,8 @@ def _annotation(spec: OptionSpec, choices: tuple[str, ...] | None) -> Any:
         base: Any = Literal[choices]  # type: ignore[valid-type]
     elif spec.kind == "floats":
         base = list[float] | str  # a list, or comma-separated text as on the command line
+    elif spec.name in INLINE_MAPPINGS:
+        base = str | dict[str, Any]
     elif spec.kind in (int, float, bool, str):
         base = spec.kind
     else:  # a kind this module does not know yet: accept what the coercion accepts

@@ -83,6 +83,8 @@ class RunPlan:
     workload_spec: Any = None
     #: Calibrated-model coefficients (``--latency-coeffs`` or the shipped set), else None.
     latency_coeffs: CalibratedCoefficients | None = None
+    #: Rows of an in-memory length trace (``simulate(trace=df)``), else None.
+    inline_trace: list[Any] | None = None
 
     def latency_context(self) -> dict[str, Any]:
         """What a latency factory may ask for (``latency.registry.CONTEXT_KEYS``)."""
@@ -765,7 +767,11 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     ``raw["config"]``, if present, names a run-config file whose options apply unless
     ``raw`` gives them too (see :func:`load_run_config`).
     """
-    options, explicit = normalize_options(merge_config_file(raw))
+    from inference_sim.workload.plan import split_inline
+
+    # workload_spec as a mapping, a trace as a DataFrame (simulate(), run configs)
+    given, inline = split_inline(merge_config_file(raw))
+    options, explicit = normalize_options(given)
     model = options["model"].strip().lower()
     _require(
         bool(model),
@@ -801,7 +807,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     _resolve_workload(options, explicit, catalog)
     from inference_sim.workload.plan import resolve_workload_options
 
-    workload_spec = resolve_workload_options(options, explicit)
+    workload_spec = resolve_workload_options(options, explicit, inline)
     lat = _resolve_latency(options, explicit, catalog, notes)
     alpha, beta, blocks = lat.alpha, lat.beta, lat.blocks
     _require(blocks > 0, f"--total-kv-blocks must be > 0, got {blocks}")
@@ -872,4 +878,5 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         gpu_spec=lat.gpu,
         workload_spec=workload_spec,
         latency_coeffs=coeffs,
+        inline_trace=inline.trace,
     )

@@ -31,7 +31,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,7 +124,14 @@ class LengthRow:
     prefix_len: int
 
 
+def _plain(value: Any) -> Any:
+    """numpy scalars (DataFrame cells) as Python values."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) and not isinstance(value, str | bytes) else value
+
+
 def _count(value: Any, name: str, where: str, lowest: int) -> int:
+    value = _plain(value)
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
@@ -153,6 +160,9 @@ def _count(value: Any, name: str, where: str, lowest: int) -> int:
 
 
 def _time_us(value: Any, name: str, where: str) -> int:
+    value = _plain(value)
+    if hasattr(value, "timestamp") and callable(value.timestamp):  # datetime, pd.Timestamp
+        return round(value.timestamp() * 1_000_000)
     if isinstance(value, bool):
         raise WorkloadError(f"{where}: {name} must be seconds or a UTC time, got {value!r}")
     if isinstance(value, int | float):
@@ -168,8 +178,9 @@ def _time_us(value: Any, name: str, where: str) -> int:
 
 
 def _label(value: Any) -> str | None:
-    if value is None:
-        return None
+    value = _plain(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None  # an empty DataFrame cell
     text = str(value).strip()
     return text or None
 
@@ -177,15 +188,16 @@ def _label(value: Any) -> str | None:
 class _Rows:
     """Turns raw field mappings into checked :class:`LengthRow` s, in order."""
 
-    def __init__(self, cols: Columns, what: str) -> None:
+    def __init__(self, cols: Columns, what: str, unit: str = "line") -> None:
         self.cols = cols
         self.what = what
+        self.unit = unit
         self.first: int | None = None
         self.prev = -1
 
     def row(self, fields: Mapping[str, Any], line: int) -> LengthRow:
         c = self.cols
-        where = f"{self.what} line {line}"
+        where = f"{self.what} {self.unit} {line}"
         arrival = None
         if c.time is not None:
             stamp = _time_us(fields.get(c.time), c.time, where)
@@ -298,6 +310,36 @@ def _scan(p: str, header_only: bool) -> Iterator[Columns | LengthRow]:
             raise WorkloadError(f"{what} line {line}: malformed CSV: {exc}") from None
         except UnicodeDecodeError:
             raise WorkloadError(f"{what}: not UTF-8 text") from None
+
+
+def iter_length_records(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    streams: RandomStreams | None = None,
+    seed: int = 0,
+    horizon: int = NEVER,
+    arrival_times: Iterator[int] | None = None,
+    what: str = "trace",
+) -> Iterator[Request]:
+    """Replay in-memory rows (a DataFrame's records, a list of dicts) as a length trace.
+
+    Same column names and rules as a file (``line`` in errors is the row number, from 1);
+    a results file's ``requests`` (``arrived_at``, ``num_prefill_tokens``,
+    ``num_decode_tokens``) replays as it is.
+    """
+    streams = streams or RandomStreams(seed)
+    base = int(streams.generator("trace-replay").integers(0, 2**63 - 1))
+    return _replay(_record_rows(iter(records), what), base, horizon, arrival_times)
+
+
+def _record_rows(records: Iterator[Mapping[str, Any]], what: str) -> Iterator[LengthRow]:
+    rows: _Rows | None = None
+    for i, rec in enumerate(records, 1):
+        if not isinstance(rec, Mapping):
+            raise WorkloadError(f"{what} row {i}: expected a mapping of columns")
+        if rows is None:
+            rows = _Rows(find_columns([str(k) for k in rec], f"{what} row 1"), what, "row")
+        yield rows.row(rec, i)
 
 
 def iter_length_trace(

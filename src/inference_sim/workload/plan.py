@@ -7,25 +7,83 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from inference_sim.config.options import canonical_name
 from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.workload.arrivals import check_arrival, iter_arrival_times
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.formats import TRACE_FORMATS, detect_format, open_trace
 from inference_sim.workload.generate import iter_spec_requests
-from inference_sim.workload.lengthtrace import trace_columns
-from inference_sim.workload.spec import WorkloadSpec, load_workload_spec
+from inference_sim.workload.lengthtrace import find_columns, iter_length_records, trace_columns
+from inference_sim.workload.spec import WorkloadSpec, load_workload_spec, parse_workload_spec
 from inference_sim.workload.trace_v2 import TraceV2Header, TraceV2Writer
 
 log = logging.getLogger("inference_sim")
 NEVER = 2**63 - 1
+INLINE_SPEC = "<inline spec>"
 
 
-def resolve_workload_options(o: dict[str, Any], explicit: frozenset[str]) -> WorkloadSpec | None:
+@dataclass
+class InlineWorkload:
+    """Workloads given as Python objects instead of files (``simulate()``, run configs).
+
+    ``spec``: a workload spec as a mapping (``workload_spec={...}``); ``trace``: the rows
+    of a length trace (``simulate(trace=df)``: a pandas DataFrame or a list of dicts, the
+    column names of :mod:`inference_sim.workload.lengthtrace`).
+    """
+
+    spec: Mapping[str, Any] | None = None
+    trace: list[Mapping[str, Any]] | None = None
+
+
+def _is_path(value: Any) -> bool:
+    return value is None or isinstance(value, str | os.PathLike)
+
+
+def split_inline(raw: Mapping[str, Any]) -> tuple[dict[str, Any], InlineWorkload]:
+    """``raw`` with inline workloads replaced by placeholders, and the workloads themselves.
+
+    A mapping as ``workload_spec`` is a spec; a DataFrame or a list of mappings as
+    ``workload_traces_filepath`` is a length trace (``workload`` becomes ``traces``
+    unless given). The placeholders say what was given (``<inline spec>``,
+    ``<DataFrame: N rows>``); :func:`resolve_workload_options` puts the spec mapping
+    back into the options, so the results' ``config`` repeats the run.
+    """
+    out = dict(raw)
+    inline = InlineWorkload()
+    for key in list(out):
+        name = canonical_name(str(key))
+        value = out[key]
+        if name == "workload_spec" and isinstance(value, Mapping):
+            inline.spec = value
+            out[key] = INLINE_SPEC
+        elif name == "workload_traces_filepath" and not _is_path(value):
+            inline.trace, out[key] = _trace_rows(value)
+            if not any(canonical_name(str(k)) == "workload" for k in out):
+                out["workload"] = "traces"
+    return out, inline
+
+
+def _trace_rows(value: Any) -> tuple[list[Mapping[str, Any]], str]:
+    if hasattr(value, "to_dict") and hasattr(value, "columns"):  # a pandas DataFrame
+        rows = value.to_dict("records")
+        return rows, f"<DataFrame: {len(rows)} rows>"
+    if isinstance(value, list | tuple) and all(isinstance(r, Mapping) for r in value):
+        return list(value), f"<list: {len(value)} rows>"
+    raise WorkloadError(
+        "trace: expected a file path, a pandas DataFrame or a list of dicts with length "
+        f"columns (prompt_len, output_len, ...), got {type(value).__name__}"
+    )
+
+
+def resolve_workload_options(
+    o: dict[str, Any], explicit: frozenset[str], inline: InlineWorkload | None = None
+) -> WorkloadSpec | None:
     """Check the workload flags; load ``--workload-spec`` and fold it into ``o``.
 
     With a spec: its ``seed`` becomes the run seed unless ``--seed`` was given (then the
@@ -41,11 +99,25 @@ def resolve_workload_options(o: dict[str, Any], explicit: frozenset[str]) -> Wor
         )
     if o["trace_block_size"] <= 0:
         raise WorkloadError(f"--trace-block-size must be > 0, got {o['trace_block_size']}")
-    _resolve_arrival(o, explicit)
+    inline = inline or InlineWorkload()
+    if inline.trace is not None:
+        if o["workload"] != "traces":
+            raise WorkloadError(
+                f"trace: an in-memory trace needs workload 'traces', not {o['workload']!r}"
+            )
+        o["trace_format"] = "lengths"
+    _resolve_arrival(o, explicit, inline)
     path = o["workload_spec"]
     if not path:
         return None
-    spec = load_workload_spec(path)
+    if inline.spec is not None:
+        try:
+            spec = parse_workload_spec(dict(inline.spec), source="inline")
+        except WorkloadError as exc:
+            raise WorkloadError(f"workload_spec (inline): {exc}") from None
+        o["workload_spec"] = dict(inline.spec)  # echoed as given in the results' config
+    else:
+        spec = load_workload_spec(path)
     for warning in spec.warnings:
         log.warning("workload spec %s: %s", path, warning)
     if "seed" in explicit:
@@ -103,6 +175,9 @@ def _apply_rate(
 
 
 def _resolve_arrival(o: dict[str, Any], explicit: frozenset[str]) -> None:
+
+
+def _resolve_arrival(o: dict[str, Any], explicit: frozenset[str], inline: InlineWorkload) -> None:
     """Check ``--arrival``/``--burstiness``; ``--burstiness`` alone means gamma (vLLM bench).
 
     They shape the distribution and preset workloads only: a workload spec sets an arrival
@@ -111,22 +186,27 @@ def _resolve_arrival(o: dict[str, Any], explicit: frozenset[str]) -> None:
     if "burstiness" in explicit and "arrival" not in explicit:
         o["arrival"] = "gamma"
     check_arrival(o["arrival"], o["burstiness"])
-    given = [f"--{n}" for n in ("arrival", "burstiness") if n in explicit]
+    # Only values that change something: a results file repeats every option, defaults too.
+    shaped = {"arrival": o["arrival"] != "constant", "burstiness": o["burstiness"] != 1.0}
+    given = [f"--{n}" for n, changed in shaped.items() if n in explicit and changed]
+    verb = "shape" if len(given) > 1 else "shapes"
     if given and o["workload_spec"]:
         raise WorkloadError(
-            f"{' and '.join(given)} shape the distribution and preset workloads; "
+            f"{' and '.join(given)} {verb} the distribution and preset workloads; "
             "a --workload-spec sets arrival per client (clients[].arrival.process)"
         )
-    if given and o["workload"] == "traces" and not _untimed_length_trace(o):
+    if given and o["workload"] == "traces" and not _untimed_length_trace(o, inline):
         raise WorkloadError(
-            f"{' and '.join(given)} shape the distribution and preset workloads; "
+            f"{' and '.join(given)} {verb} the distribution and preset workloads; "
             "--workload traces replays the trace's own arrival times (only a length "
             "trace without a time column takes --rate and --arrival)"
         )
 
 
-def _untimed_length_trace(o: Mapping[str, Any]) -> bool:
+def _untimed_length_trace(o: Mapping[str, Any], inline: InlineWorkload) -> bool:
     """Whether ``--workload-traces-filepath`` is a length trace without a time column."""
+    if inline.trace is not None:
+        return not inline.trace or find_columns(list(inline.trace[0]), "trace").time is None
     path = o["workload_traces_filepath"]
     if not path:
         return False
@@ -137,15 +217,27 @@ def _untimed_length_trace(o: Mapping[str, Any]) -> bool:
 
 
 def spec_or_trace_requests(
-    o: Mapping[str, Any], spec: WorkloadSpec | None, streams: RandomStreams
+    o: Mapping[str, Any],
+    spec: WorkloadSpec | None,
+    streams: RandomStreams,
+    inline_trace: list[Mapping[str, Any]] | None = None,
 ) -> Iterable[Request] | None:
-    """Requests of a workload spec or a trace file; None for the legacy generators."""
+    """Requests of a workload spec or a trace (file or rows); None for the legacy generators."""
     if spec is not None:
         return iter_spec_requests(
             spec, streams=streams, horizon=o["horizon"], max_requests=o["num_requests"]
         )
     if o["workload"] != "traces":
         return None
+    if inline_trace is not None:
+        return iter_length_records(
+            inline_trace,
+            streams=streams,
+            horizon=o["horizon"],
+            arrival_times=iter_arrival_times(
+                o["arrival"], o["rate"], o["burstiness"], streams.generator("arrival")
+            ),
+        )
     reqs = open_trace(
         o["workload_traces_filepath"],
         o["trace_format"],
@@ -173,7 +265,7 @@ def export_writer(o: Mapping[str, Any]) -> TraceV2Writer | None:
         return None
     header = TraceV2Header(
         mode="generated",
-        workload_spec=o.get("workload_spec") or "",
+        workload_spec=o["workload_spec"] if isinstance(o.get("workload_spec"), str) else "",
         server={
             "type": "inference-sim",
             "model": o.get("model", ""),
