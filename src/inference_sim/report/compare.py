@@ -266,10 +266,9 @@ def write_comparison(
     labels: Sequence[str] | None = None,
     title: str = "",
 ) -> Path:
-    """Write the comparison page atomically; returns the path."""
+    """Write the comparison page (atomically for a regular or new file: ``outfiles``)."""
+    from inference_sim.core.outfiles import write_text
+
     target = Path(path)
-    text = build_comparison(runs, labels=labels, title=title)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+    write_text(target, build_comparison(runs, labels=labels, title=title))
     return target

@@ -174,9 +174,6 @@ def _apply_rate(
     return replace(spec, aggregate_rate=rate)
 
 
-def _resolve_arrival(o: dict[str, Any], explicit: frozenset[str]) -> None:
-
-
 def _resolve_arrival(o: dict[str, Any], explicit: frozenset[str], inline: InlineWorkload) -> None:
     """Check ``--arrival``/``--burstiness``; ``--burstiness`` alone means gamma (vLLM bench).
 
