@@ -86,6 +86,17 @@ def compare(runs: Any, *, metrics: Any = None, labels: Any = None) -> Any:
     return _compare(runs, metrics=metrics, labels=labels)
 
 
+def replicate(run_config: Any = None, /, **options: Any) -> Any:
+    """Run once per seed (``seeds=[1, 2, 3]`` or ``replicates=N``); mean and CI per metric.
+
+    Returns :class:`inference_sim.replicates.Replicates` (``.metrics``, ``.mean``,
+    ``.table()``, ``.runs``); ``confidence=0.95`` by default. See docs/python-api.md.
+    """
+    from inference_sim.replicates import replicate as _replicate
+
+    return _replicate(run_config, **options)
+
+
 def __getattr__(name: str) -> Any:
     """``SimConfig`` is imported on first use (pydantic is slow to import for the CLI)."""
     if name == "SimConfig":
@@ -118,4 +129,12 @@ except KeyboardInterrupt:
     sys.stderr.write("Error: interrupted\n")
     raise SystemExit(130) from None
 
-__all__ = ["ConfigError", "Results", "SimConfig", "__version__", "compare", "simulate"]
+__all__ = [
+    "ConfigError",
+    "Results",
+    "SimConfig",
+    "__version__",
+    "compare",
+    "replicate",
+    "simulate",
+]
