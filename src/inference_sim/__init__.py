@@ -118,6 +118,7 @@ def _started_as_blis() -> bool:
 
 try:
     from inference_sim.config.errors import ConfigError
+    from inference_sim.report import notebook as _notebook  # noqa: F401  (Results views)
     from inference_sim.results import Results
 except KeyboardInterrupt:
     # Ctrl-C while ``blis`` is still importing (numpy, the catalog: ~0.3 s): one line

@@ -203,7 +203,7 @@ class Replicates:
 
     def table(self) -> Any:
         """Metrics x (mean, stdev, ci_low, ci_high, n): a DataFrame, or the dict."""
-        from inference_sim.report.extras import have
+        from inference_sim.core.extras import have
 
         if not have("pandas"):
             return self.metrics

@@ -85,7 +85,7 @@ class _Base(BaseModel):
         """Either spelling (``max_num_seqs``, ``max-num-seqs``) -> the canonical name."""
         if not isinstance(data, Mapping):
             return data
-        from inference_sim._suggest import did_you_mean
+        from inference_sim.core.suggest import did_you_mean
 
         out: dict[str, Any] = {}
         for key, value in data.items():

@@ -767,7 +767,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     ``raw["config"]``, if present, names a run-config file whose options apply unless
     ``raw`` gives them too (see :func:`load_run_config`).
     """
-    from inference_sim.workload.plan import split_inline
+    from inference_sim.config.inline import split_inline
 
     # workload_spec as a mapping, a trace as a DataFrame (simulate(), run configs)
     given, inline = split_inline(merge_config_file(raw))

@@ -17,8 +17,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from inference_sim.metrics.timeseries import table_rows
 from inference_sim.report.svg import PALETTE, Series, cdf_points, line_chart
-from inference_sim.report.timeseries import table_rows
 from inference_sim.results import Results
 
 #: Metrics of the side-by-side table, in order (those no run has are left out).
@@ -119,7 +119,7 @@ def compare(
         raise ValueError("compare() needs one or more Results (a list or a {label: Results})")
     names = run_labels(runs, labels)
     rows = comparison_rows(runs, names, metrics)
-    from inference_sim.report.extras import have
+    from inference_sim.core.extras import have
 
     if not have("pandas"):
         return rows

@@ -1,21 +1,21 @@
-"""How :class:`~inference_sim.results.Results` shows itself in a terminal and in Jupyter.
+"""How :class:`~inference_sim.results.Results` shows itself in Jupyter, and its comparisons.
 
-``repr(res)`` is one line: deployment, workload, and the headline latencies.
-``res._repr_html_()`` (what Jupyter displays) is a small block: the same line, the
-headline metrics as a table, and the TTFT and E2E CDFs as inline SVG (no JavaScript,
-no network, styles scoped to the block).
+``res._repr_html_()`` (what Jupyter displays) is a small block: the line of ``repr``
+(deployment, workload), the headline metrics as a table, and the TTFT and E2E CDFs as
+inline SVG (no JavaScript, no network, styles scoped to the block). ``Results`` sits
+below the report layer, so this module registers the view (and ``Results.compare``) in
+:data:`inference_sim.results.VIEWS`; the package imports it.
 """
 
 from __future__ import annotations
 
 import math
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from inference_sim.report.compare import compare
 from inference_sim.report.svg import Series, cdf_points, line_chart
-
-if TYPE_CHECKING:
-    from inference_sim.results import Results
+from inference_sim.results import VIEWS, Results
 
 #: Chart styles, scoped to the block so a notebook's own CSS is left alone.
 _CSS = (
@@ -45,38 +45,6 @@ def _fmt(v: Any) -> str:
             return f"{v:,.1f}"
         return f"{v:.3g}"
     return str(v)
-
-
-def describe(res: Results) -> str:
-    """Deployment and workload in a few words (``H100 TP2 x1, chatbot at 10 req/s``)."""
-    cfg = res.config
-    if not cfg:
-        return "results"
-    rate = cfg.get("rate")
-    rate_text = f"{rate:g}" if isinstance(rate, int | float) else str(rate)
-    work = cfg.get("workload", "")
-    if cfg.get("workload_spec"):
-        work = "workload spec"
-    elif work != "traces":
-        work = f"{work} at {rate_text} req/s"
-        if cfg.get("arrival") and cfg.get("arrival") != "constant":
-            work += f" ({cfg['arrival']})"
-    return (
-        f"{cfg.get('model', '')} {cfg.get('hardware', '')} TP{cfg.get('tp', '')} "
-        f"x{cfg.get('num_instances', 1)}, {work}, seed {cfg.get('seed', '')}"
-    )
-
-
-def results_repr(res: Results) -> str:
-    s = res.summary
-    bits = [f"{_fmt(s.get('completed_requests'))} completed"]
-    for key, name in (("ttft_p99_ms", "TTFT p99"), ("e2e_p99_ms", "E2E p99")):
-        if key in s:
-            bits.append(f"{name} {_fmt(s[key])} ms")
-    if "responses_per_sec" in s:
-        bits.append(f"{_fmt(s['responses_per_sec'])} req/s")
-    flag = " (interrupted)" if s.get("interrupted") else ""
-    return f"<Results{flag}: {describe(res)}: {', '.join(bits)}>"
 
 
 def results_html(res: Results) -> str:
@@ -113,6 +81,10 @@ def results_html(res: Results) -> str:
     flag = " <b>(interrupted)</b>" if s.get("interrupted") else ""
     return (
         f'<div class="isim-results"><style>{_CSS}</style>'
-        f"<div><b>inference-sim results</b>{flag}: {escape(describe(res))}</div>"
+        f"<div><b>inference-sim results</b>{flag}: {escape(res.describe())}</div>"
         f'<div class="row">{table}{"".join(charts)}</div></div>'
     )
+
+
+VIEWS["html"] = results_html
+VIEWS["compare"] = compare
