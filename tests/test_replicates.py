@@ -201,3 +201,13 @@ def test_sweep_seeds_write_replicate_means(tmp_path):
     varied.write_text(yaml.safe_dump({"base": base, "grid": {"seed": [1, 2]}}))
     bad = CliRunner().invoke(cli, ["sweep", str(varied), "--seeds", "1,2"])
     assert bad.exit_code == 2 and "already varies seed" in bad.stderr
+
+
+def test_seeds_with_json_output_print_one_document(tmp_path):
+    result = _run("--num-requests", "20", "--replicates", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)  # exactly one JSON document
+    assert doc["seeds"] == [42, 43] and doc["metrics"]["ttft_p99_ms"]["n"] == 2
+    whole = _run("--num-requests", "20", "--replicates", "2", "--results-path", "-")
+    assert whole.exit_code == 0, whole.stderr
+    assert [r["config"]["seed"] for r in json.loads(whole.stdout)["runs"]] == [42, 43]

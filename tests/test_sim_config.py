@@ -118,3 +118,12 @@ def test_workload_spec_may_be_inline_in_the_model_and_the_schema():
     assert SimConfig(workload_spec=spec).to_options() == {"workload_spec": spec}
     kinds = {s.get("type") for s in config_schema()["properties"]["workload_spec"]["anyOf"]}
     assert kinds == {"string", "object"}
+
+
+def test_every_kind_of_option_converts_as_on_the_command_line():
+    cfg = SimConfig(horizon="10s", slo=["ttft_p99_ms=500"], alpha_coeffs="1,2,3")
+    options, _ = normalize_options({"horizon": "10s", "slo": ["ttft_p99_ms=500"]})
+    assert cfg.horizon == options["horizon"] == 10_000_000
+    assert cfg.slo == options["slo"] == ["ttft_p99_ms=500"]
+    props = config_schema()["properties"]
+    assert {s.get("type") for s in props["horizon"]["anyOf"]} == {"integer", "string"}

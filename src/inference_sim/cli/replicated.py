@@ -7,6 +7,7 @@ are sequential and deterministic (same seeds, same numbers); see
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
@@ -48,8 +49,13 @@ def run_replicated(
     seeds: str | None,
     replicates: int | None,
     confidence: float | None,
+    output: str = "text",
 ) -> None:
-    """Resolve ``raw`` once per seed, run, print the aggregate; ConfigError on bad input."""
+    """Resolve ``raw`` once per seed, run, print the aggregate; ConfigError on bad input.
+
+    stdout: ``text`` prints a header line and the metrics as JSON; ``json`` exactly one
+    JSON document (``seeds``, ``confidence``, ``metrics``). ``--results-path -`` writes
+    the whole document (with each run's summary) to stdout instead."""
     from inference_sim.config.errors import ConfigError
     from inference_sim.config.resolve import resolve
     from inference_sim.metrics.output import check_writable, write_json_atomic
@@ -66,7 +72,7 @@ def run_replicated(
     chosen = seed_list(seeds, replicates, int(first.options["seed"]))
     assert chosen is not None
     path = first.options["results_path"]
-    if path:
+    if path and path != "-":
         try:
             check_writable(path)
         except OSError as exc:
@@ -77,7 +83,15 @@ def run_replicated(
         log.info("replicate seed=%d", seed)
         runs.append(run_plan(plan))
     rep = Replicates(chosen, runs, conf)
-    sys.stdout.write(rep.report())
+    if path == "-":
+        sys.stdout.write(json.dumps(rep.to_dict(), indent=2) + "\n")
+        sys.stdout.flush()
+        return
+    if output == "json":
+        doc = {k: v for k, v in rep.to_dict().items() if k != "runs"}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        sys.stdout.write(rep.report())
     sys.stdout.flush()
     if path:
         try:

@@ -25,6 +25,9 @@ from pydantic import model_validator as _model_validator
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import ALIASES, BY_NAME, OPTIONS, OptionSpec, canonical_name
 
+DURATIONS = ("horizon",)
+"""Integer µs options that also take a duration with a unit (``coerce_option`` parses it)."""
+
 INLINE_MAPPINGS = ("workload_spec",)
 """Path options that may hold their document inline: a workload spec as a mapping."""
 
@@ -65,6 +68,10 @@ def _annotation(spec: OptionSpec, choices: tuple[str, ...] | None) -> Any:
         base: Any = Literal[choices]  # type: ignore[valid-type]
     elif spec.kind == "floats":
         base = list[float] | str  # a list, or comma-separated text as on the command line
+    elif spec.kind == "texts":
+        base = list[str] | str  # repeatable flag: a list, or one value
+    elif spec.name in DURATIONS:
+        base = int | str  # µs, or a number with a unit ("10s", "500ms")
     elif spec.name in INLINE_MAPPINGS:
         base = str | dict[str, Any]
     elif spec.kind in (int, float, bool, str):
