@@ -27,6 +27,8 @@ MODEL = "meta-llama/llama-3.1-8b-instruct"
 # 400 requests/s of chatbot on H100 TP1 with at most 32 running requests per instance:
 # p99 TTFT falls from ~19 s (1 instance) to ~1.2 s (8 instances).
 BASE = {"workload": "chatbot", "num_requests": 400, "max_num_seqs": 32}
+# blis plan runs Poisson arrivals unless told otherwise (blis run: evenly spaced).
+POISSON = {"arrival": "poisson"}
 DEPLOYMENT = Deployment(MODEL, "H100", 1)
 RATE = 400.0
 SLOS = ["ttft_p99_ms=3000", "e2e_p99_ms<=9000"]
@@ -36,7 +38,9 @@ SLOS = ["ttft_p99_ms=3000", "e2e_p99_ms<=9000"]
 def by_hand() -> dict[int, dict]:
     """Summaries for N = 1..8, run directly."""
     return {
-        n: simulate(model=MODEL, hardware="H100", tp=1, rate=RATE, num_instances=n, **BASE).summary
+        n: simulate(
+            model=MODEL, hardware="H100", tp=1, rate=RATE, num_instances=n, **BASE, **POISSON
+        ).summary
         for n in range(1, 9)
     }
 
@@ -103,7 +107,7 @@ def test_saturation_rate_by_bisection():
     # the probe at that rate offered load for as long as the target's run did
     n = math.ceil(150 * sat / 20)
     direct = simulate(
-        model=MODEL, hardware="H100", tp=1, rate=sat, workload="chatbot", num_requests=n
+        model=MODEL, hardware="H100", tp=1, rate=sat, workload="chatbot", num_requests=n, **POISSON
     ).summary
     probe = next(p for p in at if p.rate == sat)
     assert direct == probe.summary and meets(objectives, direct)

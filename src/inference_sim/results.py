@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,46 @@ class Results:
         self.instance_summaries = list(instance_summaries or [])
         self.timeseries_table: dict[str, Any] = timeseries or empty_table()
         self._frames: dict[str, Any] = {}
+
+    # --- display ---------------------------------------------------------------------
+    def __repr__(self) -> str:
+        """One line: deployment, workload, completed requests, TTFT/E2E p99, throughput."""
+        s = self.summary
+        bits = [f"{_short(s.get('completed_requests'))} completed"]
+        for key, name in (("ttft_p99_ms", "TTFT p99"), ("e2e_p99_ms", "E2E p99")):
+            if key in s:
+                bits.append(f"{name} {_short(s[key])} ms")
+        if "responses_per_sec" in s:
+            bits.append(f"{_short(s['responses_per_sec'])} req/s")
+        flag = " (interrupted)" if s.get("interrupted") else ""
+        return f"<Results{flag}: {self.describe()}: {', '.join(bits)}>"
+
+    def describe(self) -> str:
+        """Deployment and workload in a few words (``... H100 TP2 x1, chatbot at 10 req/s``)."""
+        cfg = self.config
+        if not cfg:
+            return "results"
+        rate = cfg.get("rate")
+        rate_text = f"{rate:g}" if isinstance(rate, int | float) else str(rate)
+        work = str(cfg.get("workload", ""))
+        if cfg.get("workload_spec"):
+            work = "workload spec"
+        elif work != "traces":
+            work = f"{work} at {rate_text} req/s"
+            if cfg.get("arrival") and cfg.get("arrival") != "constant":
+                work += f" ({cfg['arrival']})"
+        return (
+            f"{cfg.get('model', '')} {cfg.get('hardware', '')} TP{cfg.get('tp', '')} "
+            f"x{cfg.get('num_instances', 1)}, {work}, seed {cfg.get('seed', '')}"
+        )
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: headline metrics table and the TTFT/E2E CDFs (inline SVG)."""
+        return str(_view("html")(self))
+
+    def compare(self, *others: Results, labels: Sequence[str] | None = None) -> Any:
+        """This run and ``others`` side by side (see :func:`inference_sim.compare`)."""
+        return _view("compare")([self, *others], labels=labels)
 
     # --- views -----------------------------------------------------------------------
     @property
@@ -323,6 +363,32 @@ class Results:
     def slo_distributions(self) -> dict[str, Any]:
         """Per SLO class TTFT and E2E statistics in ms (2+ classes, else {})."""
         return dict(self.summary.get("slo_distributions") or {})
+
+
+#: Views of a Results that need the report layer above this module (the HTML block,
+#: the comparison table); :mod:`inference_sim.report.notebook` registers them, and the
+#: package imports it, so they are there whenever ``Results`` can be imported.
+VIEWS: dict[str, Callable[..., Any]] = {}
+
+
+def _view(name: str) -> Callable[..., Any]:
+    view = VIEWS.get(name)
+    if view is None:
+        raise RuntimeError(f"Results.{name}: inference_sim.report.notebook is not loaded")
+    return view
+
+
+def _short(v: Any) -> str:
+    """A number as a person reads it (4 significant digits, thousands separated)."""
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if abs(v) >= 100:
+            return f"{v:,.1f}"
+        return f"{v:.3g}"
+    return str(v)
 
 
 def _as_records(value: Iterable[dict[str, Any]] | None) -> Sequence[dict[str, Any]]:

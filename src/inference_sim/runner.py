@@ -57,7 +57,9 @@ def _distribution_params(plan: RunPlan) -> DistributionParams:
 def build_requests(plan: RunPlan, streams: RandomStreams) -> Iterable[Request]:
     """The request stream the options describe (WorkloadError on bad input, raised now)."""
     o = plan.options
-    reqs: Iterable[Request] | None = spec_or_trace_requests(o, plan.workload_spec, streams)
+    reqs: Iterable[Request] | None = spec_or_trace_requests(
+        o, plan.workload_spec, streams, plan.inline_trace
+    )
     if reqs is None:
         reqs = iter_distribution(
             _distribution_params(plan),
@@ -65,6 +67,9 @@ def build_requests(plan: RunPlan, streams: RandomStreams) -> Iterable[Request]:
             num_requests=o["num_requests"],
             horizon=o["horizon"],
             rng=streams.generator("workload"),
+            arrival=o["arrival"],
+            burstiness=o["burstiness"],
+            arrival_rng=streams.generator("arrival"),
         )
     stages = plan_stages(plan)
     if stages:

@@ -237,6 +237,12 @@ def _is_bad_input(exc: BaseException) -> bool:
     return isinstance(exc, ConfigError | WorkloadError)
 
 
+def _replicate_options() -> list[click.Option]:
+    from inference_sim.cli.replicated import replicate_options
+
+    return replicate_options()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="blis (inference-sim)")
 def cli() -> None:
@@ -250,12 +256,49 @@ def _run(**params: Any) -> None:
     progress = params.pop("progress")
     output = "json" if params.pop("as_json") else params.pop("output") or "text"
     params.pop("output", None)
+    seeds, replicates, confidence = (params.pop(k) for k in ("seeds", "replicates", "confidence"))
+    if seeds is not None or replicates is not None:
+        _replicated(params, debug, log_level, seeds, replicates, confidence, output)
+        return
+    if confidence is not None:
+        raise BadInput("--confidence needs --seeds or --replicates")
     run_command(
         params, debug=debug, log_level=log_level, progress=progress, quiet=quiet, output=output
     )
 
 
+def _replicated(
+    params: dict[str, Any],
+    debug: bool,
+    log_level: str,
+    seeds: str | None,
+    replicates: int | None,
+    confidence: float | None,
+    output: str = "text",
+) -> None:
+    """``--seeds``/``--replicates``: cli/replicated.py (bad input: one line, exit 2)."""
+    from inference_sim.cli.replicated import run_replicated
+    from inference_sim.config.errors import ConfigError
+    from inference_sim.workload import WorkloadError
+
+    _setup_logging(log_level)
+    raw = _collect(params)
+    if params.get("config"):
+        raw["config"] = params["config"]
+    try:
+        run_replicated(
+            raw, seeds=seeds, replicates=replicates, confidence=confidence, output=output
+        )
+    except (ConfigError, WorkloadError) as exc:
+        if debug:
+            traceback.print_exc()
+        raise BadInput(str(exc)) from None
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; no results written") from None
+
+
 _run_params: list[click.Parameter] = [_click_option(spec) for spec in OPTIONS]
+_run_params += _replicate_options()
 _run_params += [
     click.Option(
         ["--log"],
@@ -391,7 +434,7 @@ def workload_group() -> None:
     "--format",
     "fmt",
     default="auto",
-    help="auto (from the content), spec, csv, v2, azure or mooncake.",
+    help="auto (from the content), spec, csv, v2, azure, mooncake or lengths.",
 )
 @click.option("--seed", type=int, default=None, help="Seed for a spec (default: its own).")
 @click.option("--debug", is_flag=True, default=False, help="Show tracebacks for errors.")
@@ -418,6 +461,7 @@ def describe_command(
 def _add_tool_commands() -> None:
     """sweep, report, plot, plan, tune, calibrate: defined in their own packages."""
     from inference_sim.calibrate.cli import calibrate_command
+    from inference_sim.config.cli import config_group
     from inference_sim.planning.cli import plan_command, tune_command
     from inference_sim.report.cli import plot_command, report_command
     from inference_sim.sweep.cli import sweep_command
@@ -429,6 +473,7 @@ def _add_tool_commands() -> None:
         plan_command,
         tune_command,
         calibrate_command,
+        config_group,
     ):
         cli.add_command(command)
 

@@ -83,6 +83,8 @@ class RunPlan:
     workload_spec: Any = None
     #: Calibrated-model coefficients (``--latency-coeffs`` or the shipped set), else None.
     latency_coeffs: CalibratedCoefficients | None = None
+    #: Rows of an in-memory length trace (``simulate(trace=df)``), else None.
+    inline_trace: list[Any] | None = None
 
     def latency_context(self) -> dict[str, Any]:
         """What a latency factory may ask for (``latency.registry.CONTEXT_KEYS``)."""
@@ -196,6 +198,13 @@ def parse_duration_us(text: str, flag: str) -> int:
     return round(us)
 
 
+def coerce_option(spec: OptionSpec, value: Any) -> Any:
+    """The one value conversion of every option: CLI, ``simulate()``, ``SimConfig``, sweeps."""
+    if spec.name == "horizon" and isinstance(value, str):
+        value = parse_duration_us(value, "--horizon")
+    return _coerce(spec, value)
+
+
 def normalize_options(raw: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
     """Map either spelling to canonical names, check types, fill defaults.
 
@@ -211,9 +220,7 @@ def normalize_options(raw: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset
             )
         if name in given:
             raise ConfigError(f"--{name.replace('_', '-')} given twice (under two spellings)")
-        if name == "horizon" and isinstance(value, str):
-            value = parse_duration_us(value, "--horizon")
-        given[name] = _coerce(BY_NAME[name], value)
+        given[name] = coerce_option(BY_NAME[name], value)
     options = {spec.name: given.get(spec.name, spec.default) for spec in OPTIONS}
     if isinstance(options["alpha_coeffs"], list):
         options["alpha_coeffs"] = list(options["alpha_coeffs"])
@@ -760,7 +767,11 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     ``raw["config"]``, if present, names a run-config file whose options apply unless
     ``raw`` gives them too (see :func:`load_run_config`).
     """
-    options, explicit = normalize_options(merge_config_file(raw))
+    from inference_sim.config.inline import split_inline
+
+    # workload_spec as a mapping, a trace as a DataFrame (simulate(), run configs)
+    given, inline = split_inline(merge_config_file(raw))
+    options, explicit = normalize_options(given)
     model = options["model"].strip().lower()
     _require(
         bool(model),
@@ -796,7 +807,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     _resolve_workload(options, explicit, catalog)
     from inference_sim.workload.plan import resolve_workload_options
 
-    workload_spec = resolve_workload_options(options, explicit)
+    workload_spec = resolve_workload_options(options, explicit, inline)
     lat = _resolve_latency(options, explicit, catalog, notes)
     alpha, beta, blocks = lat.alpha, lat.beta, lat.blocks
     _require(blocks > 0, f"--total-kv-blocks must be > 0, got {blocks}")
@@ -867,4 +878,5 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         gpu_spec=lat.gpu,
         workload_spec=workload_spec,
         latency_coeffs=coeffs,
+        inline_trace=inline.trace,
     )

@@ -114,6 +114,9 @@ def _plan(**p: Any) -> None:
 
             require("matplotlib", "plot", "blis plan --plot")
             check_output("--plot", p["plot"])  # before the search, not after it
+        from inference_sim.replicates import seed_list
+
+        seeds = seed_list(p["seeds"], p["replicates"], int(base.get("seed", 42)))
         backend = make_backend(p["backend"], jobs=p["jobs"], address=p["address"])
 
     def on_probe(dep: Any, probe: Any) -> None:
@@ -133,6 +136,9 @@ def _plan(**p: Any) -> None:
                 rate_tolerance=p["rate_tolerance"],
                 gpu_hour_price=prices,
                 on_probe=on_probe,
+                seeds=seeds,
+                confidence=p["confidence"],
+                headroom=p["headroom"],
             )
     finally:
         backend.close()
@@ -204,6 +210,28 @@ _plan_params: list[click.Parameter] = [
     click.Option(["--json", "as_json"], is_flag=True, default=False, help="Print JSON."),
     click.Option(
         ["--plot"], default=None, help="Write latency vs rate to this PNG (`plot` extra)."
+    ),
+    click.Option(
+        ["--seeds"],
+        default=None,
+        help="Run every probe once per seed (e.g. 1,2,3) and judge the SLOs on the mean "
+        "(or, with --confidence, on its confidence bound).",
+    ),
+    click.Option(["--replicates"], type=int, default=None, help="Like --seeds: SEED, SEED+1, ..."),
+    click.Option(
+        ["--confidence"],
+        type=float,
+        default=None,
+        help="Require each SLO to hold for the one-sided confidence bound of the mean over "
+        "the seeds (e.g. 0.95; needs 2+ seeds).",
+    ),
+    click.Option(
+        ["--headroom"],
+        type=float,
+        default=1.0,
+        show_default=True,
+        help="Keep a margin: an SLO 'at most B' must hold at B x headroom (0.8: 20%% to "
+        "spare); 'at least B' at B / headroom.",
     ),
     click.Option(["--quiet", "-q"], is_flag=True, default=False, help="No progress on stderr."),
     click.Option(["--debug"], is_flag=True, default=False, help="Show tracebacks for errors."),

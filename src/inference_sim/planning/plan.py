@@ -25,7 +25,8 @@ from typing import Any
 
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import BY_NAME
-from inference_sim.planning.slo import Objective, check_metrics, violations
+from inference_sim.planning.slo import Objective, check_metrics, violations, violations_at
+from inference_sim.replicates import DEFAULT_CONFIDENCE, mean_summary
 from inference_sim.sweep.backends import Backend, LocalBackend, execute_run
 
 MAX_RATE_DOUBLINGS = 10
@@ -120,6 +121,10 @@ class PlanOutcome:
     objectives: list[Objective]
     max_instances: int
     candidates: list[CandidatePlan]  # ranked: feasible first, cheapest first
+    arrival: str = "poisson"  # the arrival process every probe ran with
+    seeds: list[int] = field(default_factory=list)  # replicates per probe (none: one run)
+    confidence: float | None = None
+    headroom: float = 1.0
 
     @property
     def best(self) -> CandidatePlan | None:
@@ -132,6 +137,10 @@ class PlanOutcome:
             "rate": self.rate,
             "slos": [str(o) for o in self.objectives],
             "max_instances": self.max_instances,
+            "arrival": self.arrival,
+            "seeds": self.seeds,
+            "confidence": self.confidence,
+            "headroom": self.headroom,
         }
         if best is not None:
             top = best.to_dict(self.objectives)
@@ -182,8 +191,26 @@ def plan_capacity(
     rate_tolerance: float = 0.05,
     gpu_hour_price: float | Mapping[str, float] | None = None,
     on_probe: Callable[[Deployment, Probe], None] | None = None,
+    seeds: Sequence[int] | None = None,
+    confidence: float | None = None,
+    headroom: float = 1.0,
 ) -> PlanOutcome:
-    """Search every deployment; return the candidates ranked (see the module doc)."""
+    """Search every deployment; return the candidates ranked (see the module doc).
+
+    ``seeds`` (2+): every probe runs once per seed and its summary holds the means (and
+    ``replicates``: each metric's interval). ``headroom`` (0 < h <= 1) tightens every
+    objective to ``bound * h`` ("at least": ``bound / h``); ``confidence`` requires it
+    to hold for the one-sided confidence bound of the mean over the seeds
+    (:func:`inference_sim.planning.slo.violations_at`).
+    """
+    if not (math.isfinite(headroom) and 0 < headroom <= 1):
+        raise ConfigError(f"--headroom must be in (0, 1] (e.g. 0.8), got {headroom}")
+    if confidence is not None:
+        from inference_sim.replicates import check_confidence
+
+        check_confidence(confidence)
+        if not seeds or len(seeds) < 2:
+            raise ConfigError("--confidence needs 2 or more runs: give --seeds or --replicates")
     if max_instances < 1:
         raise ConfigError(f"--max-instances must be >= 1, got {max_instances}")
     if not (math.isfinite(rate) and rate > 0):
@@ -192,6 +219,10 @@ def plan_capacity(
         raise ConfigError("no deployment to plan: give --model (and --hardware, --tp)")
     backend = backend or LocalBackend()
     objectives = list(objectives)
+    base = with_plan_arrival(base)
+    run_seeds: list[Any] = list(seeds) if seeds and len(seeds) > 1 else [None]
+    if seeds and len(seeds) == 1:
+        base["seed"] = seeds[0]
     searches = [_Search(CandidatePlan(d)) for d in deployments]
     checked = False
 
@@ -211,7 +242,7 @@ def plan_capacity(
         active = [s for s in searches if s.phase != "done"]
         if not active:
             break
-        k = max(1, backend.jobs // len(active))
+        k = max(1, backend.jobs // (len(active) * len(run_seeds)))
         batch: list[tuple[_Search, int, float]] = []
         for s in active:
             if s.phase == "instances":
@@ -230,23 +261,38 @@ def plan_capacity(
                 else:
                     pts_r = _rate_points(s.rate_lo, s.rate_hi, k)
                 batch += [(s, n, r) for r in pts_r]
-        results: list[dict[str, Any] | None] = [None] * len(batch)
+        results: list[dict[str, Any] | None] = [None] * (len(batch) * len(run_seeds))
 
         def store(i: int, res: dict[str, Any], results: list[Any] = results) -> None:
             results[i] = res
 
-        backend.map(execute_run, [options_for(s, n, r) for s, n, r in batch], store)
-        for (s, n, r), res in zip(batch, results, strict=True):
-            assert res is not None
-            if res.get("status") != "ok":
-                s.cand.error = str(res.get("error", "run failed"))
+        items = []
+        for s, n, r in batch:
+            for seed in run_seeds:  # one run per seed (replicates), in seed order
+                opts = options_for(s, n, r)
+                if seed is not None:
+                    opts["seed"] = seed
+                items.append(opts)
+        backend.map(execute_run, items, store)
+        for j, (s, n, r) in enumerate(batch):
+            group = results[j * len(run_seeds) : (j + 1) * len(run_seeds)]
+            bad = next((res for res in group if res is None or res.get("status") != "ok"), None)
+            if bad is not None:
+                s.cand.error = str((bad or {}).get("error", "run failed"))
                 s.phase = "done"
                 continue
-            summary = res["summary"]
+            summaries = [res["summary"] for res in group]  # type: ignore[index]
             if not checked:
-                check_metrics(objectives, summary)
+                check_metrics(objectives, summaries[0])
                 checked = True
-            why = violations(objectives, summary)
+            if len(summaries) == 1 and headroom == 1.0:
+                summary = summaries[0]
+                why = violations(objectives, summary)
+            else:
+                summary = summaries[0]
+                if len(summaries) > 1:
+                    summary = mean_summary(summaries, run_seeds, confidence or DEFAULT_CONFIDENCE)
+                why = violations_at(objectives, summaries, confidence=confidence, headroom=headroom)
             probe = Probe(n, r, not why, why, summary)
             s.cand.probes.append(probe)
             if on_probe is not None:
@@ -262,7 +308,32 @@ def plan_capacity(
     for s in searches:
         _finish(s.cand, gpu_hour_price)
     ranked = sorted(searches, key=lambda s: _rank_key(s.cand, gpu_hour_price is not None))
-    return PlanOutcome(rate, objectives, max_instances, [s.cand for s in ranked])
+    outcome = PlanOutcome(rate, objectives, max_instances, [s.cand for s in ranked])
+    outcome.seeds = [x for x in run_seeds if x is not None]
+    outcome.confidence = confidence
+    outcome.headroom = headroom
+    if base.get("workload_spec"):
+        outcome.arrival = "the workload spec's"
+    elif base.get("workload") == "traces":
+        outcome.arrival = "the trace's"
+    else:
+        outcome.arrival = str(base.get("arrival") or "gamma")
+    return outcome
+
+
+def with_plan_arrival(base: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with Poisson arrivals unless it names a process (or a gamma burstiness).
+
+    Planning defaults to Poisson, unlike ``blis run``: evenly spaced arrivals never
+    bunch up, so they understate queueing and would size a deployment too small.
+    """
+    from inference_sim.config.resolve import merge_config_file
+
+    out = merge_config_file(base)
+    own_times = out.get("workload_spec") or out.get("workload") == "traces"
+    if "arrival" not in out and "burstiness" not in out and not own_times:
+        out["arrival"] = "poisson"
+    return out
 
 
 def _update_instances(s: _Search, rate: float, max_instances: int, saturation: bool) -> None:
@@ -390,6 +461,12 @@ def format_plan(outcome: PlanOutcome) -> str:
     lines = ["  ".join(cell.ljust(widths[j]) for j, cell in enumerate(r)).rstrip() for r in rows]
     slos = ", ".join(str(o) for o in outcome.objectives) or "none"
     title = f"Plan for {outcome.rate:g} requests/s; SLOs: {slos}"
+    title += f"; arrivals: {outcome.arrival}"
+    if outcome.headroom != 1.0:
+        title += f"; headroom {outcome.headroom:g}"
+    if outcome.seeds:
+        conf = f", SLOs held at {outcome.confidence:.0%} confidence" if outcome.confidence else ""
+        title += f"; means of {len(outcome.seeds)} seeds{conf}"
     fallbacks = [
         f"{c.deployment.label()}: latency model {c.latency()[0]} ({c.latency()[1]})"
         for c in outcome.candidates

@@ -36,26 +36,49 @@ def _check_report_output(results: str, output: str) -> None:
 
 
 @click.command("report")
-@click.argument("results", type=click.Path())
+@click.argument("results", type=click.Path(), nargs=-1, required=True)
 @click.option(
     "--output", "-o", default="report.html", show_default=True, help="The HTML file to write."
 )
 @click.option("--title", default="", help="Page title (default: from the model).")
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    help="Name of each run in a comparison, in order (repeat once per RESULTS; "
+    "default: the options that differ, e.g. rate=20).",
+)
 @click.option("--debug", is_flag=True, default=False, help="Show tracebacks for errors.")
-def report_command(results: str, output: str, title: str, debug: bool) -> None:
+def report_command(
+    results: tuple[str, ...], output: str, title: str, labels: tuple[str, ...], debug: bool
+) -> None:
     """Write one self-contained HTML page (no network needed) for a run's results.
 
     RESULTS is a results file (`blis run --results-path`) or a folder written by
     `Results.to_parquet()`. The page has latency CDFs (TTFT, TPOT, E2E), the time
     series per instance and for the cluster, per-instance, per-SLO-class and
     per-stage tables, and the run's configuration.
+
+    With several RESULTS, the page compares them: every run's CDFs and cluster time
+    series overlaid (one colour per run, with a legend) and the summary metrics side
+    by side.
     """
+    from inference_sim.report.compare import write_comparison
     from inference_sim.report.html import write_report
 
     with cli_errors(debug):
-        _check_report_output(results, output)  # before reading: fail fast, replace no input
-        res = _load(results)
-        path = write_report(res, output, title=title)
+        if labels and len(labels) != len(results):
+            raise ValueError(
+                f"--label given {len(labels)} time(s) for {len(results)} results; "
+                "give one per results file, in order"
+            )
+        for r in results:  # before reading: fail fast, replace no input
+            _check_report_output(r, output)
+        runs = [_load(r) for r in results]
+        if len(runs) == 1 and not labels:
+            path = write_report(runs[0], output, title=title)
+        else:
+            path = write_comparison(runs, output, labels=labels or None, title=title)
     click.echo(f"report written to {path}")
 
 

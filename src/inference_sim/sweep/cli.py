@@ -30,6 +30,21 @@ from inference_sim.report.cliutil import check_output, cli_errors, echo_err
 @click.option("--address", default=None, help="Ray cluster address (default: start a local one).")
 @click.option("--jobs", "-j", type=int, default=None, help="Runs at once (default: the CPU count).")
 @click.option("--force", is_flag=True, default=False, help="Rerun finished runs too.")
+@click.option(
+    "--seeds",
+    default=None,
+    help="Run every point once per seed (e.g. 1,2,3); also writes DIR/replicates.parquet "
+    "with each metric's mean and confidence interval.",
+)
+@click.option(
+    "--replicates", type=int, default=None, help="Like --seeds: SEED, SEED+1, ... (N seeds)."
+)
+@click.option(
+    "--confidence",
+    type=float,
+    default=None,
+    help="Confidence of the intervals with --seeds/--replicates [default: 0.95].",
+)
 @click.option("--quiet", "-q", is_flag=True, default=False, help="No per-run lines on stderr.")
 @click.option("--debug", is_flag=True, default=False, help="Show tracebacks for errors.")
 def sweep_command(
@@ -39,6 +54,9 @@ def sweep_command(
     address: str | None,
     jobs: int | None,
     force: bool,
+    seeds: str | None,
+    replicates: int | None,
+    confidence: float | None,
     quiet: bool,
     debug: bool,
 ) -> None:
@@ -55,6 +73,16 @@ def sweep_command(
         if jobs is not None and jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {jobs}")
         spec = load_sweep(sweep_file)
+        from inference_sim.replicates import DEFAULT_CONFIDENCE, check_confidence, seed_list
+
+        chosen = seed_list(seeds, replicates, int(spec.base.get("seed", 42)))
+        conf = check_confidence(DEFAULT_CONFIDENCE if confidence is None else confidence)
+        if chosen is None and confidence is not None:
+            raise ValueError("--confidence needs --seeds or --replicates")
+        if chosen is not None:
+            from inference_sim.sweep.run import with_seeds
+
+            spec = with_seeds(spec, chosen)
         check_table_extras()
         out = Path(out_dir) if out_dir else Path(f"{Path(sweep_file).stem}-results")
         # Before any run: a file in the way or a too-long name fails now, not after.
@@ -80,6 +108,13 @@ def sweep_command(
     finally:
         runner.close()
     sys.stdout.write(format_table(outcome, spec))
+    if chosen is not None:
+        from inference_sim.sweep.run import format_replicates, replicate_rows, write_replicates
+
+        rows = replicate_rows(spec, outcome, conf)
+        with cli_errors(debug):
+            outcome.files.append(write_replicates(rows, out))
+        sys.stdout.write(format_replicates(rows, spec, conf))
     failed = outcome.failed
     ran = len({r.key for r in outcome.runs}) - outcome.reused
     files = ", ".join(str(p) for p in outcome.files)

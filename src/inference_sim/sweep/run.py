@@ -26,7 +26,7 @@ from inference_sim.core.extras import require
 from inference_sim.core.outfiles import output_path
 from inference_sim.metrics.output import write_json_atomic
 from inference_sim.sweep.backends import Backend, LocalBackend, execute_run
-from inference_sim.sweep.spec import RunSpec, SweepSpec
+from inference_sim.sweep.spec import RunSpec, SweepSpec, run_key
 
 #: Resolved settings every row carries (besides the options the sweep names).
 DEPLOYMENT_COLUMNS = (
@@ -273,3 +273,90 @@ def format_table(outcome: SweepOutcome, spec: SweepSpec) -> str:
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines
     )
     return text + "\n"
+
+
+# --- replicates (--seeds / --replicates) ------------------------------------------------------
+
+REPLICATE_METRICS = ("ttft_p99_ms", "e2e_p99_ms", "itl_mean_ms", "responses_per_sec")
+
+
+def with_seeds(spec: SweepSpec, seeds: Sequence[int]) -> SweepSpec:
+    """``spec`` with ``seed`` as its innermost grid dimension (ConfigError if it varies)."""
+    if "seed" in spec.varied():
+        raise ConfigError(
+            f"{spec.path}: the sweep already varies seed; drop --seeds/--replicates or the "
+            "seed key of its grid or cases"
+        )
+    grid = {k: v for k, v in spec.grid.items() if k != "seed"}
+    grid["seed"] = list(seeds)
+    base = {k: v for k, v in spec.base.items() if k != "seed"}
+    return SweepSpec(base=base, grid=grid, cases=spec.cases, path=spec.path)
+
+
+def replicate_rows(
+    spec: SweepSpec, outcome: SweepOutcome, confidence: float
+) -> list[dict[str, Any]]:
+    """One row per sweep point (every option but the seed): the varied options, ``n``
+    (finished runs), ``seeds``, and each numeric metric's ``_mean``, ``_ci_low`` and
+    ``_ci_high`` over the seeds (two-sided Student t, :mod:`inference_sim.replicates`)."""
+    from inference_sim.replicates import aggregate
+
+    varied = [v for v in spec.varied() if v != "seed"]
+    groups: dict[str, list[int]] = {}
+    for i, run in enumerate(outcome.runs):
+        point = {k: v for k, v in run.options.items() if k != "seed"}
+        groups.setdefault(run_key(point), []).append(i)
+    rows: list[dict[str, Any]] = []
+    for point, members in enumerate(groups.values()):
+        first = outcome.runs[members[0]]
+        row: dict[str, Any] = {"point": point}
+        for name in varied:
+            row[name] = _cell(_coerced(name, first.options.get(name)))
+        ok = [outcome.results[i] for i in members if _ok(outcome.results[i])]
+        row["n"] = len(ok)
+        row["seeds"] = json.dumps([outcome.runs[i].options.get("seed") for i in members])
+        if ok:
+            for metric, stats in aggregate([r["summary"] for r in ok], confidence).items():
+                row[f"{metric}_mean"] = stats["mean"]
+                row[f"{metric}_ci_low"] = stats["ci_low"]
+                row[f"{metric}_ci_high"] = stats["ci_high"]
+        rows.append(row)
+    return rows
+
+
+def write_replicates(rows: list[dict[str, Any]], out: Path) -> Path:
+    """``replicates.parquet`` (atomically)."""
+    df = frame(rows)
+    target = out / "replicates.parquet"
+    tmp = out / f".replicates-{os.getpid()}.parquet"
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def format_replicates(rows: list[dict[str, Any]], spec: SweepSpec, confidence: float) -> str:
+    """Text table: varied options, n, and ``mean ± half-width`` of the headline metrics."""
+    varied = [v for v in spec.varied() if v != "seed"]
+    header = ["point", *varied, "n", *REPLICATE_METRICS]
+    lines = [header]
+    for row in rows:
+        cells = [str(row["point"]), *(str(row.get(v, "")) for v in varied), str(row["n"])]
+        for m in REPLICATE_METRICS:
+            mean, lo, hi = (row.get(f"{m}_{x}") for x in ("mean", "ci_low", "ci_high"))
+            if mean is None:
+                cells.append("-")
+            elif lo is None or hi is None:
+                cells.append(f"{mean:.1f}")
+            else:
+                cells.append(f"{mean:.1f} ± {(hi - lo) / 2:.1f}")
+        lines.append(cells)
+    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+    text = "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in lines
+    )
+    return f"means over seeds, ± half the {confidence:.0%} confidence interval:\n{text}\n"

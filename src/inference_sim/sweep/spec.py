@@ -104,7 +104,7 @@ def run_key(options: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _options(part: Any, where: str) -> dict[str, Any]:
+def _options(part: Any, where: str, grid: bool = False) -> dict[str, Any]:
     if part is None:
         return {}
     if not isinstance(part, Mapping):
@@ -116,6 +116,12 @@ def _options(part: Any, where: str) -> dict[str, Any]:
             raise ConfigError(f"{where}: unknown run option {key!r} (see `blis run --help`)")
         if name in out:
             raise ConfigError(f"{where}: {name} given twice (under two spellings)")
+        if name != "config":  # typed like every run option (config/model.py), before any run
+            from inference_sim.config.model import check_option_value
+
+            values = value if grid and isinstance(value, list | tuple) else [value]
+            for v in values:
+                check_option_value(name, v, where)
         out[name] = value
     return out
 
@@ -136,7 +142,7 @@ def parse_sweep(doc: Any, path: str = "<sweep>", folder: str | None = None) -> S
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(_TOP_KEYS)}")
     spec = SweepSpec(path=path)
     spec.base = _options(doc.get("base"), f"{path}: base")
-    grid = _options(doc.get("grid"), f"{path}: grid")
+    grid = _options(doc.get("grid"), f"{path}: grid", grid=True)
     for k, v in grid.items():
         values = list(v) if isinstance(v, list | tuple) else [v]
         if not values:

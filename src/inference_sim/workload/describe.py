@@ -24,6 +24,7 @@ from inference_sim.core.rng import RandomStreams
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.formats import detect_format
 from inference_sim.workload.generate import NEVER, iter_spec_requests
+from inference_sim.workload.lengthtrace import iter_length_trace
 from inference_sim.workload.realtraces import (
     DEFAULT_TRACE_BLOCK_SIZE,
     iter_azure_records,
@@ -90,9 +91,12 @@ def describe_workload(
             reqs = iter_trace_v2(p, streams=streams)
         elif kind == "csv":
             reqs = read_csv_trace(p)
+        elif kind == "lengths":  # no time column: every request at 0
+            reqs = iter_length_trace(p, streams=streams)
         else:
             raise WorkloadError(
-                f"--format: unknown format {kind!r}; valid: auto, spec, csv, v2, azure, mooncake"
+                f"--format: unknown format {kind!r}; "
+                "valid: auto, spec, csv, v2, azure, mooncake, lengths"
             )
         for r in reqs:
             arrivals.append(r.arrival_time)

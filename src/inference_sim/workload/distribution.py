@@ -1,7 +1,8 @@
 """Legacy ``--workload distribution`` generator: evenly spaced requests of random lengths.
 
 Behaviour kept from the reference (DECISIONS Q17): arrivals are spaced by a constant
-``trunc(1 / (rate / 1e6))`` microseconds starting at 0, not by a Poisson process; prompt
+``trunc(1 / (rate / 1e6))`` microseconds starting at 0, not by a Poisson process (unless
+``--arrival poisson|gamma`` asks for one, see :mod:`inference_sim.workload.arrivals`); prompt
 and output lengths are clamped normal draws; all prompts share one random prefix.
 
 What we change on purpose: the random numbers come from numpy (the reference's Go source
@@ -23,6 +24,7 @@ import numpy as np
 
 from inference_sim.core.request import Request
 from inference_sim.workload._gc import gc_paused
+from inference_sim.workload.arrivals import check_arrival, random_arrival_times
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.samplers import check_length_bound
 
@@ -166,10 +168,22 @@ def generate_distribution(
     num_requests: int,
     horizon: int,
     rng: np.random.Generator,
+    arrival: str = "constant",
+    burstiness: float = 1.0,
+    arrival_rng: np.random.Generator | None = None,
 ) -> list[Request]:
     """The whole distribution workload as a list (see :func:`iter_distribution`)."""
     return list(
-        iter_distribution(params, rate=rate, num_requests=num_requests, horizon=horizon, rng=rng)
+        iter_distribution(
+            params,
+            rate=rate,
+            num_requests=num_requests,
+            horizon=horizon,
+            rng=rng,
+            arrival=arrival,
+            burstiness=burstiness,
+            arrival_rng=arrival_rng,
+        )
     )
 
 
@@ -180,13 +194,20 @@ def iter_distribution(
     num_requests: int,
     horizon: int,
     rng: np.random.Generator,
+    arrival: str = "constant",
+    burstiness: float = 1.0,
+    arrival_rng: np.random.Generator | None = None,
 ) -> Iterator[Request]:
     """Stream the legacy distribution workload; deterministic for a given ``rng`` state.
 
     Inputs are validated before this returns; requests are then built a chunk at a time
     as the consumer pulls them, so memory stays bounded whatever ``num_requests`` is.
 
-    Request ``k`` arrives at ``k * gap`` µs (see :func:`inter_arrival_ticks`); generation
+    Request ``k`` arrives at ``k * gap`` µs (see :func:`inter_arrival_ticks`) with
+    ``arrival="constant"``; with ``poisson`` or ``gamma`` the times come from
+    :func:`inference_sim.workload.arrivals.random_arrival_times`, drawn from
+    ``arrival_rng`` (default: ``rng``, before anything else), so the lengths and tokens
+    are those of the constant stream when ``arrival_rng`` is a separate stream. Generation
     stops after ``num_requests`` requests or at the first arrival ``>= horizon``. Every
     prompt starts with the same ``prefix_tokens`` random ids (drawn once), followed by its
     own random ids; outputs are random ids too, since they only feed the prefix cache.
@@ -199,8 +220,18 @@ def iter_distribution(
     validate_distribution(params)
     if num_requests < 0:
         raise WorkloadError(f"--num-requests must be >= 0, got {num_requests}")
-
-    return _stream(params, gap, int(num_requests), int(horizon), rng)
+    check_arrival(arrival, burstiness)
+    times = None
+    if arrival != "constant":
+        times = random_arrival_times(
+            arrival,
+            float(rate),
+            float(burstiness),
+            num_requests=int(num_requests),
+            horizon=int(horizon),
+            rng=arrival_rng if arrival_rng is not None else rng,
+        )
+    return _stream(params, gap, int(num_requests), int(horizon), rng, times)
 
 
 def _stream(
@@ -209,10 +240,11 @@ def _stream(
     num_requests: int,
     horizon: int,
     rng: np.random.Generator,
+    times: np.ndarray | None = None,
 ) -> Iterator[Request]:
     prefix_arr = rng.integers(0, MAX_TOKEN_ID, size=params.prefix_tokens).astype(np.int32)
     n_prefix = params.prefix_tokens
-    count = _arrival_count(num_requests, horizon, gap)
+    count = _arrival_count(num_requests, horizon, gap) if times is None else len(times)
     if count == 0:
         return
 
@@ -231,6 +263,7 @@ def _stream(
     p_list: list[int] = p_len.tolist()
     o_list: list[int] = o_len.tolist()
     step = gap or 0
+    at: list[int] | None = times.tolist() if times is not None else None
 
     start = 0
     base = 0
@@ -248,8 +281,9 @@ def _stream(
                 mid = pos + p_list[k]
                 end = mid + o_list[k]
                 prompt = np.concatenate((prefix_arr, ids[pos:mid])) if n_prefix else ids[pos:mid]
+                arrive = k * step if at is None else at[k]
                 append(
-                    Request(k, k * step, prompt, ids[mid:end], metadata=meta, private_from=n_prefix)
+                    Request(k, arrive, prompt, ids[mid:end], metadata=meta, private_from=n_prefix)
                 )
                 pos = end
         yield from chunk

@@ -1,8 +1,11 @@
 """Trace format detection and one entry point to replay any supported trace.
 
 Formats: ``csv`` (the reference's token-id CSV), ``v2`` (trace v2 pair), ``azure``
-(``TIMESTAMP,ContextTokens,GeneratedTokens``) and ``mooncake`` (JSON lines with
-``hash_ids``). ``auto`` looks at the content: a JSON object on the first line is Mooncake,
+(``TIMESTAMP,ContextTokens,GeneratedTokens``), ``mooncake`` (JSON lines with
+``hash_ids``) and ``lengths`` (CSV or JSON lines of token counts, see
+:mod:`inference_sim.workload.lengthtrace`). ``auto`` looks at the content: a JSON object
+on the first line is Mooncake when it has ``hash_ids``, a length trace when it names a
+prompt and an output length column; a CSV header naming both is a length trace;
 a YAML mapping with ``trace_version`` or a CSV header starting ``request_id,client_id`` is
 trace v2, a CSV header with ``TIMESTAMP``, ``ContextTokens`` and ``GeneratedTokens`` is
 Azure, any other CSV is the reference's format. Workload specs (YAML with ``clients``,
@@ -14,14 +17,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import yaml
 
 from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.lengthtrace import iter_length_trace, looks_like_lengths
 from inference_sim.workload.realtraces import (
     DEFAULT_TRACE_BLOCK_SIZE,
     iter_azure_trace,
@@ -31,7 +36,7 @@ from inference_sim.workload.trace_v2 import COLUMNS as V2_COLUMNS
 from inference_sim.workload.trace_v2 import iter_trace_v2
 from inference_sim.workload.traces import read_csv_trace
 
-TRACE_FORMATS = ("auto", "csv", "v2", "azure", "mooncake")
+TRACE_FORMATS = ("auto", "csv", "v2", "azure", "mooncake", "lengths")
 NEVER = 2**63 - 1
 _SNIFF_BYTES = 1 << 16
 _MAX_YAML_SNIFF = 4 << 20
@@ -61,7 +66,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         raise WorkloadError(f"{p}: file is empty")
     first = lines[0].lstrip("\ufeff").strip()
     if first.startswith("{"):
-        return "mooncake"
+        return _json_lines_format(first)
     ext = os.path.splitext(p)[1].lower()
     if ext in (".yaml", ".yml") or first.startswith("#") or not _looks_like_csv(first):
         data = _yaml_head(p, ext)
@@ -76,7 +81,20 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         return "v2"
     if {"timestamp", "contexttokens", "generatedtokens"} <= set(cells):
         return "azure"
+    if looks_like_lengths(cells):
+        return "lengths"
     return "csv"
+
+
+def _json_lines_format(first: str) -> str:
+    """``mooncake`` (``hash_ids``) or ``lengths`` (length columns) from the first object."""
+    try:
+        obj = json.loads(first)
+    except (json.JSONDecodeError, RecursionError):
+        return "mooncake"  # its reader reports the line
+    if isinstance(obj, dict) and "hash_ids" not in obj and looks_like_lengths(list(obj)):
+        return "lengths"
+    return "mooncake"
 
 
 def _looks_like_csv(line: str) -> bool:
@@ -103,8 +121,11 @@ def open_trace(
     seed: int = 0,
     block_size: int = DEFAULT_TRACE_BLOCK_SIZE,
     horizon: int = NEVER,
+    arrival_times: Iterator[int] | None = None,
 ) -> Iterable[Request]:
-    """Requests of a trace file in any supported format (``fmt`` or detected)."""
+    """Requests of a trace file in any supported format (``fmt`` or detected).
+
+    ``arrival_times`` times the requests of a length trace that has no time column."""
     p = os.fspath(path)
     if fmt not in TRACE_FORMATS:
         raise WorkloadError(
@@ -125,4 +146,6 @@ def open_trace(
         return iter_trace_v2(p, streams=streams)
     if fmt == "azure":
         return iter_azure_trace(p, streams=streams)
+    if fmt == "lengths":
+        return iter_length_trace(p, streams=streams, horizon=horizon, arrival_times=arrival_times)
     return iter_mooncake_trace(p, streams=streams, block_size=block_size)

@@ -8,22 +8,40 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
+from inference_sim.workload.arrivals import check_arrival, iter_arrival_times
 from inference_sim.workload.errors import WorkloadError
-from inference_sim.workload.formats import TRACE_FORMATS, open_trace
+from inference_sim.workload.formats import TRACE_FORMATS, detect_format, open_trace
 from inference_sim.workload.generate import iter_spec_requests
-from inference_sim.workload.spec import WorkloadSpec, load_workload_spec
+from inference_sim.workload.lengthtrace import find_columns, iter_length_records, trace_columns
+from inference_sim.workload.spec import WorkloadSpec, load_workload_spec, parse_workload_spec
 from inference_sim.workload.trace_v2 import TraceV2Header, TraceV2Writer
 
 log = logging.getLogger("inference_sim")
 NEVER = 2**63 - 1
+INLINE_SPEC = "<inline spec>"
 
 
-def resolve_workload_options(o: dict[str, Any], explicit: frozenset[str]) -> WorkloadSpec | None:
+@dataclass
+class InlineWorkload:
+    """Workloads given as Python objects instead of files (``simulate()``, run configs).
+
+    ``spec``: a workload spec as a mapping (``workload_spec={...}``); ``trace``: the rows
+    of a length trace (``simulate(trace=df)``: a pandas DataFrame or a list of dicts, the
+    column names of :mod:`inference_sim.workload.lengthtrace`).
+    """
+
+    spec: Mapping[str, Any] | None = None
+    trace: list[Mapping[str, Any]] | None = None
+
+
+def resolve_workload_options(
+    o: dict[str, Any], explicit: frozenset[str], inline: InlineWorkload | None = None
+) -> WorkloadSpec | None:
     """Check the workload flags; load ``--workload-spec`` and fold it into ``o``.
 
     With a spec: its ``seed`` becomes the run seed unless ``--seed`` was given (then the
@@ -39,10 +57,25 @@ def resolve_workload_options(o: dict[str, Any], explicit: frozenset[str]) -> Wor
         )
     if o["trace_block_size"] <= 0:
         raise WorkloadError(f"--trace-block-size must be > 0, got {o['trace_block_size']}")
+    inline = inline or InlineWorkload()
+    if inline.trace is not None:
+        if o["workload"] != "traces":
+            raise WorkloadError(
+                f"trace: an in-memory trace needs workload 'traces', not {o['workload']!r}"
+            )
+        o["trace_format"] = "lengths"
+    _resolve_arrival(o, explicit, inline)
     path = o["workload_spec"]
     if not path:
         return None
-    spec = load_workload_spec(path)
+    if inline.spec is not None:
+        try:
+            spec = parse_workload_spec(dict(inline.spec), source="inline")
+        except WorkloadError as exc:
+            raise WorkloadError(f"workload_spec (inline): {exc}") from None
+        o["workload_spec"] = dict(inline.spec)  # echoed as given in the results' config
+    else:
+        spec = load_workload_spec(path)
     for warning in spec.warnings:
         log.warning("workload spec %s: %s", path, warning)
     if "seed" in explicit:
@@ -99,22 +132,77 @@ def _apply_rate(
     return replace(spec, aggregate_rate=rate)
 
 
+def _resolve_arrival(o: dict[str, Any], explicit: frozenset[str], inline: InlineWorkload) -> None:
+    """Check ``--arrival``/``--burstiness``; ``--burstiness`` alone means gamma (vLLM bench).
+
+    They shape the distribution and preset workloads only: a workload spec sets an arrival
+    process per client and a trace has its own times, so giving them there is an error.
+    """
+    if "burstiness" in explicit and "arrival" not in explicit:
+        o["arrival"] = "gamma"
+    check_arrival(o["arrival"], o["burstiness"])
+    # Only values that change something: a results file repeats every option, defaults too.
+    shaped = {"arrival": o["arrival"] != "constant", "burstiness": o["burstiness"] != 1.0}
+    given = [f"--{n}" for n, changed in shaped.items() if n in explicit and changed]
+    verb = "shape" if len(given) > 1 else "shapes"
+    if given and o["workload_spec"]:
+        raise WorkloadError(
+            f"{' and '.join(given)} {verb} the distribution and preset workloads; "
+            "a --workload-spec sets arrival per client (clients[].arrival.process)"
+        )
+    if given and o["workload"] == "traces" and not _untimed_length_trace(o, inline):
+        raise WorkloadError(
+            f"{' and '.join(given)} {verb} the distribution and preset workloads; "
+            "--workload traces replays the trace's own arrival times (only a length "
+            "trace without a time column takes --rate and --arrival)"
+        )
+
+
+def _untimed_length_trace(o: Mapping[str, Any], inline: InlineWorkload) -> bool:
+    """Whether ``--workload-traces-filepath`` is a length trace without a time column."""
+    if inline.trace is not None:
+        return not inline.trace or find_columns(list(inline.trace[0]), "trace").time is None
+    path = o["workload_traces_filepath"]
+    if not path:
+        return False
+    fmt = o["trace_format"]
+    if fmt == "auto":
+        fmt = detect_format(path)
+    return fmt == "lengths" and trace_columns(path).time is None
+
+
 def spec_or_trace_requests(
-    o: Mapping[str, Any], spec: WorkloadSpec | None, streams: RandomStreams
+    o: Mapping[str, Any],
+    spec: WorkloadSpec | None,
+    streams: RandomStreams,
+    inline_trace: list[Mapping[str, Any]] | None = None,
 ) -> Iterable[Request] | None:
-    """Requests of a workload spec or a trace file; None for the legacy generators."""
+    """Requests of a workload spec or a trace (file or rows); None for the legacy generators."""
     if spec is not None:
         return iter_spec_requests(
             spec, streams=streams, horizon=o["horizon"], max_requests=o["num_requests"]
         )
     if o["workload"] != "traces":
         return None
+    if inline_trace is not None:
+        return iter_length_records(
+            inline_trace,
+            streams=streams,
+            horizon=o["horizon"],
+            arrival_times=iter_arrival_times(
+                o["arrival"], o["rate"], o["burstiness"], streams.generator("arrival")
+            ),
+        )
     reqs = open_trace(
         o["workload_traces_filepath"],
         o["trace_format"],
         streams=streams,
         block_size=o["trace_block_size"],
         horizon=o["horizon"],
+        # a length trace without times: requests arrive at --rate, spaced per --arrival
+        arrival_times=iter_arrival_times(
+            o["arrival"], o["rate"], o["burstiness"], streams.generator("arrival")
+        ),
     )
     if isinstance(reqs, list):  # the reference's CSV may be unsorted: serve by arrival
         reqs.sort(key=_arrival)
@@ -132,7 +220,7 @@ def export_writer(o: Mapping[str, Any]) -> TraceV2Writer | None:
         return None
     header = TraceV2Header(
         mode="generated",
-        workload_spec=o.get("workload_spec") or "",
+        workload_spec=o["workload_spec"] if isinstance(o.get("workload_spec"), str) else "",
         server={
             "type": "inference-sim",
             "model": o.get("model", ""),

@@ -1,0 +1,35 @@
+"""``blis config``: the run-configuration model as JSON Schema (``blis config schema``)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.group("config")
+def config_group() -> None:
+    """The typed run configuration (SimConfig) shared by the CLI, simulate() and sweeps."""
+
+
+@config_group.command("schema")
+@click.option(
+    "-o", "--output", default=None, help="Write the schema to this file instead of stdout."
+)
+def schema_command(output: str | None) -> None:
+    """Print the JSON Schema of a run-config YAML file (`blis run --config FILE`).
+
+    Point your editor's YAML language server at it to validate and complete run configs,
+    e.g. a first line `# yaml-language-server: $schema=run-config.schema.json`.
+    """
+    from inference_sim.config.model import config_schema
+
+    text = json.dumps(config_schema(), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise click.ClickException(f"--output {output}: {exc.strerror or exc}") from None
