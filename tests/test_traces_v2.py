@@ -24,6 +24,7 @@ from inference_sim.workload import (
 from inference_sim.workload.trace_v2 import (
     COLUMNS,
     EXTRA_COLUMNS,
+    LORA_COLUMNS,
     TOKEN_COLUMNS,
     read_trace_v2_header,
 )
@@ -138,7 +139,7 @@ def test_export_columns_header_and_values(tmp_path):
     n = export_trace_v2(reqs, tmp_path / "t.csv")
     assert n == 60
     lines = (tmp_path / "t.csv").read_text().splitlines()
-    assert lines[0].split(",") == [*COLUMNS, *EXTRA_COLUMNS, *TOKEN_COLUMNS]
+    assert lines[0].split(",") == [*COLUMNS, *EXTRA_COLUMNS, *TOKEN_COLUMNS, *LORA_COLUMNS]
     assert all(line.endswith(",,,,") for line in lines[1:])  # no hash or token ids
     header = read_trace_v2_header(tmp_path / "t.yaml")
     assert (header.trace_version, header.time_unit, header.mode) == (2, "microseconds", "generated")

@@ -17,6 +17,7 @@ from inference_sim.instance import make_instance
 from inference_sim.interrupts import RunSignals
 from inference_sim.latency.fidelity import run_fidelity
 from inference_sim.metrics.goodput import goodput_keys
+from inference_sim.metrics.lora import lora_section
 from inference_sim.metrics.slo import parse_slos
 from inference_sim.metrics.summary import (
     build_stage_summaries,
@@ -74,7 +75,7 @@ def build_requests(plan: RunPlan, streams: RandomStreams) -> Iterable[Request]:
     stages = plan_stages(plan)
     if stages:
         reqs = stage_groups(reqs, stages)  # one ITL histogram per stage
-    return _with_default_model(reqs, o["model"])
+    return _with_default_model(reqs, o["model"], plan.engine.lora is not None)
 
 
 def plan_stages(plan: RunPlan) -> list[tuple[int, int, float]]:
@@ -85,10 +86,17 @@ def plan_stages(plan: RunPlan) -> list[tuple[int, int, float]]:
     return [(st.start_us, st.end_us, st.rate) for st in spec.stages]
 
 
-def _with_default_model(reqs: Iterable[Request], model: str) -> Iterator[Request]:
+def _with_default_model(
+    reqs: Iterable[Request], model: str, lora: bool = True
+) -> Iterator[Request]:
     for r in reqs:
         if not r.model:
             r.model = model
+        if r.adapter and not lora:
+            raise ConfigError(
+                f"{r.request_id} names LoRA adapter {r.adapter!r} but LoRA is off; give "
+                "--max-loras N (or --lora-adapters / a lora: block), see docs/lora.md"
+            )
         yield r
 
 
@@ -149,6 +157,8 @@ def collect_results(
     )
     if fidelity is not None:  # how far from the calibration data (docs/calibration.md)
         summary["fidelity"] = fidelity
+    if plan.engine.lora is not None:  # multi-LoRA serving (docs/lora.md)
+        summary["lora"] = lora_section(outcome.instances, outcome.end_time)
     summary["config"] = plan.resolved_config()
     per_instance = []
     if len(outcome.instances) > 1:

@@ -97,6 +97,7 @@ def derive_kv_blocks(
     gpu_memory_utilization: float = 0.9,
     max_num_batched_tokens: int = 2048,
     kv_dtype_bytes: float | None = None,
+    lora_bytes: float = 0.0,
 ) -> KvCapacity:
     """KV blocks per GPU for ``arch`` on ``gpu`` at tensor parallelism ``tp``.
 
@@ -120,7 +121,8 @@ def derive_kv_blocks(
         )
     budget = memory * gpu_memory_utilization
     weights = arch.weight_bytes() / tp
-    reserve = reserve_bytes(arch, max_num_batched_tokens)
+    # LoRA adapter slots (max_loras x max_lora_rank, docs/lora.md) come out of the KV cache.
+    reserve = reserve_bytes(arch, max_num_batched_tokens) + lora_bytes
     per_block = kv_block_bytes(arch, tp, block_size, kv_dtype_bytes)
     blocks = math.floor((budget - weights - reserve) / per_block)
     return KvCapacity(

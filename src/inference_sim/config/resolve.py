@@ -29,6 +29,12 @@ from inference_sim.catalog.capacity import derive_kv_blocks
 from inference_sim.catalog.hardware import with_hardware_config
 from inference_sim.catalog.schema import CoefficientSet
 from inference_sim.config.errors import ConfigError
+from inference_sim.config.lora import (
+    expand_lora_block,
+    lora_gpu_bytes,
+    lora_settings,
+    normalize_lora,
+)
 from inference_sim.config.options import ALIASES, BY_NAME, OPTIONS, OptionSpec, canonical_name
 from inference_sim.config.policies import resolve_policies
 from inference_sim.core.suggest import did_you_mean
@@ -462,6 +468,7 @@ def _resolve_roofline(
                 block_size=o["block_size_in_tokens"],
                 gpu_memory_utilization=o["gpu_memory_utilization"],
                 max_num_batched_tokens=o["max_num_scheduled_tokens"],
+                lora_bytes=lora_gpu_bytes(o, arch),
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
@@ -712,6 +719,10 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key, value in doc.items():
         if key == "package_version":
             continue
+        if key == "lora" and not from_results:  # the lora: block (docs/lora.md)
+            for opt, item in expand_lora_block(value, where).items():
+                out.setdefault(opt, item)
+            continue
         name = canonical_name(str(key))
         if name is None:
             raise ConfigError(
@@ -761,6 +772,20 @@ def _resolve_kv_tier(
     return tier
 
 
+def _lora_settings(
+    o: dict[str, Any], catalog: Catalog, arch: ModelArchitecture | None, gpu: GpuSpec | None
+) -> Any:
+    """LoRA settings; sizes need the architecture and GPU even in blackbox mode."""
+    if arch is None:
+        arch = _architecture(o)
+    if gpu is None and o["hardware"]:
+        try:
+            gpu = catalog.gpu(o["hardware"])
+        except CatalogError:
+            gpu = None
+    return lora_settings(o, arch, gpu)
+
+
 def resolve(raw: Mapping[str, Any]) -> RunPlan:
     """Validate ``raw`` options (either spelling) into a :class:`RunPlan`.
 
@@ -808,6 +833,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     from inference_sim.workload.plan import resolve_workload_options
 
     workload_spec = resolve_workload_options(options, explicit, inline)
+    lora_on = normalize_lora(options, workload_spec)
     lat = _resolve_latency(options, explicit, catalog, notes)
     alpha, beta, blocks = lat.alpha, lat.beta, lat.blocks
     _require(blocks > 0, f"--total-kv-blocks must be > 0, got {blocks}")
@@ -862,6 +888,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         kv_transfer_bandwidth=tier.transfer_bandwidth,
         kv_transfer_base_latency=tier.transfer_base_latency,
         kv_block_bytes=tier.block_bytes,
+        lora=_lora_settings(options, catalog, lat.architecture, lat.gpu) if lora_on else None,
     )
     return RunPlan(
         options=options,

@@ -48,6 +48,8 @@ class Request:
 
     __slots__ = (
         "_block_hashes",
+        "adapter",
+        "adapter_rank",
         "arrival_time",
         "delivered",
         "engine_state",
@@ -87,6 +89,8 @@ class Request:
         model: str = "",
         metadata: dict[str, object] | None = None,
         private_from: int = -1,
+        adapter: str = "",
+        adapter_rank: int = 0,
     ) -> None:
         self.index = index
         self.arrival_time = arrival_time
@@ -106,6 +110,10 @@ class Request:
         self.tenant_id = tenant_id
         self.model = model
         self.metadata = metadata
+        # The LoRA adapter the request runs with ("" = the base model) and its rank
+        # (0 = the adapter's catalog rank, else --max-lora-rank); docs/lora.md.
+        self.adapter = adapter
+        self.adapter_rank = adapter_rank
         # >= 0: the request's ITL samples are also counted in the instances'
         # per-group histograms (InstanceStats.itl_group_histograms), e.g. its load stage.
         self.itl_group = -1

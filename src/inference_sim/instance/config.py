@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from inference_sim.instance.lora_config import LoraSettings
+
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
@@ -27,6 +29,8 @@ class EngineConfig:
     kv_transfer_bandwidth: float = 100.0  # tokens per µs
     kv_transfer_base_latency: int = 0  # µs per block loaded back
     kv_block_bytes: float = 0.0  # bytes of one block (all TP ranks); 0 when unknown
+    # Multi-LoRA serving (docs/lora.md); None = off (the stepper make_instance picks).
+    lora: LoraSettings | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_gpu_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens"):

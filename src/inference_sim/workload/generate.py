@@ -226,6 +226,8 @@ class _Client:
             model=c.model,
             metadata=meta,
             private_from=private_from,
+            adapter=c.adapter,
+            adapter_rank=c.adapter_rank,
         )
 
 

@@ -99,6 +99,9 @@ class ClientSpec:
     lifecycle: tuple[Window, ...] | None = None
     multimodal: Mapping[str, DistSpec] | None = None
     reasoning: ReasoningSpec | None = None
+    #: LoRA adapter the client's requests run with ("" = base model), docs/lora.md.
+    adapter: str = ""
+    adapter_rank: int = 0  # 0: the adapter's rank in the lora block, else --max-lora-rank
 
 
 @dataclass(frozen=True)

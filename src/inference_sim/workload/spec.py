@@ -225,6 +225,8 @@ _CLIENT_KEYS = (
     "lifecycle",
     "multimodal",
     "reasoning",
+    "adapter",
+    "adapter_rank",
 )
 
 
@@ -358,7 +360,18 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
         lifecycle=lifecycle,
         multimodal=multimodal,
         reasoning=reasoning,
+        adapter=_str(m.get("adapter"), f"{w}.adapter"),
+        adapter_rank=_adapter_rank(m.get("adapter_rank"), f"{w}.adapter_rank"),
     )
+
+
+def _adapter_rank(value: Any, where: str) -> int:
+    """An adapter rank: a whole number >= 1, or absent (0: decided by the run)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise WorkloadError(f"{where} must be a whole number >= 1, got {value!r}")
+    return value
 
 
 # --- inference-perf -----------------------------------------------------------------------

@@ -90,6 +90,8 @@ COLUMNS = (
 EXTRA_COLUMNS = ("model", "prefix_length", "context_tokens")
 TOKEN_COLUMNS = ("hash_block_size", "hash_ids", "input_token_ids", "output_token_ids")
 """Optional columns (after EXTRA_COLUMNS) for prompts groups and sessions cannot express."""
+LORA_COLUMNS = ("adapter", "adapter_rank")
+"""Optional columns: the request's LoRA adapter ("" = base model) and its rank (docs/lora.md)."""
 STATUSES = ("ok", "error", "timeout")
 TIME_UNITS = ("microseconds", "us", "µs")
 _HEADER_KEYS = (
@@ -232,6 +234,8 @@ def trace_row(req: Request) -> list[str]:
         str(int(meta.get("prefix_length", 0))),
         str(int(meta.get("context_tokens", 0))),
         *_token_cells(req, meta),
+        req.adapter,
+        str(req.adapter_rank) if req.adapter_rank else "",
     ]
 
 
@@ -250,7 +254,7 @@ class TraceV2Writer:
                 f"--export-trace {self.data_path}: cannot write: {exc.strerror or exc}"
             ) from None
         self._writer = csv.writer(self._out.fh, lineterminator="\n")
-        self._writer.writerow((*COLUMNS, *EXTRA_COLUMNS, *TOKEN_COLUMNS))
+        self._writer.writerow((*COLUMNS, *EXTRA_COLUMNS, *TOKEN_COLUMNS, *LORA_COLUMNS))
 
     def write(self, req: Request) -> None:
         self._writer.writerow(trace_row(req))
@@ -444,7 +448,7 @@ def _records(fh: TextIO, p: str) -> Iterator[TraceRecord]:
             extra = {
                 name: i
                 for i, name in enumerate(names)
-                if name in EXTRA_COLUMNS or name in TOKEN_COLUMNS
+                if name in EXTRA_COLUMNS or name in TOKEN_COLUMNS or name in LORA_COLUMNS
             }
             line = reader.line_num + 1
             for row in reader:
@@ -490,6 +494,7 @@ def _records(fh: TextIO, p: str) -> Iterator[TraceRecord]:
                     else:
                         values[column] = None
                 _token_values(values, row, extra, where)
+                _lora_values(values, row, extra, where)
                 _check_record(values, where)
                 yield TraceRecord(line, values)
                 line = reader.line_num + 1
@@ -499,6 +504,19 @@ def _records(fh: TextIO, p: str) -> Iterator[TraceRecord]:
             raise WorkloadError(f"trace {p} line {line}: malformed CSV: {exc}") from None
         except UnicodeDecodeError:
             raise WorkloadError(f"trace {p}: not UTF-8 text") from None
+
+
+def _lora_values(
+    values: dict[str, Any], row: list[str], extra: Mapping[str, int], where: str
+) -> None:
+    """Parse the optional LORA_COLUMNS (absent or empty: no adapter, rank 0)."""
+    values["adapter"] = row[extra["adapter"]].strip() if "adapter" in extra else ""
+    rank = row[extra["adapter_rank"]].strip() if "adapter_rank" in extra else ""
+    values["adapter_rank"] = _parse_int(rank, "adapter_rank", where) if rank else 0
+    if values["adapter_rank"] < 0:
+        raise WorkloadError(f"{where}: adapter_rank must be >= 1, got {values['adapter_rank']}")
+    if values["adapter_rank"] and not values["adapter"]:
+        raise WorkloadError(f"{where}: adapter_rank needs an adapter name in the adapter column")
 
 
 def _token_values(
@@ -724,6 +742,8 @@ def replay_trace_v2(
                 tenant_id=v["tenant_id"],
                 model=v["model"],
                 metadata=meta,
+                adapter=v["adapter"],
+                adapter_rank=v["adapter_rank"],
             )
 
 

@@ -4,7 +4,8 @@ Format (the reference's): a header row, then one request per row with at least f
 columns ``arrival_s, id, model, input_tokens, output_tokens``. The arrival is in seconds
 (converted to µs by truncation), the token columns are JSON lists of ids and are quoted by
 the CSV writer because they contain commas. Columns past the fifth are ignored so traces
-with extra annotations still load.
+with extra annotations still load, except two the header may name: ``adapter`` (the
+request's LoRA adapter) and ``adapter_rank`` (docs/lora.md).
 
 Rows keep file order (the event queue sorts arrivals, not the reader) and reading stops at
 the first row later than the horizon, as in the reference. Unlike the reference, every
@@ -118,11 +119,17 @@ def read_csv_trace(path: str | os.PathLike[str], *, horizon: int = _NO_HORIZON) 
                     raise WorkloadError(f"trace {p}: file is empty, expected a header row")
                 header = row
             line = reader.line_num + 1
+            names = [h.strip() for h in header]
+            lora = tuple(
+                names.index(c) if c in names[5:] else -1 for c in ("adapter", "adapter_rank")
+            )
             for row in reader:
                 if row:
                     req = _parse_row(row, p, line, len(requests), horizon)
                     if req is None:
                         break
+                    if lora != (-1, -1):
+                        _lora_cells(req, row, lora, f"trace {p} row {line} column")
                     requests.append(req)
                 line = reader.line_num + 1
         except RowTooLong as exc:
@@ -153,6 +160,26 @@ def _parse_row(row: list[str], p: str, line: int, index: int, horizon: int) -> R
     # "explicit": --export-trace writes the ids themselves (trace v2 cannot express them).
     meta: dict[str, object] = {"token_ids": "explicit"}
     return Request(index, arrival, input_tokens, output_tokens, model=row[2], metadata=meta)
+
+
+def _lora_cells(req: Request, row: list[str], cols: tuple[int, int], where: str) -> None:
+    """The optional adapter / adapter_rank cells (empty or missing: no adapter)."""
+    a, r = cols
+    req.adapter = row[a].strip() if 0 <= a < len(row) else ""
+    text = row[r].strip() if 0 <= r < len(row) else ""
+    if not text:
+        return
+    try:
+        rank = int(text)
+    except ValueError:
+        rank = 0
+    if rank < 1:
+        raise WorkloadError(
+            f"{where} adapter_rank: must be a whole number >= 1, got {_shown(text)}"
+        )
+    if not req.adapter:
+        raise WorkloadError(f"{where} adapter_rank: needs an adapter name in the adapter column")
+    req.adapter_rank = rank
 
 
 def seconds_text(ticks: int) -> str:

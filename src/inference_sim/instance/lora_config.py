@@ -1,0 +1,81 @@
+"""Multi-LoRA serving settings of one instance (vLLM's ``LoRAConfig``), docs/lora.md.
+
+Times are µs, bandwidths bytes per µs (1 GB/s = 1000 bytes/µs). ``bytes_per_rank`` is
+what one GPU holds of a rank-1 adapter (``catalog.lora``); 0 when the base model's
+architecture is unknown, and then loads cost only their base latency and the per-step
+term only its per-adapter overhead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LoraSettings:
+    """The LoRA limits and costs (see docs/lora.md for the defaults' sources)."""
+
+    max_loras: int = 1  # distinct adapters in one batch = GPU adapter slots
+    max_cpu_loras: int = 1  # adapters kept in host memory (LRU)
+    max_lora_rank: int = 16
+    #: Known adapters as (name, rank); requests may name others (rank from the request).
+    adapters: tuple[tuple[str, int], ...] = ()
+    bytes_per_rank: float = 0.0
+    cpu_gpu_bandwidth: float = 25_000.0  # bytes/µs (25 GB/s)
+    cpu_gpu_base_latency: int = 0
+    disk_bandwidth: float = 2_000.0  # bytes/µs (2 GB/s)
+    disk_base_latency: int = 0
+    #: Per-step SGMV term: each distinct adapter's weights read once at this bandwidth
+    #: (bytes/µs; 0 = no read term) plus a fixed overhead per distinct adapter.
+    hbm_bandwidth: float = 0.0
+    step_overhead_per_adapter: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_loras", "max_cpu_loras", "max_lora_rank"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_cpu_loras < self.max_loras:
+            raise ValueError(
+                f"max_cpu_loras must be >= max_loras ({self.max_loras}), got {self.max_cpu_loras}"
+            )
+        for name in ("cpu_gpu_bandwidth", "disk_bandwidth"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite value > 0, got {value}")
+        for name in (
+            "bytes_per_rank",
+            "cpu_gpu_base_latency",
+            "disk_base_latency",
+            "hbm_bandwidth",
+            "step_overhead_per_adapter",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite value >= 0, got {value}")
+        for name, rank in self.adapters:
+            if not 0 < rank <= self.max_lora_rank:
+                raise ValueError(
+                    f"adapter {name!r}: rank must be in [1, max_lora_rank={self.max_lora_rank}],"
+                    f" got {rank}"
+                )
+
+    def adapter_bytes(self, rank: int) -> float:
+        return self.bytes_per_rank * rank
+
+    def load_cpu_to_gpu(self, rank: int) -> int:
+        """µs to copy an adapter of ``rank`` from host memory into a GPU slot."""
+        return self.cpu_gpu_base_latency + math.ceil(
+            self.adapter_bytes(rank) / self.cpu_gpu_bandwidth
+        )
+
+    def load_disk_to_cpu(self, rank: int) -> int:
+        """µs to read an adapter of ``rank`` from disk into host memory."""
+        return self.disk_base_latency + math.ceil(self.adapter_bytes(rank) / self.disk_bandwidth)
+
+    def step_cost(self, ranks: list[int]) -> float:
+        """Extra step time (µs) of a batch using adapters of these ranks (one per adapter)."""
+        cost = self.step_overhead_per_adapter * len(ranks)
+        if self.hbm_bandwidth > 0:
+            cost += self.bytes_per_rank * sum(ranks) / self.hbm_bandwidth
+        return cost

@@ -1,0 +1,68 @@
+"""The results' ``lora`` section (docs/lora.md): per-adapter latency and throughput,
+per-instance adapter loads and evictions, requests skipped for ``max_loras``.
+
+Reads each instance's ``lora`` state (``instance.lora.LoraState``) by attribute, so
+metrics does not import the instance layer; instances without LoRA have none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from inference_sim.metrics.stats import mean_ms, percentile_ms
+
+BASE_MODEL = "(base)"  # the key of requests without an adapter
+
+
+def lora_section(instances: Sequence[Any], end_time: int) -> dict[str, Any] | None:
+    """The section, or None when no instance serves LoRA."""
+    states = [(inst.name, getattr(inst, "lora", None)) for inst in instances]
+    states = [(name, st) for name, st in states if st is not None]
+    if not states:
+        return None
+    duration = end_time / 1e6
+    merged: dict[str, tuple[list[int], list[int], list[int]]] = {}
+    for _name, st in states:
+        for adapter, (ttft, e2e, out) in st.per_adapter.items():
+            m = merged.setdefault(adapter or BASE_MODEL, ([], [], []))
+            m[0].extend(ttft)
+            m[1].extend(e2e)
+            m[2].extend(out)
+    adapters: dict[str, Any] = {}
+    for adapter in sorted(merged):
+        ttft, e2e, out = (sorted(v) for v in merged[adapter])
+        n = len(ttft)
+        row: dict[str, Any] = {"completed_requests": n}
+        for key, values in (("ttft", ttft), ("e2e", e2e)):
+            row[f"{key}_mean_ms"] = mean_ms(values)
+            for p in (50, 90, 99):
+                row[f"{key}_p{p}_ms"] = percentile_ms(values, p)
+        row["responses_per_sec"] = n / duration if duration > 0 else 0.0
+        row["tokens_per_sec"] = sum(out) / duration if duration > 0 else 0.0
+        adapters[adapter] = row
+    first = states[0][1].settings
+    per_instance = {
+        name: {
+            "gpu_loads": st.gpu_loads,
+            "gpu_evictions": st.gpu_evictions,
+            "cpu_loads": st.cpu_loads,
+            "cpu_evictions": st.cpu_evictions,
+            "load_time_ms": st.load_time / 1000.0,
+            "skipped_for_max_loras": st.skip_events,
+            "max_adapters_in_batch": st.max_adapters_in_batch,
+        }
+        for name, st in states
+    }
+    return {
+        "max_loras": first.max_loras,
+        "max_cpu_loras": first.max_cpu_loras,
+        "max_lora_rank": first.max_lora_rank,
+        "adapter_bytes_per_rank": first.bytes_per_rank,
+        "requests_skipped_for_max_loras": sum(len(st.skipped_requests) for _n, st in states),
+        "skip_events_for_max_loras": sum(st.skip_events for _n, st in states),
+        "adapter_loads": sum(st.gpu_loads for _n, st in states),
+        "adapter_evictions": sum(st.gpu_evictions for _n, st in states),
+        "adapters": adapters,
+        "instances": per_instance,
+    }
