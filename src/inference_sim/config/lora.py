@@ -18,6 +18,18 @@ from inference_sim.catalog.schema import GpuSpec
 from inference_sim.config.errors import ConfigError
 from inference_sim.instance.lora_config import LoraSettings
 
+#: The options of this feature (left out of a LoRA-free run's recorded config).
+LORA_OPTIONS = (
+    "max_loras",
+    "max_cpu_loras",
+    "max_lora_rank",
+    "lora_adapters",
+    "lora_cpu_gpu_bandwidth",
+    "lora_cpu_gpu_latency",
+    "lora_disk_bandwidth",
+    "lora_disk_latency",
+    "lora_step_overhead",
+)
 _BLOCK_KEYS = ("max_loras", "max_cpu_loras", "max_lora_rank", "adapters")
 _ADAPTER_KEYS = ("id", "name", "rank", "base_model")
 

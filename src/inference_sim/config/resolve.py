@@ -30,6 +30,7 @@ from inference_sim.catalog.hardware import with_hardware_config
 from inference_sim.catalog.schema import CoefficientSet
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.lora import (
+    LORA_OPTIONS,
     expand_lora_block,
     lora_gpu_bytes,
     lora_settings,
@@ -123,6 +124,9 @@ class RunPlan:
                 self.architecture, self.options["sampling"]
             )
         cfg["total_kv_blocks"] = self.engine.num_gpu_blocks
+        if self.engine.lora is None:  # results without LoRA stay as they were
+            for name in LORA_OPTIONS:
+                del cfg[name]
         cfg["package_version"] = __version__
         return cfg
 

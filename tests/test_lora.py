@@ -1,0 +1,335 @@
+"""Multi-LoRA serving (issue 18, docs/lora.md): vLLM v1's max_loras rule (skip, not
+block), adapter residency and load costs, the results section, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inference_sim.cli.main import cli
+from inference_sim.cluster.simulator import ClusterSimulator
+from inference_sim.config.resolve import resolve
+from inference_sim.core.request import Request, RequestState
+from inference_sim.engine.invariants import InvariantViolation
+from inference_sim.instance import LoraInstance, make_instance
+from inference_sim.instance.config import EngineConfig
+from inference_sim.instance.lora import LoraState
+from inference_sim.instance.lora_config import LoraSettings
+from inference_sim.latency.blackbox import BlackboxLatencyModel
+
+MODEL = "meta-llama/llama-3.1-8b-instruct"
+BETA = (1000.0, 1.0, 1.0)  # 1 ms a step plus 1 µs a token
+
+
+def _req(i: int, t: int, adapter: str, prompt: int = 32, out: int = 4, rank: int = 0) -> Request:
+    return Request(
+        i,
+        t,
+        [(i * 31 + k) % 1000 for k in range(prompt)],
+        list(range(out)),
+        adapter=adapter,
+        adapter_rank=rank,
+    )
+
+
+def _engine(lora: LoraSettings | None, **kw: Any) -> EngineConfig:
+    return EngineConfig(num_gpu_blocks=kw.pop("blocks", 4000), lora=lora, **kw)
+
+
+def _run(reqs: list[Request], lora: LoraSettings, cls: type = LoraInstance, **kw: Any):
+    inst = cls(0, _engine(lora, **kw), BlackboxLatencyModel((0, 0, 0), BETA))
+    sim = ClusterSimulator([inst], check_invariants=True)
+    return sim.run(reqs), inst
+
+
+class _Watched(LoraInstance):
+    """Records, for every executed step, the batch's adapters and what the GPU holds."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.seen: list[tuple[set[str], set[str]]] = []
+
+    def execute(self, batch, now):  # type: ignore[no-untyped-def]
+        end = super().execute(batch, now)
+        used = {r.adapter for r in batch.requests if r.adapter}
+        self.seen.append((used, set(self.lora.gpu)))
+        return end
+
+
+def test_make_instance_picks_the_lora_stepper_only_when_lora_is_on():
+    lat = BlackboxLatencyModel((0, 0, 0), BETA)
+    assert isinstance(make_instance(0, _engine(LoraSettings()), lat), LoraInstance)
+    assert not isinstance(make_instance(0, _engine(None), lat), LoraInstance)
+
+
+def test_skip_not_block_vector():
+    """max_loras 1: B (adapter y) waits behind A (x); C (x) behind B is admitted at once."""
+    a = _req(0, 0, "x", out=50)
+    b = _req(1, 10, "y", out=2)
+    c = _req(2, 20, "x", out=2)
+    outcome, inst = _run([a, b, c], LoraSettings(max_loras=1, max_cpu_loras=2))
+    assert all(r.state == RequestState.FINISHED for r in (a, b, c))
+    # C overtook B: admitted while A (same adapter) runs, B only after A finished.
+    assert c.first_scheduled_time < b.first_scheduled_time
+    assert b.first_scheduled_time >= a.finish_time
+    assert c.finish_time < a.finish_time
+    assert inst.lora.skip_events > 0
+    assert inst.lora.skipped_requests == {1}
+    # Head-of-line blocking would have held C until B ran: it did not.
+    assert c.first_scheduled_time < a.finish_time
+
+
+def test_cold_adapter_costs_disk_and_host_to_gpu_load():
+    s = LoraSettings(
+        max_loras=1,
+        max_cpu_loras=1,
+        bytes_per_rank=1_000_000.0,
+        cpu_gpu_bandwidth=10_000.0,
+        cpu_gpu_base_latency=50,
+        disk_bandwidth=1_000.0,
+        disk_base_latency=3000,
+    )
+    base = _req(0, 0, "", out=1)
+    _run([base], s)
+    cold = _req(1, 0, "x", out=1, rank=8)
+    _, inst = _run([cold], s)
+    load = (3000 + 8_000_000 // 1_000) + (50 + 8_000_000 // 10_000)
+    assert cold.first_token_time - base.first_token_time == load
+    assert (inst.lora.cpu_loads, inst.lora.gpu_loads) == (1, 1)
+    assert inst.lora.load_time == load
+
+
+def test_lru_residency_counts_loads_and_evictions():
+    """max_loras 1, host keeps 2: x, y, x (host hit), z (evicts y from host), x."""
+    s = LoraSettings(max_loras=1, max_cpu_loras=2)
+    reqs = [_req(i, i * 100_000, name, out=1) for i, name in enumerate("xyxzx")]
+    _, inst = _run(reqs, s)
+    lo = inst.lora
+    assert lo.gpu_loads == 5 and lo.gpu_evictions == 4
+    assert lo.cpu_loads == 3  # x, y, z from disk; x twice from host
+    assert lo.cpu_evictions == 1
+    assert list(lo.cpu) == ["z", "x"] and list(lo.gpu) == ["x"]
+
+
+def test_step_cost_grows_with_distinct_adapters_and_rank():
+    s = LoraSettings(max_loras=4, max_cpu_loras=4, bytes_per_rank=1e6, hbm_bandwidth=2e6,
+                     step_overhead_per_adapter=5.0)  # fmt: skip
+    assert s.step_cost([]) == 0
+    assert s.step_cost([8]) == 5 + 4
+    assert s.step_cost([8, 8]) == 2 * s.step_cost([8])
+    assert s.step_cost([16]) > s.step_cost([8])
+
+
+def test_invariant_catches_a_batch_running_with_an_adapter_not_loaded():
+    class NoLoad(LoraState):
+        def make_resident(self, names: list[str]) -> int:
+            return 0  # a bug: loads nothing
+
+    class Broken(LoraInstance):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, **kw)
+            self.lora = NoLoad(self.lora.settings)
+
+    with pytest.raises(InvariantViolation, match="not loaded"):
+        _run([_req(0, 0, "x")], LoraSettings(), cls=Broken)
+
+
+@st.composite
+def _workloads(draw: Any) -> tuple[list[Request], LoraSettings, int]:
+    n = draw(st.integers(1, 25))
+    names = ["", "a", "b", "c", "d", "e"]
+    reqs = []
+    t = 0
+    for i in range(n):
+        t += draw(st.integers(0, 3000))
+        reqs.append(
+            _req(
+                i,
+                t,
+                draw(st.sampled_from(names)),
+                prompt=draw(st.integers(1, 200)),
+                out=draw(st.integers(1, 20)),
+            )
+        )
+    max_loras = draw(st.integers(1, 3))
+    s = LoraSettings(
+        max_loras=max_loras,
+        max_cpu_loras=max_loras + draw(st.integers(0, 2)),
+        bytes_per_rank=draw(st.sampled_from([0.0, 1e5])),
+        hbm_bandwidth=draw(st.sampled_from([0.0, 3e6])),
+    )
+    return reqs, s, draw(st.sampled_from([64, 256, 2048]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_workloads())
+def test_no_batch_exceeds_max_loras_and_adapters_are_loaded(case):
+    reqs, s, budget = case
+    for r in reqs:  # one rank per adapter (a request giving another is bad input)
+        r.adapter_rank = 3 * "abcde".index(r.adapter) + 1 if r.adapter else 0
+    outcome, inst = _run(reqs, s, cls=_Watched, max_num_batched_tokens=budget, blocks=200)
+    assert inst.seen
+    for used, gpu in inst.seen:
+        assert len(used) <= s.max_loras
+        assert used <= gpu
+        assert len(gpu) <= s.max_loras
+    assert len(inst.lora.cpu) <= s.max_cpu_loras
+    finished = [r for r in reqs if r.state == RequestState.FINISHED]
+    assert len(finished) + sum(r.state == RequestState.DROPPED for r in reqs) == len(reqs)
+    assert sum(len(v[0]) for v in inst.lora.per_adapter.values()) == len(finished)
+
+
+# --- through the CLI -----------------------------------------------------------------
+
+
+def _blis(*args: Any) -> Any:
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _one_error(result: Any) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.stderr, result.exception)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+SPEC = """\
+version: "2"
+seed: 3
+aggregate_rate: 40
+num_requests: 120
+clients:
+  - id: a
+    rate_fraction: 0.5
+    adapter: sql
+    arrival: {process: poisson}
+    input_distribution: {type: constant, params: {value: 128}}
+    output_distribution: {type: constant, params: {value: 16}}
+  - id: b
+    rate_fraction: 0.5
+    adapter: chat
+    adapter_rank: %d
+    arrival: {process: poisson}
+    input_distribution: {type: constant, params: {value: 128}}
+    output_distribution: {type: constant, params: {value: 16}}
+"""
+
+
+def test_cli_run_writes_the_lora_section(tmp_path: Path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC % 8, encoding="utf-8")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"model: {MODEL}\nlora:\n  max_loras: 1\n  max_cpu_loras: 2\n  adapters:\n"
+        f"    - {{id: sql, rank: 16, base_model: {MODEL}}}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "r.json"
+    r = _blis("run", "--config", cfg, "--workload-spec", spec, "--results-path", out,
+              "--check-invariants")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(out.read_text())
+    lora = doc["lora"]
+    assert set(lora["adapters"]) == {"sql", "chat"}
+    assert sum(a["completed_requests"] for a in lora["adapters"].values()) == 120
+    assert lora["instances"]["instance_0"]["max_adapters_in_batch"] == 1
+    assert lora["requests_skipped_for_max_loras"] > 0
+    assert lora["adapter_loads"] >= 2
+    assert doc["config"]["max_loras"] == 1
+    assert doc["config"]["lora_adapters"] == ["sql:16", "chat:8"] or doc["config"][
+        "lora_adapters"
+    ] == ["sql:16"]
+
+
+def test_cli_results_without_lora_have_no_lora_keys(tmp_path: Path):
+    out = tmp_path / "r.json"
+    r = _blis("run", "--model", MODEL, "--num-requests", 20, "--results-path", out)
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert "lora" not in doc
+    assert not any("lora" in k for k in doc["config"])
+
+
+def test_bad_adapter_for_another_base_model_exits_2():
+    line = _one_error(_blis("run", "--model", MODEL, "--num-requests", 5,
+                            "--lora-adapters", "sql:8:qwen/qwen2.5-7b-instruct"))  # fmt: skip
+    assert "sql" in line and "qwen/qwen2.5-7b-instruct" in line and MODEL in line
+
+
+def test_rank_above_max_lora_rank_exits_2():
+    line = _one_error(_blis("run", "--model", MODEL, "--num-requests", 5,
+                            "--lora-adapters", "sql:32", "--max-lora-rank", "16"))  # fmt: skip
+    assert "rank 32" in line and "--max-lora-rank" in line
+
+
+def test_client_rank_above_max_lora_rank_exits_2(tmp_path: Path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC % 64, encoding="utf-8")
+    line = _one_error(_blis("run", "--model", MODEL, "--workload-spec", spec))
+    assert "adapter_rank 64" in line and "--max-lora-rank 16" in line
+
+
+def test_max_cpu_loras_below_max_loras_exits_2():
+    line = _one_error(_blis("run", "--model", MODEL, "--num-requests", 5,
+                            "--max-loras", 4, "--max-cpu-loras", 2))  # fmt: skip
+    assert "--max-cpu-loras" in line
+
+
+def test_bad_lora_block_key_exits_2(tmp_path: Path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"model: {MODEL}\nlora:\n  max_lora: 2\n", encoding="utf-8")
+    line = _one_error(_blis("run", "--config", cfg, "--num-requests", 5))
+    assert "lora.max_lora" in line
+
+
+def _trace_v2(tmp_path: Path, adapter: str, rank: str) -> Path:
+    from inference_sim.workload.trace_v2 import COLUMNS, LORA_COLUMNS
+
+    row = {c: "0" for c in COLUMNS}
+    row.update(client_id="", tenant_id="", slo_class="", session_id="", prefix_group="",
+               reason_ratio="", error_message="")  # fmt: skip
+    row.update(request_id="0", input_tokens="40", output_tokens="3", arrival_time_us="0",
+               streaming="false", status="ok")  # fmt: skip
+    path = tmp_path / "t.csv"
+    header = ",".join((*COLUMNS, *LORA_COLUMNS))
+    path.write_text(header + "\n" + ",".join([*(row[c] for c in COLUMNS), adapter, rank]) + "\n")
+    return path
+
+
+def test_trace_v2_adapter_column_reaches_the_engine(tmp_path: Path):
+    path = _trace_v2(tmp_path, "sql", "8")
+    out = tmp_path / "r.json"
+    r = _blis("run", "--model", MODEL, "--workload", "traces", "--workload-traces-filepath",
+              path, "--max-loras", 1, "--results-path", out)  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(out.read_text())["lora"]["adapters"]["sql"]["completed_requests"] == 1
+
+
+def test_adapter_in_trace_with_lora_off_exits_2(tmp_path: Path):
+    path = _trace_v2(tmp_path, "sql", "")
+    line = _one_error(_blis("run", "--model", MODEL, "--workload", "traces",
+                            "--workload-traces-filepath", path))  # fmt: skip
+    assert "sql" in line and "--max-loras" in line
+
+
+def test_lora_slots_reduce_derived_kv_capacity():
+    common = {
+        "model": MODEL,
+        "latency_model": "roofline",
+        "hardware": "L40S",
+        "tp": 1,
+    }  # no trained blocks
+    plain = resolve(common).engine.num_gpu_blocks
+    plan = resolve({**common, "max_loras": 4, "max_lora_rank": 64})
+    assert plan.engine.lora is not None and plan.engine.lora.bytes_per_rank > 0
+    lost = plain - plan.engine.num_gpu_blocks
+    slots = 4 * 64 * plan.engine.lora.bytes_per_rank
+    assert lost > 0
+    assert abs(lost - slots / plan.engine.kv_block_bytes) <= 1.5
