@@ -73,7 +73,7 @@ def test_skip_not_block_vector():
     a = _req(0, 0, "x", out=50)
     b = _req(1, 10, "y", out=2)
     c = _req(2, 20, "x", out=2)
-    outcome, inst = _run([a, b, c], LoraSettings(max_loras=1, max_cpu_loras=2))
+    _, inst = _run([a, b, c], LoraSettings(max_loras=1, max_cpu_loras=2))
     assert all(r.state == RequestState.FINISHED for r in (a, b, c))
     # C overtook B: admitted while A (same adapter) runs, B only after A finished.
     assert c.first_scheduled_time < b.first_scheduled_time
@@ -173,7 +173,7 @@ def test_no_batch_exceeds_max_loras_and_adapters_are_loaded(case):
     reqs, s, budget = case
     for r in reqs:  # one rank per adapter (a request giving another is bad input)
         r.adapter_rank = 3 * "abcde".index(r.adapter) + 1 if r.adapter else 0
-    outcome, inst = _run(reqs, s, cls=_Watched, max_num_batched_tokens=budget, blocks=200)
+    _, inst = _run(reqs, s, cls=_Watched, max_num_batched_tokens=budget, blocks=200)
     assert inst.seen
     for used, gpu in inst.seen:
         assert len(used) <= s.max_loras
@@ -333,3 +333,39 @@ def test_lora_slots_reduce_derived_kv_capacity():
     slots = 4 * 64 * plan.engine.lora.bytes_per_rank
     assert lost > 0
     assert abs(lost - slots / plan.engine.kv_block_bytes) <= 1.5
+
+
+def test_adapter_affinity_scorer_keeps_adapters_on_their_instances(tmp_path: Path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC % 8, encoding="utf-8")
+    loads = {}
+    for name, policy in (
+        ("rr", ["--routing-policy", "round-robin"]),
+        ("aff", ["--routing-policy", "weighted", "--routing-scorers",
+                 "adapter-affinity:5,queue-depth:1"]),
+    ):  # fmt: skip
+        out = tmp_path / f"{name}.json"
+        r = _blis("run", "--model", MODEL, "--workload-spec", spec, "--max-loras", 1,
+                  "--num-instances", 2, *policy, "--results-path", out)  # fmt: skip
+        assert r.exit_code == 0, r.stderr
+        loads[name] = json.loads(out.read_text())["lora"]
+    # Two adapters, two instances, one slot each: affinity loads each adapter once.
+    assert loads["aff"]["adapter_loads"] == 2
+    assert loads["aff"]["requests_skipped_for_max_loras"] == 0
+    assert loads["rr"]["adapter_loads"] > loads["aff"]["adapter_loads"]
+
+
+def test_adapter_affinity_scorer_unit():
+    from inference_sim.policies.base import RouterState
+    from inference_sim.policies.scorers import AdapterAffinityScorer
+
+    sc = AdapterAffinityScorer(num_instances=2, max_loras=1)
+    state = RouterState(None, 0, build=list, num_instances=2)
+    x, y = _req(0, 0, "x"), _req(1, 0, "y")
+    assert sc.score(x, state) == [0.0, 0.0]
+    sc.observe(x, 1)
+    assert sc.score(x, state) == [0.0, 1.0]
+    sc.observe(y, 1)  # one slot: y replaces x on instance 1
+    assert sc.score(x, state) == [0.0, 0.0]
+    assert sc.score(y, state) == [0.0, 1.0]
+    assert sc.score(_req(2, 0, ""), state) == [0.0, 0.0]

@@ -76,7 +76,13 @@ def test_registries_hold_the_reference_names():
         "round-robin",
         "weighted",
     ]
-    assert SCORERS.names() == ["kv-utilization", "load-balance", "prefix-affinity", "queue-depth"]
+    assert SCORERS.names() == [
+        "adapter-affinity",
+        "kv-utilization",
+        "load-balance",
+        "prefix-affinity",
+        "queue-depth",
+    ]
     assert PRIORITY.names() == ["constant", "inverted-slo", "slo-based"]
     assert SCHEDULERS.names() == ["fcfs", "priority-fcfs", "reverse-priority", "sjf"]
     assert set(REGISTRIES) == {"admission", "routing", "scorers", "priority", "scheduler"}
@@ -322,7 +328,10 @@ def test_router_hashes_chain_like_the_spec_hashes():
     [
         ("queue-depth", "invalid scorer config 'queue-depth' (expected name:weight)"),
         ("queue-depth:1,", "invalid scorer config ''"),
-        ("nope:1", "unknown routing scorer 'nope'; valid: kv-utilization, load-balance"),
+        (
+            "nope:1",
+            "unknown routing scorer 'nope'; valid: adapter-affinity, kv-utilization, load-balance",
+        ),
         ("queue-depth:1,queue-depth:2", "duplicate scorer 'queue-depth'"),
         ("queue-depth:abc", "invalid weight for scorer 'queue-depth'"),
         ("queue-depth:0", "weight must be a finite positive number, got 0.0"),

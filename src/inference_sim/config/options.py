@@ -386,7 +386,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "routing_scorers",
         str,
         "",
-        "Scorers of --routing-policy weighted as name:weight,... (queue-depth, kv-utilization, load-balance, prefix-affinity, or plug-ins); weights are normalised. Empty: prefix-affinity:3,queue-depth:2,kv-utilization:2.",
+        "Scorers of --routing-policy weighted as name:weight,... (queue-depth, kv-utilization, load-balance, prefix-affinity, adapter-affinity, or plug-ins); weights are normalised. Empty: prefix-affinity:3,queue-depth:2,kv-utilization:2.",
         "cluster",
     ),
     OptionSpec(

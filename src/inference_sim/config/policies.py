@@ -365,6 +365,7 @@ def build_policies(o: dict[str, Any], num_instances: int, block_size: int) -> Po
         "token_bucket_refill_rate": o["token_bucket_refill_rate"],
         "routing_scorers": parse_scorers(text) if text else None,
         "seed": o.get("seed", 0),
+        "max_loras": o.get("max_loras", 0),  # the adapter-affinity scorer's slots
     }
     try:
         admission = ADMISSION.create(o["admission_policy"], **context)

@@ -102,6 +102,38 @@ class PrefixAffinityScorer:
         self._last = (None, [])
 
 
+@SCORERS.register("adapter-affinity")
+class AdapterAffinityScorer:
+    """1 for instances likely to hold the request's LoRA adapter on the GPU, else 0.
+
+    A router-side estimate, like ``prefix-affinity``'s index: each instance remembers
+    the adapters the router last sent it, up to its ``max_loras`` GPU slots, least
+    recently routed forgotten first (the engine's own LRU, docs/lora.md). Requests
+    without an adapter score 0 everywhere (no preference).
+    """
+
+    def __init__(self, num_instances: int = 1, max_loras: int = 0) -> None:
+        self.slots = max(max_loras, 1)
+        self.recent: list[dict[str, None]] = [{} for _ in range(num_instances)]
+
+    def score(self, request: Request, state: RouterState) -> list[float]:
+        name = request.adapter
+        n = state.num_instances
+        if not name:
+            return [0.0] * n
+        return [1.0 if name in self.recent[i] else 0.0 for i in range(n)]
+
+    def observe(self, request: Request, target: int) -> None:
+        name = request.adapter
+        if not name:
+            return
+        held = self.recent[target]
+        held.pop(name, None)
+        held[name] = None
+        if len(held) > self.slots:
+            del held[next(iter(held))]
+
+
 def parse_scorers(text: str) -> list[tuple[str, float]]:
     """``name:weight,...`` into ordered pairs; PolicyError naming the bad part.
 
