@@ -10,6 +10,8 @@ Scenarios (see docs/performance.md):
   b     16 instances, weighted routing, 512-token shared prefix, 10k requests (b100k: 100k)
   c     as b with the roofline latency model (c100k: 100k)
   s     one instance, summarization preset near saturation, 10k requests
+  l     multi-LoRA: 4 instances, 8 adapters with Zipf-like popularity (lora-spec.yaml),
+        --max-loras 4, adapter-affinity routing, 10k requests (docs/lora.md)
 
 Each scenario runs in a fresh subprocess, so the peak RSS printed is that run's.
 Wall-clock figures are printed here only; simulation results never contain them.
@@ -79,6 +81,16 @@ SCENARIOS: dict[str, dict[str, object]] = {
         "rate": 10.0,
         "num_requests": 10_000,
     },
+}
+SCENARIOS["l"] = {
+    "model": "meta-llama/llama-3.1-8b-instruct",
+    "workload_spec": os.path.join(os.path.dirname(os.path.abspath(__file__)), "lora-spec.yaml"),
+    "num_requests": 10_000,
+    "num_instances": 4,
+    "max_loras": 4,
+    "max_cpu_loras": 8,
+    "routing_policy": "weighted",
+    "routing_scorers": "adapter-affinity:2,queue-depth:2,kv-utilization:1",
 }
 DEFAULT = ["a10k", "a100k", "b", "c", "s"]
 
