@@ -369,3 +369,30 @@ def test_adapter_affinity_scorer_unit():
     assert sc.score(x, state) == [0.0, 0.0]
     assert sc.score(y, state) == [0.0, 1.0]
     assert sc.score(_req(2, 0, ""), state) == [0.0, 0.0]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_workloads())
+def test_lora_stepper_without_adapters_matches_the_plain_stepper(case):
+    """No adapter in the workload: the LoRA rules change nothing (same timings)."""
+    from inference_sim.instance import Instance
+
+    reqs, s, budget = case
+    for r in reqs:
+        r.adapter, r.adapter_rank = "", 0
+    _run(reqs, s, max_num_batched_tokens=budget, blocks=200)
+    got = [(r.state, r.first_scheduled_time, r.first_token_time, r.finish_time) for r in reqs]
+    for r in reqs:
+        r.reset_simulation_state()
+    inst = Instance(0, _engine(None, max_num_batched_tokens=budget, blocks=200),
+                    BlackboxLatencyModel((0, 0, 0), BETA))  # fmt: skip
+    ClusterSimulator([inst], check_invariants=True).run(reqs)
+    want = [(r.state, r.first_scheduled_time, r.first_token_time, r.finish_time) for r in reqs]
+    assert got == want
+
+
+def test_trace_row_rank_above_max_lora_rank_exits_2(tmp_path: Path):
+    path = _trace_v2(tmp_path, "sql", "64")
+    line = _one_error(_blis("run", "--model", MODEL, "--workload", "traces",
+                            "--workload-traces-filepath", path, "--max-loras", 1))  # fmt: skip
+    assert "adapter_rank 64" in line and "--max-lora-rank 16" in line
