@@ -396,3 +396,14 @@ def test_trace_row_rank_above_max_lora_rank_exits_2(tmp_path: Path):
     line = _one_error(_blis("run", "--model", MODEL, "--workload", "traces",
                             "--workload-traces-filepath", path, "--max-loras", 1))  # fmt: skip
     assert "adapter_rank 64" in line and "--max-lora-rank 16" in line
+
+
+def test_config_schema_accepts_the_lora_block():
+    jsonschema = pytest.importorskip("jsonschema")
+    from inference_sim.config.model import config_schema
+
+    schema = config_schema()
+    good = {"model": MODEL, "lora": {"max_loras": 2, "adapters": [{"id": "sql", "rank": 8}]}}
+    jsonschema.validate(good, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"lora": {"max_lora": 2}}, schema)

@@ -34,6 +34,34 @@ _BLOCK_KEYS = ("max_loras", "max_cpu_loras", "max_lora_rank", "adapters")
 _ADAPTER_KEYS = ("id", "name", "rank", "base_model")
 
 
+def lora_block_schema() -> dict[str, Any]:
+    """JSON Schema of the run config's ``lora:`` block (``blis config schema``)."""
+    return {
+        "type": "object",
+        "description": "Multi-LoRA serving (docs/lora.md): limits and the known adapters.",
+        "additionalProperties": False,
+        "properties": {
+            "max_loras": {"type": "integer", "minimum": 0},
+            "max_cpu_loras": {"type": "integer", "minimum": 0},
+            "max_lora_rank": {"type": "integer", "minimum": 1},
+            "adapters": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["id"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "rank": {"type": "integer", "minimum": 1},
+                        "base_model": {"type": "string"},
+                    },
+                },
+            },
+        },
+    }
+
+
 def expand_lora_block(value: Any, where: str) -> dict[str, Any]:
     """A run config's ``lora:`` block as options (``lora_adapters`` as NAME:RANK:BASE)."""
     if not isinstance(value, dict):

@@ -172,6 +172,9 @@ def config_schema() -> dict[str, Any]:
         entry["description"] = f"Alias of `{name}`. " + str(entry.get("description", ""))
         entry.pop("x-aliases", None)
         props[alias] = entry
+    from inference_sim.config.lora import lora_block_schema
+
+    props["lora"] = lora_block_schema()  # the lora: block (docs/lora.md)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = SCHEMA_ID
     schema["title"] = "inference-sim run configuration"
