@@ -88,7 +88,7 @@ def test_config_schema_command_validates_run_config_files(tmp_path):
     schema = json.loads(out.read_text(encoding="utf-8"))
     printed = CliRunner().invoke(cli, ["config", "schema"])
     assert json.loads(printed.stdout) == schema
-    names = {spec.name for spec in OPTIONS} | set(ALIASES)
+    names = {spec.name for spec in OPTIONS} | set(ALIASES) | {"lora"}  # + the lora: block
     assert set(schema["properties"]) == names
     good = yaml.safe_load(
         "model: meta-llama/llama-3.1-8b-instruct\nmax_num_seqs: 64\nrate: 20\n"
