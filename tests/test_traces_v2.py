@@ -341,11 +341,11 @@ def test_mooncake_replay_export_round_trips_exactly(tmp_path, lookups):
     assert first.summary["completed_requests"] == len(MOONCAKE_IDS)
     assert replay.summary["prefix_cache_hit_rate"] == first.summary["prefix_cache_hit_rate"] > 0.2
     text = (tmp_path / "export.csv").read_text().splitlines()
-    assert text[2].split(",")[-4:] == ["40", "1 2 4 5", "", ""]
-    # Without the hash columns the sharing is lost (what exports did before).
+    assert text[2].split(",")[-6:] == ["40", "1 2 4 5", "", "", "", ""]  # no adapter
+    # Without the hash (and adapter) columns the sharing is lost (what exports did before).
     stripped = tmp_path / "stripped.csv"
     stripped.write_text(
-        "\n".join(",".join(line.split(",")[:-4]) for line in text) + "\n", encoding="utf-8"
+        "\n".join(",".join(line.split(",")[:-6]) for line in text) + "\n", encoding="utf-8"
     )
     lost = simulate(
         model=MODEL, workload="traces", workload_traces_filepath=str(stripped), **COEFFS
