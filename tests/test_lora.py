@@ -407,3 +407,19 @@ def test_config_schema_accepts_the_lora_block():
     jsonschema.validate(good, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"lora": {"max_lora": 2}}, schema)
+
+
+def test_export_and_replay_keep_adapters(tmp_path: Path):
+    from inference_sim import simulate
+
+    path = tmp_path / "spec.yaml"
+    path.write_text((SPEC % 8).replace("num_requests: 120", "num_requests: 30"), encoding="utf-8")
+    export = tmp_path / "export.csv"
+    first = simulate(model=MODEL, workload_spec=str(path), export_trace=str(export))
+    rows = export.read_text(encoding="utf-8").splitlines()
+    assert rows[0].endswith(",adapter,adapter_rank")
+    assert {r.split(",")[-2] for r in rows[1:]} == {"sql", "chat"}
+    replay = simulate(model=MODEL, workload="traces", workload_traces_filepath=str(export),
+                      max_loras=1)  # fmt: skip
+    assert replay.summary["lora"]["adapters"] == first.summary["lora"]["adapters"]
+    assert replay.records == first.records
