@@ -20,6 +20,10 @@ Checked during the run:
   <= first token <= completion;
 * **work conservation** — an instance with waiting or running requests has its next step
   scheduled, and an empty one has none.
+
+With LoRA on, the LoRA stepper (``instance.lora``) checks two more before every step,
+whether or not ``--check-invariants`` is given: at most ``max_loras`` distinct adapters
+in the batch, and every scheduled request's adapter resident on the GPU (docs/lora.md).
 """
 
 from __future__ import annotations
