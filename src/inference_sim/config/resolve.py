@@ -849,6 +849,18 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     _check_latency_scale(probe, options)
     tier = _resolve_kv_tier(options, explicit, lat.architecture)
     notes.extend(tier.notes)
+    from inference_sim.config.speculative import resolve_speculative
+
+    def _draft_latency(arch: ModelArchitecture) -> LatencyModel:
+        # The draft model runs on the target's GPUs with the same kind of model
+        # (blackbox has no architecture, so its draft model is priced by the roofline).
+        kind = lat.mode if lat.mode in ("roofline", "calibrated") else "roofline"
+        if lat.gpu is None:
+            raise LatencyConfigError("the GPU is unknown; give --hardware")
+        ctx = latency_context(options, arch, lat.gpu, alpha, beta, coeffs)
+        return create_latency_model(kind, **ctx)
+
+    speculative = resolve_speculative(options, explicit, lat.architecture, _draft_latency)
     engine = EngineConfig(
         num_gpu_blocks=blocks,
         block_size=options["block_size_in_tokens"],
@@ -862,6 +874,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         kv_transfer_bandwidth=tier.transfer_bandwidth,
         kv_transfer_base_latency=tier.transfer_base_latency,
         kv_block_bytes=tier.block_bytes,
+        speculative=speculative,
     )
     return RunPlan(
         options=options,

@@ -19,6 +19,11 @@ def make_instance(
     order_wait_queue: WaitQueueOrder | None = None,
 ) -> Instance:
     """The stepper a configuration asks for: the plain one with ``exact_steps``, else the
-    fast one (same results, fewer requests touched per step)."""
+    fast one (same results, fewer requests touched per step). Speculative decoding
+    (several tokens per decode step) always uses the plain stepper's subclass."""
+    if config.speculative is not None:
+        from inference_sim.instance.speculative import SpecInstance
+
+        return SpecInstance(index, config, latency, order_wait_queue=order_wait_queue)
     cls = Instance if config.exact_steps else FastInstance
     return cls(index, config, latency, order_wait_queue=order_wait_queue)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,9 @@ class EngineConfig:
     kv_transfer_bandwidth: float = 100.0  # tokens per µs
     kv_transfer_base_latency: int = 0  # µs per block loaded back
     kv_block_bytes: float = 0.0  # bytes of one block (all TP ranks); 0 when unknown
+    # Speculative decoding (docs/speculative-decoding.md): an
+    # instance.speculative.SpeculativeConfig, or None when off.
+    speculative: Any = None
 
     def __post_init__(self) -> None:
         for name in ("num_gpu_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens"):
