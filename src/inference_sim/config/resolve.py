@@ -132,6 +132,8 @@ def _coerce(spec: OptionSpec, value: Any) -> Any:
         return [v.strip() for v in items if v.strip()]
     if kind == "floats":
         items = value.split(",") if isinstance(value, str) else value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            items = [value]  # one number (simulate(spec_acceptance_rate=0.7))
         try:
             out = [float(v) for v in items]
         except (TypeError, ValueError):
