@@ -10,6 +10,7 @@ Scenarios (see docs/performance.md):
   b     16 instances, weighted routing, 512-token shared prefix, 10k requests (b100k: 100k)
   c     as b with the roofline latency model (c100k: 100k)
   s     one instance, summarization preset near saturation, 10k requests
+  spec  as a10k at 20 req/s with EAGLE speculative decoding (k = 3, roofline)
 
 Each scenario runs in a fresh subprocess, so the peak RSS printed is that run's.
 Wall-clock figures are printed here only; simulation results never contain them.
@@ -78,6 +79,16 @@ SCENARIOS: dict[str, dict[str, object]] = {
         "workload": "summarization",
         "rate": 10.0,
         "num_requests": 10_000,
+    },
+    # Speculative decoding (docs/speculative-decoding.md): the plain stepper, 1 + k tokens
+    # per decoder; not in DEFAULT, run it with --only spec.
+    "spec": {
+        **_CHAT,
+        "rate": 20.0,
+        "num_requests": 10_000,
+        "latency_model": "roofline",
+        "speculative_method": "eagle",
+        "num_speculative_tokens": 3,
     },
 }
 DEFAULT = ["a10k", "a100k", "b", "c", "s"]

@@ -8,8 +8,10 @@ changes for runs without it.
 Per step, as vLLM v1's scheduler does it:
 
 * a running decoder asks for ``1 + k`` tokens (its next token plus ``k`` draft tokens),
-  counted against ``max_num_batched_tokens``; when the budget is short its draft tokens
-  are cut first; ``k`` is also cut so no draft runs past the request's output length;
+  counted against ``max_num_batched_tokens`` (and ``long_prefill_token_threshold``);
+  when the budget is short its draft tokens are cut first; ``k`` is also cut so no
+  draft runs past the request's output length (the simulator knows it; a real engine
+  would verify those drafts and discard them);
 * KV slots are allocated for the scheduled tokens plus ``k`` lookahead slots for the
   drafter's next proposals (EAGLE-style proposers; none for n-gram); the rejected
   tokens' slots roll back (``num_computed_tokens`` advances only by what was accepted)
@@ -126,6 +128,8 @@ class SpecInstance(Instance):
                     k = left if left > 0 else 0
                 if budget - 1 < k:
                     k = budget - 1  # the budget is short: draft tokens go first
+                if 0 < threshold <= k:
+                    k = threshold - 1  # vLLM caps every request's tokens by the threshold
                 n = 1 + k
                 scheduled, evicted = self._make_room(req, n + (spec.lookahead if k else 0), now)
             else:
