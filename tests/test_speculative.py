@@ -304,3 +304,19 @@ def test_bad_inputs_one_line_exit_2(args: list[str], needle: str, tmp_path: obje
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0]
+
+
+@pytest.mark.parametrize("latency_model", ["roofline", "blackbox"])
+def test_drafting_is_priced_per_method(latency_model: str) -> None:
+    """At acceptance 0 every method delivers the same tokens; what differs is drafting:
+    n-gram at 0 µs < one-layer EAGLE heads < a 1.5B draft model's own forwards."""
+    common = dict(
+        model=MODEL, latency_model=latency_model, num_speculative_tokens=3,
+        spec_acceptance_rate=0.0, num_requests=20, rate=1.0,
+    )  # fmt: skip
+    ngram = float(simulate(**common, speculative_method="ngram").summary["tpot_mean_ms"])
+    eagle = float(simulate(**common, speculative_method="eagle").summary["tpot_mean_ms"])
+    draft = simulate(
+        **common, speculative_method="draft-model", speculative_model="qwen/qwen2.5-1.5b-instruct"
+    )
+    assert ngram < eagle < float(draft.summary["tpot_mean_ms"])

@@ -857,12 +857,19 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         # The draft model runs on the target's GPUs with the same kind of model
         # (blackbox has no architecture, so its draft model is priced by the roofline).
         kind = lat.mode if lat.mode in ("roofline", "calibrated") else "roofline"
-        if lat.gpu is None:
-            raise LatencyConfigError("the GPU is unknown; give --hardware")
-        ctx = latency_context(options, arch, lat.gpu, alpha, beta, coeffs)
+        gpu = lat.gpu
+        if gpu is None:
+            try:
+                gpu = catalog.gpu(options["hardware"])
+            except CatalogError as exc:
+                raise LatencyConfigError(f"--hardware: {exc}") from None
+        ctx = latency_context(options, arch, gpu, alpha, beta, coeffs)
         return create_latency_model(kind, **ctx)
 
-    speculative = resolve_speculative(options, explicit, lat.architecture, _draft_latency)
+    target_arch = lat.architecture
+    if target_arch is None and options["speculative_method"]:
+        target_arch = bundled_architecture(model)  # the draft heads' depth ratio
+    speculative = resolve_speculative(options, explicit, target_arch, _draft_latency)
     engine = EngineConfig(
         num_gpu_blocks=blocks,
         block_size=options["block_size_in_tokens"],
