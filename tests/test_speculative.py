@@ -320,3 +320,25 @@ def test_drafting_is_priced_per_method(latency_model: str) -> None:
         **common, speculative_method="draft-model", speculative_model="qwen/qwen2.5-1.5b-instruct"
     )
     assert ngram < eagle < float(draft.summary["tpot_mean_ms"])
+
+
+def test_calibrated_model_sees_the_whole_speculative_step() -> None:
+    """The calibrated model's async-scheduling estimate needs each step's real end: the
+    verification's extra tokens and the drafting are added to the step it priced."""
+    from inference_sim.config.resolve import resolve
+
+    plan = resolve(
+        dict(
+            model="meta-llama/llama-3.1-8b-instruct", latency_model="calibrated",
+            speculative_method="eagle", num_speculative_tokens=3,
+        )
+    )  # fmt: skip
+    lat = plan.make_latency_model()
+    inst = make_instance(0, plan.engine, lat)
+    inst.enqueue(make_request(0, 0, 100, 40), 0)
+    t: int | None = 0
+    for _ in range(5):
+        assert t is not None
+        t = inst.step(t)
+        assert lat._last_end == inst.busy_until  # type: ignore[attr-defined]
+    assert inst.stats.spec_request_steps > 0

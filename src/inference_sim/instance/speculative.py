@@ -35,7 +35,7 @@ from inference_sim.core.rng import RandomStreams
 from inference_sim.instance.config import EngineConfig
 from inference_sim.instance.engine import Instance, WaitQueueOrder, prefill_chunk
 from inference_sim.latency.base import LatencyModel
-from inference_sim.latency.speculative import decode_step_time, verification_time
+from inference_sim.latency.speculative import decode_step_time, extra_verification_time
 
 __all__ = ["METHODS", "SpecInstance", "SpeculativeConfig"]
 
@@ -104,6 +104,8 @@ class SpecInstance(Instance):
         self._prefill: list[tuple[int, int]] = []
         self._verify: list[tuple[int, int]] = []
         self.stats.speculative = True
+        # Models that track the running step's end (calibrated, async scheduling).
+        self._extend = getattr(latency, "extend_last_step", None)
 
     # --- schedule ------------------------------------------------------------------
     def _schedule_running(self, batch: StepBatch, now: int) -> tuple[int, bool]:
@@ -178,11 +180,16 @@ class SpecInstance(Instance):
                 ctx_spec += s
                 if k > width:
                     width = k
-        step = verification_time(
-            self.latency, batch, prefill, verify, batch.decode_tokens, batch.decode_context_sum
-        )
+        latency = self.latency
+        step = latency.step_time(batch)
         if verify:
-            step += self._drafting_time(prefill, len(verify), ctx_spec, width)
+            extra = extra_verification_time(
+                latency, batch, prefill, verify, batch.decode_tokens, batch.decode_context_sum
+            )
+            extra += self._drafting_time(prefill, len(verify), ctx_spec, width)
+            step += extra
+            if self._extend is not None:
+                self._extend(extra)
         kv = self.kv
         step += kv.take_transfer_time(now)
         end = now + step

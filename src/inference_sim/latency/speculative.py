@@ -23,10 +23,10 @@ from inference_sim.core.batch import StepBatch
 from inference_sim.latency.base import LatencyModel
 from inference_sim.latency.blackbox import BlackboxLatencyModel
 
-__all__ = ["decode_step_time", "verification_time"]
+__all__ = ["decode_step_time", "extra_verification_time"]
 
 
-def verification_time(
+def extra_verification_time(
     model: LatencyModel,
     batch: StepBatch,
     prefill: Sequence[tuple[int, int]],
@@ -34,29 +34,31 @@ def verification_time(
     count: int,
     context_sum: int,
 ) -> int:
-    """Step time (µs) of a batch whose decoders in ``verify`` check draft tokens.
+    """Time (µs) the draft tokens in ``verify`` add to the plain step ``batch``.
 
     ``prefill`` lists the prefill requests' ``(S, n)``; ``verify`` the speculating
     decoders' ``(S, 1 + k)``; ``count``/``context_sum`` cover every decoder (speculating
-    or not), as in a plain step. ``batch`` is the plain step (one token per decoder).
+    or not), as in a plain step. ``batch`` is the plain step (one token per decoder),
+    priced by ``model.step_time`` as usual; this is what comes on top.
     """
-    base = model.step_time(batch)
     if not verify:
-        return base
+        return 0
     if isinstance(model, BlackboxLatencyModel):
         extra = sum(n - 1 for _, n in verify)
         b0, b1, b2 = model.beta[:3]
-        return int(b0 + b1 * float(batch.prefill_tokens + extra) + b2 * float(count))
+        with_drafts = int(b0 + b1 * float(batch.prefill_tokens + extra) + b2 * float(count))
+        plain = int(b0 + b1 * float(batch.prefill_tokens) + b2 * float(count))
+        return max(0, with_drafts - plain)
     step_from: Any = getattr(model, "step_time_from", None)
     if step_from is None:
-        return base  # a plug-in model without a step shape: extra tokens are not priced
+        return 0  # a plug-in model without a step shape: extra tokens are not priced
     plain_count = count - len(verify)
     plain_ctx = context_sum - sum(s for s, _ in verify)
     items = list(prefill)
     with_drafts = step_from(items + list(verify), plain_count, plain_ctx)
     without = step_from(items + [(s, 1) for s, _ in verify], plain_count, plain_ctx)
-    extra_us = with_drafts - without
-    return base + (extra_us if extra_us > 0 else 0)
+    extra_us = int(with_drafts - without)
+    return extra_us if extra_us > 0 else 0
 
 
 def decode_step_time(
