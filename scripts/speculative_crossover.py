@@ -88,7 +88,12 @@ def svg(speedups: dict[float, list[float]], width: int = 640, height: int = 340)
         f'<line x1="{left}" x2="{left + pw}" y1="{py(1):.1f}" y2="{py(1):.1f}" '
         'stroke="#444" stroke-dasharray="5,4"/>'
     )
-    out.append(f'<text x="{left + pw - 4}" y="{py(1) - 4:.1f}" text-anchor="end">no gain</text>')
+    ly = top + 14 + 18 * len(speedups)
+    out.append(
+        f'<line x1="{left + pw + 10}" x2="{left + pw + 30}" y1="{ly}" y2="{ly}" '
+        'stroke="#444" stroke-dasharray="5,4"/>'
+    )
+    out.append(f'<text x="{left + pw + 36}" y="{ly + 4}">no gain</text>')
     out.append(
         f'<text x="{left + pw / 2:.1f}" y="{height - 6}" text-anchor="middle">'
         "request rate (req/s)</text>"
