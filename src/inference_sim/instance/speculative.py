@@ -106,6 +106,7 @@ class SpecInstance(Instance):
         self.stats.speculative = True
         # Models that track the running step's end (calibrated, async scheduling).
         self._extend = getattr(latency, "extend_last_step", None)
+        self._drafts_on_prefill = spec.method != "ngram"
 
     # --- schedule ------------------------------------------------------------------
     def _schedule_running(self, batch: StepBatch, now: int) -> tuple[int, bool]:
@@ -182,7 +183,7 @@ class SpecInstance(Instance):
                     width = k
         latency = self.latency
         step = latency.step_time(batch)
-        if verify:
+        if verify or (prefill and self._drafts_on_prefill):
             extra = extra_verification_time(
                 latency, batch, prefill, verify, batch.decode_tokens, batch.decode_context_sum
             )
@@ -204,18 +205,28 @@ class SpecInstance(Instance):
     def _drafting_time(
         self, prefill: list[tuple[int, int]], count: int, ctx: int, width: int
     ) -> int:
-        """Proposing ``width`` draft tokens for ``count`` decoders (per method)."""
+        """Proposing ``width`` draft tokens for ``count`` decoders (per method).
+
+        The n-gram proposer costs its CPU time per step. A model-based proposer's first
+        forward also runs over the step's prefill tokens (it needs their hidden states or
+        its own KV for them); its further forwards cover the speculating decoders only.
+        """
         spec = self.spec
         if spec.method == "ngram":
-            return spec.ngram_cpu_us
+            return spec.ngram_cpu_us if count else 0
+        rest = width - 1 if width > 1 else 0
         if spec.method == "draft-model":
             draft = spec.draft_latency
             total = decode_step_time(draft, prefill, count, ctx)
-            for j in range(1, width):
-                total += decode_step_time(draft, (), count, ctx + j * count)
+            if count:
+                for j in range(1, rest + 1):
+                    total += decode_step_time(draft, (), count, ctx + j * count)
             return total
-        one = decode_step_time(self.latency, (), count, ctx)
-        return round(width * spec.head_fraction * one)
+        target = self.latency
+        forwards = decode_step_time(target, prefill, count, ctx)
+        if count and rest:
+            forwards += rest * decode_step_time(target, (), count, ctx)
+        return round(spec.head_fraction * forwards)
 
     # --- apply ---------------------------------------------------------------------
     def apply(self, batch: StepBatch, end: int) -> None:
