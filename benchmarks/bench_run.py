@@ -12,6 +12,7 @@ Scenarios (see docs/performance.md):
   s     one instance, summarization preset near saturation, 10k requests
   l     multi-LoRA: 4 instances, 8 adapters with Zipf-like popularity (lora-spec.yaml),
         --max-loras 4, adapter-affinity routing, 10k requests (docs/lora.md)
+  spec  as a10k at 20 req/s with EAGLE speculative decoding (k = 3, roofline)
 
 Each scenario runs in a fresh subprocess, so the peak RSS printed is that run's.
 Wall-clock figures are printed here only; simulation results never contain them.
@@ -80,6 +81,16 @@ SCENARIOS: dict[str, dict[str, object]] = {
         "workload": "summarization",
         "rate": 10.0,
         "num_requests": 10_000,
+    },
+    # Speculative decoding (docs/speculative-decoding.md): the plain stepper, 1 + k tokens
+    # per decoder; not in DEFAULT, run it with --only spec.
+    "spec": {
+        **_CHAT,
+        "rate": 20.0,
+        "num_requests": 10_000,
+        "latency_model": "roofline",
+        "speculative_method": "eagle",
+        "num_speculative_tokens": 3,
     },
 }
 SCENARIOS["l"] = {

@@ -213,6 +213,42 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "CPU KV tier size in GiB per instance (all TP ranks), converted to --kv-cpu-blocks with the model's bytes per block.",
         "engine",
     ),
+    # --- speculative decoding (docs/speculative-decoding.md) ------------------------------
+    OptionSpec(
+        "speculative_method",
+        str,
+        "",
+        "Speculative decoding: ngram, eagle, eagle3, mtp or draft-model (default: off).",
+        "engine",
+    ),
+    OptionSpec(
+        "num_speculative_tokens",
+        int,
+        0,
+        "Draft tokens proposed per decode step (k > 0; required with --speculative-method).",
+        "engine",
+    ),
+    OptionSpec(
+        "spec_acceptance_rate",
+        "floats",
+        [],
+        "Acceptance rate of a draft token given the earlier ones were: one value, or one per position A1,A2,... (default: the method's published figure).",
+        "engine",
+    ),
+    OptionSpec(
+        "speculative_model",
+        str,
+        "",
+        "Draft model for --speculative-method draft-model (a catalog name; its architecture prices its steps).",
+        "engine",
+    ),
+    OptionSpec(
+        "spec_ngram_cpu_us",
+        int,
+        0,
+        "CPU time (µs) of the n-gram proposer per step (default 0: not measured).",
+        "engine",
+    ),
     OptionSpec(
         "kv_transfer_link",
         str,

@@ -142,6 +142,8 @@ def _coerce(spec: OptionSpec, value: Any) -> Any:
         return [v.strip() for v in items if v.strip()]
     if kind == "floats":
         items = value.split(",") if isinstance(value, str) else value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            items = [value]  # one number (simulate(spec_acceptance_rate=0.7))
         try:
             out = [float(v) for v in items]
         except (TypeError, ValueError):
@@ -879,6 +881,30 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     _check_latency_scale(probe, options)
     tier = _resolve_kv_tier(options, explicit, lat.architecture)
     notes.extend(tier.notes)
+    from inference_sim.config.speculative import resolve_speculative
+
+    def _draft_latency(arch: ModelArchitecture) -> LatencyModel:
+        # The draft model runs on the target's GPUs with the same kind of model
+        # (blackbox has no architecture, so its draft model is priced by the roofline).
+        kind = lat.mode if lat.mode in ("roofline", "calibrated") else "roofline"
+        gpu = lat.gpu
+        if gpu is None:
+            try:
+                gpu = catalog.gpu(options["hardware"])
+            except CatalogError as exc:
+                raise LatencyConfigError(f"--hardware: {exc}") from None
+        ctx = latency_context(options, arch, gpu, alpha, beta, coeffs)
+        return create_latency_model(kind, **ctx)
+
+    target_arch = lat.architecture
+    if target_arch is None and options["speculative_method"]:
+        target_arch = bundled_architecture(model)  # the draft heads' depth ratio
+    speculative = resolve_speculative(options, explicit, target_arch, _draft_latency)
+    _require(
+        speculative is None or not lora_on,
+        "--speculative-method cannot be combined with LoRA adapters (--max-loras, adapters "
+        "in the workload); run them separately",
+    )
     engine = EngineConfig(
         num_gpu_blocks=blocks,
         block_size=options["block_size_in_tokens"],
@@ -893,6 +919,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         kv_transfer_base_latency=tier.transfer_base_latency,
         kv_block_bytes=tier.block_bytes,
         lora=_lora_settings(options, catalog, lat.architecture, lat.gpu) if lora_on else None,
+        speculative=speculative,
     )
     return RunPlan(
         options=options,

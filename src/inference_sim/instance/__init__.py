@@ -28,7 +28,15 @@ def make_instance(
 ) -> Instance:
     """The stepper a configuration asks for: the plain one with ``exact_steps``, else the
     fast one (same results, fewer requests touched per step); with LoRA on, the plain
-    one with the adapter rules (the fast path's bulk decoding cannot skip a request)."""
+    one with the adapter rules (the fast path's bulk decoding cannot skip a request);
+    with speculative decoding (several tokens per decode step) the plain stepper's
+    speculative subclass. The two together are refused when the run is resolved."""
+    if config.speculative is not None:
+        if config.lora is not None:
+            raise ValueError("speculative decoding cannot be combined with LoRA adapters")
+        from inference_sim.instance.speculative import SpecInstance
+
+        return SpecInstance(index, config, latency, order_wait_queue=order_wait_queue)
     if config.lora is not None:
         return LoraInstance(index, config, latency, order_wait_queue=order_wait_queue)
     cls = Instance if config.exact_steps else FastInstance

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from inference_sim.instance.lora_config import LoraSettings
 
@@ -31,6 +32,9 @@ class EngineConfig:
     kv_block_bytes: float = 0.0  # bytes of one block (all TP ranks); 0 when unknown
     # Multi-LoRA serving (docs/lora.md); None = off (the stepper make_instance picks).
     lora: LoraSettings | None = None
+    # Speculative decoding (docs/speculative-decoding.md): an
+    # instance.speculative.SpeculativeConfig, or None when off.
+    speculative: Any = None
 
     def __post_init__(self) -> None:
         for name in ("num_gpu_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens"):

@@ -17,6 +17,10 @@ class InstanceStats:
         "peak_kv_blocks",
         "preemption_count",
         "prefix_lookup_tokens",
+        "spec_accepted_tokens",
+        "spec_draft_tokens",
+        "spec_request_steps",
+        "speculative",
         "step_count",
         "total_input_tokens",
         "total_output_tokens",
@@ -40,6 +44,11 @@ class InstanceStats:
         # Prefix-cache hit rate: cached prompt tokens / prompt tokens at first admission.
         self.cached_prompt_tokens = 0
         self.prefix_lookup_tokens = 0
+        # Speculative decoding (instance/speculative.py); all zero when it is off.
+        self.speculative = False
+        self.spec_request_steps = 0  # decode steps of one request that verified drafts
+        self.spec_draft_tokens = 0  # draft tokens verified
+        self.spec_accepted_tokens = 0  # of those, accepted
 
     def add_group_samples(self, group: int, value: int, count: int) -> None:
         """Count ``count`` ITL samples of ``value`` ticks for ITL group ``group``."""

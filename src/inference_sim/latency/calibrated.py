@@ -666,6 +666,13 @@ class CalibratedLatencyModel:
         self._last_dur = us
         return us
 
+    def extend_last_step(self, extra_us: int) -> None:
+        """The step just priced by :meth:`step_time` ran ``extra_us`` longer (speculative
+        decoding's extra query tokens and drafting), so the async-scheduling queueing
+        estimate sees the step's real end."""
+        self._last_end += extra_us
+        self._last_dur += extra_us
+
     def queueing_time(self, req: Request) -> int:
         c = self.coefficients
         q = int(c.queue_us + c.queue_per_token_us * float(req.num_prompt_tokens))

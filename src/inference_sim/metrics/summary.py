@@ -144,6 +144,15 @@ def build_summary(
     out["prefix_cache_hit_rate"] = (
         sum(s.cached_prompt_tokens for s in stats) / looked_up if looked_up else 0.0
     )
+    if any(s.speculative for s in stats):
+        # Speculative decoding (docs/speculative-decoding.md); absent when it is off.
+        spec_steps = sum(s.spec_request_steps for s in stats)
+        drafted = sum(s.spec_draft_tokens for s in stats)
+        accepted = sum(s.spec_accepted_tokens for s in stats)
+        out["spec_acceptance_rate"] = accepted / drafted if drafted else 0.0
+        out["spec_mean_accepted_tokens"] = accepted / spec_steps if spec_steps else 0.0
+        out["spec_tokens_per_step"] = (accepted + spec_steps) / spec_steps if spec_steps else 0.0
+        out["spec_draft_tokens"] = drafted
     # Medians, and per-request TPOT (docs/results.md): what vLLM's benchmark reports.
     out["ttft_p50_ms"] = percentile_ms(ttfts, 50) if completed else 0.0
     out["e2e_p50_ms"] = percentile_ms(e2es, 50) if completed else 0.0

@@ -1,0 +1,113 @@
+"""``--speculative-method`` and friends, checked and turned into a SpeculativeConfig.
+
+Why here: the draft model's latency model is built from the catalog like the target's,
+which only the config layer may do (docs/architecture.md). Every bad value ends as one
+``ConfigError`` line (exit code 2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from inference_sim.catalog.architecture import ModelArchitecture, bundled_architecture
+from inference_sim.config.errors import ConfigError
+from inference_sim.instance.speculative import METHODS, SpeculativeConfig
+from inference_sim.latency.base import LatencyModel
+from inference_sim.latency.blackbox import LatencyConfigError
+
+__all__ = ["DEFAULT_ACCEPTANCE", "DRAFT_HEAD_LAYERS", "resolve_speculative"]
+
+#: Acceptance rate per draft position when --spec-acceptance-rate is not given.
+#: Sources and caveats: docs/speculative-decoding.md ("Acceptance figures").
+DEFAULT_ACCEPTANCE: dict[str, float] = {
+    "mtp": 0.85,  # DeepSeek-V3 technical report: 2nd-token acceptance 85-90 %
+    "eagle": 0.7,  # EAGLE paper (arXiv 2401.15077), per-position rates ~0.7-0.8 (chain)
+    "eagle3": 0.8,  # illustrative: EAGLE-3 (arXiv 2503.01840) accepts more than EAGLE
+    "ngram": 0.5,  # illustrative: depends entirely on how repetitive the text is
+    "draft-model": 0.6,  # illustrative: depends on the draft/target pair
+}
+#: Transformer layers of one EAGLE/EAGLE-3/MTP draft head (one decoder layer in each).
+DRAFT_HEAD_LAYERS = 1
+#: Target depth assumed when the target's architecture is unknown (Llama-3.1-8B's 32).
+FALLBACK_TARGET_LAYERS = 32
+
+
+def resolve_speculative(
+    o: dict[str, Any],
+    explicit: frozenset[str],
+    architecture: ModelArchitecture | None,
+    build_draft: Callable[[ModelArchitecture], LatencyModel],
+) -> SpeculativeConfig | None:
+    """The run's speculation settings, or None when ``--speculative-method`` is not set.
+
+    ``build_draft`` builds the draft model's latency model from its architecture (same
+    GPU, TP and latency-model kind as the target).
+    """
+    method = o["speculative_method"].strip().lower()
+    rates = list(o["spec_acceptance_rate"])
+    k = o["num_speculative_tokens"]
+    if not method:
+        for name in ("num_speculative_tokens", "spec_acceptance_rate", "speculative_model"):
+            if name in explicit and o[name]:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} needs --speculative-method ({', '.join(METHODS)})"
+                )
+        return None
+    if method == "draft_model":
+        method = "draft-model"
+    if method not in METHODS:
+        raise ConfigError(
+            f"--speculative-method must be one of {', '.join(METHODS)}, "
+            f"got {o['speculative_method']!r}"
+        )
+    if k <= 0:
+        raise ConfigError(f"--num-speculative-tokens must be an integer > 0, got {k}")
+    for a in rates:
+        if not (math.isfinite(a) and 0.0 <= a <= 1.0):
+            raise ConfigError(f"--spec-acceptance-rate values must be in [0, 1], got {a:g}")
+    if not rates:
+        rates = [DEFAULT_ACCEPTANCE[method]]
+    if len(rates) == 1:
+        rates = rates * k
+    if len(rates) != k:
+        raise ConfigError(
+            f"--spec-acceptance-rate: give one value or one per draft position "
+            f"({k} for --num-speculative-tokens {k}), got {len(rates)}"
+        )
+    cpu_us = o["spec_ngram_cpu_us"]
+    if cpu_us < 0:
+        raise ConfigError(f"--spec-ngram-cpu-us must be >= 0, got {cpu_us}")
+    draft_latency = None
+    draft_name = o["speculative_model"].strip().lower()
+    if method == "draft-model":
+        if not draft_name:
+            raise ConfigError(
+                "--speculative-method draft-model needs --speculative-model NAME "
+                "(a model with a bundled architecture; see `blis models`)"
+            )
+        arch = bundled_architecture(draft_name)
+        if arch is None:
+            raise ConfigError(
+                f"--speculative-model {draft_name!r}: no bundled architecture for it "
+                "(see `blis models`)"
+            )
+        try:
+            draft_latency = build_draft(arch)
+        except LatencyConfigError as exc:
+            raise ConfigError(f"--speculative-model {draft_name!r}: {exc}") from None
+    elif draft_name:
+        raise ConfigError(
+            f"--speculative-model is only for --speculative-method draft-model, not {method}"
+        )
+    layers = architecture.layers if architecture is not None else FALLBACK_TARGET_LAYERS
+    return SpeculativeConfig(
+        method=method,
+        num_tokens=k,
+        acceptance=tuple(float(a) for a in rates),
+        seed=o["seed"],
+        ngram_cpu_us=cpu_us,
+        head_fraction=DRAFT_HEAD_LAYERS / max(1, int(layers)),
+        draft_latency=draft_latency,
+    )

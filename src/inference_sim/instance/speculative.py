@@ -1,0 +1,267 @@
+"""Speculative decoding as vLLM v1 schedules it (docs/speculative-decoding.md).
+
+Why a subclass of the plain stepper: a speculating decoder advances by a random number
+of tokens per step, which the fast stepper's bulk decode accounting assumes away, so
+``make_instance`` builds :class:`SpecInstance` whenever speculation is on and nothing
+changes for runs without it.
+
+Per step, as vLLM v1's scheduler does it:
+
+* a running decoder asks for ``1 + k`` tokens (its next token plus ``k`` draft tokens),
+  counted against ``max_num_batched_tokens`` (and ``long_prefill_token_threshold``);
+  when the budget is short its draft tokens are cut first; ``k`` is also cut so no
+  draft runs past the request's output length (the simulator knows it; a real engine
+  would verify those drafts and discard them);
+* KV slots are allocated for the scheduled tokens plus ``k`` lookahead slots for the
+  drafter's next proposals (EAGLE-style proposers; none for n-gram); the rejected
+  tokens' slots roll back (``num_computed_tokens`` advances only by what was accepted)
+  and are reused by the next step's tokens, so the request never holds more than the
+  blocks of ``computed + 1 + 2k`` tokens;
+* prefills (including chunks) are never speculated;
+* after the step, draft token ``i`` is accepted with probability ``p_i`` given the
+  earlier ones were (a named random stream per instance, so runs are reproducible);
+  the request receives the accepted tokens plus one (the target model's own token) in
+  one delivery event: one ITL sample, as a streaming client sees it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from inference_sim.core.batch import StepBatch
+from inference_sim.core.rng import RandomStreams
+from inference_sim.instance.config import EngineConfig
+from inference_sim.instance.engine import Instance, WaitQueueOrder, prefill_chunk
+from inference_sim.latency.base import LatencyModel
+from inference_sim.latency.speculative import decode_step_time, extra_verification_time
+
+__all__ = ["METHODS", "SpecInstance", "SpeculativeConfig"]
+
+#: ``--speculative-method`` values (vLLM's names; ``draft-model`` is vLLM's "draft_model").
+METHODS = ("ngram", "eagle", "eagle3", "mtp", "draft-model")
+
+
+@dataclass(frozen=True, slots=True)
+class SpeculativeConfig:
+    """What speculation does and costs on one instance.
+
+    ``acceptance[i]`` is the probability that draft token ``i`` is accepted given the
+    earlier ones were (one value per draft position). ``ngram_cpu_us`` is the n-gram
+    proposer's CPU time per step; ``head_fraction`` is the cost of one EAGLE/MTP draft
+    head forward as a fraction of the target's decode step (its layers over the target's);
+    ``draft_latency`` prices a separate draft model's forwards.
+    """
+
+    method: str
+    num_tokens: int
+    acceptance: tuple[float, ...]
+    seed: int = 0
+    ngram_cpu_us: int = 0
+    head_fraction: float = 0.0
+    draft_latency: Any = None  # LatencyModel of the draft model (method draft-model)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            allowed = ", ".join(METHODS)
+            raise ValueError(f"speculative method must be one of {allowed}, got {self.method!r}")
+        if self.num_tokens <= 0:
+            raise ValueError(f"num_speculative_tokens must be > 0, got {self.num_tokens}")
+        if len(self.acceptance) != self.num_tokens:
+            raise ValueError(
+                f"acceptance needs one rate per draft position ({self.num_tokens}), "
+                f"got {len(self.acceptance)}"
+            )
+        for a in self.acceptance:
+            if not (math.isfinite(a) and 0.0 <= a <= 1.0):
+                raise ValueError(f"acceptance rates must be in [0, 1], got {a}")
+        if self.method == "draft-model" and self.draft_latency is None:
+            raise ValueError("method draft-model needs the draft model's latency model")
+
+    @property
+    def lookahead(self) -> int:
+        """KV slots reserved beyond the scheduled tokens for the drafter's next proposals."""
+        return 0 if self.method == "ngram" else self.num_tokens
+
+
+class SpecInstance(Instance):
+    """The plain stepper with draft tokens, their verification and their acceptance."""
+
+    def __init__(
+        self,
+        index: int,
+        config: EngineConfig,
+        latency: LatencyModel,
+        *,
+        order_wait_queue: WaitQueueOrder | None = None,
+    ) -> None:
+        super().__init__(index, config, latency, order_wait_queue=order_wait_queue)
+        spec: SpeculativeConfig = config.speculative
+        self.spec = spec
+        self._draw = RandomStreams(spec.seed).generator(f"speculative/{index}").random
+        self._drafts: list[int] = []  # draft tokens of each batch entry (0: none)
+        self._prefill: list[tuple[int, int]] = []
+        self._verify: list[tuple[int, int]] = []
+        self.stats.speculative = True
+        # Models that track the running step's end (calibrated, async scheduling).
+        self._extend = getattr(latency, "extend_last_step", None)
+        self._drafts_on_prefill = spec.method != "ngram"
+
+    # --- schedule ------------------------------------------------------------------
+    def _schedule_running(self, batch: StepBatch, now: int) -> tuple[int, bool]:
+        """Running requests in order: a prefill chunk, or 1 + k tokens for a decoder."""
+        cfg = self.config
+        spec = self.spec
+        running = self.running
+        budget = cfg.max_num_batched_tokens
+        threshold = cfg.long_prefill_token_threshold
+        drafts = self._drafts
+        drafts.clear()
+        prefill_tokens = decode_tokens = 0
+        preempted = False
+        i = 0
+        while i < len(running) and budget > 0:
+            req = running[i]
+            computed = req.num_computed_tokens
+            if computed >= req.prefill_target:
+                k = spec.num_tokens
+                left = req.num_output_tokens - req.delivered - 1
+                if left < k:
+                    k = left if left > 0 else 0
+                if budget - 1 < k:
+                    k = budget - 1  # the budget is short: draft tokens go first
+                if 0 < threshold <= k:
+                    k = threshold - 1  # vLLM caps every request's tokens by the threshold
+                n = 1 + k
+                scheduled, evicted = self._make_room(req, n + (spec.lookahead if k else 0), now)
+            else:
+                k = 0
+                n = prefill_chunk(req.prefill_target - computed, threshold, budget)
+                scheduled, evicted = self._make_room(req, n, now)
+            preempted = preempted or evicted
+            if not scheduled:
+                break
+            batch.requests.append(req)
+            batch.num_new.append(n)
+            drafts.append(k)
+            if computed >= req.prefill_target:
+                decode_tokens += 1
+            else:
+                prefill_tokens += n
+            budget -= n
+            i += 1
+        batch.prefill_tokens = prefill_tokens
+        batch.decode_tokens = decode_tokens  # decoders (one target token each)
+        ctx = 0
+        for req in batch.requests:
+            if req.num_computed_tokens >= req.prefill_target:
+                ctx += req.num_computed_tokens
+        batch.decode_context_sum = ctx
+        return budget, preempted
+
+    # --- execute -------------------------------------------------------------------
+    def execute(self, batch: StepBatch, now: int) -> int:
+        """Verification step (1 + k query tokens per speculating decoder) plus drafting."""
+        drafts = self._drafts
+        while len(drafts) < len(batch.requests):
+            drafts.append(0)  # admitted this step: prefills, never speculated
+        prefill = self._prefill
+        verify = self._verify
+        prefill.clear()
+        verify.clear()
+        width = 0
+        ctx_spec = 0
+        for req, n, k in zip(batch.requests, batch.num_new, drafts, strict=True):
+            s = req.num_computed_tokens
+            if s < req.prefill_target:
+                prefill.append((s, n))
+            elif k:
+                verify.append((s, n))
+                ctx_spec += s
+                if k > width:
+                    width = k
+        latency = self.latency
+        step = latency.step_time(batch)
+        if verify or (prefill and self._drafts_on_prefill):
+            extra = extra_verification_time(
+                latency, batch, prefill, verify, batch.decode_tokens, batch.decode_context_sum
+            )
+            extra += self._drafting_time(prefill, len(verify), ctx_spec, width)
+            step += extra
+            if self._extend is not None:
+                self._extend(extra)
+        kv = self.kv
+        step += kv.take_transfer_time(now)
+        end = now + step
+        self.busy_until = end
+        stats = self.stats
+        used = kv.num_used
+        if used > stats.peak_kv_blocks:
+            stats.peak_kv_blocks = used
+        stats.kv_block_time += used * step
+        return end
+
+    def _drafting_time(
+        self, prefill: list[tuple[int, int]], count: int, ctx: int, width: int
+    ) -> int:
+        """Proposing ``width`` draft tokens for ``count`` decoders (per method).
+
+        The n-gram proposer costs its CPU time per step. A model-based proposer's first
+        forward also runs over the step's prefill tokens (it needs their hidden states or
+        its own KV for them); its further forwards cover the speculating decoders only.
+        """
+        spec = self.spec
+        if spec.method == "ngram":
+            return spec.ngram_cpu_us if count else 0
+        rest = width - 1 if width > 1 else 0
+        if spec.method == "draft-model":
+            draft = spec.draft_latency
+            total = decode_step_time(draft, prefill, count, ctx)
+            if count:
+                for j in range(1, rest + 1):
+                    total += decode_step_time(draft, (), count, ctx + j * count)
+            return total
+        target = self.latency
+        forwards = decode_step_time(target, prefill, count, ctx)
+        if count and rest:
+            forwards += rest * decode_step_time(target, (), count, ctx)
+        return round(spec.head_fraction * forwards)
+
+    # --- apply ---------------------------------------------------------------------
+    def apply(self, batch: StepBatch, end: int) -> None:
+        """Prefills as usual; each speculating decoder gets its accepted tokens plus one."""
+        finished = False
+        stats = self.stats
+        rates = self.spec.acceptance
+        draw = self._draw
+        for req, n, k in zip(batch.requests, batch.num_new, self._drafts, strict=True):
+            if k:
+                accepted = 0
+                while accepted < k and draw() < rates[accepted]:
+                    accepted += 1
+                stats.spec_request_steps += 1
+                stats.spec_draft_tokens += k
+                stats.spec_accepted_tokens += accepted
+                tokens = 1 + accepted
+                computed = req.num_computed_tokens + tokens
+                req.num_computed_tokens = computed
+                req.prefill_target = computed
+                if self._deliver(req, end, tokens):
+                    finished = True
+                continue
+            computed = req.num_computed_tokens + n
+            req.num_computed_tokens = computed
+            if computed != req.num_prompt_tokens + req.delivered:
+                continue  # a prefill chunk that does not finish the prefill
+            req.prefill_target = computed
+            if self._deliver(req, end):
+                finished = True
+        if finished:
+            keep = []
+            for req in self.running:
+                if req.delivered >= req.num_output_tokens and req.last_token_time == end:
+                    self._finish(req, end)
+                else:
+                    keep.append(req)
+            self.running = keep
