@@ -18,9 +18,10 @@ event, so back-to-back decisions at one tick see each other's choices.
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from heapq import heappop as _heappop
+from heapq import heappush as _heappush
 from typing import Any
 
 from inference_sim.cluster.snapshot import SnapshotProvider
@@ -139,7 +140,7 @@ class ClusterSimulator:
         checker = self._checker
         on_arrival = self._on_arrival
         on_step = self._on_step
-        pop = heapq.heappop
+        pop = _heappop
         inf = _INF
         executed = 0
         next_progress = progress_every
@@ -220,10 +221,6 @@ class ClusterSimulator:
             _ENQUEUE: self._on_enqueue,
         }
 
-    def _push_ext(self, t: int, klass: int, inst_idx: int, req: Request) -> None:
-        heapq.heappush(self._ext, (t, klass, inst_idx, self._seq, req))
-        self._seq += 1
-
     def _on_sample(self, t: int, more_events: bool) -> bool:
         """Time-series sample at ``t`` (every event before it has run). Returns True when
         the loop should look again (a sample was taken), False when sampling has ended."""
@@ -249,7 +246,7 @@ class ClusterSimulator:
             req.state = RequestState.REJECTED
             self._too_long += 1
             return
-        heapq.heappush(self._ext, (t + self.admission_latency, _ADMISSION, -1, self._seq, req))
+        _heappush(self._ext, (t + self.admission_latency, _ADMISSION, -1, self._seq, req))
         self._seq += 1
 
     def _on_admission(self, now: int, _inst_idx: int, req: Request) -> None:
@@ -261,7 +258,8 @@ class ClusterSimulator:
                 verdict = AdmissionDecision(bool(verdict), "")
             self.decision_hook("admission", req, state, verdict)
         if verdict[0] if isinstance(verdict, tuple) else verdict:
-            self._push_ext(now + self.routing_latency, _ROUTING, -1, req)
+            _heappush(self._ext, (now + self.routing_latency, _ROUTING, -1, self._seq, req))
+            self._seq += 1
         else:
             req.state = RequestState.REJECTED
             self._rejected += 1
@@ -287,7 +285,9 @@ class ClusterSimulator:
         self.snapshots.pending[target] += 1
         inst = self.instances[target]
         req.handled_by = target
-        self._push_ext(now + inst.latency.queueing_time(req), _ENQUEUE, target, req)
+        t_enqueue = now + inst.latency.queueing_time(req)
+        _heappush(self._ext, (t_enqueue, _ENQUEUE, target, self._seq, req))
+        self._seq += 1
 
     def _on_enqueue(self, now: int, inst_idx: int, req: Request) -> None:
         """The request enters the instance's wait queue; an idle instance starts a step."""
@@ -296,7 +296,7 @@ class ClusterSimulator:
             pending[inst_idx] -= 1
         inst = self.instances[inst_idx]
         if inst.enqueue(req, now):
-            heapq.heappush(self._steps, (now, inst_idx, self._seq))
+            _heappush(self._steps, (now, inst_idx, self._seq))
             self._seq += 1
         if self._checker is not None:
             self._checker.enqueued(inst, now, req)
@@ -306,7 +306,7 @@ class ClusterSimulator:
     def _on_step(self, t_next_outside: int) -> None:
         """Run the next engine step; the engine may run ahead until ``t_next_outside``
         (the next arrival or cluster event), the next sample or the horizon."""
-        now, inst_idx, _s = heapq.heappop(self._steps)
+        now, inst_idx, _s = _heappop(self._steps)
         inst = self.instances[inst_idx]
         t_limit = t_next_outside
         if self._next_sample < t_limit:
@@ -319,7 +319,7 @@ class ClusterSimulator:
             # fast-forwarded steps leave it alone: one sample per step executed.
             self._queue_sums[inst_idx] += len(inst.waiting) * (inst.stats.step_count - steps_before)
         if nxt is not None:
-            heapq.heappush(self._steps, (nxt, inst_idx, self._seq))
+            _heappush(self._steps, (nxt, inst_idx, self._seq))
             self._seq += 1
         step_end = inst.busy_until if inst.busy_until <= horizon else horizon
         if step_end > self._end_time:

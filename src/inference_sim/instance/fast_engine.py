@@ -258,8 +258,7 @@ class FastInstance(Instance):
         batch.decode_tokens = decodes
         batch.decode_context_sum = self._decode_ctx - skipped_ctx
         end = self.execute(batch, now)
-        self._count_bulk_itl(end - now, decodes, walk.gap_decoders, skipped_grouped)
-        self._apply_explicit(walk, decodes, end)
+        self._apply_explicit(walk, decodes, end, end - now, skipped_grouped)
         if not self.running and not self.waiting:
             self.step_pending = False
             return None
@@ -392,18 +391,24 @@ class FastInstance(Instance):
                 self._push_attention(req, epoch + 1)
         return skipped_ctx, skipped_grouped
 
-    def _count_bulk_itl(
+    def _apply_explicit(
         self,
-        step_time: int,
+        walk: _Walk,
         decodes: int,
-        gap_decoders: list[Request],
+        end: int,
+        step_time: int,
         skipped_grouped: list[Request],
     ) -> None:
-        """ITL samples of the step's decoders: one value for all but those with a gap."""
+        """:meth:`Instance.apply` for the requests the step touched one by one; implicit
+        decoders advance by the epoch.
+
+        ITL samples of the step's decoders come first: one value for all but those with a
+        gap (counted in bulk), then one sample each for those with a gap.
+        """
         stats = self.stats
         hist = stats.itl_histogram
         otp = self._otp
-        end = self.busy_until
+        gap_decoders = walk.gap_decoders
         common = decodes - len(gap_decoders)
         if common:
             v = step_time + otp
@@ -425,10 +430,6 @@ class FastInstance(Instance):
             if req.itl_group >= 0:
                 stats.add_group_samples(req.itl_group, sample, 1)
             req.engine_state.gap = False  # type: ignore[attr-defined]
-
-    def _apply_explicit(self, walk: _Walk, decodes: int, end: int) -> None:
-        """:meth:`Instance.apply` for the requests the step touched one by one; implicit
-        decoders advance by the epoch."""
         completing = walk.completing
         new_decoders: list[tuple[Request, int]] = []
         batch = self._batch
@@ -445,7 +446,7 @@ class FastInstance(Instance):
                 completing.append(req)
             else:
                 new_decoders.append((req, computed))
-        self.stats.total_output_tokens += decodes
+        stats.total_output_tokens += decodes
         # Every scheduled decoder advanced by one token.
         self._decode_ctx += decodes
         self.epoch = epoch = self.epoch + 1
@@ -466,8 +467,19 @@ class FastInstance(Instance):
     def _complete(self, req: Request, end: int) -> None:
         """A request of this step delivered its last token: write it out and finish it."""
         tr: _Track = req.engine_state  # type: ignore[assignment]
-        if tr.base_epoch >= 0:
-            self._leave_decoders(req, tr, req.num_computed_tokens + self.epoch - tr.base_epoch)
+        if tr.base_epoch >= 0:  # as _leave_decoders, inline: once per completion
+            c = req.num_computed_tokens + self.epoch - tr.base_epoch
+            req.num_computed_tokens = c
+            self._num_decoders -= 1
+            self._decode_ctx -= c
+            g = req.itl_group
+            if g >= 0:
+                groups = self._group_decoders
+                n = groups[g] - 1
+                if n:
+                    groups[g] = n
+                else:
+                    del groups[g]
         otp = self._otp
         req.delivered = req.num_output_tokens
         req.last_token_time = end
