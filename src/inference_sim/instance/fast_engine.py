@@ -105,6 +105,7 @@ class FastInstance(Instance):
         self._open_counts = [0] * bs
         self._applied_epoch = -1  # the last epoch whose bulk opens were taken
         self._fill_seen = False  # a decoder with fill events was admitted: no bulk opens
+        self._spare_tracks: list[_Track] = []  # records of completed requests, for reuse
 
     # --- decoder bookkeeping -------------------------------------------------------
     def _push_attention(self, req: Request, from_epoch: int) -> None:
@@ -221,7 +222,11 @@ class FastInstance(Instance):
         """New batch members are prefillers at the end of the admission order."""
         tr = req.engine_state
         if tr is None:
-            tr = req.engine_state = _Track()
+            spare = self._spare_tracks
+            tr = req.engine_state = spare.pop() if spare else _Track()
+            tr.base_epoch = -1
+            tr.gap = False
+            tr.lazy_r = -1
         tr.admit_seq = self._next_seq  # type: ignore[attr-defined]
         self._next_seq += 1
         if self._caching and req.private_from < 0:
@@ -489,6 +494,7 @@ class FastInstance(Instance):
         )
         self._finish(req, end)
         req.engine_state = None
+        self._spare_tracks.append(tr)  # its version keeps counting: stale heap entries stay stale
         idx = bisect_left(self._running_seqs, tr.admit_seq)
         del self._running_seqs[idx]
         del self.running[idx]
