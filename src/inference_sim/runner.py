@@ -9,6 +9,7 @@ from typing import Any
 from inference_sim.analysis.run import RunAnalysis
 from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
 from inference_sim.config.errors import ConfigError
+from inference_sim.config.pd import build_pd_simulator, pd_enabled, pd_result_parts
 from inference_sim.config.policies import build_policies
 from inference_sim.config.resolve import RunPlan
 from inference_sim.core.request import Request
@@ -22,6 +23,7 @@ from inference_sim.metrics.slo import parse_slos
 from inference_sim.metrics.summary import (
     build_stage_summaries,
     build_summary,
+    pd_record_view,
     record_view,
     stage_groups,
 )
@@ -102,6 +104,8 @@ def _with_default_model(
 
 def build_simulator(plan: RunPlan) -> ClusterSimulator:
     o = plan.options
+    if pd_enabled(o):
+        return build_pd_simulator(plan)
     n = o["num_instances"]
     policies = build_policies(o, n, plan.engine.block_size)
     instances = [
@@ -265,5 +269,9 @@ def run_plan(
         sampler.finish(outcome.end_time)
         table = sampler.table()
     results = collect_results(plan, outcome, table, analysis)
+    if pd_enabled(plan.options):  # the `pd` section and per-request P/D fields
+        section, fields = pd_result_parts(sim, outcome)
+        results.summary["pd"] = section
+        results.requests = pd_record_view(outcome, fields)
     analysis.write_trace()  # --trace-output (written atomically)
     return results

@@ -37,6 +37,7 @@ from inference_sim.config.lora import (
     normalize_lora,
 )
 from inference_sim.config.options import ALIASES, BY_NAME, OPTIONS, OptionSpec, canonical_name
+from inference_sim.config.pd import check_pd_options, pd_enabled, resolve_pools
 from inference_sim.config.policies import resolve_policies
 from inference_sim.core.suggest import did_you_mean
 from inference_sim.core.version import __version__
@@ -92,6 +93,8 @@ class RunPlan:
     latency_coeffs: CalibratedCoefficients | None = None
     #: Rows of an in-memory length trace (``simulate(trace=df)``), else None.
     inline_trace: list[Any] | None = None
+    #: P/D pools with their own GPU or TP: pool name -> that deployment's plan.
+    pools: dict[str, RunPlan] = field(default_factory=dict)
 
     def latency_context(self) -> dict[str, Any]:
         """What a latency factory may ask for (``latency.registry.CONTEXT_KEYS``)."""
@@ -110,7 +113,8 @@ class RunPlan:
 
     def resolved_config(self) -> dict[str, Any]:
         """The run configuration as recorded in results (canonical names)."""
-        cfg = {spec.name: self.options[spec.name] for spec in OPTIONS}
+        pd_on = pd_enabled(self.options)  # P/D keys only when used: results unchanged
+        cfg = {s.name: self.options[s.name] for s in OPTIONS if pd_on or s.group != "pd"}
         cfg["alpha_coeffs"] = list(self.alpha)
         cfg["beta_coeffs"] = list(self.beta)
         cfg["latency_model"] = self.latency_model
@@ -801,7 +805,8 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     from inference_sim.config.inline import split_inline
 
     # workload_spec as a mapping, a trace as a DataFrame (simulate(), run configs)
-    given, inline = split_inline(merge_config_file(raw))
+    merged = merge_config_file(raw)
+    given, inline = split_inline(merged)
     options, explicit = normalize_options(given)
     model = options["model"].strip().lower()
     _require(
@@ -810,6 +815,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     )
     options["model"] = model
     _check_ranges(options)
+    check_pd_options(options, explicit)
     try:
         check_tier_ranges(options)
     except ValueError as exc:
@@ -921,7 +927,9 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         lora=_lora_settings(options, catalog, lat.architecture, lat.gpu) if lora_on else None,
         speculative=speculative,
     )
+    pools = resolve_pools(merged, options, resolve) if pd_enabled(options) else {}
     return RunPlan(
+        pools=pools,
         options=options,
         explicit=explicit,
         catalog=catalog,
