@@ -49,7 +49,6 @@ class PDInstance(Instance):
     on_handoff: HandoffHook | None = None
     on_step_end: Callable[[PDInstance, int], None] | None = None
 
-    held = 0  # requests holding KV here while in no queue (transfer source or target)
     handed_off = 0  # prompts computed here for another instance
     accepted = 0  # requests that arrived by KV transfer
 
