@@ -8,6 +8,11 @@ from typing import Any
 
 from inference_sim.analysis.run import RunAnalysis
 from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
+from inference_sim.config.autoscale import (
+    autoscale_enabled,
+    autoscale_section,
+    build_autoscale_simulator,
+)
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.pd import build_pd_simulator, pd_enabled, pd_result_parts
 from inference_sim.config.policies import build_policies
@@ -106,6 +111,8 @@ def build_simulator(plan: RunPlan) -> ClusterSimulator:
     o = plan.options
     if pd_enabled(o):
         return build_pd_simulator(plan)
+    if autoscale_enabled(o):
+        return build_autoscale_simulator(plan)
     n = o["num_instances"]
     policies = build_policies(o, n, plan.engine.block_size)
     instances = [
@@ -273,5 +280,7 @@ def run_plan(
         section, fields = pd_result_parts(sim, outcome)
         results.summary["pd"] = section
         results.requests = pd_record_view(outcome, fields)
+    if autoscale_enabled(plan.options):  # replicas over time, events, GPU-hours, cost
+        results.summary["autoscaling"] = autoscale_section(sim, plan)
     analysis.write_trace()  # --trace-output (written atomically)
     return results

@@ -340,6 +340,7 @@ _HELP_SECTIONS: tuple[tuple[str, frozenset[str]], ...] = (
     ("Engine", frozenset({"engine"})),
     ("Cluster", frozenset({"cluster"})),
     ("Prefill/decode disaggregation", frozenset({"pd"})),
+    ("Autoscaling", frozenset({"autoscale"})),
     (
         "Output",
         frozenset(

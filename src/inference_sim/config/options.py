@@ -528,6 +528,67 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("prefill_tp", int, 0, "TP of the prefill pool (default: --tp).", "pd"),
     OptionSpec("decode_hardware", str, "", "GPU of the decode pool (default: --hardware).", "pd"),
     OptionSpec("decode_tp", int, 0, "TP of the decode pool (default: --tp).", "pd"),
+    # --- autoscaling (docs/autoscaling.md) -------------------------------------------
+    OptionSpec(
+        "autoscale_min", int, 0, "Fewest replicas the autoscaler keeps (default 1).", "autoscale"
+    ),
+    OptionSpec(
+        "autoscale_max",
+        int,
+        0,
+        "Most replicas; > 0 turns autoscaling on (--num-instances: replicas at start).",
+        "autoscale",
+    ),
+    OptionSpec(
+        "autoscale_metric",
+        str,
+        "in-flight",
+        "kv-utilization, queue-depth, in-flight (per ready replica) or ttft-p90 (ms, last interval).",
+        "autoscale",
+    ),
+    OptionSpec("autoscale_target", float, 0.0, "Target value of --autoscale-metric.", "autoscale"),
+    OptionSpec(
+        "autoscale_interval",
+        float,
+        15.0,
+        "Seconds between decisions (15: the HPA sync period).",
+        "autoscale",
+    ),
+    OptionSpec(
+        "autoscale_up_window",
+        float,
+        0.0,
+        "Scale-up stabilisation window, s (0: HPA default).",
+        "autoscale",
+    ),
+    OptionSpec(
+        "autoscale_down_window",
+        float,
+        300.0,
+        "Scale-down stabilisation window, s (300: HPA default).",
+        "autoscale",
+    ),
+    OptionSpec(
+        "replica_startup_s",
+        float,
+        -1.0,
+        "Seconds a new replica loads before it is routable (-1: 20 s engine start + per-GPU weights / --replica-load-bandwidth).",
+        "autoscale",
+    ),
+    OptionSpec(
+        "replica_load_bandwidth",
+        float,
+        2.0,
+        "GB/s at which a replica reads its weights (default start-up).",
+        "autoscale",
+    ),
+    OptionSpec(
+        "gpu_hour_price",
+        float,
+        -1.0,
+        "Price of one GPU-hour for the cost figure (-1: the GPU's default).",
+        "autoscale",
+    ),
     # --- run control --------------------------------------------------------------------
     OptionSpec("seed", int, 42, "Run seed; every random stream derives from it.", "run"),
     OptionSpec(

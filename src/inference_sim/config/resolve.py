@@ -28,6 +28,7 @@ from inference_sim.catalog.architecture import (
 from inference_sim.catalog.capacity import derive_kv_blocks
 from inference_sim.catalog.hardware import with_hardware_config
 from inference_sim.catalog.schema import CoefficientSet
+from inference_sim.config.autoscale import check_autoscale_options
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.lora import (
     LORA_OPTIONS,
@@ -113,8 +114,9 @@ class RunPlan:
 
     def resolved_config(self) -> dict[str, Any]:
         """The run configuration as recorded in results (canonical names)."""
-        pd_on = pd_enabled(self.options)  # P/D keys only when used: results unchanged
-        cfg = {s.name: self.options[s.name] for s in OPTIONS if pd_on or s.group != "pd"}
+        # P/D and autoscaling keys only when used: other results stay unchanged.
+        used = {"pd": pd_enabled(self.options), "autoscale": self.options["autoscale_max"] > 0}
+        cfg = {s.name: self.options[s.name] for s in OPTIONS if used.get(s.group, True)}
         cfg["alpha_coeffs"] = list(self.alpha)
         cfg["beta_coeffs"] = list(self.beta)
         cfg["latency_model"] = self.latency_model
@@ -816,6 +818,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     options["model"] = model
     _check_ranges(options)
     check_pd_options(options, explicit)
+    check_autoscale_options(options, explicit)
     try:
         check_tier_ranges(options)
     except ValueError as exc:
