@@ -144,3 +144,21 @@ def test_bad_autoscale_inputs_one_line_exit_2(args, needle):
     assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], res.output
+
+
+def test_html_report_charts_replicas_and_events(tmp_path):
+    from inference_sim import simulate
+    from inference_sim.report.html import build_report
+
+    res = simulate(
+        model="meta-llama/llama-3.1-8b-instruct", rate=30, num_requests=400, autoscale_max=3,
+        autoscale_target=4, autoscale_interval=2, replica_startup_s=5,
+    )  # fmt: skip
+    page = build_report(res)
+    assert 'id="autoscaling-replicas"' in page
+    assert "scale_up" in page and "GPU-hours" in page
+    pd = simulate(
+        model="meta-llama/llama-3.1-8b-instruct", num_requests=50, num_instances=3,
+        prefill_instances=1, decode_instances=2,
+    )  # fmt: skip
+    assert "Prefill/decode disaggregation" in build_report(pd)
