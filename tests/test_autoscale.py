@@ -47,6 +47,14 @@ def test_new_replica_is_routable_exactly_after_its_load_delay():
     assert ev[0]["kind"] == "scale_up" and ev[0]["t_s"] == 0.001 and ev[0]["by"] == 1
     assert ev[1] == {"t_s": 0.006, "kind": "ready", "replica": "instance_1"}
     assert "recommends 2" in ev[0]["reason"]
+    assert sim.scaling_periods() == [(1000, 6000)]
+    lat = sim.autoscaling_summary()["latency"]
+    # requests arriving in [1000, 6000) (only `early`) against the rest
+    assert lat["during_scaling"]["completed_requests"] == 1
+    assert lat["steady"]["completed_requests"] == 5
+    assert lat["during_scaling"]["ttft_p90_ms"] == pytest.approx(
+        (early.first_token_time - early.arrival_time) / 1000
+    )
 
 
 def test_scale_down_drains_then_leaves_and_gpu_time_counts_loading():

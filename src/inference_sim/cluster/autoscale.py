@@ -26,6 +26,7 @@ from inference_sim.core.request import Request
 from inference_sim.engine.invariants import InvariantChecker, InvariantViolation
 from inference_sim.instance.engine import Instance
 from inference_sim.metrics.outcome import SimulationOutcome
+from inference_sim.metrics.stats import percentile_ms
 from inference_sim.policies.base import RoutingDecision, target_index
 
 METRICS = ("kv-utilization", "queue-depth", "in-flight", "ttft-p90")
@@ -279,6 +280,51 @@ class AutoscaleClusterSimulator(ClusterSimulator):
                 self.since[i] = end
         return super()._finish(as_list, interrupted)
 
+    def scaling_periods(self) -> list[tuple[int, int]]:
+        """``[start, end)`` µs spans during which some replica was loading or draining."""
+        rec = self.rec
+        spans: list[tuple[int, int]] = []
+        start = -1
+        for t, lo, d in zip(rec.t_us, rec.loading, rec.draining, strict=True):
+            if lo + d > 0 and start < 0:
+                start = t
+            elif lo + d == 0 and start >= 0:
+                if t > start:
+                    spans.append((start, t))
+                start = -1
+        if start >= 0:
+            spans.append((start, max(start + 1, self._end_time)))
+        return spans
+
+    def _latency_split(self) -> dict[str, Any]:
+        """TTFT and E2E of finished requests that arrived during scaling, and the rest."""
+        log = self._log
+        spans = self.scaling_periods()
+        groups: dict[str, tuple[list[int], list[int]]] = {
+            "during_scaling": ([], []),
+            "steady": ([], []),
+        }
+        for row in range(len(log)):
+            if not log.finished[row]:
+                continue
+            t = log.arrival[row]
+            inside = any(a <= t < b for a, b in spans)
+            ttfts, e2es = groups["during_scaling" if inside else "steady"]
+            ttfts.append(log.ttft[row])
+            e2es.append(log.e2e[row])
+        out: dict[str, Any] = {"scaling_periods_s": [[a / 1e6, b / 1e6] for a, b in spans]}
+        for name, (ttfts, e2es) in groups.items():
+            ttfts.sort()
+            e2es.sort()
+            out[name] = {
+                "completed_requests": len(ttfts),
+                "ttft_mean_ms": sum(ttfts) / len(ttfts) / 1000.0 if ttfts else 0.0,
+                "ttft_p90_ms": percentile_ms(ttfts, 90),
+                "ttft_p99_ms": percentile_ms(ttfts, 99),
+                "e2e_p90_ms": percentile_ms(e2es, 90),
+            }
+        return out
+
     def autoscaling_summary(self) -> dict[str, Any]:
         """The results' ``autoscaling`` section."""
         cfg = self.cfg
@@ -302,6 +348,7 @@ class AutoscaleClusterSimulator(ClusterSimulator):
             ),
             "scale_events": len([e for e in rec.events if e["kind"].startswith("scale")]),
             "events": rec.events,
+            "latency": self._latency_split(),
             "replicas": {
                 "t_s": [t / 1e6 for t in rec.t_us],
                 "ready": rec.ready,
