@@ -216,7 +216,10 @@ def test_python_api_and_off_by_default(tmp_path):
     assert on.summary["pd"]["transfers"] == 20
     assert on.records[0]["decode_instance"] == "instance_1"
     assert list(on.requests_frame()["prefill_instance"])[:1] == ["instance_0"]
-    off = simulate(model="meta-llama/llama-3.1-8b-instruct", num_requests=20, num_instances=2)
+    off = simulate(
+        model="meta-llama/llama-3.1-8b-instruct", num_requests=20, num_instances=2,
+        prefill_instances=0, decode_instances=0,
+    )  # fmt: skip
     assert "pd" not in off.summary and "prefill_instance" not in off.records[0]
     assert not any(k.startswith(("pd_", "prefill_", "decode_")) for k in off.summary["config"])
 

@@ -32,7 +32,10 @@ def check_pd_options(o: dict[str, Any], explicit: frozenset[str]) -> None:
         if o[name] < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {o[name]}")
     if not pd_enabled(o):
-        given = sorted(k for k in explicit if k.startswith(("pd_", "prefill_", "decode_")))
+        counts = ("prefill_instances", "decode_instances")  # an explicit 0 is fine
+        given = sorted(
+            k for k in explicit if k.startswith(("pd_", "prefill_", "decode_")) and k not in counts
+        )
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise ConfigError(
