@@ -40,7 +40,7 @@ def autoscale_enabled(o: Mapping[str, Any]) -> bool:
 
 def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None:
     """One-line errors for autoscaling options (ConfigError, exit 2)."""
-    from inference_sim.cluster.autoscale import METRICS
+    from inference_sim.cluster.scaler import METRICS
 
     if o["autoscale_max"] < 0:
         raise ConfigError(f"--autoscale-max must be >= 0, got {o['autoscale_max']}")
