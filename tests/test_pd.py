@@ -237,6 +237,20 @@ def test_python_api_and_off_by_default(tmp_path):
         (("--decode-tp", "2",), "needs disaggregation"),
         (("--num-instances", "2", "--prefill-instances", "1", "--decode-hardware", "T4"),
          "decode pool (--decode-hardware T4)"),
+        (
+            ("--num-instances", "4", "--prefill-instances", "3", "--decode-instances", "1",
+             "--prefill-autoscale-max", "2", "--prefill-autoscale-target", "1"),
+            "--prefill-instances 3 > --prefill-autoscale-max 2",
+        ),
+        (
+            ("--num-instances", "2", "--prefill-instances", "1", "--decode-autoscale-max", "2"),
+            "--decode-autoscale-target",
+        ),
+        (
+            ("--num-instances", "2", "--prefill-instances", "1", "--autoscale-max", "2",
+             "--autoscale-target", "1"),
+            "--decode-autoscale-max",
+        ),
     ],
 )  # fmt: skip
 def test_bad_pd_inputs_one_line_exit_2(args, needle):
@@ -244,3 +258,49 @@ def test_bad_pd_inputs_one_line_exit_2(args, needle):
     assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], res.output
+
+
+def test_autoscaled_prefill_pool_routable_exactly_after_load():
+    from inference_sim.cluster.scaler import AutoscaleConfig
+    from inference_sim.policies.routing import LeastLoaded
+
+    # Prefill pool of 2 (1 at start), in-flight target 1, decisions every 1000 µs, loads of
+    # 5000 µs. Four 2000-token prompts at 0: the first step (2048 tokens, 21 480 µs) hands
+    # off the first, so at the 1000 µs decision three are in flight on instance 0:
+    # ceil(1 * 3 / 1) clamped to 2 -> instance 1 loads until 6000. A prompt at 5999 can
+    # only go to instance 0; one at 6001 goes to the new, idle instance 1.
+    cfg = AutoscaleConfig(1, 2, "in-flight", 1.0, 1000, 5000, 0, 10**9)
+    sim = _cluster(["prefill", "prefill", "decode"], autoscale={"prefill": (cfg, 1)})
+    sim.prefill_routing = LeastLoaded()
+    reqs = [make_request(i, 0, 2000, 5) for i in range(4)]
+    reqs += [make_request(5, 5999, 32, 2), make_request(6, 6001, 32, 2)]
+    sim.run(reqs)
+    pr = sim.pd.per_request
+    assert pr[5]["prefill_instance"] == "instance_0"
+    assert pr[6]["prefill_instance"] == "instance_1"
+    ev = sim.scalers["prefill"].rec.events
+    assert ev[0]["kind"] == "scale_up" and ev[0]["t_s"] == 0.001
+    assert ev[1] == {"t_s": 0.006, "kind": "ready", "replica": "instance_1"}
+    assert all(r.state == RequestState.FINISHED and r.handled_by == 2 for r in reqs)
+    a = sim.autoscaling_summary()
+    assert a["pools"]["prefill"]["peak_replicas"] == 2 and a["gpu_hours"] > 0
+
+
+def test_autoscaled_decode_pool_through_blis(tmp_path):
+    path = tmp_path / "r.json"
+    res = _blis(
+        "--num-instances", "2", "--prefill-instances", "1", "--decode-instances", "1",
+        "--decode-autoscale-max", "3", "--decode-autoscale-target", "2",
+        "--autoscale-interval", "1", "--replica-startup-s", "2", "--rate", "30",
+        "--check-invariants", "--results-path", str(path),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    a = json.loads(path.read_text())["autoscaling"]
+    dec = a["pools"]["decode"]
+    assert dec["events"][0]["kind"] == "scale_up"
+    assert min(dec["replicas"]["ready"]) >= 1 and max(dec["replicas"]["ready"]) <= 3
+    assert a["cost"] == pytest.approx(sum(p["cost"] for p in a["pools"].values()))
+    from inference_sim.report.html import build_report
+    from inference_sim.results import Results
+
+    assert 'id="autoscaling-replicas-decode"' in build_report(Results.load(path))

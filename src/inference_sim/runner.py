@@ -12,6 +12,7 @@ from inference_sim.config.autoscale import (
     autoscale_enabled,
     autoscale_section,
     build_autoscale_simulator,
+    pool_autoscale_enabled,
 )
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.pd import build_pd_simulator, pd_enabled, pd_result_parts
@@ -282,5 +283,7 @@ def run_plan(
         results.requests = pd_record_view(outcome, fields)
     if autoscale_enabled(plan.options):  # replicas over time, events, GPU-hours, cost
         results.summary["autoscaling"] = autoscale_section(sim, plan)
+    elif pd_enabled(plan.options) and pool_autoscale_enabled(plan.options):
+        results.summary["autoscaling"] = sim.autoscaling_summary()
     analysis.write_trace()  # --trace-output (written atomically)
     return results

@@ -23,17 +23,19 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from inference_sim.cluster.autoscale import LOADED, TICK, more_work, route_among
+from inference_sim.cluster.scaler import AutoscaleConfig, PoolScaler
 from inference_sim.cluster.simulator import ClusterSimulator
 from inference_sim.cluster.snapshot import SnapshotProvider
 from inference_sim.core.request import Request, RequestState
 from inference_sim.engine.invariants import InvariantChecker, InvariantViolation
 from inference_sim.instance.pd import PREFILL_ONLY, PDInstance
 from inference_sim.metrics.outcome import SimulationOutcome
-from inference_sim.policies.base import RoutingDecision, RoutingPolicy, target_index
+from inference_sim.policies.base import RoutingPolicy
 
 DECIDERS = ("never", "always", "prefix-threshold")
 
@@ -119,7 +121,7 @@ class _PDChecker(InvariantChecker):
         # The simulator counts every cluster event as a request in flight: P/D events
         # (handoff, link, join, retry) are not, so they are taken off here.
         sim = self.sim
-        limbo = sum(len(sim.held_reqs[i]) for i in sim.prefill_idx) - sim._both
+        limbo = sum(len(sim.held_reqs[i]) for i in sim._prefill_all) - sim._both
         return limbo - sum(1 for ev in sim._ext if ev[1] >= _HANDOFF)
 
 
@@ -137,6 +139,7 @@ class PDClusterSimulator(ClusterSimulator):
         bandwidth_gbps: float = 50.0,
         base_latency_us: int = 0,
         block_bytes: Sequence[float] = (),
+        autoscale: Mapping[str, tuple[AutoscaleConfig, int]] | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(instances, routing=decode_routing, **kw)
@@ -145,6 +148,7 @@ class PDClusterSimulator(ClusterSimulator):
         self.pd_instances: list[PDInstance] = list(instances)
         self.decode_idx = [i.index for i in self.pd_instances if i.role != "prefill"]
         self.prefill_idx = [i.index for i in self.pd_instances if i.role != "decode"]
+        self._prefill_all = list(self.prefill_idx)  # every prefill-capable instance
         if not self.decode_idx or not self.prefill_idx:
             raise ValueError("a disaggregated cluster needs decode and prefill capacity")
         self.prefill_routing = prefill_routing
@@ -153,9 +157,22 @@ class PDClusterSimulator(ClusterSimulator):
         self.bandwidth = bandwidth_gbps * 1e3  # GB/s -> bytes per µs
         self.base_latency = base_latency_us
         self.block_bytes = list(block_bytes) or [0.0] * len(self.pd_instances)
-        refresh = kw.get("snapshot_refresh_interval", 0)
-        self._dsnap = SnapshotProvider([self.instances[i] for i in self.decode_idx], refresh)
-        self._psnap = SnapshotProvider([self.instances[i] for i in self.prefill_idx], refresh)
+        self._refresh = kw.get("snapshot_refresh_interval", 0)
+        # Autoscaled pools (docs/autoscaling.md): pool name -> its controller.
+        self.scalers: dict[str, PoolScaler] = {}
+        for pool, (cfg, initial) in (autoscale or {}).items():
+            members = [i.index for i in self.pd_instances if i.role == pool]
+            self.scalers[pool] = PoolScaler(
+                members,
+                self.instances,
+                cfg,
+                initial,
+                schedule_load=self._schedule_load,
+                on_change=self._rebuild_pools,
+                busy=self._busy,
+                check=self.check_invariants,
+            )
+        self._rebuild_pools()
         for inst in self.pd_instances:
             inst.on_handoff = self._handoff_hook(inst)
             inst.on_step_end = self._step_end_hook
@@ -167,13 +184,11 @@ class PDClusterSimulator(ClusterSimulator):
         self._handlers[_LINK] = self._on_link
         self._handlers[_JOIN] = self._on_join
         self._handlers[_RETRY] = self._on_retry
-        self._dsnap.reset()
-        self._psnap.reset()
         n = len(self.instances)
+        self.assigned = [0] * n  # requests that will move to this decode instance
         self.links = [Link(self.bandwidth) for _ in range(n)]
         self.kv_wait: list[deque[Request]] = [deque() for _ in range(n)]
         self.decode_of: dict[int, int] = {}  # request index -> decode instance
-        self.local_pending: dict[int, tuple[SnapshotProvider, int]] = {}
         self.transfers: dict[int, Transfer] = {}
         self.in_transfer = 0
         self.pd = PDStats()
@@ -184,6 +199,69 @@ class PDClusterSimulator(ClusterSimulator):
             self._checker = _PDChecker(self)
         for inst in self.pd_instances:
             inst.held = inst.handed_off = inst.accepted = 0
+        for k, scaler in enumerate(self.scalers.values()):
+            scaler.reset()
+            self._push_ext(scaler.cfg.interval, TICK, k, None)  # type: ignore[arg-type]
+        self._handlers[TICK] = self._on_tick
+        self._handlers[LOADED] = self._on_loaded
+        self._rebuild_pools()
+
+    # --- autoscaled pools --------------------------------------------------------------
+    def _rebuild_pools(self) -> None:
+        """Routable instances of each side: ready members of an autoscaled pool, all the
+        others, and the dual-role ones."""
+        pools: dict[str, list[int]] = {"prefill": [], "decode": []}
+        for inst in self.pd_instances:
+            scaler = self.scalers.get(inst.role)
+            if scaler is not None and inst.index not in scaler.ready:
+                continue
+            if inst.role != "decode":
+                pools["prefill"].append(inst.index)
+            if inst.role != "prefill":
+                pools["decode"].append(inst.index)
+        self.prefill_idx, self.decode_idx = pools["prefill"], pools["decode"]
+        r = self._refresh
+        self._psnap = SnapshotProvider([self.instances[i] for i in self.prefill_idx], r)
+        self._dsnap = SnapshotProvider([self.instances[i] for i in self.decode_idx], r)
+
+    def _schedule_load(self, t: int, i: int) -> None:
+        self._push_ext(t, LOADED, i, None)  # type: ignore[arg-type]
+
+    def _busy(self, i: int) -> bool:
+        """True while instance ``i`` holds or expects work (a draining one cannot leave)."""
+        inst = self.pd_instances[i]
+        return bool(
+            inst.running
+            or inst.waiting
+            or inst.held
+            or self.snapshots.pending[i]
+            or self.assigned[i]
+            or self.kv_wait[i]
+        )
+
+    def _maybe_leave(self, i: int, now: int) -> None:
+        scaler = self.scalers.get(self.pd_instances[i].role)
+        if scaler is not None and scaler.draining and i in scaler.draining:
+            scaler.maybe_leave(i, now)
+
+    def _on_tick(self, now: int, k: int, _req: Any) -> None:
+        scaler = list(self.scalers.values())[k]
+        scaler.decide(now, self._log)
+        if more_work(self):
+            self._push_ext(now + scaler.cfg.interval, TICK, k, None)  # type: ignore[arg-type]
+
+    def _on_loaded(self, now: int, i: int, _req: Any) -> None:
+        self.scalers[self.pd_instances[i].role].loaded(i, now)
+
+    def autoscaling_summary(self) -> dict[str, Any]:
+        """The results' ``autoscaling`` section: one entry per autoscaled pool."""
+        pools = {n: s.summary(self._log, self._end_time) for n, s in self.scalers.items()}
+        hours = sum(p["gpu_hours"] for p in pools.values())
+        return {
+            "pools": pools,
+            "gpu_hours": hours,
+            "cost": sum(p["cost"] for p in pools.values()),
+        }
 
     def _handoff_hook(self, inst: PDInstance) -> Any:
         def hook(req: Request, end: int) -> None:
@@ -195,23 +273,18 @@ class PDClusterSimulator(ClusterSimulator):
     def _step_end_hook(self, inst: PDInstance, end: int) -> None:
         if self.kv_wait[inst.index]:
             self._push_ext(end, _RETRY, inst.index, self.kv_wait[inst.index][0])
+        elif self.scalers:
+            self._maybe_leave(inst.index, end)
 
     # --- routing: decode first, decide, then prefill ----------------------------------
     def _pick(
         self, policy: RoutingPolicy, snap: SnapshotProvider, idx: list[int], req: Request, now: int
-    ) -> tuple[int, int]:
-        """(global index, local index) chosen by ``policy`` among the ``idx`` instances."""
-        state = snap.state(now)
-        decision = policy.route(req, state)
-        target = decision.target if isinstance(decision, RoutingDecision) else decision
-        if target.__class__ is not int or not 0 <= target < len(idx):
-            target = target_index(target, len(idx), type(policy).__name__)
-        if isinstance(decision, RoutingDecision) and decision.priority:
-            req.priority = decision.priority
-        return idx[target], target
+    ) -> int:
+        """The instance ``policy`` chooses among ``idx`` (their pending counts fresh)."""
+        return route_among(policy, snap, idx, self.snapshots.pending, req, now)
 
     def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
-        d, d_local = self._pick(self.routing, self._dsnap, self.decode_idx, req, now)
+        d = self._pick(self.routing, self._dsnap, self.decode_idx, req, now)
         dec = self.instances[d]
         disagg = self.decider == "always"
         if self.decider == "prefix-threshold":
@@ -220,18 +293,16 @@ class PDClusterSimulator(ClusterSimulator):
             uncached = req.num_prompt_tokens - len(cached) * dec.kv.block_size
             disagg = uncached > self.prefix_threshold
         if disagg:
-            target, local = self._pick(
-                self.prefill_routing, self._psnap, self.prefill_idx, req, now
-            )
+            target = self._pick(self.prefill_routing, self._psnap, self.prefill_idx, req, now)
             # A dual-role instance picked for both sides serves the request colocated.
             disagg = target != d
         if disagg:
             self.decode_of[req.index] = d
+            self.assigned[d] += 1
             req.engine_state = PREFILL_ONLY
-            snap = self._psnap
             self.pd.disaggregated += 1
         else:
-            target, local, snap = d, d_local, self._dsnap
+            target = d
             self.pd.colocated += 1
         self.pd.per_request[req.index] = {
             "prefill_instance": self.instances[target].name,
@@ -240,20 +311,19 @@ class PDClusterSimulator(ClusterSimulator):
             "kv_transfer_ms": 0.0,
         }
         self.snapshots.pending[target] += 1
-        snap.pending[local] += 1
-        self.local_pending[req.index] = (snap, local)
         inst = self.instances[target]
         req.handled_by = target
         self._push_ext(now + inst.latency.queueing_time(req), 3, target, req)
 
     def _on_enqueue(self, now: int, inst_idx: int, req: Request) -> None:
-        got = self.local_pending.pop(req.index, None)
-        if got is not None and got[0].pending[got[1]] > 0:
-            got[0].pending[got[1]] -= 1
         super()._on_enqueue(now, inst_idx, req)
         if req.state == RequestState.DROPPED and req.index in self.decode_of:
-            del self.decode_of[req.index]
+            d = self.decode_of.pop(req.index)
+            self.assigned[d] -= 1
             req.engine_state = None
+            if self.scalers:
+                self._maybe_leave(d, now)
+                self._maybe_leave(inst_idx, now)
 
     # --- the transfer ----------------------------------------------------------------
     def _on_handoff(self, now: int, p: int, req: Request) -> None:
@@ -264,7 +334,11 @@ class PDClusterSimulator(ClusterSimulator):
             self.pd.dropped_unservable += 1
             dec.stats.dropped_unservable += 1
             req.state = RequestState.DROPPED
+            del self.decode_of[req.index]
+            self.assigned[d] -= 1
             self._release(now, req, p)
+            if self.scalers:
+                self._maybe_leave(d, now)
             return
         queue = self.kv_wait[d]
         if queue or not self._try_start(now, req, p, d):
@@ -349,6 +423,7 @@ class PDClusterSimulator(ClusterSimulator):
         rec["kv_transfer_ms"] = (now - tr.start) / 1000.0
         self._release(now, req, tr.prefill)
         del self.decode_of[req.index]
+        self.assigned[tr.decode] -= 1
         del self.held_reqs[tr.decode][req.index]
         if self.pd_instances[tr.decode].role == "both":
             self._both -= 1
@@ -371,6 +446,8 @@ class PDClusterSimulator(ClusterSimulator):
         if pre.release(req, now):
             heapq.heappush(self._steps, (now, p, self._seq))
             self._seq += 1
+        elif self.scalers:
+            self._maybe_leave(p, now)
 
     def _on_retry(self, now: int, d: int, _req: Request) -> None:
         """Decode instance ``d`` freed KV: start waiting transfers in arrival order."""
@@ -385,7 +462,9 @@ class PDClusterSimulator(ClusterSimulator):
     # --- end of run ------------------------------------------------------------------
     def _finish(self, as_list: list[Request] | None, interrupted: bool) -> SimulationOutcome:
         """Requests in transfer or waiting for decode KV are logged as in flight."""
-        mine = (_HANDOFF, _LINK, _JOIN, _RETRY)
+        mine = (_HANDOFF, _LINK, _JOIN, _RETRY, TICK, LOADED)
+        for scaler in self.scalers.values():
+            scaler.close(self._end_time)
         seen: set[int] = set()
         log = self._log
         for ev in self._ext:

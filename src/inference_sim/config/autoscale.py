@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from inference_sim.cluster.scaler import METRICS
 from inference_sim.config.errors import ConfigError
 
 ENGINE_START_S = 20.0
@@ -35,21 +36,31 @@ DEFAULT_PRICE = 2.00  # a GPU without a listed price
 
 
 def autoscale_enabled(o: Mapping[str, Any]) -> bool:
+    """True for an autoscaled colocated cluster."""
     return o.get("autoscale_max", 0) > 0
+
+
+def pool_autoscale_enabled(o: Mapping[str, Any]) -> bool:
+    """True when a P/D pool is autoscaled."""
+    return o.get("prefill_autoscale_max", 0) > 0 or o.get("decode_autoscale_max", 0) > 0
 
 
 def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None:
     """One-line errors for autoscaling options (ConfigError, exit 2)."""
-    from inference_sim.cluster.scaler import METRICS
-
     if o["autoscale_max"] < 0:
         raise ConfigError(f"--autoscale-max must be >= 0, got {o['autoscale_max']}")
-    if not autoscale_enabled(o):
+    pools = pool_autoscale_enabled(o)
+    if pools:
+        _check_pools(o)
+    if not autoscale_enabled(o) and not pools:
         prefixes = ("autoscale_", "replica_", "gpu_hour_price")
         given = sorted(k for k in explicit if k.startswith(prefixes) and k != "autoscale_max")
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise ConfigError(f"{flag} needs autoscaling: give --autoscale-max > 0")
+        return
+    if pools:
+        _check_shared(o)
         return
     lo = o["autoscale_min"] or 1
     hi = o["autoscale_max"]
@@ -59,8 +70,8 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
         raise ConfigError(f"--autoscale-min {lo} > --autoscale-max {hi}; min must be <= max")
     if o["prefill_instances"] or o["decode_instances"]:
         raise ConfigError(
-            "--autoscale-max with --prefill-instances/--decode-instances: per-pool "
-            "autoscaling is not supported yet (docs/autoscaling.md)"
+            "--autoscale-max with --prefill-instances/--decode-instances: autoscale each "
+            "pool with --prefill-autoscale-max / --decode-autoscale-max (docs/autoscaling.md)"
         )
     if o["autoscale_metric"] not in METRICS:
         raise ConfigError(
@@ -69,6 +80,41 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
     t = o["autoscale_target"]
     if not (math.isfinite(t) and t > 0):
         raise ConfigError(f"--autoscale-target must be a finite number > 0, got {t}")
+    _check_shared(o)
+
+
+def _check_pools(o: dict[str, Any]) -> None:
+    """Per-pool bounds, targets and metrics of an autoscaled P/D cluster."""
+    if o["autoscale_max"] > 0:
+        raise ConfigError(
+            "--autoscale-max with --prefill-instances/--decode-instances: autoscale each "
+            "pool with --prefill-autoscale-max / --decode-autoscale-max (docs/autoscaling.md)"
+        )
+    for pool in ("prefill", "decode"):
+        hi = o[f"{pool}_autoscale_max"]
+        flag = f"--{pool}-autoscale"
+        if hi < 0:
+            raise ConfigError(f"{flag}-max must be >= 0, got {hi}")
+        if hi == 0:
+            continue
+        lo = o[f"{pool}_autoscale_min"] or 1
+        if lo > hi:
+            raise ConfigError(f"{flag}-min {lo} > {flag}-max {hi}; min must be <= max")
+        if o[f"{pool}_instances"] > hi:
+            raise ConfigError(
+                f"--{pool}-instances {o[f'{pool}_instances']} > {flag}-max {hi}; "
+                f"the pool starts with --{pool}-instances replicas, at most the max"
+            )
+        t = o[f"{pool}_autoscale_target"]
+        if not (math.isfinite(t) and t > 0):
+            raise ConfigError(f"{flag}-target must be a finite number > 0, got {t}")
+        m = o[f"{pool}_autoscale_metric"] or o["autoscale_metric"]
+        if m not in METRICS:
+            raise ConfigError(f"{flag}-metric must be one of {', '.join(METRICS)}, got {m!r}")
+
+
+def _check_shared(o: dict[str, Any]) -> None:
+    """Interval, windows, start-up and price (shared by every autoscaled pool)."""
     for name in ("autoscale_interval",):
         v = o[name]
         if not (math.isfinite(v) and v > 0):
@@ -88,6 +134,38 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
     p = o["gpu_hour_price"]
     if not (math.isfinite(p) and (p >= 0 or p == -1)):
         raise ConfigError(f"--gpu-hour-price must be >= 0 (or -1: the GPU's default), got {p}")
+
+
+def pool_autoscale(plan: Any, pool: str, sub: Any) -> tuple[Any, int] | None:
+    """The controller settings of one P/D pool (``sub``: that pool's plan), or None."""
+    from inference_sim.cluster.scaler import AutoscaleConfig
+
+    o = plan.options
+    hi = o[f"{pool}_autoscale_max"]
+    if hi <= 0:
+        return None
+    startup, _why = startup_seconds(sub)
+    cfg = AutoscaleConfig(
+        min_replicas=o[f"{pool}_autoscale_min"] or 1,
+        max_replicas=hi,
+        metric=o[f"{pool}_autoscale_metric"] or o["autoscale_metric"],
+        target=o[f"{pool}_autoscale_target"],
+        interval=round(o["autoscale_interval"] * 1e6),
+        startup=round(startup * 1e6),
+        up_window=round(o["autoscale_up_window"] * 1e6),
+        down_window=round(o["autoscale_down_window"] * 1e6),
+        gpus_per_replica=max(1, sub.options["tp"]),
+        gpu_hour_price=_price(sub),
+    )
+    return cfg, o[f"{pool}_instances"]
+
+
+def _price(plan: Any) -> float:
+    o = plan.options
+    if o["gpu_hour_price"] >= 0:
+        return float(o["gpu_hour_price"])
+    gpu = plan.gpu_spec.name if plan.gpu_spec is not None else o["hardware"]
+    return GPU_HOUR_PRICE.get(gpu, DEFAULT_PRICE)
 
 
 def startup_seconds(plan: Any) -> tuple[float, str]:
@@ -126,10 +204,7 @@ def build_autoscale_simulator(plan: Any) -> Any:
         for i in range(hi)
     ]
     startup, _why = startup_seconds(plan)
-    gpu = plan.gpu_spec.name if plan.gpu_spec is not None else o["hardware"]
-    price = o["gpu_hour_price"]
-    if price < 0:
-        price = GPU_HOUR_PRICE.get(gpu, DEFAULT_PRICE)
+    price = _price(plan)
     cfg = AutoscaleConfig(
         min_replicas=o["autoscale_min"] or 1,
         max_replicas=hi,

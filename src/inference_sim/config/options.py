@@ -528,6 +528,48 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("prefill_tp", int, 0, "TP of the prefill pool (default: --tp).", "pd"),
     OptionSpec("decode_hardware", str, "", "GPU of the decode pool (default: --hardware).", "pd"),
     OptionSpec("decode_tp", int, 0, "TP of the decode pool (default: --tp).", "pd"),
+    OptionSpec(
+        "prefill_autoscale_max",
+        int,
+        0,
+        "Autoscale the prefill pool up to this many instances (0: fixed).",
+        "pd",
+    ),
+    OptionSpec(
+        "prefill_autoscale_min",
+        int,
+        0,
+        "Fewest prefill instances when autoscaled (default 1).",
+        "pd",
+    ),
+    OptionSpec(
+        "prefill_autoscale_target", float, 0.0, "Target of the prefill pool's metric.", "pd"
+    ),
+    OptionSpec(
+        "prefill_autoscale_metric",
+        str,
+        "",
+        "Metric of the prefill pool (default: --autoscale-metric).",
+        "pd",
+    ),
+    OptionSpec(
+        "decode_autoscale_max",
+        int,
+        0,
+        "Autoscale the decode pool up to this many instances (0: fixed).",
+        "pd",
+    ),
+    OptionSpec(
+        "decode_autoscale_min", int, 0, "Fewest decode instances when autoscaled (default 1).", "pd"
+    ),
+    OptionSpec("decode_autoscale_target", float, 0.0, "Target of the decode pool's metric.", "pd"),
+    OptionSpec(
+        "decode_autoscale_metric",
+        str,
+        "",
+        "Metric of the decode pool (default: --autoscale-metric).",
+        "pd",
+    ),
     # --- autoscaling (docs/autoscaling.md) -------------------------------------------
     OptionSpec(
         "autoscale_min", int, 0, "Fewest replicas the autoscaler keeps (default 1).", "autoscale"

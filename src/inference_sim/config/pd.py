@@ -107,12 +107,22 @@ def build_pd_simulator(plan: Any) -> Any:
     from inference_sim.catalog.architecture import bundled_architecture
     from inference_sim.catalog.capacity import kv_block_bytes
     from inference_sim.cluster.pd import PDClusterSimulator
+    from inference_sim.config.autoscale import pool_autoscale
     from inference_sim.config.policies import build_policies
     from inference_sim.instance.pd import PDInstance
 
     o = plan.options
     n, p, d = o["num_instances"], o["prefill_instances"], o["decode_instances"]
-    roles = ["prefill"] * p + ["decode"] * d + ["both"] * (n - p - d)
+    # An autoscaled pool has its max instances built; the controller starts p (or d).
+    scaled = {}
+    for pool in ("prefill", "decode"):
+        got = pool_autoscale(plan, pool, plan.pools.get(pool, plan))
+        if got is not None:
+            scaled[pool] = got
+    p_built = scaled["prefill"][0].max_replicas if "prefill" in scaled else p
+    d_built = scaled["decode"][0].max_replicas if "decode" in scaled else d
+    roles = ["prefill"] * p_built + ["decode"] * d_built + ["both"] * (n - p - d)
+    n = len(roles)
     bs = plan.engine.block_size
     policies = build_policies(o, n, bs)
 
@@ -138,8 +148,9 @@ def build_pd_simulator(plan: Any) -> Any:
         block_bytes.append(kv_block_bytes(arch, tp, bs) if arch is not None else 0.0)
     return PDClusterSimulator(
         instances,
-        decode_routing=pool_routing("decode", n - p),
-        prefill_routing=pool_routing("prefill", n - d),
+        decode_routing=pool_routing("decode", n - p_built),
+        prefill_routing=pool_routing("prefill", n - d_built),
+        autoscale=scaled,
         decider=o["pd_decider"],
         prefix_threshold=o["pd_prefix_threshold"],
         bandwidth_gbps=o["pd_transfer_bandwidth"],

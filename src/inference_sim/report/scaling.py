@@ -33,10 +33,24 @@ def _rows(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
 
 
 def autoscaling_html(a: Mapping[str, Any]) -> str:
+    """One part per autoscaled pool (P/D) or one for the cluster."""
+    pools = a.get("pools")
+    if not pools:
+        return _pool_html(a, "", "autoscaling-replicas")
+    parts = [
+        f"<h2>Autoscaling</h2><p>{a.get('gpu_hours', 0):.3f} GPU-hours, cost "
+        f"{a.get('cost', 0):.2f} over the autoscaled pools.</p>"
+    ]
+    for name, p in pools.items():
+        parts.append(_pool_html(p, name, f"autoscaling-replicas-{name}"))
+    return "\n".join(parts)
+
+
+def _pool_html(a: Mapping[str, Any], pool: str, chart_id: str) -> str:
     """The replicas chart, the cost line and the scale events."""
     rep = a.get("replicas") or {}
     ts = list(rep.get("t_s") or [])
-    parts = ["<h2>Autoscaling</h2>"]
+    parts = [f"<h3>{escape(pool)} pool</h3>" if pool else "<h2>Autoscaling</h2>"]
     parts.append(
         f"<p>{a.get('min_replicas')}..{a.get('max_replicas')} replicas on "
         f"{escape(str(a.get('metric')))} (target {a.get('target')}); start-up "
@@ -55,7 +69,7 @@ def autoscaling_html(a: Mapping[str, Any]) -> str:
                 title="Replicas over simulated time",
                 xlabel="simulated time (s)",
                 ylabel="replicas",
-                chart_id="autoscaling-replicas",
+                chart_id=chart_id,
             )
             + "</div>"
         )
