@@ -172,6 +172,7 @@ class PDClusterSimulator(ClusterSimulator):
                 busy=self._busy,
                 check=self.check_invariants,
             )
+            self.scalers[pool].ttft_all = True
         self._rebuild_pools()
         for inst in self.pd_instances:
             inst.on_handoff = self._handoff_hook(inst)

@@ -81,6 +81,7 @@ class PoolScaler:
         self.on_change = on_change  # the ready set changed: rebuild routing
         self.busy = busy  # (instance) -> still holds or expects work (cannot leave)
         self.check = check
+        self.ttft_all = False  # ttft-p90 over every request (P/D pools), not the pool's
         self.reset()
 
     def reset(self) -> None:
@@ -148,11 +149,15 @@ class PoolScaler:
         ready = [self.instances[i] for i in self.ready]
         m = self.cfg.metric
         if m == "ttft-p90":  # ms, requests completed on this pool since the last decision
-            mine = set(self.members)
+            mine: set[int] | None = set(self.members)
             rows = range(self._log_rows, len(log))
             self._log_rows = len(log)
+            if self.ttft_all:  # a P/D pool: the client's TTFT spans both pools
+                mine = None
             ttfts = sorted(
-                log.ttft[r] for r in rows if log.ttft[r] >= 0 and log.instance[r] in mine
+                log.ttft[r]
+                for r in rows
+                if log.ttft[r] >= 0 and (mine is None or log.instance[r] in mine)
             )
             if not ttfts:
                 return 0.0
