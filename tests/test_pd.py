@@ -304,3 +304,31 @@ def test_autoscaled_decode_pool_through_blis(tmp_path):
     from inference_sim.results import Results
 
     assert 'id="autoscaling-replicas-decode"' in build_report(Results.load(path))
+
+
+def test_plan_searches_pd_ratios_beside_colocated():
+    from click.testing import CliRunner
+
+    from inference_sim.cli.main import cli
+
+    res = CliRunner().invoke(
+        cli,
+        ["plan", "--model", "meta-llama/llama-3.1-8b-instruct", "--hardware", "H100",
+         "--tp", "1", "--workload", "summarization", "--rate", "8", "--num-requests", "150",
+         "--slo", "itl_p99_ms=12", "--max-instances", "4", "--no-saturation",
+         "--pd-ratio", "1:1", "--gpu-hour-price", "3", "--json", "-q"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    ratios = [c["pd_ratio"] for c in doc["candidates"]]
+    assert sorted(map(str, ratios)) == ["None", "[1, 1]"]
+    dis = doc["cheapest_disaggregated"]
+    # Prefill interference breaks the ITL bound colocated; a 1:1 split meets it.
+    assert dis is not None and dis["prefill_instances"] == dis["decode_instances"] >= 1
+    assert dis["summary"]["pd"]["transfers"] > 0
+    assert dis["cost_per_hour"] == 3 * dis["gpus"]
+    bad = CliRunner().invoke(
+        cli, ["plan", "--model", "meta-llama/llama-3.1-8b-instruct", "--rate", "1",
+              "--pd-ratio", "0:3"],
+    )  # fmt: skip
+    assert bad.exit_code == 2 and "--pd-ratio '0:3'" in bad.output

@@ -9,7 +9,7 @@ Default numbers and where they come from:
   read at 2 GB/s (a network volume or a local NVMe cache);
 * GPU-hour prices: rounded on-demand list prices of public GPU clouds, 2025 (they vary
   by provider and commitment by a factor of two or more: override with
-  ``--gpu-hour-price``).
+  ``--autoscale-gpu-hour-price``).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
     if pools:
         _check_pools(o)
     if not autoscale_enabled(o) and not pools:
-        prefixes = ("autoscale_", "replica_", "gpu_hour_price")
+        prefixes = ("autoscale_", "replica_")
         given = sorted(k for k in explicit if k.startswith(prefixes) and k != "autoscale_max")
         if given:
             flag = "--" + given[0].replace("_", "-")
@@ -131,9 +131,11 @@ def _check_shared(o: dict[str, Any]) -> None:
     bw = o["replica_load_bandwidth"]
     if not (math.isfinite(bw) and bw > 0):
         raise ConfigError(f"--replica-load-bandwidth must be a finite number > 0 GB/s, got {bw}")
-    p = o["gpu_hour_price"]
+    p = o["autoscale_gpu_hour_price"]
     if not (math.isfinite(p) and (p >= 0 or p == -1)):
-        raise ConfigError(f"--gpu-hour-price must be >= 0 (or -1: the GPU's default), got {p}")
+        raise ConfigError(
+            f"--autoscale-gpu-hour-price must be >= 0 (or -1: the GPU's default), got {p}"
+        )
 
 
 def pool_autoscale(plan: Any, pool: str, sub: Any) -> tuple[Any, int] | None:
@@ -162,8 +164,8 @@ def pool_autoscale(plan: Any, pool: str, sub: Any) -> tuple[Any, int] | None:
 
 def _price(plan: Any) -> float:
     o = plan.options
-    if o["gpu_hour_price"] >= 0:
-        return float(o["gpu_hour_price"])
+    if o["autoscale_gpu_hour_price"] >= 0:
+        return float(o["autoscale_gpu_hour_price"])
     gpu = plan.gpu_spec.name if plan.gpu_spec is not None else o["hardware"]
     return GPU_HOUR_PRICE.get(gpu, DEFAULT_PRICE)
 

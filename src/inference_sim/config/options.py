@@ -625,7 +625,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "autoscale",
     ),
     OptionSpec(
-        "gpu_hour_price",
+        "autoscale_gpu_hour_price",
         float,
         -1.0,
         "Price of one GPU-hour for the cost figure (-1: the GPU's default).",
