@@ -320,7 +320,7 @@ def test_plan_searches_pd_ratios_beside_colocated():
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    ratios = [c["pd_ratio"] for c in doc["candidates"]]
+    ratios = [c.get("pd_ratio") for c in doc["candidates"]]
     assert sorted(map(str, ratios)) == ["None", "[1, 1]"]
     dis = doc["cheapest_disaggregated"]
     # Prefill interference breaks the ITL bound colocated; a 1:1 split meets it.

@@ -111,12 +111,8 @@ class CandidatePlan:
 
     def to_dict(self, objectives: Sequence[Objective]) -> dict[str, Any]:
         model, reason = self.latency()
-        split = self.deployment.pd_split(self.instances or 0)
-        return {
+        out = {
             "model": self.deployment.model,
-            "pd_ratio": list(self.deployment.pd_ratio) if self.deployment.pd_ratio else None,
-            "prefill_instances": split.get("prefill_instances"),
-            "decode_instances": split.get("decode_instances"),
             "hardware": self.hardware or self.deployment.hardware,
             "tp": self.tp or self.deployment.tp,
             "latency_model": model,
@@ -130,6 +126,13 @@ class CandidatePlan:
             "summary": self.summary,
             "probes": [p.brief(objectives) for p in self.probes],
         }
+        ratio = self.deployment.pd_ratio
+        if ratio:  # --pd-ratio candidates only: other plans' JSON is unchanged
+            split = self.deployment.pd_split(self.instances or 0)
+            out["pd_ratio"] = list(ratio)
+            out["prefill_instances"] = split.get("prefill_instances")
+            out["decode_instances"] = split.get("decode_instances")
+        return out
 
 
 @dataclass
@@ -463,7 +466,9 @@ def parse_prices(values: Sequence[str]) -> float | dict[str, float] | None:
 def format_plan(outcome: PlanOutcome) -> str:
     """The ranked table ``blis plan`` prints (infeasible candidates last, with the reason)."""
     metrics = [o.metric for o in outcome.objectives]
-    header = ["rank", "model", "GPU", "TP", "P:D", "latency model", "instances", "GPUs", "$/hour"]
+    with_pd = any(c.deployment.pd_ratio for c in outcome.candidates)  # --pd-ratio only
+    header = ["rank", "model", "GPU", "TP", *(["P:D"] if with_pd else [])]
+    header += ["latency model", "instances", "GPUs", "$/hour"]
     header += [*metrics, "saturation rate"]
     rows = [header]
     notes = []
@@ -473,14 +478,15 @@ def format_plan(outcome: PlanOutcome) -> str:
             why = c.error or f"no instance count <= {outcome.max_instances} meets the SLOs"
             notes.append(f"{i}. {d.label()}: {why}")
             lat = c.latency()[0] or "-"
-            ratio = f"{d.pd_ratio[0]}:{d.pd_ratio[1]}" if d.pd_ratio else "-"
-            rows.append([str(i), d.model, d.hardware or "-", str(d.tp or "-"), ratio, lat])
-            rows[-1] += ["-"] * (len(header) - 6)
+            ratio = [f"{d.pd_ratio[0]}:{d.pd_ratio[1]}" if d.pd_ratio else "-"] if with_pd else []
+            rows.append([str(i), d.model, d.hardware or "-", str(d.tp or "-"), *ratio, lat])
+            rows[-1] += ["-"] * (len(header) - len(rows[-1]))
             continue
         cost = f"{c.cost_per_hour:,.2f}" if c.cost_per_hour is not None else "-"
         split = d.pd_split(c.instances)
         pd_cell = f"{split['prefill_instances']}:{split['decode_instances']}" if split else "-"
-        cells = [str(i), d.model, c.hardware, str(c.tp), pd_cell, c.latency()[0] or "-"]
+        cells = [str(i), d.model, c.hardware, str(c.tp), *([pd_cell] if with_pd else [])]
+        cells.append(c.latency()[0] or "-")
         cells += [str(c.instances), str(c.gpus), cost]
         for m in metrics:
             v = c.summary.get(m)
