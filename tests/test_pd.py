@@ -247,6 +247,11 @@ def test_python_api_and_off_by_default(tmp_path):
             "--decode-autoscale-target",
         ),
         (
+            ("--num-instances", "2", "--prefill-instances", "1", "--speculative-method", "ngram",
+             "--num-speculative-tokens", "3"),
+            "cannot be combined with --speculative-method",
+        ),
+        (
             ("--num-instances", "2", "--prefill-instances", "1", "--autoscale-max", "2",
              "--autoscale-target", "1"),
             "--decode-autoscale-max",

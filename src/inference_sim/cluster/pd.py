@@ -96,6 +96,7 @@ class PDStats:
     blocks_reused: int = 0
     peak_concurrent: int = 0
     waited_for_decode_kv: int = 0
+    decoded_at_prefill: int = 0  # dual-role prefill side decoded it (a wait cycle broken)
     dropped_unservable: int = 0
     transfer_us: list[int] = field(default_factory=list)
     # request index -> per-request fields of the records
@@ -345,6 +346,7 @@ class PDClusterSimulator(ClusterSimulator):
         if queue or not self._try_start(now, req, p, d):
             self.pd.waited_for_decode_kv += 1  # FIFO: behind others, or no room now
             queue.append(req)
+            self._unblock(now, d)
 
     def _try_start(self, now: int, req: Request, p: int, d: int) -> bool:
         blocks = self.pd_instances[d].reserve(req)
@@ -449,6 +451,8 @@ class PDClusterSimulator(ClusterSimulator):
             self._seq += 1
         elif self.scalers:
             self._maybe_leave(p, now)
+        if self.kv_wait[p]:  # freed blocks: transfers waiting to decode here may start
+            self._push_ext(now, _RETRY, p, self.kv_wait[p][0])
 
     def _on_retry(self, now: int, d: int, _req: Request) -> None:
         """Decode instance ``d`` freed KV: start waiting transfers in arrival order."""
@@ -459,6 +463,40 @@ class PDClusterSimulator(ClusterSimulator):
             if not self._try_start(now, req, p, d):
                 break
             queue.popleft()
+        self._unblock(now, d)
+
+    def _stuck(self, d: int) -> bool:
+        """Decode instance ``d`` can free nothing by itself: nothing runs there and no
+        transfer is on its way in; its KV is held by prompts it prefilled for others."""
+        dec = self.pd_instances[d]
+        return not dec.running and not any(tr.decode == d for tr in self.transfers.values())
+
+    def _unblock(self, now: int, d: int) -> None:
+        """Break a wait cycle between dual-role instances (each full of prompts it
+        prefilled for the other): while ``d`` is stuck, its waiting requests prefilled
+        on a dual-role instance are decoded there instead (as vLLM's NIXL connector
+        frees such requests on the prefill side after a timeout, and the router retries)."""
+        queue = self.kv_wait[d]
+        if not queue or not self._stuck(d):
+            return
+        keep: deque[Request] = deque()
+        for req in queue:
+            p = req.handled_by
+            pre = self.pd_instances[p]
+            if pre.role != "both":
+                keep.append(req)
+                continue
+            del self.decode_of[req.index]
+            self.assigned[d] -= 1
+            del self.held_reqs[p][req.index]
+            self.pd.decoded_at_prefill += 1
+            self.pd.per_request[req.index]["decode_instance"] = pre.name
+            if pre.accept(req, now, local=True):
+                heapq.heappush(self._steps, (now, p, self._seq))
+                self._seq += 1
+        self.kv_wait[d] = keep
+        if self.scalers:
+            self._maybe_leave(d, now)
 
     # --- end of run ------------------------------------------------------------------
     def _finish(self, as_list: list[Request] | None, interrupted: bool) -> SimulationOutcome:
@@ -512,6 +550,7 @@ class PDClusterSimulator(ClusterSimulator):
             "decode_prefix_reused_blocks": pd.blocks_reused,
             "peak_concurrent_transfers": pd.peak_concurrent,
             "waited_for_decode_kv": pd.waited_for_decode_kv,
+            "decoded_at_prefill_after_wait": pd.decoded_at_prefill,
             "dropped_at_decode": pd.dropped_unservable,
             "in_transfer_at_end": len(self.transfers),
             "waiting_for_decode_kv_at_end": sum(len(q) for q in self.kv_wait),

@@ -930,6 +930,12 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         lora=_lora_settings(options, catalog, lat.architecture, lat.gpu) if lora_on else None,
         speculative=speculative,
     )
+    _require(
+        not pd_enabled(options) or (speculative is None and not lora_on),
+        "--prefill-instances/--decode-instances cannot be combined with "
+        + ("--speculative-method" if speculative is not None else "LoRA adapters (--max-loras)")
+        + " yet; run them separately (docs/disaggregation.md)",
+    )
     pools = resolve_pools(merged, options, resolve) if pd_enabled(options) else {}
     return RunPlan(
         pools=pools,

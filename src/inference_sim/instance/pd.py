@@ -132,12 +132,16 @@ class PDInstance(Instance):
         """True when ``req``'s prompt can never fit this instance's KV cache."""
         return self.kv.blocks_needed(req.num_prompt_tokens) > self.config.num_gpu_blocks
 
-    def accept(self, req: Request, now: int) -> bool:
+    def accept(self, req: Request, now: int, *, local: bool = False) -> bool:
         """The transfer of ``req`` ended: it joins the running batch with all but its
-        last prompt token computed. Returns True when a step must be scheduled now."""
+        last prompt token computed. Returns True when a step must be scheduled now.
+
+        ``local``: no transfer; a request this dual-role instance prefilled is decoded
+        here after all (its decode instance could never make room, see cluster/pd.py)."""
         self.clock = now
         self.held -= 1
-        self.accepted += 1
+        if not local:
+            self.accepted += 1
         req.handled_by = self.index
         req.state = RequestState.RUNNING
         req.num_computed_tokens = req.num_prompt_tokens - 1
