@@ -27,7 +27,14 @@ from inference_sim.instance.engine import Instance
 from inference_sim.metrics.outcome import SimulationOutcome
 from inference_sim.policies.base import RoutingDecision, RoutingPolicy, target_index
 
-__all__ = ["METRICS", "TICK", "AutoscaleClusterSimulator", "AutoscaleConfig", "route_among"]
+__all__ = [
+    "METRICS",
+    "TICK",
+    "AutoscaleClusterSimulator",
+    "AutoscaleConfig",
+    "ExtraEvents",
+    "route_among",
+]
 
 TICK = 9  # a controller decision (instance index: the pool)
 LOADED = 10  # a replica finished loading (instance index: the replica)
@@ -63,7 +70,21 @@ def route_among(
     return members[target]
 
 
-class AutoscaleClusterSimulator(ClusterSimulator):
+class ExtraEvents(ClusterSimulator):
+    """Pushes the cluster events the P/D and autoscaling handlers add."""
+
+    def _push_ext(self, t: int, klass: int, inst_idx: int, req: Request) -> None:
+        heapq.heappush(self._ext, (t, klass, inst_idx, self._seq, req))
+        self._seq += 1
+
+    def _trace_routing(self, now: int, req: Request, target: int) -> None:
+        """Tell the decision hook (decision traces, docs/analysis.md) where ``req`` went."""
+        if self.decision_hook is not None:
+            state = self.snapshots.state(now)
+            self.decision_hook("routing", req, state, RoutingDecision(target))
+
+
+class AutoscaleClusterSimulator(ExtraEvents):
     """A colocated cluster whose replica count follows an HPA-style controller."""
 
     def __init__(
@@ -111,6 +132,7 @@ class AutoscaleClusterSimulator(ClusterSimulator):
     def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
         pending = self.snapshots.pending
         g = route_among(self.routing, self._rsnap, self.scaler.ready, pending, req, now)
+        self._trace_routing(now, req, g)
         pending[g] += 1
         req.handled_by = g
         self._push_ext(now + self.instances[g].latency.queueing_time(req), 3, g, req)

@@ -27,9 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference_sim.cluster.autoscale import LOADED, TICK, more_work, route_among
+from inference_sim.cluster.autoscale import LOADED, TICK, ExtraEvents, more_work, route_among
 from inference_sim.cluster.scaler import AutoscaleConfig, PoolScaler
-from inference_sim.cluster.simulator import ClusterSimulator
 from inference_sim.cluster.snapshot import SnapshotProvider
 from inference_sim.core.request import Request, RequestState
 from inference_sim.engine.invariants import InvariantChecker, InvariantViolation
@@ -126,7 +125,7 @@ class _PDChecker(InvariantChecker):
         return limbo - sum(1 for ev in sim._ext if ev[1] >= _HANDOFF)
 
 
-class PDClusterSimulator(ClusterSimulator):
+class PDClusterSimulator(ExtraEvents):
     """A cluster with prefill, decode and dual-role instances."""
 
     def __init__(
@@ -312,6 +311,7 @@ class PDClusterSimulator(ClusterSimulator):
             "kv_transfer_blocks": 0,
             "kv_transfer_ms": 0.0,
         }
+        self._trace_routing(now, req, target)
         self.snapshots.pending[target] += 1
         inst = self.instances[target]
         req.handled_by = target
