@@ -9,6 +9,7 @@ Scenarios (see docs/performance.md):
   a<N>  one instance, chatbot preset near saturation (75 req/s), N requests
   b     16 instances, weighted routing, 512-token shared prefix, 10k requests (b100k: 100k)
   c     as b with the roofline latency model (c100k: 100k)
+  pd    as b, disaggregated: 4 prefill + 12 decode instances (pd100k: 100k requests)
   s     one instance, summarization preset near saturation, 10k requests
   l     multi-LoRA: 4 instances, 8 adapters with Zipf-like popularity (lora-spec.yaml),
         --max-loras 4, adapter-affinity routing, 10k requests (docs/lora.md)
@@ -76,6 +77,14 @@ SCENARIOS: dict[str, dict[str, object]] = {
     "b100k": {**_SHARED_PREFIX, "num_requests": 100_000},
     "c": {**_SHARED_PREFIX, "latency_model": "roofline"},
     "c100k": {**_SHARED_PREFIX, "latency_model": "roofline", "num_requests": 100_000},
+    # P/D: 4 prefill + 12 decode instances, KV pulled over 50 GB/s links (docs/disaggregation.md)
+    "pd": {**_SHARED_PREFIX, "prefill_instances": 4, "decode_instances": 12},
+    "pd100k": {
+        **_SHARED_PREFIX,
+        "prefill_instances": 4,
+        "decode_instances": 12,
+        "num_requests": 100_000,
+    },
     "s": {
         "model": "meta-llama/llama-3.1-8b-instruct",
         "workload": "summarization",

@@ -8,7 +8,14 @@ from typing import Any
 
 from inference_sim.analysis.run import RunAnalysis
 from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
+from inference_sim.config.autoscale import (
+    autoscale_enabled,
+    autoscale_section,
+    build_autoscale_simulator,
+    pool_autoscale_enabled,
+)
 from inference_sim.config.errors import ConfigError
+from inference_sim.config.pd import build_pd_simulator, pd_enabled, pd_result_parts
 from inference_sim.config.policies import build_policies
 from inference_sim.config.resolve import RunPlan
 from inference_sim.core.request import Request
@@ -22,6 +29,7 @@ from inference_sim.metrics.slo import parse_slos
 from inference_sim.metrics.summary import (
     build_stage_summaries,
     build_summary,
+    pd_record_view,
     record_view,
     stage_groups,
 )
@@ -102,6 +110,10 @@ def _with_default_model(
 
 def build_simulator(plan: RunPlan) -> ClusterSimulator:
     o = plan.options
+    if pd_enabled(o):
+        return build_pd_simulator(plan)
+    if autoscale_enabled(o):
+        return build_autoscale_simulator(plan)
     n = o["num_instances"]
     policies = build_policies(o, n, plan.engine.block_size)
     instances = [
@@ -265,5 +277,13 @@ def run_plan(
         sampler.finish(outcome.end_time)
         table = sampler.table()
     results = collect_results(plan, outcome, table, analysis)
+    if pd_enabled(plan.options):  # the `pd` section and per-request P/D fields
+        section, fields = pd_result_parts(sim, outcome)
+        results.summary["pd"] = section
+        results.requests = pd_record_view(outcome, fields)
+    if autoscale_enabled(plan.options):  # replicas over time, events, GPU-hours, cost
+        results.summary["autoscaling"] = autoscale_section(sim, plan)
+    elif pd_enabled(plan.options) and pool_autoscale_enabled(plan.options):
+        results.summary["autoscaling"] = sim.autoscaling_summary()
     analysis.write_trace()  # --trace-output (written atomically)
     return results

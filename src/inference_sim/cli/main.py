@@ -339,6 +339,8 @@ _HELP_SECTIONS: tuple[tuple[str, frozenset[str]], ...] = (
     ("Model and latency model", frozenset({"model"})),
     ("Engine", frozenset({"engine"})),
     ("Cluster", frozenset({"cluster"})),
+    ("Prefill/decode disaggregation", frozenset({"pd"})),
+    ("Autoscaling", frozenset({"autoscale"})),
     (
         "Output",
         frozenset(

@@ -28,6 +28,7 @@ from inference_sim.catalog.architecture import (
 from inference_sim.catalog.capacity import derive_kv_blocks
 from inference_sim.catalog.hardware import with_hardware_config
 from inference_sim.catalog.schema import CoefficientSet
+from inference_sim.config.autoscale import check_autoscale_options
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.lora import (
     LORA_OPTIONS,
@@ -37,6 +38,7 @@ from inference_sim.config.lora import (
     normalize_lora,
 )
 from inference_sim.config.options import ALIASES, BY_NAME, OPTIONS, OptionSpec, canonical_name
+from inference_sim.config.pd import check_pd_options, pd_enabled, resolve_pools
 from inference_sim.config.policies import resolve_policies
 from inference_sim.core.suggest import did_you_mean
 from inference_sim.core.version import __version__
@@ -92,6 +94,8 @@ class RunPlan:
     latency_coeffs: CalibratedCoefficients | None = None
     #: Rows of an in-memory length trace (``simulate(trace=df)``), else None.
     inline_trace: list[Any] | None = None
+    #: P/D pools with their own GPU or TP: pool name -> that deployment's plan.
+    pools: dict[str, RunPlan] = field(default_factory=dict)
 
     def latency_context(self) -> dict[str, Any]:
         """What a latency factory may ask for (``latency.registry.CONTEXT_KEYS``)."""
@@ -110,7 +114,9 @@ class RunPlan:
 
     def resolved_config(self) -> dict[str, Any]:
         """The run configuration as recorded in results (canonical names)."""
-        cfg = {spec.name: self.options[spec.name] for spec in OPTIONS}
+        # P/D and autoscaling keys only when used: other results stay unchanged.
+        used = {"pd": pd_enabled(self.options), "autoscale": self.options["autoscale_max"] > 0}
+        cfg = {s.name: self.options[s.name] for s in OPTIONS if used.get(s.group, True)}
         cfg["alpha_coeffs"] = list(self.alpha)
         cfg["beta_coeffs"] = list(self.beta)
         cfg["latency_model"] = self.latency_model
@@ -801,7 +807,8 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     from inference_sim.config.inline import split_inline
 
     # workload_spec as a mapping, a trace as a DataFrame (simulate(), run configs)
-    given, inline = split_inline(merge_config_file(raw))
+    merged = merge_config_file(raw)
+    given, inline = split_inline(merged)
     options, explicit = normalize_options(given)
     model = options["model"].strip().lower()
     _require(
@@ -810,6 +817,8 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     )
     options["model"] = model
     _check_ranges(options)
+    check_pd_options(options, explicit)
+    check_autoscale_options(options, explicit)
     try:
         check_tier_ranges(options)
     except ValueError as exc:
@@ -921,7 +930,15 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         lora=_lora_settings(options, catalog, lat.architecture, lat.gpu) if lora_on else None,
         speculative=speculative,
     )
+    _require(
+        not pd_enabled(options) or (speculative is None and not lora_on),
+        "--prefill-instances/--decode-instances cannot be combined with "
+        + ("--speculative-method" if speculative is not None else "LoRA adapters (--max-loras)")
+        + " yet; run them separately (docs/disaggregation.md)",
+    )
+    pools = resolve_pools(merged, options, resolve) if pd_enabled(options) else {}
     return RunPlan(
+        pools=pools,
         options=options,
         explicit=explicit,
         catalog=catalog,

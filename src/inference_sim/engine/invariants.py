@@ -110,7 +110,7 @@ class InvariantChecker:
                 f"step ends at {inst.busy_until} µs, before it starts", time=now, instance=name
             )
         busy = bool(inst.waiting or inst.running)
-        if busy and (nxt is None or not inst.step_pending):
+        if busy and (nxt is None or not inst.step_pending) and not self.may_idle(inst):
             req = inst.running[0] if inst.running else inst.waiting[0]
             raise InvariantViolation(
                 "work conservation: the instance has requests but no next step",
@@ -150,9 +150,22 @@ class InvariantChecker:
                 time=now,
             )
 
+    # --- hooks for clusters that hold requests outside every queue (P/D) ------------
+    def may_idle(self, inst: Any) -> bool:
+        """True when ``inst`` may wait with queued work (for KV held by a transfer)."""
+        return False
+
+    def held_requests(self, inst: Any) -> list[Request]:
+        """Requests holding KV on ``inst`` while in neither of its queues."""
+        return []
+
+    def in_transit(self) -> int:
+        """Requests between two instances (in no queue, not finished)."""
+        return 0
+
     # --- the checks ----------------------------------------------------------------
     def _requests(self, now: int, generated: int, rejected: int, in_flight: int) -> None:
-        held = rejected + in_flight
+        held = rejected + in_flight + self.in_transit()
         for inst in self.instances:
             st = inst.stats
             held += len(inst.waiting) + len(inst.running) + st.completed + st.dropped_unservable
@@ -189,8 +202,9 @@ class InvariantChecker:
                 time=now,
                 instance=inst.name,
             )
-        if len(kv.tables) != len(inst.running):
-            running = {r.index for r in inst.running}
+        extra = self.held_requests(inst)
+        if len(kv.tables) != len(inst.running) + len(extra):
+            running = {r.index for r in inst.running} | {r.index for r in extra}
             for req in inst.waiting:
                 if req.index in kv.tables:
                     raise InvariantViolation(

@@ -56,6 +56,10 @@ def prefill_chunk(remaining: int, threshold: int, budget: int) -> int:
 class Instance:
     """A single serving engine driven by the simulator's event loop (the plain stepper)."""
 
+    #: Requests holding KV here while in neither queue (a P/D transfer's either side,
+    #: instance/pd.py); they can free blocks later, so no one is unservable meanwhile.
+    held = 0
+
     def __init__(
         self,
         index: int,
@@ -246,7 +250,7 @@ class Instance:
             cached_tokens = len(cached) * block_size
             n = prefill_chunk(req.prefill_target - cached_tokens, threshold, budget)
             if not kv.allocate_slots(req, n, cached):
-                if not running:
+                if not running and not self.held:
                     # Nothing else holds blocks, so it can never fit: unservable.
                     waiting.popleft()
                     req.state = RequestState.DROPPED

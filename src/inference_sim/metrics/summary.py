@@ -185,6 +185,15 @@ def record_view(outcome: SimulationOutcome) -> RecordView:
     return RecordView(outcome.log, outcome.log.rows_for(None), tier_request_fields(tier))
 
 
+def pd_record_view(outcome: SimulationOutcome, pd_fields: dict[int, dict[str, Any]]) -> RecordView:
+    """:func:`record_view` with each request's prefill/decode instance and KV transfer."""
+    tier = [(inst.kv, inst.config.kv_block_bytes) for inst in outcome.instances]
+    extra = tier_request_fields(tier)
+    for idx, fields in pd_fields.items():
+        extra[idx] = {**extra.get(idx, {}), **fields}
+    return RecordView(outcome.log, outcome.log.rows_for(None), extra)
+
+
 def stage_groups(
     requests: Iterable[Request], stages: Sequence[tuple[int, int, float]]
 ) -> Iterator[Request]:

@@ -85,6 +85,28 @@ def _deployments(models: list[str], hardware: list[str], tps: list[int], candida
     return out
 
 
+def _with_pd_ratios(deployments: list[Any], ratios: list[str]) -> list[Any]:
+    """Each deployment colocated and at every ``--pd-ratio P:D`` (docs/disaggregation.md)."""
+    import dataclasses
+
+    from inference_sim.config.errors import ConfigError
+
+    parsed: list[tuple[int, int]] = []
+    for text in ratios:
+        parts = text.split(":")
+        try:
+            a, b = (int(x) for x in parts)
+        except ValueError:
+            a = b = 0
+        if len(parts) != 2 or a < 1 or b < 1:
+            raise ConfigError(f"--pd-ratio {text!r}: expected P:D with integers >= 1, e.g. 1:3")
+        parsed.append((a, b))
+    out = list(deployments)
+    for dep in deployments:
+        out += [dataclasses.replace(dep, pd_ratio=r) for r in parsed]
+    return out
+
+
 def _plan(**p: Any) -> None:
     from inference_sim.planning.plan import format_plan, parse_prices, plan_capacity
     from inference_sim.planning.slo import parse_slos
@@ -99,6 +121,7 @@ def _plan(**p: Any) -> None:
         deployments = _deployments(
             list(p["models"]), _split(p["hardware"]), list(p["tps"]), list(p["candidates"])
         )
+        deployments = _with_pd_ratios(deployments, list(p["pd_ratios"]))
         objectives = parse_slos(p["slos"])
         from inference_sim.metrics.goodput import family
 
@@ -172,6 +195,12 @@ _plan_params: list[click.Parameter] = [
         ["--candidate", "candidates"],
         multiple=True,
         help="An explicit deployment MODEL:GPU:TP (or GPU:TP with one --model); repeatable.",
+    ),
+    click.Option(
+        ["--pd-ratio", "pd_ratios"],
+        multiple=True,
+        help="Also try each deployment disaggregated at this prefill:decode ratio, e.g. 1:3 "
+        "(repeatable); colocated candidates are kept alongside.",
     ),
     click.Option(["--rate"], type=float, required=True, help="Target request rate (requests/s)."),
     click.Option(

@@ -37,11 +37,24 @@ class Deployment:
     model: str
     hardware: str = ""
     tp: int = 0
+    #: P:D ratio of a disaggregated deployment (docs/disaggregation.md); None: colocated.
+    pd_ratio: tuple[int, int] | None = None
 
     def label(self) -> str:
         hw = self.hardware or "default GPU"
         tp = f"TP{self.tp}" if self.tp else "default TP"
-        return f"{self.model} {hw} {tp}"
+        pd = f" P:D {self.pd_ratio[0]}:{self.pd_ratio[1]}" if self.pd_ratio else ""
+        return f"{self.model} {hw} {tp}{pd}"
+
+    def pd_split(self, n: int) -> dict[str, int]:
+        """Prefill and decode instances of ``n`` at this ratio (each pool >= 1; none
+        below 2 instances, where a split is impossible: the probe then runs colocated
+        and is marked so)."""
+        if self.pd_ratio is None or n < 2:
+            return {}
+        a, b = self.pd_ratio
+        p = min(n - 1, max(1, round(n * a / (a + b))))
+        return {"prefill_instances": p, "decode_instances": n - p}
 
     def options(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model}
@@ -98,7 +111,7 @@ class CandidatePlan:
 
     def to_dict(self, objectives: Sequence[Objective]) -> dict[str, Any]:
         model, reason = self.latency()
-        return {
+        out = {
             "model": self.deployment.model,
             "hardware": self.hardware or self.deployment.hardware,
             "tp": self.tp or self.deployment.tp,
@@ -113,6 +126,13 @@ class CandidatePlan:
             "summary": self.summary,
             "probes": [p.brief(objectives) for p in self.probes],
         }
+        ratio = self.deployment.pd_ratio
+        if ratio:  # --pd-ratio candidates only: other plans' JSON is unchanged
+            split = self.deployment.pd_split(self.instances or 0)
+            out["pd_ratio"] = list(ratio)
+            out["prefill_instances"] = split.get("prefill_instances")
+            out["decode_instances"] = split.get("decode_instances")
+        return out
 
 
 @dataclass
@@ -149,7 +169,20 @@ class PlanOutcome:
             top = {"instances": None, "summary": {}}
         head.update(top)
         head["candidates"] = [c.to_dict(self.objectives) for c in self.candidates]
+        if any(c.deployment.pd_ratio for c in self.candidates):  # --pd-ratio: side by side
+            for key, want in (("cheapest_colocated", False), ("cheapest_disaggregated", True)):
+                pick = self.cheapest(disaggregated=want)
+                head[key] = None if pick is None else pick.to_dict(self.objectives)
+                if pick is not None:
+                    head[key].pop("probes")
         return head
+
+    def cheapest(self, *, disaggregated: bool) -> CandidatePlan | None:
+        """The best-ranked feasible colocated (or disaggregated) candidate."""
+        for c in self.candidates:
+            if c.instances is not None and bool(c.deployment.pd_ratio) == disaggregated:
+                return c
+        return None
 
 
 def _int_points(lo: int, hi: int, k: int) -> list[int]:
@@ -232,6 +265,7 @@ def plan_capacity(
         opts = dict(base)
         opts.update(s.cand.deployment.options())
         opts["num_instances"] = n
+        opts.update(s.cand.deployment.pd_split(n))
         opts["rate"] = r
         if r != rate and base_requests > 0:
             # Same arrival window at every rate: the load is sustained as long.
@@ -432,7 +466,9 @@ def parse_prices(values: Sequence[str]) -> float | dict[str, float] | None:
 def format_plan(outcome: PlanOutcome) -> str:
     """The ranked table ``blis plan`` prints (infeasible candidates last, with the reason)."""
     metrics = [o.metric for o in outcome.objectives]
-    header = ["rank", "model", "GPU", "TP", "latency model", "instances", "GPUs", "$/hour"]
+    with_pd = any(c.deployment.pd_ratio for c in outcome.candidates)  # --pd-ratio only
+    header = ["rank", "model", "GPU", "TP", *(["P:D"] if with_pd else [])]
+    header += ["latency model", "instances", "GPUs", "$/hour"]
     header += [*metrics, "saturation rate"]
     rows = [header]
     notes = []
@@ -442,11 +478,15 @@ def format_plan(outcome: PlanOutcome) -> str:
             why = c.error or f"no instance count <= {outcome.max_instances} meets the SLOs"
             notes.append(f"{i}. {d.label()}: {why}")
             lat = c.latency()[0] or "-"
-            rows.append([str(i), d.model, d.hardware or "-", str(d.tp or "-"), lat])
-            rows[-1] += ["-"] * (len(header) - 5)
+            ratio = [f"{d.pd_ratio[0]}:{d.pd_ratio[1]}" if d.pd_ratio else "-"] if with_pd else []
+            rows.append([str(i), d.model, d.hardware or "-", str(d.tp or "-"), *ratio, lat])
+            rows[-1] += ["-"] * (len(header) - len(rows[-1]))
             continue
         cost = f"{c.cost_per_hour:,.2f}" if c.cost_per_hour is not None else "-"
-        cells = [str(i), d.model, c.hardware, str(c.tp), c.latency()[0] or "-"]
+        split = d.pd_split(c.instances)
+        pd_cell = f"{split['prefill_instances']}:{split['decode_instances']}" if split else "-"
+        cells = [str(i), d.model, c.hardware, str(c.tp), *([pd_cell] if with_pd else [])]
+        cells.append(c.latency()[0] or "-")
         cells += [str(c.instances), str(c.gpus), cost]
         for m in metrics:
             v = c.summary.get(m)
@@ -472,4 +512,12 @@ def format_plan(outcome: PlanOutcome) -> str:
         for c in outcome.candidates
         if c.latency()[1].startswith("auto fallback")
     ]
+    if any(c.deployment.pd_ratio for c in outcome.candidates):
+        for name, want in (("colocated", False), ("disaggregated", True)):
+            pick = outcome.cheapest(disaggregated=want)
+            if pick is None:
+                notes.append(f"cheapest {name}: none meets the SLOs")
+            else:
+                cost = f", {pick.cost_per_hour:,.2f}/hour" if pick.cost_per_hour else ""
+                notes.append(f"cheapest {name}: {pick.deployment.label()} x{pick.instances}{cost}")
     return "\n".join([title, *lines, *notes, *fallbacks]) + "\n"

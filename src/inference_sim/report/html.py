@@ -21,6 +21,7 @@ from typing import Any
 
 from inference_sim.metrics.stats import mean_ms, percentile_ms
 from inference_sim.metrics.timeseries import table_rows
+from inference_sim.report.scaling import autoscaling_html, pd_html
 from inference_sim.report.svg import Series, cdf_points, line_chart
 from inference_sim.results import Results
 
@@ -397,6 +398,10 @@ def build_report(results: Results, *, title: str = "") -> str:
     if stages:
         parts.append("<h2>Per load stage</h2>")
         parts.append(_stage_table(stages))
+    if s.get("pd"):
+        parts.append(pd_html(s["pd"]))
+    if s.get("autoscaling"):
+        parts.append(autoscaling_html(s["autoscaling"]))
 
     parts.append("<h2>All metrics</h2>")
     flat = [

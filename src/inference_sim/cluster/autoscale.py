@@ -1,0 +1,173 @@
+"""A colocated cluster whose replica count follows an HPA-style controller
+(docs/autoscaling.md; the controller itself is :mod:`inference_sim.cluster.scaler`).
+
+New replicas load for the start-up time (routable only when loaded); removed replicas
+stop receiving requests, drain what they hold, then leave. Loading, ready and draining
+replicas all cost GPU time. The replicas are instances built up front (``max`` of them);
+the router sees the ready ones only, through a snapshot provider rebuilt whenever that
+set changes.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from typing import Any
+
+from inference_sim.cluster.scaler import (
+    METRICS,
+    AutoscaleConfig,
+    PoolScaler,
+)
+from inference_sim.cluster.simulator import ClusterSimulator
+from inference_sim.cluster.snapshot import SnapshotProvider
+from inference_sim.core.request import Request
+from inference_sim.engine.invariants import InvariantChecker
+from inference_sim.instance.engine import Instance
+from inference_sim.metrics.outcome import SimulationOutcome
+from inference_sim.policies.base import RoutingDecision, RoutingPolicy, target_index
+
+__all__ = [
+    "METRICS",
+    "TICK",
+    "AutoscaleClusterSimulator",
+    "AutoscaleConfig",
+    "ExtraEvents",
+    "route_among",
+]
+
+TICK = 9  # a controller decision (instance index: the pool)
+LOADED = 10  # a replica finished loading (instance index: the replica)
+
+
+class _AutoscaleChecker(InvariantChecker):
+    """Controller events are not requests in flight."""
+
+    def __init__(self, sim: ClusterSimulator) -> None:
+        super().__init__(sim.instances, sim._log)
+        self.sim = sim
+
+    def in_transit(self) -> int:
+        return -sum(1 for ev in self.sim._ext if ev[1] >= TICK)
+
+
+def route_among(
+    policy: RoutingPolicy,
+    snap: SnapshotProvider,
+    members: list[int],
+    pending: list[int],
+    req: Request,
+    now: int,
+) -> int:
+    """The global index ``policy`` picks among ``members`` (their pending counts fresh)."""
+    snap.pending[:] = [pending[i] for i in members]
+    decision = policy.route(req, snap.state(now))
+    target = decision.target if isinstance(decision, RoutingDecision) else decision
+    if target.__class__ is not int or not 0 <= target < len(members):
+        target = target_index(target, len(members), type(policy).__name__)
+    if isinstance(decision, RoutingDecision) and decision.priority:
+        req.priority = decision.priority
+    return members[target]
+
+
+class ExtraEvents(ClusterSimulator):
+    """Pushes the cluster events the P/D and autoscaling handlers add."""
+
+    def _push_ext(self, t: int, klass: int, inst_idx: int, req: Request) -> None:
+        heapq.heappush(self._ext, (t, klass, inst_idx, self._seq, req))
+        self._seq += 1
+
+    def _trace_routing(self, now: int, req: Request, target: int) -> None:
+        """Tell the decision hook (decision traces, docs/analysis.md) where ``req`` went."""
+        if self.decision_hook is not None:
+            state = self.snapshots.state(now)
+            self.decision_hook("routing", req, state, RoutingDecision(target))
+
+
+class AutoscaleClusterSimulator(ExtraEvents):
+    """A colocated cluster whose replica count follows an HPA-style controller."""
+
+    def __init__(
+        self, instances: Sequence[Instance], *, autoscale: AutoscaleConfig, initial: int, **kw: Any
+    ) -> None:
+        super().__init__(instances, **kw)
+        self.cfg = autoscale
+        self._refresh = kw.get("snapshot_refresh_interval", 0)
+        self.scaler = PoolScaler(
+            range(len(self.instances)),
+            self.instances,
+            autoscale,
+            initial,
+            schedule_load=lambda t, i: self._push_ext(t, LOADED, i, None),  # type: ignore[arg-type]
+            on_change=self._rebuild_ready,
+            busy=self._busy,
+            check=self.check_invariants,
+        )
+
+    def _start(self, stream: Any, sampler: Any) -> None:
+        super()._start(stream, sampler)
+        self._handlers[TICK] = self._on_tick
+        self._handlers[LOADED] = lambda now, i, _r: self.scaler.loaded(i, now)
+        self.scaler.reset()
+        self._rebuild_ready()
+        if self.check_invariants:
+            self._checker = _AutoscaleChecker(self)
+        self._push_ext(self.cfg.interval, TICK, 0, None)  # type: ignore[arg-type]
+
+    def _rebuild_ready(self) -> None:
+        ready = self.scaler.ready
+        self._rsnap = SnapshotProvider([self.instances[i] for i in ready], self._refresh)
+
+    def _busy(self, i: int) -> bool:
+        inst = self.instances[i]
+        return bool(inst.running or inst.waiting or self.snapshots.pending[i])
+
+    @property
+    def rec(self) -> Any:
+        return self.scaler.rec
+
+    def scaling_periods(self) -> list[tuple[int, int]]:
+        return self.scaler.scaling_periods(self._end_time)
+
+    def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
+        pending = self.snapshots.pending
+        g = route_among(self.routing, self._rsnap, self.scaler.ready, pending, req, now)
+        self._trace_routing(now, req, g)
+        pending[g] += 1
+        req.handled_by = g
+        self._push_ext(now + self.instances[g].latency.queueing_time(req), 3, g, req)
+
+    def _on_step(self, t_next_outside: int) -> None:
+        inst_idx = self._steps[0][1]
+        super()._on_step(t_next_outside)
+        if self.scaler.draining and inst_idx in self.scaler.draining:
+            self.scaler.maybe_leave(inst_idx, self.instances[inst_idx].busy_until)
+
+    def _on_tick(self, now: int, _i: int, _req: Any) -> None:
+        self.scaler.decide(now, self._log)
+        if more_work(self):
+            self._push_ext(now + self.cfg.interval, TICK, 0, None)  # type: ignore[arg-type]
+
+    def _finish(self, as_list: list[Request] | None, interrupted: bool) -> SimulationOutcome:
+        drop_controller_events(self)
+        self.scaler.close(self._end_time)
+        return super()._finish(as_list, interrupted)
+
+    def autoscaling_summary(self) -> dict[str, Any]:
+        """The results' ``autoscaling`` section."""
+        return self.scaler.summary(self._log, self._end_time)
+
+
+def more_work(sim: ClusterSimulator) -> bool:
+    """True while requests remain to arrive, run or move (decisions stop after)."""
+    if sim._upcoming is not None or sim._steps:
+        return True
+    if any(ev[1] < TICK for ev in sim._ext):
+        return True
+    return any(inst.running or inst.waiting for inst in sim.instances)
+
+
+def drop_controller_events(sim: ClusterSimulator) -> None:
+    """Remove pending decisions and loads: they are not requests in flight."""
+    sim._ext = [ev for ev in sim._ext if ev[1] < TICK]
+    heapq.heapify(sim._ext)

@@ -1,0 +1,564 @@
+"""Prefill/decode disaggregation on the shared clock (docs/disaggregation.md).
+
+Semantics of llm-d with vLLM's NIXL connector:
+
+1. routing picks the **decode** instance first (decode-capable instances, its own
+   policy and scorers); the decider (``never``, ``always``, ``prefix-threshold``) says
+   whether to disaggregate; if so a **prefill** instance is picked (its own policy);
+2. the prefill instance computes the prompt (the first token exists there) and holds
+   the request's KV; the decode instance allocates KV for the prompt (waiting, counted,
+   when it has no room) and pulls only the blocks missing from its prefix cache;
+3. a transfer takes ``base latency + bytes / bandwidth`` where concurrent transfers on
+   one link (the prefill instance's NIC) share its bandwidth equally, recomputed at
+   every start and end (processor sharing); when it ends the prefill side frees the
+   blocks into its prefix cache and the decode side computes the first token.
+
+The handlers extend :class:`~inference_sim.cluster.simulator.ClusterSimulator` with
+three cluster-event kinds (handoff, link update, decode-KV retry); with P/D off the
+plain simulator runs, untouched.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from inference_sim.cluster.autoscale import LOADED, TICK, ExtraEvents, more_work, route_among
+from inference_sim.cluster.scaler import AutoscaleConfig, PoolScaler
+from inference_sim.cluster.snapshot import SnapshotProvider
+from inference_sim.core.request import Request, RequestState
+from inference_sim.engine.invariants import InvariantChecker, InvariantViolation
+from inference_sim.instance.pd import PREFILL_ONLY, PDInstance
+from inference_sim.metrics.outcome import SimulationOutcome
+from inference_sim.policies.base import RoutingPolicy
+
+DECIDERS = ("never", "always", "prefix-threshold")
+
+_HANDOFF = 5  # a prompt finished on its prefill instance
+_LINK = 6  # a link's next transfer completion (stale ones are ignored)
+_JOIN = 7  # a transfer's base latency is over: it starts using the link
+_RETRY = 8  # a decode instance freed KV: retry the transfers waiting for room
+_EPS_BYTES = 1e-3
+
+
+@dataclass(slots=True)
+class Transfer:
+    """One request's KV pull from its prefill instance to its decode instance."""
+
+    req: Request
+    prefill: int
+    decode: int
+    blocks: int
+    nbytes: float
+    start: int = -1
+    remaining: float = 0.0
+
+
+@dataclass(slots=True)
+class Link:
+    """A prefill instance's outgoing link: processor sharing among active transfers."""
+
+    bandwidth: float  # bytes per µs
+    active: list[Transfer] = field(default_factory=list)
+    last: int = 0
+    next_time: int = -1
+
+    def advance(self, now: int) -> None:
+        """Drain every active transfer by its equal share since the last update."""
+        if self.active and now > self.last:
+            drained = (now - self.last) * self.bandwidth / len(self.active)
+            for tr in self.active:
+                tr.remaining -= drained
+        self.last = now
+
+    def completion_time(self, now: int) -> int:
+        """When the smallest active transfer ends at today's shares (-1: none)."""
+        if not self.active:
+            return -1
+        smallest = min(tr.remaining for tr in self.active)
+        return now + max(0, math.ceil(smallest * len(self.active) / self.bandwidth - 1e-9))
+
+
+@dataclass
+class PDStats:
+    """Run-wide disaggregation counters (the results file's ``pd`` section)."""
+
+    disaggregated: int = 0
+    colocated: int = 0
+    transfers_done: int = 0
+    bytes_moved: float = 0.0
+    blocks_moved: int = 0
+    blocks_reused: int = 0
+    peak_concurrent: int = 0
+    waited_for_decode_kv: int = 0
+    decoded_at_prefill: int = 0  # dual-role prefill side decoded it (a wait cycle broken)
+    dropped_unservable: int = 0
+    transfer_us: list[int] = field(default_factory=list)
+    # request index -> per-request fields of the records
+    per_request: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+class _PDChecker(InvariantChecker):
+    """The invariant checker, told which requests the P/D handlers hold."""
+
+    def __init__(self, sim: PDClusterSimulator) -> None:
+        super().__init__(sim.instances, sim._log)
+        self.sim = sim
+
+    def may_idle(self, inst: Any) -> bool:
+        return bool(inst.held) and not inst.running
+
+    def held_requests(self, inst: Any) -> list[Request]:
+        return list(self.sim.held_reqs[inst.index].values())
+
+    def in_transit(self) -> int:
+        # From its handoff to the end of its transfer a request is held by its prefill
+        # instance (and, once its KV is reserved, by its decode instance too).
+        # The simulator counts every cluster event as a request in flight: P/D events
+        # (handoff, link, join, retry) are not, so they are taken off here.
+        sim = self.sim
+        limbo = sum(len(sim.held_reqs[i]) for i in sim._prefill_all) - sim._both
+        return limbo - sum(1 for ev in sim._ext if ev[1] >= _HANDOFF)
+
+
+class PDClusterSimulator(ExtraEvents):
+    """A cluster with prefill, decode and dual-role instances."""
+
+    def __init__(
+        self,
+        instances: Sequence[PDInstance],
+        *,
+        decode_routing: RoutingPolicy,
+        prefill_routing: RoutingPolicy,
+        decider: str = "always",
+        prefix_threshold: int = 0,
+        bandwidth_gbps: float = 50.0,
+        base_latency_us: int = 0,
+        block_bytes: Sequence[float] = (),
+        autoscale: Mapping[str, tuple[AutoscaleConfig, int]] | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(instances, routing=decode_routing, **kw)
+        if decider not in DECIDERS:
+            raise ValueError(f"--pd-decider must be one of {', '.join(DECIDERS)}, got {decider!r}")
+        self.pd_instances: list[PDInstance] = list(instances)
+        self.decode_idx = [i.index for i in self.pd_instances if i.role != "prefill"]
+        self.prefill_idx = [i.index for i in self.pd_instances if i.role != "decode"]
+        self._prefill_all = list(self.prefill_idx)  # every prefill-capable instance
+        if not self.decode_idx or not self.prefill_idx:
+            raise ValueError("a disaggregated cluster needs decode and prefill capacity")
+        self.prefill_routing = prefill_routing
+        self.decider = decider
+        self.prefix_threshold = prefix_threshold
+        self.bandwidth = bandwidth_gbps * 1e3  # GB/s -> bytes per µs
+        self.base_latency = base_latency_us
+        self.block_bytes = list(block_bytes) or [0.0] * len(self.pd_instances)
+        self._refresh = kw.get("snapshot_refresh_interval", 0)
+        # Autoscaled pools (docs/autoscaling.md): pool name -> its controller.
+        self.scalers: dict[str, PoolScaler] = {}
+        for pool, (cfg, initial) in (autoscale or {}).items():
+            members = [i.index for i in self.pd_instances if i.role == pool]
+            self.scalers[pool] = PoolScaler(
+                members,
+                self.instances,
+                cfg,
+                initial,
+                schedule_load=self._schedule_load,
+                on_change=self._rebuild_pools,
+                busy=self._busy,
+                check=self.check_invariants,
+            )
+            self.scalers[pool].ttft_all = True
+        self._rebuild_pools()
+        for inst in self.pd_instances:
+            inst.on_handoff = self._handoff_hook(inst)
+            inst.on_step_end = self._step_end_hook
+
+    # --- per-run state -------------------------------------------------------------
+    def _start(self, stream: Any, sampler: Any) -> None:
+        super()._start(stream, sampler)
+        self._handlers[_HANDOFF] = self._on_handoff
+        self._handlers[_LINK] = self._on_link
+        self._handlers[_JOIN] = self._on_join
+        self._handlers[_RETRY] = self._on_retry
+        n = len(self.instances)
+        self.assigned = [0] * n  # requests that will move to this decode instance
+        self.links = [Link(self.bandwidth) for _ in range(n)]
+        self.kv_wait: list[deque[Request]] = [deque() for _ in range(n)]
+        self.decode_of: dict[int, int] = {}  # request index -> decode instance
+        self.transfers: dict[int, Transfer] = {}
+        self.in_transfer = 0
+        self.pd = PDStats()
+        # instance -> requests holding KV there while in no queue
+        self.held_reqs: list[dict[int, Request]] = [{} for _ in range(n)]
+        self._both = 0  # requests held on a dual-role decode side (counted twice above)
+        if self.check_invariants:
+            self._checker = _PDChecker(self)
+        for inst in self.pd_instances:
+            inst.held = inst.handed_off = inst.accepted = 0
+        for k, scaler in enumerate(self.scalers.values()):
+            scaler.reset()
+            self._push_ext(scaler.cfg.interval, TICK, k, None)  # type: ignore[arg-type]
+        self._handlers[TICK] = self._on_tick
+        self._handlers[LOADED] = self._on_loaded
+        self._rebuild_pools()
+
+    # --- autoscaled pools --------------------------------------------------------------
+    def _rebuild_pools(self) -> None:
+        """Routable instances of each side: ready members of an autoscaled pool, all the
+        others, and the dual-role ones."""
+        pools: dict[str, list[int]] = {"prefill": [], "decode": []}
+        for inst in self.pd_instances:
+            scaler = self.scalers.get(inst.role)
+            if scaler is not None and inst.index not in scaler.ready:
+                continue
+            if inst.role != "decode":
+                pools["prefill"].append(inst.index)
+            if inst.role != "prefill":
+                pools["decode"].append(inst.index)
+        self.prefill_idx, self.decode_idx = pools["prefill"], pools["decode"]
+        r = self._refresh
+        self._psnap = SnapshotProvider([self.instances[i] for i in self.prefill_idx], r)
+        self._dsnap = SnapshotProvider([self.instances[i] for i in self.decode_idx], r)
+
+    def _schedule_load(self, t: int, i: int) -> None:
+        self._push_ext(t, LOADED, i, None)  # type: ignore[arg-type]
+
+    def _busy(self, i: int) -> bool:
+        """True while instance ``i`` holds or expects work (a draining one cannot leave)."""
+        inst = self.pd_instances[i]
+        return bool(
+            inst.running
+            or inst.waiting
+            or inst.held
+            or self.snapshots.pending[i]
+            or self.assigned[i]
+            or self.kv_wait[i]
+        )
+
+    def _maybe_leave(self, i: int, now: int) -> None:
+        scaler = self.scalers.get(self.pd_instances[i].role)
+        if scaler is not None and scaler.draining and i in scaler.draining:
+            scaler.maybe_leave(i, now)
+
+    def _on_tick(self, now: int, k: int, _req: Any) -> None:
+        scaler = list(self.scalers.values())[k]
+        scaler.decide(now, self._log)
+        if more_work(self):
+            self._push_ext(now + scaler.cfg.interval, TICK, k, None)  # type: ignore[arg-type]
+
+    def _on_loaded(self, now: int, i: int, _req: Any) -> None:
+        self.scalers[self.pd_instances[i].role].loaded(i, now)
+
+    def autoscaling_summary(self) -> dict[str, Any]:
+        """The results' ``autoscaling`` section: one entry per autoscaled pool."""
+        pools = {n: s.summary(self._log, self._end_time) for n, s in self.scalers.items()}
+        hours = sum(p["gpu_hours"] for p in pools.values())
+        return {
+            "pools": pools,
+            "gpu_hours": hours,
+            "cost": sum(p["cost"] for p in pools.values()),
+        }
+
+    def _handoff_hook(self, inst: PDInstance) -> Any:
+        def hook(req: Request, end: int) -> None:
+            self.held_reqs[inst.index][req.index] = req
+            self._push_ext(end, _HANDOFF, inst.index, req)
+
+        return hook
+
+    def _step_end_hook(self, inst: PDInstance, end: int) -> None:
+        if self.kv_wait[inst.index]:
+            self._push_ext(end, _RETRY, inst.index, self.kv_wait[inst.index][0])
+        elif self.scalers:
+            self._maybe_leave(inst.index, end)
+
+    # --- routing: decode first, decide, then prefill ----------------------------------
+    def _pick(
+        self, policy: RoutingPolicy, snap: SnapshotProvider, idx: list[int], req: Request, now: int
+    ) -> int:
+        """The instance ``policy`` chooses among ``idx`` (their pending counts fresh)."""
+        return route_among(policy, snap, idx, self.snapshots.pending, req, now)
+
+    def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
+        d = self._pick(self.routing, self._dsnap, self.decode_idx, req, now)
+        dec = self.instances[d]
+        disagg = self.decider == "always"
+        if self.decider == "prefix-threshold":
+            req.prefill_target = req.num_prompt_tokens
+            cached = dec.kv.find_cached_prefix(req)
+            uncached = req.num_prompt_tokens - len(cached) * dec.kv.block_size
+            disagg = uncached > self.prefix_threshold
+        if disagg:
+            target = self._pick(self.prefill_routing, self._psnap, self.prefill_idx, req, now)
+            # A dual-role instance picked for both sides serves the request colocated.
+            disagg = target != d
+        if disagg:
+            self.decode_of[req.index] = d
+            self.assigned[d] += 1
+            req.engine_state = PREFILL_ONLY
+            self.pd.disaggregated += 1
+        else:
+            target = d
+            self.pd.colocated += 1
+        self.pd.per_request[req.index] = {
+            "prefill_instance": self.instances[target].name,
+            "decode_instance": dec.name,
+            "kv_transfer_blocks": 0,
+            "kv_transfer_ms": 0.0,
+        }
+        self._trace_routing(now, req, target)
+        self.snapshots.pending[target] += 1
+        inst = self.instances[target]
+        req.handled_by = target
+        self._push_ext(now + inst.latency.queueing_time(req), 3, target, req)
+
+    def _on_enqueue(self, now: int, inst_idx: int, req: Request) -> None:
+        super()._on_enqueue(now, inst_idx, req)
+        if req.state == RequestState.DROPPED and req.index in self.decode_of:
+            d = self.decode_of.pop(req.index)
+            self.assigned[d] -= 1
+            req.engine_state = None
+            if self.scalers:
+                self._maybe_leave(d, now)
+                self._maybe_leave(inst_idx, now)
+
+    # --- the transfer ----------------------------------------------------------------
+    def _on_handoff(self, now: int, p: int, req: Request) -> None:
+        """The prompt is done on prefill instance ``p``: reserve KV on the decode side."""
+        d = self.decode_of[req.index]
+        dec = self.pd_instances[d]
+        if dec.unservable(req):
+            self.pd.dropped_unservable += 1
+            dec.stats.dropped_unservable += 1
+            req.state = RequestState.DROPPED
+            del self.decode_of[req.index]
+            self.assigned[d] -= 1
+            self._release(now, req, p)
+            if self.scalers:
+                self._maybe_leave(d, now)
+            return
+        queue = self.kv_wait[d]
+        if queue or not self._try_start(now, req, p, d):
+            self.pd.waited_for_decode_kv += 1  # FIFO: behind others, or no room now
+            queue.append(req)
+            self._unblock(now, d)
+
+    def _try_start(self, now: int, req: Request, p: int, d: int) -> bool:
+        blocks = self.pd_instances[d].reserve(req)
+        if blocks is None:
+            return False
+        reused = self.pd_instances[d].kv.blocks_needed(req.num_prompt_tokens) - blocks
+        if self._checker is not None and blocks > self.pd_instances[p].kv.blocks_needed(
+            req.num_prompt_tokens
+        ):
+            raise InvariantViolation(
+                "transfer of more blocks than the prompt has", time=now, request=req
+            )
+        tr = Transfer(req, p, d, blocks, blocks * self.block_bytes[p], start=now)
+        tr.remaining = tr.nbytes
+        self.transfers[req.index] = tr
+        self.held_reqs[d][req.index] = req
+        if self.pd_instances[d].role == "both":
+            self._both += 1
+        self.pd.blocks_reused += reused
+        self.in_transfer += 1
+        if self.in_transfer > self.pd.peak_concurrent:
+            self.pd.peak_concurrent = self.in_transfer
+        if self.base_latency > 0:
+            self._push_ext(now + self.base_latency, _JOIN, p, req)
+        else:
+            self._on_join(now, p, req)
+        return True
+
+    def _on_join(self, now: int, p: int, req: Request) -> None:
+        """The base latency is over: the transfer shares link ``p`` from now on."""
+        tr = self.transfers[req.index]
+        if tr.remaining <= _EPS_BYTES:
+            self._complete(now, tr)
+            return
+        link = self.links[p]
+        link.advance(now)
+        link.active.append(tr)
+        self._reschedule(now, p)
+
+    def _reschedule(self, now: int, p: int) -> None:
+        link = self.links[p]
+        if self._checker is not None and link.active:
+            share = link.bandwidth / len(link.active)
+            if share * len(link.active) > link.bandwidth * (1 + 1e-9):
+                raise InvariantViolation("link shares exceed its bandwidth", time=now)
+        t = link.completion_time(now)
+        link.next_time = t
+        if t >= 0:
+            self._push_ext(t, _LINK, p, link.active[0].req)
+
+    def _on_link(self, now: int, p: int, _req: Request) -> None:
+        link = self.links[p]
+        if now != link.next_time:
+            return  # superseded by a later start or end
+        link.advance(now)
+        done = [tr for tr in link.active if tr.remaining <= _EPS_BYTES]
+        if not done:
+            self._reschedule(now, p)
+            return
+        link.active = [tr for tr in link.active if tr.remaining > _EPS_BYTES]
+        self._reschedule(now, p)
+        for tr in done:
+            self._complete(now, tr)
+
+    def _complete(self, now: int, tr: Transfer) -> None:
+        """The decode side holds the KV: the prefill side frees, the decode side runs."""
+        req = tr.req
+        del self.transfers[req.index]
+        self.in_transfer -= 1
+        pd = self.pd
+        pd.transfers_done += 1
+        pd.bytes_moved += tr.nbytes
+        pd.blocks_moved += tr.blocks
+        pd.transfer_us.append(now - tr.start)
+        rec = pd.per_request[req.index]
+        rec["kv_transfer_blocks"] = tr.blocks
+        rec["kv_transfer_ms"] = (now - tr.start) / 1000.0
+        self._release(now, req, tr.prefill)
+        del self.decode_of[req.index]
+        self.assigned[tr.decode] -= 1
+        del self.held_reqs[tr.decode][req.index]
+        if self.pd_instances[tr.decode].role == "both":
+            self._both -= 1
+        if self.pd_instances[tr.decode].accept(req, now):
+            heapq.heappush(self._steps, (now, tr.decode, self._seq))
+            self._seq += 1
+
+    def _release(self, now: int, req: Request, p: int) -> None:
+        pre = self.pd_instances[p]
+        if self._checker is not None:
+            need = pre.kv.blocks_needed(req.num_prompt_tokens)
+            if pre.kv.held_blocks(req) < need:
+                raise InvariantViolation(
+                    "prefill-side blocks freed before the transfer ended",
+                    time=now,
+                    instance=pre.name,
+                    request=req,
+                )
+        del self.held_reqs[p][req.index]
+        if pre.release(req, now):
+            heapq.heappush(self._steps, (now, p, self._seq))
+            self._seq += 1
+        elif self.scalers:
+            self._maybe_leave(p, now)
+        if self.kv_wait[p]:  # freed blocks: transfers waiting to decode here may start
+            self._push_ext(now, _RETRY, p, self.kv_wait[p][0])
+
+    def _on_retry(self, now: int, d: int, _req: Request) -> None:
+        """Decode instance ``d`` freed KV: start waiting transfers in arrival order."""
+        queue = self.kv_wait[d]
+        while queue:
+            req = queue[0]
+            p = req.handled_by  # its prefill instance until the transfer ends
+            if not self._try_start(now, req, p, d):
+                break
+            queue.popleft()
+        self._unblock(now, d)
+
+    def _stuck(self, d: int) -> bool:
+        """Decode instance ``d`` can free nothing by itself: nothing runs there and no
+        transfer is on its way in; its KV is held by prompts it prefilled for others."""
+        dec = self.pd_instances[d]
+        return not dec.running and not any(tr.decode == d for tr in self.transfers.values())
+
+    def _unblock(self, now: int, d: int) -> None:
+        """Break a wait cycle between dual-role instances (each full of prompts it
+        prefilled for the other): while ``d`` is stuck, its waiting requests prefilled
+        on a dual-role instance are decoded there instead (as vLLM's NIXL connector
+        frees such requests on the prefill side after a timeout, and the router retries)."""
+        queue = self.kv_wait[d]
+        if not queue or not self._stuck(d):
+            return
+        keep: deque[Request] = deque()
+        for req in queue:
+            p = req.handled_by
+            pre = self.pd_instances[p]
+            if pre.role != "both":
+                keep.append(req)
+                continue
+            del self.decode_of[req.index]
+            self.assigned[d] -= 1
+            del self.held_reqs[p][req.index]
+            self.pd.decoded_at_prefill += 1
+            self.pd.per_request[req.index]["decode_instance"] = pre.name
+            if pre.accept(req, now, local=True):
+                heapq.heappush(self._steps, (now, p, self._seq))
+                self._seq += 1
+        self.kv_wait[d] = keep
+        if self.scalers:
+            self._maybe_leave(d, now)
+
+    # --- end of run ------------------------------------------------------------------
+    def _finish(self, as_list: list[Request] | None, interrupted: bool) -> SimulationOutcome:
+        """Requests in transfer or waiting for decode KV are logged as in flight."""
+        mine = (_HANDOFF, _LINK, _JOIN, _RETRY, TICK, LOADED)
+        for scaler in self.scalers.values():
+            scaler.close(self._end_time)
+        seen: set[int] = set()
+        log = self._log
+        for ev in self._ext:
+            if ev[1] == _HANDOFF and ev[4].index not in seen:
+                seen.add(ev[4].index)
+                log.add(ev[4])
+        self._ext = [ev for ev in self._ext if ev[1] not in mine]
+        heapq.heapify(self._ext)
+        for queue in self.kv_wait:
+            for req in queue:
+                if req.index not in seen:
+                    seen.add(req.index)
+                    log.add(req)
+        for tr in self.transfers.values():
+            if tr.req.index not in seen:
+                seen.add(tr.req.index)
+                log.add(tr.req)
+        if self._checker is not None and not interrupted:
+            for inst in self.pd_instances:
+                if inst.role == "prefill" and inst.stats.completed:
+                    raise InvariantViolation(
+                        f"{inst.stats.completed} requests finished on a prefill-only instance",
+                        time=self._end_time,
+                        instance=inst.name,
+                    )
+        return super()._finish(as_list, interrupted)
+
+    def pd_summary(self) -> dict[str, Any]:
+        """The ``pd`` section's run-wide figures."""
+        from inference_sim.metrics.stats import percentile_ms
+
+        pd = self.pd
+        times = sorted(pd.transfer_us)
+        out: dict[str, Any] = {
+            "prefill_instances": sum(1 for i in self.pd_instances if i.role == "prefill"),
+            "decode_instances": sum(1 for i in self.pd_instances if i.role == "decode"),
+            "dual_instances": sum(1 for i in self.pd_instances if i.role == "both"),
+            "decider": self.decider,
+            "disaggregated_requests": pd.disaggregated,
+            "colocated_requests": pd.colocated,
+            "transfers": pd.transfers_done,
+            "transfer_bytes": round(pd.bytes_moved),
+            "transfer_blocks": pd.blocks_moved,
+            "decode_prefix_reused_blocks": pd.blocks_reused,
+            "peak_concurrent_transfers": pd.peak_concurrent,
+            "waited_for_decode_kv": pd.waited_for_decode_kv,
+            "decoded_at_prefill_after_wait": pd.decoded_at_prefill,
+            "dropped_at_decode": pd.dropped_unservable,
+            "in_transfer_at_end": len(self.transfers),
+            "waiting_for_decode_kv_at_end": sum(len(q) for q in self.kv_wait),
+        }
+        if times:
+            out["kv_transfer_mean_ms"] = sum(times) / len(times) / 1000.0
+        else:
+            out["kv_transfer_mean_ms"] = 0.0
+        for p in (50, 90, 99):
+            out[f"kv_transfer_p{p}_ms"] = percentile_ms(times, p)
+        return out

@@ -1,0 +1,314 @@
+"""One pool's HPA-style replica controller (docs/autoscaling.md).
+
+A :class:`PoolScaler` owns the replica states of a set of instances (a colocated
+cluster, or one P/D pool): off, loading, ready, draining. The cluster that holds it
+pushes its decision and load-finished events, routes over :attr:`PoolScaler.ready`, and
+asks :meth:`PoolScaler.maybe_leave` whenever a draining replica may have emptied.
+
+Every ``interval`` the controller reads a metric averaged over the ready replicas and
+computes HPA's ``desired = ceil(ready * value / target)`` (no change within the 10%
+tolerance), clamped to ``[min, max]``, then stabilises it: a scale-up takes the smallest
+recommendation of the scale-up window, a scale-down the largest of the scale-down window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from inference_sim.engine.invariants import InvariantViolation
+from inference_sim.instance.engine import Instance
+from inference_sim.metrics.stats import percentile_ms
+
+METRICS = ("kv-utilization", "queue-depth", "in-flight", "ttft-p90")
+TOLERANCE = 0.1  # Kubernetes HPA's default --horizontal-pod-autoscaler-tolerance
+
+OFF, LOADING, READY, DRAINING = 0, 1, 2, 3
+
+
+@dataclass
+class AutoscaleConfig:
+    """The controller's settings (all times in µs)."""
+
+    min_replicas: int
+    max_replicas: int
+    metric: str
+    target: float
+    interval: int
+    startup: int
+    up_window: int = 0
+    down_window: int = 300_000_000
+    gpus_per_replica: int = 1
+    gpu_hour_price: float = 0.0
+
+
+@dataclass
+class AutoscaleRecord:
+    """What the results' ``autoscaling`` section reports for one pool."""
+
+    t_us: list[int] = field(default_factory=list)
+    ready: list[int] = field(default_factory=list)
+    loading: list[int] = field(default_factory=list)
+    draining: list[int] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    replica_us: int = 0  # replica-µs of loading + ready + draining
+
+
+class PoolScaler:
+    """The replicas of one pool and their controller."""
+
+    def __init__(
+        self,
+        members: Sequence[int],
+        instances: Sequence[Instance],
+        cfg: AutoscaleConfig,
+        initial: int,
+        *,
+        schedule_load: Callable[[int, int], None],
+        on_change: Callable[[], None],
+        busy: Callable[[int], bool],
+        check: bool = False,
+    ) -> None:
+        if not 1 <= cfg.min_replicas <= cfg.max_replicas == len(members):
+            raise ValueError("autoscale bounds do not match the instances built")
+        self.members = list(members)
+        self.instances = instances
+        self.cfg = cfg
+        self.initial = min(max(initial, cfg.min_replicas), cfg.max_replicas)
+        self.schedule_load = schedule_load  # (time, instance): its load ends then
+        self.on_change = on_change  # the ready set changed: rebuild routing
+        self.busy = busy  # (instance) -> still holds or expects work (cannot leave)
+        self.check = check
+        self.ttft_all = False  # ttft-p90 over every request (P/D pools), not the pool's
+        self.reset()
+
+    def reset(self) -> None:
+        first = set(self.members[: self.initial])
+        self.state = {i: (READY if i in first else OFF) for i in self.members}
+        self.since = dict.fromkeys(self.members, 0)
+        self.rec = AutoscaleRecord()
+        self.history: list[tuple[int, int]] = []
+        self._log_rows = 0
+        self._refresh_lists()
+        self._record(0)
+
+    def _refresh_lists(self) -> None:
+        self.ready = [i for i in self.members if self.state[i] == READY]
+        self.draining = [i for i in self.members if self.state[i] == DRAINING]
+
+    def _count(self, st: int) -> int:
+        return sum(1 for s in self.state.values() if s == st)
+
+    def _record(self, now: int) -> None:
+        rec = self.rec
+        rec.t_us.append(now)
+        rec.ready.append(self._count(READY))
+        rec.loading.append(self._count(LOADING))
+        rec.draining.append(self._count(DRAINING))
+        if self.check and not (
+            self.cfg.min_replicas <= rec.ready[-1] + rec.loading[-1] <= self.cfg.max_replicas
+        ):
+            raise InvariantViolation("replica count outside [min, max]", time=now)
+
+    def _set(self, i: int, st: int, now: int) -> None:
+        if self.state[i] != OFF:
+            self.rec.replica_us += now - self.since[i]
+        self.state[i] = st
+        self.since[i] = now
+
+    def _changed(self, now: int) -> None:
+        self._refresh_lists()
+        self.on_change()
+        self._record(now)
+
+    # --- replicas leaving and arriving ------------------------------------------------
+    def maybe_leave(self, i: int, now: int) -> None:
+        """A draining replica with nothing left leaves (at ``now`` at the earliest)."""
+        if self.state.get(i) != DRAINING or self.busy(i):
+            return
+        now = max(now, self.since[i])
+        self._set(i, OFF, now)
+        self.rec.events.append({"t_s": now / 1e6, "kind": "left", "replica": self.name_of(i)})
+        self._changed(now)
+
+    def loaded(self, i: int, now: int) -> None:
+        """Replica ``i``'s load ends (ignored if it was cancelled meanwhile)."""
+        if self.state.get(i) != LOADING or now - self.since[i] != self.cfg.startup:
+            return
+        self._set(i, READY, now)
+        self.rec.events.append({"t_s": now / 1e6, "kind": "ready", "replica": self.name_of(i)})
+        self._changed(now)
+
+    def name_of(self, i: int) -> str:
+        return self.instances[i].name
+
+    # --- the controller ---------------------------------------------------------------
+    def _metric(self, log: Any) -> float:
+        ready = [self.instances[i] for i in self.ready]
+        m = self.cfg.metric
+        if m == "ttft-p90":  # ms, requests completed on this pool since the last decision
+            mine: set[int] | None = set(self.members)
+            rows = range(self._log_rows, len(log))
+            self._log_rows = len(log)
+            if self.ttft_all:  # a P/D pool: the client's TTFT spans both pools
+                mine = None
+            ttfts = sorted(
+                log.ttft[r]
+                for r in rows
+                if log.ttft[r] >= 0 and (mine is None or log.instance[r] in mine)
+            )
+            if not ttfts:
+                return 0.0
+            return ttfts[min(len(ttfts) - 1, math.ceil(0.9 * len(ttfts)) - 1)] / 1000.0
+        if not ready:
+            return 0.0
+        if m == "kv-utilization":
+            return sum(i.kv_utilization for i in ready) / len(ready)
+        if m == "queue-depth":
+            return sum(len(i.waiting) for i in ready) / len(ready)
+        return sum(len(i.waiting) + len(i.running) for i in ready) / len(ready)
+
+    def decide(self, now: int, log: Any) -> None:
+        """One decision at ``now``."""
+        cfg = self.cfg
+        value = self._metric(log)
+        current = self._count(READY) + self._count(LOADING)
+        ratio = value / cfg.target
+        raw = current if abs(ratio - 1.0) <= TOLERANCE else math.ceil(len(self.ready) * ratio)
+        raw = min(max(raw, cfg.min_replicas), cfg.max_replicas)
+        self.history.append((now, raw))
+        keep = max(cfg.up_window, cfg.down_window)
+        self.history = [(t, r) for t, r in self.history if now - t <= keep]
+        if raw > current:
+            desired = max(current, min(r for t, r in self.history if now - t <= cfg.up_window))
+        elif raw < current:
+            desired = min(current, max(r for t, r in self.history if now - t <= cfg.down_window))
+        else:
+            desired = current
+        reason = f"{cfg.metric}={value:.4g} target={cfg.target:g} recommends {raw}"
+        if desired > current:
+            self._scale_up(now, desired - current, reason)
+        elif desired < current:
+            self._scale_down(now, current - desired, reason)
+
+    def _scale_up(self, now: int, k: int, reason: str) -> None:
+        free = [i for i in self.members if self.state[i] == OFF][:k]
+        for i in free:
+            self._set(i, LOADING, now)
+            self.schedule_load(now + self.cfg.startup, i)
+        if free:
+            self.rec.events.append(
+                {"t_s": now / 1e6, "kind": "scale_up", "by": len(free), "reason": reason}
+            )
+            self._changed(now)
+
+    def _scale_down(self, now: int, k: int, reason: str) -> None:
+        # Loading replicas are cancelled first (the newest), then the least busy ready ones.
+        loading = [i for i in self.members if self.state[i] == LOADING][::-1][:k]
+        for i in loading:
+            self._set(i, OFF, now)
+        k -= len(loading)
+        victims: list[int] = []
+        if k > 0:
+
+            def load(i: int) -> tuple[int, int]:
+                inst = self.instances[i]
+                return (len(inst.running) + len(inst.waiting), -i)
+
+            victims = sorted(self.ready, key=load)[:k]
+            for i in victims:
+                self._set(i, DRAINING, now)
+        self.rec.events.append(
+            {"t_s": now / 1e6, "kind": "scale_down", "by": len(loading) + len(victims),
+             "reason": reason}
+        )  # fmt: skip
+        self._changed(now)
+        for i in list(self.draining):
+            self.maybe_leave(i, now)
+
+    # --- results ---------------------------------------------------------------------
+    def close(self, end: int) -> None:
+        """End of run: replicas still up count until ``end``."""
+        for i, s in self.state.items():
+            if s != OFF:
+                self.rec.replica_us += max(0, end - self.since[i])
+                self.since[i] = end
+
+    def scaling_periods(self, end: int) -> list[tuple[int, int]]:
+        """``[start, end)`` µs spans during which some replica was loading or draining."""
+        rec = self.rec
+        spans: list[tuple[int, int]] = []
+        start = -1
+        for t, lo, d in zip(rec.t_us, rec.loading, rec.draining, strict=True):
+            if lo + d > 0 and start < 0:
+                start = t
+            elif lo + d == 0 and start >= 0:
+                if t > start:
+                    spans.append((start, t))
+                start = -1
+        if start >= 0:
+            spans.append((start, max(start + 1, end)))
+        return spans
+
+    def _latency_split(self, log: Any, end: int) -> dict[str, Any]:
+        """TTFT and E2E of finished requests that arrived during scaling, and the rest."""
+        spans = self.scaling_periods(end)
+        groups: dict[str, tuple[list[int], list[int]]] = {
+            "during_scaling": ([], []),
+            "steady": ([], []),
+        }
+        for row in range(len(log)):
+            if not log.finished[row]:
+                continue
+            t = log.arrival[row]
+            inside = any(a <= t < b for a, b in spans)
+            ttfts, e2es = groups["during_scaling" if inside else "steady"]
+            ttfts.append(log.ttft[row])
+            e2es.append(log.e2e[row])
+        out: dict[str, Any] = {"scaling_periods_s": [[a / 1e6, b / 1e6] for a, b in spans]}
+        for name, (ttfts, e2es) in groups.items():
+            ttfts.sort()
+            e2es.sort()
+            out[name] = {
+                "completed_requests": len(ttfts),
+                "ttft_mean_ms": sum(ttfts) / len(ttfts) / 1000.0 if ttfts else 0.0,
+                "ttft_p90_ms": percentile_ms(ttfts, 90),
+                "ttft_p99_ms": percentile_ms(ttfts, 99),
+                "e2e_p90_ms": percentile_ms(e2es, 90),
+            }
+        return out
+
+    def summary(self, log: Any, end: int) -> dict[str, Any]:
+        """This pool's ``autoscaling`` figures."""
+        cfg = self.cfg
+        rec = self.rec
+        gpu_hours = rec.replica_us * cfg.gpus_per_replica / 3.6e9
+        peak = max(
+            r + lo + d for r, lo, d in zip(rec.ready, rec.loading, rec.draining, strict=True)
+        )
+        return {
+            "min_replicas": cfg.min_replicas,
+            "max_replicas": cfg.max_replicas,
+            "metric": cfg.metric,
+            "target": cfg.target,
+            "interval_s": cfg.interval / 1e6,
+            "replica_startup_s": cfg.startup / 1e6,
+            "scale_up_window_s": cfg.up_window / 1e6,
+            "scale_down_window_s": cfg.down_window / 1e6,
+            "gpus_per_replica": cfg.gpus_per_replica,
+            "gpu_hours": gpu_hours,
+            "gpu_hour_price": cfg.gpu_hour_price,
+            "cost": gpu_hours * cfg.gpu_hour_price,
+            "peak_replicas": peak,
+            "scale_events": len([e for e in rec.events if e["kind"].startswith("scale")]),
+            "events": rec.events,
+            "latency": self._latency_split(log, end),
+            "replicas": {
+                "t_s": [t / 1e6 for t in rec.t_us],
+                "ready": rec.ready,
+                "loading": rec.loading,
+                "draining": rec.draining,
+            },
+        }

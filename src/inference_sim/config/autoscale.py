@@ -1,0 +1,242 @@
+"""Autoscaling options: checks, defaults and the simulator (docs/autoscaling.md).
+
+Default numbers and where they come from:
+
+* decision interval 15 s, scale-up window 0 s, scale-down window 300 s, tolerance 10%:
+  the Kubernetes HorizontalPodAutoscaler defaults;
+* replica start-up: 20 s to start the container and the engine (vLLM's own start-up,
+  CUDA graph capture included, is typically 15-60 s) plus one GPU's share of the weights
+  read at 2 GB/s (a network volume or a local NVMe cache);
+* GPU-hour prices: rounded on-demand list prices of public GPU clouds, 2025 (they vary
+  by provider and commitment by a factor of two or more: override with
+  ``--autoscale-gpu-hour-price``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from inference_sim.cluster.scaler import METRICS
+from inference_sim.config.errors import ConfigError
+
+ENGINE_START_S = 20.0
+GPU_HOUR_PRICE = {  # USD per GPU-hour, on-demand, rounded (see the module docstring)
+    "H100": 3.00,
+    "H200": 3.80,
+    "B200": 6.00,
+    "A100-SXM": 1.80,
+    "A10G": 1.00,
+    "L4": 0.80,
+    "L40S": 1.60,
+    "MI300X": 2.50,
+}
+DEFAULT_PRICE = 2.00  # a GPU without a listed price
+
+
+def autoscale_enabled(o: Mapping[str, Any]) -> bool:
+    """True for an autoscaled colocated cluster."""
+    return o.get("autoscale_max", 0) > 0
+
+
+def pool_autoscale_enabled(o: Mapping[str, Any]) -> bool:
+    """True when a P/D pool is autoscaled."""
+    return o.get("prefill_autoscale_max", 0) > 0 or o.get("decode_autoscale_max", 0) > 0
+
+
+def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None:
+    """One-line errors for autoscaling options (ConfigError, exit 2)."""
+    if o["autoscale_max"] < 0:
+        raise ConfigError(f"--autoscale-max must be >= 0, got {o['autoscale_max']}")
+    pools = pool_autoscale_enabled(o)
+    if pools:
+        _check_pools(o)
+    if not autoscale_enabled(o) and not pools:
+        prefixes = ("autoscale_", "replica_")
+        given = sorted(k for k in explicit if k.startswith(prefixes) and k != "autoscale_max")
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise ConfigError(f"{flag} needs autoscaling: give --autoscale-max > 0")
+        return
+    if pools:
+        _check_shared(o)
+        return
+    lo = o["autoscale_min"] or 1
+    hi = o["autoscale_max"]
+    if lo < 1:
+        raise ConfigError(f"--autoscale-min must be >= 1, got {o['autoscale_min']}")
+    if lo > hi:
+        raise ConfigError(f"--autoscale-min {lo} > --autoscale-max {hi}; min must be <= max")
+    if o["prefill_instances"] or o["decode_instances"]:
+        raise ConfigError(
+            "--autoscale-max with --prefill-instances/--decode-instances: autoscale each "
+            "pool with --prefill-autoscale-max / --decode-autoscale-max (docs/autoscaling.md)"
+        )
+    if o["autoscale_metric"] not in METRICS:
+        raise ConfigError(
+            f"--autoscale-metric must be one of {', '.join(METRICS)}, got {o['autoscale_metric']!r}"
+        )
+    t = o["autoscale_target"]
+    if not (math.isfinite(t) and t > 0):
+        raise ConfigError(f"--autoscale-target must be a finite number > 0, got {t}")
+    _check_shared(o)
+
+
+def _check_pools(o: dict[str, Any]) -> None:
+    """Per-pool bounds, targets and metrics of an autoscaled P/D cluster."""
+    if o["autoscale_max"] > 0:
+        raise ConfigError(
+            "--autoscale-max with --prefill-instances/--decode-instances: autoscale each "
+            "pool with --prefill-autoscale-max / --decode-autoscale-max (docs/autoscaling.md)"
+        )
+    for pool in ("prefill", "decode"):
+        hi = o[f"{pool}_autoscale_max"]
+        flag = f"--{pool}-autoscale"
+        if hi < 0:
+            raise ConfigError(f"{flag}-max must be >= 0, got {hi}")
+        if hi == 0:
+            continue
+        lo = o[f"{pool}_autoscale_min"] or 1
+        if lo > hi:
+            raise ConfigError(f"{flag}-min {lo} > {flag}-max {hi}; min must be <= max")
+        if o[f"{pool}_instances"] > hi:
+            raise ConfigError(
+                f"--{pool}-instances {o[f'{pool}_instances']} > {flag}-max {hi}; "
+                f"the pool starts with --{pool}-instances replicas, at most the max"
+            )
+        t = o[f"{pool}_autoscale_target"]
+        if not (math.isfinite(t) and t > 0):
+            raise ConfigError(f"{flag}-target must be a finite number > 0, got {t}")
+        m = o[f"{pool}_autoscale_metric"] or o["autoscale_metric"]
+        if m not in METRICS:
+            raise ConfigError(f"{flag}-metric must be one of {', '.join(METRICS)}, got {m!r}")
+
+
+def _check_shared(o: dict[str, Any]) -> None:
+    """Interval, windows, start-up and price (shared by every autoscaled pool)."""
+    for name in ("autoscale_interval",):
+        v = o[name]
+        if not (math.isfinite(v) and v > 0):
+            raise ConfigError(
+                f"--{name.replace('_', '-')} must be a number of seconds > 0, got {v}"
+            )
+    for name in ("autoscale_up_window", "autoscale_down_window"):
+        v = o[name]
+        if not (math.isfinite(v) and v >= 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be seconds >= 0, got {v}")
+    s = o["replica_startup_s"]
+    if not (math.isfinite(s) and (s >= 0 or s == -1)):
+        raise ConfigError(f"--replica-startup-s must be seconds >= 0 (or -1: derived), got {s}")
+    bw = o["replica_load_bandwidth"]
+    if not (math.isfinite(bw) and bw > 0):
+        raise ConfigError(f"--replica-load-bandwidth must be a finite number > 0 GB/s, got {bw}")
+    p = o["autoscale_gpu_hour_price"]
+    if not (math.isfinite(p) and (p >= 0 or p == -1)):
+        raise ConfigError(
+            f"--autoscale-gpu-hour-price must be >= 0 (or -1: the GPU's default), got {p}"
+        )
+
+
+def pool_autoscale(plan: Any, pool: str, sub: Any) -> tuple[Any, int] | None:
+    """The controller settings of one P/D pool (``sub``: that pool's plan), or None."""
+    from inference_sim.cluster.scaler import AutoscaleConfig
+
+    o = plan.options
+    hi = o[f"{pool}_autoscale_max"]
+    if hi <= 0:
+        return None
+    startup, _why = startup_seconds(sub)
+    cfg = AutoscaleConfig(
+        min_replicas=o[f"{pool}_autoscale_min"] or 1,
+        max_replicas=hi,
+        metric=o[f"{pool}_autoscale_metric"] or o["autoscale_metric"],
+        target=o[f"{pool}_autoscale_target"],
+        interval=round(o["autoscale_interval"] * 1e6),
+        startup=round(startup * 1e6),
+        up_window=round(o["autoscale_up_window"] * 1e6),
+        down_window=round(o["autoscale_down_window"] * 1e6),
+        gpus_per_replica=max(1, sub.options["tp"]),
+        gpu_hour_price=_price(sub),
+    )
+    return cfg, o[f"{pool}_instances"]
+
+
+def _price(plan: Any) -> float:
+    o = plan.options
+    if o["autoscale_gpu_hour_price"] >= 0:
+        return float(o["autoscale_gpu_hour_price"])
+    gpu = plan.gpu_spec.name if plan.gpu_spec is not None else o["hardware"]
+    return GPU_HOUR_PRICE.get(gpu, DEFAULT_PRICE)
+
+
+def startup_seconds(plan: Any) -> tuple[float, str]:
+    """A replica's load time and how it was derived."""
+    o = plan.options
+    if o["replica_startup_s"] >= 0:
+        return o["replica_startup_s"], "--replica-startup-s"
+    from inference_sim.catalog.architecture import bundled_architecture
+
+    arch = plan.architecture or bundled_architecture(o["model"])
+    if arch is None:
+        return ENGINE_START_S, "engine start only (model architecture unknown)"
+    tp = max(1, o["tp"])
+    per_gpu = arch.weight_bytes() / tp
+    secs = ENGINE_START_S + per_gpu / (o["replica_load_bandwidth"] * 1e9)
+    why = (
+        f"{ENGINE_START_S:g} s engine start + {per_gpu / 1e9:.2f} GB per GPU at "
+        f"{o['replica_load_bandwidth']:g} GB/s"
+    )
+    return secs, why
+
+
+def build_autoscale_simulator(plan: Any) -> Any:
+    """The autoscaled colocated cluster (``runner.build_simulator``)."""
+    from inference_sim.cluster.autoscale import AutoscaleClusterSimulator, AutoscaleConfig
+    from inference_sim.config.policies import build_policies
+    from inference_sim.instance import make_instance
+
+    o = plan.options
+    hi = o["autoscale_max"]
+    policies = build_policies(o, hi, plan.engine.block_size)
+    instances = [
+        make_instance(
+            i, plan.engine, plan.make_latency_model(), order_wait_queue=policies.wait_queue_hooks[i]
+        )
+        for i in range(hi)
+    ]
+    startup, _why = startup_seconds(plan)
+    price = _price(plan)
+    cfg = AutoscaleConfig(
+        min_replicas=o["autoscale_min"] or 1,
+        max_replicas=hi,
+        metric=o["autoscale_metric"],
+        target=o["autoscale_target"],
+        interval=round(o["autoscale_interval"] * 1e6),
+        startup=round(startup * 1e6),
+        up_window=round(o["autoscale_up_window"] * 1e6),
+        down_window=round(o["autoscale_down_window"] * 1e6),
+        gpus_per_replica=max(1, o["tp"]),
+        gpu_hour_price=price,
+    )
+    return AutoscaleClusterSimulator(
+        instances,
+        autoscale=cfg,
+        initial=o["num_instances"],
+        admission=policies.admission,
+        routing=policies.routing,
+        admission_latency=o["admission_latency"],
+        routing_latency=o["routing_latency"],
+        horizon=o["horizon"],
+        max_model_len=o["max_model_len"],
+        check_invariants=o["check_invariants"],
+        snapshot_refresh_interval=policies.snapshot_refresh_interval,
+        priority_policy=policies.priority_policy,
+    )
+
+
+def autoscale_section(sim: Any, plan: Any) -> dict[str, Any]:
+    """The results' ``autoscaling`` section."""
+    out = sim.autoscaling_summary()
+    out["replica_startup_reason"] = startup_seconds(plan)[1]
+    return out

@@ -1,0 +1,189 @@
+"""Prefill/decode options: checks and per-pool deployments (docs/disaggregation.md).
+
+A pool with its own ``--prefill-hardware/--prefill-tp`` (or decode) is resolved as a
+run of its own with those values, so its KV capacity and latency model follow its
+deployment exactly as a colocated run on that GPU and TP would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from inference_sim.config.errors import ConfigError
+
+DECIDERS = ("never", "always", "prefix-threshold")
+POOL_KEYS = ("hardware", "tp")
+
+
+def pd_enabled(o: Mapping[str, Any]) -> bool:
+    """True when the options ask for prefill or decode pools."""
+    return bool(o.get("prefill_instances") or o.get("decode_instances"))
+
+
+def check_pd_options(o: dict[str, Any], explicit: frozenset[str]) -> None:
+    """One-line errors for P/D options that do not add up (ConfigError, exit 2)."""
+    p, d, n = o["prefill_instances"], o["decode_instances"], o["num_instances"]
+    for name in ("prefill_instances", "decode_instances", "pd_prefix_threshold"):
+        if o[name] < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {o[name]}")
+    for name in ("prefill_tp", "decode_tp"):
+        if o[name] < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {o[name]}")
+    if not pd_enabled(o):
+        counts = ("prefill_instances", "decode_instances")  # an explicit 0 is fine
+        given = sorted(
+            k for k in explicit if k.startswith(("pd_", "prefill_", "decode_")) and k not in counts
+        )
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise ConfigError(
+                f"{flag} needs disaggregation: give --prefill-instances and/or --decode-instances"
+            )
+        return
+    if p + d > n:
+        raise ConfigError(
+            f"--prefill-instances {p} + --decode-instances {d} exceed --num-instances {n}; "
+            "the rest of --num-instances do both"
+        )
+    if p == n or d == n:
+        pool = "prefill" if p == n else "decode"
+        raise ConfigError(
+            f"--{pool}-instances {n} leaves no instance for the other pool; "
+            f"give --num-instances > {n} or fewer {pool} instances"
+        )
+    if o["pd_decider"] not in DECIDERS:
+        raise ConfigError(
+            f"--pd-decider must be one of {', '.join(DECIDERS)}, got {o['pd_decider']!r}"
+        )
+    bw = o["pd_transfer_bandwidth"]
+    if not (math.isfinite(bw) and bw > 0):
+        raise ConfigError(f"--pd-transfer-bandwidth must be a finite number > 0 GB/s, got {bw}")
+    lat = o["pd_transfer_base_latency"]
+    if not (math.isfinite(lat) and lat >= 0):
+        raise ConfigError(f"--pd-transfer-base-latency must be a finite number >= 0 ms, got {lat}")
+
+
+def pool_overrides(o: Mapping[str, Any], pool: str) -> dict[str, Any]:
+    """The ``hardware``/``tp`` a pool sets differently from the run (empty: same)."""
+    out: dict[str, Any] = {}
+    for key in POOL_KEYS:
+        value = o[f"{pool}_{key}"]
+        if value and value != o[key]:
+            out[key] = value
+    return out
+
+
+def resolve_pools(
+    raw: Mapping[str, Any], o: Mapping[str, Any], resolve: Callable[[Mapping[str, Any]], Any]
+) -> dict[str, Any]:
+    """Pool name -> its own plan, for the pools with their own GPU or TP."""
+    pools: dict[str, Any] = {}
+    for pool in ("prefill", "decode"):
+        over = pool_overrides(o, pool)
+        if not over:
+            continue
+        sub = {k: v for k, v in raw.items() if not k.replace("-", "_").startswith(
+            ("pd_", "prefill_", "decode_"))}  # fmt: skip
+        if "tp" in over:
+            sub.pop("tensor_parallel_size", None)
+        sub.update(over)
+        flags = " ".join(f"--{pool}-{k} {v}" for k, v in over.items())
+        try:
+            pools[pool] = resolve(sub)
+        except ConfigError as exc:
+            raise ConfigError(f"{pool} pool ({flags}): {exc}") from None
+    return pools
+
+
+def build_pd_simulator(plan: Any) -> Any:
+    """The disaggregated cluster a resolved plan describes (``runner.build_simulator``).
+
+    Instances ``0 .. P-1`` form the prefill pool, ``P .. P+D-1`` the decode pool and the
+    rest do both; each pool's instances follow that pool's plan (GPU, TP, KV capacity,
+    latency model). The decode and prefill pools each get their own routing policy.
+    """
+    from inference_sim.catalog.architecture import bundled_architecture
+    from inference_sim.catalog.capacity import kv_block_bytes
+    from inference_sim.cluster.pd import PDClusterSimulator
+    from inference_sim.config.autoscale import pool_autoscale
+    from inference_sim.config.policies import build_policies
+    from inference_sim.instance.pd import PDInstance
+
+    o = plan.options
+    n, p, d = o["num_instances"], o["prefill_instances"], o["decode_instances"]
+    # An autoscaled pool has its max instances built; the controller starts p (or d).
+    scaled = {}
+    for pool in ("prefill", "decode"):
+        got = pool_autoscale(plan, pool, plan.pools.get(pool, plan))
+        if got is not None:
+            scaled[pool] = got
+    p_built = scaled["prefill"][0].max_replicas if "prefill" in scaled else p
+    d_built = scaled["decode"][0].max_replicas if "decode" in scaled else d
+    roles = ["prefill"] * p_built + ["decode"] * d_built + ["both"] * (n - p - d)
+    n = len(roles)
+    bs = plan.engine.block_size
+    policies = build_policies(o, n, bs)
+
+    def pool_routing(pool: str, size: int) -> Any:
+        opts = dict(o)
+        opts["routing_policy"] = o[f"{pool}_routing_policy"] or o["routing_policy"]
+        opts["routing_scorers"] = o[f"{pool}_routing_scorers"] or o["routing_scorers"]
+        return build_policies(opts, size, bs).routing
+
+    instances = []
+    block_bytes = []
+    for i, role in enumerate(roles):
+        sub = plan.pools.get(role, plan)
+        inst = PDInstance(
+            i, sub.engine, sub.make_latency_model(), order_wait_queue=policies.wait_queue_hooks[i]
+        )
+        inst.role = role
+        instances.append(inst)
+        # One link per GPU: each TP rank sends its shard of the KV over its own NIC, so
+        # a link carries one GPU's bytes of each block (MLA models: the latent size).
+        arch = sub.architecture or bundled_architecture(o["model"])
+        tp = max(1, sub.options["tp"])
+        block_bytes.append(kv_block_bytes(arch, tp, bs) if arch is not None else 0.0)
+    return PDClusterSimulator(
+        instances,
+        decode_routing=pool_routing("decode", n - p_built),
+        prefill_routing=pool_routing("prefill", n - d_built),
+        autoscale=scaled,
+        decider=o["pd_decider"],
+        prefix_threshold=o["pd_prefix_threshold"],
+        bandwidth_gbps=o["pd_transfer_bandwidth"],
+        base_latency_us=round(o["pd_transfer_base_latency"] * 1000),
+        block_bytes=block_bytes,
+        admission=policies.admission,
+        admission_latency=o["admission_latency"],
+        routing_latency=o["routing_latency"],
+        horizon=o["horizon"],
+        max_model_len=o["max_model_len"],
+        check_invariants=o["check_invariants"],
+        snapshot_refresh_interval=policies.snapshot_refresh_interval,
+        priority_policy=policies.priority_policy,
+    )
+
+
+def pd_result_parts(sim: Any, outcome: Any) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+    """The results' ``pd`` section and the per-request P/D fields (by request index)."""
+    from inference_sim.metrics.summary import build_summary
+
+    section = sim.pd_summary()
+    section["transfer_bandwidth_gbps"] = sim.bandwidth / 1e3
+    section["transfer_base_latency_ms"] = sim.base_latency / 1000.0
+    section["bytes_known"] = all(b > 0 for b in sim.block_bytes)
+    pools: dict[str, Any] = {}
+    for role in ("prefill", "decode", "both"):
+        members = [inst for inst in outcome.instances if inst.role == role]
+        if not members:
+            continue
+        s = build_summary(outcome, members, instance_id=f"{role}_pool")
+        s["instances"] = len(members)
+        s["handed_off"] = sum(m.handed_off for m in members)
+        s["accepted_by_transfer"] = sum(m.accepted for m in members)
+        pools[role] = s
+    section["pools"] = pools
+    return section, sim.pd.per_request

@@ -1,0 +1,172 @@
+"""Autoscaling (docs/autoscaling.md): the HPA controller, load delay, drain, cost."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inference_sim.cluster.autoscale import AutoscaleClusterSimulator, AutoscaleConfig
+from inference_sim.core.request import RequestState
+from inference_sim.instance import make_instance
+from inference_sim.instance.config import EngineConfig
+from inference_sim.latency.blackbox import BlackboxLatencyModel
+from inference_sim.policies.routing import LeastLoaded
+from simhelpers import make_request
+
+
+def _sim(n_max=2, *, initial=1, metric="in-flight", target=1.0, interval=1000, startup=5000,
+         down_window=0, lo=1, price=2.0):  # fmt: skip
+    insts = [
+        make_instance(
+            i,
+            EngineConfig(num_gpu_blocks=2000, block_size=16),
+            BlackboxLatencyModel((0, 0, 0), (1000.0, 10.0, 1.0)),
+        )
+        for i in range(n_max)
+    ]
+    cfg = AutoscaleConfig(lo, n_max, metric, target, interval, startup, 0, down_window, 1, price)
+    return AutoscaleClusterSimulator(
+        insts, autoscale=cfg, initial=initial, routing=LeastLoaded(), check_invariants=True
+    )
+
+
+def test_new_replica_is_routable_exactly_after_its_load_delay():
+    # Four long requests at t=0 on one replica: at the 1000 µs decision in-flight = 4 per
+    # replica against a target of 1 -> ceil(1 * 4) = 4, clamped to max 2: one replica
+    # loads from 1000 to 6000. A request at 5999 can only go to instance 0; one at 6001
+    # goes to the new, empty instance 1.
+    sim = _sim()
+    reqs = [make_request(i, 0, 32, 400) for i in range(4)]
+    early, late = make_request(4, 5999, 32, 2), make_request(5, 6001, 32, 2)
+    sim.run([*reqs, early, late])
+    assert early.handled_by == 0 and late.handled_by == 1
+    ev = sim.rec.events
+    assert ev[0]["kind"] == "scale_up" and ev[0]["t_s"] == 0.001 and ev[0]["by"] == 1
+    assert ev[1] == {"t_s": 0.006, "kind": "ready", "replica": "instance_1"}
+    assert "recommends 2" in ev[0]["reason"]
+    assert sim.scaling_periods() == [(1000, 6000)]
+    lat = sim.autoscaling_summary()["latency"]
+    # requests arriving in [1000, 6000) (only `early`) against the rest
+    assert lat["during_scaling"]["completed_requests"] == 1
+    assert lat["steady"]["completed_requests"] == 5
+    assert lat["during_scaling"]["ttft_p90_ms"] == pytest.approx(
+        (early.first_token_time - early.arrival_time) / 1000
+    )
+
+
+def test_scale_down_drains_then_leaves_and_gpu_time_counts_loading():
+    sim = _sim(initial=2, target=100.0, interval=1000)
+    reqs = [make_request(0, 0, 32, 50), make_request(1, 0, 32, 50)]
+    out = sim.run(reqs)
+    assert all(r.state == RequestState.FINISHED for r in reqs)
+    kinds = [e["kind"] for e in sim.rec.events]
+    assert kinds[0] == "scale_down"
+    # the drained replica finished its request first, then left
+    assert "left" in kinds
+    assert {r.handled_by for r in reqs} == {0, 1}
+    s = sim.autoscaling_summary()
+    # replica time: two replicas until the first decision, then one until the end
+    left = next(e for e in sim.rec.events if e["kind"] == "left")["t_s"]
+    expect_us = round(left * 1e6) + out.end_time
+    assert sim.rec.replica_us == expect_us
+    assert s["gpu_hours"] == pytest.approx(expect_us / 3.6e9)
+    assert s["cost"] == pytest.approx(s["gpu_hours"] * 2.0)
+
+
+def test_scale_down_window_holds_the_highest_recent_recommendation():
+    # With a long scale-down window, the high recommendation of the burst keeps the
+    # replicas although the load is gone.
+    sim = _sim(initial=2, target=1.0, interval=1000, down_window=10**9)
+    reqs = [make_request(i, 0, 32, 300) for i in range(4)]
+    sim.run(reqs)
+    assert not any(e["kind"] == "scale_down" for e in sim.rec.events)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    n_max=st.integers(2, 4),
+    initial=st.integers(1, 4),
+    gaps=st.lists(st.integers(0, 4000), min_size=1, max_size=30),
+    metric=st.sampled_from(["kv-utilization", "queue-depth", "in-flight", "ttft-p90"]),
+    target=st.floats(0.05, 5.0),
+)
+def test_properties_bounds_and_every_request_finishes(n_max, initial, gaps, metric, target):
+    sim = _sim(n_max, initial=initial, metric=metric, target=target, startup=3000)
+    t, reqs = 0, []
+    for i, g in enumerate(gaps):
+        t += g
+        reqs.append(make_request(i, t, 40, 30))
+    out = sim.run(reqs)  # --check-invariants: replica counts within [min, max]
+    assert all(r.state == RequestState.FINISHED for r in reqs)
+    assert sum(i.stats.completed for i in out.instances) == len(reqs)
+    rec = sim.rec
+    for r, lo, d in zip(rec.ready, rec.loading, rec.draining, strict=True):
+        assert 1 <= r + lo <= n_max and r >= 1 and d >= 0
+
+
+MODEL = ("--model", "meta-llama/llama-3.1-8b-instruct", "--rate", "30", "--num-requests", "600")
+
+
+def _blis(*args):
+    from click.testing import CliRunner
+
+    from inference_sim.cli.main import cli
+
+    return CliRunner().invoke(cli, ["run", *MODEL, *args])
+
+
+def test_results_file_has_autoscaling_section(tmp_path):
+    path = tmp_path / "r.json"
+    res = _blis(
+        "--autoscale-max", "3", "--autoscale-target", "4", "--autoscale-interval", "2",
+        "--replica-startup-s", "5", "--results-path", str(path), "--check-invariants",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    a = json.loads(path.read_text())["autoscaling"]
+    assert a["replica_startup_s"] == 5.0 and a["gpu_hour_price"] == 3.0  # H100 default
+    assert a["events"][0]["kind"] == "scale_up"
+    ready_at = [e["t_s"] for e in a["events"] if e["kind"] == "ready"]
+    assert ready_at and ready_at[0] == pytest.approx(a["events"][0]["t_s"] + 5.0)
+    assert len(a["replicas"]["t_s"]) == len(a["replicas"]["ready"]) >= 2
+    assert a["cost"] == pytest.approx(a["gpu_hours"] * 3.0)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--autoscale-max", "2", "--autoscale-min", "3", "--autoscale-target", "1"),
+         "--autoscale-min 3 > --autoscale-max 2"),
+        (("--autoscale-max", "2"), "--autoscale-target"),
+        (("--autoscale-max", "2", "--autoscale-target", "1", "--autoscale-metric", "cpu"),
+         "--autoscale-metric"),
+        (("--autoscale-target", "3",), "needs autoscaling"),
+        (("--autoscale-max", "2", "--autoscale-target", "1", "--replica-startup-s", "-5"),
+         "--replica-startup-s"),
+    ],
+)  # fmt: skip
+def test_bad_autoscale_inputs_one_line_exit_2(args, needle):
+    res = _blis(*args)
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], res.output
+
+
+def test_html_report_charts_replicas_and_events(tmp_path):
+    from inference_sim import simulate
+    from inference_sim.report.html import build_report
+
+    res = simulate(
+        model="meta-llama/llama-3.1-8b-instruct", rate=30, num_requests=400, autoscale_max=3,
+        autoscale_target=4, autoscale_interval=2, replica_startup_s=5,
+    )  # fmt: skip
+    page = build_report(res)
+    assert 'id="autoscaling-replicas"' in page
+    assert "scale_up" in page and "GPU-hours" in page
+    pd = simulate(
+        model="meta-llama/llama-3.1-8b-instruct", num_requests=50, num_instances=3,
+        prefill_instances=1, decode_instances=2,
+    )  # fmt: skip
+    assert "Prefill/decode disaggregation" in build_report(pd)

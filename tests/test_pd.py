@@ -1,0 +1,339 @@
+"""Prefill/decode disaggregation (docs/disaggregation.md): hand-computed vectors,
+invariants, results fields and bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inference_sim.cluster.pd import Link, PDClusterSimulator, Transfer
+from inference_sim.core.request import RequestState
+from inference_sim.instance.config import EngineConfig
+from inference_sim.instance.pd import PDInstance
+from inference_sim.latency.blackbox import BlackboxLatencyModel
+from inference_sim.metrics.summary import e2e_ticks, ttft_ticks
+from inference_sim.policies.routing import RoundRobin
+from simhelpers import make_request
+
+BETA = (1000.0, 10.0, 1.0)  # step = 1000 + 10 per prefill token + 1 per decode token
+
+
+def _cluster(roles, *, blocks=(20_000,), bw_gbps=1.0, base_us=0, block_bytes=250_000.0, **kw):
+    insts = []
+    for i, role in enumerate(roles):
+        n = blocks[i] if i < len(blocks) else blocks[-1]
+        inst = PDInstance(
+            i, EngineConfig(num_gpu_blocks=n, block_size=16), BlackboxLatencyModel((0, 0, 0), BETA)
+        )
+        inst.role = role
+        insts.append(inst)
+    return PDClusterSimulator(
+        insts,
+        decode_routing=RoundRobin(),
+        prefill_routing=RoundRobin(),
+        bandwidth_gbps=bw_gbps,
+        base_latency_us=base_us,
+        block_bytes=[block_bytes] * len(roles),
+        check_invariants=True,
+        **kw,
+    )
+
+
+def test_one_request_through_pd_by_hand():
+    # Prompt 64 tokens = 4 blocks of 250 kB = 1 MB at 1 GB/s (1000 B/µs) = 1000 µs + 100 base.
+    sim = _cluster(["prefill", "decode"], base_us=100)
+    req = make_request(0, 0, 64, 3)
+    out = sim.run([req])
+    # prefill step 1000 + 640 = 1640; transfer 1640 -> 2740; the decode side computes the
+    # last prompt token (1000 + 10) -> first token at 3750; two decode steps of 1001.
+    assert ttft_ticks(out.requests[0]) == 3750
+    assert e2e_ticks(out.requests[0]) == 5752
+    assert req.state == RequestState.FINISHED and req.handled_by == 1
+    rec = sim.pd.per_request[0]
+    assert rec == {
+        "prefill_instance": "instance_0",
+        "decode_instance": "instance_1",
+        "kv_transfer_blocks": 4,
+        "kv_transfer_ms": 1.1,
+    }
+    assert sim.pd.bytes_moved == 1_000_000
+    assert out.instances[0].stats.completed == 0 and out.instances[1].stats.completed == 1
+
+
+def test_prefill_side_holds_kv_until_the_transfer_ends():
+    # The prefill instance has 5 blocks (4 held by the first): a second prompt arriving after the
+    # first one's handoff (1640) can only start when the transfer ends (2740).
+    sim = _cluster(["prefill", "decode"], blocks=(5, 100), base_us=100)
+    a, b = make_request(0, 0, 64, 2), make_request(1, 1700, 64, 2)
+    sim.run([a, b])
+    assert b.first_scheduled_time == 2740
+    assert b.state == RequestState.FINISHED
+
+
+def test_link_processor_sharing_by_hand():
+    # 10 GB/s = 10 000 B/µs; A (1 MB) alone from 0, B (1 MB) joins at 50:
+    # A has 500 kB left, both at 5000 B/µs -> A ends at 150; B alone -> ends at 200.
+    link = Link(10_000.0)
+    ta = Transfer(make_request(0, 0, 16, 1), 0, 1, 4, 1e6, 0, 1e6)
+    tb = Transfer(make_request(1, 0, 16, 1), 0, 1, 4, 1e6, 50, 1e6)
+    link.active.append(ta)
+    assert link.completion_time(0) == 100
+    link.advance(50)
+    link.active.append(tb)
+    assert link.completion_time(50) == 150
+    link.advance(150)
+    assert ta.remaining == pytest.approx(0.0) and tb.remaining == pytest.approx(5e5)
+    link.active.remove(ta)
+    assert link.completion_time(150) == 200
+
+
+def test_two_transfers_share_a_link_in_the_simulator():
+    # Both prompts finish in one prefill step (1000 + 10 * 128 = 2280) and pull 1 MB each
+    # over one 1000 B/µs link: 500 B/µs each -> both end at 2280 + 2000.
+    sim = _cluster(["prefill", "decode", "decode"])
+    reqs = [make_request(0, 0, 64, 2), make_request(1, 0, 64, 2)]
+    sim.run(reqs)
+    assert [sim.pd.per_request[i]["kv_transfer_ms"] for i in (0, 1)] == [2.0, 2.0]
+    assert sim.pd.peak_concurrent == 2
+    assert {r.handled_by for r in reqs} == {1, 2}
+
+
+def test_decode_pulls_only_blocks_missing_from_its_prefix_cache():
+    shared = list(range(5000, 5064))  # 4 full blocks
+    r0 = make_request(0, 0, [*shared, *range(9000, 9016)], 2)
+    r1 = make_request(1, 100_000, [*shared, *range(9100, 9116)], 2)  # 5 blocks
+    sim = _cluster(["prefill", "decode"])
+    sim.run([r0, r1])
+    assert sim.pd.per_request[0]["kv_transfer_blocks"] == 5
+    # r1's 4 shared blocks are cached on the decode instance: only its 5th is pulled.
+    assert sim.pd.per_request[1]["kv_transfer_blocks"] == 1
+    assert sim.pd.blocks_reused == 4
+
+
+def test_decode_waits_for_kv_and_never_drops():
+    # The decode instance holds 6 blocks: two 4-block prompts cannot both be there.
+    sim = _cluster(["prefill", "decode"], blocks=(100, 6))
+    reqs = [make_request(0, 0, 64, 20), make_request(1, 0, 64, 20)]
+    sim.run(reqs)
+    assert sim.pd.waited_for_decode_kv >= 1
+    assert all(r.state == RequestState.FINISHED for r in reqs)
+
+
+def test_prefix_threshold_decider_keeps_cached_prompts_local():
+    shared = list(range(7000, 7064))
+    r0 = make_request(0, 0, [*shared, 1], 2)
+    r1 = make_request(1, 100_000, [*shared, 2], 2)
+    sim = _cluster(["prefill", "both"], decider="prefix-threshold", prefix_threshold=32)
+    sim.run([r0, r1])
+    assert sim.pd.disaggregated == 1 and sim.pd.colocated == 1
+    assert sim.pd.per_request[1]["prefill_instance"] == "instance_1"
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    roles=st.lists(st.sampled_from(["prefill", "decode", "both"]), min_size=2, max_size=4),
+    lens=st.lists(
+        st.tuples(st.integers(1, 200), st.integers(1, 30), st.integers(0, 3000)),
+        min_size=1,
+        max_size=25,
+    ),
+    blocks=st.integers(14, 60),
+    decider=st.sampled_from(["never", "always", "prefix-threshold"]),
+)
+def test_properties_every_request_finishes_once_on_a_decode_instance(roles, lens, blocks, decider):
+    if "prefill" not in roles and "both" not in roles:
+        roles = [*roles, "prefill"]
+    if "decode" not in roles and "both" not in roles:
+        roles = [*roles, "decode"]
+    sim = _cluster(roles, blocks=(blocks,), base_us=20, decider=decider, prefix_threshold=16)
+    t = 0
+    reqs = []
+    for i, (p, o, gap) in enumerate(lens):
+        t += gap
+        reqs.append(make_request(i, t, list(range(p)) if i % 2 else p, o))
+    out = sim.run(reqs)  # --check-invariants: conservation, KV held, link shares
+    decode_capable = {i for i, r in enumerate(roles) if r != "prefill"}
+    for r in reqs:
+        assert r.state in (RequestState.FINISHED, RequestState.DROPPED)
+        if r.state == RequestState.FINISHED:
+            assert r.handled_by in decode_capable
+        rec = sim.pd.per_request.get(r.index)
+        if rec is not None:
+            assert rec["kv_transfer_blocks"] <= -(-r.num_prompt_tokens // 16)
+    finished = [r for r in reqs if r.state == RequestState.FINISHED]
+    assert sum(inst.stats.completed for inst in out.instances) == len(finished)
+    assert len(out.log) == len(finished)
+    for inst in out.instances:
+        assert inst.held == 0 and inst.kv.tables == {}
+
+
+# --- through `blis run` and the Python API ----------------------------------------------
+MODEL = ("--model", "meta-llama/llama-3.1-8b-instruct", "--num-requests", "40", "--rate", "8")
+
+
+def _blis(*args: str):
+    from click.testing import CliRunner
+
+    from inference_sim.cli.main import cli
+
+    return CliRunner().invoke(cli, ["run", *MODEL, *args])
+
+
+def test_results_file_has_pd_section_and_request_fields(tmp_path):
+    path = tmp_path / "r.json"
+    res = _blis(
+        "--num-instances", "4", "--prefill-instances", "1", "--decode-instances", "2",
+        "--decode-tp", "4", "--check-invariants", "--results-path", str(path),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    doc = json.loads(path.read_text())
+    pd = doc["pd"]
+    assert pd["prefill_instances"] == 1 and pd["decode_instances"] == 2
+    assert pd["transfers"] == pd["disaggregated_requests"] > 0
+    assert pd["transfer_bytes"] > 0 and pd["kv_transfer_p90_ms"] >= pd["kv_transfer_p50_ms"] > 0
+    assert set(pd["pools"]) == {"prefill", "decode", "both"}
+    # Per-pool KV capacity follows each deployment: TP 4 holds more blocks per instance.
+    per_inst = {k: v["total_kv_blocks"] / v["instances"] for k, v in pd["pools"].items()}
+    assert per_inst["decode"] > per_inst["prefill"]
+    assert pd["pools"]["prefill"]["completed_requests"] == 0
+    assert doc["config"]["decode_tp"] == 4
+    recs = doc["requests"]
+    moved = [r for r in recs if r["prefill_instance"] != r["decode_instance"]]
+    assert moved and all(r["kv_transfer_ms"] > 0 for r in moved)
+    assert all(r["handled_by"] == r["decode_instance"] for r in recs)
+
+
+def test_python_api_and_off_by_default(tmp_path):
+    from inference_sim import simulate
+
+    on = simulate(
+        model="meta-llama/llama-3.1-8b-instruct", num_requests=20, num_instances=2,
+        prefill_instances=1, decode_instances=1,
+    )  # fmt: skip
+    assert on.summary["pd"]["transfers"] == 20
+    assert on.records[0]["decode_instance"] == "instance_1"
+    assert list(on.requests_frame()["prefill_instance"])[:1] == ["instance_0"]
+    off = simulate(
+        model="meta-llama/llama-3.1-8b-instruct", num_requests=20, num_instances=2,
+        prefill_instances=0, decode_instances=0,
+    )  # fmt: skip
+    assert "pd" not in off.summary and "prefill_instance" not in off.records[0]
+    assert not any(k.startswith(("pd_", "prefill_", "decode_")) for k in off.summary["config"])
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--num-instances", "4", "--prefill-instances", "3", "--decode-instances", "2"),
+         "exceed --num-instances"),
+        (("--num-instances", "2", "--decode-instances", "2"), "leaves no instance"),
+        (("--num-instances", "2", "--prefill-instances", "1", "--pd-transfer-bandwidth", "-1"),
+         "--pd-transfer-bandwidth"),
+        (("--num-instances", "2", "--prefill-instances", "1", "--pd-decider", "x"),
+         "--pd-decider"),
+        (("--decode-tp", "2",), "needs disaggregation"),
+        (("--num-instances", "2", "--prefill-instances", "1", "--decode-hardware", "T4"),
+         "decode pool (--decode-hardware T4)"),
+        (
+            ("--num-instances", "4", "--prefill-instances", "3", "--decode-instances", "1",
+             "--prefill-autoscale-max", "2", "--prefill-autoscale-target", "1"),
+            "--prefill-instances 3 > --prefill-autoscale-max 2",
+        ),
+        (
+            ("--num-instances", "2", "--prefill-instances", "1", "--decode-autoscale-max", "2"),
+            "--decode-autoscale-target",
+        ),
+        (
+            ("--num-instances", "2", "--prefill-instances", "1", "--speculative-method", "ngram",
+             "--num-speculative-tokens", "3"),
+            "cannot be combined with --speculative-method",
+        ),
+        (
+            ("--num-instances", "2", "--prefill-instances", "1", "--autoscale-max", "2",
+             "--autoscale-target", "1"),
+            "--decode-autoscale-max",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_pd_inputs_one_line_exit_2(args, needle):
+    res = _blis(*args)
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], res.output
+
+
+def test_autoscaled_prefill_pool_routable_exactly_after_load():
+    from inference_sim.cluster.scaler import AutoscaleConfig
+    from inference_sim.policies.routing import LeastLoaded
+
+    # Prefill pool of 2 (1 at start), in-flight target 1, decisions every 1000 µs, loads of
+    # 5000 µs. Four 2000-token prompts at 0: the first step (2048 tokens, 21 480 µs) hands
+    # off the first, so at the 1000 µs decision three are in flight on instance 0:
+    # ceil(1 * 3 / 1) clamped to 2 -> instance 1 loads until 6000. A prompt at 5999 can
+    # only go to instance 0; one at 6001 goes to the new, idle instance 1.
+    cfg = AutoscaleConfig(1, 2, "in-flight", 1.0, 1000, 5000, 0, 10**9)
+    sim = _cluster(["prefill", "prefill", "decode"], autoscale={"prefill": (cfg, 1)})
+    sim.prefill_routing = LeastLoaded()
+    reqs = [make_request(i, 0, 2000, 5) for i in range(4)]
+    reqs += [make_request(5, 5999, 32, 2), make_request(6, 6001, 32, 2)]
+    sim.run(reqs)
+    pr = sim.pd.per_request
+    assert pr[5]["prefill_instance"] == "instance_0"
+    assert pr[6]["prefill_instance"] == "instance_1"
+    ev = sim.scalers["prefill"].rec.events
+    assert ev[0]["kind"] == "scale_up" and ev[0]["t_s"] == 0.001
+    assert ev[1] == {"t_s": 0.006, "kind": "ready", "replica": "instance_1"}
+    assert all(r.state == RequestState.FINISHED and r.handled_by == 2 for r in reqs)
+    a = sim.autoscaling_summary()
+    assert a["pools"]["prefill"]["peak_replicas"] == 2 and a["gpu_hours"] > 0
+
+
+def test_autoscaled_decode_pool_through_blis(tmp_path):
+    path = tmp_path / "r.json"
+    res = _blis(
+        "--num-instances", "2", "--prefill-instances", "1", "--decode-instances", "1",
+        "--decode-autoscale-max", "3", "--decode-autoscale-target", "2",
+        "--autoscale-interval", "1", "--replica-startup-s", "2", "--rate", "30",
+        "--check-invariants", "--results-path", str(path),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    a = json.loads(path.read_text())["autoscaling"]
+    dec = a["pools"]["decode"]
+    assert dec["events"][0]["kind"] == "scale_up"
+    assert min(dec["replicas"]["ready"]) >= 1 and max(dec["replicas"]["ready"]) <= 3
+    assert a["cost"] == pytest.approx(sum(p["cost"] for p in a["pools"].values()))
+    from inference_sim.report.html import build_report
+    from inference_sim.results import Results
+
+    assert 'id="autoscaling-replicas-decode"' in build_report(Results.load(path))
+
+
+def test_plan_searches_pd_ratios_beside_colocated():
+    from click.testing import CliRunner
+
+    from inference_sim.cli.main import cli
+
+    res = CliRunner().invoke(
+        cli,
+        ["plan", "--model", "meta-llama/llama-3.1-8b-instruct", "--hardware", "H100",
+         "--tp", "1", "--workload", "summarization", "--rate", "8", "--num-requests", "150",
+         "--slo", "itl_p99_ms=12", "--max-instances", "4", "--no-saturation",
+         "--pd-ratio", "1:1", "--gpu-hour-price", "3", "--json", "-q"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    ratios = [c.get("pd_ratio") for c in doc["candidates"]]
+    assert sorted(map(str, ratios)) == ["None", "[1, 1]"]
+    dis = doc["cheapest_disaggregated"]
+    # Prefill interference breaks the ITL bound colocated; a 1:1 split meets it.
+    assert dis is not None and dis["prefill_instances"] == dis["decode_instances"] >= 1
+    assert dis["summary"]["pd"]["transfers"] > 0
+    assert dis["cost_per_hour"] == 3 * dis["gpus"]
+    bad = CliRunner().invoke(
+        cli, ["plan", "--model", "meta-llama/llama-3.1-8b-instruct", "--rate", "1",
+              "--pd-ratio", "0:3"],
+    )  # fmt: skip
+    assert bad.exit_code == 2 and "--pd-ratio '0:3'" in bad.output
