@@ -54,7 +54,8 @@ class _Track:
 
 
 class _Walk:
-    """What the walk over a step's explicit requests found (one object per step)."""
+    """What the walk over a step's explicit requests found. One per instance, reset at
+    the start of every step (no allocation per step: fewer garbage-collector passes)."""
 
     __slots__ = (
         "completing",
@@ -68,6 +69,9 @@ class _Walk:
     )
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.prefill_tokens = 0
         self.implicit_sched = 0
         self.explicit_decodes = 0
@@ -106,6 +110,7 @@ class FastInstance(Instance):
         self._applied_epoch = -1  # the last epoch whose bulk opens were taken
         self._fill_seen = False  # a decoder with fill events was admitted: no bulk opens
         self._spare_tracks: list[_Track] = []  # records of completed requests, for reuse
+        self._walk_state = _Walk()
 
     # --- decoder bookkeeping -------------------------------------------------------
     def _push_attention(self, req: Request, from_epoch: int) -> None:
@@ -250,7 +255,8 @@ class FastInstance(Instance):
             self.order_wait_queue(self.waiting, now)
         budget = self.config.max_num_batched_tokens
         explicit = self._explicit_requests(budget)
-        walk = _Walk()
+        walk = self._walk_state
+        walk.reset()
         budget = self._walk(explicit, budget, walk, now)
         skipped_ctx = 0
         skipped_grouped: list[Request] = []
