@@ -244,8 +244,17 @@ class Instance:
         threshold = cfg.long_prefill_token_threshold
         block_size = cfg.block_size
         max_seqs = cfg.max_num_seqs
+        skip = self._skip_admission  # None unless a subclass holds requests back (LoRA)
+        skipped: list[Request] | None = None
         while waiting and len(running) < max_seqs and budget > 0:
             req = waiting[0]
+            if skip is not None and skip(req):
+                # Not admissible this step (not a KV shortage): it keeps its place at
+                # the queue's front, and the requests behind it may still be admitted.
+                if skipped is None:
+                    skipped = []
+                skipped.append(waiting.popleft())
+                continue
             cached = kv.find_cached_prefix(req)
             cached_tokens = len(cached) * block_size
             n = prefill_chunk(req.prefill_target - cached_tokens, threshold, budget)
@@ -271,7 +280,13 @@ class Instance:
             batch.num_new.append(n)
             prefill_tokens += n
             budget -= n
+        if skipped:
+            waiting.extendleft(reversed(skipped))
         return budget, prefill_tokens
+
+    #: ``skip(request) -> bool`` for requests admission passes over this step without
+    #: blocking the queue (vLLM's ``max_loras`` rule); None: every request is a candidate.
+    _skip_admission: Callable[[Request], bool] | None = None
 
     def _on_admitted(self, req: Request) -> None:
         """Hook for steppers that track the batch order (nothing to do here)."""
@@ -304,13 +319,18 @@ class Instance:
             if self._deliver(req, end):
                 finished = True
         if finished:
-            keep = []
-            for req in self.running:
-                if req.delivered >= req.num_output_tokens and req.last_token_time == end:
-                    self._finish(req, end)
-                else:
-                    keep.append(req)
-            self.running = keep
+            self._finish_completed(end)
+
+    def _finish_completed(self, end: int) -> None:
+        """Finish every running request that delivered its last token at ``end``, keeping
+        the others in batch order."""
+        keep = []
+        for req in self.running:
+            if req.delivered >= req.num_output_tokens and req.last_token_time == end:
+                self._finish(req, end)
+            else:
+                keep.append(req)
+        self.running = keep
 
     def _deliver(self, req: Request, end: int, tokens: int = 1) -> bool:
         """``req`` delivers ``tokens`` output tokens at the end of a step; True when done.

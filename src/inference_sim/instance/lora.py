@@ -23,10 +23,10 @@ from collections import OrderedDict
 
 from inference_sim.core.batch import StepBatch
 from inference_sim.core.errors import ConfigError
-from inference_sim.core.request import Request, RequestState
+from inference_sim.core.request import Request
 from inference_sim.engine.invariants import InvariantViolation
 from inference_sim.instance.config import EngineConfig
-from inference_sim.instance.engine import Instance, WaitQueueOrder, prefill_chunk
+from inference_sim.instance.engine import Instance, WaitQueueOrder
 from inference_sim.instance.lora_config import LoraSettings
 from inference_sim.latency.base import LatencyModel
 
@@ -170,59 +170,22 @@ class LoraInstance(Instance):
                 seen.append(req.adapter)
         return out
 
-    def _admit_waiting(self, now: int, budget: int, prefill_tokens: int) -> tuple[int, int]:
-        """As :meth:`Instance._admit_waiting`, but a request whose adapter would exceed
-        ``max_loras`` is skipped (kept in order at the queue's front), not blocking."""
-        cfg = self.config
-        kv = self.kv
-        waiting = self.waiting
-        running = self.running
-        stats = self.stats
-        batch = self._batch
-        lora = self.lora
-        max_loras = lora.settings.max_loras
+    def _skip_admission(self, req: Request) -> bool:  # type: ignore[override]
+        """A waiting request whose adapter would exceed ``max_loras`` in this batch is
+        skipped (kept in order at the queue's front), not blocking the queue."""
+        name = req.adapter
         adapters = self._adapters
-        skipped: list[Request] = []
-        threshold = cfg.long_prefill_token_threshold
-        block_size = cfg.block_size
-        while waiting and len(running) < cfg.max_num_seqs and budget > 0:
-            req = waiting[0]
-            name = req.adapter
-            if name and name not in adapters and len(adapters) >= max_loras:
-                waiting.popleft()
-                skipped.append(req)
-                lora.skip_events += 1
-                lora.skipped_requests.add(req.index)
-                continue
-            cached = kv.find_cached_prefix(req)
-            cached_tokens = len(cached) * block_size
-            n = prefill_chunk(req.prefill_target - cached_tokens, threshold, budget)
-            if not kv.allocate_slots(req, n, cached):
-                if not running:
-                    waiting.popleft()
-                    req.state = RequestState.DROPPED
-                    stats.dropped_unservable += 1
-                    continue
-                stats.kv_allocation_failures += 1
-                break
-            waiting.popleft()
-            running.append(req)
-            self._on_admitted(req)
-            req.state = RequestState.RUNNING
-            req.num_computed_tokens = cached_tokens
-            if req.first_scheduled_time < 0:
-                req.first_scheduled_time = now
-                stats.cached_prompt_tokens += cached_tokens
-                stats.prefix_lookup_tokens += req.num_prompt_tokens
-            if name and name not in adapters:
-                adapters.append(name)
-            batch.requests.append(req)
-            batch.num_new.append(n)
-            prefill_tokens += n
-            budget -= n
-        if skipped:
-            waiting.extendleft(reversed(skipped))
-        return budget, prefill_tokens
+        if name and name not in adapters and len(adapters) >= self.lora.settings.max_loras:
+            self.lora.skip_events += 1
+            self.lora.skipped_requests.add(req.index)
+            return True
+        return False
+
+    def _on_admitted(self, req: Request) -> None:
+        super()._on_admitted(req)
+        name = req.adapter
+        if name and name not in self._adapters:
+            self._adapters.append(name)
 
     def execute(self, batch: StepBatch, now: int) -> int:
         """Load the batch's adapters, check the LoRA invariants, add the adapters' cost."""

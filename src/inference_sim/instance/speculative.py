@@ -258,10 +258,4 @@ class SpecInstance(Instance):
             if self._deliver(req, end):
                 finished = True
         if finished:
-            keep = []
-            for req in self.running:
-                if req.delivered >= req.num_output_tokens and req.last_token_time == end:
-                    self._finish(req, end)
-                else:
-                    keep.append(req)
-            self.running = keep
+            self._finish_completed(end)
