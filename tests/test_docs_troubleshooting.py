@@ -47,8 +47,7 @@ def test_the_documented_input_limits_are_the_enforced_ones():
     """Issue 21: the "Limits: input size and cost" section names the constants in force."""
     import importlib
 
-    from inference_sim.report.timeseries import MAX_TABLE_ROWS
-
+    from inference_sim.metrics.timeseries import MAX_TABLE_ROWS
     from inference_sim.workload.spec import MAX_CLIENTS
 
     resolve = importlib.import_module("inference_sim.config.resolve")

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from inference_sim.report.timeseries import MAX_TABLE_ROWS, TimeseriesSampler
 
 from inference_sim.catalog.architecture import bundled_architecture
 from inference_sim.core import inputs as _inputs
+from inference_sim.metrics.timeseries import MAX_TABLE_ROWS, TimeseriesSampler
 from inference_sim.workload.distribution import (
     DistributionParams,
     LengthDistribution,
