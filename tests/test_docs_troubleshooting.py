@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from inference_sim.cli.main import cli
+from inference_sim.core import inputs as _inputs
 from inference_sim.workload import _rows
 from inference_sim.workload.samplers import MAX_REQUEST_TOKENS
 from inference_sim.workload.trace_v2 import MAX_HEADER_BYTES
@@ -40,3 +41,25 @@ def test_the_documented_limits_are_the_enforced_ones():
         assert f"{_rows.MAX_ROW_COLUMNS:,}" in doc
         assert f"{MAX_REQUEST_TOKENS:,}" in doc or str(MAX_REQUEST_TOKENS) in doc
     assert f"{MAX_HEADER_BYTES:,} bytes" in TEXT
+
+
+def test_the_documented_input_limits_are_the_enforced_ones():
+    """Issue 21: the "Limits: input size and cost" section names the constants in force."""
+    import importlib
+
+    from inference_sim.metrics.timeseries import MAX_TABLE_ROWS
+    from inference_sim.workload.spec import MAX_CLIENTS
+
+    resolve = importlib.import_module("inference_sim.config.resolve")
+    section = TEXT.split("## Limits: input size and cost", 1)[1].split("\n## ", 1)[0]
+    for value in (
+        _inputs.MAX_CONFIG_BYTES,
+        _inputs.MAX_RESULTS_BYTES,
+        _inputs.MAX_YAML_NODES,
+        MAX_CLIENTS,
+        resolve.MAX_INSTANCES,
+        resolve.MAX_BLOCK_SIZE,
+        MAX_TABLE_ROWS,
+    ):
+        assert f"{value:,}" in section, value
+    assert f"{_inputs.MAX_YAML_DEPTH} levels" in section

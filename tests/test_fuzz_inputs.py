@@ -862,3 +862,206 @@ def test_fuzz_signals_at_each_phase(phase: tuple[str, str, bool], sigs: list[int
         setattr(owner, attr, real)
         signal.signal(signal.SIGINT, prev_int)
         signal.signal(signal.SIGTERM, prev_term)
+
+
+# --- size and cost bombs, numeric overflow (issue 21) ---------------------------------
+
+# Every file flag of `blis run` (the ones read whole; traces stream and have row limits).
+FILE_FLAGS = [
+    "--workload-spec",
+    "--policy-config",
+    "--hardware-config",
+    "--latency-coeffs",
+    "--defaults-filepath",
+    "--model-config-folder",
+    "--config",
+]
+
+
+@st.composite
+def bomb_text(draw: st.DrawFn) -> str | int:
+    """A small document that is huge or deep once read; an int is a sparse file size."""
+    kind = draw(st.sampled_from(["aliases", "deep-yaml", "deep-json", "sparse"]))
+    if kind == "aliases":
+        levels, width = draw(st.integers(1, 9)), draw(st.integers(2, 12))
+        lines = ["a0: &a0 [x, x, x, x]"]
+        for i in range(1, levels + 1):
+            lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]")
+        return "\n".join(lines) + "\n"
+    depth = draw(st.integers(50, 20_000))
+    if kind == "deep-yaml":
+        return "clients: " + "[" * depth + "]" * depth + "\n"
+    if kind == "deep-json":
+        return '{"a": ' * depth + "1" + "}" * depth
+    return draw(st.sampled_from([16 * 2**20 + 1, 17 * 2**20]))
+
+
+@fuzz_settings(30)
+@given(flag=st.sampled_from(FILE_FLAGS), bomb=bomb_text())
+def test_fuzz_size_bombs(flag: str, bomb: str | int) -> None:
+    """Small files that would expand, nest or read without end: one error, quickly."""
+    path = _tmp() / ("config.json" if flag == "--model-config-folder" else "input.yaml")
+    if isinstance(bomb, int):
+        with open(path, "wb") as fh:
+            fh.truncate(bomb)  # sparse: no disk space used
+    else:
+        path.write_text(bomb, encoding="utf-8")
+    extra = ["--latency-model", "calibrated"] if flag == "--latency-coeffs" else []
+    invoke([*SMALL_RUN, *extra, flag, path], seconds=30)
+    if flag == "--workload-spec":
+        invoke(["workload", "describe", path], seconds=30)
+
+
+@st.composite
+def costly_spec(draw: st.DrawFn) -> str:
+    """A few lines of YAML asking for many clients, users or a far-away window."""
+    client = {
+        "id": "c",
+        "rate_fraction": 1,
+        "arrival": {"process": draw(st.sampled_from(["poisson", "gamma", "constant"]))},
+        "input_distribution": {"type": "constant", "params": {"value": 64}},
+        "output_distribution": {"type": "constant", "params": {"value": 8}},
+    }
+    if client["arrival"]["process"] == "gamma":
+        client["arrival"]["cv"] = 2.0
+    if draw(st.booleans()):
+        start = draw(st.sampled_from([0, 10**9, 10**15, 2**62, 4 * 10**18]))
+        client["lifecycle"] = {"windows": [{"start_us": start, "end_us": start + 10**7}]}
+    rate = draw(st.sampled_from([1, 50, 10**4, 10**7]))
+    head = f"aggregate_rate: {rate}\nnum_requests: {draw(st.integers(1, 40))}\n"
+    if draw(st.booleans()):
+        users = draw(st.sampled_from([1, 10, 100, 1000, 10**5]))
+        groups = draw(st.sampled_from([1, 10, 100, 1000]))
+        return head + (
+            "version: '1'\ninference_perf:\n"
+            f"  stages: [{{rate: {rate}, duration: 10}}]\n"
+            f"  shared_prefix: {{num_unique_system_prompts: {groups}, "
+            f"num_users_per_system_prompt: {users}, system_prompt_len: 32, "
+            "question_len: 16, output_len: 4}\n"
+        )
+    count = draw(st.sampled_from([1, 100, 2000, 10_000, 10_001, 50_000]))
+    refs = ", ".join(["*c"] * (count - 1))
+    tail = f", {refs}" if refs else ""
+    return head + f"clients: [&c {json.dumps(client)}{tail}]\n"
+
+
+@fuzz_settings(25)
+@given(text=costly_spec())
+def test_fuzz_cost_bombs_in_specs(text: str) -> None:
+    """Cost follows the requests asked for (at most 40), not the clients or the clock."""
+    path = _tmp() / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    invoke([*SMALL_RUN, "--workload-spec", path], seconds=30)
+
+
+@fuzz_settings(25)
+@given(
+    instances=st.sampled_from(["1", "16", "10001", "100000", "1000000000"]),
+    block=st.sampled_from(["16", "4096", "4097", "100000000", "1e20"]),
+    requests=st.sampled_from(["5", "20000000"]),
+)
+def test_fuzz_cost_bombs_in_flags(instances: str, block: str, requests: str) -> None:
+    """Sizes no deployment reaches are refused; a huge request count is lazy (horizon)."""
+    invoke(
+        [
+            "run",
+            "--model",
+            MODEL,
+            "--num-instances",
+            instances,
+            "--block-size",
+            block,
+            "--num-requests",
+            requests,
+            "--horizon",
+            "200000",
+            "--total-kv-blocks",
+            "64",
+            "--log",
+            "error",
+        ],
+        seconds=30,
+    )
+
+
+OVERFLOW = st.sampled_from(
+    [
+        1e20,
+        1e300,
+        -1e300,
+        1e-300,
+        5e-324,
+        2**63 - 1,
+        2**63,
+        2**64,
+        2**100,
+        -(2**100),
+        "1e3",
+        "1e20",
+        "1e400",
+        "9223372036854775807",
+    ]
+)
+
+
+@fuzz_settings(40)
+@given(data=st.data())
+def test_fuzz_numeric_overflow(data: st.DataObject) -> None:
+    """Numbers beyond int64, float or physics: exit 0 or one error, never OverflowError."""
+    where = data.draw(st.sampled_from(["flag", "model", "hardware", "mooncake", "spec"]))
+    value = data.draw(OVERFLOW)
+    folder = _tmp()
+    if where == "flag":
+        numeric = [s for s in FUZZED_OPTIONS if s.kind in (int, float)]
+        spec = data.draw(st.sampled_from(numeric))
+        if spec.name in _SMALL_COUNT:
+            return  # a legal instance count is a legitimately long run
+        invoke([*SMALL_RUN, f"{spec.flag}={value}", "--kv-cpu-blocks", "50"], seconds=30)
+    elif where == "model":
+        doc = dict(MODEL_CONFIG_SEEDS[0])
+        doc[data.draw(st.sampled_from(sorted(k for k, v in doc.items() if isinstance(v, int))))] = (
+            value
+        )
+        (folder / "config.json").write_text(json.dumps(doc), encoding="utf-8")
+        invoke(
+            [
+                *SMALL_RUN,
+                "--latency-model",
+                "roofline",
+                "--hardware",
+                "H100",
+                "--tp",
+                "1",
+                "--model-config-folder",
+                folder,
+            ]
+        )
+    elif where == "hardware":
+        doc = json.loads(json.dumps(HARDWARE_SEED))
+        doc["H100"][data.draw(st.sampled_from(sorted(doc["H100"])))] = value
+        path = folder / "hw.json"
+        path.write_text(json.dumps(doc), encoding="utf-8")
+        invoke([*SMALL_RUN, "--hardware", "H100", "--tp", "1", "--hardware-config", path])
+    elif where == "mooncake":
+        row: dict[str, Any] = {
+            "timestamp": 0,
+            "input_length": 600,
+            "output_length": 8,
+            "hash_ids": [1, 2],
+        }
+        key = data.draw(st.sampled_from(["timestamp", "input_length", "output_length", "hash"]))
+        if key == "hash":
+            row["hash_ids"] = [value, 2]
+        else:
+            row[key] = value
+        path = folder / "trace.jsonl"
+        path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+        invoke([*SMALL_RUN, "--workload", "traces", "--workload-traces-filepath", path])
+        invoke(["workload", "describe", path])
+    else:
+        doc = json.loads(json.dumps(SPEC_SEEDS[0]))
+        field = data.draw(st.sampled_from(["seed", "aggregate_rate", "num_requests", "horizon"]))
+        doc[field] = value
+        path = folder / "spec.yaml"
+        path.write_text(_dump(doc), encoding="utf-8")
+        invoke([*SMALL_RUN, "--workload-spec", path])

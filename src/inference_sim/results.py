@@ -7,7 +7,6 @@ installed (``pip install 'inference-sim[data]'``), else lists of dicts;
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from inference_sim.analysis.run import fairness_section, fitness_section, trace_section
 from inference_sim.analysis.trace import DECISION_COLUMNS, DecisionTrace
 from inference_sim.core.extras import have, require
+from inference_sim.core.inputs import MAX_RESULTS_BYTES, load_json, read_text
 from inference_sim.core.outfiles import output_path
 from inference_sim.metrics.output import (
     anomaly_block,
@@ -254,10 +254,10 @@ class Results:
         p = Path(path)
         if p.is_dir():
             return cls._load_parquet(p)
-        with open(p, encoding="utf-8") as fh:
-            doc = json.load(fh)
+        doc = load_json(read_text(p, MAX_RESULTS_BYTES))
         if not isinstance(doc, dict):
             raise ValueError(f"{p}: not a results file (expected a JSON object)")
+        check_results_document(doc)
         return cls.from_dict(doc)
 
     @classmethod
@@ -267,7 +267,10 @@ class Results:
         meta_path = folder / "summary.json"
         if not meta_path.exists():
             raise ValueError(f"{folder}: no summary.json (not a to_parquet() folder)")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = load_json(read_text(meta_path, MAX_RESULTS_BYTES))
+        if not isinstance(meta, dict) or not isinstance(meta.get("summary"), dict):
+            raise ValueError(f"{meta_path}: expected an object with a summary")
+        check_results_document(meta["summary"])
         records: list[dict[str, Any]] = []
         if (folder / "requests.parquet").exists():
             records = _records_from_frame(pd.read_parquet(folder / "requests.parquet"))
@@ -428,3 +431,35 @@ def stdout_report(
     parts.append(fairness_section(summary))
     parts.append(trace_section(summary))
     return "".join(parts)
+
+
+#: Keys every results summary has (metrics/summary.py writes them); a JSON document
+#: without them is some other file, and a report of it would be empty or wrong.
+RESULTS_KEYS = ("completed_requests", "injected_requests", "vllm_estimated_duration_s")
+
+
+def check_results_document(doc: Mapping[str, Any]) -> None:
+    """ValueError (one line) unless ``doc`` has the shape of a results file (issue 21)."""
+    missing = [k for k in RESULTS_KEYS if k not in doc]
+    if missing:
+        raise ValueError(
+            f"missing {', '.join(missing)}; expected a file written by "
+            "`blis run --results-path` (or Results.write_json)"
+        )
+    for key in RESULTS_KEYS:
+        value = doc[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+    for key in ("requests", "instances"):
+        items = doc.get(key)
+        if items is not None and not (
+            isinstance(items, list) and all(isinstance(r, dict) for r in items)
+        ):
+            raise ValueError(f"{key} must be a list of objects")
+    series = doc.get("timeseries")
+    if series is not None and not (
+        isinstance(series, dict) and isinstance(series.get("columns", {}), dict)
+    ):
+        raise ValueError("timeseries must be an object with columns")
+    if not isinstance(doc.get("config", {}), dict):
+        raise ValueError("config must be an object")

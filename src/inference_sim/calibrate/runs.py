@@ -14,7 +14,6 @@ out as files and commands).
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -22,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
+
+from inference_sim.core.inputs import load_json, load_yaml, read_text
 
 __all__ = [
     "DEFAULT_PROMPT_SCALE",
@@ -345,8 +346,7 @@ def read_runs_yaml(path: str | os.PathLike[str], *, hardware: str = "") -> list[
     """
     where = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
+        doc = load_yaml(read_text(path))
     except OSError as exc:
         raise RunsError(f"{where}: cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
@@ -374,12 +374,11 @@ def read_runs_yaml(path: str | os.PathLike[str], *, hardware: str = "") -> list[
 
 
 def _read_yaml_or_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
+    text = read_text(path)
     try:
-        return json.loads(text)
+        return load_json(text)
     except ValueError:
-        return yaml.safe_load(text)
+        return load_yaml(text)
 
 
 def read_inference_perf_folder(

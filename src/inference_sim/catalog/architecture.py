@@ -26,6 +26,7 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
+from inference_sim.core.inputs import load_json, read_text
 from inference_sim.core.suggest import did_you_mean
 
 from .errors import CatalogError
@@ -309,7 +310,9 @@ class ModelArchitecture:
     def kv_bytes_per_token(self, tp: int = 1, kv_dtype_bytes: float | None = None) -> float:
         """KV-cache bytes one token occupies on one GPU (all layers).
 
-        Standard attention: 2 (K and V) x layers x max(1, kv_heads // tp) x head_dim;
+        Standard attention: 2 (K and V) x layers x max(1, kv_heads // tp) x head_dim
+        (vLLM's rule: beyond ``kv_heads`` GPUs each holds one replicated KV head; a ``tp``
+        that splits heads unevenly is refused before, see :meth:`tp_problem`);
         MLA: layers x (kv_lora_rank + rope dim), replicated on every rank.
         """
         b = self.dtype_bytes if kv_dtype_bytes is None else kv_dtype_bytes
@@ -317,6 +320,25 @@ class ModelArchitecture:
             return float(self.layers * self.mla.latent_dim) * b
         heads = max(1, self.kv_heads // max(1, tp))
         return float(2 * self.layers * heads * self.kv_head_dim) * b
+
+    def tp_problem(self, tp: int) -> str:
+        """Why vLLM would refuse tensor parallelism ``tp`` for this model ("" if it is fine).
+
+        vLLM shards the attention heads over the GPUs, so ``tp`` must divide them; the
+        KV heads are split when ``tp`` is at most their number (so ``tp`` must divide
+        them) and replicated otherwise (so their number must divide ``tp``), one KV head
+        per GPU. MLA keeps one latent per token on every GPU and has only the first rule.
+        """
+        if tp <= 1:
+            return ""
+        if self.heads % tp:
+            return f"{self.heads} attention heads are not divisible by TP={tp}"
+        if self.mla is None and self.kv_heads > 0:
+            if tp <= self.kv_heads and self.kv_heads % tp:
+                return f"{self.kv_heads} KV heads are not divisible by TP={tp}"
+            if tp > self.kv_heads and tp % self.kv_heads:
+                return f"TP={tp} is not a multiple of the {self.kv_heads} KV heads"
+        return ""
 
     def describe(self) -> dict[str, Any]:
         """A JSON-friendly summary (for listings and results)."""
@@ -352,6 +374,11 @@ class ModelArchitecture:
 _MAX_LAYERS = 100_000  # far above any real model (a typo guard)
 
 
+#: Largest number read from a config.json: every size in a real one fits an int32
+#: (vocabularies ~10^5-10^6, hidden sizes ~10^4); ``hidden_size: 1e300`` is a mistake.
+_MAX_HF_VALUE = 2**31 - 1
+
+
 class _HFReader:
     """Reads numeric fields of a merged HF config with the reference's rules."""
 
@@ -373,12 +400,27 @@ class _HFReader:
             raise self.error(key, f"expected a number, got {type(value).__name__} {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise self.error(key, f"expected a finite number, got {value!r}")
+        if abs(value) > _MAX_HF_VALUE:  # sizes are int32 in every real config
+            raise self.error(key, f"must be <= {_MAX_HF_VALUE:,}, got {value!r}")
         return int(value)
 
     def first(self, *keys: str) -> int:
         for key in keys:
             v = self.int(key)
             if v:
+                return v
+        return 0
+
+    def positive_if_given(self, *keys: str) -> int:
+        """Like :meth:`first`, but a key that is present must be > 0 (issue 21).
+
+        ``num_key_value_heads: 0`` used to read as missing and default silently.
+        """
+        for key in keys:
+            if self.doc.get(key) is not None:
+                v = self.int(key)
+                if v <= 0:
+                    raise self.error(key, f"must be > 0 (or left out), got {self.doc[key]!r}")
                 return v
         return 0
 
@@ -484,10 +526,13 @@ def architecture_from_hf_config(doc: Any, label: str, name: str = "") -> ModelAr
         raise r.error("num_hidden_layers", f"must be <= {_MAX_LAYERS}, got {layers}")
     hidden = r.required("hidden_size")
     heads = r.required("num_attention_heads")
-    kv_heads = r.first("num_key_value_heads", "num_kv_heads", "multi_query_group_num") or heads
-    ffn = r.first("intermediate_size", "ffn_hidden_size")
+    kv_key = "num_key_value_heads"
+    kv_heads = r.positive_if_given(kv_key, "num_kv_heads", "multi_query_group_num") or heads
+    if kv_heads > heads or heads % kv_heads:
+        raise r.error(kv_key, f"must divide num_attention_heads ({heads}), got {kv_heads}")
+    ffn = r.positive_if_given("intermediate_size", "ffn_hidden_size")
     dtype_bytes = _dtype_bytes(r)
-    head_dim = r.int("head_dim")
+    head_dim = r.positive_if_given("head_dim")
 
     moe: MoESpec | None = None
     experts = r.first("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
@@ -551,16 +596,17 @@ def read_model_config_folder(folder: str | os.PathLike[str], name: str = "") -> 
         path = os.path.join(path, "config.json")
     label = path
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        text = read_text(path)
     except FileNotFoundError:
         raise CatalogError(
             f"{label}: not found (--model-config-folder needs config.json)"
         ) from None
+    except UnicodeDecodeError:
+        raise CatalogError(f"{label}: not UTF-8 text") from None
     except OSError as exc:
         raise CatalogError(f"{label}: cannot read ({exc.strerror or exc})") from None
     try:
-        doc = json.loads(text)
+        doc = load_json(text)
     except json.JSONDecodeError as exc:
         raise CatalogError(f"{label}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
     arch = architecture_from_hf_config(doc, label, name)
@@ -577,12 +623,11 @@ def read_generation_config(path: str) -> GenerationDefaults | None:
     if not os.path.isfile(path):
         return None
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except OSError as exc:
-        raise CatalogError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        doc = load_json(read_text(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CatalogError(f"{path}: invalid JSON ({exc})") from None
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return GenerationDefaults.from_mapping(doc, path)
 
 

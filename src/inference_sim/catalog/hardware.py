@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from inference_sim.core.inputs import load_json, read_text
+
 from .catalog import Catalog
 from .errors import CatalogError
 from .schema import GpuSpec
@@ -38,6 +40,21 @@ _KEYS: dict[str, tuple[str, bool]] = {
     "allreducelatency": ("allreduce_latency_us", False),
     "memorygb": ("memory_gb", False),
     "memorygib": ("memory_gib", False),
+}
+# Largest physically meaningful value of each figure (issue 21): efficiencies are
+# fractions of the peak; the others are 10-100x beyond any GPU made (B200: ~2,250 dense
+# BF16 TFLOPS, 8 TB/s, 192 GB), so only a unit mistake exceeds them.
+_MAX: dict[str, float] = {
+    "tflopspeak": 100_000.0,
+    "bwpeaktbs": 1_000.0,
+    "bweffconstant": 1.0,
+    "toverheadmicros": 3_600_000_000.0,
+    "perlayeroverhead": 3_600_000_000.0,
+    "mfuprefill": 1.0,
+    "mfudecode": 1.0,
+    "allreducelatency": 3_600_000_000.0,
+    "memorygb": 100_000.0,
+    "memorygib": 100_000.0,
 }
 _SPELLING = {
     "tflopspeak": "TFlopsPeak",
@@ -66,6 +83,11 @@ def _gpu(name: str, raw: Any, label: str) -> GpuSpec:
             raise CatalogError(f"{label}: {name}.{key}: expected a number, got {value!r}")
         if not math.isfinite(float(value)) or value < 0:
             raise CatalogError(f"{label}: {name}.{key}: must be a finite number >= 0, got {value}")
+        top = _MAX[str(key).lower()]
+        if value > top:
+            raise CatalogError(
+                f"{label}: {name}.{key}: must be <= {top:,g} (physically possible), got {value}"
+            )
         values[field] = float(value)
     for lower, (field, positive) in _KEYS.items():
         if positive and values.get(field, 0.0) <= 0:
@@ -93,14 +115,15 @@ def read_hardware_config(path: str | os.PathLike[str]) -> dict[str, GpuSpec]:
     """Parse a hardware config file; one-line :class:`CatalogError` naming file and field."""
     label = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        text = read_text(path)
     except FileNotFoundError:
         raise CatalogError(f"{label}: hardware config not found") from None
+    except UnicodeDecodeError:
+        raise CatalogError(f"{label}: not UTF-8 text") from None
     except OSError as exc:
         raise CatalogError(f"{label}: cannot read ({exc.strerror or exc})") from None
     try:
-        doc = json.loads(text)
+        doc = load_json(text)
     except json.JSONDecodeError as exc:
         raise CatalogError(f"{label}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
     if not isinstance(doc, Mapping) or not doc:

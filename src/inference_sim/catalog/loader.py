@@ -19,12 +19,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
 import yaml
+
+from inference_sim.core.inputs import BoundedLoader, load_yaml, read_text
 
 from ._fields import Source
 from .catalog import Catalog
@@ -210,7 +211,7 @@ def _preset(src: Source, raw: Any, field: str, *, all_required: bool) -> Workloa
 # user YAML (reference defaults.yaml layout)
 
 
-class _StrictYamlLoader(yaml.SafeLoader):
+class _StrictYamlLoader(BoundedLoader):
     """Safe YAML loader that rejects duplicate keys and reads ``1e-5`` as a float.
 
     PyYAML follows YAML 1.1, where a repeated key silently keeps the last
@@ -240,23 +241,7 @@ class _StrictYamlLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-_FLOAT_TAG = "tag:yaml.org,2002:float"
-_StrictYamlLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _FLOAT_TAG]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_StrictYamlLoader.add_implicit_resolver(
-    _FLOAT_TAG,
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)[eE][-+]?[0-9]+
-        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.VERBOSE,
-    ),
-    list("-+0123456789."),
-)
+# The float resolver (``1e-5`` is a number) comes from BoundedLoader.
 
 _USER_TOP_KEYS = frozenset({"defaults", "workloads", "models", "version"})
 _USER_DEFAULT_KEYS = frozenset({"GPU", "tensor_parallelism", "vllm_version", "hf_repo"})
@@ -285,8 +270,7 @@ def read_defaults_file(path: str | os.PathLike[str]) -> Catalog:
     label = os.fspath(path)
     src = Source(label)
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        text = read_text(path)
     except FileNotFoundError as exc:
         raise src.error("", "defaults file not found") from exc
     except IsADirectoryError as exc:
@@ -297,7 +281,7 @@ def read_defaults_file(path: str | os.PathLike[str]) -> Catalog:
         raise src.error("", f"cannot read defaults file ({exc.strerror or exc})") from exc
     try:
         # yaml.load is safe here: the loader is a SafeLoader subclass.
-        doc = yaml.load(text, Loader=_StrictYamlLoader)
+        doc = load_yaml(text, _StrictYamlLoader)
     except yaml.YAMLError as exc:
         raise src.error("", f"malformed YAML: {_yaml_problem(exc)}") from exc
     if doc is None:

@@ -457,6 +457,10 @@ def describe_command(
         if debug:
             traceback.print_exc()
         raise BadInput(str(exc)) from None
+    except Exception as exc:  # a bug, not bad input: one line (--debug: the traceback)
+        if debug:
+            traceback.print_exc()
+        raise click.ClickException(f"describe failed: {type(exc).__name__}: {exc}") from None
     click.echo(description_json(d) if as_json else format_description(d), nl=as_json)
 
 

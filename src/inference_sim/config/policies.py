@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from inference_sim.config.errors import ConfigError
+from inference_sim.core.inputs import compose_yaml, read_text
 from inference_sim.core.suggest import did_you_mean
 from inference_sim.policies import (
     ADMISSION,
@@ -98,12 +99,13 @@ class PolicyBundle:
 def load_bundle(path: str) -> PolicyBundle:
     """Read and check ``path``; ConfigError naming the key and line on any problem."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        text = read_text(path)
+    except UnicodeDecodeError:
+        raise ConfigError(f"--policy-config {path}: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"--policy-config {path}: cannot read: {exc.strerror or exc}") from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

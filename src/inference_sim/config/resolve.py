@@ -37,9 +37,12 @@ from inference_sim.config.lora import (
     lora_settings,
     normalize_lora,
 )
+from inference_sim.config.numbers import INT64_MAX, parse_integer
 from inference_sim.config.options import ALIASES, BY_NAME, OPTIONS, OptionSpec, canonical_name
 from inference_sim.config.pd import check_pd_options, pd_enabled, resolve_pools
 from inference_sim.config.policies import resolve_policies
+from inference_sim.core.inputs import MAX_RESULTS_BYTES, load_yaml, read_text
+from inference_sim.core.rng import MAX_SEED
 from inference_sim.core.suggest import did_you_mean
 from inference_sim.core.version import __version__
 from inference_sim.engine.events import NEVER
@@ -67,6 +70,13 @@ LATENCY_MODELS = ("auto", "blackbox", "roofline", "calibrated")
 _OPTION_NAMES = [*BY_NAME, *ALIASES]
 #: Most GPU KV blocks over all instances (block tables cost ~16 bytes a block).
 MAX_KV_BLOCKS = 2**27
+#: Upper bounds no real deployment reaches (issue 21; docs/troubleshooting.md, "Limits").
+#: Each instance is an engine with its own state and time series; the largest fleets
+#: serve one model with hundreds to a few thousand replicas.
+MAX_INSTANCES = 10_000
+#: vLLM's block sizes are 1 to 256 tokens (hybrid models align some to ~2,000); the
+#: engine keeps per-token-slot state of a block, so 10^8 would cost gigabytes up front.
+MAX_BLOCK_SIZE = 4_096
 
 
 @dataclass
@@ -158,24 +168,19 @@ def _coerce(spec: OptionSpec, value: Any) -> Any:
             ) from None
         return out
     if kind is bool:
-        if isinstance(value, bool):
-            return value
+        if isinstance(value, bool) or type(value).__name__ == "bool_":  # numpy's too
+            return bool(value)
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
         raise ConfigError(f"{flag} must be true or false, got {value!r}")
     if kind is int:
-        if isinstance(value, bool):
+        number = parse_integer(value)  # 12, 1e3, 1000.0, numpy integers
+        if number is None:
             raise ConfigError(f"{flag} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{flag} must be an integer, got {value!r}")
+        # seed and horizon have their own ranges (_check_ranges), with better messages.
+        if spec.name not in ("seed", "horizon") and not -INT64_MAX - 1 <= number <= INT64_MAX:
+            raise ConfigError(f"{flag} must be an integer within ±{INT64_MAX}, got {number}")
+        return number
     if kind is float:
         if isinstance(value, bool):
             raise ConfigError(f"{flag} must be a number, got {value!r}")
@@ -260,6 +265,12 @@ def _check_ranges(o: dict[str, Any]) -> None:
         "num_instances",
     ):
         _require(o[name] > 0, f"--{name.replace('_', '-')} must be > 0, got {o[name]}")
+    for name, top in (("num_instances", MAX_INSTANCES), ("block_size_in_tokens", MAX_BLOCK_SIZE)):
+        _require(
+            o[name] <= top,
+            f"--{name.replace('_', '-')} must be <= {top:,}, got {o[name]} "
+            "(see docs/troubleshooting.md)",
+        )
     for name in (
         "long_prefill_token_threshold",
         "max_model_len",
@@ -280,6 +291,80 @@ def _check_ranges(o: dict[str, Any]) -> None:
     )
     rate = o["rate"]
     _require(math.isfinite(rate) and rate > 0, f"--rate must be a finite number > 0, got {rate}")
+    _require(
+        0 <= o["seed"] <= MAX_SEED,
+        f"--seed must be in [0, {MAX_SEED}] (a 64-bit seed), got {o['seed']}",
+    )
+
+
+def _version_key(version: str) -> str:
+    """``vllm/vllm-openai:v0.8.4``, ``v0.8.4`` and ``0.8.4`` all give ``0.8.4``."""
+    return version.strip().rsplit(":", 1)[-1].lstrip("vV").lower()
+
+
+def _normalise_vllm_version(o: dict[str, Any], catalog: Catalog, notes: list[str]) -> None:
+    """Map a short ``--vllm-version`` (``v0.8.4``) to the catalog's spelling, or refuse it.
+
+    Versions only select trained coefficients; an unknown one used to fall back to the
+    calibrated model silently, changing every latency (issue 21).
+    """
+    given = o["vllm_version"]
+    if not given:
+        return
+    known: set[str] = set()
+    for model in catalog.model_ids():
+        known.update(cs.vllm_version for cs in catalog.coefficient_sets(model))
+        defaults = catalog.model_defaults(model)
+        if defaults is not None:
+            known.add(defaults.vllm_version)
+    known.discard("")
+    if given in known:
+        return
+    same = sorted(v for v in known if _version_key(v) == _version_key(given))
+    if len(same) == 1:
+        o["vllm_version"] = same[0]
+        notes.append(f"--vllm-version {given} is {same[0]}")
+        return
+    raise ConfigError(
+        f"--vllm-version {given!r}: no trained coefficients for this version; known: "
+        f"{', '.join(sorted(known))} (short forms such as v0.8.4 work too)"
+    )
+
+
+def _check_tp(o: dict[str, Any], arch: ModelArchitecture | None) -> None:
+    """Refuse a TP vLLM would refuse for the model (issue 21): it must split the heads."""
+    tp = o["tp"]
+    if arch is None or tp <= 1:
+        return
+    why = arch.tp_problem(tp)
+    if why:
+        fine = [n for n in range(1, max(arch.heads, 1) + 1) if not arch.tp_problem(n)]
+        shown = ", ".join(str(n) for n in fine[:12]) + (", ..." if len(fine) > 12 else "")
+        raise ConfigError(f"--tp {tp}: {o['model']}: {why} (vLLM refuses it); valid TP: {shown}")
+
+
+def _trace_path_selects_replay(
+    o: dict[str, Any], explicit: frozenset[str], notes: list[str]
+) -> None:
+    """A trace file given without ``--workload`` replays it; with another workload, error.
+
+    It used to be ignored silently, running the synthetic workload instead (issue 21).
+    """
+    path = o["workload_traces_filepath"]
+    if not path or o["workload"] == "traces":
+        return
+    if o["workload_spec"]:
+        raise ConfigError(
+            f"--workload-traces-filepath {path} and --workload-spec {o['workload_spec']} "
+            "both give the requests; give one"
+        )
+    if "workload" in explicit:
+        raise ConfigError(
+            f"--workload-traces-filepath {path} is replayed only with --workload traces, "
+            f"not --workload {o['workload']}; drop one of them"
+        )
+    o["workload"] = "traces"
+    notes.append(f"--workload-traces-filepath given: replaying {path} (--workload traces)")
 
 
 def _resolve_workload(o: dict[str, Any], explicit: frozenset[str], catalog: Catalog) -> None:
@@ -707,8 +792,9 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     where = f"--config {os.fspath(path)}"
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
+        doc = load_yaml(read_text(path, MAX_RESULTS_BYTES))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
@@ -844,12 +930,15 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     notes: list[str] = []
     if options["hardware"]:
         options["hardware"] = _gpu_spelling(options["hardware"], catalog)
+    _trace_path_selects_replay(options, explicit, notes)
     _resolve_workload(options, explicit, catalog)
     from inference_sim.workload.plan import resolve_workload_options
 
     workload_spec = resolve_workload_options(options, explicit, inline)
     lora_on = normalize_lora(options, workload_spec)
+    _normalise_vllm_version(options, catalog, notes)
     lat = _resolve_latency(options, explicit, catalog, notes)
+    _check_tp(options, lat.architecture or bundled_architecture(options["model"]))
     alpha, beta, blocks = lat.alpha, lat.beta, lat.blocks
     _require(blocks > 0, f"--total-kv-blocks must be > 0, got {blocks}")
     _require(

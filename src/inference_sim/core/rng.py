@@ -18,6 +18,11 @@ def _name_key(name: str) -> tuple[int, int]:
     return (int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little"))
 
 
+#: Seeds are 64-bit: a negative or larger seed would wrap onto another one's streams
+#: (-1 and 2^64-1 would give the same workload), so inputs refuse them (issue 21).
+MAX_SEED = 2**64 - 1
+
+
 class RandomStreams:
     """Factory of independent, reproducible generators keyed by name."""
 

@@ -44,6 +44,15 @@ class TierSettings:
     notes: list[str] = field(default_factory=list)
 
 
+#: Longest time to load one KV block back from the CPU: an hour (as for a latency-model
+#: step, config/resolve.py) means a unit mistake, and keeps times far below 2^63 µs.
+MAX_BLOCK_TRANSFER_US = 3_600_000_000
+
+
+#: Most host memory for the CPU KV tier: 1 PiB, beyond any server (issue 21).
+MAX_CPU_OFFLOAD_GIB = 2**20
+
+
 def check_tier_ranges(o: Mapping[str, Any]) -> None:
     """The reference's range checks (cli.md 2.3), plus the two friendlier flags."""
     n = o["kv_cpu_blocks"]
@@ -58,6 +67,11 @@ def check_tier_ranges(o: Mapping[str, Any]) -> None:
     gib = o["cpu_offload_gib"]
     if not (math.isfinite(gib) and gib >= 0):
         raise ValueError(f"--cpu-offload-gib must be a finite value >= 0, got {gib:g}")
+    if gib > MAX_CPU_OFFLOAD_GIB:
+        raise ValueError(
+            f"--cpu-offload-gib must be <= {MAX_CPU_OFFLOAD_GIB:,} (1 PiB of host memory), "
+            f"got {gib:g}"
+        )
     link = o["kv_transfer_link"]
     if link and link not in LINK_PRESETS_GBPS:
         raise ValueError(
@@ -131,6 +145,12 @@ def resolve_tier(
         )
     if cpu_blocks > 0:
         base = o["kv_transfer_base_latency"]
+        if not base + bs / bandwidth <= MAX_BLOCK_TRANSFER_US:  # in float: never overflows
+            raise ValueError(
+                f"--kv-transfer-base-latency {base} + {bs} tokens / --kv-transfer-bandwidth "
+                f"{bandwidth:g}: loading one KV block back would take more than an hour "
+                f"({MAX_BLOCK_TRANSFER_US:,} µs); check the units (µs, tokens per µs)"
+            )
         per_block = block_transfer_time(bs, bandwidth, base)
         size = f" ({block_bytes / 2**20:.3f} MiB each)" if block_bytes > 0 else ""
         notes.append(

@@ -61,6 +61,7 @@ from typing import Any
 
 from inference_sim.catalog.architecture import ModelArchitecture
 from inference_sim.catalog.schema import GpuSpec
+from inference_sim.core.inputs import load_json, load_yaml, read_text
 from inference_sim.core.request import Request
 from inference_sim.latency.base import StepBatch
 from inference_sim.latency.blackbox import LatencyConfigError
@@ -307,17 +308,18 @@ def load_coefficients(path: str | os.PathLike[str]) -> CalibratedCoefficients:
     """A coefficients file (JSON or YAML): a mapping of names, or ``{coefficients: {...}}``."""
     where = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        text = read_text(path)
+    except UnicodeDecodeError:
+        raise LatencyConfigError(f"{where}: not UTF-8 text") from None
     except OSError as exc:
         raise LatencyConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
     try:
-        doc = json.loads(text)
+        doc = load_json(text)
     except ValueError:
         import yaml
 
         try:
-            doc = yaml.safe_load(text)
+            doc = load_yaml(text)
         except yaml.YAMLError as exc:
             raise LatencyConfigError(f"{where}: neither JSON nor YAML: {exc}") from None
     return CalibratedCoefficients.from_mapping(doc or {}, where)

@@ -18,7 +18,9 @@ sampling starts every 100 µs and, whenever more than 400 samples have been take
 every other sample is dropped and the interval doubles, so a run of any length ends
 with 200-400 samples at a round interval. A fixed interval is kept until the run holds
 MAX_FIXED_SAMPLES samples; beyond that the same halving applies (a 2 µs interval over an
-hour of simulated time would otherwise take billions of samples and never finish).
+hour of simulated time would otherwise take billions of samples and never finish). Both
+limits shrink so that the table holds at most MAX_TABLE_ROWS rows (one a sample and
+series): a cluster of 10,000 instances keeps at most 25 samples.
 Sampling never changes simulation results.
 """
 
@@ -30,6 +32,9 @@ from typing import Any
 AUTO_TARGET = 200
 AUTO_START_US = 100
 MAX_FIXED_SAMPLES = 20_000
+#: Most rows the table may hold (samples x (instances + 1)): a cluster of thousands of
+#: instances keeps fewer samples instead of a table of gigabytes.
+MAX_TABLE_ROWS = 250_000
 
 #: Column name -> kind ("int", "float", "str"), in table order.
 TIMESERIES_COLUMNS: dict[str, str] = {
@@ -63,12 +68,14 @@ class TimeseriesSampler:
         self.times: list[int] = []
         self.samples: list[list[_Raw]] = []
         self.blocks = [inst.config.num_gpu_blocks for inst in self.instances]
+        # Never fewer than 8 samples, whatever the instance count.
+        self.row_cap = max(8, MAX_TABLE_ROWS // (len(self.instances) + 1))
 
     # --- called by the simulator ---------------------------------------------------
     def __call__(self, t: int) -> int:
         """Record the state at ``t``; return the next sample time."""
         self._record(t)
-        limit = MAX_FIXED_SAMPLES if self.fixed else 2 * AUTO_TARGET
+        limit = min(MAX_FIXED_SAMPLES if self.fixed else 2 * AUTO_TARGET, self.row_cap)
         if len(self.times) > limit:
             double = 2 * self.interval
             keep = [k for k, ts in enumerate(self.times) if ts % double == 0]

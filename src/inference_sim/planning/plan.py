@@ -248,6 +248,11 @@ def plan_capacity(
         raise ConfigError(f"--max-instances must be >= 1, got {max_instances}")
     if not (math.isfinite(rate) and rate > 0):
         raise ConfigError(f"--rate must be a finite number > 0, got {rate}")
+    if not (math.isfinite(rate_tolerance) and rate_tolerance > 0):
+        raise ConfigError(
+            f"--rate-tolerance must be a finite number > 0 (a fraction such as 0.05), "
+            f"got {rate_tolerance}"
+        )
     if not deployments:
         raise ConfigError("no deployment to plan: give --model (and --hardware, --tp)")
     backend = backend or LocalBackend()
@@ -389,6 +394,12 @@ def _update_instances(s: _Search, rate: float, max_instances: int, saturation: b
 
 
 def _update_rate(s: _Search, tolerance: float) -> None:
+    """Narrow the saturation bracket; done within ``tolerance`` or once it stops moving.
+
+    A tiny tolerance (1e-300) cannot be met in floating point: the midpoints round to
+    the bounds themselves, the bracket stays put, and the search ends there.
+    """
+    before = (s.rate_lo, s.rate_hi)
     n = s.cand.instances
     at_n = [p for p in s.cand.probes if p.instances == n]
     ok_rates = [p.rate for p in at_n if p.ok]
@@ -405,6 +416,8 @@ def _update_rate(s: _Search, tolerance: float) -> None:
             return
     if s.rate_hi is not None and (s.rate_hi - s.rate_lo) <= tolerance * s.rate_hi:
         s.phase = "done"
+    elif s.rate_hi is not None and before == (s.rate_lo, s.rate_hi):
+        s.phase = "done"  # the bounds stopped moving: no float between them helps
 
 
 def _finish(cand: CandidatePlan, price: float | Mapping[str, float] | None) -> None:

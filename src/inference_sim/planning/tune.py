@@ -11,6 +11,7 @@ again. The best configuration is printed as a ``--policy-config`` bundle.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,6 +143,10 @@ def tune(
         raise ConfigError("--scorers: the weighted policy needs at least one scorer")
     if max_weight < 1:
         raise ConfigError(f"--max-weight must be >= 1, got {max_weight}")
+    if not (math.isfinite(latency_ref_ms) and latency_ref_ms > 0):
+        raise ConfigError(f"--latency-ref-ms must be a finite number > 0, got {latency_ref_ms}")
+    if seed < 0:
+        raise ConfigError(f"--tune-seed must be >= 0, got {seed}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     study = optuna.create_study(direction="maximize", sampler=sampler)

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from inference_sim.config.numbers import INTEGER
 from inference_sim.config.options import OPTIONS, OptionSpec
 
 
@@ -99,7 +100,7 @@ def run_option(spec: OptionSpec) -> click.Option:
         return click.Option(
             [*names, spec.name], type=str, multiple=True, default=None, help=help_text
         )
-    ctype = {int: click.INT, float: click.FLOAT, str: click.STRING}[spec.kind]  # type: ignore[index]
+    ctype = {int: INTEGER, float: click.FLOAT, str: click.STRING}[spec.kind]  # type: ignore[index]
     if spec.name == "horizon":
         ctype = click.STRING  # units: 500ms, 10s (parsed by config.resolve)
     return click.Option([*names, spec.name], type=ctype, default=None, help=help_text)

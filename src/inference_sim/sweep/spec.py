@@ -31,6 +31,7 @@ import yaml
 
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import canonical_name
+from inference_sim.core.inputs import load_yaml, read_text
 from inference_sim.core.version import __version__
 
 _TOP_KEYS = ("base", "grid", "cases")
@@ -169,11 +170,13 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
     """Read a sweep YAML file (ConfigError with the file name on any problem)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_text(p)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""

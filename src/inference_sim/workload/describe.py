@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from inference_sim.core.request import Request
-from inference_sim.core.rng import RandomStreams
+from inference_sim.core.rng import MAX_SEED, RandomStreams
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.formats import detect_format
 from inference_sim.workload.generate import NEVER, iter_spec_requests
@@ -64,6 +64,8 @@ def describe_workload(
     kind = detect_format(p) if fmt == "auto" else fmt
     if block_size is not None and block_size <= 0:
         raise WorkloadError(f"--block-size must be > 0, got {block_size}")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise WorkloadError(f"--seed must be in [0, {MAX_SEED}] (a 64-bit seed), got {seed}")
     counter = BlockChainCounter()
     arrivals: list[int] = []
     inputs: list[int] = []

@@ -42,6 +42,11 @@ same stream across calls, so the chunking does not change which ids are produced
 """
 
 
+_LENGTH_BLOCK = 1 << 16
+"""Requests whose lengths are drawn together (numpy's normal draws continue the same
+stream across calls, so the blocking does not change the lengths)."""
+
+
 @dataclass(frozen=True, slots=True)
 class LengthDistribution:
     """A token-length law: normal(mean, stdev) clamped to ``[min, max]``, then rounded."""
@@ -251,42 +256,68 @@ def _stream(
     prompt_draw = params.prompt.min != params.prompt.max
     output_draw = params.output.min != params.output.max
     ncols = int(prompt_draw) + int(output_draw)
-    normals = rng.standard_normal(size=(count, ncols)) if ncols else None
-    p_norm = normals[:, 0] if normals is not None and prompt_draw else None
-    o_norm = normals[:, ncols - 1] if normals is not None and output_draw else None
-    p_len = _lengths(params.prompt, p_norm, count)
-    o_len = _lengths(params.output, o_norm, count)
+    # The normals of all requests come before the token ids in the stream. They are drawn
+    # a block at a time from a copy of the generator, after the generator itself has been
+    # advanced past them (drawn and dropped in blocks): the same numbers as one bulk call,
+    # with memory that follows the requests taken, not --num-requests.
+    normal_rng: np.random.Generator | None = None
+    if ncols:
+        normal_rng = _copy(rng)
+        left = count * ncols
+        while left:
+            rng.standard_normal(size=min(left, _LENGTH_BLOCK * ncols))
+            left -= min(left, _LENGTH_BLOCK * ncols)
 
     # Read-only, shared by every request: lets a trace v2 export keep the shared prefix.
     meta = {"prefix_group": "prefix", "prefix_length": n_prefix} if n_prefix else None
-    ends = np.cumsum(p_len + o_len)  # token-id offset just past request k
-    p_list: list[int] = p_len.tolist()
-    o_list: list[int] = o_len.tolist()
     step = gap or 0
-    at: list[int] | None = times.tolist() if times is not None else None
+    for block_start in range(0, count, _LENGTH_BLOCK):
+        n = min(_LENGTH_BLOCK, count - block_start)
+        normals = normal_rng.standard_normal(size=(n, ncols)) if normal_rng is not None else None
+        p_norm = normals[:, 0] if normals is not None and prompt_draw else None
+        o_norm = normals[:, ncols - 1] if normals is not None and output_draw else None
+        p_len = _lengths(params.prompt, p_norm, n)
+        o_len = _lengths(params.output, o_norm, n)
+        ends = np.cumsum(p_len + o_len)  # token-id offset (in the block) just past request k
+        p_list: list[int] = p_len.tolist()
+        o_list: list[int] = o_len.tolist()
+        start = 0
+        base = 0
+        while start < n:
+            # Largest run of requests whose ids fit one bulk call (at least one request).
+            stop = int(np.searchsorted(ends, base + _TOKEN_CHUNK, side="right"))
+            stop = min(n, max(stop, start + 1))
+            chunk_end = int(ends[stop - 1])
+            ids = rng.integers(0, MAX_TOKEN_ID, size=chunk_end - base).astype(np.int32)
+            at: list[int] | None = None
+            if times is not None:
+                at = times[block_start + start : block_start + stop].tolist()
+            chunk: list[Request] = []
+            append = chunk.append
+            pos = 0
+            with gc_paused():
+                for j in range(start, stop):
+                    k = block_start + j
+                    mid = pos + p_list[j]
+                    end = mid + o_list[j]
+                    prompt = (
+                        np.concatenate((prefix_arr, ids[pos:mid])) if n_prefix else ids[pos:mid]
+                    )
+                    arrive = k * step if at is None else at[j - start]
+                    append(
+                        Request(
+                            k, arrive, prompt, ids[mid:end], metadata=meta, private_from=n_prefix
+                        )
+                    )
+                    pos = end
+            yield from chunk
+            del chunk
+            start = stop
+            base = chunk_end
 
-    start = 0
-    base = 0
-    while start < count:
-        # Largest run of requests whose ids fit one bulk call (at least one request).
-        stop = int(np.searchsorted(ends, base + _TOKEN_CHUNK, side="right"))
-        stop = min(count, max(stop, start + 1))
-        chunk_end = int(ends[stop - 1])
-        ids = rng.integers(0, MAX_TOKEN_ID, size=chunk_end - base).astype(np.int32)
-        chunk: list[Request] = []
-        append = chunk.append
-        pos = 0
-        with gc_paused():
-            for k in range(start, stop):
-                mid = pos + p_list[k]
-                end = mid + o_list[k]
-                prompt = np.concatenate((prefix_arr, ids[pos:mid])) if n_prefix else ids[pos:mid]
-                arrive = k * step if at is None else at[k]
-                append(
-                    Request(k, arrive, prompt, ids[mid:end], metadata=meta, private_from=n_prefix)
-                )
-                pos = end
-        yield from chunk
-        del chunk
-        start = stop
-        base = chunk_end
+
+def _copy(rng: np.random.Generator) -> np.random.Generator:
+    """An independent generator in ``rng``'s current state."""
+    bit = type(rng.bit_generator)()
+    bit.state = rng.bit_generator.state
+    return np.random.Generator(bit)

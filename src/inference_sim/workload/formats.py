@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 
 import yaml
 
+from inference_sim.core.inputs import load_yaml, read_text
 from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.workload.errors import WorkloadError
@@ -68,6 +69,10 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if first.startswith("{"):
         return _json_lines_format(first)
     ext = os.path.splitext(p)[1].lower()
+    # JSON lines (the Mooncake format): its reader says what is wrong with a first line
+    # that is not an object (``[1,2,3]`` used to read as a headerless CSV: 0 requests).
+    if first.startswith("[") or ext in (".jsonl", ".ndjson"):
+        return "mooncake"
     if ext in (".yaml", ".yml") or first.startswith("#") or not _looks_like_csv(first):
         data = _yaml_head(p, ext)
         if isinstance(data, dict):
@@ -105,8 +110,8 @@ def _yaml_head(path: str, ext: str) -> object:
     try:
         if os.path.getsize(path) > _MAX_YAML_SNIFF:  # too big for a spec: a trace
             return {} if ext in (".yaml", ".yml") else None
-        with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+        # Bounded even when getsize says 0 (a device or a pipe).
+        return load_yaml(read_text(path, _MAX_YAML_SNIFF))
     except (yaml.YAMLError, UnicodeDecodeError, OSError):
         if ext in (".yaml", ".yml"):
             return {}

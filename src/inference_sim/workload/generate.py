@@ -53,8 +53,13 @@ MAX_SESSION_TOKENS = 2**26  # prompt and output tokens of one multi-turn session
 NEVER = 2**63 - 1
 ARRIVAL_BLOCK = 1024
 """Gaps drawn per block (the numbers do not depend on it: streams continue across calls)."""
+FIRST_ARRIVAL_BLOCK = 16
+"""A stream's first block; each next one is 4 times larger up to ARRIVAL_BLOCK, so that a
+spec of thousands of clients costs memory in proportion to the requests taken."""
 TOKEN_CHUNK = 1 << 18
 """Token ids drawn per bulk call (1 MiB of int32), bounding memory ahead of the consumer."""
+FIRST_TOKEN_CHUNK = 1 << 12
+"""A client's first chunk of token ids (16 KiB); each next chunk is 4 times larger."""
 _TIME_CAP = 2**62  # arrivals beyond this are treated as "never"
 _GAP_CAP = float(2**50)
 
@@ -69,25 +74,29 @@ def arrival_times(
     rate_per_us: float = 0.0,
     stages: Sequence[tuple[int, int, float]] = (),
     limit: int = NEVER,
+    start: int = 0,
 ) -> Iterator[np.ndarray]:
-    """Blocks of increasing arrival ticks, all ``< limit``.
+    """Blocks of increasing arrival ticks, all in ``(start, limit)``.
 
     ``stages`` (start, end, rate per µs), contiguous from 0, replaces ``rate_per_us``.
+    The process starts at ``start`` (a lifecycle window's start): nothing before it is
+    drawn, so a window far in the future costs no more than one at 0.
     """
     limit = min(limit, _TIME_CAP)
-    if limit <= 0:
+    if limit <= start:
         return
     if stages:
-        yield from _staged_times(gaps, rng, stages, limit)
+        yield from _staged_times(gaps, rng, stages, limit, start)
         return
     lam = max(rate_per_us, 1e-15)
-    t = 0
+    t = start
+    size = FIRST_ARRIVAL_BLOCK
     while True:
         if gaps.deterministic:
             gap = max(1, int(min(1.0 / lam, _GAP_CAP)))
-            times = t + gap * np.arange(1, ARRIVAL_BLOCK + 1, dtype=np.int64)
+            times = t + gap * np.arange(1, size + 1, dtype=np.int64)
         else:
-            g = np.minimum(gaps.draw(rng, ARRIVAL_BLOCK) / lam, _GAP_CAP)
+            g = np.minimum(gaps.draw(rng, size) / lam, _GAP_CAP)
             times = t + np.cumsum(np.maximum(g.astype(np.int64), 1))
         cut = int(np.searchsorted(times, limit, side="left"))
         if cut < len(times):
@@ -96,6 +105,7 @@ def arrival_times(
             return
         yield times
         t = int(times[-1])
+        size = min(size * 4, ARRIVAL_BLOCK)
 
 
 def _staged_times(
@@ -103,6 +113,7 @@ def _staged_times(
     rng: np.random.Generator,
     stages: Sequence[tuple[int, int, float]],
     limit: int,
+    start: int = 0,
 ) -> Iterator[np.ndarray]:
     starts = np.array([s for s, _, _ in stages], dtype=np.float64)
     rates = np.array([r for _, _, r in stages], dtype=np.float64)
@@ -110,8 +121,15 @@ def _staged_times(
     cum = np.concatenate(([0.0], np.cumsum(rates * spans)))  # operational time at stage starts
     total = cum[-1]
     s = 0.0
+    if start > 0:  # the operational time at ``start``
+        k = int(np.searchsorted(starts, start, side="right")) - 1
+        s = float(cum[k] + min(start - starts[k], spans[k]) * rates[k])
+        if s >= total:
+            return
+    size = FIRST_ARRIVAL_BLOCK
     while True:
-        g = gaps.draw(rng, ARRIVAL_BLOCK)
+        g = gaps.draw(rng, size)
+        size = min(size * 4, ARRIVAL_BLOCK)
         op = s + np.cumsum(g)
         k = np.searchsorted(cum, op, side="right") - 1
         inside = op < total
@@ -127,11 +145,15 @@ def _staged_times(
         s = float(op[-1])
 
 
-def _in_windows(times: np.ndarray, windows: Sequence[tuple[int, int]]) -> np.ndarray:
-    mask = np.zeros(len(times), dtype=bool)
-    for start, end in windows:
-        mask |= (times >= start) & (times < end)
-    return mask
+def _merged_windows(windows: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``windows`` sorted, with overlapping or touching ones merged."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(windows):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 # --- per-client generation ----------------------------------------------------------------
@@ -190,21 +212,25 @@ class _Client:
     def arrivals(self) -> Iterator[np.ndarray]:
         c = self.spec
         gaps = UnitGaps(c.arrival.process, c.arrival.cv)
-        limit = self.limit
-        windows: list[tuple[int, int]] = []
-        if c.lifecycle is not None:
-            windows = [(w.start_us, w.end_us) for w in c.lifecycle]
-            if not windows:
+        rng = self.rng("arrival")
+        if c.lifecycle is None:
+            yield from arrival_times(
+                gaps, rng, rate_per_us=self.rate_per_us, stages=self.stages, limit=self.limit
+            )
+            return
+        # The process runs inside each window only (overlapping windows merged), so the
+        # cost follows the arrivals drawn, not how far in the future a window starts.
+        for start, end in _merged_windows([(w.start_us, w.end_us) for w in c.lifecycle]):
+            if start >= self.limit:
                 return
-            limit = min(limit, max(e for _, e in windows))  # stop once all windows ended
-        blocks = arrival_times(
-            gaps, self.rng("arrival"), rate_per_us=self.rate_per_us, stages=self.stages, limit=limit
-        )
-        for times in blocks:
-            if windows:
-                times = times[_in_windows(times, windows)]
-            if len(times):
-                yield times
+            yield from arrival_times(
+                gaps,
+                rng,
+                rate_per_us=self.rate_per_us,
+                stages=self.stages,
+                limit=min(self.limit, end),
+                start=start,
+            )
 
     def make(
         self,
@@ -258,6 +284,10 @@ def _single_turn(cl: _Client) -> Iterator[Request]:
     prefix = cl.prefix
     n_shared = 0 if prefix is None else len(prefix)
     base = cl.base_meta
+    # Token ids are drawn in chunks that start small and grow to TOKEN_CHUNK: a spec of
+    # thousands of clients, each holding its first chunk in the arrival merge, costs
+    # memory in proportion to the requests taken, not to clients x TOKEN_CHUNK.
+    budget = FIRST_TOKEN_CHUNK
     for times in cl.arrivals():
         n = len(times)
         parts: dict[str, np.ndarray] = {}
@@ -266,20 +296,21 @@ def _single_turn(cl: _Client) -> Iterator[Request]:
         else:
             in_len = cl.input.sample(rng_in, n)
         out_len = cl.output.sample(rng_out, n)
-        part_lists = {k: v.tolist() for k, v in parts.items()}
-        times_l = times.tolist()
-        in_l = in_len.tolist()
-        out_l = out_len.tolist()
         ends = np.cumsum(in_len + out_len)
         start = 0
         base_pos = 0
         while start < n:
-            stop = int(np.searchsorted(ends, base_pos + TOKEN_CHUNK, side="right"))
+            stop = int(np.searchsorted(ends, base_pos + budget, side="right"))
             stop = min(n, max(stop, start + 1))
+            budget = min(budget * 4, TOKEN_CHUNK)
             chunk_end = int(ends[stop - 1])
             ids = rng_tok.integers(0, MAX_TOKEN_ID, size=chunk_end - base_pos, dtype=np.int32)
+            part_lists = {k: v[start:stop].tolist() for k, v in parts.items()}
+            times_l = times[start:stop].tolist()
+            in_l = in_len[start:stop].tolist()
+            out_l = out_len[start:stop].tolist()
             pos = 0
-            for j in range(start, stop):
+            for j in range(stop - start):
                 mid = pos + in_l[j]
                 end = mid + out_l[j]
                 prompt = ids[pos:mid]

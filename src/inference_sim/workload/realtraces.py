@@ -215,6 +215,10 @@ def _mooncake_records(fh, p: str, block_size: int) -> Iterator[LengthRecord]:
                     raise WorkloadError(f"{where}: timestamp must be a number (ms), got {ts!r}")
                 if ts < 0:
                     raise WorkloadError(f"{where}: timestamp must be >= 0, got {ts}")
+                if ts > _MAX_TIMESTAMP_MS:
+                    raise WorkloadError(
+                        f"{where}: timestamp must be <= {_MAX_TIMESTAMP_MS:g} ms, got {ts}"
+                    )
                 arrival = round(ts * 1000)
                 n_in = _json_count(row["input_length"], "input_length", where, 1)
                 n_out = _json_count(row["output_length"], "output_length", where, 0)
@@ -223,6 +227,11 @@ def _mooncake_records(fh, p: str, block_size: int) -> Iterator[LengthRecord]:
                     isinstance(h, int) and not isinstance(h, bool) for h in ids
                 ):
                     raise WorkloadError(f"{where}: hash_ids must be a list of integers")
+                if ids and not (min(ids) >= -(2**63) and max(ids) < 2**63):
+                    bad = min(ids) if min(ids) < -(2**63) else max(ids)
+                    raise WorkloadError(
+                        f"{where}: hash_ids must be 64-bit integers (within ±2^63), got {bad}"
+                    )
                 need = -(-n_in // block_size)
                 if len(ids) != need:
                     raise WorkloadError(
@@ -239,6 +248,10 @@ def _mooncake_records(fh, p: str, block_size: int) -> Iterator[LengthRecord]:
             raise WorkloadError(f"mooncake trace {p} line {exc.line}: {exc}") from None
         except UnicodeDecodeError:
             raise WorkloadError(f"mooncake trace {p} line {line + 1}: not UTF-8 text") from None
+
+
+#: Latest Mooncake timestamp (ms): 2^62 µs, far beyond any trace, below the clock's end.
+_MAX_TIMESTAMP_MS = 2**62 / 1000
 
 
 def _json_count(value: object, name: str, where: str, lowest: int) -> int:

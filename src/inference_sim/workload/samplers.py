@@ -305,7 +305,7 @@ def make_length_sampler(
         raise WorkloadError(f"{where}.params.min must be >= 0, got {lo}")
     if lo is not None and hi is not None and lo > hi:
         raise WorkloadError(f"{where}.params.min must be <= max, got min {lo} > max {hi}")
-    for name in ("min", "max", "value"):
+    for name in ("min", "max", "value", "mean", "xm"):  # a mean beyond it is a typo too
         if name in f:
             check_length_bound(f[name], f"{where}.params.{name}")
 

@@ -17,6 +17,7 @@ import json
 import math
 import os
 
+from inference_sim.core.inputs import load_json, read_text
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.samplers import empirical_from_pdf
 from inference_sim.workload.schema import ArrivalSpec, ClientSpec, DistSpec, ServeGenSpec
@@ -80,10 +81,11 @@ def _best_row(path: str, spec: ServeGenSpec, warnings: list[str]) -> tuple[float
 
 def _first_window(path: str, spec: ServeGenSpec, warnings: list[str]) -> tuple[str, str]:
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = load_json(read_text(path))
     except FileNotFoundError:
         raise WorkloadError(f"dataset file {os.path.basename(path)} not found") from None
+    except OSError as exc:
+        raise WorkloadError(f"dataset file {os.path.basename(path)}: cannot read: {exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WorkloadError(f"parsing dataset JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from inference_sim.core.inputs import load_yaml, read_text
+from inference_sim.core.rng import MAX_SEED
 from inference_sim.core.suggest import did_you_mean
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.samplers import (
@@ -78,6 +80,10 @@ __all__ = [
     "parse_workload_spec",
     "read_yaml",
 ]
+
+#: Most clients a spec may describe (inference_perf's N x U included): each client is an
+#: arrival stream with its own random streams; real specs have 1 to ~100 (issue 21).
+MAX_CLIENTS = 10_000
 
 # --- strict parsing helpers ---------------------------------------------------------------
 
@@ -413,6 +419,12 @@ def _parse_inference_perf(value: Any) -> InferencePerfSpec:
         if n <= 0:
             raise WorkloadError(f"{sw}.{key} must be positive, got {n}")
         counts[key] = n
+    product = counts["num_unique_system_prompts"] * counts["num_users_per_system_prompt"]
+    if product > MAX_CLIENTS:
+        raise WorkloadError(
+            f"{sw}: num_unique_system_prompts x num_users_per_system_prompt is {product:,}, "
+            f"more than {MAX_CLIENTS:,} clients (see docs/troubleshooting.md)"
+        )
     lengths = {}
     for key in ("system_prompt_len", "question_len", "output_len"):
         n = _int(sp.get(key), f"{sw}.{key}")
@@ -515,6 +527,8 @@ def parse_workload_spec(data: Any, *, source: str = "", base_dir: str = "") -> W
             f'category: unknown category "{category}"; valid: {", ".join(CATEGORIES)}'
         )
     seed = _int(m.get("seed"), "seed")
+    if not 0 <= seed <= MAX_SEED:
+        raise WorkloadError(f"seed must be in [0, {MAX_SEED}] (a 64-bit seed), got {seed}")
     horizon = _int(m.get("horizon"), "horizon")
     if horizon < 0:
         raise WorkloadError(f"horizon must be non-negative, got {horizon}")
@@ -552,6 +566,11 @@ def parse_workload_spec(data: Any, *, source: str = "", base_dir: str = "") -> W
         )
 
     raw_clients = _list(m.get("clients"), "clients")
+    if len(raw_clients) > MAX_CLIENTS:
+        raise WorkloadError(
+            f"clients: {len(raw_clients):,} clients, more than {MAX_CLIENTS:,} "
+            "(see docs/troubleshooting.md)"
+        )
     if not raw_clients and servegen is None and inference_perf is None:
         raise WorkloadError(
             "clients: at least one client, servegen_data or inference_perf required"
@@ -602,8 +621,7 @@ def read_yaml(path: str | os.PathLike[str], what: str) -> Any:
     """Parse a YAML file; errors are one line naming ``what`` and the file."""
     p = os.fspath(path)
     try:
-        with open(p, encoding="utf-8") as fh:
-            text = fh.read()
+        text = read_text(p)
     except FileNotFoundError:
         raise WorkloadError(f"{what} {p}: file not found") from None
     except UnicodeDecodeError:
@@ -611,7 +629,7 @@ def read_yaml(path: str | os.PathLike[str], what: str) -> Any:
     except OSError as exc:
         raise WorkloadError(f"{what} {p}: cannot read: {exc.strerror or exc}") from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as exc:
         raise WorkloadError(f"{what} {p}: {_yaml_error(exc)}") from None
 

@@ -118,6 +118,12 @@ def read_csv_trace(path: str | os.PathLike[str], *, horizon: int = _NO_HORIZON) 
                 if row is None:
                     raise WorkloadError(f"trace {p}: file is empty, expected a header row")
                 header = row
+            if _is_number(header[0]):  # data where the header should be: say so
+                raise WorkloadError(
+                    f"trace {p} row {line}: expected a header row {_COLUMNS}, got data "
+                    f"({header[0]!r} is a number); add the header line, or the first request "
+                    "would be lost"
+                )
             line = reader.line_num + 1
             names = [h.strip() for h in header]
             lora = tuple(
@@ -143,6 +149,14 @@ def read_csv_trace(path: str | os.PathLike[str], *, horizon: int = _NO_HORIZON) 
         except OSError as exc:
             raise WorkloadError(f"trace {p}: cannot read: {exc.strerror or exc}") from None
     return requests
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_row(row: list[str], p: str, line: int, index: int, horizon: int) -> Request | None:

@@ -1,0 +1,177 @@
+"""Bounded reading of user input files: size, YAML nesting and alias expansion (issue 21).
+
+Every file ``blis`` reads whole (a workload spec, a policy bundle, a hardware or model
+config, a coefficients or defaults file, a run-config or results file) goes through
+:func:`read_text`, so ``--workload-spec /dev/zero`` ends with one error after reading
+the limit, not when the kernel kills the process. YAML goes through :func:`load_yaml`
+(or :func:`compose_yaml`), which also refuses documents nested deeper than
+:data:`MAX_YAML_DEPTH` (PyYAML recurses once a level, so a deep document would raise
+``RecursionError``) or whose aliases expand past :data:`MAX_YAML_NODES` nodes (a
+"billion laughs" document is small on disk and unbounded for every reader that walks
+it). JSON goes through :func:`load_json`, which turns excessive nesting into an
+ordinary :class:`json.JSONDecodeError`. The errors are the ones the callers already
+catch (``OSError``, ``yaml.YAMLError``, ``json.JSONDecodeError``), so each caller keeps
+its own one-line message naming the flag and the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+import yaml
+
+#: Largest configuration file (spec, bundle, hardware, model, coefficients, defaults,
+#: sweep, calibration runs): real ones are a few KB; the bundled catalog is ~60 KB.
+MAX_CONFIG_BYTES = 16 * 2**20
+#: Largest results file (``blis report``, ``blis plot``, ``--config`` with a results
+#: file): about 360 bytes a request, so ~3 million requests.
+MAX_RESULTS_BYTES = 2**30
+#: Deepest YAML nesting: a workload spec nests 6 levels; PyYAML recurses per level.
+MAX_YAML_DEPTH = 100
+#: Most YAML nodes once aliases are expanded (every alias counts its whole subtree).
+MAX_YAML_NODES = 1_000_000
+
+
+class InputTooLarge(OSError):
+    """A file larger than its limit; ``str()`` is the one-line reason."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def read_text(path: str | os.PathLike[str], limit: int = MAX_CONFIG_BYTES) -> str:
+    """The UTF-8 text of ``path``, reading at most ``limit`` + 1 characters.
+
+    Raises :class:`InputTooLarge` (an ``OSError``) for a longer file, and the usual
+    ``OSError`` / ``UnicodeDecodeError`` otherwise. Devices and pipes are read the
+    same way, so ``/dev/zero`` stops at the limit.
+    """
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read(limit + 1)
+    if len(text) > limit:
+        raise InputTooLarge(
+            f"larger than {limit:,} bytes, the most an input file of this kind may hold "
+            "(see docs/troubleshooting.md)"
+        )
+    return text
+
+
+class YamlLimitError(yaml.MarkedYAMLError):
+    """A YAML document past :data:`MAX_YAML_DEPTH` or :data:`MAX_YAML_NODES`."""
+
+
+# YAML 1.2 floats: ``1e3`` and ``1e-5`` are numbers (YAML 1.1 needs a dot: ``1.0e+3``).
+FLOAT_TAG = "tag:yaml.org,2002:float"
+FLOAT_RE = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)[eE][-+]?[0-9]+
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.VERBOSE,
+)
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader with a nesting bound and YAML 1.2 floats (``1e3`` is a number)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise YamlLimitError(
+                    problem=f"nested deeper than {MAX_YAML_DEPTH} levels",
+                    problem_mark=self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+BoundedLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+BoundedLoader.add_implicit_resolver(FLOAT_TAG, FLOAT_RE, list("-+0123456789."))
+
+
+def check_expansion(root: yaml.Node | None) -> None:
+    """:class:`YamlLimitError` if ``root`` expands past :data:`MAX_YAML_NODES` nodes.
+
+    Shared (aliased) subtrees are sized once and counted at every use, so the cost is
+    linear in the distinct nodes; an alias that contains itself is refused too.
+    """
+    if root is None:
+        return
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_nodes.discard(key)
+            children = _children(node)
+            total = 1 + sum(sizes[id(c)] for c in children)
+            sizes[key] = total
+            if total > MAX_YAML_NODES:
+                raise YamlLimitError(
+                    problem=f"more than {MAX_YAML_NODES:,} values once its aliases are "
+                    "expanded (see docs/troubleshooting.md)",
+                    problem_mark=node.start_mark,
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise YamlLimitError(problem="an alias refers to itself", problem_mark=node.start_mark)
+        open_nodes.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) not in sizes:
+                stack.append((child, False))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def compose_yaml(text: str, loader: type[BoundedLoader] = BoundedLoader) -> yaml.Node | None:
+    """The node tree of ``text`` (bounded); ``yaml.YAMLError`` on bad or oversized YAML."""
+    ld = loader(text)
+    try:
+        root = ld.get_single_node()
+    finally:
+        ld.dispose()
+    check_expansion(root)
+    return root
+
+
+def load_yaml(text: str, loader: type[BoundedLoader] = BoundedLoader) -> Any:
+    """``yaml.safe_load`` with the bounds above (and ``1e3`` read as a number)."""
+    ld = loader(text)
+    try:
+        root = ld.get_single_node()
+        if root is None:
+            return None
+        check_expansion(root)
+        return ld.construct_document(root)
+    finally:
+        ld.dispose()
+
+
+def load_json(text: str) -> Any:
+    """``json.loads``, with too deep a nesting reported as a ``JSONDecodeError``."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
