@@ -930,7 +930,8 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     notes: list[str] = []
     if options["hardware"]:
         options["hardware"] = _gpu_spelling(options["hardware"], catalog)
-    _trace_path_selects_replay(options, explicit, notes)
+    if inline.trace is None:  # an in-memory trace: workload/plan.py checks it
+        _trace_path_selects_replay(options, explicit, notes)
     _resolve_workload(options, explicit, catalog)
     from inference_sim.workload.plan import resolve_workload_options
 
