@@ -119,8 +119,9 @@ def test_trace_as_a_dataframe_replays_a_runs_requests():
     assert lists.summary["total_input_tokens"] == 600
     with pytest.raises(WorkloadError, match="no output-length column"):
         simulate(model=MODEL, trace=pd.DataFrame({"prompt_len": [1]}))
-    # A trace with another workload is refused before anything runs (issue 21, item 11).
-    with pytest.raises(ConfigError, match="replayed only with --workload traces"):
+    # An in-memory trace with another workload is refused before anything runs; a trace
+    # file says "replayed only with --workload traces" (issue 21, item 11).
+    with pytest.raises(WorkloadError, match="needs workload 'traces'"):
         simulate(model=MODEL, trace=frame, workload="chatbot")
     with pytest.raises(ConfigError, match="not both"):
         simulate(model=MODEL, trace=frame, workload_traces_filepath="x.csv")
