@@ -172,7 +172,7 @@ def test_an_endless_input_ends_with_one_error(tmp_path, command):
         if command == "run":
             args = ["run", "--model", MODEL, "--num-requests", "5", "--workload-spec", fifo.path]
         else:
-            args = ["workload", "describe", fifo.path]
+            args = ["workload", "describe", "--format", "spec", fifo.path]
         line = error(*args)
         assert "larger than" in line or "longer than" in line, line
     finally:
@@ -667,3 +667,25 @@ def test_an_absurd_mean_length_is_an_error_not_a_days_long_run(tmp_path):
     spec = spec_file(tmp_path, {"aggregate_rate": 10, "num_requests": 5, "clients": [client]})
     line = error("run", "--model", MODEL, "--workload-spec", spec)
     assert "output_distribution.params.mean must be <= 16777216 tokens" in line
+
+
+def test_a_pipe_needs_its_format_named(tmp_path):
+    """Detection reads the start, then the reader reopens: a pipe would have lost it."""
+    fifo = tmp_path / "trace.csv"
+    os.mkfifo(fifo)
+    line = error("run", "--model", MODEL, "--workload", "traces",
+                 "--workload-traces-filepath", fifo)  # fmt: skip
+    assert "a pipe or device can be read only once" in line and "--trace-format" in line
+    # Named, it is read once (a writer thread feeds the pipe).
+    text = CSV_HEADER + CSV_ROWS
+
+    def feed() -> None:
+        with open(fifo, "w") as fh:
+            fh.write(text)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    out = run_json(tmp_path, "--workload", "traces", "--trace-format", "csv",
+                   "--workload-traces-filepath", fifo)  # fmt: skip
+    writer.join(timeout=10)
+    assert out["injected_requests"] == 3

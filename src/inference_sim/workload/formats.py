@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import os
+import stat
 from collections.abc import Iterable, Iterator
 
 import yaml
@@ -61,6 +62,7 @@ def _head(path: str) -> str:
 def detect_format(path: str | os.PathLike[str]) -> str:
     """``spec``, ``v2``, ``azure``, ``mooncake`` or ``csv`` from the file's content."""
     p = os.fspath(path)
+    _check_rereadable(p)
     head = _head(p)
     lines = [ln for ln in head.splitlines() if ln.strip()]
     if not lines:
@@ -100,6 +102,21 @@ def _json_lines_format(first: str) -> str:
     if isinstance(obj, dict) and "hash_ids" not in obj and looks_like_lengths(list(obj)):
         return "lengths"
     return "mooncake"
+
+
+def _check_rereadable(path: str) -> None:
+    """Detection reads the start of the file, then the reader opens it again: a pipe
+    (``<(cat t.csv)``) or a device would have lost that start, and the reader would see
+    an empty or truncated file (issue 21). Such a path needs its format named."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # _head reports a missing or unreadable file
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode):
+        raise WorkloadError(
+            f"{path}: a pipe or device can be read only once, so its format cannot be "
+            "detected; name it (--trace-format, or --format for blis workload describe)"
+        )
 
 
 def _looks_like_csv(line: str) -> bool:
