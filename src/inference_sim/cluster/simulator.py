@@ -25,7 +25,6 @@ from heapq import heappush as _heappush
 from typing import Any
 
 from inference_sim.cluster.snapshot import SnapshotProvider
-from inference_sim.core.gctune import fewer_collections
 from inference_sim.core.request import Request, RequestState
 from inference_sim.engine.events import NEVER, EventClass
 from inference_sim.engine.invariants import InvariantChecker
@@ -134,12 +133,6 @@ class ClusterSimulator:
         else:
             stream = iter(requests)
         self._start(stream, sampler)
-        with fewer_collections():
-            interrupted = self._loop(progress, progress_every)
-        return self._finish(as_list, interrupted)
-
-    def _loop(self, progress: ProgressCallback | None, progress_every: int) -> bool:
-        """The event loop proper; returns True when a stop request ended it early."""
         horizon = self.horizon
         ext = self._ext
         steps = self._steps
@@ -194,7 +187,7 @@ class ClusterSimulator:
                 executed += 1
                 on_step(t_arr if t_arr < t_ext else t_ext)
         self._executed = executed
-        return interrupted
+        return self._finish(as_list, interrupted)
 
     def _start(self, stream: Iterator[Request], sampler: Callable[[int], int] | None) -> None:
         """Fresh per-run state: the two heaps, counters, the request log, the checker."""
