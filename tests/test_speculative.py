@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from inference_sim import simulate
 from inference_sim.cluster.simulator import ClusterSimulator
 from inference_sim.core.batch import StepBatch
-from inference_sim.core.request import RequestState
+from inference_sim.core.request import Request, RequestState
 from inference_sim.instance import make_instance
 from inference_sim.instance.config import EngineConfig
 from inference_sim.instance.engine import Instance
@@ -200,6 +200,54 @@ def test_per_position_rates() -> None:
     assert 1.9 < float(s["spec_mean_accepted_tokens"]) <= 2.0
 
 
+def _per_request_acceptance(records: list[dict[str, object]]) -> list[float]:
+    """Per-request TPOT (ms) of the requests with more than 20 output tokens."""
+    return [float(r["itl_ms"]) for r in records if int(r["num_decode_tokens"]) > 20]
+
+
+def test_per_request_rates_are_beta_draws_keyed_by_request() -> None:
+    """Each request's rate per position is a Beta draw with the given mean; it depends on
+    the request, not on the instance that serves it."""
+    spec = SpeculativeConfig(
+        method="eagle", num_tokens=2, acceptance=(0.6, 1.0), concentration=2.0, seed=3
+    )
+    latency = BlackboxLatencyModel((0.0, 0.0, 0.0), (1000.0, 1.0, 1.0))
+    first = make_instance(0, _engine(spec), latency)
+    second = make_instance(1, _engine(spec), latency)
+    reqs = [Request(i, 0, [1, 2, 3], [4, 5]) for i in range(3000)]
+    rates = [first._rates_of(r) for r in reqs]  # type: ignore[attr-defined]
+    assert [second._rates_of(r) for r in reqs[:50]] == rates[:50]  # type: ignore[attr-defined]
+    firsts = [r[0] for r in rates]
+    assert sum(firsts) / len(firsts) == pytest.approx(0.6, abs=0.02)
+    # Beta(1.2, 0.8): variance m(1-m)/(c+1) = 0.08.
+    var = sum((x - 0.6) ** 2 for x in firsts) / len(firsts)
+    assert var == pytest.approx(0.08, abs=0.01)
+    assert all(r[1] == 1.0 for r in rates)  # a rate of 0 or 1 stays as it is
+
+
+def test_per_request_acceptance_spreads_requests() -> None:
+    """With a concentration, runs stay deterministic and requests spread further apart
+    (per-request TPOT) than with one shared rate."""
+    spec = dict(
+        speculative_method="eagle",
+        num_speculative_tokens=3,
+        spec_acceptance_rate="0.6",
+        num_requests=300,
+        rate=2.0,
+    )
+    _, shared_records = _run(**spec)
+    spread, spread_records = _run(spec_acceptance_concentration=2.0, **spec)
+    assert (spread, spread_records) == _run(spec_acceptance_concentration=2.0, **spec)
+
+    def stdev(values: list[float]) -> float:
+        mean = sum(values) / len(values)
+        return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+
+    tpot_shared = _per_request_acceptance(shared_records)
+    tpot_spread = _per_request_acceptance(spread_records)
+    assert stdev(tpot_spread) > 3 * stdev(tpot_shared)
+
+
 # ------------------------------------------------------------------ physics
 
 
@@ -281,6 +329,18 @@ def test_gain_shrinks_at_high_load() -> None:
             "--speculative-model",
         ),
         (["--num-speculative-tokens", "2"], "--speculative-method"),
+        (
+            [
+                "--speculative-method",
+                "eagle",
+                "--num-speculative-tokens",
+                "2",
+                "--spec-acceptance-concentration",
+                "-1",
+            ],
+            "--spec-acceptance-concentration",
+        ),
+        (["--spec-acceptance-concentration", "4"], "--speculative-method"),
     ],
 )
 def test_bad_inputs_one_line_exit_2(args: list[str], needle: str, tmp_path: object) -> None:

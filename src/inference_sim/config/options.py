@@ -236,6 +236,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "engine",
     ),
     OptionSpec(
+        "spec_acceptance_concentration",
+        float,
+        0.0,
+        "Per-request acceptance: each request draws its own rate per position from a Beta distribution whose mean is --spec-acceptance-rate and whose concentration (alpha + beta) is this value; lower spreads requests further apart (prompts easy or hard to draft for). 0: every request has the mean rate.",
+        "engine",
+    ),
+    OptionSpec(
         "speculative_model",
         str,
         "",

@@ -49,7 +49,12 @@ def resolve_speculative(
     rates = list(o["spec_acceptance_rate"])
     k = o["num_speculative_tokens"]
     if not method:
-        for name in ("num_speculative_tokens", "spec_acceptance_rate", "speculative_model"):
+        for name in (
+            "num_speculative_tokens",
+            "spec_acceptance_rate",
+            "spec_acceptance_concentration",
+            "speculative_model",
+        ):
             if name in explicit and o[name]:
                 raise ConfigError(
                     f"--{name.replace('_', '-')} needs --speculative-method ({', '.join(METHODS)})"
@@ -75,6 +80,11 @@ def resolve_speculative(
         raise ConfigError(
             f"--spec-acceptance-rate: give one value or one per draft position "
             f"({k} for --num-speculative-tokens {k}), got {len(rates)}"
+        )
+    concentration = float(o["spec_acceptance_concentration"])
+    if not (math.isfinite(concentration) and concentration >= 0):
+        raise ConfigError(
+            f"--spec-acceptance-concentration must be a finite number >= 0, got {concentration:g}"
         )
     cpu_us = o["spec_ngram_cpu_us"]
     if cpu_us < 0:
@@ -106,6 +116,7 @@ def resolve_speculative(
         method=method,
         num_tokens=k,
         acceptance=tuple(float(a) for a in rates),
+        concentration=concentration,
         seed=o["seed"],
         ngram_cpu_us=cpu_us,
         head_fraction=DRAFT_HEAD_LAYERS / max(1, int(layers)),

@@ -40,6 +40,15 @@ class RandomStreams:
             self._streams[name] = gen
         return gen
 
+    def keyed(self, name: str, key: int) -> np.random.Generator:
+        """A generator of its own for ``(name, key)`` -- one per request, say -- that
+        depends only on the seed, the name and the key (not on who asks first). Not
+        cached: the caller keeps it as long as it needs it."""
+        entropy = self.seed & ((1 << 64) - 1)
+        spawn_key = (*_name_key(name), int(key) & ((1 << 64) - 1))
+        seq = np.random.SeedSequence(entropy=entropy, spawn_key=spawn_key)
+        return np.random.Generator(np.random.PCG64(seq))
+
     def fresh(self, name: str) -> np.random.Generator:
         """A new generator for ``name`` starting from the beginning of its stream."""
         self._streams.pop(name, None)

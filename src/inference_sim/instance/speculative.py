@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inference_sim.core.batch import StepBatch
+from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.instance.config import EngineConfig
 from inference_sim.instance.engine import Instance, WaitQueueOrder, prefill_chunk
@@ -48,7 +49,10 @@ class SpeculativeConfig:
     """What speculation does and costs on one instance.
 
     ``acceptance[i]`` is the probability that draft token ``i`` is accepted given the
-    earlier ones were (one value per draft position). ``ngram_cpu_us`` is the n-gram
+    earlier ones were (one value per draft position). With ``concentration`` > 0 that is
+    the mean over requests: each request draws its own rate per position from
+    Beta(mean x c, (1 - mean) x c), from a random stream keyed by the request's index
+    (so a request gets the same rates on any instance). ``ngram_cpu_us`` is the n-gram
     proposer's CPU time per step; ``head_fraction`` is the cost of one EAGLE/MTP draft
     head forward as a fraction of the target's decode step (its layers over the target's);
     ``draft_latency`` prices a separate draft model's forwards.
@@ -57,6 +61,7 @@ class SpeculativeConfig:
     method: str
     num_tokens: int
     acceptance: tuple[float, ...]
+    concentration: float = 0.0
     seed: int = 0
     ngram_cpu_us: int = 0
     head_fraction: float = 0.0
@@ -76,6 +81,9 @@ class SpeculativeConfig:
         for a in self.acceptance:
             if not (math.isfinite(a) and 0.0 <= a <= 1.0):
                 raise ValueError(f"acceptance rates must be in [0, 1], got {a}")
+        c = self.concentration
+        if not (math.isfinite(c) and c >= 0.0):
+            raise ValueError(f"acceptance concentration must be >= 0, got {c}")
         if self.method == "draft-model" and self.draft_latency is None:
             raise ValueError("method draft-model needs the draft model's latency model")
 
@@ -99,7 +107,11 @@ class SpecInstance(Instance):
         super().__init__(index, config, latency, order_wait_queue=order_wait_queue)
         spec: SpeculativeConfig = config.speculative
         self.spec = spec
-        self._draw = RandomStreams(spec.seed).generator(f"speculative/{index}").random
+        streams = RandomStreams(spec.seed)
+        self._draw = streams.generator(f"speculative/{index}").random
+        self._streams = streams
+        # Per-request acceptance rates (concentration > 0), for requests still running.
+        self._request_rates: dict[int, tuple[float, ...]] = {}
         self._drafts: list[int] = []  # draft tokens of each batch entry (0: none)
         self._prefill: list[tuple[int, int]] = []
         self._verify: list[tuple[int, int]] = []
@@ -234,9 +246,12 @@ class SpecInstance(Instance):
         finished = False
         stats = self.stats
         rates = self.spec.acceptance
+        per_request = self.spec.concentration > 0.0
         draw = self._draw
         for req, n, k in zip(batch.requests, batch.num_new, self._drafts, strict=True):
             if k:
+                if per_request:
+                    rates = self._rates_of(req)
                 accepted = 0
                 while accepted < k and draw() < rates[accepted]:
                     accepted += 1
@@ -259,3 +274,20 @@ class SpecInstance(Instance):
                 finished = True
         if finished:
             self._finish_completed(end)
+
+    def _rates_of(self, req: Request) -> tuple[float, ...]:
+        """The acceptance rates of ``req`` (drawn at its first speculative step)."""
+        rates = self._request_rates.get(req.index)
+        if rates is None:
+            gen = self._streams.keyed("speculative/request-acceptance", req.index)
+            c = self.spec.concentration
+            rates = tuple(
+                a if a in (0.0, 1.0) else float(gen.beta(a * c, (1.0 - a) * c))
+                for a in self.spec.acceptance
+            )
+            self._request_rates[req.index] = rates
+        return rates
+
+    def _finish(self, req: Request, end: int) -> None:
+        self._request_rates.pop(req.index, None)
+        super()._finish(req, end)
