@@ -4,7 +4,6 @@ decision hook, ``simulate()``, ``Results`` and ``blis run``."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +24,6 @@ from simhelpers import make_request
 
 MODEL = "meta-llama/llama-3.1-8b-instruct"
 COEFFS = {"alpha_coeffs": "0,0,0", "beta_coeffs": "1000,1,1"}
-
-
-@pytest.fixture(autouse=True)
-def _restore_package_logger():
-    """In-process ``blis run`` rebinds the package logger to the runner's stderr; undo it."""
-    logger = logging.getLogger("inference_sim")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate
 
 
 def traced_run(routing: Any, requests: list, n: int = 2, k: int = 2, **cluster: Any):

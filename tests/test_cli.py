@@ -7,7 +7,6 @@ click >= 8.2), plus one real ``python -m inference_sim`` subprocess.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -68,17 +67,6 @@ RECORD_KEYS = [
 ]
 TRACE_HEADER = "arrival_time,request_id,model,prefill_tokens,decode_tokens\n"
 EXPLICIT_COEFFS = ["--alpha-coeffs", "0,0,0", "--beta-coeffs", "1000,1,1"]
-
-
-@pytest.fixture(autouse=True)
-def _restore_package_logger():
-    """In-process ``blis run`` rebinds the package logger to the runner's stderr; undo it."""
-    logger = logging.getLogger("inference_sim")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate
 
 
 def invoke(*args: str) -> Result:

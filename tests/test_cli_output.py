@@ -8,7 +8,6 @@ CLI checks run in process through click's ``CliRunner`` (stdout and stderr apart
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,6 @@ from inference_sim.metrics.stats import percentile_ms
 MODEL = "meta-llama/llama-3.1-8b-instruct"
 BASE = ["run", "--model", MODEL, "--workload", "chatbot"]
 RUN = [*BASE, "--rate", "40", "--num-requests", "80"]
-
-
-@pytest.fixture(autouse=True)
-def _restore_package_logger():
-    """In-process ``blis run`` rebinds the package logger to the runner's stderr; undo it."""
-    logger = logging.getLogger("inference_sim")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate
 
 
 def invoke(*args: str) -> Result:

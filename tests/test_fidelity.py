@@ -4,7 +4,6 @@ training data and which error the leave-one-out tables give for that domain."""
 from __future__ import annotations
 
 import json
-import logging
 import statistics
 from pathlib import Path
 
@@ -25,16 +24,6 @@ from inference_sim.latency.fidelity import (
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 QWEN = "qwen/qwen2.5-7b-instruct"
 SMALL = {"num_requests": 6, "rate": 4.0, "prompt_tokens": 64, "output_tokens": 8}
-
-
-@pytest.fixture(autouse=True)
-def _restore_package_logger():
-    logger = logging.getLogger("inference_sim")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate
 
 
 def _arch(model: str):

@@ -47,7 +47,6 @@ Runs in process through click's ``CliRunner`` (about 10 s for the 50 runs).
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import statistics
@@ -125,17 +124,6 @@ REFERENCE_DRAW_NOISE = {
     (3, "total_input_tokens"),
 }
 NOISE_SIGMAS = 3.0
-
-
-@pytest.fixture(autouse=True)
-def _restore_package_logger():
-    """In-process ``blis run`` rebinds the package logger to the runner's stderr; undo it."""
-    logger = logging.getLogger("inference_sim")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate
 
 
 def case_id(index: int) -> str:

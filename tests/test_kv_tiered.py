@@ -8,7 +8,6 @@ tests), metrics, and the command line's checks and derived figures.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -456,16 +455,6 @@ def test_engine_runs_conserve_blocks_and_account_transfers(run):
 
 def invoke(*args: str):
     return CliRunner().invoke(cli, ["run", *args])
-
-
-@pytest.fixture(autouse=True)
-def _restore_package_logger():
-    logger = logging.getLogger("inference_sim")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate
 
 
 RUN = ["--model", MODEL, "--num-requests", "5"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -19,16 +18,6 @@ from inference_sim.latency.roofline import RooflineLatencyModel
 
 LLAMA = "meta-llama/llama-3.1-8b-instruct"
 SMALL = {"num_requests": 8, "rate": 4.0, "prompt_tokens": 128, "output_tokens": 16}
-
-
-@pytest.fixture(autouse=True)
-def _restore_package_logger():
-    logger = logging.getLogger("inference_sim")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate
 
 
 def test_roofline_with_a_trained_entry_takes_its_blocks_but_not_its_alpha():

@@ -12,7 +12,6 @@ CLI checks run in process through click's ``CliRunner`` (stdout and stderr apart
 from __future__ import annotations
 
 import json
-import logging
 import re
 import subprocess
 import sys
@@ -32,17 +31,6 @@ from inference_sim.report.html import _num, build_report
 
 MODEL = "meta-llama/llama-3.1-8b-instruct"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _restore_package_logger():
-    """In-process ``blis run`` rebinds the package logger to the runner's stderr; undo it."""
-    logger = logging.getLogger("inference_sim")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate
 
 
 def invoke(*args: str) -> Result:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -22,16 +21,6 @@ from inference_sim.workload import iter_spec_requests, parse_workload_spec
 MODEL = "meta-llama/llama-3.1-8b-instruct"
 COEFFS = ["--alpha-coeffs", "0,0,0", "--beta-coeffs", "1000,1,1"]
 KW = {"alpha_coeffs": "0,0,0", "beta_coeffs": "1000,1,1"}
-
-
-@pytest.fixture(autouse=True)
-def _restore_package_logger():
-    logger = logging.getLogger("inference_sim")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate
 
 
 def spec_doc(**top: Any) -> dict[str, Any]:

@@ -478,19 +478,8 @@ class FastInstance(Instance):
     def _complete(self, req: Request, end: int) -> None:
         """A request of this step delivered its last token: write it out and finish it."""
         tr: _Track = req.engine_state  # type: ignore[assignment]
-        if tr.base_epoch >= 0:  # as _leave_decoders, inline: once per completion
-            c = req.num_computed_tokens + self.epoch - tr.base_epoch
-            req.num_computed_tokens = c
-            self._num_decoders -= 1
-            self._decode_ctx -= c
-            g = req.itl_group
-            if g >= 0:
-                groups = self._group_decoders
-                n = groups[g] - 1
-                if n:
-                    groups[g] = n
-                else:
-                    del groups[g]
+        if tr.base_epoch >= 0:
+            self._leave_decoders(req, tr, req.num_computed_tokens + self.epoch - tr.base_epoch)
         otp = self._otp
         req.delivered = req.num_output_tokens
         req.last_token_time = end

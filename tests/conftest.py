@@ -1,0 +1,19 @@
+"""Fixtures every test file shares."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _restore_package_logger() -> Iterator[None]:
+    """In-process ``blis run`` rebinds the package logger to the runner's stderr; undo it."""
+    logger = logging.getLogger("inference_sim")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
