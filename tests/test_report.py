@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from browser import chromium_or_skip, render
 from inference_sim import Results, simulate
 from inference_sim.cli.main import cli
 from inference_sim.report.html import build_report
@@ -34,14 +33,6 @@ clients:
     input_distribution: {type: gaussian, params: {mean: 900, std_dev: 200, min: 16, max: 3000}}
     output_distribution: {type: gaussian, params: {mean: 300, std_dev: 80, min: 4, max: 900}}
 """
-
-
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -111,40 +102,14 @@ def test_chart_helpers():
 
 
 def test_report_renders_in_headless_chromium(results, tmp_path):
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("chromium is not installed (CI installs it in .ci/run)")
+    chromium_or_skip()
     page = tmp_path / "report.html"
     page.write_text(build_report(results), encoding="utf-8")
-    profile = tmp_path / "profile"
-    cmd = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--virtual-time-budget=2000",
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    dom = proc.stdout
-    body = re.search(r"<body([^>]*)>", dom)
-    assert body is not None, dom[:500]
-    attrs = dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', body.group(1)))
+    dom, attrs, console = render(page, tmp_path / "profile")
     assert attrs.get("data-charts") == "15", attrs
     assert attrs.get("data-charts-rendered") == "15", attrs
     assert attrs.get("data-errors") == "0", attrs
     assert dom.count('data-rendered="1"') == 15
-    # Chromium logs every console message (errors included) as INFO:CONSOLE.
-    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
     assert console == []
 
 

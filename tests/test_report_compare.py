@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from browser import chromium_or_skip, render
 from inference_sim import simulate
 from inference_sim.cli.main import cli
 from inference_sim.report.html import _num
@@ -84,40 +83,11 @@ def test_one_file_still_gives_the_single_run_report(files, tmp_path):
 
 
 def test_comparison_renders_in_headless_chromium(files, tmp_path):
-    browser = next(
-        (
-            shutil.which(n)
-            for n in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-            if shutil.which(n)
-        ),
-        None,
-    )
-    if browser is None:
-        pytest.skip("chromium is not installed (CI installs it in .ci/run)")
+    chromium_or_skip()
     page = tmp_path / "cmp.html"
     assert _report(files[0], page).exit_code == 0
-    cmd = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--virtual-time-budget=2000",
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    body = re.search(r"<body([^>]*)>", proc.stdout)
-    assert body is not None, proc.stdout[:500]
-    attrs = dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', body.group(1)))
+    _dom, attrs, console = render(page, tmp_path / "profile")
     assert attrs.get("data-charts") == str(CHARTS), attrs
     assert attrs.get("data-charts-rendered") == str(CHARTS), attrs
     assert attrs.get("data-errors") == "0", attrs
-    assert [ln for ln in proc.stderr.splitlines() if ":CONSOLE" in ln] == []
+    assert console == []
