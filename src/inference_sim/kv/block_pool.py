@@ -98,8 +98,7 @@ class BlockPool:
         fresh = self._fresh
         k = min(n, self.num_blocks - fresh)
         out = list(range(fresh, fresh + k))
-        for b in out:
-            ref[b] = 1
+        ref[fresh : fresh + k] = [1] * k
         self._fresh = fresh + k
         need = n - k
         if not need:
@@ -171,6 +170,24 @@ class BlockPool:
         if empty:
             self._add_run(empty)
         self._listed += listed
+
+    def release_private(self, block_ids_in_eviction_order: list[int], n_private: int) -> None:
+        """:meth:`release`, when the first ``n_private`` blocks are held by the caller
+        alone and hold no content (a finished request's private blocks).
+
+        Those need no per-block checks: they become one run of empty blocks at the
+        tail, exactly as :meth:`release` would leave them, in a third of its time.
+        """
+        if n_private:
+            private = block_ids_in_eviction_order[:n_private]
+            ref = self.ref_cnt
+            for b in private:
+                ref[b] = 0
+            self._anon.extend(private)
+            self._add_run(n_private)
+            self._listed += n_private
+        if n_private < len(block_ids_in_eviction_order):
+            self.release(block_ids_in_eviction_order[n_private:])
 
     def _add_run(self, count: int) -> None:
         """Append ``count`` empty blocks (already on ``_anon``) to the queue's tail."""
@@ -317,6 +334,10 @@ class TieredBlockPool(BlockPool):
                 free[b] = None
                 if hashes[b] is not None:
                     evictable[b] = None
+
+    def release_private(self, block_ids_in_eviction_order: list[int], n_private: int) -> None:
+        """Every freed block may carry content to the CPU tier: the checked path."""
+        self.release(block_ids_in_eviction_order)
 
     def register(self, block_id: int, block_hash: int) -> None:
         if self.block_hash[block_id] is not None:

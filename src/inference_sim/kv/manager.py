@@ -325,7 +325,18 @@ class KVCacheManager:
                 self.pool.register_many(table, self._block_hashes(req, full), done, full)
         if table:
             table.reverse()
-            self.pool.release(table)
+            if (
+                req.private_from >= 0
+                and self.defer_private_hashes
+                and req.state == RequestState.FINISHED
+                and not req.num_preemptions
+            ):
+                # Its private blocks (the tail of the table, now the head) came fresh
+                # from the pool, were never hashed and nobody else could look them up.
+                private = len(table) - req.private_from // self.block_size
+                self.pool.release_private(table, private if private > 0 else 0)
+            else:
+                self.pool.release(table)
         if self.cpu is not None:
             # A finished request leaves at its finish time (after the step was priced);
             # a preempted or dropped one while a step is formed (stamped with its start).
