@@ -128,6 +128,11 @@ def _check_shared(o: dict[str, Any]) -> None:
     s = o["replica_startup_s"]
     if not (math.isfinite(s) and (s >= 0 or s == -1)):
         raise ConfigError(f"--replica-startup-s must be seconds >= 0 (or -1: derived), got {s}")
+    cv = o["replica_startup_cv"]
+    if not (math.isfinite(cv) and cv >= 0):
+        raise ConfigError(
+            f"--replica-startup-cv must be a finite number >= 0 (0: constant), got {cv}"
+        )
     bw = o["replica_load_bandwidth"]
     if not (math.isfinite(bw) and bw > 0):
         raise ConfigError(f"--replica-load-bandwidth must be a finite number > 0 GB/s, got {bw}")
@@ -158,6 +163,9 @@ def pool_autoscale(plan: Any, pool: str, sub: Any) -> tuple[Any, int] | None:
         down_window=round(o["autoscale_down_window"] * 1e6),
         gpus_per_replica=max(1, sub.options["tp"]),
         gpu_hour_price=_price(sub),
+        startup_cv=o["replica_startup_cv"],
+        seed=o["seed"],
+        pool=pool,
     )
     return cfg, o[f"{pool}_instances"]
 
@@ -218,6 +226,8 @@ def build_autoscale_simulator(plan: Any) -> Any:
         down_window=round(o["autoscale_down_window"] * 1e6),
         gpus_per_replica=max(1, o["tp"]),
         gpu_hour_price=price,
+        startup_cv=o["replica_startup_cv"],
+        seed=o["seed"],
     )
     return AutoscaleClusterSimulator(
         instances,

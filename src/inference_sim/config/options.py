@@ -632,6 +632,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "autoscale",
     ),
     OptionSpec(
+        "replica_startup_cv",
+        float,
+        0.0,
+        "Spread of the load time: each load draws a lognormal with the start-up as mean and this coefficient of variation (0: every load takes exactly the start-up).",
+        "autoscale",
+    ),
+    OptionSpec(
         "autoscale_gpu_hour_price",
         float,
         -1.0,
