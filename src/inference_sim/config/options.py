@@ -577,6 +577,28 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "Metric of the decode pool (default: --autoscale-metric).",
         "pd",
     ),
+    OptionSpec(
+        "dual_autoscale_max",
+        int,
+        0,
+        "Autoscale the dual-role instances (--num-instances minus the pools) up to this many (0: fixed).",
+        "pd",
+    ),
+    OptionSpec(
+        "dual_autoscale_min",
+        int,
+        0,
+        "Fewest dual-role instances when autoscaled (default 1).",
+        "pd",
+    ),
+    OptionSpec("dual_autoscale_target", float, 0.0, "Target of the dual-role pool's metric.", "pd"),
+    OptionSpec(
+        "dual_autoscale_metric",
+        str,
+        "",
+        "Metric of the dual-role pool (default: --autoscale-metric).",
+        "pd",
+    ),
     # --- autoscaling (docs/autoscaling.md) -------------------------------------------
     OptionSpec(
         "autoscale_min", int, 0, "Fewest replicas the autoscaler keeps (default 1).", "autoscale"
