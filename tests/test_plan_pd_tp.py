@@ -196,3 +196,19 @@ def test_plan_pool_tp_bad_inputs_one_line_exit_2():
         assert res.exit_code == 2, res.output
         lines = [ln for ln in res.output.splitlines() if ln.strip()]
         assert len(lines) == 1 and needle in lines[0], res.output
+
+
+def test_candidates_are_ratios_times_pool_tps_without_duplicates():
+    from inference_sim.planning.cli import _with_pd_ratios
+
+    deps = [Deployment(MODEL, "H100", 1), Deployment(MODEL, "H100", 2)]
+    out = _with_pd_ratios(deps, ["1:2", "1:1"], [1, 2], [2, 4])
+    pd = [d for d in out if d.pd_ratio]
+    # 2 ratios x 2 prefill TPs x 2 decode TPs; --tp plays no part once both are given
+    assert len(pd) == 8 and len(set(pd)) == 8
+    assert {(d.pd_ratio, d.prefill_tp, d.decode_tp) for d in pd} == {
+        (r, p, q) for r in [(1, 2), (1, 1)] for p in [1, 2] for q in [2, 4]
+    }
+    assert [d for d in out if not d.pd_ratio] == deps  # colocated candidates stay
+    # with one pool TP left to the deployment, each --tp gives its own candidates
+    assert len([d for d in _with_pd_ratios(deps, ["1:1"], [], [2]) if d.pd_ratio]) == 2

@@ -132,12 +132,17 @@ def _with_pd_ratios(
         parsed.append((a, b))
     out = list(deployments)
     for dep in deployments:
-        out += [
-            dataclasses.replace(dep, pd_ratio=r, prefill_tp=ptp, decode_tp=dtp)
-            for r in parsed
-            for ptp in prefill_tps or [0]
-            for dtp in decode_tps or [0]
-        ]
+        for r in parsed:
+            for ptp in prefill_tps or [0]:
+                for dtp in decode_tps or [0]:
+                    cand = dataclasses.replace(dep, pd_ratio=r, prefill_tp=ptp, decode_tp=dtp)
+                    # with both pool TPs given the run's --tp plays no part in a split
+                    # (no dual-role instances): one candidate per GPU, not one per --tp
+                    same = [c for c in out if ptp and dtp and c.pd_ratio == r]
+                    if any((c.model, c.hardware, c.prefill_tp, c.decode_tp)
+                           == (dep.model, dep.hardware, ptp, dtp) for c in same):  # fmt: skip
+                        continue
+                    out.append(cand)
     return out
 
 
