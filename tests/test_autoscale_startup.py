@@ -186,3 +186,22 @@ def test_bad_startup_cv_one_line_exit_2(value):
 def test_startup_cv_without_autoscaling_is_refused():
     res = _blis("--replica-startup-cv", "0.2")
     assert res.exit_code == 2 and "needs autoscaling" in res.output
+
+
+def test_yaml_key_gives_the_same_draws_as_the_flag(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        "autoscale_max: 3\nautoscale_target: 4\nautoscale_interval: 2\n"
+        "replica_startup_s: 5\nreplica_startup_cv: 0.3\n"
+    )
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    res = _blis("--config", str(cfg), "--results-path", str(a))
+    assert res.exit_code == 0, res.output
+    res = _blis(
+        "--autoscale-max", "3", "--autoscale-target", "4", "--autoscale-interval", "2",
+        "--replica-startup-s", "5", "--replica-startup-cv", "0.3", "--results-path", str(b),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    ea = json.loads(a.read_text())["autoscaling"]["events"]
+    eb = json.loads(b.read_text())["autoscaling"]["events"]
+    assert ea == eb and any("load_s" in e for e in ea)
