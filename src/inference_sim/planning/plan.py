@@ -260,7 +260,7 @@ class _Search:
     rate_hi: float | None = None
     doublings: int = 0
     phase: str = "instances"  # instances -> rate -> done
-    cap: int | None = None  # largest N worth testing (a cheaper answer exists beyond it)
+    cap: int | None = None  # largest N worth testing (above it: more GPUs than an answer)
 
 
 def plan_capacity(
