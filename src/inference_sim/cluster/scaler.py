@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from inference_sim.core.rng import RandomStreams
 from inference_sim.engine.invariants import InvariantViolation
 from inference_sim.instance.engine import Instance
 from inference_sim.metrics.stats import percentile_ms
@@ -42,6 +43,11 @@ class AutoscaleConfig:
     down_window: int = 300_000_000
     gpus_per_replica: int = 1
     gpu_hour_price: float = 0.0
+    #: Coefficient of variation of the load time: 0 (default) loads every replica in
+    #: exactly ``startup``; above 0 each load draws a lognormal with mean ``startup``.
+    startup_cv: float = 0.0
+    seed: int = 0  # the run seed: the draws come from its stream ``replica-startup:<pool>``
+    pool: str = "cluster"  # names the stream, so every pool draws independently
 
 
 @dataclass
@@ -88,6 +94,9 @@ class PoolScaler:
         first = set(self.members[: self.initial])
         self.state = {i: (READY if i in first else OFF) for i in self.members}
         self.since = dict.fromkeys(self.members, 0)
+        self.ready_at: dict[int, int] = {}  # a loading replica -> when its own load ends
+        self.loads = 0  # loads started this run: the key of the next draw
+        self.load_us: list[int] = []  # every load's drawn duration (startup_cv > 0)
         self.rec = AutoscaleRecord()
         self.history: list[tuple[int, int]] = []
         self._log_rows = 0
@@ -135,11 +144,32 @@ class PoolScaler:
 
     def loaded(self, i: int, now: int) -> None:
         """Replica ``i``'s load ends (ignored if it was cancelled meanwhile)."""
-        if self.state.get(i) != LOADING or now - self.since[i] != self.cfg.startup:
+        if self.state.get(i) != LOADING or now != self.ready_at.get(i):
             return
+        del self.ready_at[i]
+        event: dict[str, Any] = {"t_s": now / 1e6, "kind": "ready", "replica": self.name_of(i)}
+        if self.cfg.startup_cv > 0:  # drawn load times: say how long this one took
+            event["load_s"] = (now - self.since[i]) / 1e6
         self._set(i, READY, now)
-        self.rec.events.append({"t_s": now / 1e6, "kind": "ready", "replica": self.name_of(i)})
+        self.rec.events.append(event)
         self._changed(now)
+
+    def load_time(self) -> int:
+        """The next load's duration in µs: ``startup``, or with ``startup_cv`` > 0 a
+        lognormal draw with that mean and coefficient of variation. Draw ``k`` of a run
+        comes from ``RandomStreams(seed).keyed("replica-startup:<pool>", k)``, so it
+        depends only on the seed, the pool and the load's rank (no other stream moves)."""
+        cfg = self.cfg
+        k = self.loads
+        self.loads += 1
+        if cfg.startup_cv <= 0 or cfg.startup <= 0:
+            return cfg.startup
+        sigma2 = math.log1p(cfg.startup_cv**2)
+        mu = math.log(cfg.startup) - sigma2 / 2  # so that the mean is `startup`
+        gen = RandomStreams(cfg.seed).keyed(f"replica-startup:{cfg.pool}", k)
+        us = round(float(gen.lognormal(mu, math.sqrt(sigma2))))
+        self.load_us.append(us)
+        return us
 
     def name_of(self, i: int) -> str:
         return self.instances[i].name
@@ -197,7 +227,8 @@ class PoolScaler:
         free = [i for i in self.members if self.state[i] == OFF][:k]
         for i in free:
             self._set(i, LOADING, now)
-            self.schedule_load(now + self.cfg.startup, i)
+            self.ready_at[i] = now + self.load_time()
+            self.schedule_load(self.ready_at[i], i)
         if free:
             self.rec.events.append(
                 {"t_s": now / 1e6, "kind": "scale_up", "by": len(free), "reason": reason}
@@ -209,6 +240,7 @@ class PoolScaler:
         loading = [i for i in self.members if self.state[i] == LOADING][::-1][:k]
         for i in loading:
             self._set(i, OFF, now)
+            del self.ready_at[i]
         k -= len(loading)
         victims: list[int] = []
         if k > 0:
@@ -288,7 +320,7 @@ class PoolScaler:
         peak = max(
             r + lo + d for r, lo, d in zip(rec.ready, rec.loading, rec.draining, strict=True)
         )
-        return {
+        out: dict[str, Any] = {
             "min_replicas": cfg.min_replicas,
             "max_replicas": cfg.max_replicas,
             "metric": cfg.metric,
@@ -312,3 +344,13 @@ class PoolScaler:
                 "draining": rec.draining,
             },
         }
+        if cfg.startup_cv > 0:  # only then: results with constant loads stay as they were
+            loads = self.load_us
+            out["replica_startup_cv"] = cfg.startup_cv
+            out["replica_load_s"] = {
+                "count": len(loads),
+                "mean": sum(loads) / len(loads) / 1e6 if loads else 0.0,
+                "min": min(loads) / 1e6 if loads else 0.0,
+                "max": max(loads) / 1e6 if loads else 0.0,
+            }
+        return out

@@ -35,6 +35,10 @@ GPU_HOUR_PRICE = {  # USD per GPU-hour, on-demand, rounded (see the module docst
 DEFAULT_PRICE = 2.00  # a GPU without a listed price
 
 
+#: Autoscalable P/D pools, by option prefix ("dual": the dual-role instances).
+POOLS = ("prefill", "decode", "dual")
+
+
 def autoscale_enabled(o: Mapping[str, Any]) -> bool:
     """True for an autoscaled colocated cluster."""
     return o.get("autoscale_max", 0) > 0
@@ -42,13 +46,26 @@ def autoscale_enabled(o: Mapping[str, Any]) -> bool:
 
 def pool_autoscale_enabled(o: Mapping[str, Any]) -> bool:
     """True when a P/D pool is autoscaled."""
-    return o.get("prefill_autoscale_max", 0) > 0 or o.get("decode_autoscale_max", 0) > 0
+    return any(o.get(f"{pool}_autoscale_max", 0) > 0 for pool in POOLS)
+
+
+def pool_initial(o: Mapping[str, Any], pool: str) -> int:
+    """Instances of ``pool`` at start: its count, or for ``dual`` the rest of the run's."""
+    if pool == "dual":
+        return int(o["num_instances"] - o["prefill_instances"] - o["decode_instances"])
+    return int(o[f"{pool}_instances"])
 
 
 def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None:
     """One-line errors for autoscaling options (ConfigError, exit 2)."""
     if o["autoscale_max"] < 0:
         raise ConfigError(f"--autoscale-max must be >= 0, got {o['autoscale_max']}")
+    for pool in POOLS:  # a pool's settings without its max would be silently ignored
+        own = f"{pool}_autoscale_"
+        given = sorted(k for k in explicit if k.startswith(own) and k != own + "max")
+        if given and o[f"{pool}_autoscale_max"] <= 0:
+            flag = "--" + given[0].replace("_", "-")
+            raise ConfigError(f"{flag} needs --{pool}-autoscale-max > 0")
     pools = pool_autoscale_enabled(o)
     if pools:
         _check_pools(o)
@@ -90,7 +107,7 @@ def _check_pools(o: dict[str, Any]) -> None:
             "--autoscale-max with --prefill-instances/--decode-instances: autoscale each "
             "pool with --prefill-autoscale-max / --decode-autoscale-max (docs/autoscaling.md)"
         )
-    for pool in ("prefill", "decode"):
+    for pool in POOLS:
         hi = o[f"{pool}_autoscale_max"]
         flag = f"--{pool}-autoscale"
         if hi < 0:
@@ -100,9 +117,20 @@ def _check_pools(o: dict[str, Any]) -> None:
         lo = o[f"{pool}_autoscale_min"] or 1
         if lo > hi:
             raise ConfigError(f"{flag}-min {lo} > {flag}-max {hi}; min must be <= max")
-        if o[f"{pool}_instances"] > hi:
+        start = pool_initial(o, pool)
+        if pool == "dual" and start < 1:
             raise ConfigError(
-                f"--{pool}-instances {o[f'{pool}_instances']} > {flag}-max {hi}; "
+                f"{flag}-max needs dual-role instances at start: give --num-instances > "
+                "--prefill-instances + --decode-instances"
+            )
+        if start > hi and pool == "dual":
+            raise ConfigError(
+                f"--num-instances leaves {start} dual-role instances > {flag}-max {hi}; "
+                "the pool starts with them, at most the max"
+            )
+        if start > hi:
+            raise ConfigError(
+                f"--{pool}-instances {start} > {flag}-max {hi}; "
                 f"the pool starts with --{pool}-instances replicas, at most the max"
             )
         t = o[f"{pool}_autoscale_target"]
@@ -128,6 +156,11 @@ def _check_shared(o: dict[str, Any]) -> None:
     s = o["replica_startup_s"]
     if not (math.isfinite(s) and (s >= 0 or s == -1)):
         raise ConfigError(f"--replica-startup-s must be seconds >= 0 (or -1: derived), got {s}")
+    cv = o["replica_startup_cv"]
+    if not (math.isfinite(cv) and cv >= 0):
+        raise ConfigError(
+            f"--replica-startup-cv must be a finite number >= 0 (0: constant), got {cv}"
+        )
     bw = o["replica_load_bandwidth"]
     if not (math.isfinite(bw) and bw > 0):
         raise ConfigError(f"--replica-load-bandwidth must be a finite number > 0 GB/s, got {bw}")
@@ -158,8 +191,11 @@ def pool_autoscale(plan: Any, pool: str, sub: Any) -> tuple[Any, int] | None:
         down_window=round(o["autoscale_down_window"] * 1e6),
         gpus_per_replica=max(1, sub.options["tp"]),
         gpu_hour_price=_price(sub),
+        startup_cv=o["replica_startup_cv"],
+        seed=o["seed"],
+        pool="both" if pool == "dual" else pool,
     )
-    return cfg, o[f"{pool}_instances"]
+    return cfg, pool_initial(o, pool)
 
 
 def _price(plan: Any) -> float:
@@ -218,6 +254,8 @@ def build_autoscale_simulator(plan: Any) -> Any:
         down_window=round(o["autoscale_down_window"] * 1e6),
         gpus_per_replica=max(1, o["tp"]),
         gpu_hour_price=price,
+        startup_cv=o["replica_startup_cv"],
+        seed=o["seed"],
     )
     return AutoscaleClusterSimulator(
         instances,

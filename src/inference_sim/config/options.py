@@ -577,6 +577,28 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "Metric of the decode pool (default: --autoscale-metric).",
         "pd",
     ),
+    OptionSpec(
+        "dual_autoscale_max",
+        int,
+        0,
+        "Autoscale the dual-role instances (--num-instances minus the pools) up to this many (0: fixed).",
+        "pd",
+    ),
+    OptionSpec(
+        "dual_autoscale_min",
+        int,
+        0,
+        "Fewest dual-role instances when autoscaled (default 1).",
+        "pd",
+    ),
+    OptionSpec("dual_autoscale_target", float, 0.0, "Target of the dual-role pool's metric.", "pd"),
+    OptionSpec(
+        "dual_autoscale_metric",
+        str,
+        "",
+        "Metric of the dual-role pool (default: --autoscale-metric).",
+        "pd",
+    ),
     # --- autoscaling (docs/autoscaling.md) -------------------------------------------
     OptionSpec(
         "autoscale_min", int, 0, "Fewest replicas the autoscaler keeps (default 1).", "autoscale"
@@ -629,6 +651,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
         float,
         2.0,
         "GB/s at which a replica reads its weights (default start-up).",
+        "autoscale",
+    ),
+    OptionSpec(
+        "replica_startup_cv",
+        float,
+        0.0,
+        "Spread of the load time: each load draws a lognormal with the start-up as mean and this coefficient of variation (0: every load takes exactly the start-up).",
         "autoscale",
     ),
     OptionSpec(

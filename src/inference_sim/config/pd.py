@@ -34,7 +34,9 @@ def check_pd_options(o: dict[str, Any], explicit: frozenset[str]) -> None:
     if not pd_enabled(o):
         counts = ("prefill_instances", "decode_instances")  # an explicit 0 is fine
         given = sorted(
-            k for k in explicit if k.startswith(("pd_", "prefill_", "decode_")) and k not in counts
+            k
+            for k in explicit
+            if k.startswith(("pd_", "prefill_", "decode_", "dual_")) and k not in counts
         )
         if given:
             flag = "--" + given[0].replace("_", "-")
@@ -113,15 +115,17 @@ def build_pd_simulator(plan: Any) -> Any:
 
     o = plan.options
     n, p, d = o["num_instances"], o["prefill_instances"], o["decode_instances"]
-    # An autoscaled pool has its max instances built; the controller starts p (or d).
+    # An autoscaled pool has its max instances built; the controller starts p (or d, or
+    # the n - p - d dual-role instances). Pools are named by role ("both": dual-role).
     scaled = {}
-    for pool in ("prefill", "decode"):
+    for pool, role in (("prefill", "prefill"), ("decode", "decode"), ("dual", "both")):
         got = pool_autoscale(plan, pool, plan.pools.get(pool, plan))
         if got is not None:
-            scaled[pool] = got
+            scaled[role] = got
     p_built = scaled["prefill"][0].max_replicas if "prefill" in scaled else p
     d_built = scaled["decode"][0].max_replicas if "decode" in scaled else d
-    roles = ["prefill"] * p_built + ["decode"] * d_built + ["both"] * (n - p - d)
+    b_built = scaled["both"][0].max_replicas if "both" in scaled else n - p - d
+    roles = ["prefill"] * p_built + ["decode"] * d_built + ["both"] * b_built
     n = len(roles)
     bs = plan.engine.block_size
     policies = build_policies(o, n, bs)

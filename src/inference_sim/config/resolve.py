@@ -140,6 +140,11 @@ class RunPlan:
                 self.architecture, self.options["sampling"]
             )
         cfg["total_kv_blocks"] = self.engine.num_gpu_blocks
+        if not self.options["replica_startup_cv"]:  # constant loads: results as they were
+            cfg.pop("replica_startup_cv", None)
+        if not self.options["dual_autoscale_max"]:  # fixed dual-role instances: as they were
+            for name in ("max", "min", "target", "metric"):
+                cfg.pop(f"dual_autoscale_{name}", None)
         if self.engine.lora is None:  # results without LoRA stay as they were
             for name in LORA_OPTIONS:
                 del cfg[name]

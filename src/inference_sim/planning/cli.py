@@ -28,6 +28,8 @@ _PLAN_OWN = (
     "results_path",
     "export_trace",
     "slo",  # plan's own --slo (the same spelling); latency bounds also give runs goodput
+    "prefill_tp",  # searched per pool for --pd-ratio candidates (repeatable here)
+    "decode_tp",
 )
 _TUNE_OWN = (
     "routing_policy",
@@ -85,11 +87,38 @@ def _deployments(models: list[str], hardware: list[str], tps: list[int], candida
     return out
 
 
-def _with_pd_ratios(deployments: list[Any], ratios: list[str]) -> list[Any]:
-    """Each deployment colocated and at every ``--pd-ratio P:D`` (docs/disaggregation.md)."""
+def _pool_tps(flag: str, values: tuple[str, ...]) -> list[int]:
+    """``--prefill-tp 1,2`` / ``--prefill-tp 1 --prefill-tp 2``: TPs >= 1, deduplicated."""
+    from inference_sim.config.errors import ConfigError
+
+    out: list[int] = []
+    for text in _split(values):
+        try:
+            tp = int(text)
+        except ValueError:
+            tp = 0
+        if tp < 1:
+            raise ConfigError(f"{flag} {text!r}: expected an integer TP >= 1, e.g. 1,2,4")
+        if tp not in out:
+            out.append(tp)
+    return out
+
+
+def _with_pd_ratios(
+    deployments: list[Any],
+    ratios: list[str],
+    prefill_tps: list[int] | None = None,
+    decode_tps: list[int] | None = None,
+) -> list[Any]:
+    """Each deployment colocated and at every ``--pd-ratio P:D`` x ``--prefill-tp`` x
+    ``--decode-tp`` (docs/planning.md#disaggregated-candidates---pd-ratio)."""
     import dataclasses
 
     from inference_sim.config.errors import ConfigError
+
+    if (prefill_tps or decode_tps) and not ratios:
+        flag = "--prefill-tp" if prefill_tps else "--decode-tp"
+        raise ConfigError(f"{flag} sets a pool's TP of disaggregated candidates: give --pd-ratio")
 
     parsed: list[tuple[int, int]] = []
     for text in ratios:
@@ -103,7 +132,17 @@ def _with_pd_ratios(deployments: list[Any], ratios: list[str]) -> list[Any]:
         parsed.append((a, b))
     out = list(deployments)
     for dep in deployments:
-        out += [dataclasses.replace(dep, pd_ratio=r) for r in parsed]
+        for r in parsed:
+            for ptp in prefill_tps or [0]:
+                for dtp in decode_tps or [0]:
+                    cand = dataclasses.replace(dep, pd_ratio=r, prefill_tp=ptp, decode_tp=dtp)
+                    # with both pool TPs given the run's --tp plays no part in a split
+                    # (no dual-role instances): one candidate per GPU, not one per --tp
+                    same = [c for c in out if ptp and dtp and c.pd_ratio == r]
+                    if any((c.model, c.hardware, c.prefill_tp, c.decode_tp)
+                           == (dep.model, dep.hardware, ptp, dtp) for c in same):  # fmt: skip
+                        continue
+                    out.append(cand)
     return out
 
 
@@ -121,7 +160,12 @@ def _plan(**p: Any) -> None:
         deployments = _deployments(
             list(p["models"]), _split(p["hardware"]), list(p["tps"]), list(p["candidates"])
         )
-        deployments = _with_pd_ratios(deployments, list(p["pd_ratios"]))
+        deployments = _with_pd_ratios(
+            deployments,
+            list(p["pd_ratios"]),
+            _pool_tps("--prefill-tp", p["prefill_tps"]),
+            _pool_tps("--decode-tp", p["decode_tps"]),
+        )
         objectives = parse_slos(p["slos"])
         from inference_sim.metrics.goodput import family
 
@@ -201,6 +245,18 @@ _plan_params: list[click.Parameter] = [
         multiple=True,
         help="Also try each deployment disaggregated at this prefill:decode ratio, e.g. 1:3 "
         "(repeatable); colocated candidates are kept alongside.",
+    ),
+    click.Option(
+        ["--prefill-tp", "prefill_tps"],
+        multiple=True,
+        help="With --pd-ratio: the prefill pool's TP to try (repeatable or comma-separated, "
+        "e.g. 1,2; default: the deployment's TP). Searched with --decode-tp.",
+    ),
+    click.Option(
+        ["--decode-tp", "decode_tps"],
+        multiple=True,
+        help="With --pd-ratio: the decode pool's TP to try (repeatable or comma-separated, "
+        "e.g. 1,2,4; default: the deployment's TP).",
     ),
     click.Option(["--rate"], type=float, required=True, help="Target request rate (requests/s)."),
     click.Option(

@@ -39,22 +39,39 @@ class Deployment:
     tp: int = 0
     #: P:D ratio of a disaggregated deployment (docs/disaggregation.md); None: colocated.
     pd_ratio: tuple[int, int] | None = None
+    #: Per-pool TP of a disaggregated deployment (0: the pool runs at ``tp``).
+    prefill_tp: int = 0
+    decode_tp: int = 0
 
     def label(self) -> str:
         hw = self.hardware or "default GPU"
         tp = f"TP{self.tp}" if self.tp else "default TP"
         pd = f" P:D {self.pd_ratio[0]}:{self.pd_ratio[1]}" if self.pd_ratio else ""
+        if self.pd_ratio and (self.prefill_tp or self.decode_tp):
+            pd += f" prefill TP{self.prefill_tp or '='} decode TP{self.decode_tp or '='}"
         return f"{self.model} {hw} {tp}{pd}"
 
     def pd_split(self, n: int) -> dict[str, int]:
         """Prefill and decode instances of ``n`` at this ratio (each pool >= 1; none
-        below 2 instances, where a split is impossible: the probe then runs colocated
-        and is marked so)."""
+        below 2 instances, where a split is impossible: a disaggregated candidate's
+        search starts at 2)."""
         if self.pd_ratio is None or n < 2:
             return {}
         a, b = self.pd_ratio
         p = min(n - 1, max(1, round(n * a / (a + b))))
         return {"prefill_instances": p, "decode_instances": n - p}
+
+    def gpus(self, n: int, tp: int, prefill_tp: int = 0, decode_tp: int = 0) -> int:
+        """GPUs of ``n`` instances: ``n x tp`` colocated; split, each pool's instances
+        times its TP (``prefill_tp``/``decode_tp``: the pools' resolved TPs, 0: ``tp``).
+        Never decreases as ``n`` grows (one more instance joins one pool), which the
+        search's pruning relies on."""
+        split = self.pd_split(n)
+        if not split:
+            return n * tp
+        ptp = self.prefill_tp or prefill_tp or tp
+        dtp = self.decode_tp or decode_tp or tp
+        return split["prefill_instances"] * ptp + split["decode_instances"] * dtp
 
     def options(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model}
@@ -62,6 +79,10 @@ class Deployment:
             out["hardware"] = self.hardware
         if self.tp:
             out["tp"] = self.tp
+        if self.pd_ratio and self.prefill_tp:
+            out["prefill_tp"] = self.prefill_tp
+        if self.pd_ratio and self.decode_tp:
+            out["decode_tp"] = self.decode_tp
         return out
 
 
@@ -101,6 +122,8 @@ class CandidatePlan:
     saturation_capped: bool = False
     probes: list[Probe] = field(default_factory=list)
     error: str = ""
+    #: Why a disaggregated candidate's search stopped early (it cannot be the cheapest).
+    pruned: str = ""
 
     def latency(self) -> tuple[str, str]:
         """The latency model its runs used and why (from the chosen run or any probe)."""
@@ -132,7 +155,30 @@ class CandidatePlan:
             out["pd_ratio"] = list(ratio)
             out["prefill_instances"] = split.get("prefill_instances")
             out["decode_instances"] = split.get("decode_instances")
+            out["prefill_tp"], out["decode_tp"] = self.pool_tps()
+            out["pruned"] = self.pruned
         return out
+
+    def pool_tps(self) -> tuple[int | None, int | None]:
+        """The prefill and decode pools' TP as its runs resolved them (None: no run)."""
+        d = self.deployment
+        for summary in (self.summary, *(p.summary for p in self.probes)):
+            config = summary.get("config") or {}
+            if config.get("tp"):
+                tp = int(config["tp"])
+                return (
+                    d.prefill_tp or int(config.get("prefill_tp") or 0) or tp,
+                    d.decode_tp or int(config.get("decode_tp") or 0) or tp,
+                )
+        return (d.prefill_tp or d.tp or None, d.decode_tp or d.tp or None)
+
+    def gpus_at(self, n: int) -> int | None:
+        """GPUs of this candidate at ``n`` instances (None: no resolved TP yet)."""
+        ptp, dtp = self.pool_tps()
+        tp = self.tp or _resolved_tp(self)
+        if tp is None:
+            return None
+        return self.deployment.gpus(n, tp, ptp or 0, dtp or 0)
 
 
 @dataclass
@@ -145,6 +191,9 @@ class PlanOutcome:
     seeds: list[int] = field(default_factory=list)  # replicates per probe (none: one run)
     confidence: float | None = None
     headroom: float = 1.0
+
+    #: Runs the search made (a probe with several seeds counts once per seed).
+    simulations: int = 0
 
     @property
     def best(self) -> CandidatePlan | None:
@@ -170,6 +219,7 @@ class PlanOutcome:
         head.update(top)
         head["candidates"] = [c.to_dict(self.objectives) for c in self.candidates]
         if any(c.deployment.pd_ratio for c in self.candidates):  # --pd-ratio: side by side
+            head["simulations"] = self.simulations
             for key, want in (("cheapest_colocated", False), ("cheapest_disaggregated", True)):
                 pick = self.cheapest(disaggregated=want)
                 head[key] = None if pick is None else pick.to_dict(self.objectives)
@@ -210,6 +260,7 @@ class _Search:
     rate_hi: float | None = None
     doublings: int = 0
     phase: str = "instances"  # instances -> rate -> done
+    cap: int | None = None  # largest N worth testing (above it: more GPUs than an answer)
 
 
 def plan_capacity(
@@ -262,7 +313,14 @@ def plan_capacity(
     if seeds and len(seeds) == 1:
         base["seed"] = seeds[0]
     searches = [_Search(CandidatePlan(d)) for d in deployments]
+    for s in searches:
+        if s.cand.deployment.pd_ratio:  # a split needs 2 instances: start the search there
+            s.lo = 1
+            if max_instances < 2:
+                s.cand.error = "a disaggregated deployment needs --max-instances >= 2"
+                s.phase = "done"
     checked = False
+    simulations = 0
 
     base_requests = int(base.get("num_requests", BY_NAME["num_requests"].default) or 0)
 
@@ -286,11 +344,14 @@ def plan_capacity(
         for s in active:
             if s.phase == "instances":
                 if not s.started:
-                    pts = sorted({*_int_points(0, max_instances, k - 1), max_instances})
+                    pts = sorted({*_int_points(s.lo, max_instances, k - 1), max_instances})
                     s.started = True
                 else:
                     assert s.hi is not None
-                    pts = _int_points(s.lo, s.hi, k)
+                    # counts above the cap cost more than a known answer: bisect below
+                    # it as if cap + 1 met (if none does, lo reaches the cap: pruned)
+                    top = s.hi if s.cap is None else min(s.hi, s.cap + 1)
+                    pts = _int_points(s.lo, top, k)
                 batch += [(s, n, rate) for n in pts]
             else:
                 assert s.cand.instances is not None
@@ -313,6 +374,7 @@ def plan_capacity(
                     opts["seed"] = seed
                 items.append(opts)
         backend.map(execute_run, items, store)
+        simulations += len(items)
         for j, (s, n, r) in enumerate(batch):
             group = results[j * len(run_seeds) : (j + 1) * len(run_seeds)]
             bad = next((res for res in group if res is None or res.get("status") != "ok"), None)
@@ -343,11 +405,13 @@ def plan_capacity(
                 _update_instances(s, rate, max_instances, saturation)
             else:
                 _update_rate(s, rate_tolerance)
+        _prune(searches)
 
     for s in searches:
         _finish(s.cand, gpu_hour_price)
     ranked = sorted(searches, key=lambda s: _rank_key(s.cand, gpu_hour_price is not None))
     outcome = PlanOutcome(rate, objectives, max_instances, [s.cand for s in ranked])
+    outcome.simulations = simulations
     outcome.seeds = [x for x in run_seeds if x is not None]
     outcome.confidence = confidence
     outcome.headroom = headroom
@@ -383,7 +447,7 @@ def _update_instances(s: _Search, rate: float, max_instances: int, saturation: b
         return
     s.hi = min(ok)
     fails = [p.instances for p in at_rate if not p.ok and p.instances < s.hi]
-    s.lo = max(fails, default=0)
+    s.lo = max(fails, default=1 if s.cand.deployment.pd_ratio else 0)
     if s.hi - s.lo <= 1:
         s.cand.instances = s.hi
         if saturation:
@@ -420,6 +484,63 @@ def _update_rate(s: _Search, tolerance: float) -> None:
         s.phase = "done"  # the bounds stopped moving: no float between them helps
 
 
+def _resolved_tp(cand: CandidatePlan) -> int | None:
+    """The run-wide TP a candidate's probes resolved (None: no successful probe yet)."""
+    for p in cand.probes:
+        tp = (p.summary.get("config") or {}).get("tp")
+        if tp:
+            return int(tp)
+    return cand.deployment.tp or None
+
+
+def _prune(searches: Sequence[_Search]) -> None:
+    """Stop disaggregated candidates that cannot be the cheapest of their deployment.
+
+    The disaggregated candidates of one deployment (same model, GPU and TP: one price
+    per GPU, so fewer GPUs is cheaper) are compared by GPU count. Once some candidate
+    is known to meet the SLOs with G GPUs, another whose *smallest* untested count
+    ``lo + 1`` already needs more than G GPUs cannot beat it (more instances never
+    help it meet the SLOs sooner, and GPUs never fall as instances grow): its search
+    stops. Otherwise its next rounds bisect only the counts within G GPUs (up to its
+    cap): if none of them meets, only dearer counts are left and it is pruned. A
+    candidate whose answer is found but needs more than G GPUs skips its saturation
+    search. Colocated candidates are never pruned.
+    """
+    groups: dict[tuple[str, str, int], list[_Search]] = {}
+    for s in searches:
+        d = s.cand.deployment
+        if d.pd_ratio:
+            groups.setdefault((d.model, d.hardware, d.tp), []).append(s)
+    for members in groups.values():
+        best: tuple[int, str] | None = None
+        for s in members:
+            n = s.cand.instances if s.cand.instances is not None else s.hi
+            g = s.cand.gpus_at(n) if n is not None else None
+            if g is not None and (best is None or g < best[0]):
+                best = (g, f"{s.cand.deployment.label()} x{n}")
+        if best is None:
+            continue
+        for s in members:
+            if s.phase == "done":
+                continue
+            if s.phase == "instances":
+                floor = s.cand.gpus_at(s.lo + 1)
+                if floor is not None and floor > best[0]:
+                    s.cand.pruned = (
+                        f"needs > {best[0]} GPUs at any count left to test "
+                        f"({best[1]} already met the SLOs with {best[0]})"
+                    )
+                    s.phase = "done"
+                elif s.hi is not None:
+                    top = range(s.hi - 1, s.lo, -1)
+                    s.cap = next((n for n in top if (s.cand.gpus_at(n) or 0) <= best[0]), None)
+            elif s.cand.instances is not None:
+                g = s.cand.gpus_at(s.cand.instances)
+                if g is not None and g > best[0]:
+                    s.cand.pruned = f"saturation not searched: {best[1]} needs fewer GPUs"
+                    s.phase = "done"
+
+
 def _finish(cand: CandidatePlan, price: float | Mapping[str, float] | None) -> None:
     n = cand.instances
     if n is None:
@@ -431,8 +552,10 @@ def _finish(cand: CandidatePlan, price: float | Mapping[str, float] | None) -> N
     config = run.summary.get("config") or {}
     cand.hardware = str(config.get("hardware") or cand.deployment.hardware)
     cand.tp = int(config.get("tp") or cand.deployment.tp or 1)
-    cand.gpus = n * cand.tp
-    if len(chosen) > 1 or any(p.instances == n and p.rate > rate0 for p in cand.probes):
+    cand.gpus = cand.gpus_at(n)
+    if cand.pruned:  # its saturation search was stopped part-way: no figure
+        pass
+    elif len(chosen) > 1 or any(p.instances == n and p.rate > rate0 for p in cand.probes):
         cand.saturation_rate = max(p.rate for p in chosen)
     if price is not None:
         unit = _price_for(price, cand.hardware)
@@ -476,11 +599,19 @@ def parse_prices(values: Sequence[str]) -> float | dict[str, float] | None:
     return out
 
 
+def _pool_tp_cell(c: CandidatePlan) -> str:
+    """``prefill TP/decode TP`` of a disaggregated candidate (``-`` for colocated)."""
+    if not c.deployment.pd_ratio:
+        return "-"
+    ptp, dtp = c.pool_tps()
+    return f"{ptp or '-'}/{dtp or '-'}"
+
+
 def format_plan(outcome: PlanOutcome) -> str:
     """The ranked table ``blis plan`` prints (infeasible candidates last, with the reason)."""
     metrics = [o.metric for o in outcome.objectives]
     with_pd = any(c.deployment.pd_ratio for c in outcome.candidates)  # --pd-ratio only
-    header = ["rank", "model", "GPU", "TP", *(["P:D"] if with_pd else [])]
+    header = ["rank", "model", "GPU", "TP", *(["P:D", "P/D TP"] if with_pd else [])]
     header += ["latency model", "instances", "GPUs", "$/hour"]
     header += [*metrics, "saturation rate"]
     rows = [header]
@@ -488,17 +619,32 @@ def format_plan(outcome: PlanOutcome) -> str:
     for i, c in enumerate(outcome.candidates, 1):
         d = c.deployment
         if c.instances is None:
-            why = c.error or f"no instance count <= {outcome.max_instances} meets the SLOs"
+            why = c.error or c.pruned
+            if not why:
+                span = f"in 2..{outcome.max_instances}" if d.pd_ratio else "<="
+                if not d.pd_ratio:
+                    span += f" {outcome.max_instances}"
+                why = f"no instance count {span} meets the SLOs"
             notes.append(f"{i}. {d.label()}: {why}")
             lat = c.latency()[0] or "-"
             ratio = [f"{d.pd_ratio[0]}:{d.pd_ratio[1]}" if d.pd_ratio else "-"] if with_pd else []
+            if with_pd:
+                ratio.append(_pool_tp_cell(c))
             rows.append([str(i), d.model, d.hardware or "-", str(d.tp or "-"), *ratio, lat])
             rows[-1] += ["-"] * (len(header) - len(rows[-1]))
             continue
         cost = f"{c.cost_per_hour:,.2f}" if c.cost_per_hour is not None else "-"
         split = d.pd_split(c.instances)
         pd_cell = f"{split['prefill_instances']}:{split['decode_instances']}" if split else "-"
-        cells = [str(i), d.model, c.hardware, str(c.tp), *([pd_cell] if with_pd else [])]
+        if (
+            split
+            and d.pd_ratio
+            and split["prefill_instances"] * d.pd_ratio[1]
+            != (split["decode_instances"] * d.pd_ratio[0])
+        ):  # the ratio rounded at this count: say which ratio it came from
+            pd_cell += f" of {d.pd_ratio[0]}:{d.pd_ratio[1]}"
+        pd_cells = [pd_cell, _pool_tp_cell(c)] if with_pd else []
+        cells = [str(i), d.model, c.hardware, str(c.tp), *pd_cells]
         cells.append(c.latency()[0] or "-")
         cells += [str(c.instances), str(c.gpus), cost]
         for m in metrics:
@@ -532,5 +678,16 @@ def format_plan(outcome: PlanOutcome) -> str:
                 notes.append(f"cheapest {name}: none meets the SLOs")
             else:
                 cost = f", {pick.cost_per_hour:,.2f}/hour" if pick.cost_per_hour else ""
-                notes.append(f"cheapest {name}: {pick.deployment.label()} x{pick.instances}{cost}")
+                notes.append(
+                    f"cheapest {name}: {pick.deployment.label()} x{pick.instances}"
+                    f" ({pick.gpus} GPUs){cost}"
+                )
+        pruned = sum(1 for c in outcome.candidates if c.pruned)
+        notes.append(
+            f"{outcome.simulations} simulations; {pruned} disaggregated candidates pruned"
+            " (they cannot be the cheapest)"
+        )
+        for c in outcome.candidates:
+            if c.pruned and c.instances is not None:
+                notes.append(f"{c.deployment.label()} x{c.instances}: {c.pruned}")
     return "\n".join([title, *lines, *notes, *fallbacks]) + "\n"
