@@ -296,7 +296,10 @@ class ClusterSimulator:
             pending[inst_idx] -= 1
         inst = self.instances[inst_idx]
         if inst.enqueue(req, now):
-            _heappush(self._steps, (now, inst_idx, self._seq))
+            # An idle instance starts a step now, or when its last step ends (the state
+            # that step leaves is applied at its start, its GPU time runs on).
+            start = inst.busy_until if inst.busy_until > now else now
+            _heappush(self._steps, (start, inst_idx, self._seq))
             self._seq += 1
         if self._checker is not None:
             self._checker.enqueued(inst, now, req)

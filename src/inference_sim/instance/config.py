@@ -35,6 +35,9 @@ class EngineConfig:
     # Speculative decoding (docs/speculative-decoding.md): an
     # instance.speculative.SpeculativeConfig, or None when off.
     speculative: Any = None
+    # vLLM's async scheduling (docs/engine.md#async-scheduling): step N+1 is formed while
+    # step N runs. Also on when the latency model says its engine runs that way.
+    async_scheduling: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_gpu_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens"):

@@ -91,6 +91,15 @@ class Instance:
         self._batch = StepBatch()
         self._otp = latency.output_token_time()
         self.log: RequestLog | None = None  # where finished requests are written
+        # Async scheduling (vLLM's default since v0.14): the batch of step N+1 is formed
+        # when step N starts, so it sees requests and freed slots one step late.
+        self.async_scheduling = config.async_scheduling or bool(
+            getattr(latency, "async_scheduling", False)
+        )
+        self._wake_step = -1  # steps run when an idle instance was last woken
+        self._hidden: dict[int, int] = {}  # request index -> first step that may admit it
+        self._late_slots = 0  # requests that finished in step _late_step - 1 ...
+        self._late_step = -1  # ... and still hold a running slot in step _late_step
 
     # --- signals read by routing ---------------------------------------------------
     @property
@@ -118,8 +127,14 @@ class Instance:
         self.waiting.append(req)
         self.stats.total_input_tokens += req.num_prompt_tokens
         if self.step_pending:
+            if self.async_scheduling and self._wake_step != self.stats.step_count:
+                # A step is in flight and the next one is already formed: the request
+                # is seen when the step in flight ends, for the step after the next.
+                self._hidden[req.index] = self.stats.step_count + 2
             return False
+        # Idle: a step starts now, or when the step still running ends (busy_until).
         self.step_pending = True
+        self._wake_step = self.stats.step_count
         return True
 
     def step(self, now: int, t_limit: int = NEVER, horizon: int = NEVER) -> int | None:
@@ -246,8 +261,22 @@ class Instance:
         max_seqs = cfg.max_num_seqs
         skip = self._skip_admission  # None unless a subclass holds requests back (LoRA)
         skipped: list[Request] | None = None
+        hidden = self._hidden
+        if budget == cfg.max_num_batched_tokens:
+            # Async scheduling: nothing runs in this step so far, so the batch formed in
+            # advance was empty (no GPU time) and the scheduler forms it again now.
+            hidden = {}
+        elif self._late_step == stats.step_count:
+            max_seqs -= self._late_slots  # finished last step, slots not yet freed
         while waiting and len(running) < max_seqs and budget > 0:
             req = waiting[0]
+            if hidden and hidden.get(req.index, 0) > stats.step_count:
+                # Async scheduling: not seen by the scheduler yet (it reached the engine
+                # after this step was formed); the requests behind it may have been.
+                if skipped is None:
+                    skipped = []
+                skipped.append(waiting.popleft())
+                continue
             if skip is not None and skip(req):
                 # Not admissible this step (not a KV shortage): it keeps its place at
                 # the queue's front, and the requests behind it may still be admitted.
@@ -262,12 +291,16 @@ class Instance:
                 if not running and not self.held:
                     # Nothing else holds blocks, so it can never fit: unservable.
                     waiting.popleft()
+                    if self._hidden:
+                        self._hidden.pop(req.index, None)
                     req.state = RequestState.DROPPED
                     stats.dropped_unservable += 1
                     continue
                 stats.kv_allocation_failures += 1
                 break
             waiting.popleft()
+            if self._hidden:
+                self._hidden.pop(req.index, None)
             running.append(req)
             self._on_admitted(req)
             req.state = RequestState.RUNNING
@@ -365,6 +398,14 @@ class Instance:
         req.finish_time = end
         self.kv.free(req)
         self.stats.completed += 1
+        if self.async_scheduling:
+            # The next step was formed before this one ended: the request still held
+            # its running slot then (vLLM frees it when the step's output is processed).
+            nxt = self.stats.step_count + 1
+            if self._late_step != nxt:
+                self._late_step = nxt
+                self._late_slots = 0
+            self._late_slots += 1
         if self.log is not None:
             self.log.add(req)
 

@@ -38,10 +38,10 @@ Client-side overheads (everything the load tool measures outside the engine):
 
 * ``queue_us + queue_per_token_us x prompt tokens`` from arrival to the engine's wait
   queue (HTTP, request parsing, tokenisation);
-* with ``async_scheduling`` (vLLM >= 0.12 default), a request that reaches the engine
-  while a step runs is only seen when that step ends, and the step after it was
-  already scheduled: it enters the wait queue just after the running step ends, so it
-  is first scheduled one step later than a synchronous engine would;
+* with ``async_scheduling`` (vLLM's default since v0.14) the engine forms step N+1 while
+  step N runs: the model sets ``async_scheduling`` and the instance applies the lag
+  (a request that reaches the engine while a step runs is first scheduled in the step
+  after the next; a finished request's slot is reused one step later; docs/engine.md);
 * ``output_token_us`` per output token (detokenisation and streaming), added to TTFT
   and to every inter-token sample as the simulator's per-token overhead.
 
@@ -574,8 +574,10 @@ class CalibratedLatencyModel:
         self._kv_slope_us = c.kv_read * sh.kv_tok / sh.bw * 1e6  # per context token
         if pen:
             self._kv_slope_us += c.penalty_token_us
-        # Async-scheduling bookkeeping: end of the step in flight (µs) and its length.
-        self._async = bool(c.async_scheduling)
+        #: Read by the instance (instance/engine.py), which applies vLLM's async-scheduling
+        #: lag step by step; the queueing time is the client overhead alone.
+        self.async_scheduling = bool(c.async_scheduling)
+        # End of the step in flight (µs) and its length (the recorded step starts).
         self._last_end = 0
         self._last_dur = 0
         self.record: array[float] | None = array("d") if record else None
@@ -670,27 +672,15 @@ class CalibratedLatencyModel:
 
     def extend_last_step(self, extra_us: int) -> None:
         """The step just priced by :meth:`step_time` ran ``extra_us`` longer (speculative
-        decoding's extra query tokens and drafting), so the async-scheduling queueing
-        estimate sees the step's real end."""
+        decoding's extra query tokens and drafting), so recorded step starts stay right."""
         self._last_end += extra_us
         self._last_dur += extra_us
 
     def queueing_time(self, req: Request) -> int:
+        """Client-side time from arrival to the engine's wait queue (the async-scheduling
+        lag after that is the instance's, see ``async_scheduling``)."""
         c = self.coefficients
-        q = int(c.queue_us + c.queue_per_token_us * float(req.num_prompt_tokens))
-        if not self._async:
-            return q
-        now = req.arrival_time
-        end = self._last_end
-        if end < now:
-            return q  # idle engine: the request is scheduled as soon as it arrives
-        ready = now + q
-        if ready <= end:
-            return end + 1 - now
-        # The request reaches the engine during a later step: assume steps like the last.
-        dur = max(1, self._last_dur)
-        k = -(-(ready - end) // dur)
-        return end + k * dur + 1 - now
+        return int(c.queue_us + c.queue_per_token_us * float(req.num_prompt_tokens))
 
     def output_token_time(self) -> int:
         return self._otp
