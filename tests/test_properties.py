@@ -273,7 +273,8 @@ def _instrument(trace: Trace, inst: Instance) -> None:
         if result:
             if pending[0] is not None or had_pending:
                 trace.flag("chain", f"{inst.name}: a second step chain started at {now}")
-            pending[0] = now
+            # Idle, but its last step may still be running: the new step waits for it.
+            pending[0] = max(now, inst.busy_until)
         elif pending[0] is None and req.state != RequestState.DROPPED:
             trace.flag(
                 "chain",
@@ -299,6 +300,10 @@ def _instrument(trace: Trace, inst: Instance) -> None:
         if pending[0] != now:
             trace.flag(
                 "chain", f"{inst.name}: step at {now}, but the pending step is at {pending[0]}"
+            )
+        if now < inst.busy_until:
+            trace.flag(
+                "chain", f"{inst.name}: step at {now} overlaps one running to {inst.busy_until}"
             )
         before = {
             r.index: (r.num_computed_tokens, r.delivered, r.state)
