@@ -430,8 +430,9 @@ class PDClusterSimulator(ExtraEvents):
         del self.held_reqs[tr.decode][req.index]
         if self.pd_instances[tr.decode].role == "both":
             self._both -= 1
-        if self.pd_instances[tr.decode].accept(req, now):
-            heapq.heappush(self._steps, (now, tr.decode, self._seq))
+        dec = self.pd_instances[tr.decode]
+        if dec.accept(req, now):  # idle: start when its last step ends (no overlap)
+            heapq.heappush(self._steps, (max(now, dec.busy_until), tr.decode, self._seq))
             self._seq += 1
 
     def _release(self, now: int, req: Request, p: int) -> None:
@@ -447,7 +448,7 @@ class PDClusterSimulator(ExtraEvents):
                 )
         del self.held_reqs[p][req.index]
         if pre.release(req, now):
-            heapq.heappush(self._steps, (now, p, self._seq))
+            heapq.heappush(self._steps, (max(now, pre.busy_until), p, self._seq))
             self._seq += 1
         elif self.scalers:
             self._maybe_leave(p, now)
@@ -492,7 +493,7 @@ class PDClusterSimulator(ExtraEvents):
             self.pd.decoded_at_prefill += 1
             self.pd.per_request[req.index]["decode_instance"] = pre.name
             if pre.accept(req, now, local=True):
-                heapq.heappush(self._steps, (now, p, self._seq))
+                heapq.heappush(self._steps, (max(now, pre.busy_until), p, self._seq))
                 self._seq += 1
         self.kv_wait[d] = keep
         if self.scalers:

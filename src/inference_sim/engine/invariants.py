@@ -63,6 +63,7 @@ class InvariantChecker:
         self.now = 0
         self.logged = 0  # rows of the request log already checked for causality
         self.last_start = [0] * len(self.instances)
+        self.last_end = [0] * len(self.instances)  # one GPU: steps never overlap
         self.steps = [0] * len(self.instances)
 
     # --- events --------------------------------------------------------------------
@@ -105,6 +106,13 @@ class InvariantChecker:
                 instance=name,
             )
         self.last_start[index] = now
+        if now < self.last_end[index]:
+            raise InvariantViolation(
+                f"step starts before the previous step ends ({self.last_end[index]} µs)",
+                time=now,
+                instance=name,
+            )
+        self.last_end[index] = inst.busy_until
         if inst.busy_until < now:
             raise InvariantViolation(
                 f"step ends at {inst.busy_until} µs, before it starts", time=now, instance=name

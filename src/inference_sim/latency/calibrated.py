@@ -196,7 +196,7 @@ class CalibratedCoefficients:
     queue_us: float = 5000.0  # arrival -> engine wait queue (client, HTTP, parsing)
     queue_per_token_us: float = 2.0  # tokenisation, per prompt token
     output_token_us: float = 5.0  # per output token (detokenisation, streaming)
-    async_scheduling: bool = True  # engine sees new requests one step late (vLLM >= 0.12)
+    async_scheduling: bool = True  # the engine forms batches a step ahead (vLLM >= 0.14)
     smooth_p: float = 1.4  # smooth-max exponent joining memory- and compute-bound GEMMs
     #: Free text: where the numbers come from.
     source: str = ""
