@@ -61,11 +61,13 @@ def scenarios(draw):
             kv_transfer_bandwidth=draw(st.sampled_from([0.05, 1.0, 100.0])),
             kv_transfer_base_latency=draw(st.sampled_from([0, 7])),
         )
+    # vLLM's async scheduling (docs/engine.md#async-scheduling) in about a third.
+    cfg["async_scheduling"] = draw(st.sampled_from([False, False, True]))
     return reqs, cfg
 
 
-def _simulate(reqs, *, exact_steps, tier=None, **cfg):
-    if tier is None:
+def _simulate(reqs, *, exact_steps, tier=None, async_scheduling=False, **cfg):
+    if tier is None and not async_scheduling:
         return simulate_requests(reqs, exact_steps=exact_steps, **cfg)
     engine = EngineConfig(
         num_gpu_blocks=cfg["num_gpu_blocks"],
@@ -75,7 +77,8 @@ def _simulate(reqs, *, exact_steps, tier=None, **cfg):
         long_prefill_token_threshold=cfg["long_prefill_token_threshold"],
         enable_prefix_caching=cfg["enable_prefix_caching"],
         exact_steps=exact_steps,
-        **tier,
+        async_scheduling=async_scheduling,
+        **(tier or {}),
     )
     instances = [
         make_instance(i, engine, BlackboxLatencyModel(cfg["alpha"], cfg["beta"]))
