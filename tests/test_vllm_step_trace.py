@@ -6,7 +6,7 @@ together, R3 at 25 ms and R4 at 52 ms. The expected batches are traced through v
 v1's ``Scheduler.schedule()`` (running requests first, then the waiting queue; a
 waiting request takes a partial chunk when the budget is short; a prefill that
 completes in a step emits its first token at the end of that step), once with the
-synchronous engine loop and once with async scheduling (vLLM's default since v0.14),
+synchronous engine loop and once with async scheduling (vLLM v0.15.1's default),
 where the batch of step N+1 is formed when step N starts.
 """
 

@@ -91,7 +91,7 @@ class Instance:
         self._batch = StepBatch()
         self._otp = latency.output_token_time()
         self.log: RequestLog | None = None  # where finished requests are written
-        # Async scheduling (vLLM's default since v0.14): the batch of step N+1 is formed
+        # Async scheduling (vLLM v0.15.1's default): the batch of step N+1 is formed
         # when step N starts, so it sees requests and freed slots one step late.
         self.async_scheduling = config.async_scheduling or bool(
             getattr(latency, "async_scheduling", False)

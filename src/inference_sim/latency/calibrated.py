@@ -38,7 +38,7 @@ Client-side overheads (everything the load tool measures outside the engine):
 
 * ``queue_us + queue_per_token_us x prompt tokens`` from arrival to the engine's wait
   queue (HTTP, request parsing, tokenisation);
-* with ``async_scheduling`` (vLLM's default since v0.14) the engine forms step N+1 while
+* with ``async_scheduling`` (vLLM v0.15.1's default) the engine forms step N+1 while
   step N runs: the model sets ``async_scheduling`` and the instance applies the lag
   (a request that reaches the engine while a step runs is first scheduled in the step
   after the next; a finished request's slot is reused one step later; docs/engine.md);
@@ -196,7 +196,7 @@ class CalibratedCoefficients:
     queue_us: float = 5000.0  # arrival -> engine wait queue (client, HTTP, parsing)
     queue_per_token_us: float = 2.0  # tokenisation, per prompt token
     output_token_us: float = 5.0  # per output token (detokenisation, streaming)
-    async_scheduling: bool = True  # the engine forms batches a step ahead (vLLM >= 0.14)
+    async_scheduling: bool = True  # the engine forms batches a step ahead (vLLM v0.15.1 default)
     smooth_p: float = 1.4  # smooth-max exponent joining memory- and compute-bound GEMMs
     #: Free text: where the numbers come from.
     source: str = ""
