@@ -941,6 +941,9 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     from inference_sim.workload.plan import resolve_workload_options
 
     workload_spec = resolve_workload_options(options, explicit, inline)
+    from inference_sim.config.unused import refuse_unused_flags
+
+    refuse_unused_flags(options, explicit, inline)  # e.g. --rate with a timed trace
     lora_on = normalize_lora(options, workload_spec)
     _normalise_vllm_version(options, catalog, notes)
     lat = _resolve_latency(options, explicit, catalog, notes)
