@@ -134,3 +134,55 @@ def test_simulate_raises_the_same_error(files):
             workload_traces_filepath=str(files / "timed.csv"),
             rate=7,
         )
+
+
+# --- engine features that are off, and policy/latency flags that do not apply -------------
+
+EAGLE2 = ["--speculative-method", "eagle", "--num-speculative-tokens", "2"]
+NGRAM2 = ["--speculative-method", "ngram", "--num-speculative-tokens", "2"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown"),
+    [
+        (["--max-cpu-loras", "4"], ["--max-cpu-loras 4", "LoRA off", "--max-loras"]),
+        (["--lora-disk-latency", "5"], ["--lora-disk-latency 5", "LoRA off"]),
+        (["--spec-ngram-cpu-us", "50"], ["--spec-ngram-cpu-us", "needs --speculative-method"]),
+        (
+            [*EAGLE2, "--spec-ngram-cpu-us", "50"],
+            ["--spec-ngram-cpu-us is only for --speculative-method ngram, not eagle"],
+        ),
+    ],
+)
+def test_options_of_a_feature_that_is_off_are_refused(flags, shown):
+    one_error(invoke("--num-requests", "5", *flags), *shown)
+
+
+def test_the_same_options_apply_once_the_feature_is_on():
+    for flags in (
+        ["--kv-cpu-blocks", "200", "--kv-offload-threshold", "0.5"],
+        ["--max-loras", "2", "--max-cpu-loras", "4", "--lora-disk-latency", "5"],
+        [*NGRAM2, "--spec-ngram-cpu-us", "50"],
+    ):
+        result = invoke("--num-requests", "5", *flags, "--json")
+        assert result.exit_code == 0, (flags, result.stderr)
+        assert result.stderr == "", result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "warning"),
+    [
+        (["--sampling", "plain"], "--sampling has no effect"),
+        (["--token-bucket-capacity", "5"], "--token-bucket-capacity has no effect"),
+        (["--kv-offload-threshold", "0.5"], "--kv-offload-threshold 0.5: no effect without a CPU"),
+        (["--kv-transfer-link", "pcie-gen4"], "--kv-transfer-link pcie-gen4: no effect without"),
+    ],
+)
+def test_flags_that_do_not_apply_to_the_chosen_model_or_policy_warn(flags, warning):
+    """As --routing-scorers without weighted routing: a warning on stderr, the run goes on."""
+    result = invoke("--num-requests", "5", *flags, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert warning in result.stderr
+    assert json.loads(result.stdout)["completed_requests"] == 5
+    quiet = invoke("--num-requests", "5", "--json")  # without the flag: nothing said
+    assert quiet.stderr == ""

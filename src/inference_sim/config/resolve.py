@@ -978,8 +978,10 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         options["sampling"] in SAMPLING_MODES,
         f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {options['sampling']!r}",
     )
-    if options["sampling"] != "auto" and lat.mode != "calibrated":
-        notes.append(f"--sampling only changes the calibrated latency model, not {lat.mode}")
+    if options["sampling"] != "auto" and lat.mode != "calibrated":  # warned, as alpha/beta
+        log.warning(
+            "--sampling has no effect: it only changes the calibrated model, not %s", lat.mode
+        )
     coeffs: CalibratedCoefficients | None = None
     if lat.mode == "calibrated":
         try:
@@ -1003,6 +1005,9 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     _check_latency_scale(probe, options)
     tier = _resolve_kv_tier(options, explicit, lat.architecture)
     notes.extend(tier.notes)
+    from inference_sim.config.unused import refuse_unused_feature_flags
+
+    refuse_unused_feature_flags(options, explicit, cpu_tier=tier.cpu_blocks > 0, lora_on=lora_on)
     from inference_sim.config.speculative import resolve_speculative
 
     def _draft_latency(arch: ModelArchitecture) -> LatencyModel:

@@ -1,4 +1,4 @@
-"""Refuse workload flags the chosen workload would ignore (one line, exit 2).
+"""Refuse flags the chosen workload or engine would ignore (one line, exit 2).
 
 ``--rate``, ``--num-requests`` and the length flags used to be dropped without a word by
 trace replay and workload specs, ``--workload PRESET`` by a spec, and ``--trace-format``
@@ -10,12 +10,16 @@ without a draft model, ``--prefill-tp`` without disaggregation).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import BY_NAME
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.plan import InlineWorkload, untimed_length_trace
+
+log = logging.getLogger("inference_sim")
 
 #: Options that shape the synthetic (distribution and preset) requests only.
 _LENGTH_FLAGS = tuple(
@@ -91,4 +95,43 @@ def refuse_unused_flags(
         raise WorkloadError(
             f"{', '.join(given)}: no effect with --workload {o['workload']}; it describes "
             "the file of --workload traces"
+        )
+
+
+#: Options of the CPU KV tier (docs/kv-offload.md) and of LoRA serving (docs/lora.md).
+TIER_FLAGS = (
+    "kv_offload_threshold",
+    "kv_transfer_bandwidth",
+    "kv_transfer_base_latency",
+    "kv_transfer_link",
+)
+LORA_FLAGS = (
+    "max_cpu_loras",
+    "max_lora_rank",
+    "lora_cpu_gpu_bandwidth",
+    "lora_cpu_gpu_latency",
+    "lora_disk_bandwidth",
+    "lora_disk_latency",
+    "lora_step_overhead",
+)
+
+
+def refuse_unused_feature_flags(
+    o: Mapping[str, Any], explicit: frozenset[str], *, cpu_tier: bool, lora_on: bool
+) -> None:
+    """ConfigError for LoRA's options with LoRA off, as ``--prefill-tp`` without
+    disaggregation and ``--autoscale-target`` without autoscaling already are; a warning
+    for the CPU KV tier's without a tier (reference flags, which its scripts may pass)."""
+    given = [] if cpu_tier else changed_flags(o, explicit, TIER_FLAGS)
+    if given:  # a warning: the reference accepts these without a tier, and its scripts run
+        log.warning(
+            "%s: no effect without a CPU KV tier; give --kv-cpu-blocks or --cpu-offload-gib "
+            "(docs/kv-offload.md)",
+            ", ".join(given),
+        )
+    given = [] if lora_on else changed_flags(o, explicit, LORA_FLAGS)
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: no effect with LoRA off; give --max-loras N or "
+            "--lora-adapters, or name adapters in the workload (docs/lora.md)"
         )
