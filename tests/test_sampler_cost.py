@@ -168,8 +168,13 @@ def test_resolve_sampling_option(tmp_path: Path, caplog: pytest.LogCaptureFixtur
         ConfigError, match="--sampling must be one of auto, plain, filtered, penalized"
     ):
         resolve({**base, "latency_model": "calibrated", "sampling": "nucleus"})
-    with caplog.at_level(logging.WARNING, logger="inference_sim"):
-        resolve({**base, "latency_model": "roofline", "sampling": "filtered"})
+    logger = logging.getLogger("inference_sim")
+    logger.addHandler(caplog.handler)  # the package logger may not propagate (blis run)
+    try:
+        with caplog.at_level(logging.WARNING, logger="inference_sim"):
+            resolve({**base, "latency_model": "roofline", "sampling": "filtered"})
+    finally:
+        logger.removeHandler(caplog.handler)
     assert "--sampling has no effect: it only changes the calibrated model" in caplog.text
     # A config folder without generation_config.json keeps the bundled entry's defaults.
     folder = _config_folder(tmp_path, None)
