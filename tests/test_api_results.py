@@ -230,6 +230,65 @@ def test_config_file_in_python_and_results_file_as_config(tmp_path):
     }
 
 
+def _big_results_file(tmp_path, res, *, indent: int | None = 2, config_last: bool = True):
+    """``res``'s results document with its records repeated to over 200 KB."""
+    doc = res.to_dict()
+    doc["requests"] = doc["requests"] * 40
+    if not config_last:
+        doc = {"config": doc.pop("config"), **doc}
+    path = tmp_path / ("big.json" if config_last else "reordered.json")
+    path.write_text(json.dumps(doc, indent=indent), encoding="utf-8")
+    assert path.stat().st_size > 200_000
+    return path
+
+
+def test_config_reads_only_the_end_of_a_large_results_file(tmp_path, monkeypatch):
+    """--config r.json takes r's config section from its end: a results file larger than
+    any run config is neither read nor parsed whole (issue 21's limits)."""
+    import importlib
+    import tracemalloc
+
+    import inference_sim.core.inputs as inputs_mod
+    from inference_sim.config.resolve import load_run_config
+
+    resolve_mod = importlib.import_module("inference_sim.config.resolve")  # not the function
+
+    res = simulate(model=MODEL, workload="chatbot", rate=20, num_requests=40, seed=4)
+    small = tmp_path / "small.json"
+    res.write_json(small)
+    want = load_run_config(small)
+    assert want["seed"] == 4 and "package_version" not in want
+    monkeypatch.setattr(resolve_mod, "MAX_CONFIG_BYTES", 50_000)  # a whole read: refused
+    monkeypatch.setattr(inputs_mod, "RESULTS_TAIL_BYTES", 20_000)
+    for indent in (2, None):  # Results.write_json's layout, and compact json.dump
+        big = _big_results_file(tmp_path, res, indent=indent)
+        tracemalloc.start()
+        try:
+            got = load_run_config(big)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert got == want
+        assert peak < big.stat().st_size / 4, (peak, big.stat().st_size)
+    again = simulate(config=str(big))
+    assert again.records == res.records
+    # Keys reordered by hand (config first) in a file over the limit: one clear line.
+    moved = _big_results_file(tmp_path, res, config_last=False)
+    with pytest.raises(ConfigError, match=r"read from its end.*keep that section last"):
+        load_run_config(moved)
+
+
+def test_results_config_tail_skips_inner_config_keys(tmp_path):
+    from inference_sim.core.inputs import results_config_tail
+
+    inner = {"workload_spec": {"config": {"a": 1}}, "package_version": "0"}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"requests": [{"config": 2}], "config": inner}, indent=2))
+    assert results_config_tail(path) == {"config": inner}
+    path.write_text("config: {rate: 3}\n")  # YAML: not a results file
+    assert results_config_tail(path) is None
+
+
 def test_config_file_paths_are_relative_to_the_file(tmp_path):
     sub = tmp_path / "conf"
     sub.mkdir()

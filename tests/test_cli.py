@@ -376,12 +376,12 @@ BAD_INPUTS = [
     ("traces-without-file", [*RUN5, "--workload", "traces"], ["--workload-traces-filepath"]),
     (
         "trace-file-missing",
-        [*RUN5, "--workload", "traces", "--workload-traces-filepath", "{tmp}/missing.csv"],
+        [*BASE, "--workload", "traces", "--workload-traces-filepath", "{tmp}/missing.csv"],
         ["--workload-traces-filepath", "missing.csv"],
     ),
     (
         "trace-malformed-row",
-        [*RUN5, "--workload", "traces", "--workload-traces-filepath", "{tmp}/bad.csv"],
+        [*BASE, "--workload", "traces", "--workload-traces-filepath", "{tmp}/bad.csv"],
         ["bad.csv", "row 3", "column input_tokens"],
     ),
     ("alpha-too-few", [*RUN5, "--alpha-coeffs", "1,2"], ["--alpha-coeffs"]),

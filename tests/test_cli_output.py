@@ -76,6 +76,22 @@ def test_results_path_dash_writes_the_results_document_to_stdout(tmp_path):
     assert not list(tmp_path.glob("-"))  # no file called "-"
 
 
+def test_simulate_results_path_dash_prints_what_the_cli_prints(tmp_path, monkeypatch, capsys):
+    """simulate(results_path="-") used to write a file literally named "-"."""
+    monkeypatch.chdir(tmp_path)
+    cli_out = ok(*RUN, "--results-path", "-", "--seed", "3").stdout
+    res = simulate(
+        model=MODEL, workload="chatbot", rate=40, num_requests=80, seed=3, results_path="-"
+    )
+    printed = capsys.readouterr().out
+    assert printed == cli_out  # byte for byte, the same document and trailing newline
+    assert json.loads(printed)["completed_requests"] == res.summary["completed_requests"]
+    assert not (tmp_path / "-").exists()
+    res.write_json("-")  # Results.write_json follows the same rule
+    assert capsys.readouterr().out == cli_out
+    assert not (tmp_path / "-").exists()
+
+
 def test_output_flag_conflicts_and_unknown_formats_are_bad_input():
     line = bad_input(*RUN, "--results-path", "-", "--json")
     assert "--results-path -" in line and "--output json" in line

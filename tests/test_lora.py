@@ -423,3 +423,28 @@ def test_export_and_replay_keep_adapters(tmp_path: Path):
                       max_loras=1)  # fmt: skip
     assert replay.summary["lora"]["adapters"] == first.summary["lora"]["adapters"]
     assert replay.records == first.records
+
+
+def test_csv_trace_writer_keeps_adapters_through_a_replay(tmp_path: Path):
+    """The old-style CSV writer keeps adapter columns (it used to drop them silently)."""
+    from inference_sim import simulate
+    from inference_sim.core.rng import RandomStreams
+    from inference_sim.runner import build_requests
+    from inference_sim.workload import write_csv_trace
+
+    path = tmp_path / "spec.yaml"
+    path.write_text((SPEC % 8).replace("num_requests: 120", "num_requests: 30"), encoding="utf-8")
+    opts = {"model": MODEL, "workload_spec": str(path)}
+    plan = resolve(opts)
+    reqs = list(build_requests(plan, RandomStreams(plan.options["seed"])))
+    csv_path = tmp_path / "t.csv"
+    write_csv_trace(reqs, csv_path)
+    rows = csv_path.read_text(encoding="utf-8").splitlines()
+    assert rows[0].endswith(",adapter,adapter_rank")
+    first = simulate(**opts)
+    replay = simulate(model=MODEL, workload="traces", workload_traces_filepath=str(csv_path),
+                      max_loras=2)  # fmt: skip
+    assert replay.summary["lora"]["adapters"].keys() == {"sql", "chat"}
+    assert {n: a["completed_requests"] for n, a in replay.summary["lora"]["adapters"].items()} == {
+        n: a["completed_requests"] for n, a in first.summary["lora"]["adapters"].items()
+    }

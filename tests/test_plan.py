@@ -163,3 +163,37 @@ def test_plan_command_bad_input():
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "--slo" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name", ["num_instances", "rate", "hardware", "results_path", "trace_output"]
+)
+def test_plan_refuses_a_set_it_would_drop(name):
+    result = CliRunner().invoke(
+        cli,
+        ["plan", "--model", MODEL, "--rate", "5", "--slo", "ttft_p99_ms=500", "--set", f"{name}=x"],
+    )
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--set {name}" in lines[0], lines
+
+
+def test_plan_own_options_all_have_a_hint():
+    from inference_sim.planning.cli import _OWN_HINTS, _PLAN_OWN
+
+    assert set(_OWN_HINTS) == set(_PLAN_OWN)
+
+
+def test_plan_takes_the_deployment_a_config_file_names(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"model: {MODEL}\nhardware: A100-80\ntp: 1\nworkload: chatbot\nnum_requests: 30\n"
+    )
+    args = ["plan", "--config", str(cfg), "--rate", "2", "--slo", "ttft_p99_ms=5000"]
+    args += ["--max-instances", "1", "--no-saturation", "--jobs", "1", "--json", "--quiet"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.stderr  # was: "--model is required"
+    (cand,) = json.loads(result.stdout)["candidates"]
+    assert (cand["hardware"], cand["tp"]) == ("A100-80", 1), cand
+    flags = CliRunner().invoke(cli, [*args, "--hardware", "H100"])
+    assert json.loads(flags.stdout)["candidates"][0]["hardware"] == "H100"  # flags win

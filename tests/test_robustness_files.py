@@ -230,6 +230,7 @@ def _inputs(tmp_path: Path) -> dict[str, Path]:
 
 
 TRACE_IN = ["--workload", "traces", "--workload-traces-filepath"]
+RUN_TRACE = ["run", "--model", MODEL, "--log", "error"]
 
 
 @pytest.mark.parametrize(
@@ -257,7 +258,9 @@ def test_an_output_that_is_an_input_is_refused_before_the_run(
     before = paths[victim].read_bytes()
     filled = [a.format(**{k: str(v) for k, v in paths.items()}) for a in args]
     monkeypatch.setattr("inference_sim.runner.run_plan", _never)
-    line = one_error(blis([*RUN, *filled]))
+    # a trace replays all its rows: --num-requests would be refused (config/unused.py)
+    run = RUN_TRACE if TRACE_IN[-1] in args else RUN
+    line = one_error(blis([*run, *filled]))
     assert words in line and "input" in line, line
     assert paths[victim].read_bytes() == before
 

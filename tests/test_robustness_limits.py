@@ -123,9 +123,11 @@ def test_a_file_at_the_limit_is_read(tmp_path):
     assert _inputs.load_yaml(_inputs.read_text(path)) == {"a": 1}
 
 
-def test_run_config_and_results_files_have_the_larger_limit(tmp_path, monkeypatch):
+def test_run_config_and_results_files_have_their_limits(tmp_path, monkeypatch):
+    # --config reads a results file's end only (test_api_results.py); a file read whole
+    # has the config files' limit.
     resolve_module = importlib.import_module("inference_sim.config.resolve")
-    monkeypatch.setattr(resolve_module, "MAX_RESULTS_BYTES", 1000)
+    monkeypatch.setattr(resolve_module, "MAX_CONFIG_BYTES", 1000)
     big = sparse(tmp_path, "run.yaml", 1001)
     assert "larger than 1,000 bytes" in error("run", "--model", MODEL, "--config", big)
     monkeypatch.setattr("inference_sim.results.MAX_RESULTS_BYTES", 1000)

@@ -198,3 +198,30 @@ def test_ray_backend_gives_the_same_table(tmp_path):
         pd.read_parquet(tmp_path / "local" / "results.parquet"),
         pd.read_parquet(tmp_path / "ray" / "results.parquet"),
     )
+
+
+@pytest.mark.parametrize(
+    ("doc", "needle"),
+    [
+        ({"base": {**BASE, "results_path": "r.json"}}, "results_path has no effect in a sweep"),
+        (
+            {"base": {**BASE, "export_trace": "t.csv"}, "grid": {"rate": [1, 2]}},
+            "export_trace t.csv is written by runs 0 and 1",
+        ),
+        (
+            {"base": BASE, "cases": [{"trace_output": "d.jsonl", "rate": r} for r in (1, 2)]},
+            "trace_output d.jsonl is written by runs 0 and 1",
+        ),
+    ],
+)
+def test_outputs_a_sweep_would_drop_or_overwrite_are_refused(doc, needle):
+    with pytest.raises(ConfigError, match=needle):
+        parse_sweep(doc)
+
+
+def test_one_output_path_per_run_is_fine():
+    cases = [{"export_trace": f"t{r}.csv", "rate": r} for r in (1, 2)]
+    assert len(parse_sweep({"base": BASE, "cases": cases}).runs()) == 2
+    # the same options twice run once: one writer
+    same = [{"export_trace": "t.csv", "rate": 1}] * 2
+    assert len(parse_sweep({"base": BASE, "cases": same}).runs()) == 2

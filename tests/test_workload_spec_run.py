@@ -107,6 +107,39 @@ def test_cli_run_with_stages_reports_per_stage_metrics(tmp_path):
     assert stages[0]["ttft_mean_ms"] == pytest.approx(mean)
 
 
+def test_stage_entries_carry_every_latency_key_of_the_summary(tmp_path):
+    """Per-stage p50s and per-request TPOT, as the run-wide summary has them."""
+    import numpy as np
+
+    doc = spec_doc(stages=[{"rate": 5, "duration": 3}, {"rate": 60, "duration": 2}])
+    del doc["aggregate_rate"]
+    doc["clients"][0]["output_distribution"] = {
+        "type": "gaussian",
+        "params": {"mean": 20, "std_dev": 20, "min": 1, "max": 60},
+    }
+    res = simulate(model=MODEL, workload_spec=write(tmp_path, doc), **KW)
+    latency = [
+        k for k in res.summary if k.startswith(("ttft_", "e2e_", "itl_", "tpot_")) and "_p" in k
+    ]
+    latency += [k for k in res.summary if k.endswith("_mean_ms")]
+    assert {"ttft_p50_ms", "e2e_p50_ms", "itl_p50_ms", "tpot_p99_ms"} <= set(latency)
+    for st in res.summary["stages"]:
+        missing = [k for k in latency if k not in st]
+        assert not missing, missing
+        mine = [r for r in res.records if st["start_s"] <= r["arrived_at"] < st["end_s"]]
+        assert st["ttft_p50_ms"] == pytest.approx(np.percentile([r["ttft_ms"] for r in mine], 50))
+        assert st["e2e_p50_ms"] == pytest.approx(np.percentile([r["e2e_ms"] for r in mine], 50))
+        tpot = [
+            (r["e2e_ms"] - r["ttft_ms"]) / (r["num_decode_tokens"] - 1)
+            for r in mine
+            if r["num_decode_tokens"] > 1
+        ]
+        assert len(tpot) < len(mine)  # one-token requests have no TPOT
+        assert st["tpot_mean_ms"] == pytest.approx(np.mean(tpot))
+        for p in (50, 90, 95, 99):
+            assert st[f"tpot_p{p}_ms"] == pytest.approx(np.percentile(tpot, p))
+
+
 def _per_request_itl(plan) -> dict[int, dict[int, int]]:
     """Every request's own ITL samples (value -> count, in ticks), from a run of ``plan``
     in which each request is its own ITL group."""
@@ -139,12 +172,12 @@ def test_stage_itl_percentiles_are_exact_per_stage(tmp_path, exact_steps):
     opts.update(KW)
     res = simulate(**opts)
     own = _per_request_itl(resolve(opts))
-    keys = ("itl_mean_ms", "itl_p90_ms", "itl_p95_ms", "itl_p99_ms")
+    keys = ("itl_mean_ms", "itl_p50_ms", "itl_p90_ms", "itl_p95_ms", "itl_p99_ms")
 
     def expected(hists):
         ticks = np.array([v for h in hists for v, c in h.items() for _ in range(c)])
         return ticks, [ticks.mean() / 1000.0] + [
-            np.percentile(ticks, p) / 1000.0 for p in (90, 95, 99)
+            np.percentile(ticks, p) / 1000.0 for p in (50, 90, 95, 99)
         ]
 
     stages = res.summary["stages"]

@@ -216,3 +216,42 @@ def test_unterminated_quote_is_reported_as_csv_error(tmp_path):
     path = write(tmp_path, '0,a,,[1],[]\n1,a,,"[1,2],[]\n')
     with pytest.raises(WorkloadError, match=r"row 3: malformed CSV"):
         read_csv_trace(path)
+
+
+# --- LoRA adapter columns -------------------------------------------------------------------
+
+
+def _adapter_requests() -> list[Request]:
+    a = Request(0, 0, np.array([1, 2, 3]), np.array([4, 5]), adapter="sql", adapter_rank=8)
+    b = Request(1, 500, np.array([6, 7]), np.array([8]))  # the base model
+    c = Request(2, 900, np.array([9]), np.array([1, 2]), adapter="chat")  # its catalog rank
+    return [a, b, c]
+
+
+def test_csv_round_trip_keeps_lora_adapters(tmp_path):
+    path = tmp_path / "t.csv"
+    reqs = _adapter_requests()
+    write_csv_trace(reqs, path)
+    assert path.read_text(encoding="utf-8").splitlines()[0] == (
+        HEADER.strip() + ",adapter,adapter_rank"
+    )
+    back = read_csv_trace(path)
+    assert fingerprint(back) == fingerprint(reqs)
+    assert [(r.adapter, r.adapter_rank) for r in back] == [("sql", 8), ("", 0), ("chat", 0)]
+
+
+def test_csv_without_adapters_keeps_the_five_reference_columns(tmp_path):
+    path = tmp_path / "t.csv"
+    write_csv_trace(_adapter_requests()[1:2], path)
+    assert path.read_text(encoding="utf-8").splitlines()[0] == HEADER.strip()
+
+
+def test_csv_writer_refuses_to_drop_adapters_it_cannot_look_ahead_to(tmp_path):
+    path = tmp_path / "t.csv"
+    with pytest.raises(WorkloadError, match=r"runs LoRA adapter 'sql'.*adapters=True"):
+        write_csv_trace(iter(_adapter_requests()), path)
+    assert not path.exists() and not list(tmp_path.iterdir())  # nothing half-written
+    with pytest.raises(WorkloadError, match="'sql'"):
+        write_csv_trace(_adapter_requests(), path, adapters=False)
+    write_csv_trace(iter(_adapter_requests()), path, adapters=True)
+    assert [r.adapter for r in read_csv_trace(path)] == ["sql", "", "chat"]

@@ -31,8 +31,9 @@ def simulate(run_config: Any = None, /, *, trace: Any = None, **options: Any) ->
     options; keywords given here win over it. ``workload_spec`` may be a path or the
     spec itself as a dict; ``trace`` a pandas DataFrame (or a list of dicts) of request
     lengths, replayed as a length trace (docs/workloads.md; a previous run's
-    ``res.requests`` works). Raises :class:`ConfigError` (or a ``WorkloadError``, both
-    ``ValueError``) with a one-line message for bad input.
+    ``res.requests`` works). ``results_path`` writes the results file; ``"-"`` prints
+    it on stdout, as ``blis run --results-path -``. Raises :class:`ConfigError` (or a
+    ``WorkloadError``, both ``ValueError``) with a one-line message for bad input.
     """
     from inference_sim.config.outputs import check_run_outputs
     from inference_sim.config.resolve import resolve
@@ -46,10 +47,12 @@ def simulate(run_config: Any = None, /, *, trace: Any = None, **options: Any) ->
         options["workload_traces_filepath"] = trace
     plan = resolve(options)
     results_path = plan.options["results_path"]
-    check_run_outputs(plan.options, options.get("config"))  # before the run, as blis run
+    # Before the run, as blis run; "-" is stdout there and here, not a file named "-".
+    to_file = {**plan.options, "results_path": "" if results_path == "-" else results_path}
+    check_run_outputs(to_file, options.get("config"))
     results = run_plan(plan)
     if results_path:
-        results.write_json(results_path)
+        results.write_json(results_path)  # "-": the results document on stdout
     return results
 
 

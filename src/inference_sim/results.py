@@ -48,6 +48,10 @@ REQUEST_COLUMNS: dict[str, str] = {
 _DTYPES = {"int": "int64", "float": "float64", "str": "object"}
 
 
+#: The ``results_path`` that means stdout, for the CLI and ``simulate()`` alike.
+STDOUT_PATH = "-"
+
+
 def _frame(rows: list[dict[str, Any]], kinds: Mapping[str, str]) -> Any:
     """A DataFrame with one column per ``kinds`` entry (in order) and stable dtypes."""
     import pandas as pd
@@ -203,6 +207,15 @@ class Results:
         return doc
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
+        """The results file at ``path``; ``"-"`` means stdout, as ``--results-path -``
+        (the same bytes ``blis run --results-path -`` prints, then a newline)."""
+        if os.fspath(path) == STDOUT_PATH:
+            import json
+            import sys
+
+            json.dump(self.to_dict(stream=True), sys.stdout, indent=2)
+            sys.stdout.write("\n")
+            return
         write_json_atomic(path, self.to_dict(stream=True))
 
     def report(self) -> str:

@@ -194,7 +194,7 @@ def _run_and_write(
             log.info("metrics written to %s", results_path)
             written = results_path
         if to_stdout:
-            sys.stdout.write(json.dumps(results.to_dict(), indent=2) + "\n")
+            results.write_json("-")  # as simulate(results_path="-")
         elif output == "json":
             sys.stdout.write(json.dumps(results.summary_document(), indent=2) + "\n")
         else:

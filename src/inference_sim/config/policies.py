@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from inference_sim.config.errors import ConfigError
+from inference_sim.config.options import BY_NAME
 from inference_sim.core.inputs import compose_yaml, read_text
 from inference_sim.core.suggest import did_you_mean
 from inference_sim.policies import (
@@ -338,6 +339,17 @@ def resolve_policies(o: dict[str, Any], explicit: frozenset[str]) -> None:
             "--routing-scorers has no effect when routing policy is %r (only applies to "
             "'weighted')",
             o["routing_policy"],
+        )
+    bucket = [
+        f"--{name.replace('_', '-')}"
+        for name in ("token_bucket_capacity", "token_bucket_refill_rate")
+        if name in explicit and o[name] != BY_NAME[name].default
+    ]
+    if bucket and o["admission_policy"] in ("always-admit", "reject-all"):  # plug-ins may read them
+        log.warning(
+            "%s has no effect when admission policy is %r (only applies to 'token-bucket')",
+            " and ".join(bucket),
+            o["admission_policy"],
         )
 
 

@@ -41,7 +41,13 @@ from inference_sim.config.numbers import INT64_MAX, parse_integer
 from inference_sim.config.options import ALIASES, BY_NAME, OPTIONS, OptionSpec, canonical_name
 from inference_sim.config.pd import check_pd_options, pd_enabled, resolve_pools
 from inference_sim.config.policies import resolve_policies
-from inference_sim.core.inputs import MAX_RESULTS_BYTES, load_yaml, read_text
+from inference_sim.core.inputs import (
+    MAX_CONFIG_BYTES,
+    InputTooLarge,
+    load_yaml,
+    read_text,
+    results_config_tail,
+)
 from inference_sim.core.rng import MAX_SEED
 from inference_sim.core.suggest import did_you_mean
 from inference_sim.core.version import __version__
@@ -797,9 +803,18 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     where = f"--config {os.fspath(path)}"
     try:
-        doc = load_yaml(read_text(path, MAX_RESULTS_BYTES))
+        # A results file: only its config section, read from the end (issue 21's
+        # limits); anything else is read whole, as small as run configs are.
+        doc = results_config_tail(path)
+        if doc is None or "package_version" not in doc["config"]:
+            doc = load_yaml(read_text(path, MAX_CONFIG_BYTES))
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: not UTF-8 text") from None
+    except InputTooLarge as exc:
+        raise ConfigError(
+            f"{where}: cannot read: {exc}; a results file is read from its end, where "
+            "blis writes its config section, so keep that section last"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
@@ -941,6 +956,9 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     from inference_sim.workload.plan import resolve_workload_options
 
     workload_spec = resolve_workload_options(options, explicit, inline)
+    from inference_sim.config.unused import refuse_unused_flags
+
+    refuse_unused_flags(options, explicit, inline)  # e.g. --rate with a timed trace
     lora_on = normalize_lora(options, workload_spec)
     _normalise_vllm_version(options, catalog, notes)
     lat = _resolve_latency(options, explicit, catalog, notes)
@@ -960,8 +978,10 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         options["sampling"] in SAMPLING_MODES,
         f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {options['sampling']!r}",
     )
-    if options["sampling"] != "auto" and lat.mode != "calibrated":
-        notes.append(f"--sampling only changes the calibrated latency model, not {lat.mode}")
+    if options["sampling"] != "auto" and lat.mode != "calibrated":  # warned, as alpha/beta
+        log.warning(
+            "--sampling has no effect: it only changes the calibrated model, not %s", lat.mode
+        )
     coeffs: CalibratedCoefficients | None = None
     if lat.mode == "calibrated":
         try:
@@ -985,6 +1005,9 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     _check_latency_scale(probe, options)
     tier = _resolve_kv_tier(options, explicit, lat.architecture)
     notes.extend(tier.notes)
+    from inference_sim.config.unused import refuse_unused_feature_flags
+
+    refuse_unused_feature_flags(options, explicit, cpu_tier=tier.cpu_blocks > 0, lora_on=lora_on)
     from inference_sim.config.speculative import resolve_speculative
 
     def _draft_latency(arch: ModelArchitecture) -> LatencyModel:

@@ -54,6 +54,7 @@ def resolve_speculative(
             "spec_acceptance_rate",
             "spec_acceptance_concentration",
             "speculative_model",
+            "spec_ngram_cpu_us",
         ):
             if name in explicit and o[name]:
                 raise ConfigError(
@@ -110,6 +111,10 @@ def resolve_speculative(
     elif draft_name:
         raise ConfigError(
             f"--speculative-model is only for --speculative-method draft-model, not {method}"
+        )
+    if method != "ngram" and "spec_ngram_cpu_us" in explicit and o["spec_ngram_cpu_us"]:
+        raise ConfigError(  # it prices the n-gram proposer only: never silently dropped
+            f"--spec-ngram-cpu-us is only for --speculative-method ngram, not {method}"
         )
     layers = architecture.layers if architecture is not None else FALLBACK_TARGET_LAYERS
     return SpeculativeConfig(

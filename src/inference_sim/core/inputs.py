@@ -175,3 +175,47 @@ def load_json(text: str) -> Any:
         return json.loads(text)
     except RecursionError:
         raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
+
+#: How much of a results file's end ``--config`` reads for its config section: the
+#: section is a few KB (an inline workload spec at most a config file's size).
+RESULTS_TAIL_BYTES = MAX_CONFIG_BYTES
+
+
+def results_config_tail(path: str | os.PathLike[str], window: int | None = None) -> Any:
+    """``{"config": {...}}`` of a JSON results file, read from its last ``window`` bytes
+    (default :data:`RESULTS_TAIL_BYTES`).
+
+    A results file ends with its ``config`` section (``blis run --results-path`` and
+    ``Results.write_json`` put it last), so ``--config r.json`` needs only its end, not
+    the per-request records before it: reading and parsing a 1 GiB results file whole
+    costs gigabytes and minutes for a few kilobytes of options. Returns None when
+    ``path`` is not a regular file starting with ``{`` or has no such ending section
+    (a run-config YAML, a results file whose keys were reordered); the caller then
+    reads it whole, within its size limit.
+    """
+    import stat
+
+    window = RESULTS_TAIL_BYTES if window is None else window
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    with open(path, "rb") as fh:
+        if not fh.read(64).lstrip().startswith(b"{"):
+            return None
+        fh.seek(max(0, info.st_size - window))
+        tail = fh.read(window)
+    pos = len(tail)
+    # The last top-level key: the last '"config"' from which the rest parses as one
+    # object's final member (an inner '"config"' leaves unbalanced braces behind it).
+    while (pos := tail.rfind(b'"config"', 0, pos)) >= 0:
+        try:
+            doc = json.loads(b"{" + tail[pos:])
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("config"), dict):
+            return doc
+    return None

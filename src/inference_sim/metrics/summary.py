@@ -218,11 +218,12 @@ def build_stage_summaries(
     Each entry covers the requests that ARRIVED in ``[start, end)`` (whenever they
     finished): counts, token totals, the latency means and percentiles of the summary,
     and throughput over the stage's own span, from its start to the last completion of
-    its requests. The ITL keys are exact, over every ITL sample of the stage's requests,
-    as the summary's: they come from the instances' per-group ITL histograms, so the
-    requests must have been passed through :func:`stage_groups` with the same stages
-    (``itl_group`` = stage index). Without any group histogram (requests not grouped)
-    only ``itl_mean_ms`` is given, token-weighted over the stage's completed requests.
+    its requests, then the summary's medians and per-request TPOT keys. The ITL keys
+    are exact, over every ITL sample of the stage's requests, as the summary's: they
+    come from the instances' per-group ITL histograms, so the requests must have been
+    passed through :func:`stage_groups` with the same stages (``itl_group`` = stage
+    index). Without any group histogram (requests not grouped) only ``itl_mean_ms`` is
+    given, token-weighted over the stage's completed requests.
     """
     insts = outcome.instances
     # Per-stage histograms exist (or there is no ITL sample at all: every ITL key is 0).
@@ -280,5 +281,14 @@ def build_stage_summaries(
             itl_total = int((e2e[multi] - ttft[multi]).sum())
             entry["itl_mean_ms"] = itl_total / itl_samples / 1000.0 if itl_samples else 0.0
         entry["scheduling_delay_p99_ms"] = percentile_ms(delays, 99) if completed else 0.0
+        # The summary's medians and per-request TPOT too, over the stage's requests.
+        entry["ttft_p50_ms"] = percentile_ms(ttfts, 50) if completed else 0.0
+        entry["e2e_p50_ms"] = percentile_ms(e2es, 50) if completed else 0.0
+        if grouped:
+            entry["itl_p50_ms"] = itl.percentile_ms(50) if completed else 0.0
+        tpots = tpot_ticks(e2e[sel], ttft[sel], n_out[sel])
+        entry["tpot_mean_ms"] = mean_ms(tpots)
+        for p in (50, 90, 95, 99):
+            entry[f"tpot_p{p}_ms"] = percentile_ms(tpots, p)
         out.append(entry)
     return out

@@ -146,6 +146,35 @@ def _with_pd_ratios(
     return out
 
 
+#: What ``blis plan`` sets itself instead of a ``--set`` of these run options.
+_OWN_HINTS = {
+    "model": "give --model",
+    "hardware": "give --hardware",
+    "tp": "give --tp",
+    "num_instances": "it searches the instance count (--max-instances bounds it)",
+    "rate": "give --rate",
+    "results_path": "it writes no results file (--json prints the plan)",
+    "export_trace": "it writes no trace (export one with blis run --export-trace)",
+    "slo": "give --slo",
+    "prefill_tp": "give --prefill-tp (repeatable)",
+    "decode_tp": "give --decode-tp (repeatable)",
+}
+
+
+def _refuse_own(assigned: dict[str, Any]) -> None:
+    """``--set`` of an option plan sets itself was dropped without a word: refuse it."""
+    from inference_sim.config.errors import ConfigError
+
+    for name in assigned:
+        if name in _OWN_HINTS:
+            raise ConfigError(f"--set {name}: blis plan ignores it; {_OWN_HINTS[name]}")
+    if assigned.get("trace_output"):
+        raise ConfigError(
+            "--set trace_output: every probe run would replace the same file; trace one "
+            "run with blis run --trace-level decisions --trace-output"
+        )
+
+
 def _plan(**p: Any) -> None:
     from inference_sim.planning.plan import format_plan, parse_prices, plan_capacity
     from inference_sim.planning.slo import parse_slos
@@ -154,12 +183,19 @@ def _plan(**p: Any) -> None:
     debug, quiet = p.pop("debug"), p.pop("quiet")
     with cli_errors(debug):
         base = base_from_config(collect_run_options(p, _PLAN_OWN))
-        base.update(parse_assignments(p["assignments"]))
+        assigned = parse_assignments(p["assignments"])
+        _refuse_own(assigned)
+        base.update(assigned)
+        # The deployment a --config file names is planned when no flag names one (it
+        # used to be dropped: the catalog's default GPU and TP were planned instead).
+        models = list(p["models"]) or ([str(base["model"])] if base.get("model") else [])
+        hardware = _split(p["hardware"]) or (
+            [str(base["hardware"])] if base.get("hardware") else []
+        )
+        tps = list(p["tps"]) or ([int(base["tp"])] if base.get("tp") else [])
         for name in _PLAN_OWN:
             base.pop(name, None)
-        deployments = _deployments(
-            list(p["models"]), _split(p["hardware"]), list(p["tps"]), list(p["candidates"])
-        )
+        deployments = _deployments(models, hardware, tps, list(p["candidates"]))
         deployments = _with_pd_ratios(
             deployments,
             list(p["pd_ratios"]),

@@ -163,7 +163,35 @@ def parse_sweep(doc: Any, path: str = "<sweep>", folder: str | None = None) -> S
     for name in _RELATIVE_PATHS:
         if name in spec.grid:
             spec.grid[name] = [_rebase(v, folder) for v in spec.grid[name]]
+    _check_outputs(spec)
     return spec
+
+
+def _check_outputs(spec: SweepSpec) -> None:
+    """Refuse run outputs a sweep would ignore or that runs would overwrite.
+
+    A sweep keeps each run's results itself, so ``results_path`` was dropped without a
+    word; ``export_trace`` / ``trace_output`` shared by several runs were replaced by each
+    run in turn, keeping only the last one's.
+    """
+    for part in (spec.base, spec.grid, *spec.cases):
+        if "results_path" in part:
+            raise ConfigError(
+                f"{spec.path}: results_path has no effect in a sweep, which keeps every "
+                "run's results in OUT/runs/<key>.json and the table OUT/results.parquet; "
+                "drop it"
+            )
+    for name in ("export_trace", "trace_output"):
+        first: dict[str, RunSpec] = {}
+        for run in spec.runs():
+            path = run.options.get(name)
+            other = first.setdefault(str(path), run) if path else run
+            if other is not run and other.key != run.key:  # the same options run once
+                raise ConfigError(
+                    f"{spec.path}: {name} {path} is written by runs {other.index} and "
+                    f"{run.index}, each replacing the other's; give each run its own path "
+                    "(in grid or cases) or drop it"
+                )
 
 
 def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:

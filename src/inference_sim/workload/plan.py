@@ -150,7 +150,7 @@ def _resolve_arrival(o: dict[str, Any], explicit: frozenset[str], inline: Inline
             f"{' and '.join(given)} {verb} the distribution and preset workloads; "
             "a --workload-spec sets arrival per client (clients[].arrival.process)"
         )
-    if given and o["workload"] == "traces" and not _untimed_length_trace(o, inline):
+    if given and o["workload"] == "traces" and not untimed_length_trace(o, inline):
         raise WorkloadError(
             f"{' and '.join(given)} {verb} the distribution and preset workloads; "
             "--workload traces replays the trace's own arrival times (only a length "
@@ -158,7 +158,7 @@ def _resolve_arrival(o: dict[str, Any], explicit: frozenset[str], inline: Inline
         )
 
 
-def _untimed_length_trace(o: Mapping[str, Any], inline: InlineWorkload) -> bool:
+def untimed_length_trace(o: Mapping[str, Any], inline: InlineWorkload) -> bool:
     """Whether ``--workload-traces-filepath`` is a length trace without a time column."""
     if inline.trace is not None:
         return not inline.trace or find_columns(list(inline.trace[0]), "trace").time is None

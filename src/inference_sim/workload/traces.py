@@ -33,6 +33,8 @@ from inference_sim.workload.samplers import MAX_REQUEST_TOKENS
 TRACE_FLAG = "--workload-traces-filepath"
 HEADER = ("arrival_time", "request_id", "model", "prefill_tokens", "decode_tokens")
 """Header written by :func:`write_csv_trace` (the reference README's column names)."""
+ADAPTER_COLUMNS = ("adapter", "adapter_rank")
+"""Columns :func:`write_csv_trace` adds when requests run LoRA adapters (docs/lora.md)."""
 
 _COLUMNS = "(arrival_s, id, model, input_tokens, output_tokens)"
 _NO_HORIZON = 2**63 - 1
@@ -126,9 +128,7 @@ def read_csv_trace(path: str | os.PathLike[str], *, horizon: int = _NO_HORIZON) 
                 )
             line = reader.line_num + 1
             names = [h.strip() for h in header]
-            lora = tuple(
-                names.index(c) if c in names[5:] else -1 for c in ("adapter", "adapter_rank")
-            )
+            lora = tuple(names.index(c) if c in names[5:] else -1 for c in ADAPTER_COLUMNS)
             for row in reader:
                 if row:
                     req = _parse_row(row, p, line, len(requests), horizon)
@@ -217,14 +217,25 @@ def _token_text(tokens: Sequence[int]) -> str:
     return "[" + ",".join(map(str, tokens)) + "]"
 
 
-def write_csv_trace(requests: Iterable[Request], path: str | os.PathLike[str]) -> None:
+def write_csv_trace(
+    requests: Iterable[Request], path: str | os.PathLike[str], *, adapters: bool | None = None
+) -> None:
     """Write ``requests`` in the format :func:`read_csv_trace` reads, atomically.
 
     The rows go to a temporary file in the target's directory that then replaces the
     target, so a crash or a bad request never leaves a half-written trace behind (a
     device or FIFO is written through: :mod:`inference_sim.core.outfiles`).
+
+    LoRA adapters are kept: with ``adapters=True``, or by default when ``requests`` is a
+    sequence in which some request names an adapter, the header gains the ``adapter``
+    and ``adapter_rank`` columns the reader takes (the reference ignores columns past the
+    fifth). Otherwise the file has the reference's five columns, and a request naming an
+    adapter is a WorkloadError rather than an adapter silently dropped (a generator
+    cannot be looked ahead: pass ``adapters=True``).
     """
     p = os.fspath(path)
+    if adapters is None:
+        adapters = isinstance(requests, Sequence) and any(r.adapter for r in requests)
     try:
         target = OutputFile(p, newline="")
     except OSError as exc:
@@ -232,7 +243,7 @@ def write_csv_trace(requests: Iterable[Request], path: str | os.PathLike[str]) -
     try:
         with target as out:
             writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(HEADER)
+            writer.writerow((*HEADER, *ADAPTER_COLUMNS) if adapters else HEADER)
             for req in requests:
                 if req.arrival_time < 0:
                     raise WorkloadError(
@@ -243,14 +254,21 @@ def write_csv_trace(requests: Iterable[Request], path: str | os.PathLike[str]) -
                     raise WorkloadError(
                         f"trace {p}: {req.request_id} has no prompt tokens, cannot be replayed"
                     )
-                writer.writerow(
-                    (
-                        seconds_text(req.arrival_time),
-                        req.request_id,
-                        req.model,
-                        _token_text(req.input_tokens),
-                        _token_text(req.output_tokens),
+                row = [
+                    seconds_text(req.arrival_time),
+                    req.request_id,
+                    req.model,
+                    _token_text(req.input_tokens),
+                    _token_text(req.output_tokens),
+                ]
+                if adapters:
+                    row += [req.adapter, str(req.adapter_rank) if req.adapter_rank else ""]
+                elif req.adapter:
+                    raise WorkloadError(
+                        f"trace {p}: {req.request_id} runs LoRA adapter {req.adapter!r}, which "
+                        "the five-column CSV would drop; pass adapters=True (adds the adapter "
+                        "and adapter_rank columns) or export trace v2"
                     )
-                )
+                writer.writerow(row)
     except OSError as exc:
         raise WorkloadError(f"trace {p}: cannot write: {exc.strerror or exc}") from None

@@ -1,0 +1,137 @@
+"""Refuse flags the chosen workload or engine would ignore (one line, exit 2).
+
+``--rate``, ``--num-requests`` and the length flags used to be dropped without a word by
+trace replay and workload specs, ``--workload PRESET`` by a spec, and ``--trace-format``
+/ ``--trace-block-size`` by synthetic workloads: the run then answered another question
+than the one asked. Refusing them is the CLI's rule for flags that do not apply
+(``--arrival`` with a trace, ``--burstiness`` without gamma, ``--speculative-model``
+without a draft model, ``--prefill-tp`` without disaggregation).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from inference_sim.config.errors import ConfigError
+from inference_sim.config.options import BY_NAME
+from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.plan import InlineWorkload, untimed_length_trace
+
+log = logging.getLogger("inference_sim")
+
+#: Options that shape the synthetic (distribution and preset) requests only.
+_LENGTH_FLAGS = tuple(
+    f"{what}_tokens{suffix}"
+    for what in ("prompt", "output")
+    for suffix in ("", "_stdev", "_min", "_max")
+)
+SYNTHETIC_FLAGS = ("prefix_tokens", *_LENGTH_FLAGS)
+
+
+def changed_flags(
+    o: Mapping[str, Any], explicit: frozenset[str], names: Iterable[str]
+) -> list[str]:
+    """``--flag value`` of each name given with a value other than its default.
+
+    Only values that change something count (as for ``--arrival``): a results file used
+    as ``--config`` repeats every option, the defaults included, and must still re-run.
+    """
+    out = []
+    for name in names:
+        if name in explicit and o[name] != BY_NAME[name].default:
+            value = o[name]
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            out.append(f"--{name.replace('_', '-')} {shown}")
+    return out
+
+
+def refuse_unused_flags(
+    o: Mapping[str, Any], explicit: frozenset[str], inline: InlineWorkload | None = None
+) -> None:
+    """WorkloadError naming every workload flag (given, not its default) that the
+    chosen workload would ignore, and why."""
+    inline = inline or InlineWorkload()
+    spec = o["workload_spec"]
+    if spec:
+        given = changed_flags(o, explicit, SYNTHETIC_FLAGS)
+        if given:
+            raise WorkloadError(
+                f"{', '.join(given)}: no effect with --workload-spec, whose clients give "
+                "the lengths (clients[].input_distribution, output_distribution, prefix "
+                "groups); remove the flag or edit the spec"
+            )
+        if "workload" in explicit and o["workload"] != "distribution":
+            where = spec if isinstance(spec, str) else "(inline)"
+            raise WorkloadError(
+                f"--workload {o['workload']}: no effect with --workload-spec {where}, "
+                "which gives the requests; give one of them"
+            )
+        return
+    if o["workload"] == "traces":
+        given = changed_flags(o, explicit, ("num_requests", *SYNTHETIC_FLAGS))
+        rate = changed_flags(o, explicit, ("rate",))
+        untimed = False
+        if rate:
+            try:
+                untimed = untimed_length_trace(o, inline)
+            except (WorkloadError, OSError):
+                return  # an unreadable trace: its reader reports that, naming the flag
+        if rate and not untimed:
+            given = rate + given
+        if given:
+            hint = ""
+            if rate and not untimed:
+                hint = " (only a length trace without a time column takes --rate)"
+            raise WorkloadError(
+                f"{', '.join(given)}: no effect with --workload traces, which replays every "
+                f"row of the trace as recorded{hint}; remove the flag (--horizon bounds a "
+                "replay)"
+            )
+        return
+    given = changed_flags(o, explicit, ("trace_format", "trace_block_size"))
+    if given:
+        raise WorkloadError(
+            f"{', '.join(given)}: no effect with --workload {o['workload']}; it describes "
+            "the file of --workload traces"
+        )
+
+
+#: Options of the CPU KV tier (docs/kv-offload.md) and of LoRA serving (docs/lora.md).
+TIER_FLAGS = (
+    "kv_offload_threshold",
+    "kv_transfer_bandwidth",
+    "kv_transfer_base_latency",
+    "kv_transfer_link",
+)
+LORA_FLAGS = (
+    "max_cpu_loras",
+    "max_lora_rank",
+    "lora_cpu_gpu_bandwidth",
+    "lora_cpu_gpu_latency",
+    "lora_disk_bandwidth",
+    "lora_disk_latency",
+    "lora_step_overhead",
+)
+
+
+def refuse_unused_feature_flags(
+    o: Mapping[str, Any], explicit: frozenset[str], *, cpu_tier: bool, lora_on: bool
+) -> None:
+    """ConfigError for LoRA's options with LoRA off, as ``--prefill-tp`` without
+    disaggregation and ``--autoscale-target`` without autoscaling already are; a warning
+    for the CPU KV tier's without a tier (reference flags, which its scripts may pass)."""
+    given = [] if cpu_tier else changed_flags(o, explicit, TIER_FLAGS)
+    if given:  # a warning: the reference accepts these without a tier, and its scripts run
+        log.warning(
+            "%s: no effect without a CPU KV tier; give --kv-cpu-blocks or --cpu-offload-gib "
+            "(docs/kv-offload.md)",
+            ", ".join(given),
+        )
+    given = [] if lora_on else changed_flags(o, explicit, LORA_FLAGS)
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: no effect with LoRA off; give --max-loras N or "
+            "--lora-adapters, or name adapters in the workload (docs/lora.md)"
+        )

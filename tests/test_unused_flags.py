@@ -1,0 +1,188 @@
+"""Workload flags the chosen workload would ignore end with one line and exit 2.
+
+``--rate`` with a timed trace, ``--num-requests`` and the length flags with a trace or a
+workload spec, ``--workload PRESET`` with a spec and ``--trace-format`` with a synthetic
+workload used to be dropped without a word (config/unused.py). Values equal to the
+default still pass, so a results file used as ``--config`` re-runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from inference_sim import simulate
+from inference_sim.cli.main import cli
+from inference_sim.workload import WorkloadError
+
+MODEL = "meta-llama/llama-3.1-8b-instruct"
+TIMED = "arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,100,20\n0.5,120,30\n1.0,90,10\n"
+UNTIMED = "num_prefill_tokens,num_decode_tokens\n100,20\n120,30\n90,10\n"
+SPEC = """\
+version: "2"
+seed: 1
+aggregate_rate: 10
+num_requests: 6
+clients:
+  - id: a
+    rate_fraction: 1
+    arrival: {process: poisson}
+    input_distribution: {type: constant, params: {value: 100}}
+    output_distribution: {type: constant, params: {value: 20}}
+"""
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["run", "--model", MODEL, *args])
+
+
+def one_error(result: Result, *needles: str) -> str:
+    assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    (tmp_path / "timed.csv").write_text(TIMED, encoding="utf-8")
+    (tmp_path / "untimed.csv").write_text(UNTIMED, encoding="utf-8")
+    (tmp_path / "s.yaml").write_text(SPEC, encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown"),
+    [
+        (["--rate", "50"], ["--rate 50", "length trace without a time column"]),
+        (["--num-requests", "2"], ["--num-requests 2"]),
+        (
+            ["--prompt-tokens", "900", "--prefix-tokens", "8"],
+            ["--prompt-tokens 900", "--prefix-tokens 8"],
+        ),
+    ],
+)
+def test_timed_trace_refuses_flags_it_ignores(files, flags, shown):
+    trace = str(files / "timed.csv")
+    result = invoke("--workload", "traces", "--workload-traces-filepath", trace, *flags)
+    one_error(result, *shown, "--workload traces")
+
+
+def test_untimed_length_trace_takes_rate_but_not_num_requests(files):
+    trace = str(files / "untimed.csv")
+    ok = invoke("--workload-traces-filepath", trace, "--rate", "2", "--json")
+    assert ok.exit_code == 0, ok.stderr
+    assert json.loads(ok.stdout)["completed_requests"] == 3
+    line = one_error(
+        invoke("--workload-traces-filepath", trace, "--num-requests", "2"), "--num-requests 2"
+    )
+    assert "--rate" not in line  # the rate applies to this trace: not named as ignored
+
+
+def test_spec_refuses_length_flags_and_a_preset(files):
+    spec = str(files / "s.yaml")
+    one_error(
+        invoke("--workload-spec", spec, "--output-tokens", "64"),
+        "--output-tokens 64",
+        "--workload-spec",
+    )
+    one_error(
+        invoke("--workload-spec", spec, "--workload", "chatbot"), "--workload chatbot", "s.yaml"
+    )
+    # --rate and --num-requests apply to a spec (scaled, capped)
+    ok = invoke("--workload-spec", spec, "--rate", "5", "--num-requests", "4", "--json")
+    assert ok.exit_code == 0, ok.stderr
+    assert json.loads(ok.stdout)["completed_requests"] == 4
+
+
+def test_synthetic_workload_refuses_trace_flags():
+    one_error(
+        invoke("--workload", "chatbot", "--trace-format", "csv"), "--trace-format csv", "chatbot"
+    )
+    one_error(invoke("--trace-block-size", "64"), "--trace-block-size 64", "distribution")
+
+
+def test_results_file_of_a_trace_run_still_reruns(files, tmp_path):
+    """A results file repeats every option, defaults included (--rate 1, --num-requests 100)."""
+    out = tmp_path / "r.json"
+    trace = str(files / "timed.csv")
+    first = invoke(
+        "--workload", "traces", "--workload-traces-filepath", trace, "--results-path", str(out)
+    )
+    assert first.exit_code == 0, first.stderr
+    config = json.loads(out.read_text())["config"]
+    assert config["rate"] == 1.0 and config["num_requests"] == 100
+    again = CliRunner().invoke(cli, ["run", "--config", str(out), "--json"])
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["completed_requests"] == 3
+    # ... but a rate given on top of it is refused like any other
+    refused = CliRunner().invoke(cli, ["run", "--config", str(out), "--rate", "9"])
+    one_error(refused, "--rate 9")
+
+
+def test_simulate_raises_the_same_error(files):
+    with pytest.raises(WorkloadError, match="--rate 7: no effect with --workload traces"):
+        simulate(
+            model=MODEL,
+            workload="traces",
+            workload_traces_filepath=str(files / "timed.csv"),
+            rate=7,
+        )
+
+
+# --- engine features that are off, and policy/latency flags that do not apply -------------
+
+EAGLE2 = ["--speculative-method", "eagle", "--num-speculative-tokens", "2"]
+NGRAM2 = ["--speculative-method", "ngram", "--num-speculative-tokens", "2"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown"),
+    [
+        (["--max-cpu-loras", "4"], ["--max-cpu-loras 4", "LoRA off", "--max-loras"]),
+        (["--lora-disk-latency", "5"], ["--lora-disk-latency 5", "LoRA off"]),
+        (["--spec-ngram-cpu-us", "50"], ["--spec-ngram-cpu-us", "needs --speculative-method"]),
+        (
+            [*EAGLE2, "--spec-ngram-cpu-us", "50"],
+            ["--spec-ngram-cpu-us is only for --speculative-method ngram, not eagle"],
+        ),
+    ],
+)
+def test_options_of_a_feature_that_is_off_are_refused(flags, shown):
+    one_error(invoke("--num-requests", "5", *flags), *shown)
+
+
+def test_the_same_options_apply_once_the_feature_is_on():
+    for flags in (
+        ["--kv-cpu-blocks", "200", "--kv-offload-threshold", "0.5"],
+        ["--max-loras", "2", "--max-cpu-loras", "4", "--lora-disk-latency", "5"],
+        [*NGRAM2, "--spec-ngram-cpu-us", "50"],
+    ):
+        result = invoke("--num-requests", "5", *flags, "--json")
+        assert result.exit_code == 0, (flags, result.stderr)
+        assert result.stderr == "", result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "warning"),
+    [
+        (["--sampling", "plain"], "--sampling has no effect"),
+        (["--token-bucket-capacity", "5"], "--token-bucket-capacity has no effect"),
+        (["--kv-offload-threshold", "0.5"], "--kv-offload-threshold 0.5: no effect without a CPU"),
+        (["--kv-transfer-link", "pcie-gen4"], "--kv-transfer-link pcie-gen4: no effect without"),
+    ],
+)
+def test_flags_that_do_not_apply_to_the_chosen_model_or_policy_warn(flags, warning):
+    """As --routing-scorers without weighted routing: a warning on stderr, the run goes on."""
+    result = invoke("--num-requests", "5", *flags, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert warning in result.stderr
+    assert json.loads(result.stdout)["completed_requests"] == 5
+    quiet = invoke("--num-requests", "5", "--json")  # without the flag: nothing said
+    assert quiet.stderr == ""
