@@ -1,4 +1,4 @@
-"""The shared-clock cluster: admission, routing and instances on one event heap."""
+"""The shared-clock cluster: admission, routing and instances on one clock (docs/architecture.md)."""
 
 from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
 
