@@ -1,4 +1,4 @@
-"""The shared-clock cluster: admission, routing and instances on one clock (docs/architecture.md)."""
+"""The shared-clock cluster: admission, routing and instances on one simulated clock."""
 
 from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
 
