@@ -4,6 +4,7 @@ project, and the import-linter contracts in pyproject.toml hold."""
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -72,3 +73,31 @@ def test_import_contracts_hold():
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_layout_in_the_doc_names_every_part():
+    """docs/architecture.md's tree names every top-level part and module, and every file
+    of the parts it lists file by file (core, instance, cluster), so a new part or a new
+    file there cannot be left out of the map."""
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    start = doc.index("```\nsrc/inference_sim/")
+    tree = doc[start : doc.index("\n```\n", start + 4)]
+    missing = [
+        p.name + ("/" if p.is_dir() else "")
+        for p in PACKAGE.iterdir()
+        if not p.name.startswith("__") and (p.is_dir() or p.suffix == ".py")
+        if (p.name + "/" if p.is_dir() else p.name) not in tree
+    ]
+    for part in ("core", "instance", "cluster"):
+        missing += [
+            f"{part}/{f.name}"
+            for f in (PACKAGE / part).glob("*.py")
+            if f.name != "__init__.py" and f.name not in tree
+        ]
+    assert not missing, f"docs/architecture.md's layout does not name {missing}"
+    # The layer list in the doc is the contract's, top to bottom.
+    contract = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    layers = re.findall(r'^\s+"(inference_sim\.[^"]+)",$', contract, re.M)
+    rules = doc[doc.index("## Rules") :]
+    listed = rules[rules.index("```\n") + 4 : rules.index("\n```", rules.index("```\n") + 4)]
+    assert listed.split("\n") == [layer.replace("inference_sim.", "") for layer in layers]
