@@ -140,3 +140,63 @@ def test_documented_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = one_at_a_time(latency_model="my_latency.py:TokensPerStep", num_requests=1)
     assert res.summary["itl_mean_ms"] == pytest.approx(5.03)
+
+
+BROKEN = textwrap.dedent(
+    """
+    class Base:
+        def __init__(self):
+            pass
+
+        def step_time(self, batch):
+            return 1000
+
+        def queueing_time(self, request):
+            return 0
+
+        def output_token_time(self):
+            return 0
+
+        def describe(self):
+            return {}
+
+    class Boom(Base):
+        def __init__(self, tp):
+            raise RuntimeError("no table for this tp")
+
+    class Negative(Base):
+        def step_time(self, batch):
+            return -5
+
+    class Fractional(Base):
+        def step_time(self, batch):
+            return 12.7
+
+    class Raises(Base):
+        def step_time(self, batch):
+            raise KeyError("decode_tokens")
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "cls,message",
+    [
+        ("Boom", "cannot construct it: RuntimeError: no table for this tp"),
+        ("Negative", "prices one step of 2048 prompt tokens at -5 µs: times must be >= 0"),
+        ("Fractional", "at 12.7: latency models return whole microseconds"),
+        ("Raises", "failed to price one step of 2048 prompt tokens: KeyError"),
+    ],
+)
+def test_a_broken_plugin_is_one_line_and_exit_2(tmp_path, monkeypatch, cls, message):
+    """A plug-in that fails to build, or prices a step below zero, in fractions of a µs
+    or not at all, is refused before the run starts: one line naming it, exit code 2
+    (it used to crash mid-run with exit 1, or run on with negative latencies)."""
+    (tmp_path / "broken.py").write_text(BROKEN, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--model", MODEL, "--num-requests", "3", "--hardware", "H100", "--tp", "1"]
+    result = CliRunner().invoke(cli, [*args, "--latency-model", f"broken.py:{cls}"])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], lines
+    assert f"broken.py:{cls}" in lines[0]

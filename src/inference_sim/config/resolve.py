@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -746,7 +747,9 @@ MAX_LATENCY_US = 3_600_000_000
 
 
 def _check_latency_scale(model: LatencyModel, o: dict[str, Any]) -> None:
-    """ConfigError unless a typical step and request overheads take at most an hour."""
+    """ConfigError unless a typical step and the request overheads are priced in whole µs,
+    at least 0 and at most an hour; a model (a plug-in) that fails to price them is a
+    one-line error too, not a traceback or a crash in the middle of the run."""
     import numpy as np
 
     from inference_sim.core.request import Request
@@ -765,15 +768,35 @@ def _check_latency_scale(model: LatencyModel, o: dict[str, Any]) -> None:
         (f"the queueing delay of a {n}-token prompt", lambda: model.queueing_time(req)),
         ("the per-output-token overhead", model.output_token_time),
     )
+    label = getattr(model, "name", "") or o["latency_model"]
     for what, measure in checks:
         try:
             t: float = measure()
-        except (OverflowError, ValueError):  # an infinite or NaN time
+        except OverflowError:  # int() of an infinite time
             t = math.inf
+        except ValueError as exc:  # int() of NaN; else a plug-in's own error
+            if "NaN" not in str(exc):
+                msg = f"the {label} latency model failed to price {what}: ValueError: {exc}"
+                raise ConfigError(msg) from None
+            t = math.inf
+        except Exception as exc:  # a plug-in's own failure: one line, not a traceback
+            raise ConfigError(
+                f"the {label} latency model failed to price {what}: {type(exc).__name__}: {exc}"
+            ) from None
+        if t != math.inf and (isinstance(t, bool) or not isinstance(t, numbers.Integral)):
+            # The engine adds times to integer µs ticks; a float would fail mid-run.
+            raise ConfigError(
+                f"the {label} latency model prices {what} at {t!r}: latency models return "
+                "whole microseconds (an int), see docs/python-api.md"
+            )
+        if t < 0:
+            raise ConfigError(
+                f"the {label} latency model prices {what} at {t} µs: times must be >= 0"
+            )
         if not t <= MAX_LATENCY_US:
             shown = f"{t:.3g} µs" if math.isfinite(t) else "an infinite time"
             raise ConfigError(
-                f"the {model.name} latency model prices {what} at {shown}, more than an hour: "
+                f"the {label} latency model prices {what} at {shown}, more than an hour: "
                 "check --alpha-coeffs/--beta-coeffs, --hardware-config or "
                 "--model-config-folder figures"
             )

@@ -44,6 +44,7 @@ class LatencyEntry:
 
 
 _REGISTRY: dict[str, LatencyEntry] = {}
+_BUILTINS: set[str] = set()  # the package's own models (their failures are bugs)
 
 
 def register_latency_model(name: str, factory: LatencyFactory, *, inputs: str = "") -> None:
@@ -87,9 +88,19 @@ def lookup_latency_model(name: str) -> LatencyEntry:
 def create_latency_model(name: str, **context: Any) -> LatencyModel:
     """Build latency model ``name`` with the context arguments its factory accepts."""
     entry = lookup_latency_model(name)
-    model = plugins.call_with_accepted(
-        entry.factory, context, f"--latency-model {name!r}", LatencyConfigError
-    )
+    try:
+        model = plugins.call_with_accepted(
+            entry.factory, context, f"--latency-model {name!r}", LatencyConfigError
+        )
+    except LatencyConfigError:
+        raise
+    except Exception as exc:
+        if name in _BUILTINS:
+            raise  # a bug of ours: keep the traceback
+        # A user's constructor that fails is bad input like any other: one line, exit 2.
+        raise LatencyConfigError(
+            f"--latency-model {name!r}: cannot construct it: {type(exc).__name__}: {exc}"
+        ) from None
     missing = [
         m
         for m in ("step_time", "queueing_time", "output_token_time")
@@ -130,6 +141,7 @@ def _register_builtins() -> None:
     ) -> LatencyModel:
         return CalibratedLatencyModel(architecture, gpu, tp, coefficients, sampling=sampling)
 
+    _BUILTINS.update(("blackbox", "roofline", "calibrated"))
     register_latency_model("blackbox", blackbox, inputs="trained")
     register_latency_model("roofline", roofline, inputs="architecture")
     register_latency_model("calibrated", calibrated, inputs="architecture")
