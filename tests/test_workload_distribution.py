@@ -266,7 +266,10 @@ def test_negative_prefix_tokens():
 
 
 def test_output_min_zero_is_allowed():
-    validate_distribution(params(output=LengthDistribution(0, 0, 0, 10)))
+    p = params(output=LengthDistribution(0, 0, 0, 10))
+    validate_distribution(p)
+    reqs = generate(p, num_requests=5)
+    assert len(reqs) == 5 and all(r.num_output_tokens == 0 for r in reqs)
 
 
 def test_q18_stdev_larger_than_max_is_allowed():
