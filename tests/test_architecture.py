@@ -101,3 +101,25 @@ def test_layout_in_the_doc_names_every_part():
     rules = doc[doc.index("## Rules") :]
     listed = rules[rules.index("```\n") + 4 : rules.index("\n```", rules.index("```\n") + 4)]
     assert listed.split("\n") == [layer.replace("inference_sim.", "") for layer in layers]
+
+
+def test_largest_functions_script_measures_functions():
+    """scripts/largest_functions.py (the closing note's figure) finds methods by their
+    qualified name and measures them from ``def`` to their last line."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "largest_functions", ROOT / "scripts" / "largest_functions.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    found = mod.functions("instance")
+    assert found == sorted(found, key=lambda item: (-item[0], item[1]))
+    lengths = dict((name, n) for n, name in found)
+    tree = ast.parse((PACKAGE / "instance" / "engine.py").read_text(encoding="utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Instance")
+    schedule = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "schedule")
+    assert lengths["instance.engine.Instance.schedule"] == (
+        schedule.end_lineno - schedule.lineno + 1
+    )
