@@ -181,7 +181,8 @@ def _cases() -> list[tuple[str, str, str]]:
             out.append((name, "name", m.group(0).rstrip(".")))
         for m in PATH.finditer(text):
             out.append((name, "path", m.group(1)))
-        for m in LINK.finditer(text):
+        prose = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", text, flags=re.S))
+        for m in LINK.finditer(prose):  # links outside code
             target = m.group(1)
             if re.match(r"[a-z]+:", target):
                 continue  # http:, https:, mailto:
