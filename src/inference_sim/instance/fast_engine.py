@@ -26,8 +26,10 @@ nothing needs attention and no outside event can intervene are fast-forwarded in
 tight loop. The results are identical to :class:`Instance` (property-tested).
 
 The fast path assumes one token per decode step and no request leaving after its
-prefill; an instance whose configuration breaks either uses the plain stepper
-(:func:`~inference_sim.instance.make_instance`).
+prefill; an instance that breaks either is a subclass of the plain stepper instead:
+:func:`~inference_sim.instance.make_instance` builds one for speculative decoding and
+LoRA, and a disaggregated cluster builds :class:`~inference_sim.instance.pd.PDInstance`
+(``config/pd.py``).
 """
 
 from __future__ import annotations
