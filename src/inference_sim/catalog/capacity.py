@@ -59,10 +59,6 @@ class KvCapacity:
     def fits(self) -> bool:
         return self.blocks > 0
 
-    @property
-    def kv_bytes(self) -> float:
-        return self.budget_bytes - self.weight_bytes - self.reserve_bytes
-
     def explain(self) -> str:
         """One line: where the blocks come from, in GiB."""
         return (

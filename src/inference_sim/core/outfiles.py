@@ -21,7 +21,6 @@ drops the link, and a FIFO's reader never sees the data.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -305,10 +304,3 @@ def write_json(path: str | os.PathLike[str], doc: Any) -> None:
     """``doc`` as indented JSON (no trailing newline)."""
     with OutputFile(path) as fh:
         json.dump(doc, fh, indent=2)
-
-
-def describe_os_error(exc: OSError) -> str:
-    """A short reason for a failed write (``strerror`` when there is one)."""
-    if exc.errno == errno.ENAMETOOLONG:
-        return "file name too long for the file system"
-    return exc.strerror or str(exc)

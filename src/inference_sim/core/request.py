@@ -144,12 +144,6 @@ class Request:
         """The reference's id form, ``request_<generation index>``."""
         return f"request_{self.index}"
 
-    def token_at(self, position: int) -> int:
-        """Token id at ``position`` of the full sequence (prompt then output)."""
-        if position < self.num_prompt_tokens:
-            return int(self.input_tokens[position])
-        return int(self.output_tokens[position - self.num_prompt_tokens])
-
     def __repr__(self) -> str:
         return (
             f"Request({self.request_id}, t={self.arrival_time}, in={self.num_prompt_tokens}, "

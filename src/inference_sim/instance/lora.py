@@ -153,11 +153,6 @@ class LoraInstance(Instance):
             self.lora.rank_of(req)  # bad ranks fail at once (exit 2)
         return super().enqueue(req, now)
 
-    @property
-    def loaded_adapters(self) -> frozenset[str]:
-        """Adapters resident on the GPU (what the adapter-affinity scorer prefers)."""
-        return frozenset(self.lora.gpu)
-
     def schedule(self, now: int) -> StepBatch:
         self._adapters = []
         return super().schedule(now)

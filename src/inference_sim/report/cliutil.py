@@ -7,7 +7,6 @@ own; ``main`` registers them.
 from __future__ import annotations
 
 import contextlib
-import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -156,10 +155,3 @@ def parse_assignments(values: Sequence[str], flag: str = "--set") -> dict[str, A
 def echo_err(message: str, quiet: bool = False) -> None:
     if not quiet:
         click.echo(message, err=True)
-
-
-def stderr_is_tty() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False

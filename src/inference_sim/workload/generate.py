@@ -168,12 +168,6 @@ def client_keys(clients: Sequence[ClientSpec]) -> list[str]:
     return [c.id if c.id and counts[c.id] == 1 else f"#{i}" for i, c in enumerate(clients)]
 
 
-def client_rates(spec: WorkloadSpec) -> list[float]:
-    """Each client's share of the aggregate rate (requests/second, no stages)."""
-    total = sum(c.rate_fraction for c in spec.clients)
-    return [spec.aggregate_rate * c.rate_fraction / total for c in spec.clients]
-
-
 def _client_stages(spec: WorkloadSpec, fraction: float) -> list[tuple[int, int, float]]:
     return [(s.start_us, s.end_us, s.rate * fraction / TICKS_PER_SECOND) for s in spec.stages]
 

@@ -160,10 +160,6 @@ class WorkloadSpec:
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
-    def end_of_stages_us(self) -> int | None:
-        return self.stages[-1].end_us if self.stages else None
-
-    @property
     def self_bounded(self) -> bool:
         """True if generation ends by itself (stages, or every client's windows end)."""
         if self.stages:

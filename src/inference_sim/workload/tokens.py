@@ -73,10 +73,6 @@ def block_tokens(keys: np.ndarray, block_size: int, length: int) -> np.ndarray:
     return flat[:length]
 
 
-def segments_length(segs: Iterable[Segment]) -> int:
-    return sum(n for _, _, n in segs)
-
-
 def take(segs: Sequence[Segment], n: int) -> list[Segment]:
     """The segments of the first ``n`` tokens of ``segs``."""
     out: list[Segment] = []
