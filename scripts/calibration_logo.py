@@ -50,9 +50,11 @@ from inference_sim.calibrate.gpu_profiles import (  # noqa: E402
     SplitwiseRow,
     fit_allreduce,
     fit_gemm_efficiency,
+    fit_layer_ops,
     gemm_seconds,
     load_allreduce,
     load_gemm_rows,
+    load_layer_ops,
     load_splitwise,
 )
 from inference_sim.catalog import load_catalog  # noqa: E402
@@ -63,7 +65,7 @@ from inference_sim.latency.calibrated import (  # noqa: E402
     CalibratedCoefficients,
     CalibratedLatencyModel,
     GpuCorrection,
-    interconnect,
+    corrections_from_efficiency,
 )
 
 DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "calibration")
@@ -89,20 +91,10 @@ def pct(x: float) -> float:
     return round(float(x), 1)
 
 
-def corrections(eff: dict[str, dict[str, float]]) -> dict[str, GpuCorrection]:
+def corrections(eff: dict[str, dict]) -> dict[str, GpuCorrection]:
     """The calibrated model's corrections from fitted efficiencies (as calibrated.py does)."""
-    ref = eff[REFERENCE_GPU]
-    out = {}
-    for gpu, e in eff.items():
-        out[gpu] = GpuCorrection(
-            bandwidth=e["bandwidth"] / ref["bandwidth"],
-            compute=e["compute"] / ref["compute"],
-            allreduce_latency=e["allreduce_latency_us"] / ref["allreduce_latency_us"],
-            link_gbs=interconnect(REFERENCE_GPU)[0]
-            * e["allreduce_bus_gbs"]
-            / ref["allreduce_bus_gbs"],
-            measured=True,
-        )
+    out = corrections_from_efficiency(eff, REFERENCE_GPU)
+    out.pop("*", None)
     return out
 
 
@@ -223,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     nets = load_allreduce(vidur)
     ar = {g: fit_allreduce([r for r in nets if r.gpu == g]) for g in NETWORK_SETUPS.values()}
+    layer_ops = load_layer_ops(vidur)
+    small = {g: fit_layer_ops([r for r in layer_ops if r.gpu == g]) for g in COMPUTE_GPUS.values()}
     models = {g: sorted({r.model for r in rows}) for g, rows in by_gpu.items()}
-    eff: dict[str, dict[str, float]] = {}
+    eff: dict[str, dict] = {}
     for g, f in fits.items():
         setup = next(s for s, gg in NETWORK_SETUPS.items() if gg == g)
         eff[g] = {
@@ -235,9 +229,15 @@ def main(argv: list[str] | None = None) -> int:
             "gemm_median_ape_pct": pct(f.median_ape_pct),
             "allreduce_latency_us": round(ar[g].latency_us, 2),
             "allreduce_bus_gbs": round(ar[g].bus_gbs, 1),
+            "allreduce_by_tp": {
+                str(n): {"latency_us": round(lat, 2), "bus_gbs": round(bus, 1)}
+                for n, (lat, bus) in ar[g].per_tp.items()
+            },
+            "layer_ops_us": round(small[g], 2),
             "data": (
                 f"Vidur operator profiles ({', '.join(m.split('/')[-1] for m in models[g])}, "
-                f"TP 1-8, <= 8192 tokens) and NCCL all-reduce ({setup}, single node)"
+                f"TP 1-8, <= 8192 tokens; small operators of the 8192-wide layers at <= 64 "
+                f"tokens) and NCCL all-reduce ({setup}, single node, per TP)"
             ),
         }
     corr = corrections(eff)
@@ -385,15 +385,19 @@ def render_block(doc: dict) -> str:
         "**GEMM efficiency and all-reduce per GPU** (Vidur profiles; fractions of the datasheet"
         " peak):",
         "",
-        "| GPU | bandwidth | compute | launch µs | GEMM rows | median APE | all-reduce"
-        " latency µs | bus GB/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| GPU | bandwidth | compute | launch µs | GEMM rows | median APE | small ops µs/layer"
+        " | all-reduce latency µs | bus GB/s | per TP: latency µs / bus GB/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for g, e in eff.items():
+        per_tp = ", ".join(
+            f"TP {n}: {v['latency_us']:.0f} / {v['bus_gbs']:.0f}"
+            for n, v in e.get("allreduce_by_tp", {}).items()
+        )
         lines.append(
             f"| {g} | {e['bandwidth']:.3f} | {e['compute']:.3f} | {e['launch_us']:.1f} | "
-            f"{e['gemm_rows']} | {e['gemm_median_ape_pct']} % | {e['allreduce_latency_us']:.1f}"
-            f" | {e['allreduce_bus_gbs']:.0f} |"
+            f"{e['gemm_rows']} | {e['gemm_median_ape_pct']} % | {e.get('layer_ops_us', 0):.1f} | "
+            f"{e['allreduce_latency_us']:.1f} | {e['allreduce_bus_gbs']:.0f} | {per_tp} |"
         )
     lines += [
         "",

@@ -15,10 +15,15 @@ serving runs:
   fitted ``bandwidth`` and ``compute`` are the fractions of the datasheet figures the GPU
   reaches for serving-sized GEMMs (M <= 8192 tokens).
 * **All-reduce** -- Vidur's NCCL profiles (``network/<setup>/all_reduce.csv``: median
-  milliseconds per message size in bytes and GPU count), single-node rows only: the
-  small-message latency (median time of messages up to 64 KiB, per GPU count; the median
-  over the counts) and the bus bandwidth of large messages (4 MiB and up:
-  ``size x 2 (n-1)/n / (t - latency)``).
+  milliseconds per message size in bytes and GPU count), single-node rows only, per GPU
+  count (= TP degree): the latency of decode-sized messages (median time of messages up
+  to 1 MiB, i.e. up to 64 tokens of an 8192-wide model) and the bus bandwidth of large
+  messages (4 MiB and up: ``size x 2 (n-1)/n / (t - latency)``); the GPU's summary is
+  the median over the counts.
+* **Small per-layer operators** -- the same profiles' norms, rotary embedding, activation
+  and residual add at decode sizes (<= 64 tokens) of the 8192-wide models (Llama-2-70B on
+  H100, Llama-3-70B on A100: the same layer shape): the GPU time of the kernels that are
+  neither GEMMs nor attention, which the calibrated model's ``layer_us`` prices.
 
 The calibrated model uses the ratios of these figures to the H100's (the GPU its
 end-to-end fit saw), so the H100 stays exactly as fitted and other profiled GPUs follow
@@ -33,7 +38,7 @@ import csv
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,13 +50,16 @@ __all__ = [
     "AllReduceRow",
     "GemmFit",
     "GemmRow",
+    "LayerOpsRow",
     "SplitwiseRow",
     "fit_allreduce",
     "fit_gemm_efficiency",
+    "fit_layer_ops",
     "gemm_rows_from_csv",
     "gemm_seconds",
     "load_allreduce",
     "load_gemm_rows",
+    "load_layer_ops",
     "load_splitwise",
 ]
 
@@ -66,7 +74,7 @@ SPLITWISE_GPUS = {"h100-80gb": "H100", "a100-80gb": "A100-SXM"}
 _GEMMS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
 #: Largest step the fit considers (serving batches; vLLM's token budgets are 2k-8k).
 MAX_TOKENS = 8192
-SMALL_MESSAGE_BYTES = 64 * 1024
+SMALL_MESSAGE_BYTES = 1024 * 1024
 LARGE_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
@@ -233,9 +241,13 @@ def load_allreduce(vidur_root: str | os.PathLike[str]) -> list[AllReduceRow]:
 
 @dataclass(frozen=True, slots=True)
 class AllReduceFit:
+    """Summary latency and bus bandwidth, and both per GPU count (``per_tp``)."""
+
     latency_us: float
     bus_gbs: float
     rows: int
+    #: GPU count -> (latency µs, bus GB/s) as measured at that count.
+    per_tp: dict[int, tuple[float, float]] = field(default_factory=dict)
 
 
 def fit_allreduce(rows: Iterable[AllReduceRow]) -> AllReduceFit:
@@ -247,20 +259,89 @@ def fit_allreduce(rows: Iterable[AllReduceRow]) -> AllReduceFit:
         if small:
             per_n[n] = float(np.median(small))
     if not per_n:
-        raise ValueError("no all-reduce rows of at most 64 KiB")
+        raise ValueError("no all-reduce rows of at most 1 MiB")
     # One latency per GPU count (2, 4, 8 differ: NVSwitch vs direct paths); the summary is
     # their median, so no GPU count dominates through its number of rows.
     latency = float(np.median(list(per_n.values())))
-    bws = [
-        r.size_bytes * 2.0 * (r.gpus - 1) / r.gpus / (r.seconds - per_n[r.gpus])
-        for r in use
-        if r.size_bytes >= LARGE_MESSAGE_BYTES and r.gpus in per_n and r.seconds > per_n[r.gpus]
-    ]
-    if not bws:
+    bws: dict[int, list[float]] = {n: [] for n in per_n}
+    for r in use:
+        if r.size_bytes >= LARGE_MESSAGE_BYTES and r.gpus in per_n and r.seconds > per_n[r.gpus]:
+            bws[r.gpus].append(
+                r.size_bytes * 2.0 * (r.gpus - 1) / r.gpus / (r.seconds - per_n[r.gpus])
+            )
+    every = [b for v in bws.values() for b in v]
+    if not every:
         raise ValueError("no all-reduce rows of 4 MiB or more")
+    per_tp = {n: (per_n[n] * 1e6, float(np.median(v)) / 1e9) for n, v in sorted(bws.items()) if v}
     return AllReduceFit(
-        latency_us=latency * 1e6, bus_gbs=float(np.median(bws)) / 1e9, rows=len(use)
+        latency_us=latency * 1e6,
+        bus_gbs=float(np.median(every)) / 1e9,
+        rows=len(use),
+        per_tp=per_tp,
     )
+
+
+#: Vidur's per-layer operators that are neither GEMMs nor attention (one of each per
+#: layer; a layer has two norms, listed separately, and two residual adds, one column).
+_SMALL_OPS = ("input_layernorm", "attn_rope", "post_attention_layernorm", "mlp_act", "add")
+#: Layer width whose small operators are compared across GPUs (both have a 70B model).
+LAYER_OPS_HIDDEN = 8192
+LAYER_OPS_MAX_TOKENS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class LayerOpsRow:
+    """The small operators of one layer: M tokens on one GPU at one TP degree (seconds)."""
+
+    gpu: str
+    model: str
+    hidden: int
+    tp: int
+    tokens: int
+    seconds: float
+
+
+def load_layer_ops(vidur_root: str | os.PathLike[str]) -> list[LayerOpsRow]:
+    """Per-layer small-operator time of every profiled row (the residual add counted twice)."""
+    base = os.path.join(os.fspath(vidur_root), "data", "profiling", "compute")
+    out: list[LayerOpsRow] = []
+    for folder, gpu in sorted(COMPUTE_GPUS.items()):
+        top = os.path.join(base, folder)
+        for dirpath, _dirs, files in sorted(os.walk(top)):
+            if "mlp.csv" not in files:
+                continue
+            model = os.path.relpath(dirpath, top).replace(os.sep, "/")
+            with open(os.path.join(dirpath, "mlp.csv"), newline="", encoding="utf-8") as fh:
+                for rec in csv.DictReader(fh):
+                    try:
+                        ms = [float(rec[f"time_stats.{op}.median"]) for op in _SMALL_OPS]
+                    except (KeyError, ValueError):
+                        continue
+                    if not all(math.isfinite(v) and v >= 0 for v in ms):
+                        continue
+                    out.append(
+                        LayerOpsRow(
+                            gpu=gpu,
+                            model=model,
+                            hidden=int(float(rec["n_embd"])),
+                            tp=int(float(rec["num_tensor_parallel_workers"])),
+                            tokens=int(float(rec["num_tokens"])),
+                            seconds=(sum(ms) + ms[-1]) * 1e-3,
+                        )
+                    )
+    return out
+
+
+def fit_layer_ops(
+    rows: Iterable[LayerOpsRow],
+    hidden: int = LAYER_OPS_HIDDEN,
+    max_tokens: int = LAYER_OPS_MAX_TOKENS,
+) -> float:
+    """Median small-operator µs per layer at decode sizes for layers ``hidden`` wide."""
+    use = [r.seconds for r in rows if r.hidden == hidden and r.tokens <= max_tokens]
+    if not use:
+        raise ValueError(f"no small-operator rows with hidden {hidden} and <= {max_tokens} tokens")
+    return float(np.median(use)) * 1e6
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,8 +130,22 @@ class GpuCorrection:
     compute: float = 1.0  # x datasheet FLOP/s, relative to the H100's fraction
     allreduce_latency: float = 1.0  # x the all-reduce latency factor of the interconnect
     link_gbs: float = 0.0  # effective link bandwidth for all-reduce bytes (0: datasheet)
+    #: x ``layer_us``: the GPU's small per-layer kernels (norms, rotary, activation,
+    #: residual adds) at decode sizes, relative to the H100's.
+    layer: float = 1.0
+    #: Per TP degree as measured: (TP, latency factor like ``allreduce_latency``, bus GB/s
+    #: or 0 for the datasheet link). A TP degree listed here overrides the two TP-flat
+    #: figures above.
+    allreduce_tp: tuple[tuple[int, float, float], ...] = ()
     measured: bool = False
     source: str = ""
+
+    def allreduce(self, tp: int) -> tuple[float, float]:
+        """(latency factor, bus GB/s or 0 for the datasheet link) at ``tp`` GPUs."""
+        for n, lat, bus in self.allreduce_tp:
+            if n == tp:
+                return lat, bus or self.link_gbs
+        return self.allreduce_latency, self.link_gbs
 
 
 #: No correction: the GPU is priced by its datasheet with the H100's efficiencies.
@@ -149,29 +163,61 @@ def _load_corrections() -> dict[str, GpuCorrection]:
         if os.path.exists(GPU_EFFICIENCY_PATH):
             with open(GPU_EFFICIENCY_PATH, encoding="utf-8") as fh:
                 doc = json.load(fh)
-            ref_name = doc["reference_gpu"]
-            gpus = doc["gpus"]
-            ref = gpus[ref_name]
-            ref_link = interconnect(ref_name)[0]
-            for name, g in gpus.items():
-                if name == ref_name:
-                    out[name] = replace(NO_CORRECTION, measured=True, source=g.get("data", ""))
-                    continue
-                out[name] = GpuCorrection(
-                    bandwidth=g["bandwidth"] / ref["bandwidth"],
-                    compute=g["compute"] / ref["compute"],
-                    allreduce_latency=g["allreduce_latency_us"] / ref["allreduce_latency_us"],
-                    link_gbs=ref_link * g["allreduce_bus_gbs"] / ref["allreduce_bus_gbs"],
-                    measured=True,
-                    source=g.get("data", ""),
-                )
+            out = corrections_from_efficiency(doc["gpus"], doc["reference_gpu"])
         _CORRECTIONS = out
     return _CORRECTIONS
 
 
+def corrections_from_efficiency(
+    gpus: Mapping[str, Mapping[str, Any]], ref_name: str
+) -> dict[str, GpuCorrection]:
+    """Per-GPU corrections from measured efficiencies (``gpu-efficiency.json``'s ``gpus``).
+
+    Bandwidth, FLOP/s and small-kernel time are ratios to the reference GPU's (the H100's
+    end-to-end fit holds its efficiencies). All-reduce latency per TP degree is the
+    measured latency over the reference GPU's TP-median latency (so ``allreduce_us`` is
+    the reference GPU's typical latency and the measured TP dependence stays in), and the
+    bus bandwidth per TP degree is used as measured. Under the key ``"*"`` comes the
+    correction for GPUs without measurements: the reference GPU's all-reduce latency
+    shape over TP (NVLink or PCIe factor from :func:`interconnect` on top), everything
+    else from the datasheet.
+    """
+    ref = gpus[ref_name]
+    ref_lat = float(ref["allreduce_latency_us"])
+    ref_link = interconnect(ref_name)[0]
+    ref_small = float(ref.get("layer_ops_us") or 0.0)
+    out: dict[str, GpuCorrection] = {}
+    for name, g in gpus.items():
+        per_tp = tuple(
+            (int(n), float(v["latency_us"]) / ref_lat, float(v["bus_gbs"]))
+            for n, v in sorted((g.get("allreduce_by_tp") or {}).items(), key=lambda kv: int(kv[0]))
+        )
+        small = float(g.get("layer_ops_us") or 0.0)
+        out[name] = GpuCorrection(
+            bandwidth=g["bandwidth"] / ref["bandwidth"],
+            compute=g["compute"] / ref["compute"],
+            allreduce_latency=g["allreduce_latency_us"] / ref_lat,
+            link_gbs=0.0
+            if name == ref_name
+            else ref_link * g["allreduce_bus_gbs"] / ref["allreduce_bus_gbs"],
+            layer=small / ref_small if small > 0 and ref_small > 0 else 1.0,
+            allreduce_tp=per_tp,
+            measured=True,
+            source=str(g.get("data", "")),
+        )
+    if ref_name in out:
+        out["*"] = GpuCorrection(
+            allreduce_tp=tuple((n, lat, 0.0) for n, lat, _bus in out[ref_name].allreduce_tp)
+        )
+    return out
+
+
 def gpu_correction(gpu_name: str) -> GpuCorrection:
-    """The measured correction of a GPU (canonical name), or :data:`NO_CORRECTION`."""
-    return _load_corrections().get(gpu_name, NO_CORRECTION)
+    """The measured correction of a GPU (canonical name); for a GPU nobody profiled, its
+    datasheet with the reference GPU's all-reduce latency over TP (or
+    :data:`NO_CORRECTION` without a ``gpu-efficiency.json``)."""
+    known = _load_corrections()
+    return known.get(gpu_name) or known.get("*", NO_CORRECTION)
 
 
 # --------------------------------------------------------------------------- coefficients
@@ -423,8 +469,10 @@ class StepShape:
         self.bw = gpu.peak_bandwidth_tbs * 1e12 * corr.bandwidth  # bytes/s
         self.peak = gpu.peak_tflops * 1e12 * corr.compute  # BF16 dense FLOP/s
         link_gbs, link_latency = interconnect(gpu.name)
-        self.link_latency = link_latency * corr.allreduce_latency
-        self.link_bw = (corr.link_gbs or link_gbs) * 1e9
+        ar_latency, ar_gbs = corr.allreduce(tp)
+        self.link_latency = link_latency * ar_latency
+        self.link_bw = (ar_gbs or link_gbs) * 1e9
+        self.layer_factor = corr.layer
         d = float(arch.hidden)
         bpp = float(arch.dtype_bytes)
         q = arch.quantization
@@ -455,6 +503,10 @@ class StepShape:
         self.moe_layers = moe.moe_layers if moe else 0
         per_expert = 3.0 * d * float(moe.expert_ffn) if moe else 0.0
         self.expert_bytes = per_expert * stored("experts") * self.moe_layers / tp  # one expert
+        # Quantized experts (FP8/INT8/INT4) run vLLM's quantized fused-MoE kernels, the only
+        # ones the end-to-end data measured (Llama-4-Scout FP8): ``moe`` prices those.
+        # 16-bit experts stream like the dense GEMMs (``weight_read`` alone).
+        self.quantized_experts = moe is not None and "experts" in scoped
         # GEMM FLOPs per token (per GPU): 2 x active parameters, LM head apart.
         active = p["attention"] + p["dense_mlp"] + p["shared"] + p["router"]
         if moe is not None:
@@ -552,7 +604,7 @@ class CalibratedLatencyModel:
         self.shape = sh = StepShape(architecture, gpu, tp, sampling, correction)
         self._p = c.smooth_p
         self._wr = c.weight_read
-        self._moe = c.moe
+        self._moe = c.moe if sh.quantized_experts else 1.0
         self._cp = c.compute
         self._kv = c.kv_read
         self._att = c.attention
@@ -561,7 +613,7 @@ class CalibratedLatencyModel:
             comm_s = 2.0 * sh.layers * c.allreduce_us * sh.link_latency * 1e-6
         self._comm_s = comm_s
         self._ar_per_s = 2.0 * sh.layers  # x all-reduce seconds of one layer's payload
-        self._fixed_us = c.step_us + c.layer_us * sh.layers
+        self._fixed_us = c.step_us + c.layer_us * sh.layer_factor * sh.layers
         self._req_us = c.request_us + c.sampler_us * sh.sampler_units
         self._otp = round(c.output_token_us)
         self._decode_cache: dict[int, float] = {}
@@ -621,7 +673,7 @@ class CalibratedLatencyModel:
             "attention_us": self._att * att * 1e6,
             "allreduce_us": comm * 1e6,
             "step_us": self.coefficients.step_us,
-            "layers_us": self.coefficients.layer_us * self.shape.layers,
+            "layers_us": self.coefficients.layer_us * self.shape.layer_factor * self.shape.layers,
             "requests_us": self.coefficients.request_us * requests,
             "sampler_us": self.coefficients.sampler_us * self.shape.sampler_units * requests,
             "penalty_us": (self._pen_us + self._pen_per_kv_s * kv) if requests else 0.0,
