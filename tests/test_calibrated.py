@@ -173,6 +173,28 @@ def test_moe_expert_traffic():
     assert sh.flops_per_token == 2 * active
 
 
+def test_moe_factor_prices_quantized_experts_only():
+    """``moe`` was fitted on FP8 fused-MoE kernels (Llama-4-Scout); 16-bit experts (Mixtral)
+    stream like dense weights, so the factor must not touch them."""
+    spec = MoESpec(experts=8, top_k=2, expert_ffn=500, shared_ffn=0, moe_layers=2)
+    shape = {"layers": 2, "hidden": 1000, "heads": 10, "kv_heads": 5, "ffn": 2000,
+             "vocab": 1000, "dtype_bytes": 2, "moe": spec}  # fmt: skip
+    bf16 = ModelArchitecture(name="toy/moe-bf16", **shape)
+    fp8 = ModelArchitecture(
+        name="toy/moe-fp8",
+        quantization=WeightQuantization(bytes_per_param=1.0, scope="experts"),
+        **shape,
+    )
+    assert not StepShape(bf16, GPU, 1).quantized_experts
+    assert StepShape(fp8, GPU, 1).quantized_experts
+    for arch, factor in ((bf16, 1.0), (fp8, 3.0)):
+        base = CalibratedLatencyModel(arch, GPU, 1, UNIT).terms([], 16, 0)["weights_us"]
+        hi = CalibratedLatencyModel(arch, GPU, 1, UNIT.with_values({"moe": 3.0}))
+        sh = hi.shape
+        experts = sh.expert_bytes * sh.touched_experts(16) / 1e12 * 1e6
+        assert hi.terms([], 16, 0)["weights_us"] == pytest.approx(base + (factor - 1) * experts)
+
+
 def test_cuda_graph_padding_sizes():
     sizes = {t: cuda_graph_tokens(t) for t in (0, 1, 2, 3, 4, 5, 9, 16, 17, 250, 256, 257, 512)}
     assert sizes == {0: 0, 1: 1, 2: 2, 3: 4, 4: 4, 5: 8, 9: 16, 16: 16, 17: 24, 250: 256,

@@ -19,8 +19,10 @@ from inference_sim.calibrate.gpu_profiles import (
     GemmRow,
     fit_allreduce,
     fit_gemm_efficiency,
+    fit_layer_ops,
     gemm_rows_from_csv,
     gemm_seconds,
+    load_layer_ops,
     load_splitwise,
 )
 from inference_sim.catalog import load_catalog
@@ -29,7 +31,10 @@ from inference_sim.latency.calibrated import (
     GPU_EFFICIENCY_PATH,
     NO_CORRECTION,
     CalibratedLatencyModel,
+    GpuCorrection,
+    corrections_from_efficiency,
     gpu_correction,
+    interconnect,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,11 +102,93 @@ def test_allreduce_fit_recovers_latency_and_bus_bandwidth() -> None:
     rows = []
     for n in (2, 4, 8):
         for size in (2048, 16384, 65536, 1 << 20, 4 << 20, 16 << 20, 64 << 20):
-            t = 20e-6 + (size * 2 * (n - 1) / n / 300e9 if size > 65536 else 0.0)
+            t = 20e-6 + (size * 2 * (n - 1) / n / 300e9 if size > (1 << 20) else 0.0)
             rows.append(AllReduceRow("s", "G", n, float(size), t))
     fit = fit_allreduce(rows)
     assert fit.latency_us == pytest.approx(20.0)
     assert fit.bus_gbs == pytest.approx(300.0)
+
+
+def test_allreduce_fit_keeps_each_tp_degree_as_measured() -> None:
+    lat = {2: 10e-6, 4: 30e-6, 8: 25e-6}
+    bus = {2: 400e9, 4: 300e9, 8: 200e9}
+    rows = [
+        AllReduceRow("s", "G", n, float(size), lat[n] + size * 2 * (n - 1) / n / bus[n])
+        for n in (2, 4, 8)
+        for size in (2048, 65536, 4 << 20, 16 << 20, 64 << 20)
+    ]
+    fit = fit_allreduce(rows)
+    # Small messages (<= 1 MiB) carry a little transfer time on top of the latency.
+    for n in (2, 4, 8):
+        small = [r.seconds for r in rows if r.gpus == n and r.size_bytes <= 1 << 20]
+        assert fit.per_tp[n][0] == pytest.approx(float(np.median(small)) * 1e6)
+        assert fit.per_tp[n][0] == pytest.approx(lat[n] * 1e6, rel=0.05)
+        assert fit.per_tp[n][1] == pytest.approx(bus[n] / 1e9, rel=0.02)
+    assert fit.latency_us == pytest.approx(sorted(v[0] for v in fit.per_tp.values())[1])
+
+
+def test_small_layer_operators_per_gpu(tmp_path: Path) -> None:
+    ops = ("input_layernorm", "attn_rope", "post_attention_layernorm", "mlp_act", "add")
+    cols = ["n_head", "n_kv_head", "n_embd", "n_expanded_embd", "num_tokens",
+            "num_tensor_parallel_workers"]  # fmt: skip
+    root = tmp_path / "vidur"
+    for folder, ms in (("h100", 0.002), ("a100", 0.003)):
+        d = root / "data" / "profiling" / "compute" / folder / "org" / "m"
+        d.mkdir(parents=True)
+        with (d / "mlp.csv").open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(cols + [f"time_stats.{op}.median" for op in ops])
+            for tokens in (1, 32, 512):
+                scale = 10.0 if tokens > 64 else 1.0  # prefill sizes are not fixed costs
+                w.writerow([64, 8, 8192, 28672, tokens, 2] + [ms * scale] * len(ops))
+            w.writerow([32, 8, 4096, 14336, 1, 1] + [1.0] * len(ops))  # another width
+    rows = load_layer_ops(root)
+    assert {r.gpu for r in rows} == {"H100", "A100-SXM"} and len(rows) == 8
+    # five operators, the residual add twice: 6 x 2 µs on H100, 6 x 3 µs on A100
+    h100 = fit_layer_ops([r for r in rows if r.gpu == "H100"])
+    a100 = fit_layer_ops([r for r in rows if r.gpu == "A100-SXM"])
+    assert (h100, a100) == (pytest.approx(12.0), pytest.approx(18.0))
+    with pytest.raises(ValueError, match="hidden 1234"):
+        fit_layer_ops(rows, hidden=1234)
+
+
+def test_corrections_carry_the_measured_tp_dependence() -> None:
+    eff = {
+        "REF": {"bandwidth": 0.9, "compute": 0.7, "allreduce_latency_us": 40.0,
+                "allreduce_bus_gbs": 400.0, "layer_ops_us": 20.0,
+                "allreduce_by_tp": {"2": {"latency_us": 20.0, "bus_gbs": 300.0},
+                                    "4": {"latency_us": 60.0, "bus_gbs": 500.0}}},
+        "OTHER": {"bandwidth": 0.45, "compute": 0.7, "allreduce_latency_us": 80.0,
+                  "allreduce_bus_gbs": 200.0, "layer_ops_us": 30.0,
+                  "allreduce_by_tp": {"2": {"latency_us": 100.0, "bus_gbs": 150.0}}},
+    }  # fmt: skip
+    corr = corrections_from_efficiency(eff, "REF")
+    assert corr["REF"].allreduce(2) == (0.5, 300.0) and corr["REF"].allreduce(4) == (1.5, 500.0)
+    assert corr["REF"].allreduce(8) == (1.0, 0.0)  # unmeasured TP: TP-flat, datasheet link
+    assert corr["REF"].layer == 1.0 and corr["REF"].bandwidth == 1.0
+    other = corr["OTHER"]
+    assert other.bandwidth == pytest.approx(0.5) and other.layer == pytest.approx(1.5)
+    assert other.allreduce(2) == (pytest.approx(2.5), 150.0)
+    # TP 4 was not measured on OTHER: its TP-flat ratios to the reference.
+    link = interconnect("REF")[0]  # the reference GPU's datasheet link (unknown: default)
+    assert other.allreduce(4) == (pytest.approx(2.0), pytest.approx(link * 200.0 / 400.0))
+    # A GPU nobody profiled: the reference's latency shape over TP, its own datasheet link.
+    star = corr["*"]
+    assert not star.measured and star.bandwidth == 1.0 and star.layer == 1.0
+    assert star.allreduce(4) == (1.5, 0.0) and star.allreduce(2) == (0.5, 0.0)
+
+
+def test_allreduce_term_follows_the_tp_profile() -> None:
+    cat = load_catalog()
+    arch = bundled_architecture(QWEN)
+    assert arch is not None
+    corr = GpuCorrection(allreduce_tp=((2, 0.5, 100.0), (4, 2.0, 400.0)))
+    c = CalibratedLatencyModel(arch, cat.gpu("H100"), 2).coefficients
+    for tp, lat, gbs in ((2, 0.5, 100.0), (4, 2.0, 400.0)):
+        m = CalibratedLatencyModel(arch, cat.gpu("H100"), tp, correction=corr)
+        per_token = arch.hidden * 2.0 * 2.0 * (tp - 1) / tp
+        want = 2 * arch.layers * (c.allreduce_us * lat + 10 * per_token / (gbs * 1e3))
+        assert m.terms([], 10, 1000)["allreduce_us"] == pytest.approx(want)
 
 
 def test_splitwise_rows_are_medians_without_the_power_capped_runs(tmp_path: Path) -> None:
@@ -123,27 +210,45 @@ def test_splitwise_rows_are_medians_without_the_power_capped_runs(tmp_path: Path
     )
 
 
-def test_h100_is_priced_exactly_as_fitted_and_a100_by_its_measured_ratios() -> None:
+def test_h100_is_priced_as_fitted_and_a100_by_its_measured_ratios() -> None:
     cat = load_catalog()
     arch = bundled_architecture(QWEN)
     assert arch is not None
+    eff = json.loads(Path(GPU_EFFICIENCY_PATH).read_text(encoding="utf-8"))["gpus"]
+    # The H100 keeps its datasheet figures; only the all-reduce follows its measured
+    # latency and bus bandwidth at the TP degree.
     h100 = CalibratedLatencyModel(arch, cat.gpu("H100"), 2)
     h100_raw = CalibratedLatencyModel(arch, cat.gpu("H100"), 2, correction=NO_CORRECTION)
+    measured_tp2 = eff["H100"]["allreduce_by_tp"]["2"]
+    assert h100.shape.link_bw == pytest.approx(measured_tp2["bus_gbs"] * 1e9)
     for prefill, count, ctx in (([], 8, 8000), ([(0, 2048)], 0, 0), ([(100, 300)], 16, 9000)):
-        assert h100.terms(prefill, count, ctx) == h100_raw.terms(prefill, count, ctx)
-    eff = json.loads(Path(GPU_EFFICIENCY_PATH).read_text(encoding="utf-8"))["gpus"]
+        t, t_raw = h100.terms(prefill, count, ctx), h100_raw.terms(prefill, count, ctx)
+        for key in t:
+            if key not in ("allreduce_us", "total_us"):
+                assert t[key] == t_raw[key], key
     corr = gpu_correction("A100-SXM")
     assert corr.measured and corr.bandwidth == pytest.approx(
         eff["A100-SXM"]["bandwidth"] / eff["H100"]["bandwidth"]
+    )
+    assert corr.layer == pytest.approx(
+        eff["A100-SXM"]["layer_ops_us"] / eff["H100"]["layer_ops_us"]
     )
     a100 = CalibratedLatencyModel(arch, cat.gpu("A100-SXM"), 2)
     a100_raw = CalibratedLatencyModel(arch, cat.gpu("A100-SXM"), 2, correction=NO_CORRECTION)
     w, w_raw = a100.terms([], 8, 8000), a100_raw.terms([], 8, 8000)
     assert w["weights_us"] == pytest.approx(w_raw["weights_us"] / corr.bandwidth)
     assert w["kv_us"] == pytest.approx(w_raw["kv_us"] / corr.bandwidth)
+    assert w["layers_us"] == pytest.approx(w_raw["layers_us"] * corr.layer)
     assert w["total_us"] > w_raw["total_us"]  # A100 reaches less of its datasheet bandwidth
-    # GPUs nobody profiled keep their datasheet figures.
-    assert gpu_correction("L40S") is NO_CORRECTION
+    # GPUs nobody profiled keep their datasheet figures, with the H100's all-reduce
+    # latency over TP.
+    l40s = gpu_correction("L40S")
+    assert not l40s.measured and l40s.bandwidth == 1.0 and l40s.layer == 1.0
+    h100_tp4 = eff["H100"]["allreduce_by_tp"]["4"]["latency_us"]
+    assert l40s.allreduce(4) == (
+        pytest.approx(h100_tp4 / eff["H100"]["allreduce_latency_us"]),
+        0.0,
+    )
 
 
 @pytest.mark.skipif(SHARED is None, reason="../shared/calibration (Vidur, Splitwise) not present")
@@ -162,8 +267,10 @@ def test_logo_script_reproduces_the_shipped_efficiencies(tmp_path: Path) -> None
     doc = json.loads((docs / "calibration-logo.json").read_text(encoding="utf-8"))
     shipped = json.loads(Path(GPU_EFFICIENCY_PATH).read_text(encoding="utf-8"))["gpus"]
     for gpu in ("H100", "A100-SXM"):
-        for key in ("bandwidth", "compute", "allreduce_latency_us", "allreduce_bus_gbs"):
+        for key in ("bandwidth", "compute", "allreduce_latency_us", "allreduce_bus_gbs",
+                    "layer_ops_us"):  # fmt: skip
             assert doc["efficiency"][gpu][key] == pytest.approx(shipped[gpu][key], rel=1e-3)
+        assert doc["efficiency"][gpu]["allreduce_by_tp"] == shipped[gpu]["allreduce_by_tp"]
     # The A100 reaches a smaller share of its datasheet bandwidth than the H100.
     assert doc["efficiency"]["A100-SXM"]["bandwidth"] < doc["efficiency"]["H100"]["bandwidth"]
     kinds = {(r["target"], r["gpu_figures"], r["prediction"]) for r in doc["step_logo"]}
