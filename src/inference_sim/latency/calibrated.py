@@ -7,17 +7,21 @@ efficiently the hardware runs them (docs/calibration.md). Per engine step, per G
     lin   = smoothmax(weight_read x weight bytes / BW,  compute x GEMM FLOPs / peak)
     kv    = kv_read x KV bytes read and written / BW
     attn  = attention x prefill attention FLOPs / peak
-    comm  = [TP > 1] 2 x layers x (allreduce_us x link factor + all-reduce bytes / link BW)
+    comm  = [TP > 1] 2 x layers x (allreduce_us x lat(GPU, TP) + all-reduce bytes / bus(GPU, TP))
     samp  = [filtered sampling] x requests x sampler_us x vocab / 100 000
-    step  = lin + kv + attn + comm + samp + pen + step_us + layers x layer_us
+    step  = lin + kv + attn + comm + samp + pen + step_us + layers x layer_us x small(GPU)
             + requests x request_us
+
+``lat``, ``bus`` and ``small`` come from the GPU's measured timings (NCCL all-reduce per
+TP degree, small per-layer kernels; :class:`GpuCorrection`).
 
 ``smoothmax(a, b) = (a^p + b^p)^(1/p)`` (p = ``smooth_p``) joins the memory-bound and
 compute-bound regimes of the linear layers. Weight bytes are what one GPU reads in the
 step: attention and dense-MLP projections, shared experts and router, the LM head, and
 (for mixture-of-experts models) the routed experts the step's tokens touch -- on
 average ``E x (1 - (1 - k/E)^T)`` of ``E`` experts for ``T`` tokens with top-``k``
-routing, ``T`` padded to the step's CUDA-graph size -- scaled by ``moe``. FLOPs are
+routing, ``T`` padded to the step's CUDA-graph size -- scaled by ``moe`` when the experts
+are quantized (the fused-MoE kernels ``moe`` was fitted on). FLOPs are
 2 x active parameters per token, plus the LM head for each scheduled request. KV bytes
 are each decoder's context plus its new token, and each prefill chunk's earlier
 context plus its new tokens.
