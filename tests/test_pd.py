@@ -337,3 +337,87 @@ def test_plan_searches_pd_ratios_beside_colocated():
               "--pd-ratio", "0:3"],
     )  # fmt: skip
     assert bad.exit_code == 2 and "--pd-ratio '0:3'" in bad.output
+
+
+def test_each_pool_has_its_own_latency_model_and_engine_limits(tmp_path):
+    """Issue 17 (Pools): a pool may have its own step-time model and engine limits."""
+    from inference_sim.config.resolve import resolve
+    from inference_sim.latency.blackbox import BlackboxLatencyModel
+    from inference_sim.latency.roofline import RooflineLatencyModel
+    from inference_sim.runner import build_simulator
+
+    base = {
+        "model": "meta-llama/llama-3.1-8b-instruct", "hardware": "H100", "tp": 1,
+        "num_instances": 3, "prefill_instances": 1, "decode_instances": 1,
+    }  # fmt: skip
+    plan = resolve(
+        base
+        | {
+            "decode_latency_model": "roofline",
+            "decode_max_num_seqs": 7,  # alias of decode_max_num_running_reqs
+            "prefill_max_num_batched_tokens": 8192,
+        }
+    )
+    sim = build_simulator(plan)
+    by_role = {inst.role: inst for inst in sim.instances}
+    assert isinstance(by_role["decode"].latency, RooflineLatencyModel)
+    assert isinstance(by_role["prefill"].latency, BlackboxLatencyModel)
+    assert isinstance(by_role["both"].latency, BlackboxLatencyModel)
+    assert by_role["decode"].config.max_num_seqs == 7
+    assert by_role["prefill"].config.max_num_seqs == 256
+    assert by_role["prefill"].config.max_num_batched_tokens == 8192
+    assert by_role["decode"].config.max_num_batched_tokens == 2048
+    assert by_role["both"].config.max_num_batched_tokens == 2048
+
+    # The same keys in a run-config YAML give the same results as the flags, and the
+    # pd section names what each pool ran.
+    flags_path, yaml_path = tmp_path / "flags.json", tmp_path / "yaml.json"
+    res = _blis(
+        "--num-instances", "3", "--prefill-instances", "1", "--decode-instances", "1",
+        "--decode-latency-model", "roofline", "--decode-max-num-seqs", "7",
+        "--prefill-max-num-batched-tokens", "8192", "--results-path", str(flags_path),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        "num_instances: 3\nprefill_instances: 1\ndecode_instances: 1\n"
+        "decode_latency_model: roofline\ndecode_max_num_seqs: 7\n"
+        "prefill_max_num_batched_tokens: 8192\n"
+    )
+    res = _blis("--config", str(cfg), "--results-path", str(yaml_path))
+    assert res.exit_code == 0, res.output
+    a, b = json.loads(flags_path.read_text()), json.loads(yaml_path.read_text())
+    assert a["pd"] == b["pd"] and a["ttft_p90_ms"] == b["ttft_p90_ms"]
+    pools = a["pd"]["pools"]
+    assert (pools["decode"]["latency_model"], pools["decode"]["max_num_running_reqs"]) == (
+        "roofline",
+        7,
+    )
+    assert pools["prefill"]["max_num_scheduled_tokens"] == 8192
+    assert pools["both"]["latency_model"] == "blackbox"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--model", "meta-llama/llama-3.1-70b-instruct", "--tp", "4", "--decode-tp", "1"),
+         "decode pool (--decode-tp 1): meta-llama/llama-3.1-70b-instruct does not fit"),
+        (("--decode-hardware", "L4", "--model", "meta-llama/llama-3.1-70b-instruct",
+          "--tp", "4", "--decode-tp", "2"), "decode pool (--decode-hardware L4 --decode-tp 2)"),
+        (("--decode-latency-model", "nope"), "decode pool (--decode-latency-model nope)"),
+        (("--prefill-max-num-seqs", "-1"), "--prefill-max-num-running-reqs must be >= 0"),
+    ],
+)  # fmt: skip
+def test_bad_pool_deployment_one_line_exit_2(args, needle):
+    """A decode pool whose GPU cannot hold the model is refused before the run."""
+    from click.testing import CliRunner
+
+    from inference_sim.cli.main import cli
+
+    base = ["run", "--model", "meta-llama/llama-3.1-8b-instruct", "--hardware", "H100",
+            "--tp", "1", "--num-requests", "5", "--num-instances", "3",
+            "--prefill-instances", "1", "--decode-instances", "1"]  # fmt: skip
+    res = CliRunner().invoke(cli, [*base, *args])
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], res.output

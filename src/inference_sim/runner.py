@@ -278,7 +278,7 @@ def run_plan(
         table = sampler.table()
     results = collect_results(plan, outcome, table, analysis)
     if pd_enabled(plan.options):  # the `pd` section and per-request P/D fields
-        section, fields = pd_result_parts(sim, outcome)
+        section, fields = pd_result_parts(sim, outcome, plan)
         results.summary["pd"] = section
         results.requests = pd_record_view(outcome, fields)
     if autoscale_enabled(plan.options):  # replicas over time, events, GPU-hours, cost

@@ -12,9 +12,20 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from inference_sim.config.errors import ConfigError
+from inference_sim.config.options import canonical_name
 
 DECIDERS = ("never", "always", "prefix-threshold")
-POOL_KEYS = ("hardware", "tp")
+# What a pool may set on its own: its deployment (GPU, TP), its step-time model and its
+# engine limits (a prefill pool with a large token budget, a decode pool with many
+# sequences). 0 or "" means "as the run".
+POOL_KEYS = (
+    "hardware",
+    "tp",
+    "latency_model",
+    "max_num_running_reqs",
+    "max_num_scheduled_tokens",
+)
+_POOL_INTS = ("tp", "max_num_running_reqs", "max_num_scheduled_tokens")
 
 
 def pd_enabled(o: Mapping[str, Any]) -> bool:
@@ -28,9 +39,11 @@ def check_pd_options(o: dict[str, Any], explicit: frozenset[str]) -> None:
     for name in ("prefill_instances", "decode_instances", "pd_prefix_threshold"):
         if o[name] < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {o[name]}")
-    for name in ("prefill_tp", "decode_tp"):
+    for name in (f"{pool}_{key}" for pool in ("prefill", "decode") for key in _POOL_INTS):
         if o[name] < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {o[name]}")
+            raise ConfigError(
+                f"--{name.replace('_', '-')} must be >= 0 (0: as the run), got {o[name]}"
+            )
     if not pd_enabled(o):
         counts = ("prefill_instances", "decode_instances")  # an explicit 0 is fine
         given = sorted(
@@ -68,7 +81,7 @@ def check_pd_options(o: dict[str, Any], explicit: frozenset[str]) -> None:
 
 
 def pool_overrides(o: Mapping[str, Any], pool: str) -> dict[str, Any]:
-    """The ``hardware``/``tp`` a pool sets differently from the run (empty: same)."""
+    """The :data:`POOL_KEYS` a pool sets differently from the run (empty: same)."""
     out: dict[str, Any] = {}
     for key in POOL_KEYS:
         value = o[f"{pool}_{key}"]
@@ -88,10 +101,13 @@ def resolve_pools(
             continue
         sub = {k: v for k, v in raw.items() if not k.replace("-", "_").startswith(
             ("pd_", "prefill_", "decode_"))}  # fmt: skip
-        if "tp" in over:
-            sub.pop("tensor_parallel_size", None)
+        # Drop every spelling of what the pool overrides (an alias such as max_num_seqs
+        # would clash with the canonical name); a pool's own latency model replaces the
+        # run's --roofline shorthand too.
+        dropped = set(over) | ({"roofline"} if "latency_model" in over else set())
+        sub = {k: v for k, v in sub.items() if canonical_name(k) not in dropped}
         sub.update(over)
-        flags = " ".join(f"--{pool}-{k} {v}" for k, v in over.items())
+        flags = " ".join(f"--{pool}-{k.replace('_', '-')} {v}" for k, v in over.items())
         try:
             pools[pool] = resolve(sub)
         except ConfigError as exc:
@@ -171,8 +187,14 @@ def build_pd_simulator(plan: Any) -> Any:
     )
 
 
-def pd_result_parts(sim: Any, outcome: Any) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
-    """The results' ``pd`` section and the per-request P/D fields (by request index)."""
+def pd_result_parts(
+    sim: Any, outcome: Any, plan: Any = None
+) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+    """The results' ``pd`` section and the per-request P/D fields (by request index).
+
+    With ``plan``, each pool's summary names the deployment it ran (GPU, TP, step-time
+    model, engine limits), since a pool may differ from the run's own.
+    """
     from inference_sim.metrics.summary import build_summary
 
     section = sim.pd_summary()
@@ -188,6 +210,13 @@ def pd_result_parts(sim: Any, outcome: Any) -> tuple[dict[str, Any], dict[int, d
         s["instances"] = len(members)
         s["handed_off"] = sum(m.handed_off for m in members)
         s["accepted_by_transfer"] = sum(m.accepted for m in members)
+        if plan is not None:
+            sub = plan.pools.get(role, plan)
+            s["hardware"] = sub.options["hardware"]
+            s["tp"] = sub.options["tp"]
+            s["latency_model"] = sub.latency_model
+            s["max_num_running_reqs"] = sub.engine.max_num_seqs
+            s["max_num_scheduled_tokens"] = sub.engine.max_num_batched_tokens
         pools[role] = s
     section["pools"] = pools
     return section, sim.pd.per_request
