@@ -101,6 +101,32 @@ def test_two_transfers_share_a_link_in_the_simulator():
     assert {r.handled_by for r in reqs} == {1, 2}
 
 
+def test_link_invariant_catches_shares_above_the_link(monkeypatch):
+    """--check-invariants: a link that gave each transfer the whole bandwidth is caught."""
+    from inference_sim.engine.invariants import InvariantViolation
+
+    # 1 MB each over 100 B/µs: A pulls from 1640 µs, B (its prompt in the next step) joins
+    # at 3280 µs while A still has 836 kB to go.
+    def run():
+        sim = _cluster(["prefill", "decode", "decode"], bw_gbps=0.1)
+        sim.run([make_request(0, 0, 64, 2), make_request(1, 300, 64, 2)])
+        return sim
+
+    sim = run()  # equal shares: fine
+    assert sim.pd.peak_concurrent == 2
+
+    def greedy(self, now):  # the bug: every transfer drains at the full link bandwidth
+        if self.active and now > self.last:
+            self.busy_us += now - self.last
+            for tr in self.active:
+                tr.remaining -= (now - self.last) * self.bandwidth
+        self.last = now
+
+    monkeypatch.setattr(Link, "advance", greedy)
+    with pytest.raises(InvariantViolation, match="shares exceed its bandwidth"):
+        run()
+
+
 def test_decode_pulls_only_blocks_missing_from_its_prefix_cache():
     shared = list(range(5000, 5064))  # 4 full blocks
     r0 = make_request(0, 0, [*shared, *range(9000, 9016)], 2)
@@ -204,6 +230,12 @@ def test_results_file_has_pd_section_and_request_fields(tmp_path):
     moved = [r for r in recs if r["prefill_instance"] != r["decode_instance"]]
     assert moved and all(r["kv_transfer_ms"] > 0 for r in moved)
     assert all(r["handled_by"] == r["decode_instance"] for r in recs)
+    # Bytes = blocks x one GPU's share of a block: Llama-3.1-8B has 32 layers x 8 KV heads
+    # x 128 dims x K and V x 2 bytes per token, split over the prefill pool's TP.
+    tp = doc["config"]["tp"]
+    assert pd["transfer_bytes"] == pd["transfer_blocks"] * 16 * (32 * 8 * 128 * 2 * 2) / tp
+    assert sum(r["kv_transfer_blocks"] for r in recs) == pd["transfer_blocks"]
+    assert all(r["kv_transfer_blocks"] <= -(-r["num_prefill_tokens"] // 16) for r in recs)
 
 
 def test_python_api_and_off_by_default(tmp_path):

@@ -66,10 +66,14 @@ class Link:
     active: list[Transfer] = field(default_factory=list)
     last: int = 0
     next_time: int = -1
+    busy_us: int = 0  # time with at least one active transfer (the invariant's budget)
+    done_bytes: float = 0.0  # bytes of the transfers that completed on this link
+    transfers: int = 0  # transfers completed on this link
 
     def advance(self, now: int) -> None:
         """Drain every active transfer by its equal share since the last update."""
         if self.active and now > self.last:
+            self.busy_us += now - self.last
             drained = (now - self.last) * self.bandwidth / len(self.active)
             for tr in self.active:
                 tr.remaining -= drained
@@ -388,10 +392,16 @@ class PDClusterSimulator(ExtraEvents):
 
     def _reschedule(self, now: int, p: int) -> None:
         link = self.links[p]
-        if self._checker is not None and link.active:
-            share = link.bandwidth / len(link.active)
-            if share * len(link.active) > link.bandwidth * (1 + 1e-9):
-                raise InvariantViolation("link shares exceed its bandwidth", time=now)
+        if self._checker is not None:
+            # The shares sum to at most the link: everything it has moved (completed
+            # transfers plus the progress of active ones) fits in its busy time.
+            moved = link.done_bytes + sum(tr.nbytes - tr.remaining for tr in link.active)
+            if moved > link.bandwidth * link.busy_us + _EPS_BYTES * (1 + link.transfers):
+                raise InvariantViolation(
+                    f"link of instance_{p} moved {moved:.0f} bytes in {link.busy_us} µs "
+                    f"at {link.bandwidth:g} bytes/µs: shares exceed its bandwidth",
+                    time=now,
+                )
         t = link.completion_time(now)
         link.next_time = t
         if t >= 0:
@@ -407,6 +417,8 @@ class PDClusterSimulator(ExtraEvents):
             self._reschedule(now, p)
             return
         link.active = [tr for tr in link.active if tr.remaining > _EPS_BYTES]
+        link.done_bytes += sum(tr.nbytes for tr in done)
+        link.transfers += len(done)
         self._reschedule(now, p)
         for tr in done:
             self._complete(now, tr)
