@@ -170,3 +170,16 @@ def test_html_report_charts_replicas_and_events(tmp_path):
         prefill_instances=1, decode_instances=2,
     )  # fmt: skip
     assert "Prefill/decode disaggregation" in build_report(pd)
+
+
+def test_every_bundled_gpu_has_a_price_and_aliases_share_it():
+    """docs/autoscaling.md lists a GPU-hour price for each bundled GPU; an alias
+    (A100-80 for A100-SXM) is priced as its GPU, not as an unknown one."""
+    from inference_sim import simulate
+    from inference_sim.catalog.loader import load_catalog
+    from inference_sim.config.autoscale import GPU_HOUR_PRICE
+
+    assert set(load_catalog().gpu_names()) <= set(GPU_HOUR_PRICE)
+    res = simulate(model="meta-llama/llama-3.1-8b-instruct", hardware="A100-80", tp=1,
+                   num_requests=10, autoscale_max=2, autoscale_target=4)  # fmt: skip
+    assert res.summary["autoscaling"]["gpu_hour_price"] == GPU_HOUR_PRICE["A100-SXM"]

@@ -203,7 +203,17 @@ def _price(plan: Any) -> float:
     if o["autoscale_gpu_hour_price"] >= 0:
         return float(o["autoscale_gpu_hour_price"])
     gpu = plan.gpu_spec.name if plan.gpu_spec is not None else o["hardware"]
-    return GPU_HOUR_PRICE.get(gpu, DEFAULT_PRICE)
+    return GPU_HOUR_PRICE.get(_canonical_gpu(plan, gpu), DEFAULT_PRICE)
+
+
+def _canonical_gpu(plan: Any, gpu: str) -> str:
+    """The catalog's name for ``gpu``: an alias (A100-80) is priced as its GPU."""
+    from inference_sim.catalog.errors import CatalogError
+
+    try:
+        return plan.catalog.gpu(gpu).name
+    except CatalogError:  # a GPU the catalog does not know: priced as given
+        return gpu
 
 
 def startup_seconds(plan: Any) -> tuple[float, str]:
