@@ -165,6 +165,9 @@ def test_html_report_charts_replicas_and_events(tmp_path):
     page = build_report(res)
     assert 'id="autoscaling-replicas"' in page
     assert "scale_up" in page and "GPU-hours" in page
+    during = res.summary["autoscaling"]["latency"]["during_scaling"]
+    assert "during scaling" in page
+    assert f"<td>{during['ttft_p90_ms']:.1f}</td>" in page
     pd = simulate(
         model="meta-llama/llama-3.1-8b-instruct", num_requests=50, num_instances=3,
         prefill_instances=1, decode_instances=2,

@@ -81,7 +81,31 @@ def _pool_html(a: Mapping[str, Any], pool: str, chart_id: str) -> str:
             for e in events
         ]  # fmt: skip
         parts.append(_rows(rows, ["time (s)", "event", "by / replica", "reason"]))
+    parts.append(_scaling_latency(a.get("latency") or {}))
     return "\n".join(parts)
+
+
+def _scaling_latency(lat: Mapping[str, Any]) -> str:
+    """Latency of the requests that arrived while replicas loaded or drained, beside
+    the others: what the scaling itself costs the clients."""
+    cols = ["completed_requests", "ttft_mean_ms", "ttft_p90_ms", "ttft_p99_ms", "e2e_p90_ms"]
+    rows = [
+        (label, *(_fmt(lat[key].get(c, "")) for c in cols))
+        for key, label in (("during_scaling", "during scaling"), ("steady", "steady"))
+        if isinstance(lat.get(key), Mapping)
+    ]
+    if not rows:
+        return ""
+    spans = lat.get("scaling_periods_s") or []
+    head = (
+        f"<p>Requests by arrival: during the {len(spans)} period(s) in which a replica was "
+        "loading or draining, and outside them.</p>"
+    )
+    return head + _rows(rows, ["arrived", *cols])
+
+
+def _fmt(v: Any) -> Any:
+    return f"{v:.1f}" if isinstance(v, float) else v
 
 
 def pd_html(pd: Mapping[str, Any]) -> str:
@@ -94,7 +118,8 @@ def pd_html(pd: Mapping[str, Any]) -> str:
     ]  # fmt: skip
     parts.append(_rows([(k, pd.get(k, "")) for k in keys], ["figure", "value"]))
     pools = pd.get("pools") or {}
-    cols = ["instances", "completed_requests", "ttft_p90_ms", "itl_p99_ms", "total_kv_blocks"]
+    cols = ["instances", "hardware", "tp", "latency_model", "completed_requests",
+            "ttft_p90_ms", "itl_p99_ms", "total_kv_blocks"]  # fmt: skip
     rows = [(name, *(p.get(c, "") for c in cols)) for name, p in pools.items()]
     if rows:
         parts.append(_rows(rows, ["pool", *cols]))
