@@ -453,3 +453,66 @@ def test_bad_pool_deployment_one_line_exit_2(args, needle):
     assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], res.output
+
+
+def test_sweep_varies_every_pd_option_like_a_run(tmp_path):
+    """Issue 17: sweeps can vary every P/D option (and the pools' autoscaling); each row
+    is the run's own result, its `pd` section included."""
+    pd_ = pytest.importorskip("pandas")
+    pytest.importorskip("duckdb")
+    pytest.importorskip("pyarrow")
+    from inference_sim import simulate
+    from inference_sim.config.options import OPTIONS
+    from inference_sim.sweep import LocalBackend, parse_sweep, run_sweep
+
+    base = {"model": "meta-llama/llama-3.1-8b-instruct", "hardware": "H100", "tp": 1,
+            "num_instances": 4, "workload": "summarization", "rate": 8,
+            "num_requests": 30}  # fmt: skip
+    case = {
+        "prefill_instances": 1, "decode_instances": 2, "pd_decider": "prefix-threshold",
+        "pd_prefix_threshold": 32, "pd_transfer_bandwidth": 25, "pd_transfer_base_latency": 0.1,
+        "prefill_routing_policy": "round-robin", "decode_routing_policy": "least-loaded",
+        "prefill_hardware": "H200", "prefill_tp": 2, "decode_tp": 2, "decode_hardware": "H200",
+        "decode_latency_model": "roofline", "prefill_latency_model": "blackbox",
+        "decode_max_num_seqs": 64, "prefill_max_num_batched_tokens": 4096,
+        "decode_max_num_batched_tokens": 1024, "prefill_max_num_seqs": 32,
+        "decode_autoscale_max": 3, "decode_autoscale_target": 4, "autoscale_interval": 2,
+    }  # fmt: skip
+    # Every P/D option a run accepts appears here (scorers and the other pools' autoscale
+    # keys aside, whose values need the matching policy or pool).
+    pd_names = {s.name for s in OPTIONS if s.group == "pd"}
+    skipped = {n for n in pd_names if n.endswith("routing_scorers") or "autoscale" in n}
+    assert pd_names - skipped <= {n.replace("max_num_seqs", "max_num_running_reqs").replace(
+        "max_num_batched_tokens", "max_num_scheduled_tokens") for n in case}  # fmt: skip
+    spec = parse_sweep({"base": base, "cases": [{}, case]}, folder=str(tmp_path))
+    out = run_sweep(spec, tmp_path / "out", backend=LocalBackend(1))
+    assert not out.failed
+    df = pd_.read_parquet(tmp_path / "out" / "results.parquet")
+    direct = simulate(**base, **case)
+    row = df.iloc[1]
+    assert row["ttft_p90_ms"] == direct.summary["ttft_p90_ms"]
+    assert json.loads(row["pd"]) == json.loads(json.dumps(direct.summary["pd"]))
+    assert json.loads(row["autoscaling"])["gpu_hours"] == direct.summary["autoscaling"]["gpu_hours"]
+    assert df.iloc[0]["pd"] is None or df.iloc[0]["pd"] != df.iloc[0]["pd"]  # colocated: none
+
+
+def test_autoscaled_pool_with_its_own_deployment_takes_the_shared_settings(tmp_path):
+    """A decode pool on its own TP, autoscaled: the shared interval, start-up and price
+    apply to it (they were refused as "needs autoscaling" by the pool's own resolve)."""
+    path = tmp_path / "r.json"
+    res = _blis(
+        "--num-instances", "3", "--prefill-instances", "1", "--decode-instances", "2",
+        "--decode-tp", "2", "--decode-autoscale-max", "3", "--decode-autoscale-target", "2",
+        "--autoscale-interval", "2", "--autoscale-gpu-hour-price", "5",
+        "--replica-load-bandwidth", "4", "--results-path", str(path),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    dec = json.loads(path.read_text())["autoscaling"]["pools"]["decode"]
+    assert dec["interval_s"] == 2.0 and dec["gpu_hour_price"] == 5.0
+    assert dec["gpus_per_replica"] == 2
+    # Derived start-up at the pool's TP 2 and the run's load bandwidth: 20 s + Llama-3.1-8B's
+    # weights / 2 GPUs at 4 GB/s.
+    from inference_sim.catalog.architecture import bundled_architecture
+
+    weights = bundled_architecture("meta-llama/llama-3.1-8b-instruct").weight_bytes()
+    assert dec["replica_startup_s"] == pytest.approx(20 + weights / 2 / 4e9, abs=1e-6)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from inference_sim.config.errors import ConfigError
-from inference_sim.config.options import canonical_name
+from inference_sim.config.options import OPTIONS, canonical_name
 
 DECIDERS = ("never", "always", "prefix-threshold")
 # What a pool may set on its own: its deployment (GPU, TP), its step-time model and its
@@ -26,6 +26,10 @@ POOL_KEYS = (
     "max_num_scheduled_tokens",
 )
 _POOL_INTS = ("tp", "max_num_running_reqs", "max_num_scheduled_tokens")
+# Autoscaling settings every autoscaled pool shares (start-up and price follow the pool).
+_SHARED_AUTOSCALE = frozenset(
+    spec.name for spec in OPTIONS if spec.name.startswith(("autoscale_", "replica_"))
+)
 
 
 def pd_enabled(o: Mapping[str, Any]) -> bool:
@@ -105,6 +109,10 @@ def resolve_pools(
         # would clash with the canonical name); a pool's own latency model replaces the
         # run's --roofline shorthand too.
         dropped = set(over) | ({"roofline"} if "latency_model" in over else set())
+        # The shared autoscaling keys (interval, windows, start-up, price) were checked
+        # with the run; the pool's own run has no autoscaling of its own, so they would be
+        # refused there: they are handed to the pool's plan after it is resolved.
+        dropped |= _SHARED_AUTOSCALE
         sub = {k: v for k, v in sub.items() if canonical_name(k) not in dropped}
         sub.update(over)
         flags = " ".join(f"--{pool}-{k.replace('_', '-')} {v}" for k, v in over.items())
@@ -112,6 +120,7 @@ def resolve_pools(
             pools[pool] = resolve(sub)
         except ConfigError as exc:
             raise ConfigError(f"{pool} pool ({flags}): {exc}") from None
+        pools[pool].options.update({k: o[k] for k in _SHARED_AUTOSCALE})
     return pools
 
 
