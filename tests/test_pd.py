@@ -516,3 +516,32 @@ def test_autoscaled_pool_with_its_own_deployment_takes_the_shared_settings(tmp_p
 
     weights = bundled_architecture("meta-llama/llama-3.1-8b-instruct").weight_bytes()
     assert dec["replica_startup_s"] == pytest.approx(20 + weights / 2 / 4e9, abs=1e-6)
+
+
+def test_each_pool_routes_with_its_own_policy_and_scorers():
+    """Flow: the decode pool's scorers pick the decode instance, the prefill pool's the
+    prefill instance (--decode-routing-scorers / --prefill-routing-scorers)."""
+    from inference_sim.config.resolve import resolve
+    from inference_sim.runner import build_simulator
+
+    plan = resolve(
+        {
+            "model": "meta-llama/llama-3.1-8b-instruct", "num_instances": 4,
+            "prefill_instances": 1, "decode_instances": 3, "routing_policy": "weighted",
+            "decode_routing_scorers": "prefix-affinity:3,queue-depth:1",
+            "prefill_routing_scorers": "queue-depth:1",
+        }
+    )  # fmt: skip
+    sim = build_simulator(plan)
+    assert sim.routing.names == ["prefix-affinity", "queue-depth"]
+    assert sim.prefill_routing.names == ["queue-depth"]
+    plan = resolve(
+        {
+            "model": "meta-llama/llama-3.1-8b-instruct", "num_instances": 4,
+            "prefill_instances": 1, "decode_instances": 3,
+            "decode_routing_policy": "least-loaded", "prefill_routing_policy": "round-robin",
+        }
+    )  # fmt: skip
+    sim = build_simulator(plan)
+    assert type(sim.routing).__name__ == "LeastLoaded"
+    assert type(sim.prefill_routing).__name__ == "RoundRobin"
