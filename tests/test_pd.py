@@ -545,3 +545,18 @@ def test_each_pool_routes_with_its_own_policy_and_scorers():
     sim = build_simulator(plan)
     assert type(sim.routing).__name__ == "LeastLoaded"
     assert type(sim.prefill_routing).__name__ == "RoundRobin"
+
+
+def test_mla_model_transfers_its_latent_per_token():
+    """Transfer cost: an MLA model moves one latent per token and layer, at any TP
+    (DeepSeek-V2-Lite: 27 layers x 576 x 2 bytes), not per-head K and V."""
+    from inference_sim import simulate
+
+    for tp in (1, 2):
+        res = simulate(
+            model="deepseek-ai/deepseek-v2-lite", hardware="H100", tp=tp, num_requests=10,
+            num_instances=2, prefill_instances=1, decode_instances=1,
+        )  # fmt: skip
+        pd = res.summary["pd"]
+        assert pd["transfer_blocks"] > 0
+        assert pd["transfer_bytes"] == pd["transfer_blocks"] * 16 * 27 * 576 * 2
