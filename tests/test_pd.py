@@ -516,6 +516,14 @@ def test_autoscaled_pool_with_its_own_deployment_takes_the_shared_settings(tmp_p
 
     weights = bundled_architecture("meta-llama/llama-3.1-8b-instruct").weight_bytes()
     assert dec["replica_startup_s"] == pytest.approx(20 + weights / 2 / 4e9, abs=1e-6)
+    # The dual-role pool's autoscaling beside a decode pool on its own TP.
+    res = _blis(
+        "--num-instances", "4", "--prefill-instances", "1", "--decode-instances", "1",
+        "--decode-tp", "2", "--dual-autoscale-max", "3", "--dual-autoscale-target", "4",
+        "--results-path", str(path),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(path.read_text())["autoscaling"]["pools"]["both"]["max_replicas"] == 3
 
 
 def test_each_pool_routes_with_its_own_policy_and_scorers():

@@ -104,7 +104,7 @@ def resolve_pools(
         if not over:
             continue
         sub = {k: v for k, v in raw.items() if not k.replace("-", "_").startswith(
-            ("pd_", "prefill_", "decode_"))}  # fmt: skip
+            ("pd_", "prefill_", "decode_", "dual_"))}  # fmt: skip
         # Drop every spelling of what the pool overrides (an alias such as max_num_seqs
         # would clash with the canonical name); a pool's own latency model replaces the
         # run's --roofline shorthand too.
