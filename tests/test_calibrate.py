@@ -247,3 +247,10 @@ def test_lomo_table_has_a_tp_column_and_medians_by_tp() -> None:
     by_tp = medians_by_tp(rows)
     assert list(by_tp) == [1, 2]
     assert by_tp[2][0] == 2 and by_tp[2][1]["e2e_ape"] == 15.0
+
+
+def test_fit_refuses_a_non_additive_overlap():
+    """The frozen-batch Jacobian assumes additive step terms: overlap must stay 1."""
+    pytest.importorskip("scipy")
+    with pytest.raises(ValueError, match="overlap must be 1 to fit, got 2.0"):
+        fit_coefficients([], start=CalibratedCoefficients(overlap=2.0))

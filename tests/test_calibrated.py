@@ -143,6 +143,54 @@ def test_tensor_parallel_allreduce():
     assert model(tp=1, allreduce_us=7.0).terms([], 10, 0)["allreduce_us"] == 0.0
 
 
+def test_per_tp_worker_cost():
+    """worker_us is paid once per TP worker per step at TP > 1, never at TP 1."""
+    t4 = model(tp=4, worker_us=200.0).terms([], 10, 0)
+    assert t4["workers_us"] == 800.0
+    base4 = model(tp=4).terms([], 10, 0)
+    assert t4["total_us"] == pytest.approx(base4["total_us"] + 800.0)
+    t2 = model(tp=2, worker_us=200.0)
+    assert t2.terms([], 10, 0)["total_us"] == pytest.approx(
+        model(tp=2).terms([], 10, 0)["total_us"] + 400.0
+    )
+    t1 = model(tp=1, worker_us=200.0).terms([], 10, 0)
+    assert t1["workers_us"] == 0.0
+    assert t1["total_us"] == model(tp=1).terms([], 10, 0)["total_us"]
+    # the cached decode path and the general path agree
+    m = model(tp=4, worker_us=200.0)
+    assert m.step_time(_decode_batch(3, 600)) == m.step_time_from([], 3, 600)
+
+
+def _decode_batch(count: int, ctx: int) -> StepBatch:
+    b = StepBatch()
+    b.decode_tokens = count
+    b.decode_context_sum = ctx
+    return b
+
+
+def test_overlap_joins_the_layer_cost_and_the_gpu_work():
+    """overlap 1 adds the per-layer cost (the shipped form); a large exponent takes the
+    larger of it and the GPU work, so a long step hides it; step_us stays additive."""
+    kw = {"step_us": 100.0, "layer_us": 500.0}  # 2 layers: 1000 µs of per-layer cost
+    summed = model(**kw)
+    assert summed.coefficients.overlap == 1.0
+    small = summed.terms([], 4, 1000)  # GPU work ~ 0.4 ms: below the layer cost
+    gpu = small["linear_us"] + small["kv_us"]
+    assert small["total_us"] == pytest.approx(100.0 + 1000.0 + gpu)
+    ov = model(overlap=60.0, **kw)
+    assert ov.terms([], 4, 1000)["total_us"] == pytest.approx(100.0 + 1000.0, rel=1e-3)
+    long = ov.terms([(0, 4000)], 0, 0)  # a long prefill: GPU work well above 1 ms
+    gpu_long = long["linear_us"] + long["kv_us"] + long["attention_us"]
+    assert gpu_long > 2000.0
+    assert long["total_us"] == pytest.approx(100.0 + gpu_long + long["requests_us"], rel=1e-3)
+    mid = model(overlap=2.0, **kw).terms([], 4, 1000)["total_us"]
+    assert mid == pytest.approx(100.0 + math.hypot(1000.0, gpu))
+    # decode steps take the general path (no additive cache) and agree with it
+    assert ov.step_time(_decode_batch(4, 1000)) == ov.step_time_from([], 4, 1000)
+    with pytest.raises(LatencyConfigError, match="overlap must be >= 1"):
+        CalibratedCoefficients(overlap=0.5)
+
+
 def test_moe_expert_traffic():
     moe_arch = ModelArchitecture(
         name="toy/moe",

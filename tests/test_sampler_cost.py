@@ -258,3 +258,19 @@ def test_step_jacobian_has_the_penalty_columns():
         for c, d in zip(cases, jac[:, names.index(field)], strict=True):
             delta = moved.terms(*c)["total_us"] - m.terms(*c)["total_us"]
             assert delta == pytest.approx(bump * d)
+
+
+def test_step_jacobian_has_the_worker_column():
+    """d(step)/d(worker_us) is TP at TP > 1 and matches a finite difference."""
+    coeffs = UNIT.with_values({"worker_us": 100.0})
+    for tp, want in ((1, 0.0), (2, 2.0), (4, 4.0)):
+        m = CalibratedLatencyModel(PENALIZED, GPU, tp, coeffs, record=True)
+        cases = (([(0, 30)], 0, 0), ([], 6, 900))
+        rows = [(0.0, m.step_time_from(*c), *m.shape.raw(*c)) for c in cases]
+        jac = step_jacobian(m, np.array(rows, dtype=float).reshape(-1, RECORD_WIDTH))
+        col = jac[:, list(FITTED_FIELDS).index("worker_us")]
+        assert col.tolist() == [want, want]
+        moved = CalibratedLatencyModel(PENALIZED, GPU, tp, coeffs.with_values({"worker_us": 150.0}))
+        for c, d in zip(cases, col, strict=True):
+            delta = moved.terms(*c)["total_us"] - m.terms(*c)["total_us"]
+            assert delta == pytest.approx(50.0 * d)

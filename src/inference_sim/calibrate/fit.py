@@ -55,7 +55,9 @@ __all__ = [
 #: few µs; tokenisation costs a few µs per token; a top-p/top-k sampler sorts or scans each
 #: request's row of logits (a 100k-entry row of float32 is 400 kB: a sort costs tens of µs);
 #: penalties add ~15 eager kernels and a CPU-GPU sync per step (a few hundred µs) and a
-#: padded-tensor rebuild of every scheduled token id on the CPU (tens of ns per token).
+#: padded-tensor rebuild of every scheduled token id on the CPU (tens of ns per token); at
+#: TP > 1 vLLM's multiprocessing executor broadcasts each step's scheduler output to every
+#: worker process over a shared-memory queue and gathers the result (tens of µs per worker).
 DEFAULT_PRIORS: dict[str, tuple[float, float, float, float]] = {
     "weight_read": (1.0, 0.15, 0.5, 3.0),
     "compute": (1.56, 0.2, 0.8, 5.0),
@@ -65,6 +67,7 @@ DEFAULT_PRIORS: dict[str, tuple[float, float, float, float]] = {
     "allreduce_us": (8.0, 5.0, 0.0, 100.0),
     "step_us": (200.0, 200.0, 0.0, 10000.0),
     "layer_us": (25.0, 15.0, 0.0, 200.0),
+    "worker_us": (50.0, 50.0, 0.0, 1000.0),
     "request_us": (3.0, 3.0, 0.0, 200.0),
     "sampler_us": (10.0, 10.0, 0.0, 200.0),
     "penalty_us": (200.0, 200.0, 0.0, 5000.0),
@@ -82,6 +85,7 @@ _SCALE = {
     "allreduce_us": 10.0,
     "step_us": 1000.0,
     "layer_us": 10.0,
+    "worker_us": 10.0,
     "request_us": 10.0,
     "sampler_us": 10.0,
     "penalty_us": 100.0,
@@ -355,6 +359,8 @@ def fit_coefficients(
     unknown = [n for n in opts.params if n not in FITTED_FIELDS]
     if unknown:
         raise ValueError(f"unknown coefficient(s) to fit: {', '.join(unknown)}")
+    if start.overlap != 1.0:  # the frozen-batch Jacobian assumes additive step terms
+        raise ValueError(f"overlap must be 1 to fit, got {start.overlap}")
     own = simulator is None
     sim = simulator or Simulator(opts.workers)
     t0 = time.time()

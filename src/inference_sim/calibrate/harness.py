@@ -94,6 +94,7 @@ def step_jacobian(model: CalibratedLatencyModel, rec: np.ndarray) -> np.ndarray:
         ),
         "step_us": np.ones_like(kv),
         "layer_us": np.full_like(kv, L),
+        "worker_us": np.full_like(kv, float(model.tp) if model.tp > 1 else 0.0),
         "request_us": reqs.astype(float),
         "sampler_us": reqs * model.shape.sampler_units,
         "penalty_us": np.full_like(kv, 1.0 if model.shape.penalized_sampling else 0.0),
@@ -107,7 +108,7 @@ def step_jacobian(model: CalibratedLatencyModel, rec: np.ndarray) -> np.ndarray:
     for j, name in enumerate(FITTED_FIELDS):
         col = cols.get(name)
         if col is not None:
-            out[:, j] = np.where(active | (name in ("step_us", "layer_us")), col, 0.0)
+            out[:, j] = np.where(active | (name in ("step_us", "layer_us", "worker_us")), col, 0.0)
     return out
 
 

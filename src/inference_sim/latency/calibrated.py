@@ -10,7 +10,7 @@ efficiently the hardware runs them (docs/calibration.md). Per engine step, per G
     comm  = [TP > 1] 2 x layers x (allreduce_us x lat(GPU, TP) + all-reduce bytes / bus(GPU, TP))
     samp  = [filtered sampling] x requests x sampler_us x vocab / 100 000
     step  = lin + kv + attn + comm + samp + pen + step_us + layers x layer_us x small(GPU)
-            + requests x request_us
+            + [TP > 1] x TP x worker_us + requests x request_us
 
 ``lat``, ``bus`` and ``small`` come from the GPU's measured timings (NCCL all-reduce per
 TP degree, small per-layer kernels; :class:`GpuCorrection`).
@@ -239,6 +239,9 @@ class CalibratedCoefficients:
     allreduce_us: float = 8.0  # per all-reduce at small size (two per layer, TP > 1)
     step_us: float = 200.0  # fixed per step
     layer_us: float = 25.0  # fixed per layer per step
+    #: Per TP worker per step at TP > 1 (vLLM's multiprocessing executor hands every step
+    #: to each worker process and gathers the result); 0 = not modelled (fits before it).
+    worker_us: float = 0.0
     request_us: float = 3.0  # per request scheduled in the step
     sampler_us: float = 10.0  # per request per 100k vocabulary entries (filtered sampling)
     penalty_us: float = 200.0  # per step when sampling applies repetition/presence penalties
@@ -248,6 +251,12 @@ class CalibratedCoefficients:
     output_token_us: float = 5.0  # per output token (detokenisation, streaming)
     async_scheduling: bool = True  # the engine forms batches a step ahead (vLLM v0.15.1 default)
     smooth_p: float = 1.4  # smooth-max exponent joining memory- and compute-bound GEMMs
+    #: Smooth-max exponent joining the per-layer fixed cost (``layer_us``) with the step's
+    #: GPU work: 1 adds them (CUDA graphs: the per-layer cost is GPU kernel time, run in
+    #: series with the GEMMs -- vLLM v0.15.1), large values take their maximum (eager
+    #: launches: the host issues a layer's kernels while the GPU runs earlier ones, so a
+    #: long prefill hides them). Fixed, not fitted, in ``blis calibrate``.
+    overlap: float = 1.0
     #: Free text: where the numbers come from.
     source: str = ""
     #: Anything else recorded with the fit (data, date, command, errors).
@@ -265,6 +274,8 @@ class CalibratedCoefficients:
                 raise LatencyConfigError(f"calibrated: {name} must be > 0")
         if self.smooth_p < 1:
             raise LatencyConfigError(f"calibrated: smooth_p must be >= 1, got {self.smooth_p}")
+        if self.overlap < 1:
+            raise LatencyConfigError(f"calibrated: overlap must be >= 1, got {self.overlap}")
 
     def with_values(self, values: Mapping[str, float]) -> CalibratedCoefficients:
         return replace(self, **{k: float(v) for k, v in values.items()})
@@ -338,6 +349,7 @@ COEFFICIENT_FIELDS: tuple[str, ...] = (
     "allreduce_us",
     "step_us",
     "layer_us",
+    "worker_us",
     "request_us",
     "sampler_us",
     "penalty_us",
@@ -346,9 +358,11 @@ COEFFICIENT_FIELDS: tuple[str, ...] = (
     "queue_per_token_us",
     "output_token_us",
     "smooth_p",
+    "overlap",
 )
-#: The coefficients ``blis calibrate`` fits (smooth_p and async_scheduling are fixed).
-FITTED_FIELDS: tuple[str, ...] = COEFFICIENT_FIELDS[:-1]
+#: The coefficients ``blis calibrate`` fits (smooth_p, overlap and async_scheduling are
+#: fixed).
+FITTED_FIELDS: tuple[str, ...] = COEFFICIENT_FIELDS[:-2]
 
 _DATA_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "catalog", "data")
 DEFAULT_COEFFICIENTS_PATH = os.path.join(_DATA_FILE, "calibrated.json")
@@ -618,6 +632,12 @@ class CalibratedLatencyModel:
         self._comm_s = comm_s
         self._ar_per_s = 2.0 * sh.layers  # x all-reduce seconds of one layer's payload
         self._fixed_us = c.step_us + c.layer_us * sh.layer_factor * sh.layers
+        if tp > 1 and c.worker_us:
+            self._fixed_us += c.worker_us * tp
+        # Host/GPU overlap of the per-layer cost (``overlap`` > 1): the layer term joins
+        # the GPU work by a smooth max instead of adding to it; the step cost stays apart.
+        self._q = c.overlap
+        self._layers_us = c.layer_us * sh.layer_factor * sh.layers
         self._req_us = c.request_us + c.sampler_us * sh.sampler_units
         self._otp = round(c.output_token_us)
         self._decode_cache: dict[int, float] = {}
@@ -659,7 +679,20 @@ class CalibratedLatencyModel:
         comm = (self._comm_s + self._ar_per_s * ar) if self.tp > 1 else 0.0
         seconds = lin + self._kv * kv + self._att * att + comm
         pen = self._pen_us + self._pen_per_kv_s * kv if self._pen_us or self._pen_per_kv_s else 0.0
+        if self._q != 1.0:
+            gpu_us = self._overlapped(seconds * 1e6)
+            host = self._fixed_us - self._layers_us
+            return gpu_us + host + self._req_us * requests + pen
         return seconds * 1e6 + self._fixed_us + self._req_us * requests + pen
+
+    def _overlapped(self, gpu_us: float) -> float:
+        """GPU work and the per-layer cost joined by the ``overlap`` smooth max (µs)."""
+        host = self._layers_us
+        hi = max(gpu_us, host)
+        if hi <= 0.0:
+            return 0.0
+        q = self._q
+        return hi * (((gpu_us / hi) ** q + (host / hi) ** q) ** (1.0 / q))
 
     def terms(
         self, prefill: Sequence[tuple[int, int]], count: int, context_sum: int
@@ -678,6 +711,7 @@ class CalibratedLatencyModel:
             "allreduce_us": comm * 1e6,
             "step_us": self.coefficients.step_us,
             "layers_us": self.coefficients.layer_us * self.shape.layer_factor * self.shape.layers,
+            "workers_us": self.coefficients.worker_us * self.tp if self.tp > 1 else 0.0,
             "requests_us": self.coefficients.request_us * requests,
             "sampler_us": self.coefficients.sampler_us * self.shape.sampler_units * requests,
             "penalty_us": (self._pen_us + self._pen_per_kv_s * kv) if requests else 0.0,
@@ -707,7 +741,7 @@ class CalibratedLatencyModel:
                     prefill.append((computed, n))
         count, total = _decode_totals(batch)
         rec = self.record
-        if not prefill and rec is None:
+        if not prefill and rec is None and self._q == 1.0:
             base = self._decode_cache.get(count)
             if base is None:
                 base = self._combine(self.shape.raw((), count, 0))
