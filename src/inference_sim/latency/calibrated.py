@@ -13,7 +13,10 @@ efficiently the hardware runs them (docs/calibration.md). Per engine step, per G
             + [TP > 1] x TP x worker_us + requests x request_us
 
 ``lat``, ``bus`` and ``small`` come from the GPU's measured timings (NCCL all-reduce per
-TP degree, small per-layer kernels; :class:`GpuCorrection`).
+TP degree, small per-layer kernels; :class:`GpuCorrection`). ``worker_us`` is the
+multiprocessing executor's hand-off to each TP worker. With ``overlap`` q > 1 the layer
+term joins the GPU work (lin + kv + attn + comm) by ``(layer^q + gpu^q)^(1/q)`` (eager
+launches hidden behind long GPU work); the shipped q = 1 adds them (CUDA graphs).
 
 ``smoothmax(a, b) = (a^p + b^p)^(1/p)`` (p = ``smooth_p``) joins the memory-bound and
 compute-bound regimes of the linear layers. Weight bytes are what one GPU reads in the
