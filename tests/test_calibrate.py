@@ -252,5 +252,5 @@ def test_lomo_table_has_a_tp_column_and_medians_by_tp() -> None:
 def test_fit_refuses_a_non_additive_overlap():
     """The frozen-batch Jacobian assumes additive step terms: overlap must stay 1."""
     pytest.importorskip("scipy")
-    with pytest.raises(ValueError, match="overlap must be 1 to fit, got 2.0"):
+    with pytest.raises(ValueError, match=r"overlap must be 1 to fit, got 2\.0"):
         fit_coefficients([], start=CalibratedCoefficients(overlap=2.0))
