@@ -186,3 +186,25 @@ def test_flags_that_do_not_apply_to_the_chosen_model_or_policy_warn(flags, warni
     assert json.loads(result.stdout)["completed_requests"] == 5
     quiet = invoke("--num-requests", "5", "--json")  # without the flag: nothing said
     assert quiet.stderr == ""
+
+
+# --- blis tune: outputs its runs would drop or overwrite --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("assignment", "shown"),
+    [
+        ("results_path=r.json", "--set results_path={}: no effect with blis tune"),
+        ("export_trace=t", "--set export_trace={}: every trial of blis tune would replace"),
+        ("trace_output=d.jsonl", "--set trace_output={}: every trial of blis tune"),
+    ],
+)
+def test_tune_refuses_outputs_its_trials_would_drop_or_overwrite(tmp_path, assignment, shown):
+    """As a sweep's results_path/export_trace (sweep/spec.py): refused before any trial."""
+    name, _, value = assignment.partition("=")
+    result = CliRunner().invoke(
+        cli,
+        ["tune", "--model", MODEL, "--trials", "1", "--set", f"{name}={tmp_path / value}"],
+    )
+    one_error(result, shown.format(tmp_path / value))
+    assert list(tmp_path.iterdir()) == []  # nothing ran, nothing written

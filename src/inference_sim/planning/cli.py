@@ -175,6 +175,27 @@ def _refuse_own(assigned: dict[str, Any]) -> None:
         )
 
 
+#: Why ``blis tune`` cannot honour a ``--set`` of these run options.
+_TUNE_HINTS = {
+    "results_path": "no effect with blis tune, which writes no results file (--json prints "
+    "the trials, --output writes the bundle)",
+    "export_trace": "every trial of blis tune would replace the same file; export one "
+    "run's trace with blis run --export-trace",
+    "trace_output": "every trial of blis tune would replace the same file; trace one run "
+    "with blis run --trace-level decisions --trace-output",
+}
+
+
+def _refuse_tune_own(assigned: dict[str, Any]) -> None:
+    """``--set results_path`` was dropped by tune's runs and ``--set export_trace`` /
+    ``trace_output`` rewritten by every trial, as in a sweep (sweep/spec.py): refuse them."""
+    from inference_sim.config.errors import ConfigError
+
+    for name, value in assigned.items():
+        if name in _TUNE_HINTS and value:
+            raise ConfigError(f"--set {name}={value}: {_TUNE_HINTS[name]}")
+
+
 def _plan(**p: Any) -> None:
     from inference_sim.planning.plan import format_plan, parse_prices, plan_capacity
     from inference_sim.planning.slo import parse_slos
@@ -379,9 +400,11 @@ def _tune(**p: Any) -> None:
 
     debug, quiet = p.pop("debug"), p.pop("quiet")
     with cli_errors(debug):
+        assigned = parse_assignments(p["assignments"])
+        _refuse_tune_own(assigned)
         require("optuna", "tune", "blis tune")
         base = base_from_config(collect_run_options(p, _TUNE_OWN))
-        base.update(parse_assignments(p["assignments"]))
+        base.update(assigned)
         weights = parse_weights(p["fitness_weights"])
         if p["jobs"] is not None and p["jobs"] < 1:
             raise ValueError(f"--jobs must be >= 1, got {p['jobs']}")
