@@ -208,3 +208,41 @@ def test_tune_refuses_outputs_its_trials_would_drop_or_overwrite(tmp_path, assig
     )
     one_error(result, shown.format(tmp_path / value))
     assert list(tmp_path.iterdir()) == []  # nothing ran, nothing written
+
+
+# --- blis plan: workloads that fix their own rate ---------------------------------------
+
+STAGED = SPEC.replace("num_requests: 6\n", "stages:\n  - {rate: 5, duration: 1}\n")
+
+
+def plan(*args: str) -> Result:
+    return CliRunner().invoke(
+        cli,
+        ["plan", "--model", MODEL, "--rate", "4", "--slo", "ttft_p99_ms=5000", "--jobs", "1",
+         "--max-instances", "1", "--no-saturation", "-q", *args],
+    )  # fmt: skip
+
+
+def test_plan_refuses_a_timed_trace_and_a_staged_spec_once(files):
+    """Each candidate used to print the run's refusal of --rate, and plan exited 0."""
+    line = one_error(
+        plan("--hardware", "H100,A100", "--workload-traces-filepath", str(files / "timed.csv")),
+        "timed.csv: blis plan cannot vary the rate of a timed trace",
+    )
+    assert "candidate" not in line
+    (files / "staged.yaml").write_text(STAGED, encoding="utf-8")
+    one_error(
+        plan("--workload-spec", str(files / "staged.yaml")),
+        "staged.yaml: blis plan cannot vary the rate of a staged spec",
+    )
+
+
+def test_plan_still_takes_an_untimed_trace_and_a_spec_it_can_scale(files):
+    for flags in (
+        ["--workload-traces-filepath", str(files / "untimed.csv")],
+        ["--workload-spec", str(files / "s.yaml")],
+    ):
+        result = plan(*flags, "--json")
+        assert result.exit_code == 0, (flags, result.stderr)
+        best = json.loads(result.stdout)["candidates"][0]
+        assert not best["error"] and best["instances"] == 1, best

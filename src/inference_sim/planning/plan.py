@@ -309,6 +309,7 @@ def plan_capacity(
     backend = backend or LocalBackend()
     objectives = list(objectives)
     base = with_plan_arrival(base)
+    refuse_own_rate_workload(base)
     run_seeds: list[Any] = list(seeds) if seeds and len(seeds) > 1 else [None]
     if seeds and len(seeds) == 1:
         base["seed"] = seeds[0]
@@ -422,6 +423,51 @@ def plan_capacity(
     else:
         outcome.arrival = str(base.get("arrival") or "gamma")
     return outcome
+
+
+def refuse_own_rate_workload(base: Mapping[str, Any]) -> None:
+    """ConfigError for a workload that fixes its own rate: a timed trace, a staged spec.
+
+    Plan runs every probe at a rate it chooses (the target, then the saturation search),
+    which such a workload refuses; each candidate used to print that refusal and the
+    command exited 0 with nothing planned. An unreadable file is left to the runs, which
+    name it as before.
+    """
+    from inference_sim.workload.errors import WorkloadError
+    from inference_sim.workload.plan import InlineWorkload, untimed_length_trace
+    from inference_sim.workload.spec import load_workload_spec, parse_workload_spec
+
+    spec = base.get("workload_spec")
+    if spec:
+        where = spec if isinstance(spec, str) else "(inline)"
+        try:
+            if isinstance(spec, str):
+                stages = load_workload_spec(spec).stages
+            else:
+                stages = parse_workload_spec(dict(spec), source="inline").stages
+        except (WorkloadError, OSError):
+            return
+        if stages:
+            raise ConfigError(
+                f"--workload-spec {where}: blis plan cannot vary the rate of a staged spec, "
+                "which sets its own rates in load stages; drop its stages (a spec with "
+                "aggregate_rate is scaled to each probed rate) or run it with blis run"
+            )
+        return
+    path = base.get("workload_traces_filepath")
+    if not path or base.get("workload", "traces") != "traces":
+        return
+    o = {"workload_traces_filepath": path, "trace_format": base.get("trace_format", "auto")}
+    try:
+        untimed = untimed_length_trace(o, InlineWorkload())
+    except (WorkloadError, OSError):
+        return
+    if not untimed:
+        raise ConfigError(
+            f"--workload-traces-filepath {path}: blis plan cannot vary the rate of a timed "
+            "trace, which replays its rows at their recorded times; give a length trace "
+            "without a time column (plan sets its rate) or run the trace with blis run"
+        )
 
 
 def with_plan_arrival(base: Mapping[str, Any]) -> dict[str, Any]:
