@@ -246,3 +246,40 @@ def test_plan_still_takes_an_untimed_trace_and_a_spec_it_can_scale(files):
         assert result.exit_code == 0, (flags, result.stderr)
         best = json.loads(result.stdout)["candidates"][0]
         assert not best["error"] and best["instances"] == 1, best
+
+
+# --- --gpu-memory-utilization with a block count that is not derived from memory ---------
+
+
+@pytest.mark.parametrize(
+    ("flags", "source"),
+    [
+        ([], "the trained entry H100/TP2"),
+        (["--latency-model", "roofline"], "the trained entry H100/TP2"),
+        (["--total-kv-blocks", "5000"], "--total-kv-blocks 5000"),
+    ],
+)
+def test_memory_utilization_warns_when_the_blocks_are_not_derived(flags, source):
+    """A warning naming where the block count came from; the run goes on unchanged."""
+    args = ["--num-requests", "5", "--hardware", "H100", "--tp", "2", *flags, "--json"]
+    base = invoke(*args)
+    result = invoke(*args, "--gpu-memory-utilization", "0.5")
+    assert result.exit_code == 0, result.stderr
+    assert "--gpu-memory-utilization 0.5: no effect" in result.stderr
+    assert f"the KV block count comes from {source}" in result.stderr
+    assert base.stderr == ""
+    with_flag, without = (json.loads(r.stdout) for r in (result, base))
+    assert with_flag["config"].pop("gpu_memory_utilization") == 0.5
+    without["config"].pop("gpu_memory_utilization")
+    assert with_flag == without  # it changed nothing but the echoed option
+
+
+def test_memory_utilization_is_quiet_when_it_sizes_the_kv_cache():
+    args = ["--num-requests", "5", "--hardware", "L40S", "--tp", "1", "--latency-model",
+            "roofline", "--json"]  # fmt: skip
+    half = invoke(*args, "--gpu-memory-utilization", "0.5")
+    assert half.exit_code == 0, half.stderr
+    assert "--gpu-memory-utilization" not in half.stderr
+    full = invoke(*args)
+    blocks = [json.loads(r.stdout)["config"]["total_kv_blocks"] for r in (half, full)]
+    assert blocks[0] < blocks[1]

@@ -458,6 +458,9 @@ class _Latency:
     gpu: GpuSpec | None = None
     reason: str = ""
     fallback: bool = False
+    #: Where the KV block count came from when not derived from GPU memory (then
+    #: --gpu-memory-utilization changes nothing); "" when derived.
+    kv_from: str = ""
 
 
 def _because(lat: _Latency, reason: str, *, fallback: bool = False) -> _Latency:
@@ -474,6 +477,15 @@ def _trained_blocks_note(found: CoefficientSet) -> str:
         f"{found.total_kv_blocks} (counted over all {found.tp} TP ranks) / TP {found.tp} "
         "(docs/differences.md; --total-kv-blocks overrides)"
     )
+
+
+def _trained_kv_from(found: CoefficientSet) -> str:
+    """``the trained entry H100/TP2 (...)``: where a trained block count came from."""
+    return f"the {_trained_reason(found)} ({found.instance_kv_blocks} blocks per instance)"
+
+
+def _given_kv_from(blocks: int, explicit: frozenset[str]) -> str:
+    return f"--total-kv-blocks {blocks}" if "total_kv_blocks" in explicit else ""
 
 
 def _fill_defaults(o: dict[str, Any], catalog: Catalog, notes: list[str]) -> bool:
@@ -554,6 +566,7 @@ def _resolve_roofline(
             f"{mode}: --beta-coeffs are ignored (the step time comes from the {mode} model)"
         )
     blocks = o["total_kv_blocks"]
+    kv_from = _given_kv_from(blocks, explicit)
     found = catalog.find_coefficients(model, o["hardware"], o["tp"], o["vllm_version"])
     if found is not None:
         if mode == "roofline" and not any(alpha) and any(found.alpha):
@@ -568,6 +581,7 @@ def _resolve_roofline(
         if "total_kv_blocks" not in explicit and found.total_kv_blocks > 0:
             blocks = found.instance_kv_blocks
             notes.append(f"{mode}: {_trained_blocks_note(found)}")
+            kv_from = _trained_kv_from(found)
     if "total_kv_blocks" not in explicit and (found is None or found.total_kv_blocks <= 0):
         try:
             cap = derive_kv_blocks(
@@ -593,13 +607,13 @@ def _resolve_roofline(
             log.warning(
                 f"{mode}: --alpha-coeffs are ignored (client overheads come from its coefficients)"
             )
-        return _Latency(mode, tuple(alpha), tuple(beta), blocks, arch, gpu)
+        return _Latency(mode, tuple(alpha), tuple(beta), blocks, arch, gpu, kv_from=kv_from)
     if not any(alpha):
         notes.append(
             "roofline: alpha is all zero (no --alpha-coeffs): "
             "no queueing delay or per-token output overhead"
         )
-    return _Latency("roofline", tuple(alpha), tuple(beta), blocks, arch, gpu)
+    return _Latency("roofline", tuple(alpha), tuple(beta), blocks, arch, gpu, kv_from=kv_from)
 
 
 def latency_context(
@@ -678,7 +692,10 @@ def _resolve_latency(
     # registered/plug-in model whose inputs are "trained".
     trained_mode = "blackbox" if mode == "auto" else mode
     if any(alpha) or any(beta):
-        lat = _Latency(trained_mode, tuple(alpha), tuple(beta), blocks)
+        kv_from = _given_kv_from(blocks, explicit) or (
+            f"the --total-kv-blocks default {blocks} (--alpha-coeffs/--beta-coeffs given)"
+        )
+        lat = _Latency(trained_mode, tuple(alpha), tuple(beta), blocks, kv_from=kv_from)
         same = catalog.find_coefficients(model, o["hardware"], o["tp"], o["vllm_version"])
         if same is not None and (list(same.alpha), list(same.beta)) == (list(alpha), list(beta)):
             return _because(lat, _trained_reason(same))  # e.g. a results file replayed
@@ -729,10 +746,12 @@ def _resolve_latency(
             "Pick a trained combination, give --alpha-coeffs and --beta-coeffs, "
             "or use --latency-model calibrated or roofline"
         )
+    kv_from = _given_kv_from(blocks, explicit)
     if "total_kv_blocks" not in explicit:
         blocks = found.instance_kv_blocks
         notes.append(_trained_blocks_note(found))
-    lat = _Latency(trained_mode, found.alpha, found.beta, blocks)
+        kv_from = _trained_kv_from(found)
+    lat = _Latency(trained_mode, found.alpha, found.beta, blocks, kv_from=kv_from)
     return _because(lat, _trained_reason(found))
 
 
@@ -1028,9 +1047,10 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     _check_latency_scale(probe, options)
     tier = _resolve_kv_tier(options, explicit, lat.architecture)
     notes.extend(tier.notes)
-    from inference_sim.config.unused import refuse_unused_feature_flags
+    from inference_sim.config.unused import refuse_unused_feature_flags, warn_unused_memory_flag
 
     refuse_unused_feature_flags(options, explicit, cpu_tier=tier.cpu_blocks > 0, lora_on=lora_on)
+    warn_unused_memory_flag(options, explicit, lat.kv_from)  # trained or given block count
     from inference_sim.config.speculative import resolve_speculative
 
     def _draft_latency(arch: ModelArchitecture) -> LatencyModel:

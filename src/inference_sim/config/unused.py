@@ -135,3 +135,20 @@ def refuse_unused_feature_flags(
             f"{', '.join(given)}: no effect with LoRA off; give --max-loras N or "
             "--lora-adapters, or name adapters in the workload (docs/lora.md)"
         )
+
+
+def warn_unused_memory_flag(o: Mapping[str, Any], explicit: frozenset[str], kv_from: str) -> None:
+    """Warn that ``--gpu-memory-utilization`` changes nothing when the KV block count is
+    not derived from GPU memory (a trained entry's count, ``--total-kv-blocks``).
+
+    A warning, not an error: the reference's scripts pass it with trained models, where
+    its vLLM ran at that utilisation when the blocks were counted.
+    """
+    given = changed_flags(o, explicit, ("gpu_memory_utilization",)) if kv_from else []
+    if given:
+        log.warning(
+            "%s: no effect; the KV block count comes from %s, not from GPU memory "
+            "(docs/roofline.md)",
+            given[0],
+            kv_from,
+        )
