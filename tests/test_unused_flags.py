@@ -283,3 +283,44 @@ def test_memory_utilization_is_quiet_when_it_sizes_the_kv_cache():
     full = invoke(*args)
     blocks = [json.loads(r.stdout)["config"]["total_kv_blocks"] for r in (half, full)]
     assert blocks[0] < blocks[1]
+
+
+# --- --snapshot-refresh-interval with routing that reads no cached signal ----------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        ([], "routing policy round-robin"),
+        (["--routing-policy", "least-loaded"], "routing policy least-loaded"),
+        (
+            ["--routing-policy", "weighted", "--routing-scorers", "queue-depth:1"],
+            "routing policy weighted (scorers queue-depth:1)",
+        ),
+    ],
+)
+def test_refresh_interval_warns_when_no_policy_reads_the_cached_signals(flags, named):
+    args = ["--num-requests", "8", "--num-instances", "2", "--rate", "50", *flags, "--json"]
+    base = invoke(*args)
+    result = invoke(*args, "--snapshot-refresh-interval", "50000")
+    assert result.exit_code == 0, result.stderr
+    assert f"--snapshot-refresh-interval 50000: no effect with {named}" in result.stderr
+    assert base.stderr == ""
+    with_flag, without = (json.loads(r.stdout) for r in (result, base))
+    assert with_flag["config"].pop("snapshot_refresh_interval") == 50000
+    without["config"].pop("snapshot_refresh_interval")
+    assert with_flag == without  # it changed nothing but the echoed option
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--routing-policy", "weighted"],  # the default profile has kv-utilization
+        ["--routing-policy", "weighted", "--routing-scorers", "kv-utilization:1"],
+    ],
+)
+def test_refresh_interval_is_quiet_when_a_scorer_reads_kv_utilisation(flags):
+    result = invoke("--num-requests", "8", "--num-instances", "2", *flags,
+                    "--snapshot-refresh-interval", "50000", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "--snapshot-refresh-interval" not in result.stderr

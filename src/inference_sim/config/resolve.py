@@ -973,6 +973,9 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         raise ConfigError(str(exc)) from None
     # Policy bundle, policy names (registries, plug-ins), scorers: config/policies.py.
     resolve_policies(options, explicit)
+    from inference_sim.config.unused import warn_unused_refresh_interval
+
+    warn_unused_refresh_interval(options, explicit)  # e.g. with round-robin routing
     # Tracing, counterfactual K and fitness weights: checked before the run (analysis/).
     check_analysis_options(options)
     # --slo: goodput objectives (metrics/goodput.py), spelled as for `blis plan`.

@@ -152,3 +152,50 @@ def warn_unused_memory_flag(o: Mapping[str, Any], explicit: frozenset[str], kv_f
             given[0],
             kv_from,
         )
+
+
+#: Bundled routing policies and scorers that read none of the cached snapshot fields
+#: (KV utilisation, free KV blocks, cache-hit rate: cluster/snapshot.py); plug-ins may.
+_LIVE_ONLY_ROUTING = ("round-robin", "least-loaded", "always-busiest", "prefix-affinity")
+_LIVE_ONLY_SCORERS = ("queue-depth", "load-balance", "prefix-affinity", "adapter-affinity")
+_LIVE_ONLY_ADMISSION = ("always-admit", "reject-all", "token-bucket")
+
+
+def _reads_cached_fields(policy: str, scorers: str) -> bool:
+    if policy == "weighted":
+        from inference_sim.policies.scorers import DEFAULT_PROFILE, parse_scorers
+
+        pairs = parse_scorers(scorers) if scorers.strip() else DEFAULT_PROFILE
+        return any(name not in _LIVE_ONLY_SCORERS for name, _ in pairs)
+    return policy not in _LIVE_ONLY_ROUTING
+
+
+def warn_unused_refresh_interval(o: Mapping[str, Any], explicit: frozenset[str]) -> None:
+    """Warn that ``--snapshot-refresh-interval`` changes nothing when no policy of the run
+    reads the fields it caches (round-robin, least-loaded, ...). A warning, as
+    ``--routing-scorers`` without weighted routing: the reference's scripts pass it."""
+    given = changed_flags(o, explicit, ("snapshot_refresh_interval",))
+    if not given or o["admission_policy"] not in _LIVE_ONLY_ADMISSION:
+        return
+    routers = {(o["routing_policy"], o["routing_scorers"])}
+    if o.get("prefill_instances") or o.get("decode_instances"):  # each pool's, as config/pd.py
+        for pool in ("prefill", "decode"):
+            routers.add(
+                (
+                    o[f"{pool}_routing_policy"] or o["routing_policy"],
+                    o[f"{pool}_routing_scorers"] or o["routing_scorers"],
+                )
+            )
+    if any(_reads_cached_fields(p, s) for p, s in routers):
+        return
+    names = ", ".join(
+        sorted({f"{p} (scorers {s.strip() or 'default'})" if p == "weighted" else p
+                for p, s in routers})
+    )  # fmt: skip
+    log.warning(
+        "%s: no effect with routing policy %s, which reads no KV utilisation, free KV "
+        "blocks or cache-hit rate (the only signals it caches); use weighted routing with "
+        "the kv-utilization scorer, or drop the flag (docs/cluster.md)",
+        given[0],
+        names,
+    )
