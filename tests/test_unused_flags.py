@@ -324,3 +324,35 @@ def test_refresh_interval_is_quiet_when_a_scorer_reads_kv_utilisation(flags):
                     "--snapshot-refresh-interval", "50000", "--json")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert "--snapshot-refresh-interval" not in result.stderr
+
+
+# --- --trace-block-size with a trace that has no hash_ids --------------------------------
+
+MOONCAKE = (
+    '{"timestamp": 0, "input_length": 100, "output_length": 10, "hash_ids": [1, 2]}\n'
+    '{"timestamp": 100, "input_length": 120, "output_length": 10, "hash_ids": [1, 3]}\n'
+)
+
+
+def test_trace_block_size_is_refused_for_a_trace_that_is_not_mooncake(files):
+    """Only a Mooncake trace's hash_ids have a block size; as --trace-format without a trace."""
+    for name, fmt in (("timed.csv", []), ("untimed.csv", ["--trace-format", "lengths"])):
+        trace = str(files / name)
+        one_error(
+            invoke("--workload-traces-filepath", trace, *fmt, "--trace-block-size", "64"),
+            f"--trace-block-size 64: no effect with the lengths trace {trace}",
+            "Mooncake",
+        )
+    with pytest.raises(WorkloadError, match="--trace-block-size 64: no effect with the lengths"):
+        simulate(model=MODEL, workload="traces", trace=[{"input": 10, "output": 2}],
+                 trace_block_size=64)  # fmt: skip
+
+
+def test_trace_block_size_applies_to_a_mooncake_trace(files):
+    """Two hash_ids for 100 tokens: right at 64-token blocks, wrong at the default 512."""
+    (files / "m.jsonl").write_text(MOONCAKE, encoding="utf-8")
+    trace = str(files / "m.jsonl")
+    one_error(invoke("--workload-traces-filepath", trace), "is --trace-block-size right?")
+    ok = invoke("--workload-traces-filepath", trace, "--trace-block-size", "64", "--json")
+    assert ok.exit_code == 0 and ok.stderr == "", ok.stderr
+    assert json.loads(ok.stdout)["completed_requests"] == 2

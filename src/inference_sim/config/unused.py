@@ -89,12 +89,37 @@ def refuse_unused_flags(
                 f"row of the trace as recorded{hint}; remove the flag (--horizon bounds a "
                 "replay)"
             )
+        _refuse_block_size(o, explicit, inline)
         return
     given = changed_flags(o, explicit, ("trace_format", "trace_block_size"))
     if given:
         raise WorkloadError(
             f"{', '.join(given)}: no effect with --workload {o['workload']}; it describes "
             "the file of --workload traces"
+        )
+
+
+def _refuse_block_size(
+    o: Mapping[str, Any], explicit: frozenset[str], inline: InlineWorkload
+) -> None:
+    """``--trace-block-size`` sizes the blocks of a Mooncake trace's ``hash_ids`` only."""
+    given = changed_flags(o, explicit, ("trace_block_size",))
+    if not given:
+        return
+    path = o["workload_traces_filepath"]
+    fmt = "lengths" if inline.trace is not None else o["trace_format"]
+    if fmt == "auto" and path:
+        from inference_sim.workload.formats import detect_format
+
+        try:
+            fmt = detect_format(path)
+        except (WorkloadError, OSError):
+            return  # an unreadable trace: its reader reports that, naming the flag
+    if fmt != "mooncake":
+        where = f" {path}" if path and inline.trace is None else " (in memory)"
+        raise WorkloadError(
+            f"{given[0]}: no effect with the {fmt} trace{where}; it sets the block size of "
+            "a Mooncake trace's hash_ids (--trace-format mooncake); remove the flag"
         )
 
 
