@@ -5,7 +5,10 @@ trace replay and workload specs, ``--workload PRESET`` by a spec, and ``--trace-
 / ``--trace-block-size`` by synthetic workloads: the run then answered another question
 than the one asked. Refusing them is the CLI's rule for flags that do not apply
 (``--arrival`` with a trace, ``--burstiness`` without gamma, ``--speculative-model``
-without a draft model, ``--prefill-tp`` without disaggregation).
+without a draft model, ``--prefill-tp`` without disaggregation). ``--trace-block-size``
+with a trace that is not Mooncake is refused too; ``--gpu-memory-utilization`` with a
+block count that is not derived from memory and ``--snapshot-refresh-interval`` with
+routing that reads no cached KV signal are warnings (the reference's scripts pass them).
 """
 
 from __future__ import annotations
