@@ -267,11 +267,7 @@ def test_memory_utilization_warns_when_the_blocks_are_not_derived(flags, source)
     assert result.exit_code == 0, result.stderr
     assert "--gpu-memory-utilization 0.5: no effect" in result.stderr
     assert f"the KV block count comes from {source}" in result.stderr
-    assert base.stderr == ""
-    with_flag, without = (json.loads(r.stdout) for r in (result, base))
-    assert with_flag["config"].pop("gpu_memory_utilization") == 0.5
-    without["config"].pop("gpu_memory_utilization")
-    assert with_flag == without  # it changed nothing but the echoed option
+    _assert_only_the_echo_differs(result, base, "gpu_memory_utilization", 0.5)
 
 
 def test_memory_utilization_is_quiet_when_it_sizes_the_kv_cache():
@@ -305,11 +301,7 @@ def test_refresh_interval_warns_when_no_policy_reads_the_cached_signals(flags, n
     result = invoke(*args, "--snapshot-refresh-interval", "50000")
     assert result.exit_code == 0, result.stderr
     assert f"--snapshot-refresh-interval 50000: no effect with {named}" in result.stderr
-    assert base.stderr == ""
-    with_flag, without = (json.loads(r.stdout) for r in (result, base))
-    assert with_flag["config"].pop("snapshot_refresh_interval") == 50000
-    without["config"].pop("snapshot_refresh_interval")
-    assert with_flag == without  # it changed nothing but the echoed option
+    _assert_only_the_echo_differs(result, base, "snapshot_refresh_interval", 50000)
 
 
 @pytest.mark.parametrize(
@@ -356,3 +348,12 @@ def test_trace_block_size_applies_to_a_mooncake_trace(files):
     ok = invoke("--workload-traces-filepath", trace, "--trace-block-size", "64", "--json")
     assert ok.exit_code == 0 and ok.stderr == "", ok.stderr
     assert json.loads(ok.stdout)["completed_requests"] == 2
+
+
+def _assert_only_the_echo_differs(result, base, key: str, value: object) -> None:
+    """A warned-about flag changed nothing in the results but the option it echoes."""
+    assert base.stderr == ""
+    with_flag, without = (json.loads(r.stdout) for r in (result, base))
+    assert with_flag["config"].pop(key) == value
+    without["config"].pop(key)
+    assert with_flag == without
