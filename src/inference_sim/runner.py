@@ -127,15 +127,8 @@ def build_simulator(plan: RunPlan) -> ClusterSimulator:
     ]
     return ClusterSimulator(
         instances,
-        admission=policies.admission,
         routing=policies.routing,
-        admission_latency=o["admission_latency"],
-        routing_latency=o["routing_latency"],
-        horizon=o["horizon"],
-        max_model_len=o["max_model_len"],
-        check_invariants=o["check_invariants"],
-        snapshot_refresh_interval=policies.snapshot_refresh_interval,
-        priority_policy=policies.priority_policy,
+        **policies.cluster_arguments(o),
     )
 
 

@@ -185,14 +185,7 @@ def build_pd_simulator(plan: Any) -> Any:
         bandwidth_gbps=o["pd_transfer_bandwidth"],
         base_latency_us=round(o["pd_transfer_base_latency"] * 1000),
         block_bytes=block_bytes,
-        admission=policies.admission,
-        admission_latency=o["admission_latency"],
-        routing_latency=o["routing_latency"],
-        horizon=o["horizon"],
-        max_model_len=o["max_model_len"],
-        check_invariants=o["check_invariants"],
-        snapshot_refresh_interval=policies.snapshot_refresh_interval,
-        priority_policy=policies.priority_policy,
+        **policies.cluster_arguments(o),
     )
 
 

@@ -368,6 +368,20 @@ class PolicySet:
     priority_policy: str
     snapshot_refresh_interval: int
 
+    def cluster_arguments(self, o: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments every cluster simulator takes (plain, P/D, autoscaled):
+        the admission policy, the latencies, horizon, length cap and checks of ``o``."""
+        return {
+            "admission": self.admission,
+            "admission_latency": o["admission_latency"],
+            "routing_latency": o["routing_latency"],
+            "horizon": o["horizon"],
+            "max_model_len": o["max_model_len"],
+            "check_invariants": o["check_invariants"],
+            "snapshot_refresh_interval": self.snapshot_refresh_interval,
+            "priority_policy": self.priority_policy,
+        }
+
 
 def build_policies(o: dict[str, Any], num_instances: int, block_size: int) -> PolicySet:
     """Build the policies a resolved option dict names (one scheduler per instance)."""
