@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from inference_sim.cli.main import cli
 from inference_sim.config.options import OPTIONS
 from test_fuzz_support import (
+    HARDWARE_SEED,
     MODEL,
     REFERENCE,
     REPO,
@@ -149,20 +150,6 @@ BUNDLE_SEEDS: list[Any] = [
     },
     {"routing": {"policy": "weighted", "scorers": [{"name": "queue-depth", "weight": 1}]}},
 ]
-
-HARDWARE_SEED = {
-    "H100": {
-        "TFlopsPeak": 989.5,
-        "BwPeakTBs": 3.35,
-        "BwEffConstant": 0.72,
-        "TOverheadMicros": 500.0,
-        "perLayerOverhead": 20.0,
-        "mfuPrefill": 0.65,
-        "mfuDecode": 0.12,
-        "allReduceLatency": 20.0,
-        "MemoryGiB": 80,
-    }
-}
 
 MODEL_CONFIG_SEEDS: list[dict[str, Any]] = [
     {

@@ -29,11 +29,26 @@ from hypothesis import strategies as st
 
 from inference_sim.cli.main import cli
 
-REFERENCE = Path("/work/shared/reference-data")
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference-data"
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "meta-llama/llama-3.1-8b-instruct"
 # Small, fast runs: every fuzzed run is capped so a case costs milliseconds.
 SMALL_RUN = ["run", "--model", MODEL, "--num-requests", "12", "--log", "error"]
+
+#: A valid hardware config (the reference's field names), the seed of mutated inputs.
+HARDWARE_SEED = {
+    "H100": {
+        "TFlopsPeak": 989.5,
+        "BwPeakTBs": 3.35,
+        "BwEffConstant": 0.72,
+        "TOverheadMicros": 500.0,
+        "perLayerOverhead": 20.0,
+        "mfuPrefill": 0.65,
+        "mfuDecode": 0.12,
+        "allReduceLatency": 20.0,
+        "MemoryGiB": 80,
+    }
+}
 
 
 class Hang(BaseException):

@@ -21,7 +21,13 @@ from inference_sim.catalog.capacity import (
 )
 
 GIB = 2**30
-TRAINING_RUNS = Path("/work/shared/calibration/vllm-0.15.1/training_runs.csv")
+TRAINING_RUNS = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "calibration"
+    / "vllm-0.15.1"
+    / "training_runs.csv"
+)
 
 # (model, TP, max_num_batched_tokens, GPU blocks vLLM logged) -- H100, utilization 0.9,
 # block size 16 (the training runs of docs/roofline.md).

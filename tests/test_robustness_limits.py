@@ -30,7 +30,7 @@ from inference_sim.workload.distribution import (
 )
 from inference_sim.workload.generate import iter_spec_requests
 from inference_sim.workload.spec import MAX_CLIENTS, parse_workload_spec
-from test_fuzz_support import MODEL, invoke
+from test_fuzz_support import HARDWARE_SEED, MODEL, invoke
 
 LIMIT = f"{_inputs.MAX_CONFIG_BYTES:,} bytes"
 CLIENT = {
@@ -49,19 +49,6 @@ LLAMA_CONFIG = {
     "num_key_value_heads": 8,
     "vocab_size": 128256,
     "torch_dtype": "bfloat16",
-}
-HARDWARE = {
-    "H100": {
-        "TFlopsPeak": 989.5,
-        "BwPeakTBs": 3.35,
-        "BwEffConstant": 0.72,
-        "TOverheadMicros": 500.0,
-        "perLayerOverhead": 20.0,
-        "mfuPrefill": 0.65,
-        "mfuDecode": 0.12,
-        "allReduceLatency": 20.0,
-        "MemoryGiB": 80,
-    }
 }
 ROOFLINE = ["--latency-model", "roofline", "--hardware", "H100", "--tp", "1"]
 
@@ -467,7 +454,7 @@ def test_config_json_fields_are_not_silently_replaced(tmp_path, change, expected
     ("key", "value"), [("mfuPrefill", 5), ("BwEffConstant", 1.5), ("TFlopsPeak", 1e9)]
 )
 def test_hardware_figures_beyond_physics_are_refused(tmp_path, key, value):
-    doc = json.loads(json.dumps(HARDWARE))
+    doc = json.loads(json.dumps(HARDWARE_SEED))
     doc["H100"][key] = value
     path = tmp_path / "hw.json"
     path.write_text(json.dumps(doc))

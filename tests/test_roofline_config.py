@@ -17,7 +17,9 @@ from inference_sim.catalog.architecture import (
 )
 from inference_sim.catalog.hardware import read_hardware_config, with_hardware_config
 
-REFERENCE_CONFIGS = Path("/work/shared/reference-data/model_configs")
+REFERENCE_CONFIGS = (
+    Path(__file__).resolve().parents[2] / "shared" / "reference-data" / "model_configs"
+)
 
 LLAMA_CFG = {
     "num_hidden_layers": 32,
