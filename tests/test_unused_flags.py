@@ -9,6 +9,7 @@ default still pass, so a results file used as ``--config`` re-runs.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -357,3 +358,60 @@ def _assert_only_the_echo_differs(result, base, key: str, value: object) -> None
     assert with_flag["config"].pop(key) == value
     without["config"].pop(key)
     assert with_flag == without
+
+
+# --- a warning per command, not per run (sweep, plan and tune repeat their options) ----
+
+_WARNED = ["--total-kv-blocks", "20000", "--gpu-memory-utilization", "0.8"]
+_NO_EFFECT = "--gpu-memory-utilization 0.8: no effect"
+
+
+class _Keep(logging.Handler):
+    """Records the simulator's warnings, wherever the command's stderr goes."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(record.getMessage())
+
+
+@pytest.fixture
+def warnings_given():
+    log = logging.getLogger("inference_sim")
+    keep = _Keep()
+    log.addHandler(keep)
+    yield keep.seen
+    log.removeHandler(keep)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_plan_gives_a_base_option_warning_once(jobs, warnings_given):
+    """Every probe of a plan resolves the same options; the warning used to print once
+    per probe (in each worker process)."""
+    args = ["plan", "--model", "meta-llama/llama-3.1-8b-instruct", "--hardware", "H100"]
+    args += ["--tp", "1", "--rate", "5", "--slo", "ttft_p99_ms=2000", "--num-requests", "60"]
+    args += ["--no-saturation", "--max-instances", "4", "--jobs", jobs, *_WARNED]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count(" meets") >= 2  # several probes ran
+    assert sum(_NO_EFFECT in w for w in warnings_given) == 1
+    # Scoped to the command: the next command warns again, once.
+    CliRunner().invoke(cli, args)
+    assert sum(_NO_EFFECT in w for w in warnings_given) == 2
+
+
+def test_a_run_hands_its_warnings_to_the_caller(warnings_given):
+    from inference_sim.sweep.backends import execute_run, relay_warnings
+
+    opts = {"model": "meta-llama/llama-3.1-8b-instruct", "hardware": "H100", "tp": 1,
+            "num_requests": 5, "total_kv_blocks": 20000,
+            "gpu_memory_utilization": 0.8}  # fmt: skip
+    result = execute_run(opts)
+    assert result["status"] == "ok"
+    assert not warnings_given  # held, not printed in the worker
+    assert [w for w in result["warnings"] if _NO_EFFECT in w]
+    relay_warnings(result)
+    assert "warnings" not in result  # never stored with the run's results
+    assert any(_NO_EFFECT in w for w in warnings_given)

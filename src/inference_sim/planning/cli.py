@@ -18,6 +18,7 @@ from inference_sim.report.cliutil import (
     parse_assignments,
     run_options,
 )
+from inference_sim.sweep.backends import each_warning_once
 
 _PLAN_OWN = (
     "model",
@@ -196,6 +197,7 @@ def _refuse_tune_own(assigned: dict[str, Any]) -> None:
             raise ConfigError(f"--set {name}={value}: {_TUNE_HINTS[name]}")
 
 
+@each_warning_once()
 def _plan(**p: Any) -> None:
     from inference_sim.planning.plan import format_plan, parse_prices, plan_capacity
     from inference_sim.planning.slo import parse_slos
@@ -392,6 +394,7 @@ plan_command = _backend_options(
 )
 
 
+@each_warning_once()
 def _tune(**p: Any) -> None:
     from inference_sim.core.extras import require
     from inference_sim.planning.fitness import parse_weights

@@ -9,12 +9,14 @@ Results do not depend on the backend, the number of workers or the order runs fi
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
@@ -22,6 +24,61 @@ from inference_sim.core.extras import require
 
 ResultCallback = Callable[[int, dict[str, Any]], None]
 Worker = Callable[[Any], dict[str, Any]]
+
+log = logging.getLogger("inference_sim")
+
+
+class _HeldWarnings(logging.Filter):
+    """Keeps a run's warnings out of the worker's stderr and in a list, so that the
+    process that asked for the runs gives them (:func:`relay_warnings`), once each: a
+    sweep, plan or tune runs the same options many times, in many processes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        if (text := record.getMessage()) not in self.messages:
+            self.messages.append(text)
+        return False
+
+
+class _EachOnce(logging.Filter):
+    """Drops a warning whose text this process has already given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        text = record.getMessage()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
+@contextmanager
+def each_warning_once() -> Iterator[None]:
+    """Inside it, this process gives each distinct warning once (sweep, plan and tune
+    wrap their command in it: their runs repeat the shared options' warnings)."""
+    once = _EachOnce()
+    log.addFilter(once)
+    try:
+        yield
+    finally:
+        log.removeFilter(once)
+
+
+def relay_warnings(result: dict[str, Any]) -> dict[str, Any]:
+    """Give the warnings a worker held back (``result["warnings"]``) in this process."""
+    for text in result.pop("warnings", ()):
+        log.warning(text)
+    return result
 
 
 class Backend(Protocol):
@@ -43,22 +100,24 @@ def failed(message: str) -> dict[str, Any]:
 def execute_run(options: dict[str, Any]) -> dict[str, Any]:
     """Resolve and run one configuration; never raises (failures come back as data)."""
     start = time.perf_counter()
+    held = _HeldWarnings()
+    others = log.filters[:]  # e.g. warn_each_once's: it sees the warning when relayed
+    log.filters[:] = [held]
     try:
         from inference_sim.config.resolve import resolve
         from inference_sim.runner import run_plan
 
         results = run_plan(resolve(options), timeseries=False)
+        out = {"status": "ok", "summary": results.summary, "instances": results.instance_summaries}
     except Exception as exc:
         out = failed(f"{type(exc).__name__}: {exc}".strip())
         out["traceback"] = traceback.format_exc(limit=20)
-        out["wall_s"] = time.perf_counter() - start
-        return out
-    return {
-        "status": "ok",
-        "summary": results.summary,
-        "instances": results.instance_summaries,
-        "wall_s": time.perf_counter() - start,
-    }
+    finally:
+        log.filters[:] = others
+    out["wall_s"] = time.perf_counter() - start
+    if held.messages:
+        out["warnings"] = held.messages
+    return out
 
 
 # --- local processes -------------------------------------------------------------------
@@ -101,7 +160,7 @@ class LocalBackend:
                     result = func(item)
                 except Exception as exc:  # pragma: no cover - func reports its own
                     result = failed(f"{type(exc).__name__}: {exc}")
-                on_result(i, result)
+                on_result(i, relay_warnings(result))
             return
         ctx = _context()
         pending = deque(enumerate(items))
@@ -125,7 +184,7 @@ class LocalBackend:
                         result = failed(f"worker process died (exit code {proc.exitcode})")
                     reader.close()
                     proc.join()
-                    on_result(i, result)
+                    on_result(i, relay_warnings(result))
         finally:
             for reader, (_i, proc) in active.items():
                 proc.kill()
@@ -175,7 +234,7 @@ class RayBackend:
                     result = ray.get(ref)
                 except Exception as exc:  # worker died, task cancelled, ...
                     result = failed(f"Ray task failed: {type(exc).__name__}: {exc}")
-                on_result(i, result)
+                on_result(i, relay_warnings(result))
 
     def close(self) -> None:
         if self.owned:

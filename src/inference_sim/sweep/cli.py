@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from inference_sim.report.cliutil import check_output, cli_errors, echo_err
+from inference_sim.sweep.backends import each_warning_once
 
 
 @click.command("sweep")
@@ -47,6 +48,7 @@ from inference_sim.report.cliutil import check_output, cli_errors, echo_err
 )
 @click.option("--quiet", "-q", is_flag=True, default=False, help="No per-run lines on stderr.")
 @click.option("--debug", is_flag=True, default=False, help="Show tracebacks for errors.")
+@each_warning_once()
 def sweep_command(
     sweep_file: str,
     out_dir: str | None,
