@@ -27,7 +27,9 @@ routing, ``T`` padded to the step's CUDA-graph size -- scaled by ``moe`` when th
 are quantized (the fused-MoE kernels ``moe`` was fitted on). FLOPs are
 2 x active parameters per token, plus the LM head for each scheduled request. KV bytes
 are each decoder's context plus its new token, and each prefill chunk's earlier
-context plus its new tokens.
+context plus its new tokens, less the context in blocks another running request also
+holds (``StepBatch.shared_context``): requests sharing a prefix read the same physical
+blocks at about the same time, so the repeats come from L2, not HBM (docs/calibration.md).
 
 ``samp`` is the sampler: when the model's default sampling filters the logits (its
 ``generation_config.json`` sets ``top_p`` or ``top_k``, which vLLM applies to requests
