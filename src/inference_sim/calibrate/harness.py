@@ -73,7 +73,7 @@ def step_jacobian(model: CalibratedLatencyModel, rec: np.ndarray) -> np.ndarray:
     """d(step µs)/d(coefficient) for recorded steps (rows) x FITTED_FIELDS (columns)."""
     c = model.coefficients
     p = c.smooth_p
-    w_dense, w_exp, flops, kv, att, _ar, reqs = (rec[:, 2 + i] for i in range(7))
+    w_dense, w_exp, flops, kv, att, _ar, reqs, ctx = (rec[:, 2 + i] for i in range(8))
     wbytes = w_dense + c.moe * w_exp
     mem = c.weight_read * wbytes
     cmp = c.compute * flops
@@ -99,7 +99,7 @@ def step_jacobian(model: CalibratedLatencyModel, rec: np.ndarray) -> np.ndarray:
         "sampler_us": reqs * model.shape.sampler_units,
         "penalty_us": np.full_like(kv, 1.0 if model.shape.penalized_sampling else 0.0),
         "penalty_token_us": (
-            kv * model.shape.bw / model.shape.kv_tok
+            ctx * model.shape.bw / model.shape.kv_tok
             if model.shape.penalized_sampling and model.shape.kv_tok > 0
             else np.zeros_like(kv)
         ),

@@ -20,7 +20,14 @@ class StepBatch:
     without walking the lists.
     """
 
-    __slots__ = ("decode_context_sum", "decode_tokens", "num_new", "prefill_tokens", "requests")
+    __slots__ = (
+        "decode_context_sum",
+        "decode_tokens",
+        "num_new",
+        "prefill_tokens",
+        "requests",
+        "shared_context",
+    )
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
@@ -30,6 +37,10 @@ class StepBatch:
         # Sum of the decoding requests' contexts (computed tokens before the step); the
         # fast stepper does not list idle decoders, so models read totals from here.
         self.decode_context_sum = 0
+        # Context tokens held in KV blocks that more than one running request references
+        # (prefix-cache hits on blocks in use), counted once per extra reference: the
+        # step's attention reads each such block from HBM once, not once per request.
+        self.shared_context = 0
 
     def clear(self) -> None:
         self.requests.clear()
@@ -37,6 +48,7 @@ class StepBatch:
         self.prefill_tokens = 0
         self.decode_tokens = 0
         self.decode_context_sum = 0
+        self.shared_context = 0
 
     def add(self, req: Request, num_new: int, is_prefill: bool) -> None:
         self.requests.append(req)

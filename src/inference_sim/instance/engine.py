@@ -329,6 +329,7 @@ class Instance:
         """Price the step (GPU time plus KV loads from the CPU tier) and book it: busy
         time, peak KV use and KV use over time. Returns the step's end."""
         kv = self.kv
+        batch.shared_context = kv.pool.shared_refs * kv.block_size
         step_time = self.latency.step_time(batch) + kv.take_transfer_time(now)
         end = now + step_time
         self.busy_until = end

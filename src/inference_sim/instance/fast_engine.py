@@ -525,6 +525,7 @@ class FastInstance(Instance):
         batch = self._batch
         batch.clear()
         batch.decode_tokens = decodes
+        batch.shared_context = pool.shared_refs * bs  # no prefix hits in bulk steps
         latency = self.latency
         ctx = self._decode_ctx
         t = start

@@ -194,6 +194,8 @@ class SpecInstance(Instance):
                 if k > width:
                     width = k
         latency = self.latency
+        kv = self.kv
+        batch.shared_context = kv.pool.shared_refs * kv.block_size
         step = latency.step_time(batch)
         if verify or (prefill and self._drafts_on_prefill):
             extra = extra_verification_time(

@@ -28,6 +28,7 @@ class BlockPool:
         "cached",
         "num_blocks",
         "ref_cnt",
+        "shared_refs",
     )
 
     def __init__(self, num_blocks: int, block_size: int) -> None:
@@ -38,6 +39,10 @@ class BlockPool:
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.ref_cnt = [0] * num_blocks
+        # References beyond the first, summed over blocks: how many block-table entries
+        # point at a block another running request also holds (prefix-cache hits on
+        # blocks in use). The step's attention reads such a block from HBM once.
+        self.shared_refs = 0
         self.block_hash: list[int | None] = [None] * num_blocks
         # The free queue, head first: never-used blocks ``_fresh .. num_blocks-1`` (kept
         # as a counter, so a large cache costs nothing to set up), then ``_free``, whose
@@ -139,11 +144,15 @@ class BlockPool:
         """Take a reference on cached blocks (prefix hits), reviving free ones."""
         free = self._free
         ref = self.ref_cnt
+        shared = 0
         for b in block_ids:
             if ref[b] == 0:
                 del free[b]
                 self._listed -= 1
+            else:
+                shared += 1
             ref[b] += 1
+        self.shared_refs += shared
 
     def release(self, block_ids_in_eviction_order: list[int]) -> None:
         """Drop one reference from each block; blocks reaching zero join the free tail."""
@@ -153,10 +162,13 @@ class BlockPool:
         anon_append = self._anon.append
         empty = 0  # empty blocks freed since the last cached one: one run entry
         listed = 0
+        shared = 0
         for b in block_ids_in_eviction_order:
             r = ref[b] - 1
             ref[b] = r
-            if r == 0:
+            if r:
+                shared += 1
+            else:
                 listed += 1
                 if hashes[b] is None:
                     anon_append(b)
@@ -170,6 +182,7 @@ class BlockPool:
         if empty:
             self._add_run(empty)
         self._listed += listed
+        self.shared_refs -= shared
 
     def release_private(self, block_ids_in_eviction_order: list[int], n_private: int) -> None:
         """:meth:`release`, when the first ``n_private`` blocks are held by the caller
@@ -246,6 +259,8 @@ class BlockPool:
         for b in range(self._fresh, self.num_blocks):
             assert self.ref_cnt[b] == 0 and self.block_hash[b] is None, f"fresh block {b} in use"
         assert all(r >= 0 for r in self.ref_cnt), "negative reference count"
+        extra = sum(r - 1 for r in self.ref_cnt if r > 1)
+        assert extra == self.shared_refs, "shared-reference count differs from the counts"
         for h, b in self.cached.items():
             assert self.block_hash[b] == h, f"cache index points at block {b} without hash"
 
@@ -320,6 +335,8 @@ class TieredBlockPool(BlockPool):
             if ref[b] == 0:
                 del free[b]
                 evictable.pop(b, None)
+            else:
+                self.shared_refs += 1
             ref[b] += 1
 
     def release(self, block_ids_in_eviction_order: list[int]) -> None:
@@ -330,7 +347,9 @@ class TieredBlockPool(BlockPool):
         for b in block_ids_in_eviction_order:
             r = ref[b] - 1
             ref[b] = r
-            if r == 0:
+            if r:
+                self.shared_refs -= 1
+            else:
                 free[b] = None
                 if hashes[b] is not None:
                     evictable[b] = None
@@ -369,6 +388,8 @@ class TieredBlockPool(BlockPool):
         for b in self._free:
             assert self.ref_cnt[b] == 0, f"free block {b} has references"
         assert all(r >= 0 for r in self.ref_cnt), "negative reference count"
+        extra = sum(r - 1 for r in self.ref_cnt if r > 1)
+        assert extra == self.shared_refs, "shared-reference count differs from the counts"
         for h, b in self.cached.items():
             assert self.block_hash[b] == h, f"cache index points at block {b} without hash"
         expected = [b for b in self._free if self.block_hash[b] is not None]

@@ -27,7 +27,9 @@ routing, ``T`` padded to the step's CUDA-graph size -- scaled by ``moe`` when th
 are quantized (the fused-MoE kernels ``moe`` was fitted on). FLOPs are
 2 x active parameters per token, plus the LM head for each scheduled request. KV bytes
 are each decoder's context plus its new token, and each prefill chunk's earlier
-context plus its new tokens.
+context plus its new tokens, less the context in blocks another running request also
+holds (``StepBatch.shared_context``): requests sharing a prefix read the same physical
+blocks at about the same time, so the repeats come from L2, not HBM (docs/calibration.md).
 
 ``samp`` is the sampler: when the model's default sampling filters the logits (its
 ``generation_config.json`` sets ``top_p`` or ``top_k``, which vLLM applies to requests
@@ -564,12 +566,19 @@ class StepShape:
         return e * (1.0 - (1.0 - min(1.0, self.top_k / e)) ** cuda_graph_tokens(tokens))
 
     def raw(
-        self, prefill: Iterable[tuple[int, int]], count: int, context_sum: int
-    ) -> tuple[float, float, float, float, float, float, int]:
+        self,
+        prefill: Iterable[tuple[int, int]],
+        count: int,
+        context_sum: int,
+        shared: int = 0,
+    ) -> tuple[float, float, float, float, float, float, int, float]:
         """The step's raw quantities, coefficient-free (all per GPU, seconds at peak).
 
         Returns (dense weight s, routed-expert weight s, GEMM FLOP s, KV s, attention
-        FLOP s, all-reduce bytes s, requests). Tokens T = prefill tokens + ``count``.
+        FLOP s, all-reduce bytes s, requests, context s). Tokens T = prefill tokens +
+        ``count``. ``shared`` context tokens sit in blocks another request of the step
+        also holds: the KV term reads them once (``StepBatch.shared_context``); the
+        context term (penalty bookkeeping, per request on the CPU) counts every request's.
         """
         tokens = count
         requests = count
@@ -580,20 +589,24 @@ class StepShape:
             requests += 1
             kv_tokens += s + n
             attn += n * (s + (n + 1) / 2.0)
+        read = kv_tokens - shared if shared > 0 else kv_tokens
+        if read < tokens:
+            read = tokens  # the step's new tokens are never shared
         bw = self.bw
         peak = self.gemm_peak
         w_dense = self.dense_bytes / bw
         w_exp = self.expert_bytes * self.touched_experts(tokens) / bw
         flops = (self.flops_per_token * tokens + self.flops_per_request * requests) / peak
-        kv = self.kv_tok * kv_tokens / bw
+        ctx = self.kv_tok * kv_tokens / bw
+        kv = self.kv_tok * read / bw if read != kv_tokens else ctx
         att = self.attn_flops_coef * attn / self.peak
         ar = self.ar_bytes_per_token * tokens / self.link_bw
-        return w_dense, w_exp, flops, kv, att, ar, requests
+        return w_dense, w_exp, flops, kv, att, ar, requests, ctx
 
 
 #: Values recorded per step by a recording model: start µs, duration µs, then the
-#: seven :meth:`StepShape.raw` values.
-RECORD_WIDTH = 9
+#: eight :meth:`StepShape.raw` values.
+RECORD_WIDTH = 10
 
 
 class CalibratedLatencyModel:
@@ -650,9 +663,8 @@ class CalibratedLatencyModel:
         self._pen_per_kv_s = (
             c.penalty_token_us * sh.bw / sh.kv_tok if pen and sh.kv_tok > 0 else 0.0
         )
-        self._kv_slope_us = c.kv_read * sh.kv_tok / sh.bw * 1e6  # per context token
-        if pen:
-            self._kv_slope_us += c.penalty_token_us
+        self._kv_slope_us = c.kv_read * sh.kv_tok / sh.bw * 1e6  # per context token read
+        self._pen_slope_us = c.penalty_token_us if pen else 0.0  # per context token
         #: Read by the instance (instance/engine.py), which applies vLLM's async-scheduling
         #: lag step by step; the queueing time is the client overhead alone.
         self.async_scheduling = bool(c.async_scheduling)
@@ -672,16 +684,16 @@ class CalibratedLatencyModel:
         hi = max(mem, cmp)
         return hi * (((mem / hi) ** p + (cmp / hi) ** p) ** (1.0 / p))
 
-    def _combine(self, raw: tuple[float, float, float, float, float, float, int]) -> float:
+    def _combine(self, raw: tuple[float, float, float, float, float, float, int, float]) -> float:
         """Step time in µs (not rounded) from :meth:`StepShape.raw` values."""
-        w_dense, w_exp, flops, kv, att, ar, requests = raw
+        w_dense, w_exp, flops, kv, att, ar, requests, ctx = raw
         if requests == 0:
             return self._fixed_us
         mem = self._wr * (w_dense + self._moe * w_exp)
         lin = self._smooth(mem, self._cp * flops)
         comm = (self._comm_s + self._ar_per_s * ar) if self.tp > 1 else 0.0
         seconds = lin + self._kv * kv + self._att * att + comm
-        pen = self._pen_us + self._pen_per_kv_s * kv if self._pen_us or self._pen_per_kv_s else 0.0
+        pen = self._pen_us + self._pen_per_kv_s * ctx if self._pen_us or self._pen_per_kv_s else 0.0
         if self._q != 1.0:
             gpu_us = self._overlapped(seconds * 1e6)
             host = self._fixed_us - self._layers_us
@@ -698,10 +710,11 @@ class CalibratedLatencyModel:
         return hi * (((gpu_us / hi) ** q + (host / hi) ** q) ** (1.0 / q))
 
     def terms(
-        self, prefill: Sequence[tuple[int, int]], count: int, context_sum: int
+        self, prefill: Sequence[tuple[int, int]], count: int, context_sum: int, shared: int = 0
     ) -> dict[str, float]:
         """Each term of the step time in µs (for tests, docs and ``describe``)."""
-        w_dense, w_exp, flops, kv, att, ar, requests = self.shape.raw(prefill, count, context_sum)
+        raw = self.shape.raw(prefill, count, context_sum, shared)
+        w_dense, w_exp, flops, kv, att, ar, requests, ctx = raw
         mem = self._wr * (w_dense + self._moe * w_exp)
         cmp = self._cp * flops
         comm = (self._comm_s + self._ar_per_s * ar) if self.tp > 1 and requests else 0.0
@@ -717,16 +730,21 @@ class CalibratedLatencyModel:
             "workers_us": self.coefficients.worker_us * self.tp if self.tp > 1 else 0.0,
             "requests_us": self.coefficients.request_us * requests,
             "sampler_us": self.coefficients.sampler_us * self.shape.sampler_units * requests,
-            "penalty_us": (self._pen_us + self._pen_per_kv_s * kv) if requests else 0.0,
+            "penalty_us": (self._pen_us + self._pen_per_kv_s * ctx) if requests else 0.0,
         }
-        out["total_us"] = self._combine((w_dense, w_exp, flops, kv, att, ar, requests))
+        out["total_us"] = self._combine(raw)
         return out
 
     def step_time_from(
-        self, prefill: Sequence[tuple[int, int]], decode_count: int, decode_context_sum: int
+        self,
+        prefill: Sequence[tuple[int, int]],
+        decode_count: int,
+        decode_context_sum: int,
+        shared: int = 0,
     ) -> int:
-        """Step time (µs) from the prefill requests' (S, n) and the decode totals (D, ΣS)."""
-        raw = self.shape.raw(prefill, decode_count, decode_context_sum)
+        """Step time (µs) from the prefill requests' (S, n), the decode totals (D, ΣS) and
+        the shared context tokens (``StepBatch.shared_context``)."""
+        raw = self.shape.raw(prefill, decode_count, decode_context_sum, shared)
         return round_half_away(self._combine(raw))
 
     # ----------------------------------------------------------------- protocol
@@ -749,13 +767,15 @@ class CalibratedLatencyModel:
             if base is None:
                 base = self._combine(self.shape.raw((), count, 0))
                 self._decode_cache[count] = base
-            us = (
-                round_half_away(base + self._kv_slope_us * total)
-                if count
-                else round_half_away(base)
-            )
+            if count:
+                read = total - batch.shared_context
+                if read < 0:
+                    read = 0
+                us = round_half_away(base + self._kv_slope_us * read + self._pen_slope_us * total)
+            else:
+                us = round_half_away(base)
         else:
-            raw = self.shape.raw(prefill, count, total)
+            raw = self.shape.raw(prefill, count, total, batch.shared_context)
             us = round_half_away(self._combine(raw))
             if rec is not None:
                 rec.extend((float(start), float(us), *raw))
