@@ -40,6 +40,7 @@ class StepBatch:
         # Context tokens held in KV blocks that more than one running request references
         # (prefix-cache hits on blocks in use), counted once per extra reference: the
         # step's attention reads each such block from HBM once, not once per request.
+        # (Holders that do not run in the step count too: an approximation, calibration.md.)
         self.shared_context = 0
 
     def clear(self) -> None:
