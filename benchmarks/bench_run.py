@@ -9,6 +9,7 @@ Scenarios (see docs/performance.md):
   a<N>  one instance, chatbot preset near saturation (75 req/s), N requests
   b     16 instances, weighted routing, 512-token shared prefix, 10k requests (b100k: 100k)
   c     as b with the roofline latency model (c100k: 100k)
+  cal   as b with the calibrated latency model on H100 TP 1 (shared-prefix KV read once)
   pd    as b, disaggregated: 4 prefill + 12 decode instances (pd100k: 100k requests)
   s     one instance, summarization preset near saturation, 10k requests
   l     multi-LoRA: 4 instances, 8 adapters with Zipf-like popularity (lora-spec.yaml),
@@ -77,6 +78,8 @@ SCENARIOS: dict[str, dict[str, object]] = {
     "b100k": {**_SHARED_PREFIX, "num_requests": 100_000},
     "c": {**_SHARED_PREFIX, "latency_model": "roofline"},
     "c100k": {**_SHARED_PREFIX, "latency_model": "roofline", "num_requests": 100_000},
+    # The calibrated model (the default for models without trained coefficients).
+    "cal": {**_SHARED_PREFIX, "latency_model": "calibrated", "hardware": "H100", "tp": 1},
     # P/D: 4 prefill + 12 decode instances, KV pulled over 50 GB/s links (docs/disaggregation.md)
     "pd": {**_SHARED_PREFIX, "prefill_instances": 4, "decode_instances": 12},
     "pd100k": {
