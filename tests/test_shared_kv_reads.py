@@ -5,7 +5,10 @@ references, the engine hands them to the latency model, the KV term drops them."
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from inference_sim import simulate
 from inference_sim.cluster.simulator import ClusterSimulator
 from inference_sim.core.batch import StepBatch
 from inference_sim.instance import make_instance
@@ -109,3 +112,29 @@ def test_engine_reports_the_prefix_two_running_requests_share(exact_steps):
     assert both and set(both) == {64}
     alone = [s for d, p, s in rec.seen if d == 1 and not p]  # before and after the second
     assert len(alone) > 150 and set(alone) == {0}
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    prefix=st.sampled_from([0, 16, 40, 256]),
+    prompt=st.integers(8, 300),
+    output=st.integers(2, 120),
+    rate=st.sampled_from([5.0, 40.0, 400.0]),
+    blocks=st.sampled_from([0, 60, 400]),
+    seed=st.integers(0, 3),
+)
+def test_both_steppers_price_shared_blocks_alike(prefix, prompt, output, rate, blocks, seed):
+    """The fast stepper hands the latency model the same shared context as the plain one
+    (bulk decode steps included): identical results with the calibrated model, KV
+    pressure and preemptions included."""
+    kw = {"model": "meta-llama/llama-3.1-8b-instruct", "hardware": "H100", "tp": 1,
+          "latency_model": "calibrated", "num_requests": 40, "rate": rate,
+          "prompt_tokens": prompt, "output_tokens": output, "prefix_tokens": prefix,
+          "seed": seed, "check_invariants": True}  # fmt: skip
+    if blocks:
+        kw["total_kv_blocks"] = blocks
+    fast = simulate(**kw).summary
+    exact = simulate(exact_steps=True, **kw).summary
+    for key in ("ttft_mean_ms", "e2e_mean_ms", "itl_mean_ms", "completed_requests",
+                "preemption_count", "dropped_unservable"):  # fmt: skip
+        assert fast[key] == exact[key], key
