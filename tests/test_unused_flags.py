@@ -402,6 +402,13 @@ def test_plan_gives_a_base_option_warning_once(jobs, warnings_given):
     assert sum(_NO_EFFECT in w for w in warnings_given) == 2
 
 
+@pytest.mark.parametrize("repeat", [["--seeds", "1,2,3"], ["--replicates", "3"]])
+def test_repeated_runs_give_a_warning_once(repeat):
+    result = invoke("--num-requests", "10", *repeat, *_WARNED)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count(_NO_EFFECT) == 1  # was once up front plus once per seed
+
+
 def test_a_run_hands_its_warnings_to_the_caller(warnings_given):
     from inference_sim.sweep.backends import execute_run, relay_warnings
 

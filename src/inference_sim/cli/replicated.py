@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from inference_sim.core.logs import each_warning_once
+
 log = logging.getLogger("inference_sim")
 
 REPLICATE_PARAMS = ("seeds", "replicates", "confidence")
@@ -43,6 +45,7 @@ def replicate_options() -> list[click.Option]:
     ]
 
 
+@each_warning_once()  # every seed resolves the same options
 def run_replicated(
     raw: dict[str, Any],
     *,

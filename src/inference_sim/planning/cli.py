@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from inference_sim.core.logs import each_warning_once
 from inference_sim.report.cliutil import (
     base_from_config,
     check_output,
@@ -18,7 +19,6 @@ from inference_sim.report.cliutil import (
     parse_assignments,
     run_options,
 )
-from inference_sim.sweep.backends import each_warning_once
 
 _PLAN_OWN = (
     "model",

@@ -15,17 +15,17 @@ import os
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
 from inference_sim.core.extras import require
+from inference_sim.core.logs import LOGGER_NAME
 
 ResultCallback = Callable[[int, dict[str, Any]], None]
 Worker = Callable[[Any], dict[str, Any]]
 
-log = logging.getLogger("inference_sim")
+log = logging.getLogger(LOGGER_NAME)
 
 
 class _HeldWarnings(logging.Filter):
@@ -43,35 +43,6 @@ class _HeldWarnings(logging.Filter):
         if (text := record.getMessage()) not in self.messages:
             self.messages.append(text)
         return False
-
-
-class _EachOnce(logging.Filter):
-    """Drops a warning whose text this process has already given."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.WARNING:
-            return True
-        text = record.getMessage()
-        if text in self.seen:
-            return False
-        self.seen.add(text)
-        return True
-
-
-@contextmanager
-def each_warning_once() -> Iterator[None]:
-    """Inside it, this process gives each distinct warning once (sweep, plan and tune
-    wrap their command in it: their runs repeat the shared options' warnings)."""
-    once = _EachOnce()
-    log.addFilter(once)
-    try:
-        yield
-    finally:
-        log.removeFilter(once)
 
 
 def relay_warnings(result: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +72,7 @@ def execute_run(options: dict[str, Any]) -> dict[str, Any]:
     """Resolve and run one configuration; never raises (failures come back as data)."""
     start = time.perf_counter()
     held = _HeldWarnings()
-    others = log.filters[:]  # e.g. warn_each_once's: it sees the warning when relayed
+    others = log.filters[:]  # e.g. each_warning_once's: it sees the warning when relayed
     log.filters[:] = [held]
     try:
         from inference_sim.config.resolve import resolve

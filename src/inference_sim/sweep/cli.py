@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
+from inference_sim.core.logs import each_warning_once
 from inference_sim.report.cliutil import check_output, cli_errors, echo_err
-from inference_sim.sweep.backends import each_warning_once
 
 
 @click.command("sweep")
