@@ -37,7 +37,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,16 +131,23 @@ def gemm_rows_from_csv(path: str | os.PathLike[str], gpu: str, model: str) -> li
     return out
 
 
-def load_gemm_rows(vidur_root: str | os.PathLike[str]) -> list[GemmRow]:
-    """Every GEMM row of every profiled model under ``<root>/data/profiling/compute``."""
+def profiled_layers(vidur_root: str | os.PathLike[str]) -> Iterator[tuple[str, str, str]]:
+    """(GPU, model, path) of every Vidur ``mlp.csv`` under ``<root>/data/profiling/compute``,
+    in a fixed order."""
     base = os.path.join(os.fspath(vidur_root), "data", "profiling", "compute")
-    rows: list[GemmRow] = []
     for folder, gpu in sorted(COMPUTE_GPUS.items()):
         top = os.path.join(base, folder)
         for dirpath, _dirs, files in sorted(os.walk(top)):
             if "mlp.csv" in files:
                 model = os.path.relpath(dirpath, top).replace(os.sep, "/")
-                rows.extend(gemm_rows_from_csv(os.path.join(dirpath, "mlp.csv"), gpu, model))
+                yield gpu, model, os.path.join(dirpath, "mlp.csv")
+
+
+def load_gemm_rows(vidur_root: str | os.PathLike[str]) -> list[GemmRow]:
+    """Every GEMM row of every profiled model under ``<root>/data/profiling/compute``."""
+    rows: list[GemmRow] = []
+    for gpu, model, path in profiled_layers(vidur_root):
+        rows.extend(gemm_rows_from_csv(path, gpu, model))
     return rows
 
 
@@ -303,32 +310,26 @@ class LayerOpsRow:
 
 def load_layer_ops(vidur_root: str | os.PathLike[str]) -> list[LayerOpsRow]:
     """Per-layer small-operator time of every profiled row (the residual add counted twice)."""
-    base = os.path.join(os.fspath(vidur_root), "data", "profiling", "compute")
     out: list[LayerOpsRow] = []
-    for folder, gpu in sorted(COMPUTE_GPUS.items()):
-        top = os.path.join(base, folder)
-        for dirpath, _dirs, files in sorted(os.walk(top)):
-            if "mlp.csv" not in files:
-                continue
-            model = os.path.relpath(dirpath, top).replace(os.sep, "/")
-            with open(os.path.join(dirpath, "mlp.csv"), newline="", encoding="utf-8") as fh:
-                for rec in csv.DictReader(fh):
-                    try:
-                        ms = [float(rec[f"time_stats.{op}.median"]) for op in _SMALL_OPS]
-                    except (KeyError, ValueError):
-                        continue
-                    if not all(math.isfinite(v) and v >= 0 for v in ms):
-                        continue
-                    out.append(
-                        LayerOpsRow(
-                            gpu=gpu,
-                            model=model,
-                            hidden=int(float(rec["n_embd"])),
-                            tp=int(float(rec["num_tensor_parallel_workers"])),
-                            tokens=int(float(rec["num_tokens"])),
-                            seconds=(sum(ms) + ms[-1]) * 1e-3,
-                        )
+    for gpu, model, path in profiled_layers(vidur_root):
+        with open(path, newline="", encoding="utf-8") as fh:
+            for rec in csv.DictReader(fh):
+                try:
+                    ms = [float(rec[f"time_stats.{op}.median"]) for op in _SMALL_OPS]
+                except (KeyError, ValueError):
+                    continue
+                if not all(math.isfinite(v) and v >= 0 for v in ms):
+                    continue
+                out.append(
+                    LayerOpsRow(
+                        gpu=gpu,
+                        model=model,
+                        hidden=int(float(rec["n_embd"])),
+                        tp=int(float(rec["num_tensor_parallel_workers"])),
+                        tokens=int(float(rec["num_tokens"])),
+                        seconds=(sum(ms) + ms[-1]) * 1e-3,
                     )
+                )
     return out
 
 
