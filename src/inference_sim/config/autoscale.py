@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from inference_sim.cluster.scaler import METRICS
+from inference_sim.config.checks import require_finite, require_one_of
 from inference_sim.config.errors import ConfigError
 
 ENGINE_START_S = 20.0
@@ -90,13 +91,8 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
             "--autoscale-max with --prefill-instances/--decode-instances: autoscale each "
             "pool with --prefill-autoscale-max / --decode-autoscale-max (docs/autoscaling.md)"
         )
-    if o["autoscale_metric"] not in METRICS:
-        raise ConfigError(
-            f"--autoscale-metric must be one of {', '.join(METRICS)}, got {o['autoscale_metric']!r}"
-        )
-    t = o["autoscale_target"]
-    if not (math.isfinite(t) and t > 0):
-        raise ConfigError(f"--autoscale-target must be a finite number > 0, got {t}")
+    require_one_of("--autoscale-metric", o["autoscale_metric"], METRICS)
+    require_finite("--autoscale-target", o["autoscale_target"])
     _check_shared(o)
 
 
@@ -133,12 +129,9 @@ def _check_pools(o: dict[str, Any]) -> None:
                 f"--{pool}-instances {start} > {flag}-max {hi}; "
                 f"the pool starts with --{pool}-instances replicas, at most the max"
             )
-        t = o[f"{pool}_autoscale_target"]
-        if not (math.isfinite(t) and t > 0):
-            raise ConfigError(f"{flag}-target must be a finite number > 0, got {t}")
+        require_finite(f"{flag}-target", o[f"{pool}_autoscale_target"])
         m = o[f"{pool}_autoscale_metric"] or o["autoscale_metric"]
-        if m not in METRICS:
-            raise ConfigError(f"{flag}-metric must be one of {', '.join(METRICS)}, got {m!r}")
+        require_one_of(f"{flag}-metric", m, METRICS)
 
 
 def _check_shared(o: dict[str, Any]) -> None:
@@ -156,14 +149,10 @@ def _check_shared(o: dict[str, Any]) -> None:
     s = o["replica_startup_s"]
     if not (math.isfinite(s) and (s >= 0 or s == -1)):
         raise ConfigError(f"--replica-startup-s must be seconds >= 0 (or -1: derived), got {s}")
-    cv = o["replica_startup_cv"]
-    if not (math.isfinite(cv) and cv >= 0):
-        raise ConfigError(
-            f"--replica-startup-cv must be a finite number >= 0 (0: constant), got {cv}"
-        )
-    bw = o["replica_load_bandwidth"]
-    if not (math.isfinite(bw) and bw > 0):
-        raise ConfigError(f"--replica-load-bandwidth must be a finite number > 0 GB/s, got {bw}")
+    require_finite(
+        "--replica-startup-cv", o["replica_startup_cv"], strict=False, unit=" (0: constant)"
+    )
+    require_finite("--replica-load-bandwidth", o["replica_load_bandwidth"], unit=" GB/s")
     p = o["autoscale_gpu_hour_price"]
     if not (math.isfinite(p) and (p >= 0 or p == -1)):
         raise ConfigError(

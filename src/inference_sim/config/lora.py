@@ -15,6 +15,7 @@ from typing import Any
 from inference_sim.catalog.architecture import ModelArchitecture
 from inference_sim.catalog.lora import adapter_bytes_per_rank
 from inference_sim.catalog.schema import GpuSpec
+from inference_sim.config.checks import require_finite
 from inference_sim.config.errors import ConfigError
 from inference_sim.instance.lora_config import LoraSettings
 
@@ -150,11 +151,7 @@ def normalize_lora(o: dict[str, Any], workload_spec: Any) -> bool:
     if o["max_lora_rank"] < 1:
         raise ConfigError(f"--max-lora-rank must be >= 1, got {o['max_lora_rank']}")
     for name in ("lora_cpu_gpu_bandwidth", "lora_disk_bandwidth"):
-        v = o[name]
-        if not (math.isfinite(v) and v > 0):
-            raise ConfigError(
-                f"--{name.replace('_', '-')} must be a finite number > 0 GB/s, got {v}"
-            )
+        require_finite(f"--{name.replace('_', '-')}", o[name], unit=" GB/s")
     for name in ("lora_cpu_gpu_latency", "lora_disk_latency", "lora_step_overhead"):
         v = o[name]
         if not (math.isfinite(v) and v >= 0):

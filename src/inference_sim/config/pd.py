@@ -7,10 +7,10 @@ deployment exactly as a colocated run on that GPU and TP would.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from inference_sim.config.checks import require_finite, require_one_of
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import OPTIONS, canonical_name
 
@@ -72,16 +72,11 @@ def check_pd_options(o: dict[str, Any], explicit: frozenset[str]) -> None:
             f"--{pool}-instances {n} leaves no instance for the other pool; "
             f"give --num-instances > {n} or fewer {pool} instances"
         )
-    if o["pd_decider"] not in DECIDERS:
-        raise ConfigError(
-            f"--pd-decider must be one of {', '.join(DECIDERS)}, got {o['pd_decider']!r}"
-        )
-    bw = o["pd_transfer_bandwidth"]
-    if not (math.isfinite(bw) and bw > 0):
-        raise ConfigError(f"--pd-transfer-bandwidth must be a finite number > 0 GB/s, got {bw}")
-    lat = o["pd_transfer_base_latency"]
-    if not (math.isfinite(lat) and lat >= 0):
-        raise ConfigError(f"--pd-transfer-base-latency must be a finite number >= 0 ms, got {lat}")
+    require_one_of("--pd-decider", o["pd_decider"], DECIDERS)
+    require_finite("--pd-transfer-bandwidth", o["pd_transfer_bandwidth"], unit=" GB/s")
+    require_finite(
+        "--pd-transfer-base-latency", o["pd_transfer_base_latency"], strict=False, unit=" ms"
+    )
 
 
 def pool_overrides(o: Mapping[str, Any], pool: str) -> dict[str, Any]:
@@ -103,8 +98,11 @@ def resolve_pools(
         over = pool_overrides(o, pool)
         if not over:
             continue
-        sub = {k: v for k, v in raw.items() if not k.replace("-", "_").startswith(
-            ("pd_", "prefill_", "decode_", "dual_"))}  # fmt: skip
+        sub = {
+            k: v
+            for k, v in raw.items()
+            if not k.replace("-", "_").startswith(("pd_", "prefill_", "decode_", "dual_"))
+        }
         # Drop every spelling of what the pool overrides (an alias such as max_num_seqs
         # would clash with the canonical name); a pool's own latency model replaces the
         # run's --roofline shorthand too.

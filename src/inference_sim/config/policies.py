@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from inference_sim.config.checks import require_finite
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import BY_NAME
 from inference_sim.core.inputs import compose_yaml, read_text
@@ -301,12 +302,7 @@ def resolve_policies(o: dict[str, Any], explicit: frozenset[str]) -> None:
             o[option] = NAMED_POLICIES[option][0].default
     if o["admission_policy"] == "token-bucket":
         for name in ("token_bucket_capacity", "token_bucket_refill_rate"):
-            v = o[name]
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} must be a finite number > 0, got {v}"
-                    + origin.get(name, "")
-                )
+            require_finite(f"--{name.replace('_', '-')}", o[name], origin=origin.get(name, ""))
     for option, (registry, flag) in NAMED_POLICIES.items():
         try:
             registry.lookup(o[option])

@@ -30,6 +30,7 @@ from inference_sim.catalog.capacity import derive_kv_blocks
 from inference_sim.catalog.hardware import with_hardware_config
 from inference_sim.catalog.schema import CoefficientSet
 from inference_sim.config.autoscale import check_autoscale_options
+from inference_sim.config.checks import require_finite, require_one_of
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.lora import (
     LORA_OPTIONS,
@@ -301,8 +302,7 @@ def _check_ranges(o: dict[str, Any]) -> None:
         math.isfinite(util) and 0 < util <= 1,
         f"--gpu-memory-utilization must be in (0, 1], got {util}",
     )
-    rate = o["rate"]
-    _require(math.isfinite(rate) and rate > 0, f"--rate must be a finite number > 0, got {rate}")
+    require_finite("--rate", o["rate"])
     _require(
         0 <= o["seed"] <= MAX_SEED,
         f"--seed must be in [0, {MAX_SEED}] (a 64-bit seed), got {o['seed']}",
@@ -1019,10 +1019,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     options["total_kv_blocks"] = blocks
     options["latency_model"] = lat.mode
     options["roofline"] = lat.mode == "roofline"
-    _require(
-        options["sampling"] in SAMPLING_MODES,
-        f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {options['sampling']!r}",
-    )
+    require_one_of("--sampling", options["sampling"], SAMPLING_MODES)
     if options["sampling"] != "auto" and lat.mode != "calibrated":  # warned, as alpha/beta
         log.warning(
             "--sampling has no effect: it only changes the calibrated model, not %s", lat.mode
