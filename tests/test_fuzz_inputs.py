@@ -42,6 +42,19 @@ from test_fuzz_support import (
     scalars,
     values,
 )
+from test_robustness_limits import FILE_FLAGS as LIMITED_FILE_FLAGS
+
+#: A small roofline run on H100 TP 1; append the --model-config-folder value.
+ROOFLINE_RUN = [
+    *SMALL_RUN,
+    "--latency-model",
+    "roofline",
+    "--hardware",
+    "H100",
+    "--tp",
+    "1",
+    "--model-config-folder",
+]
 
 # --- seed documents -------------------------------------------------------------------
 
@@ -434,19 +447,7 @@ def test_fuzz_model_config_folder(data: st.DataObject) -> None:
     else:
         text = data.draw(mutated_text(json.dumps(seed, indent=1)))
     (folder / "config.json").write_text(text, encoding="utf-8")
-    invoke(
-        [
-            *SMALL_RUN,
-            "--latency-model",
-            "roofline",
-            "--hardware",
-            "H100",
-            "--tp",
-            "1",
-            "--model-config-folder",
-            folder,
-        ]
-    )
+    invoke([*ROOFLINE_RUN, folder])
 
 
 @fuzz_settings(40)
@@ -866,15 +867,7 @@ def test_fuzz_signals_at_each_phase(phase: tuple[str, str, bool], sigs: list[int
 # --- size and cost bombs, numeric overflow (issue 21) ---------------------------------
 
 # Every file flag of `blis run` (the ones read whole; traces stream and have row limits).
-FILE_FLAGS = [
-    "--workload-spec",
-    "--policy-config",
-    "--hardware-config",
-    "--latency-coeffs",
-    "--defaults-filepath",
-    "--model-config-folder",
-    "--config",
-]
+FILE_FLAGS = [*LIMITED_FILE_FLAGS, "--config"]
 
 
 @st.composite
@@ -1022,19 +1015,7 @@ def test_fuzz_numeric_overflow(data: st.DataObject) -> None:
             value
         )
         (folder / "config.json").write_text(json.dumps(doc), encoding="utf-8")
-        invoke(
-            [
-                *SMALL_RUN,
-                "--latency-model",
-                "roofline",
-                "--hardware",
-                "H100",
-                "--tp",
-                "1",
-                "--model-config-folder",
-                folder,
-            ]
-        )
+        invoke([*ROOFLINE_RUN, folder])
     elif where == "hardware":
         doc = json.loads(json.dumps(HARDWARE_SEED))
         doc["H100"][data.draw(st.sampled_from(sorted(doc["H100"])))] = value
