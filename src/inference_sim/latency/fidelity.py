@@ -128,6 +128,7 @@ def build_table(lomo: Mapping[str, Any], logo: Mapping[str, Any] | None = None) 
                 }
     return {
         "format": "inference-sim-fidelity/1",
+        "datasheet_gpu": _datasheet_transfer(logo),
         "source": (
             "derived by scripts/fidelity_table.py from docs/calibration-lomo.json "
             f"({lomo.get('generated', '')}) and docs/calibration-logo.json"
@@ -148,6 +149,40 @@ def build_table(lomo: Mapping[str, Any], logo: Mapping[str, Any] | None = None) 
             "held_out_all": _group_stats(held_out),
         },
         "gpus": gpus,
+    }
+
+
+def _datasheet_transfer(logo: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What pricing a GPU by its datasheet alone cost where it could be checked.
+
+    The leave-one-GPU-out step rows with ``datasheet`` figures predicted each profiled
+    GPU's step timings from the other GPU's efficiencies on its own datasheet -- exactly
+    how a GPU without measurements (L40S, H200, ...) is priced. The mean over both
+    directions is the expected extra step error, the worse direction its worst case
+    (decode steps for E2E and TPOT, prefill steps for TTFT).
+    """
+    rows = [
+        r
+        for r in (logo or {}).get("step_logo", [])
+        if r["gpu_figures"] == "datasheet" and r["prediction"] == "ratio"
+    ]
+    if not rows:
+        return None
+    decode = [float(r["decode_ape"]) for r in rows]
+    prefill = [float(r["prefill_ape"]) for r in rows]
+
+    def pct(dec: float, pre: float) -> dict[str, float]:
+        return {"e2e": round(dec, 1), "tpot": round(dec, 1), "ttft": round(pre, 1)}
+
+    return {
+        "step_error_pct": pct(statistics.fmean(decode), statistics.fmean(prefill)),
+        "step_error_max_pct": pct(max(decode), max(prefill)),
+        "basis": (
+            "leave-one-GPU-out steps priced from the datasheet with the other GPU's "
+            "efficiencies ("
+            + ", ".join(f"{r['target']} from {r['fitted_on']}" for r in rows)
+            + "; Splitwise Llama-2-70B, ratio)"
+        ),
     }
 
 
@@ -220,11 +255,9 @@ def assess(
     lower_bound = False
     caveats: list[str] = []
     step = gpu_entry.get("step_error_pct")
+    transfer = table.get("datasheet_gpu") if not gpu_measured and not step else None
     if step:
-        for name, _ in METRICS:
-            add = float(step.get(name, step.get("step", 0.0)))
-            expected[name]["median"] = round(expected[name]["median"] + add, 1)
-            expected[name]["max"] = round(expected[name]["max"] + add, 1)
+        _add_step_error(expected, step, step)
         basis += (
             f", plus the leave-one-GPU-out step-time error on {gpu} "
             f"({step.get('step', max(step.values()))} %, docs/calibration-lomo.md)"
@@ -234,13 +267,19 @@ def assess(
             "operator and step timings (docs/calibration.md)"
         )
     elif not gpu_measured:
-        lower_bound = True
-        caveats.append(
+        datasheet_note = (
             f"{gpu} has neither end-to-end runs nor operator timings: it is priced by its "
-            "datasheet figures with the H100's efficiencies; expect more than the figures "
-            "given (an independent check on real A100-80GB and L40S runs, before per-GPU "
-            "efficiencies were fitted, found TPOT and E2E 8-24 % too fast)"
+            "datasheet figures with the H100's efficiencies (an independent check on real "
+            "A100-80GB and L40S runs, before per-GPU efficiencies were fitted, found TPOT "
+            "and E2E 8-24 % too fast)"
         )
+        if transfer:
+            _add_step_error(expected, transfer["step_error_pct"], transfer["step_error_max_pct"])
+            basis += f", plus the step-time error of {transfer['basis']}"
+        else:
+            lower_bound = True
+            datasheet_note += "; expect more than the figures given"
+        caveats.append(datasheet_note)
     if not tp_seen:
         lower_bound = True
         caveats.append(
@@ -275,6 +314,16 @@ def assess(
         "lower_bound": lower_bound,
         "caveats": caveats,
     }
+
+
+def _add_step_error(
+    expected: dict[str, dict[str, Any]], median: Mapping[str, Any], worst: Mapping[str, Any]
+) -> None:
+    """Add a GPU-transfer step error (percent points) to the model-level figures."""
+    for name, _ in METRICS:
+        for key, source in (("median", median), ("max", worst)):
+            add = float(source.get(name, source.get("step", 0.0)))
+            expected[name][key] = round(expected[name][key] + add, 1)
 
 
 _DOMAIN_WORDS = {
