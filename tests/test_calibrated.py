@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,12 +23,15 @@ from inference_sim.instance.config import EngineConfig
 from inference_sim.latency import StepBatch, create_latency_model, latency_model_names
 from inference_sim.latency.blackbox import LatencyConfigError
 from inference_sim.latency.calibrated import (
+    DENSE_LAYER_KERNELS,
     CalibratedCoefficients,
     CalibratedLatencyModel,
     StepShape,
     cuda_graph_tokens,
     default_coefficients,
+    gpu_correction,
     load_coefficients,
+    moe_extra_kernels,
 )
 
 # A toy dense model with round numbers: 2 layers, hidden 1000, 10 heads of 100, 5 KV heads,
@@ -241,6 +245,53 @@ def test_moe_factor_prices_quantized_experts_only():
         sh = hi.shape
         experts = sh.expert_bytes * sh.touched_experts(16) / 1e12 * 1e6
         assert hi.terms([], 16, 0)["weights_us"] == pytest.approx(base + (factor - 1) * experts)
+
+
+def test_moe_layers_run_more_small_kernels():
+    """An MoE layer's extra kernels (routing, token sort, combine; activation quantization
+    for FP8 experts; a shared expert's GEMMs, activation and add) cost ``layer_us`` per
+    dense layer's worth of kernels, a per-step cost that does not grow with the batch."""
+    spec = MoESpec(experts=8, top_k=2, expert_ffn=500, shared_ffn=0, moe_layers=2)
+    shape = {"layers": 3, "hidden": 1000, "heads": 10, "kv_heads": 5, "ffn": 2000,
+             "vocab": 1000, "dtype_bytes": 2}  # fmt: skip
+    fp8 = WeightQuantization(bytes_per_param=1.0, scope="mlp")
+    int4 = WeightQuantization(bytes_per_param=0.5, scope="experts")
+    shared = MoESpec(experts=8, top_k=1, expert_ffn=500, shared_ffn=500, moe_layers=2)
+    cases = {
+        "dense": (ModelArchitecture(name="toy/dense3", **shape), 0),
+        "bf16 experts": (ModelArchitecture(name="toy/moe", moe=spec, **shape), 4),
+        "fp8 experts": (
+            ModelArchitecture(name="toy/moe-fp8-dynamic", moe=spec, quantization=fp8, **shape),
+            4 + 2,
+        ),
+        "int4 weight-only": (
+            ModelArchitecture(name="toy/moe-awq", moe=spec, quantization=int4, **shape),
+            4,
+        ),
+        "bf16 + shared": (ModelArchitecture(name="toy/moe-sh", moe=shared, **shape), 4 + 4),
+        "fp8 + shared": (
+            ModelArchitecture(name="toy/moe-sh-fp8", moe=shared, quantization=fp8, **shape),
+            4 + 2 + 4 + 2,
+        ),
+    }
+    for label, (arch, extra) in cases.items():
+        assert moe_extra_kernels(arch, "fp8" in arch.name) == extra, label
+        units = 3 + (2 * extra / DENSE_LAYER_KERNELS if arch.moe else 0)
+        m = CalibratedLatencyModel(arch, GPU, 1, UNIT.with_values({"layer_us": 10.0}))
+        assert m.shape.layer_units == pytest.approx(units), label
+        assert m.terms([], 4, 0)["layers_us"] == pytest.approx(10.0 * units), label
+        # A fixed cost: the same at every batch size.
+        plain = CalibratedLatencyModel(arch, GPU, 1, UNIT)
+        for batch in (1, 16, 64):
+            added = m.terms([], batch, 0)["total_us"] - plain.terms([], batch, 0)["total_us"]
+            assert added == pytest.approx(10.0 * units), (label, batch)
+    # Scaled by the GPU's small-kernel factor like the dense layers' cost.
+    arch = cases["fp8 + shared"][0]
+    slow = CalibratedLatencyModel(
+        arch, GPU, 1, UNIT.with_values({"layer_us": 10.0}),
+        correction=replace(gpu_correction("TOY"), layer=1.5),
+    )  # fmt: skip
+    assert slow.terms([], 4, 0)["layers_us"] == pytest.approx(1.5 * 10.0 * (3 + 2 * 1.2))
 
 
 def test_cuda_graph_padding_sizes():

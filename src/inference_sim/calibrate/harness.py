@@ -93,7 +93,7 @@ def step_jacobian(model: CalibratedLatencyModel, rec: np.ndarray) -> np.ndarray:
             kv, 2.0 * L * model.shape.link_latency if model.tp > 1 else 0.0
         ),
         "step_us": np.ones_like(kv),
-        "layer_us": np.full_like(kv, L),
+        "layer_us": np.full_like(kv, model.shape.layer_units * model.shape.layer_factor),
         "worker_us": np.full_like(kv, float(model.tp) if model.tp > 1 else 0.0),
         "request_us": reqs.astype(float),
         "sampler_us": reqs * model.shape.sampler_units,

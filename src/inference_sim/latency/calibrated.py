@@ -9,9 +9,12 @@ efficiently the hardware runs them (docs/calibration.md). Per engine step, per G
     attn  = attention x prefill attention FLOPs / peak
     comm  = [TP > 1] 2 x layers x (allreduce_us x lat(GPU, TP) + all-reduce bytes / bus(GPU, TP))
     samp  = [filtered sampling] x requests x sampler_us x vocab / 100 000
-    step  = lin + kv + attn + comm + samp + pen + step_us + layers x layer_us x small(GPU)
+    step  = lin + kv + attn + comm + samp + pen + step_us + layer units x layer_us x small(GPU)
             + [TP > 1] x TP x worker_us + requests x request_us
 
+``layer units`` is the layer count, plus for mixture-of-experts models each MoE layer's
+extra kernels (routing, token sort, combine, activation quantization, shared expert) in
+tenths of a dense layer's ten (:func:`moe_extra_kernels`).
 ``lat``, ``bus`` and ``small`` come from the GPU's measured timings (NCCL all-reduce per
 TP degree, small per-layer kernels; :class:`GpuCorrection`). ``worker_us`` is the
 multiprocessing executor's hand-off to each TP worker. With ``overlap`` q > 1 the layer
@@ -454,6 +457,44 @@ def cuda_graph_tokens(tokens: int) -> int:
     return -(-tokens // step) * step
 
 
+#: Kernels in one dense decoder layer of vLLM 0.15 under CUDA graphs, the layer
+#: ``layer_us`` prices: two fused add-RMSNorms, rotary embedding, KV-cache write,
+#: attention, activation and the four projection GEMMs (QKV, output, gate-up, down).
+DENSE_LAYER_KERNELS = 10
+#: Kernels a mixture-of-experts layer runs beyond a dense one (vLLM's fused-MoE path, a
+#: custom op that torch.compile does not fuse into): router GEMM, top-k selection, the
+#: token-to-expert sort (``moe_align_block_size``) and the combine of the experts' outputs.
+MOE_ROUTING_KERNELS = 4
+#: FP8/INT8-activation experts quantize the tokens before each of the two grouped GEMMs.
+MOE_ACTIVATION_QUANT_KERNELS = 2
+#: A shared expert runs inside the same op: two GEMMs, its activation and the add into
+#: the routed output (plus two activation quantizations when its weights are FP8/INT8).
+SHARED_EXPERT_KERNELS = 4
+
+
+def moe_extra_kernels(arch: ModelArchitecture, quantized_activations: bool) -> int:
+    """Kernels each MoE layer of ``arch`` runs beyond a dense layer (0 for dense models).
+
+    Why it matters: at decode sizes every kernel costs a few µs of launch tail whatever
+    its bytes, which ``layer_us`` prices per dense layer; an MoE layer runs more of them
+    (routing, sorting, combining, quantizing), a cost per step that does not grow with
+    the batch, unlike the touched experts' weights.
+    """
+    moe = arch.moe
+    if moe is None:
+        return 0
+    q = arch.quantization
+    scope = q.scope if q is not None else ""
+    kernels = MOE_ROUTING_KERNELS
+    if quantized_activations:
+        kernels += MOE_ACTIVATION_QUANT_KERNELS
+    if moe.shared_ffn > 0:
+        kernels += SHARED_EXPERT_KERNELS
+        if quantized_activations and scope in ("linear", "mlp"):
+            kernels += 2
+    return kernels
+
+
 class StepShape:
     """Per-GPU sizes of one model on one GPU at one TP degree (bytes, FLOPs, seconds)."""
 
@@ -541,6 +582,10 @@ class StepShape:
         name = arch.name.lower()
         fp8 = q is not None and q.bytes_per_param == 1.0 and ("fp8" in name or "w8a8" in name)
         self.gemm_peak = self.peak * (2.0 if fp8 and gpu.name in _FP8_GPUS else 1.0)
+        # Per-layer fixed cost in dense-layer units: MoE layers run more small kernels.
+        self.layer_units = float(arch.layers) + self.moe_layers * (
+            moe_extra_kernels(arch, fp8 and self.quantized_experts) / DENSE_LAYER_KERNELS
+        )
         # Attention.
         if arch.mla is not None:
             qk = float(arch.mla.qk_nope_head_dim + arch.mla.qk_rope_head_dim)
@@ -647,13 +692,13 @@ class CalibratedLatencyModel:
             comm_s = 2.0 * sh.layers * c.allreduce_us * sh.link_latency * 1e-6
         self._comm_s = comm_s
         self._ar_per_s = 2.0 * sh.layers  # x all-reduce seconds of one layer's payload
-        self._fixed_us = c.step_us + c.layer_us * sh.layer_factor * sh.layers
+        self._fixed_us = c.step_us + c.layer_us * sh.layer_factor * sh.layer_units
         if tp > 1 and c.worker_us:
             self._fixed_us += c.worker_us * tp
         # Host/GPU overlap of the per-layer cost (``overlap`` > 1): the layer term joins
         # the GPU work by a smooth max instead of adding to it; the step cost stays apart.
         self._q = c.overlap
-        self._layers_us = c.layer_us * sh.layer_factor * sh.layers
+        self._layers_us = c.layer_us * sh.layer_factor * sh.layer_units
         self._req_us = c.request_us + c.sampler_us * sh.sampler_units
         self._otp = round(c.output_token_us)
         self._decode_cache: dict[int, float] = {}
@@ -726,7 +771,7 @@ class CalibratedLatencyModel:
             "attention_us": self._att * att * 1e6,
             "allreduce_us": comm * 1e6,
             "step_us": self.coefficients.step_us,
-            "layers_us": self.coefficients.layer_us * self.shape.layer_factor * self.shape.layers,
+            "layers_us": self._layers_us,
             "workers_us": self.coefficients.worker_us * self.tp if self.tp > 1 else 0.0,
             "requests_us": self.coefficients.request_us * requests,
             "sampler_us": self.coefficients.sampler_us * self.shape.sampler_units * requests,
