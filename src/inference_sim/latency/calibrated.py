@@ -442,7 +442,10 @@ def penalized_sampling(arch: ModelArchitecture, sampling: str = "auto") -> bool:
     return arch.generation is not None and arch.generation.penalizes
 
 
-#: Largest batch vLLM captures a CUDA graph for (its default cap); bigger steps run eagerly.
+#: Largest batch vLLM captures a CUDA graph for; bigger steps run eagerly. vLLM's default
+#: cap is min(2 x max_num_seqs, 512, max_num_batched_tokens): 512 from max_num_seqs 256 (its
+#: default). With fewer sequences the real cap is lower, which only unpads steps of
+#: 2 x max_num_seqs..512 tokens, where every routed expert is touched anyway.
 MAX_CUDA_GRAPH_TOKENS = 512
 
 
