@@ -85,6 +85,19 @@ def test_scale_down_window_holds_the_highest_recent_recommendation():
     assert not any(e["kind"] == "scale_down" for e in sim.rec.events)
 
 
+def test_no_scale_down_below_the_start_before_the_window_passes():
+    """Like Kubernetes' HPA (its first recommendation is the current count), a cluster that
+    starts with more replicas than it needs keeps them for the scale-down window."""
+    for window in (0, 5_000, 20_000):
+        sim = _sim(n_max=3, initial=3, target=4.0, interval=1000, down_window=window)
+        sim.run([make_request(i, 0, 32, 100) for i in range(3)])
+        downs = [round(e["t_s"] * 1e6) for e in sim.rec.events if e["kind"] == "scale_down"]
+        assert downs, window  # one request in flight per replica: the load does not need 3
+        assert min(downs) > window
+        if window:  # the first decision after the seed left the window
+            assert min(downs) <= window + 1000
+
+
 @settings(max_examples=20, deadline=None)
 @given(
     n_max=st.integers(2, 4),
@@ -143,6 +156,8 @@ def test_results_file_has_autoscaling_section(tmp_path):
         (("--autoscale-max", "2", "--autoscale-target", "1", "--autoscale-metric", "cpu"),
          "--autoscale-metric"),
         (("--autoscale-target", "3",), "needs autoscaling"),
+        (("--autoscale-max", "2", "--autoscale-target", "1", "--num-instances", "3"),
+         "--num-instances 3 > --autoscale-max 2"),
         (("--autoscale-max", "2", "--autoscale-target", "1", "--replica-startup-s", "-5"),
          "--replica-startup-s"),
     ],
@@ -152,6 +167,15 @@ def test_bad_autoscale_inputs_one_line_exit_2(args, needle):
     assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], res.output
+
+
+def test_a_start_below_the_min_warns_and_starts_at_the_min(tmp_path):
+    path = tmp_path / "r.json"
+    res = _blis("--autoscale-max", "3", "--autoscale-min", "2", "--autoscale-target", "5",
+                "--num-instances", "1", "--results-path", str(path))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "--num-instances 1 is below --autoscale-min 2: starting with 2" in res.stderr
+    assert json.loads(path.read_text())["autoscaling"]["replicas"]["ready"][0] == 2
 
 
 def test_html_report_charts_replicas_and_events(tmp_path):

@@ -144,9 +144,10 @@ class AutoscaleClusterSimulator(ExtraEvents):
             self.scaler.maybe_leave(inst_idx, self.instances[inst_idx].busy_until)
 
     def _on_tick(self, now: int, _i: int, _req: Any) -> None:
+        if not more_work(self):  # the run is over: no decision on the idle tail
+            return
         self.scaler.decide(now, self._log)
-        if more_work(self):
-            self._push_ext(now + self.cfg.interval, TICK, 0, None)  # type: ignore[arg-type]
+        self._push_ext(now + self.cfg.interval, TICK, 0, None)  # type: ignore[arg-type]
 
     def _finish(self, as_list: list[Request] | None, interrupted: bool) -> SimulationOutcome:
         drop_controller_events(self)

@@ -143,6 +143,7 @@ class PDClusterSimulator(ExtraEvents):
         bandwidth_gbps: float = 50.0,
         base_latency_us: int = 0,
         block_bytes: Sequence[float] = (),
+        ranks: Sequence[int] = (),
         autoscale: Mapping[str, tuple[AutoscaleConfig, int]] | None = None,
         **kw: Any,
     ) -> None:
@@ -161,6 +162,9 @@ class PDClusterSimulator(ExtraEvents):
         self.bandwidth = bandwidth_gbps * 1e3  # GB/s -> bytes per µs
         self.base_latency = base_latency_us
         self.block_bytes = list(block_bytes) or [0.0] * len(self.pd_instances)
+        # GPUs (TP ranks) of each instance: each sends its shard of a block over its own
+        # link, so the network carries block_bytes x ranks per block moved.
+        self.ranks = list(ranks) or [1] * len(self.pd_instances)
         self._refresh = kw.get("snapshot_refresh_interval", 0)
         # Autoscaled pools (docs/autoscaling.md): pool name -> its controller.
         self.scalers: dict[str, PoolScaler] = {}
@@ -250,10 +254,11 @@ class PDClusterSimulator(ExtraEvents):
             scaler.maybe_leave(i, now)
 
     def _on_tick(self, now: int, k: int, _req: Any) -> None:
+        if not more_work(self):  # the run is over: no decision on the idle tail
+            return
         scaler = list(self.scalers.values())[k]
         scaler.decide(now, self._log)
-        if more_work(self):
-            self._push_ext(now + scaler.cfg.interval, TICK, k, None)  # type: ignore[arg-type]
+        self._push_ext(now + scaler.cfg.interval, TICK, k, None)  # type: ignore[arg-type]
 
     def _on_loaded(self, now: int, i: int, _req: Any) -> None:
         self.scalers[self.pd_instances[i].role].loaded(i, now)
@@ -430,7 +435,7 @@ class PDClusterSimulator(ExtraEvents):
         self.in_transfer -= 1
         pd = self.pd
         pd.transfers_done += 1
-        pd.bytes_moved += tr.nbytes
+        pd.bytes_moved += tr.nbytes * self.ranks[tr.prefill]
         pd.blocks_moved += tr.blocks
         pd.transfer_us.append(now - tr.start)
         rec = pd.per_request[req.index]
@@ -513,7 +518,9 @@ class PDClusterSimulator(ExtraEvents):
 
     # --- end of run ------------------------------------------------------------------
     def _finish(self, as_list: list[Request] | None, interrupted: bool) -> SimulationOutcome:
-        """Requests in transfer or waiting for decode KV are logged as in flight."""
+        """Requests in transfer or waiting for decode KV are logged and counted as in flight
+        to their decode instance (``still_queued``), so the summary's request counts add up
+        to what was injected."""
         mine = (_HANDOFF, _LINK, _JOIN, _RETRY, TICK, LOADED)
         for scaler in self.scalers.values():
             scaler.close(self._end_time)
@@ -542,7 +549,11 @@ class PDClusterSimulator(ExtraEvents):
                         time=self._end_time,
                         instance=inst.name,
                     )
-        return super()._finish(as_list, interrupted)
+        outcome = super()._finish(as_list, interrupted)
+        for index in seen:
+            target = self.decode_of.get(index, -1)
+            outcome.in_flight[target] = outcome.in_flight.get(target, 0) + 1
+        return outcome
 
     def pd_summary(self) -> dict[str, Any]:
         """The ``pd`` section's run-wide figures."""

@@ -98,7 +98,10 @@ class PoolScaler:
         self.loads = 0  # loads started this run: the key of the next draw
         self.load_us: list[int] = []  # every load's drawn duration (startup_cv > 0)
         self.rec = AutoscaleRecord()
-        self.history: list[tuple[int, int]] = []
+        # Seeded with the replicas at start, as Kubernetes' HPA records its first
+        # recommendation (recordInitialRecommendation): no scale-down below the starting
+        # count before the scale-down window has passed.
+        self.history: list[tuple[int, int]] = [(0, self.initial)]
         self._log_rows = 0
         self._refresh_lists()
         self._record(0)

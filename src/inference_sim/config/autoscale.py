@@ -14,6 +14,7 @@ Default numbers and where they come from:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 from inference_sim.cluster.scaler import METRICS
 from inference_sim.config.checks import require_finite, require_one_of
 from inference_sim.config.errors import ConfigError
+
+log = logging.getLogger("inference_sim")
 
 ENGINE_START_S = 20.0
 GPU_HOUR_PRICE = {  # USD per GPU-hour, on-demand, rounded (see the module docstring)
@@ -68,8 +71,9 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
             flag = "--" + given[0].replace("_", "-")
             raise ConfigError(f"{flag} needs --{pool}-autoscale-max > 0")
     pools = pool_autoscale_enabled(o)
+    below: list[tuple[str, int, str, int]] = []
     if pools:
-        _check_pools(o)
+        below = _check_pools(o)
     if not autoscale_enabled(o) and not pools:
         prefixes = ("autoscale_", "replica_")
         given = sorted(k for k in explicit if k.startswith(prefixes) and k != "autoscale_max")
@@ -79,6 +83,8 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
         return
     if pools:
         _check_shared(o)
+        for args in below:  # after every error: a warning only for a run that will happen
+            _below_min(*args)
         return
     lo = o["autoscale_min"] or 1
     hi = o["autoscale_max"]
@@ -86,6 +92,12 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
         raise ConfigError(f"--autoscale-min must be >= 1, got {o['autoscale_min']}")
     if lo > hi:
         raise ConfigError(f"--autoscale-min {lo} > --autoscale-max {hi}; min must be <= max")
+    start = o["num_instances"]
+    if start > hi:
+        raise ConfigError(
+            f"--num-instances {start} > --autoscale-max {hi}; the cluster starts with "
+            "--num-instances replicas, at most the max"
+        )
     if o["prefill_instances"] or o["decode_instances"]:
         raise ConfigError(
             "--autoscale-max with --prefill-instances/--decode-instances: autoscale each "
@@ -94,10 +106,28 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
     require_one_of("--autoscale-metric", o["autoscale_metric"], METRICS)
     require_finite("--autoscale-target", o["autoscale_target"])
     _check_shared(o)
+    if start < lo:  # after every error: a warning only for a run that will happen
+        _below_min("--num-instances", start, "--autoscale-min", lo)
 
 
-def _check_pools(o: dict[str, Any]) -> None:
-    """Per-pool bounds, targets and metrics of an autoscaled P/D cluster."""
+def _below_min(what: str, start: int, flag: str, lo: int) -> None:
+    """A start below the min is not an error (HPA scales up to its min at once) but
+    changes the run: say so."""
+    log.warning(
+        "%s %d is below %s %d: starting with %d replicas (the autoscaler's minimum, as "
+        "Kubernetes' HPA scales up to it at once)",
+        what,
+        start,
+        flag,
+        lo,
+        lo,
+    )
+
+
+def _check_pools(o: dict[str, Any]) -> list[tuple[str, int, str, int]]:
+    """Per-pool bounds, targets and metrics of an autoscaled P/D cluster; returns the pools
+    that start below their minimum (a warning, once every check has passed)."""
+    below: list[tuple[str, int, str, int]] = []
     if o["autoscale_max"] > 0:
         raise ConfigError(
             "--autoscale-max with --prefill-instances/--decode-instances: autoscale each "
@@ -129,9 +159,13 @@ def _check_pools(o: dict[str, Any]) -> None:
                 f"--{pool}-instances {start} > {flag}-max {hi}; "
                 f"the pool starts with --{pool}-instances replicas, at most the max"
             )
+        if start < lo:
+            what = "--num-instances leaves" if pool == "dual" else f"--{pool}-instances"
+            below.append((what, start, f"{flag}-min", lo))
         require_finite(f"{flag}-target", o[f"{pool}_autoscale_target"])
         m = o[f"{pool}_autoscale_metric"] or o["autoscale_metric"]
         require_one_of(f"{flag}-metric", m, METRICS)
+    return below
 
 
 def _check_shared(o: dict[str, Any]) -> None:

@@ -161,6 +161,7 @@ def build_pd_simulator(plan: Any) -> Any:
 
     instances = []
     block_bytes = []
+    ranks = []
     for i, role in enumerate(roles):
         sub = plan.pools.get(role, plan)
         inst = PDInstance(
@@ -173,6 +174,7 @@ def build_pd_simulator(plan: Any) -> Any:
         arch = sub.architecture or bundled_architecture(o["model"])
         tp = max(1, sub.options["tp"])
         block_bytes.append(kv_block_bytes(arch, tp, bs) if arch is not None else 0.0)
+        ranks.append(tp)
     return PDClusterSimulator(
         instances,
         decode_routing=pool_routing("decode", n - p_built),
@@ -183,6 +185,7 @@ def build_pd_simulator(plan: Any) -> Any:
         bandwidth_gbps=o["pd_transfer_bandwidth"],
         base_latency_us=round(o["pd_transfer_base_latency"] * 1000),
         block_bytes=block_bytes,
+        ranks=ranks,
         **policies.cluster_arguments(o),
     )
 
