@@ -274,3 +274,32 @@ def test_format_detection_does_not_parse_a_huge_file_as_yaml(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 2 * MiB, f"peak {peak / MiB:.1f} MiB"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "needle"),
+    [
+        # Arrival seconds past the simulator's clock: refused, not silently dropped.
+        ("ref.csv", "arrival_time,request_id,model,prefill_tokens,decode_tokens\n"
+         '0,a,,"[1,2,3]","[7]"\n1700000000000000,b,,"[1,2]","[9]"\n',
+         "row 3 column arrival_s: must be <= 4.61169e+12 seconds"),
+        ("len.csv", "arrival_time,prompt_len,output_len\n0,512,128\n1e300,100,20\n",
+         "line 3: arrival_time is 1e+300 s after the first row"),
+        # A column the reader uses, named twice: which one holds the data is ambiguous.
+        ("dup.csv", "prompt_len,output_len,prompt_len\n512,128,9\n100,20,9\n",
+         "column 'prompt_len' appears twice"),
+    ],
+)  # fmt: skip
+def test_trace_values_the_simulator_cannot_honour_are_one_error(tmp_path, name, text, needle):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    res = invoke(["run", "--model", MODEL, "--workload-traces-filepath", path])
+    assert res.exit_code == 2 and needle in res.output, res.output
+
+
+def test_a_repeated_column_the_reader_ignores_is_fine(tmp_path):
+    path = tmp_path / "notes.csv"
+    path.write_text("prompt_len,output_len,note,note\n512,128,a,b\n100,20,c,d\n", "utf-8")
+    res = invoke(["run", "--model", MODEL, "--workload-traces-filepath", path, "--json", "-q"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["total_input_tokens"] == 612

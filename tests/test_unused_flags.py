@@ -422,3 +422,27 @@ def test_a_run_hands_its_warnings_to_the_caller(warnings_given):
     relay_warnings(result)
     assert "warnings" not in result  # never stored with the run's results
     assert any(_NO_EFFECT in w for w in warnings_given)
+
+
+def test_one_coefficient_list_alone_warns_that_the_other_is_zero():
+    """Given coefficients replace the trained entry whole (the reference's rule): alpha
+    alone leaves beta at zero and the default KV cache -- legal, but worth a warning."""
+    from click.testing import CliRunner
+
+    from inference_sim.cli.main import cli
+
+    model = ["--model", "meta-llama/llama-3.1-8b-instruct", "--num-requests", "5"]
+    alone = CliRunner().invoke(cli, ["run", *model, "--alpha-coeffs", "1,2,3"])
+    assert alone.exit_code == 0, alone.stderr
+    assert "--alpha-coeffs given without --beta-coeffs" in alone.stderr
+    assert "--total-kv-blocks default" in alone.stderr
+    extra = CliRunner().invoke(
+        cli, ["run", *model, "--alpha-coeffs", "1,2,3", "--beta-coeffs", "6000,17,6,99"]
+    )
+    assert extra.exit_code == 0, extra.stderr
+    assert "--beta-coeffs: only the first 3 values are used, 4 given" in extra.stderr
+    assert "given without" not in extra.stderr
+    both = CliRunner().invoke(
+        cli, ["run", *model, "--alpha-coeffs", "1,2,3", "--beta-coeffs", "6000,17,6"]
+    )
+    assert both.exit_code == 0 and "WARNING" not in both.stderr

@@ -14,7 +14,7 @@ import logging
 import math
 import numbers
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -637,6 +637,32 @@ def latency_context(
     }
 
 
+def _warn_given_coefficients(
+    alpha: Sequence[float], beta: Sequence[float], explicit: frozenset[str]
+) -> None:
+    """Given coefficients replace the trained entry as a whole (the reference's rule,
+    cli.md 4.2): say so when that surprises -- one list given alone, extra values."""
+    for name, values in (("alpha", alpha), ("beta", beta)):
+        if len(values) > 3:
+            log.warning(
+                "--%s-coeffs: only the first 3 values are used, %d given", name, len(values)
+            )
+    one = [n for n, v in (("alpha", alpha), ("beta", beta)) if any(v)]
+    if len(one) == 1:
+        other = "beta" if one[0] == "alpha" else "alpha"
+        log.warning(
+            "--%s-coeffs given without --%s-coeffs: given coefficients replace the trained "
+            "entry, so %s is 0,0,0%s%s; give both lists to price a deployment",
+            one[0],
+            other,
+            other,
+            " (steps take no time)" if other == "beta" else " (no queueing or output overhead)",
+            ""
+            if "total_kv_blocks" in explicit
+            else " and the KV cache is the --total-kv-blocks default",
+        )
+
+
 def _resolve_latency(
     o: dict[str, Any], explicit: frozenset[str], catalog: Catalog, notes: list[str]
 ) -> _Latency:
@@ -692,6 +718,7 @@ def _resolve_latency(
     # registered/plug-in model whose inputs are "trained".
     trained_mode = "blackbox" if mode == "auto" else mode
     if any(alpha) or any(beta):
+        _warn_given_coefficients(alpha, beta, explicit)
         kv_from = _given_kv_from(blocks, explicit) or (
             f"the --total-kv-blocks default {blocks} (--alpha-coeffs/--beta-coeffs given)"
         )

@@ -7,6 +7,10 @@ catchable by callers that only know the standard hierarchy.
 
 from __future__ import annotations
 
+#: Latest arrival a trace may give (µs, about 146 000 years): the simulator's clock is an
+#: int64 and arrivals past this are no request anyone meant to replay.
+MAX_ARRIVAL_US = 2**62
+
 
 class WorkloadError(ValueError):
     """Invalid workload parameters or trace content.

@@ -32,7 +32,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,7 @@ from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.workload._gc import gc_paused
 from inference_sim.workload._rows import BoundedCsvReader, RowTooLong, bounded_lines
-from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.errors import MAX_ARRIVAL_US, WorkloadError
 from inference_sim.workload.realtraces import parse_timestamp_us
 from inference_sim.workload.samplers import check_length_bound
 from inference_sim.workload.tokens import Segment, materialize, stable_key, take
@@ -206,6 +206,11 @@ class _Rows:
             arrival = stamp - self.first
             if arrival < self.prev:
                 raise WorkloadError(f"{where}: {c.time} goes back in time; sort the rows by time")
+            if arrival > MAX_ARRIVAL_US:
+                raise WorkloadError(
+                    f"{where}: {c.time} is {arrival / 1e6:g} s after the first row; at most "
+                    f"{MAX_ARRIVAL_US / 1e6:g} s"
+                )
             self.prev = arrival
         prompt = _count(fields.get(c.prompt), c.prompt, where, 1)
         output = _count(fields.get(c.output), c.output, where, 0)
@@ -288,6 +293,13 @@ def _scan(p: str, header_only: bool) -> Iterator[Columns | LengthRow]:
             if header is None:
                 raise WorkloadError(f"{what}: file is empty, expected a header row")
             cols = find_columns(header, f"{what} line 1")
+            used = {c.strip().lower() for c in astuple(cols) if c}
+            keys = [name.strip().lower() for name in header]
+            for key in sorted({k for k in keys if k in used and keys.count(k) > 1}):
+                raise WorkloadError(
+                    f"{what} line 1: column {key!r} appears twice in the header; which one "
+                    "holds the data is ambiguous"
+                )
             if header_only:
                 yield cols
                 return

@@ -27,7 +27,7 @@ from inference_sim.core.outfiles import OutputFile
 from inference_sim.core.request import Request
 from inference_sim.workload._gc import gc_paused
 from inference_sim.workload._rows import BoundedCsvReader, RowTooLong
-from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.errors import MAX_ARRIVAL_US, WorkloadError
 from inference_sim.workload.samplers import MAX_REQUEST_TOKENS
 
 TRACE_FLAG = "--workload-traces-filepath"
@@ -58,6 +58,11 @@ def _parse_arrival(text: str, where: str) -> int:
         raise WorkloadError(f"{where}: not a number: {_shown(text)}") from None
     if not math.isfinite(seconds) or seconds < 0.0:
         raise WorkloadError(f"{where}: must be a finite number of seconds >= 0, got {_shown(text)}")
+    if seconds * 1e6 > MAX_ARRIVAL_US:
+        raise WorkloadError(
+            f"{where}: must be <= {MAX_ARRIVAL_US / 1e6:g} seconds, got {_shown(text)} "
+            "(arrivals are seconds from the start of the trace)"
+        )
     return int(seconds * 1e6)
 
 
