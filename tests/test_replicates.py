@@ -89,8 +89,15 @@ def test_blis_run_seeds_reports_mean_and_ci_of_the_single_runs(tmp_path):
         (["--replicates", "0"], "--replicates must be in [1, 1000]"),
         (["--confidence", "0.9"], "--confidence needs --seeds or --replicates"),
         (["--seeds", "1,2", "--confidence", "1.5"], "--confidence must be in [0.5, 1)"),
+        # One file or one summary cannot hold several seeds' runs (was: the last seed's).
+        (["--seeds", "1,2", "--export-trace", "x.csv"], "--export-trace with --seeds"),
+        (["--replicates", "2", "--trace-level", "decisions", "--trace-output", "t.jsonl"],
+         "--trace-output with --seeds/--replicates"),
+        (["--seeds", "1,2", "--trace-level", "decisions", "--summarize-trace"],
+         "the summary describes one run"),
+        (["--seeds", "1,2", "--seed", "5"], "--seed with --seeds"),
     ],
-)
+)  # fmt: skip
 def test_bad_replicate_flags_are_one_line_errors(args, needle):
     result = _run("--num-requests", "5", *args)
     assert result.exit_code == 2

@@ -45,6 +45,34 @@ def replicate_options() -> list[click.Option]:
     ]
 
 
+#: Per-run outputs that one file or one print cannot hold for several seeds.
+_SINGLE_RUN_OUTPUTS = {
+    "export_trace": ("--export-trace", "every seed's run would write the file in turn"),
+    "trace_output": ("--trace-output", "every seed's run would write the file in turn"),
+    "summarize_trace": ("--summarize-trace", "the summary describes one run, not several"),
+}
+
+
+def _refuse_single_run_outputs(
+    options: dict[str, Any], raw: dict[str, Any], seeds: str | None
+) -> None:
+    """Each seed's run would replace the same file (keeping only the last seed's) or the
+    output would describe one run of many: refuse instead of losing them silently."""
+    from inference_sim.config.errors import ConfigError
+
+    for name, (flag, why) in _SINGLE_RUN_OUTPUTS.items():
+        if options.get(name):
+            raise ConfigError(
+                f"{flag} with --seeds/--replicates: {why}; run one seed with {flag} "
+                "(blis run --seed N)"
+            )
+    if seeds is not None and "seed" in raw:
+        raise ConfigError(
+            "--seed with --seeds: the runs use the --seeds list; drop --seed (--replicates N "
+            "starts at --seed instead)"
+        )
+
+
 @each_warning_once()  # every seed resolves the same options
 def run_replicated(
     raw: dict[str, Any],
@@ -72,6 +100,7 @@ def run_replicated(
 
     conf = check_confidence(DEFAULT_CONFIDENCE if confidence is None else confidence)
     first = resolve(raw)  # checks everything once, and gives the base seed
+    _refuse_single_run_outputs(first.options, raw, seeds)
     chosen = seed_list(seeds, replicates, int(first.options["seed"]))
     assert chosen is not None
     path = first.options["results_path"]
