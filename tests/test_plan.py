@@ -197,3 +197,35 @@ def test_plan_takes_the_deployment_a_config_file_names(tmp_path):
     assert (cand["hardware"], cand["tp"]) == ("A100-80", 1), cand
     flags = CliRunner().invoke(cli, [*args, "--hardware", "H100"])
     assert json.loads(flags.stdout)["candidates"][0]["hardware"] == "H100"  # flags win
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--hardware", "H101"], "no candidate could run: "),
+        (["--hardware", "H100", "--tp", "3"], "not divisible by TP=3"),
+        (["--slo", "ttft_p99_ms=-5"], "the bound must be >= 0"),
+        (["--slo", "e2e_mean_ms<=0"], "a time is never at most 0"),
+    ],
+)
+def test_plan_bad_input_before_or_instead_of_a_table(args, needle):
+    """Every candidate failing (a typo in the GPU, a TP the model cannot split) or an SLO
+    that can never hold is bad input: one line, exit 2 -- not a table of errors, exit 0."""
+    slo = [] if any(a.startswith("ttft") or a.startswith("e2e") for a in args) else [
+        "--slo", "ttft_p99_ms=500"]  # fmt: skip
+    base = ["plan", "--model", MODEL, "--rate", "5", "--num-requests", "20", "--no-saturation"]
+    result = CliRunner().invoke(cli, [*base, *slo, *args, "--jobs", "1", "-q"])
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert result.stdout == ""
+
+
+def test_plan_keeps_rows_of_failed_candidates_beside_good_ones():
+    args = ["plan", "--model", MODEL, "--rate", "5", "--num-requests", "20", "--no-saturation",
+            "--slo", "ttft_p99_ms=5000", "--hardware", "H100", "--tp", "1", "--tp", "3",
+            "--max-instances", "1", "--jobs", "1", "--json", "-q"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.stderr
+    cands = json.loads(result.stdout)["candidates"]
+    assert any(c.get("error") for c in cands) and any(not c.get("error") for c in cands)

@@ -102,3 +102,17 @@ def test_tune_bad_input_exits_2():
     result = CliRunner().invoke(cli, ["tune", "--model", MODEL, "--fitness-weights", "zzz:1"])
     assert result.exit_code == 2
     assert "--fitness-weights" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--policies", "round-robin,bogus"), ("--scorers", "bogus")]
+)
+def test_tune_checks_every_name_before_any_trial(flag, value):
+    """A typo used to surface as skipped or failed trials, depending on which the sampler
+    drew first (and the job count)."""
+    pytest.importorskip("optuna")
+    args = ["tune", "--model", MODEL, "--rate", "5", "--num-requests", "20", "--trials", "3"]
+    result = CliRunner().invoke(cli, [*args, flag, value, "--jobs", "1"])
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{flag}: unknown" in lines[0] and "'bogus'" in lines[0]

@@ -65,7 +65,12 @@ def parse_slo(text: str) -> Objective:
         raise ConfigError(f"--slo {text!r}: {raw!r} is not a number") from None
     if not math.isfinite(bound):
         raise ConfigError(f"--slo {text!r}: the bound must be finite")
-    return Objective(_SYNONYMS.get(name, name), ">=" if op == ">=" else "<=", bound)
+    if bound < 0:
+        raise ConfigError(f"--slo {text!r}: the bound must be >= 0 (no metric is negative)")
+    metric = _SYNONYMS.get(name, name)
+    if op != ">=" and bound == 0 and metric.endswith(("_ms", "_s")):
+        raise ConfigError(f"--slo {text!r}: a time is never at most 0; give a bound > 0")
+    return Objective(metric, ">=" if op == ">=" else "<=", bound)
 
 
 def parse_slos(texts: Sequence[str]) -> list[Objective]:

@@ -268,6 +268,16 @@ def _plan(**p: Any) -> None:
             )
     finally:
         backend.close()
+    failed = [c for c in outcome.candidates if c.error and not c.probes]
+    if failed and len(failed) == len(outcome.candidates):
+        from inference_sim.config.errors import ConfigError
+
+        with cli_errors(debug):  # bad input (an unknown GPU, a TP the model cannot split)
+            first = failed[0]
+            raise ConfigError(
+                f"no candidate could run: {first.deployment.label()}: {first.error}"
+                + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")
+            )
     if p["as_json"]:
         sys.stdout.write(json.dumps(outcome.to_dict(), indent=2) + "\n")
     else:

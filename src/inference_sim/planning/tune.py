@@ -119,6 +119,28 @@ def bundle_yaml(outcome: TuneOutcome, header: Sequence[str] = ()) -> str:
     return "\n".join(lines) + "\n" + body
 
 
+def _check_names(
+    policies: Sequence[str], scorers: Sequence[str], schedulers: Sequence[str]
+) -> None:
+    """Every name the search may draw, checked before any trial: a typo would otherwise
+    surface as skipped or failed trials, depending on which the sampler drew first."""
+    from inference_sim.policies.base import PolicyError
+    from inference_sim.policies.routing import ROUTING
+    from inference_sim.policies.scheduler import SCHEDULERS
+    from inference_sim.policies.scorers import SCORERS
+
+    for flag, registry, names in (
+        ("--policies", ROUTING, policies),
+        ("--scorers", SCORERS, scorers),
+        ("--schedulers", SCHEDULERS, schedulers),
+    ):
+        for name in names:
+            try:
+                registry.lookup(name)
+            except PolicyError as exc:
+                raise ConfigError(f"{flag}: {exc}") from None
+
+
 def tune(
     base: Mapping[str, Any],
     *,
@@ -141,6 +163,7 @@ def tune(
         raise ConfigError("--policies: give at least one routing policy")
     if "weighted" in policies and not scorers:
         raise ConfigError("--scorers: the weighted policy needs at least one scorer")
+    _check_names(policies, scorers, schedulers)
     if max_weight < 1:
         raise ConfigError(f"--max-weight must be >= 1, got {max_weight}")
     if not (math.isfinite(latency_ref_ms) and latency_ref_ms > 0):
