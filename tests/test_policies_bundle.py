@@ -148,6 +148,10 @@ def test_our_example_bundle_is_valid():
         ),
         (
             "routing:\n  scorers:\n    - name: queue-depth\n",
+            ["line 3", "routing.scorers[0] needs a weight"],
+        ),
+        (
+            "routing:\n  scorers:\n    - name: queue-depth\n      weight: 0\n",
             ["line 3", "routing.scorers[0]", "weight must be a finite positive number, got 0.0"],
         ),
         (

@@ -446,3 +446,82 @@ def test_one_coefficient_list_alone_warns_that_the_other_is_zero():
         cli, ["run", *model, "--alpha-coeffs", "1,2,3", "--beta-coeffs", "6000,17,6"]
     )
     assert both.exit_code == 0 and "WARNING" not in both.stderr
+
+
+def _blis_run(*args):
+    from click.testing import CliRunner
+
+    from inference_sim.cli.main import cli
+
+    base = ["run", "--model", "meta-llama/llama-3.1-8b-instruct", "--num-requests", "5"]
+    return CliRunner().invoke(cli, [*base, *args])
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--num-instances", "2", "--prefill-instances", "1", "--decode-instances", "1",
+          "--pd-prefix-threshold", "100"],
+         "--pd-prefix-threshold 100: no effect with --pd-decider always"),
+        (["--autoscale-max", "2", "--autoscale-target", "5", "--replica-startup-s", "5",
+          "--replica-load-bandwidth", "7"], "--replica-load-bandwidth: no effect"),
+        (["--json", "--output", "text"], "--json conflicts with --output text"),
+    ],
+)  # fmt: skip
+def test_own_flags_without_effect_are_refused(args, needle):
+    res = _blis_run(*args)
+    assert res.exit_code == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
+
+
+def test_policy_settings_without_effect_warn(tmp_path):
+    """Reference-style flags and bundle keys the chosen policy ignores: a warning each
+    (as --routing-scorers without weighted routing), the run goes on."""
+    bundle = tmp_path / "b.yaml"
+    bundle.write_text(
+        "routing:\n  policy: round-robin\n  scorers:\n    - {name: queue-depth, weight: 2}\n"
+        "admission:\n  policy: always-admit\n  token_bucket_capacity: 5\n"
+    )
+    res = _blis_run("--policy-config", str(bundle))
+    assert res.exit_code == 0, res.stderr
+    assert f"routing.scorers of --policy-config {bundle} has no effect" in res.stderr
+    assert "--token-bucket-capacity (from --policy-config" in res.stderr
+    res = _blis_run("--priority-policy", "slo-based")
+    assert res.exit_code == 0 and "orders nothing with --scheduler fcfs" in res.stderr
+    quiet = _blis_run("--priority-policy", "slo-based", "--scheduler", "priority-fcfs")
+    assert quiet.exit_code == 0 and "WARNING" not in quiet.stderr
+    pd = _blis_run("--num-instances", "2", "--prefill-instances", "1", "--decode-instances", "1",
+                   "--prefill-routing-scorers", "queue-depth:1")  # fmt: skip
+    assert pd.exit_code == 0 and "--prefill-routing-scorers has no effect" in pd.stderr
+
+
+@pytest.mark.parametrize("process", ["poisson", "constant"])
+def test_a_spec_cv_the_process_ignores_is_refused(tmp_path, process):
+    spec = tmp_path / "w.yaml"
+    spec.write_text(
+        "version: '2'\nseed: 1\naggregate_rate: 5\nnum_requests: 5\nclients:\n"
+        "  - id: a\n    rate_fraction: 1\n"
+        f"    arrival: {{process: {process}, cv: 3}}\n"
+        "    input_distribution: {type: constant, params: {value: 100}}\n"
+        "    output_distribution: {type: constant, params: {value: 10}}\n"
+    )
+    res = _blis_run("--workload-spec", str(spec))
+    assert res.exit_code == 2, res.stderr
+    assert f"arrival.cv: no effect with process {process}" in res.stderr
+
+
+def test_plan_says_which_config_options_it_drops(tmp_path, warnings_given):
+    """`--set num_instances=3` is refused; the same key in a --config file used to vanish."""
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        "model: meta-llama/llama-3.1-8b-instruct\nnum_instances: 3\nnum_requests: 20\n"
+        f"results_path: {tmp_path}/x.json\n"
+    )
+    args = ["plan", "--config", str(cfg), "--rate", "5", "--slo", "ttft_p99_ms=5000",
+            "--max-instances", "1", "--no-saturation", "--jobs", "1"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.stderr
+    assert any("--config: num_instances 3 is not used by blis plan" in w for w in warnings_given)
+    assert any("--config: results_path" in w for w in warnings_given)
+    assert not (tmp_path / "x.json").exists()

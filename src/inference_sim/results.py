@@ -451,9 +451,19 @@ def stdout_report(
 RESULTS_KEYS = ("completed_requests", "injected_requests", "vllm_estimated_duration_s")
 
 
+def is_replicates_document(doc: Mapping[str, Any]) -> bool:
+    """The document ``blis run --seeds/--replicates --results-path`` writes."""
+    return {"seeds", "metrics", "runs"} <= set(doc) and isinstance(doc.get("runs"), list)
+
+
 def check_results_document(doc: Mapping[str, Any]) -> None:
     """ValueError (one line) unless ``doc`` has the shape of a results file (issue 21)."""
     missing = [k for k in RESULTS_KEYS if k not in doc]
+    if missing and is_replicates_document(doc):
+        raise ValueError(
+            "a --seeds/--replicates results file (the mean over several runs, each run's "
+            "summary under runs); report one run: blis run --seed N --results-path FILE"
+        )
     if missing:
         raise ValueError(
             f"missing {', '.join(missing)}; expected a file written by "

@@ -168,6 +168,7 @@ def _calibrate(**kw: Any) -> None:
     )
 
     quiet = kw["quiet"]
+    _check_numbers(kw)
 
     def say(msg: str) -> None:
         if not quiet:
@@ -184,22 +185,22 @@ def _calibrate(**kw: Any) -> None:
     runs = load_runs(kw["runs"], hardware=kw["hardware"], **folder_kw)
     reuse = "" if kw["prefix_reuse"] == "run" else kw["prefix_reuse"]
     full = ReplaySettings(prefix_reuse=reuse, prompt_scale=kw["prompt_scale"])
-    if kw["write_specs"]:
-        _write_specs(runs, kw["write_specs"], full)
-        return
-    start = load_coefficients(kw["start"]) if kw["start"] else default_coefficients()
-    fixed = _parse_fix(kw["fix"])
+    fixed = _parse_fix(kw["fix"])  # names checked even where unused (--write-specs)
     unknown = sorted(set(fixed) - set(FITTED_FIELDS))
     if unknown:
         raise ValueError(f"--fix: unknown coefficient(s) {', '.join(unknown)}")
-    if fixed:
-        start = start.with_values(fixed)
     params = tuple(p.strip() for p in kw["params"].split(",") if p.strip()) or FITTED_FIELDS
     bad = sorted(set(params) - set(FITTED_FIELDS))
     if bad:
         raise ValueError(
             f"--params: unknown coefficient(s) {', '.join(bad)}; known: {', '.join(FITTED_FIELDS)}"
         )
+    if kw["write_specs"]:
+        _write_specs(runs, kw["write_specs"], full)
+        return
+    start = load_coefficients(kw["start"]) if kw["start"] else default_coefficients()
+    if fixed:
+        start = start.with_values(fixed)
     params = tuple(p for p in params if p not in fixed)
     short = ReplaySettings(
         duration_scale=kw["duration_scale"],
@@ -288,3 +289,24 @@ def _write_specs(runs: list[Any], folder: str, settings: Any) -> None:
         for line in lines:
             fh.write(line + "\n")
     click.echo(f"wrote {len(runs)} workload specs and {cmd_path}")
+
+
+def _check_numbers(kw: dict[str, Any]) -> None:
+    """One-line errors for numeric options out of range, before any run is read or
+    simulated (a negative prompt scale used to fail inside a temporary workload file)."""
+    import math
+
+    for flag, key, low, strict in (
+        ("--prompt-scale", "prompt_scale", 0.0, True),
+        ("--duration-scale", "duration_scale", 0.0, True),
+        ("--min-stage-s", "min_stage_s", 0.0, False),
+        ("--prior-weight", "prior_weight", 0.0, False),
+    ):
+        v = kw[key]
+        if not math.isfinite(v) or v < low or (strict and v == low):
+            raise ValueError(f"{flag} must be a finite number {'>' if strict else '>='} 0, got {v}")
+    if kw["duration_scale"] > 1:
+        raise ValueError(f"--duration-scale must be <= 1 (a fraction), got {kw['duration_scale']}")
+    for flag, key in (("--max-evals", "max_evals"), ("--rounds", "rounds")):
+        if kw[key] < 1:
+            raise ValueError(f"{flag} must be >= 1, got {kw[key]}")

@@ -226,10 +226,16 @@ def _parse_all_stages(text: str, where: str) -> list[tuple[float, float]]:
 
 
 def _stage_from_row(row: Mapping[str, Any], where: str, index: int) -> StageMeasurement:
+    for key in ("ttft_mean_ms", "e2e_mean_ms"):
+        if key not in row:
+            raise RunsError(f"{where}: no {key} column (a measured stage needs its mean)")
     ttft = _num(row, "ttft_mean_ms", where)
     e2e = _num(row, "e2e_mean_ms", where)
     if ttft <= 0 or e2e <= 0:
-        raise RunsError(f"{where}: ttft_mean_ms and e2e_mean_ms must be > 0")
+        raise RunsError(
+            f"{where}: ttft_mean_ms and e2e_mean_ms must be > 0, got {row['ttft_mean_ms']!r} "
+            f"and {row['e2e_mean_ms']!r}"
+        )
     return StageMeasurement(
         index=index,
         rate=_num(row, "stage_rate_rps", where) if index >= 0 else 0.0,

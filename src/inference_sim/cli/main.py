@@ -254,8 +254,10 @@ def _run(**params: Any) -> None:
     quiet = bool(params.pop("quiet"))
     log_level = params.pop("log") or ("error" if quiet else "warn")
     progress = params.pop("progress")
-    output = "json" if params.pop("as_json") else params.pop("output") or "text"
-    params.pop("output", None)
+    as_json, asked = params.pop("as_json"), params.pop("output", None)
+    if as_json and asked not in (None, "json"):
+        raise BadInput(f"--json conflicts with --output {asked}; give one of them")
+    output = "json" if as_json else asked or "text"
     seeds, replicates, confidence = (params.pop(k) for k in ("seeds", "replicates", "confidence"))
     if seeds is not None or replicates is not None:
         _replicated(params, debug, log_level, seeds, replicates, confidence, output)

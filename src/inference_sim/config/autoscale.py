@@ -22,6 +22,7 @@ from typing import Any
 from inference_sim.cluster.scaler import METRICS
 from inference_sim.config.checks import require_finite, require_one_of
 from inference_sim.config.errors import ConfigError
+from inference_sim.config.unused import changed_flags
 
 log = logging.getLogger("inference_sim")
 
@@ -82,7 +83,7 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
             raise ConfigError(f"{flag} needs autoscaling: give --autoscale-max > 0")
         return
     if pools:
-        _check_shared(o)
+        _check_shared(o, explicit)
         for args in below:  # after every error: a warning only for a run that will happen
             _below_min(*args)
         return
@@ -105,7 +106,7 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
         )
     require_one_of("--autoscale-metric", o["autoscale_metric"], METRICS)
     require_finite("--autoscale-target", o["autoscale_target"])
-    _check_shared(o)
+    _check_shared(o, explicit)
     if start < lo:  # after every error: a warning only for a run that will happen
         _below_min("--num-instances", start, "--autoscale-min", lo)
 
@@ -168,7 +169,7 @@ def _check_pools(o: dict[str, Any]) -> list[tuple[str, int, str, int]]:
     return below
 
 
-def _check_shared(o: dict[str, Any]) -> None:
+def _check_shared(o: dict[str, Any], explicit: frozenset[str]) -> None:
     """Interval, windows, start-up and price (shared by every autoscaled pool)."""
     for name in ("autoscale_interval",):
         v = o[name]
@@ -187,6 +188,11 @@ def _check_shared(o: dict[str, Any]) -> None:
         "--replica-startup-cv", o["replica_startup_cv"], strict=False, unit=" (0: constant)"
     )
     require_finite("--replica-load-bandwidth", o["replica_load_bandwidth"], unit=" GB/s")
+    if o["replica_startup_s"] >= 0 and changed_flags(o, explicit, ("replica_load_bandwidth",)):
+        raise ConfigError(
+            "--replica-load-bandwidth: no effect with --replica-startup-s given (the load "
+            "time is derived from the bandwidth only without it); give one of them"
+        )
     p = o["autoscale_gpu_hour_price"]
     if not (math.isfinite(p) and (p >= 0 or p == -1)):
         raise ConfigError(

@@ -28,8 +28,13 @@ def schema_command(output: str | None) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
-    try:
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as exc:
-        raise click.ClickException(f"--output {output}: {exc.strerror or exc}") from None
+    from inference_sim.core.outfiles import OutputFile
+    from inference_sim.report.cliutil import check_output, cli_errors
+
+    with cli_errors():  # a folder, a missing folder: one line, exit 2 (bad input)
+        check_output("--output", output)
+        try:
+            with OutputFile(output) as fh:  # atomic, or through a device/FIFO
+                fh.write(text)
+        except OSError as exc:
+            raise ValueError(f"--output {output}: {exc.strerror or exc}") from None

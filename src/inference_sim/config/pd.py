@@ -7,12 +7,15 @@ deployment exactly as a colocated run on that GPU and TP would.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from inference_sim.config.checks import require_finite, require_one_of
 from inference_sim.config.errors import ConfigError
-from inference_sim.config.options import OPTIONS, canonical_name
+from inference_sim.config.options import BY_NAME, OPTIONS, canonical_name
+
+log = logging.getLogger("inference_sim")
 
 DECIDERS = ("never", "always", "prefix-threshold")
 # What a pool may set on its own: its deployment (GPU, TP), its step-time model and its
@@ -73,6 +76,26 @@ def check_pd_options(o: dict[str, Any], explicit: frozenset[str]) -> None:
             f"give --num-instances > {n} or fewer {pool} instances"
         )
     require_one_of("--pd-decider", o["pd_decider"], DECIDERS)
+    if (
+        "pd_prefix_threshold" in explicit
+        and o["pd_prefix_threshold"] != BY_NAME["pd_prefix_threshold"].default
+        and o["pd_decider"] != "prefix-threshold"
+    ):
+        raise ConfigError(
+            f"--pd-prefix-threshold {o['pd_prefix_threshold']}: no effect with --pd-decider "
+            f"{o['pd_decider']}; give --pd-decider prefix-threshold or drop it"
+        )
+    for pool in ("prefill", "decode"):
+        policy = o[f"{pool}_routing_policy"] or o["routing_policy"]
+        given = f"{pool}_routing_scorers" in explicit and o[f"{pool}_routing_scorers"]
+        if given and policy != "weighted":
+            log.warning(
+                "--%s-routing-scorers has no effect when the %s pool's routing policy is %r "
+                "(only applies to 'weighted')",
+                pool,
+                pool,
+                policy,
+            )
     require_finite("--pd-transfer-bandwidth", o["pd_transfer_bandwidth"], unit=" GB/s")
     require_finite(
         "--pd-transfer-base-latency", o["pd_transfer_base_latency"], strict=False, unit=" ms"

@@ -221,7 +221,7 @@ def _scorer_list(
         label = f"{dotted}[{i}]"
         _expect_mapping(item, bundle, label, "keys name, weight")
         name: Any = None
-        weight: Any = 0.0  # an omitted weight is 0 (and rejected below)
+        weight: Any = None
         for k, v in _pairs(item, bundle, label, ("name", "weight")):
             value = _construct(v) if isinstance(v, yaml.ScalarNode) else None
             where = f"--policy-config {bundle.path} line {_line(v)}: {label}.{k.value}"
@@ -233,10 +233,12 @@ def _scorer_list(
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise ConfigError(f"{where} must be a number, got {_show(v)}")
                 weight = float(value)
-        if name is None:
-            raise ConfigError(
-                f"--policy-config {bundle.path} line {_line(item)}: {label} needs a name"
-            )
+        for missing, got in (("name", name is None), ("weight", weight is None)):
+            if got:
+                raise ConfigError(
+                    f"--policy-config {bundle.path} line {_line(item)}: {label} needs a "
+                    f"{missing} ({{name: SCORER, weight: W}})"
+                )
         bundle.lines[label] = _line(item)
         bundle.keys[label] = label
         out.append((name, weight))
@@ -315,6 +317,18 @@ def resolve_policies(o: dict[str, Any], explicit: frozenset[str]) -> None:
         o["priority_policy"],
         o["scheduler"],
     )
+    if (
+        ("priority_policy" in explicit or "priority_policy" in origin)
+        and o["priority_policy"] != "constant"
+        and o["scheduler"] in ("fcfs", "sjf")
+    ):
+        log.warning(
+            "--priority-policy %s%s orders nothing with --scheduler %s (only priority-fcfs and "
+            "reverse-priority read priorities); it only feeds the priority_inversions count",
+            o["priority_policy"],
+            origin.get("priority_policy", ""),
+            o["scheduler"],
+        )
     interval = o["snapshot_refresh_interval"]
     if interval < 0:
         raise ConfigError(f"--snapshot-refresh-interval must be >= 0, got {interval}")
@@ -330,16 +344,16 @@ def resolve_policies(o: dict[str, Any], explicit: frozenset[str]) -> None:
         pairs = parse_scorers(o["routing_scorers"]) if o["routing_scorers"].strip() else None
         shown = pairs or DEFAULT_PROFILE
         log.info("weighted routing scorers: %s", ", ".join(f"{n}:{w:.1f}" for n, w in shown))
-    elif text:
+    elif text or (bundle is not None and bundle.scorers):
         log.warning(
-            "--routing-scorers has no effect when routing policy is %r (only applies to "
-            "'weighted')",
+            "%s has no effect when routing policy is %r (only applies to 'weighted')",
+            "--routing-scorers" if text else f"routing.scorers of --policy-config {bundle.path}",
             o["routing_policy"],
         )
     bucket = [
-        f"--{name.replace('_', '-')}"
+        f"--{name.replace('_', '-')}{origin.get(name, '')}"
         for name in ("token_bucket_capacity", "token_bucket_refill_rate")
-        if name in explicit and o[name] != BY_NAME[name].default
+        if (name in explicit or name in origin) and o[name] != BY_NAME[name].default
     ]
     if bucket and o["admission_policy"] in ("always-admit", "reject-all"):  # plug-ins may read them
         log.warning(

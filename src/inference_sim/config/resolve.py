@@ -458,6 +458,8 @@ class _Latency:
     gpu: GpuSpec | None = None
     reason: str = ""
     fallback: bool = False
+    #: --alpha-coeffs/--beta-coeffs priced the steps (no trained entry looked up).
+    given_coefficients: bool = False
     #: Where the KV block count came from when not derived from GPU memory (then
     #: --gpu-memory-utilization changes nothing); "" when derived.
     kv_from: str = ""
@@ -718,11 +720,17 @@ def _resolve_latency(
     # registered/plug-in model whose inputs are "trained".
     trained_mode = "blackbox" if mode == "auto" else mode
     if any(alpha) or any(beta):
-        _warn_given_coefficients(alpha, beta, explicit)
         kv_from = _given_kv_from(blocks, explicit) or (
             f"the --total-kv-blocks default {blocks} (--alpha-coeffs/--beta-coeffs given)"
         )
-        lat = _Latency(trained_mode, tuple(alpha), tuple(beta), blocks, kv_from=kv_from)
+        lat = _Latency(
+            trained_mode,
+            tuple(alpha),
+            tuple(beta),
+            blocks,
+            kv_from=kv_from,
+            given_coefficients=True,
+        )
         same = catalog.find_coefficients(model, o["hardware"], o["tp"], o["vllm_version"])
         if same is not None and (list(same.alpha), list(same.beta)) == (list(alpha), list(beta)):
             return _because(lat, _trained_reason(same))  # e.g. a results file replayed
@@ -894,6 +902,15 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: expected a mapping of option names to values")
+    from inference_sim.results import is_replicates_document
+
+    if is_replicates_document(doc):
+        runs = doc["runs"]
+        first = runs[0] if runs and isinstance(runs[0], dict) else {}
+        if not isinstance(first.get("config"), dict):
+            raise ConfigError(f"{where}: a --seeds/--replicates results file without run configs")
+        doc = first  # every run has the same options but its seed: repeat the first
+        log.info("%s: a --seeds/--replicates results file; using its first run's options", where)
     from_results = isinstance(doc.get("config"), dict) and "package_version" in doc["config"]
     if from_results:
         doc = {
@@ -1125,6 +1142,9 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         + " yet; run them separately (docs/disaggregation.md)",
     )
     pools = resolve_pools(merged, options, resolve) if pd_enabled(options) else {}
+    if lat.given_coefficients:
+        # after every check: a warning only for a run that will happen
+        _warn_given_coefficients(options["alpha_coeffs"], options["beta_coeffs"], explicit)
     return RunPlan(
         pools=pools,
         options=options,

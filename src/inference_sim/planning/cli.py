@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import sys
 from typing import Any
 
@@ -19,6 +20,8 @@ from inference_sim.report.cliutil import (
     parse_assignments,
     run_options,
 )
+
+log = logging.getLogger("inference_sim")
 
 _PLAN_OWN = (
     "model",
@@ -176,6 +179,24 @@ def _refuse_own(assigned: dict[str, Any]) -> None:
         )
 
 
+def _warn_config_dropped(base: dict[str, Any]) -> None:
+    """A ``--config`` file's options that plan sets itself are dropped (``--set`` of them
+    is refused): say so for each one that would have changed the run."""
+    from inference_sim.config.options import BY_NAME
+
+    for name, hint in _OWN_HINTS.items():
+        if name in ("model", "hardware", "tp") or name not in base:
+            continue  # the deployment a config names is planned (see _plan)
+        if base[name] not in (None, "", BY_NAME[name].default):
+            log.warning("--config: %s %s is not used by blis plan; %s", name, base[name], hint)
+    if base.get("trace_output"):
+        log.warning(
+            "--config: trace_output %s is not used by blis plan (every probe would replace "
+            "it); trace one run with blis run",
+            base["trace_output"],
+        )
+
+
 #: Why ``blis tune`` cannot honour a ``--set`` of these run options.
 _TUNE_HINTS = {
     "results_path": "no effect with blis tune, which writes no results file (--json prints "
@@ -216,8 +237,10 @@ def _plan(**p: Any) -> None:
             [str(base["hardware"])] if base.get("hardware") else []
         )
         tps = list(p["tps"]) or ([int(base["tp"])] if base.get("tp") else [])
+        _warn_config_dropped(base)
         for name in _PLAN_OWN:
             base.pop(name, None)
+        base.pop("trace_output", None)
         deployments = _deployments(models, hardware, tps, list(p["candidates"]))
         deployments = _with_pd_ratios(
             deployments,
@@ -384,7 +407,7 @@ _plan_params: list[click.Parameter] = [
         type=float,
         default=1.0,
         show_default=True,
-        help="Keep a margin: an SLO 'at most B' must hold at B x headroom (0.8: 20%% to "
+        help="Keep a margin: an SLO 'at most B' must hold at B x headroom (0.8: 20 % to "
         "spare); 'at least B' at B / headroom.",
     ),
     click.Option(["--quiet", "-q"], is_flag=True, default=False, help="No progress on stderr."),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from inference_sim.report.cliutil import check_output, cli_errors
@@ -15,7 +17,12 @@ def _load(path: str):  # type: ignore[no-untyped-def]
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file or folder") from None
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a results file: {exc}") from None
+        why = str(exc)
+        if isinstance(exc, json.JSONDecodeError):
+            why = f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        if why.startswith(f"{path}: "):  # the reader named the file already
+            raise ValueError(why) from None
+        raise ValueError(f"{path}: not a results file: {why}") from None
 
 
 def _check_report_output(results: str, output: str) -> None:

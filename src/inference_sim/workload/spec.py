@@ -92,7 +92,8 @@ def _map(value: Any, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise WorkloadError(f"{where} must be a mapping, got {type(value).__name__}")
+        what = where or "the document"
+        raise WorkloadError(f"{what} must be a mapping, got {type(value).__name__}")
     for key in value:
         if str(key) not in allowed:
             raise WorkloadError(
@@ -274,6 +275,12 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
             raise WorkloadError(f"{w}.arrival.cv: weibull CV must be in [0.01, 10.4], got {cv}")
         if cv <= 0:
             raise WorkloadError(f"{w}.arrival.cv must be positive, got {cv}")
+        if process in ("poisson", "constant"):
+            raise WorkloadError(
+                f"{w}.arrival.cv: no effect with process {process} (its CV is "
+                f"{'1' if process == 'poisson' else '0'}); use gamma or weibull for another CV, "
+                "or drop cv"
+            )
 
     prefix_length = _int(m.get("prefix_length"), f"{w}.prefix_length")
     if prefix_length < 0:
