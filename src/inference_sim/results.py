@@ -15,7 +15,12 @@ from typing import Any
 from inference_sim.analysis.run import fairness_section, fitness_section, trace_section
 from inference_sim.analysis.trace import DECISION_COLUMNS, DecisionTrace
 from inference_sim.core.extras import have, require
-from inference_sim.core.inputs import MAX_RESULTS_BYTES, load_json, read_text
+from inference_sim.core.inputs import (
+    MAX_RESULTS_BYTES,
+    is_replicates_document,
+    load_json,
+    read_text,
+)
 from inference_sim.core.outfiles import output_path
 from inference_sim.metrics.output import (
     anomaly_block,
@@ -449,11 +454,6 @@ def stdout_report(
 #: Keys every results summary has (metrics/summary.py writes them); a JSON document
 #: without them is some other file, and a report of it would be empty or wrong.
 RESULTS_KEYS = ("completed_requests", "injected_requests", "vllm_estimated_duration_s")
-
-
-def is_replicates_document(doc: Mapping[str, Any]) -> bool:
-    """The document ``blis run --seeds/--replicates --results-path`` writes."""
-    return {"seeds", "metrics", "runs"} <= set(doc) and isinstance(doc.get("runs"), list)
 
 
 def check_results_document(doc: Mapping[str, Any]) -> None:

@@ -28,13 +28,19 @@ def schema_command(output: str | None) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
-    from inference_sim.core.outfiles import OutputFile
-    from inference_sim.report.cliutil import check_output, cli_errors
+    from inference_sim.core.outfiles import OutputFile, OutputPathError, check_output_file
 
-    with cli_errors():  # a folder, a missing folder: one line, exit 2 (bad input)
-        check_output("--output", output)
-        try:
-            with OutputFile(output) as fh:  # atomic, or through a device/FIFO
-                fh.write(text)
-        except OSError as exc:
-            raise ValueError(f"--output {output}: {exc.strerror or exc}") from None
+    try:  # a folder, a missing folder: bad input, one line and exit 2
+        check_output_file(output)
+        with OutputFile(output) as fh:  # atomic, or through a device/FIFO
+            fh.write(text)
+    except OutputPathError as exc:
+        raise _BadOutput(f"--output {output}: cannot write: {exc}") from None
+    except OSError as exc:
+        raise _BadOutput(f"--output {output}: {exc.strerror or exc}") from None
+
+
+class _BadOutput(click.ClickException):
+    """An output path that cannot be written: bad input (exit 2), as for every command."""
+
+    exit_code = 2

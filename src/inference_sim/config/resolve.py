@@ -902,7 +902,7 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: expected a mapping of option names to values")
-    from inference_sim.results import is_replicates_document
+    from inference_sim.core.inputs import is_replicates_document
 
     if is_replicates_document(doc):
         runs = doc["runs"]

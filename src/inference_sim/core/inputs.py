@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -219,3 +220,9 @@ def results_config_tail(path: str | os.PathLike[str], window: int | None = None)
         if isinstance(doc, dict) and isinstance(doc.get("config"), dict):
             return doc
     return None
+
+
+def is_replicates_document(doc: Mapping[str, Any]) -> bool:
+    """The document ``blis run --seeds/--replicates --results-path`` writes: the mean over
+    several runs, each run's summary (with its config) under ``runs``."""
+    return {"seeds", "metrics", "runs"} <= set(doc) and isinstance(doc.get("runs"), list)
