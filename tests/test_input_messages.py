@@ -22,9 +22,11 @@ def one_line_error(result, needle: str) -> None:
     assert len(lines) == 1 and needle in lines[0], lines
 
 
-@pytest.fixture(scope="module")
-def replicates_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("rep") / "rep.json"
+@pytest.fixture
+def replicates_file(tmp_path) -> Path:
+    # Function scope: an in-process `blis run` rebinds the package logger, which the
+    # autouse fixture of conftest.py restores only around function-scoped setup.
+    path = tmp_path / "rep.json"
     args = ["run", "--model", MODEL, "--num-requests", "10", "--seeds", "1,2"]
     res = CliRunner().invoke(cli, [*args, "--results-path", str(path), "-q"])
     assert res.exit_code == 0, res.stderr
