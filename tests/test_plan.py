@@ -229,4 +229,3 @@ def test_plan_keeps_rows_of_failed_candidates_beside_good_ones():
     assert result.exit_code == 0, result.stderr
     cands = json.loads(result.stdout)["candidates"]
     assert any(c.get("error") for c in cands) and any(not c.get("error") for c in cands)
-
