@@ -172,6 +172,20 @@ def test_parquet_round_trip(two_instances, tmp_path):
     assert back.timeseries_table["columns"] == two_instances.timeseries_table["columns"]
 
 
+def test_parquet_keeps_fields_only_some_records_have(tmp_path):
+    """KV reloads appear on the records that had one; the frame and the Parquet round trip
+    used to take optional columns from the first record only (dropping them here)."""
+    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    res = simulate(**{**RUN, "num_requests": 200}, kv_cpu_blocks=2000, total_kv_blocks=800)
+    has = [r for r in res.records if "kv_reloads" in r]
+    assert has and "kv_reloads" not in res.records[0]  # the case this test is about
+    assert "kv_reloads" in res.requests.columns
+    assert str(res.requests["kv_reloads"].dtype) == "Int64"  # integers with gaps
+    back = Results.load(res.to_parquet(tmp_path / "pq"))
+    assert back.records == res.records
+
+
 # --- config files -----------------------------------------------------------------------
 
 

@@ -127,3 +127,31 @@ def test_every_kind_of_option_converts_as_on_the_command_line():
     assert cfg.slo == options["slo"] == ["ttft_p99_ms=500"]
     props = config_schema()["properties"]
     assert {s.get("type") for s in props["horizon"]["anyOf"]} == {"integer", "string"}
+
+
+def test_a_full_dump_runs_again_like_the_config():
+    """model_dump() names every option, defaults included; options that need a feature
+    (P/D, autoscaling) must not count as given at their default values."""
+    from inference_sim import SimConfig, simulate
+
+    cfg = SimConfig(model="meta-llama/llama-3.1-8b-instruct", num_requests=20)
+    dumped = cfg.model_dump()
+    assert "decode_autoscale_max" in dumped and "autoscale_down_window" in dumped
+    assert simulate(dumped).summary["completed_requests"] == 20  # runs (was refused)
+    assert SimConfig(**dumped) == cfg
+    # The set fields alone run exactly like the config (a full dump makes every default
+    # explicit: --total-kv-blocks 1000000 then replaces the trained count, as on the CLI).
+    assert simulate(cfg.model_dump(exclude_unset=True)).summary == simulate(cfg).summary
+
+
+def test_a_plug_in_latency_model_is_a_valid_config_value(tmp_path):
+    """`blis run` and simulate() take plug-in latency models; SimConfig, run-config files
+    and sweep files used to refuse them (the built-in names were a closed set)."""
+    from inference_sim import SimConfig
+    from inference_sim.config.errors import ConfigError
+
+    cfg = SimConfig(model="meta-llama/llama-3.1-8b-instruct", latency_model="my_lat.py:Step")
+    assert cfg.latency_model == "my_lat.py:Step"
+    assert SimConfig(model="m", latency_model="roofline").latency_model == "roofline"
+    with pytest.raises(ConfigError, match="latency-model.*valid: auto, .*module.path:ClassName"):
+        SimConfig.from_options({"model": "m", "latency_model": "bogus"})

@@ -71,9 +71,15 @@ def _frame(rows: list[dict[str, Any]], kinds: Mapping[str, str]) -> Any:
         if kind == "str":
             series = series.astype(str)
         data[name] = series
-    extra = [k for r in rows[:1] for k in r if k not in kinds]
+    # Optional fields (KV reloads, P/D, LoRA) sit on some records only: every key any
+    # record has is a column (missing cells are null), in the order first seen.
+    extra = list(dict.fromkeys(k for r in rows for k in r if k not in kinds))
     for name in extra:
-        data[name] = pd.Series([r.get(name) for r in rows], name=name)
+        values = [r.get(name) for r in rows]
+        present = [v for v in values if v is not None]
+        ints = present and all(isinstance(v, int) and not isinstance(v, bool) for v in present)
+        # Integers with gaps stay integers (nullable), not floats with NaN.
+        data[name] = pd.Series(values, name=name, dtype="Int64" if ints else None)
     return pd.DataFrame(data)
 
 
@@ -422,6 +428,15 @@ def _as_records(value: Iterable[dict[str, Any]] | None) -> Sequence[dict[str, An
     return list(value)
 
 
+def _missing(value: Any) -> bool:
+    """A null cell: None, NaN or pandas' NA (lists and strings are never null)."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return value != value
+    return type(value).__name__ in ("NAType", "NaTType")
+
+
 def _records_from_frame(frame: Any) -> list[dict[str, Any]]:
     """DataFrame rows back to the results file's per-request dicts (empty strings dropped)."""
     out = []
@@ -430,6 +445,8 @@ def _records_from_frame(frame: Any) -> list[dict[str, Any]]:
         for k, v in row.items():
             if REQUEST_COLUMNS.get(k) == "str" and k != "requestID" and not v:
                 continue
+            if k not in REQUEST_COLUMNS and _missing(v):
+                continue  # an optional field this record did not have
             if hasattr(v, "item"):
                 v = v.item()
             rec[k] = v

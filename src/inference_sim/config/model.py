@@ -58,14 +58,36 @@ def _coercer(spec: OptionSpec) -> BeforeValidator:
 
         if spec.name in INLINE_MAPPINGS and isinstance(value, Mapping):
             return dict(value)
-        return coerce_option(spec, value)  # ConfigError is a ValueError: pydantic reports it
+        value = coerce_option(spec, value)  # ConfigError is a ValueError: pydantic reports it
+        if spec.name == "latency_model" and value != "auto":
+            _check_latency_name(value)
+        return value
 
     return BeforeValidator(convert)
 
 
+#: Options whose fixed set is the built-ins only: a registered or file plug-in
+#: (``my_latency.py:TokensPerStep``) is valid too, and checked where it is resolved.
+OPEN_CHOICES = ("latency_model",)
+
+
+def _check_latency_name(name: str) -> None:
+    """A built-in or registered latency model, or a plug-in spelling (``module:Class``,
+    loaded only when the run resolves it): anything else is a typo, refused here."""
+    from inference_sim.latency.registry import is_plugin, latency_model_names
+
+    if name not in latency_model_names() and not is_plugin(name):
+        raise ConfigError(
+            f"valid: auto, {', '.join(latency_model_names())} or a plug-in as "
+            "module.path:ClassName"
+        )
+
+
 def _annotation(spec: OptionSpec, choices: tuple[str, ...] | None) -> Any:
-    if choices:
-        base: Any = Literal[choices]  # type: ignore[valid-type]
+    if choices and spec.name in OPEN_CHOICES:
+        base: Any = Literal[choices] | str  # type: ignore[valid-type]
+    elif choices:
+        base = Literal[choices]  # type: ignore[valid-type]
     elif spec.kind == "floats":
         base = list[float] | str  # a list, or comma-separated text as on the command line
     elif spec.kind == "texts":

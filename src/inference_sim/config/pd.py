@@ -53,10 +53,12 @@ def check_pd_options(o: dict[str, Any], explicit: frozenset[str]) -> None:
             )
     if not pd_enabled(o):
         counts = ("prefill_instances", "decode_instances")  # an explicit 0 is fine
-        given = sorted(
+        given = sorted(  # a default value passes: a config dump repeats every option
             k
             for k in explicit
-            if k.startswith(("pd_", "prefill_", "decode_", "dual_")) and k not in counts
+            if k.startswith(("pd_", "prefill_", "decode_", "dual_"))
+            and k not in counts
+            and o[k] != BY_NAME[k].default
         )
         if given:
             flag = "--" + given[0].replace("_", "-")
