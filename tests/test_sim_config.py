@@ -153,5 +153,5 @@ def test_a_plug_in_latency_model_is_a_valid_config_value(tmp_path):
     cfg = SimConfig(model="meta-llama/llama-3.1-8b-instruct", latency_model="my_lat.py:Step")
     assert cfg.latency_model == "my_lat.py:Step"
     assert SimConfig(model="m", latency_model="roofline").latency_model == "roofline"
-    with pytest.raises(ConfigError, match="latency-model.*valid: auto, .*module.path:ClassName"):
+    with pytest.raises(ConfigError, match=r"latency-model.*valid: auto, .*module.path:ClassName"):
         SimConfig.from_options({"model": "m", "latency_model": "bogus"})
