@@ -420,3 +420,28 @@ def test_a_tiny_fixed_timeseries_interval_is_coarsened_not_stalling():
         model="meta-llama/llama-3.1-8b-instruct", workload="chatbot", rate=20, num_requests=200
     )
     assert res.summary["e2e_p99_ms"] == plain.summary["e2e_p99_ms"]
+
+
+def test_api_input_mistakes_name_the_problem(tmp_path):
+    """compare() with a typo in a metric or a path instead of Results, write_json to a
+    folder-like or missing path, Results.load of a file that is not JSON: one clear
+    message each (they used to give a row of None, a misleading message, a file named
+    like the folder, a temporary file's name, a bare JSON error)."""
+    from inference_sim import compare
+    from inference_sim.core.outfiles import OutputPathError
+
+    a = simulate(model=MODEL, num_requests=5)
+    b = simulate(model=MODEL, num_requests=5, rate=2)
+    with pytest.raises(ValueError, match=r"unknown metric 'ttft_p99_msx'.*ttft_p99_ms"):
+        compare([a, b], metrics=["ttft_p99_msx"])
+    with pytest.raises(ValueError, match="item 1 is a str, not Results"):
+        compare([a, "file.json"])
+    with pytest.raises(OutputPathError, match="ends with a slash"):
+        a.write_json(f"{tmp_path}/newdir/")
+    assert not (tmp_path / "newdir").exists()
+    with pytest.raises(OutputPathError, match="does not exist"):
+        a.write_json(tmp_path / "missing" / "x.json")
+    junk = tmp_path / "junk.json"
+    junk.write_text("junk")
+    with pytest.raises(ValueError, match=r"junk.json: not a results file: not JSON"):
+        Results.load(junk)

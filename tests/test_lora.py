@@ -448,3 +448,22 @@ def test_csv_trace_writer_keeps_adapters_through_a_replay(tmp_path: Path):
     assert {n: a["completed_requests"] for n, a in replay.summary["lora"]["adapters"].items()} == {
         n: a["completed_requests"] for n, a in first.summary["lora"]["adapters"].items()
     }
+
+
+def test_html_report_has_the_lora_section(tmp_path: Path):
+    """report.md promises every summary section; the lora one was missing from the page."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC % 8, encoding="utf-8")
+    out, page = tmp_path / "r.json", tmp_path / "r.html"
+    r = _blis("run", "--model", MODEL, "--workload-spec", spec, "--max-loras", 1,
+              "--results-path", out)  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    lora = json.loads(out.read_text())["lora"]
+    rep = _blis("report", out, "-o", page)
+    assert rep.exit_code == 0, rep.stderr
+    html = page.read_text(encoding="utf-8")
+    assert "<h2>LoRA adapters</h2>" in html
+    for name in lora["adapters"]:  # one latency row per adapter
+        assert f'<td class="l">{name}</td>' in html
+    section = html.split("<h2>LoRA adapters</h2>")[1]
+    assert f'<td class="">{lora["adapter_loads"]}</td>' in section

@@ -7,6 +7,7 @@ installed (``pip install 'inference-sim[data]'``), else lists of dicts;
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -227,6 +228,12 @@ class Results:
             json.dump(self.to_dict(stream=True), sys.stdout, indent=2)
             sys.stdout.write("\n")
             return
+        from inference_sim.core.outfiles import OutputPathError, check_output_file
+
+        try:  # the checks of --results-path: a folder, a missing folder, a trailing slash
+            check_output_file(path)
+        except OutputPathError as exc:
+            raise OutputPathError(f"{os.fspath(path)}: cannot write: {exc}") from None
         write_json_atomic(path, self.to_dict(stream=True))
 
     def report(self) -> str:
@@ -278,7 +285,13 @@ class Results:
         p = Path(path)
         if p.is_dir():
             return cls._load_parquet(p)
-        doc = load_json(read_text(p, MAX_RESULTS_BYTES))
+        try:
+            doc = load_json(read_text(p, MAX_RESULTS_BYTES))
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{p}: not a results file: not JSON ({exc.msg} at line {exc.lineno} "
+                f"column {exc.colno})"
+            ) from None
         if not isinstance(doc, dict):
             raise ValueError(f"{p}: not a results file (expected a JSON object)")
         check_results_document(doc)

@@ -78,8 +78,7 @@ def _check_latency_name(name: str) -> None:
 
     if name not in latency_model_names() and not is_plugin(name):
         raise ConfigError(
-            f"valid: auto, {', '.join(latency_model_names())} or a plug-in as "
-            "module.path:ClassName"
+            f"valid: auto, {', '.join(latency_model_names())} or a plug-in as module.path:ClassName"
         )
 
 

@@ -115,8 +115,24 @@ def compare(
         labels = list(runs) if labels is None else labels
         runs = list(runs.values())
     runs = list(runs)
-    if not runs or not all(isinstance(r, Results) for r in runs):
+    if not runs:
         raise ValueError("compare() needs one or more Results (a list or a {label: Results})")
+    for i, r in enumerate(runs):
+        if not isinstance(r, Results):
+            raise ValueError(
+                f"compare(): item {i} is a {type(r).__name__}, not Results; load a results "
+                "file with Results.load(path)"
+            )
+    if metrics is not None:
+        known = {k for r in runs for k, v in r.summary.items() if isinstance(v, int | float)}
+        unknown = [m for m in metrics if m not in known]
+        if unknown:
+            from inference_sim.core.suggest import did_you_mean
+
+            raise ValueError(
+                f"compare(): unknown metric {unknown[0]!r}{did_you_mean(unknown[0], sorted(known))}"
+                " (summary keys with numbers, e.g. ttft_p99_ms)"
+            )
     names = run_labels(runs, labels)
     rows = comparison_rows(runs, names, metrics)
     from inference_sim.core.extras import have

@@ -249,6 +249,44 @@ def _slo_table(per_slo: Mapping[str, Mapping[str, Any]]) -> str:
     return _table(["SLO class", *keys], rows)
 
 
+#: Run-wide LoRA figures (the summary's ``lora`` section, docs/lora.md) shown above the
+#: per-adapter and per-instance tables.
+_LORA_KEYS = (
+    "max_loras",
+    "max_cpu_loras",
+    "max_lora_rank",
+    "adapter_loads",
+    "adapter_evictions",
+    "requests_skipped_for_max_loras",
+    "skip_events_for_max_loras",
+)
+_LORA_ADAPTER_COLS = (
+    "completed_requests",
+    "ttft_mean_ms",
+    "ttft_p99_ms",
+    "e2e_mean_ms",
+    "e2e_p99_ms",
+    "responses_per_sec",
+)
+
+
+def _lora_section(lora: Mapping[str, Any]) -> str:
+    """Multi-LoRA serving: loads, evictions, requests held back by --max-loras, and the
+    latency of each adapter's requests and each instance's adapter traffic."""
+    parts = ["<h2>LoRA adapters</h2>"]
+    parts.append(_table(["figure", "value"], [(k, lora[k]) for k in _LORA_KEYS if k in lora]))
+    adapters = lora.get("adapters") or {}
+    if adapters:
+        rows = [(name, *(a.get(c, "") for c in _LORA_ADAPTER_COLS)) for name, a in adapters.items()]
+        parts.append(_table(["adapter", *_LORA_ADAPTER_COLS], rows))
+    instances = lora.get("instances") or {}
+    if instances:
+        cols = sorted({c for v in instances.values() for c in v})
+        rows = [(name, *(v.get(c, "") for c in cols)) for name, v in instances.items()]
+        parts.append(_table(["instance", *cols], rows))
+    return "\n".join(parts)
+
+
 def _stage_table(stages: Sequence[Mapping[str, Any]]) -> str:
     cols = [
         "start_s",
@@ -402,6 +440,8 @@ def build_report(results: Results, *, title: str = "") -> str:
         parts.append(pd_html(s["pd"]))
     if s.get("autoscaling"):
         parts.append(autoscaling_html(s["autoscaling"]))
+    if isinstance(s.get("lora"), dict):
+        parts.append(_lora_section(s["lora"]))
 
     parts.append("<h2>All metrics</h2>")
     flat = [

@@ -152,7 +152,11 @@ class LocalBackend:
                         result = reader.recv()
                     except (EOFError, OSError):
                         proc.join()
-                        result = failed(f"worker process died (exit code {proc.exitcode})")
+                        result = failed(
+                            f"worker process died (exit code {proc.exitcode}); from a Python "
+                            'script, run it under `if __name__ == "__main__":` (each worker '
+                            "imports the main module) or use LocalBackend(jobs=1)"
+                        )
                     reader.close()
                     proc.join()
                     on_result(i, relay_warnings(result))
