@@ -467,3 +467,28 @@ def test_html_report_has_the_lora_section(tmp_path: Path):
         assert f'<td class="l">{name}</td>' in html
     section = html.split("<h2>LoRA adapters</h2>")[1]
     assert f'<td class="">{lora["adapter_loads"]}</td>' in section
+
+
+def test_kv_blocks_are_shared_only_under_the_same_adapter():
+    """vLLM puts the LoRA adapter into every block hash: the same prompt under another
+    adapter, or the base model, is a cache miss (it used to reuse the first one's KV)."""
+    from inference_sim.policies.prefix import router_block_hashes
+
+    prompt = list(range(1000, 1512))  # 32 full blocks
+
+    def second_hits(first: str, second: str) -> int:
+        reqs = [
+            Request(0, 0, prompt, [1, 2, 3, 4], adapter=first),
+            Request(1, 100_000, prompt, [5, 6, 7, 8], adapter=second),
+        ]
+        lora = LoraSettings(max_loras=2, max_cpu_loras=2, adapters=(("A", 8), ("B", 8)))
+        _, inst = _run(reqs, lora)
+        return inst.stats.cached_prompt_tokens
+
+    assert second_hits("A", "A") == 511 // 16 * 16  # all but the token left to compute
+    assert second_hits("A", "B") == 0
+    assert second_hits("", "A") == 0
+    assert second_hits("A", "") == 0
+    # The router's prefix index keys by adapter too (llm-d indexes KV events with LoRA).
+    a, b = (Request(i, 0, prompt, [1], adapter=x) for i, x in enumerate(("A", "B")))
+    assert router_block_hashes(a, 16)[0] != router_block_hashes(b, 16)[0]

@@ -417,3 +417,22 @@ def test_speculation_with_lora_adapters_is_a_one_line_error():
             max_loras=2,
             lora_adapters="a:8",
         )
+
+
+@pytest.mark.parametrize(
+    ("method", "cached"), [("ngram", 48), ("eagle", 32), ("eagle3", 32), ("mtp", 32)]
+)
+def test_eagle_family_recomputes_the_last_block_of_a_prefix_hit(method, cached):
+    """vLLM drops the last matched block for drafters that read the target's hidden states
+    (eagle, eagle3, mtp: ``find_longest_cache_hit`` with ``use_eagle``): a 64-token prompt
+    seen before hits 3 blocks (48 tokens, one token left to compute), those methods 2."""
+    prompt = list(range(100, 164))
+    reqs = [Request(0, 0, prompt, list(range(900, 910))),
+            Request(1, 100_000, prompt, list(range(910, 920)))]  # fmt: skip
+    spec = SpeculativeConfig(method=method, num_tokens=2, acceptance=(0.7, 0.5))
+    inst = make_instance(
+        0, EngineConfig(num_gpu_blocks=1000, speculative=spec),
+        BlackboxLatencyModel((0, 0, 0), (1000, 10, 1)),
+    )  # fmt: skip
+    ClusterSimulator([inst], check_invariants=True).run(reqs)
+    assert inst.stats.cached_prompt_tokens == cached

@@ -42,6 +42,8 @@ __all__ = ["METHODS", "SpecInstance", "SpeculativeConfig"]
 
 #: ``--speculative-method`` values (vLLM's names; ``draft-model`` is vLLM's "draft_model").
 METHODS = ("ngram", "eagle", "eagle3", "mtp", "draft-model")
+#: Methods whose drafter reads the target's hidden states (vLLM's ``use_eagle()``).
+EAGLE_METHODS = frozenset({"eagle", "eagle3", "mtp"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,9 @@ class SpecInstance(Instance):
         # Models that track the running step's end (calibrated, async scheduling).
         self._extend = getattr(latency, "extend_last_step", None)
         self._drafts_on_prefill = spec.method != "ngram"
+        # vLLM's EAGLE-family drafters need the hidden states of a prefix hit's last block:
+        # it is recomputed (KVCacheManager.drop_last_hit).
+        self.kv.drop_last_hit = spec.method in EAGLE_METHODS
 
     # --- schedule ------------------------------------------------------------------
     def _schedule_running(self, batch: StepBatch, now: int) -> tuple[int, bool]:

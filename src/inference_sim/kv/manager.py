@@ -21,6 +21,15 @@ from inference_sim.kv.block_pool import BlockPool, TieredBlockPool
 from inference_sim.kv.cpu_tier import UNSTAMPED, CpuTier
 
 _ROOT_HASH = 0x5EED_CAFE
+
+
+def chain_root(root: int, adapter: str) -> int:
+    """Start of a request's block-hash chain: vLLM puts the LoRA adapter into every block
+    hash (``generate_block_hash_extra_keys``), so the same prompt under another adapter
+    (or the base model) never shares KV blocks."""
+    return hash((root, adapter)) if adapter else root
+
+
 #: Entry of :meth:`KVCacheManager.find_cached_prefix` for a block found on the CPU tier.
 CPU_HIT = -1
 
@@ -44,6 +53,7 @@ class KVCacheManager:
         "cpu_hit_blocks",
         "cpu_lookup_blocks",
         "defer_private_hashes",
+        "drop_last_hit",
         "enable_prefix_caching",
         "lazy_blocks",
         "num_hashed",
@@ -91,6 +101,10 @@ class KVCacheManager:
             self.pool = BlockPool(num_blocks, block_size)
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
+        #: EAGLE-style speculation (eagle, eagle3, mtp): vLLM drops the last block of a
+        #: prefix hit, whose hidden states the drafter needs recomputed
+        #: (``find_longest_cache_hit`` with ``use_eagle``); set by the speculative engine.
+        self.drop_last_hit = False
         # Private blocks (Request.private_from) are hashed and registered only when the
         # request is preempted. Not with a CPU tier: there the hashes of blocks in use can
         # be copied to the CPU before the request ends.
@@ -130,7 +144,7 @@ class KVCacheManager:
             bs = self.block_size
             prompt = req.input_tokens
             n_prompt = req.num_prompt_tokens
-            prev = hashes[-1] if hashes else _ROOT_HASH
+            prev = hashes[-1] if hashes else chain_root(_ROOT_HASH, req.adapter)
             # Whole prompt blocks: one bytes copy, then slices of it (much cheaper than
             # one numpy slice and copy per block).
             stop = min(upto, n_prompt // bs)
@@ -191,6 +205,8 @@ class KVCacheManager:
                 if hashes[i] not in entries:
                     break
                 found.append(CPU_HIT)
+        if self.drop_last_hit and found:
+            found.pop()
         return found
 
     # --- allocation ----------------------------------------------------------------

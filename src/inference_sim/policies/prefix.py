@@ -59,7 +59,9 @@ def router_block_hashes(request: Request, block_size: int) -> list[int]:
     raw = np.ascontiguousarray(tokens[: n * block_size], dtype=np.int32).tobytes()
     step = 4 * block_size
     out = []
-    prev = _ROOT
+    # The adapter starts the chain, as in the engine's hashes (kv/manager.py): a prompt
+    # cached under another LoRA adapter is no hit (llm-d keys its index by LoRA too).
+    prev = hash((_ROOT, request.adapter)) if request.adapter else _ROOT
     for k in range(0, n * step, step):
         prev = hash((prev, raw[k : k + step]))
         out.append(prev)
