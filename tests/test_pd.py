@@ -599,3 +599,44 @@ def test_requests_in_transfer_at_the_horizon_are_counted_as_queued():
         pools["prefill"]["injected_requests"] + pools["decode"]["injected_requests"]
         == s["injected_requests"]
     )
+
+
+def test_decode_max_num_seqs_caps_requests_that_arrive_by_transfer(monkeypatch):
+    """vLLM checks max_num_seqs before it starts a request's KV read; transferred requests
+    used to join the decode batch past the cap (74 running with --decode-max-num-seqs 8)."""
+    from inference_sim import simulate
+
+    peak: dict[str, int] = {}
+    real = PDInstance.schedule
+
+    def watched(self, now):  # type: ignore[no-untyped-def]
+        batch = real(self, now)
+        peak[self.role] = max(peak.get(self.role, 0), len(self.running) + self.incoming)
+        return batch
+
+    monkeypatch.setattr(PDInstance, "schedule", watched)
+    common = dict(model="meta-llama/llama-3.1-8b-instruct", hardware="H100", tp=1,
+                  num_instances=2, prefill_instances=1, decode_instances=1,
+                  workload="chatbot", rate=40, num_requests=200, check_invariants=True)  # fmt: skip
+    capped = simulate(**common, decode_max_num_seqs=8).summary
+    assert peak["decode"] == 8
+    assert capped["completed_requests"] == 200
+    peak.clear()
+    free = simulate(**common, decode_max_num_seqs=1000).summary
+    assert peak["decode"] > 8  # the cap is what held it
+    assert capped["ttft_mean_ms"] > free["ttft_mean_ms"]
+
+
+@pytest.mark.parametrize(("threshold", "disaggregated"), [(99, 1), (100, 1), (101, 0)])
+def test_prefix_threshold_disaggregates_at_the_threshold(threshold, disaggregated):
+    """llm-d's PrefixBasedPDDecider disaggregates when the uncached tokens reach the
+    threshold (it keeps a request local only below it): a 100-token prompt, nothing cached."""
+    from inference_sim import simulate
+
+    res = simulate(
+        model="meta-llama/llama-3.1-8b-instruct", hardware="H100", tp=1, num_instances=2,
+        prefill_instances=1, decode_instances=1, pd_decider="prefix-threshold",
+        pd_prefix_threshold=threshold, num_requests=1, prompt_tokens=100,
+        prompt_tokens_stdev=0, output_tokens=5, output_tokens_stdev=0,
+    )  # fmt: skip
+    assert res.summary["pd"]["disaggregated_requests"] == disaggregated

@@ -161,7 +161,14 @@ def test_options_of_a_feature_that_is_off_are_refused(flags, shown):
 
 def test_the_same_options_apply_once_the_feature_is_on():
     for flags in (
-        ["--kv-cpu-blocks", "200", "--kv-offload-threshold", "0.5"],
+        [
+            "--kv-cpu-blocks",
+            "200",
+            "--kv-offload-threshold",
+            "0.5",
+            "--kv-transfer-link",
+            "pcie-gen5",
+        ],
         ["--max-loras", "2", "--max-cpu-loras", "4", "--lora-disk-latency", "5"],
         [*NGRAM2, "--spec-ngram-cpu-us", "50"],
     ):
@@ -525,3 +532,14 @@ def test_plan_says_which_config_options_it_drops(tmp_path, warnings_given):
     assert any("--config: num_instances 3 is not used by blis plan" in w for w in warnings_given)
     assert any("--config: results_path" in w for w in warnings_given)
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_cpu_tier_at_the_reference_transfer_default_warns():
+    """100 tokens/µs (the reference's default) is thousands of GB/s for a real model: a CPU
+    hit would look free. A warning says so; a link or a bandwidth given silences it."""
+    result = invoke("--num-requests", "5", "--kv-cpu-blocks", "200", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "far above any host link" in result.stderr and "6554 GB/s" in result.stderr
+    for given in (["--kv-transfer-link", "pcie-gen4"], ["--kv-transfer-bandwidth", "50"]):
+        quiet = invoke("--num-requests", "5", "--kv-cpu-blocks", "200", *given, "--json")
+        assert quiet.exit_code == 0 and "host link" not in quiet.stderr, quiet.stderr

@@ -207,7 +207,7 @@ class PDClusterSimulator(ExtraEvents):
         if self.check_invariants:
             self._checker = _PDChecker(self)
         for inst in self.pd_instances:
-            inst.held = inst.handed_off = inst.accepted = 0
+            inst.held = inst.handed_off = inst.accepted = inst.incoming = 0
         for k, scaler in enumerate(self.scalers.values()):
             scaler.reset()
             self._push_ext(scaler.cfg.interval, TICK, k, None)  # type: ignore[arg-type]
@@ -301,7 +301,7 @@ class PDClusterSimulator(ExtraEvents):
             req.prefill_target = req.num_prompt_tokens
             cached = dec.kv.find_cached_prefix(req)
             uncached = req.num_prompt_tokens - len(cached) * dec.kv.block_size
-            disagg = uncached > self.prefix_threshold
+            disagg = uncached >= self.prefix_threshold  # llm-d: at least the threshold
         if disagg:
             target = self._pick(self.prefill_routing, self._psnap, self.prefill_idx, req, now)
             # A dual-role instance picked for both sides serves the request colocated.

@@ -55,7 +55,12 @@ from inference_sim.core.suggest import did_you_mean
 from inference_sim.core.version import __version__
 from inference_sim.engine.events import NEVER
 from inference_sim.instance.config import EngineConfig
-from inference_sim.kv.offload_config import TierSettings, check_tier_ranges, resolve_tier
+from inference_sim.kv.offload_config import (
+    LINK_PRESETS_GBPS,
+    TierSettings,
+    check_tier_ranges,
+    resolve_tier,
+)
 from inference_sim.latency.base import LatencyModel
 from inference_sim.latency.blackbox import LatencyConfigError
 from inference_sim.latency.calibrated import (
@@ -973,6 +978,20 @@ def _resolve_kv_tier(
         raise ConfigError(str(exc)) from None
     o["kv_cpu_blocks"] = tier.cpu_blocks
     o["kv_transfer_bandwidth"] = tier.transfer_bandwidth
+    given = {"kv_transfer_bandwidth", "kv_transfer_link"} & explicit
+    if tier.cpu_blocks > 0 and not given and arch is not None:
+        per_token = arch.kv_bytes_per_token(max(1, o["tp"]))  # one GPU's bytes
+        gbps = tier.transfer_bandwidth * per_token / 1e3
+        if gbps > 2 * max(LINK_PRESETS_GBPS.values()):
+            log.warning(
+                "--kv-transfer-bandwidth %g tokens/µs (the reference's default) moves %s's KV "
+                "at %.0f GB/s per GPU, far above any host link (the pcie-gen5 preset: 50 "
+                "GB/s); give --kv-transfer-link pcie-gen5 (or pcie-gen4) to price CPU hits "
+                "as a real server would (docs/kv-offload.md)",
+                tier.transfer_bandwidth,
+                arch.name,
+                gbps,
+            )
     return tier
 
 
