@@ -93,9 +93,44 @@ def test_no_scale_down_below_the_start_before_the_window_passes():
         sim.run([make_request(i, 0, 32, 100) for i in range(3)])
         downs = [round(e["t_s"] * 1e6) for e in sim.rec.events if e["kind"] == "scale_down"]
         assert downs, window  # one request in flight per replica: the load does not need 3
-        assert min(downs) > window
-        if window:  # the first decision after the seed left the window
-            assert min(downs) <= window + 1000
+        # HPA keeps recommendations strictly inside the window: the seed (t = 0) leaves it
+        # at t = window, the first decision then may scale down.
+        assert min(downs) == max(window, 1000)  # decisions every 1000 µs, the first at 1000
+
+
+def test_scale_up_follows_hpa_default_rate_limit():
+    """HPA's default behavior.scaleUp: per 15 s period at most +4 replicas or +100 %,
+    whichever is more (selectPolicy Max): 1 -> 5 -> 10 -> 16, not 1 -> 16 at once."""
+    from inference_sim.cluster.scaler import SCALE_UP_PERIOD_US
+
+    period = SCALE_UP_PERIOD_US
+    insts = [
+        make_instance(i, EngineConfig(num_gpu_blocks=4000, block_size=16),
+                      BlackboxLatencyModel((0, 0, 0), (1000.0, 10.0, 1.0)))
+        for i in range(16)
+    ]  # fmt: skip
+    cfg = AutoscaleConfig(1, 16, "in-flight", 1.0, period, 10**9, 0, 0, 1, 1.0)
+    sim = AutoscaleClusterSimulator(insts, autoscale=cfg, initial=1, routing=LeastLoaded())
+    sim.run([make_request(i, 0, 32, 20_000) for i in range(64)])
+    ups = [(round(e["t_s"] * 1e6), e["by"]) for e in sim.rec.events if e["kind"] == "scale_up"]
+    assert ups[:3] == [(period, 4), (2 * period, 5), (3 * period, 6)], ups
+
+
+def test_ttft_metric_reads_first_tokens_not_only_finished_requests():
+    """vLLM records TTFT at the first token: a decision sees the requests still running,
+    and with no first token since the last decision there is no metric (no decision)."""
+    insts = [
+        make_instance(i, EngineConfig(num_gpu_blocks=4000, block_size=16),
+                      BlackboxLatencyModel((0, 0, 0), (1000.0, 10.0, 1.0)))
+        for i in range(2)
+    ]  # fmt: skip
+    cfg = AutoscaleConfig(1, 2, "ttft-p90", 0.001, 50_000, 10**9, 0, 0, 1, 1.0)
+    sim = AutoscaleClusterSimulator(insts, autoscale=cfg, initial=1, routing=LeastLoaded())
+    # Long outputs: nothing finishes before the first decision at 50 ms.
+    sim.run([make_request(i, 0, 32, 500) for i in range(4)])
+    first = next(e for e in sim.rec.events if e["kind"] == "scale_up")
+    assert round(first["t_s"] * 1e6) == 50_000  # was: only after the first completions
+    assert "ttft-p90=" in first["reason"]
 
 
 @settings(max_examples=20, deadline=None)

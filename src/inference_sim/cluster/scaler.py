@@ -25,6 +25,11 @@ from inference_sim.metrics.stats import percentile_ms
 
 METRICS = ("kv-utilization", "queue-depth", "in-flight", "ttft-p90")
 TOLERANCE = 0.1  # Kubernetes HPA's default --horizontal-pod-autoscaler-tolerance
+#: HPA's default scale-up policies (``behavior.scaleUp``, selectPolicy Max): per 15 s
+#: period, at most 4 more replicas or 100 % more, whichever allows more.
+SCALE_UP_PERIOD_US = 15_000_000
+SCALE_UP_PODS = 4
+SCALE_UP_PERCENT = 100
 
 OFF, LOADING, READY, DRAINING = 0, 1, 2, 3
 
@@ -102,6 +107,8 @@ class PoolScaler:
         # recommendation (recordInitialRecommendation): no scale-down below the starting
         # count before the scale-down window has passed.
         self.history: list[tuple[int, int]] = [(0, self.initial)]
+        self.ups: list[tuple[int, int]] = []  # (time, replicas added): the rate limit
+        self._ttft_seen: set[int] = set()  # requests whose TTFT a decision has read
         self._log_rows = 0
         self._refresh_lists()
         self._record(0)
@@ -178,22 +185,36 @@ class PoolScaler:
         return self.instances[i].name
 
     # --- the controller ---------------------------------------------------------------
-    def _metric(self, log: Any) -> float:
+    def _ttft_samples(self, log: Any) -> list[int]:
+        """TTFT (µs) of the requests whose first token no decision has read yet: those
+        running now and those that finished since the last decision. vLLM records TTFT at
+        the first token, so a burst shows up while its requests still generate."""
+        seen = self._ttft_seen
+        pool = range(len(self.instances)) if self.ttft_all else self.members
+        out = []
+        for i in pool:  # a P/D pool (ttft_all): the client's TTFT spans both pools
+            for req in self.instances[i].running:
+                if req.first_token_time >= 0 and req.index not in seen:
+                    seen.add(req.index)
+                    out.append(req.first_token_time - req.arrival_time)
+        mine = None if self.ttft_all else set(self.members)
+        for r in range(self._log_rows, len(log)):
+            idx = log.index[r]
+            if log.ttft[r] >= 0 and idx not in seen and (mine is None or log.instance[r] in mine):
+                seen.add(idx)
+                out.append(log.ttft[r])
+        self._log_rows = len(log)
+        return out
+
+    def _metric(self, log: Any) -> float | None:
+        """The pool's metric now; None when there is none (no first token since the last
+        decision: HPA skips a decision whose metric is unavailable)."""
         ready = [self.instances[i] for i in self.ready]
         m = self.cfg.metric
-        if m == "ttft-p90":  # ms, requests completed on this pool since the last decision
-            mine: set[int] | None = set(self.members)
-            rows = range(self._log_rows, len(log))
-            self._log_rows = len(log)
-            if self.ttft_all:  # a P/D pool: the client's TTFT spans both pools
-                mine = None
-            ttfts = sorted(
-                log.ttft[r]
-                for r in rows
-                if log.ttft[r] >= 0 and (mine is None or log.instance[r] in mine)
-            )
+        if m == "ttft-p90":  # ms, p90 of the first tokens since the last decision
+            ttfts = sorted(self._ttft_samples(log))
             if not ttfts:
-                return 0.0
+                return None
             return ttfts[min(len(ttfts) - 1, math.ceil(0.9 * len(ttfts)) - 1)] / 1000.0
         if not ready:
             return 0.0
@@ -207,17 +228,26 @@ class PoolScaler:
         """One decision at ``now``."""
         cfg = self.cfg
         value = self._metric(log)
+        if value is None:
+            return  # no metric: no recommendation, no scaling (as HPA)
         current = self._count(READY) + self._count(LOADING)
         ratio = value / cfg.target
         raw = current if abs(ratio - 1.0) <= TOLERANCE else math.ceil(len(self.ready) * ratio)
         raw = min(max(raw, cfg.min_replicas), cfg.max_replicas)
         self.history.append((now, raw))
         keep = max(cfg.up_window, cfg.down_window)
-        self.history = [(t, r) for t, r in self.history if now - t <= keep]
+        # HPA keeps the recommendations strictly inside a window (after now - window)
+        # besides the current one.
+        self.history = [(t, r) for t, r in self.history if now - t < keep or t == now]
+
+        def within(window: int) -> list[int]:
+            return [r for t, r in self.history if now - t < window or t == now]
+
         if raw > current:
-            desired = max(current, min(r for t, r in self.history if now - t <= cfg.up_window))
+            desired = max(current, min(within(cfg.up_window)))
+            desired = min(desired, self._scale_up_limit(now, current))
         elif raw < current:
-            desired = min(current, max(r for t, r in self.history if now - t <= cfg.down_window))
+            desired = min(current, max(within(cfg.down_window)))
         else:
             desired = current
         reason = f"{cfg.metric}={value:.4g} target={cfg.target:g} recommends {raw}"
@@ -226,6 +256,13 @@ class PoolScaler:
         elif desired < current:
             self._scale_down(now, current - desired, reason)
 
+    def _scale_up_limit(self, now: int, current: int) -> int:
+        """HPA's default scale-up policies: from the count at the start of the current
+        15 s period, +4 replicas or +100 %, whichever is more."""
+        self.ups = [(t, k) for t, k in self.ups if now - t < SCALE_UP_PERIOD_US]
+        start = current - sum(k for _t, k in self.ups)
+        return max(start + SCALE_UP_PODS, math.ceil(start * (1 + SCALE_UP_PERCENT / 100)))
+
     def _scale_up(self, now: int, k: int, reason: str) -> None:
         free = [i for i in self.members if self.state[i] == OFF][:k]
         for i in free:
@@ -233,6 +270,7 @@ class PoolScaler:
             self.ready_at[i] = now + self.load_time()
             self.schedule_load(self.ready_at[i], i)
         if free:
+            self.ups.append((now, len(free)))
             self.rec.events.append(
                 {"t_s": now / 1e6, "kind": "scale_up", "by": len(free), "reason": reason}
             )
