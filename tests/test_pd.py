@@ -21,12 +21,16 @@ from simhelpers import make_request
 BETA = (1000.0, 10.0, 1.0)  # step = 1000 + 10 per prefill token + 1 per decode token
 
 
-def _cluster(roles, *, blocks=(20_000,), bw_gbps=1.0, base_us=0, block_bytes=250_000.0, **kw):
+def _cluster(
+    roles, *, blocks=(20_000,), bw_gbps=1.0, base_us=0, block_bytes=250_000.0, seqs=256, **kw
+):
     insts = []
     for i, role in enumerate(roles):
         n = blocks[i] if i < len(blocks) else blocks[-1]
         inst = PDInstance(
-            i, EngineConfig(num_gpu_blocks=n, block_size=16), BlackboxLatencyModel((0, 0, 0), BETA)
+            i,
+            EngineConfig(num_gpu_blocks=n, block_size=16, max_num_seqs=seqs),
+            BlackboxLatencyModel((0, 0, 0), BETA),
         )
         inst.role = role
         insts.append(inst)
@@ -168,19 +172,37 @@ def test_prefix_threshold_decider_keeps_cached_prompts_local():
     ),
     blocks=st.integers(14, 60),
     decider=st.sampled_from(["never", "always", "prefix-threshold"]),
+    seqs=st.sampled_from([1, 2, 256]),  # small caps: transfers wait for decode slots
 )
-def test_properties_every_request_finishes_once_on_a_decode_instance(roles, lens, blocks, decider):
+def test_properties_every_request_finishes_once_on_a_decode_instance(
+    roles, lens, blocks, decider, seqs
+):
     if "prefill" not in roles and "both" not in roles:
         roles = [*roles, "prefill"]
     if "decode" not in roles and "both" not in roles:
         roles = [*roles, "decode"]
-    sim = _cluster(roles, blocks=(blocks,), base_us=20, decider=decider, prefix_threshold=16)
+    sim = _cluster(
+        roles, blocks=(blocks,), base_us=20, decider=decider, prefix_threshold=16, seqs=seqs
+    )
+    peak = [0]
+    real_schedule = PDInstance.schedule
+
+    def schedule(inst, now):  # type: ignore[no-untyped-def]
+        batch = real_schedule(inst, now)
+        peak[0] = max(peak[0], len(inst.running))
+        return batch
+
     t = 0
     reqs = []
     for i, (p, o, gap) in enumerate(lens):
         t += gap
         reqs.append(make_request(i, t, list(range(p)) if i % 2 else p, o))
-    out = sim.run(reqs)  # --check-invariants: conservation, KV held, link shares
+    PDInstance.schedule = schedule  # type: ignore[method-assign]
+    try:
+        out = sim.run(reqs)  # --check-invariants: conservation, KV held, link shares
+    finally:
+        PDInstance.schedule = real_schedule  # type: ignore[method-assign]
+    assert peak[0] <= seqs  # the running batch never exceeds max_num_seqs
     decode_capable = {i for i, r in enumerate(roles) if r != "prefill"}
     for r in reqs:
         assert r.state in (RequestState.FINISHED, RequestState.DROPPED)
