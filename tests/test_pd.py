@@ -4,6 +4,7 @@ invariants, results fields and bad inputs."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -633,7 +634,7 @@ def test_decode_max_num_seqs_caps_requests_that_arrive_by_transfer(monkeypatch):
 
     def watched(self, now):  # type: ignore[no-untyped-def]
         batch = real(self, now)
-        peak[self.role] = max(peak.get(self.role, 0), len(self.running) + self.incoming)
+        peak[self.role] = max(peak.get(self.role, 0), len(self.running))
         return batch
 
     monkeypatch.setattr(PDInstance, "schedule", watched)
@@ -662,3 +663,31 @@ def test_prefix_threshold_disaggregates_at_the_threshold(threshold, disaggregate
         prompt_tokens_stdev=0, output_tokens=5, output_tokens_stdev=0,
     )  # fmt: skip
     assert res.summary["pd"]["disaggregated_requests"] == disaggregated
+
+
+def test_reads_may_outnumber_decode_slots_but_the_batch_never_does():
+    """vLLM starts a KV read while the decode batch has a slot and does not count reads in
+    flight against max_num_seqs; a request whose read ended waits for a slot. Three prompts
+    handed off together to a decode instance with max_num_seqs 1: three reads at once, one
+    request running at a time, all finished."""
+    sim = _cluster(["prefill", "decode"], base_us=100)
+    dec = sim.pd_instances[1]
+    dec.config = replace(dec.config, max_num_seqs=1)  # the decode side only
+    peak = [0]
+    real = PDInstance.schedule
+
+    def schedule(inst, now):  # type: ignore[no-untyped-def]
+        batch = real(inst, now)
+        if inst.role == "decode":
+            peak[0] = max(peak[0], len(inst.running))
+        return batch
+
+    PDInstance.schedule = schedule  # type: ignore[method-assign]
+    try:
+        reqs = [make_request(i, 0, 64, 5) for i in range(3)]
+        sim.run(reqs)  # --check-invariants: conservation with requests waiting for a slot
+    finally:
+        PDInstance.schedule = real  # type: ignore[method-assign]
+    assert all(r.state == RequestState.FINISHED for r in reqs)
+    assert sim.pd.peak_concurrent == 3 and peak[0] == 1
+    assert sim.pd_summary()["waiting_for_decode_slot_at_end"] == 0

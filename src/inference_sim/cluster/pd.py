@@ -126,6 +126,9 @@ class _PDChecker(InvariantChecker):
         # (handoff, link, join, retry) are not, so they are taken off here.
         sim = self.sim
         limbo = sum(len(sim.held_reqs[i]) for i in sim._prefill_all) - sim._both
+        # Requests whose KV arrived, waiting for a running slot on a decode-only instance
+        # (on a dual-role one they are in its held_reqs above).
+        limbo += sum(len(q) for d, q in enumerate(sim.join_wait) if d not in sim._prefill_set)
         return limbo - sum(1 for ev in sim._ext if ev[1] >= _HANDOFF)
 
 
@@ -154,6 +157,7 @@ class PDClusterSimulator(ExtraEvents):
         self.decode_idx = [i.index for i in self.pd_instances if i.role != "prefill"]
         self.prefill_idx = [i.index for i in self.pd_instances if i.role != "decode"]
         self._prefill_all = list(self.prefill_idx)  # every prefill-capable instance
+        self._prefill_set = frozenset(self._prefill_all)
         if not self.decode_idx or not self.prefill_idx:
             raise ValueError("a disaggregated cluster needs decode and prefill capacity")
         self.prefill_routing = prefill_routing
@@ -197,6 +201,8 @@ class PDClusterSimulator(ExtraEvents):
         self.assigned = [0] * n  # requests that will move to this decode instance
         self.links = [Link(self.bandwidth) for _ in range(n)]
         self.kv_wait: list[deque[Request]] = [deque() for _ in range(n)]
+        # KV arrived, no running slot yet (the batch is at max_num_seqs): joins first
+        self.join_wait: list[deque[Request]] = [deque() for _ in range(n)]
         self.decode_of: dict[int, int] = {}  # request index -> decode instance
         self.transfers: dict[int, Transfer] = {}
         self.in_transfer = 0
@@ -207,7 +213,7 @@ class PDClusterSimulator(ExtraEvents):
         if self.check_invariants:
             self._checker = _PDChecker(self)
         for inst in self.pd_instances:
-            inst.held = inst.handed_off = inst.accepted = inst.incoming = 0
+            inst.held = inst.handed_off = inst.accepted = 0
         for k, scaler in enumerate(self.scalers.values()):
             scaler.reset()
             self._push_ext(scaler.cfg.interval, TICK, k, None)  # type: ignore[arg-type]
@@ -246,6 +252,7 @@ class PDClusterSimulator(ExtraEvents):
             or self.snapshots.pending[i]
             or self.assigned[i]
             or self.kv_wait[i]
+            or self.join_wait[i]
         )
 
     def _maybe_leave(self, i: int, now: int) -> None:
@@ -281,6 +288,8 @@ class PDClusterSimulator(ExtraEvents):
         return hook
 
     def _step_end_hook(self, inst: PDInstance, end: int) -> None:
+        if self.join_wait[inst.index]:
+            self._join(end, inst.index)
         if self.kv_wait[inst.index]:
             self._push_ext(end, _RETRY, inst.index, self.kv_wait[inst.index][0])
         elif self.scalers:
@@ -442,15 +451,25 @@ class PDClusterSimulator(ExtraEvents):
         rec["kv_transfer_blocks"] = tr.blocks
         rec["kv_transfer_ms"] = (now - tr.start) / 1000.0
         self._release(now, req, tr.prefill)
-        del self.decode_of[req.index]
-        self.assigned[tr.decode] -= 1
-        del self.held_reqs[tr.decode][req.index]
         if self.pd_instances[tr.decode].role == "both":
-            self._both -= 1
-        dec = self.pd_instances[tr.decode]
-        if dec.accept(req, now):  # idle: start when its last step ends (no overlap)
-            heapq.heappush(self._steps, (max(now, dec.busy_until), tr.decode, self._seq))
-            self._seq += 1
+            self._both -= 1  # from now on held on the decode side only
+        self.join_wait[tr.decode].append(req)
+        self._join(now, tr.decode)
+
+    def _join(self, now: int, d: int) -> None:
+        """Requests whose KV arrived join decode instance ``d``'s batch in arrival order,
+        while it has running slots (vLLM: a request whose KV read ended waits at the head
+        of the queue for a slot; ``max_num_seqs`` bounds the running batch, not the reads)."""
+        dec = self.pd_instances[d]
+        queue = self.join_wait[d]
+        while queue and len(dec.running) < dec.config.max_num_seqs:
+            req = queue.popleft()
+            del self.decode_of[req.index]
+            self.assigned[d] -= 1
+            del self.held_reqs[d][req.index]
+            if dec.accept(req, now):  # idle: start when its last step ends (no overlap)
+                heapq.heappush(self._steps, (max(now, dec.busy_until), d, self._seq))
+                self._seq += 1
 
     def _release(self, now: int, req: Request, p: int) -> None:
         pre = self.pd_instances[p]
@@ -532,7 +551,7 @@ class PDClusterSimulator(ExtraEvents):
                 log.add(ev[4])
         self._ext = [ev for ev in self._ext if ev[1] not in mine]
         heapq.heapify(self._ext)
-        for queue in self.kv_wait:
+        for queue in (*self.kv_wait, *self.join_wait):
             for req in queue:
                 if req.index not in seen:
                     seen.add(req.index)
@@ -578,6 +597,7 @@ class PDClusterSimulator(ExtraEvents):
             "dropped_at_decode": pd.dropped_unservable,
             "in_transfer_at_end": len(self.transfers),
             "waiting_for_decode_kv_at_end": sum(len(q) for q in self.kv_wait),
+            "waiting_for_decode_slot_at_end": sum(len(q) for q in self.join_wait),
         }
         if times:
             out["kv_transfer_mean_ms"] = sum(times) / len(times) / 1000.0

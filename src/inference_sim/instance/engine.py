@@ -59,9 +59,6 @@ class Instance:
     #: Requests holding KV here while in neither queue (a P/D transfer's either side,
     #: instance/pd.py); they can free blocks later, so no one is unservable meanwhile.
     held = 0
-    #: Running slots promised to requests whose KV is on its way here (P/D): they join
-    #: the batch when their transfer ends, so admission leaves them free.
-    incoming = 0
 
     def __init__(
         self,
@@ -261,7 +258,7 @@ class Instance:
         batch = self._batch
         threshold = cfg.long_prefill_token_threshold
         block_size = cfg.block_size
-        max_seqs = cfg.max_num_seqs - self.incoming
+        max_seqs = cfg.max_num_seqs
         skip = self._skip_admission  # None unless a subclass holds requests back (LoRA)
         skipped: list[Request] | None = None
         hidden = self._hidden

@@ -115,8 +115,8 @@ class PDInstance(Instance):
     def reserve(self, req: Request) -> int | None:
         """Allocate KV for ``req``'s prompt before its transfer; the number of blocks to
         pull (those not in this instance's prefix cache), or None when there is no room."""
-        if len(self.running) + self.incoming >= self.config.max_num_seqs:
-            return None  # no running slot (vLLM checks max_num_seqs before the KV read)
+        if len(self.running) >= self.config.max_num_seqs:
+            return None  # vLLM starts a KV read only while the running batch has a slot
         req.num_computed_tokens = 0
         req.prefill_target = req.num_prompt_tokens
         kv = self.kv
@@ -128,7 +128,6 @@ class PDInstance(Instance):
         if not kv.allocate_slots(req, new_tokens, cached):
             return None
         self.held += 1
-        self.incoming += 1
         return kv.blocks_needed(req.num_prompt_tokens) - n_cached
 
     def unservable(self, req: Request) -> bool:
@@ -145,7 +144,6 @@ class PDInstance(Instance):
         self.held -= 1
         if not local:
             self.accepted += 1
-            self.incoming -= 1
         req.handled_by = self.index
         req.state = RequestState.RUNNING
         req.num_computed_tokens = req.num_prompt_tokens - 1
