@@ -436,3 +436,41 @@ def test_eagle_family_recomputes_the_last_block_of_a_prefix_hit(method, cached):
     )  # fmt: skip
     ClusterSimulator([inst], check_invariants=True).run(reqs)
     assert inst.stats.cached_prompt_tokens == cached
+
+
+def test_draft_pass_cost_counts_the_lm_head():
+    """An EAGLE draft pass reads one decoder layer, its input projection and the LM head
+    (vLLM's EAGLE shares the target's): Llama-3.1-8B by hand, EAGLE-3 with its 32 000-token
+    draft vocabulary, and 1/32 only without an architecture."""
+    from inference_sim.catalog.architecture import bundled_architecture
+    from inference_sim.config.speculative import draft_head_fraction
+
+    arch = bundled_architecture("meta-llama/llama-3.1-8b-instruct")
+    p = arch.param_breakdown()
+    body = p["attention"] + p["dense_mlp"]
+    d, head = 4096, 128_256 * 4096
+    layer = body / 32
+    assert draft_head_fraction(arch, "eagle") == pytest.approx(
+        (layer + 2 * d * d + head) / (body + head)
+    )
+    assert draft_head_fraction(arch, "eagle3") == pytest.approx(
+        (layer + 3 * d * d + 32_000 * d) / (body + head)
+    )
+    assert draft_head_fraction(arch, "mtp") == pytest.approx((layer + head) / (body + head))
+    assert 0.09 < draft_head_fraction(arch, "eagle") < 0.11  # not 1/32
+    assert draft_head_fraction(None, "eagle") == 1 / 32
+
+
+@pytest.mark.parametrize(("method", "lagged"), [("ngram", False), ("eagle", True)])
+def test_async_scheduling_only_with_eagle_family_speculation(method, lagged):
+    """vLLM v0.15 disables async scheduling for ngram and draft-model speculation."""
+    from inference_sim.catalog import load_catalog
+    from inference_sim.catalog.architecture import bundled_architecture
+    from inference_sim.latency.calibrated import CalibratedLatencyModel
+
+    arch = bundled_architecture("meta-llama/llama-3.1-8b-instruct")
+    latency = CalibratedLatencyModel(arch, load_catalog().gpu("H100"), 1)
+    assert latency.async_scheduling
+    spec = SpeculativeConfig(method=method, num_tokens=2, acceptance=(0.7, 0.5))
+    inst = make_instance(0, EngineConfig(num_gpu_blocks=1000, speculative=spec), latency)
+    assert inst.async_scheduling is lagged

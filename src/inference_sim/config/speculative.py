@@ -32,6 +32,29 @@ DEFAULT_ACCEPTANCE: dict[str, float] = {
 DRAFT_HEAD_LAYERS = 1
 #: Target depth assumed when the target's architecture is unknown (Llama-3.1-8B's 32).
 FALLBACK_TARGET_LAYERS = 32
+#: EAGLE-3's reduced draft vocabulary (its Llama-3 heads map to 32 000 tokens).
+EAGLE3_DRAFT_VOCAB = 32_000
+
+
+def draft_head_fraction(arch: ModelArchitecture | None, method: str) -> float:
+    """One EAGLE/EAGLE-3/MTP draft forward relative to a target step, by the weights each
+    reads: the head's decoder layer, its input projection (EAGLE's fc from 2 x hidden,
+    EAGLE-3's from 3 x hidden) and the LM head (the target's, shared, or EAGLE-3's reduced
+    vocabulary) against the target's layers and LM head. The LM head is what makes a
+    draft pass cost more than 1/layers of a step (vLLM's EAGLE shares the target's head).
+    """
+    if arch is None:
+        return DRAFT_HEAD_LAYERS / FALLBACK_TARGET_LAYERS
+    p = arch.param_breakdown()
+    body = float(p["attention"] + p["dense_mlp"] + p["shared"] + p["router"])
+    if arch.moe is not None:  # a step reads the experts it touches: count top-k of them
+        body += float(p["experts"]) * arch.moe.top_k / max(1, arch.moe.experts)
+    layer = body / max(1, arch.layers)
+    d = float(arch.hidden)
+    head = float(arch.vocab) * d
+    fc = {"eagle": 2.0, "eagle3": 3.0}.get(method, 0.0) * d * d
+    draft_head = min(float(arch.vocab), EAGLE3_DRAFT_VOCAB) * d if method == "eagle3" else head
+    return (DRAFT_HEAD_LAYERS * layer + fc + draft_head) / (body + head)
 
 
 def resolve_speculative(
@@ -116,7 +139,6 @@ def resolve_speculative(
         raise ConfigError(  # it prices the n-gram proposer only: never silently dropped
             f"--spec-ngram-cpu-us is only for --speculative-method ngram, not {method}"
         )
-    layers = architecture.layers if architecture is not None else FALLBACK_TARGET_LAYERS
     return SpeculativeConfig(
         method=method,
         num_tokens=k,
@@ -124,6 +146,6 @@ def resolve_speculative(
         concentration=concentration,
         seed=o["seed"],
         ngram_cpu_us=cpu_us,
-        head_fraction=DRAFT_HEAD_LAYERS / max(1, int(layers)),
+        head_fraction=draft_head_fraction(architecture, method),
         draft_latency=draft_latency,
     )

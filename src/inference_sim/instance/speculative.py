@@ -124,6 +124,10 @@ class SpecInstance(Instance):
         # vLLM's EAGLE-family drafters need the hidden states of a prefix hit's last block:
         # it is recomputed (KVCacheManager.drop_last_hit).
         self.kv.drop_last_hit = spec.method in EAGLE_METHODS
+        if spec.method not in EAGLE_METHODS:
+            # vLLM v0.15 turns async scheduling off for ngram and draft-model speculation
+            # ("Async scheduling not supported with ...-based speculative decoding").
+            self.async_scheduling = False
 
     # --- schedule ------------------------------------------------------------------
     def _schedule_running(self, batch: StepBatch, now: int) -> tuple[int, bool]:
