@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from inference_sim.cluster.pd import Link, PDClusterSimulator, Transfer
@@ -174,6 +174,13 @@ def test_prefix_threshold_decider_keeps_cached_prompts_local():
     blocks=st.integers(14, 60),
     decider=st.sampled_from(["never", "always", "prefix-threshold"]),
     seqs=st.sampled_from([1, 2, 256]),  # small caps: transfers wait for decode slots
+)
+@example(  # a stuck dual-role pair: the local decode must respect the prefill side's cap
+    roles=["both", "prefill", "both"],
+    lens=[(1, 3, 0), (1, 2, 0), (1, 1, 0), (1, 1, 0), (1, 1, 0)],
+    blocks=14,
+    decider="always",
+    seqs=1,
 )
 def test_properties_every_request_finishes_once_on_a_decode_instance(
     roles, lens, blocks, decider, seqs

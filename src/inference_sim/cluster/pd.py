@@ -290,6 +290,10 @@ class PDClusterSimulator(ExtraEvents):
     def _step_end_hook(self, inst: PDInstance, end: int) -> None:
         if self.join_wait[inst.index]:
             self._join(end, inst.index)
+        if inst.role == "both":  # a slot may have freed for a stuck instance's requests
+            for d, queue in enumerate(self.kv_wait):
+                if queue and d != inst.index:
+                    self._unblock(end, d)
         if self.kv_wait[inst.index]:
             self._push_ext(end, _RETRY, inst.index, self.kv_wait[inst.index][0])
         elif self.scalers:
@@ -520,8 +524,8 @@ class PDClusterSimulator(ExtraEvents):
         for req in queue:
             p = req.handled_by
             pre = self.pd_instances[p]
-            if pre.role != "both":
-                keep.append(req)
+            if pre.role != "both" or len(pre.running) >= pre.config.max_num_seqs:
+                keep.append(req)  # (a full batch there: retried after its steps)
                 continue
             del self.decode_of[req.index]
             self.assigned[d] -= 1
