@@ -124,6 +124,42 @@ def test_step_cost_grows_with_distinct_adapters_and_rank():
     assert s.step_cost([8]) == 5 + 4
     assert s.step_cost([8, 8]) == 2 * s.step_cost([8])
     assert s.step_cost([16]) > s.step_cost([8])
+    # Activation traffic per LoRA token: 3 MB per token at 2 MB/µs = 1.5 µs a token.
+    t = LoraSettings(max_loras=4, max_cpu_loras=4, bytes_per_rank=1e6, hbm_bandwidth=2e6,
+                     token_bytes=3e6)  # fmt: skip
+    assert t.step_cost([8], 0) == 4
+    assert t.step_cost([8], 100) == 4 + 150
+
+
+def test_lora_token_bytes_by_hand():
+    """Shrink reads every adapted layer's input, expand reads and writes its output:
+    Llama-3.1-8B (hidden 4096, 32 query / 8 KV heads of 128, FFN 14336, 32 layers, BF16)."""
+    from inference_sim.catalog.architecture import bundled_architecture
+    from inference_sim.catalog.lora import lora_token_bytes
+
+    arch = bundled_architecture(MODEL)
+    d, q, kv, ffn = 4096, 4096, 1024, 14336
+    d_in = 5 * d + q + ffn
+    d_out = q + 2 * kv + d + 2 * ffn + d
+    assert lora_token_bytes(arch) == 32 * (d_in + 2 * d_out) * 2
+    assert lora_token_bytes(arch, 2) == lora_token_bytes(arch) / 2
+
+
+def test_prefill_heavy_lora_steps_cost_more_than_the_weights_alone():
+    """The per-token term: 0.1 µs per LoRA token (1e5 bytes at 1e6 bytes/µs) adds about
+    51 µs to a 512-token prefill step and nothing measurable to a 1-token one."""
+
+    def first_token(prompt: int, token_bytes: float) -> int:
+        lora = LoraSettings(
+            max_loras=1, max_cpu_loras=1, adapters=(("a", 8),), bytes_per_rank=1e5,
+            hbm_bandwidth=1e6, token_bytes=token_bytes,
+        )  # fmt: skip
+        reqs = [_req(0, 0, "a", prompt=prompt, out=1)]
+        _run(reqs, lora)
+        return reqs[0].first_token_time
+
+    assert first_token(512, 1e5) - first_token(512, 0.0) == round(512 * 0.1)
+    assert first_token(1, 1e5) - first_token(1, 0.0) == 0
 
 
 def test_invariant_catches_a_batch_running_with_an_adapter_not_loaded():

@@ -30,6 +30,24 @@ def adapter_params_per_rank(arch: ModelArchitecture) -> int:
     return arch.layers * per_layer
 
 
+def lora_token_bytes(arch: ModelArchitecture, tp: int = 1) -> float:
+    """Activation bytes one GPU's LoRA kernels move per token of a LoRA request.
+
+    vLLM's shrink kernel reads each adapted layer's input (``d_in``) and its expand kernel
+    reads and writes the layer's output (``2 x d_out``), for every adapted projection of
+    every decoder layer -- work per token, apart from the adapter weights read once per
+    step. At serving sizes it is memory-bound.
+    """
+    d = arch.hidden
+    head = arch.kv_head_dim
+    q_out = arch.heads * head
+    kv_out = arch.kv_heads * head
+    ffn = arch.dense_ffn
+    d_in = d + 2 * d + q_out + 2 * d + ffn  # q, k, v, o, gate, up, down inputs
+    d_out = q_out + 2 * kv_out + d + 2 * ffn + d
+    return arch.layers * (d_in + 2 * d_out) * arch.dtype_bytes / max(tp, 1)
+
+
 def adapter_bytes_per_rank(arch: ModelArchitecture, tp: int = 1) -> float:
     """Bytes one GPU holds of a rank-1 adapter at tensor parallelism ``tp``."""
     return adapter_params_per_rank(arch) * arch.dtype_bytes / max(tp, 1)

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from inference_sim.catalog.architecture import ModelArchitecture
-from inference_sim.catalog.lora import adapter_bytes_per_rank
+from inference_sim.catalog.lora import adapter_bytes_per_rank, lora_token_bytes
 from inference_sim.catalog.schema import GpuSpec
 from inference_sim.config.checks import require_finite
 from inference_sim.config.errors import ConfigError
@@ -209,6 +209,7 @@ def lora_settings(
             disk_base_latency=o["lora_disk_latency"],
             hbm_bandwidth=hbm,
             step_overhead_per_adapter=o["lora_step_overhead"],
+            token_bytes=lora_token_bytes(arch, o["tp"] or 1) if arch is not None else 0.0,
         )
     except ValueError as exc:
         raise ConfigError(f"LoRA settings: {exc}") from None

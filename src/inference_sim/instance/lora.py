@@ -208,7 +208,10 @@ class LoraInstance(Instance):
         end = super().execute(batch, now)
         extra = load
         if names:
-            extra += round(lora.settings.step_cost([lora.ranks[n] for n in names]))
+            tokens = sum(
+                n for req, n in zip(batch.requests, batch.num_new, strict=True) if req.adapter
+            )
+            extra += round(lora.settings.step_cost([lora.ranks[n] for n in names], tokens))
         if extra:
             end += extra
             self.busy_until = end

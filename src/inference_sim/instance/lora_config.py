@@ -30,6 +30,9 @@ class LoraSettings:
     #: (bytes/µs; 0 = no read term) plus a fixed overhead per distinct adapter.
     hbm_bandwidth: float = 0.0
     step_overhead_per_adapter: float = 0.0
+    #: Activation bytes the LoRA kernels move per token of a LoRA request (per GPU):
+    #: a per-token term of the step at ``hbm_bandwidth`` (0 = none).
+    token_bytes: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("max_loras", "max_cpu_loras", "max_lora_rank"):
@@ -49,6 +52,7 @@ class LoraSettings:
             "disk_base_latency",
             "hbm_bandwidth",
             "step_overhead_per_adapter",
+            "token_bytes",
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -73,9 +77,12 @@ class LoraSettings:
         """µs to read an adapter of ``rank`` from disk into host memory."""
         return self.disk_base_latency + math.ceil(self.adapter_bytes(rank) / self.disk_bandwidth)
 
-    def step_cost(self, ranks: list[int]) -> float:
-        """Extra step time (µs) of a batch using adapters of these ranks (one per adapter)."""
+    def step_cost(self, ranks: list[int], lora_tokens: int = 0) -> float:
+        """Extra step time (µs) of a batch using adapters of these ranks (one per adapter)
+        with ``lora_tokens`` tokens of LoRA requests: each adapter's weights read once,
+        plus the kernels' activation traffic per LoRA token."""
         cost = self.step_overhead_per_adapter * len(ranks)
         if self.hbm_bandwidth > 0:
-            cost += self.bytes_per_rank * sum(ranks) / self.hbm_bandwidth
+            moved = self.bytes_per_rank * sum(ranks) + self.token_bytes * lora_tokens
+            cost += moved / self.hbm_bandwidth
         return cost
