@@ -195,22 +195,22 @@ class LoraInstance(Instance):
                 time=now,
                 instance=self.name,
             )
-        for req in batch.requests:
-            if req.adapter and req.adapter not in gpu:
-                raise InvariantViolation(
-                    f"scheduled with adapter {req.adapter!r} not loaded on the GPU",
-                    time=now,
-                    instance=self.name,
-                    request=req,
-                )
+        tokens = 0  # tokens of LoRA requests: the kernels' per-token traffic
+        for req, n in zip(batch.requests, batch.num_new):  # noqa: B905 (same length)
+            if req.adapter:
+                if req.adapter not in gpu:
+                    raise InvariantViolation(
+                        f"scheduled with adapter {req.adapter!r} not loaded on the GPU",
+                        time=now,
+                        instance=self.name,
+                        request=req,
+                    )
+                tokens += n
         if len(names) > lora.max_adapters_in_batch:
             lora.max_adapters_in_batch = len(names)
         end = super().execute(batch, now)
         extra = load
         if names:
-            tokens = sum(
-                n for req, n in zip(batch.requests, batch.num_new, strict=True) if req.adapter
-            )
             extra += round(lora.settings.step_cost([lora.ranks[n] for n in names], tokens))
         if extra:
             end += extra
