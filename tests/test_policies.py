@@ -82,6 +82,7 @@ def test_registries_hold_the_reference_names():
         "load-balance",
         "prefix-affinity",
         "queue-depth",
+        "waiting-queue",  # ours: llm-d's queue-scorer
     ]
     assert PRIORITY.names() == ["constant", "inverted-slo", "slo-based"]
     assert SCHEDULERS.names() == ["fcfs", "priority-fcfs", "reverse-priority", "sjf"]
@@ -223,6 +224,18 @@ def test_queue_depth_scorer_min_max():
     s = state(snap(0), snap(1, queue=2), snap(2, batch=2, pending=2))
     assert QueueDepthScorer().score(req(), s) == [1.0, 0.5, 0.0]
     assert QueueDepthScorer().score(req(), state(snap(0, queue=3), snap(1, batch=3))) == [1.0, 1.0]
+
+
+def test_waiting_queue_scorer_reads_only_the_waiting_queues():
+    """llm-d's queue-scorer: running and in-flight requests do not count, so with no
+    queue anywhere every instance scores 1 (queue-depth would spread the load)."""
+    from inference_sim.policies.scorers import WaitingQueueScorer
+
+    s = state(snap(0), snap(1, queue=2), snap(2, batch=9, pending=4, queue=4))
+    assert WaitingQueueScorer().score(req(), s) == [1.0, 0.5, 0.0]
+    busy = state(snap(0, batch=8), snap(1, batch=1))
+    assert WaitingQueueScorer().score(req(), busy) == [1.0, 1.0]
+    assert QueueDepthScorer().score(req(), busy) == [0.0, 1.0]
 
 
 def test_kv_utilization_and_load_balance_scorers():

@@ -44,6 +44,22 @@ class QueueDepthScorer:
         return [(hi - x) / span for x in loads]
 
 
+@SCORERS.register("waiting-queue")
+class WaitingQueueScorer:
+    """llm-d's ``queue-scorer``: min-max over the waiting queues only (vLLM's
+    ``num_requests_waiting``), so with no queue anywhere every instance scores 1 and the
+    other scorers decide; running and in-flight requests do not count."""
+
+    def score(self, request: Request, state: RouterState) -> list[float]:
+        waiting = [s.queue_depth for s in state.snapshots]
+        lo = min(waiting)
+        hi = max(waiting)
+        if hi == lo:
+            return [1.0] * len(waiting)
+        span = hi - lo
+        return [(hi - x) / span for x in waiting]
+
+
 @SCORERS.register("kv-utilization")
 class KVUtilizationScorer:
     """``1 - KV utilisation`` (subject to snapshot staleness)."""
