@@ -30,18 +30,23 @@ DEFAULT_PROFILE: tuple[tuple[str, float], ...] = (
 )
 
 
+def least_is_best(values: list[int]) -> list[float]:
+    """Min-max normalised and inverted: the smallest value 1, the largest 0 (all 1 when
+    they are equal)."""
+    lo = min(values)
+    hi = max(values)
+    if hi == lo:
+        return [1.0] * len(values)
+    span = hi - lo
+    return [(hi - x) / span for x in values]
+
+
 @SCORERS.register("queue-depth")
 class QueueDepthScorer:
     """Min-max normalised effective load: the least loaded 1, the most loaded 0."""
 
     def score(self, request: Request, state: RouterState) -> list[float]:
-        loads = [s.effective_load for s in state.snapshots]
-        lo = min(loads)
-        hi = max(loads)
-        if hi == lo:
-            return [1.0] * len(loads)
-        span = hi - lo
-        return [(hi - x) / span for x in loads]
+        return least_is_best([s.effective_load for s in state.snapshots])
 
 
 @SCORERS.register("waiting-queue")
@@ -51,13 +56,7 @@ class WaitingQueueScorer:
     other scorers decide; running and in-flight requests do not count."""
 
     def score(self, request: Request, state: RouterState) -> list[float]:
-        waiting = [s.queue_depth for s in state.snapshots]
-        lo = min(waiting)
-        hi = max(waiting)
-        if hi == lo:
-            return [1.0] * len(waiting)
-        span = hi - lo
-        return [(hi - x) / span for x in waiting]
+        return least_is_best([s.queue_depth for s in state.snapshots])
 
 
 @SCORERS.register("kv-utilization")
