@@ -13,21 +13,19 @@ from __future__ import annotations
 from inference_sim.catalog.architecture import ModelArchitecture
 
 
+def adapted_projections(arch: ModelArchitecture) -> tuple[tuple[int, int], ...]:
+    """``(d_in, d_out)`` of each linear layer an adapter targets in one decoder block:
+    q, k, v, o, gate, up, down."""
+    d = arch.hidden
+    q_out = arch.heads * arch.kv_head_dim
+    kv_out = arch.kv_heads * arch.kv_head_dim
+    ffn = arch.dense_ffn
+    return ((d, q_out), (d, kv_out), (d, kv_out), (q_out, d), (d, ffn), (d, ffn), (ffn, d))
+
+
 def adapter_params_per_rank(arch: ModelArchitecture) -> int:
     """Parameters of a rank-1 adapter on every linear layer (multiply by the rank)."""
-    d = arch.hidden
-    head = arch.kv_head_dim
-    q_out = arch.heads * head
-    kv_out = arch.kv_heads * head
-    ffn = arch.dense_ffn
-    per_layer = (
-        (d + q_out)  # q_proj
-        + 2 * (d + kv_out)  # k_proj, v_proj
-        + (q_out + d)  # o_proj
-        + 2 * (d + ffn)  # gate_proj, up_proj
-        + (ffn + d)  # down_proj
-    )
-    return arch.layers * per_layer
+    return arch.layers * sum(d_in + d_out for d_in, d_out in adapted_projections(arch))
 
 
 def lora_token_bytes(arch: ModelArchitecture, tp: int = 1) -> float:
@@ -38,14 +36,8 @@ def lora_token_bytes(arch: ModelArchitecture, tp: int = 1) -> float:
     every decoder layer -- work per token, apart from the adapter weights read once per
     step. At serving sizes it is memory-bound.
     """
-    d = arch.hidden
-    head = arch.kv_head_dim
-    q_out = arch.heads * head
-    kv_out = arch.kv_heads * head
-    ffn = arch.dense_ffn
-    d_in = d + 2 * d + q_out + 2 * d + ffn  # q, k, v, o, gate, up, down inputs
-    d_out = q_out + 2 * kv_out + d + 2 * ffn + d
-    return arch.layers * (d_in + 2 * d_out) * arch.dtype_bytes / max(tp, 1)
+    per_layer = sum(d_in + 2 * d_out for d_in, d_out in adapted_projections(arch))
+    return arch.layers * per_layer * arch.dtype_bytes / max(tp, 1)
 
 
 def adapter_bytes_per_rank(arch: ModelArchitecture, tp: int = 1) -> float:

@@ -108,7 +108,7 @@ class PoolScaler:
         # count before the scale-down window has passed.
         self.history: list[tuple[int, int]] = [(0, self.initial)]
         self.ups: list[tuple[int, int]] = []  # (time, replicas added): the rate limit
-        self._ttft_seen: set[int] = set()  # requests whose TTFT a decision has read
+        self._ttft_seen: set[int] = set()  # running requests whose TTFT was read
         self._log_rows = 0
         self._refresh_lists()
         self._record(0)
@@ -200,8 +200,9 @@ class PoolScaler:
         mine = None if self.ttft_all else set(self.members)
         for r in range(self._log_rows, len(log)):
             idx = log.index[r]
-            if log.ttft[r] >= 0 and idx not in seen and (mine is None or log.instance[r] in mine):
-                seen.add(idx)
+            if idx in seen:  # read while it ran; it has left: forget it (bounded memory)
+                seen.discard(idx)
+            elif log.ttft[r] >= 0 and (mine is None or log.instance[r] in mine):
                 out.append(log.ttft[r])
         self._log_rows = len(log)
         return out

@@ -22,8 +22,7 @@ from typing import Any
 from inference_sim.cluster.scaler import METRICS
 from inference_sim.config.checks import require_finite, require_one_of
 from inference_sim.config.errors import ConfigError
-from inference_sim.config.options import BY_NAME
-from inference_sim.config.unused import changed_flags
+from inference_sim.config.unused import changed_flags, changed_names
 
 log = logging.getLogger("inference_sim")
 
@@ -68,11 +67,8 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
         raise ConfigError(f"--autoscale-max must be >= 0, got {o['autoscale_max']}")
     for pool in POOLS:  # a pool's settings without its max would be silently ignored
         own = f"{pool}_autoscale_"
-        given = sorted(
-            k
-            for k in explicit
-            if k.startswith(own) and k != own + "max" and o[k] != BY_NAME[k].default
-        )
+        given = sorted(changed_names(o, explicit, (k for k in explicit if k.startswith(own))))
+        given = [k for k in given if k != own + "max"]
         if given and o[f"{pool}_autoscale_max"] <= 0:
             flag = "--" + given[0].replace("_", "-")
             raise ConfigError(f"{flag} needs --{pool}-autoscale-max > 0")
@@ -82,11 +78,8 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
         below = _check_pools(o)
     if not autoscale_enabled(o) and not pools:
         prefixes = ("autoscale_", "replica_")
-        given = sorted(
-            k
-            for k in explicit
-            if k.startswith(prefixes) and k != "autoscale_max" and o[k] != BY_NAME[k].default
-        )
+        given = sorted(changed_names(o, explicit, (k for k in explicit if k.startswith(prefixes))))
+        given = [k for k in given if k != "autoscale_max"]
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise ConfigError(f"{flag} needs autoscaling: give --autoscale-max > 0")

@@ -13,7 +13,8 @@ from typing import Any
 
 from inference_sim.config.checks import require_finite, require_one_of
 from inference_sim.config.errors import ConfigError
-from inference_sim.config.options import BY_NAME, OPTIONS, canonical_name
+from inference_sim.config.options import OPTIONS, canonical_name
+from inference_sim.config.unused import changed_names
 
 log = logging.getLogger("inference_sim")
 
@@ -53,13 +54,12 @@ def check_pd_options(o: dict[str, Any], explicit: frozenset[str]) -> None:
             )
     if not pd_enabled(o):
         counts = ("prefill_instances", "decode_instances")  # an explicit 0 is fine
-        given = sorted(  # a default value passes: a config dump repeats every option
+        pd_keys = (
             k
             for k in explicit
-            if k.startswith(("pd_", "prefill_", "decode_", "dual_"))
-            and k not in counts
-            and o[k] != BY_NAME[k].default
+            if k.startswith(("pd_", "prefill_", "decode_", "dual_")) and k not in counts
         )
+        given = sorted(changed_names(o, explicit, pd_keys))
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise ConfigError(
@@ -78,10 +78,8 @@ def check_pd_options(o: dict[str, Any], explicit: frozenset[str]) -> None:
             f"give --num-instances > {n} or fewer {pool} instances"
         )
     require_one_of("--pd-decider", o["pd_decider"], DECIDERS)
-    if (
-        "pd_prefix_threshold" in explicit
-        and o["pd_prefix_threshold"] != BY_NAME["pd_prefix_threshold"].default
-        and o["pd_decider"] != "prefix-threshold"
+    if changed_names(o, explicit, ("pd_prefix_threshold",)) and o["pd_decider"] != (
+        "prefix-threshold"
     ):
         raise ConfigError(
             f"--pd-prefix-threshold {o['pd_prefix_threshold']}: no effect with --pd-decider "

@@ -33,20 +33,27 @@ _LENGTH_FLAGS = tuple(
 SYNTHETIC_FLAGS = ("prefix_tokens", *_LENGTH_FLAGS)
 
 
+def changed_names(
+    o: Mapping[str, Any], explicit: frozenset[str], names: Iterable[str]
+) -> list[str]:
+    """The names given with a value other than their default.
+
+    Only values that change something count (as for ``--arrival``): a results file used
+    as ``--config`` (or a full ``SimConfig`` dump) repeats every option, the defaults
+    included, and must still run.
+    """
+    return [n for n in names if n in explicit and o[n] != BY_NAME[n].default]
+
+
 def changed_flags(
     o: Mapping[str, Any], explicit: frozenset[str], names: Iterable[str]
 ) -> list[str]:
-    """``--flag value`` of each name given with a value other than its default.
-
-    Only values that change something count (as for ``--arrival``): a results file used
-    as ``--config`` repeats every option, the defaults included, and must still re-run.
-    """
+    """``--flag value`` of each name given with a value other than its default."""
     out = []
-    for name in names:
-        if name in explicit and o[name] != BY_NAME[name].default:
-            value = o[name]
-            shown = f"{value:g}" if isinstance(value, float) else str(value)
-            out.append(f"--{name.replace('_', '-')} {shown}")
+    for name in changed_names(o, explicit, names):
+        value = o[name]
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        out.append(f"--{name.replace('_', '-')} {shown}")
     return out
 
 

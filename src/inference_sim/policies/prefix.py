@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from inference_sim.core.request import Request
+from inference_sim.kv.manager import chain_root
 
 DEFAULT_INDEX_CAPACITY = 10_000
 _ROOT = 0x5EED_B10C
@@ -59,9 +60,9 @@ def router_block_hashes(request: Request, block_size: int) -> list[int]:
     raw = np.ascontiguousarray(tokens[: n * block_size], dtype=np.int32).tobytes()
     step = 4 * block_size
     out = []
-    # The adapter starts the chain, as in the engine's hashes (kv/manager.py): a prompt
-    # cached under another LoRA adapter is no hit (llm-d keys its index by LoRA too).
-    prev = hash((_ROOT, request.adapter)) if request.adapter else _ROOT
+    # The adapter starts the chain, as in the engine's hashes: a prompt cached under
+    # another LoRA adapter is no hit (llm-d keys its index by LoRA too).
+    prev = chain_root(_ROOT, request.adapter)
     for k in range(0, n * step, step):
         prev = hash((prev, raw[k : k + step]))
         out.append(prev)
