@@ -16,7 +16,8 @@
    step model's overheads (KV, attention, all-reduce, per-step and per-layer costs) are
    fitted on one GPU's prefill and decode timings with the GEMM efficiencies fixed, then
    the other GPU's timings are predicted (a) from its datasheet with the source GPU's
-   efficiencies (nothing measured on the target) and (b) with the measured per-GPU
+   efficiencies and small kernels scaled by the boost clocks (nothing measured on the
+   target: how a GPU without profiles ships) and (b) with the measured per-GPU
    corrections. ``direct`` compares the model's prediction with the target's timing;
    ``ratio`` predicts the target as the source's measured time x the model's
    target/source ratio, which isolates what the GPU changes from how well the model fits
@@ -65,6 +66,7 @@ from inference_sim.latency.calibrated import (  # noqa: E402
     CalibratedCoefficients,
     CalibratedLatencyModel,
     GpuCorrection,
+    clock_layer_factor,
     corrections_from_efficiency,
 )
 
@@ -333,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         for mode in ("datasheet", "measured", "measured, overlap"):
             if mode == "datasheet":  # only the source GPU's own measurements
                 wr, cp = 1.0 / eff[src]["bandwidth"], 1.0 / eff[src]["compute"]
-                c_src = c_tgt = NO_CORRECTION
+                # as an unprofiled GPU ships: small kernels scaled by the boost clocks
+                c_src = NO_CORRECTION
+                c_tgt = GpuCorrection(layer=clock_layer_factor(tgt, src))
             else:  # the shipped scheme: H100 efficiencies x per-GPU corrections
                 wr, cp = 1.0 / ref["bandwidth"], 1.0 / ref["compute"]
                 c_src, c_tgt = corr[src], corr[tgt]
@@ -473,8 +477,9 @@ def render_block(doc: dict) -> str:
         "",
         "**Steps** (Splitwise Llama-2-70B, TP 2/4/8; median APE / median signed error / worst,"
         " %): step overheads fitted on `fitted on`, then the target predicted with "
-        "`datasheet` figures (the source GPU's efficiencies on the target's datasheet: nothing"
-        " measured on the target) or the `measured` per-GPU corrections (what ships);"
+        "`datasheet` figures (the source GPU's efficiencies on the target's datasheet, small"
+        " kernels scaled by the boost clocks: nothing measured on the target) or the"
+        " `measured` per-GPU corrections (what ships);"
         " `direct` = model vs timing, `ratio` = source timing x model ratio:",
         "",
         "| target | fitted on | GPU figures | prediction | prefill | decode | rows |",

@@ -32,9 +32,11 @@ from inference_sim.latency.calibrated import (
     NO_CORRECTION,
     CalibratedLatencyModel,
     GpuCorrection,
+    clock_layer_factor,
     corrections_from_efficiency,
     gpu_correction,
     interconnect,
+    kernel_family,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -240,10 +242,18 @@ def test_h100_is_priced_as_fitted_and_a100_by_its_measured_ratios() -> None:
     assert w["kv_us"] == pytest.approx(w_raw["kv_us"] / corr.bandwidth)
     assert w["layers_us"] == pytest.approx(w_raw["layers_us"] * corr.layer)
     assert w["total_us"] > w_raw["total_us"]  # A100 reaches less of its datasheet bandwidth
-    # GPUs nobody profiled keep their datasheet figures, with the H100's all-reduce
-    # latency over TP.
+    # GPUs nobody profiled keep their datasheet figures and the H100's all-reduce latency
+    # over TP; they borrow the efficiencies of the profiled GPU that runs their kernels
+    # (Ada runs the A100's sm80-class kernels) and scale small kernels by the boost clock.
     l40s = gpu_correction("L40S")
-    assert not l40s.measured and l40s.bandwidth == 1.0 and l40s.layer == 1.0
+    assert not l40s.measured
+    assert (l40s.bandwidth, l40s.compute) == (corr.bandwidth, corr.compute)
+    assert l40s.layer == pytest.approx(1980 / 2520)
+    assert "A100-SXM" in l40s.source and "sm80" in l40s.source
+    h200 = gpu_correction("H200")  # Hopper: the H100's own figures
+    assert (h200.bandwidth, h200.compute, h200.layer) == (1.0, 1.0, 1.0)
+    b200 = gpu_correction("B200")  # no profiled GPU of its generation, no trusted clock
+    assert (b200.bandwidth, b200.compute, b200.layer) == (1.0, 1.0, 1.0)
     h100_tp4 = eff["H100"]["allreduce_by_tp"]["4"]["latency_us"]
     assert l40s.allreduce(4) == (
         pytest.approx(h100_tp4 / eff["H100"]["allreduce_latency_us"]),
@@ -278,3 +288,14 @@ def test_logo_script_reproduces_the_shipped_efficiencies(tmp_path: Path) -> None
     block = (docs / "calibration-lomo.md").read_text(encoding="utf-8")
     assert block.count("<!-- logo:begin -->") == 1 and "## Leave one GPU out" in block
     assert np.isfinite([r["decode_ape"] for r in doc["step_logo"]]).all()
+
+
+def test_boost_clock_rule_predicts_the_measured_small_kernel_ratio() -> None:
+    """The rule unprofiled GPUs get (small kernels scale with the inverse boost clock) is
+    checked where it can be: the A100's small kernels, measured against the H100's."""
+    eff = json.loads(Path(GPU_EFFICIENCY_PATH).read_text(encoding="utf-8"))["gpus"]
+    measured = eff["A100-SXM"]["layer_ops_us"] / eff["H100"]["layer_ops_us"]
+    assert clock_layer_factor("A100-SXM") == pytest.approx(measured, rel=0.05)
+    assert clock_layer_factor("H100") == 1.0
+    assert clock_layer_factor("B200") == 1.0  # no clock figure: no scaling
+    assert kernel_family("L40S") == kernel_family("A100-SXM") != kernel_family("H100")

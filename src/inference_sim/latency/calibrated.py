@@ -89,11 +89,13 @@ __all__ = [
     "CalibratedLatencyModel",
     "GpuCorrection",
     "StepShape",
+    "clock_layer_factor",
     "cuda_graph_tokens",
     "default_coefficients",
     "filtered_sampling",
     "gpu_correction",
     "interconnect",
+    "kernel_family",
     "load_coefficients",
     "penalized_sampling",
 ]
@@ -119,9 +121,53 @@ _DEFAULT_INTERCONNECT = (300.0, 1.0)
 _FP8_GPUS = frozenset({"H100", "H200", "B200", "L40S", "L4", "MI300X"})
 
 
+#: The GEMM and attention kernel generation vLLM runs on each GPU. Ada (L40S, L4) and
+#: Ampere (A100, A10G) run the same sm80-class kernels (``mma.sync`` tensor-core GEMMs
+#: from cuBLAS/CUTLASS, FlashAttention-2); Hopper runs its own (``wgmma``/TMA GEMMs,
+#: FlashAttention-3). A GPU without measurements borrows the measured efficiencies of a
+#: profiled GPU of its generation: how far kernels get from the datasheet is a property
+#: of the kernels as much as of the chip (docs/calibration.md#per-gpu-efficiencies).
+_KERNEL_FAMILY: dict[str, str] = {
+    "H100": "sm90",
+    "H200": "sm90",
+    "A100-SXM": "sm80",
+    "A10G": "sm80",
+    "L40S": "sm80",
+    "L4": "sm80",
+    "B200": "sm100",
+    "MI300X": "cdna3",
+}
+#: Maximum boost clock (MHz) from each vendor's datasheet or whitepaper: H100 SXM5 and
+#: H200 (the same GH100 die) 1980, A100 SXM4 1410 (NVIDIA A100 whitepaper), L40S 2520
+#: (L40S product brief), L4 2040 (L4 product brief), A10G 1710 (AWS G5 documentation).
+#: Small per-layer kernels at decode sizes are latency-bound, so their time scales with
+#: the inverse clock: the rule gives the A100 1980/1410 = 1.40 x the H100's time, where
+#: Vidur's profiles measure 1.36. B200 and MI300X are left out (no figure we trust).
+_BOOST_CLOCK_MHZ: dict[str, float] = {
+    "H100": 1980.0,
+    "H200": 1980.0,
+    "A100-SXM": 1410.0,
+    "L40S": 2520.0,
+    "L4": 2040.0,
+    "A10G": 1710.0,
+}
+
+
 def interconnect(gpu_name: str) -> tuple[float, float]:
     """(link bandwidth GB/s per direction, all-reduce latency factor) for a GPU name."""
     return _INTERCONNECT.get(gpu_name, _DEFAULT_INTERCONNECT)
+
+
+def kernel_family(gpu_name: str) -> str | None:
+    """The kernel generation vLLM runs on a GPU (``sm80``, ``sm90``, ...), if known."""
+    return _KERNEL_FAMILY.get(gpu_name)
+
+
+def clock_layer_factor(gpu_name: str, ref_name: str = "H100") -> float:
+    """Small-kernel time on ``gpu_name`` relative to ``ref_name`` (inverse boost clocks;
+    1.0 when either clock is unknown)."""
+    gpu, ref = _BOOST_CLOCK_MHZ.get(gpu_name), _BOOST_CLOCK_MHZ.get(ref_name)
+    return ref / gpu if gpu and ref else 1.0
 
 
 # --------------------------------------------------------------------------- per-GPU
@@ -225,11 +271,42 @@ def corrections_from_efficiency(
 
 
 def gpu_correction(gpu_name: str) -> GpuCorrection:
-    """The measured correction of a GPU (canonical name); for a GPU nobody profiled, its
-    datasheet with the reference GPU's all-reduce latency over TP (or
-    :data:`NO_CORRECTION` without a ``gpu-efficiency.json``)."""
+    """The measured correction of a GPU (canonical name).
+
+    A GPU nobody profiled keeps its datasheet figures, with the bandwidth and FLOP/s
+    efficiencies of a profiled GPU of its kernel generation (:func:`kernel_family`; the
+    H100's when there is none), small per-layer kernels scaled by the inverse boost clock
+    (:func:`clock_layer_factor`) and the reference GPU's all-reduce latency over TP.
+    :data:`NO_CORRECTION` without a ``gpu-efficiency.json``.
+    """
     known = _load_corrections()
-    return known.get(gpu_name) or known.get("*", NO_CORRECTION)
+    if gpu_name in known and gpu_name != "*":
+        return known[gpu_name]
+    if not known:
+        return NO_CORRECTION
+    fallback = known.get("*", NO_CORRECTION)
+    family = kernel_family(gpu_name)
+    sibling = next(
+        (
+            name
+            for name in sorted(known)
+            if name != "*" and family is not None and kernel_family(name) == family
+        ),
+        None,
+    )
+    layer = clock_layer_factor(gpu_name)
+    clock = f"small kernels x{layer:.2f} by boost clock" if layer != 1.0 else ""
+    if sibling is None:
+        return replace(fallback, layer=layer, source="; ".join(filter(None, ("datasheet", clock))))
+    sib = known[sibling]
+    borrowed = f"datasheet with {sibling}'s measured efficiencies ({family} kernels)"
+    return replace(
+        fallback,
+        bandwidth=sib.bandwidth,
+        compute=sib.compute,
+        layer=layer,
+        source="; ".join(filter(None, (borrowed, clock))),
+    )
 
 
 # --------------------------------------------------------------------------- coefficients
