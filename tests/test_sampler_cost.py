@@ -153,6 +153,29 @@ def test_step_jacobian_has_the_sampler_column():
         assert bumped.terms(prefill, count, ctx)["total_us"] - before == pytest.approx(d)
 
 
+def test_sampler_step_term_is_fixed_per_step():
+    """``sampler_step_us`` is charged once per step with filtered sampling, whatever the
+    batch, and never to an empty step or a plain sampler; its Jacobian column is 1."""
+    coeffs = UNIT.with_values({"sampler_us": 0.0, "sampler_step_us": 40.0})
+    m = CalibratedLatencyModel(FILTERED, GPU, 1, coeffs, record=True)
+    plain = CalibratedLatencyModel(FILTERED, GPU, 1, coeffs, sampling="plain")
+    cases = (([(0, 30)], 0, 0), ([], 1, 200), ([], 40, 9000), ([(16, 20)], 12, 3000))
+    for prefill, count, ctx in cases:
+        t = m.terms(prefill, count, ctx)
+        assert t["sampler_us"] == 40.0
+        assert t["total_us"] - plain.terms(prefill, count, ctx)["total_us"] == pytest.approx(40)
+    assert m.step_time_from([], 0, 0) == plain.step_time_from([], 0, 0)  # nothing scheduled
+    rows = []
+    for prefill, count, ctx in cases:
+        raw = m.shape.raw(prefill, count, ctx)
+        rows.append((0.0, m.step_time_from(prefill, count, ctx), *raw))
+    rec = np.array(rows, dtype=float).reshape(-1, RECORD_WIDTH)
+    name = list(FITTED_FIELDS).index("sampler_step_us")
+    assert step_jacobian(m, rec)[:, name].tolist() == [1.0] * len(cases)
+    plain_rec = CalibratedLatencyModel(FILTERED, GPU, 1, coeffs, sampling="plain")
+    assert step_jacobian(plain_rec, rec)[:, name].tolist() == [0.0] * len(cases)
+
+
 def test_resolve_sampling_option(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     base = {"model": "qwen/qwen2.5-7b-instruct", "hardware": "H100", "tp": 1}
     plan = resolve({**base, "latency_model": "calibrated"})

@@ -53,7 +53,8 @@ __all__ = [
 #: bandwidth; FlashAttention prefill runs at ~50 % of peak; vLLM's custom all-reduce takes
 #: a few µs per small message on NVLink; a CUDA-graphed layer runs ~10 small kernels of a
 #: few µs; tokenisation costs a few µs per token; a top-p/top-k sampler sorts or scans each
-#: request's row of logits (a 100k-entry row of float32 is 400 kB: a sort costs tens of µs);
+#: request's row of logits (a 100k-entry row of float32 is 400 kB: a sort costs tens of µs)
+#: with about ten eager kernels of a few µs per step;
 #: penalties add ~15 eager kernels and a CPU-GPU sync per step (a few hundred µs) and a
 #: padded-tensor rebuild of every scheduled token id on the CPU (tens of ns per token); at
 #: TP > 1 vLLM's multiprocessing executor broadcasts each step's scheduler output to every
@@ -70,6 +71,7 @@ DEFAULT_PRIORS: dict[str, tuple[float, float, float, float]] = {
     "worker_us": (50.0, 50.0, 0.0, 1000.0),
     "request_us": (3.0, 3.0, 0.0, 200.0),
     "sampler_us": (10.0, 10.0, 0.0, 200.0),
+    "sampler_step_us": (100.0, 100.0, 0.0, 2000.0),
     "penalty_us": (200.0, 200.0, 0.0, 5000.0),
     "penalty_token_us": (0.03, 0.03, 0.0, 1.0),
     "queue_us": (5000.0, 5000.0, 0.0, 50000.0),
@@ -88,6 +90,7 @@ _SCALE = {
     "worker_us": 10.0,
     "request_us": 10.0,
     "sampler_us": 10.0,
+    "sampler_step_us": 100.0,
     "penalty_us": 100.0,
     "penalty_token_us": 0.01,
     "queue_us": 1000.0,

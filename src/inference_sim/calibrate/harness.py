@@ -97,6 +97,7 @@ def step_jacobian(model: CalibratedLatencyModel, rec: np.ndarray) -> np.ndarray:
         "worker_us": np.full_like(kv, float(model.tp) if model.tp > 1 else 0.0),
         "request_us": reqs.astype(float),
         "sampler_us": reqs * model.shape.sampler_units,
+        "sampler_step_us": np.full_like(kv, 1.0 if model.shape.filtered_sampling else 0.0),
         "penalty_us": np.full_like(kv, 1.0 if model.shape.penalized_sampling else 0.0),
         "penalty_token_us": (
             ctx * model.shape.bw / model.shape.kv_tok

@@ -8,7 +8,7 @@ efficiently the hardware runs them (docs/calibration.md). Per engine step, per G
     kv    = kv_read x KV bytes read and written / BW
     attn  = attention x prefill attention FLOPs / peak
     comm  = [TP > 1] 2 x layers x (allreduce_us x lat(GPU, TP) + all-reduce bytes / bus(GPU, TP))
-    samp  = [filtered sampling] x requests x sampler_us x vocab / 100 000
+    samp  = [filtered sampling] x (sampler_step_us + requests x sampler_us x vocab / 100 000)
     step  = lin + kv + attn + comm + samp + pen + step_us + layer units x layer_us x small(GPU)
             + [TP > 1] x TP x worker_us + requests x request_us
 
@@ -37,7 +37,8 @@ blocks at about the same time, so the repeats come from L2, not HBM (docs/calibr
 ``samp`` is the sampler: when the model's default sampling filters the logits (its
 ``generation_config.json`` sets ``top_p`` or ``top_k``, which vLLM applies to requests
 that set none), every scheduled request's full-vocabulary row of logits is sorted or
-scanned, a cost per request proportional to the vocabulary. ``sampling`` (``--sampling``
+scanned, a cost per request proportional to the vocabulary, by a fixed set of eager
+kernels per step (outside the CUDA graph). ``sampling`` (``--sampling``
 plain, filtered or penalized) overrides what the architecture says. ``pen`` is the penalty
 bookkeeping when the defaults set a repetition, presence or frequency penalty: a fixed
 cost per step (the penalty kernels run eagerly, and boolean-mask indexing synchronises
@@ -329,6 +330,10 @@ class CalibratedCoefficients:
     worker_us: float = 0.0
     request_us: float = 3.0  # per request scheduled in the step
     sampler_us: float = 10.0  # per request per 100k vocabulary entries (filtered sampling)
+    #: Per step with filtered sampling: the sort/scan path's fixed kernel cost, whatever
+    #: the batch (vLLM's top-p/top-k sampler runs eagerly, outside CUDA graphs); 0 = not
+    #: modelled (fits before it).
+    sampler_step_us: float = 0.0
     penalty_us: float = 200.0  # per step when sampling applies repetition/presence penalties
     penalty_token_us: float = 0.03  # per context token of the scheduled requests (penalties)
     queue_us: float = 5000.0  # arrival -> engine wait queue (client, HTTP, parsing)
@@ -437,6 +442,7 @@ COEFFICIENT_FIELDS: tuple[str, ...] = (
     "worker_us",
     "request_us",
     "sampler_us",
+    "sampler_step_us",
     "penalty_us",
     "penalty_token_us",
     "queue_us",
@@ -780,6 +786,7 @@ class CalibratedLatencyModel:
         self._q = c.overlap
         self._layers_us = c.layer_us * sh.layer_factor * sh.layer_units
         self._req_us = c.request_us + c.sampler_us * sh.sampler_units
+        self._samp_step_us = c.sampler_step_us if sh.filtered_sampling else 0.0
         self._otp = round(c.output_token_us)
         self._decode_cache: dict[int, float] = {}
         # Penalties: a fixed cost per step and one per context token (µs per KV-second).
@@ -822,8 +829,8 @@ class CalibratedLatencyModel:
         if self._q != 1.0:
             gpu_us = self._overlapped(seconds * 1e6)
             host = self._fixed_us - self._layers_us
-            return gpu_us + host + self._req_us * requests + pen
-        return seconds * 1e6 + self._fixed_us + self._req_us * requests + pen
+            return gpu_us + host + self._req_us * requests + self._samp_step_us + pen
+        return seconds * 1e6 + self._fixed_us + self._req_us * requests + self._samp_step_us + pen
 
     def _overlapped(self, gpu_us: float) -> float:
         """GPU work and the per-layer cost joined by the ``overlap`` smooth max (µs)."""
@@ -854,7 +861,10 @@ class CalibratedLatencyModel:
             "layers_us": self._layers_us,
             "workers_us": self.coefficients.worker_us * self.tp if self.tp > 1 else 0.0,
             "requests_us": self.coefficients.request_us * requests,
-            "sampler_us": self.coefficients.sampler_us * self.shape.sampler_units * requests,
+            "sampler_us": (
+                self.coefficients.sampler_us * self.shape.sampler_units * requests
+                + (self._samp_step_us if requests else 0.0)
+            ),
             "penalty_us": (self._pen_us + self._pen_per_kv_s * ctx) if requests else 0.0,
         }
         out["total_us"] = self._combine(raw)
