@@ -61,6 +61,28 @@ def test_read_csv_groups_stages_and_keeps_the_summary(tmp_path: Path):
         read_runs_csv(bad)
 
 
+def test_data_parallel_runs_replay_as_instances_behind_vllms_balancer(tmp_path: Path):
+    """A ``dp`` column (``vllm serve --data-parallel-size``) replays as that many engines
+    routed by vLLM's own rule; it halves the load each engine sees."""
+    header = CSV_HEADER.rstrip("\n") + ",dp\n"
+    cols = "d,qwen/qwen2.5-7b-instruct,H100,1,2048,128,4096,0,100,400,120,60s@30"
+    path = tmp_path / "dp.csv"
+    path.write_text(header + f"{cols},0,30,60,30,1500,10,120,,2\n")
+    (run,) = read_runs_csv(path)
+    assert run.dp == 2
+    opts = run.sim_options("w.yaml")
+    assert (opts["num_instances"], opts["routing_policy"]) == (2, "vllm-dp")
+    assert "num_instances" not in replace(run, dp=1).sim_options("w.yaml")
+    settings = ReplaySettings(duration_scale=0.25, min_stage_s=15.0)
+    two = simulate_run(run, settings=settings)[0]
+    one = simulate_run(replace(run, dp=1), settings=settings)[0]
+    assert two.completed == one.completed > 0
+    assert two.tpot_ms < one.tpot_ms  # each engine batches half the requests
+    (tmp_path / "bad.csv").write_text(header + f"{cols},0,30,60,30,1500,10,120,,0\n")
+    with pytest.raises(RunsError, match=r"dp \(data-parallel engines\) must be >= 1, got 0"):
+        read_runs_csv(tmp_path / "bad.csv")
+
+
 def test_read_yaml_and_inference_perf_folder(tmp_path: Path):
     y = tmp_path / "runs.yaml"
     y.write_text(

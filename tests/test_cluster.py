@@ -316,7 +316,14 @@ POLICY_OPTIONS = st.fixed_dictionaries(
         "token_bucket_capacity": st.sampled_from([300.0, 2_000.0, 1e6]),
         "token_bucket_refill_rate": st.sampled_from([100.0, 10_000.0]),
         "routing_policy": st.sampled_from(
-            ["round-robin", "least-loaded", "prefix-affinity", "always-busiest", "weighted"]
+            [
+                "round-robin",
+                "least-loaded",
+                "prefix-affinity",
+                "always-busiest",
+                "weighted",
+                "vllm-dp",
+            ]
         ),
         "routing_scorers": st.sampled_from(
             [
@@ -546,7 +553,7 @@ def _cli(*args: str):
             ["--routing-policy", "fastest"],
             [
                 "--routing-policy",
-                "always-busiest, least-loaded, prefix-affinity, round-robin, weighted",
+                "always-busiest, least-loaded, prefix-affinity, round-robin, vllm-dp, weighted",
             ],
         ),
         (

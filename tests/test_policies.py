@@ -37,6 +37,7 @@ from inference_sim.policies import (
     ShortestJobFirst,
     SLOBasedPriority,
     TokenBucket,
+    VllmDataParallel,
     Weighted,
     make_wait_queue_hook,
     parse_scorers,
@@ -74,6 +75,7 @@ def test_registries_hold_the_reference_names():
         "least-loaded",
         "prefix-affinity",
         "round-robin",
+        "vllm-dp",  # ours: vLLM's data-parallel balancer
         "weighted",
     ]
     assert SCORERS.names() == [
@@ -174,6 +176,31 @@ def test_least_loaded_uses_effective_load_and_lowest_index_on_ties():
     assert d.target == 1
     assert d.reason == "least-loaded (load=2)"
     assert LeastLoaded().route(req(), state(snap(0, queue=1), snap(1, batch=1))).target == 0
+
+
+def test_vllm_dp_scores_waiting_four_times_running_and_counts_its_own_picks():
+    """vLLM's DPLBAsyncMPClient: lowest 4 x waiting + running, lowest rank on ties, one
+    waiting request added to each pick until the coordinator's next publication."""
+    policy = VllmDataParallel()
+    busy = state(snap(0, queue=1), snap(1, batch=3))  # scores 4 and 3
+    picks = [policy.route(req(), busy).target for _ in range(4)]
+    # (1, 3) -> 7 vs 4: rank 0; then 8 vs 7: rank 1; then 8 vs 11: rank 0
+    assert picks == [1, 0, 1, 0]
+    assert policy.route(req(), busy).reason == "vllm-dp (score=11)"  # 12 vs 11: rank 1
+    # Queue lengths the router has not re-read do not matter within the period (the
+    # counts are 12 vs 15, so rank 0, although rank 1 now looks idle) ...
+    idle_later = state(snap(0, batch=9), snap(1), clock=99_999)
+    assert policy.route(req(), idle_later).target == 0
+    # ... and are re-read at the first decision of the next 100 ms period.
+    fresh = VllmDataParallel()
+    assert [fresh.route(req(), state(snap(0), snap(1), snap(2))).target for _ in range(4)] == [
+        0, 1, 2, 0
+    ]  # fmt: skip
+    assert fresh.route(req(), state(snap(0, batch=5), snap(1), snap(2), clock=100_000)).target == 1
+    # Pending (routed, not yet queued) requests are not in vLLM's counts.
+    assert VllmDataParallel().route(req(), state(snap(0, pending=5), snap(1, batch=1))).target == 0
+    with pytest.raises(PolicyError, match="refresh period must be > 0"):
+        VllmDataParallel(0)
 
 
 def test_always_busiest_picks_max_load_lowest_index_on_ties():

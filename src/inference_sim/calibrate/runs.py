@@ -89,7 +89,10 @@ class MeasuredRun:
     stages: tuple[StageMeasurement, ...]
     max_num_seqs: int = 128
     max_model_len: int = 4096
-    total_kv_blocks: int = 0  # 0: derive from GPU memory
+    #: Data-parallel engines behind the one server (``vllm serve --data-parallel-size``):
+    #: replayed as that many instances balanced by vLLM's own rule (``vllm-dp``).
+    dp: int = 1
+    total_kv_blocks: int = 0  # 0: derive from GPU memory (per engine)
     gpu_memory_utilization: float = 0.9
     num_groups: int = TOOL_GROUPS
     prompts_per_group: int = TOOL_PROMPTS_PER_GROUP
@@ -172,6 +175,9 @@ class MeasuredRun:
         }
         if self.total_kv_blocks > 0:
             o["total_kv_blocks"] = self.total_kv_blocks
+        if self.dp > 1:
+            o["num_instances"] = self.dp
+            o["routing_policy"] = "vllm-dp"
         if spec_path:
             o["workload_spec"] = spec_path
         o.update(extra)
@@ -271,6 +277,10 @@ def runs_from_rows(
         if not gpu:
             raise RunsError(f"{where}: hardware is required (or give --hardware)")
         tp = _num(first, "tp", where, kind=int, default=1)
+        dp_key = "dp" if str(first.get("dp") or "").strip() else "data_parallel_size"
+        dp = _num(first, dp_key, where, kind=int, default=1)
+        if dp < 1:
+            raise RunsError(f"{where}: {dp_key} (data-parallel engines) must be >= 1, got {dp}")
         stages: list[StageMeasurement] = []
         summary = None
         for line, row in items:
@@ -305,6 +315,7 @@ def runs_from_rows(
                 model=model,
                 hardware=gpu,
                 tp=tp,
+                dp=dp,
                 max_num_batched_tokens=_num(
                     first, "max_num_batched_tokens", where, kind=int, default=2048
                 ),
@@ -474,6 +485,7 @@ def read_inference_perf_folder(
         ),
         max_num_seqs=int(exp.get("max_num_seqs") or 128),
         max_model_len=int(exp.get("max_model_len") or 4096),
+        dp=int(exp.get("data_parallel_size") or exp.get("dp") or 1),
         total_kv_blocks=int(total_kv_blocks),
         system_prompt_len=int(data.get("system_prompt_len") or 0),
         question_len=int(data.get("question_len") or 0),

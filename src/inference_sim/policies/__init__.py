@@ -32,6 +32,7 @@ from inference_sim.policies.routing import (
     LeastLoaded,
     PrefixAffinity,
     RoundRobin,
+    VllmDataParallel,
     Weighted,
 )
 from inference_sim.policies.scheduler import (
@@ -99,6 +100,7 @@ __all__ = [
     "ShortestJobFirst",
     "SortKeyScheduler",
     "TokenBucket",
+    "VllmDataParallel",
     "Weighted",
     "load_object",
     "make_wait_queue_hook",

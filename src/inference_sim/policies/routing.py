@@ -60,6 +60,46 @@ class AlwaysBusiest:
         return RoutingDecision(best, f"always-busiest (load={best_load})")
 
 
+@ROUTING.register("vllm-dp")
+class VllmDataParallel:
+    """vLLM's own load balancer across data-parallel engines (``--data-parallel-size``).
+
+    One ``vllm serve`` with N data-parallel ranks runs N engine cores behind one API
+    server, which picks a rank per request (vLLM v1 ``DPLBAsyncMPClient``): the lowest
+    ``4 x waiting + running``, ties to the lowest rank. The counts come from the DP
+    coordinator, which republishes the engines' queue lengths every 100 ms while they
+    change; between two publications the API server adds one waiting request to the rank
+    it picked, so a burst spreads instead of piling onto the rank that looked idle.
+
+    Here the counts are re-read (``queue_depth`` as waiting, ``batch_size`` as running) at
+    the first decision of each ``refresh_us`` period, and each decision adds one waiting
+    request to its pick until the next refresh. The real counts are up to one period and
+    the coordinator's transport older; requests the router sent but the engine has not
+    queued yet are not counted, as in vLLM.
+    """
+
+    def __init__(self, refresh_us: int = 100_000) -> None:
+        if refresh_us <= 0:
+            raise PolicyError(f"vllm-dp refresh period must be > 0 µs, got {refresh_us}")
+        self.refresh_us = refresh_us
+        self._period = -1
+        self._counts: list[list[int]] = []
+
+    def route(self, request: Request, state: RouterState) -> RoutingDecision:
+        period = state.clock // self.refresh_us
+        if period != self._period or len(self._counts) != state.num_instances:
+            self._period = period
+            self._counts = [[s.queue_depth, s.batch_size] for s in state.snapshots]
+        best = 0
+        best_score = -1
+        for i, (waiting, running) in enumerate(self._counts):
+            score = 4 * waiting + running
+            if best_score < 0 or score < best_score:
+                best, best_score = i, score
+        self._counts[best][0] += 1
+        return RoutingDecision(best, f"vllm-dp (score={best_score})")
+
+
 class PrefixAffinity:
     """Same prompt blocks, same instance; otherwise least-loaded (and remember it).
 
