@@ -134,8 +134,10 @@ def predict_steps(
     gpu_name: str,
     coeffs: CalibratedCoefficients,
     correction: GpuCorrection,
+    term: str = "total_us",
 ) -> np.ndarray:
-    """Unrounded step times (µs): a prefill of batch x prompt, or one decode iteration."""
+    """Unrounded step times (µs): a prefill of batch x prompt, or one decode iteration
+    (``term``: one term of the step instead of its total)."""
     gpu = load_catalog().gpu(gpu_name)
     models = {
         tp: CalibratedLatencyModel(
@@ -148,9 +150,9 @@ def predict_steps(
         r = c.row
         m = models[r.tp]
         if c.kind == "prefill":
-            t = m.terms([(0, r.prompt)] * r.batch, 0, 0)["total_us"]
+            t = m.terms([(0, r.prompt)] * r.batch, 0, 0)[term]
         else:  # mean context over the generated tokens
-            t = m.terms([], r.batch, r.batch * (r.prompt + r.tokens // 2))["total_us"]
+            t = m.terms([], r.batch, r.batch * (r.prompt + r.tokens // 2))[term]
         out.append(t)
     return np.array(out)
 
@@ -327,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     step_rows = []
     in_sample = {}
     overlap_fit: dict[str, float] = {}
+    attention_parity: dict[str, dict] = {}
     ref = eff[REFERENCE_GPU]
     for src in gpus:
         tgt = next(g for g in gpus if g != src)
@@ -356,6 +359,19 @@ def main(argv: list[str] | None = None) -> int:
             for c, p, m in zip(cases[tgt], tgt_pred, tgt_meas, strict=True):
                 i = key[(c.row.tp, c.row.prompt, c.row.batch, c.row.tokens, c.kind)]
                 ratio.append((src_meas[i] * p / src_pred[i] / m - 1.0) * 100.0)
+            if mode == "measured":  # diagnostic: attention as fast on both GPUs
+                attn_src = predict_steps(cases[src], src, co, c_src, "attention_us")
+                attn_tgt = predict_steps(cases[tgt], tgt, co, c_tgt, "attention_us")
+                parity = []
+                for j, (c, p, m) in enumerate(zip(cases[tgt], tgt_pred, tgt_meas, strict=True)):
+                    i = key[(c.row.tp, c.row.prompt, c.row.batch, c.row.tokens, c.kind)]
+                    same = p - attn_tgt[j] + attn_src[i]
+                    parity.append((src_meas[i] * same / src_pred[i] / m - 1.0) * 100.0)
+                attention_parity[tgt] = {
+                    "fitted_on": src,
+                    "attention_fitted": {src: round(co.attention, 2)},
+                    **summarize(np.array(parity), kinds),
+                }
             for how, errs in (("direct", direct), ("ratio", np.array(ratio))):
                 step_rows.append(
                     {
@@ -400,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         "step_in_sample": [{"gpu": g, "gpu_figures": m, **v} for (g, m), v in in_sample.items()],
         "overlap_fitted": overlap_fit,
         "compute_bound_prefill_ratio": compute_bound_ratio(cases, eff, peaks),
+        "attention_parity": attention_parity,
         "gpus": gpu_entries,
     }
     with open(os.path.join(args.docs, "calibration-logo.json"), "w", encoding="utf-8") as fh:
@@ -507,6 +524,23 @@ def render_block(doc: dict) -> str:
             "`measured, overlap`: the per-layer cost joined with the GPU work by a smooth max"
             " whose exponent is fitted too (1 = sum, as shipped): "
             + ", ".join(f"{g} {v}" for g, v in doc["overlap_fitted"].items())
+            + ".",
+        ]
+    parity = doc.get("attention_parity")
+    if parity:
+        fitted = {g: v["attention_fitted"][v["fitted_on"]] for g, v in parity.items()}
+        lines += [
+            "",
+            "Attention as fast on both GPUs (diagnostic, `measured` / `ratio` with the"
+            " target's prefill-attention time set to the source's; not leave-one-out):"
+            " fitted `attention` "
+            + ", ".join(f"{v['fitted_on']} {fitted[g]}" for g, v in parity.items())
+            + "; "
+            + "; ".join(
+                f"{g} from {v['fitted_on']} prefill {v['prefill_ape']} / {v['prefill_bias']:+},"
+                f" decode {v['decode_ape']} / {v['decode_bias']:+}"
+                for g, v in parity.items()
+            )
             + ".",
         ]
     cb = doc.get("compute_bound_prefill_ratio")
