@@ -61,9 +61,15 @@ def test_read_csv_groups_stages_and_keeps_the_summary(tmp_path: Path):
         read_runs_csv(bad)
 
 
-def test_data_parallel_runs_replay_as_instances_behind_vllms_balancer(tmp_path: Path):
-    """A ``dp`` column (``vllm serve --data-parallel-size``) replays as that many engines
-    routed by vLLM's own rule; it halves the load each engine sees."""
+def test_data_parallel_runs_replay_as_instances_balanced_as_vllm_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A ``dp`` column (``vllm serve --data-parallel-size``) replays as that many engines:
+    dense models rotate (vLLM 0.15's dense engines publish no queue lengths), MoE models
+    use vLLM's load-aware rule; each engine then sees half the load, and each request's
+    Jacobian follows the steps of the engine that served it."""
+    import inference_sim.calibrate.harness as harness
+
     header = CSV_HEADER.rstrip("\n") + ",dp\n"
     cols = "d,qwen/qwen2.5-7b-instruct,H100,1,2048,128,4096,0,100,400,120,60s@30"
     path = tmp_path / "dp.csv"
@@ -71,10 +77,22 @@ def test_data_parallel_runs_replay_as_instances_behind_vllms_balancer(tmp_path: 
     (run,) = read_runs_csv(path)
     assert run.dp == 2
     opts = run.sim_options("w.yaml")
-    assert (opts["num_instances"], opts["routing_policy"]) == (2, "vllm-dp")
+    assert (opts["num_instances"], opts["routing_policy"]) == (2, "round-robin")
+    scout = replace(run, model="redhatai/llama-4-scout-17b-16e-instruct-fp8-dynamic")
+    assert scout.sim_options("w.yaml")["routing_policy"] == "vllm-dp"
     assert "num_instances" not in replace(run, dp=1).sim_options("w.yaml")
     settings = ReplaySettings(duration_scale=0.25, min_stage_s=15.0)
-    two = simulate_run(run, settings=settings)[0]
+    calls: list[tuple[int, int]] = []
+    real = harness._request_jacobians
+
+    def spy(model, arrival, *rest):
+        calls.append((id(model), len(arrival)))
+        return real(model, arrival, *rest)
+
+    monkeypatch.setattr(harness, "_request_jacobians", spy)
+    two = simulate_run(run, settings=settings, jacobian=True)[0]
+    assert len({m for m, _ in calls}) == 2 and all(n > 0 for _, n in calls)
+    assert sum(n for _, n in calls) >= two.completed
     one = simulate_run(replace(run, dp=1), settings=settings)[0]
     assert two.completed == one.completed > 0
     assert two.tpot_ms < one.tpot_ms  # each engine batches half the requests
@@ -122,6 +140,13 @@ def test_read_yaml_and_inference_perf_folder(tmp_path: Path):
     assert ip.stages[0].tpot_ms == pytest.approx((2057.6 - 27.1) / 209)
     with pytest.raises(RunsError, match="GPU is not in the files"):
         read_inference_perf_folder(folder)
+    assert ip.dp == 1
+    exp = folder / "exp-config.yaml"
+    exp.write_text(exp.read_text() + "data_parallel_size: 2\n")
+    assert read_inference_perf_folder(folder, hardware="H100").dp == 2
+    exp.write_text(exp.read_text().replace("data_parallel_size: 2", "data_parallel_size: -1"))
+    with pytest.raises(RunsError, match="data_parallel_size must be >= 1, got -1"):
+        read_inference_perf_folder(folder, hardware="H100")
 
 
 # --- recovering known coefficients ---------------------------------------------------------

@@ -250,10 +250,12 @@ def test_h100_is_priced_as_fitted_and_a100_by_its_measured_ratios() -> None:
     assert (l40s.bandwidth, l40s.compute) == (corr.bandwidth, corr.compute)
     assert l40s.layer == pytest.approx(1980 / 2520)
     assert "A100-SXM" in l40s.source and "sm80" in l40s.source
-    h200 = gpu_correction("H200")  # Hopper: the H100's own figures
+    h200 = gpu_correction("H200")  # Hopper: the H100's own figures, borrowed
     assert (h200.bandwidth, h200.compute, h200.layer) == (1.0, 1.0, 1.0)
+    assert h200.source == "datasheet with H100's measured efficiencies (sm90 kernels)"
     b200 = gpu_correction("B200")  # no profiled GPU of its generation, no trusted clock
     assert (b200.bandwidth, b200.compute, b200.layer) == (1.0, 1.0, 1.0)
+    assert "measured" not in b200.source
     h100_tp4 = eff["H100"]["allreduce_by_tp"]["4"]["latency_us"]
     assert l40s.allreduce(4) == (
         pytest.approx(h100_tp4 / eff["H100"]["allreduce_latency_us"]),

@@ -187,18 +187,22 @@ def test_vllm_dp_scores_waiting_four_times_running_and_counts_its_own_picks():
     # (1, 3) -> 7 vs 4: rank 0; then 8 vs 7: rank 1; then 8 vs 11: rank 0
     assert picks == [1, 0, 1, 0]
     assert policy.route(req(), busy).reason == "vllm-dp (score=11)"  # 12 vs 11: rank 1
-    # Queue lengths the router has not re-read do not matter within the period (the
-    # counts are 12 vs 15, so rank 0, although rank 1 now looks idle) ...
-    idle_later = state(snap(0, batch=9), snap(1), clock=99_999)
-    assert policy.route(req(), idle_later).target == 0
-    # ... and are re-read at the first decision of the next 100 ms period.
+    # Within the period the counts are not re-read: 12 vs 15 picks rank 0, although the
+    # live queues (rank 0 busy, rank 1 idle) would pick rank 1.
+    live = state(snap(0, batch=9), snap(1), clock=99_999)
+    assert policy.route(req(), live).target == 0
+    # At the first decision of the next 100 ms period they are: rank 1.
+    assert policy.route(req(), state(snap(0, batch=9), snap(1), clock=100_000)).target == 1
+    # Idle engines: the picks alone spread a burst.
     fresh = VllmDataParallel()
     assert [fresh.route(req(), state(snap(0), snap(1), snap(2))).target for _ in range(4)] == [
         0, 1, 2, 0
     ]  # fmt: skip
-    assert fresh.route(req(), state(snap(0, batch=5), snap(1), snap(2), clock=100_000)).target == 1
-    # Pending (routed, not yet queued) requests are not in vLLM's counts.
-    assert VllmDataParallel().route(req(), state(snap(0, pending=5), snap(1, batch=1))).target == 0
+    # Another set of instances (autoscaling) is re-read at once, whatever the clock.
+    swapped = state(RoutingSnapshot("instance_7", 0, batch_size=4), snap(1), snap(2))
+    assert fresh.route(req(), swapped).target == 1  # fresh counts 4, 0, 0
+    # Routed-but-not-queued requests count as waiting (vLLM balances after tokenising).
+    assert VllmDataParallel().route(req(), state(snap(0, pending=1), snap(1, batch=3))).target == 1
     with pytest.raises(PolicyError, match="refresh period must be > 0"):
         VllmDataParallel(0)
 

@@ -185,7 +185,7 @@ def simulate_run(
         stages,
         [st.rate * st.duration_s for st in run.stages],
         cold_total if settings.duration_scale < 1.0 else 0,
-        models[0] if jacobian and models else None,
+        models if jacobian else [],
     )
 
 
@@ -210,7 +210,7 @@ def _stage_weights(
     return w
 
 
-def _stage_results(outcome, stages, true_counts, cold_total, model) -> list[StageResult]:
+def _stage_results(outcome, stages, true_counts, cold_total, models) -> list[StageResult]:
     log = outcome.log
     rows = log.rows_for(None)
     index = log.column("index", rows)
@@ -222,8 +222,18 @@ def _stage_results(outcome, stages, true_counts, cold_total, model) -> list[Stag
     done = e2e >= 0
     cold = index < cold_total
     jt = je = None
-    if model is not None:
-        jt, je = _request_jacobians(model, arrival, ttft, e2e, n_in, n_out)
+    if models:
+        # One latency model per engine (``dp`` > 1: several), each with its own recorded
+        # steps: a request's derivative follows the steps of the engine that served it.
+        served_by = log.column("instance", rows).astype(int)
+        jt = np.zeros((len(rows), len(FITTED_FIELDS)))
+        je = np.zeros_like(jt)
+        for i, model in enumerate(models):
+            mine = served_by == i if len(models) > 1 else np.ones(len(rows), dtype=bool)
+            if mine.any():
+                jt[mine], je[mine] = _request_jacobians(
+                    model, arrival[mine], ttft[mine], e2e[mine], n_in[mine], n_out[mine]
+                )
     out = []
     seen_true = 0.0
     for k, (start, end, _rate) in enumerate(stages):

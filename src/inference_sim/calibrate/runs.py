@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from inference_sim.catalog.architecture import bundled_architecture
 from inference_sim.core.inputs import load_json, load_yaml, read_text
 
 __all__ = [
@@ -90,7 +91,7 @@ class MeasuredRun:
     max_num_seqs: int = 128
     max_model_len: int = 4096
     #: Data-parallel engines behind the one server (``vllm serve --data-parallel-size``):
-    #: replayed as that many instances balanced by vLLM's own rule (``vllm-dp``).
+    #: replayed as that many instances, balanced as vLLM 0.15 does (:meth:`dp_routing`).
     dp: int = 1
     total_kv_blocks: int = 0  # 0: derive from GPU memory (per engine)
     gpu_memory_utilization: float = 0.9
@@ -108,6 +109,17 @@ class MeasuredRun:
     def family(self) -> str:
         """The model id (leave-one-model-out groups runs by it)."""
         return self.model
+
+    def dp_routing(self) -> str:
+        """How vLLM 0.15 balances this model's data-parallel engines.
+
+        MoE models' engines publish their queue lengths to the DP coordinator, which the
+        API server balances on (``vllm-dp``); dense models' engines run independently and
+        publish nothing, so each API server only counts its own picks -- a rotation
+        (``round-robin``). A model the bundled catalog does not know counts as dense.
+        """
+        arch = bundled_architecture(self.model)
+        return "vllm-dp" if arch is not None and arch.is_moe else "round-robin"
 
     def prompt_lengths(self, prompt_scale: float = DEFAULT_PROMPT_SCALE) -> tuple[int, int]:
         """(system prompt, question) token counts as served."""
@@ -177,7 +189,7 @@ class MeasuredRun:
             o["total_kv_blocks"] = self.total_kv_blocks
         if self.dp > 1:
             o["num_instances"] = self.dp
-            o["routing_policy"] = "vllm-dp"
+            o["routing_policy"] = self.dp_routing()
         if spec_path:
             o["workload_spec"] = spec_path
         o.update(extra)
@@ -214,6 +226,15 @@ def _num(row: Mapping[str, Any], key: str, where: str, *, kind: type = float, de
             raise RunsError(f"{where}: {key} must be an integer, got {raw!r}")
         return int(v)
     return v
+
+
+def _folder_dp(exp: Mapping[str, Any], where: str) -> int:
+    """``data_parallel_size`` (or ``dp``) of an exp-config, >= 1 (absent: 1)."""
+    key = "data_parallel_size" if exp.get("data_parallel_size") is not None else "dp"
+    dp = _num(exp, key, f"{where}: exp-config.yaml", kind=int, default=1)
+    if dp < 1:
+        raise RunsError(f"{where}: exp-config.yaml {key} must be >= 1, got {dp}")
+    return int(dp)
 
 
 def _parse_all_stages(text: str, where: str) -> list[tuple[float, float]]:
@@ -485,7 +506,7 @@ def read_inference_perf_folder(
         ),
         max_num_seqs=int(exp.get("max_num_seqs") or 128),
         max_model_len=int(exp.get("max_model_len") or 4096),
-        dp=int(exp.get("data_parallel_size") or exp.get("dp") or 1),
+        dp=_folder_dp(exp, where),
         total_kv_blocks=int(total_kv_blocks),
         system_prompt_len=int(data.get("system_prompt_len") or 0),
         question_len=int(data.get("question_len") or 0),

@@ -411,7 +411,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "routing_policy",
         str,
         "round-robin",
-        "round-robin, least-loaded, prefix-affinity, weighted, vllm-dp (vLLM's own data-parallel balancer), always-busiest, or a plug-in module.path:ClassName.",
+        "round-robin, least-loaded, prefix-affinity, weighted, vllm-dp (vLLM's load-aware data-parallel balancer), always-busiest, or a plug-in module.path:ClassName.",
         "cluster",
     ),
     OptionSpec("routing_latency", int, 0, "Routing decision latency (µs).", "cluster"),

@@ -213,16 +213,19 @@ GPU_EFFICIENCY_PATH = os.path.join(
     os.path.dirname(os.path.dirname(__file__)), "catalog", "data", "gpu-efficiency.json"
 )
 _CORRECTIONS: dict[str, GpuCorrection] | None = None
+#: The GPU the shipped coefficients were fitted on (``gpu-efficiency.json``).
+_REFERENCE_GPU = "H100"
 
 
 def _load_corrections() -> dict[str, GpuCorrection]:
-    global _CORRECTIONS
+    global _CORRECTIONS, _REFERENCE_GPU
     if _CORRECTIONS is None:
         out: dict[str, GpuCorrection] = {}
         if os.path.exists(GPU_EFFICIENCY_PATH):
             with open(GPU_EFFICIENCY_PATH, encoding="utf-8") as fh:
                 doc = json.load(fh)
-            out = corrections_from_efficiency(doc["gpus"], doc["reference_gpu"])
+            _REFERENCE_GPU = str(doc["reference_gpu"])
+            out = corrections_from_efficiency(doc["gpus"], _REFERENCE_GPU)
         _CORRECTIONS = out
     return _CORRECTIONS
 
@@ -295,7 +298,7 @@ def gpu_correction(gpu_name: str) -> GpuCorrection:
         ),
         None,
     )
-    layer = clock_layer_factor(gpu_name)
+    layer = clock_layer_factor(gpu_name, _REFERENCE_GPU)
     clock = f"small kernels x{layer:.2f} by boost clock" if layer != 1.0 else ""
     if sibling is None:
         return replace(fallback, layer=layer, source="; ".join(filter(None, ("datasheet", clock))))

@@ -71,11 +71,19 @@ class VllmDataParallel:
     change; between two publications the API server adds one waiting request to the rank
     it picked, so a burst spreads instead of piling onto the rank that looked idle.
 
-    Here the counts are re-read (``queue_depth`` as waiting, ``batch_size`` as running) at
-    the first decision of each ``refresh_us`` period, and each decision adds one waiting
-    request to its pick until the next refresh. The real counts are up to one period and
-    the coordinator's transport older; requests the router sent but the engine has not
-    queued yet are not counted, as in vLLM.
+    Here the counts are re-read (queued plus routed-but-not-yet-queued requests as
+    waiting, the batch as running) at the first decision of each ``refresh_us`` period,
+    or when the set of instances changed, and each decision adds one waiting request to
+    its pick until the next refresh. The routed-but-not-queued requests count as waiting
+    because vLLM balances after the request's HTTP handling and tokenisation, which the
+    simulator places between routing and the queue. The real counts are up to one period
+    and the coordinator's transport older.
+
+    Which vLLM versions and models this is: engines that publish their counts (MoE
+    models, whose data-parallel ranks step in lockstep -- not modelled here -- and dense
+    models before vLLM moved them to independent engines early in 2026). Dense models in
+    vLLM 0.15 publish none, so each API server only counts its own picks: a rotation,
+    which ``round-robin`` models (docs/cluster.md).
     """
 
     def __init__(self, refresh_us: int = 100_000) -> None:
@@ -83,13 +91,16 @@ class VllmDataParallel:
             raise PolicyError(f"vllm-dp refresh period must be > 0 µs, got {refresh_us}")
         self.refresh_us = refresh_us
         self._period = -1
+        self._ids: tuple[str, ...] = ()
         self._counts: list[list[int]] = []
 
     def route(self, request: Request, state: RouterState) -> RoutingDecision:
         period = state.clock // self.refresh_us
-        if period != self._period or len(self._counts) != state.num_instances:
-            self._period = period
-            self._counts = [[s.queue_depth, s.batch_size] for s in state.snapshots]
+        snaps = state.snapshots
+        ids = tuple(s.id for s in snaps)
+        if period != self._period or ids != self._ids:
+            self._period, self._ids = period, ids
+            self._counts = [[s.queue_depth + s.pending_requests, s.batch_size] for s in snaps]
         best = 0
         best_score = -1
         for i, (waiting, running) in enumerate(self._counts):
