@@ -7,6 +7,7 @@ Everything here uses only the package's own data and files written to
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import TypeVar
 
@@ -155,6 +156,59 @@ def test_gpu_specs(catalog: Catalog) -> None:
     assert h100.mfu_prefill == pytest.approx(0.65)
     assert h100.mfu_decode == pytest.approx(0.12)
     assert catalog.gpu("A100-SXM").peak_tflops == pytest.approx(312.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "canonical"),
+    [
+        ("A100", "A100-SXM"),
+        ("A100-80GB", "A100-SXM"),
+        ("NVIDIA A100-SXM4-80GB", "A100-SXM"),  # nvidia-smi
+        ("a100_80gb", "A100-SXM"),
+        ("NVIDIA H100 80GB HBM3", "H100"),  # nvidia-smi
+        ("H100-SXM5", "H100"),
+        ("nvidia l40s", "L40S"),
+        ("L40S-48GB", "L40S"),
+        ("AMD Instinct MI300X", "MI300X"),
+        ("GB200", None),  # another chip: nothing resembles it
+        ("A100X", None),
+        ("H100 turbo", None),  # an unknown word: not a spelling of the H100
+    ],
+)
+def test_gpu_names_as_people_and_tools_spell_them(
+    catalog: Catalog, name: str, canonical: str | None
+) -> None:
+    assert catalog.match_gpu(name) == canonical
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("A100-40GB", "has 40 GB; the catalog's A100-SXM is the 80 GB part"),
+        ("A100-PCIE-80GB", "is a PCIe card; the catalog's A100-SXM is the SXM part"),
+        ("H100 NVL", "is a PCIe card; the catalog's H100 is the SXM part"),
+    ],
+)
+def test_other_variants_of_a_known_chip_are_refused(
+    catalog: Catalog, name: str, fragment: str
+) -> None:
+    with pytest.raises(CatalogError, match=re.escape(fragment)):
+        catalog.match_gpu(name)
+
+
+def test_cli_reads_a_spelling_as_the_catalog_gpu() -> None:
+    from click.testing import CliRunner
+
+    from inference_sim.cli.main import cli
+
+    args = ["run", "--model", "meta-llama/llama-3.1-8b-instruct", "--latency-model",
+            "calibrated", "--tp", "1", "--num-requests", "2", "--log", "info"]  # fmt: skip
+    ok = CliRunner().invoke(cli, [*args, "--hardware", "NVIDIA A100-SXM4-80GB"])
+    assert ok.exit_code == 0, ok.stderr
+    assert "--hardware NVIDIA A100-SXM4-80GB: read as A100-SXM" in ok.stderr
+    bad = CliRunner().invoke(cli, [*args[:-2], "--hardware", "A100-40GB"])
+    assert bad.exit_code == 2
+    assert bad.stderr.strip().startswith('Error: --hardware: "A100-40GB" has 40 GB')
 
 
 def test_unknown_gpu_error_lists_known(catalog: Catalog) -> None:

@@ -6,6 +6,7 @@ only read, so every method returns immutable records or fresh lists.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
@@ -13,6 +14,41 @@ from .errors import CatalogError
 from .schema import CoefficientSet, GpuSpec, ModelDefaults, WorkloadPreset
 
 __all__ = ["Catalog"]
+
+#: Words of a GPU name that only say who made it.
+_VENDOR_WORDS = frozenset({"nvidia", "amd", "instinct", "tesla", "geforce"})
+#: A memory size: ``80gb``, ``80g`` or a bare ``80`` (as in ``A100-80``).
+_MEMORY_WORD = re.compile(r"(\d+(?:\.\d+)?)(?:gb|g|gib)?")
+#: Form-factor words and the form they say (``""``: says nothing about it).
+_FORM_WORDS = {
+    "sxm": "sxm",
+    "sxm2": "sxm",
+    "sxm4": "sxm",
+    "sxm5": "sxm",
+    "sxm6": "sxm",
+    "hgx": "sxm",
+    "dgx": "sxm",
+    "pcie": "pcie",
+    "nvl": "pcie",
+    "oam": "",
+}
+_FORM_NAMES = {"sxm": "SXM", "pcie": "PCIe"}
+_MEMORY_TYPES = frozenset({"hbm2", "hbm2e", "hbm3", "hbm3e", "gddr6", "gddr6x"})
+
+
+def _chip(gpu: str) -> str:
+    """``A100-SXM`` -> ``a100``: the chip part of a catalog GPU name."""
+    return gpu.split("-", 1)[0].lower()
+
+
+def _form_factor(spec: GpuSpec) -> str:
+    """``sxm`` or ``pcie`` when the GPU's name or source says which, else ``""``."""
+    text = f"{spec.name} {spec.source}".lower()
+    if "sxm" in text:
+        return "sxm"
+    if "pcie" in text:
+        return "pcie"
+    return ""
 
 
 class Catalog:
@@ -144,6 +180,47 @@ class Catalog:
     def gpu_names(self) -> list[str]:
         """Canonical GPU names (without aliases), sorted."""
         return sorted(self._gpus)
+
+    def match_gpu(self, name: str) -> str | None:
+        """The catalog GPU a free-form name denotes, or None when none resembles it.
+
+        Accepts the spellings people and tools use for the same card: vendor prefixes
+        (``NVIDIA H100 80GB HBM3`` as nvidia-smi prints it), the memory size, the form
+        factor and memory type (``A100-SXM4-80GB``, ``H100-SXM5``, ``a100_80gb``), any
+        case and any of space, ``_`` or ``-`` between words. The first word names the
+        chip; a memory size or form factor other than the catalog entry's (an A100
+        40GB, an H100 PCIe: other bandwidth, other links) raises :class:`CatalogError`
+        saying so, because pricing one as the other would be silently wrong.
+        """
+        words = [w for w in re.split(r"[\s_\-/]+", name.strip().lower()) if w]
+        words = [w for w in words if w not in _VENDOR_WORDS]
+        if not words:
+            return None
+        chip, rest = words[0], words[1:]
+        matches = [g for g in self._gpus if _chip(g) == chip]
+        if len(matches) != 1:
+            return None
+        canonical = matches[0]
+        spec = self._gpus[canonical]
+        form = _form_factor(spec)
+        for w in rest:
+            size = _MEMORY_WORD.fullmatch(w)
+            if size:
+                gb = float(size.group(1))
+                if spec.memory_gb and abs(gb - spec.memory_gb) > 0.1 * spec.memory_gb:
+                    raise CatalogError(
+                        f'"{name}" has {gb:g} GB; the catalog\'s {canonical} is the '
+                        f"{spec.memory_gb:g} GB part"
+                    )
+            elif w in _FORM_WORDS:
+                if form and _FORM_WORDS[w] and _FORM_WORDS[w] != form:
+                    raise CatalogError(
+                        f'"{name}" is a {_FORM_NAMES[_FORM_WORDS[w]]} card; the catalog\'s '
+                        f"{canonical} is the {_FORM_NAMES[form]} part (other bandwidth and links)"
+                    )
+            elif w not in _MEMORY_TYPES:
+                return None
+        return canonical
 
     def gpu_aliases(self, name: str) -> list[str]:
         """Alternative spellings accepted for the GPU called ``name`` (sorted)."""

@@ -48,7 +48,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "hardware",
         str,
         "",
-        "GPU name (default: the model's catalog default), e.g. H100, A100-80.",
+        "GPU name (default: the model's catalog default), e.g. H100, A100-80, 'NVIDIA A100-SXM4-80GB' (docs/catalog.md).",
         "model",
     ),
     OptionSpec(

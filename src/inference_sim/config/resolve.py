@@ -448,7 +448,17 @@ def _gpu_spelling(name: str, catalog: Catalog) -> str:
     if name in spellings:
         return name
     by_lower = {s.lower(): s for s in sorted(spellings)}
-    return by_lower.get(name.strip().lower(), name)
+    found = by_lower.get(name.strip().lower())
+    if found is not None:
+        return found
+    try:
+        canonical = catalog.match_gpu(name)
+    except CatalogError as exc:
+        raise ConfigError(f"--hardware: {exc}; or describe it with --hardware-config") from None
+    if canonical is None:
+        return name
+    log.info("--hardware %s: read as %s", name, canonical)
+    return canonical
 
 
 @dataclass
