@@ -461,3 +461,17 @@ def test_instance_kv_blocks_divides_the_rank_summed_count_by_tp(catalog: Catalog
     # 28186 / 64030 / 135719 at utilization 0.9), instead of growing 2-4x too fast.
     for tp, derived in ((1, 28186), (2, 64030), (4, 135719)):
         assert 1.0 < at[tp].instance_kv_blocks / derived < 1.05
+
+
+def test_renamed_repositories_resolve_to_their_current_id() -> None:
+    from inference_sim.catalog.architecture import renamed_model_id
+    from inference_sim.config.resolve import resolve
+
+    old = "meta-llama/Meta-Llama-3.1-8B-Instruct"
+    assert renamed_model_id(old) == "meta-llama/llama-3.1-8b-instruct"
+    assert (
+        renamed_model_id("meta-llama/llama-3.1-8b-instruct") == "meta-llama/llama-3.1-8b-instruct"
+    )
+    assert renamed_model_id("meta-llama/meta-llama-3.1-1000b") == "meta-llama/meta-llama-3.1-1000b"
+    plan = resolve({"model": old, "latency_model": "calibrated", "hardware": "H100", "tp": 1})
+    assert plan.options["model"] == "meta-llama/llama-3.1-8b-instruct"

@@ -810,3 +810,26 @@ def bundled_architectures() -> Mapping[str, ModelArchitecture]:
 def bundled_architecture(model_id: str) -> ModelArchitecture | None:
     """The bundled architecture of ``model_id`` (case-insensitive), or None."""
     return _bundled().get(model_id.strip().lower())
+
+
+#: Hugging Face repositories renamed by their owners (the old id still redirects there):
+#: Meta dropped the ``Meta-`` prefix of its Llama 3.1 repositories in 2024
+#: (``meta-llama/Meta-Llama-3.1-8B-Instruct`` is now ``meta-llama/Llama-3.1-8B-Instruct``).
+_RENAMED_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("meta-llama/meta-llama-3.1-", "meta-llama/llama-3.1-"),
+)
+
+
+def renamed_model_id(model_id: str) -> str:
+    """The current id of a renamed Hugging Face repository, when it is a bundled model.
+
+    Lower-cased ids in, lower-cased out; an id that is bundled itself, or whose renamed
+    form is not, comes back unchanged.
+    """
+    key = model_id.strip().lower()
+    if key in _bundled():
+        return key
+    for old, new in _RENAMED_PREFIXES:
+        if key.startswith(old) and new + key[len(old) :] in _bundled():
+            return new + key[len(old) :]
+    return key

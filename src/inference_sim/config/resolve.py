@@ -25,6 +25,7 @@ from inference_sim.catalog.architecture import (
     bundled_architecture,
     bundled_architectures,
     read_model_config_folder,
+    renamed_model_id,
 )
 from inference_sim.catalog.capacity import derive_kv_blocks
 from inference_sim.catalog.hardware import with_hardware_config
@@ -1036,6 +1037,10 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         bool(model),
         "--model is required, e.g. --model meta-llama/llama-3.1-8b-instruct (see `blis models`)",
     )
+    renamed = renamed_model_id(model)
+    if renamed != model:
+        log.info("--model %s: the repository is now %s; using it", model, renamed)
+        model = renamed
     options["model"] = model
     _check_ranges(options)
     check_pd_options(options, explicit)
