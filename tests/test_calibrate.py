@@ -96,6 +96,18 @@ def test_data_parallel_runs_replay_as_instances_balanced_as_vllm_does(
     one = simulate_run(replace(run, dp=1), settings=settings)[0]
     assert two.completed == one.completed > 0
     assert two.tpot_ms < one.tpot_ms  # each engine batches half the requests
+    kv = tmp_path / "kv.csv"
+    kv.write_text(
+        header.replace(",dp", ",dp,kv_cache_dtype") + f"{cols},0,30,60,30,1500,10,120,,1,FP8\n"
+    )
+    (fp8,) = read_runs_csv(kv)
+    assert fp8.sim_options("w.yaml")["kv_cache_dtype"] == "fp8"
+    assert "kv_cache_dtype" not in run.sim_options("w.yaml")
+    kv.write_text(
+        header.replace(",dp", ",dp,kv_cache_dtype") + f"{cols},0,30,60,30,1500,10,120,,1,int4\n"
+    )
+    with pytest.raises(RunsError, match="kv_cache_dtype must be one of auto"):
+        read_runs_csv(kv)
     (tmp_path / "bad.csv").write_text(header + f"{cols},0,30,60,30,1500,10,120,,0\n")
     with pytest.raises(RunsError, match=r"dp \(data-parallel engines\) must be >= 1, got 0"):
         read_runs_csv(tmp_path / "bad.csv")

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from inference_sim.catalog.architecture import bundled_architecture
+from inference_sim.config.kv_dtype import KV_CACHE_DTYPES
 from inference_sim.core.inputs import load_json, load_yaml, read_text
 
 __all__ = [
@@ -93,6 +94,8 @@ class MeasuredRun:
     #: Data-parallel engines behind the one server (``vllm serve --data-parallel-size``):
     #: replayed as that many instances, balanced as vLLM 0.15 does (:meth:`dp_routing`).
     dp: int = 1
+    #: vLLM's ``--kv-cache-dtype`` of the run (``auto``: the model's dtype).
+    kv_cache_dtype: str = "auto"
     total_kv_blocks: int = 0  # 0: derive from GPU memory (per engine)
     gpu_memory_utilization: float = 0.9
     num_groups: int = TOOL_GROUPS
@@ -187,6 +190,8 @@ class MeasuredRun:
         }
         if self.total_kv_blocks > 0:
             o["total_kv_blocks"] = self.total_kv_blocks
+        if self.kv_cache_dtype != "auto":
+            o["kv_cache_dtype"] = self.kv_cache_dtype
         if self.dp > 1:
             o["num_instances"] = self.dp
             o["routing_policy"] = self.dp_routing()
@@ -226,6 +231,16 @@ def _num(row: Mapping[str, Any], key: str, where: str, *, kind: type = float, de
             raise RunsError(f"{where}: {key} must be an integer, got {raw!r}")
         return int(v)
     return v
+
+
+def _kv_dtype(raw: Any, where: str) -> str:
+    """A run's ``kv_cache_dtype`` (blank: ``auto``), checked against vLLM's names."""
+    name = str(raw or "").strip().lower() or "auto"
+    if name not in KV_CACHE_DTYPES:
+        raise RunsError(
+            f"{where}: kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {raw!r}"
+        )
+    return name
 
 
 def _folder_dp(exp: Mapping[str, Any], where: str) -> int:
@@ -337,6 +352,7 @@ def runs_from_rows(
                 hardware=gpu,
                 tp=tp,
                 dp=dp,
+                kv_cache_dtype=_kv_dtype(first.get("kv_cache_dtype"), where),
                 max_num_batched_tokens=_num(
                     first, "max_num_batched_tokens", where, kind=int, default=2048
                 ),
@@ -507,6 +523,7 @@ def read_inference_perf_folder(
         max_num_seqs=int(exp.get("max_num_seqs") or 128),
         max_model_len=int(exp.get("max_model_len") or 4096),
         dp=_folder_dp(exp, where),
+        kv_cache_dtype=_kv_dtype(exp.get("kv_cache_dtype"), f"{where}: exp-config.yaml"),
         total_kv_blocks=int(total_kv_blocks),
         system_prompt_len=int(data.get("system_prompt_len") or 0),
         question_len=int(data.get("question_len") or 0),

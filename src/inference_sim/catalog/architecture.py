@@ -223,6 +223,9 @@ class ModelArchitecture:
     source: str = ""
     #: Sampling defaults from the model's generation_config.json (None: none known).
     generation: GenerationDefaults | None = None
+    #: Bytes per KV-cache element when the server stores KV in another dtype than the
+    #: weights (vLLM ``--kv-cache-dtype fp8``: 1); 0: ``dtype_bytes``.
+    kv_dtype_bytes: float = 0.0
 
     # ------------------------------------------------------------- derived shape
 
@@ -315,7 +318,9 @@ class ModelArchitecture:
         that splits heads unevenly is refused before, see :meth:`tp_problem`);
         MLA: layers x (kv_lora_rank + rope dim), replicated on every rank.
         """
-        b = self.dtype_bytes if kv_dtype_bytes is None else kv_dtype_bytes
+        if kv_dtype_bytes is None:
+            kv_dtype_bytes = self.kv_dtype_bytes or self.dtype_bytes
+        b = kv_dtype_bytes
         if self.mla is not None:
             return float(self.layers * self.mla.latent_dim) * b
         heads = max(1, self.kv_heads // max(1, tp))

@@ -140,6 +140,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec("block_size_in_tokens", int, 16, "Tokens per KV block.", "engine", ("block_size",)),
     OptionSpec(
+        "kv_cache_dtype",
+        str,
+        "auto",
+        "KV-cache element type, as vLLM's --kv-cache-dtype: auto (the model's dtype), bfloat16, float16, or fp8 / fp8_e4m3 / fp8_e5m2 (1 byte: twice the blocks, half the KV traffic). (docs/engine.md#kv-cache-dtype---kv-cache-dtype).",
+        "engine",
+    ),
+    OptionSpec(
         "gpu_memory_utilization",
         float,
         0.9,

@@ -33,6 +33,7 @@ from inference_sim.catalog.schema import CoefficientSet
 from inference_sim.config.autoscale import check_autoscale_options
 from inference_sim.config.checks import require_finite, require_one_of
 from inference_sim.config.errors import ConfigError
+from inference_sim.config.kv_dtype import kv_dtype_bytes
 from inference_sim.config.lora import (
     LORA_OPTIONS,
     expand_lora_block,
@@ -525,7 +526,9 @@ def _fill_defaults(o: dict[str, Any], catalog: Catalog, notes: list[str]) -> boo
 
 
 def _architecture(o: dict[str, Any]) -> ModelArchitecture | None:
-    """The model's architecture: --model-config-folder, else the bundled one, else None."""
+    """The model's architecture: --model-config-folder, else the bundled one, else None;
+    with ``--kv-cache-dtype``'s bytes per KV element."""
+    kv_bytes = kv_dtype_bytes(o["kv_cache_dtype"])
     if o["model_config_folder"]:
         try:
             arch = read_model_config_folder(o["model_config_folder"], name=o["model"])
@@ -535,8 +538,11 @@ def _architecture(o: dict[str, Any]) -> ModelArchitecture | None:
             known = bundled_architecture(o["model"])
             if known is not None and known.generation is not None:
                 arch = replace(arch, generation=known.generation)
-        return arch
-    return bundled_architecture(o["model"])
+    else:
+        arch = bundled_architecture(o["model"])
+    if arch is not None and kv_bytes:
+        arch = replace(arch, kv_dtype_bytes=kv_bytes)
+    return arch
 
 
 def _resolve_roofline(
@@ -597,8 +603,8 @@ def _resolve_roofline(
                 "step time; give --alpha-coeffs for queueing and per-token overheads"
             )
         if "total_kv_blocks" not in explicit and found.total_kv_blocks > 0:
-            blocks = found.instance_kv_blocks
             notes.append(f"{mode}: {_trained_blocks_note(found)}")
+            blocks = _kv_dtype_scaled(found.instance_kv_blocks, o, arch, notes)
             kv_from = _trained_kv_from(found)
     if "total_kv_blocks" not in explicit and (found is None or found.total_kv_blocks <= 0):
         try:
@@ -799,11 +805,28 @@ def _resolve_latency(
         )
     kv_from = _given_kv_from(blocks, explicit)
     if "total_kv_blocks" not in explicit:
-        blocks = found.instance_kv_blocks
         notes.append(_trained_blocks_note(found))
+        blocks = _kv_dtype_scaled(found.instance_kv_blocks, o, bundled_architecture(model), notes)
         kv_from = _trained_kv_from(found)
     lat = _Latency(trained_mode, found.alpha, found.beta, blocks, kv_from=kv_from)
     return _because(lat, _trained_reason(found))
+
+
+def _kv_dtype_scaled(
+    blocks: int, o: dict[str, Any], arch: ModelArchitecture | None, notes: list[str]
+) -> int:
+    """A trained block count (measured with KV in the model's dtype) under
+    ``--kv-cache-dtype``: the same memory holds dtype / KV-dtype times the blocks."""
+    kv_bytes = kv_dtype_bytes(o["kv_cache_dtype"])
+    model_bytes = arch.dtype_bytes if arch is not None else 2.0
+    if not kv_bytes or kv_bytes == model_bytes:
+        return blocks
+    scaled = int(blocks * model_bytes / kv_bytes)
+    notes.append(
+        f"--kv-cache-dtype {o['kv_cache_dtype']}: the trained entry's {blocks} blocks held "
+        f"{model_bytes:g}-byte KV; {scaled} blocks of {kv_bytes:g}-byte KV fit the same memory"
+    )
+    return scaled
 
 
 def _trained_reason(found: Any) -> str:
@@ -1042,6 +1065,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         log.info("--model %s: the repository is now %s; using it", model, renamed)
         model = renamed
     options["model"] = model
+    kv_dtype_bytes(options["kv_cache_dtype"])  # one clear line for a bad value
     _check_ranges(options)
     check_pd_options(options, explicit)
     check_autoscale_options(options, explicit)
