@@ -103,6 +103,18 @@ def test_data_parallel_runs_replay_as_instances_balanced_as_vllm_does(
     (fp8,) = read_runs_csv(kv)
     assert fp8.sim_options("w.yaml")["kv_cache_dtype"] == "fp8"
     assert "kv_cache_dtype" not in run.sim_options("w.yaml")
+    assert "quantization" not in fp8.sim_options("w.yaml")
+    precision = tmp_path / "precision.csv"
+    precision.write_text(
+        header.replace(",dp", ",dp,precision") + f"{cols},0,30,60,30,1500,10,120,,1,FP8\n"
+    )
+    (online,) = read_runs_csv(precision)  # a 16-bit checkpoint served as FP8: online
+    assert online.sim_options("w.yaml")["quantization"] == "fp8"
+    ckpt = cols.replace("qwen/qwen2.5-7b-instruct", "redhatai/qwen2.5-7b-instruct-fp8-dynamic")
+    precision.write_text(
+        header.replace(",dp", ",dp,precision") + f"{ckpt},0,30,60,30,1500,10,120,,1,FP8\n"
+    )
+    assert read_runs_csv(precision)[0].quantization == ""  # the checkpoint says FP8 itself
     kv.write_text(
         header.replace(",dp", ",dp,kv_cache_dtype") + f"{cols},0,30,60,30,1500,10,120,,1,int4\n"
     )

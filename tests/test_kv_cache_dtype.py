@@ -58,3 +58,44 @@ def test_calibrated_step_reads_half_the_kv() -> None:
 def test_unknown_kv_cache_dtype_is_refused() -> None:
     with pytest.raises(ConfigError, match="--kv-cache-dtype must be one of auto, bfloat16"):
         _plan(LLAMA, kv_cache_dtype="int4")
+
+
+# --- online FP8 weights: --quantization fp8 -----------------------------------------------
+
+
+def test_online_fp8_weights_stream_one_byte_and_double_the_gemm_peak_on_fp8_gpus() -> None:
+    plan = _plan(LLAMA, latency_model="calibrated", quantization="fp8")
+    arch = plan.architecture
+    assert arch is not None and arch.quantization is not None and arch.quantization.w8a8
+    base = bundled_architecture(LLAMA)
+    assert base is not None and arch.weight_bytes() < 0.6 * base.weight_bytes()
+    for gpu_name, doubled in (("H100", True), ("A100-SXM", False)):  # A100: no FP8 cores
+        gpu = load_catalog().gpu(gpu_name)
+        fp8 = CalibratedLatencyModel(arch, gpu, 1)
+        bf16 = CalibratedLatencyModel(base, gpu, 1)
+        assert fp8.shape.gemm_peak == bf16.shape.gemm_peak * (2 if doubled else 1)
+        assert fp8.terms([], 8, 8000)["weights_us"] < 0.6 * bf16.terms([], 8, 8000)["weights_us"]
+    # The trained block count (16-bit weights) gives way to one derived from memory.
+    assert any("count is derived from GPU memory" in n for n in plan.notes)
+    # ... and the memory the smaller weights free holds more blocks than 16-bit weights.
+    from inference_sim.catalog.capacity import derive_kv_blocks
+
+    bf16_blocks = derive_kv_blocks(base, load_catalog().gpu("H100"), 1).blocks
+    assert plan.options["total_kv_blocks"] > bf16_blocks
+
+
+def test_online_fp8_selects_the_calibrated_model_and_refuses_what_it_cannot_price() -> None:
+    auto = _plan(LLAMA, quantization="fp8")
+    assert auto.options["latency_model"] == "calibrated"
+    assert auto.latency_reason == "auto: --quantization fp8 given"
+    with pytest.raises(ConfigError, match="--quantization fp8 with --latency-model blackbox"):
+        _plan(LLAMA, quantization="fp8", latency_model="blackbox")
+    with pytest.raises(ConfigError, match=r"only fp8 .* is modelled, got 'awq'"):
+        _plan(LLAMA, quantization="awq", latency_model="calibrated")
+    with pytest.raises(ConfigError, match="is already quantized"):
+        _plan("redhatai/qwen2.5-7b-instruct-quantized.w4a16", quantization="fp8",
+              latency_model="calibrated")  # fmt: skip
+    # An FP8 checkpoint is already what --quantization fp8 asks for.
+    fp8_ckpt = _plan("redhatai/qwen2.5-7b-instruct-fp8-dynamic", quantization="fp8",
+                     latency_model="calibrated")  # fmt: skip
+    assert fp8_ckpt.architecture is not None

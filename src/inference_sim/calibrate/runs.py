@@ -96,6 +96,9 @@ class MeasuredRun:
     dp: int = 1
     #: vLLM's ``--kv-cache-dtype`` of the run (``auto``: the model's dtype).
     kv_cache_dtype: str = "auto"
+    #: ``fp8`` when a 16-bit checkpoint was served with ``--quantization fp8`` (the table's
+    #: ``precision`` FP8 for a model whose checkpoint is not quantized), else "".
+    quantization: str = ""
     total_kv_blocks: int = 0  # 0: derive from GPU memory (per engine)
     gpu_memory_utilization: float = 0.9
     num_groups: int = TOOL_GROUPS
@@ -192,6 +195,8 @@ class MeasuredRun:
             o["total_kv_blocks"] = self.total_kv_blocks
         if self.kv_cache_dtype != "auto":
             o["kv_cache_dtype"] = self.kv_cache_dtype
+        if self.quantization:
+            o["quantization"] = self.quantization
         if self.dp > 1:
             o["num_instances"] = self.dp
             o["routing_policy"] = self.dp_routing()
@@ -231,6 +236,15 @@ def _num(row: Mapping[str, Any], key: str, where: str, *, kind: type = float, de
             raise RunsError(f"{where}: {key} must be an integer, got {raw!r}")
         return int(v)
     return v
+
+
+def _online_fp8(model: str, precision: Any) -> str:
+    """``fp8`` when the run says FP8 but the bundled checkpoint is 16-bit: vLLM quantized
+    it at load (``--quantization fp8``); a quantized checkpoint says so itself."""
+    if "FP8" not in str(precision or "").upper():
+        return ""
+    arch = bundled_architecture(model)
+    return "fp8" if arch is not None and arch.quantization is None else ""
 
 
 def _kv_dtype(raw: Any, where: str) -> str:
@@ -353,6 +367,7 @@ def runs_from_rows(
                 tp=tp,
                 dp=dp,
                 kv_cache_dtype=_kv_dtype(first.get("kv_cache_dtype"), where),
+                quantization=_online_fp8(model, first.get("precision")),
                 max_num_batched_tokens=_num(
                     first, "max_num_batched_tokens", where, kind=int, default=2048
                 ),

@@ -192,6 +192,9 @@ class WeightQuantization:
 
     bytes_per_param: float
     scope: str = "linear"
+    #: Activations quantized too (W8A8: FP8 GEMMs on GPUs with FP8 tensor cores), as
+    #: vLLM's online ``--quantization fp8`` runs; checkpoints say so in their name.
+    w8a8: bool = False
 
 
 @dataclass(frozen=True, slots=True)

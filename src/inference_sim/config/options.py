@@ -140,6 +140,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec("block_size_in_tokens", int, 16, "Tokens per KV block.", "engine", ("block_size",)),
     OptionSpec(
+        "quantization",
+        str,
+        "",
+        "Online weight quantization, as vLLM's --quantization: fp8 (a 16-bit checkpoint's linear weights quantized to FP8 at load: W8A8 on GPUs with FP8 tensor cores). Empty: the checkpoint's own. Priced by the calibrated and roofline models (docs/engine.md#online-fp8-weights---quantization-fp8).",
+        "engine",
+    ),
+    OptionSpec(
         "kv_cache_dtype",
         str,
         "auto",

@@ -22,6 +22,7 @@ from inference_sim.analysis.run import check_analysis_options
 from inference_sim.catalog import Catalog, CatalogError, GpuSpec, load_catalog
 from inference_sim.catalog.architecture import (
     ModelArchitecture,
+    WeightQuantization,
     bundled_architecture,
     bundled_architectures,
     read_model_config_folder,
@@ -542,7 +543,28 @@ def _architecture(o: dict[str, Any]) -> ModelArchitecture | None:
         arch = bundled_architecture(o["model"])
     if arch is not None and kv_bytes:
         arch = replace(arch, kv_dtype_bytes=kv_bytes)
+    if arch is not None and _online_quantization(o):
+        q = arch.quantization
+        if q is None:
+            arch = replace(arch, quantization=WeightQuantization(1.0, "linear", w8a8=True))
+        elif q.bytes_per_param != 1.0:
+            raise ConfigError(
+                f"--quantization fp8: {o['model']} is already quantized "
+                f"({q.bytes_per_param:g} bytes per weight); leave --quantization out"
+            )
     return arch
+
+
+def _online_quantization(o: dict[str, Any]) -> bool:
+    """Whether ``--quantization fp8`` asks for FP8 weights at load (``""``: no)."""
+    name = str(o["quantization"]).strip().lower()
+    if name not in ("", "fp8"):
+        raise ConfigError(
+            f"--quantization: only fp8 (online FP8 weights) is modelled, got {name!r}; "
+            "a checkpoint quantized ahead (AWQ, GPTQ, compressed-tensors) carries its "
+            "method in its config.json: give it with --model-config-folder"
+        )
+    return name == "fp8"
 
 
 def _resolve_roofline(
@@ -602,7 +624,13 @@ def _resolve_roofline(
                 f"({found.vllm_version}) is not used: it was fitted together with its own "
                 "step time; give --alpha-coeffs for queueing and per-token overheads"
             )
-        if "total_kv_blocks" not in explicit and found.total_kv_blocks > 0:
+        if _online_quantization(o) and "total_kv_blocks" not in explicit:
+            notes.append(
+                f"{mode}: the trained entry's KV blocks were measured with 16-bit weights; "
+                "--quantization fp8 frees memory, so the count is derived from GPU memory"
+            )
+            found = None
+        if found is not None and "total_kv_blocks" not in explicit and found.total_kv_blocks > 0:
             notes.append(f"{mode}: {_trained_blocks_note(found)}")
             blocks = _kv_dtype_scaled(found.instance_kv_blocks, o, arch, notes)
             kv_from = _trained_kv_from(found)
@@ -757,6 +785,17 @@ def _resolve_latency(
         if same is not None and (list(same.alpha), list(same.beta)) == (list(alpha), list(beta)):
             return _because(lat, _trained_reason(same))  # e.g. a results file replayed
         return _because(lat, "requested (--alpha-coeffs/--beta-coeffs)")
+    if _online_quantization(o):
+        _require(
+            mode == "auto",
+            f"--quantization fp8 with --latency-model {mode}: trained step times were "
+            "measured with the checkpoint's own weights; use --latency-model calibrated "
+            "or roofline",
+        )
+        notes.append("--quantization fp8: calibrated model (trained step times are 16-bit)")
+        why = "--quantization fp8 selects the calibrated model, which"
+        lat = _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
+        return _because(lat, "auto: --quantization fp8 given")
     if mode == "auto" and (o["model_config_folder"] or o["hardware_config"]):
         notes.append("no coefficients, and a model or hardware config given: calibrated model")
         why = (

@@ -669,7 +669,11 @@ class StepShape:
         # FP8 activations (W8A8 / fp8-dynamic checkpoints) double the GEMM peak on GPUs
         # with FP8 tensor cores; weight-only quantization computes at 16 bits.
         name = arch.name.lower()
-        fp8 = q is not None and q.bytes_per_param == 1.0 and ("fp8" in name or "w8a8" in name)
+        fp8 = (
+            q is not None
+            and q.bytes_per_param == 1.0
+            and (q.w8a8 or "fp8" in name or "w8a8" in name)
+        )
         self.gemm_peak = self.peak * (2.0 if fp8 and gpu.name in _FP8_GPUS else 1.0)
         # Per-layer fixed cost in dense-layer units: MoE layers run more small kernels.
         self.layer_units = float(arch.layers) + self.moe_layers * (
