@@ -445,3 +445,24 @@ def test_api_input_mistakes_name_the_problem(tmp_path):
     junk.write_text("junk")
     with pytest.raises(ValueError, match=r"junk.json: not a results file: not JSON"):
         Results.load(junk)
+
+
+def test_a_calibrated_results_file_replays_as_config(tmp_path):
+    """The coefficients and sampler flags a calibrated run records are not options: the
+    file replays (same summary), and custom coefficients say how to replay them."""
+    first = tmp_path / "r.json"
+    args = ["run", "--model", "qwen/qwen2.5-7b-instruct", "--latency-model", "calibrated",
+            "--hardware", "H100", "--tp", "1", "--num-requests", "5"]  # fmt: skip
+    assert CliRunner().invoke(cli, [*args, "--results-path", str(first)]).exit_code == 0
+    again = tmp_path / "again.json"
+    res = CliRunner().invoke(cli, ["run", "--config", str(first), "--results-path", str(again)])
+    assert res.exit_code == 0, res.stderr
+    a, b = (json.loads(p.read_text()) for p in (first, again))
+    assert a["e2e_mean_ms"] == b["e2e_mean_ms"] and a["requests"] == b["requests"]
+    doc = json.loads(first.read_text())
+    doc["config"]["calibrated_coefficients"]["step_us"] += 1.0
+    custom = tmp_path / "custom.json"
+    custom.write_text(json.dumps(doc))
+    res = CliRunner().invoke(cli, ["run", "--config", str(custom)])
+    assert res.exit_code == 0, res.stderr
+    assert "not this version's shipped set" in res.stderr

@@ -274,21 +274,27 @@ def test_moe_layers_run_more_small_kernels():
             4 + 2 + 4 + 2,
         ),
     }
+    fp8_gpu = replace(GPU, name="H100")  # FP8 tensor cores: activations quantized
     for label, (arch, extra) in cases.items():
         assert moe_extra_kernels(arch, "fp8" in arch.name) == extra, label
         units = 3 + (2 * extra / DENSE_LAYER_KERNELS if arch.moe else 0)
-        m = CalibratedLatencyModel(arch, GPU, 1, UNIT.with_values({"layer_us": 10.0}))
+        m = CalibratedLatencyModel(arch, fp8_gpu, 1, UNIT.with_values({"layer_us": 10.0}))
         assert m.shape.layer_units == pytest.approx(units), label
         assert m.terms([], 4, 0)["layers_us"] == pytest.approx(10.0 * units), label
+        if "fp8" in label:  # weight-only (Marlin) kernels elsewhere: no activation quant
+            other = CalibratedLatencyModel(arch, GPU, 1, UNIT)
+            weight_only = 3 + 2 * moe_extra_kernels(arch, False) / DENSE_LAYER_KERNELS
+            assert other.shape.layer_units == pytest.approx(weight_only), label
+            assert weight_only < units, label
         # A fixed cost: the same at every batch size.
-        plain = CalibratedLatencyModel(arch, GPU, 1, UNIT)
+        plain = CalibratedLatencyModel(arch, fp8_gpu, 1, UNIT)
         for batch in (1, 16, 64):
             added = m.terms([], batch, 0)["total_us"] - plain.terms([], batch, 0)["total_us"]
             assert added == pytest.approx(10.0 * units), (label, batch)
     # Scaled by the GPU's small-kernel factor like the dense layers' cost.
     arch = cases["fp8 + shared"][0]
     slow = CalibratedLatencyModel(
-        arch, GPU, 1, UNIT.with_values({"layer_us": 10.0}),
+        arch, fp8_gpu, 1, UNIT.with_values({"layer_us": 10.0}),
         correction=replace(gpu_correction("TOY"), layer=1.5),
     )  # fmt: skip
     assert slow.terms([], 4, 0)["layers_us"] == pytest.approx(1.5 * 10.0 * (3 + 2 * 1.2))

@@ -475,3 +475,19 @@ def test_renamed_repositories_resolve_to_their_current_id() -> None:
     assert renamed_model_id("meta-llama/meta-llama-3.1-1000b") == "meta-llama/meta-llama-3.1-1000b"
     plan = resolve({"model": old, "latency_model": "calibrated", "hardware": "H100", "tp": 1})
     assert plan.options["model"] == "meta-llama/llama-3.1-8b-instruct"
+
+
+def test_gpu_spellings_with_a_custom_variant_of_a_catalog_chip(catalog: Catalog) -> None:
+    """A --hardware-config variant (an H100 PCIe, an A100 40GB) next to the catalog's part:
+    the words that tell them apart pick one; a bare spelling keeps the catalog's."""
+    from dataclasses import replace as _replace
+
+    gpus = {g: catalog.gpu(g) for g in catalog.gpu_names()}
+    gpus["H100-PCIe"] = _replace(gpus["H100"], name="H100-PCIe", source="H100 PCIe 80GB")
+    gpus["A100 40GB"] = _replace(gpus["A100-SXM"], name="A100 40GB", memory_gb=40.0)
+    both = Catalog(gpus=gpus)
+    assert both.match_gpu("NVIDIA H100 80GB HBM3") == "H100"
+    assert both.match_gpu("H100 PCIe") == "H100-PCIe"
+    assert both.match_gpu("h100-sxm5") == "H100"
+    assert both.match_gpu("a100-40gb") == "A100 40GB"
+    assert both.match_gpu("A100-SXM4-80GB") == "A100-SXM"

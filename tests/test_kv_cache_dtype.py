@@ -95,7 +95,18 @@ def test_online_fp8_selects_the_calibrated_model_and_refuses_what_it_cannot_pric
     with pytest.raises(ConfigError, match="is already quantized"):
         _plan("redhatai/qwen2.5-7b-instruct-quantized.w4a16", quantization="fp8",
               latency_model="calibrated")  # fmt: skip
-    # An FP8 checkpoint is already what --quantization fp8 asks for.
-    fp8_ckpt = _plan("redhatai/qwen2.5-7b-instruct-fp8-dynamic", quantization="fp8",
-                     latency_model="calibrated")  # fmt: skip
-    assert fp8_ckpt.architecture is not None
+    # vLLM refuses a method other than the checkpoint's own, FP8 ones included.
+    with pytest.raises(ConfigError, match="is already quantized"):
+        _plan("redhatai/qwen2.5-7b-instruct-fp8-dynamic", quantization="fp8",
+              latency_model="calibrated")  # fmt: skip
+    with pytest.raises(ConfigError, match="with --alpha-coeffs/--beta-coeffs"):
+        _plan(LLAMA, quantization="fp8", alpha_coeffs=[1, 2, 3], beta_coeffs=[1000, 2, 3])
+
+
+def test_roofline_reads_the_kv_and_weight_bytes_too() -> None:
+    common = {"latency_model": "roofline", "total_kv_blocks": 20_000}
+    base = _plan(LLAMA, **common).make_latency_model()
+    kv8 = _plan(LLAMA, kv_cache_dtype="fp8", **common).make_latency_model()
+    w8 = _plan(LLAMA, quantization="fp8", **common).make_latency_model()
+    steps = [m.step_time_from([], 64, 64 * 3000) for m in (base, kv8, w8)]
+    assert steps[1] < steps[0] and steps[2] < steps[0]

@@ -229,3 +229,13 @@ def test_plan_keeps_rows_of_failed_candidates_beside_good_ones():
     assert result.exit_code == 0, result.stderr
     cands = json.loads(result.stdout)["candidates"]
     assert any(c.get("error") for c in cands) and any(not c.get("error") for c in cands)
+
+
+def test_gpu_hour_prices_under_any_spelling_of_the_gpu() -> None:
+    from inference_sim.planning.plan import _price_for
+
+    prices = {"NVIDIA H100 80GB HBM3": 3.0, "a100-80gb": 1.5, "*": 9.0}
+    assert _price_for(prices, "H100") == 3.0
+    assert _price_for(prices, "A100-SXM") == 1.5
+    assert _price_for(prices, "L40S") == 9.0  # the default price
+    assert _price_for({"A100-40GB": 1.0}, "A100-SXM") is None  # another card: no price

@@ -311,14 +311,15 @@ def test_step_jacobian_layer_column_counts_moe_kernels():
         quantization=WeightQuantization(bytes_per_param=1.0, scope="mlp"),
     )
     coeffs = UNIT.with_values({"layer_us": 20.0})
-    m = CalibratedLatencyModel(moe, GPU, 1, coeffs, record=True)
+    gpu = replace(GPU, name="H100")  # FP8 tensor cores: the activation-quant kernels too
+    m = CalibratedLatencyModel(moe, gpu, 1, coeffs, record=True)
     assert m.shape.layer_units == pytest.approx(2 + 2 * 1.2)
     cases = (([(0, 30)], 0, 0), ([], 6, 900))
     rows = [(0.0, m.step_time_from(*c), *m.shape.raw(*c)) for c in cases]
     jac = step_jacobian(m, np.array(rows, dtype=float).reshape(-1, RECORD_WIDTH))
     col = jac[:, list(FITTED_FIELDS).index("layer_us")]
     assert col.tolist() == pytest.approx([4.4, 4.4])
-    moved = CalibratedLatencyModel(moe, GPU, 1, coeffs.with_values({"layer_us": 25.0}))
+    moved = CalibratedLatencyModel(moe, gpu, 1, coeffs.with_values({"layer_us": 25.0}))
     for c, d in zip(cases, col, strict=True):
         delta = moved.terms(*c)["total_us"] - m.terms(*c)["total_us"]
         assert delta == pytest.approx(5.0 * d)

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from inference_sim.catalog.architecture import bundled_architecture
+from inference_sim.catalog.architecture import bundled_architecture, renamed_model_id
 from inference_sim.config.kv_dtype import KV_CACHE_DTYPES
 from inference_sim.core.inputs import load_json, load_yaml, read_text
 
@@ -243,7 +243,7 @@ def _online_fp8(model: str, precision: Any) -> str:
     it at load (``--quantization fp8``); a quantized checkpoint says so itself."""
     if "FP8" not in str(precision or "").upper():
         return ""
-    arch = bundled_architecture(model)
+    arch = bundled_architecture(renamed_model_id(model))
     return "fp8" if arch is not None and arch.quantization is None else ""
 
 
@@ -539,6 +539,7 @@ def read_inference_perf_folder(
         max_model_len=int(exp.get("max_model_len") or 4096),
         dp=_folder_dp(exp, where),
         kv_cache_dtype=_kv_dtype(exp.get("kv_cache_dtype"), f"{where}: exp-config.yaml"),
+        quantization=_online_fp8(str(name_model), exp.get("quantization") or exp.get("precision")),
         total_kv_blocks=int(total_kv_blocks),
         system_prompt_len=int(data.get("system_prompt_len") or 0),
         question_len=int(data.get("question_len") or 0),

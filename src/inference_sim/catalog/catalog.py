@@ -38,7 +38,27 @@ _MEMORY_TYPES = frozenset({"hbm2", "hbm2e", "hbm3", "hbm3e", "gddr6", "gddr6x"})
 
 def _chip(gpu: str) -> str:
     """``A100-SXM`` -> ``a100``: the chip part of a catalog GPU name."""
-    return gpu.split("-", 1)[0].lower()
+    return re.split(r"[\s_\-/]+", gpu.strip().lower(), maxsplit=1)[0]
+
+
+def _variant_problem(name: str, canonical: str, spec: GpuSpec, words: list[str]) -> str:
+    """Why ``name``'s memory size or form factor is not ``canonical``'s ("" if it fits)."""
+    form = _form_factor(spec)
+    for w in words:
+        size = _MEMORY_WORD.fullmatch(w)
+        if size:
+            gb = float(size.group(1))
+            if spec.memory_gb and abs(gb - spec.memory_gb) > 0.1 * spec.memory_gb:
+                return (
+                    f'"{name}" has {gb:g} GB; the catalog\'s {canonical} is the '
+                    f"{spec.memory_gb:g} GB part"
+                )
+        elif w in _FORM_WORDS and form and _FORM_WORDS[w] and _FORM_WORDS[w] != form:
+            return (
+                f'"{name}" is a {_FORM_NAMES[_FORM_WORDS[w]]} card; the catalog\'s '
+                f"{canonical} is the {_FORM_NAMES[form]} part (other bandwidth and links)"
+            )
+    return ""
 
 
 def _form_factor(spec: GpuSpec) -> str:
@@ -197,30 +217,24 @@ class Catalog:
         if not words:
             return None
         chip, rest = words[0], words[1:]
-        matches = [g for g in self._gpus if _chip(g) == chip]
-        if len(matches) != 1:
-            return None
-        canonical = matches[0]
-        spec = self._gpus[canonical]
-        form = _form_factor(spec)
-        for w in rest:
-            size = _MEMORY_WORD.fullmatch(w)
-            if size:
-                gb = float(size.group(1))
-                if spec.memory_gb and abs(gb - spec.memory_gb) > 0.1 * spec.memory_gb:
-                    raise CatalogError(
-                        f'"{name}" has {gb:g} GB; the catalog\'s {canonical} is the '
-                        f"{spec.memory_gb:g} GB part"
-                    )
-            elif w in _FORM_WORDS:
-                if form and _FORM_WORDS[w] and _FORM_WORDS[w] != form:
-                    raise CatalogError(
-                        f'"{name}" is a {_FORM_NAMES[_FORM_WORDS[w]]} card; the catalog\'s '
-                        f"{canonical} is the {_FORM_NAMES[form]} part (other bandwidth and links)"
-                    )
-            elif w not in _MEMORY_TYPES:
-                return None
-        return canonical
+        if any(
+            not _MEMORY_WORD.fullmatch(w) and w not in _FORM_WORDS and w not in _MEMORY_TYPES
+            for w in rest
+        ):
+            return None  # a word that is not a size, form or memory type: another card
+        fits: list[str] = []
+        problems: list[str] = []
+        for canonical in sorted(g for g in self._gpus if _chip(g) == chip):
+            problem = _variant_problem(name, canonical, self._gpus[canonical], rest)
+            (problems if problem else fits).append(problem or canonical)
+        if len(fits) == 1:
+            return fits[0]
+        if len(fits) > 1:  # e.g. a --hardware-config variant next to the catalog's part
+            bare = [g for g in fits if g.lower() == chip]
+            return bare[0] if len(bare) == 1 else None
+        if problems:
+            raise CatalogError(problems[0])
+        return None
 
     def gpu_aliases(self, name: str) -> list[str]:
         """Alternative spellings accepted for the GPU called ``name`` (sorted)."""

@@ -545,13 +545,13 @@ def _architecture(o: dict[str, Any]) -> ModelArchitecture | None:
         arch = replace(arch, kv_dtype_bytes=kv_bytes)
     if arch is not None and _online_quantization(o):
         q = arch.quantization
-        if q is None:
-            arch = replace(arch, quantization=WeightQuantization(1.0, "linear", w8a8=True))
-        elif q.bytes_per_param != 1.0:
+        if q is not None:  # vLLM refuses a method other than the checkpoint's own
             raise ConfigError(
                 f"--quantization fp8: {o['model']} is already quantized "
-                f"({q.bytes_per_param:g} bytes per weight); leave --quantization out"
+                f"({q.bytes_per_param:g} bytes per weight, its config.json's method); "
+                "leave --quantization out"
             )
+        arch = replace(arch, quantization=WeightQuantization(1.0, "linear", w8a8=True))
     return arch
 
 
@@ -769,6 +769,23 @@ def _resolve_latency(
     # From here on: trained (or given) alpha/beta coefficients, for blackbox or a
     # registered/plug-in model whose inputs are "trained".
     trained_mode = "blackbox" if mode == "auto" else mode
+    if _online_quantization(o):
+        _require(
+            not (any(alpha) or any(beta)),
+            "--quantization fp8 with --alpha-coeffs/--beta-coeffs: given step "
+            "coefficients price the checkpoint's own weights; use --latency-model "
+            "calibrated or roofline",
+        )
+        _require(
+            mode == "auto",
+            f"--quantization fp8 with --latency-model {mode}: trained step times were "
+            "measured with the checkpoint's own weights; use --latency-model calibrated "
+            "or roofline",
+        )
+        notes.append("--quantization fp8: calibrated model (trained step times are 16-bit)")
+        why = "--quantization fp8 selects the calibrated model, which"
+        lat = _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
+        return _because(lat, "auto: --quantization fp8 given")
     if any(alpha) or any(beta):
         kv_from = _given_kv_from(blocks, explicit) or (
             f"the --total-kv-blocks default {blocks} (--alpha-coeffs/--beta-coeffs given)"
@@ -785,17 +802,6 @@ def _resolve_latency(
         if same is not None and (list(same.alpha), list(same.beta)) == (list(alpha), list(beta)):
             return _because(lat, _trained_reason(same))  # e.g. a results file replayed
         return _because(lat, "requested (--alpha-coeffs/--beta-coeffs)")
-    if _online_quantization(o):
-        _require(
-            mode == "auto",
-            f"--quantization fp8 with --latency-model {mode}: trained step times were "
-            "measured with the checkpoint's own weights; use --latency-model calibrated "
-            "or roofline",
-        )
-        notes.append("--quantization fp8: calibrated model (trained step times are 16-bit)")
-        why = "--quantization fp8 selects the calibrated model, which"
-        lat = _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
-        return _because(lat, "auto: --quantization fp8 given")
     if mode == "auto" and (o["model_config_folder"] or o["hardware_config"]):
         notes.append("no coefficients, and a model or hardware config given: calibrated model")
         why = (
@@ -996,6 +1002,22 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             for k, v in doc["config"].items()
             if k not in ("results_path", "export_trace", "package_version")
         }
+        # The coefficients a calibrated run used are recorded, not an option: the run
+        # replays with the shipped set or its --latency-coeffs file, as it was made.
+        used = doc.pop("calibrated_coefficients", None)
+        for derived in ("filtered_sampling", "penalized_sampling"):  # from --sampling
+            doc.pop(derived, None)
+        if isinstance(used, dict) and not doc.get("latency_coeffs"):
+            shipped = default_coefficients().to_dict()
+            if {k: v for k, v in used.items() if k != "meta"} != {
+                k: v for k, v in shipped.items() if k != "meta"
+            }:
+                log.warning(
+                    "%s: the run's calibrated coefficients are not this version's shipped "
+                    "set; save its config's calibrated_coefficients to a file and give it "
+                    "with --latency-coeffs to replay them",
+                    where,
+                )
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     out: dict[str, Any] = {}
     for key, value in doc.items():
@@ -1105,6 +1127,8 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         model = renamed
     options["model"] = model
     kv_dtype_bytes(options["kv_cache_dtype"])  # one clear line for a bad value
+    options["kv_cache_dtype"] = str(options["kv_cache_dtype"]).strip().lower()
+    options["quantization"] = str(options["quantization"]).strip().lower()
     _check_ranges(options)
     check_pd_options(options, explicit)
     check_autoscale_options(options, explicit)
@@ -1192,6 +1216,19 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
 
     refuse_unused_feature_flags(options, explicit, cpu_tier=tier.cpu_blocks > 0, lora_on=lora_on)
     warn_unused_memory_flag(options, explicit, lat.kv_from)  # trained or given block count
+    if (
+        kv_dtype_bytes(options["kv_cache_dtype"])
+        and lat.architecture is None
+        and "total_kv_blocks" in explicit
+        and not pd_enabled(options)
+        and options["kv_cpu_blocks"] <= 0
+    ):
+        log.warning(
+            "--kv-cache-dtype %s has no effect here: the %s model's step times do not read "
+            "KV bytes and --total-kv-blocks is given (docs/engine.md)",
+            options["kv_cache_dtype"],
+            lat.mode,
+        )
     from inference_sim.config.speculative import resolve_speculative
 
     def _draft_latency(arch: ModelArchitecture) -> LatencyModel:

@@ -677,7 +677,8 @@ class StepShape:
         self.gemm_peak = self.peak * (2.0 if fp8 and gpu.name in _FP8_GPUS else 1.0)
         # Per-layer fixed cost in dense-layer units: MoE layers run more small kernels.
         self.layer_units = float(arch.layers) + self.moe_layers * (
-            moe_extra_kernels(arch, fp8 and self.quantized_experts) / DENSE_LAYER_KERNELS
+            moe_extra_kernels(arch, fp8 and self.quantized_experts and gpu.name in _FP8_GPUS)
+            / DENSE_LAYER_KERNELS
         )
         # Attention.
         if arch.mla is not None:

@@ -124,8 +124,13 @@ class _ReferenceCosts:
         self.dh = self.d / self.heads
         self.dkv = float(arch.kv_heads) * self.dh
         d, dkv, L = self.d, self.dkv, self.L
-        self.W = ((d * (d + 2.0 * dkv) + d * d + (3.0 * d) * self.ffn) * L) * self.bpp
-        self.kv_tok = (((2.0 * L) * float(arch.kv_heads)) * self.dh) * self.bpp
+        # --quantization fp8 (online, W8A8) stores the projections in one byte and
+        # --kv-cache-dtype the KV; otherwise the reference's single bytes-per-parameter.
+        q = arch.quantization
+        w_bpp = q.bytes_per_param if q is not None and q.w8a8 else self.bpp
+        kv_bpp = arch.kv_dtype_bytes or self.bpp
+        self.W = ((d * (d + 2.0 * dkv) + d * d + (3.0 * d) * self.ffn) * L) * w_bpp
+        self.kv_tok = (((2.0 * L) * float(arch.kv_heads)) * self.dh) * kv_bpp
         self.act1 = (L * d) * self.bpp
 
     def request(self, s: int, n: int) -> tuple[float, float, float]:

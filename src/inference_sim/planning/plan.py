@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from inference_sim.catalog import CatalogError, load_catalog
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import BY_NAME
 from inference_sim.planning.slo import Objective, check_metrics, violations, violations_at
@@ -614,6 +615,13 @@ def _price_for(price: float | Mapping[str, float], hardware: str) -> float | Non
     lowered = {k.lower(): v for k, v in price.items()}
     if hardware.lower() in lowered:
         return float(lowered[hardware.lower()])
+    catalog = load_catalog()
+    for key, value in price.items():  # a price given under another spelling of the GPU
+        try:
+            if key != "*" and catalog.match_gpu(key) == hardware:
+                return float(value)
+        except CatalogError:
+            continue
     return lowered.get("*")
 
 
