@@ -139,10 +139,12 @@ def test_exact_gpu_spelling_preferred_over_alias() -> None:
 
 def test_gpu_specs(catalog: Catalog) -> None:
     assert catalog.gpu_names() == [
+        "A100-40GB",
         "A100-SXM",
         "A10G",
         "B200",
         "H100",
+        "H100-PCIe",
         "H200",
         "L4",
         "L40S",
@@ -161,8 +163,10 @@ def test_gpu_specs(catalog: Catalog) -> None:
 @pytest.mark.parametrize(
     ("name", "canonical"),
     [
-        ("A100", "A100-SXM"),
+        ("A100", "A100-SXM"),  # the 80 GB part when the size is not said
         ("A100-80GB", "A100-SXM"),
+        ("A100-SXM4-40GB", "A100-40GB"),
+        ("NVIDIA H100 PCIe", "H100-PCIe"),
         ("NVIDIA A100-SXM4-80GB", "A100-SXM"),  # nvidia-smi
         ("a100_80gb", "A100-SXM"),
         ("NVIDIA H100 80GB HBM3", "H100"),  # nvidia-smi
@@ -184,9 +188,9 @@ def test_gpu_names_as_people_and_tools_spell_them(
 @pytest.mark.parametrize(
     ("name", "fragment"),
     [
-        ("A100-40GB", "has 40 GB; the catalog's A100-SXM is the 80 GB part"),
+        ("A100-20GB", "has 20 GB; the catalog's A100-40GB is the 40 GB part"),
         ("A100-PCIE-80GB", "is a PCIe card; the catalog's A100-SXM is the SXM part"),
-        ("H100 NVL", "is a PCIe card; the catalog's H100 is the SXM part"),
+        ("H100 NVL", "is an NVL card; the catalog's H100 is the SXM part"),
     ],
 )
 def test_other_variants_of_a_known_chip_are_refused(
@@ -206,13 +210,13 @@ def test_cli_reads_a_spelling_as_the_catalog_gpu() -> None:
     ok = CliRunner().invoke(cli, [*args, "--hardware", "NVIDIA A100-SXM4-80GB"])
     assert ok.exit_code == 0, ok.stderr
     assert "--hardware NVIDIA A100-SXM4-80GB: read as A100-SXM" in ok.stderr
-    bad = CliRunner().invoke(cli, [*args[:-2], "--hardware", "A100-40GB"])
+    bad = CliRunner().invoke(cli, [*args[:-2], "--hardware", "H100 NVL"])
     assert bad.exit_code == 2
-    assert bad.stderr.strip().startswith('Error: --hardware: "A100-40GB" has 40 GB')
+    assert bad.stderr.strip().startswith('Error: --hardware: "H100 NVL" is an NVL card')
 
 
 def test_unknown_gpu_error_lists_known(catalog: Catalog) -> None:
-    with pytest.raises(CatalogError, match=r'unknown GPU "X200"; known: A100-SXM.*H100'):
+    with pytest.raises(CatalogError, match=r'unknown GPU "X200"; known: A100-40GB, A100-SXM.*H100'):
         catalog.gpu("X200")
 
 
@@ -483,11 +487,12 @@ def test_gpu_spellings_with_a_custom_variant_of_a_catalog_chip(catalog: Catalog)
     from dataclasses import replace as _replace
 
     gpus = {g: catalog.gpu(g) for g in catalog.gpu_names()}
-    gpus["H100-PCIe"] = _replace(gpus["H100"], name="H100-PCIe", source="H100 PCIe 80GB")
+    del gpus["H100-PCIe"], gpus["A100-40GB"]  # the bundled variants, added here by hand
+    gpus["H100 PCIe"] = _replace(gpus["H100"], name="H100 PCIe", source="H100 PCIe 80GB")
     gpus["A100 40GB"] = _replace(gpus["A100-SXM"], name="A100 40GB", memory_gb=40.0)
     both = Catalog(gpus=gpus)
     assert both.match_gpu("NVIDIA H100 80GB HBM3") == "H100"
-    assert both.match_gpu("H100 PCIe") == "H100-PCIe"
+    assert both.match_gpu("NVIDIA H100 PCIe") == "H100 PCIe"
     assert both.match_gpu("h100-sxm5") == "H100"
     assert both.match_gpu("a100-40gb") == "A100 40GB"
     assert both.match_gpu("A100-SXM4-80GB") == "A100-SXM"

@@ -87,7 +87,8 @@ def test_auto_falls_back_to_calibrated_without_coefficients():
 
 
 def test_errors_name_what_is_missing():
-    with pytest.raises(ConfigError, match=r'--hardware: unknown GPU "X9"; known: A100-SXM.*MI300X'):
+    unknown = r'--hardware: unknown GPU "X9"; known: A100-40GB, A100-SXM.*MI300X'
+    with pytest.raises(ConfigError, match=unknown):
         resolve({"model": LLAMA, "roofline": True, "hardware": "X9", "tp": 1})
     with pytest.raises(ConfigError, match=r"no bundled architecture.*--model-config-folder"):
         resolve({"model": "acme/unknown-7b", "roofline": True, "hardware": "H100", "tp": 1})

@@ -273,6 +273,8 @@ def test_bundled_gpus_have_specs_memory_and_sources():
     published = {  # dense BF16 TFLOP/s, TB/s, GB
         "H100": (989.5, 3.35, 80),
         "A100-SXM": (312, 2.039, 80),
+        "A100-40GB": (312, 1.555, 40),
+        "H100-PCIe": (756.5, 2.0, 80),
         "H200": (989.5, 4.8, 141),
         "B200": (2250, 8.0, 180),
         "L40S": (362.05, 0.864, 48),

@@ -29,10 +29,10 @@ _FORM_WORDS = {
     "hgx": "sxm",
     "dgx": "sxm",
     "pcie": "pcie",
-    "nvl": "pcie",
+    "nvl": "nvl",
     "oam": "",
 }
-_FORM_NAMES = {"sxm": "SXM", "pcie": "PCIe"}
+_FORM_NAMES = {"sxm": "an SXM", "pcie": "a PCIe", "nvl": "an NVL"}
 _MEMORY_TYPES = frozenset({"hbm2", "hbm2e", "hbm3", "hbm3e", "gddr6", "gddr6x"})
 
 
@@ -43,7 +43,6 @@ def _chip(gpu: str) -> str:
 
 def _variant_problem(name: str, canonical: str, spec: GpuSpec, words: list[str]) -> str:
     """Why ``name``'s memory size or form factor is not ``canonical``'s ("" if it fits)."""
-    form = _form_factor(spec)
     for w in words:
         size = _MEMORY_WORD.fullmatch(w)
         if size:
@@ -53,21 +52,24 @@ def _variant_problem(name: str, canonical: str, spec: GpuSpec, words: list[str])
                     f'"{name}" has {gb:g} GB; the catalog\'s {canonical} is the '
                     f"{spec.memory_gb:g} GB part"
                 )
-        elif w in _FORM_WORDS and form and _FORM_WORDS[w] and _FORM_WORDS[w] != form:
+    form = _form_factor(spec)
+    for w in words:
+        said = _FORM_WORDS.get(w, "")
+        if said and form and said != form:
             return (
-                f'"{name}" is a {_FORM_NAMES[_FORM_WORDS[w]]} card; the catalog\'s '
-                f"{canonical} is the {_FORM_NAMES[form]} part (other bandwidth and links)"
+                f'"{name}" is {_FORM_NAMES[said]} card; the catalog\'s {canonical} is '
+                f"the {_FORM_NAMES[form].split()[1]} part (other bandwidth and links)"
             )
     return ""
 
 
 def _form_factor(spec: GpuSpec) -> str:
-    """``sxm`` or ``pcie`` when the GPU's name or source says which, else ``""``."""
-    text = f"{spec.name} {spec.source}".lower()
-    if "sxm" in text:
-        return "sxm"
-    if "pcie" in text:
-        return "pcie"
+    """``sxm``, ``pcie`` or ``nvl`` when the GPU's name, else the first sentence of its
+    source, says which; ``""`` otherwise."""
+    for text in (spec.name.lower(), spec.source.split(".", 1)[0].lower()):
+        for word, form in (("sxm", "sxm"), ("pcie", "pcie"), ("nvl", "nvl")):
+            if word in text:
+                return form
     return ""
 
 
@@ -229,10 +231,13 @@ class Catalog:
             (problems if problem else fits).append(problem or canonical)
         if len(fits) == 1:
             return fits[0]
-        if len(fits) > 1:  # e.g. a --hardware-config variant next to the catalog's part
+        if len(fits) > 1:  # the bare chip name, else the largest memory (A100: the 80 GB)
             bare = [g for g in fits if g.lower() == chip]
-            return bare[0] if len(bare) == 1 else None
-        if problems:
+            if len(bare) == 1:
+                return bare[0]
+            return max(fits, key=lambda g: (self._gpus[g].memory_gb, g))
+        if problems:  # a form-factor reason first: the memory size said nothing against it
+            problems.sort(key=lambda p: " GB part" in p)
             raise CatalogError(problems[0])
         return None
 

@@ -32,6 +32,8 @@ GPU_HOUR_PRICE = {  # USD per GPU-hour, on-demand, rounded (see the module docst
     "H200": 3.80,
     "B200": 6.00,
     "A100-SXM": 1.80,
+    "A100-40GB": 1.30,
+    "H100-PCIe": 2.50,
     "A10G": 1.00,
     "L4": 0.80,
     "L40S": 1.60,

@@ -111,6 +111,8 @@ _INTERCONNECT: dict[str, tuple[float, float]] = {
     "H200": (450.0, 1.0),
     "B200": (900.0, 1.0),
     "A100-SXM": (300.0, 1.0),
+    "A100-40GB": (300.0, 1.0),
+    "H100-PCIe": (64.0, 3.0),  # PCIe Gen5 x16 (an NVLink bridge is optional)
     "MI300X": (448.0, 1.0),
     "L40S": (32.0, 3.0),
     "L4": (32.0, 3.0),
@@ -119,7 +121,7 @@ _INTERCONNECT: dict[str, tuple[float, float]] = {
 _DEFAULT_INTERCONNECT = (300.0, 1.0)
 #: GPUs with FP8 tensor cores: FP8 (W8A8) checkpoints run their GEMMs at twice the
 #: BF16 peak there.
-_FP8_GPUS = frozenset({"H100", "H200", "B200", "L40S", "L4", "MI300X"})
+_FP8_GPUS = frozenset({"H100", "H100-PCIe", "H200", "B200", "L40S", "L4", "MI300X"})
 
 
 #: The GEMM and attention kernel generation vLLM runs on each GPU. Ada (L40S, L4) and
@@ -130,8 +132,10 @@ _FP8_GPUS = frozenset({"H100", "H200", "B200", "L40S", "L4", "MI300X"})
 #: of the kernels as much as of the chip (docs/calibration.md#per-gpu-efficiencies).
 _KERNEL_FAMILY: dict[str, str] = {
     "H100": "sm90",
+    "H100-PCIe": "sm90",
     "H200": "sm90",
     "A100-SXM": "sm80",
+    "A100-40GB": "sm80",
     "A10G": "sm80",
     "L40S": "sm80",
     "L4": "sm80",
@@ -139,7 +143,8 @@ _KERNEL_FAMILY: dict[str, str] = {
     "MI300X": "cdna3",
 }
 #: Maximum boost clock (MHz) from each vendor's datasheet or whitepaper: H100 SXM5 and
-#: H200 (the same GH100 die) 1980, A100 SXM4 1410 (NVIDIA A100 whitepaper), L40S 2520
+#: H200 (the same GH100 die) 1980, H100 PCIe 1755, A100 SXM4 (80 and 40 GB) 1410 (NVIDIA
+#: A100 whitepaper), L40S 2520
 #: (L40S product brief), L4 2040 (L4 product brief), A10G 1710 (AWS G5 documentation).
 #: Small per-layer kernels at decode sizes are latency-bound, so their time scales with
 #: the inverse clock: the rule gives the A100 1980/1410 = 1.40 x the H100's time, where
@@ -148,6 +153,8 @@ _BOOST_CLOCK_MHZ: dict[str, float] = {
     "H100": 1980.0,
     "H200": 1980.0,
     "A100-SXM": 1410.0,
+    "A100-40GB": 1410.0,
+    "H100-PCIe": 1755.0,
     "L40S": 2520.0,
     "L4": 2040.0,
     "A10G": 1710.0,
