@@ -167,6 +167,8 @@ def test_gpu_specs(catalog: Catalog) -> None:
         ("A100-80GB", "A100-SXM"),
         ("A100-SXM4-40GB", "A100-40GB"),
         ("NVIDIA H100 PCIe", "H100-PCIe"),
+        ("H100 80GB HBM2e", "H100-PCIe"),  # the memory type tells the cards apart
+        ("A100 HBM2", "A100-40GB"),
         ("NVIDIA A100-SXM4-80GB", "A100-SXM"),  # nvidia-smi
         ("a100_80gb", "A100-SXM"),
         ("NVIDIA H100 80GB HBM3", "H100"),  # nvidia-smi
@@ -188,9 +190,10 @@ def test_gpu_names_as_people_and_tools_spell_them(
 @pytest.mark.parametrize(
     ("name", "fragment"),
     [
-        ("A100-20GB", "has 20 GB; the catalog's A100-40GB is the 40 GB part"),
+        ("A100-20GB", "has 20 GB; the catalog's A100-SXM is the 80 GB part"),
         ("A100-PCIE-80GB", "is a PCIe card; the catalog's A100-SXM is the SXM part"),
         ("H100 NVL", "is an NVL card; the catalog's H100 is the SXM part"),
+        ("L40S GDDR6X", "has GDDR6X memory; the catalog's L40S has GDDR6"),
     ],
 )
 def test_other_variants_of_a_known_chip_are_refused(
@@ -496,3 +499,14 @@ def test_gpu_spellings_with_a_custom_variant_of_a_catalog_chip(catalog: Catalog)
     assert both.match_gpu("h100-sxm5") == "H100"
     assert both.match_gpu("a100-40gb") == "A100 40GB"
     assert both.match_gpu("A100-SXM4-80GB") == "A100-SXM"
+
+
+def test_a_hardware_config_path_says_nothing_about_the_card(catalog: Catalog) -> None:
+    from dataclasses import replace as _replace
+
+    gpus = {g: catalog.gpu(g) for g in catalog.gpu_names()}
+    gpus["H100-94GB"] = _replace(
+        gpus["H100"], name="H100-94GB", memory_gb=94.0,
+        source="--hardware-config /boxes/pcie-nvl/hw.json",
+    )  # fmt: skip
+    assert Catalog(gpus=gpus).match_gpu("H100-SXM5-94GB") == "H100-94GB"

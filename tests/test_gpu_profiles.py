@@ -248,11 +248,19 @@ def test_h100_is_priced_as_fitted_and_a100_by_its_measured_ratios() -> None:
     l40s = gpu_correction("L40S")
     assert not l40s.measured
     assert (l40s.bandwidth, l40s.compute) == (corr.bandwidth, corr.compute)
-    assert l40s.layer == pytest.approx(1980 / 2520)
+    assert l40s.layer == pytest.approx(corr.layer * 1410 / 2520)  # the A100's, by clocks
     assert "A100-SXM" in l40s.source and "sm80" in l40s.source
     h200 = gpu_correction("H200")  # Hopper: the H100's own figures, borrowed
     assert (h200.bandwidth, h200.compute, h200.layer) == (1.0, 1.0, 1.0)
-    assert h200.source == "datasheet with H100's measured efficiencies (sm90 kernels)"
+    assert h200.source == (  # the same NVLink as the H100: its measured all-reduce too
+        "datasheet with H100's measured efficiencies (sm90 kernels) and all-reduce"
+    )
+    assert h200.allreduce(2) == gpu_correction("H100").allreduce(2)
+    a40 = gpu_correction("A100-40GB")  # the A100's die, clock and links
+    assert (a40.bandwidth, a40.layer, a40.allreduce(4)) == (
+        corr.bandwidth, corr.layer, corr.allreduce(4)
+    )  # fmt: skip
+    assert not a40.measured and gpu_correction("L40S").allreduce(2)[1] == 0.0  # PCIe
     b200 = gpu_correction("B200")  # no profiled GPU of its generation, no trusted clock
     assert (b200.bandwidth, b200.compute, b200.layer) == (1.0, 1.0, 1.0)
     assert "measured" not in b200.source

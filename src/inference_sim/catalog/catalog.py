@@ -52,6 +52,13 @@ def _variant_problem(name: str, canonical: str, spec: GpuSpec, words: list[str])
                     f'"{name}" has {gb:g} GB; the catalog\'s {canonical} is the '
                     f"{spec.memory_gb:g} GB part"
                 )
+    kinds = _memory_types(spec)
+    for w in words:
+        if w in _MEMORY_TYPES and kinds and w not in kinds:
+            return (
+                f'"{name}" has {w.upper()} memory; the catalog\'s {canonical} has '
+                f"{'/'.join(sorted(k.upper() for k in kinds))}"
+            )
     form = _form_factor(spec)
     for w in words:
         said = _FORM_WORDS.get(w, "")
@@ -63,10 +70,23 @@ def _variant_problem(name: str, canonical: str, spec: GpuSpec, words: list[str])
     return ""
 
 
+def _described(spec: GpuSpec) -> str:
+    """The first sentence of a GPU's source note ("" for a --hardware-config entry, whose
+    source is the file's path and says nothing about the card)."""
+    source = spec.source.strip()
+    return "" if source.startswith("--hardware-config") else source.split(".", 1)[0].lower()
+
+
+def _memory_types(spec: GpuSpec) -> set[str]:
+    """The memory types (``hbm3``, ``gddr6``, ...) the GPU's source note names."""
+    text = spec.source.lower() if not spec.source.startswith("--hardware-config") else ""
+    return {t for t in _MEMORY_TYPES if re.search(rf"\b{t}\b", text)}
+
+
 def _form_factor(spec: GpuSpec) -> str:
     """``sxm``, ``pcie`` or ``nvl`` when the GPU's name, else the first sentence of its
     source, says which; ``""`` otherwise."""
-    for text in (spec.name.lower(), spec.source.split(".", 1)[0].lower()):
+    for text in (spec.name.lower(), _described(spec)):
         for word, form in (("sxm", "sxm"), ("pcie", "pcie"), ("nvl", "nvl")):
             if word in text:
                 return form
@@ -225,10 +245,14 @@ class Catalog:
         ):
             return None  # a word that is not a size, form or memory type: another card
         fits: list[str] = []
-        problems: list[str] = []
+        problems: list[tuple[bool, float, str]] = []
         for canonical in sorted(g for g in self._gpus if _chip(g) == chip):
-            problem = _variant_problem(name, canonical, self._gpus[canonical], rest)
-            (problems if problem else fits).append(problem or canonical)
+            spec = self._gpus[canonical]
+            problem = _variant_problem(name, canonical, spec, rest)
+            if problem:
+                problems.append((" GB part" in problem, -spec.memory_gb, problem))
+            else:
+                fits.append(canonical)
         if len(fits) == 1:
             return fits[0]
         if len(fits) > 1:  # the bare chip name, else the largest memory (A100: the 80 GB)
@@ -236,9 +260,8 @@ class Catalog:
             if len(bare) == 1:
                 return bare[0]
             return max(fits, key=lambda g: (self._gpus[g].memory_gb, g))
-        if problems:  # a form-factor reason first: the memory size said nothing against it
-            problems.sort(key=lambda p: " GB part" in p)
-            raise CatalogError(problems[0])
+        if problems:  # a form or memory-type reason first, then the largest part's
+            raise CatalogError(min(problems)[2])
         return None
 
     def gpu_aliases(self, name: str) -> list[str]:

@@ -286,8 +286,9 @@ def gpu_correction(gpu_name: str) -> GpuCorrection:
 
     A GPU nobody profiled keeps its datasheet figures, with the bandwidth and FLOP/s
     efficiencies of a profiled GPU of its kernel generation (:func:`kernel_family`; the
-    H100's when there is none), small per-layer kernels scaled by the inverse boost clock
-    (:func:`clock_layer_factor`) and the reference GPU's all-reduce latency over TP.
+    H100's when there is none), that GPU's small-kernel factor scaled by the two boost
+    clocks (:func:`clock_layer_factor`), and that GPU's measured all-reduce when both have
+    the same links (A100 40 GB and 80 GB), else the reference GPU's latency over TP.
     :data:`NO_CORRECTION` without a ``gpu-efficiency.json``.
     """
     known = _load_corrections()
@@ -310,9 +311,16 @@ def gpu_correction(gpu_name: str) -> GpuCorrection:
     if sibling is None:
         return replace(fallback, layer=layer, source="; ".join(filter(None, ("datasheet", clock))))
     sib = known[sibling]
+    # Small kernels: the sibling's measured factor, scaled by the two boost clocks.
+    layer = sib.layer * clock_layer_factor(gpu_name, sibling)
+    clock = f"small kernels x{layer:.2f} by boost clock" if layer != 1.0 else ""
     borrowed = f"datasheet with {sibling}'s measured efficiencies ({family} kernels)"
+    base = fallback
+    if interconnect(gpu_name) == interconnect(sibling):  # the same links: its collectives
+        base = replace(sib, measured=False)
+        borrowed += " and all-reduce"
     return replace(
-        fallback,
+        base,
         bandwidth=sib.bandwidth,
         compute=sib.compute,
         layer=layer,
