@@ -466,3 +466,20 @@ def test_a_calibrated_results_file_replays_as_config(tmp_path):
     res = CliRunner().invoke(cli, ["run", "--config", str(custom)])
     assert res.exit_code == 0, res.stderr
     assert "not this version's shipped set" in res.stderr
+
+
+@pytest.mark.parametrize("blocks", [[], ["--total-kv-blocks", "5000"]])
+def test_a_pd_results_file_with_its_own_pool_gpu_replays_as_config(tmp_path, blocks):
+    """The main deployment's recorded step-time model, coefficients and block count are
+    not handed to a pool with its own GPU on replay (unless they were given)."""
+    first, again = tmp_path / "r.json", tmp_path / "again.json"
+    args = ["run", "--model", "meta-llama/llama-3.1-8b-instruct", "--hardware", "H100",
+            "--num-instances", "2", "--prefill-instances", "1", "--decode-instances", "1",
+            "--decode-hardware", "A100-40GB", "--num-requests", "5", *blocks]  # fmt: skip
+    assert CliRunner().invoke(cli, [*args, "--results-path", str(first)]).exit_code == 0
+    res = CliRunner().invoke(cli, ["run", "--config", str(first), "--results-path", str(again)])
+    assert res.exit_code == 0, res.stderr
+    a, b = (json.loads(p.read_text()) for p in (first, again))
+    assert a["pd"]["pools"] == b["pd"]["pools"]
+    assert a["pd"]["pools"]["decode"]["latency_model"] == "calibrated"
+    assert a["requests"] == b["requests"]

@@ -1044,6 +1044,47 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         ):
             value = os.path.join(folder, value)
         out[name] = value
+    if from_results:
+        out = _without_derived_pool_figures(out)
+    return out
+
+
+#: What a results file records as resolved for the run's own deployment: the step-time
+#: model and its trained coefficients, and the KV block count.
+_DERIVED_MODEL = ("latency_model", "roofline", "alpha_coeffs", "beta_coeffs")
+_DERIVED_BLOCKS = ("total_kv_blocks",)
+
+
+def _without_derived_pool_figures(out: dict[str, Any]) -> dict[str, Any]:
+    """A P/D results file whose pool has its own GPU or TP: the step-time model,
+    coefficients and block count it records are the main deployment's, and given back
+    they would apply to that pool too. Those the run re-derives the same without were
+    derived, not given: leave them out so that every pool derives its own."""
+    pools = ("prefill_hardware", "decode_hardware", "prefill_tp", "decode_tp")
+    if not any(out.get(k) for k in pools):
+        return out
+    for group in (_DERIVED_MODEL, _DERIVED_BLOCKS):
+        if not any(k in out for k in group):
+            continue
+        trial = {k: v for k, v in out.items() if k not in group}
+        try:
+            plan = resolve(trial)
+        except ConfigError:
+            continue
+        recorded = {
+            "latency_model": out.get("latency_model", plan.latency_model),
+            "alpha_coeffs": list(out.get("alpha_coeffs", plan.alpha)),
+            "beta_coeffs": list(out.get("beta_coeffs", plan.beta)),
+            "total_kv_blocks": out.get("total_kv_blocks", plan.options["total_kv_blocks"]),
+        }
+        derived = {
+            "latency_model": plan.latency_model,
+            "alpha_coeffs": list(plan.alpha),
+            "beta_coeffs": list(plan.beta),
+            "total_kv_blocks": plan.options["total_kv_blocks"],
+        }
+        if recorded == derived:
+            out = trial
     return out
 
 
