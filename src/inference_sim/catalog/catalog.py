@@ -230,9 +230,11 @@ class Catalog:
         (``NVIDIA H100 80GB HBM3`` as nvidia-smi prints it), the memory size, the form
         factor and memory type (``A100-SXM4-80GB``, ``H100-SXM5``, ``a100_80gb``), any
         case and any of space, ``_`` or ``-`` between words. The first word names the
-        chip; a memory size or form factor other than the catalog entry's (an A100
-        40GB, an H100 PCIe: other bandwidth, other links) raises :class:`CatalogError`
-        saying so, because pricing one as the other would be silently wrong.
+        chip; the memory size, memory type and form factor pick among the catalog's
+        variants of it (``A100-SXM4-40GB``: the 40 GB part; a bare ``A100``: the largest).
+        A variant the catalog lacks (an H100 NVL: other bandwidth, other links) raises
+        :class:`CatalogError` saying so, because pricing one as another would be silently
+        wrong.
         """
         words = [w for w in re.split(r"[\s_\-/]+", name.strip().lower()) if w]
         words = [w for w in words if w not in _VENDOR_WORDS]
