@@ -70,23 +70,22 @@ def _variant_problem(name: str, canonical: str, spec: GpuSpec, words: list[str])
     return ""
 
 
-def _described(spec: GpuSpec) -> str:
-    """The first sentence of a GPU's source note ("" for a --hardware-config entry, whose
-    source is the file's path and says nothing about the card)."""
+def _note(spec: GpuSpec) -> str:
+    """A GPU's source note, lower-cased ("" for a --hardware-config entry, whose source is
+    the file's path and says nothing about the card)."""
     source = spec.source.strip()
-    return "" if source.startswith("--hardware-config") else source.split(".", 1)[0].lower()
+    return "" if source.startswith("--hardware-config") else source.lower()
 
 
 def _memory_types(spec: GpuSpec) -> set[str]:
     """The memory types (``hbm3``, ``gddr6``, ...) the GPU's source note names."""
-    text = spec.source.lower() if not spec.source.startswith("--hardware-config") else ""
-    return {t for t in _MEMORY_TYPES if re.search(rf"\b{t}\b", text)}
+    return {t for t in _MEMORY_TYPES if re.search(rf"\b{t}\b", _note(spec))}
 
 
 def _form_factor(spec: GpuSpec) -> str:
     """``sxm``, ``pcie`` or ``nvl`` when the GPU's name, else the first sentence of its
     source, says which; ``""`` otherwise."""
-    for text in (spec.name.lower(), _described(spec)):
+    for text in (spec.name.lower(), _note(spec).split(".", 1)[0]):
         for word, form in (("sxm", "sxm"), ("pcie", "pcie"), ("nvl", "nvl")):
             if word in text:
                 return form

@@ -9,6 +9,10 @@ the architecture (calibrated, roofline) read it through
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
+from inference_sim.catalog.architecture import ModelArchitecture
 from inference_sim.config.errors import ConfigError
 
 #: vLLM's ``--kv-cache-dtype`` values and their bytes per element (0: the model's dtype).
@@ -30,3 +34,11 @@ def kv_dtype_bytes(name: object) -> float:
             f"--kv-cache-dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {key!r}"
         )
     return KV_CACHE_DTYPES[key]
+
+
+def with_kv_dtype(arch: ModelArchitecture | None, name: Any) -> ModelArchitecture | None:
+    """``arch`` with the bytes per KV element of ``--kv-cache-dtype`` ``name``."""
+    kv_bytes = kv_dtype_bytes(name)
+    if arch is None or not kv_bytes or arch.kv_dtype_bytes == kv_bytes:
+        return arch
+    return replace(arch, kv_dtype_bytes=kv_bytes)

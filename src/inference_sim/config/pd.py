@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from inference_sim.config.checks import require_finite, require_one_of
 from inference_sim.config.errors import ConfigError
-from inference_sim.config.kv_dtype import kv_dtype_bytes
+from inference_sim.config.kv_dtype import with_kv_dtype
 from inference_sim.config.options import OPTIONS, canonical_name
 from inference_sim.config.unused import changed_names
 
@@ -196,10 +195,10 @@ def build_pd_simulator(plan: Any) -> Any:
         instances.append(inst)
         # One link per GPU: each TP rank sends its shard of the KV over its own NIC, so
         # a link carries one GPU's bytes of each block (MLA models: the latent size).
-        arch = sub.architecture or bundled_architecture(o["model"])
-        kv_bytes = kv_dtype_bytes(sub.options["kv_cache_dtype"])
-        if arch is not None and kv_bytes and not arch.kv_dtype_bytes:
-            arch = replace(arch, kv_dtype_bytes=kv_bytes)  # blackbox: no plan architecture
+        # Blackbox pools have no plan architecture: the bundled one, at the KV dtype.
+        arch = sub.architecture or with_kv_dtype(
+            bundled_architecture(o["model"]), sub.options["kv_cache_dtype"]
+        )
         tp = max(1, sub.options["tp"])
         block_bytes.append(kv_block_bytes(arch, tp, bs) if arch is not None else 0.0)
         ranks.append(tp)

@@ -34,7 +34,7 @@ from inference_sim.catalog.schema import CoefficientSet
 from inference_sim.config.autoscale import check_autoscale_options
 from inference_sim.config.checks import require_finite, require_one_of
 from inference_sim.config.errors import ConfigError
-from inference_sim.config.kv_dtype import kv_dtype_bytes
+from inference_sim.config.kv_dtype import kv_dtype_bytes, with_kv_dtype
 from inference_sim.config.lora import (
     LORA_OPTIONS,
     expand_lora_block,
@@ -529,7 +529,6 @@ def _fill_defaults(o: dict[str, Any], catalog: Catalog, notes: list[str]) -> boo
 def _architecture(o: dict[str, Any]) -> ModelArchitecture | None:
     """The model's architecture: --model-config-folder, else the bundled one, else None;
     with ``--kv-cache-dtype``'s bytes per KV element."""
-    kv_bytes = kv_dtype_bytes(o["kv_cache_dtype"])
     if o["model_config_folder"]:
         try:
             arch = read_model_config_folder(o["model_config_folder"], name=o["model"])
@@ -541,8 +540,7 @@ def _architecture(o: dict[str, Any]) -> ModelArchitecture | None:
                 arch = replace(arch, generation=known.generation)
     else:
         arch = bundled_architecture(o["model"])
-    if arch is not None and kv_bytes:
-        arch = replace(arch, kv_dtype_bytes=kv_bytes)
+    arch = with_kv_dtype(arch, o["kv_cache_dtype"])
     if arch is not None and _online_quantization(o):
         q = arch.quantization
         if q is not None:  # vLLM refuses a method other than the checkpoint's own
@@ -1071,18 +1069,15 @@ def _without_derived_pool_figures(out: dict[str, Any]) -> dict[str, Any]:
             plan = resolve(trial)
         except ConfigError:
             continue
-        recorded = {
-            "latency_model": out.get("latency_model", plan.latency_model),
-            "alpha_coeffs": list(out.get("alpha_coeffs", plan.alpha)),
-            "beta_coeffs": list(out.get("beta_coeffs", plan.beta)),
-            "total_kv_blocks": out.get("total_kv_blocks", plan.options["total_kv_blocks"]),
-        }
         derived = {
             "latency_model": plan.latency_model,
             "alpha_coeffs": list(plan.alpha),
             "beta_coeffs": list(plan.beta),
             "total_kv_blocks": plan.options["total_kv_blocks"],
         }
+        recorded = {k: out.get(k, v) for k, v in derived.items()}
+        recorded["alpha_coeffs"] = list(recorded["alpha_coeffs"])
+        recorded["beta_coeffs"] = list(recorded["beta_coeffs"])
         if recorded == derived:
             out = trial
     return out

@@ -309,7 +309,8 @@ def gpu_correction(gpu_name: str) -> GpuCorrection:
     layer = clock_layer_factor(gpu_name, _REFERENCE_GPU)
     clock = f"small kernels x{layer:.2f} by boost clock" if layer != 1.0 else ""
     if sibling is None:
-        return replace(fallback, layer=layer, source="; ".join(filter(None, ("datasheet", clock))))
+        own = f"datasheet figures with the {_REFERENCE_GPU}'s efficiencies"
+        return replace(fallback, layer=layer, source=own + (f" ({clock})" if clock else ""))
     sib = known[sibling]
     # Small kernels: the sibling's measured factor, scaled by the two boost clocks.
     layer = sib.layer * clock_layer_factor(gpu_name, sibling)

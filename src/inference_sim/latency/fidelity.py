@@ -270,7 +270,7 @@ def assess(
     elif not gpu_measured:
         datasheet_note = (
             f"{gpu} has neither end-to-end runs nor operator timings: it is priced by its "
-            f"{_borrowed(gpu)} (an independent check on real A100-80GB and L40S runs, "
+            f"{gpu_correction(gpu).source} (an independent check on real A100-80GB and L40S runs, "
             "before per-GPU efficiencies were fitted, found TPOT and E2E 8-24 % too fast "
             "with the H100's)"
         )
@@ -315,15 +315,6 @@ def assess(
         "lower_bound": lower_bound,
         "caveats": caveats,
     }
-
-
-def _borrowed(gpu: str) -> str:
-    """What an unprofiled GPU is priced with, as :func:`gpu_correction` builds it."""
-    source = gpu_correction(gpu).source
-    if source.startswith("datasheet with"):
-        return source
-    clock = source.split("; ", 1)[1] if "; " in source else ""
-    return "datasheet figures with the H100's efficiencies" + (f" ({clock})" if clock else "")
 
 
 def _add_step_error(
