@@ -239,3 +239,20 @@ def test_gpu_hour_prices_under_any_spelling_of_the_gpu() -> None:
     assert _price_for(prices, "A100-SXM") == 1.5
     assert _price_for(prices, "L40S") == 9.0  # the default price
     assert _price_for({"A100-40GB": 1.0}, "A100-SXM") is None  # another card: no price
+
+
+def test_a_gpu_only_in_the_hardware_config_is_priced_under_any_spelling(tmp_path) -> None:
+    import json
+
+    from inference_sim.planning.plan import _price_for, _pricing_catalog
+
+    hw = tmp_path / "hw.json"
+    figures = {"TFlopsPeak": 500, "BwPeakTBs": 2.5, "BwEffConstant": 0.8,
+               "mfuPrefill": 0.5, "mfuDecode": 0.3, "memoryGB": 96}  # fmt: skip
+    hw.write_text(json.dumps({"GX-96GB": figures}))
+    catalog = _pricing_catalog({"hardware_config": str(hw)})
+    assert catalog is not None
+    prices = {"NVIDIA GX 96GB": 2.0, "*": 9.0}
+    assert _price_for(prices, "GX-96GB", catalog) == 2.0
+    assert _price_for(prices, "GX-96GB") == 9.0  # the bundled catalog does not know it
+    assert _pricing_catalog({"hardware_config": str(tmp_path / "missing.json")}) is None

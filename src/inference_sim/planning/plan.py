@@ -23,7 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference_sim.catalog import CatalogError, load_catalog
+from inference_sim.catalog import Catalog, CatalogError, load_catalog
+from inference_sim.catalog.hardware import with_hardware_config
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import BY_NAME
 from inference_sim.planning.slo import Objective, check_metrics, violations, violations_at
@@ -409,8 +410,9 @@ def plan_capacity(
                 _update_rate(s, rate_tolerance)
         _prune(searches)
 
+    catalog = _pricing_catalog(base) if isinstance(gpu_hour_price, Mapping) else None
     for s in searches:
-        _finish(s.cand, gpu_hour_price)
+        _finish(s.cand, gpu_hour_price, catalog)
     ranked = sorted(searches, key=lambda s: _rank_key(s.cand, gpu_hour_price is not None))
     outcome = PlanOutcome(rate, objectives, max_instances, [s.cand for s in ranked])
     outcome.simulations = simulations
@@ -588,7 +590,9 @@ def _prune(searches: Sequence[_Search]) -> None:
                     s.phase = "done"
 
 
-def _finish(cand: CandidatePlan, price: float | Mapping[str, float] | None) -> None:
+def _finish(
+    cand: CandidatePlan, price: float | Mapping[str, float] | None, catalog: Catalog | None = None
+) -> None:
     n = cand.instances
     if n is None:
         return
@@ -605,17 +609,32 @@ def _finish(cand: CandidatePlan, price: float | Mapping[str, float] | None) -> N
     elif len(chosen) > 1 or any(p.instances == n and p.rate > rate0 for p in cand.probes):
         cand.saturation_rate = max(p.rate for p in chosen)
     if price is not None:
-        unit = _price_for(price, cand.hardware)
+        unit = _price_for(price, cand.hardware, catalog)
         cand.cost_per_hour = None if unit is None else cand.gpus * unit
 
 
-def _price_for(price: float | Mapping[str, float], hardware: str) -> float | None:
+def _pricing_catalog(base: Mapping[str, Any]) -> Catalog | None:
+    """The catalog the probes resolved GPUs with: the bundled one (or
+    ``--defaults-filepath``) plus ``--hardware-config``'s GPUs, so a price keyed by any
+    spelling of a GPU defined only in that file finds it."""
+    try:
+        catalog = load_catalog(base.get("defaults_filepath") or None)
+        if base.get("hardware_config"):
+            catalog = with_hardware_config(catalog, base["hardware_config"])
+    except CatalogError:
+        return None  # the probes have already reported the file
+    return catalog
+
+
+def _price_for(
+    price: float | Mapping[str, float], hardware: str, catalog: Catalog | None = None
+) -> float | None:
     if isinstance(price, int | float):
         return float(price)
     lowered = {k.lower(): v for k, v in price.items()}
     if hardware.lower() in lowered:
         return float(lowered[hardware.lower()])
-    catalog = load_catalog()
+    catalog = catalog or load_catalog()
     for key, value in price.items():  # a price given under another spelling of the GPU
         try:
             if key != "*" and catalog.match_gpu(key) == hardware:
