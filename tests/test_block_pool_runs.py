@@ -2,7 +2,11 @@
 a plain reference queue (one entry per block), random sequences of allocations, releases,
 registrations and prefix hits must evict the same content in the same order: the same
 hashes stay cached and the same number of blocks stays free after every operation. Block
-ids may differ (empty blocks are interchangeable), so blocks are followed by handle."""
+ids may differ (empty blocks are interchangeable), so blocks are followed by handle.
+
+The reference indexes content as vLLM's ``BlockHashToBlockMap`` does: every copy of a
+hash, in registration order; a prefix hit uses the first, and evicting it hands the hash
+to the next copy."""
 
 from __future__ import annotations
 
@@ -21,7 +25,11 @@ class ReferencePool:
         self.ref = [0] * n
         self.hash: list[int | None] = [None] * n
         self.free: OrderedDict[int, None] = OrderedDict.fromkeys(range(n))
-        self.cached: dict[int, int] = {}
+        self.copies: dict[int, list[int]] = {}  # hash -> every block holding it, in order
+
+    @property
+    def cached(self) -> dict[int, int]:
+        return {h: blocks[0] for h, blocks in self.copies.items()}
 
     @property
     def num_free(self) -> int:
@@ -33,8 +41,9 @@ class ReferencePool:
             b, _ = self.free.popitem(last=False)
             h = self.hash[b]
             if h is not None:
-                if self.cached.get(h) == b:
-                    del self.cached[h]
+                self.copies[h].remove(b)
+                if not self.copies[h]:
+                    del self.copies[h]
                 self.hash[b] = None
             self.ref[b] = 1
             out.append(b)
@@ -55,7 +64,7 @@ class ReferencePool:
     def register(self, b: int, h: int) -> None:
         if self.hash[b] is None:
             self.hash[b] = h
-            self.cached.setdefault(h, b)
+            self.copies.setdefault(h, []).append(b)
 
 
 ops = st.lists(
@@ -69,10 +78,13 @@ ops = st.lists(
 def test_run_queue_evicts_like_a_plain_queue(num_blocks, program):
     pool, ref = BlockPool(num_blocks, 4), ReferencePool(num_blocks)
     held: list[list[tuple[int, int]]] = []  # per "request": (pool id, reference id) pairs
+    same: dict[int, int] = {}  # pool id -> the reference id of the same handle
     for op, x in program:
         if op == "take" and pool.num_free:
             n = 1 + x % min(pool.num_free, 3 if x % 2 else 8)
-            held.append(list(zip(pool.take_new(n), ref.take_new(n), strict=True)))
+            pairs = list(zip(pool.take_new(n), ref.take_new(n), strict=True))
+            same.update(pairs)
+            held.append(pairs)
         elif op == "release" and held:
             blocks = held.pop(x % len(held))
             if x % 3 == 0:
@@ -101,6 +113,7 @@ def test_run_queue_evicts_like_a_plain_queue(num_blocks, program):
             a, b = pool.lookup(h), ref.cached.get(h)
             assert (a is None) == (b is None)
             if a is not None and b is not None:
+                assert same[a] == b  # the same copy: the first registered one still held
                 pool.touch([a])
                 ref.touch([b])
                 held.append([(a, b)])
@@ -122,4 +135,34 @@ def test_a_partly_taken_run_stays_at_the_head():
     pool.take_new(1)  # now the cached block is evicted
     assert pool.lookup(5) is None
     pool.release(rest)
+    pool.check_invariants()
+
+
+def test_a_second_copy_of_a_hash_outlives_the_first():
+    """Two requests computing one prefix block at once leave two copies; evicting the
+    copy prefix hits use hands the hash to the other (vLLM indexes every copy)."""
+    pool = BlockPool(3, 4)
+    first, second = pool.take_new(1), pool.take_new(1)
+    pool.register(first[0], 7)
+    pool.register(second[0], 7)
+    assert pool.lookup(7) == first[0]
+    pool.release(first)
+    pool.take_new(1)  # the never-used block
+    pool.take_new(1)  # evicts the first copy
+    assert pool.lookup(7) == second[0]
+    pool.check_invariants()
+    pool.release(second)
+    pool.take_new(1)  # evicts the last copy
+    assert pool.lookup(7) is None
+    pool.check_invariants()
+
+
+def test_evicting_a_later_copy_keeps_the_first():
+    pool = BlockPool(2, 4)
+    first, second = pool.take_new(1), pool.take_new(1)
+    pool.register(first[0], 7)
+    pool.register(second[0], 7)
+    pool.release(second)
+    pool.take_new(1)
+    assert pool.lookup(7) == first[0]
     pool.check_invariants()

@@ -146,3 +146,25 @@ def test_v8_identical_prompts():
     assert _ttft(out, 0) == 1040 and _ttft(out, 1) == 2039
     assert _e2e(out, 0) == 30100 and _e2e(out, 1) == 36111
     assert build_summary(out)["prefix_cache_hit_rate"] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("exact_steps", [True, False])
+def test_a_prefix_computed_twice_at_once_stays_cached_after_one_copy_goes(exact_steps):
+    """R0 and R1 compute the same 3-block prefix in the same chunks, so each holds a
+    copy. R1 finishes; R2's fresh prompt evicts R1's freed copies, the first ones prefix
+    hits used. R3 then hits all 48 prefix tokens on R0's copies (vLLM indexes every
+    copy): its only step is the one recomputing its last token."""
+    prefix = list(range(48))
+    reqs = [
+        make_request(0, 0, [*prefix, 900], 40),
+        make_request(1, 0, [*prefix, 901], 1),
+        make_request(2, 35_000, 96, 1),
+        make_request(3, 120_000, [*prefix, 902], 1),
+    ]
+    out = simulate_requests(
+        reqs, beta=(10_000.0, 0.0, 0.0), num_gpu_blocks=10, max_num_batched_tokens=64,
+        long_prefill_token_threshold=16, exact_steps=exact_steps,
+    )  # fmt: skip
+    # R1 hit R0's first block when both were admitted; R3 hits the whole prefix.
+    assert out.instances[0].stats.cached_prompt_tokens == 16 + 48
+    assert _ttft(out, 3) == 10_000  # one 10 ms step (was three: 16 tokens hit, 32 redone)

@@ -628,3 +628,22 @@ def test_offloads_at_completion_are_stamped_with_the_finish_time():
 def test_tier_without_prefix_caching_is_logged_as_empty():
     plan = resolve({"model": MODEL, "kv_cpu_blocks": 10, "enable_prefix_caching": False})
     assert any("prefix caching is off" in n for n in plan.notes)
+
+
+def test_a_copy_still_on_the_gpu_is_not_offloaded():
+    """Evicting one of two GPU copies of a block stores nothing on the CPU tier; the
+    last copy's eviction does."""
+    from inference_sim.kv.block_pool import TieredBlockPool
+
+    tier = CpuTier(4)
+    pool = TieredBlockPool(2, 16, tier)
+    first, second = pool.take_new(1), pool.take_new(1)
+    pool.register(first[0], 9)
+    pool.register(second[0], 9)
+    pool.release(first)
+    pool.take_new(1)  # evicts the first copy: the second still holds the content
+    assert pool.lookup(9) == second[0] and tier.offloads == 0
+    pool.release(second)
+    pool.offload_lru()  # the last copy goes to the CPU
+    assert pool.lookup(9) is None and tier.offloads == 1
+    pool.check_invariants()

@@ -18,6 +18,7 @@ class BlockPool:
 
     __slots__ = (
         "_anon",
+        "_copies",
         "_free",
         "_fresh",
         "_listed",
@@ -60,8 +61,13 @@ class BlockPool:
         self._listed = 0  # blocks in _free (cached ones plus the runs' counts)
         self._tail_run: int | None = None  # key of the last entry when it is a run
         self._run_key = 0
-        # Content hash -> the block that holds it (one holder per hash).
+        # Content hash -> the block a prefix hit uses: the first registered copy. Two
+        # requests computing the same prefix at once give it several copies; like
+        # vLLM's BlockHashToBlockMap, the index keeps all of them (the later ones in
+        # ``_copies``, in registration order), so evicting the copy in use hands the
+        # hash to the next one instead of forgetting content still on the GPU.
         self.cached: dict[int, int] = {}
+        self._copies: dict[int, list[int]] = {}
 
     # --- queries -------------------------------------------------------------------
     @property
@@ -111,15 +117,13 @@ class BlockPool:
         self._listed -= need
         free = self._free
         hashes = self.block_hash
-        cached = self.cached
         anon = self._anon
         while need:
             key, count = free.popitem(last=False)
             if key >= 0:
                 h = hashes[key]
                 if h is not None:
-                    if cached.get(h) == key:
-                        del cached[h]
+                    self._forget(h, key)
                     hashes[key] = None
                 ref[key] = 1
                 out.append(key)
@@ -212,12 +216,30 @@ class BlockPool:
             self._free[self._run_key] = count
             self._tail_run = self._run_key
 
+    def _forget(self, h: int, block_id: int) -> bool:
+        """Drop ``block_id`` from the index of ``h``; True when no copy of ``h`` is left
+        on the GPU. The copy prefix hits use passes the role to the next registered one."""
+        copies = self._copies.get(h)
+        if self.cached.get(h) == block_id:
+            if copies is None:
+                del self.cached[h]
+                return True
+            self.cached[h] = copies.pop(0)
+        elif copies is None:
+            return False
+        else:
+            copies.remove(block_id)
+        if not copies:
+            del self._copies[h]
+        return False
+
     def register(self, block_id: int, block_hash: int) -> None:
         """Record that a full block now holds the content identified by ``block_hash``."""
         if self.block_hash[block_id] is not None:
             return
         self.block_hash[block_id] = block_hash
-        self.cached.setdefault(block_hash, block_id)
+        if self.cached.setdefault(block_hash, block_id) != block_id:
+            self._copies.setdefault(block_hash, []).append(block_id)
 
     def register_many(self, block_ids: list[int], hashes: list[int], start: int, stop: int) -> None:
         """:meth:`register` ``block_ids[i]`` with ``hashes[i]`` for i in [start, stop)."""
@@ -228,7 +250,8 @@ class BlockPool:
             if block_hash[b] is None:
                 h = hashes[i]
                 block_hash[b] = h
-                setdefault(h, b)
+                if setdefault(h, b) != b:
+                    self._copies.setdefault(h, []).append(b)
 
     def count_evictable(self, block_ids: list[int]) -> int:
         """How many of ``block_ids`` currently sit in the free queue (ref 0)."""
@@ -261,8 +284,21 @@ class BlockPool:
         assert all(r >= 0 for r in self.ref_cnt), "negative reference count"
         extra = sum(r - 1 for r in self.ref_cnt if r > 1)
         assert extra == self.shared_refs, "shared-reference count differs from the counts"
+        self._check_index()
+
+    def _check_index(self) -> None:
+        """Every block holding content is indexed once: the hit copy or a later copy."""
+        indexed = 0
         for h, b in self.cached.items():
             assert self.block_hash[b] == h, f"cache index points at block {b} without hash"
+            indexed += 1
+        for h, blocks in self._copies.items():
+            assert blocks and h in self.cached, f"copies of hash {h} without its first copy"
+            for b in blocks:
+                assert self.block_hash[b] == h and b != self.cached[h], f"copy {b} misindexed"
+            indexed += len(blocks)
+        holding = sum(1 for h in self.block_hash if h is not None)
+        assert indexed == holding, "blocks holding content differ from the cache index"
 
 
 class TieredBlockPool(BlockPool):
@@ -310,7 +346,6 @@ class TieredBlockPool(BlockPool):
         free = self._free
         ref = self.ref_cnt
         hashes = self.block_hash
-        cached = self.cached
         evictable = self.evictable
         tier = self.tier
         out = []
@@ -319,8 +354,7 @@ class TieredBlockPool(BlockPool):
             h = hashes[b]
             if h is not None:
                 del evictable[b]
-                if cached.get(h) == b:
-                    del cached[h]
+                if self._forget(h, b):  # the last copy on the GPU: to the CPU tier
                     tier.offload(h)
                 hashes[b] = None
             ref[b] = 1
@@ -362,7 +396,8 @@ class TieredBlockPool(BlockPool):
         if self.block_hash[block_id] is not None:
             return
         self.block_hash[block_id] = block_hash
-        self.cached.setdefault(block_hash, block_id)
+        if self.cached.setdefault(block_hash, block_id) != block_id:
+            self._copies.setdefault(block_hash, []).append(block_id)
         self.tier.discard(block_hash)
 
     def register_many(self, block_ids: list[int], hashes: list[int], start: int, stop: int) -> None:
@@ -377,8 +412,7 @@ class TieredBlockPool(BlockPool):
         b, _unused = self.evictable.popitem(last=False)
         h = self.block_hash[b]
         self.block_hash[b] = None
-        if h is not None and self.cached.get(h) == b:
-            del self.cached[h]
+        if h is not None and self._forget(h, b):
             self.tier.offload(h, at)
         self._free.move_to_end(b, last=False)
 
@@ -390,8 +424,7 @@ class TieredBlockPool(BlockPool):
         assert all(r >= 0 for r in self.ref_cnt), "negative reference count"
         extra = sum(r - 1 for r in self.ref_cnt if r > 1)
         assert extra == self.shared_refs, "shared-reference count differs from the counts"
-        for h, b in self.cached.items():
-            assert self.block_hash[b] == h, f"cache index points at block {b} without hash"
+        self._check_index()
         expected = [b for b in self._free if self.block_hash[b] is not None]
         assert list(self.evictable) == expected, "evictable list differs from the free queue"
         self.tier.check_invariants()
