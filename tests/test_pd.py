@@ -23,14 +23,28 @@ BETA = (1000.0, 10.0, 1.0)  # step = 1000 + 10 per prefill token + 1 per decode 
 
 
 def _cluster(
-    roles, *, blocks=(20_000,), bw_gbps=1.0, base_us=0, block_bytes=250_000.0, seqs=256, **kw
+    roles,
+    *,
+    blocks=(20_000,),
+    bw_gbps=1.0,
+    base_us=0,
+    block_bytes=250_000.0,
+    seqs=256,
+    threshold=0,
+    **kw,
 ):
     insts = []
     for i, role in enumerate(roles):
         n = blocks[i] if i < len(blocks) else blocks[-1]
+        cfg = EngineConfig(
+            num_gpu_blocks=n,
+            block_size=16,
+            max_num_seqs=seqs,
+            long_prefill_token_threshold=threshold,
+        )
         inst = PDInstance(
             i,
-            EngineConfig(num_gpu_blocks=n, block_size=16, max_num_seqs=seqs),
+            cfg,
             BlackboxLatencyModel((0, 0, 0), BETA),
         )
         inst.role = role
@@ -153,6 +167,20 @@ def test_decode_waits_for_kv_and_never_drops():
     assert all(r.state == RequestState.FINISHED for r in reqs)
 
 
+def test_prefill_side_waits_for_held_kv_instead_of_dropping():
+    """R0's 7 blocks are held on the 10-block prefill instance until its slow transfer
+    ends. R1 (another 7 blocks, 32-token chunks) starts in the 3 blocks left, alone in
+    the batch, and cannot grow: it waits for R0's blocks (preempting itself) instead of
+    being dropped as unservable -- it fits once the transfer is over."""
+    sim = _cluster(["prefill", "decode"], blocks=(10, 100), threshold=32)
+    reqs = [make_request(0, 0, 100, 2), make_request(1, 3_000, 100, 2)]
+    out = sim.run(reqs)
+    assert [r.state for r in reqs] == [RequestState.FINISHED] * 2
+    prefill = out.instances[0]
+    assert prefill.stats.dropped_unservable == 0 and prefill.stats.preemption_count == 1
+    assert ttft_ticks(reqs[1]) > sim.pd.per_request[0]["kv_transfer_ms"] * 1000
+
+
 def test_prefix_threshold_decider_keeps_cached_prompts_local():
     shared = list(range(7000, 7064))
     r0 = make_request(0, 0, [*shared, 1], 2)
@@ -214,6 +242,8 @@ def test_properties_every_request_finishes_once_on_a_decode_instance(
     decode_capable = {i for i, r in enumerate(roles) if r != "prefill"}
     for r in reqs:
         assert r.state in (RequestState.FINISHED, RequestState.DROPPED)
+        if r.state == RequestState.DROPPED:  # only a request no instance could ever hold
+            assert -(-(r.num_prompt_tokens + r.num_output_tokens) // 16) > blocks
         if r.state == RequestState.FINISHED:
             assert r.handled_by in decode_capable
         rec = sim.pd.per_request.get(r.index)

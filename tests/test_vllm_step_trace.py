@@ -120,3 +120,56 @@ def test_latency_model_can_ask_for_async_scheduling() -> None:
 
     model = AsyncEngineModel((0.0, 0.0, 0.0), (1.0, 0.0, 0.0))
     assert make_instance(0, cfg, model).async_scheduling
+
+
+def _run_async(specs: list[tuple[int, int, int]], max_num_seqs: int, exact_steps: bool):
+    reqs = [make_request(i, at, prompt, out) for i, (at, prompt, out) in enumerate(specs)]
+    cfg = EngineConfig(
+        num_gpu_blocks=100,
+        block_size=16,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=64,
+        exact_steps=exact_steps,
+        async_scheduling=True,
+    )
+    rec = _Recorder()
+    ClusterSimulator([make_instance(0, cfg, rec)], check_invariants=True).run(reqs)
+    return rec, reqs
+
+
+@pytest.mark.parametrize("exact_steps", [True, False], ids=["plain", "fast"])
+def test_async_slot_held_by_a_last_token_in_flight(exact_steps: bool) -> None:
+    """No running request is in step 4, but vLLM formed it at 20 ms (when step 3
+    started): R1's last token was in flight, so R1 still held one of the two slots and
+    only R2 was admitted; R3 waits for step 5."""
+    specs = [(0, 10, 2), (0, 10, 3), (1_000, 10, 2), (1_000, 10, 2)]
+    rec, reqs = _run_async(specs, max_num_seqs=2, exact_steps=exact_steps)
+    if exact_steps:
+        assert [listed for listed, _p, _d in rec.steps] == [
+            {"R0": 10, "R1": 10},
+            {"R0": 1, "R1": 1},
+            {"R1": 1},  # formed at 10 ms: R0's last token in flight, R0 holds its slot
+            {"R2": 10},  # formed at 20 ms: R0 freed, R1 still holds a slot
+            {"R2": 1, "R3": 10},
+            {"R3": 1},
+        ]
+    assert [ttft_ticks(r) // 1000 for r in reqs] == [10, 10, 39, 49]
+
+
+@pytest.mark.parametrize("exact_steps", [True, False], ids=["plain", "fast"])
+def test_async_batch_formed_in_advance_admits_what_it_saw(exact_steps: bool) -> None:
+    """R1 arrives during step 2 and R2 during step 3. Step 4 was formed when step 3
+    started (20 ms): it admits R1, not R2 (arrived at 25 ms), though no running request
+    is in it; R2 joins step 5."""
+    specs = [(0, 10, 3), (15_000, 10, 2), (25_000, 10, 2)]
+    rec, reqs = _run_async(specs, max_num_seqs=8, exact_steps=exact_steps)
+    if exact_steps:
+        assert [listed for listed, _p, _d in rec.steps] == [
+            {"R0": 10},
+            {"R0": 1},
+            {"R0": 1},
+            {"R1": 10},
+            {"R1": 1, "R2": 10},
+            {"R2": 1},
+        ]
+    assert [ttft_ticks(r) // 1000 for r in reqs] == [10, 25, 25]

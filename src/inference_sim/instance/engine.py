@@ -221,15 +221,17 @@ class Instance:
         """Allocate KV for ``n`` more tokens of ``req``, preempting from the batch's tail.
 
         Returns ``(scheduled, preempted)``. When ``req`` is alone and still cannot grow,
-        it can never finish here and is dropped as unservable; when it is itself the
-        newest member it preempts itself and is not scheduled this step.
+        it can never finish here and is dropped as unservable, unless requests ``held``
+        for P/D transfers will free blocks: then it preempts itself and waits for them.
+        When it is itself the newest member it preempts itself and is not scheduled
+        this step.
         """
         preempted = False
         while not self.kv.allocate_slots(req, n):
             self.stats.kv_allocation_failures += 1
             alone = len(self.running) == 1
             victim = self._pop_running_tail(now)
-            if alone:
+            if alone and not self.held:
                 self._drop_running(victim)
                 return False, preempted
             self._preempt(victim)
@@ -249,7 +251,42 @@ class Instance:
         does not fit (head-of-line blocking). A request that cannot fit even with
         nothing else running is dropped as unservable. Returns the budget left and the
         updated prefill token count.
+
+        With async scheduling the batch was formed one step ago: requests that arrived
+        since (``_hidden``) are not seen and slots freed by the last step still count.
+        When no running request is in this step, that batch formed in advance is empty
+        only if this one-step-late view admits nothing either; then vLLM launches
+        nothing and forms the batch again once the step in flight is processed, seeing
+        everything.
         """
+        cfg = self.config
+        max_seqs = cfg.max_num_seqs
+        if self._late_step == self.stats.step_count:
+            max_seqs -= self._late_slots  # finished last step, slots not yet freed
+        hidden = self._hidden
+        lagged = bool(hidden) or max_seqs < cfg.max_num_seqs
+        if not lagged or budget < cfg.max_num_batched_tokens:
+            return self._admit_pass(now, budget, prefill_tokens, hidden, max_seqs)
+        mark = self._admission_mark()
+        admitted = len(self._batch.requests)
+        left, tokens = self._admit_pass(now, budget, prefill_tokens, hidden, max_seqs)
+        if len(self._batch.requests) > admitted:
+            return left, tokens
+        self._admission_rewind(mark)  # that attempt launched nothing: count it once
+        return self._admit_pass(now, budget, prefill_tokens, {}, cfg.max_num_seqs)
+
+    def _admission_mark(self) -> tuple[int, ...]:
+        """Counters an admission attempt moves without admitting anything."""
+        return (self.stats.kv_allocation_failures,)
+
+    def _admission_rewind(self, mark: tuple[int, ...]) -> None:
+        self.stats.kv_allocation_failures = mark[0]
+
+    def _admit_pass(
+        self, now: int, budget: int, prefill_tokens: int, hidden: dict[int, int], max_seqs: int
+    ) -> tuple[int, int]:
+        """One admission attempt: ``hidden`` requests are not seen yet, at most
+        ``max_seqs`` requests may run (see :meth:`_admit_waiting`)."""
         cfg = self.config
         kv = self.kv
         waiting = self.waiting
@@ -258,16 +295,8 @@ class Instance:
         batch = self._batch
         threshold = cfg.long_prefill_token_threshold
         block_size = cfg.block_size
-        max_seqs = cfg.max_num_seqs
         skip = self._skip_admission  # None unless a subclass holds requests back (LoRA)
         skipped: list[Request] | None = None
-        hidden = self._hidden
-        if budget == cfg.max_num_batched_tokens:
-            # Async scheduling: nothing runs in this step so far, so the batch formed in
-            # advance was empty (no GPU time) and the scheduler forms it again now.
-            hidden = {}
-        elif self._late_step == stats.step_count:
-            max_seqs -= self._late_slots  # finished last step, slots not yet freed
         while waiting and len(running) < max_seqs and budget > 0:
             req = waiting[0]
             if hidden and hidden.get(req.index, 0) > stats.step_count:

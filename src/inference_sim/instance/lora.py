@@ -176,6 +176,13 @@ class LoraInstance(Instance):
             return True
         return False
 
+    def _admission_mark(self) -> tuple[int, ...]:
+        return (*super()._admission_mark(), self.lora.skip_events)
+
+    def _admission_rewind(self, mark: tuple[int, ...]) -> None:
+        super()._admission_rewind(mark)
+        self.lora.skip_events = mark[-1]
+
     def _on_admitted(self, req: Request) -> None:
         super()._on_admitted(req)
         name = req.adapter
