@@ -472,3 +472,28 @@ def test_fast_and_exact_steppers_agree_with_the_stateful_model():
     exact = simulate(exact_steps=True, **kw)
     for key in ("ttft_mean_ms", "e2e_mean_ms", "itl_mean_ms", "completed_requests"):
         assert fast.summary[key] == exact.summary[key], key
+
+
+def test_a_coefficients_file_must_hold_a_mapping(tmp_path) -> None:
+    from inference_sim.latency.calibrated import load_coefficients
+
+    for name, text in (("empty.json", ""), ("null.json", "null"), ("list.json", "[]")):
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(LatencyConfigError, match="expected a mapping of coefficient names"):
+            load_coefficients(path)
+
+
+def test_a_partial_coefficients_file_keeps_the_shipped_values(tmp_path, caplog) -> None:
+    """A hand-written file overriding one coefficient: the others are the shipped set's
+    (not the built-in priors), and the log names them."""
+    from inference_sim.latency.calibrated import default_coefficients, load_coefficients
+
+    path = tmp_path / "mine.json"
+    path.write_text('{"step_us": 150}')
+    with caplog.at_level("WARNING", logger="inference_sim"):
+        mine = load_coefficients(path)
+    shipped = default_coefficients()
+    assert mine.step_us == 150.0
+    assert mine.compute == shipped.compute and mine.sampler_step_us == shipped.sampler_step_us
+    assert "gives no weight_read, compute" in caplog.text

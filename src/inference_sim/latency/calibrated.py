@@ -65,6 +65,7 @@ from the listed requests, so the fast stepper's unlisted decoders cost O(1).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from array import array
@@ -496,7 +497,26 @@ def load_coefficients(path: str | os.PathLike[str]) -> CalibratedCoefficients:
             doc = load_yaml(text)
         except yaml.YAMLError as exc:
             raise LatencyConfigError(f"{where}: neither JSON nor YAML: {exc}") from None
-    return CalibratedCoefficients.from_mapping(doc or {}, where)
+    if not isinstance(doc, Mapping) or not doc:
+        got = type(doc).__name__ if doc not in (None, "") else "an empty file"
+        raise LatencyConfigError(
+            f"{where}: expected a mapping of coefficient names to numbers"
+            f" (as `blis calibrate --out` writes it), got {got}"
+        )
+    coeffs = CalibratedCoefficients.from_mapping(doc, where)
+    if os.path.abspath(where) == os.path.abspath(DEFAULT_COEFFICIENTS_PATH):
+        return coeffs
+    inner = doc.get("coefficients") if isinstance(doc.get("coefficients"), Mapping) else doc
+    missing = [name for name in COEFFICIENT_FIELDS if name not in inner]
+    if missing:
+        # A hand-written file overriding a few coefficients: the rest are the shipped
+        # set's, not the built-in priors (which no run was fitted with).
+        shipped = default_coefficients()
+        coeffs = replace(coeffs, **{name: getattr(shipped, name) for name in missing})
+        logging.getLogger("inference_sim").warning(
+            "%s gives no %s; using the shipped coefficients' values", where, ", ".join(missing)
+        )
+    return coeffs
 
 
 _DEFAULT: CalibratedCoefficients | None = None
