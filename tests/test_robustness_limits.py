@@ -678,3 +678,17 @@ def test_a_pipe_needs_its_format_named(tmp_path):
                    "--workload-traces-filepath", fifo)  # fmt: skip
     writer.join(timeout=10)
     assert out["injected_requests"] == 3
+
+
+def test_a_yaml_key_written_twice_is_refused_with_its_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys silently; every YAML input refuses it."""
+    with pytest.raises(yaml.YAMLError, match=r"key 'rate' given twice \(first on line 2\)"):
+        _inputs.load_yaml("model: m\nrate: 5\nrate: 50\n")
+    assert _inputs.load_yaml("base: &b {rate: 5}\nrun:\n  <<: *b\n  rate: 50\n")["run"] == {
+        "rate": 50
+    }  # a merge key may be overridden on purpose
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {MODEL}\nnum_requests: 5\nnum_requests: 50\n")
+    result = invoke(["run", "--config", config])
+    assert result.exit_code == 2
+    assert "key 'num_requests' given twice (first on line 2)" in result.output

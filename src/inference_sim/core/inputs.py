@@ -76,6 +76,9 @@ FLOAT_RE = re.compile(
 )
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class BoundedLoader(yaml.SafeLoader):
     """A SafeLoader with a nesting bound and YAML 1.2 floats (``1e3`` is a number)."""
 
@@ -92,6 +95,25 @@ class BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+        """A key written twice in one mapping is an error (PyYAML keeps the last one
+        silently, so ``rate: 5`` then ``rate: 50`` would run at 50 without a word)."""
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _value in node.value:
+                if key_node.tag == MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+                    continue  # ``<<`` merges may override on purpose
+                key = self.construct_object(key_node, deep=False)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping",
+                        node.start_mark,
+                        f"key {key!r} given twice (first on line {seen[key] + 1})",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
 
 
 BoundedLoader.yaml_implicit_resolvers = {
