@@ -352,3 +352,19 @@ def test_reference_hardware_config_reads_as_bundled(tmp_path):
               "per_layer_overhead_us", "mfu_prefill", "mfu_decode", "allreduce_latency_us",
               "memory_gib"):  # fmt: skip
         assert getattr(ours, f) == getattr(theirs, f), f
+
+
+def test_hardware_config_refuses_a_figure_or_gpu_given_twice(tmp_path):
+    """JSON keeps the last of two equal keys, and the figure keys are case-insensitive:
+    a second spelling of one figure, or a GPU listed twice, would silently win."""
+    full = (
+        '"TFlopsPeak": 989, "BwPeakTBs": 3.35, "BwEffConstant": 0.7,'
+        ' "mfuPrefill": 0.6, "mfuDecode": 0.1'
+    )
+    path = tmp_path / "hw.json"
+    path.write_text('{"G": {' + full + ', "TflopsPeak": 5}}', encoding="utf-8")
+    with pytest.raises(CatalogError, match="TFlopsPeak and TflopsPeak name the same figure"):
+        read_hardware_config(path)
+    path.write_text('{"G": {' + full + '}, "G": {"TFlopsPeak": 5}}', encoding="utf-8")
+    with pytest.raises(CatalogError, match="key 'G' given twice"):
+        read_hardware_config(path)

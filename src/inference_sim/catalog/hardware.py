@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from inference_sim.core.inputs import load_json, read_text
+from inference_sim.core.inputs import read_text
 
 from .catalog import Catalog
 from .errors import CatalogError
@@ -74,11 +74,18 @@ def _gpu(name: str, raw: Any, label: str) -> GpuSpec:
     if not isinstance(raw, Mapping):
         raise CatalogError(f"{label}: {name}: expected an object of GPU figures")
     values: dict[str, float] = {}
+    spelled: dict[str, str] = {}
     for key, value in raw.items():
         found = _KEYS.get(str(key).lower())
         if found is None:
             continue
         field, _ = found
+        if field in spelled:
+            raise CatalogError(
+                f"{label}: {name}: {spelled[field]} and {key} name the same figure"
+                " (keys are case-insensitive); give it once"
+            )
+        spelled[field] = str(key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise CatalogError(f"{label}: {name}.{key}: expected a number, got {value!r}")
         if not math.isfinite(float(value)) or value < 0:
@@ -122,10 +129,21 @@ def read_hardware_config(path: str | os.PathLike[str]) -> dict[str, GpuSpec]:
         raise CatalogError(f"{label}: not UTF-8 text") from None
     except OSError as exc:
         raise CatalogError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    twice: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in items]
+        twice.extend(k for i, k in enumerate(keys) if k in keys[:i])
+        return dict(items)
+
     try:
-        doc = load_json(text)
+        doc = json.loads(text, object_pairs_hook=pairs)
+    except RecursionError:
+        raise CatalogError(f"{label}: invalid JSON: nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise CatalogError(f"{label}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if twice:
+        raise CatalogError(f"{label}: key {twice[0]!r} given twice; give it once")
     if not isinstance(doc, Mapping) or not doc:
         raise CatalogError(f"{label}: expected a JSON object keyed by GPU name")
     return {str(name): _gpu(str(name), raw, label) for name, raw in doc.items()}
