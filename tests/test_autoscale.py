@@ -187,7 +187,9 @@ def test_results_file_has_autoscaling_section(tmp_path):
     [
         (("--autoscale-max", "2", "--autoscale-min", "3", "--autoscale-target", "1"),
          "--autoscale-min 3 > --autoscale-max 2"),
-        (("--autoscale-max", "2"), "--autoscale-target"),
+        (("--autoscale-max", "2"), "--autoscale-target is required with --autoscale-max"),
+        (("--autoscale-max", "2", "--autoscale-target", "16", "--autoscale-metric",
+          "kv-utilization"), "fraction of the KV cache in use (0-1)"),
         (("--autoscale-max", "2", "--autoscale-target", "1", "--autoscale-metric", "cpu"),
          "--autoscale-metric"),
         (("--autoscale-target", "3",), "needs autoscaling"),

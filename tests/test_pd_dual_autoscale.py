@@ -166,6 +166,7 @@ def test_dual_pool_through_blis(tmp_path):
     both = doc["autoscaling"]["pools"]["both"]
     assert both["max_replicas"] == 3 and both["events"][0]["kind"] == "scale_up"
     assert 1 <= min(both["replicas"]["ready"]) <= max(both["replicas"]["ready"]) <= 3
+    assert both["replica_startup_reason"] == "--replica-startup-s"  # as colocated runs say
     assert doc["pd"]["dual_instances"] == 3  # built up to the max
     assert doc["config"]["dual_autoscale_max"] == 3
     assert doc["completed_requests"] == 60

@@ -13,6 +13,7 @@ from inference_sim.config.autoscale import (
     autoscale_section,
     build_autoscale_simulator,
     pool_autoscale_enabled,
+    pool_autoscale_section,
 )
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.pd import build_pd_simulator, pd_enabled, pd_result_parts
@@ -277,6 +278,6 @@ def run_plan(
     if autoscale_enabled(plan.options):  # replicas over time, events, GPU-hours, cost
         results.summary["autoscaling"] = autoscale_section(sim, plan)
     elif pd_enabled(plan.options) and pool_autoscale_enabled(plan.options):
-        results.summary["autoscaling"] = sim.autoscaling_summary()
+        results.summary["autoscaling"] = pool_autoscale_section(sim, plan)
     analysis.write_trace()  # --trace-output (written atomically)
     return results

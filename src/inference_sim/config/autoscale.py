@@ -109,10 +109,26 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
             "pool with --prefill-autoscale-max / --decode-autoscale-max (docs/autoscaling.md)"
         )
     require_one_of("--autoscale-metric", o["autoscale_metric"], METRICS)
-    require_finite("--autoscale-target", o["autoscale_target"])
+    _check_target("--autoscale", o["autoscale_metric"], o["autoscale_target"])
     _check_shared(o, explicit)
     if start < lo:  # after every error: a warning only for a run that will happen
         _below_min("--num-instances", start, "--autoscale-min", lo)
+
+
+def _check_target(flag: str, metric: str, target: float) -> None:
+    """The controller's target: required, finite and > 0; a KV-cache fraction at most 1
+    for ``kv-utilization`` (a target of 16 there would never scale up)."""
+    if target == 0:
+        raise ConfigError(
+            f"{flag}-target is required with {flag}-max: the value of {flag}-metric "
+            f"({metric}) per replica the autoscaler keeps (docs/autoscaling.md)"
+        )
+    require_finite(f"{flag}-target", target)
+    if metric == "kv-utilization" and target > 1:
+        raise ConfigError(
+            f"{flag}-target {target:g}: the kv-utilization metric is the fraction of the KV "
+            "cache in use (0-1); give a fraction such as 0.8"
+        )
 
 
 def _below_min(what: str, start: int, flag: str, lo: int) -> None:
@@ -167,9 +183,9 @@ def _check_pools(o: dict[str, Any]) -> list[tuple[str, int, str, int]]:
         if start < lo:
             what = "--num-instances leaves" if pool == "dual" else f"--{pool}-instances"
             below.append((what, start, f"{flag}-min", lo))
-        require_finite(f"{flag}-target", o[f"{pool}_autoscale_target"])
         m = o[f"{pool}_autoscale_metric"] or o["autoscale_metric"]
         require_one_of(f"{flag}-metric", m, METRICS)
+        _check_target(flag, m, o[f"{pool}_autoscale_target"])
     return below
 
 
@@ -313,4 +329,14 @@ def autoscale_section(sim: Any, plan: Any) -> dict[str, Any]:
     """The results' ``autoscaling`` section."""
     out = sim.autoscaling_summary()
     out["replica_startup_reason"] = startup_seconds(plan)[1]
+    return out
+
+
+def pool_autoscale_section(sim: Any, plan: Any) -> dict[str, Any]:
+    """The ``autoscaling`` section of a P/D run: each pool's figures, with where its
+    replicas' start-up time came from (each pool derives its own)."""
+    out = sim.autoscaling_summary()
+    for name, pool in out["pools"].items():
+        sub = plan.pools.get(name, plan)
+        pool["replica_startup_reason"] = startup_seconds(sub)[1]
     return out
