@@ -474,3 +474,36 @@ def test_async_scheduling_only_with_eagle_family_speculation(method, lagged):
     spec = SpeculativeConfig(method=method, num_tokens=2, acceptance=(0.7, 0.5))
     inst = make_instance(0, EngineConfig(num_gpu_blocks=1000, speculative=spec), latency)
     assert inst.async_scheduling is lagged
+
+
+def test_settings_vllm_would_refuse_are_simulated_with_a_warning(caplog) -> None:
+    """MTP on a checkpoint without MTP layers, or a draft model with another tokenizer:
+    the what-if runs, and the log says why a real server would not."""
+    draft = dict(
+        speculative_method="draft-model",
+        speculative_model="qwen/qwen2.5-1.5b-instruct",
+        num_speculative_tokens=2,
+        num_requests=3,
+    )
+    with caplog.at_level("WARNING", logger="inference_sim"):
+        _run(speculative_method="mtp", num_speculative_tokens=1, num_requests=3)
+    assert "no multi-token-prediction layers" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="inference_sim"):
+        _run(model="meta-llama/llama-3.1-8b-instruct", **draft)
+    assert "differs from meta-llama/llama-3.1-8b-instruct's" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="inference_sim"):
+        _run(**draft)  # Qwen2.5-7B: one tokenizer, padded tables of other sizes
+    assert "vocabulary" not in caplog.text
+
+
+def test_mtp_layers_are_read_from_config_json() -> None:
+    from inference_sim.catalog.architecture import architecture_from_hf_config
+
+    cfg = {
+        "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "intermediate_size": 128, "vocab_size": 100,
+        "torch_dtype": "bfloat16", "num_nextn_predict_layers": 1,
+    }  # fmt: skip
+    assert architecture_from_hf_config(cfg, "x").mtp_layers == 1

@@ -229,6 +229,9 @@ class ModelArchitecture:
     #: Bytes per KV-cache element when the server stores KV in another dtype than the
     #: weights (vLLM ``--kv-cache-dtype fp8``: 1); 0: ``dtype_bytes``.
     kv_dtype_bytes: float = 0.0
+    #: Multi-token-prediction layers the checkpoint ships (config.json
+    #: ``num_nextn_predict_layers``: DeepSeek-V3, GLM-4.5); vLLM's ``mtp`` drafter needs one.
+    mtp_layers: int = 0
 
     # ------------------------------------------------------------- derived shape
 
@@ -594,6 +597,7 @@ def architecture_from_hf_config(doc: Any, label: str, name: str = "") -> ModelAr
         quantization=_quantization(r),
         extra_params=_vision_params(doc),
         source=label,
+        mtp_layers=r.int("num_nextn_predict_layers"),
     )
 
 

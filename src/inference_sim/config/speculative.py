@@ -7,6 +7,7 @@ which only the config layer may do (docs/architecture.md). Every bad value ends 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,8 @@ from inference_sim.config.errors import ConfigError
 from inference_sim.instance.speculative import METHODS, SpeculativeConfig
 from inference_sim.latency.base import LatencyModel
 from inference_sim.latency.blackbox import LatencyConfigError
+
+log = logging.getLogger("inference_sim")
 
 __all__ = ["DEFAULT_ACCEPTANCE", "DRAFT_HEAD_LAYERS", "resolve_speculative"]
 
@@ -139,6 +142,7 @@ def resolve_speculative(
         raise ConfigError(  # it prices the n-gram proposer only: never silently dropped
             f"--spec-ngram-cpu-us is only for --speculative-method ngram, not {method}"
         )
+    _warn_unlike_vllm(method, architecture, draft_name)
     return SpeculativeConfig(
         method=method,
         num_tokens=k,
@@ -149,3 +153,29 @@ def resolve_speculative(
         head_fraction=draft_head_fraction(architecture, method),
         draft_latency=draft_latency,
     )
+
+
+def _warn_unlike_vllm(method: str, target: ModelArchitecture | None, draft_name: str) -> None:
+    """Settings vLLM would refuse or that cannot work as given: simulated anyway (a what-if
+    is legitimate), but said."""
+    if target is None:
+        return
+    if method == "mtp" and target.mtp_layers <= 0:
+        log.warning(
+            "--speculative-method mtp: %s's config.json has no multi-token-prediction layers "
+            "(num_nextn_predict_layers), so vLLM refuses mtp for it; simulating one MTP head "
+            "as if it had one",
+            target.name,
+        )
+    draft = bundled_architecture(draft_name) if method == "draft-model" and draft_name else None
+    # One tokenizer may sit in embedding tables padded to different sizes (Qwen2.5-1.5B
+    # 151 936, Qwen2.5-7B 152 064): only a clearly different vocabulary is another one.
+    if draft is not None and abs(draft.vocab - target.vocab) > 0.02 * target.vocab:
+        log.warning(
+            "--speculative-model %s: its vocabulary (%d tokens) differs from %s's (%d): a "
+            "draft model must share the target's tokenizer for its tokens to be accepted",
+            draft_name,
+            draft.vocab,
+            target.name,
+            target.vocab,
+        )
