@@ -325,3 +325,142 @@ def test_fit_refuses_a_non_additive_overlap():
     pytest.importorskip("scipy")
     with pytest.raises(ValueError, match=r"overlap must be 1 to fit, got 2\.0"):
         fit_coefficients([], start=CalibratedCoefficients(overlap=2.0))
+
+
+# --- bad input: one RunsError naming the row/run, field and allowed range -------------------
+
+_ROW = "a,qwen/qwen2.5-7b-instruct,H100,1,2048,128,4096,7463,100,447,248,600s@8;600s@20"
+
+
+def test_stage_index_beyond_all_stages_or_repeated_is_refused(tmp_path: Path):
+    """A stage_index past ``all_stages`` used to crash the error table (IndexError)."""
+    path = tmp_path / "runs.csv"
+    path.write_text(
+        CSV_HEADER
+        + f"{_ROW},0,8,600,27.1,2057.6,9.71,210,575.45\n"
+        + f"{_ROW},7,20,600,51.9,4158.1,19.8,208,575.45\n"
+    )
+    with pytest.raises(
+        RunsError, match=r"runs\.csv row 3 \(run a\): stage_index must be -1 .*0\.\.1.*got 7"
+    ):
+        read_runs_csv(path)
+    path.write_text(
+        CSV_HEADER
+        + f"{_ROW},1,8,600,27.1,2057.6,9.71,210,575.45\n"
+        + f"{_ROW},1,20,600,51.9,4158.1,19.8,208,575.45\n"
+    )
+    with pytest.raises(RunsError, match=r"row 3 \(run a\): stage_index 1 repeated"):
+        read_runs_csv(path)
+    y = tmp_path / "runs.yaml"
+    y.write_text(
+        "runs:\n- experiment: r1\n  model: qwen/qwen2.5-7b-instruct\n  hardware: H100\n"
+        "  system_prompt_len: 100\n  question_len: 400\n  output_len: 100\n  stages:\n"
+        "  - {stage_index: 3, stage_rate_rps: 2, stage_duration_s: 60, ttft_mean_ms: 25,"
+        " e2e_mean_ms: 700}\n"
+    )
+    with pytest.raises(RunsError, match=r"runs\[0\]\.stages\[0\]: stage_index must be .*0\.\.0"):
+        load_runs([y])
+    res = CliRunner().invoke(cli, ["calibrate", str(path), "--evaluate-only", "-q", "-j", "1"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert res.output.strip().startswith("Error: runs.csv row 3")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("tp", "0", r"tp \(tensor-parallel GPUs\) must be >= 1, got '0'"),
+        ("tp", "-2", r"tp \(tensor-parallel GPUs\) must be >= 1, got '-2'"),
+        ("total_kv_blocks_from_vllm_log", "-5", r"total_kv_blocks_from_vllm_log must be >= 0"),
+        ("max_num_seqs", "0", r"max_num_seqs must be >= 1, got '0'"),
+        ("gpu_memory_utilization", "0", r"gpu_memory_utilization must be in \(0, 1\], got '0'"),
+        ("gpu_memory_utilization", "1.5", r"gpu_memory_utilization must be in \(0, 1\]"),
+        ("system_prompt_len", "-1", r"system_prompt_len must be >= 0, got '-1'"),
+        ("question_len", "-400", r"question_len must be >= 0, got '-400'"),
+        ("output_len", "-3", r"output_len must be >= 0, got '-3'"),
+    ],
+)
+def test_out_of_range_run_values_are_refused_not_replaced(
+    tmp_path: Path, column: str, value: str, message: str
+):
+    header = CSV_HEADER.rstrip("\n") + ",gpu_memory_utilization\n"
+    cols = header.rstrip("\n").split(",")
+    values = (_ROW + ",0,8,600,27.1,2057.6,9.71,210,575.45,").split(",")
+    values[cols.index(column)] = value
+    path = tmp_path / "runs.csv"
+    path.write_text(header + ",".join(values) + "\n")
+    with pytest.raises(RunsError, match=rf"runs\.csv run a: {message}"):
+        read_runs_csv(path)
+    # blank cells still mean "not given"
+    values[cols.index(column)] = ""
+    path.write_text(header + ",".join(values) + "\n")
+    if column != "output_len":
+        (run,) = read_runs_csv(path)
+        assert run.gpu_memory_utilization == 0.9 and run.tp == 1 and run.max_num_seqs == 128
+
+
+def test_write_specs_keeps_files_inside_the_folder_and_quotes_commands(tmp_path: Path):
+    runs = tmp_path / "runs.yaml"
+    stage = (
+        "  stages:\n"
+        "  - {stage_rate_rps: 2, stage_duration_s: 60, ttft_mean_ms: 30, e2e_mean_ms: 2000}\n"
+    )
+    body = "  model: qwen/qwen2.5-7b-instruct\n  hardware: H100\n  system_prompt_len: 100\n" \
+        "  question_len: 400\n  output_len: 200\n" + stage  # fmt: skip
+    runs.write_text(
+        "runs:\n"
+        + '- experiment: "../escaped run; echo INJECTED"\n' + body
+        + '- experiment: "_._escaped run; echo INJECTED"\n' + body
+        + '- experiment: ".hidden"\n' + body
+    )  # fmt: skip
+    out = tmp_path / "specs"
+    res = CliRunner().invoke(cli, ["calibrate", str(runs), "--write-specs", str(out)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.yaml", "specs"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "_._escaped_run__echo_INJECTED-2.yaml",
+        "_._escaped_run__echo_INJECTED.yaml",
+        "_hidden.yaml",
+        "commands.sh",
+    ]
+    import shlex
+
+    lines = [ln for ln in (out / "commands.sh").read_text().splitlines() if ln.startswith("blis")]
+    assert len(lines) == 3
+    for line in lines:
+        words = shlex.split(line)  # every argument quoted: no `;` outside a word
+        assert "echo" not in words and words[:2] == ["blis", "run"]
+        assert all(w.startswith(str(out)) for w in words if w.endswith((".yaml", ".json")))
+    # not a string
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs:\n- experiment: [a, b]\n" + body)
+    with pytest.raises(RunsError, match=r"experiment must be a string, got a list"):
+        load_runs([bad])
+    bad.write_text("runs:\n- experiment: x\n  model: {a: 1}\n" + body.split("\n", 1)[1])
+    with pytest.raises(RunsError, match=r"run x: model must be a string, got a dict"):
+        load_runs([bad])
+    # --write-specs naming an existing regular file
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    res = CliRunner().invoke(cli, ["calibrate", str(runs), "--write-specs", str(afile)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert res.output.strip() == f"Error: --write-specs {afile}: exists and is not a folder"
+
+
+def test_evaluate_only_exits_1_when_every_run_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from inference_sim.calibrate import fit
+
+    runs = tmp_path / "runs.yaml"
+    runs.write_text(
+        "runs:\n- experiment: tiny\n  model: qwen/qwen2.5-1.5b-instruct\n  hardware: H100\n"
+        "  system_prompt_len: 60\n  question_len: 200\n  output_len: 30\n  stages:\n"
+        "  - {stage_rate_rps: 4, stage_duration_s: 10, ttft_mean_ms: 20, e2e_mean_ms: 300}\n"
+    )
+    monkeypatch.setattr(
+        fit.Simulator, "run", lambda self, runs, **kw: [RuntimeError("boom") for _ in runs]
+    )
+    res = CliRunner().invoke(cli, ["calibrate", str(runs), "--evaluate-only", "-q", "-j", "1"])
+    assert res.exit_code == 1, res.output
+    assert "boom" in res.output and "all 1 runs failed to simulate" in res.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import traceback
 from dataclasses import replace
@@ -235,6 +236,7 @@ def _calibrate(**kw: Any) -> None:
     rows = error_rows(runs, results)
     click.echo(format_table(rows))
     med = medians(rows)
+    failed = sum(1 for r in results if isinstance(r, Exception) or r is None)
     if not kw["evaluate_only"]:
         meta = dict(coeffs.meta)
         meta.update(
@@ -262,25 +264,55 @@ def _calibrate(**kw: Any) -> None:
                 fh,
                 indent=2,
             )
+    if kw["evaluate_only"] and runs and failed == len(runs):
+        click.echo(f"Error: all {failed} runs failed to simulate (see the table)", err=True)
+        raise click.exceptions.Exit(1)
+
+
+def _file_stem(name: str, taken: set[str]) -> str:
+    """A file name (no extension) for a run name that stays inside the specs folder:
+    characters other than [A-Za-z0-9._-] become '_', it never starts with '.', and a
+    name that collides (case-insensitively) with an earlier one gets -2, -3, ..."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:150] or "run"
+    if stem.startswith("."):
+        stem = "_" + stem[1:]
+    base, n = stem, 1
+    while stem.lower() in taken:
+        n += 1
+        stem = f"{base}-{n}"
+    taken.add(stem.lower())
+    return stem
 
 
 def _write_specs(runs: list[Any], folder: str, settings: Any) -> None:
+    import shlex
+
     import yaml
 
-    os.makedirs(folder, exist_ok=True)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"--write-specs {folder}: exists and is not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"--write-specs {folder}: cannot create the folder: {exc.strerror or exc}"
+        ) from None
     lines = []
+    taken: set[str] = set()
     for run in runs:
         spec = run.workload_spec(
             prefix_reuse=settings.prefix_reuse,
             prompt_scale=settings.prompt_scale,
             seed=settings.seed,
         )
-        path = os.path.join(folder, f"{run.name}.yaml")
+        stem = _file_stem(run.name, taken)
+        path = os.path.join(folder, f"{stem}.yaml")
+        head = f"{run.name}: {run.model} on {run.hardware} TP{run.tp} ({run.workload})"
         with open(path, "w", encoding="utf-8") as fh:
-            fh.write(f"# {run.name}: {run.model} on {run.hardware} TP{run.tp} ({run.workload})\n")
+            fh.write("# " + " ".join(head.split()) + "\n")  # one comment line
             yaml.safe_dump(spec, fh, sort_keys=False)
-        results = os.path.join(folder, f"{run.name}-results.json")
-        lines.append(run.command(path) + f" --results-path {results}")
+        results = os.path.join(folder, f"{stem}-results.json")
+        lines.append(run.command(path) + " --results-path " + shlex.quote(results))
     cmd_path = os.path.join(folder, "commands.sh")
     with open(cmd_path, "w", encoding="utf-8") as fh:
         fh.write("#!/bin/sh\n# One `blis run` per measured run; per-stage metrics are in each\n")

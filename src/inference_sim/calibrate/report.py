@@ -44,13 +44,14 @@ def error_rows(
                     }
                 )
             continue
+        rates = {st.index: st.rate for st in run.stages}  # indexes need not be positions
         for e in stage_errors(run, res):
             row: dict[str, Any] = {
                 "run": run.name,
                 "model": run.model,
                 "tp": run.tp,
                 "stage": int(e["stage"]),
-                "rate": run.stages[int(e["stage"])].rate if run.stages else 0.0,
+                "rate": rates.get(int(e["stage"]), 0.0),
                 "label": label,
             }
             for k, v in e.items():

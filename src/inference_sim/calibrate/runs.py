@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -208,14 +209,14 @@ class MeasuredRun:
     def command(self, spec_path: str, latency_model: str = "calibrated") -> str:
         """The ``blis run`` command line replaying this run."""
         o = self.sim_options(spec_path, latency_model=latency_model)
-        parts = ["blis run"]
+        parts = ["blis", "run"]
         for key, value in o.items():
             flag = "--" + key.replace("_", "-")
             if isinstance(value, bool):
                 parts.append(flag if value else "--no-" + flag[2:])
             else:
-                parts.append(f"{flag} {value}")
-        return " ".join(parts)
+                parts.extend((flag, str(value)))
+        return " ".join(shlex.quote(p) for p in parts)  # names/paths may hold shell syntax
 
 
 # --------------------------------------------------------------------------- readers
@@ -236,6 +237,76 @@ def _num(row: Mapping[str, Any], key: str, where: str, *, kind: type = float, de
             raise RunsError(f"{where}: {key} must be an integer, got {raw!r}")
         return int(v)
     return v
+
+
+def _bounded(
+    row: Mapping[str, Any],
+    key: str,
+    where: str,
+    *,
+    kind: type = int,
+    default: Any = 0,
+    low: float = 0,
+    high: float | None = None,
+    low_open: bool = False,
+    meaning: str = "",
+    hint: str = "",
+):
+    """:func:`_num`, refused outside ``[low, high]`` (``(low, high]`` with ``low_open``).
+
+    A blank cell keeps ``default`` (not given); a given value out of range is an error,
+    never replaced by the default.
+    """
+    v = _num(row, key, where, kind=kind, default=default)
+    raw = row.get(key)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return v
+    bad = v <= low if low_open else v < low
+    if high is not None and v > high:
+        bad = True
+    if bad:
+        label = f"{key} ({meaning})" if meaning else key
+        if high is not None:
+            allowed = f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+        else:
+            allowed = f"{'>' if low_open else '>='} {low:g}"
+        raise RunsError(f"{where}: {label} must be {allowed}{hint}, got {raw!r}")
+    return v
+
+
+def _text(row: Mapping[str, Any], key: str, where: str) -> str:
+    """A text field (blank: ""); a YAML list or mapping is refused, not stringified."""
+    raw = row.get(key)
+    if raw is None:
+        return ""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise RunsError(
+            f"{where}: {key} must be a string, got a {type(raw).__name__} ({str(raw)[:60]!r})"
+        )
+    return str(raw).strip()
+
+
+def _check_stage_indexes(
+    indexes: Iterable[tuple[str, int]], planned: int, where: str, what: str
+) -> None:
+    """Stage indexes (``(label, index)``) must be -1 (the summary) or ``0 .. n-1``, each at
+    most once; ``n`` is the number of stages in ``all_stages`` (``planned``), else the
+    number of stage entries given (``what`` says which)."""
+    items = list(indexes)
+    n = planned or sum(1 for _, idx in items if idx != -1)
+    seen: dict[int, str] = {}
+    for label, idx in items:
+        if idx != -1 and not 0 <= idx < n:
+            raise RunsError(
+                f"{label}: stage_index must be -1 (whole-run summary) or 0..{n - 1} "
+                f"({n} stage(s) in {what}), got {idx}"
+            )
+        if idx in seen:
+            raise RunsError(
+                f"{label}: stage_index {idx} repeated ({seen[idx]} has it too); "
+                f"each stage of {where} must appear once"
+            )
+        seen[idx] = label
 
 
 def _online_fp8(model: str, precision: Any) -> str:
@@ -312,7 +383,8 @@ def runs_from_rows(
     """Group table rows (one per run x stage) into runs; see docs/calibration.md."""
     grouped: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
     for i, row in enumerate(rows, start=2):
-        name = str(row.get("experiment") or row.get("run") or "").strip()
+        key = "experiment" if row.get("experiment") not in (None, "") else "run"
+        name = _text(row, key, f"{source} row {i}")
         if not name:
             raise RunsError(f"{source} row {i}: experiment (the run name) is required")
         grouped.setdefault(name, []).append((i, row))
@@ -320,21 +392,31 @@ def runs_from_rows(
     for name, items in grouped.items():
         first = items[0][1]
         where = f"{source} run {name}"
-        model = str(first.get("model") or "").strip().lower()
+        model = _text(first, "model", where).lower()
         if not model:
             raise RunsError(f"{where}: model is required")
-        gpu = str(first.get("hardware") or hardware or "").strip()
+        gpu = _text(first, "hardware", where) or str(hardware or "").strip()
         if not gpu:
             raise RunsError(f"{where}: hardware is required (or give --hardware)")
-        tp = _num(first, "tp", where, kind=int, default=1)
+        tp = _bounded(first, "tp", where, default=1, low=1, meaning="tensor-parallel GPUs")
         dp_key = "dp" if str(first.get("dp") or "").strip() else "data_parallel_size"
         dp = _num(first, dp_key, where, kind=int, default=1)
         if dp < 1:
             raise RunsError(f"{where}: {dp_key} (data-parallel engines) must be >= 1, got {dp}")
         stages: list[StageMeasurement] = []
         summary = None
-        for line, row in items:
-            idx = _num(row, "stage_index", f"{source} row {line}", kind=int, default=0)
+        planned = _parse_all_stages(first.get("all_stages") or "", where)
+        indexes = [
+            (
+                f"{source} row {line} (run {name})",
+                _num(row, "stage_index", f"{source} row {line}", kind=int, default=0),
+            )
+            for line, row in items
+        ]
+        _check_stage_indexes(
+            indexes, len(planned), f"run {name}", "all_stages" if planned else "its rows"
+        )
+        for (line, row), (_, idx) in zip(items, indexes, strict=True):
             st = _stage_from_row(row, f"{source} row {line}", idx)
             if idx < 0:
                 summary = st
@@ -343,7 +425,6 @@ def runs_from_rows(
         stages.sort(key=lambda s: s.index)
         if not stages:
             raise RunsError(f"{where}: no stage rows (stage_index >= 0)")
-        planned = _parse_all_stages(first.get("all_stages") or "", where)
         if planned and len(planned) == len(stages):
             stages = [
                 replace(st, duration_s=st.duration_s or d, rate=st.rate or r)
@@ -355,10 +436,13 @@ def runs_from_rows(
                     f"{where}: stage {st.index} needs stage_rate_rps and stage_duration_s > 0"
                 )
         prompt_mean = max((st.prompt_len_mean for st in stages), default=0.0)
-        groups = _num(first, "num_groups", where, kind=int, default=TOOL_GROUPS)
-        per_group = _num(
-            first, "num_prompts_per_group", where, kind=int, default=TOOL_PROMPTS_PER_GROUP
+        groups = _bounded(first, "num_groups", where, default=TOOL_GROUPS, low=1)
+        per_group = _bounded(
+            first, "num_prompts_per_group", where, default=TOOL_PROMPTS_PER_GROUP, low=1
         )
+        derive = " (0 or blank: derived from GPU memory)"
+        kv_log = _bounded(first, "total_kv_blocks_from_vllm_log", where, low=0, hint=derive)
+        kv_blocks = _bounded(first, "total_kv_blocks", where, low=0, hint=derive)
         runs.append(
             MeasuredRun(
                 name=name,
@@ -368,23 +452,29 @@ def runs_from_rows(
                 dp=dp,
                 kv_cache_dtype=_kv_dtype(first.get("kv_cache_dtype"), where),
                 quantization=_online_fp8(model, first.get("precision")),
-                max_num_batched_tokens=_num(
-                    first, "max_num_batched_tokens", where, kind=int, default=2048
+                max_num_batched_tokens=_bounded(
+                    first, "max_num_batched_tokens", where, default=2048, low=1
                 ),
-                max_num_seqs=_num(first, "max_num_seqs", where, kind=int, default=128),
-                max_model_len=_num(first, "max_model_len", where, kind=int, default=4096),
-                total_kv_blocks=_num(
-                    first, "total_kv_blocks_from_vllm_log", where, kind=int, default=0
-                )
-                or _num(first, "total_kv_blocks", where, kind=int, default=0),
-                gpu_memory_utilization=_num(first, "gpu_memory_utilization", where, default=0.9),
-                system_prompt_len=_num(first, "system_prompt_len", where, kind=int, default=0),
-                question_len=_num(first, "question_len", where, kind=int, default=0),
-                output_len=_num(first, "output_len", where, kind=int, default=0),
+                max_num_seqs=_bounded(first, "max_num_seqs", where, default=128, low=1),
+                max_model_len=_bounded(first, "max_model_len", where, default=4096, low=1),
+                total_kv_blocks=kv_log or kv_blocks,
+                gpu_memory_utilization=_bounded(
+                    first,
+                    "gpu_memory_utilization",
+                    where,
+                    kind=float,
+                    default=0.9,
+                    low=0,
+                    high=1,
+                    low_open=True,
+                ),
+                system_prompt_len=_bounded(first, "system_prompt_len", where, low=0),
+                question_len=_bounded(first, "question_len", where, low=0),
+                output_len=_bounded(first, "output_len", where, low=0),
                 num_groups=groups,
                 prompts_per_group=per_group,
                 prompt_len_mean=prompt_mean,
-                workload=str(first.get("workload") or ""),
+                workload=_text(first, "workload", where),
                 stages=tuple(stages),
                 summary=summary,
             )
@@ -424,6 +514,7 @@ def read_runs_yaml(path: str | os.PathLike[str], *, hardware: str = "") -> list[
     if not isinstance(items, list) or not items:
         raise RunsError(f"{where}: expected `runs:` with a list of runs")
     rows = []
+    names: dict[str, int] = {}
     for i, run in enumerate(items):
         if not isinstance(run, dict):
             raise RunsError(f"{where}: runs[{i}] must be a mapping")
@@ -432,13 +523,35 @@ def read_runs_yaml(path: str | os.PathLike[str], *, hardware: str = "") -> list[
             raise RunsError(f"{where}: runs[{i}].stages must be a non-empty list")
         base = {k: v for k, v in run.items() if k != "stages"}
         base.setdefault("experiment", f"run-{i}")
+        name = _text(base, "experiment", f"{where}: runs[{i}]")
+        if name and name in names:
+            raise RunsError(
+                f"{where}: runs[{i}].experiment {name!r} repeats runs[{names[name]}]; "
+                "run names must be unique"
+            )
+        names[name] = i
+        run_rows = []
         for j, st in enumerate(stages):
             if not isinstance(st, dict):
                 raise RunsError(f"{where}: runs[{i}].stages[{j}] must be a mapping")
             row = dict(base)
             row["stage_index"] = j
             row.update(st)
-            rows.append(row)
+            run_rows.append(row)
+        planned = _parse_all_stages(base.get("all_stages") or "", f"{where}: runs[{i}]")
+        _check_stage_indexes(
+            [
+                (
+                    f"{where}: runs[{i}].stages[{j}]",
+                    _num(row, "stage_index", f"{where}: runs[{i}].stages[{j}]", kind=int),
+                )
+                for j, row in enumerate(run_rows)
+            ],
+            len(planned),
+            f"runs[{i}]",
+            "all_stages" if planned else "its stages list",
+        )
+        rows.extend(run_rows)
     return runs_from_rows(rows, os.path.basename(where), hardware=hardware)
 
 
