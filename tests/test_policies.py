@@ -301,16 +301,25 @@ class _Wild:
         return {"instance_0": -3.0, "instance_1": 7.0}  # instance_2 missing -> 0
 
 
-class _NaN:
+class _Negative:
     def score(self, request, state):
-        return [float("nan"), 0.5, 0.2]
+        return [-1.0, 0.5, 0.2]
 
 
 def test_weighted_clamps_scores_and_accepts_mappings():
-    d = Weighted([(_Wild(), 1.0), (_NaN(), 1.0)]).route(req(), state(snap(0), snap(1), snap(2)))
+    d = Weighted([(_Wild(), 1.0), (_Negative(), 1.0)]).route(
+        req(), state(snap(0), snap(1), snap(2))
+    )
     assert d.scores == pytest.approx([0.0, 0.75, 0.1])
     assert d.target == 1
     assert all(0.0 <= v <= 1.0 for v in d.scores)
+    with pytest.raises(PolicyError, match="returned NaN for instance 0"):  # not a score
+        Weighted([(_NaNScores(), 1.0)]).route(req(), state(snap(0), snap(1), snap(2)))
+
+
+class _NaNScores:
+    def score(self, request, state):
+        return [float("nan"), 0.5, 0.2]
 
 
 def test_prefix_affinity_scorer_longest_leading_match_and_observer():

@@ -75,6 +75,26 @@ PLUGIN_SOURCE = textwrap.dedent(
     class Nowhere:
         def route(self, request, state):
             return 7
+
+    class NaNScore:
+        def score(self, request, state):
+            return [float("nan")] * len(state.snapshots)
+
+    class OneScore:
+        def score(self, request, state):
+            return [1.0]
+
+    class WordScore:
+        def score(self, request, state):
+            return ["high"] * len(state.snapshots)
+
+    class Yes:
+        def admit(self, request, state):
+            return "yes"
+
+    class NaNPriority:
+        def priority(self, request, now):
+            return float("nan")
     """
 )
 
@@ -243,3 +263,24 @@ def test_example_scorer_plugin_runs():
 def test_a_ready_made_policy_object_can_be_named(plugin):
     sys.modules[plugin].SHARED = load_object(f"{plugin}:ById")()
     assert handled(small(routing_policy=f"{plugin}:SHARED")) == [0, 20, 0]
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"routing_policy": "weighted", "routing_scorers": "{m}:NaNScore:1"},
+         "returned NaN for instance 0"),
+        ({"routing_policy": "weighted", "routing_scorers": "{m}:OneScore:1"},
+         "returned 1 scores for 3 instances"),
+        ({"routing_policy": "weighted", "routing_scorers": "{m}:WordScore:1"},
+         "returned 'high' for instance 0"),
+        ({"admission_policy": "{m}:Yes"}, "returned 'yes'; expected True/False"),
+        ({"priority_policy": "{m}:NaNPriority", "scheduler": "priority-fcfs"},
+         "returned nan for request"),
+    ],
+)  # fmt: skip
+def test_a_plugin_returning_what_cannot_be_used_is_named(plugin, options, needle):
+    """NaN, short or non-numeric scores and non-boolean verdicts used to be absorbed
+    (every request to instance 0, 'yes' read as admit, NaN priorities sorting anywhere)."""
+    with pytest.raises(Exception, match=needle):
+        small(**{k: v.format(m=plugin) for k, v in options.items()})

@@ -35,6 +35,7 @@ from inference_sim.policies.admission import AlwaysAdmit
 from inference_sim.policies.base import (
     AdmissionDecision,
     AdmissionPolicy,
+    PolicyError,
     RouterState,
     RoutingDecision,
     RoutingPolicy,
@@ -253,6 +254,11 @@ class ClusterSimulator:
         """The admission policy decides; an admitted request is routed after its latency."""
         state = self.snapshots.state(now)
         verdict = self.admission.admit(req, state)
+        if not isinstance(verdict, bool | tuple):
+            raise PolicyError(
+                f"admission policy {type(self.admission).__name__} returned {verdict!r}; "
+                "expected True/False or an AdmissionDecision"
+            )
         if self.decision_hook is not None:
             if not isinstance(verdict, tuple):
                 verdict = AdmissionDecision(bool(verdict), "")

@@ -175,18 +175,33 @@ class Weighted:
         snaps = state.snapshots
         n = len(snaps)
         composite = [0.0] * n
-        for scorer, w in self.scorers:
+        for k, (scorer, w) in enumerate(self.scorers):
             values = scorer.score(request, state)
             if isinstance(values, Mapping):
                 values = [values.get(s.id, 0.0) for s in snaps]
-            m = len(values)
-            for i in range(n):
-                v = values[i] if i < m else 0.0
-                if v > 1.0:
-                    v = 1.0
-                elif not v >= 0.0:  # negative or NaN
-                    v = 0.0
-                composite[i] += v * w
+            if len(values) != n:
+                raise PolicyError(
+                    f"routing scorer {self.names[k]} returned {len(values)} scores for "
+                    f"{n} instances; it must rate each instance"
+                )
+            try:
+                for i in range(n):
+                    v = values[i]
+                    if v > 1.0:
+                        v = 1.0
+                    elif not v >= 0.0:
+                        if v != v:
+                            raise PolicyError(
+                                f"routing scorer {self.names[k]} returned NaN for instance "
+                                f"{i}; scores are numbers in [0, 1]"
+                            )
+                        v = 0.0  # negative: clamped, as documented
+                    composite[i] += v * w
+            except TypeError:
+                raise PolicyError(
+                    f"routing scorer {self.names[k]} returned {values[i]!r} for instance {i}; "
+                    "scores are numbers in [0, 1]"
+                ) from None
         best = -1.0
         best_idx = 0
         for i in range(n):

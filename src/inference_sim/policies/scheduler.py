@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from inference_sim.core.request import Request
+from inference_sim.policies.base import PolicyError
 from inference_sim.policies.priority import ConstantPriority
 from inference_sim.policies.registry import Registry
 
@@ -83,6 +84,8 @@ def make_wait_queue_hook(priority: Any, scheduler: Any) -> WaitQueueHook | None:
 
         return hook_constant
     prio = priority.priority
+    if not type(priority).__module__.startswith("inference_sim."):
+        prio = _checked_priority(prio, type(priority).__name__)
 
     def hook(wait_queue: deque[Request], now: int) -> None:
         for r in wait_queue:
@@ -90,3 +93,19 @@ def make_wait_queue_hook(priority: Any, scheduler: Any) -> WaitQueueHook | None:
         order(wait_queue, now)
 
     return hook
+
+
+def _checked_priority(prio: Any, who: str) -> Any:
+    """A user's priority policy must give numbers the wait queue can order: a NaN or a
+    string would sort the queue silently wrong or fail deep inside the sort."""
+
+    def checked(r: Request, now: int) -> float:
+        v = prio(r, now)
+        if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
+            raise PolicyError(
+                f"priority policy {who} returned {v!r} for request {r.index}; expected a "
+                "number (not NaN)"
+            )
+        return v
+
+    return checked
