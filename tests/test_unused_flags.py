@@ -245,6 +245,16 @@ def test_plan_refuses_a_timed_trace_and_a_staged_spec_once(files):
     )
 
 
+def test_plan_names_what_is_wrong_with_a_csv_that_is_no_trace(files):
+    """Two length columns under names a length trace does not know read as the
+    reference format, which needs five: its own error, not "a timed trace"."""
+    (files / "two.csv").write_text("input_tokens,output_tokens\n100,10\n", encoding="utf-8")
+    one_error(
+        plan("--workload-traces-filepath", str(files / "two.csv")),
+        "expected at least 5 columns",
+    )
+
+
 def test_plan_still_takes_an_untimed_trace_and_a_spec_it_can_scale(files):
     for flags in (
         ["--workload-traces-filepath", str(files / "untimed.csv")],

@@ -466,11 +466,30 @@ def refuse_own_rate_workload(base: Mapping[str, Any]) -> None:
     except (WorkloadError, OSError):
         return
     if not untimed:
+        _check_timed_trace_reads(o)  # a file that is no trace at all: its own error
         raise ConfigError(
             f"--workload-traces-filepath {path}: blis plan cannot vary the rate of a timed "
             "trace, which replays its rows at their recorded times; give a length trace "
             "without a time column (plan sets its rate) or run the trace with blis run"
         )
+
+
+def _check_timed_trace_reads(o: Mapping[str, Any]) -> None:
+    """Raise the reader's own error for a file that does not read as the timed trace its
+    content suggests (a CSV of two length columns under names a length trace does not
+    know reads as the reference format, which needs five): "timed" would mislead."""
+    from inference_sim.workload.errors import WorkloadError
+    from inference_sim.workload.formats import detect_format
+    from inference_sim.workload.traces import read_csv_trace
+
+    path = o["workload_traces_filepath"]
+    fmt = o["trace_format"] if o["trace_format"] != "auto" else detect_format(path)
+    if fmt != "csv":
+        return
+    try:
+        read_csv_trace(path, horizon=0)  # every row's columns and arrival are checked
+    except WorkloadError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def with_plan_arrival(base: Mapping[str, Any]) -> dict[str, Any]:
