@@ -256,3 +256,11 @@ def test_a_gpu_only_in_the_hardware_config_is_priced_under_any_spelling(tmp_path
     assert _price_for(prices, "GX-96GB", catalog) == 2.0
     assert _price_for(prices, "GX-96GB") == 9.0  # the bundled catalog does not know it
     assert _pricing_catalog({"hardware_config": str(tmp_path / "missing.json")}) is None
+
+
+def test_a_price_for_a_gpu_nobody_knows_is_refused() -> None:
+    from inference_sim.planning.plan import _check_price_keys
+
+    _check_price_keys({"NVIDIA H100 80GB HBM3": 3.0, "*": 1.0}, None)
+    with pytest.raises(ConfigError, match=r"--gpu-hour-price H10O=3: unknown GPU; known: "):
+        _check_price_keys({"H10O": 3.0}, None)

@@ -299,6 +299,8 @@ def plan_capacity(
             raise ConfigError("--confidence needs 2 or more runs: give --seeds or --replicates")
     if max_instances < 1:
         raise ConfigError(f"--max-instances must be >= 1, got {max_instances}")
+    if isinstance(gpu_hour_price, Mapping):
+        _check_price_keys(gpu_hour_price, _pricing_catalog(base))
     if not (math.isfinite(rate) and rate > 0):
         raise ConfigError(f"--rate must be a finite number > 0, got {rate}")
     if not (math.isfinite(rate_tolerance) and rate_tolerance > 0):
@@ -643,6 +645,24 @@ def _pricing_catalog(base: Mapping[str, Any]) -> Catalog | None:
     except CatalogError:
         return None  # the probes have already reported the file
     return catalog
+
+
+def _check_price_keys(price: Mapping[str, float], catalog: Catalog | None) -> None:
+    """A price under a name no GPU answers to would never be used: refuse it (a typo such
+    as ``H10O=3`` used to leave every candidate unpriced without a word)."""
+    catalog = catalog or load_catalog()
+    for key in price:
+        if key == "*":
+            continue
+        try:
+            found = catalog.match_gpu(key)
+        except CatalogError as exc:
+            raise ConfigError(f"--gpu-hour-price {key}={price[key]:g}: {exc}") from None
+        if found is None:
+            raise ConfigError(
+                f"--gpu-hour-price {key}={price[key]:g}: unknown GPU; known: "
+                f"{', '.join(catalog.gpu_names())} (or * for every GPU)"
+            )
 
 
 def _price_for(
