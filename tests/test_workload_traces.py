@@ -69,13 +69,16 @@ def test_file_order_is_kept(tmp_path):
     assert [r.index for r in reqs] == [0, 1, 2]
 
 
-def test_horizon_stops_at_first_later_row(tmp_path):
+def test_horizon_skips_later_rows_and_keeps_reading(tmp_path):
+    """Unlike the reference, which stops at the first later row, a row going back within
+    the horizon after it (an unsorted trace) is kept, not dropped silently."""
     path = write(tmp_path, "1,a,,[1],[]\n2,b,,[1],[]\n3,c,,[1],[]\n0.5,d,,[1],[]\n")
     assert [r.arrival_time for r in read_csv_trace(path, horizon=2_000_000)] == [
         1_000_000,
         2_000_000,  # equal to the horizon: kept
+        500_000,
     ]
-    assert len(read_csv_trace(path, horizon=1_999_999)) == 1
+    assert len(read_csv_trace(path, horizon=1_999_999)) == 2
     assert len(read_csv_trace(path)) == 4
 
 

@@ -18,6 +18,9 @@ CSV (header row) or JSON lines (one object a line) file is read with these colum
   length, as a multi-turn chat resends it; the rest of its prompt is new.
 * ``prefix_group`` with ``prefix_len`` (or ``prefix_length``): optional. Requests of one
   group start with the same ``prefix_len`` tokens (a shared system prompt).
+* ``adapter`` with optional ``adapter_rank``: optional. The request's LoRA adapter (empty:
+  the base model) and its rank (empty: the adapter's catalog rank), as in the reference
+  CSV and trace v2 (docs/lora.md).
 
 Other columns (``request_id``, ``model``, ...) are ignored. Token ids are synthetic
 (:mod:`inference_sim.workload.tokens`, keyed by the run seed), so no two prompts share a
@@ -65,6 +68,8 @@ OUTPUT_COLUMNS = (
 SESSION_COLUMNS = ("session_id", "conversation_id")
 GROUP_COLUMNS = ("prefix_group",)
 PREFIX_LEN_COLUMNS = ("prefix_len", "prefix_length")
+ADAPTER_COLUMNS = ("adapter",)
+ADAPTER_RANK_COLUMNS = ("adapter_rank",)
 NEVER = 2**63 - 1
 
 
@@ -78,6 +83,8 @@ class Columns:
     session: str | None
     group: str | None
     prefix_len: str | None
+    adapter: str | None = None
+    adapter_rank: str | None = None
 
 
 def _pick(names: Mapping[str, str], wanted: tuple[str, ...]) -> str | None:
@@ -104,7 +111,11 @@ def find_columns(fields: list[str], where: str) -> Columns:
     if (group is None) != (plen is None):
         raise WorkloadError(f"{where}: prefix_group and prefix_len go together; one is missing")
     session = _pick(names, SESSION_COLUMNS)
-    return Columns(_pick(names, TIME_COLUMNS), prompt, output, session, group, plen)
+    adapter = _pick(names, ADAPTER_COLUMNS)
+    rank = _pick(names, ADAPTER_RANK_COLUMNS)
+    if rank is not None and adapter is None:
+        raise WorkloadError(f"{where}: adapter_rank needs an adapter column naming the adapter")
+    return Columns(_pick(names, TIME_COLUMNS), prompt, output, session, group, plen, adapter, rank)
 
 
 def looks_like_lengths(fields: list[str]) -> bool:
@@ -122,6 +133,8 @@ class LengthRow:
     session: str | None
     group: str | None
     prefix_len: int
+    adapter: str = ""  # LoRA adapter ("": the base model)
+    adapter_rank: int = 0  # 0: the adapter's catalog rank
 
 
 def _plain(value: Any) -> Any:
@@ -177,6 +190,21 @@ def _time_us(value: Any, name: str, where: str) -> int:
         ) from None
 
 
+def _rank(value: Any, name: str, where: str) -> int:
+    """An adapter_rank cell: a whole number >= 1 (empty: 0, the adapter's catalog rank)."""
+    value = _plain(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            value = 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise WorkloadError(f"{where}: {name} must be a whole number >= 1, got {value!r}")
+    return value
+
+
 def _label(value: Any) -> str | None:
     value = _plain(value)
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -223,12 +251,20 @@ class _Rows:
                     f"{where}: {c.prefix_len} {plen} is longer than the prompt ({prompt} tokens)"
                 )
         session = _label(fields.get(c.session)) if c.session else None
-        return LengthRow(line, arrival, prompt, output, session, group, plen)
+        adapter = (_label(fields.get(c.adapter)) if c.adapter else None) or ""
+        rank = 0
+        if c.adapter_rank is not None and _label(fields.get(c.adapter_rank)) is not None:
+            rank = _rank(fields.get(c.adapter_rank), c.adapter_rank, where)
+            if not adapter:
+                raise WorkloadError(
+                    f"{where}: {c.adapter_rank} needs an adapter name in the {c.adapter} column"
+                )
+        return LengthRow(line, arrival, prompt, output, session, group, plen, adapter, rank)
 
 
 def _open(path: str):
     try:
-        return open(path, newline="", encoding="utf-8")
+        return open(path, newline="", encoding="utf-8-sig")
     except FileNotFoundError:
         raise WorkloadError(f"length trace {path}: file not found") from None
     except OSError as exc:
@@ -414,4 +450,13 @@ def _replay(
             # Tokens past the shared part appear in no other prompt unless sessions
             # carry them on (then any token may be resent).
             private = -1 if row.session is not None else shared
-            yield Request(i, arrival, prompt, output, metadata=meta, private_from=private)
+            yield Request(
+                i,
+                arrival,
+                prompt,
+                output,
+                metadata=meta,
+                private_from=private,
+                adapter=row.adapter,
+                adapter_rank=row.adapter_rank,
+            )

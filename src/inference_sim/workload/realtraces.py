@@ -58,7 +58,7 @@ class LengthRecord:
 
 def _open(path: str, what: str):
     try:
-        return open(path, newline="", encoding="utf-8")
+        return open(path, newline="", encoding="utf-8-sig")
     except FileNotFoundError:
         raise WorkloadError(f"{what} {path}: file not found") from None
     except OSError as exc:

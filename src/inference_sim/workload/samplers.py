@@ -308,6 +308,12 @@ def make_length_sampler(
     for name in ("min", "max", "value", "mean", "xm"):  # a mean beyond it is a typo too
         if name in f:
             check_length_bound(f[name], f"{where}.params.{name}")
+    for name in ("min", "max", "value"):  # token counts: 100.0 is fine, 1.5 is not
+        if name in f and not f[name].is_integer():
+            raise WorkloadError(
+                f"{where}.params.{name} must be a whole number (lengths are integers), "
+                f"got {p[name]!r}"
+            )
 
     if dist_type == "constant":
         if f["value"] < 0:

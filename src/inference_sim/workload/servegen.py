@@ -60,7 +60,7 @@ def _best_row(path: str, spec: ServeGenSpec, warnings: list[str]) -> tuple[float
     """(rate, cv, pattern) of the highest-rate row inside the span (first on ties)."""
     best: tuple[float, float, str] | None = None
     skipped = 0
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         for row in csv.reader(fh):
             if len(row) < 4:
                 skipped += 1

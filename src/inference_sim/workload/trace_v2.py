@@ -419,7 +419,7 @@ def iter_trace_v2_records(data_path: str | os.PathLike[str]) -> Iterator[TraceRe
     """Rows of a trace v2 CSV, checked column by column."""
     p = os.fspath(data_path)
     try:
-        fh = open(p, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+        fh = open(p, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         raise WorkloadError(f"trace {p}: file not found") from None
     except OSError as exc:

@@ -7,9 +7,12 @@ the CSV writer because they contain commas. Columns past the fifth are ignored s
 with extra annotations still load, except two the header may name: ``adapter`` (the
 request's LoRA adapter) and ``adapter_rank`` (docs/lora.md).
 
-Rows keep file order (the event queue sorts arrivals, not the reader) and reading stops at
-the first row later than the horizon, as in the reference. Unlike the reference, every
-problem is reported as one :class:`WorkloadError` naming the file, the line and the column.
+Rows keep file order (the event queue sorts arrivals, not the reader), so a trace need not
+be sorted; rows later than the horizon are skipped (only their arrival is read). Unlike the
+reference, which stops reading at the first row later than the horizon and so silently
+drops the earlier rows after it in an unsorted trace, every row within the horizon is kept,
+and every problem is reported as one :class:`WorkloadError` naming the file, the line and
+the column.
 
 :func:`write_csv_trace` emits exactly what :func:`read_csv_trace` reads, so a generated
 workload can be exported once and replayed (or fed to the reference) bit for bit.
@@ -101,13 +104,14 @@ def _parse_tokens(text: str, where: str, *, need_one: bool) -> list[int]:
 def read_csv_trace(path: str | os.PathLike[str], *, horizon: int = _NO_HORIZON) -> list[Request]:
     """Load a reference-format CSV trace into requests, in file order.
 
-    ``Request.index`` is the 0-based data-row index. A row whose arrival is greater than
-    ``horizon`` ends reading (that row and everything after it are not even validated);
-    a row exactly at the horizon is kept. Blank lines are skipped, like Go's CSV reader.
+    ``Request.index`` is the 0-based index among the rows kept. A row whose arrival is
+    greater than ``horizon`` is skipped (only its column count and arrival are checked);
+    a row exactly at the horizon is kept, and so is a later row going back within the
+    horizon (an unsorted trace). Blank lines are skipped, like Go's CSV reader.
     """
     p = os.fspath(path)
     try:
-        handle = open(p, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+        handle = open(p, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         raise WorkloadError(f"{TRACE_FLAG}: file not found: {p}") from None
     except OSError as exc:
@@ -137,8 +141,9 @@ def read_csv_trace(path: str | os.PathLike[str], *, horizon: int = _NO_HORIZON) 
             for row in reader:
                 if row:
                     req = _parse_row(row, p, line, len(requests), horizon)
-                    if req is None:
-                        break
+                    if req is None:  # past the horizon: later rows may still be within it
+                        line = reader.line_num + 1
+                        continue
                     if lora != (-1, -1):
                         _lora_cells(req, row, lora, f"trace {p} row {line} column")
                     requests.append(req)
