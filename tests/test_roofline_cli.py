@@ -94,6 +94,10 @@ def test_errors_name_what_is_missing():
         resolve({"model": "acme/unknown-7b", "roofline": True, "hardware": "H100", "tp": 1})
     with pytest.raises(ConfigError, match="needs --hardware"):
         resolve({"model": "acme/unknown-7b", "roofline": True})
+    with pytest.raises(  # no default deployment: which TP its weights allow
+        ConfigError, match=r"needs --tp \(GPUs per instance\).*fit at --tp 1 on A100-SXM"
+    ):
+        resolve({"model": "qwen/qwen3-14b", "hardware": "A100-80"})
     with pytest.raises(ConfigError, match="does not fit on L4 at TP=1"):
         resolve({"model": "meta-llama/llama-3.3-70b-instruct", "roofline": True, "hardware": "L4",
                  "tp": 1})  # fmt: skip

@@ -526,6 +526,25 @@ def _fill_defaults(o: dict[str, Any], catalog: Catalog, notes: list[str]) -> boo
     return True
 
 
+def _tp_needed(why: str, model: str, arch: ModelArchitecture, gpu: GpuSpec) -> str:
+    """The message for a run without --tp and no catalog default: which TP the weights
+    allow (the smallest power of two whose share fits in 90 % of one GPU's memory)."""
+    msg = f"{why} needs --tp (GPUs per instance): {model} has no catalog default deployment"
+    weights = arch.weight_bytes()
+    memory = gpu.usable_memory_bytes
+    if weights > 0 and memory > 0:
+        tp = 1
+        while tp < 64 and weights / tp > 0.9 * memory:
+            tp *= 2
+        msg += (
+            f"; its weights ({weights / 1e9:.1f} GB) fit at --tp {tp} on {gpu.name} "
+            f"({memory / 2**30:.0f} GiB each), which leaves room for the KV cache"
+            if weights / tp <= 0.9 * memory
+            else f"; its weights ({weights / 1e9:.1f} GB) do not fit 64 {gpu.name} GPUs"
+        )
+    return msg
+
+
 def _architecture(o: dict[str, Any]) -> ModelArchitecture | None:
     """The model's architecture: --model-config-folder, else the bundled one, else None;
     with ``--kv-cache-dtype``'s bytes per KV element."""
@@ -588,7 +607,7 @@ def _resolve_roofline(
         bool(o["hardware"]),
         f"{why} needs --hardware (known GPUs: {', '.join(catalog.gpu_names())})",
     )
-    _require(o["tp"] > 0, f"{why} needs --tp > 0")
+    _require(o["tp"] >= 0, f"{why} needs --tp > 0")
     try:
         gpu = catalog.gpu(o["hardware"])
     except CatalogError as exc:
@@ -600,6 +619,8 @@ def _resolve_roofline(
             "--model-config-folder DIR with the model's HuggingFace config.json "
             "(`blis models` lists the models that have one)"
         )
+    if not o["tp"]:
+        raise ConfigError(_tp_needed(why, model, arch, gpu))
     if arch.dtype_bytes <= 1 and mode == "roofline":
         notes.append(
             f"roofline: {model} has {arch.dtype_bytes:g} byte(s) per parameter "
