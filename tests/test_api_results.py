@@ -483,3 +483,30 @@ def test_a_pd_results_file_with_its_own_pool_gpu_replays_as_config(tmp_path, blo
     assert a["pd"]["pools"] == b["pd"]["pools"]
     assert a["pd"]["pools"]["decode"]["latency_model"] == "calibrated"
     assert a["requests"] == b["requests"]
+
+
+def test_a_results_file_without_its_config_section_is_not_a_run_config(tmp_path):
+    """Its summary keys used to read as options: "unknown option 'instance_id'"."""
+    path = tmp_path / "r.json"
+    simulate(model="meta-llama/llama-3.1-8b-instruct", num_requests=3).write_json(path)
+    doc = json.loads(path.read_text())
+    del doc["config"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="a results file without its config section"):
+        resolve({"config": str(path)})
+
+
+def test_a_horizon_under_a_millisecond_warns_about_the_unit(caplog):
+    import logging
+
+    logger = logging.getLogger("inference_sim")  # CLI tests may have stopped propagation
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="inference_sim"):
+            resolve({"model": "meta-llama/llama-3.1-8b-instruct", "horizon": "0.4"})
+            assert "--horizon is 0 µs: no event runs" in caplog.text
+            caplog.clear()
+            resolve({"model": "meta-llama/llama-3.1-8b-instruct", "horizon": "2s"})
+            assert "--horizon" not in caplog.text
+    finally:
+        logger.removeHandler(caplog.handler)

@@ -277,7 +277,7 @@ def _require(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _check_ranges(o: dict[str, Any]) -> None:
+def _check_ranges(o: dict[str, Any], explicit: frozenset[str] = frozenset()) -> None:
     for name in (
         "total_kv_blocks",
         "block_size_in_tokens",
@@ -305,6 +305,12 @@ def _check_ranges(o: dict[str, Any]) -> None:
         0 <= o["horizon"] <= NEVER,
         f"--horizon must be in [0, {NEVER}] µs (default: no limit), got {o['horizon']}",
     )
+    if "horizon" in explicit and o["horizon"] < 1_000:
+        log.warning(
+            "--horizon is %d µs: %s; a bare number is in µs (give a unit: 10s, 500ms)",
+            o["horizon"],
+            "no event runs" if o["horizon"] == 0 else "under a millisecond, almost nothing runs",
+        )
     util = o["gpu_memory_utilization"]
     _require(
         math.isfinite(util) and 0 < util <= 1,
@@ -1015,6 +1021,11 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         doc = first  # every run has the same options but its seed: repeat the first
         log.info("%s: a --seeds/--replicates results file; using its first run's options", where)
     from_results = isinstance(doc.get("config"), dict) and "package_version" in doc["config"]
+    if not from_results and {"completed_requests", "requests"} <= set(doc):
+        raise ConfigError(
+            f"{where}: a results file without its config section (trimmed, or written by "
+            "another tool): it cannot be replayed; give the run's options instead"
+        )
     if from_results:
         doc = {
             k: v
@@ -1186,7 +1197,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     kv_dtype_bytes(options["kv_cache_dtype"])  # one clear line for a bad value
     options["kv_cache_dtype"] = str(options["kv_cache_dtype"]).strip().lower()
     options["quantization"] = str(options["quantization"]).strip().lower()
-    _check_ranges(options)
+    _check_ranges(options, explicit)
     check_pd_options(options, explicit)
     check_autoscale_options(options, explicit)
     try:
