@@ -17,3 +17,16 @@ def _restore_package_logger() -> Iterator[None]:
     logger.handlers[:] = handlers
     logger.setLevel(level)
     logger.propagate = propagate
+
+
+@pytest.fixture
+def sim_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """``caplog`` for the package logger at WARNING, attached to it directly: an in-process
+    ``blis`` run earlier in the session may have stopped its propagation to the root."""
+    logger = logging.getLogger("inference_sim")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="inference_sim"):
+            yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)

@@ -496,17 +496,9 @@ def test_a_results_file_without_its_config_section_is_not_a_run_config(tmp_path)
         resolve({"config": str(path)})
 
 
-def test_a_horizon_under_a_millisecond_warns_about_the_unit(caplog):
-    import logging
-
-    logger = logging.getLogger("inference_sim")  # CLI tests may have stopped propagation
-    logger.addHandler(caplog.handler)
-    try:
-        with caplog.at_level(logging.WARNING, logger="inference_sim"):
-            resolve({"model": "meta-llama/llama-3.1-8b-instruct", "horizon": "0.4"})
-            assert "--horizon is 0 µs: no event runs" in caplog.text
-            caplog.clear()
-            resolve({"model": "meta-llama/llama-3.1-8b-instruct", "horizon": "2s"})
-            assert "--horizon" not in caplog.text
-    finally:
-        logger.removeHandler(caplog.handler)
+def test_a_horizon_under_a_millisecond_warns_about_the_unit(sim_log):
+    resolve({"model": "meta-llama/llama-3.1-8b-instruct", "horizon": "0.4"})
+    assert "--horizon is 0 µs: no event runs" in sim_log.text
+    sim_log.clear()
+    resolve({"model": "meta-llama/llama-3.1-8b-instruct", "horizon": "2s"})
+    assert "--horizon" not in sim_log.text

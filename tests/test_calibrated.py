@@ -484,16 +484,15 @@ def test_a_coefficients_file_must_hold_a_mapping(tmp_path) -> None:
             load_coefficients(path)
 
 
-def test_a_partial_coefficients_file_keeps_the_shipped_values(tmp_path, caplog) -> None:
+def test_a_partial_coefficients_file_keeps_the_shipped_values(tmp_path, sim_log) -> None:
     """A hand-written file overriding one coefficient: the others are the shipped set's
     (not the built-in priors), and the log names them."""
     from inference_sim.latency.calibrated import default_coefficients, load_coefficients
 
     path = tmp_path / "mine.json"
     path.write_text('{"step_us": 150}')
-    with caplog.at_level("WARNING", logger="inference_sim"):
-        mine = load_coefficients(path)
+    mine = load_coefficients(path)
     shipped = default_coefficients()
     assert mine.step_us == 150.0
     assert mine.compute == shipped.compute and mine.sampler_step_us == shipped.sampler_step_us
-    assert "gives no weight_read, compute" in caplog.text
+    assert "gives no weight_read, compute" in sim_log.text

@@ -476,7 +476,7 @@ def test_async_scheduling_only_with_eagle_family_speculation(method, lagged):
     assert inst.async_scheduling is lagged
 
 
-def test_settings_vllm_would_refuse_are_simulated_with_a_warning(caplog) -> None:
+def test_settings_vllm_would_refuse_are_simulated_with_a_warning(sim_log) -> None:
     """MTP on a checkpoint without MTP layers, or a draft model with another tokenizer:
     the what-if runs, and the log says why a real server would not."""
     draft = dict(
@@ -485,17 +485,14 @@ def test_settings_vllm_would_refuse_are_simulated_with_a_warning(caplog) -> None
         num_speculative_tokens=2,
         num_requests=3,
     )
-    with caplog.at_level("WARNING", logger="inference_sim"):
-        _run(speculative_method="mtp", num_speculative_tokens=1, num_requests=3)
-    assert "no multi-token-prediction layers" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="inference_sim"):
-        _run(model="meta-llama/llama-3.1-8b-instruct", **draft)
-    assert "differs from meta-llama/llama-3.1-8b-instruct's" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="inference_sim"):
-        _run(**draft)  # Qwen2.5-7B: one tokenizer, padded tables of other sizes
-    assert "vocabulary" not in caplog.text
+    _run(speculative_method="mtp", num_speculative_tokens=1, num_requests=3)
+    assert "no multi-token-prediction layers" in sim_log.text
+    sim_log.clear()
+    _run(model="meta-llama/llama-3.1-8b-instruct", **draft)
+    assert "differs from meta-llama/llama-3.1-8b-instruct's" in sim_log.text
+    sim_log.clear()
+    _run(**draft)  # Qwen2.5-7B: one tokenizer, padded tables of other sizes
+    assert "vocabulary" not in sim_log.text
 
 
 def test_mtp_layers_are_read_from_config_json() -> None:
