@@ -407,6 +407,10 @@ def test_user_file_accepts_str_path_and_partial_sections(tmp_path: Path) -> None
             USER_YAML.replace("[4.0, 5.0, 6.0]", "[4.0, fast, 6.0]"),
             "beta_coeffs[1]: expected a number, got str 'fast'",
         ),
+        (  # named in the file, not as a flag the user never gave
+            USER_YAML.replace("[4.0, 5.0, 6.0]", "[4.0, 5.0, -6.0]"),
+            'models[0] (id "Acme/Tiny-1B").beta_coeffs[2]: must be >= 0, got -6',
+        ),
         (
             USER_YAML.replace("total_kv_blocks: 1000", "total_kv_blocks: lots"),
             "total_kv_blocks: expected an integer",

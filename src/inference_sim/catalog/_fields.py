@@ -114,4 +114,7 @@ class Source:
         if len(items) != 3:
             raise self.error(field, f"expected a list of 3 numbers, got {len(items)} items")
         a, b, c = (self.number(x, f"{field}[{i}]") for i, x in enumerate(items))
+        for i, v in enumerate((a, b, c)):
+            if v < 0:  # step-time coefficients: a negative one would shorten steps
+                raise self.error(f"{field}[{i}]", f"must be >= 0, got {v:g}")
         return (a, b, c)
