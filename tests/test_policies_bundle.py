@@ -134,7 +134,7 @@ def test_our_example_bundle_is_valid():
         ("priority:\n  policy: urgent\n", ["line 2", "priority.policy", "inverted-slo, slo-based"]),
         (
             "admission:\n  token_bucket_capacity: -1\n",
-            ["line 2", "admission.token_bucket_capacity must be > 0, got -1.0"],
+            ["line 2", "admission.token_bucket_capacity must be non-negative, got -1.0"],
         ),
         (
             "admission:\n  token_bucket_refill_rate: .inf\n",

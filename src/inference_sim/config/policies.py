@@ -260,8 +260,8 @@ def validate_bundle(bundle: PolicyBundle) -> None:
             continue
         if not math.isfinite(v):
             raise ConfigError(f"{bundle.where(option)} must be a finite number, got {v}")
-        if v <= 0:  # as the flags: an empty bucket or no refill admits nothing, ever
-            raise ConfigError(f"{bundle.where(option)} must be > 0, got {v}")
+        if v < 0:
+            raise ConfigError(f"{bundle.where(option)} must be non-negative, got {v}")
     seen: set[str] = set()
     for i, (name, weight) in enumerate(bundle.scorers or []):
         where = bundle.where(f"routing.scorers[{i}]")
