@@ -8,6 +8,7 @@ installed (``pip install 'inference-sim[data]'``), else lists of dicts;
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -295,6 +296,10 @@ class Results:
         if not isinstance(doc, dict):
             raise ValueError(f"{p}: not a results file (expected a JSON object)")
         check_results_document(doc)
+        try:
+            check_results_fields(doc, doc.get("instances") or [], doc.get("requests") or [])
+        except ValueError as exc:  # a results file with a bad value: name file and field
+            raise ValueError(f"{os.fspath(path)}: {exc}") from None
         return cls.from_dict(doc)
 
     @classmethod
@@ -311,6 +316,11 @@ class Results:
         records: list[dict[str, Any]] = []
         if (folder / "requests.parquet").exists():
             records = _records_from_frame(pd.read_parquet(folder / "requests.parquet"))
+        try:  # a null cell of a float column reads back as NaN: NaN is null here
+            instances = meta.get("instances") or []
+            check_results_fields(meta["summary"], instances, records, nan_is_null=True)
+        except ValueError as exc:
+            raise ValueError(f"{os.fspath(folder)}: {exc}") from None
         table = empty_table()
         if (folder / "timeseries.parquet").exists():
             ts = pd.read_parquet(folder / "timeseries.parquet")
@@ -516,3 +526,165 @@ def check_results_document(doc: Mapping[str, Any]) -> None:
         raise ValueError("timeseries must be an object with columns")
     if not isinstance(doc.get("config", {}), dict):
         raise ValueError("config must be an object")
+
+
+#: Per-request keys on every record ``blis run`` writes (metrics/request_log.py
+#: ``RequestLog.records``), with what each may hold. ``ms``: a latency, null or
+#: negative for a stage the request did not reach (``blis run`` writes 0; other tools
+#: null or -1); ``count``: a whole number >= 0; ``time``: seconds; ``id``: text.
+RECORD_FIELDS: dict[str, str] = {
+    "arrived_at": "time",
+    "requestID": "id",
+    "num_prefill_tokens": "count",
+    "num_decode_tokens": "count",
+    "ttft_ms": "ms",
+    "itl_ms": "ms",
+    "e2e_ms": "ms",
+    "scheduling_delay_ms": "ms",
+}
+
+_ALLOWED = {
+    "time": "a number (seconds)",
+    "id": "a string",
+    "count": "a whole number >= 0",
+    "ms": "a number (ms; null or negative when not reached)",
+}
+
+#: Summary metrics ``blis report`` / ``blis plot`` show as numbers: each a number or
+#: null (for no such requests) in the summary and in every per-instance summary.
+SUMMARY_NUMBER_KEYS = (
+    "completed_requests",
+    "responses_per_sec",
+    "tokens_per_sec",
+    "ttft_mean_ms",
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "tpot_mean_ms",
+    "tpot_p99_ms",
+    "itl_mean_ms",
+    "itl_p99_ms",
+    "e2e_mean_ms",
+    "e2e_p50_ms",
+    "e2e_p99_ms",
+    "scheduling_delay_p99_ms",
+    "prefix_cache_hit_rate",
+    "preemption_count",
+    "rejected_requests",
+    "goodput_requests_per_sec",
+)
+
+_NUMBER_TYPES = (int, float)
+
+
+def _shown_value(value: Any) -> str:
+    """``value`` as the message shows it: JSON's spelling for null and non-finite numbers."""
+    if value is None:
+        return "null"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_problem(value: Any, kind: str, nan_is_null: bool) -> str | None:
+    """Why ``value`` cannot be a record field of ``kind`` (None when it can)."""
+    if kind == "id":
+        return None if isinstance(value, str) else "must be a string"
+    if value is None:
+        return None if kind == "ms" else f"must be {_ALLOWED[kind]}"
+    if isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES):
+        return "must be a number" if kind == "ms" else f"must be {_ALLOWED[kind]}"
+    if isinstance(value, float) and not math.isfinite(value):
+        if nan_is_null and kind == "ms" and value != value:
+            return None
+        return f"must be {_ALLOWED[kind]}" if kind == "count" else "must be a finite number"
+    if kind == "count" and (value < 0 or value != int(value)):
+        return f"must be {_ALLOWED[kind]}"
+    return None
+
+
+def _column_ok(values: list[Any], kind: str, nan_is_null: bool) -> bool:
+    """Whether every value passes :func:`_field_problem`, checked a column at a time."""
+    types = set(map(type, values))
+    if kind == "id":
+        return types <= {str}
+    allowed = {int, float} | ({type(None)} if kind == "ms" else set())
+    if not types <= allowed:
+        return False
+    if float not in types and kind != "count":
+        return True
+    import numpy as np
+
+    present = [v for v in values if v is not None] if type(None) in types else values
+    try:
+        arr = np.asarray(present, dtype=np.float64)
+    except OverflowError:
+        return False
+    finite = np.isfinite(arr)
+    if nan_is_null and kind == "ms":
+        finite |= np.isnan(arr)
+    if not finite.all():
+        return False
+    return kind != "count" or bool(((arr >= 0) & (arr == np.floor(arr))).all())
+
+
+def check_records(records: Sequence[Mapping[str, Any]], *, nan_is_null: bool = False) -> None:
+    """ValueError naming the first bad record field (``requests[i].key``) and what it may be.
+
+    Refuses only what ``blis run`` never writes: a missing :data:`RECORD_FIELDS` key, a
+    value of the wrong kind, NaN or infinity (``nan_is_null``: NaN latencies are null,
+    as a Parquet folder stores them), and a null ``itl_ms`` on a finished request with
+    more than one output token (its TPOT). One pass per column; the loop over records
+    that finds the culprit runs only when a column has one.
+    """
+    if not records:
+        return
+    absent = object()
+    columns: dict[str, list[Any]] = {}
+    for key, kind in RECORD_FIELDS.items():
+        values = [r.get(key, absent) for r in records]
+        if absent in values:  # identity first: fast for a column of numbers
+            i = next(i for i, v in enumerate(values) if v is absent)
+            raise ValueError(
+                f"requests[{i}] has no {key}: every record `blis run` writes has "
+                f"{', '.join(RECORD_FIELDS)}"
+            )
+        if not _column_ok(values, kind, nan_is_null):
+            for i, v in enumerate(values):
+                why = _field_problem(v, kind, nan_is_null)
+                if why:
+                    raise ValueError(f"requests[{i}].{key} {why}, got {_shown_value(v)}")
+        columns[key] = values
+    itl = columns["itl_ms"]
+    if None in itl or (nan_is_null and any(v != v for v in itl)):
+        e2e, out = columns["e2e_ms"], columns["num_decode_tokens"]
+        for i, v in enumerate(itl):
+            if (v is None or v != v) and (e2e[i] or 0) > 0 and out[i] > 1:
+                raise ValueError(
+                    f"requests[{i}].itl_ms must be a number for a finished request "
+                    f"(e2e_ms > 0, num_decode_tokens > 1), got {_shown_value(v)}"
+                )
+
+
+def check_summary_numbers(summary: Mapping[str, Any], where: str = "") -> None:
+    """ValueError unless each :data:`SUMMARY_NUMBER_KEYS` entry present is a number or null."""
+    for key in SUMMARY_NUMBER_KEYS:
+        value = summary.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES)):
+            raise ValueError(f"{where}{key} must be a number (or null), got {_shown_value(value)}")
+
+
+def check_results_fields(
+    summary: Mapping[str, Any],
+    instances: Sequence[Any],
+    records: Sequence[Mapping[str, Any]],
+    *,
+    nan_is_null: bool = False,
+) -> None:
+    """The values ``blis report`` / ``blis plot`` read from a results file: the summary
+    metrics (also per instance) and the per-request records. ValueError for the first bad one."""
+    check_summary_numbers(summary)
+    for i, inst in enumerate(instances):
+        if isinstance(inst, Mapping):
+            check_summary_numbers(inst, f"instances[{i}].")
+    check_records(records, nan_is_null=nan_is_null)

@@ -40,7 +40,7 @@ COMPARE_METRICS = (
     "prefix_cache_hit_rate",
     "preemption_count",
     "rejected_requests",
-    "goodput",
+    "goodput_requests_per_sec",
 )
 
 _IGNORED = frozenset({"package_version", "results_path", "export_trace", "seed_list"})
