@@ -88,7 +88,8 @@ def test_rows_after_horizon_are_not_validated(tmp_path):
 
 
 def test_header_only_and_blank_lines(tmp_path):
-    assert read_csv_trace(write(tmp_path, "")) == []
+    with pytest.raises(WorkloadError, match="only a header"):  # was 0 requests silently
+        read_csv_trace(write(tmp_path, ""))
     reqs = read_csv_trace(write(tmp_path, "\n1,a,,[1],[]\n\n2,b,,[2],[]\n"))
     assert [r.index for r in reqs] == [0, 1]
 

@@ -90,7 +90,7 @@ def describe_workload(
         if kind == "spec":
             reqs = _spec_requests(p, seed)
         elif kind == "v2":
-            reqs = iter_trace_v2(p, streams=streams)
+            reqs = iter_trace_v2(p, streams=streams, notices=False)
         elif kind == "csv":
             reqs = read_csv_trace(p)
         elif kind == "lengths":  # no time column: every request at 0

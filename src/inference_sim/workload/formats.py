@@ -20,7 +20,8 @@ import io
 import json
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import yaml
 
@@ -144,10 +145,13 @@ def open_trace(
     block_size: int = DEFAULT_TRACE_BLOCK_SIZE,
     horizon: int = NEVER,
     arrival_times: Iterator[int] | None = None,
+    run_server: Mapping[str, Any] | None = None,
 ) -> Iterable[Request]:
     """Requests of a trace file in any supported format (``fmt`` or detected).
 
-    ``arrival_times`` times the requests of a length trace that has no time column."""
+    ``arrival_times`` times the requests of a length trace that has no time column;
+    ``run_server`` (the run's settings under the keys of a trace v2 header's ``server``
+    block) lets a trace v2 replay warn about the recorded settings that differ."""
     p = os.fspath(path)
     if fmt not in TRACE_FORMATS:
         raise WorkloadError(
@@ -165,7 +169,7 @@ def open_trace(
     if fmt == "csv":
         return read_csv_trace(p, horizon=horizon)
     if fmt == "v2":
-        return iter_trace_v2(p, streams=streams)
+        return iter_trace_v2(p, streams=streams, run=run_server)
     if fmt == "azure":
         return iter_azure_trace(p, streams=streams)
     if fmt == "lengths":

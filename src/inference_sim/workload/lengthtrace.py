@@ -341,10 +341,12 @@ def _scan(p: str, header_only: bool) -> Iterator[Columns | LengthRow]:
                 return
             rows = _Rows(cols, what)
             line = reader.line_num + 1
+            seen = 0
             for cells in reader:
                 if not cells:
                     line = reader.line_num + 1
                     continue
+                seen += 1
                 if len(cells) != len(header):
                     raise WorkloadError(
                         f"{what} line {line}: row has {len(cells)} fields, "
@@ -352,6 +354,8 @@ def _scan(p: str, header_only: bool) -> Iterator[Columns | LengthRow]:
                     )
                 yield rows.row(dict(zip(header, cells, strict=True)), line)
                 line = reader.line_num + 1
+            if not seen:
+                raise WorkloadError(f"{what}: no requests (only a header)")
         except RowTooLong as exc:
             raise WorkloadError(f"{what} line {line}: {exc}") from None
         except csv.Error as exc:

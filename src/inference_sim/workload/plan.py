@@ -203,6 +203,7 @@ def spec_or_trace_requests(
         arrival_times=iter_arrival_times(
             o["arrival"], o["rate"], o["burstiness"], streams.generator("arrival")
         ),
+        run_server=run_server(o),
     )
     if isinstance(reqs, list):  # the reference's CSV may be unsorted: serve by arrival
         reqs.sort(key=_arrival)
@@ -213,6 +214,19 @@ def _arrival(req: Request) -> int:
     return req.arrival_time
 
 
+def run_server(o: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's settings under the keys of a trace v2 header's ``server`` block."""
+    return {
+        "type": "inference-sim",
+        "model": o.get("model", ""),
+        "tensor_parallel": o.get("tp", 0),
+        "max_num_seqs": o.get("max_num_running_reqs", 0),
+        "block_size": o.get("block_size_in_tokens", 0),
+        "gpu_memory_utilization": o.get("gpu_memory_utilization", 0),
+        "max_model_len": o.get("max_model_len", 0),
+    }
+
+
 def export_writer(o: Mapping[str, Any]) -> TraceV2Writer | None:
     """A trace v2 writer for ``--export-trace`` (opened now, so a bad path fails early)."""
     path = o.get("export_trace")
@@ -221,13 +235,6 @@ def export_writer(o: Mapping[str, Any]) -> TraceV2Writer | None:
     header = TraceV2Header(
         mode="generated",
         workload_spec=o["workload_spec"] if isinstance(o.get("workload_spec"), str) else "",
-        server={
-            "type": "inference-sim",
-            "model": o.get("model", ""),
-            "tensor_parallel": o.get("tp", 0),
-            "max_num_seqs": o.get("max_num_running_reqs", 0),
-            "block_size": o.get("block_size_in_tokens", 0),
-            "max_model_len": o.get("max_model_len", 0),
-        },
+        server={k: v for k, v in run_server(o).items() if k != "gpu_memory_utilization"},
     )
     return TraceV2Writer(path, header)

@@ -137,6 +137,8 @@ def _azure_records(fh, p: str) -> Iterator[LengthRecord]:
                 prev = arrival
                 yield LengthRecord(line, arrival, n_in, n_out)
                 line = reader.line_num + 1
+            if first is None:
+                raise WorkloadError(f"azure trace {p}: no requests (only a header)")
         except RowTooLong as exc:
             raise WorkloadError(f"azure trace {p} line {line}: {exc}") from None
         except csv.Error as exc:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -53,6 +54,7 @@ from inference_sim.workload._gc import gc_paused
 from inference_sim.workload._rows import BoundedCsvReader, RowTooLong
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.samplers import MAX_REQUEST_TOKENS, check_length_bound
+from inference_sim.workload.schema import SLO_CLASSES, V1_SLO_NAMES
 from inference_sim.workload.spec import DEFAULT_PREFIX_LENGTH, read_yaml
 from inference_sim.workload.tokens import (
     Segment,
@@ -129,6 +131,27 @@ _INT_COLUMNS = (
     "num_chunks",
 )
 _META_INTS = ("text_tokens", "image_tokens", "audio_tokens", "video_tokens")
+_NON_NEGATIVE = (
+    "output_tokens",
+    "round_index",
+    *_META_INTS,
+    "arrival_time_us",
+    "send_time_us",
+    "first_chunk_time_us",
+    "last_chunk_time_us",
+    "num_chunks",
+)
+"""Integer columns that must be >= 0 (counts and timestamps)."""
+_COMPARED_SERVER_KEYS = (
+    "model",
+    "tensor_parallel",
+    "max_num_seqs",
+    "block_size",
+    "gpu_memory_utilization",
+    "max_model_len",
+)
+"""Header ``server`` keys compared with the run's settings (``type`` names the recorder)."""
+log = logging.getLogger("inference_sim")
 NEVER = 2**63 - 1
 _MAX_TOKEN_ID = 2**31 - 1  # token ids are stored as int32
 _INT64 = (-(2**63), 2**63 - 1)  # hash ids, as the Mooncake reader takes them
@@ -451,10 +474,12 @@ def _records(fh: TextIO, p: str) -> Iterator[TraceRecord]:
                 if name in EXTRA_COLUMNS or name in TOKEN_COLUMNS or name in LORA_COLUMNS
             }
             line = reader.line_num + 1
+            rows = 0
             for row in reader:
                 if not row:
                     line = reader.line_num + 1
                     continue
+                rows += 1
                 where = f"trace {p} line {line}"
                 if len(row) < len(COLUMNS):
                     raise WorkloadError(
@@ -498,6 +523,8 @@ def _records(fh: TextIO, p: str) -> Iterator[TraceRecord]:
                 _check_record(values, where)
                 yield TraceRecord(line, values)
                 line = reader.line_num + 1
+            if not rows:
+                raise WorkloadError(f"trace {p}: no requests (only a header)")
         except RowTooLong as exc:
             raise WorkloadError(f"trace {p} line {line}: {exc}") from None
         except csv.Error as exc:
@@ -582,9 +609,15 @@ def _check_record(v: dict[str, Any], where: str) -> None:
         raise WorkloadError(f"{where}: request_id must be >= 0, got {v['request_id']}")
     if v["input_tokens"] < 1:
         raise WorkloadError(f"{where}: input_tokens must be >= 1, got {v['input_tokens']}")
-    for column in ("output_tokens", "round_index", "arrival_time_us"):
+    for column in _NON_NEGATIVE:
         if v[column] < 0:
             raise WorkloadError(f"{where}: {column} must be >= 0, got {v[column]}")
+    v["slo_class"] = slo = v["slo_class"].strip()
+    if slo and slo not in SLO_CLASSES:
+        hint = f' (the old name of "{V1_SLO_NAMES[slo]}")' if slo in V1_SLO_NAMES else ""
+        raise WorkloadError(
+            f'{where}: unknown slo_class "{slo}"{hint}; valid: {", ".join(SLO_CLASSES)}, or empty'
+        )
     for column in ("input_tokens", "output_tokens"):
         check_length_bound(v[column], f"{where}: {column}")
     for column in ("prefix_length", "context_tokens"):
@@ -747,12 +780,77 @@ def replay_trace_v2(
             )
 
 
+def header_notices(
+    header: TraceV2Header, where: str, run: Mapping[str, Any] | None = None
+) -> list[tuple[int, str]]:
+    """What a replay does not apply from ``header``: (logging level, line) pairs.
+
+    ``warm_up_requests`` is not applied: every request runs and is counted (the
+    reference uses it only when comparing a recorded run with a simulated one). The
+    ``server`` block records the server the trace came from and is not applied either:
+    with ``run`` (the run's settings under the server block's keys) the values that
+    differ are named; without it, a single line says the block is informational.
+    """
+    notes: list[tuple[int, str]] = []
+    if header.warm_up_requests:
+        n = header.warm_up_requests
+        text = (
+            f"{where}: warm_up_requests {n} is not applied: every request is simulated "
+            "and counted in the results; to leave warm-up requests out, delete their rows "
+            "(the reference uses the field only to skip them when comparing a recorded "
+            "run with a simulation)"
+        )
+        notes.append((logging.WARNING, text))
+    server = {k: header.server[k] for k in _COMPARED_SERVER_KEYS if header.server.get(k)}
+    if not server:
+        return notes
+    if run is None:
+        text = (
+            f"{where}: the server block is informational (the server the trace was "
+            "recorded or exported on) and is not applied; the run's own settings are used"
+        )
+        notes.append((logging.INFO, text))
+        return notes
+    differ = []
+    for key, value in server.items():
+        ours = run.get(key)
+        if not ours:
+            continue  # the run does not say: nothing to compare
+        if isinstance(value, str) or isinstance(ours, str):
+            same = str(value).strip().lower() == str(ours).strip().lower()
+        else:
+            same = value == ours
+        if not same:
+            differ.append(f"{key} {value} (run: {ours})")
+    if differ:
+        text = (
+            f"{where}: server block differs from this run: {', '.join(differ)}; it is "
+            "informational (the server the trace came from) and not applied: the run's "
+            "settings are used"
+        )
+        notes.append((logging.WARNING, text))
+    return notes
+
+
 def iter_trace_v2(
-    path: str | os.PathLike[str], *, streams: RandomStreams | None = None, seed: int = 0
+    path: str | os.PathLike[str],
+    *,
+    streams: RandomStreams | None = None,
+    seed: int = 0,
+    run: Mapping[str, Any] | None = None,
+    notices: bool = True,
 ) -> Iterator[Request]:
-    """Replay a trace v2 pair (header optional) as requests in file order."""
-    _header, records = load_trace_v2(path)
-    _h, data_path = trace_v2_paths(path)
+    """Replay a trace v2 pair (header optional) as requests in file order.
+
+    ``run``: the run's server settings (keys of the header's ``server`` block), to warn
+    about the values that differ; ``notices=False`` logs nothing about the header
+    (:func:`header_notices`)."""
+    header, records = load_trace_v2(path)
+    header_path, data_path = trace_v2_paths(path)
+    if header is not None and notices:
+        where = f"trace header {header_path}"
+        for level, note in header_notices(header, where, run):
+            log.log(level, "%s", note)
     return replay_trace_v2(
         records, streams=streams or RandomStreams(seed), source=f"trace {data_path}"
     )

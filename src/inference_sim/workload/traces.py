@@ -138,8 +138,10 @@ def read_csv_trace(path: str | os.PathLike[str], *, horizon: int = _NO_HORIZON) 
             line = reader.line_num + 1
             names = [h.strip() for h in header]
             lora = tuple(names.index(c) if c in names[5:] else -1 for c in ADAPTER_COLUMNS)
+            rows = 0
             for row in reader:
                 if row:
+                    rows += 1
                     req = _parse_row(row, p, line, len(requests), horizon)
                     if req is None:  # past the horizon: later rows may still be within it
                         line = reader.line_num + 1
@@ -148,6 +150,8 @@ def read_csv_trace(path: str | os.PathLike[str], *, horizon: int = _NO_HORIZON) 
                         _lora_cells(req, row, lora, f"trace {p} row {line} column")
                     requests.append(req)
                 line = reader.line_num + 1
+            if not rows:
+                raise WorkloadError(f"trace {p}: no requests (only a header)")
         except RowTooLong as exc:
             raise WorkloadError(f"trace {p} row {line}: {exc}") from None
         except csv.Error as exc:
