@@ -271,3 +271,27 @@ def test_failed_run_leaves_no_results_file(tmp_path, monkeypatch):
     assert result.stderr.strip() == "Error: simulation failed: RuntimeError: engine exploded"
     assert not out.exists()
     _no_temp_files(tmp_path)
+
+
+def test_an_interrupted_run_marks_its_partial_export(tmp_path, sim_log):
+    """The export holds the requests read before the stop: its header says so (a replay
+    of it would otherwise pass for the whole workload), and so does the log."""
+    path = tmp_path / "ex.csv"
+    plan = resolve(
+        {"model": MODEL, "num_requests": 200_000, "rate": 200, "export_trace": str(path)}
+    )
+    run_plan(plan, progress=_interrupt_after(2), interruptible=True)
+    header = (tmp_path / "ex.yaml").read_text()
+    assert header.startswith("# partial: the run was interrupted;")
+    assert "--export-trace" in sim_log.text and "partial" in sim_log.text
+    rows = path.read_text().count("\n") - 1
+    assert 0 < rows < 200_000 and f"; {rows} requests exported" in header
+    from inference_sim.workload.trace_v2 import read_trace_v2_header
+
+    assert read_trace_v2_header(tmp_path / "ex.yaml").trace_version == 2  # still reads
+
+
+def test_a_finished_run_exports_no_partial_note(tmp_path):
+    path = tmp_path / "ex.csv"
+    run_plan(resolve({"model": MODEL, "num_requests": 20, "export_trace": str(path)}))
+    assert not (tmp_path / "ex.yaml").read_text().startswith("#")

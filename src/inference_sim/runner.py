@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -42,6 +43,8 @@ from inference_sim.workload import (
     iter_distribution,
 )
 from inference_sim.workload.plan import export_writer, spec_or_trace_requests
+
+log = logging.getLogger("inference_sim")
 
 
 def _distribution_params(plan: RunPlan) -> DistributionParams:
@@ -265,6 +268,12 @@ def run_plan(
             writer.abort()
         raise
     if writer is not None:
+        if outcome.interrupted:  # what was read so far: say so in the file and the log
+            writer.note = (
+                f"partial: the run was interrupted; {writer.count} requests exported, those "
+                f"read by {outcome.end_time / 1e6:g} s of simulated time"
+            )
+            log.warning("--export-trace %s: %s", writer.data_path, writer.note)
         writer.close()
     table = None
     if sampler is not None:

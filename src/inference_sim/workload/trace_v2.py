@@ -270,6 +270,8 @@ class TraceV2Writer:
         self.header_path, self.data_path = trace_v2_paths(path)
         self.header = header or TraceV2Header()
         self.count = 0
+        #: A comment line heading the header file (a partial export says so there).
+        self.note = ""
         try:
             self._out: OutputFile | None = OutputFile(self.data_path, newline="")
         except OSError as exc:
@@ -290,7 +292,8 @@ class TraceV2Writer:
         out, self._out = self._out, None
         try:
             out.commit()  # removes its temporary file itself if this fails
-            write_text(self.header_path, self.header.to_yaml())
+            note = f"# {' '.join(self.note.split())}\n" if self.note else ""
+            write_text(self.header_path, note + self.header.to_yaml())
         except OSError as exc:
             raise WorkloadError(
                 f"--export-trace {self.data_path}: cannot write: {exc.strerror or exc}"
