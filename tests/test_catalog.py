@@ -514,3 +514,16 @@ def test_a_hardware_config_path_says_nothing_about_the_card(catalog: Catalog) ->
         source="--hardware-config /boxes/pcie-nvl/hw.json",
     )  # fmt: skip
     assert Catalog(gpus=gpus).match_gpu("H100-SXM5-94GB") == "H100-94GB"
+
+
+def test_a_deployment_listed_twice_with_other_coefficients_warns(tmp_path: Path, sim_log) -> None:
+    """The reference's own defaults.yaml lists five deployments twice with different
+    coefficients; the first entry is used (as the reference's lookup does), said once."""
+    entry = USER_YAML[USER_YAML.index("  - id: Acme/Tiny-1B") : USER_YAML.index("  - id: meta")]
+    load_catalog(write(tmp_path, USER_YAML + entry))  # the same entry again: nothing to say
+    assert "listed twice" not in sim_log.text
+    other = entry.replace("[4.0, 5.0, 6.0]", "[9.0, 9.0, 9.0]")
+    merged = load_catalog(write(tmp_path, USER_YAML + other))
+    assert "1 deployment(s) listed twice with other coefficients" in sim_log.text
+    found = merged.find_coefficients("acme/tiny-1b", "H100", 1, "vllm/vllm-openai:v0.9.0")
+    assert found is not None and found.beta == (4.0, 5.0, 6.0)  # the first entry

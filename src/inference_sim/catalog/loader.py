@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from collections.abc import Mapping
 from importlib import resources
@@ -361,7 +362,35 @@ def parse_defaults_document(doc: Any, src: Source) -> Catalog:
             )
         )
 
+    _warn_conflicting_entries(coefficients, src)
     return Catalog(coefficients=coefficients, defaults=defaults, presets=presets)
+
+
+def _warn_conflicting_entries(coefficients: list[CoefficientSet], src: Source) -> None:
+    """One warning for deployments listed twice with other coefficients: the first entry
+    is used, as the reference's lookup does (its own defaults.yaml has five such)."""
+    first: dict[tuple[str, str, int, str], CoefficientSet] = {}
+    clashes: list[str] = []
+    for c in coefficients:
+        key = (c.model, c.gpu, c.tp, c.vllm_version)
+        seen = first.setdefault(key, c)
+        if seen is not c and (seen.alpha, seen.beta, seen.total_kv_blocks) != (
+            c.alpha,
+            c.beta,
+            c.total_kv_blocks,
+        ):
+            clashes.append(f"{c.model} on {c.gpu} TP {c.tp} ({c.vllm_version})")
+    if clashes:
+        shown = "; ".join(clashes[:3]) + (
+            f"; and {len(clashes) - 3} more" if len(clashes) > 3 else ""
+        )
+        logging.getLogger("inference_sim").warning(
+            "%s: %d deployment(s) listed twice with other coefficients, the first entry "
+            "is used: %s",
+            src.label,
+            len(clashes),
+            shown,
+        )
 
 
 def _section(src: Source, top: Mapping[str, Any], name: str) -> Mapping[str, Any]:
