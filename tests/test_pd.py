@@ -31,6 +31,7 @@ def _cluster(
     block_bytes=250_000.0,
     seqs=256,
     threshold=0,
+    alpha=(0, 0, 0),
     **kw,
 ):
     insts = []
@@ -45,7 +46,7 @@ def _cluster(
         inst = PDInstance(
             i,
             cfg,
-            BlackboxLatencyModel((0, 0, 0), BETA),
+            BlackboxLatencyModel(alpha, BETA),
         )
         inst.role = role
         insts.append(inst)
@@ -80,6 +81,31 @@ def test_one_request_through_pd_by_hand():
     }
     assert sim.pd.bytes_moved == 1_000_000
     assert out.instances[0].stats.completed == 0 and out.instances[1].stats.completed == 1
+
+
+def test_the_decode_server_takes_the_request_in_again():
+    """llm-d's sidecar (as vLLM's P/D proxy) waits for the prefill server's response,
+    then sends the request to the decode server: two API intakes (alpha0 + alpha1 x
+    prompt each) and the prefill response's output processing (alpha2) on the way."""
+    sim = _cluster(["prefill", "decode"], base_us=100, alpha=(1000, 1, 500))
+    req = make_request(0, 0, 64, 3)
+    out = sim.run([req])
+    # intake 1064; prefill step 1640; prefill response 500 + decode intake 1064; transfer
+    # 100 + 1000; the last prompt token 1010; the first token's output processing 500.
+    assert ttft_ticks(out.requests[0]) == 1064 + 1640 + 1564 + 1100 + 1010 + 500
+
+
+def test_the_decode_side_caches_pulled_blocks_only_when_they_arrived():
+    """vLLM delays caching the blocks of a KV read under way (delay_cache_blocks): a
+    second request with the same prompt pulls all its blocks too, not just the last."""
+    shared = list(range(5000, 5064))
+    r0 = make_request(0, 0, [*shared, 1], 2)
+    r1 = make_request(1, 10, [*shared, 2], 2)  # routed while r0's blocks are in flight
+    sim = _cluster(["prefill", "decode"], base_us=100)
+    sim.run([r0, r1])
+    assert sim.pd.per_request[0]["kv_transfer_blocks"] == 5
+    assert sim.pd.per_request[1]["kv_transfer_blocks"] == 5
+    assert sim.pd.blocks_reused == 0
 
 
 def test_prefill_side_holds_kv_until_the_transfer_ends():

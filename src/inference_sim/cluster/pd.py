@@ -283,9 +283,18 @@ class PDClusterSimulator(ExtraEvents):
     def _handoff_hook(self, inst: PDInstance) -> Any:
         def hook(req: Request, end: int) -> None:
             self.held_reqs[inst.index][req.index] = req
-            self._push_ext(end, _HANDOFF, inst.index, req)
+            self._push_ext(end + self._second_hop(inst, req), _HANDOFF, inst.index, req)
 
         return hook
+
+    def _second_hop(self, pre: PDInstance, req: Request) -> int:
+        """Time from the prompt's end on the prefill side to the decode engine seeing the
+        request: llm-d's sidecar (as vLLM's P/D proxy) waits for the prefill server's
+        whole response (its one token's output processing), then sends the request to
+        the decode server, whose API server takes it in again (the decode latency
+        model's queueing time: HTTP, tokenisation of the prompt)."""
+        dec = self.pd_instances[self.decode_of[req.index]]
+        return pre.latency.output_token_time() + dec.latency.queueing_time(req)
 
     def _step_end_hook(self, inst: PDInstance, end: int) -> None:
         if self.join_wait[inst.index]:

@@ -125,8 +125,8 @@ class PDInstance(Instance):
             cached = [b for b in cached if b >= 0]
         n_cached = len(cached)
         new_tokens = req.num_prompt_tokens - n_cached * kv.block_size
-        if not kv.allocate_slots(req, new_tokens, cached):
-            return None
+        if not kv.allocate_slots(req, new_tokens, cached, delay_cache=True):
+            return None  # (its blocks join the cache with its first decode-side step)
         self.held += 1
         return kv.blocks_needed(req.num_prompt_tokens) - n_cached
 

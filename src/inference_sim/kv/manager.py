@@ -211,7 +211,12 @@ class KVCacheManager:
 
     # --- allocation ----------------------------------------------------------------
     def allocate_slots(
-        self, req: Request, num_new_tokens: int, cached_blocks: list[int] | None = None
+        self,
+        req: Request,
+        num_new_tokens: int,
+        cached_blocks: list[int] | None = None,
+        *,
+        delay_cache: bool = False,
     ) -> bool:
         """Make room for ``num_new_tokens`` more tokens of ``req``; False if it cannot fit.
 
@@ -219,6 +224,9 @@ class KVCacheManager:
         first; the request's computed tokens then start after them. :data:`CPU_HIT`
         entries (they follow the GPU hits) get new GPU blocks, loaded from the CPU tier.
         Nothing changes when the allocation does not fit, so no rollback is needed.
+        ``delay_cache``: the new blocks join the prefix cache only with the request's
+        next allocation (vLLM's ``delay_cache_blocks`` for a KV read still under way:
+        nobody may hit blocks whose content has not arrived).
         """
         pool = self.pool
         idx = req.index
@@ -256,7 +264,7 @@ class KVCacheManager:
             self.cpu_hit_blocks += n_cpu
         if need_new:
             table.extend(pool.take_new(need_new))
-        if self.enable_prefix_caching:
+        if self.enable_prefix_caching and not delay_cache:
             full = total // self.block_size
             if self.defer_private_hashes and req.private_from >= 0:
                 # Private blocks wait for a preemption (free(); Request.private_from).
