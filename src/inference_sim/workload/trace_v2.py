@@ -54,7 +54,6 @@ from inference_sim.workload._gc import gc_paused
 from inference_sim.workload._rows import BoundedCsvReader, RowTooLong
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.samplers import MAX_REQUEST_TOKENS, check_length_bound
-from inference_sim.workload.schema import SLO_CLASSES, V1_SLO_NAMES
 from inference_sim.workload.spec import DEFAULT_PREFIX_LENGTH, read_yaml
 from inference_sim.workload.tokens import (
     Segment,
@@ -615,12 +614,9 @@ def _check_record(v: dict[str, Any], where: str) -> None:
     for column in _NON_NEGATIVE:
         if v[column] < 0:
             raise WorkloadError(f"{where}: {column} must be >= 0, got {v[column]}")
-    v["slo_class"] = slo = v["slo_class"].strip()
-    if slo and slo not in SLO_CLASSES:
-        hint = f' (the old name of "{V1_SLO_NAMES[slo]}")' if slo in V1_SLO_NAMES else ""
-        raise WorkloadError(
-            f'{where}: unknown slo_class "{slo}"{hint}; valid: {", ".join(SLO_CLASSES)}, or empty'
-        )
+    # slo_class is a label (per-class metrics group by it; no policy reads it), so a
+    # trace recorded elsewhere may carry its own classes, as the reference accepts.
+    v["slo_class"] = v["slo_class"].strip()
     for column in ("input_tokens", "output_tokens"):
         check_length_bound(v[column], f"{where}: {column}")
     for column in ("prefix_length", "context_tokens"):
