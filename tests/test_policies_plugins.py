@@ -92,6 +92,17 @@ PLUGIN_SOURCE = textwrap.dedent(
         def admit(self, request, state):
             return "yes"
 
+    class NumpyVerdicts:
+        def admit(self, request, state):
+            import numpy as np
+
+            return np.float32(request.num_prompt_tokens) > np.float32(0)  # a numpy bool
+
+        def priority(self, request, now):
+            import numpy as np
+
+            return np.float32(request.arrival_time)
+
     class NaNPriority:
         def priority(self, request, now):
             return float("nan")
@@ -273,7 +284,7 @@ def test_a_ready_made_policy_object_can_be_named(plugin):
         ({"routing_policy": "weighted", "routing_scorers": "{m}:OneScore:1"},
          "returned 1 scores for 3 instances"),
         ({"routing_policy": "weighted", "routing_scorers": "{m}:WordScore:1"},
-         "returned 'high' for instance 0"),
+         r"returned \['high', 'high', 'high'\]; scores are numbers"),
         ({"admission_policy": "{m}:Yes"}, "returned 'yes'; expected True/False"),
         ({"priority_policy": "{m}:NaNPriority", "scheduler": "priority-fcfs"},
          "returned nan for request"),
@@ -284,3 +295,13 @@ def test_a_plugin_returning_what_cannot_be_used_is_named(plugin, options, needle
     (every request to instance 0, 'yes' read as admit, NaN priorities sorting anywhere)."""
     with pytest.raises(Exception, match=needle):
         small(**{k: v.format(m=plugin) for k, v in options.items()})
+
+
+def test_numpy_numbers_are_numbers(plugin):
+    """A plug-in computing with numpy returns numpy bools and floats: they are accepted."""
+    res = small(
+        admission_policy=f"{plugin}:NumpyVerdicts",
+        priority_policy=f"{plugin}:NumpyVerdicts",
+        scheduler="priority-fcfs",
+    )
+    assert res.summary["completed_requests"] == 20

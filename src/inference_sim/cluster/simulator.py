@@ -255,10 +255,12 @@ class ClusterSimulator:
         state = self.snapshots.state(now)
         verdict = self.admission.admit(req, state)
         if not isinstance(verdict, bool | tuple):
-            raise PolicyError(
-                f"admission policy {type(self.admission).__name__} returned {verdict!r}; "
-                "expected True/False or an AdmissionDecision"
-            )
+            if getattr(getattr(verdict, "dtype", None), "kind", "") != "b":
+                raise PolicyError(
+                    f"admission policy {type(self.admission).__name__} returned {verdict!r}; "
+                    "expected True/False or an AdmissionDecision"
+                )
+            verdict = bool(verdict)  # a numpy bool (a comparison of numpy values)
         if self.decision_hook is not None:
             if not isinstance(verdict, tuple):
                 verdict = AdmissionDecision(bool(verdict), "")

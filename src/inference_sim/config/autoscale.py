@@ -116,7 +116,7 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
 
 
 def _check_target(flag: str, metric: str, target: float) -> None:
-    """The controller's target: required, finite and > 0; a KV-cache fraction at most 1
+    """The controller's target: required (0 is "not given"), finite and > 0; at most 1
     for ``kv-utilization`` (a target of 16 there would never scale up)."""
     if target == 0:
         raise ConfigError(

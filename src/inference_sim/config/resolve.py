@@ -307,7 +307,7 @@ def _check_ranges(o: dict[str, Any], explicit: frozenset[str] = frozenset()) -> 
     )
     if "horizon" in explicit and o["horizon"] < 1_000:
         log.warning(
-            "--horizon is %d µs: %s; a bare number is in µs (give a unit: 10s, 500ms)",
+            "--horizon is %d µs: %s (a number without a unit is in µs: 10s, 500ms)",
             o["horizon"],
             "no event runs" if o["horizon"] == 0 else "under a millisecond, almost nothing runs",
         )

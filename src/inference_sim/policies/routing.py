@@ -179,6 +179,11 @@ class Weighted:
             values = scorer.score(request, state)
             if isinstance(values, Mapping):
                 values = [values.get(s.id, 0.0) for s in snaps]
+            if not hasattr(values, "__len__") or not hasattr(values, "__getitem__"):
+                raise PolicyError(
+                    f"routing scorer {self.names[k]} returned {values!r:.80}; expected a list "
+                    "of scores (one per instance) or a mapping of instance ids to scores"
+                )
             if len(values) != n:
                 raise PolicyError(
                     f"routing scorer {self.names[k]} returned {len(values)} scores for "
@@ -199,8 +204,8 @@ class Weighted:
                     composite[i] += v * w
             except TypeError:
                 raise PolicyError(
-                    f"routing scorer {self.names[k]} returned {values[i]!r} for instance {i}; "
-                    "scores are numbers in [0, 1]"
+                    f"routing scorer {self.names[k]} returned {values!r:.80}; scores are "
+                    "numbers in [0, 1], one per instance"
                 ) from None
         best = -1.0
         best_idx = 0

@@ -8,6 +8,7 @@ are broken by arrival time, then by generation order (request index).
 
 from __future__ import annotations
 
+import numbers
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -101,11 +102,12 @@ def _checked_priority(prio: Any, who: str) -> Any:
 
     def checked(r: Request, now: int) -> float:
         v = prio(r, now)
-        if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
+        # numbers.Real covers numpy's float32, int64, ... (numpy registers them)
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or v != v:
             raise PolicyError(
                 f"priority policy {who} returned {v!r} for request {r.index}; expected a "
                 "number (not NaN)"
             )
-        return v
+        return float(v)
 
     return checked
