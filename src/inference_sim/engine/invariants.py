@@ -77,7 +77,7 @@ class InvariantChecker:
 
     def enqueued(self, inst: Any, now: int, req: Request) -> None:
         """``req`` reached ``inst``'s wait queue (or was dropped as unservable)."""
-        if (inst.waiting or inst.running) and not inst.step_pending:
+        if (inst.waiting or inst.running) and not inst.step_pending and not self.may_idle(inst):
             raise InvariantViolation(
                 "work conservation: the instance has requests but no step scheduled",
                 time=now,
