@@ -11,6 +11,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -603,29 +604,23 @@ def _field_problem(value: Any, kind: str, nan_is_null: bool) -> str | None:
     return None
 
 
-def _column_ok(values: list[Any], kind: str, nan_is_null: bool) -> bool:
-    """Whether every value passes :func:`_field_problem`, checked a column at a time."""
+_NONE = type(None)
+
+
+def _column_ok(values: Sequence[Any], kind: str, nan_is_null: bool) -> bool:
+    """Whether every value passes :func:`_field_problem`, checked a column at a time with
+    C-speed builtins (the set of types, ``min`` for negatives, ``sum`` carrying NaN and
+    infinities); exact per-value checks only for a column that may hold a bad value."""
     types = set(map(type, values))
     if kind == "id":
         return types <= {str}
-    allowed = {int, float} | ({type(None)} if kind == "ms" else set())
-    if not types <= allowed:
-        return False
-    if float not in types and kind != "count":
-        return True
-    import numpy as np
-
-    present = [v for v in values if v is not None] if type(None) in types else values
-    try:
-        arr = np.asarray(present, dtype=np.float64)
-    except OverflowError:
-        return False
-    finite = np.isfinite(arr)
-    if nan_is_null and kind == "ms":
-        finite |= np.isnan(arr)
-    if not finite.all():
-        return False
-    return kind != "count" or bool(((arr >= 0) & (arr == np.floor(arr))).all())
+    if types <= {int}:
+        return kind != "count" or min(values) >= 0
+    if kind != "count" and types <= {int, float, _NONE}:
+        present = [v for v in values if v is not None] if _NONE in types else values
+        if math.isfinite(sum(present)):
+            return True
+    return all(_field_problem(v, kind, nan_is_null) is None for v in values)
 
 
 def check_records(records: Sequence[Mapping[str, Any]], *, nan_is_null: bool = False) -> None:
@@ -634,27 +629,35 @@ def check_records(records: Sequence[Mapping[str, Any]], *, nan_is_null: bool = F
     Refuses only what ``blis run`` never writes: a missing :data:`RECORD_FIELDS` key, a
     value of the wrong kind, NaN or infinity (``nan_is_null``: NaN latencies are null,
     as a Parquet folder stores them), and a null ``itl_ms`` on a finished request with
-    more than one output token (its TPOT). One pass per column; the loop over records
-    that finds the culprit runs only when a column has one.
+    more than one output token (its TPOT). The columns are gathered in one pass and
+    checked with C-speed builtins; the loop over records that finds the culprit runs
+    only when something is wrong.
     """
     if not records:
         return
-    absent = object()
-    columns: dict[str, list[Any]] = {}
+    keys = tuple(RECORD_FIELDS)
+    try:
+        columns = {key: list(map(itemgetter(key), records)) for key in keys}
+    except (KeyError, TypeError, IndexError):
+        for i, r in enumerate(records):
+            if not isinstance(r, Mapping):
+                raise ValueError(
+                    f"requests[{i}] must be an object, got {_shown_value(r)}"
+                ) from None
+            for key in keys:
+                if key not in r:
+                    raise ValueError(
+                        f"requests[{i}] has no {key}: every record `blis run` writes has "
+                        f"{', '.join(keys)}"
+                    ) from None
+        raise
     for key, kind in RECORD_FIELDS.items():
-        values = [r.get(key, absent) for r in records]
-        if absent in values:  # identity first: fast for a column of numbers
-            i = next(i for i, v in enumerate(values) if v is absent)
-            raise ValueError(
-                f"requests[{i}] has no {key}: every record `blis run` writes has "
-                f"{', '.join(RECORD_FIELDS)}"
-            )
+        values = columns[key]
         if not _column_ok(values, kind, nan_is_null):
             for i, v in enumerate(values):
                 why = _field_problem(v, kind, nan_is_null)
                 if why:
                     raise ValueError(f"requests[{i}].{key} {why}, got {_shown_value(v)}")
-        columns[key] = values
     itl = columns["itl_ms"]
     if None in itl or (nan_is_null and any(v != v for v in itl)):
         e2e, out = columns["e2e_ms"], columns["num_decode_tokens"]
