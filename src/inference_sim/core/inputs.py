@@ -104,12 +104,13 @@ class BoundedLoader(yaml.SafeLoader):
             for key_node, _value in node.value:
                 if key_node.tag == MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
                     continue  # ``<<`` merges may override on purpose
-                key = self.construct_object(key_node, deep=False)
+                value = self.construct_object(key_node, deep=False)
+                key = (type(value), value)  # 1 and true are two keys, though 1 == True
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
                         "while reading a mapping",
                         node.start_mark,
-                        f"key {key!r} given twice (first on line {seen[key] + 1})",
+                        f"key {value!r} given twice (first on line {seen[key] + 1})",
                         key_node.start_mark,
                     )
                 seen[key] = key_node.start_mark.line
