@@ -117,32 +117,53 @@ def test_lru_residency_counts_loads_and_evictions():
     assert list(lo.cpu) == ["z", "x"] and list(lo.gpu) == ["x"]
 
 
-def test_step_cost_grows_with_distinct_adapters_and_rank():
-    s = LoraSettings(max_loras=4, max_cpu_loras=4, bytes_per_rank=1e6, hbm_bandwidth=2e6,
-                     step_overhead_per_adapter=5.0)  # fmt: skip
+def test_step_cost_grows_with_distinct_adapters_and_reads_padded_slots():
+    """Each distinct adapter's slot is read at max_lora_rank (vLLM's kernels take the
+    slot's padded shape), whatever the adapter's own rank."""
+    s = LoraSettings(max_loras=4, max_cpu_loras=4, max_lora_rank=8, bytes_per_rank=1e6,
+                     hbm_bandwidth=2e6, step_overhead_per_adapter=5.0)  # fmt: skip
     assert s.step_cost([]) == 0
-    assert s.step_cost([8]) == 5 + 4
+    assert s.step_cost([8]) == 5 + 4  # 8 MB at 2 MB/µs
     assert s.step_cost([8, 8]) == 2 * s.step_cost([8])
-    assert s.step_cost([16]) > s.step_cost([8])
+    assert s.step_cost([2]) == s.step_cost([8])  # a rank-2 adapter in a rank-8 slot
+    wide = LoraSettings(max_loras=4, max_cpu_loras=4, max_lora_rank=64, bytes_per_rank=1e6,
+                        hbm_bandwidth=2e6, step_overhead_per_adapter=5.0)  # fmt: skip
+    assert wide.step_cost([8]) == 5 + 32  # the same adapter in rank-64 slots
     # Activation traffic per LoRA token: 3 MB per token at 2 MB/µs = 1.5 µs a token.
-    t = LoraSettings(max_loras=4, max_cpu_loras=4, bytes_per_rank=1e6, hbm_bandwidth=2e6,
-                     token_bytes=3e6)  # fmt: skip
+    t = LoraSettings(max_loras=4, max_cpu_loras=4, max_lora_rank=8, bytes_per_rank=1e6,
+                     hbm_bandwidth=2e6, token_bytes=3e6)  # fmt: skip
     assert t.step_cost([8], 0) == 4
     assert t.step_cost([8], 100) == 4 + 150
 
 
-def test_lora_token_bytes_by_hand():
+def test_lora_bytes_by_hand():
     """Shrink reads every adapted layer's input, expand reads and writes its output:
-    Llama-3.1-8B (hidden 4096, 32 query / 8 KV heads of 128, FFN 14336, 32 layers, BF16)."""
+    Llama-3.1-8B (hidden 4096, 32 query / 8 KV heads of 128, FFN 14336, 32 layers, BF16).
+    Under TP, column-parallel layers (q, k, v, gate, up) keep A and their input whole and
+    split B and the output; row-parallel ones (o, down) the reverse."""
     from inference_sim.catalog.architecture import bundled_architecture
-    from inference_sim.catalog.lora import lora_token_bytes
+    from inference_sim.catalog.lora import (
+        adapter_bytes_per_rank,
+        adapter_file_bytes_per_rank,
+        lora_token_bytes,
+    )
 
     arch = bundled_architecture(MODEL)
     d, q, kv, ffn = 4096, 4096, 1024, 14336
     d_in = 5 * d + q + ffn
     d_out = q + 2 * kv + d + 2 * ffn + d
     assert lora_token_bytes(arch) == 32 * (d_in + 2 * d_out) * 2
-    assert lora_token_bytes(arch, 2) == lora_token_bytes(arch) / 2
+    col_in, col_out = 3 * d + 2 * d, q + 2 * kv + 2 * ffn  # q, k, v, gate, up
+    row_in, row_out = q + ffn, 2 * d  # o, down
+    assert lora_token_bytes(arch, 2) == 32 * 2 * (
+        col_in + 2 * col_out / 2 + row_in / 2 + 2 * row_out
+    )
+    assert adapter_bytes_per_rank(arch) == adapter_file_bytes_per_rank(arch) == 32 * 2 * (
+        d_in + d_out
+    )
+    per_gpu = 32 * 2 * (col_in + col_out / 8 + row_in / 8 + row_out)
+    assert adapter_bytes_per_rank(arch, 8) == per_gpu  # about 2.3 / 8 of the adapter
+    assert 0.4 < per_gpu / adapter_file_bytes_per_rank(arch) < 0.45
 
 
 def test_prefill_heavy_lora_steps_cost_more_than_the_weights_alone():
@@ -528,3 +549,14 @@ def test_kv_blocks_are_shared_only_under_the_same_adapter():
     # The router's prefix index keys by adapter too (llm-d indexes KV events with LoRA).
     a, b = (Request(i, 0, prompt, [1], adapter=x) for i, x in enumerate(("A", "B")))
     assert router_block_hashes(a, 16)[0] != router_block_hashes(b, 16)[0]
+
+
+def test_a_disk_load_reads_the_whole_file_at_any_tp():
+    """Each TP worker loads the whole adapter file into host memory; only the host -> GPU
+    copy moves one GPU's share (which is more than 1 / TP of it)."""
+    common = {"model": MODEL, "hardware": "H100", "max_loras": 1, "latency_model": "roofline"}
+    one = resolve({**common, "tp": 1}).engine.lora
+    four = resolve({**common, "tp": 4}).engine.lora
+    assert one is not None and four is not None
+    assert four.load_disk_to_cpu(16) == one.load_disk_to_cpu(16)
+    assert one.load_cpu_to_gpu(16) > four.load_cpu_to_gpu(16) > one.load_cpu_to_gpu(16) / 4

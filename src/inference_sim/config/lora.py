@@ -13,7 +13,11 @@ import math
 from typing import Any
 
 from inference_sim.catalog.architecture import ModelArchitecture
-from inference_sim.catalog.lora import adapter_bytes_per_rank, lora_token_bytes
+from inference_sim.catalog.lora import (
+    adapter_bytes_per_rank,
+    adapter_file_bytes_per_rank,
+    lora_token_bytes,
+)
 from inference_sim.catalog.schema import GpuSpec
 from inference_sim.config.checks import require_finite
 from inference_sim.config.errors import ConfigError
@@ -203,6 +207,7 @@ def lora_settings(
             max_lora_rank=o["max_lora_rank"],
             adapters=adapters,
             bytes_per_rank=per_rank,
+            file_bytes_per_rank=adapter_file_bytes_per_rank(arch) if arch is not None else 0.0,
             cpu_gpu_bandwidth=o["lora_cpu_gpu_bandwidth"] * 1000.0,
             cpu_gpu_base_latency=o["lora_cpu_gpu_latency"],
             disk_bandwidth=o["lora_disk_bandwidth"] * 1000.0,

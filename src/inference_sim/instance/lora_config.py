@@ -22,6 +22,9 @@ class LoraSettings:
     #: Known adapters as (name, rank); requests may name others (rank from the request).
     adapters: tuple[tuple[str, int], ...] = ()
     bytes_per_rank: float = 0.0
+    #: Bytes per unit of rank of the adapter's file, read whole from disk by every TP
+    #: worker (0: ``bytes_per_rank``).
+    file_bytes_per_rank: float = 0.0
     cpu_gpu_bandwidth: float = 25_000.0  # bytes/µs (25 GB/s)
     cpu_gpu_base_latency: int = 0
     disk_bandwidth: float = 2_000.0  # bytes/µs (2 GB/s)
@@ -48,6 +51,7 @@ class LoraSettings:
                 raise ValueError(f"{name} must be a finite value > 0, got {value}")
         for name in (
             "bytes_per_rank",
+            "file_bytes_per_rank",
             "cpu_gpu_base_latency",
             "disk_base_latency",
             "hbm_bandwidth",
@@ -74,15 +78,18 @@ class LoraSettings:
         )
 
     def load_disk_to_cpu(self, rank: int) -> int:
-        """µs to read an adapter of ``rank`` from disk into host memory."""
-        return self.disk_base_latency + math.ceil(self.adapter_bytes(rank) / self.disk_bandwidth)
+        """µs to read an adapter of ``rank`` from disk into host memory (the whole file:
+        each TP worker reads it all)."""
+        per_rank = self.file_bytes_per_rank or self.bytes_per_rank
+        return self.disk_base_latency + math.ceil(per_rank * rank / self.disk_bandwidth)
 
     def step_cost(self, ranks: list[int], lora_tokens: int = 0) -> float:
         """Extra step time (µs) of a batch using adapters of these ranks (one per adapter)
-        with ``lora_tokens`` tokens of LoRA requests: each adapter's weights read once,
-        plus the kernels' activation traffic per LoRA token."""
+        with ``lora_tokens`` tokens of LoRA requests: each adapter's slot read once, at
+        ``max_lora_rank`` whatever its own rank (vLLM's shrink and expand kernels take the
+        slot's padded shape), plus the kernels' activation traffic per LoRA token."""
         cost = self.step_overhead_per_adapter * len(ranks)
         if self.hbm_bandwidth > 0:
-            moved = self.bytes_per_rank * sum(ranks) + self.token_bytes * lora_tokens
-            cost += moved / self.hbm_bandwidth
+            slots = self.bytes_per_rank * self.max_lora_rank * len(ranks)
+            cost += (slots + self.token_bytes * lora_tokens) / self.hbm_bandwidth
         return cost
