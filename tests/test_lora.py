@@ -158,8 +158,8 @@ def test_lora_bytes_by_hand():
     assert lora_token_bytes(arch, 2) == 32 * 2 * (
         col_in + 2 * col_out / 2 + row_in / 2 + 2 * row_out
     )
-    assert adapter_bytes_per_rank(arch) == adapter_file_bytes_per_rank(arch) == 32 * 2 * (
-        d_in + d_out
+    assert (
+        adapter_bytes_per_rank(arch) == adapter_file_bytes_per_rank(arch) == 32 * 2 * (d_in + d_out)
     )
     per_gpu = 32 * 2 * (col_in + col_out / 8 + row_in / 8 + row_out)
     assert adapter_bytes_per_rank(arch, 8) == per_gpu  # about 2.3 / 8 of the adapter
