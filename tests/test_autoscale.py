@@ -247,3 +247,51 @@ def test_every_bundled_gpu_has_a_price_and_aliases_share_it():
     res = simulate(model="meta-llama/llama-3.1-8b-instruct", hardware="A100-80", tp=1,
                    num_requests=10, autoscale_max=2, autoscale_target=4)  # fmt: skip
     assert res.summary["autoscaling"]["gpu_hour_price"] == GPU_HOUR_PRICE["A100-SXM"]
+
+
+def _scaler_with(ready: int, loading: int, metric: str = "in-flight", target: float = 16.0):
+    from inference_sim.cluster.scaler import LOADING, READY
+
+    sim = _sim(n_max=ready + loading + 1, initial=1, metric=metric, target=target)
+    sc = sim.scaler
+    for i in sc.members:
+        sc.state[i] = READY if i < ready else LOADING if i < ready + loading else 0
+    sc._refresh_lists()
+    return sc
+
+
+@pytest.mark.parametrize(
+    ("ready", "loading", "value", "expected"),
+    [
+        (2, 0, 35.0, 5),  # ceil(2 x 35 / 16)
+        (2, 2, 35.0, 4),  # loaders counted at 0: 70 / 4 / 16 = 1.09, within tolerance
+        (1, 2, 20.0, 3),  # 20 / 3 / 16 < 1: the direction turns, the count stays
+        (2, 1, 8.0, 2),  # scale down, loaders at the target: (16 + 16) / 3 / 16 -> ceil(2)
+        (2, 1, 40.0, 5),  # 80 / 3 / 16 = 1.67 over all 3: ceil(3 x 1.67) = 5
+    ],
+)
+def test_hpa_counts_loading_replicas_as_hpa_counts_pods_without_metrics(
+    ready, loading, value, expected
+):
+    """replica_calculator.go: a pod without a metric (still loading) counts as 0 for a
+    scale up and at the target for a scale down; no change if that turns the direction
+    or lands within the 10 % tolerance."""
+    sc = _scaler_with(ready, loading)
+    got = sc._recommendation(value, ready + loading, loading)
+    assert got == expected
+
+
+def test_a_pool_metric_ignores_loading_replicas_and_no_reading_means_no_decision():
+    sc = _scaler_with(2, 2, metric="ttft-p90", target=100.0)
+    assert sc._recommendation(300.0, 4, 2) == 6  # ceil(2 ready x 3): one value for the pool
+    assert _scaler_with(0, 2)._recommendation(5.0, 2, 2) is None  # nobody reports
+
+
+def test_scale_down_removes_the_replica_ready_for_the_shortest_time():
+    """Kubernetes' ReplicaSet deletes the newest ready pod, whatever it holds (the
+    simulator used to drain the least busy one, which flattered GPU-hours)."""
+    sc = _scaler_with(3, 0)
+    sc.since.update({0: 0, 1: 9_000, 2: 4_000})
+    sc._scale_down(10_000, 1, "test")
+    assert sc.ready == [0, 2]  # instance 1 (ready since 9 ms) drained: empty, it left
+    assert sc.rec.events[-1] == {"t_s": 0.01, "kind": "left", "replica": "instance_1"}

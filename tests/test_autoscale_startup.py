@@ -205,3 +205,17 @@ def test_yaml_key_gives_the_same_draws_as_the_flag(tmp_path):
     ea = json.loads(a.read_text())["autoscaling"]["events"]
     eb = json.loads(b.read_text())["autoscaling"]["events"]
     assert ea == eb and any("load_s" in e for e in ea)
+
+
+def test_the_derived_start_up_reads_the_whole_checkpoint_at_any_tp():
+    """vLLM's default loader reads every tensor whole on each TP rank (and slices it on
+    the GPU): the node reads the whole checkpoint, so TP does not shorten the load."""
+    from inference_sim.config.autoscale import startup_seconds
+    from inference_sim.config.resolve import resolve
+
+    base = {"model": "meta-llama/llama-3.1-8b-instruct", "hardware": "H100", "autoscale_max": 2,
+            "autoscale_target": 4}  # fmt: skip
+    one, why = startup_seconds(resolve({**base, "tp": 1}))
+    two, _ = startup_seconds(resolve({**base, "tp": 2}))
+    assert one == two == pytest.approx(20 + 16.06 / 2, abs=0.01)
+    assert why == "20 s engine start + 16.06 GB of weights at 2 GB/s"

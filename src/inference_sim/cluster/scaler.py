@@ -231,9 +231,11 @@ class PoolScaler:
         value = self._metric(log)
         if value is None:
             return  # no metric: no recommendation, no scaling (as HPA)
-        current = self._count(READY) + self._count(LOADING)
-        ratio = value / cfg.target
-        raw = current if abs(ratio - 1.0) <= TOLERANCE else math.ceil(len(self.ready) * ratio)
+        loading = self._count(LOADING)
+        current = len(self.ready) + loading
+        raw = self._recommendation(value, current, loading)
+        if raw is None:
+            return  # no replica reports a metric: no decision (as HPA)
         raw = min(max(raw, cfg.min_replicas), cfg.max_replicas)
         self.history.append((now, raw))
         keep = max(cfg.up_window, cfg.down_window)
@@ -256,6 +258,29 @@ class PoolScaler:
             self._scale_up(now, desired - current, reason)
         elif desired < current:
             self._scale_down(now, current - desired, reason)
+
+    def _recommendation(self, value: float, current: int, loading: int) -> int | None:
+        """HPA's replica count for ``value`` (replica_calculator.go). A per-replica
+        average is read from the ready replicas; the ones still loading have no metric,
+        and HPA counts them at 0 when it would scale up and at the target when it would
+        scale down, keeping the count if that brings the ratio within tolerance or turns
+        its direction (so a load already under way is neither doubled nor cancelled by a
+        reading of the ready replicas alone). The TTFT p90 is one value for the pool."""
+        cfg = self.cfg
+        ready = len(self.ready)
+        averaged = cfg.metric != "ttft-p90"
+        if averaged and not ready:
+            return None
+        ratio = value / cfg.target
+        if abs(ratio - 1.0) <= TOLERANCE:
+            return current
+        if not (averaged and loading):
+            return math.ceil(ready * ratio)
+        fill = 0.0 if ratio > 1.0 else cfg.target
+        filled = (value * ready + fill * loading) / (ready + loading) / cfg.target
+        if abs(filled - 1.0) <= TOLERANCE or (filled > 1.0) != (ratio > 1.0):
+            return current
+        return math.ceil((ready + loading) * filled)
 
     def _scale_up_limit(self, now: int, current: int) -> int:
         """HPA's default scale-up policies: from the count at the start of the current
@@ -286,12 +311,9 @@ class PoolScaler:
         k -= len(loading)
         victims: list[int] = []
         if k > 0:
-
-            def load(i: int) -> tuple[int, int]:
-                inst = self.instances[i]
-                return (len(inst.running) + len(inst.waiting), -i)
-
-            victims = sorted(self.ready, key=load)[:k]
+            # Kubernetes' ReplicaSet deletes the pod ready for the shortest time first
+            # (controller_utils ActivePodsWithRanks); it does not know what a pod holds.
+            victims = sorted(self.ready, key=lambda i: (-self.since[i], -i))[:k]
             for i in victims:
                 self._set(i, DRAINING, now)
         self.rec.events.append(

@@ -275,11 +275,13 @@ def startup_seconds(plan: Any) -> tuple[float, str]:
     arch = plan.architecture or bundled_architecture(o["model"])
     if arch is None:
         return ENGINE_START_S, "engine start only (model architecture unknown)"
-    tp = max(1, o["tp"])
-    per_gpu = arch.weight_bytes() / tp
-    secs = ENGINE_START_S + per_gpu / (o["replica_load_bandwidth"] * 1e9)
+    # vLLM's default loader reads every safetensors tensor whole on each TP rank and
+    # slices it on the GPU, so the replica's node reads the whole checkpoint (once, the
+    # ranks sharing the page cache), whatever the TP.
+    weights = arch.weight_bytes()
+    secs = ENGINE_START_S + weights / (o["replica_load_bandwidth"] * 1e9)
     why = (
-        f"{ENGINE_START_S:g} s engine start + {per_gpu / 1e9:.2f} GB per GPU at "
+        f"{ENGINE_START_S:g} s engine start + {weights / 1e9:.2f} GB of weights at "
         f"{o['replica_load_bandwidth']:g} GB/s"
     )
     return secs, why

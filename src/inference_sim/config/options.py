@@ -703,7 +703,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "replica_startup_s",
         float,
         -1.0,
-        "Seconds a new replica loads before it is routable (-1: 20 s engine start + per-GPU weights / --replica-load-bandwidth).",
+        "Seconds a new replica loads before it is routable (-1: 20 s engine start + the checkpoint's weights / --replica-load-bandwidth).",
         "autoscale",
     ),
     OptionSpec(
