@@ -597,12 +597,12 @@ def test_autoscaled_pool_with_its_own_deployment_takes_the_shared_settings(tmp_p
     dec = json.loads(path.read_text())["autoscaling"]["pools"]["decode"]
     assert dec["interval_s"] == 2.0 and dec["gpu_hour_price"] == 5.0
     assert dec["gpus_per_replica"] == 2
-    # Derived start-up at the pool's TP 2 and the run's load bandwidth: 20 s + Llama-3.1-8B's
-    # weights / 2 GPUs at 4 GB/s.
+    # Derived start-up at the run's load bandwidth: 20 s + Llama-3.1-8B's whole checkpoint
+    # at 4 GB/s (each of the pool's 2 TP ranks reads it whole, sharing the page cache).
     from inference_sim.catalog.architecture import bundled_architecture
 
     weights = bundled_architecture("meta-llama/llama-3.1-8b-instruct").weight_bytes()
-    assert dec["replica_startup_s"] == pytest.approx(20 + weights / 2 / 4e9, abs=1e-6)
+    assert dec["replica_startup_s"] == pytest.approx(20 + weights / 4e9, abs=1e-6)
     # The dual-role pool's autoscaling beside a decode pool on its own TP.
     res = _blis(
         "--num-instances", "4", "--prefill-instances", "1", "--decode-instances", "1",
