@@ -19,29 +19,11 @@ from typing import Any
 
 from inference_sim.metrics.timeseries import table_rows
 from inference_sim.report.svg import PALETTE, Series, cdf_points, line_chart
-from inference_sim.results import Results
+from inference_sim.results import SUMMARY_NUMBER_KEYS, Results
 
 #: Metrics of the side-by-side table, in order (those no run has are left out).
-COMPARE_METRICS = (
-    "completed_requests",
-    "responses_per_sec",
-    "tokens_per_sec",
-    "ttft_mean_ms",
-    "ttft_p50_ms",
-    "ttft_p99_ms",
-    "itl_mean_ms",
-    "itl_p99_ms",
-    "tpot_mean_ms",
-    "tpot_p99_ms",
-    "e2e_mean_ms",
-    "e2e_p50_ms",
-    "e2e_p99_ms",
-    "scheduling_delay_p99_ms",
-    "prefix_cache_hit_rate",
-    "preemption_count",
-    "rejected_requests",
-    "goodput_requests_per_sec",
-)
+#: The summary metrics compared, in table order: every number the report shows.
+COMPARE_METRICS = SUMMARY_NUMBER_KEYS
 
 _IGNORED = frozenset({"package_version", "results_path", "export_trace", "seed_list"})
 _MAX_LABEL = 60

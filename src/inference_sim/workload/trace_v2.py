@@ -141,14 +141,7 @@ _NON_NEGATIVE = (
     "num_chunks",
 )
 """Integer columns that must be >= 0 (counts and timestamps)."""
-_COMPARED_SERVER_KEYS = (
-    "model",
-    "tensor_parallel",
-    "max_num_seqs",
-    "block_size",
-    "gpu_memory_utilization",
-    "max_model_len",
-)
+_COMPARED_SERVER_KEYS = tuple(k for k in _SERVER_KEYS if k != "type")
 """Header ``server`` keys compared with the run's settings (``type`` names the recorder)."""
 log = logging.getLogger("inference_sim")
 NEVER = 2**63 - 1
