@@ -772,3 +772,23 @@ def test_an_unservable_arrival_at_an_instance_waiting_for_transfers_is_no_violat
     s = res.summary
     assert s["completed_requests"] + s["dropped_unservable"] == 60
     assert s["dropped_unservable"] > 0
+
+
+def test_pulled_kv_is_cached_when_it_arrives_so_a_preemption_keeps_it():
+    """vLLM caches a finished read's blocks when the scheduler picks it up; a request
+    preempted in its first decode-side step then resumes from those blocks instead of
+    recomputing a prompt whose KV had arrived."""
+    from inference_sim.kv.manager import KVCacheManager
+
+    sim = _cluster(["prefill", "decode"], blocks=(100, 20))
+    dec = sim.pd_instances[1]
+    req = make_request(0, 0, 64, 2)
+    req.prefill_target = req.num_prompt_tokens
+    assert dec.reserve(req) == 4
+    kv: KVCacheManager = dec.kv
+    assert kv.num_hashed[req.index] == 0  # in flight: nobody may hit it
+    dec.accept(req, 0)
+    assert kv.num_hashed[req.index] == 3  # 63 tokens arrived: 3 full blocks cached
+    again = make_request(1, 0, list(req.input_tokens), 2)
+    again.prefill_target = again.num_prompt_tokens
+    assert len(kv.find_cached_prefix(again)) == 3

@@ -303,7 +303,8 @@ class PoolScaler:
             self._changed(now)
 
     def _scale_down(self, now: int, k: int, reason: str) -> None:
-        # Loading replicas are cancelled first (the newest), then the least busy ready ones.
+        # Loading replicas are cancelled first (the newest), then the ready ones that became
+        # ready last.
         loading = [i for i in self.members if self.state[i] == LOADING][::-1][:k]
         for i in loading:
             self._set(i, OFF, now)

@@ -5,8 +5,9 @@ Default numbers and where they come from:
 * decision interval 15 s, scale-up window 0 s, scale-down window 300 s, tolerance 10%:
   the Kubernetes HorizontalPodAutoscaler defaults;
 * replica start-up: 20 s to start the container and the engine (vLLM's own start-up,
-  CUDA graph capture included, is typically 15-60 s) plus one GPU's share of the weights
-  read at 2 GB/s (a network volume or a local NVMe cache);
+  CUDA graph capture included, is typically 15-60 s) plus the whole checkpoint read at
+  2 GB/s (a network volume or a local NVMe cache; vLLM's default loader reads every
+  tensor whole on each TP rank);
 * GPU-hour prices: rounded on-demand list prices of public GPU clouds, 2025 (they vary
   by provider and commitment by a factor of two or more: override with
   ``--autoscale-gpu-hour-price``).

@@ -126,7 +126,7 @@ class PDInstance(Instance):
         n_cached = len(cached)
         new_tokens = req.num_prompt_tokens - n_cached * kv.block_size
         if not kv.allocate_slots(req, new_tokens, cached, delay_cache=True):
-            return None  # (its blocks join the cache with its first decode-side step)
+            return None  # (its blocks join the cache when the KV has arrived: accept)
         self.held += 1
         return kv.blocks_needed(req.num_prompt_tokens) - n_cached
 
@@ -148,5 +148,6 @@ class PDInstance(Instance):
         req.state = RequestState.RUNNING
         req.num_computed_tokens = req.num_prompt_tokens - 1
         req.prefill_target = req.num_prompt_tokens
+        self.kv.cache_blocks(req, req.num_computed_tokens)  # the pulled KV has arrived
         self.running.append(req)
         return self._wake()

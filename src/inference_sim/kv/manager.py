@@ -265,20 +265,32 @@ class KVCacheManager:
         if need_new:
             table.extend(pool.take_new(need_new))
         if self.enable_prefix_caching and not delay_cache:
-            full = total // self.block_size
-            if self.defer_private_hashes and req.private_from >= 0:
-                # Private blocks wait for a preemption (free(); Request.private_from).
-                shareable = req.private_from // self.block_size
-                if full > shareable:
-                    full = shareable
-            done = self.num_hashed[idx]
-            if full > done:
-                hashes = self._block_hashes(req, full)
-                pool.register_many(table, hashes, done, full)
-                self.num_hashed[idx] = full
+            self._register_full(req, table, total)
         if self.cpu is not None:
             self._offload_over_threshold()
         return True
+
+    def _register_full(self, req: Request, table: list[int], tokens: int) -> None:
+        """Put ``req``'s full blocks up to ``tokens`` in the prefix cache."""
+        full = tokens // self.block_size
+        if self.defer_private_hashes and req.private_from >= 0:
+            # Private blocks wait for a preemption (free(); Request.private_from).
+            shareable = req.private_from // self.block_size
+            if full > shareable:
+                full = shareable
+        idx = req.index
+        done = self.num_hashed[idx]
+        if full > done:
+            self.pool.register_many(table, self._block_hashes(req, full), done, full)
+            self.num_hashed[idx] = full
+
+    def cache_blocks(self, req: Request, tokens: int) -> None:
+        """Put the blocks of ``req``'s first ``tokens`` tokens in the prefix cache: KV an
+        allocation with ``delay_cache`` held back, once its content has arrived (vLLM's
+        ``cache_blocks`` when the scheduler picks up a finished KV read)."""
+        table = self.tables.get(req.index)
+        if table is not None and self.enable_prefix_caching:
+            self._register_full(req, table, tokens)
 
     def decode_slot(self, req: Request, computed: int) -> bool:
         """Room for one decode token at position ``computed``; False if no block is free.
