@@ -295,6 +295,10 @@ def test_gain_shrinks_at_high_load() -> None:
             "--num-speculative-tokens",
         ),
         (
+            ["--speculative-method", "eagle"],  # k left out: said so, not "got 0"
+            "--speculative-method eagle needs --num-speculative-tokens K",
+        ),
+        (
             ["--speculative-method", "eagle", "--num-speculative-tokens", "-2"],
             "--num-speculative-tokens",
         ),

@@ -94,7 +94,12 @@ def resolve_speculative(
             f"--speculative-method must be one of {', '.join(METHODS)}, "
             f"got {o['speculative_method']!r}"
         )
-    if k <= 0:
+    if k == 0:  # not given
+        raise ConfigError(
+            f"--speculative-method {method} needs --num-speculative-tokens K (tokens drafted "
+            "per step, e.g. 3), as vLLM's speculative config does"
+        )
+    if k < 0:
         raise ConfigError(f"--num-speculative-tokens must be an integer > 0, got {k}")
     for a in rates:
         if not (math.isfinite(a) and 0.0 <= a <= 1.0):
