@@ -792,3 +792,17 @@ def test_pulled_kv_is_cached_when_it_arrives_so_a_preemption_keeps_it():
     again = make_request(1, 0, list(req.input_tokens), 2)
     again.prefill_target = again.num_prompt_tokens
     assert len(kv.find_cached_prefix(again)) == 3
+
+
+def test_the_decode_worker_starts_a_read_with_its_next_step():
+    """vLLM's decode worker issues a KV read when it starts a step (start_load_kv runs
+    before the forward pass), so a busy decode instance starts it after the step in
+    flight. A keeps the decode side busy with 1001 µs steps (3750, 4751, 5752, ...); B
+    arrives at 4000, is prefilled 4000-5640 and handed off at 5640, mid-step: its read
+    starts at 5752 and ends 1100 µs later (6852), B joins the 7754 step and its first
+    token comes at 8765: TTFT 4765 (the read used to start at the handoff: 3764)."""
+    sim = _cluster(["prefill", "decode"], base_us=100)
+    a, b = make_request(0, 0, 64, 50), make_request(1, 4000, 64, 3)
+    sim.run([a, b])
+    assert ttft_ticks(b) == 4765
+    assert sim.pd.per_request[1]["kv_transfer_ms"] == 1.1

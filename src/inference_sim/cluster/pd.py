@@ -390,7 +390,11 @@ class PDClusterSimulator(ExtraEvents):
             raise InvariantViolation(
                 "transfer of more blocks than the prompt has", time=now, request=req
             )
-        tr = Transfer(req, p, d, blocks, blocks * self.block_bytes[p], start=now)
+        # The decode worker issues the read when it starts its next step (vLLM's
+        # start_load_kv runs before the forward pass): after the step in flight, if any.
+        dec = self.pd_instances[d]
+        start = dec.busy_until if dec.busy_until > now else now
+        tr = Transfer(req, p, d, blocks, blocks * self.block_bytes[p], start=start)
         tr.remaining = tr.nbytes
         self.transfers[req.index] = tr
         self.held_reqs[d][req.index] = req
@@ -400,8 +404,8 @@ class PDClusterSimulator(ExtraEvents):
         self.in_transfer += 1
         if self.in_transfer > self.pd.peak_concurrent:
             self.pd.peak_concurrent = self.in_transfer
-        if self.base_latency > 0:
-            self._push_ext(now + self.base_latency, _JOIN, p, req)
+        if start + self.base_latency > now:
+            self._push_ext(start + self.base_latency, _JOIN, p, req)
         else:
             self._on_join(now, p, req)
         return True
