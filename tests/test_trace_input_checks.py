@@ -1,5 +1,5 @@
 """Trace and spec input checks: BOMs, unsorted rows with a horizon, adapter columns of a
-length trace, non-integral token counts in length distributions."""
+length trace, non-integral token counts in length distributions (truncated, said)."""
 
 from __future__ import annotations
 
@@ -102,13 +102,15 @@ def test_bom_trace_v2(tmp_path):
 # --- 2. the reference CSV: unsorted rows and --horizon ------------------------------------
 
 
-def test_reference_csv_keeps_rows_within_the_horizon_after_a_later_row(tmp_path):
+def test_reference_csv_stops_at_the_horizon_and_says_what_it_left(tmp_path, sim_log):
+    """The reference stops reading at the first row later than the horizon (workload.md
+    4.2), so an unsorted trace loses later rows within it: kept, but no longer silent."""
     text = "arrival_time,request_id,model,p,d\n"
     text += '0.0,a,,"[1,2,3]","[7]"\n0.5,b,,"[1,2]","[1]"\n0.1,c,,"[1,2]","[1]"\n'
     text += '0.2,d,,"[1,2]","[1]"\n9,e,,not json,[]\n'
     reqs = read_csv_trace(_write(tmp_path, "ooo.csv", text), horizon=300_000)
-    assert [r.arrival_time for r in reqs] == [0, 100_000, 200_000]
-    assert [r.index for r in reqs] == [0, 1, 2]
+    assert [r.arrival_time for r in reqs] == [0]
+    assert "2 later rows within the horizon were not read" in sim_log.text
 
 
 # --- 3. LoRA adapter columns of a length trace --------------------------------------------
@@ -159,17 +161,22 @@ def test_length_trace_adapters_through_the_cli(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("dist", "params", "field"),
+    ("dist", "params", "field", "samples"),
     [
-        ("constant", {"value": 1.5}, "value"),
-        ("gaussian", {"mean": 10, "std_dev": 2, "min": 1.5, "max": 20}, "min"),
-        ("gaussian", {"mean": 10, "std_dev": 2, "min": 1, "max": 20.7}, "max"),
-        ("exponential", {"mean": 10, "min": 0.5}, "min"),
+        ("constant", {"value": 1.5}, "value", [1, 1]),
+        ("gaussian", {"mean": 10, "std_dev": 0, "min": 10.5, "max": 10.9}, "min", [10, 10]),
     ],
 )
-def test_non_integral_token_counts_are_refused(dist, params, field):
-    with pytest.raises(WorkloadError, match=rf"d\.params\.{field} must be a whole number"):
-        make_length_sampler(dist, params, "d")
+def test_non_integral_token_counts_are_truncated_with_a_warning(
+    dist, params, field, samples, sim_log
+):
+    """workload.md 6.1 and 6.6: the reference truncates min, max and value to ints; the
+    run does the same, and says so (it used to be silent)."""
+    import numpy as np
+
+    s = make_length_sampler(dist, params, "d")
+    assert s.sample(np.random.default_rng(0), 2).tolist() == samples
+    assert f"d.params.{field} " in sim_log.text and "is truncated to" in sim_log.text
 
 
 def test_integral_floats_are_fine():

@@ -15,6 +15,7 @@ Inter-arrival samplers draw *unit-mean* gaps; the generator divides them by the 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -308,11 +309,15 @@ def make_length_sampler(
     for name in ("min", "max", "value", "mean", "xm"):  # a mean beyond it is a typo too
         if name in f:
             check_length_bound(f[name], f"{where}.params.{name}")
-    for name in ("min", "max", "value"):  # token counts: 100.0 is fine, 1.5 is not
+    for name in ("min", "max", "value"):  # token counts: truncated, as the reference does
         if name in f and not f[name].is_integer():
-            raise WorkloadError(
-                f"{where}.params.{name} must be a whole number (lengths are integers), "
-                f"got {p[name]!r}"
+            logging.getLogger("inference_sim").warning(
+                "%s.params.%s %s is truncated to %d (token counts are whole numbers; the "
+                "reference truncates too)",
+                where,
+                name,
+                p[name],
+                int(f[name]),
             )
 
     if dist_type == "constant":

@@ -7,12 +7,10 @@ the CSV writer because they contain commas. Columns past the fifth are ignored s
 with extra annotations still load, except two the header may name: ``adapter`` (the
 request's LoRA adapter) and ``adapter_rank`` (docs/lora.md).
 
-Rows keep file order (the event queue sorts arrivals, not the reader), so a trace need not
-be sorted; rows later than the horizon are skipped (only their arrival is read). Unlike the
-reference, which stops reading at the first row later than the horizon and so silently
-drops the earlier rows after it in an unsorted trace, every row within the horizon is kept,
-and every problem is reported as one :class:`WorkloadError` naming the file, the line and
-the column.
+Rows keep file order (the event queue sorts arrivals, not the reader) and reading stops at
+the first row later than the horizon, as in the reference (a warning counts the later rows
+within the horizon an unsorted trace loses that way). Unlike the reference, every problem
+is reported as one :class:`WorkloadError` naming the file, the line and the column.
 
 :func:`write_csv_trace` emits exactly what :func:`read_csv_trace` reads, so a generated
 workload can be exported once and replayed (or fed to the reference) bit for bit.
@@ -22,9 +20,11 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from inference_sim.core.outfiles import OutputFile
 from inference_sim.core.request import Request
@@ -32,6 +32,8 @@ from inference_sim.workload._gc import gc_paused
 from inference_sim.workload._rows import BoundedCsvReader, RowTooLong
 from inference_sim.workload.errors import MAX_ARRIVAL_US, WorkloadError
 from inference_sim.workload.samplers import MAX_REQUEST_TOKENS
+
+log = logging.getLogger("inference_sim")
 
 TRACE_FLAG = "--workload-traces-filepath"
 HEADER = ("arrival_time", "request_id", "model", "prefill_tokens", "decode_tokens")
@@ -104,10 +106,11 @@ def _parse_tokens(text: str, where: str, *, need_one: bool) -> list[int]:
 def read_csv_trace(path: str | os.PathLike[str], *, horizon: int = _NO_HORIZON) -> list[Request]:
     """Load a reference-format CSV trace into requests, in file order.
 
-    ``Request.index`` is the 0-based index among the rows kept. A row whose arrival is
-    greater than ``horizon`` is skipped (only its column count and arrival are checked);
-    a row exactly at the horizon is kept, and so is a later row going back within the
-    horizon (an unsorted trace). Blank lines are skipped, like Go's CSV reader.
+    ``Request.index`` is the 0-based data-row index. As in the reference, the first row
+    whose arrival is greater than ``horizon`` ends reading (a row exactly at the horizon
+    is kept); later rows within the horizon (an unsorted trace) are not read, and a
+    warning says how many. A header with no rows gives no requests and a warning. Blank
+    lines are skipped, like Go's CSV reader.
     """
     p = os.fspath(path)
     try:
@@ -143,15 +146,15 @@ def read_csv_trace(path: str | os.PathLike[str], *, horizon: int = _NO_HORIZON) 
                 if row:
                     rows += 1
                     req = _parse_row(row, p, line, len(requests), horizon)
-                    if req is None:  # past the horizon: later rows may still be within it
-                        line = reader.line_num + 1
-                        continue
+                    if req is None:  # past the horizon: reading stops (the reference's rule)
+                        _warn_rows_left(reader, p, line, horizon)
+                        break
                     if lora != (-1, -1):
                         _lora_cells(req, row, lora, f"trace {p} row {line} column")
                     requests.append(req)
                 line = reader.line_num + 1
             if not rows:
-                raise WorkloadError(f"trace {p}: no requests (only a header)")
+                log.warning("trace %s: no requests (only a header)", p)
         except RowTooLong as exc:
             raise WorkloadError(f"trace {p} row {line}: {exc}") from None
         except csv.Error as exc:
@@ -163,6 +166,29 @@ def read_csv_trace(path: str | os.PathLike[str], *, horizon: int = _NO_HORIZON) 
         except OSError as exc:
             raise WorkloadError(f"trace {p}: cannot read: {exc.strerror or exc}") from None
     return requests
+
+
+def _warn_rows_left(reader: Any, p: str, line: int, horizon: int) -> None:
+    """Count the rows after the one that ended reading whose arrival is within the
+    horizon (an unsorted trace): the reference drops them without a word; we say so."""
+    within = 0
+    for row in reader:
+        if row:
+            try:
+                t = float(row[0])
+            except ValueError:
+                continue
+            if math.isfinite(t) and t >= 0 and int(t * 1e6) <= horizon:
+                within += 1
+    if within:
+        log.warning(
+            "trace %s: reading stopped at row %d, the first later than --horizon (as the "
+            "reference does); %d later rows within the horizon were not read: sort the "
+            "trace by arrival time to replay them",
+            p,
+            line,
+            within,
+        )
 
 
 def _is_number(text: str) -> bool:
