@@ -472,3 +472,13 @@ def test_python_dash_m_subprocess(tmp_path):
     assert bad.stdout == ""
     assert len(bad.stderr.splitlines()) == 1
     assert bad.stderr.startswith("Error: ") and "--rate" in bad.stderr
+
+
+def test_on_off_flags_take_true_and_false_as_the_reference_does():
+    """The reference's Go flags accept --roofline=true / --roofline=false."""
+    from inference_sim.cli.main import _bool_values
+
+    assert _bool_values(["run", "--roofline=true", "--tp=2"]) == ["run", "--roofline", "--tp=2"]
+    assert _bool_values(["run", "--roofline=False"]) == ["run", "--no-roofline"]
+    assert _bool_values(["run", "--roofline=maybe"]) == ["run", "--roofline=maybe"]  # click says
+    assert _bool_values(["--", "--roofline=true"]) == ["--", "--roofline=true"]

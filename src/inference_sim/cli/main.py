@@ -489,11 +489,33 @@ def _add_tool_commands() -> None:
 _add_tool_commands()
 
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _bool_values(args: list[str]) -> list[str]:
+    """``--roofline=true`` / ``--roofline=false`` (the reference's Go flags take both) as
+    click's ``--roofline`` / ``--no-roofline``, for every on/off run option."""
+    from inference_sim.config.options import OPTIONS
+
+    flags = {f for spec in OPTIONS if spec.kind is bool for f in (spec.flag, *spec.alias_flags)}
+    out = []
+    for arg in args:
+        if arg == "--":
+            out.extend(args[len(out) :])
+            break
+        name, eq, value = arg.partition("=")
+        if eq and name in flags and value.strip().lower() in _TRUE + _FALSE:
+            arg = name if value.strip().lower() in _TRUE else f"--no-{name[2:]}"
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run ``blis``. As click's own standalone mode, except that a Ctrl-C (or SIGTERM)
     outside a command's own handling exits 130 (143) with one line, not "Aborted!" and 1."""
+    args = _bool_values(sys.argv[1:] if argv is None else list(argv))
     try:
-        code = cli.main(args=argv, prog_name="blis", standalone_mode=False)
+        code = cli.main(args=args, prog_name="blis", standalone_mode=False)
     except click.exceptions.Abort as exc:
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, KeyboardInterrupt):
