@@ -393,7 +393,7 @@ class PDClusterSimulator(ExtraEvents):
         # The decode worker issues the read when it starts its next step (vLLM's
         # start_load_kv runs before the forward pass): after the step in flight, if any.
         dec = self.pd_instances[d]
-        start = dec.busy_until if dec.busy_until > now else now
+        start = max(now, dec.busy_until)
         tr = Transfer(req, p, d, blocks, blocks * self.block_bytes[p], start=start)
         tr.remaining = tr.nbytes
         self.transfers[req.index] = tr

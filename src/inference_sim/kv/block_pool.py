@@ -393,12 +393,9 @@ class TieredBlockPool(BlockPool):
         self.release(block_ids_in_eviction_order)
 
     def register(self, block_id: int, block_hash: int) -> None:
-        if self.block_hash[block_id] is not None:
-            return
-        self.block_hash[block_id] = block_hash
-        if self.cached.setdefault(block_hash, block_id) != block_id:
-            self._copies.setdefault(block_hash, []).append(block_id)
-        self.tier.discard(block_hash)
+        if self.block_hash[block_id] is None:
+            super().register(block_id, block_hash)
+            self.tier.discard(block_hash)
 
     def register_many(self, block_ids: list[int], hashes: list[int], start: int, stop: int) -> None:
         for i in range(start, stop):

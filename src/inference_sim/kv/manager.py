@@ -224,9 +224,9 @@ class KVCacheManager:
         first; the request's computed tokens then start after them. :data:`CPU_HIT`
         entries (they follow the GPU hits) get new GPU blocks, loaded from the CPU tier.
         Nothing changes when the allocation does not fit, so no rollback is needed.
-        ``delay_cache``: the new blocks join the prefix cache only with the request's
-        next allocation (vLLM's ``delay_cache_blocks`` for a KV read still under way:
-        nobody may hit blocks whose content has not arrived).
+        ``delay_cache``: the new blocks stay out of the prefix cache until
+        :meth:`cache_blocks` (vLLM's ``delay_cache_blocks`` for a KV read still under
+        way: nobody may hit blocks whose content has not arrived).
         """
         pool = self.pool
         idx = req.index

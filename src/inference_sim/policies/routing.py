@@ -179,17 +179,12 @@ class Weighted:
             values = scorer.score(request, state)
             if isinstance(values, Mapping):
                 values = [values.get(s.id, 0.0) for s in snaps]
-            if not hasattr(values, "__len__") or not hasattr(values, "__getitem__"):
-                raise PolicyError(
-                    f"routing scorer {self.names[k]} returned {values!r:.80}; expected a list "
-                    "of scores (one per instance) or a mapping of instance ids to scores"
-                )
-            if len(values) != n:
-                raise PolicyError(
-                    f"routing scorer {self.names[k]} returned {len(values)} scores for "
-                    f"{n} instances; it must rate each instance"
-                )
             try:
+                if len(values) != n:
+                    raise PolicyError(
+                        f"routing scorer {self.names[k]} returned {len(values)} scores for "
+                        f"{n} instances; it must rate each instance"
+                    )
                 for i in range(n):
                     v = values[i]
                     if v > 1.0:
@@ -205,7 +200,7 @@ class Weighted:
             except TypeError:
                 raise PolicyError(
                     f"routing scorer {self.names[k]} returned {values!r:.80}; scores are "
-                    "numbers in [0, 1], one per instance"
+                    "numbers in [0, 1], one per instance (a list, or a mapping by instance id)"
                 ) from None
         best = -1.0
         best_idx = 0
