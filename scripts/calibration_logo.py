@@ -35,7 +35,7 @@ import json
 import os
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 import numpy as np
@@ -52,6 +52,7 @@ from inference_sim.calibrate.gpu_profiles import (  # noqa: E402
     fit_allreduce,
     fit_gemm_efficiency,
     fit_layer_ops,
+    fit_token_ops,
     gemm_seconds,
     load_allreduce,
     load_gemm_rows,
@@ -157,6 +158,23 @@ def predict_steps(
     return np.array(out)
 
 
+def figures(
+    mode: str, src: str, tgt: str, eff: dict[str, dict], corr: dict[str, GpuCorrection]
+) -> tuple[float, float, GpuCorrection, GpuCorrection]:
+    """(weight_read, compute, source correction, target correction) of a step-LOGO mode."""
+    if mode == "datasheet":  # only the source GPU's own measurements
+        # as an unprofiled GPU ships: small kernels scaled by the boost clocks
+        return (
+            1.0 / eff[src]["bandwidth"],
+            1.0 / eff[src]["compute"],
+            NO_CORRECTION,
+            GpuCorrection(layer=clock_layer_factor(tgt, src)),
+        )
+    # the shipped scheme: H100 efficiencies x per-GPU corrections
+    ref = eff[REFERENCE_GPU]
+    return 1.0 / ref["bandwidth"], 1.0 / ref["compute"], corr[src], corr[tgt]
+
+
 def step_coefficients(
     x: np.ndarray | tuple[float, ...],
     weight_read: float,
@@ -201,6 +219,104 @@ def fit_steps(
 
     sol = least_squares(resid, start, bounds=bounds, x_scale="jac")
     return step_coefficients(sol.x, weight_read, compute, free)
+
+
+#: Structure checks (docs/calibration.md, "Other structures, checked"): each variant adds
+#: one thing to the step model, measured or fitted on the source GPU, and is transferred
+#: to the target like the rest. None ships; the table says why.
+VARIANTS = (
+    "small ops per token, measured",
+    "small ops per token, fitted",
+    "all-reduce bytes, fitted",
+    "GEMM efficiencies, fitted",
+)
+
+
+def token_ops_us(cases: list[StepCase], per_token: tuple[float, float]) -> np.ndarray:
+    """Per-token small-operator time of the step (µs): replicated + sharded / TP, per
+    layer, times the step's tokens (a prefill's batch x prompt, a decode's batch)."""
+    rep, shard = per_token
+    out = []
+    for c in cases:
+        r = c.row
+        n = r.batch * r.prompt if c.kind == "prefill" else r.batch
+        out.append(LLAMA2_70B.layers * n * (rep + shard / r.tp))
+    return np.array(out)
+
+
+def hidden_pass_us(cases: list[StepCase], gpu: str, corr: GpuCorrection) -> np.ndarray:
+    """One read of every token's hidden vector per layer at the GPU's datasheet bandwidth
+    (x its measured correction), µs: the unit of the fitted per-token small-op cost."""
+    bw = load_catalog().gpu(gpu).peak_bandwidth_tbs * 1e12 * corr.bandwidth
+    per = LLAMA2_70B.layers * LLAMA2_70B.hidden * LLAMA2_70B.dtype_bytes / bw * 1e6
+    n = [c.row.batch * c.row.prompt if c.kind == "prefill" else c.row.batch for c in cases]
+    return np.array(n, dtype=float) * per
+
+
+def variant_predict(
+    variant: str,
+    cases: list[StepCase],
+    gpu: str,
+    co: CalibratedCoefficients,
+    corr: GpuCorrection,
+    extra: tuple[float, ...],
+    per_token: tuple[float, float],
+) -> np.ndarray:
+    """Step times (µs) of the step model plus ``variant``'s addition."""
+    base = predict_steps(cases, gpu, co, corr)
+    if variant == "small ops per token, measured":
+        return base + token_ops_us(cases, per_token)
+    if variant == "small ops per token, fitted":
+        return base + extra[0] * co.weight_read * hidden_pass_us(cases, gpu, corr)
+    if variant == "all-reduce bytes, fitted":
+        no_latency = replace(co, allreduce_us=0.0)
+        return base + (extra[0] - 1.0) * predict_steps(cases, gpu, no_latency, corr, "allreduce_us")
+    return base  # GEMM efficiencies: carried by ``co``
+
+
+def fit_variant(
+    variant: str,
+    cases: list[StepCase],
+    gpu: str,
+    weight_read: float,
+    compute: float,
+    corr: GpuCorrection,
+    per_token: tuple[float, float],
+) -> tuple[CalibratedCoefficients, tuple[float, ...]]:
+    """The step overheads and the variant's own parameters fitted to ``cases``."""
+    from scipy.optimize import least_squares
+
+    meas = np.array([c.measured_us for c in cases])
+    n_base = len(STEP_FREE)
+    own: dict[str, tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]] = {
+        "small ops per token, measured": ((), (), ()),
+        "small ops per token, fitted": ((2.0,), (0.0,), (200.0,)),
+        "all-reduce bytes, fitted": ((1.0,), (0.2,), (20.0,)),
+        # never above the datasheet peaks (x 1/efficiency >= 1)
+        "GEMM efficiencies, fitted": ((weight_read, compute), (1.0, 1.0), (10.0, 10.0)),
+    }
+    start, lo, hi = own[variant]
+
+    def build(x: np.ndarray) -> tuple[CalibratedCoefficients, tuple[float, ...]]:
+        extra = tuple(float(v) for v in x[n_base:])
+        if variant == "GEMM efficiencies, fitted":
+            return step_coefficients(x[:n_base], *extra), ()
+        return step_coefficients(x[:n_base], weight_read, compute), extra
+
+    def resid(x: np.ndarray) -> np.ndarray:
+        co, extra = build(x)
+        out: np.ndarray = np.log(
+            variant_predict(variant, cases, gpu, co, corr, extra, per_token) / meas
+        )
+        return out
+
+    sol = least_squares(
+        resid,
+        (*STEP_START, *start),
+        bounds=((*STEP_BOUNDS[0], *lo), (*STEP_BOUNDS[1], *hi)),
+        x_scale="jac",
+    )
+    return build(sol.x)
 
 
 def compute_bound_ratio(
@@ -330,20 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     in_sample = {}
     overlap_fit: dict[str, float] = {}
     attention_parity: dict[str, dict] = {}
-    ref = eff[REFERENCE_GPU]
     for src in gpus:
         tgt = next(g for g in gpus if g != src)
         key = {(c.row.tp, c.row.prompt, c.row.batch, c.row.tokens, c.kind): i
                for i, c in enumerate(cases[src])}  # fmt: skip
         for mode in ("datasheet", "measured", "measured, overlap"):
-            if mode == "datasheet":  # only the source GPU's own measurements
-                wr, cp = 1.0 / eff[src]["bandwidth"], 1.0 / eff[src]["compute"]
-                # as an unprofiled GPU ships: small kernels scaled by the boost clocks
-                c_src = NO_CORRECTION
-                c_tgt = GpuCorrection(layer=clock_layer_factor(tgt, src))
-            else:  # the shipped scheme: H100 efficiencies x per-GPU corrections
-                wr, cp = 1.0 / ref["bandwidth"], 1.0 / ref["compute"]
-                c_src, c_tgt = corr[src], corr[tgt]
+            wr, cp, c_src, c_tgt = figures(mode, src, tgt, eff, corr)
             co = fit_steps(cases[src], src, wr, cp, c_src, overlap=mode.endswith("overlap"))
             if mode.endswith("overlap"):
                 overlap_fit[src] = round(co.overlap, 2)
@@ -383,6 +491,68 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
 
+    # 3b. other structures, checked ----------------------------------------------------
+    token_ops = {g: fit_token_ops([r for r in layer_ops if r.gpu == g]) for g in gpus}
+    structure_rows = []
+    for variant in VARIANTS:
+        for src in gpus:
+            tgt = next(g for g in gpus if g != src)
+            key = {(c.row.tp, c.row.prompt, c.row.batch, c.row.tokens, c.kind): i
+                   for i, c in enumerate(cases[src])}  # fmt: skip
+            for mode in ("datasheet", "measured"):
+                wr, cp, c_src, c_tgt = figures(mode, src, tgt, eff, corr)
+                pt_src = token_ops[src]
+                pt_tgt = (
+                    token_ops[tgt]
+                    if mode == "measured"  # else the source's, on the target's bandwidth
+                    else (
+                        pt_src[0] * peaks[src][1] / peaks[tgt][1],
+                        pt_src[1] * peaks[src][1] / peaks[tgt][1],
+                    )
+                )
+                co, extra = fit_variant(variant, cases[src], src, wr, cp, c_src, pt_src)
+                src_pred = variant_predict(variant, cases[src], src, co, c_src, extra, pt_src)
+                tgt_pred = variant_predict(variant, cases[tgt], tgt, co, c_tgt, extra, pt_tgt)
+                src_meas = np.array([c.measured_us for c in cases[src]])
+                tgt_meas = np.array([c.measured_us for c in cases[tgt]])
+                ratio = [
+                    (src_meas[i] * p / src_pred[i] / m - 1.0) * 100.0
+                    for c, p, m in zip(cases[tgt], tgt_pred, tgt_meas, strict=True)
+                    for i in [key[(c.row.tp, c.row.prompt, c.row.batch, c.row.tokens, c.kind)]]
+                ]
+                kinds = [c.kind for c in cases[tgt]]
+                fitted: dict[str, float] = {"attention": round(co.attention, 1)}
+                if variant == "small ops per token, fitted":
+                    # one pass over a token's hidden vector in one layer, as fitted (µs)
+                    pass_us = (
+                        LLAMA2_70B.hidden
+                        * LLAMA2_70B.dtype_bytes
+                        * wr
+                        * 1e6
+                        / (peaks[src][1] * c_src.bandwidth)
+                    )
+                    fitted["passes"] = round(extra[0], 1)
+                    fitted["passes_measured"] = round(pt_src[0] / pass_us, 1)
+                elif variant == "all-reduce bytes, fitted":
+                    fitted["allreduce_bytes_x"] = round(extra[0], 2)
+                elif variant == "GEMM efficiencies, fitted":
+                    fitted["weight_read_x"] = round(co.weight_read / wr, 2)
+                    fitted["compute_x"] = round(co.compute / cp, 2)
+                structure_rows.append(
+                    {
+                        "variant": variant,
+                        "target": tgt,
+                        "fitted_on": src,
+                        "gpu_figures": mode,
+                        "fitted": fitted,
+                        "ratio": summarize(np.array(ratio), kinds),
+                        "direct": summarize((tgt_pred / tgt_meas - 1.0) * 100.0, kinds),
+                        "in_sample": summarize(
+                            (src_pred / src_meas - 1.0) * 100.0, [c.kind for c in cases[src]]
+                        ),
+                    }
+                )
+
     # 4. outputs -------------------------------------------------------------------------
     today = date.today().isoformat()
     command = "PYTHONPATH=src python scripts/calibration_logo.py ../shared/calibration --write"
@@ -417,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         "overlap_fitted": overlap_fit,
         "compute_bound_prefill_ratio": compute_bound_ratio(cases, eff, peaks),
         "attention_parity": attention_parity,
+        "structure_checks": structure_rows,
         "gpus": gpu_entries,
     }
     with open(os.path.join(args.docs, "calibration-logo.json"), "w", encoding="utf-8") as fh:
@@ -552,6 +723,29 @@ def render_block(doc: dict) -> str:
             f"{cb['measured_max']}); the GEMM efficiencies give {cb['flops_model']}"
             f" (FLOP/s), the bandwidths {cb['bandwidth_model']}.",
         ]
+    checks = doc.get("structure_checks")
+    if checks:
+        lines += [
+            "",
+            "**Other structures, checked** (none ships; see calibration.md): the step model"
+            " plus one addition, measured or fitted on `fitted on`; ratio and direct as above"
+            " (median APE / median signed error, %):",
+            "",
+            "| addition | target | fitted on | GPU figures | fitted | ratio prefill"
+            " | ratio decode | direct prefill | direct decode | in sample prefill / decode |",
+            "|---|---|---|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in checks:
+            rt, dr, ins = r["ratio"], r["direct"], r["in_sample"]
+            fitted = ", ".join(f"{k} {v}" for k, v in r["fitted"].items())
+            lines.append(
+                f"| {r['variant']} | {r['target']} | {r['fitted_on']} | {r['gpu_figures']} | "
+                f"{fitted} | {rt['prefill_ape']} / {rt['prefill_bias']:+} | "
+                f"{rt['decode_ape']} / {rt['decode_bias']:+} | "
+                f"{dr['prefill_ape']} / {dr['prefill_bias']:+} | "
+                f"{dr['decode_ape']} / {dr['decode_bias']:+} | "
+                f"{ins['prefill_ape']} / {ins['decode_ape']} |"
+            )
     lines += [
         "<!-- logo:end -->",
     ]

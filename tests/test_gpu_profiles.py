@@ -17,9 +17,11 @@ import pytest
 from inference_sim.calibrate.gpu_profiles import (
     AllReduceRow,
     GemmRow,
+    LayerOpsRow,
     fit_allreduce,
     fit_gemm_efficiency,
     fit_layer_ops,
+    fit_token_ops,
     gemm_rows_from_csv,
     gemm_seconds,
     load_layer_ops,
@@ -152,6 +154,26 @@ def test_small_layer_operators_per_gpu(tmp_path: Path) -> None:
     assert (h100, a100) == (pytest.approx(12.0), pytest.approx(18.0))
     with pytest.raises(ValueError, match="hidden 1234"):
         fit_layer_ops(rows, hidden=1234)
+
+
+def test_token_ops_separate_replicated_from_sharded_cost() -> None:
+    """Norms and residual adds cost the same at any TP, rotary and activation shrink with
+    it: the per-token fit recovers both from rows spanning TP degrees, and refuses rows at
+    one TP (the two would be confounded) or too few tokens."""
+    rep, shard, fixed = 0.09, 0.11, 7.0  # µs per token, µs per token at TP 1, µs
+    rows = [
+        LayerOpsRow("H100", "m", 8192, tp, n, (fixed + n * (rep + shard / tp)) * 1e-6)
+        for tp in (1, 2, 4, 8)
+        for n in (256, 1024, 4096)
+    ]
+    rows.append(LayerOpsRow("H100", "m", 8192, 1, 32, 1.0))  # decode size: left out
+    rows.append(LayerOpsRow("H100", "m", 4096, 2, 1024, 1.0))  # another width: left out
+    got = fit_token_ops(rows)
+    assert got == (pytest.approx(rep), pytest.approx(shard))
+    with pytest.raises(ValueError, match="two TP degrees"):
+        fit_token_ops([r for r in rows if r.tp == 2])
+    with pytest.raises(ValueError, match=">= 8192 tokens"):
+        fit_token_ops(rows, min_tokens=8192)
 
 
 def test_corrections_carry_the_measured_tp_dependence() -> None:
@@ -298,6 +320,12 @@ def test_logo_script_reproduces_the_shipped_efficiencies(tmp_path: Path) -> None
     block = (docs / "calibration-lomo.md").read_text(encoding="utf-8")
     assert block.count("<!-- logo:begin -->") == 1 and "## Leave one GPU out" in block
     assert np.isfinite([r["decode_ape"] for r in doc["step_logo"]]).all()
+    # Every structure check ran both ways in both modes, and the measured small-op cost
+    # it prices is the one Vidur's rows give (replicated + sharded, per token and layer).
+    checks = doc["structure_checks"]
+    assert len(checks) == 4 * 2 * 2 and "**Other structures, checked**" in block
+    fitted = [r for r in checks if r["variant"] == "small ops per token, fitted"]
+    assert all(r["fitted"]["passes_measured"] > 1 for r in fitted)
 
 
 def test_boost_clock_rule_predicts_the_measured_small_kernel_ratio() -> None:

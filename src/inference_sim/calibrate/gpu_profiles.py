@@ -55,6 +55,7 @@ __all__ = [
     "fit_allreduce",
     "fit_gemm_efficiency",
     "fit_layer_ops",
+    "fit_token_ops",
     "gemm_rows_from_csv",
     "gemm_seconds",
     "load_allreduce",
@@ -343,6 +344,36 @@ def fit_layer_ops(
     if not use:
         raise ValueError(f"no small-operator rows with hidden {hidden} and <= {max_tokens} tokens")
     return float(np.median(use)) * 1e6
+
+
+#: Fewest tokens of the rows whose per-token small-operator cost is fitted (below this
+#: the fixed kernel time dominates).
+TOKEN_OPS_MIN_TOKENS = 256
+
+
+def fit_token_ops(
+    rows: Iterable[LayerOpsRow],
+    hidden: int = LAYER_OPS_HIDDEN,
+    min_tokens: int = TOKEN_OPS_MIN_TOKENS,
+) -> tuple[float, float]:
+    """Per-token small-operator cost of one layer, µs: (replicated, sharded).
+
+    Under tensor parallelism the norms and residual adds run on the full hidden vector on
+    every GPU (replicated: the same time at any TP) while rotary and the activation run on
+    the GPU's share of heads and FFN columns (sharded: time / TP). Least squares of
+    ``t = a + tokens * (replicated + sharded / tp)`` over the rows ``hidden`` wide with at
+    least ``min_tokens`` tokens, every TP degree together (the TP spread separates the
+    two). Used by the leave-one-GPU-out structure checks (``scripts/calibration_logo.py``).
+    """
+    use = [r for r in rows if r.hidden == hidden and r.tokens >= min_tokens]
+    if len({r.tp for r in use}) < 2:
+        raise ValueError(
+            f"need rows at two TP degrees with hidden {hidden} and >= {min_tokens} tokens"
+        )
+    design = np.array([[1.0, r.tokens, r.tokens / r.tp] for r in use])
+    target = np.array([r.seconds * 1e6 for r in use])
+    coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+    return float(coef[1]), float(coef[2])
 
 
 @dataclass(frozen=True, slots=True)
