@@ -274,3 +274,54 @@ def test_cli_docs_show_the_new_flags():
         "ttft_p50_ms",
     ):
         assert needle in results_md, needle
+
+
+def test_slo_not_met_when_requests_were_rejected_as_too_long():
+    """``slo_met`` says every request completed (docs/results.md): six prompts over
+    ``--max-model-len`` never reach an instance, so the SLO is not met even though the
+    fourteen that ran meet the bound (``blis plan`` uses the same test)."""
+    out = json.loads(
+        ok(
+            "run",
+            "--model",
+            MODEL,
+            "--num-requests",
+            "20",
+            "--rate",
+            "5",
+            "--max-model-len",
+            "1100",
+            "--slo",
+            "ttft_p99_ms=100000",
+            "--json",
+        ).stdout
+    )
+    assert out["rejected_too_long"] > 0 and out["completed_requests"] > 0
+    assert out["slo_attainment"] == 1.0 and out["slo_met"] is False
+
+
+def test_each_instance_block_ends_at_its_own_last_step():
+    """Cluster spec 4.2: an instance's ``SimEndedTime`` is its own clock (capped at the
+    horizon), 0 for one that never got work; the cluster's is the latest of them."""
+    out = json.loads(
+        ok(
+            *BASE,
+            "--num-requests",
+            "2",
+            "--rate",
+            "1",
+            "--num-instances",
+            "3",
+            "--results-path",
+            "-",
+        ).stdout
+    )
+    blocks = {b["instance_id"]: b for b in out["instances"]}
+    durations = sorted(b["vllm_estimated_duration_s"] for b in blocks.values())
+    assert durations[0] == 0.0 and blocks["instance_2"]["responses_per_sec"] == 0.0
+    assert 0.0 < durations[1] < durations[2] == out["vllm_estimated_duration_s"]
+    for b in blocks.values():
+        if b["completed_requests"]:
+            assert b["responses_per_sec"] == pytest.approx(
+                b["completed_requests"] / b["vllm_estimated_duration_s"]
+            )

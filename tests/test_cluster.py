@@ -598,3 +598,24 @@ def test_cli_warns_when_scorers_are_given_to_a_non_weighted_policy():
     result = _cli("--routing-scorers", "queue-depth:1", "--log", "warn")
     assert result.exit_code == 0
     assert "--routing-scorers has no effect" in result.stderr
+
+
+def test_a_simulator_runs_once():
+    """Cluster spec 3: run() may be called once. Instances and policies keep their state
+    (a token bucket's level, round-robin's counter), so a second run would not start
+    from t = 0; it is refused with a message saying what to do instead."""
+    sim = build(2)
+    sim.run([Request(0, 0, list(range(32)), list(range(4)))])
+    with pytest.raises(RuntimeError, match="runs once"):
+        sim.run([Request(0, 0, list(range(32)), list(range(4)))])
+
+
+def test_warns_when_nothing_completed_before_the_horizon(sim_log):
+    """Cluster spec 4.2's warning: the horizon ends the run before any request finishes."""
+    sim = build(2, horizon=500)
+    out = sim.run([Request(i, 0, list(range(64)), list(range(50))) for i in range(4)])
+    assert not any(inst.stats.completed for inst in out.instances)
+    assert "no requests completed — horizon may be too short" in sim_log.text
+    sim_log.clear()
+    build(2).run([Request(0, 0, list(range(32)), list(range(4)))])
+    assert "no requests completed" not in sim_log.text

@@ -416,16 +416,22 @@ def test_adapter_affinity_scorer_unit():
     from inference_sim.policies.base import RouterState
     from inference_sim.policies.scorers import AdapterAffinityScorer
 
+    # llm-d's lora-affinity scores: loaded 1, a free adapter slot 0.8, full 0.
     sc = AdapterAffinityScorer(num_instances=2, max_loras=1)
     state = RouterState(None, 0, build=list, num_instances=2)
     x, y = _req(0, 0, "x"), _req(1, 0, "y")
-    assert sc.score(x, state) == [0.0, 0.0]
+    assert sc.score(x, state) == [0.8, 0.8]
     sc.observe(x, 1)
-    assert sc.score(x, state) == [0.0, 1.0]
+    assert sc.score(x, state) == [0.8, 1.0]
+    assert sc.score(y, state) == [0.8, 0.0]  # instance 1's one slot holds x
     sc.observe(y, 1)  # one slot: y replaces x on instance 1
-    assert sc.score(x, state) == [0.0, 0.0]
-    assert sc.score(y, state) == [0.0, 1.0]
+    assert sc.score(x, state) == [0.8, 0.0]
+    assert sc.score(y, state) == [0.8, 1.0]
     assert sc.score(_req(2, 0, ""), state) == [0.0, 0.0]
+    # A pool (autoscaled ready replicas): positions map to cluster-wide instances, so
+    # what instance 1 holds follows it to position 0 when instance 0 leaves the pool.
+    pool = RouterState(None, 0, build=list, num_instances=2, members=(1, 2))
+    assert sc.score(y, pool) == [1.0, 0.8]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -181,6 +181,9 @@ class DecisionTrace:
         self._snap_int = array("q")  # queue depth, batch size, pending, free KV blocks
         self._snap_float = array("d")  # KV utilisation, cache hit rate, score
         self._width: list[int] = []  # instances seen by each routing decision
+        # Routing decisions made in a pool (autoscaled ready replicas, a P/D side): the
+        # cluster-wide index of each instance the router saw, by routing number.
+        self._members: dict[int, tuple[int, ...]] = {}
         self._tenant: dict[int, str] = {}
         self._slo: dict[int, str] = {}
 
@@ -198,7 +201,8 @@ class DecisionTrace:
                 admitted, reason = bool(decision), ""
             self.record_admission(request, state.clock, admitted, reason)
         else:
-            self.record_routing(request, state.clock, decision, state.snapshots)
+            members = getattr(state, "members", None)
+            self.record_routing(request, state.clock, decision, state.snapshots, members)
 
     def _common(self, request: Any, clock: int, kind: int) -> None:
         row = len(self._kind)
@@ -227,7 +231,10 @@ class DecisionTrace:
         clock: int,
         decision: RoutingDecision | int | str,
         snapshots: Sequence[RoutingSnapshot],
+        members: Sequence[int] | None = None,
     ) -> None:
+        """``members``: the cluster-wide index of each snapshot's instance when the router
+        saw a pool (``RouterState.members``); the decision's target is a position in it."""
         n = len(snapshots)
         if isinstance(decision, RoutingDecision):
             target, reason, scores = decision.target, decision.reason, decision.scores
@@ -237,8 +244,10 @@ class DecisionTrace:
             chosen = target
         else:
             chosen = target_index(target, n, "routing") if n else -1
-        if len(self.instance_ids) < n:
+        if members is None and len(self.instance_ids) < n:
             self.instance_ids = [s.id for s in snapshots]
+        if members is not None:
+            self._members[len(self._width)] = tuple(members)
         ints = self._snap_int
         floats = self._snap_float
         first = len(floats)
@@ -256,7 +265,8 @@ class DecisionTrace:
                 floats.extend((s.kv_utilization, s.cache_hit_rate, v))
         self._common(request, clock, _ROUTING)
         self._admitted.append(0)
-        self._target.append(chosen)
+        # cluster-wide index (a pool decision's position mapped through its members)
+        self._target.append(members[chosen] if members is not None and chosen >= 0 else chosen)
         self._block.append(first // 3)
         self._scored.append(0 if scores is None else 1)
         if self.k > 0 and n and chosen >= 0:
@@ -267,7 +277,9 @@ class DecisionTrace:
         self._width.append(n)
 
     # --- reading -----------------------------------------------------------------------
-    def _snapshots_at(self, block: int, n: int) -> list[RoutingSnapshot]:
+    def _snapshots_at(
+        self, block: int, n: int, members: tuple[int, ...] | None = None
+    ) -> list[RoutingSnapshot]:
         ints = self._snap_int
         floats = self._snap_float
         ids = self.instance_ids
@@ -275,7 +287,8 @@ class DecisionTrace:
         for j in range(n):
             q, b, p, free = ints[4 * (block + j) : 4 * (block + j) + 4]
             util, hit, _ = floats[3 * (block + j) : 3 * (block + j) + 3]
-            name = ids[j] if j < len(ids) else f"instance_{j}"
+            g = j if members is None else members[j]
+            name = ids[g] if g < len(ids) else f"instance_{g}"
             out.append(RoutingSnapshot(name, j, q, b, util, free, hit, p))
         return out
 
@@ -304,11 +317,14 @@ class DecisionTrace:
                 yield rec
                 continue
             n = self._width[routing_no]
+            members = self._members.get(routing_no)
             routing_no += 1
             block = self._block[row]
-            snaps = self._snapshots_at(block, n)
+            snaps = self._snapshots_at(block, n, members)
             values = [self._snap_float[3 * (block + j) + 2] for j in range(n)]
             chosen = self._target[row]
+            if members is not None and chosen >= 0:
+                chosen = members.index(chosen)
             candidates, _ = counterfactual(chosen, values, snaps, self.k)
             rec.update(
                 admitted=None,

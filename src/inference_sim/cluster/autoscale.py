@@ -10,9 +10,10 @@ set changes.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from inference_sim.cluster.scaler import (
     METRICS,
@@ -25,7 +26,13 @@ from inference_sim.core.request import Request
 from inference_sim.engine.invariants import InvariantChecker
 from inference_sim.instance.engine import Instance
 from inference_sim.metrics.outcome import SimulationOutcome
-from inference_sim.policies.base import RoutingDecision, RoutingPolicy, target_index
+from inference_sim.policies.base import (
+    PolicyError,
+    RouterState,
+    RoutingDecision,
+    RoutingPolicy,
+    target_index,
+)
 
 __all__ = [
     "METRICS",
@@ -33,6 +40,7 @@ __all__ = [
     "AutoscaleClusterSimulator",
     "AutoscaleConfig",
     "ExtraEvents",
+    "PoolChoice",
     "route_among",
 ]
 
@@ -51,6 +59,15 @@ class _AutoscaleChecker(InvariantChecker):
         return -sum(1 for ev in self.sim._ext if ev[1] >= TICK)
 
 
+class PoolChoice(NamedTuple):
+    """Where a pool's router sent a request: the cluster-wide index, and the state and
+    decision it decided on (for decision traces)."""
+
+    instance: int
+    state: RouterState
+    decision: RoutingDecision
+
+
 def route_among(
     policy: RoutingPolicy,
     snap: SnapshotProvider,
@@ -58,16 +75,35 @@ def route_among(
     pending: list[int],
     req: Request,
     now: int,
-) -> int:
-    """The global index ``policy`` picks among ``members`` (their pending counts fresh)."""
+) -> PoolChoice:
+    """What ``policy`` picks among ``members`` (their pending counts fresh).
+
+    The policy sees the members only, at positions 0..k-1; it may answer with a position
+    or with a member's id (``instance_<cluster-wide index>``).
+    """
     snap.pending[:] = [pending[i] for i in members]
-    decision = policy.route(req, snap.state(now))
+    state = snap.state(now)
+    decision = policy.route(req, state)
     target = decision.target if isinstance(decision, RoutingDecision) else decision
     if target.__class__ is not int or not 0 <= target < len(members):
-        target = target_index(target, len(members), type(policy).__name__)
-    if isinstance(decision, RoutingDecision) and decision.priority:
-        req.priority = decision.priority
-    return members[target]
+        if isinstance(target, str):
+            names = [inst.name for inst in snap.instances]
+            if target not in names:
+                raise PolicyError(
+                    f"routing policy {type(policy).__name__} chose {target!r}, which is not "
+                    f"among the instances it was shown ({', '.join(names)})"
+                )
+            target = names.index(target)
+        else:
+            target = target_index(target, len(members), type(policy).__name__)
+    if isinstance(decision, RoutingDecision):
+        if decision.priority:
+            req.priority = decision.priority
+        if decision.target != target:  # an id: the position it names
+            decision = dataclasses.replace(decision, target=target)
+    else:
+        decision = RoutingDecision(target)
+    return PoolChoice(members[target], state, decision)
 
 
 class ExtraEvents(ClusterSimulator):
@@ -77,11 +113,11 @@ class ExtraEvents(ClusterSimulator):
         heapq.heappush(self._ext, (t, klass, inst_idx, self._seq, req))
         self._seq += 1
 
-    def _trace_routing(self, now: int, req: Request, target: int) -> None:
-        """Tell the decision hook (decision traces, docs/analysis.md) where ``req`` went."""
+    def _trace_routing(self, choice: PoolChoice, req: Request) -> None:
+        """Tell the decision hook (decision traces, docs/analysis.md) where ``req`` went,
+        with the pool state and decision the router saw (regret over that pool only)."""
         if self.decision_hook is not None:
-            state = self.snapshots.state(now)
-            self.decision_hook("routing", req, state, RoutingDecision(target))
+            self.decision_hook("routing", req, choice.state, choice.decision)
 
 
 class AutoscaleClusterSimulator(ExtraEvents):
@@ -131,8 +167,9 @@ class AutoscaleClusterSimulator(ExtraEvents):
 
     def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
         pending = self.snapshots.pending
-        g = route_among(self.routing, self._rsnap, self.scaler.ready, pending, req, now)
-        self._trace_routing(now, req, g)
+        choice = route_among(self.routing, self._rsnap, self.scaler.ready, pending, req, now)
+        g = choice.instance
+        self._trace_routing(choice, req)
         pending[g] += 1
         req.handled_by = g
         self._push_ext(now + self.instances[g].latency.queueing_time(req), 3, g, req)

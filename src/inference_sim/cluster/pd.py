@@ -27,7 +27,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference_sim.cluster.autoscale import LOADED, TICK, ExtraEvents, more_work, route_among
+from inference_sim.cluster.autoscale import (
+    LOADED,
+    TICK,
+    ExtraEvents,
+    PoolChoice,
+    more_work,
+    route_among,
+)
 from inference_sim.cluster.scaler import AutoscaleConfig, PoolScaler
 from inference_sim.cluster.snapshot import SnapshotProvider
 from inference_sim.core.request import Request, RequestState
@@ -311,12 +318,13 @@ class PDClusterSimulator(ExtraEvents):
     # --- routing: decode first, decide, then prefill ----------------------------------
     def _pick(
         self, policy: RoutingPolicy, snap: SnapshotProvider, idx: list[int], req: Request, now: int
-    ) -> int:
-        """The instance ``policy`` chooses among ``idx`` (their pending counts fresh)."""
+    ) -> PoolChoice:
+        """What ``policy`` chooses among ``idx`` (their pending counts fresh)."""
         return route_among(policy, snap, idx, self.snapshots.pending, req, now)
 
     def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
-        d = self._pick(self.routing, self._dsnap, self.decode_idx, req, now)
+        choice = self._pick(self.routing, self._dsnap, self.decode_idx, req, now)
+        d = choice.instance
         dec = self.instances[d]
         disagg = self.decider == "always"
         if self.decider == "prefix-threshold":
@@ -325,9 +333,12 @@ class PDClusterSimulator(ExtraEvents):
             uncached = req.num_prompt_tokens - len(cached) * dec.kv.block_size
             disagg = uncached >= self.prefix_threshold  # llm-d: at least the threshold
         if disagg:
-            target = self._pick(self.prefill_routing, self._psnap, self.prefill_idx, req, now)
+            prefill = self._pick(self.prefill_routing, self._psnap, self.prefill_idx, req, now)
+            target = prefill.instance
             # A dual-role instance picked for both sides serves the request colocated.
             disagg = target != d
+            if disagg:
+                choice = prefill  # the trace shows where the request goes first
         if disagg:
             self.decode_of[req.index] = d
             self.assigned[d] += 1
@@ -342,7 +353,7 @@ class PDClusterSimulator(ExtraEvents):
             "kv_transfer_blocks": 0,
             "kv_transfer_ms": 0.0,
         }
-        self._trace_routing(now, req, target)
+        self._trace_routing(choice, req)
         self.snapshots.pending[target] += 1
         inst = self.instances[target]
         req.handled_by = target

@@ -191,7 +191,18 @@ class ClusterSimulator:
         return self._finish(as_list, interrupted)
 
     def _start(self, stream: Iterator[Request], sampler: Callable[[int], int] | None) -> None:
-        """Fresh per-run state: the two heaps, counters, the request log, the checker."""
+        """Fresh per-run state: the two heaps, counters, the request log, the checker.
+
+        A simulator runs once (cluster spec 3): instances, policies (a token bucket's
+        level, round-robin's counter, a router's prefix index) keep their state after a
+        run, so a second run would start from the first one's end, not from t = 0.
+        """
+        if getattr(self, "_ran", False):
+            raise RuntimeError(
+                "a ClusterSimulator runs once: its instances and policies keep their state "
+                "after run(); build a new simulator (inference_sim.runner) for another run"
+            )
+        self._ran = True
         self._log = log = RequestLog()
         for inst in self.instances:
             inst.log = log
@@ -356,12 +367,19 @@ class ClusterSimulator:
                     instances[i].name,
                     n,
                 )
-        if self._rejected and not any(inst.stats.completed for inst in instances):
-            _logger.warning(
-                "[cluster] %d requests rejected by admission policy %s — no requests completed",
-                self._rejected,
-                type(self.admission).__name__,
-            )
+        if not any(inst.stats.completed for inst in instances):
+            if self._rejected:
+                _logger.warning(
+                    "[cluster] %d requests rejected by admission policy %s — no requests "
+                    "completed",
+                    self._rejected,
+                    type(self.admission).__name__,
+                )
+            elif self._generated and not interrupted:
+                _logger.warning(
+                    "[cluster] no requests completed — horizon may be too short or "
+                    "workload too small"
+                )
         in_flight: dict[int, int] = {}
         for inst in instances:
             inst.finalize()

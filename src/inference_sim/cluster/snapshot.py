@@ -37,13 +37,24 @@ def _kv_fields(inst: Instance) -> tuple[float, int, float]:
 class SnapshotProvider:
     """Builds a :class:`RouterState` per decision; owns the pending-request counters."""
 
-    __slots__ = ("_kv", "_last_refresh", "instances", "interval", "num_instances", "pending")
+    __slots__ = (
+        "_kv",
+        "_last_refresh",
+        "instances",
+        "interval",
+        "members",
+        "num_instances",
+        "pending",
+    )
 
     def __init__(self, instances: Sequence[Instance], refresh_interval: int = 0) -> None:
         if refresh_interval < 0:
             raise ValueError(f"--snapshot-refresh-interval must be >= 0, got {refresh_interval}")
         self.instances = list(instances)
         self.num_instances = len(self.instances)
+        ids = tuple(inst.index for inst in self.instances)
+        # A subset of the cluster (a pool): tell policies which instances they see.
+        self.members = None if ids == tuple(range(len(ids))) else ids
         self.interval = refresh_interval
         # Routed to an instance but not yet in its wait queue.
         self.pending = [0] * self.num_instances
@@ -61,7 +72,10 @@ class SnapshotProvider:
         if self.interval and clock - self._last_refresh >= self.interval:
             self._kv = [_kv_fields(inst) for inst in self.instances]
             self._last_refresh = clock
-        return RouterState(None, clock, build=self.snapshots, num_instances=self.num_instances)
+        return RouterState(
+            None, clock, build=self.snapshots, num_instances=self.num_instances,
+            members=self.members,
+        )  # fmt: skip
 
     def snapshots(self) -> list[RoutingSnapshot]:
         """One snapshot per instance, in index order, as of now."""

@@ -26,6 +26,8 @@ class InstanceView(Protocol):
     stats: Any  # instance.stats.InstanceStats
     waiting: deque[Request]
     running: Sequence[Request]
+    clock: int  # time of the last event the instance executed
+    busy_until: int  # end of the last step it ran
 
 
 @dataclass

@@ -88,11 +88,15 @@ def check_metrics(objectives: Sequence[Objective], summary: Mapping[str, Any]) -
 
 
 def served_everything(summary: Mapping[str, Any]) -> bool:
+    """Every generated request completed: none rejected by admission or as longer than
+    ``--max-model-len`` (neither reaches an instance, so ``injected_requests`` leaves them
+    out), none dropped, queued or running at the end."""
     injected = int(summary.get("injected_requests", 0))
     return (
         int(summary.get("completed_requests", 0)) == injected
         and injected > 0
         and int(summary.get("rejected_requests", 0)) == 0
+        and int(summary.get("rejected_too_long", 0)) == 0
     )
 
 

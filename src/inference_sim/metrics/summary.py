@@ -83,6 +83,14 @@ def registered(req: Request) -> bool:
     return req.handled_by >= 0 and req.state not in (RequestState.DROPPED, RequestState.REJECTED)
 
 
+def _ended(inst: InstanceView, horizon: int) -> int:
+    """When the instance's own simulation ended (the cluster spec's per-instance
+    ``SimEndedTime``): its last event or the end of its last step, whichever is later,
+    capped at the horizon; 0 for an instance that never received work."""
+    end = inst.busy_until if inst.busy_until > inst.clock else inst.clock
+    return end if end <= horizon else horizon
+
+
 def build_summary(
     outcome: SimulationOutcome,
     instances: Sequence[InstanceView] | None = None,
@@ -102,7 +110,9 @@ def build_summary(
     still_running = sum(len(inst.running) for inst in insts)
     dropped = sum(s.dropped_unservable for s in stats)
     total_out = sum(s.total_output_tokens for s in stats)
-    duration = outcome.end_time / 1e6
+    horizon = outcome.horizon
+    end = outcome.end_time if whole else max((_ended(i, horizon) for i in insts), default=0)
+    duration = end / 1e6
 
     ttft_col = log.column("ttft", rows)
     e2e_col = log.column("e2e", rows)

@@ -23,6 +23,7 @@ per instance, in instance index order.
 
 from __future__ import annotations
 
+import numbers
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ class RouterState:
     ``RouterState([RoutingSnapshot("instance_0", 0, queue_depth=3), ...], clock=0)``.
     """
 
-    __slots__ = ("_build", "_snapshots", "clock", "num_instances")
+    __slots__ = ("_build", "_snapshots", "clock", "members", "num_instances")
 
     def __init__(
         self,
@@ -77,6 +78,7 @@ class RouterState:
         *,
         build: Callable[[], list[RoutingSnapshot]] | None = None,
         num_instances: int | None = None,
+        members: Sequence[int] | None = None,
     ) -> None:
         self.clock = clock
         self._snapshots = None if snapshots is None else list(snapshots)
@@ -84,6 +86,16 @@ class RouterState:
         if num_instances is None:
             num_instances = len(self._snapshots) if self._snapshots is not None else 0
         self.num_instances = num_instances
+        #: The cluster-wide index of each snapshot's instance when the router sees only
+        #: some instances (an autoscaled pool's ready replicas, one side of a P/D pair),
+        #: whose positions shift as that set changes; None: snapshot i is instance i.
+        #: What a policy remembers about an instance is keyed by this index.
+        self.members: tuple[int, ...] | None = None if members is None else tuple(members)
+
+    def instance(self, position: int) -> int:
+        """The cluster-wide index of the instance at ``position`` in :attr:`snapshots`."""
+        members = self.members
+        return position if members is None else members[position]
 
     @property
     def snapshots(self) -> list[RoutingSnapshot]:
@@ -154,8 +166,8 @@ def target_index(target: Any, num_instances: int, who: str) -> int:
             idx = int(target[9:])
         else:
             raise PolicyError(f"routing policy {who} chose unknown instance {target!r}")
-    elif isinstance(target, int) and not isinstance(target, bool):
-        idx = target
+    elif isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        idx = int(target)  # numpy integers too (np.argmin of scores)
     else:
         raise PolicyError(
             f"routing policy {who} returned {target!r}; expected an instance index, "

@@ -130,11 +130,16 @@ class PrefixAffinity:
     def route(self, request: Request, state: RouterState) -> RoutingDecision:
         hashes = router_block_hashes(request, self.block_size)
         key: Any = hashes[-1] if hashes else request.input_tokens.tobytes()
-        owner = self.owner.get(key)
-        if owner is not None and owner < state.num_instances:
-            return RoutingDecision(owner, "prefix-affinity (cache-hit)")
+        owner = self.owner.get(key)  # a cluster-wide index (pools shift positions)
+        members = state.members
+        if owner is not None:
+            if members is None:
+                if owner < state.num_instances:
+                    return RoutingDecision(owner, "prefix-affinity (cache-hit)")
+            elif owner in members:
+                return RoutingDecision(members.index(owner), "prefix-affinity (cache-hit)")
         d = self._fallback.route(request, state)
-        self.owner[key] = d.target  # type: ignore[assignment]
+        self.owner[key] = state.instance(d.target)  # type: ignore[arg-type]
         return RoutingDecision(d.target, "prefix-affinity (cache-miss, fallback to least-loaded)")
 
 
@@ -208,8 +213,10 @@ class Weighted:
             if composite[i] > best:
                 best = composite[i]
                 best_idx = i
-        for observe in self.observers:
-            observe(request, best_idx)
+        if self.observers:
+            chosen = state.instance(best_idx)  # cluster-wide: pools shift positions
+            for observe in self.observers:
+                observe(request, chosen)
         return RoutingDecision(best_idx, f"weighted-scoring (score={best:.3f})", composite)
 
 

@@ -110,11 +110,22 @@ class PrefixAffinityScorer:
         total = len(hashes)
         if total == 0:
             return [0.0] * n
-        return [m / total for m in self.index.match_lengths(hashes, n)]
+        members = state.members
+        if members is None:
+            return [m / total for m in self.index.match_lengths(hashes, n)]
+        every = self.index.match_lengths(hashes, max(members) + 1)  # cluster-wide
+        return [every[g] / total for g in members]
 
     def observe(self, request: Request, target: int) -> None:
+        """Record the request's blocks under instance ``target`` (cluster-wide index)."""
         self.index.record(self._hashes(request), target)
         self._last = (None, [])
+
+
+#: ``adapter-affinity``'s score for an instance with a free adapter slot: llm-d's
+#: lora-affinity scorer (gateway-api-inference-extension ``scorer/lora_affinity.go``)
+#: ranks loaded (1.0) above a free slot (0.8) above a full instance (0).
+_FREE_SLOT_SCORE = 0.8
 
 
 @SCORERS.register("adapter-affinity")
@@ -129,20 +140,29 @@ class AdapterAffinityScorer:
 
     def __init__(self, num_instances: int = 1, max_loras: int = 0) -> None:
         self.slots = max(max_loras, 1)
-        self.recent: list[dict[str, None]] = [{} for _ in range(num_instances)]
+        # Per instance (cluster-wide index): adapters in routing order, oldest first.
+        self.recent: dict[int, dict[str, None]] = {}
 
     def score(self, request: Request, state: RouterState) -> list[float]:
         name = request.adapter
         n = state.num_instances
         if not name:
             return [0.0] * n
-        return [1.0 if name in self.recent[i] else 0.0 for i in range(n)]
+        out = []
+        slots = self.slots
+        empty: dict[str, None] = {}
+        for i in range(n):
+            held = self.recent.get(state.instance(i), empty)
+            # llm-d's lora-affinity scorer: loaded 1, a free adapter slot 0.8, else 0.
+            out.append(1.0 if name in held else _FREE_SLOT_SCORE if len(held) < slots else 0.0)
+        return out
 
     def observe(self, request: Request, target: int) -> None:
+        """Note the adapter as the most recent on instance ``target`` (cluster-wide)."""
         name = request.adapter
         if not name:
             return
-        held = self.recent[target]
+        held = self.recent.setdefault(target, {})
         held.pop(name, None)
         held[name] = None
         if len(held) > self.slots:
