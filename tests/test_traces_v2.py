@@ -210,7 +210,7 @@ def _row(**over: Any) -> str:
         (_row(input_tokens="ten"), 'parsing input_tokens "ten"'),
         (_row(status="weird"), "status must be one of ok, error, timeout"),
         (_row(streaming="maybe"), 'parsing streaming "maybe"'),
-        (_row(input_tokens="0"), "input_tokens must be >= 1"),
+        (_row(input_tokens="-1"), "input_tokens must be >= 0"),
         (_row() + "\n" + _row(), "request_id 0 appears twice"),
         (
             _row(request_id=1, arrival_time_us=50) + "\n" + _row(arrival_time_us=10),

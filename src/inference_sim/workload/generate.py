@@ -160,12 +160,21 @@ def _merged_windows(windows: Sequence[tuple[int, int]]) -> list[tuple[int, int]]
 
 
 def client_keys(clients: Sequence[ClientSpec]) -> list[str]:
-    """Stream key of each client: its id when ids are unique and non-empty, else ``#i``."""
+    """Stream key of each client: its id when ids are unique and non-empty, else ``#i``
+    (the client's position)."""
     ids = [c.id for c in clients]
     counts: dict[str, int] = {}
     for i in ids:
         counts[i] = counts.get(i, 0) + 1
-    return [c.id if c.id and counts[c.id] == 1 else f"#{i}" for i, c in enumerate(clients)]
+    keys = []
+    for i, c in enumerate(clients):
+        if c.id and counts[c.id] == 1:
+            # An id starting with "#" gets one more, so it never meets a fallback key
+            # (exactly one "#"): naming a client never moves an unnamed one's draws.
+            keys.append("#" + c.id if c.id.startswith("#") else c.id)
+        else:
+            keys.append(f"#{i}")
+    return keys
 
 
 def _client_stages(spec: WorkloadSpec, fraction: float) -> list[tuple[int, int, float]]:
@@ -183,6 +192,10 @@ class _Client:
     stages: list[tuple[int, int, float]]
     limit: int
     prefix: np.ndarray | None
+    #: At most this many requests from this client (0: no cap): twice ``num_requests``,
+    #: as the reference generates (workload spec 8.1). Only sessions feel it: a cap stops
+    #: new sessions, so later rounds of the first ones are among the earliest requests.
+    cap: int = 0
     input: LengthSampler = field(init=False)
     output: LengthSampler = field(init=False)
 
@@ -343,6 +356,8 @@ def _sessions(cl: _Client) -> Iterator[Request]:
     seq = itertools.count()
     prefix = cl.prefix
     limit = cl.limit
+    cap = cl.cap
+    started = 0  # requests of the sessions started so far (every round counts)
 
     def emit(sess: _Session, r: int, arrival: int) -> Request:
         fresh = sess.prompts[r]
@@ -365,10 +380,15 @@ def _sessions(cl: _Client) -> Iterator[Request]:
         return cl.make(arrival, prompt, out, meta)  # later rounds reuse its tokens
 
     for starts in cl.arrivals():
+        if cap and started >= cap:
+            break
         for start in starts.tolist():
+            if cap and started >= cap:
+                break
             while pending and pending[0][0] < start:
                 arrival, _, sess, r = heapq.heappop(pending)
                 yield emit(sess, r, arrival)
+            started += rounds
             in_len = cl.input.sample(rng_in, rounds)
             out_len = cl.output.sample(rng_out, rounds)
             sid = f"sess_{int(rng_sess.integers(0, 2**63 - 1))}"
@@ -489,9 +509,10 @@ def _prefixes(spec: WorkloadSpec, streams: RandomStreams) -> dict[str, np.ndarra
 
 
 def spec_sources(
-    spec: WorkloadSpec, streams: RandomStreams, *, horizon: int = NEVER
+    spec: WorkloadSpec, streams: RandomStreams, *, horizon: int = NEVER, cap: int = 0
 ) -> list[Iterator[Request]]:
-    """One arrival-ordered request iterator per client (in client order)."""
+    """One arrival-ordered request iterator per client (in client order); ``cap`` > 0
+    bounds each client's requests (:attr:`_Client.cap`)."""
     limit = horizon
     if spec.stages:
         limit = min(limit, spec.stages[-1].end_us)
@@ -518,6 +539,7 @@ def spec_sources(
             stages=_client_stages(spec, fraction),
             limit=limit,
             prefix=prefixes.get(c.prefix_group) if c.prefix_group else None,
+            cap=cap,
         )
         if c.reasoning is not None and c.reasoning.multi_turn is not None:
             sources.append(_sessions(cl))
@@ -548,7 +570,7 @@ def iter_spec_requests(
         streams = RandomStreams(spec.seed)
     if horizon <= 0:
         return iter(())
-    sources = spec_sources(spec, streams, horizon=horizon)
+    sources = spec_sources(spec, streams, horizon=horizon, cap=2 * max_requests)
     merged: Iterator[Request] = heapq.merge(*sources, key=_arrival_of)
     if max_requests > 0:
         merged = itertools.islice(merged, max_requests)

@@ -74,9 +74,10 @@ def _round_half_away(x: np.ndarray) -> np.ndarray:
 
 
 def _finish(v: np.ndarray, floor: int, lo: float | None, hi: float | None) -> np.ndarray:
-    """Round, clamp to [lo, hi] (if given), cap, floor; return int64."""
+    """Cap (unless a ``hi`` is given), clamp to [lo, hi] (if given), round, floor; int64."""
     v = np.where(np.isfinite(v), v, 1.0)
-    v = np.minimum(v, float(MAX_SAMPLED_LENGTH))
+    if hi is None:  # an explicit max replaces the cap (docs/workloads.md)
+        v = np.minimum(v, float(MAX_SAMPLED_LENGTH))
     if lo is not None or hi is not None:
         v = np.clip(v, lo if lo is not None else -np.inf, hi if hi is not None else np.inf)
     r = _round_half_away(v).astype(np.int64)
@@ -306,6 +307,9 @@ def make_length_sampler(
         raise WorkloadError(f"{where}.params.min must be >= 0, got {lo}")
     if lo is not None and hi is not None and lo > hi:
         raise WorkloadError(f"{where}.params.min must be <= max, got min {lo} > max {hi}")
+    # token counts: truncated (the warning below), for every law that takes them
+    lo = float(int(lo)) if lo is not None else None
+    hi = float(int(hi)) if hi is not None else None
     for name in ("min", "max", "value", "mean", "xm"):  # a mean beyond it is a typo too
         if name in f:
             check_length_bound(f[name], f"{where}.params.{name}")

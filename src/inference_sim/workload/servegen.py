@@ -70,6 +70,9 @@ def _best_row(path: str, spec: ServeGenSpec, warnings: list[str]) -> tuple[float
             except ValueError:
                 skipped += 1
                 continue
+            if not (math.isfinite(start) and math.isfinite(rate)):
+                skipped += 1  # nan/inf parse as floats but are not a time or a rate
+                continue
             if not _in_span(start, spec):
                 continue
             if best is None or rate > best[0]:

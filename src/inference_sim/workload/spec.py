@@ -17,6 +17,7 @@ Extensions over the reference's schema (all optional): a top-level ``stages`` li
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from typing import Any
@@ -276,11 +277,16 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
         if cv <= 0:
             raise WorkloadError(f"{w}.arrival.cv must be positive, got {cv}")
         if process in ("poisson", "constant"):
-            raise WorkloadError(
-                f"{w}.arrival.cv: no effect with process {process} (its CV is "
-                f"{'1' if process == 'poisson' else '0'}); use gamma or weibull for another CV, "
-                "or drop cv"
+            # Accepted, as the reference accepts it (workload spec 5.4), but said.
+            logging.getLogger("inference_sim").warning(
+                "%s.arrival.cv %s has no effect with process %s (its CV is %s); use gamma or "
+                "weibull for another CV",
+                w,
+                raw,
+                process,
+                "1" if process == "poisson" else "0",
             )
+            cv = None
 
     prefix_length = _int(m.get("prefix_length"), f"{w}.prefix_length")
     if prefix_length < 0:
@@ -546,6 +552,12 @@ def parse_workload_spec(data: Any, *, source: str = "", base_dir: str = "") -> W
     inference_perf = None
     if m.get("inference_perf") is not None:
         inference_perf = _parse_inference_perf(m["inference_perf"])
+        if m.get("clients"):  # expanded only without clients (workload spec 8.1, 16)
+            logging.getLogger("inference_sim").warning(
+                "inference_perf is ignored: the spec has clients, which set the load "
+                "(aggregate_rate and their rate fractions)"
+            )
+            inference_perf = None
     stages: tuple[Stage, ...] = ()
     if m.get("stages") is not None:
         stages = parse_stages(m["stages"], "stages")

@@ -602,8 +602,10 @@ def _check_tokens(v: dict[str, Any], where: str) -> None:
 def _check_record(v: dict[str, Any], where: str) -> None:
     if v["request_id"] < 0:
         raise WorkloadError(f"{where}: request_id must be >= 0, got {v['request_id']}")
-    if v["input_tokens"] < 1:
-        raise WorkloadError(f"{where}: input_tokens must be >= 1, got {v['input_tokens']}")
+    # 0 is allowed: a degenerate gaussian (min = max = 0) generates empty prompts, as
+    # the reference does (workload spec 6.1), and an export must replay as generated.
+    if v["input_tokens"] < 0:
+        raise WorkloadError(f"{where}: input_tokens must be >= 0, got {v['input_tokens']}")
     for column in _NON_NEGATIVE:
         if v[column] < 0:
             raise WorkloadError(f"{where}: {column} must be >= 0, got {v[column]}")
