@@ -370,8 +370,7 @@ class ClusterSimulator:
         if not any(inst.stats.completed for inst in instances):
             if self._rejected:
                 _logger.warning(
-                    "[cluster] %d requests rejected by admission policy %s — no requests "
-                    "completed",
+                    "[cluster] %d requests rejected by admission policy %s — no requests completed",
                     self._rejected,
                     type(self.admission).__name__,
                 )
