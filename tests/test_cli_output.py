@@ -325,3 +325,25 @@ def test_each_instance_block_ends_at_its_own_last_step():
             assert b["responses_per_sec"] == pytest.approx(
                 b["completed_requests"] / b["vllm_estimated_duration_s"]
             )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--num-requests", "200", "--rate", "50", "--horizon", "3000000"],  # horizon cut
+        ["--num-requests", "30", "--rate", "5", "--total-kv-blocks", "40",  # dropped late
+         "--prompt-tokens", "400", "--prompt-tokens-stdev", "300",
+         "--output-tokens", "300", "--output-tokens-stdev", "200"],
+    ],
+    ids=["horizon", "dropped-after-running"],
+)  # fmt: skip
+def test_itl_is_over_completed_requests(args):
+    """Engine spec 4.5 (and vLLM's benchmark): a request's token gaps count when it
+    completes. Requests cut by the horizon or dropped after running used to add theirs,
+    so ``itl_mean_ms`` was not the completed records' decode time per gap."""
+    out = json.loads(ok("run", "--model", MODEL, *args, "--results-path", "-").stdout)
+    done = [r for r in out["requests"] if r["e2e_ms"] > 0]
+    assert 0 < len(done) < 200 and out["completed_requests"] == len(done)
+    gaps = sum(max(r["num_decode_tokens"] - 1, 0) for r in done)
+    decode_ms = sum(r["e2e_ms"] - r["ttft_ms"] for r in done)
+    assert out["itl_mean_ms"] == pytest.approx(decode_ms / gaps, rel=1e-12)

@@ -657,7 +657,12 @@ def test_request_conservation_finite_horizon(
     assert s["total_output_tokens"] == sum(r.delivered for r in reqs)
     for inst in trace.instances:
         mine = [r for r in reqs if r.handled_by == inst.index]
-        assert sum(inst.stats.itl_histogram.values()) == sum(max(r.delivered - 1, 0) for r in mine)
+        # ITL samples: those of the requests that completed (engine spec 4.5), not of
+        # those the horizon cut or that were dropped after running.
+        done = [r for r in mine if r.state == RequestState.FINISHED]
+        assert sum(inst.stats.itl_histogram.values()) == sum(max(r.delivered - 1, 0) for r in done)
+        hist = inst.stats.itl_histogram
+        assert sum(v * c for v, c in hist.items()) == sum(r.itl_sum for r in done)
         for r in inst.running:
             assert r.delivered < max(r.num_output_tokens, 1)
             assert r.num_computed_tokens <= r.num_prompt_tokens + r.delivered
@@ -713,16 +718,17 @@ def test_token_accounting(cfg: SimConfig, specs: tuple[ReqSpec, ...]):
     clean = not trace.dropped_late  # no request dropped after it was scheduled
 
     # Every delivered token is counted once, preempted or not; one ITL sample per token
-    # after a request's first.
+    # after a request's first, over the requests that completed (a request dropped after
+    # running takes its samples back: engine spec 4.5).
     assert s["total_output_tokens"] == sum(r.delivered for r in reqs)
     for inst in trace.instances:
         mine = [r for r in reqs if r.handled_by == inst.index]
+        done = [r for r in mine if r.state == RequestState.FINISHED]
         hist = inst.stats.itl_histogram
         assert inst.stats.total_output_tokens == sum(r.delivered for r in mine)
-        assert sum(hist.values()) == sum(max(r.delivered - 1, 0) for r in mine)
+        assert sum(hist.values()) == sum(max(r.delivered - 1, 0) for r in done)
         assert all(v >= otp for v in hist)
-        if clean:
-            assert sum(v * c for v, c in hist.items()) == sum(r.itl_sum for r in mine)
+        assert sum(v * c for v, c in hist.items()) == sum(r.itl_sum for r in done)
     for r in finished:
         assert r.delivered == r.num_output_tokens
         e2e, ttft = e2e_ticks(r), ttft_ticks(r)

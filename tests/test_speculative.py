@@ -73,6 +73,7 @@ def _spec(
     blocks=st.integers(20, 200),
     method=st.sampled_from(["ngram", "eagle"]),
     seed=st.integers(0, 3),
+    horizon=st.sampled_from([None, 5_000, 50_000]),
 )
 def test_tokens_conserved_with_multi_token_steps(
     k: int,
@@ -82,10 +83,12 @@ def test_tokens_conserved_with_multi_token_steps(
     blocks: int,
     method: str,
     seed: int,
+    horizon: int | None,
 ) -> None:
     """Every finished request delivers exactly its output tokens; no step exceeds the
     token budget or asks for more than 1 + k tokens per decoder; KV and request
-    invariants hold throughout (the simulator's checks are on)."""
+    invariants hold throughout (the simulator's checks are on); the ITL histogram holds
+    the samples of the finished requests only (cut by a horizon or dropped: none)."""
     spec = SpeculativeConfig(
         method=method, num_tokens=k, acceptance=tuple(rates[:k]), seed=seed, head_fraction=0.05
     )
@@ -95,19 +98,25 @@ def test_tokens_conserved_with_multi_token_steps(
     requests = [
         make_request(i, arr, p, o) for i, (arr, p, o) in enumerate(sorted(reqs, key=lambda r: r[0]))
     ]
-    ClusterSimulator([inst], check_invariants=True).run(requests)
+    cut = {} if horizon is None else {"horizon": horizon}
+    ClusterSimulator([inst], check_invariants=True, **cut).run(requests)
     finished = [r for r in requests if r.state == RequestState.FINISHED]
-    for r in requests:
-        assert r.state in (RequestState.FINISHED, RequestState.DROPPED)
+    if horizon is None:
+        for r in requests:
+            assert r.state in (RequestState.FINISHED, RequestState.DROPPED)
     for r in finished:
         assert r.delivered == r.num_output_tokens
     stats = inst.stats
+    hist = stats.itl_histogram
+    assert all(c > 0 for c in hist.values())
+    assert sum(v * c for v, c in hist.items()) == sum(r.itl_sum for r in finished)
     assert stats.total_output_tokens == sum(r.delivered for r in requests)
     assert stats.spec_accepted_tokens <= stats.spec_draft_tokens
     assert stats.spec_draft_tokens <= k * stats.spec_request_steps
     for step in spy.steps:
         assert sum(step) <= budget
-    assert inst.running == [] and inst.kv.num_used == 0  # no KV leak
+    if horizon is None:
+        assert inst.running == [] and inst.kv.num_used == 0  # no KV leak
 
 
 def test_draft_tokens_are_cut_first_when_the_budget_is_short() -> None:

@@ -7,6 +7,7 @@ engine. Times are integer microseconds (ticks); ``-1`` means "not yet".
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from enum import IntEnum
 
@@ -60,6 +61,8 @@ class Request:
         "index",
         "input_tokens",
         "itl_group",
+        "itl_pending",
+        "itl_step",
         "itl_sum",
         "last_token_time",
         "metadata",
@@ -130,6 +133,12 @@ class Request:
         self.last_token_time = -1
         self.finish_time = -1
         self.itl_sum = 0
+        # What the engine needs to take the request's ITL samples back out of the
+        # histograms should it never complete (horizon, dropped): their statistics are
+        # over completed requests (engine spec 4.5). The stepper's own compact record
+        # (instance/engine.py ``Instance._deliver``), and the step after its last delivery.
+        self.itl_pending: array[int] | None = None
+        self.itl_step = -2
         self.num_preemptions = 0
         self.priority = 0.0
         self.handled_by = -1

@@ -25,6 +25,7 @@ changes *which* requests a step touches individually; it calls the same helpers.
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from collections.abc import Callable
 
@@ -100,6 +101,8 @@ class Instance:
         self._hidden: dict[int, int] = {}  # request index -> first step that may admit it
         self._late_slots = 0  # requests that finished in step _late_step - 1 ...
         self._late_step = -1  # ... and still hold a running slot in step _late_step
+        # End of every step (plain stepper), for ITL samples of unfinished requests.
+        self._step_ends = array("q")
 
     # --- signals read by routing ---------------------------------------------------
     @property
@@ -126,6 +129,8 @@ class Instance:
         req.state = RequestState.WAITING
         self.waiting.append(req)
         self.stats.total_input_tokens += req.num_prompt_tokens
+        req.itl_pending = None  # ITL runs are per instance (step numbers are)
+        req.itl_step = -2
         if self.step_pending:
             if self.async_scheduling and self._wake_step != self.stats.step_count:
                 # A step is in flight and the next one is already formed: the request
@@ -146,6 +151,7 @@ class Instance:
         batch = self.schedule(now)
         end = self.execute(batch, now)
         self.apply(batch, end)
+        self._step_ends.append(end)  # step k ended at _step_ends[k - 1]
         return self._next_step(end)
 
     # --- schedule ------------------------------------------------------------------
@@ -324,6 +330,7 @@ class Instance:
                         self._hidden.pop(req.index, None)
                     req.state = RequestState.DROPPED
                     stats.dropped_unservable += 1
+                    self._retract_itl(req)  # a preempted request may have delivered
                     continue
                 stats.kv_allocation_failures += 1
                 break
@@ -407,25 +414,31 @@ class Instance:
             req.first_token_time = end + otp
             req.last_token_time = end
             return True
+        stats = self.stats
+        step = stats.step_count
         if req.delivered == 0:
             req.first_token_time = end + otp
+            req.itl_pending = array("q", (step,))  # a run of deliveries starts here
         else:
             sample = end - req.last_token_time + otp
             req.itl_sum += sample
-            stats = self.stats
             hist = stats.itl_histogram
             hist[sample] = hist.get(sample, 0) + 1
             if req.itl_group >= 0:
                 stats.add_group_samples(req.itl_group, sample, 1)
+            if req.itl_step != step:  # not in the previous step: the run breaks here
+                self._note_break(req, sample, step)
+        req.itl_step = step + 1  # a delivery in the next step continues the run
         req.last_token_time = end
-        req.delivered += tokens
-        self.stats.total_output_tokens += tokens
-        return req.delivered >= req.num_output_tokens
+        delivered = req.delivered = req.delivered + tokens
+        stats.total_output_tokens += tokens
+        return delivered >= req.num_output_tokens
 
     def _finish(self, req: Request, end: int) -> None:
         """``req`` delivered its last token at ``end``: free its KV, count and log it."""
         req.state = RequestState.FINISHED
         req.finish_time = end
+        req.itl_pending = None  # completed: its samples stay counted
         self.kv.free(req)
         self.stats.completed += 1
         if self.async_scheduling:
@@ -447,7 +460,52 @@ class Instance:
         return None
 
     def finalize(self) -> None:
-        """Bring per-request state up to date at the end of a run (nothing to do here)."""
+        """Bring per-request state up to date at the end of a run: requests that did not
+        complete take their ITL samples back (ITL is over completed requests)."""
+        for req in self.running:
+            self._retract_itl(req)
+        for req in self.waiting:
+            self._retract_itl(req)
+
+    @staticmethod
+    def _note_break(req: Request, sample: int, step: int) -> None:
+        """A delivery that does not follow one in the previous step (after a preemption,
+        a skipped step, on arrival from another instance).
+
+        ``req.itl_pending`` holds the start step of the current run of deliveries in
+        consecutive steps, then one record per break: (the break's sample, first and last
+        step of the run it ended). A run's other samples are its steps' durations plus
+        the output overhead, so they need no record: the per-token cost is one compare.
+        """
+        pending = req.itl_pending
+        if pending is None:  # arrived after its first token elsewhere: no run here yet
+            req.itl_pending = array("q", (step, sample, -1, -1))
+            return
+        pending.extend((sample, pending[0], req.itl_step - 1))
+        pending[0] = step
+
+    def _itl_samples(self, req: Request) -> list[int]:
+        """The ITL samples ``req`` added to the histograms on this instance."""
+        pending = req.itl_pending
+        if not pending:
+            return []
+        ends = self._step_ends
+        otp = self._otp
+        out = list(pending[1::3])  # the breaks' own samples
+        spans = [(pending[i + 1], pending[i + 2]) for i in range(1, len(pending), 3)]
+        spans.append((pending[0], req.itl_step - 1))  # the run still open
+        for first, last in spans:
+            if first >= 0:  # steps are numbered from 1: step k ended at ends[k - 1]
+                out.extend(ends[k - 1] - ends[k - 2] + otp for k in range(first + 1, last + 1))
+        return out
+
+    def _retract_itl(self, req: Request) -> None:
+        """``req`` will not complete here: its ITL samples leave the histograms (engine
+        spec 4.5: ``all_itls`` grows at completion). Its delivered tokens stay counted."""
+        samples = self._itl_samples(req)
+        if samples:
+            self.stats.retract_samples(samples, req.itl_group)
+        req.itl_pending = None
 
     # --- helpers -------------------------------------------------------------------
     def _preempt(self, victim: Request) -> None:
@@ -464,3 +522,4 @@ class Instance:
         self.kv.free(req)
         req.state = RequestState.DROPPED
         self.stats.dropped_unservable += 1
+        self._retract_itl(req)

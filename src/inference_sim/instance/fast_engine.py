@@ -35,6 +35,7 @@ LoRA, and a disaggregated cluster builds :class:`~inference_sim.instance.pd.PDIn
 from __future__ import annotations
 
 import heapq
+from array import array
 from bisect import bisect_left
 
 from inference_sim.core.request import Request, RequestState
@@ -45,7 +46,7 @@ from inference_sim.instance.engine import Instance, prefill_chunk
 class _Track:
     """The fast stepper's bookkeeping of one running request (``Request.engine_state``)."""
 
-    __slots__ = ("admit_seq", "base_epoch", "gap", "lazy_r", "version")
+    __slots__ = ("admit_seq", "base_epoch", "gap", "lazy_r", "run_from", "runs", "version")
 
     def __init__(self) -> None:
         self.admit_seq = -1  # position in the running batch order (admission order)
@@ -53,6 +54,11 @@ class _Track:
         self.version = 0  # invalidates stale entries in the attention heap
         self.gap = False  # its next ITL sample does not start at the previous step
         self.lazy_r = -1  # >= 0: an implicit decoder whose blocks open in bulk (residue)
+        # ITL samples counted in bulk: since epoch ``run_from`` (>= 0 while it lasts), and
+        # the closed runs as (start, end) epoch pairs, flat. The values are the steps'
+        # (``FastInstance._epoch_values``); kept in case the request never completes.
+        self.run_from = -1
+        self.runs: list[int] | None = None
 
 
 class _Walk:
@@ -90,6 +96,9 @@ class FastInstance(Instance):
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         self.epoch = 0
+        # The common ITL sample of each epoch's decoders (step time + output overhead),
+        # by epoch: what a request's bulk samples were, should it not complete.
+        self._epoch_values = array("q")
         self._attention: list[tuple[int, int, int, Request]] = []
         self._running_seqs: list[int] = []  # admission order of self.running
         self._prefilling: list[Request] = []  # running requests still in prefill, in order
@@ -181,7 +190,9 @@ class FastInstance(Instance):
 
     def _become_decoder(self, req: Request, computed: int, epoch: int) -> None:
         req.num_computed_tokens = computed
-        req.engine_state.base_epoch = epoch  # type: ignore[attr-defined]
+        tr: _Track = req.engine_state  # type: ignore[assignment]
+        tr.base_epoch = epoch
+        tr.run_from = epoch
         self._num_decoders += 1
         g = req.itl_group
         if g >= 0:
@@ -192,6 +203,7 @@ class FastInstance(Instance):
         """``req`` stops being an implicit decoder with ``computed`` tokens written out."""
         req.num_computed_tokens = computed
         tr.base_epoch = -1
+        self._close_run(tr, self.epoch)
         tr.version += 1
         self._num_decoders -= 1
         self._decode_ctx -= computed
@@ -203,6 +215,32 @@ class FastInstance(Instance):
                 groups[g] = n
             else:
                 del groups[g]
+
+    @staticmethod
+    def _close_run(tr: _Track, end: int) -> None:
+        """The request's bulk ITL samples stop before epoch ``end``: keep the run."""
+        start = tr.run_from
+        if start >= 0:
+            tr.run_from = -1
+            if end > start:
+                if tr.runs is None:
+                    tr.runs = [start, end]
+                else:
+                    tr.runs += (start, end)
+
+    def _itl_samples(self, req: Request) -> list[int]:
+        """The samples ``req`` got one by one (``Instance._note_break`` records) and in
+        bulk (its runs of epochs, at each epoch's common value)."""
+        pending = req.itl_pending
+        out = list(pending[1::3]) if pending else []
+        tr = req.engine_state
+        if isinstance(tr, _Track) and tr.runs:
+            values = self._epoch_values
+            runs = tr.runs
+            for i in range(0, len(runs), 2):
+                out.extend(values[e] for e in range(runs[i], runs[i + 1]))
+            tr.runs = None
+        return out
 
     def _materialize(self, req: Request, now: int) -> None:
         """Write an implicit decoder's progress out at the current epoch."""
@@ -234,6 +272,8 @@ class FastInstance(Instance):
             tr.base_epoch = -1
             tr.gap = False
             tr.lazy_r = -1
+            tr.run_from = -1
+            tr.runs = None
         tr.admit_seq = self._next_seq  # type: ignore[attr-defined]
         self._next_seq += 1
         if self._caching and req.private_from < 0:
@@ -242,10 +282,12 @@ class FastInstance(Instance):
         self._prefilling.append(req)
 
     def finalize(self) -> None:
-        """Write out every implicit decoder (end of run), so records are complete."""
+        """Write out every implicit decoder (end of run), so records are complete, then
+        take back the ITL samples of what did not complete."""
         for req in self.running:
             if req.engine_state.base_epoch >= 0:  # type: ignore[attr-defined]
                 self._materialize(req, self.busy_until)
+        super().finalize()
 
     # --- the step ------------------------------------------------------------------
     def step(self, now: int, t_limit: int = NEVER, horizon: int = NEVER) -> int | None:
@@ -398,6 +440,7 @@ class FastInstance(Instance):
                 skipped_ctx += c
                 req.num_computed_tokens = c
                 tr.base_epoch = epoch + 1
+                self._close_run(tr, epoch)  # no sample this step; the next spans a gap
                 if not tr.gap:
                     req.last_token_time = now
                     tr.gap = True
@@ -423,8 +466,9 @@ class FastInstance(Instance):
         otp = self._otp
         gap_decoders = walk.gap_decoders
         common = decodes - len(gap_decoders)
+        v = step_time + otp
+        self._epoch_values.append(v)  # the bulk sample of this epoch
         if common:
-            v = step_time + otp
             hist[v] = hist.get(v, 0) + common
             if self._group_decoders:
                 # Per group: its decoders, less those skipped and those with a gap.
@@ -442,7 +486,14 @@ class FastInstance(Instance):
             hist[sample] = hist.get(sample, 0) + 1
             if req.itl_group >= 0:
                 stats.add_group_samples(req.itl_group, sample, 1)
-            req.engine_state.gap = False  # type: ignore[attr-defined]
+            pending = req.itl_pending
+            if pending is None:
+                req.itl_pending = array("q", (-1, sample, -1, -1))
+            else:
+                pending.extend((sample, -1, -1))  # a sample of its own, no step run
+            tr = req.engine_state
+            tr.gap = False  # type: ignore[attr-defined]
+            tr.run_from = self.epoch + 1  # type: ignore[attr-defined]  # bulk from the next step
         completing = walk.completing
         new_decoders: list[tuple[Request, int]] = []
         batch = self._batch
@@ -533,6 +584,7 @@ class FastInstance(Instance):
         block_time = 0
         # With ITL groups, the step samples are split by group after the loop.
         values: list[int] | None = [] if self._group_decoders else None
+        epoch_values = self._epoch_values
         while epoch < stop_epoch and t < t_limit and t <= horizon:
             k = counts[-epoch % bs]
             if k:  # decoders opening a block in this step, in bulk (see _can_open_in_bulk)
@@ -547,6 +599,7 @@ class FastInstance(Instance):
             step_time = latency.step_time(batch)
             v = step_time + otp
             hist[v] = hist.get(v, 0) + decodes
+            epoch_values.append(v)
             if values is not None:
                 values.append(v)
             block_time += used * step_time

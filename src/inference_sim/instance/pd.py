@@ -148,6 +148,8 @@ class PDInstance(Instance):
         req.state = RequestState.RUNNING
         req.num_computed_tokens = req.num_prompt_tokens - 1
         req.prefill_target = req.num_prompt_tokens
+        req.itl_pending = None  # ITL runs are per instance
+        req.itl_step = -2
         self.kv.cache_blocks(req, req.num_computed_tokens)  # the pulled KV has arrived
         self.running.append(req)
         return self._wake()

@@ -50,6 +50,20 @@ class InstanceStats:
         self.spec_draft_tokens = 0  # draft tokens verified
         self.spec_accepted_tokens = 0  # of those, accepted
 
+    def retract_samples(self, values: list[int], group: int = -1) -> None:
+        """Take ITL samples back out (a request that will not complete): from the
+        histogram and, for ``group`` >= 0, from that group's."""
+        hists = [self.itl_histogram]
+        if group >= 0 and group in self.itl_group_histograms:
+            hists.append(self.itl_group_histograms[group])
+        for hist in hists:
+            for v in values:
+                n = hist[v] - 1
+                if n:
+                    hist[v] = n
+                else:
+                    del hist[v]
+
     def add_group_samples(self, group: int, value: int, count: int) -> None:
         """Count ``count`` ITL samples of ``value`` ticks for ITL group ``group``."""
         hist = self.itl_group_histograms.get(group)
