@@ -517,3 +517,31 @@ def test_mtp_layers_are_read_from_config_json() -> None:
         "torch_dtype": "bfloat16", "num_nextn_predict_layers": 1,
     }  # fmt: skip
     assert architecture_from_hf_config(cfg, "x").mtp_layers == 1
+
+
+def test_model_based_proposers_draft_k_for_every_request() -> None:
+    """vLLM's ``EagleProposer.propose`` runs its first forward over the step's tokens,
+    then k - 1 more over every request of the batch, drafting the full k for each: a
+    prefill step of a lone request pays k passes (its drafts are used in the next step),
+    and so does a decode step whose drafts were cut to 0 by the output limit."""
+
+    def one(k: int, out: int, method: str = "eagle") -> tuple[float, float]:
+        r = simulate(
+            model=MODEL, latency_model="roofline", num_requests=1, rate=1.0,
+            prompt_tokens=100, prompt_tokens_stdev=0, output_tokens=out,
+            output_tokens_stdev=0, speculative_method=method, num_speculative_tokens=k,
+            spec_acceptance_rate=0.0,
+        ).records[0]  # fmt: skip
+        return float(r["ttft_ms"]), float(r["e2e_ms"]) - float(r["ttft_ms"])
+
+    ttft1, _ = one(1, 2)
+    ttft3, decode3 = one(3, 2)
+    plain = simulate(
+        model=MODEL, latency_model="roofline", num_requests=1, rate=1.0, prompt_tokens=100,
+        prompt_tokens_stdev=0, output_tokens=2, output_tokens_stdev=0,
+    ).records[0]  # fmt: skip
+    plain_decode = float(plain["e2e_ms"]) - float(plain["ttft_ms"])
+    assert ttft3 > ttft1  # two more draft passes over the prefilling request
+    # The second token's step has nothing left to draft for (output limit) but the
+    # proposer still runs its k passes over the batch.
+    assert decode3 > plain_decode

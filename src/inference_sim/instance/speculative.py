@@ -191,7 +191,6 @@ class SpecInstance(Instance):
         verify = self._verify
         prefill.clear()
         verify.clear()
-        width = 0
         ctx_spec = 0
         for req, n, k in zip(batch.requests, batch.num_new, drafts, strict=True):
             s = req.num_computed_tokens
@@ -200,17 +199,19 @@ class SpecInstance(Instance):
             elif k:
                 verify.append((s, n))
                 ctx_spec += s
-                if k > width:
-                    width = k
         latency = self.latency
         kv = self.kv
         batch.shared_context = kv.pool.shared_refs * kv.block_size
         step = latency.step_time(batch)
-        if verify or (prefill and self._drafts_on_prefill):
+        if verify or (self._drafts_on_prefill and batch.requests):
             extra = extra_verification_time(
                 latency, batch, prefill, verify, batch.decode_tokens, batch.decode_context_sum
             )
-            extra += self._drafting_time(prefill, len(verify), ctx_spec, width)
+            # Every scheduled request after this step: the model-based proposers draft
+            # for each of them (prefills and decoders whose drafts were cut, too).
+            everyone = batch.decode_tokens + len(prefill)
+            context = batch.decode_context_sum + sum(s + n for s, n in prefill)
+            extra += self._drafting_time(prefill, len(verify), ctx_spec, everyone, context)
             step += extra
             if self._extend is not None:
                 self._extend(extra)
@@ -226,29 +227,39 @@ class SpecInstance(Instance):
         return end
 
     def _drafting_time(
-        self, prefill: list[tuple[int, int]], count: int, ctx: int, width: int
+        self,
+        prefill: list[tuple[int, int]],
+        count: int,
+        ctx: int,
+        everyone: int = 0,
+        context: int = 0,
     ) -> int:
-        """Proposing ``width`` draft tokens for ``count`` decoders (per method).
+        """Proposing draft tokens after this step (per method).
 
-        The n-gram proposer costs its CPU time per step. A model-based proposer's first
-        forward also runs over the step's prefill tokens (it needs their hidden states or
-        its own KV for them); its further forwards cover the speculating decoders only.
+        The n-gram proposer costs its CPU time per step with ``count`` speculating
+        decoders. A model-based proposer (vLLM's
+        ``EagleProposer.propose``, which the draft-model proposer shares) runs a first
+        forward over the step's tokens (prefill tokens too: it needs their hidden states
+        or its own KV for them), then ``num_speculative_tokens`` - 1 more over every
+        request of the batch (``everyone``, context ``context``): it drafts the full
+        number for each request, whether the scheduler will use them (a prefill chunk's
+        are dropped; a prompt finished in this step speculates in the next) or not.
         """
         spec = self.spec
         if spec.method == "ngram":
             return spec.ngram_cpu_us if count else 0
-        rest = width - 1 if width > 1 else 0
+        rest = spec.num_tokens - 1
         if spec.method == "draft-model":
             draft = spec.draft_latency
             total = decode_step_time(draft, prefill, count, ctx)
-            if count:
+            if everyone:
                 for j in range(1, rest + 1):
-                    total += decode_step_time(draft, (), count, ctx + j * count)
+                    total += decode_step_time(draft, (), everyone, context + j * everyone)
             return total
         target = self.latency
         forwards = decode_step_time(target, prefill, count, ctx)
-        if count and rest:
-            forwards += rest * decode_step_time(target, (), count, ctx)
+        if everyone and rest:
+            forwards += rest * decode_step_time(target, (), everyone, context)
         return round(spec.head_fraction * forwards)
 
     # --- apply ---------------------------------------------------------------------
