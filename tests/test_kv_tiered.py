@@ -625,9 +625,26 @@ def test_offloads_at_completion_are_stamped_with_the_finish_time():
     assert first.finish_time == 1008 and second.finish_time == 50_000 + 1016
 
 
-def test_tier_without_prefix_caching_is_logged_as_empty():
+def test_tier_serves_hits_with_prefix_caching_off():
+    """vLLM hashes blocks whenever a KV connector is configured, so its offloading
+    connector stores and loads with prefix caching off too: the GPU reuses nothing, a
+    returning prefix loads from the CPU instead of being recomputed."""
     plan = resolve({"model": MODEL, "kv_cpu_blocks": 10, "enable_prefix_caching": False})
-    assert any("prefix caching is off" in n for n in plan.notes)
+    assert any("prefix caching off" in n and "goes to the CPU" in n for n in plan.notes)
+    beta = (2000.0, 20.0, 1.0)
+    gpu = dict(num_gpu_blocks=480, block_size=16, enable_prefix_caching=False)
+    off = simulate(_returning_prefixes(), beta=beta, **gpu)
+    tier = simulate(_returning_prefixes(), beta=beta, kv_cpu_blocks=200, **gpu)
+    assert _mean_ttft(tier) < _mean_ttft(off)
+    s = build_summary(tier)
+    assert s["kv_reloads"] > 0 and s["kv_offloads"] > 0
+    # The GPU itself serves no hit: every reused block came back from the CPU.
+    assert tier.instances[0].kv.cpu_hit_blocks * 16 == tier.instances[0].stats.cached_prompt_tokens
+    with_cache = simulate(
+        _returning_prefixes(), beta=beta, **{**gpu, "enable_prefix_caching": True}
+    )
+    assert build_summary(with_cache)["prefix_cache_hit_rate"] > 0
+    assert not any(k in build_summary(off) for k in TIER_KEYS)
 
 
 def test_a_copy_still_on_the_gpu_is_not_offloaded():

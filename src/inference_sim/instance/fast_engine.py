@@ -110,7 +110,7 @@ class FastInstance(Instance):
         self._next_seq = 0
         bs = self.config.block_size
         self._bs = bs
-        self._caching = self.config.enable_prefix_caching
+        self._caching = self.kv.hashing  # blocks are registered (GPU hits or a CPU tier)
         self._defer = self.kv.defer_private_hashes  # no fill events (Request.private_from)
         # Bulk block opens (_can_open_in_bulk): implicit decoders without fill events get
         # no per-block attention; they are counted by residue (num_computed_tokens -

@@ -55,6 +55,7 @@ class KVCacheManager:
         "defer_private_hashes",
         "drop_last_hit",
         "enable_prefix_caching",
+        "hashing",
         "lazy_blocks",
         "num_hashed",
         "occupancy_limit",
@@ -97,10 +98,19 @@ class KVCacheManager:
             )
             # Offload while more than this many blocks hold KV data (> threshold x total).
             self.occupancy_limit = math.floor(offload_threshold * num_blocks)
+            if not enable_prefix_caching:
+                # The GPU keeps no cache: a freed block's content goes to the CPU at once
+                # (vLLM's connector has stored it as it was computed).
+                self.occupancy_limit = 0
         else:
             self.pool = BlockPool(num_blocks, block_size)
         self.block_size = block_size
+        #: GPU prefix-cache hits (``--enable-prefix-caching``).
         self.enable_prefix_caching = enable_prefix_caching
+        #: Blocks are hashed and registered: for GPU hits, or for a CPU tier, which vLLM
+        #: fills through its KV connector with prefix caching on or off (the engine hashes
+        #: blocks whenever a connector is configured).
+        self.hashing = enable_prefix_caching or self.cpu is not None
         #: EAGLE-style speculation (eagle, eagle3, mtp): vLLM drops the last block of a
         #: prefix hit, whose hidden states the drafter needs recomputed
         #: (``find_longest_cache_hit`` with ``use_eagle``); set by the speculative engine.
@@ -180,7 +190,7 @@ class KVCacheManager:
         lookup continues there after the first GPU miss; each consecutive CPU hit is
         returned as :data:`CPU_HIT`, which :meth:`allocate_slots` loads back.
         """
-        if not self.enable_prefix_caching:
+        if not self.hashing:
             return []
         max_blocks = (req.prefill_target - 1) // self.block_size
         if self.defer_private_hashes and req.private_from >= 0 and not req.num_preemptions:
@@ -190,14 +200,15 @@ class KVCacheManager:
                 max_blocks = shareable
         if max_blocks <= 0:
             return []
-        lookup = self.pool.cached
         found = []
         hashes = self._block_hashes(req, max_blocks)
-        for h in hashes:
-            b = lookup.get(h)
-            if b is None:
-                break
-            found.append(b)
+        if self.enable_prefix_caching:
+            lookup = self.pool.cached
+            for h in hashes:
+                b = lookup.get(h)
+                if b is None:
+                    break
+                found.append(b)
         cpu = self.cpu
         if cpu is not None and len(found) < max_blocks:
             entries = cpu.entries
@@ -258,13 +269,13 @@ class KVCacheManager:
             self._load_back(req, table, n_cached - n_cpu, n_cpu)
         if n_cached:
             self.num_hashed[idx] = n_cached
-        if cached_blocks is not None and self.cpu is not None and self.enable_prefix_caching:
+        if cached_blocks is not None and self.cpu is not None:
             reusable = (req.prefill_target - 1) // self.block_size
             self.cpu_lookup_blocks += max(0, reusable - (n_cached - n_cpu))
             self.cpu_hit_blocks += n_cpu
         if need_new:
             table.extend(pool.take_new(need_new))
-        if self.enable_prefix_caching and not delay_cache:
+        if self.hashing and not delay_cache:
             self._register_full(req, table, total)
         if self.cpu is not None:
             self._offload_over_threshold()
@@ -289,7 +300,7 @@ class KVCacheManager:
         allocation with ``delay_cache`` held back, once its content has arrived (vLLM's
         ``cache_blocks`` when the scheduler picks up a finished KV read)."""
         table = self.tables.get(req.index)
-        if table is not None and self.enable_prefix_caching:
+        if table is not None and self.hashing:
             self._register_full(req, table, tokens)
 
     def decode_slot(self, req: Request, computed: int) -> bool:
@@ -311,7 +322,7 @@ class KVCacheManager:
             else:
                 self.tables[req.index].append(pool.take_new(1)[0])
         if (
-            self.enable_prefix_caching
+            self.hashing
             and (computed + 1) % bs == 0
             and (req.private_from < 0 or not self.defer_private_hashes)
         ):

@@ -160,8 +160,10 @@ def resolve_tier(
         )
         if not o["enable_prefix_caching"]:
             notes.append(
-                "CPU KV tier: prefix caching is off, so no block has content to offload "
-                "and the tier stays empty"
+                "CPU KV tier with prefix caching off: the GPU reuses no block, a freed "
+                "block's content goes to the CPU at once and prompts load hits from there "
+                "(vLLM hashes blocks for its KV connector either way); "
+                "--kv-offload-threshold does not apply"
             )
     elif link or "kv_offload_threshold" in explicit:
         notes.append("KV offload options have no effect without a CPU tier (--kv-cpu-blocks)")
