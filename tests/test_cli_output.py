@@ -347,3 +347,28 @@ def test_itl_is_over_completed_requests(args):
     gaps = sum(max(r["num_decode_tokens"] - 1, 0) for r in done)
     decode_ms = sum(r["e2e_ms"] - r["ttft_ms"] for r in done)
     assert out["itl_mean_ms"] == pytest.approx(decode_ms / gaps, rel=1e-12)
+
+
+def test_results_replay_reads_the_inputs_the_run_read(tmp_path, monkeypatch):
+    """A results file records its input files as absolute paths: replayed from another
+    folder (one holding another file of the same name, say), it reads the run's own
+    workload, not whatever the relative name finds there."""
+    spec = (
+        "version: '2'\nseed: 3\naggregate_rate: 20\nnum_requests: 30\nclients:\n"
+        "  - id: a\n    rate_fraction: 1\n    arrival: {process: poisson}\n"
+        "    input_distribution: {type: constant, params: {value: %d}}\n"
+        "    output_distribution: {type: constant, params: {value: 8}}\n"
+    )
+    for folder, prompt in (("a", 300), ("c", 50)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "wl.yaml").write_text(spec % prompt, encoding="utf-8")
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    first = ok("run", "--model", MODEL, "--workload-spec", "wl.yaml",
+               "--results-path", "../b/r.json")  # fmt: skip
+    assert first.exit_code == 0
+    doc = json.loads((tmp_path / "b" / "r.json").read_text(encoding="utf-8"))
+    assert doc["config"]["workload_spec"] == str(tmp_path / "a" / "wl.yaml")
+    monkeypatch.chdir(tmp_path / "c")
+    again = json.loads(ok("run", "--config", "../b/r.json", "--json").stdout)
+    assert again["total_input_tokens"] == doc["total_input_tokens"] == 30 * 300

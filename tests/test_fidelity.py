@@ -170,3 +170,63 @@ def test_report_says_when_the_figures_are_a_lower_bound(tmp_path: Path) -> None:
     rep = CliRunner().invoke(cli, ["report", str(path), "-o", str(html)])
     assert rep.exit_code == 0, rep.stderr
     assert "a lower bound" in html.read_text(encoding="utf-8")
+
+
+LLAMA2 = "meta-llama/llama-2-7b-hf"  # in training at TP 1 on the H100
+PD = {"num_instances": 2, "prefill_instances": 1, "decode_instances": 1}
+
+
+def _fidelity(**kw: object) -> dict:
+    base = {"model": LLAMA2, "latency_model": "calibrated", "hardware": "H100", "tp": 1}
+    return simulate(**{**base, **SMALL, **kw}).summary["fidelity"]
+
+
+def test_pd_pools_each_give_the_figures_they_decide() -> None:
+    """A prefill pool on another GPU sets the TTFT figure (it used to describe the H100
+    main deployment only); a pool on another latency model gives no figure at all."""
+    plain = _fidelity()
+    l40s = _fidelity(**PD, prefill_hardware="L40S")
+    alone = assess(LLAMA2, _arch(LLAMA2), "L40S", 1)
+    assert l40s["expected_abs_error_pct"]["ttft"] == alone["expected_abs_error_pct"]["ttft"]
+    assert l40s["expected_abs_error_pct"]["tpot"] == plain["expected_abs_error_pct"]["tpot"]
+    assert l40s["gpu"] == "L40S (prefill) / H100 (decode)" and l40s["gpu_domain"] == "datasheet"
+    assert set(l40s["pools"]) == {"prefill", "decode"}
+    roof = _fidelity(**PD, decode_latency_model="roofline")
+    assert set(roof["expected_abs_error_pct"]) == {"ttft"} and roof["lower_bound"]
+    assert any("decode pool runs the roofline model" in c for c in roof["caveats"])
+    assert "TTFT" in log_line(roof) and "TPOT" not in log_line(roof)
+    decode_only = simulate(
+        model=LLAMA2, roofline=True, hardware="H100", tp=1, **PD,
+        decode_latency_model="calibrated", **SMALL,
+    ).summary["fidelity"]  # fmt: skip
+    assert set(decode_only["expected_abs_error_pct"]) == {"tpot"}
+
+
+@pytest.mark.parametrize(
+    ("kw", "needle"),
+    [
+        ({"quantization": "fp8"}, "online weight quantization"),
+        ({"kv_cache_dtype": "fp8"}, "FP8 KV cache"),
+        (
+            {
+                "prompt_tokens": 20_000,
+                "prompt_tokens_stdev": 0,
+                "prompt_tokens_max": 20_000,
+                "max_model_len": 32_768,
+            },
+            "longer than any training context",
+        ),
+    ],
+)
+def test_features_outside_the_training_runs_make_a_lower_bound(kw: dict, needle: str) -> None:
+    assert not _fidelity()["lower_bound"]
+    fid = _fidelity(**kw)
+    assert fid["lower_bound"] and any(needle in c for c in fid["caveats"])
+
+
+def test_moe_models_off_the_trained_moe_tp_are_a_lower_bound() -> None:
+    mix = "mistralai/mixtral-8x7b-instruct-v0.1"
+    assert not assess(mix, _arch(mix), "H100", 2)["lower_bound"]
+    at4 = assess(mix, _arch(mix), "H100", 4)
+    assert at4["tp_seen"] and at4["lower_bound"]
+    assert not any("8-13 %" in c for c in at4["caveats"])  # no longer the case (docs)

@@ -17,6 +17,7 @@ from inference_sim.config.autoscale import (
     pool_autoscale_section,
 )
 from inference_sim.config.errors import ConfigError
+from inference_sim.config.fidelity import plan_fidelity
 from inference_sim.config.pd import build_pd_simulator, pd_enabled, pd_result_parts
 from inference_sim.config.policies import build_policies
 from inference_sim.config.resolve import RunPlan
@@ -24,7 +25,6 @@ from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.instance import make_instance
 from inference_sim.interrupts import RunSignals
-from inference_sim.latency.fidelity import run_fidelity
 from inference_sim.metrics.goodput import goodput_keys
 from inference_sim.metrics.lora import lora_section
 from inference_sim.metrics.slo import parse_slos
@@ -156,14 +156,9 @@ def collect_results(
         analysis = RunAnalysis(plan.options, [inst.name for inst in outcome.instances])
     # Fitness, per-SLO distributions, tenant fairness, regret (analysis/run.py).
     summary.update(analysis.summary_keys(outcome, summary))
-    fidelity = run_fidelity(
-        plan.latency_model,
-        plan.options["model"],
-        plan.architecture,
-        plan.gpu_spec.name if plan.gpu_spec is not None else "",
-        plan.options["tp"],
-        plan.options["latency_coeffs"],
-    )
+    entered = summary.get("injected_requests") or 0
+    mean_prompt = summary.get("total_input_tokens", 0) / entered if entered else 0.0
+    fidelity = plan_fidelity(plan, mean_prompt)
     if fidelity is not None:  # how far from the calibration data (docs/calibration.md)
         summary["fidelity"] = fidelity
     if plan.engine.lora is not None:  # multi-LoRA serving (docs/lora.md)

@@ -34,6 +34,7 @@ from inference_sim.catalog.schema import CoefficientSet
 from inference_sim.config.autoscale import check_autoscale_options
 from inference_sim.config.checks import require_finite, require_one_of
 from inference_sim.config.errors import ConfigError
+from inference_sim.config.fidelity import plan_fidelity
 from inference_sim.config.kv_dtype import kv_dtype_bytes, with_kv_dtype
 from inference_sim.config.lora import (
     LORA_OPTIONS,
@@ -75,7 +76,7 @@ from inference_sim.latency.calibrated import (
     penalized_sampling,
 )
 from inference_sim.latency.fidelity import log_line as fidelity_log_line
-from inference_sim.latency.fidelity import run_fidelity
+from inference_sim.latency.fidelity import run_fidelity, scope_caveats
 from inference_sim.latency.registry import create_latency_model, lookup_latency_model
 
 log = logging.getLogger("inference_sim")
@@ -143,6 +144,12 @@ class RunPlan:
         # P/D and autoscaling keys only when used: other results stay unchanged.
         used = {"pd": pd_enabled(self.options), "autoscale": self.options["autoscale_max"] > 0}
         cfg = {s.name: self.options[s.name] for s in OPTIONS if used.get(s.group, True)}
+        for name in _CONFIG_RELATIVE_PATHS:
+            # Input files as absolute paths: a replay (--config results.json) from any
+            # folder reads the files this run read, not others of the same name.
+            value = cfg.get(name)
+            if isinstance(value, str) and value and value != "-" and not value.startswith("<"):
+                cfg[name] = os.path.abspath(value)
         cfg["alpha_coeffs"] = list(self.alpha)
         cfg["beta_coeffs"] = list(self.beta)
         cfg["latency_model"] = self.latency_model
@@ -973,6 +980,7 @@ _CONFIG_RELATIVE_PATHS = (
     "hardware_config",
     "defaults_filepath",
     "policy_config",
+    "latency_coeffs",
 )
 
 
@@ -1268,6 +1276,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         fid = run_fidelity("calibrated", model, lat.architecture, lat.gpu.name,
                            options["tp"], options["latency_coeffs"])  # fmt: skip
         if fid is not None:
+            scope_caveats(fid, options)
             notes.append(fidelity_log_line(fid))
     try:
         # Built once here so a bad model (or plug-in) fails before the run starts.
@@ -1347,7 +1356,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     if lat.given_coefficients:
         # after every check: a warning only for a run that will happen
         _warn_given_coefficients(options["alpha_coeffs"], options["beta_coeffs"], explicit)
-    return RunPlan(
+    plan = RunPlan(
         pools=pools,
         options=options,
         explicit=explicit,
@@ -1365,3 +1374,9 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         latency_coeffs=coeffs,
         inline_trace=inline.trace,
     )
+    if pools:  # the fidelity line covers both pools (their GPU, TP, latency model)
+        fid = plan_fidelity(plan)
+        notes[:] = [n for n in notes if not n.startswith("fidelity: ")]
+        if fid is not None:
+            notes.append(fidelity_log_line(fid))
+    return plan

@@ -288,10 +288,14 @@ def assess(
             f"({', '.join(map(str, training['tp']))}): no held-out evidence at this degree"
         )
     if moe:
+        moe_tps = sorted({t for v in training["models"].values() if v["moe"] for t in v["tp"]})
         caveats.append(
-            "one MoE model in training: routed-expert costs are fitted on it alone "
-            "(an independent check found Mixtral-8x7B at TP 2 8-13 % too slow)"
+            "one MoE model in training (its quantized experts at TP "
+            f"{', '.join(map(str, moe_tps))}): routed-expert costs are fitted on it alone, "
+            "other MoE models are extrapolated from it (docs/calibration.md)"
         )
+        if tp not in moe_tps:
+            lower_bound = True
     if seen == "no":
         caveats.append(
             f"model family {family!r} is not in training (seen: {', '.join(families)}); "
@@ -315,6 +319,107 @@ def assess(
         "lower_bound": lower_bound,
         "caveats": caveats,
     }
+
+
+#: The largest context of the training runs: every run served with
+#: ``--max-model-len 4096`` (prompts of 550-1 034 tokens). Longer prompts lean on the
+#: attention term, whose coefficient the training data leave at its prior.
+TRAINING_MAX_MODEL_LEN = 4096
+
+
+def scope_caveats(
+    fid: dict[str, Any], options: Mapping[str, Any], mean_prompt_tokens: float = 0.0
+) -> None:
+    """Add what the four axes (GPU, model, TP, MoE) do not see to a ``fidelity`` record:
+    features the training runs never used and inputs that replace the measured GPU or
+    model. Each makes the figures a lower bound."""
+    if fid.get("coefficients") != "shipped":
+        return
+    out: list[str] = []
+    if options.get("quantization"):
+        out.append(
+            f"--quantization {options['quantization']}: online weight quantization is not "
+            "in the training runs (their FP8 model was quantized offline)"
+        )
+    if str(options.get("kv_cache_dtype", "auto")).startswith("fp8"):
+        out.append("an FP8 KV cache is not in the training runs (all used the model's dtype)")
+    if options.get("speculative_method"):
+        out.append(
+            "speculative decoding is priced from the calibrated step "
+            "(docs/speculative-decoding.md), not fitted on speculative runs"
+        )
+    if options.get("max_loras") or options.get("lora_adapters"):
+        out.append("LoRA adapters are priced from the calibrated step, not fitted on LoRA runs")
+    if options.get("hardware_config"):
+        out.append(
+            "--hardware-config supplies the GPU figures: the expected error holds only "
+            f"for the catalog's {fid.get('gpu')}"
+        )
+    if options.get("model_config_folder"):
+        out.append(
+            "--model-config-folder supplies the architecture: the model's place in the "
+            "training domain is judged by its name only"
+        )
+    if mean_prompt_tokens > TRAINING_MAX_MODEL_LEN:
+        out.append(
+            f"prompts of {mean_prompt_tokens:.0f} tokens on average, longer than any "
+            f"training context ({TRAINING_MAX_MODEL_LEN}): the attention term is at its "
+            "prior there"
+        )
+    if out:
+        fid["caveats"] = [*fid.get("caveats", []), *out]
+        fid["lower_bound"] = True
+
+
+def combine_pools(
+    prefill: dict[str, Any] | None,
+    decode: dict[str, Any] | None,
+    prefill_model: str,
+    decode_model: str,
+) -> dict[str, Any] | None:
+    """One record for a disaggregated run whose pools differ (GPU, TP, latency model):
+    TTFT is the prefill pool's, TPOT the decode pool's, E2E the worse of the two. A pool
+    on another latency model (``prefill_model`` / ``decode_model``) gives no figure for
+    what it decides."""
+    if prefill is None and decode is None:
+        return None
+    for fid in (prefill, decode):
+        if fid is not None and fid.get("coefficients") != "shipped":
+            return fid
+    base = dict(decode if decode is not None else prefill)  # type: ignore[arg-type]
+    base["pools"] = {"prefill": prefill, "decode": decode}
+    expected: dict[str, Any] = {}
+    caveats: list[str] = []
+    if prefill is not None:
+        expected["ttft"] = prefill["expected_abs_error_pct"]["ttft"]
+        caveats += [f"prefill pool: {c}" for c in prefill["caveats"]]
+    else:
+        caveats.append(f"the prefill pool runs the {prefill_model} model: no figure for TTFT")
+    if decode is not None:
+        expected["tpot"] = decode["expected_abs_error_pct"]["tpot"]
+        caveats += [f"decode pool: {c}" for c in decode["caveats"]]
+    else:
+        caveats.append(f"the decode pool runs the {decode_model} model: no figure for TPOT, E2E")
+    if prefill is not None and decode is not None:
+        a, b = prefill["expected_abs_error_pct"]["e2e"], decode["expected_abs_error_pct"]["e2e"]
+        expected["e2e"] = {k: max(a[k], b[k]) if k != "rows" else min(a[k], b[k]) for k in a}
+    both = [f for f in (prefill, decode) if f is not None]
+    for key in ("gpu", "tp"):
+        values = [str(f[key]) for f in both]
+        if len(set(values)) > 1:
+            base[key] = f"{values[0]} (prefill) / {values[1]} (decode)"
+    base["tp_seen"] = all(f["tp_seen"] for f in both)
+    domains = [f["gpu_domain"] for f in both]
+    base["gpu_domain"] = next(
+        (d for d in ("datasheet", "profiled", "measured") if d in domains), domains[0]
+    )
+    base["expected_abs_error_pct"] = expected
+    base["caveats"] = caveats
+    base["lower_bound"] = any(f["lower_bound"] for f in both) or len(both) < 2
+    base["basis"] = "; ".join(
+        f"{name} pool: {f['basis']}" for name, f in (("prefill", prefill), ("decode", decode)) if f
+    )
+    return base
 
 
 def _add_step_error(
@@ -341,13 +446,18 @@ def log_line(fid: Mapping[str, Any]) -> str:
     e = fid["expected_abs_error_pct"]
     seen = {"model": "seen", "family": "family seen", "no": "unseen"}[fid["model_seen"]]
     bound = "at least " if fid["lower_bound"] else ""
+    given = [(label, e[key]) for key, label in (("e2e", "E2E"), ("tpot", "TPOT"), ("ttft", "TTFT"))
+             if key in e]  # fmt: skip
+    figures = ", ".join(f"{label} {v['median']} %" for label, v in given)
+    worst = " / ".join(f"{v['max']}" for _, v in given)
+    caveats = fid.get("caveats") or []
+    extra = f"; {len(caveats)} caveat(s) in the results file" if caveats else ""
     return (
         f"fidelity: GPU {fid['gpu']} {_DOMAIN_WORDS.get(fid['gpu_domain'], fid['gpu_domain'])}; "
         f"model {seen} (family {fid['model_family']}); TP {fid['tp']} "
         f"{'seen' if fid['tp_seen'] else 'unseen'}; {'MoE' if fid['moe'] else 'dense'} -> "
-        f"expected |error| {bound}E2E {e['e2e']['median']} %, TPOT {e['tpot']['median']} %, "
-        f"TTFT {e['ttft']['median']} % median (worst {e['e2e']['max']} / {e['tpot']['max']} / "
-        f"{e['ttft']['max']} %); basis: {fid['basis']}"
+        f"expected |error| {bound}{figures} median (worst {worst} %); basis: {fid['basis']}"
+        f"{extra}"
     )
 
 
