@@ -264,3 +264,47 @@ def test_a_price_for_a_gpu_nobody_knows_is_refused() -> None:
     _check_price_keys({"NVIDIA H100 80GB HBM3": 3.0, "*": 1.0}, None)
     with pytest.raises(ConfigError, match=r"--gpu-hour-price H10O=3: unknown GPU; known: "):
         _check_price_keys({"H10O": 3.0}, None)
+
+
+def test_a_price_reaches_the_gpu_under_its_alias_spelling() -> None:
+    """--hardware A100-80 resolves to the A100-SXM: a price keyed by either spelling (or
+    the long name) applies; it used to fall through to the * price."""
+    from inference_sim.planning.plan import _price_for
+
+    for key in ("A100-SXM", "a100-sxm", "NVIDIA A100-SXM4-80GB"):
+        assert _price_for({key: 2.2, "*": 1.0}, "A100-80") == 2.2, key
+
+
+def test_pd_pools_on_their_own_gpus_are_priced_at_their_prices() -> None:
+    from inference_sim.planning.plan import CandidatePlan, _cost_per_hour
+
+    cand = CandidatePlan(Deployment(MODEL, "H100", 1))
+    cand.hardware, cand.tp, cand.gpus = "H100", 1, 3
+    config = {"prefill_instances": 1, "decode_instances": 2, "decode_hardware": "L40S"}
+    prices = {"H100": 4.0, "L40S": 1.0}
+    assert _cost_per_hour(prices, cand, 3, config, None) == 4.0 + 2 * 1.0
+    assert _cost_per_hour(prices, cand, 3, {}, None) == 3 * 4.0
+    assert _cost_per_hour({"H100": 4.0}, cand, 3, config, None) is None  # L40S unpriced
+
+
+def test_saturation_probes_scale_the_requests_a_spec_generates(tmp_path) -> None:
+    """A workload spec with its own num_requests: a probe at twice the rate runs twice
+    its requests (the same window). Scaling the flag's default 100 instead gave probes a
+    tenth of the window, and a saturation rate far above what the deployment sustains."""
+    spec = tmp_path / "w.yaml"
+    spec.write_text(
+        "version: '2'\nseed: 1\naggregate_rate: 10\nnum_requests: 300\nclients:\n"
+        "  - id: a\n    rate_fraction: 1\n    arrival: {process: poisson}\n"
+        "    input_distribution: {type: constant, params: {value: 200}}\n"
+        "    output_distribution: {type: constant, params: {value: 20}}\n",
+        encoding="utf-8",
+    )
+    outcome = plan_capacity(
+        {"workload_spec": str(spec)}, [DEPLOYMENT], parse_slos(["ttft_p99_ms=100000"]),
+        rate=10, max_instances=1, backend=LocalBackend(1), rate_tolerance=0.5,
+    )  # fmt: skip
+    probes = outcome.best.probes  # type: ignore[union-attr]
+    for p in probes:
+        done = p.summary["injected_requests"]
+        assert done == math.ceil(300 * p.rate / 10), (p.rate, done)
+    assert any(p.rate > 10 for p in probes)

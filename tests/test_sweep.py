@@ -225,3 +225,27 @@ def test_one_output_path_per_run_is_fine():
     # the same options twice run once: one writer
     same = [{"export_trace": "t.csv", "rate": 1}] * 2
     assert len(parse_sweep({"base": BASE, "cases": same}).runs()) == 2
+
+
+def test_seeds_that_would_share_a_trace_path_are_refused():
+    """--seeds / --replicates add the seed after the file is read: the output check runs
+    again then (every seed used to overwrite the one export_trace file)."""
+    from inference_sim.sweep.run import with_seeds
+
+    spec = parse_sweep({"base": {**BASE, "export_trace": "x.csv"}})
+    with pytest.raises(ConfigError, match=r"export_trace x\.csv is written by runs 0 and 1"):
+        with_seeds(spec, [1, 2])
+
+
+def test_a_point_written_twice_counts_its_seeds_once(tmp_path):
+    from inference_sim.sweep.run import replicate_rows, with_seeds
+
+    cases = [{"routing_policy": "round-robin"}] * 2 + [{"routing_policy": "least-loaded"}]
+    spec = with_seeds(
+        parse_sweep({"base": {**BASE, "num_instances": 2, "num_requests": 12}, "cases": cases}),
+        [1, 2, 3],
+    )
+    outcome = run_sweep(spec, tmp_path / "out", backend=LocalBackend(1))
+    rows = replicate_rows(spec, outcome, 0.95)
+    assert [row["n"] for row in rows] == [3, 3]
+    assert json.loads(rows[0]["seeds"]) == [1, 2, 3]

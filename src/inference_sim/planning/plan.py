@@ -26,7 +26,6 @@ from typing import Any
 from inference_sim.catalog import Catalog, CatalogError, load_catalog
 from inference_sim.catalog.hardware import with_hardware_config
 from inference_sim.config.errors import ConfigError
-from inference_sim.config.options import BY_NAME
 from inference_sim.planning.slo import Objective, check_metrics, violations, violations_at
 from inference_sim.replicates import DEFAULT_CONFIDENCE, mean_summary
 from inference_sim.sweep.backends import Backend, LocalBackend, execute_run
@@ -327,7 +326,12 @@ def plan_capacity(
     checked = False
     simulations = 0
 
-    base_requests = int(base.get("num_requests", BY_NAME["num_requests"].default) or 0)
+    # Requests of a run at the target rate: the flag's, else what the first such run
+    # generated (a workload spec's own num_requests, say); 0 for traces, whose rows are
+    # the requests (a probe at another rate replays them all, over a shorter window).
+    trace = base.get("workload") == "traces" or bool(base.get("workload_traces_filepath"))
+    given = base.get("num_requests")
+    base_requests = 0 if trace else int(given or 0)
 
     def options_for(s: _Search, n: int, r: float) -> dict[str, Any]:
         opts = dict(base)
@@ -339,6 +343,12 @@ def plan_capacity(
             # Same arrival window at every rate: the load is sustained as long.
             opts["num_requests"] = max(1, math.ceil(base_requests * r / rate))
         return opts
+
+    def generated(summary: Mapping[str, Any]) -> int:
+        return sum(
+            int(summary.get(k) or 0)
+            for k in ("injected_requests", "rejected_requests", "rejected_too_long")
+        )
 
     while True:
         active = [s for s in searches if s.phase != "done"]
@@ -388,6 +398,8 @@ def plan_capacity(
                 s.phase = "done"
                 continue
             summaries = [res["summary"] for res in group]  # type: ignore[index]
+            if not base_requests and not trace and r == rate:
+                base_requests = generated(summaries[0])
             if not checked:
                 check_metrics(objectives, summaries[0])
                 checked = True
@@ -630,8 +642,37 @@ def _finish(
     elif len(chosen) > 1 or any(p.instances == n and p.rate > rate0 for p in cand.probes):
         cand.saturation_rate = max(p.rate for p in chosen)
     if price is not None:
-        unit = _price_for(price, cand.hardware, catalog)
-        cand.cost_per_hour = None if unit is None else cand.gpus * unit
+        cand.cost_per_hour = _cost_per_hour(price, cand, n, config, catalog)
+
+
+def _cost_per_hour(
+    price: float | Mapping[str, float],
+    cand: CandidatePlan,
+    n: int,
+    config: Mapping[str, Any],
+    catalog: Catalog | None,
+) -> float | None:
+    """The candidate's GPUs at their prices: a P/D run's pools at their own GPUs
+    (``--prefill-hardware``/``--decode-hardware``), instances in no pool at the run's."""
+    hw = cand.hardware
+    pre, dec = int(config.get("prefill_instances") or 0), int(config.get("decode_instances") or 0)
+    if not (pre or dec):
+        unit = _price_for(price, hw, catalog)
+        return None if unit is None or cand.gpus is None else cand.gpus * unit
+    tp = cand.tp or 1
+    parts = [
+        (pre, int(config.get("prefill_tp") or tp), str(config.get("prefill_hardware") or hw)),
+        (dec, int(config.get("decode_tp") or tp), str(config.get("decode_hardware") or hw)),
+        (max(0, n - pre - dec), tp, hw),
+    ]
+    total = 0.0
+    for count, gpu_tp, gpu in parts:
+        if count:
+            unit = _price_for(price, gpu, catalog)
+            if unit is None:
+                return None
+            total += count * gpu_tp * unit
+    return total
 
 
 def _pricing_catalog(base: Mapping[str, Any]) -> Catalog | None:
@@ -674,9 +715,13 @@ def _price_for(
     if hardware.lower() in lowered:
         return float(lowered[hardware.lower()])
     catalog = catalog or load_catalog()
+    try:  # the run's GPU under its canonical name (A100-80 is the A100-SXM)
+        canonical = catalog.match_gpu(hardware) or hardware
+    except CatalogError:
+        canonical = hardware
     for key, value in price.items():  # a price given under another spelling of the GPU
         try:
-            if key != "*" and catalog.match_gpu(key) == hardware:
+            if key != "*" and catalog.match_gpu(key) in (hardware, canonical):
                 return float(value)
         except CatalogError:
             continue
@@ -768,6 +813,8 @@ def format_plan(outcome: PlanOutcome) -> str:
             sat = f"{'>' if c.saturation_capped else ''}{c.saturation_rate:,.1f}/s"
         cells.append(sat)
         rows.append(cells)
+        if c.error:  # its saturation search failed part-way: say why, not just "-"
+            notes.append(f"{i}. {d.label()}: saturation search stopped: {c.error}")
     widths = [max(len(r[j]) for r in rows) for j in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[j]) for j, cell in enumerate(r)).rstrip() for r in rows]
     slos = ", ".join(str(o) for o in outcome.objectives) or "none"

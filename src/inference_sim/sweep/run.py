@@ -26,7 +26,7 @@ from inference_sim.core.extras import require
 from inference_sim.core.outfiles import output_path
 from inference_sim.metrics.output import write_json_atomic
 from inference_sim.sweep.backends import Backend, LocalBackend, execute_run
-from inference_sim.sweep.spec import RunSpec, SweepSpec, run_key
+from inference_sim.sweep.spec import RunSpec, SweepSpec, check_outputs, run_key
 
 #: Resolved settings every row carries (besides the options the sweep names).
 DEPLOYMENT_COLUMNS = (
@@ -290,7 +290,9 @@ def with_seeds(spec: SweepSpec, seeds: Sequence[int]) -> SweepSpec:
     grid = {k: v for k, v in spec.grid.items() if k != "seed"}
     grid["seed"] = list(seeds)
     base = {k: v for k, v in spec.base.items() if k != "seed"}
-    return SweepSpec(base=base, grid=grid, cases=spec.cases, path=spec.path)
+    seeded = SweepSpec(base=base, grid=grid, cases=spec.cases, path=spec.path)
+    check_outputs(seeded)  # a trace path every seed would write is refused, as without
+    return seeded
 
 
 def replicate_rows(
@@ -303,7 +305,11 @@ def replicate_rows(
 
     varied = [v for v in spec.varied() if v != "seed"]
     groups: dict[str, list[int]] = {}
+    seen: set[str] = set()
     for i, run in enumerate(outcome.runs):
+        if run.key in seen:  # the same point written twice (two equal cases): one run
+            continue
+        seen.add(run.key)
         point = {k: v for k, v in run.options.items() if k != "seed"}
         groups.setdefault(run_key(point), []).append(i)
     rows: list[dict[str, Any]] = []

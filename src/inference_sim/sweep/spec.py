@@ -163,11 +163,11 @@ def parse_sweep(doc: Any, path: str = "<sweep>", folder: str | None = None) -> S
     for name in _RELATIVE_PATHS:
         if name in spec.grid:
             spec.grid[name] = [_rebase(v, folder) for v in spec.grid[name]]
-    _check_outputs(spec)
+    check_outputs(spec)
     return spec
 
 
-def _check_outputs(spec: SweepSpec) -> None:
+def check_outputs(spec: SweepSpec) -> None:
     """Refuse run outputs a sweep would ignore or that runs would overwrite.
 
     A sweep keeps each run's results itself, so ``results_path`` was dropped without a
