@@ -466,6 +466,20 @@ def test_a_calibrated_results_file_replays_as_config(tmp_path):
     res = CliRunner().invoke(cli, ["run", "--config", str(custom)])
     assert res.exit_code == 0, res.stderr
     assert "not this version's shipped set" in res.stderr
+    # A run with a coefficient file that changed after it: the replay says so too.
+    coeffs = tmp_path / "k.json"
+    coeffs.write_text(json.dumps(a["config"]["calibrated_coefficients"]))
+    with_file = tmp_path / "f.json"
+    ok = CliRunner().invoke(cli, [*args, "--latency-coeffs", str(coeffs),
+                                  "--results-path", str(with_file)])  # fmt: skip
+    assert ok.exit_code == 0, ok.stderr
+    same = CliRunner().invoke(cli, ["run", "--config", str(with_file)])
+    assert same.exit_code == 0 and "differ" not in same.stderr
+    changed = dict(a["config"]["calibrated_coefficients"], step_us=1.0)
+    coeffs.write_text(json.dumps(changed))
+    res = CliRunner().invoke(cli, ["run", "--config", str(with_file)])
+    assert res.exit_code == 0, res.stderr
+    assert f"its --latency-coeffs file {coeffs} has changed since" in res.stderr
 
 
 @pytest.mark.parametrize("blocks", [[], ["--total-kv-blocks", "5000"]])

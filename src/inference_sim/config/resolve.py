@@ -1045,16 +1045,28 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         used = doc.pop("calibrated_coefficients", None)
         for derived in ("filtered_sampling", "penalized_sampling"):  # from --sampling
             doc.pop(derived, None)
-        if isinstance(used, dict) and not doc.get("latency_coeffs"):
-            shipped = default_coefficients().to_dict()
-            if {k: v for k, v in used.items() if k != "meta"} != {
-                k: v for k, v in shipped.items() if k != "meta"
+        if isinstance(used, dict):
+            coeffs_file = doc.get("latency_coeffs")
+            try:
+                now = (
+                    load_coefficients(coeffs_file) if coeffs_file else default_coefficients()
+                ).to_dict()
+            except (LatencyConfigError, OSError):
+                now = None  # the replay itself reports a missing or broken file
+            if now is not None and {k: v for k, v in used.items() if k != "meta"} != {
+                k: v for k, v in now.items() if k != "meta"
             }:
+                what = (
+                    f"its --latency-coeffs file {coeffs_file} has changed since"
+                    if coeffs_file
+                    else "they are not this version's shipped set"
+                )
                 log.warning(
-                    "%s: the run's calibrated coefficients are not this version's shipped "
-                    "set; save its config's calibrated_coefficients to a file and give it "
-                    "with --latency-coeffs to replay them",
+                    "%s: the run's calibrated coefficients differ from what a replay would "
+                    "use (%s); save its config's calibrated_coefficients to a file and give "
+                    "it with --latency-coeffs to replay them",
                     where,
+                    what,
                 )
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     out: dict[str, Any] = {}
