@@ -13,18 +13,7 @@ import pytest
 from inference_sim.core.rng import RandomStreams
 from inference_sim.workload import generate_spec_requests, parse_workload_spec
 from inference_sim.workload.trace_v2 import export_trace_v2, load_trace_v2, replay_trace_v2
-
-
-def _client(**over: Any) -> dict[str, Any]:
-    c: dict[str, Any] = {
-        "id": "c",
-        "rate_fraction": 1.0,
-        "arrival": {"process": "poisson"},
-        "input_distribution": {"type": "constant", "params": {"value": 20}},
-        "output_distribution": {"type": "constant", "params": {"value": 5}},
-    }
-    c.update(over)
-    return c
+from test_workload_spec import client as _client
 
 
 def _gen(clients: list[dict[str, Any]], n: int = 0, horizon: int = 2**62, **top: Any):
