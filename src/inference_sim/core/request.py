@@ -62,6 +62,7 @@ class Request:
         "input_tokens",
         "itl_group",
         "itl_pending",
+        "itl_run",
         "itl_step",
         "itl_sum",
         "last_token_time",
@@ -136,8 +137,10 @@ class Request:
         # What the engine needs to take the request's ITL samples back out of the
         # histograms should it never complete (horizon, dropped): their statistics are
         # over completed requests (engine spec 4.5). The stepper's own compact record
-        # (instance/engine.py ``Instance._deliver``), and the step after its last delivery.
+        # (instance/engine.py ``Instance._deliver``): the first step of its current run of
+        # deliveries in consecutive steps, and the step after its last delivery.
         self.itl_pending: array[int] | None = None
+        self.itl_run = -1
         self.itl_step = -2
         self.num_preemptions = 0
         self.priority = 0.0

@@ -130,6 +130,7 @@ class Instance:
         self.waiting.append(req)
         self.stats.total_input_tokens += req.num_prompt_tokens
         req.itl_pending = None  # ITL runs are per instance (step numbers are)
+        req.itl_run = -1
         req.itl_step = -2
         if self.step_pending:
             if self.async_scheduling and self._wake_step != self.stats.step_count:
@@ -179,9 +180,10 @@ class Instance:
         budget = cfg.max_num_batched_tokens
         threshold = cfg.long_prefill_token_threshold
         bs = cfg.block_size
+        decode_slot = self.kv.decode_slot
         sched_reqs = batch.requests
         sched_new = batch.num_new
-        prefill_tokens = decode_tokens = 0
+        prefill_tokens = decode_tokens = ctx = 0
         preempted = False
         i = 0
         while i < len(running) and budget > 0:
@@ -189,11 +191,13 @@ class Instance:
             computed = req.num_computed_tokens
             if computed >= req.prefill_target:
                 # Decode: one token. Its KV slot exists unless it opens a new block,
-                # and the KV manager only matters when a block opens or fills.
-                if computed % bs and (computed + 1) % bs:
+                # and the KV manager only matters when a block opens or fills
+                # (decode_slot; _make_room preempts when it finds no free block).
+                if (computed % bs and (computed + 1) % bs) or decode_slot(req, computed):
                     sched_reqs.append(req)
                     sched_new.append(1)
                     decode_tokens += 1
+                    ctx += computed
                     budget -= 1
                     i += 1
                     continue
@@ -212,14 +216,11 @@ class Instance:
                 prefill_tokens += n
             else:
                 decode_tokens += n
+                ctx += computed
             budget -= n
             i += 1
         batch.prefill_tokens = prefill_tokens
         batch.decode_tokens = decode_tokens
-        ctx = 0
-        for req in sched_reqs:
-            if req.num_computed_tokens >= req.prefill_target:
-                ctx += req.num_computed_tokens
         batch.decode_context_sum = ctx
         return budget, preempted
 
@@ -418,7 +419,7 @@ class Instance:
         step = stats.step_count
         if req.delivered == 0:
             req.first_token_time = end + otp
-            req.itl_pending = array("q", (step,))  # a run of deliveries starts here
+            req.itl_run = step  # a run of deliveries starts here
         else:
             sample = end - req.last_token_time + otp
             req.itl_sum += sample
@@ -439,6 +440,7 @@ class Instance:
         req.state = RequestState.FINISHED
         req.finish_time = end
         req.itl_pending = None  # completed: its samples stay counted
+        req.itl_run = -1
         self.kv.free(req)
         self.stats.completed += 1
         if self.async_scheduling:
@@ -472,28 +474,28 @@ class Instance:
         """A delivery that does not follow one in the previous step (after a preemption,
         a skipped step, on arrival from another instance).
 
-        ``req.itl_pending`` holds the start step of the current run of deliveries in
-        consecutive steps, then one record per break: (the break's sample, first and last
-        step of the run it ended). A run's other samples are its steps' durations plus
-        the output overhead, so they need no record: the per-token cost is one compare.
+        ``req.itl_pending`` holds one record per break: (the break's sample, first and
+        last step of the run it ended; -1 when the request had no run here: it arrived
+        after its first token elsewhere). A run's other samples are its steps' durations
+        plus the output overhead, so they need no record: the per-token cost is one
+        compare. ``req.itl_run`` is the first step of the run still open.
         """
+        record = (sample, req.itl_run, req.itl_step - 1)
         pending = req.itl_pending
-        if pending is None:  # arrived after its first token elsewhere: no run here yet
-            req.itl_pending = array("q", (step, sample, -1, -1))
-            return
-        pending.extend((sample, pending[0], req.itl_step - 1))
-        pending[0] = step
+        if pending is None:
+            req.itl_pending = array("q", record)
+        else:
+            pending.extend(record)
+        req.itl_run = step
 
     def _itl_samples(self, req: Request) -> list[int]:
         """The ITL samples ``req`` added to the histograms on this instance."""
-        pending = req.itl_pending
-        if not pending:
-            return []
+        pending = req.itl_pending or array("q")
         ends = self._step_ends
         otp = self._otp
-        out = list(pending[1::3])  # the breaks' own samples
-        spans = [(pending[i + 1], pending[i + 2]) for i in range(1, len(pending), 3)]
-        spans.append((pending[0], req.itl_step - 1))  # the run still open
+        out = list(pending[0::3])  # the breaks' own samples
+        spans = [(pending[i + 1], pending[i + 2]) for i in range(0, len(pending), 3)]
+        spans.append((req.itl_run, req.itl_step - 1))  # the run still open
         for first, last in spans:
             if first >= 0:  # steps are numbered from 1: step k ended at ends[k - 1]
                 out.extend(ends[k - 1] - ends[k - 2] + otp for k in range(first + 1, last + 1))
@@ -506,6 +508,7 @@ class Instance:
         if samples:
             self.stats.retract_samples(samples, req.itl_group)
         req.itl_pending = None
+        req.itl_run = -1
 
     # --- helpers -------------------------------------------------------------------
     def _preempt(self, victim: Request) -> None:

@@ -232,7 +232,7 @@ class FastInstance(Instance):
         """The samples ``req`` got one by one (``Instance._note_break`` records) and in
         bulk (its runs of epochs, at each epoch's common value)."""
         pending = req.itl_pending
-        out = list(pending[1::3]) if pending else []
+        out = list(pending[0::3]) if pending else []
         tr = req.engine_state
         if isinstance(tr, _Track) and tr.runs:
             values = self._epoch_values
@@ -488,9 +488,9 @@ class FastInstance(Instance):
                 stats.add_group_samples(req.itl_group, sample, 1)
             pending = req.itl_pending
             if pending is None:
-                req.itl_pending = array("q", (-1, sample, -1, -1))
+                req.itl_pending = array("q", (sample, -1, -1))  # a sample, no step run
             else:
-                pending.extend((sample, -1, -1))  # a sample of its own, no step run
+                pending.extend((sample, -1, -1))
             tr = req.engine_state
             tr.gap = False  # type: ignore[attr-defined]
             tr.run_from = self.epoch + 1  # type: ignore[attr-defined]  # bulk from the next step

@@ -149,6 +149,7 @@ class PDInstance(Instance):
         req.num_computed_tokens = req.num_prompt_tokens - 1
         req.prefill_target = req.num_prompt_tokens
         req.itl_pending = None  # ITL runs are per instance
+        req.itl_run = -1
         req.itl_step = -2
         self.kv.cache_blocks(req, req.num_computed_tokens)  # the pulled KV has arrived
         self.running.append(req)

@@ -112,7 +112,23 @@ def _positive(value: float, what: str) -> float:
 class _ReferenceCosts:
     """engine.md §6.3 for dense models, products in the reference's order."""
 
-    __slots__ = ("L", "W", "act1", "bpp", "d", "dh", "dkv", "ffn", "heads", "kv_tok", "tp")
+    __slots__ = (
+        "L",
+        "W",
+        "act1",
+        "bpp",
+        "d",
+        "dh",
+        "dkv",
+        "ffn",
+        "five_h",
+        "four_h",
+        "heads",
+        "kv_tok",
+        "mlp_w",
+        "qkv_w",
+        "tp",
+    )
 
     def __init__(self, arch: ModelArchitecture, tp: int) -> None:
         self.tp = float(tp)
@@ -132,19 +148,25 @@ class _ReferenceCosts:
         self.W = ((d * (d + 2.0 * dkv) + d * d + (3.0 * d) * self.ffn) * L) * w_bpp
         self.kv_tok = (((2.0 * L) * float(arch.kv_heads)) * self.dh) * kv_bpp
         self.act1 = (L * d) * self.bpp
+        # Factors of request()'s products that do not depend on the request, computed
+        # once (the same operations in the same order, so the same floats).
+        self.qkv_w = d * d + (2.0 * d) * dkv
+        self.mlp_w = (3.0 * d) * self.ffn
+        self.four_h = 4.0 * self.heads
+        self.five_h = 5.0 * self.heads
 
     def request(self, s: int, n: int) -> tuple[float, float, float]:
         """Per-request (GEMM, VEC, dynamic bytes), not yet divided by TP."""
-        L, d, H, dh = self.L, self.d, self.heads, self.dh
+        L, d = self.L, self.d
         fn = float(n)
         fs = float(s)
         s_eff = fs + (fn - 1.0) / 2.0 if n > 1 else fs
-        qkv = (2.0 * fn) * (d * d + (2.0 * d) * self.dkv)
+        qkv = (2.0 * fn) * self.qkv_w
         out = ((2.0 * fn) * d) * d
         gemm_proj = (qkv + out) * L
-        gemm_attn = ((((4.0 * H) * fn) * s_eff) * dh) * L
-        vec = (((5.0 * H) * fn) * s_eff + (2.0 * fn) * d) * L
-        gemm_mlp = ((2.0 * fn) * ((3.0 * d) * self.ffn)) * L
+        gemm_attn = (((self.four_h * fn) * s_eff) * self.dh) * L
+        vec = ((self.five_h * fn) * s_eff + (2.0 * fn) * d) * L
+        gemm_mlp = ((2.0 * fn) * self.mlp_w) * L
         gemm = (gemm_proj + gemm_attn) + gemm_mlp
         kv_grow = self.kv_tok * fn
         kv_read = self.kv_tok * fs
