@@ -531,6 +531,7 @@ class FastInstance(Instance):
     def _complete(self, req: Request, end: int) -> None:
         """A request of this step delivered its last token: write it out and finish it."""
         tr: _Track = req.engine_state  # type: ignore[assignment]
+        tr.run_from = -1  # completed: its bulk ITL samples stay, no run to keep
         if tr.base_epoch >= 0:
             self._leave_decoders(req, tr, req.num_computed_tokens + self.epoch - tr.base_epoch)
         otp = self._otp
