@@ -49,6 +49,7 @@ class Request:
 
     __slots__ = (
         "_block_hashes",
+        "_hash_block_size",
         "adapter",
         "adapter_rank",
         "arrival_time",
@@ -146,6 +147,7 @@ class Request:
         self.priority = 0.0
         self.handled_by = -1
         self._block_hashes = None
+        self._hash_block_size = 0
         # Bookkeeping private to the stepper that holds the request (the fast stepper's
         # per-decoder record, say); None outside an engine. The request itself only
         # carries what every layer shares.

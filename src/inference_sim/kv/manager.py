@@ -15,6 +15,9 @@ new GPU blocks instead of being recomputed, and the load time is charged to the 
 from __future__ import annotations
 
 import math
+from itertools import islice
+
+import numpy as np
 
 from inference_sim.core.request import Request, RequestState
 from inference_sim.kv.block_pool import BlockPool, TieredBlockPool
@@ -28,6 +31,15 @@ def chain_root(root: int, adapter: str) -> int:
     hash (``generate_block_hash_extra_keys``), so the same prompt under another adapter
     (or the base model) never shares KV blocks."""
     return hash((root, adapter)) if adapter else root
+
+
+def block_bytes(tokens: np.ndarray, num_blocks: int) -> list[bytes]:
+    """The bytes of each of ``num_blocks`` equal blocks of ``tokens``, split by numpy
+    (much cheaper than slicing one bytes copy block by block)."""
+    if not num_blocks:
+        return []
+    tokens = np.ascontiguousarray(tokens)
+    return tokens.view(f"V{tokens.nbytes // num_blocks}").tolist()
 
 
 #: Entry of :meth:`KVCacheManager.find_cached_prefix` for a block found on the CPU tier.
@@ -145,25 +157,30 @@ class KVCacheManager:
     # --- hashing -------------------------------------------------------------------
     def _block_hashes(self, req: Request, upto: int) -> list[int]:
         """Chained hashes of the request's first ``upto`` full blocks (memoised)."""
+        return self.chained_hashes(req, self.block_size, upto)
+
+    @staticmethod
+    def chained_hashes(req: Request, block_size: int, upto: int) -> list[int]:
+        """Chained hashes of the request's first ``upto`` full blocks, at least (memoised
+        on the request: prefix-cache lookups and the router's prefix scorer share them)."""
         hashes = req._block_hashes
-        if hashes is None:
+        if hashes is None or req._hash_block_size != block_size:
             hashes = []
             req._block_hashes = hashes
+            req._hash_block_size = block_size
         have = len(hashes)
         if have < upto:
-            bs = self.block_size
+            bs = block_size
             prompt = req.input_tokens
             n_prompt = req.num_prompt_tokens
             prev = hashes[-1] if hashes else chain_root(_ROOT_HASH, req.adapter)
-            # Whole prompt blocks: one bytes copy, then slices of it (much cheaper than
-            # one numpy slice and copy per block).
+            # Whole prompt blocks: the bytes of each block from one numpy call (much
+            # cheaper than one numpy slice and copy per block).
             stop = min(upto, n_prompt // bs)
             if have < stop:
-                raw = prompt[have * bs : stop * bs].tobytes()
-                width = bs * prompt.itemsize
                 append = hashes.append
-                for off in range(0, len(raw), width):
-                    prev = hash((prev, raw[off : off + width]))
+                for block in block_bytes(prompt[have * bs : stop * bs], stop - have):
+                    prev = hash((prev, block))
                     append(prev)
                 have = stop
             if have < upto:
@@ -204,7 +221,7 @@ class KVCacheManager:
         hashes = self._block_hashes(req, max_blocks)
         if self.enable_prefix_caching:
             lookup = self.pool.cached
-            for h in hashes:
+            for h in islice(hashes, max_blocks):  # (the router may have hashed more)
                 b = lookup.get(h)
                 if b is None:
                     break

@@ -21,13 +21,10 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 
-import numpy as np
-
 from inference_sim.core.request import Request
-from inference_sim.kv.manager import chain_root
+from inference_sim.kv.manager import KVCacheManager
 
 DEFAULT_INDEX_CAPACITY = 10_000
-_ROOT = 0x5EED_B10C
 
 
 def hash_tokens(tokens: Sequence[int]) -> str:
@@ -52,21 +49,14 @@ def block_hashes(tokens: Sequence[int], block_size: int) -> list[str]:
 
 
 def router_block_hashes(request: Request, block_size: int) -> list[int]:
-    """Chained 64-bit hashes of the request's complete prompt blocks (equality use only)."""
-    tokens = request.input_tokens
-    n = len(tokens) // block_size
-    if n == 0:
-        return []
-    raw = np.ascontiguousarray(tokens[: n * block_size], dtype=np.int32).tobytes()
-    step = 4 * block_size
-    out = []
-    # The adapter starts the chain, as in the engine's hashes: a prompt cached under
-    # another LoRA adapter is no hit (llm-d keys its index by LoRA too).
-    prev = chain_root(_ROOT, request.adapter)
-    for k in range(0, n * step, step):
-        prev = hash((prev, raw[k : k + step]))
-        out.append(prev)
-    return out
+    """Chained 64-bit hashes of the request's complete prompt blocks (equality use only).
+
+    The engine's own block hashes (the KV manager's, memoised on the request), so a
+    request's prompt is hashed once for routing and prefix-cache lookups. The adapter
+    starts the chain: a prompt cached under another LoRA adapter is no hit (llm-d keys
+    its index by LoRA too)."""
+    n = request.num_prompt_tokens // block_size
+    return KVCacheManager.chained_hashes(request, block_size, n)[:n]
 
 
 class PrefixCacheIndex:
