@@ -218,3 +218,17 @@ def test_seeds_with_json_output_print_one_document(tmp_path):
     whole = _run("--num-requests", "20", "--replicates", "2", "--results-path", "-")
     assert whole.exit_code == 0, whole.stderr
     assert [r["config"]["seed"] for r in json.loads(whole.stdout)["runs"]] == [42, 43]
+
+
+def test_calibrated_replicates_carry_the_fidelity_line_and_section(tmp_path):
+    """A --seeds run of the calibrated model logs the fidelity line once, as a single run
+    does, and its results document has the (seed-independent) fidelity section."""
+    out = tmp_path / "rep.json"
+    args = ["run", "--model", "qwen/qwen2.5-7b-instruct", "--latency-model", "calibrated",
+            "--hardware", "H100", "--tp", "1", "--num-requests", "5", "--seeds", "1,2",
+            "--log", "info", "--results-path", str(out)]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("fidelity: GPU H100 measured") == 1
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert doc["fidelity"] == doc["runs"][0]["fidelity"] == doc["runs"][1]["fidelity"]

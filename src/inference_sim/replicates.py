@@ -213,12 +213,16 @@ class Replicates:
 
     def to_dict(self) -> dict[str, Any]:
         """The results-file document of a replicated run."""
-        return {
+        out: dict[str, Any] = {
             "seeds": self.seeds,
             "confidence": self.confidence,
             "metrics": self.metrics,
-            "runs": [r.summary for r in self.runs],
         }
+        fidelity = self.runs[0].summary.get("fidelity") if self.runs else None
+        if fidelity is not None:  # the same for every seed: the deployment's domain
+            out["fidelity"] = fidelity
+        out["runs"] = [r.summary for r in self.runs]
+        return out
 
     def report(self) -> str:
         """What ``blis run --seeds`` prints: a header line and the metrics as JSON."""

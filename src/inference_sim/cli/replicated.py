@@ -100,6 +100,8 @@ def run_replicated(
 
     conf = check_confidence(DEFAULT_CONFIDENCE if confidence is None else confidence)
     first = resolve(raw)  # checks everything once, and gives the base seed
+    for note in first.notes:  # the fidelity line among them, as a single run logs
+        log.info(note)
     _refuse_single_run_outputs(first.options, raw, seeds)
     chosen = seed_list(seeds, replicates, int(first.options["seed"]))
     assert chosen is not None
