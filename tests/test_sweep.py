@@ -249,3 +249,18 @@ def test_a_point_written_twice_counts_its_seeds_once(tmp_path):
     rows = replicate_rows(spec, outcome, 0.95)
     assert [row["n"] for row in rows] == [3, 3]
     assert json.loads(rows[0]["seeds"]) == [1, 2, 3]
+
+
+def test_replicates_start_from_the_seed_of_the_base_config_file(tmp_path):
+    """``sweep --replicates`` starts from the base's seed, also when a ``config:`` file
+    gives it (it started from 42 then), as ``run --config`` and ``plan --config`` do."""
+    pytest.importorskip("pandas")
+    import pandas as pd
+
+    _write(tmp_path / "cfg.yaml", {"model": MODEL, "seed": 7, "num_requests": 5})
+    sweep = _write(tmp_path / "s.yaml", {"base": {"config": "cfg.yaml"}, "grid": {"rate": [5]}})
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["sweep", str(sweep), "--replicates", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.stderr
+    seeds = pd.read_parquet(out / "replicates.parquet")["seeds"].tolist()
+    assert [json.loads(s) for s in seeds] == [[7, 8]]

@@ -77,7 +77,12 @@ def sweep_command(
         spec = load_sweep(sweep_file)
         from inference_sim.replicates import DEFAULT_CONFIDENCE, check_confidence, seed_list
 
-        chosen = seed_list(seeds, replicates, int(spec.base.get("seed", 42)))
+        base_seed = spec.base.get("seed")
+        if base_seed is None and spec.base.get("config"):  # the base's config file's seed
+            from inference_sim.config.resolve import load_run_config
+
+            base_seed = load_run_config(spec.base["config"]).get("seed")
+        chosen = seed_list(seeds, replicates, int(42 if base_seed is None else base_seed))
         conf = check_confidence(DEFAULT_CONFIDENCE if confidence is None else confidence)
         if chosen is None and confidence is not None:
             raise ValueError("--confidence needs --seeds or --replicates")
