@@ -91,3 +91,23 @@ def test_comparison_renders_in_headless_chromium(files, tmp_path):
     assert attrs.get("data-charts-rendered") == str(CHARTS), attrs
     assert attrs.get("data-errors") == "0", attrs
     assert console == []
+
+
+def test_comparison_shows_each_calibrated_runs_fidelity(files, tmp_path):
+    """Two runs side by side, one calibrated on an L40S (a datasheet GPU) and one
+    blackbox: the page says how far the calibrated one can be trusted, and that the
+    other has no figure."""
+    paths, _ = files
+    cal = simulate(**{**RUN, "hardware": "L40S", "latency_model": "calibrated"}, rate=10)
+    cal_path = tmp_path / "cal.json"
+    cal.write_json(cal_path)
+    out = tmp_path / "cmp.html"
+    res = _report([paths[0], cal_path], out, "--label", "blackbox", "--label", "calibrated")
+    assert res.exit_code == 0, res.stderr
+    page = out.read_text(encoding="utf-8")
+    assert "<h2>Fidelity</h2>" in page and "L40S (datasheet), TP 1" in page
+    e2e = cal.summary["fidelity"]["expected_abs_error_pct"]["e2e"]
+    assert f"{e2e['median']} % ({e2e['max']} %)" in page
+    plain = tmp_path / "plain.html"
+    assert _report(paths, plain).exit_code == 0
+    assert "<h2>Fidelity</h2>" not in plain.read_text(encoding="utf-8")

@@ -232,6 +232,9 @@ def build_comparison(
         for r in rows
     )
     parts.append(f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+    fidelity = _fidelity_table(runs, names)
+    if fidelity:  # runs of the calibrated model: how far to trust each (calibration.md)
+        parts.append(fidelity)
 
     parts.append("<h2>Latency distributions</h2>")
     if any(r.records for r in runs):
@@ -255,6 +258,41 @@ def build_comparison(
         parts.append('<p class="note">No time series in these results.</p>')
     parts.append(f"<script>{_CHECK_JS}</script></body></html>")
     return "\n".join(parts)
+
+
+def _fidelity_table(runs: Sequence[Results], names: Sequence[str]) -> str:
+    """Each calibrated run's domain and expected error, side by side ("" if none has
+    one): comparing two runs means little where one's figures are much less certain."""
+    from inference_sim.report.html import _table
+
+    rows = []
+    for res, name in zip(runs, names, strict=True):
+        fid = res.summary.get("fidelity")
+        if not isinstance(fid, Mapping):
+            continue
+        if fid.get("coefficients") != "shipped":
+            rows.append((name, str(fid.get("note", "")), "-", "-", "-", "-"))
+            continue
+        e = fid.get("expected_abs_error_pct") or {}
+
+        def cell(key: str, e: Mapping[str, Any] = e) -> str:
+            return f"{e[key]['median']} % ({e[key]['max']} %)" if key in e else "-"
+
+        rows.append((
+            name,
+            f"{fid.get('gpu', '')} ({fid.get('gpu_domain', '')}), TP {fid.get('tp', '')}",
+            cell("e2e"), cell("tpot"), cell("ttft"),
+            "yes" if fid.get("lower_bound") else "no",
+        ))  # fmt: skip
+    if not rows:
+        return ""
+    head = ["run", "domain", "E2E |error|", "TPOT |error|", "TTFT |error|", "lower bound"]
+    note = (
+        '<p class="note">Expected absolute error of the calibrated model, median (worst) '
+        "over the matching validation rows (docs/calibration.md); runs of other latency "
+        "models have none.</p>"
+    )
+    return "<h2>Fidelity</h2>" + note + _table(head, rows)
 
 
 def write_comparison(
