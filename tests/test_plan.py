@@ -308,3 +308,17 @@ def test_saturation_probes_scale_the_requests_a_spec_generates(tmp_path) -> None
         done = p.summary["injected_requests"]
         assert done == math.ceil(300 * p.rate / 10), (p.rate, done)
     assert any(p.rate > 10 for p in probes)
+
+
+def test_plan_table_says_how_far_each_calibrated_candidate_can_be_trusted() -> None:
+    """H100 (measured) and L40S (datasheet) ranked side by side: each calibrated row gets
+    its expected error under the table, so a close ranking is read with its error bars."""
+    outcome = plan_capacity(
+        {"workload": "chatbot", "num_requests": 30, "latency_model": "calibrated"},
+        [Deployment(MODEL, "H100", 1), Deployment(MODEL, "L40S", 1)],
+        parse_slos(["ttft_p99_ms=5000"]), rate=5, max_instances=1,
+        backend=LocalBackend(1), saturation=False,
+    )  # fmt: skip
+    text = format_plan(outcome)
+    assert "calibrated model on H100 (measured): expected |error| E2E" in text
+    assert "calibrated model on L40S (datasheet): expected |error| E2E" in text

@@ -815,6 +815,20 @@ def format_plan(outcome: PlanOutcome) -> str:
         rows.append(cells)
         if c.error:  # its saturation search failed part-way: say why, not just "-"
             notes.append(f"{i}. {d.label()}: saturation search stopped: {c.error}")
+        fid = c.summary.get("fidelity") if c.summary else None
+        if isinstance(fid, Mapping) and fid.get("coefficients") == "shipped":
+            # Ranked side by side, GPUs differ in how far the model can be trusted.
+            e = fid.get("expected_abs_error_pct") or {}
+            figures = ", ".join(
+                f"{label} {e[key]['median']} %"
+                for key, label in (("e2e", "E2E"), ("tpot", "TPOT"), ("ttft", "TTFT"))
+                if key in e
+            )
+            bound = " (a lower bound)" if fid.get("lower_bound") else ""
+            notes.append(
+                f"{i}. {d.label()}: calibrated model on {fid.get('gpu')} "
+                f"({fid.get('gpu_domain')}): expected |error| {figures} median{bound}"
+            )
     widths = [max(len(r[j]) for r in rows) for j in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[j]) for j, cell in enumerate(r)).rstrip() for r in rows]
     slos = ", ".join(str(o) for o in outcome.objectives) or "none"
