@@ -380,17 +380,43 @@ class Instance:
     # --- apply ---------------------------------------------------------------------
     def apply(self, batch: StepBatch, end: int) -> None:
         """Advance every scheduled request by its scheduled tokens; deliver and complete."""
-        finished = False
+        delivering = []
         for req, n in zip(batch.requests, batch.num_new, strict=True):
             computed = req.num_computed_tokens + n
             req.num_computed_tokens = computed
             if computed != req.num_prompt_tokens + req.delivered:
                 continue  # a prefill chunk that does not finish the prefill
             req.prefill_target = computed  # from now on it decodes
-            if self._deliver(req, end):
-                finished = True
-        if finished:
+            delivering.append(req)
+        if self._deliver_all(delivering, end):
             self._finish_completed(end)
+
+    def _deliver_all(self, reqs: list[Request], end: int) -> bool:
+        """:meth:`_deliver` one token to each of ``reqs``, in order; True when any is
+        done. The common case (a decoder's next token in consecutive steps, no ITL group)
+        is inlined: a step delivers to every decoder of the batch."""
+        otp = self._otp
+        stats = self.stats
+        hist = stats.itl_histogram
+        step = stats.step_count
+        finished = False
+        common = 0
+        for req in reqs:
+            delivered = req.delivered
+            if delivered and req.itl_step == step and req.itl_group < 0:
+                sample = end - req.last_token_time + otp
+                req.itl_sum += sample
+                hist[sample] = hist.get(sample, 0) + 1
+                req.itl_step = step + 1
+                req.last_token_time = end
+                delivered = req.delivered = delivered + 1
+                common += 1
+                if delivered >= req.num_output_tokens:
+                    finished = True
+            elif self._deliver(req, end):
+                finished = True
+        stats.total_output_tokens += common
+        return finished
 
     def _finish_completed(self, end: int) -> None:
         """Finish every running request that delivered its last token at ``end``, keeping

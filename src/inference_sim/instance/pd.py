@@ -55,8 +55,8 @@ class PDInstance(Instance):
     def apply(self, batch: StepBatch, end: int) -> None:
         """As :meth:`Instance.apply`, but a prefill-only request whose prompt is done is
         handed off (KV kept) instead of delivering a token."""
-        finished = False
         handoffs: list[Request] = []
+        delivering: list[Request] = []
         for req, n in zip(batch.requests, batch.num_new, strict=True):
             computed = req.num_computed_tokens + n
             req.num_computed_tokens = computed
@@ -65,9 +65,9 @@ class PDInstance(Instance):
             req.prefill_target = computed
             if req.engine_state is PREFILL_ONLY:
                 handoffs.append(req)
-                continue
-            if self._deliver(req, end):
-                finished = True
+            else:
+                delivering.append(req)
+        finished = self._deliver_all(delivering, end)
         if finished or handoffs:
             gone = {id(r) for r in handoffs}
             keep = []
