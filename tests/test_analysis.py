@@ -341,3 +341,32 @@ def test_trace_write_jsonl_and_parquet_without_routing(tmp_path):
         assert pd.read_parquet(tmp_path / "t.parquet")["reason"].tolist() == ["x"]
     assert sorted(p.name for p in tmp_path.iterdir())[0] == "t.jsonl"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries
+
+
+def test_a_tenant_whose_requests_are_all_dropped_counts_with_throughput_zero():
+    """Dropped-unservable requests reached an instance but are not in the request log:
+    a tenant whose every prompt is too long for the KV cache used to vanish from
+    tenant_metrics, and Jain's index read 1.0 over the two tenants left."""
+    from inference_sim import simulate
+
+    def client(name: str, prompt: int) -> dict:
+        return {
+            "id": name, "tenant_id": name, "rate_fraction": 1,
+            "arrival": {"process": "poisson"},
+            "input_distribution": {"type": "constant", "params": {"value": prompt}},
+            "output_distribution": {"type": "constant", "params": {"value": 10}},
+        }  # fmt: skip
+
+    clients = [client("alice", 100), client("bob", 2000), client("carol", 100)]
+    spec = {"version": "2", "seed": 3, "aggregate_rate": 20, "num_requests": 60,
+            "clients": clients}  # fmt: skip
+    res = simulate(model="meta-llama/llama-3.1-8b-instruct", workload_spec=spec,
+                   num_instances=2, total_kv_blocks=40, block_size=16)  # fmt: skip
+    tenants = res.summary["tenant_metrics"]
+    assert res.summary["dropped_unservable"] == tenants["bob"]["dropped"] > 0
+    assert tenants["bob"]["requests"] == tenants["bob"]["dropped"]
+    assert tenants["bob"]["throughput_rps"] == 0.0
+    alice, carol = tenants["alice"]["throughput_rps"], tenants["carol"]["throughput_rps"]
+    expected = (alice + carol) ** 2 / (3 * (alice**2 + carol**2))
+    assert res.summary["jain_fairness_index"] == pytest.approx(expected)
+    assert res.summary["jain_fairness_index"] < 0.7

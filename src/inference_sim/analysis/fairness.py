@@ -71,12 +71,15 @@ def tenant_metrics(
     rows: np.ndarray,
     duration_s: float,
     rejected: Mapping[str, int] | None = None,
+    dropped: Mapping[str, int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per tenant (sorted): requests, completed, rejected, throughput_rps, tokens_per_sec.
 
     ``rows`` are the request-log rows to count; ``rejected`` maps tenants to admission
-    rejections (requests that never reached an instance); ``duration_s`` is the run's
-    simulated duration (no throughput when it is 0).
+    rejections (requests that never reached an instance); ``dropped`` to requests that
+    reached an instance but were dropped as unservable (not in the log: they count in
+    ``requests`` and ``dropped``); ``duration_s`` is the run's simulated duration (no
+    throughput when it is 0).
     """
     e2e = np.frombuffer(log.e2e, dtype=np.int64)
     n_out = np.frombuffer(log.num_output, dtype=np.int64)
@@ -92,6 +95,11 @@ def tenant_metrics(
         name = tenant or DEFAULT_GROUP
         rejected_by[name] = rejected_by.get(name, 0) + int(n)
         acc.setdefault(name, [0, 0, 0])
+    dropped_by: dict[str, int] = {}
+    for tenant, n in (dropped or {}).items():
+        name = tenant or DEFAULT_GROUP
+        dropped_by[name] = dropped_by.get(name, 0) + int(n)
+        acc.setdefault(name, [0, 0, 0])[0] += int(n)
     out: dict[str, dict[str, Any]] = {}
     for tenant in sorted(acc):
         requests, completed, tokens = acc[tenant]
@@ -100,6 +108,7 @@ def tenant_metrics(
             "requests": requests,
             "completed": completed,
             "rejected": rejected_by.get(tenant, 0),
+            "dropped": dropped_by.get(tenant, 0),
             "throughput_rps": completed / duration_s if active else 0.0,
             "tokens_per_sec": tokens / duration_s if active else 0.0,
         }

@@ -156,12 +156,17 @@ class RunAnalysis:
         per_slo = slo_distributions(log, rows)
         if len(per_slo) >= 2:
             out["slo_distributions"] = per_slo
-        if self.any_tenant or log.tenant_id:
+        dropped: dict[str, int] = {}
+        for inst in outcome.instances:
+            for tenant, n in inst.stats.dropped_by_tenant.items():
+                dropped[tenant] = dropped.get(tenant, 0) + n
+        if self.any_tenant or log.tenant_id or any(dropped):
             tenants = tenant_metrics(
                 log,
                 rows,
                 float(summary.get("vllm_estimated_duration_s", 0.0)),
                 self.rejected_by_tenant,
+                dropped,
             )
             out["tenant_metrics"] = tenants
             out["jain_fairness_index"] = jain_index(

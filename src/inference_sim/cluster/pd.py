@@ -376,7 +376,7 @@ class PDClusterSimulator(ExtraEvents):
         dec = self.pd_instances[d]
         if dec.unservable(req):
             self.pd.dropped_unservable += 1
-            dec.stats.dropped_unservable += 1
+            dec.stats.count_drop(req)
             req.state = RequestState.DROPPED
             del self.decode_of[req.index]
             self.assigned[d] -= 1

@@ -124,7 +124,7 @@ class Instance:
         req.handled_by = self.index
         if self.kv.blocks_needed(req.num_prompt_tokens) > self.config.num_gpu_blocks:
             req.state = RequestState.DROPPED
-            self.stats.dropped_unservable += 1
+            self.stats.count_drop(req)
             return False
         req.state = RequestState.WAITING
         self.waiting.append(req)
@@ -330,7 +330,7 @@ class Instance:
                     if self._hidden:
                         self._hidden.pop(req.index, None)
                     req.state = RequestState.DROPPED
-                    stats.dropped_unservable += 1
+                    stats.count_drop(req)
                     self._retract_itl(req)  # a preempted request may have delivered
                     continue
                 stats.kv_allocation_failures += 1
@@ -550,5 +550,5 @@ class Instance:
     def _drop_running(self, req: Request) -> None:
         self.kv.free(req)
         req.state = RequestState.DROPPED
-        self.stats.dropped_unservable += 1
+        self.stats.count_drop(req)
         self._retract_itl(req)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class InstanceStats:
     """What an instance counts while it runs; metrics/ aggregates these after the run."""
@@ -9,6 +11,7 @@ class InstanceStats:
     __slots__ = (
         "cached_prompt_tokens",
         "completed",
+        "dropped_by_tenant",
         "dropped_unservable",
         "itl_group_histograms",
         "itl_histogram",
@@ -32,6 +35,9 @@ class InstanceStats:
         self.total_output_tokens = 0
         self.preemption_count = 0
         self.dropped_unservable = 0
+        # Dropped requests are not in the request log: per tenant id ("" without one),
+        # so tenant fairness counts them (analysis/fairness.py).
+        self.dropped_by_tenant: dict[str, int] = {}
         self.kv_allocation_failures = 0
         self.step_count = 0
         self.peak_kv_blocks = 0
@@ -49,6 +55,12 @@ class InstanceStats:
         self.spec_request_steps = 0  # decode steps of one request that verified drafts
         self.spec_draft_tokens = 0  # draft tokens verified
         self.spec_accepted_tokens = 0  # of those, accepted
+
+    def count_drop(self, req: Any) -> None:
+        """``req`` is dropped as unservable here: counted, and by tenant (fairness)."""
+        self.dropped_unservable += 1
+        tenant = req.tenant_id
+        self.dropped_by_tenant[tenant] = self.dropped_by_tenant.get(tenant, 0) + 1
 
     def retract_samples(self, values: list[int], group: int = -1) -> None:
         """Take ITL samples back out (a request that will not complete): from the
