@@ -692,3 +692,15 @@ def test_a_yaml_key_written_twice_is_refused_with_its_lines(tmp_path):
     result = invoke(["run", "--config", config])
     assert result.exit_code == 2
     assert "key 'num_requests' given twice (first on line 2)" in result.output
+
+
+def test_a_zero_falls_through_to_a_later_key_that_gives_the_value():
+    """``num_key_value_heads: 0`` with ``num_kv_heads: 8`` reads 8, the first non-zero
+    key (the reference's rule); a 0 that no later key replaces is still refused."""
+    from inference_sim.catalog.architecture import architecture_from_hf_config
+    from inference_sim.catalog.errors import CatalogError
+
+    both = dict(LLAMA_CONFIG, num_key_value_heads=0, num_kv_heads=8)
+    assert architecture_from_hf_config(both, "m").kv_heads == 8
+    with pytest.raises(CatalogError, match="num_key_value_heads: must be > 0"):
+        architecture_from_hf_config(dict(LLAMA_CONFIG, num_key_value_heads=0), "m")

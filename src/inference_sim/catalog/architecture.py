@@ -423,16 +423,20 @@ class _HFReader:
         return 0
 
     def positive_if_given(self, *keys: str) -> int:
-        """Like :meth:`first`, but a key that is present must be > 0 (issue 21).
-
-        ``num_key_value_heads: 0`` used to read as missing and default silently.
+        """Like :meth:`first`, but a key that is present must be > 0 unless a later key
+        gives the value (issue 21: ``num_key_value_heads: 0`` alone used to read as
+        missing and default silently; with ``num_kv_heads: 2`` after it, the reference
+        reads 2, the first non-zero key).
         """
+        bad: str | None = None
         for key in keys:
             if self.doc.get(key) is not None:
                 v = self.int(key)
-                if v <= 0:
-                    raise self.error(key, f"must be > 0 (or left out), got {self.doc[key]!r}")
-                return v
+                if v > 0:
+                    return v
+                bad = bad or key
+        if bad is not None:
+            raise self.error(bad, f"must be > 0 (or left out), got {self.doc[bad]!r}")
         return 0
 
     def required(self, key: str) -> int:
