@@ -76,7 +76,6 @@ from inference_sim.latency.calibrated import (
     penalized_sampling,
 )
 from inference_sim.latency.fidelity import log_line as fidelity_log_line
-from inference_sim.latency.fidelity import run_fidelity, scope_caveats
 from inference_sim.latency.registry import create_latency_model, lookup_latency_model
 
 log = logging.getLogger("inference_sim")
@@ -1285,11 +1284,6 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         except LatencyConfigError as exc:
             raise ConfigError(f"--latency-coeffs: {exc}") from None
         assert lat.gpu is not None
-        fid = run_fidelity("calibrated", model, lat.architecture, lat.gpu.name,
-                           options["tp"], options["latency_coeffs"])  # fmt: skip
-        if fid is not None:
-            scope_caveats(fid, options)
-            notes.append(fidelity_log_line(fid))
     try:
         # Built once here so a bad model (or plug-in) fails before the run starts.
         probe = create_latency_model(
@@ -1386,9 +1380,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         latency_coeffs=coeffs,
         inline_trace=inline.trace,
     )
-    if pools:  # the fidelity line covers both pools (their GPU, TP, latency model)
-        fid = plan_fidelity(plan)
-        notes[:] = [n for n in notes if not n.startswith("fidelity: ")]
-        if fid is not None:
-            notes.append(fidelity_log_line(fid))
+    fid = plan_fidelity(plan)  # both pools of a P/D run (their GPU, TP, latency model)
+    if fid is not None:
+        notes.append(fidelity_log_line(fid))
     return plan

@@ -40,6 +40,26 @@ from inference_sim.metrics.request_log import RequestLog
 
 WaitQueueOrder = Callable[[deque[Request], int], None]
 
+
+def forget_itl_runs(req: Request) -> None:
+    """Clear what a stepper keeps to retract ``req``'s ITL samples (``_note_break``):
+    it completed, was retracted, or starts afresh on another instance."""
+    req.itl_pending = None
+    req.itl_run = -1
+    req.itl_step = -2
+
+
+def record_itl_break(req: Request, sample: int, first: int, last: int) -> None:
+    """Append one ``itl_pending`` record: a sample counted on its own, and the run of
+    consecutive-step deliveries (steps ``first``..``last``; -1: none) it ended."""
+    record = (sample, first, last)
+    pending = req.itl_pending
+    if pending is None:
+        req.itl_pending = array("q", record)
+    else:
+        pending.extend(record)
+
+
 __all__ = ["Instance", "InstanceStats", "WaitQueueOrder", "prefill_chunk"]
 
 
@@ -129,9 +149,7 @@ class Instance:
         req.state = RequestState.WAITING
         self.waiting.append(req)
         self.stats.total_input_tokens += req.num_prompt_tokens
-        req.itl_pending = None  # ITL runs are per instance (step numbers are)
-        req.itl_run = -1
-        req.itl_step = -2
+        forget_itl_runs(req)  # ITL runs are per instance (step numbers are)
         if self.step_pending:
             if self.async_scheduling and self._wake_step != self.stats.step_count:
                 # A step is in flight and the next one is already formed: the request
@@ -465,8 +483,7 @@ class Instance:
         """``req`` delivered its last token at ``end``: free its KV, count and log it."""
         req.state = RequestState.FINISHED
         req.finish_time = end
-        req.itl_pending = None  # completed: its samples stay counted
-        req.itl_run = -1
+        forget_itl_runs(req)  # completed: its samples stay counted
         self.kv.free(req)
         self.stats.completed += 1
         if self.async_scheduling:
@@ -506,12 +523,7 @@ class Instance:
         plus the output overhead, so they need no record: the per-token cost is one
         compare. ``req.itl_run`` is the first step of the run still open.
         """
-        record = (sample, req.itl_run, req.itl_step - 1)
-        pending = req.itl_pending
-        if pending is None:
-            req.itl_pending = array("q", record)
-        else:
-            pending.extend(record)
+        record_itl_break(req, sample, req.itl_run, req.itl_step - 1)
         req.itl_run = step
 
     def _itl_samples(self, req: Request) -> list[int]:
@@ -533,8 +545,7 @@ class Instance:
         samples = self._itl_samples(req)
         if samples:
             self.stats.retract_samples(samples, req.itl_group)
-        req.itl_pending = None
-        req.itl_run = -1
+        forget_itl_runs(req)
 
     # --- helpers -------------------------------------------------------------------
     def _preempt(self, victim: Request) -> None:

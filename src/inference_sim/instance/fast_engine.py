@@ -40,7 +40,7 @@ from bisect import bisect_left
 
 from inference_sim.core.request import Request, RequestState
 from inference_sim.core.time import NEVER
-from inference_sim.instance.engine import Instance, prefill_chunk
+from inference_sim.instance.engine import Instance, prefill_chunk, record_itl_break
 
 
 class _Track:
@@ -486,11 +486,7 @@ class FastInstance(Instance):
             hist[sample] = hist.get(sample, 0) + 1
             if req.itl_group >= 0:
                 stats.add_group_samples(req.itl_group, sample, 1)
-            pending = req.itl_pending
-            if pending is None:
-                req.itl_pending = array("q", (sample, -1, -1))  # a sample, no step run
-            else:
-                pending.extend((sample, -1, -1))
+            record_itl_break(req, sample, -1, -1)  # its own sample; bulk runs are epochs
             tr = req.engine_state
             tr.gap = False  # type: ignore[attr-defined]
             tr.run_from = self.epoch + 1  # type: ignore[attr-defined]  # bulk from the next step

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from inference_sim.core.batch import StepBatch
 from inference_sim.core.request import Request, RequestState
-from inference_sim.instance.engine import Instance
+from inference_sim.instance.engine import Instance, forget_itl_runs
 
 __all__ = ["PREFILL_ONLY", "PDInstance"]
 
@@ -148,9 +148,7 @@ class PDInstance(Instance):
         req.state = RequestState.RUNNING
         req.num_computed_tokens = req.num_prompt_tokens - 1
         req.prefill_target = req.num_prompt_tokens
-        req.itl_pending = None  # ITL runs are per instance
-        req.itl_run = -1
-        req.itl_step = -2
+        forget_itl_runs(req)  # ITL runs are per instance
         self.kv.cache_blocks(req, req.num_computed_tokens)  # the pulled KV has arrived
         self.running.append(req)
         return self._wake()
