@@ -485,6 +485,7 @@ class Instance:
         req.finish_time = end
         forget_itl_runs(req)  # completed: its samples stay counted
         self.kv.free(req)
+        self.kv.forget_hashes(req)
         self.stats.completed += 1
         if self.async_scheduling:
             # The next step was formed before this one ended: the request still held

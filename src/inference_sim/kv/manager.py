@@ -160,6 +160,14 @@ class KVCacheManager:
         return self.chained_hashes(req, self.block_size, upto)
 
     @staticmethod
+    def forget_hashes(req: Request) -> None:
+        """Drop ``req``'s memoised block hashes: it completed, nothing looks them up
+        again (the router fills them for every prompt block; kept, a million finished
+        requests would hold them all)."""
+        req._block_hashes = None
+        req._hash_block_size = 0
+
+    @staticmethod
     def chained_hashes(req: Request, block_size: int, upto: int) -> list[int]:
         """Chained hashes of the request's first ``upto`` full blocks, at least (memoised
         on the request: prefix-cache lookups and the router's prefix scorer share them)."""
