@@ -73,7 +73,21 @@ def test_reference_field_rules(tmp_path):
     a = architecture_from_hf_config(doc, "cfg")
     assert a.kv_heads == 4  # default H
     assert a.dense_ffn == 256  # 0 -> 4d
-    assert a.dtype_bytes == 4
+    # vLLM's --dtype auto serves a float32 checkpoint in 16 bits (the reference says 4)
+    assert a.dtype_bytes == 2
+
+
+def test_float32_checkpoint_is_served_in_16_bits():
+    """vLLM's --dtype auto casts a float32 checkpoint to 16 bits: same weights and KV."""
+    from inference_sim.catalog.capacity import derive_kv_blocks
+
+    base = {"num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32}
+    f32 = architecture_from_hf_config({**base, "torch_dtype": "float32"}, "cfg")
+    bf16 = architecture_from_hf_config({**base, "torch_dtype": "bfloat16"}, "cfg")
+    assert f32.weight_bytes() == bf16.weight_bytes()
+    assert f32.kv_bytes_per_token(1) == bf16.kv_bytes_per_token(1)
+    gpu = load_catalog().gpu("H100")
+    assert derive_kv_blocks(f32, gpu, 1).blocks == derive_kv_blocks(bf16, gpu, 1).blocks > 0
 
 
 @pytest.mark.parametrize(

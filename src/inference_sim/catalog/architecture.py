@@ -447,6 +447,14 @@ class _HFReader:
         return v
 
 
+#: Bytes per parameter vLLM serves a float32 checkpoint at: ``--dtype auto`` (the
+#: default) casts float32 models to a 16-bit type (float16 before v0.10.1, bfloat16
+#: since; ``ModelConfig._get_and_verify_dtype`` / ``_resolve_auto_dtype``), so their
+#: weights and KV cache take 2 bytes per element on the GPU. The reference prices them
+#: at 4; no golden case uses a float32 model (docs/differences.md).
+SERVED_FLOAT32_BYTES = 2.0
+
+
 def _dtype_bytes(r: _HFReader) -> float:
     for key in ("torch_dtype", "dtype"):
         value = r.doc.get(key)
@@ -455,6 +463,8 @@ def _dtype_bytes(r: _HFReader) -> float:
         if not isinstance(value, str):
             raise r.error(key, f"expected a dtype name, got {value!r}")
         name = value.lower().removeprefix("torch.")
+        if name == "float32":
+            return SERVED_FLOAT32_BYTES
         if name in DTYPE_BYTES:
             return DTYPE_BYTES[name]
         raise r.error(key, f"unknown dtype {value!r}; known: {', '.join(sorted(DTYPE_BYTES))}")
