@@ -322,3 +322,17 @@ def test_plan_table_says_how_far_each_calibrated_candidate_can_be_trusted() -> N
     text = format_plan(outcome)
     assert "calibrated model on H100 (measured): expected |error| E2E" in text
     assert "calibrated model on L40S (datasheet): expected |error| E2E" in text
+
+
+def test_a_probe_the_horizon_cuts_short_says_so() -> None:
+    """Requests still in flight at --horizon make the probe miss; the reason names it."""
+    from inference_sim.metrics.slo import violations
+
+    cut = {"injected_requests": 10, "completed_requests": 4, "still_queued": 1, "still_running": 5}
+    (reason,) = violations([], cut)
+    assert reason == (
+        "served 4 of 10 requests (0 rejected, 6 unfinished when the run ended: "
+        "raise or drop --horizon)"
+    )
+    rejected = {"injected_requests": 10, "completed_requests": 9, "rejected_requests": 2}
+    assert violations([], rejected) == ["served 9 of 10 requests (2 rejected)"]

@@ -100,6 +100,13 @@ def served_everything(summary: Mapping[str, Any]) -> bool:
     )
 
 
+def _unfinished_note(summary: Mapping[str, Any]) -> str:
+    """Say how many requests the run's end (its ``--horizon``) left unfinished: a
+    horizon shorter than the workload makes every probe of ``blis plan`` miss."""
+    left = int(summary.get("still_queued", 0) or 0) + int(summary.get("still_running", 0) or 0)
+    return f", {left} unfinished when the run ended: raise or drop --horizon" if left else ""
+
+
 def violations(objectives: Sequence[Objective], summary: Mapping[str, Any]) -> list[str]:
     """Why ``summary`` misses the objectives (empty: it meets them)."""
     out: list[str] = []
@@ -107,7 +114,9 @@ def violations(objectives: Sequence[Objective], summary: Mapping[str, Any]) -> l
         out.append(
             f"served {summary.get('completed_requests', 0)} of "
             f"{summary.get('injected_requests', 0)} requests "
-            f"({summary.get('rejected_requests', 0)} rejected)"
+            f"({summary.get('rejected_requests', 0)} rejected"
+            + _unfinished_note(summary)
+            + ")"
         )
     for obj in objectives:
         value = summary.get(obj.metric)
