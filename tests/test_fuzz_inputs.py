@@ -13,15 +13,18 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from click.testing import CliRunner
 from hypothesis import given
@@ -233,8 +236,24 @@ DEFAULTS_SEED = {
 }
 
 
+_BASE: Path | None = None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fuzz_base() -> Iterator[None]:
+    """One folder for every example's files, removed when the module ends: hypothesis
+    runs hundreds of examples per test and cannot take pytest's tmp_path per example."""
+    global _BASE
+    _BASE = Path(tempfile.mkdtemp(prefix="blis-fuzz-"))
+    try:
+        yield
+    finally:
+        shutil.rmtree(_BASE, ignore_errors=True)
+        _BASE = None
+
+
 def _tmp() -> Path:
-    return Path(tempfile.mkdtemp(prefix="blis-fuzz-"))
+    return Path(tempfile.mkdtemp(prefix="blis-fuzz-", dir=_BASE))
 
 
 def _dump(doc: Any) -> str:
