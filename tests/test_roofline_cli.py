@@ -229,3 +229,35 @@ def test_trained_alpha_is_not_stacked_on_the_roofline_step():
     # An explicit alpha is the user's choice and is added as given.
     stacked = simulate(**opts, alpha_coeffs="0,0,19547.4").summary["itl_mean_ms"]
     assert stacked == pytest.approx(itl + 19.547, abs=0.01)
+
+
+def test_a_derived_cache_too_small_for_max_model_len_is_refused_as_vllm_does():
+    """vLLM's check_enough_kv_cache_memory: no start when one max-length request cannot fit."""
+    base = {"model": "meta-llama/llama-3.1-70b-instruct", "hardware": "H200", "tp": 1,
+            "latency_model": "calibrated", "gpu_memory_utilization": 0.95}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"holds 736 tokens \(46 blocks\), less than one "
+                       r"request of --max-model-len 4096"):  # fmt: skip
+        resolve({**base, "max_model_len": 4096})
+    assert resolve({**base, "max_model_len": 512}).engine.num_gpu_blocks == 46
+    # a count the user gives is simulated as given (the reference's behaviour)
+    given = resolve({**base, "max_model_len": 4096, "total_kv_blocks": 46})
+    assert given.engine.num_gpu_blocks == 46
+
+
+def test_given_blocks_for_weights_that_cannot_load_warn(sim_log):
+    opts = {"model": "meta-llama/llama-3.3-70b-instruct", "hardware": "L4", "tp": 1,
+            "latency_model": "calibrated", "total_kv_blocks": 1000}  # fmt: skip
+    plan = resolve(opts)
+    assert plan.engine.num_gpu_blocks == 1000
+    (line,) = {r.getMessage() for r in sim_log.records if "does not fit on L4" in r.getMessage()}
+    assert "vLLM could not load it; the run uses --total-kv-blocks 1000 as given" in line
+    sim_log.clear()
+    resolve({**opts, "hardware": "H100", "tp": 4})
+    assert not [r for r in sim_log.records if "does not fit" in r.getMessage()]
+
+
+@pytest.mark.parametrize(("size", "blocks"), [(16, 29205), (32, 14602), (8, 58410)])
+def test_a_trained_block_count_follows_the_block_size(size, blocks):
+    """The trained count is memory in 16-token blocks: other sizes hold the same tokens."""
+    plan = resolve({"model": LLAMA, "hardware": "H100", "tp": 1, "block_size_in_tokens": size})
+    assert plan.engine.num_gpu_blocks == blocks

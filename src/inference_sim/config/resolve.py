@@ -681,10 +681,14 @@ def _resolve_roofline(
         if not cap.fits:
             raise ConfigError(
                 f"{model} does not fit on {gpu.name} at TP={o['tp']} ({cap.explain()}); "
-                "use a larger --tp, a GPU with more memory, or give --total-kv-blocks"
+                "vLLM could not start it: use a larger --tp, a GPU with more memory or a "
+                "higher --gpu-memory-utilization"
             )
+        _check_max_model_len_fits(cap.blocks, o, model, gpu.name)
         blocks = cap.blocks
         notes.append(f"{mode}: KV cache derived from GPU memory: {cap.explain()}")
+    elif "total_kv_blocks" in explicit:
+        _warn_if_weights_do_not_fit(o, arch, gpu, model)
     if mode != "roofline":
         if any(alpha):
             log.warning(
@@ -888,21 +892,85 @@ def _resolve_latency(
     return _because(lat, _trained_reason(found))
 
 
+def _check_max_model_len_fits(blocks: int, o: dict[str, Any], model: str, gpu: str) -> None:
+    """vLLM refuses to start when its KV cache cannot hold one request of
+    ``--max-model-len`` tokens (``check_enough_kv_cache_memory``, vllm/v1/core/
+    kv_cache_utils.py); a derived capacity gets the same refusal instead of a run that
+    drops most requests as unservable. A count the user gives is simulated as given."""
+    max_len = int(o["max_model_len"])
+    tokens = blocks * int(o["block_size_in_tokens"])
+    if max_len > 0 and tokens < max_len:
+        raise ConfigError(
+            f"the KV cache derived for {model} on {gpu} at TP={o['tp']} holds {tokens} tokens "
+            f"({blocks} blocks), less than one request of --max-model-len {max_len}; vLLM "
+            "refuses to start such a deployment: lower --max-model-len, use a larger --tp, a "
+            "GPU with more memory or a higher --gpu-memory-utilization, or give "
+            "--total-kv-blocks"
+        )
+
+
+def _warn_if_weights_do_not_fit(
+    o: dict[str, Any], arch: ModelArchitecture | None, gpu: GpuSpec | None, model: str
+) -> None:
+    """A given ``--total-kv-blocks`` is simulated as given (the reference does), but a
+    deployment whose weights and working memory exceed the GPU could not be loaded by
+    vLLM at all: say so rather than print latencies for it silently."""
+    if arch is None or gpu is None or gpu.usable_memory_bytes <= 0 or o["tp"] <= 0:
+        return
+    try:
+        cap = derive_kv_blocks(
+            arch,
+            gpu,
+            o["tp"],
+            block_size=max(1, int(o["block_size_in_tokens"])),
+            gpu_memory_utilization=o["gpu_memory_utilization"],
+            max_num_batched_tokens=o["max_num_scheduled_tokens"],
+            lora_bytes=lora_gpu_bytes(o, arch),
+        )
+    except ValueError:
+        return
+    if not cap.fits:
+        log.warning(
+            "%s does not fit on %s at TP=%s (%s): vLLM could not load it; the run uses "
+            "--total-kv-blocks %s as given",
+            model,
+            gpu.name,
+            o["tp"],
+            cap.explain(),
+            o["total_kv_blocks"],
+        )
+
+
+#: Block size (tokens) of every trained entry's KV count: vLLM's default on CUDA GPUs.
+TRAINED_BLOCK_SIZE = 16
+
+
 def _kv_dtype_scaled(
     blocks: int, o: dict[str, Any], arch: ModelArchitecture | None, notes: list[str]
 ) -> int:
-    """A trained block count (measured with KV in the model's dtype) under
-    ``--kv-cache-dtype``: the same memory holds dtype / KV-dtype times the blocks."""
+    """A trained block count (measured in 16-token blocks with KV in the model's dtype)
+    under ``--kv-cache-dtype`` and ``--block-size-in-tokens``: the same memory holds
+    dtype / KV-dtype times the blocks, and 16 / block-size times as many blocks."""
     kv_bytes = kv_dtype_bytes(o["kv_cache_dtype"])
     model_bytes = arch.dtype_bytes if arch is not None else 2.0
-    if not kv_bytes or kv_bytes == model_bytes:
-        return blocks
-    scaled = int(blocks * model_bytes / kv_bytes)
-    notes.append(
-        f"--kv-cache-dtype {o['kv_cache_dtype']}: the trained entry's {blocks} blocks held "
-        f"{model_bytes:g}-byte KV; {scaled} blocks of {kv_bytes:g}-byte KV fit the same memory"
-    )
-    return scaled
+    if kv_bytes and kv_bytes != model_bytes:
+        scaled = int(blocks * model_bytes / kv_bytes)
+        notes.append(
+            f"--kv-cache-dtype {o['kv_cache_dtype']}: the trained entry's {blocks} blocks held "
+            f"{model_bytes:g}-byte KV; {scaled} blocks of {kv_bytes:g}-byte KV fit the same "
+            "memory"
+        )
+        blocks = scaled
+    size = int(o["block_size_in_tokens"])
+    if size > 0 and size != TRAINED_BLOCK_SIZE:
+        scaled = blocks * TRAINED_BLOCK_SIZE // size
+        notes.append(
+            f"--block-size-in-tokens {size}: the trained entry's {blocks} blocks were "
+            f"{TRAINED_BLOCK_SIZE}-token blocks; {scaled} blocks of {size} tokens fit the "
+            "same memory"
+        )
+        blocks = scaled
+    return blocks
 
 
 def _trained_reason(found: Any) -> str:

@@ -114,9 +114,7 @@ def violations(objectives: Sequence[Objective], summary: Mapping[str, Any]) -> l
         out.append(
             f"served {summary.get('completed_requests', 0)} of "
             f"{summary.get('injected_requests', 0)} requests "
-            f"({summary.get('rejected_requests', 0)} rejected"
-            + _unfinished_note(summary)
-            + ")"
+            f"({summary.get('rejected_requests', 0)} rejected" + _unfinished_note(summary) + ")"
         )
     for obj in objectives:
         value = summary.get(obj.metric)
