@@ -146,6 +146,28 @@ def test_no_speculation_past_the_output_length_and_prefills_not_speculated() -> 
     assert sum(inst.stats.itl_histogram.values()) == 1
 
 
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_lookahead_slots_stop_at_the_last_token(k: int) -> None:
+    """A request that exactly fills the cache (100 + 60 tokens in 10 blocks of 16) finishes
+    under EAGLE: the k lookahead slots never reach past its last token (vLLM caps them at
+    max_model_len, which its start-up check fits in the cache)."""
+    spec = SpeculativeConfig(method="eagle", num_tokens=k, acceptance=(1.0,) * k)
+    inst = SpecInstance(0, _engine(spec, blocks=10), BudgetSpy((100.0, 1.0, 1.0)))
+    req = make_request(0, 0, 100, 60)
+    out = ClusterSimulator([inst], check_invariants=True).run([req])
+    assert req.state is RequestState.FINISHED and req.delivered == 60
+    assert not any(i.stats.dropped_unservable for i in out.instances)
+
+
+def test_long_drafts_with_block_hashing_run() -> None:
+    """k lookahead slots past the sequence end made the CPU tier's block hashing index
+    past the last token (IndexError); capped, the run completes every request."""
+    summary, _ = _run(
+        speculative_method="eagle", num_speculative_tokens=20, kv_cpu_blocks=100, num_requests=20
+    )
+    assert summary["completed_requests"] == 20
+
+
 def test_one_itl_sample_per_delivery_event() -> None:
     inst = SpecInstance(0, _engine(_spec(3, 1.0)), BudgetSpy((100.0, 1.0, 1.0)))
     req = make_request(0, 0, 16, 9)  # first token, then 4 + 4

@@ -169,6 +169,13 @@ class SpecInstance(Instance):
                     k = threshold - 1  # vLLM caps every request's tokens by the threshold
                 n = 1 + k
                 slots = n + lookahead if k else n
+                # Lookahead slots stop at the request's last token: vLLM caps them at
+                # max_model_len, which its start-up check makes fit the cache, so a
+                # request that fits is never refused for them (and past its last token
+                # there is nothing to hash).
+                end = req.num_prompt_tokens + req.num_output_tokens - computed
+                if slots > end:
+                    slots = end if end > n else n
             else:
                 k = 0
                 n = slots = prefill_chunk(req.prefill_target - computed, threshold, budget)
