@@ -100,25 +100,72 @@ def test_a_datasheet_gpu_adds_the_measured_datasheet_transfer_error() -> None:
     mean_decode = statistics.fmean(r["decode_ape"] for r in rows)
     assert transfer["step_error_pct"]["e2e"] == round(mean_decode, 1)
     assert transfer["step_error_max_pct"]["ttft"] == max(r["prefill_ape"] for r in rows)
-    l40s = assess(QWEN, _arch(QWEN), "L40S", 2)
+    h200 = assess(QWEN, _arch(QWEN), "H200", 2)  # the H100's (measured) efficiencies
     h100 = assess(QWEN, _arch(QWEN), "H100", 2)
-    assert l40s["gpu_domain"] == "datasheet" and not l40s["lower_bound"]
-    assert any("L40S" in c and "A100-SXM's measured efficiencies" in c for c in l40s["caveats"])
+    assert h200["gpu_domain"] == "datasheet" and not h200["lower_bound"]
     for metric in ("e2e", "tpot", "ttft"):
         for key, part in (("median", "step_error_pct"), ("max", "step_error_max_pct")):
             want = h100["expected_abs_error_pct"][metric][key] + transfer[part][metric]
-            assert l40s["expected_abs_error_pct"][metric][key] == pytest.approx(want, abs=0.051)
-    assert "datasheet with the other GPU's efficiencies" in l40s["basis"]
+            assert h200["expected_abs_error_pct"][metric][key] == pytest.approx(want, abs=0.051)
+    assert "datasheet with the other GPU's efficiencies" in h200["basis"]
+    # A GPU priced with a profiled sibling's efficiencies (L40S, A100-40GB: the A100's)
+    # is at least as uncertain as the sibling: per metric, the larger of the two errors.
+    a100_step = table["gpus"]["A100-SXM"]["step_error_pct"]
+    for gpu in ("L40S", "A100-40GB"):
+        fid = assess(QWEN, _arch(QWEN), gpu, 2)
+        assert fid["gpu_domain"] == "datasheet" and not fid["lower_bound"]
+        assert any("A100-SXM's measured efficiencies" in c for c in fid["caveats"])
+        assert "or of A100-SXM itself" in fid["basis"]
+        for metric in ("e2e", "tpot", "ttft"):
+            add = max(transfer["step_error_pct"][metric], a100_step[metric])
+            want = h100["expected_abs_error_pct"][metric]["median"] + add
+            got = fid["expected_abs_error_pct"][metric]["median"]
+            assert got == pytest.approx(want, abs=0.051)
+            a100 = assess(QWEN, _arch(QWEN), "A100-SXM", 2)["expected_abs_error_pct"][metric]
+            assert got >= a100["median"]
     # Without the leave-one-GPU-out rows the figure is only a lower bound.
     bare = {**table, "datasheet_gpu": None}
-    old = assess(QWEN, _arch(QWEN), "L40S", 2, table=bare)
+    old = assess(QWEN, _arch(QWEN), "H200", 2, table=bare)
     assert old["lower_bound"] and old["expected_abs_error_pct"] == h100["expected_abs_error_pct"]
+
+
+def test_a_gpu_of_a_generation_nobody_profiled_is_a_lower_bound() -> None:
+    for gpu in ("MI300X", "B200"):
+        fid = assess(QWEN, _arch(QWEN), gpu, 1)
+        assert fid["lower_bound"]
+        assert any("no profiled GPU runs its kernel generation" in c for c in fid["caveats"])
+
+
+def test_an_unseen_tp_is_no_better_than_the_nearest_trained_tp() -> None:
+    by_tp = fidelity_table()["errors"]["held_out_dense_by_tp"]
+    tp8 = assess(QWEN, _arch(QWEN), "H100", 8)
+    assert tp8["expected_abs_error_pct"]["e2e"]["median"] == by_tp["4"]["e2e"]["median"]
+    tp3 = assess(QWEN, _arch(QWEN), "H100", 3)["expected_abs_error_pct"]
+    for metric in ("e2e", "tpot", "ttft"):
+        want = max(by_tp["2"][metric]["median"], by_tp["4"][metric]["median"])
+        assert tp3[metric]["median"] == want
+
+
+@pytest.mark.parametrize(
+    ("model", "kind"),
+    [
+        ("redhatai/qwen2.5-7b-instruct-quantized.w4a16", "4-bit"),
+        ("redhatai/qwen2.5-7b-instruct-quantized.w8a8", "INT8 W8A8"),
+        ("redhatai/qwen2.5-7b-instruct-fp8-dynamic", "FP8"),
+    ],
+)
+def test_quantized_checkpoints_outside_training_are_a_lower_bound(model: str, kind: str) -> None:
+    fid = assess(model, _arch(model), "H100", 1)
+    assert fid["lower_bound"]
+    assert any(c.startswith(f"{kind} weights") for c in fid["caveats"])
+    scout = "redhatai/llama-4-scout-17b-16e-instruct-fp8-dynamic"  # the training model
+    assert not any("weights (" in c for c in assess(scout, _arch(scout), "H100", 2)["caveats"])
 
 
 def test_outside_the_domain_is_flagged_as_a_lower_bound() -> None:
     tp8 = assess(QWEN, _arch(QWEN), "H100", 8)
     assert not tp8["tp_seen"] and tp8["lower_bound"]
-    assert "all dense models" in tp8["basis"]
+    assert "nearest trained TP (4)" in tp8["basis"]
     mix = "mistralai/mixtral-8x7b-instruct-v0.1"
     moe = assess(mix, _arch(mix), "H100", 2)
     assert moe["moe"] and "MoE model" in moe["basis"]

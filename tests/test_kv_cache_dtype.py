@@ -84,6 +84,26 @@ def test_online_fp8_weights_stream_one_byte_and_double_the_gemm_peak_on_fp8_gpus
     assert plan.options["total_kv_blocks"] > bf16_blocks
 
 
+@pytest.mark.parametrize(
+    ("model", "gpu_name", "doubled"),
+    [
+        ("redhatai/qwen2.5-7b-instruct-quantized.w8a8", "A100-SXM", True),  # INT8 cores
+        ("redhatai/qwen2.5-7b-instruct-quantized.w8a8", "H100", True),
+        ("redhatai/qwen2.5-7b-instruct-fp8-dynamic", "A100-SXM", False),  # no FP8 cores
+        ("redhatai/qwen2.5-7b-instruct-fp8-dynamic", "H100", True),
+        ("redhatai/qwen2.5-7b-instruct-quantized.w4a16", "H100", False),  # weight-only
+    ],
+)
+def test_int8_and_fp8_w8a8_checkpoints_double_the_gemm_peak_where_the_cores_exist(
+    model: str, gpu_name: str, doubled: bool
+) -> None:
+    gpu = load_catalog().gpu(gpu_name)
+    arch, base = bundled_architecture(model), bundled_architecture("qwen/qwen2.5-7b-instruct")
+    assert arch is not None and base is not None
+    quantized = CalibratedLatencyModel(arch, gpu, 1).shape.gemm_peak
+    assert quantized == CalibratedLatencyModel(base, gpu, 1).shape.gemm_peak * (1 + doubled)
+
+
 def test_online_fp8_selects_the_calibrated_model_and_refuses_what_it_cannot_price() -> None:
     auto = _plan(LLAMA, quantization="fp8")
     assert auto.options["latency_model"] == "calibrated"

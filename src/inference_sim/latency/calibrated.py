@@ -123,6 +123,12 @@ _DEFAULT_INTERCONNECT = (300.0, 1.0)
 #: GPUs with FP8 tensor cores: FP8 (W8A8) checkpoints run their GEMMs at twice the
 #: BF16 peak there.
 _FP8_GPUS = frozenset({"H100", "H100-PCIe", "H200", "B200", "L40S", "L4", "MI300X"})
+#: GPUs with INT8 tensor (matrix) cores at twice the BF16 rate (every GPU of the catalog,
+#: Ampere included): INT8 W8A8 checkpoints (``quantized.w8a8``: compressed-tensors INT8
+#: weights and per-token INT8 activations, vLLM's CUTLASS ``scaled_mm``) run there at 2x.
+_INT8_GPUS = frozenset(
+    {"A100-SXM", "A100-40GB", "A10G", "L4", "L40S", "H100", "H100-PCIe", "H200", "B200", "MI300X"}
+)
 
 
 #: The GEMM and attention kernel generation vLLM runs on each GPU. Ada (L40S, L4) and
@@ -705,15 +711,14 @@ class StepShape:
         # FP8 activations (W8A8 / fp8-dynamic checkpoints) double the GEMM peak on GPUs
         # with FP8 tensor cores; weight-only quantization computes at 16 bits.
         name = arch.name.lower()
-        fp8 = (
-            q is not None
-            and q.bytes_per_param == 1.0
-            and (q.w8a8 or "fp8" in name or "w8a8" in name)
-        )
-        self.gemm_peak = self.peak * (2.0 if fp8 and gpu.name in _FP8_GPUS else 1.0)
+        eight_bit = q is not None and q.bytes_per_param == 1.0
+        fp8 = eight_bit and (q.w8a8 or "fp8" in name or "w8a8" in name)  # type: ignore[union-attr]
+        int8 = fp8 and "w8a8" in name and "fp8" not in name and not q.w8a8  # type: ignore[union-attr]
+        quantized_gemms = gpu.name in (_INT8_GPUS if int8 else _FP8_GPUS) if fp8 else False
+        self.gemm_peak = self.peak * (2.0 if quantized_gemms else 1.0)
         # Per-layer fixed cost in dense-layer units: MoE layers run more small kernels.
         self.layer_units = float(arch.layers) + self.moe_layers * (
-            moe_extra_kernels(arch, fp8 and self.quantized_experts and gpu.name in _FP8_GPUS)
+            moe_extra_kernels(arch, quantized_gemms and self.quantized_experts)
             / DENSE_LAYER_KERNELS
         )
         # Attention.

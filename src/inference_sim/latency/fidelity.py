@@ -26,7 +26,7 @@ from functools import cache
 from typing import Any
 
 from inference_sim.catalog.architecture import ModelArchitecture, bundled_architecture
-from inference_sim.latency.calibrated import gpu_correction
+from inference_sim.latency.calibrated import gpu_correction, kernel_family
 
 __all__ = [
     "FIDELITY_PATH",
@@ -210,10 +210,32 @@ def _basis(
             f"leave-one-model-out rows of the MoE model{'s' if len(moe_models) > 1 else ''} "
             f"in training ({', '.join(moe_models)})"
         )
-    per_tp = errors["held_out_dense_by_tp"].get(str(tp))
-    if per_tp is not None and per_tp["e2e"]["rows"] >= MIN_ROWS_PER_TP:
-        return per_tp, f"leave-one-model-out rows of dense models at TP {tp}"
-    return errors["held_out_dense"], "leave-one-model-out rows of all dense models"
+    by_tp = {
+        int(k): v
+        for k, v in errors["held_out_dense_by_tp"].items()
+        if v["e2e"]["rows"] >= MIN_ROWS_PER_TP
+    }
+    if tp in by_tp:
+        return by_tp[tp], f"leave-one-model-out rows of dense models at TP {tp}"
+    below = [t for t in by_tp if t < tp]
+    above = [t for t in by_tp if t > tp]
+    near = sorted({max(below)} if below else set()) + ([min(above)] if above else [])
+    if not near:
+        return errors["held_out_dense"], "leave-one-model-out rows of all dense models"
+    # An unseen degree: the worse of the nearest measured degrees on either side (the
+    # errors grow with TP in the table, so all dense rows, mostly TP 1, would understate).
+    merged = {
+        name: {
+            "median": max(by_tp[t][name]["median"] for t in near),
+            "max": max(by_tp[t][name]["max"] for t in near),
+            "rows": sum(by_tp[t][name]["rows"] for t in near),
+        }
+        for name, _ in METRICS
+    }
+    return merged, (
+        "leave-one-model-out rows of dense models at the nearest trained TP "
+        f"({' and '.join(map(str, near))}), the worse of them"
+    )
 
 
 def assess(
@@ -274,12 +296,27 @@ def assess(
             "before per-GPU efficiencies were fitted, found TPOT and E2E 8-24 % too fast "
             "with the H100's)"
         )
+        sibling = _sibling(table, gpu)
+        own = table["gpus"][sibling].get("step_error_pct") if sibling else None
         if transfer:
-            _add_step_error(expected, transfer["step_error_pct"], transfer["step_error_max_pct"])
+            median, worst = transfer["step_error_pct"], transfer["step_error_max_pct"]
+            if own:
+                # Priced with the sibling's measured efficiencies: at least its own error.
+                median = {k: max(float(v), float(own.get(k, 0.0))) for k, v in median.items()}
+                worst = {k: max(float(v), float(own.get(k, 0.0))) for k, v in worst.items()}
+            _add_step_error(expected, median, worst)
             basis += f", plus the step-time error of {transfer['basis']}"
+            if own:
+                basis += f" or of {sibling} itself, whichever is larger"
         else:
             lower_bound = True
             datasheet_note += "; expect more than the figures given"
+        if sibling is None and not gpu_measured:
+            lower_bound = True
+            datasheet_note += (
+                "; no profiled GPU runs its kernel generation, and the datasheet transfer "
+                "was checked between A100 and H100 only"
+            )
         caveats.append(datasheet_note)
     if not tp_seen:
         lower_bound = True
@@ -296,6 +333,15 @@ def assess(
         )
         if tp not in moe_tps:
             lower_bound = True
+    quant = arch.quantization
+    if quant is not None and model not in training["models"] and not quant.w8a8:
+        kind = _quantization_kind(model, quant.bytes_per_param)
+        lower_bound = True
+        caveats.append(
+            f"{kind} weights ({quant.scope} layers): the only quantized training model "
+            "(Llama-4-Scout FP8-dynamic) quantizes its MoE feed-forward layers; these "
+            "GEMM and weight costs are extrapolated"
+        )
     if seen == "no":
         caveats.append(
             f"model family {family!r} is not in training (seen: {', '.join(families)}); "
@@ -420,6 +466,28 @@ def combine_pools(
         f"{name} pool: {f['basis']}" for name, f in (("prefill", prefill), ("decode", decode)) if f
     )
     return base
+
+
+def _sibling(table: Mapping[str, Any], gpu: str) -> str | None:
+    """The measured or profiled GPU whose efficiencies a datasheet GPU borrows (the same
+    kernel generation, as ``latency.calibrated.gpu_correction`` picks it), if any."""
+    family = kernel_family(gpu)
+    if family is None:
+        return None
+    return next((name for name in sorted(table["gpus"]) if kernel_family(name) == family), None)
+
+
+def _quantization_kind(model: str, bytes_per_param: float) -> str:
+    """``4-bit``, ``INT8 W8A8``, ``FP8`` or ``8-bit weight-only``, from the stored width and
+    the checkpoint's name (compressed-tensors checkpoints name their scheme)."""
+    name = model.lower()
+    if bytes_per_param < 1.0:
+        return "4-bit"
+    if "w8a8" in name and "fp8" not in name:
+        return "INT8 W8A8"
+    if "fp8" in name:
+        return "FP8"
+    return "8-bit weight-only"
 
 
 def _add_step_error(
