@@ -806,3 +806,72 @@ def test_the_decode_worker_starts_a_read_with_its_next_step():
     sim.run([a, b])
     assert ttft_ticks(b) == 4765
     assert sim.pd.per_request[1]["kv_transfer_ms"] == 1.1
+
+
+# --- decode-side load, FCFS and prefix stats (review 22) -------------------------------
+
+
+def _sim(**kw: object):
+    from inference_sim import simulate
+
+    base: dict[str, object] = dict(
+        model="meta-llama/llama-3.1-8b-instruct", hardware="H100", tp=1, seed=7,
+        check_invariants=True,
+    )  # fmt: skip
+    return simulate(**{**base, **kw})
+
+
+def test_a_burst_spreads_over_the_decode_pool():
+    """The decode router counts requests it already sent (in prefill, in transfer): a
+    burst no longer piles onto the instance that looked idle (was 20 / 100 / 0)."""
+    res = _sim(num_instances=4, prefill_instances=1, decode_instances=3, rate=200,
+               num_requests=120, prompt_tokens=2000, output_tokens=500,
+               routing_policy="least-loaded")  # fmt: skip
+    served = [i["completed_requests"] for i in res.instance_summaries[1:]]
+    assert sum(served) == 120 and max(served) - min(served) <= 3
+
+
+def test_a_later_transfer_never_overtakes_a_preempted_decoder():
+    """vLLM's one FCFS waiting queue: KV for a new transfer is not reserved while a
+    preempted request waits at the decode instance (it starved: ITL mean 37.7 ms against
+    a p99 of 9.1 ms)."""
+    res = _sim(num_instances=2, prefill_instances=1, decode_instances=1, rate=6,
+               num_requests=60, prompt_tokens=1500, output_tokens=600, total_kv_blocks=300,
+               prefix_tokens=256)  # fmt: skip
+    s = res.summary
+    assert s["preemption_count"] > 0 and s["completed_requests"] == 60
+    assert s["itl_mean_ms"] < 1.5 * s["itl_p99_ms"]
+    dec = PDInstance(0, EngineConfig(num_gpu_blocks=100), BlackboxLatencyModel((0, 0, 0), BETA))
+    dec.role = "decode"
+    waiting = make_request(1, 0, 32, 4)
+    waiting.num_preemptions = 1
+    dec.waiting.append(waiting)
+    assert dec.reserve(make_request(2, 0, 32, 4)) is None
+    dec.waiting.clear()
+    assert dec.reserve(make_request(3, 0, 32, 4)) == 2
+
+
+def test_the_decode_pool_reports_its_own_prefix_cache_hits():
+    res = _sim(num_instances=3, prefill_instances=1, decode_instances=2, rate=10,
+               num_requests=200, prefix_tokens=1024, prompt_tokens=512, output_tokens=64,
+               routing_policy="prefix-affinity")  # fmt: skip
+    pd = res.summary["pd"]
+    reused, pulled = pd["decode_prefix_reused_blocks"], pd["transfer_blocks"]
+    decode_rate = pd["pools"]["decode"]["prefix_cache_hit_rate"]
+    assert decode_rate == pytest.approx(reused / (reused + pulled), abs=0.01)
+
+
+def test_decode_pool_queue_depth_counts_requests_handed_off_to_it():
+    """An autoscaled decode pool's queue-depth metric sees the requests waiting for KV
+    room, in transfer or for a slot (vLLM counts them in num_requests_waiting)."""
+    from inference_sim.cluster.scaler import AutoscaleConfig, PoolScaler
+
+    insts = [PDInstance(i, EngineConfig(num_gpu_blocks=100), BlackboxLatencyModel((0, 0, 0), BETA))
+             for i in range(2)]  # fmt: skip
+    cfg = AutoscaleConfig(min_replicas=1, max_replicas=2, metric="queue-depth", target=1.0,
+                          interval=1_000_000, startup=0)  # fmt: skip
+    scaler = PoolScaler([0, 1], insts, cfg, 1, schedule_load=lambda t, i: None,
+                        on_change=lambda: None, busy=lambda i: False)  # fmt: skip
+    assert scaler._metric([]) == 0.0
+    scaler.extra_waiting = {0: 5, 1: 0}.__getitem__
+    assert scaler._metric([]) == 5.0

@@ -192,6 +192,7 @@ class PDClusterSimulator(ExtraEvents):
                 check=self.check_invariants,
             )
             self.scalers[pool].ttft_all = True
+            self.scalers[pool].extra_waiting = self._decode_waiting
         self._rebuild_pools()
         for inst in self.pd_instances:
             inst.on_handoff = self._handoff_hook(inst)
@@ -206,6 +207,9 @@ class PDClusterSimulator(ExtraEvents):
         self._handlers[_RETRY] = self._on_retry
         n = len(self.instances)
         self.assigned = [0] * n  # requests that will move to this decode instance
+        # ... of which handed off (prefill done): waiting for KV room, in transfer or for
+        # a running slot -- vLLM's waiting queue there (WAITING_FOR_REMOTE_KVS included)
+        self.at_decode = [0] * n
         self.links = [Link(self.bandwidth) for _ in range(n)]
         self.kv_wait: list[deque[Request]] = [deque() for _ in range(n)]
         # KV arrived, no running slot yet (the batch is at max_num_seqs): joins first
@@ -317,13 +321,28 @@ class PDClusterSimulator(ExtraEvents):
 
     # --- routing: decode first, decide, then prefill ----------------------------------
     def _pick(
-        self, policy: RoutingPolicy, snap: SnapshotProvider, idx: list[int], req: Request, now: int
+        self,
+        policy: RoutingPolicy,
+        snap: SnapshotProvider,
+        idx: list[int],
+        req: Request,
+        now: int,
+        pending: list[int] | None = None,
     ) -> PoolChoice:
         """What ``policy`` chooses among ``idx`` (their pending counts fresh)."""
-        return route_among(policy, snap, idx, self.snapshots.pending, req, now)
+        return route_among(policy, snap, idx, pending or self.snapshots.pending, req, now)
+
+    def _decode_waiting(self, i: int) -> int:
+        """Requests handed off to instance ``i`` that have not joined its batch yet."""
+        return self.at_decode[i]
 
     def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
-        choice = self._pick(self.routing, self._dsnap, self.decode_idx, req, now)
+        # The decode side's load includes every request already sent its way (still in
+        # prefill, in transfer or waiting for a slot): without them a burst routed in the
+        # same instant would all pick the same, momentarily idle, decode instance.
+        assigned = self.assigned
+        decode_view = [n + assigned[i] for i, n in enumerate(self.snapshots.pending)]
+        choice = self._pick(self.routing, self._dsnap, self.decode_idx, req, now, decode_view)
         d = choice.instance
         dec = self.instances[d]
         disagg = self.decider == "always"
@@ -384,6 +403,7 @@ class PDClusterSimulator(ExtraEvents):
             if self.scalers:
                 self._maybe_leave(d, now)
             return
+        self.at_decode[d] += 1
         queue = self.kv_wait[d]
         if queue or not self._try_start(now, req, p, d):
             self.pd.waited_for_decode_kv += 1  # FIFO: behind others, or no room now
@@ -494,6 +514,7 @@ class PDClusterSimulator(ExtraEvents):
             req = queue.popleft()
             del self.decode_of[req.index]
             self.assigned[d] -= 1
+            self.at_decode[d] -= 1
             del self.held_reqs[d][req.index]
             if dec.accept(req, now):  # idle: start when its last step ends (no overlap)
                 heapq.heappush(self._steps, (max(now, dec.busy_until), d, self._seq))
@@ -553,6 +574,7 @@ class PDClusterSimulator(ExtraEvents):
                 continue
             del self.decode_of[req.index]
             self.assigned[d] -= 1
+            self.at_decode[d] -= 1
             del self.held_reqs[p][req.index]
             self.pd.decoded_at_prefill += 1
             self.pd.per_request[req.index]["decode_instance"] = pre.name

@@ -93,6 +93,9 @@ class PoolScaler:
         self.busy = busy  # (instance) -> still holds or expects work (cannot leave)
         self.check = check
         self.ttft_all = False  # ttft-p90 over every request (P/D pools), not the pool's
+        # Requests an instance's vLLM would count as waiting outside its own wait queue
+        # (P/D: handed off to a decode instance, before they join its batch).
+        self.extra_waiting: Callable[[int], int] | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -221,9 +224,11 @@ class PoolScaler:
             return 0.0
         if m == "kv-utilization":
             return sum(i.kv_utilization for i in ready) / len(ready)
+        extra = self.extra_waiting
+        waiting = sum(len(i.waiting) + (extra(i.index) if extra else 0) for i in ready)
         if m == "queue-depth":
-            return sum(len(i.waiting) for i in ready) / len(ready)
-        return sum(len(i.waiting) + len(i.running) for i in ready) / len(ready)
+            return waiting / len(ready)
+        return (waiting + sum(len(i.running) for i in ready)) / len(ready)
 
     def decide(self, now: int, log: Any) -> None:
         """One decision at ``now``."""

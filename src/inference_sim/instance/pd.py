@@ -117,6 +117,12 @@ class PDInstance(Instance):
         pull (those not in this instance's prefix cache), or None when there is no room."""
         if len(self.running) >= self.config.max_num_seqs:
             return None  # vLLM starts a KV read only while the running batch has a slot
+        waiting = self.waiting
+        if waiting and (self.role == "decode" or waiting[0].num_preemptions):
+            # vLLM keeps remote-KV requests in the one FCFS waiting queue, a preempted
+            # request back at its front, and stops at the first that cannot allocate:
+            # a later transfer never takes the blocks a preempted decoder waits for.
+            return None
         req.num_computed_tokens = 0
         req.prefill_target = req.num_prompt_tokens
         kv = self.kv
@@ -128,6 +134,10 @@ class PDInstance(Instance):
         if not kv.allocate_slots(req, new_tokens, cached, delay_cache=True):
             return None  # (its blocks join the cache when the KV has arrived: accept)
         self.held += 1
+        # The decode engine looks the prompt up in its own prefix cache (vLLM's
+        # get_computed_blocks for a remote-prefill request) and reports the hits.
+        self.stats.prefix_lookup_tokens += req.num_prompt_tokens
+        self.stats.cached_prompt_tokens += n_cached * kv.block_size
         return kv.blocks_needed(req.num_prompt_tokens) - n_cached
 
     def unservable(self, req: Request) -> bool:
