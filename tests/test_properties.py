@@ -378,7 +378,10 @@ def _check_after_step(
             f"prompt + delivered at {now}",
         )
         spy.bad_targets = []
-    if not priced or (trace.exact and len(priced) != 1):
+    # A call prices its steps; only a step whose every request was dropped as unservable
+    # (the instance idle afterwards, nothing scheduled) launches nothing and costs nothing.
+    all_dropped = not priced and not inst.running and not inst.waiting
+    if (not priced and not all_dropped) or (trace.exact and len(priced) > 1):
         flag("budget", f"{name}: the call at {now} priced {len(priced)} steps")
     threshold = cfg.long_prefill_token_threshold
     for prefill_tokens, decode_tokens, listed in priced:

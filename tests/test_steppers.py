@@ -61,3 +61,17 @@ def test_deliver_several_tokens_gives_one_itl_sample_per_delivery_event():
     assert inst._deliver(req, 1_500)  # the last token completes it
     assert inst.stats.total_output_tokens == 5
     assert req.itl_sum == 500
+
+
+@given(exact=st.booleans())
+@settings(max_examples=4, deadline=None)
+def test_a_step_whose_every_request_is_dropped_launches_nothing(exact: bool) -> None:
+    """A lone request that outgrows a 16-token cache is dropped in the step that cannot
+    grow it; that step schedules nothing and costs nothing (vLLM's model runner returns
+    at once for an empty schedule), so the run ends with the last real step."""
+    req = make_request(0, 0, 4, 30)
+    out = simulate_requests(
+        [req], beta=(1000.0, 0.0, 0.0), num_gpu_blocks=4, block_size=4, exact_steps=exact
+    )
+    assert req.state is RequestState.DROPPED and req.delivered == 13
+    assert out.end_time == 13 * 1000  # 13 priced steps (prefill + 12 decodes), not 14

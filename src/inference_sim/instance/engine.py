@@ -168,7 +168,10 @@ class Instance:
         next outside event, the end of simulated time); this plain stepper runs one step.
         """
         batch = self.schedule(now)
-        end = self.execute(batch, now)
+        # A step whose every request was dropped as unservable launches nothing (vLLM's
+        # model runner returns at once for an empty schedule).
+        launched = batch.requests or self.running or self.waiting
+        end = self.execute(batch, now) if launched else now
         self.apply(batch, end)
         self._step_ends.append(end)  # step k ended at _step_ends[k - 1]
         return self._next_step(end)
