@@ -295,3 +295,93 @@ def test_scale_down_removes_the_replica_ready_for_the_shortest_time():
     sc._scale_down(10_000, 1, "test")
     assert sc.ready == [0, 2]  # instance 1 (ready since 9 ms) drained: empty, it left
     assert sc.rec.events[-1] == {"t_s": 0.01, "kind": "left", "replica": "instance_1"}
+
+
+# --- review 22: replicas that leave, restart, and controller inputs ---------------------
+
+
+def _trace(tmp_path, rows, header="arrived_at,num_prefill_tokens,num_decode_tokens"):
+    path = tmp_path / "t.csv"
+    path.write_text(header + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_a_draining_replica_whose_last_request_is_dropped_leaves(tmp_path):
+    """The request routed to the draining replica is too long for its cache and dropped
+    at enqueue: nothing is left there, so it leaves at once (it used to stay forever,
+    holding a slot of --autoscale-max)."""
+    from inference_sim import simulate
+
+    res = simulate(
+        model="meta-llama/llama-3.1-8b-instruct", hardware="H100", tp=1, workload="traces",
+        workload_traces_filepath=_trace(tmp_path, ["0.0,100,20", "15.0,3000,20", "40.0,100,20"]),
+        num_instances=2, routing_policy="round-robin", autoscale_max=2, autoscale_target=16,
+        autoscale_down_window=0, total_kv_blocks=100, check_invariants=True,
+    )  # fmt: skip
+    events = res.summary["autoscaling"]["events"]
+    kinds = [e["kind"] for e in events]
+    assert kinds == ["scale_down", "left"]
+    assert events[1]["t_s"] == pytest.approx(15.0, abs=0.01)
+    assert res.summary["dropped_unservable"] == 1
+
+
+def test_a_replica_started_again_has_empty_caches_and_routers_forget_it(tmp_path):
+    """A replica that left and comes back is a new vLLM process: no prefix cache (its
+    first shared-prefix prompt is computed whole) and no router memory of the old one."""
+    from inference_sim import simulate
+
+    rows = [f"{t / 2:.3f},1100,50,g,1000" for t in range(20)]  # 0 - 9.5 s, one prefix
+    rows += [f"{50 + t / 10:.3f},1100,300,g,1000" for t in range(200)]  # 50 - 70 s
+    res = simulate(
+        model="meta-llama/llama-3.1-8b-instruct", hardware="H100", tp=1, workload="traces",
+        workload_traces_filepath=_trace(
+            tmp_path, rows, "arrived_at,num_prefill_tokens,num_decode_tokens,prefix_group,"
+            "prefix_len"),
+        num_instances=2, routing_policy="round-robin", autoscale_max=2, autoscale_target=4,
+        autoscale_interval=5, autoscale_down_window=0, replica_startup_s=5,
+        check_invariants=True,
+    )  # fmt: skip
+    kinds = [e["kind"] for e in res.summary["autoscaling"]["events"]]
+    assert "left" in kinds and "ready" in kinds[kinds.index("left") :]
+    ready_at = next(e["t_s"] for e in res.summary["autoscaling"]["events"] if e["kind"] == "ready")
+    back = sorted(
+        (r for r in res.records if r["handled_by"] == "instance_1" and r["arrived_at"] >= ready_at),
+        key=lambda r: r["arrived_at"],
+    )
+    cold = min(r["ttft_ms"] for r in res.records if r["arrived_at"] == 0.0)
+    assert back and back[0]["ttft_ms"] >= cold  # computed whole, as the very first prompt
+
+
+def test_routers_forget_a_replica_that_left():
+    from inference_sim.policies.prefix import PrefixCacheIndex
+    from inference_sim.policies.routing import PrefixAffinity, Weighted
+    from inference_sim.policies.scorers import AdapterAffinityScorer
+
+    index = PrefixCacheIndex(3)
+    index.record([1, 2, 3], 1)
+    index.record([1, 2], 2)
+    index.forget(1)
+    assert index.match_lengths([1, 2, 3], 3) == [0, 0, 2]
+    affinity = PrefixAffinity()
+    affinity.owner = {"a": 1, "b": 2}
+    affinity.forget(1)
+    assert affinity.owner == {"b": 2}
+    adapters = AdapterAffinityScorer(3, max_loras=2)
+    adapters.recent = {1: {"x": None}, 2: {"y": None}}
+    weighted = Weighted([(adapters, 1.0)])
+    weighted.forget(1)
+    assert adapters.recent == {2: {"y": None}}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--autoscale-max", "3", "--autoscale-target", "4", "--autoscale-interval", "1e-7"),
+         "--autoscale-interval must be a number of seconds >= 0.000001"),
+        (("--autoscale-max", "3", "--autoscale-target", "4", "--autoscale-min", "0"),
+         "--autoscale-min 0: scale to zero is not modelled"),
+    ],
+)  # fmt: skip
+def test_controller_inputs_it_cannot_honour_are_refused(args, needle):
+    res = _blis(*args)
+    assert res.exit_code == 2 and needle in res.output, res.output

@@ -22,7 +22,7 @@ from inference_sim.cluster.scaler import (
 )
 from inference_sim.cluster.simulator import ClusterSimulator
 from inference_sim.cluster.snapshot import SnapshotProvider
-from inference_sim.core.request import Request
+from inference_sim.core.request import Request, RequestState
 from inference_sim.engine.invariants import InvariantChecker
 from inference_sim.instance.engine import Instance
 from inference_sim.metrics.outcome import SimulationOutcome
@@ -139,6 +139,12 @@ class AutoscaleClusterSimulator(ExtraEvents):
             busy=self._busy,
             check=self.check_invariants,
         )
+        self.scaler.on_leave = lambda i: replica_left(self.instances[i], (self.routing,))
+
+    def _on_enqueue(self, now: int, inst_idx: int, req: Request) -> None:
+        super()._on_enqueue(now, inst_idx, req)
+        if req.state == RequestState.DROPPED:  # a draining replica may now hold nothing
+            self.scaler.maybe_leave(inst_idx, max(now, self.instances[inst_idx].busy_until))
 
     def _start(self, stream: Any, sampler: Any) -> None:
         super()._start(stream, sampler)
@@ -194,6 +200,18 @@ class AutoscaleClusterSimulator(ExtraEvents):
     def autoscaling_summary(self) -> dict[str, Any]:
         """The results' ``autoscaling`` section."""
         return self.scaler.summary(self._log, self._end_time)
+
+
+def replica_left(inst: Instance, routers: Sequence[Any]) -> None:
+    """A replica's server process is gone: a later start on its GPUs begins with empty
+    caches (``Instance.restart``), and routers that remember what they sent it (prefix or
+    adapter affinity; a plug-in's optional ``forget(instance)``) forget it, as llm-d
+    drops a deleted pod's entries."""
+    inst.restart()
+    for router in routers:
+        forget = getattr(router, "forget", None)
+        if callable(forget):
+            forget(inst.index)
 
 
 def more_work(sim: ClusterSimulator) -> bool:

@@ -33,6 +33,7 @@ from inference_sim.cluster.autoscale import (
     ExtraEvents,
     PoolChoice,
     more_work,
+    replica_left,
     route_among,
 )
 from inference_sim.cluster.scaler import AutoscaleConfig, PoolScaler
@@ -193,6 +194,9 @@ class PDClusterSimulator(ExtraEvents):
             )
             self.scalers[pool].ttft_all = True
             self.scalers[pool].extra_waiting = self._decode_waiting
+            self.scalers[pool].on_leave = lambda i: replica_left(
+                self.instances[i], (self.routing, self.prefill_routing)
+            )
         self._rebuild_pools()
         for inst in self.pd_instances:
             inst.on_handoff = self._handoff_hook(inst)
@@ -380,13 +384,16 @@ class PDClusterSimulator(ExtraEvents):
 
     def _on_enqueue(self, now: int, inst_idx: int, req: Request) -> None:
         super()._on_enqueue(now, inst_idx, req)
-        if req.state == RequestState.DROPPED and req.index in self.decode_of:
+        if req.state != RequestState.DROPPED:
+            return
+        if req.index in self.decode_of:
             d = self.decode_of.pop(req.index)
             self.assigned[d] -= 1
             req.engine_state = None
             if self.scalers:
                 self._maybe_leave(d, now)
-                self._maybe_leave(inst_idx, now)
+        if self.scalers:  # a draining replica may now hold nothing
+            self._maybe_leave(inst_idx, max(now, self.instances[inst_idx].busy_until))
 
     # --- the transfer ----------------------------------------------------------------
     def _on_handoff(self, now: int, p: int, req: Request) -> None:

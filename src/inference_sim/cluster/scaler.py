@@ -96,6 +96,9 @@ class PoolScaler:
         # Requests an instance's vLLM would count as waiting outside its own wait queue
         # (P/D: handed off to a decode instance, before they join its batch).
         self.extra_waiting: Callable[[int], int] | None = None
+        # A replica left (its server process is gone): the simulator restarts the
+        # instance's state and tells the routers to forget it.
+        self.on_leave: Callable[[int], None] | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -152,6 +155,8 @@ class PoolScaler:
             return
         now = max(now, self.since[i])
         self._set(i, OFF, now)
+        if self.on_leave is not None:
+            self.on_leave(i)
         self.rec.events.append({"t_s": now / 1e6, "kind": "left", "replica": self.name_of(i)})
         self._changed(now)
 

@@ -167,6 +167,15 @@ class ClusterSimulator:
             elif t_ext <= t_step:
                 if t_ext > horizon:
                     break
+                if executed >= next_progress:
+                    # A stop request is seen here too: a run of cluster events alone
+                    # (controller ticks, transfers) must not hold off Ctrl-C.
+                    next_progress = executed + progress_every
+                    if self.stop_requested:
+                        interrupted = True
+                        break
+                    if progress is not None:
+                        progress(executed, t_ext)
                 # A cluster event: admission, routing or enqueue, each with its handler.
                 now, klass, inst_idx, _s, req = pop(ext)
                 executed += 1

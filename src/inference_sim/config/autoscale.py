@@ -78,7 +78,7 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
     pools = pool_autoscale_enabled(o)
     below: list[tuple[str, int, str, int]] = []
     if pools:
-        below = _check_pools(o)
+        below = _check_pools(o, explicit)
     if not autoscale_enabled(o) and not pools:
         prefixes = ("autoscale_", "replica_")
         given = sorted(changed_names(o, explicit, (k for k in explicit if k.startswith(prefixes))))
@@ -92,6 +92,7 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
         for args in below:  # after every error: a warning only for a run that will happen
             _below_min(*args)
         return
+    _no_scale_to_zero("--autoscale-min", o["autoscale_min"], "autoscale_min" in explicit)
     lo = o["autoscale_min"] or 1
     hi = o["autoscale_max"]
     if lo < 1:
@@ -146,7 +147,7 @@ def _below_min(what: str, start: int, flag: str, lo: int) -> None:
     )
 
 
-def _check_pools(o: dict[str, Any]) -> list[tuple[str, int, str, int]]:
+def _check_pools(o: dict[str, Any], explicit: frozenset[str]) -> list[tuple[str, int, str, int]]:
     """Per-pool bounds, targets and metrics of an autoscaled P/D cluster; returns the pools
     that start below their minimum (a warning, once every check has passed)."""
     below: list[tuple[str, int, str, int]] = []
@@ -162,6 +163,8 @@ def _check_pools(o: dict[str, Any]) -> list[tuple[str, int, str, int]]:
             raise ConfigError(f"{flag}-max must be >= 0, got {hi}")
         if hi == 0:
             continue
+        given = f"{pool}_autoscale_min" in explicit
+        _no_scale_to_zero(f"{flag}-min", o[f"{pool}_autoscale_min"], given)
         lo = o[f"{pool}_autoscale_min"] or 1
         if lo > hi:
             raise ConfigError(f"{flag}-min {lo} > {flag}-max {hi}; min must be <= max")
@@ -190,13 +193,26 @@ def _check_pools(o: dict[str, Any]) -> list[tuple[str, int, str, int]]:
     return below
 
 
+def _no_scale_to_zero(flag: str, value: int, given: bool) -> None:
+    """An explicit minimum of 0 asks for scale-to-zero (KEDA, HPA with minReplicas 0),
+    which the simulator does not model: refuse it rather than run with 1."""
+    if given and value == 0:
+        raise ConfigError(
+            f"{flag} 0: scale to zero is not modelled (a pool keeps at least one replica "
+            "ready); give >= 1, or leave it out for the default 1"
+        )
+    if value < 0:
+        raise ConfigError(f"{flag} must be >= 1, got {value}")
+
+
 def _check_shared(o: dict[str, Any], explicit: frozenset[str]) -> None:
     """Interval, windows, start-up and price (shared by every autoscaled pool)."""
     for name in ("autoscale_interval",):
         v = o[name]
-        if not (math.isfinite(v) and v > 0):
+        if not (math.isfinite(v) and v >= 1e-6):
             raise ConfigError(
-                f"--{name.replace('_', '-')} must be a number of seconds > 0, got {v}"
+                f"--{name.replace('_', '-')} must be a number of seconds >= 0.000001 "
+                f"(1 µs, the simulator's time step; Kubernetes' HPA default is 15), got {v}"
             )
     for name in ("autoscale_up_window", "autoscale_down_window"):
         v = o[name]

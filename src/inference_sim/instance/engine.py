@@ -124,6 +124,11 @@ class Instance:
         # End of every step (plain stepper), for ITL samples of unfinished requests.
         self._step_ends = array("q")
 
+    def restart(self) -> None:
+        """A new server process on this instance's GPUs (an autoscaled replica that left
+        and is started again): empty caches, counters kept. The instance must be idle."""
+        self.kv.clear()
+
     # --- signals read by routing ---------------------------------------------------
     @property
     def queue_depth(self) -> int:

@@ -189,6 +189,12 @@ class LoraInstance(Instance):
         if name and name not in self._adapters:
             self._adapters.append(name)
 
+    def restart(self) -> None:
+        """A new server process: no adapter loaded on the GPU or cached in CPU memory."""
+        super().restart()
+        self.lora.gpu.clear()
+        self.lora.cpu.clear()
+
     def execute(self, batch: StepBatch, now: int) -> int:
         """Load the batch's adapters, check the LoRA invariants, add the adapters' cost."""
         lora = self.lora

@@ -466,6 +466,22 @@ class KVCacheManager:
         table = self.tables.get(req.index)
         return len(table) if table is not None else 0
 
+    def clear(self) -> None:
+        """Forget every cached block, on the GPU and in the CPU tier: a server process
+        started anew on this instance's GPUs (an autoscaled replica coming back) has an
+        empty cache. Counters are kept. The instance must hold no blocks."""
+        if self.tables or self.lazy_blocks or self.pool.num_used:
+            raise RuntimeError("clear() on a KV cache that holds blocks")
+        num_blocks, block_size = self.pool.num_blocks, self.pool.block_size
+        if self.cpu is not None:
+            self.cpu.entries.clear()
+            self.cpu._unstamped.clear()
+            self.cpu._reloaded.clear()
+            self.pool = TieredBlockPool(num_blocks, block_size, self.cpu)
+        else:
+            self.pool = BlockPool(num_blocks, block_size)
+        self.num_hashed.clear()
+
     def check_invariants(self) -> None:
         """KV conservation: references equal the block tables' holdings (INV-4)."""
         self.pool.check_invariants()

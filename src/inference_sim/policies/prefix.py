@@ -109,6 +109,20 @@ class PrefixCacheIndex:
                     break
         return lengths
 
+    def forget(self, instance: int) -> None:
+        """Drop everything recorded under ``instance``."""
+        if instance >= len(self.sets):
+            return
+        bit = 1 << instance
+        holders = self.holders
+        for h in self.sets[instance]:
+            mask = holders[h] & ~bit
+            if mask:
+                holders[h] = mask
+            else:
+                del holders[h]
+        self.sets[instance] = OrderedDict()
+
     def record(self, hashes: Sequence[int], instance: int) -> None:
         """Note that ``hashes`` were sent to ``instance``, evicting the least recent."""
         self._grow(instance + 1)

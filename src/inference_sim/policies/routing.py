@@ -142,6 +142,10 @@ class PrefixAffinity:
         self.owner[key] = state.instance(d.target)  # type: ignore[arg-type]
         return RoutingDecision(d.target, "prefix-affinity (cache-miss, fallback to least-loaded)")
 
+    def forget(self, instance: int) -> None:
+        """Instance ``instance`` (cluster-wide) left: its prompts have no owner any more."""
+        self.owner = {k: v for k, v in self.owner.items() if v != instance}
+
 
 ROUTING.register("prefix-affinity", PrefixAffinity)
 
@@ -218,6 +222,13 @@ class Weighted:
             for observe in self.observers:
                 observe(request, chosen)
         return RoutingDecision(best_idx, f"weighted-scoring (score={best:.3f})", composite)
+
+    def forget(self, instance: int) -> None:
+        """Instance ``instance`` (cluster-wide) left: scorers that remember it forget it."""
+        for scorer, _w in self.scorers:
+            forget = getattr(scorer, "forget", None)
+            if callable(forget):
+                forget(instance)
 
 
 @ROUTING.register("weighted")

@@ -121,6 +121,10 @@ class PrefixAffinityScorer:
         self.index.record(self._hashes(request), target)
         self._last = (None, [])
 
+    def forget(self, instance: int) -> None:
+        """Instance ``instance`` left: a server started there later has an empty cache."""
+        self.index.forget(instance)
+
 
 #: ``adapter-affinity``'s score for an instance with a free adapter slot: llm-d's
 #: lora-affinity scorer (gateway-api-inference-extension ``scorer/lora_affinity.go``)
@@ -167,6 +171,10 @@ class AdapterAffinityScorer:
         held[name] = None
         if len(held) > self.slots:
             del held[next(iter(held))]
+
+    def forget(self, instance: int) -> None:
+        """Instance ``instance`` left: a server started there later has no adapter."""
+        self.recent.pop(instance, None)
 
 
 def parse_scorers(text: str) -> list[tuple[str, float]]:
