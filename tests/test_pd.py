@@ -875,3 +875,35 @@ def test_decode_pool_queue_depth_counts_requests_handed_off_to_it():
     assert scaler._metric([]) == 0.0
     scaler.extra_waiting = {0: 5, 1: 0}.__getitem__
     assert scaler._metric([]) == 5.0
+
+
+_SLOW_PREFIX_SPEC = """
+version: "2"
+seed: 9
+aggregate_rate: 1
+num_requests: 60
+clients:
+  - id: app
+    rate_fraction: 1
+    arrival: {process: poisson}
+    prefix_group: sys
+    prefix_length: 1024
+    input_distribution: {type: gaussian, params: {mean: 256, std_dev: 50, min: 16, max: 600}}
+    output_distribution: {type: gaussian, params: {mean: 64, std_dev: 10, min: 1, max: 200}}
+"""
+
+
+def test_a_cpu_tier_under_pd_is_judged_as_it_is_used(tmp_path):
+    """The prefill side offloads when a transfer ends (stamped then, not as thrashing by
+    the next step: 0.79 before); the decode side pulls what its GPU lacks from the
+    prefill side, so its CPU tier is not looked up and does not dilute the hit rate."""
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(_SLOW_PREFIX_SPEC, encoding="utf-8")
+    cpu = dict(kv_cpu_blocks=5000, kv_offload_threshold=0.0, kv_transfer_link="pcie-gen4")
+    pd = _sim(workload_spec=str(spec), num_instances=2, prefill_instances=1,
+              decode_instances=1, **cpu)  # fmt: skip
+    colocated = _sim(workload_spec=str(spec), num_instances=1, **cpu)
+    pre, dec = pd.instance_summaries
+    assert pre["kv_thrashing_rate"] <= colocated.summary["kv_thrashing_rate"] + 0.01
+    assert dec["cpu_hit_rate"] == 0.0 and dec["kv_reloads"] == 0
+    assert pd.summary["cpu_hit_rate"] == pytest.approx(pre["cpu_hit_rate"])

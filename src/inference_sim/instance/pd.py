@@ -107,7 +107,7 @@ class PDInstance(Instance):
         """The transfer of ``req`` ended: free its blocks into the prefix cache.
         Returns True when a step must be scheduled now."""
         self.clock = now
-        self.kv.free(req)
+        self.kv.free(req, now)  # its offloads happen now, not in the next step
         self.held -= 1
         return self._wake()
 
@@ -131,7 +131,7 @@ class PDInstance(Instance):
             cached = [b for b in cached if b >= 0]
         n_cached = len(cached)
         new_tokens = req.num_prompt_tokens - n_cached * kv.block_size
-        if not kv.allocate_slots(req, new_tokens, cached, delay_cache=True):
+        if not kv.allocate_slots(req, new_tokens, cached, delay_cache=True, cpu_lookup=False):
             return None  # (its blocks join the cache when the KV has arrived: accept)
         self.held += 1
         # The decode engine looks the prompt up in its own prefix cache (vLLM's

@@ -253,6 +253,7 @@ class KVCacheManager:
         cached_blocks: list[int] | None = None,
         *,
         delay_cache: bool = False,
+        cpu_lookup: bool = True,
     ) -> bool:
         """Make room for ``num_new_tokens`` more tokens of ``req``; False if it cannot fit.
 
@@ -262,7 +263,9 @@ class KVCacheManager:
         Nothing changes when the allocation does not fit, so no rollback is needed.
         ``delay_cache``: the new blocks stay out of the prefix cache until
         :meth:`cache_blocks` (vLLM's ``delay_cache_blocks`` for a KV read still under
-        way: nobody may hit blocks whose content has not arrived).
+        way: nobody may hit blocks whose content has not arrived). ``cpu_lookup`` False:
+        the CPU tier was not consulted for this prompt (a P/D decode side pulls what its
+        GPU lacks from the prefill side), so its hit rate does not count it.
         """
         pool = self.pool
         idx = req.index
@@ -294,7 +297,7 @@ class KVCacheManager:
             self._load_back(req, table, n_cached - n_cpu, n_cpu)
         if n_cached:
             self.num_hashed[idx] = n_cached
-        if cached_blocks is not None and self.cpu is not None:
+        if cached_blocks is not None and self.cpu is not None and cpu_lookup:
             reusable = (req.prefill_target - 1) // self.block_size
             self.cpu_lookup_blocks += max(0, reusable - (n_cached - n_cpu))
             self.cpu_hit_blocks += n_cpu
@@ -377,8 +380,12 @@ class KVCacheManager:
         self.tables[req.index].extend(lazy[len(lazy) - n :])
         del lazy[len(lazy) - n :]
 
-    def free(self, req: Request) -> None:
-        """Release every block of ``req``; its last blocks become evictable first."""
+    def free(self, req: Request, at: int = UNSTAMPED) -> None:
+        """Release every block of ``req``; its last blocks become evictable first.
+
+        ``at``: when the blocks leave outside any step (a P/D transfer's end on the
+        prefill side), the time their offloads are stamped with; by default a finished
+        request's finish time, else the start of the step being formed."""
         table = self.tables.pop(req.index, None)
         done = self.num_hashed.pop(req.index, None)
         if (
@@ -413,7 +420,7 @@ class KVCacheManager:
             # A finished request leaves at its finish time (after the step was priced);
             # a preempted or dropped one while a step is formed (stamped with its start).
             done = req.state == RequestState.FINISHED and req.finish_time >= 0
-            self._offload_over_threshold(req.finish_time if done else UNSTAMPED)
+            self._offload_over_threshold(req.finish_time if done else at)
 
     # --- CPU tier ------------------------------------------------------------------
     def _load_back(self, req: Request, table: list[int], first: int, n: int) -> None:
