@@ -385,3 +385,25 @@ def test_routers_forget_a_replica_that_left():
 def test_controller_inputs_it_cannot_honour_are_refused(args, needle):
     res = _blis(*args)
     assert res.exit_code == 2 and needle in res.output, res.output
+
+
+def test_cluster_figures_count_only_replicas_that_existed():
+    """Three of four replicas never start: the cluster's KV capacity, its KV utilisation
+    over time and the HOL-blocking comparison leave them out (they diluted utilisation
+    4x and made the one busy replica look like head-of-line blocking)."""
+    from inference_sim import simulate
+
+    res = simulate(
+        model="meta-llama/llama-3.1-8b-instruct", hardware="H100", tp=1, num_requests=300,
+        rate=30, max_num_seqs=8, num_instances=1, autoscale_max=4, autoscale_target=1000,
+        timeseries_interval=500_000, check_invariants=True,
+    )  # fmt: skip
+    s = res.summary
+    assert s["autoscaling"]["peak_replicas"] == 1
+    assert s["total_kv_blocks"] == res.instance_summaries[0]["total_kv_blocks"]
+    assert s["hol_blocking_events"] == 0
+    cols = res.timeseries_table["columns"]
+    rows = list(zip(cols["time_s"], cols["instance"], cols["kv_utilization"], strict=True))
+    cluster = {t: u for t, name, u in rows if name == "cluster"}
+    first = {t: u for t, name, u in rows if name == "instance_0"}
+    assert cluster == first and max(cluster.values()) > 0

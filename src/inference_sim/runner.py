@@ -238,7 +238,9 @@ def run_plan(
         if timeseries:
             try:
                 sampler = TimeseriesSampler(
-                    sim.instances, plan.options.get("timeseries_interval", 0)
+                    sim.instances,
+                    plan.options.get("timeseries_interval", 0),
+                    getattr(sim, "exists", None),
                 )
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None

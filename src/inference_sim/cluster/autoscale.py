@@ -195,7 +195,13 @@ class AutoscaleClusterSimulator(ExtraEvents):
     def _finish(self, as_list: list[Request] | None, interrupted: bool) -> SimulationOutcome:
         drop_controller_events(self)
         self.scaler.close(self._end_time)
-        return super()._finish(as_list, interrupted)
+        outcome = super()._finish(as_list, interrupted)
+        outcome.provisioned = sorted(self.scaler.provisioned)
+        return outcome
+
+    def exists(self, i: int) -> bool:
+        """Instance ``i`` holds its GPUs now (time series count only those)."""
+        return self.scaler.exists(i)
 
     def autoscaling_summary(self) -> dict[str, Any]:
         """The results' ``autoscaling`` section."""

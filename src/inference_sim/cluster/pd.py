@@ -629,7 +629,19 @@ class PDClusterSimulator(ExtraEvents):
         for index in seen:
             target = self.decode_of.get(index, -1)
             outcome.in_flight[target] = outcome.in_flight.get(target, 0) + 1
+        if self.scalers:
+            scaled = {i for s in self.scalers.values() for i in s.members}
+            ever = {i for s in self.scalers.values() for i in s.provisioned}
+            outcome.provisioned = sorted(
+                i for i in range(len(self.instances)) if i not in scaled or i in ever
+            )
         return outcome
+
+    def exists(self, i: int) -> bool:
+        """Instance ``i`` holds its GPUs now (an instance of an autoscaled pool only while
+        it is ready, loading or draining)."""
+        scaler = self.scalers.get(self.pd_instances[i].role)
+        return scaler is None or scaler.exists(i)
 
     def pd_summary(self) -> dict[str, Any]:
         """The ``pd`` section's run-wide figures."""

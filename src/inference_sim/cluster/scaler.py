@@ -103,6 +103,7 @@ class PoolScaler:
 
     def reset(self) -> None:
         first = set(self.members[: self.initial])
+        self.provisioned = set(first)  # replicas that existed at some time
         self.state = {i: (READY if i in first else OFF) for i in self.members}
         self.since = dict.fromkeys(self.members, 0)
         self.ready_at: dict[int, int] = {}  # a loading replica -> when its own load ends
@@ -149,6 +150,10 @@ class PoolScaler:
         self._record(now)
 
     # --- replicas leaving and arriving ------------------------------------------------
+    def exists(self, i: int) -> bool:
+        """Replica ``i`` is ready, loading or draining now (its GPUs are held)."""
+        return self.state.get(i, OFF) != OFF
+
     def maybe_leave(self, i: int, now: int) -> None:
         """A draining replica with nothing left leaves (at ``now`` at the earliest)."""
         if self.state.get(i) != DRAINING or self.busy(i):
@@ -302,6 +307,7 @@ class PoolScaler:
     def _scale_up(self, now: int, k: int, reason: str) -> None:
         free = [i for i in self.members if self.state[i] == OFF][:k]
         for i in free:
+            self.provisioned.add(i)
             self._set(i, LOADING, now)
             self.ready_at[i] = now + self.load_time()
             self.schedule_load(self.ready_at[i], i)

@@ -57,3 +57,6 @@ class SimulationOutcome:
     queue_length_sums: list[int] = field(default_factory=list)
     priority_policy: str = "constant"
     interrupted: bool = False  # stopped early on request (Ctrl-C): partial results
+    #: Autoscaled runs: the instances that existed at some time (ready, loading or
+    #: draining), ascending; None: every instance built ran for the whole run.
+    provisioned: list[int] | None = None

@@ -150,7 +150,12 @@ def build_summary(
     out["dropped_unservable"] = dropped
     # --- keys the reference does not have -------------------------------------------
     looked_up = sum(s.prefix_lookup_tokens for s in stats)
-    out["total_kv_blocks"] = sum(inst.config.num_gpu_blocks for inst in insts)
+    # An autoscaled cluster's capacity: the replicas that existed at some time (a
+    # replica the controller never started holds no cache).
+    existed = insts
+    if whole and outcome.provisioned is not None:
+        existed = [outcome.instances[i] for i in outcome.provisioned]
+    out["total_kv_blocks"] = sum(inst.config.num_gpu_blocks for inst in existed)
     out["prefix_cache_hit_rate"] = (
         sum(s.cached_prompt_tokens for s in stats) / looked_up if looked_up else 0.0
     )
@@ -175,7 +180,10 @@ def build_summary(
         out["rejected_requests"] = outcome.rejected
         out["rejected_too_long"] = outcome.rejected_too_long
         out["priority_inversions"] = priority_inversions(log, outcome.priority_policy)
-        out["hol_blocking_events"] = hol_blocking_events(insts, outcome.queue_length_sums)
+        sums = outcome.queue_length_sums
+        if outcome.provisioned is not None and len(sums) == len(insts):
+            sums = [sums[i] for i in outcome.provisioned]
+        out["hol_blocking_events"] = hol_blocking_events(existed, sums)
         per_slo = slo_metrics(log, rows)
         if per_slo:
             out["slo_metrics"] = per_slo

@@ -26,7 +26,7 @@ Sampling never changes simulation results.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 AUTO_TARGET = 200
@@ -59,7 +59,12 @@ _Raw = tuple[int, int, int, int, int, int, int, int]
 class TimeseriesSampler:
     """Collects raw samples of ``instances``; :meth:`table` turns them into columns."""
 
-    def __init__(self, instances: Sequence[Any], interval_us: int = 0) -> None:
+    def __init__(
+        self,
+        instances: Sequence[Any],
+        interval_us: int = 0,
+        exists: Callable[[int], bool] | None = None,
+    ) -> None:
         if interval_us < 0:
             raise ValueError(f"--timeseries-interval must be >= 0, got {interval_us}")
         self.instances = list(instances)
@@ -68,6 +73,10 @@ class TimeseriesSampler:
         self.times: list[int] = []
         self.samples: list[list[_Raw]] = []
         self.blocks = [inst.config.num_gpu_blocks for inst in self.instances]
+        # Autoscaled runs: which instances hold their GPUs (the cluster's utilisation is
+        # over the replicas that exist at the sample); None: all of them, always.
+        self.exists = exists
+        self.live_blocks: list[int] = []
         # Never fewer than 8 samples, whatever the instance count.
         self.row_cap = max(8, MAX_TABLE_ROWS // (len(self.instances) + 1))
 
@@ -81,6 +90,7 @@ class TimeseriesSampler:
             keep = [k for k, ts in enumerate(self.times) if ts % double == 0]
             self.times = [self.times[k] for k in keep]
             self.samples = [self.samples[k] for k in keep]
+            self.live_blocks = [self.live_blocks[k] for k in keep]
             self.interval = double
         return (t // self.interval + 1) * self.interval
 
@@ -107,6 +117,13 @@ class TimeseriesSampler:
             )
         self.times.append(t)
         self.samples.append(row)
+        exists = self.exists
+        if exists is None:
+            self.live_blocks.append(sum(self.blocks))
+        else:
+            self.live_blocks.append(
+                sum(b for i, b in enumerate(self.blocks) if exists(self.instances[i].index))
+            )
 
     # --- output --------------------------------------------------------------------
     def table(self) -> dict[str, Any]:
@@ -117,12 +134,11 @@ class TimeseriesSampler:
         """
         names = ["cluster", *(inst.name for inst in self.instances)]
         cols: dict[str, list[Any]] = {name: [] for name in TIMESERIES_COLUMNS}
-        total_blocks = sum(self.blocks)
         prev: list[_Raw] | None = None
         prev_t = 0
-        for t, row in zip(self.times, self.samples, strict=True):
+        for t, row, live in zip(self.times, self.samples, self.live_blocks, strict=True):
             cluster = tuple(sum(v) for v in zip(*row, strict=True))
-            series = [(cluster, total_blocks, prev_cluster(prev))]
+            series = [(cluster, live, prev_cluster(prev))]
             for i, raw in enumerate(row):
                 series.append((raw, self.blocks[i], prev[i] if prev is not None else None))
             dt = (t - prev_t) / 1e6
