@@ -305,3 +305,43 @@ def test_numpy_numbers_are_numbers(plugin):
         scheduler="priority-fcfs",
     )
     assert res.summary["completed_requests"] == 20
+
+
+def test_file_plugins_are_found_relative_to_the_config_that_names_them(tmp_path, monkeypatch):
+    """A run config naming `custom_routing.py:LeastWork` (next to it) runs from any
+    folder, and its results record the plug-in's absolute path, so a replay
+    (`--config results.json`) from another folder finds it too."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from inference_sim.cli.main import cli
+    from inference_sim.core.plugins import rebase_plugin_files
+
+    here = tmp_path / "cfg"
+    here.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "examples" / "custom_routing.py", here)
+    results = here / "r.json"
+    (here / "run.yaml").write_text(
+        "model: meta-llama/llama-3.1-8b-instruct\nnum_requests: 10\nnum_instances: 2\n"
+        "routing_policy: custom_routing.py:LeastWork\n"
+        f"results_path: {results}\n",
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    res = CliRunner().invoke(cli, ["run", "--config", str(here / "run.yaml"), "-q"])
+    assert res.exit_code == 0, res.output
+    recorded = json.loads(results.read_text(encoding="utf-8"))["config"]["routing_policy"]
+    assert recorded == f"{here / 'custom_routing.py'}:LeastWork"
+    replay = CliRunner().invoke(
+        cli, ["run", "--config", str(results), "--results-path", str(tmp_path / "r2.json")]
+    )
+    assert replay.exit_code == 0, replay.output
+    assert rebase_plugin_files("a.py:S:2,queue-depth:1, /x/b.py:T:1", "/base") == (
+        "/base/a.py:S:2,queue-depth:1, /x/b.py:T:1"
+    )
+    assert rebase_plugin_files("least-loaded", "/base") == "least-loaded"

@@ -54,6 +54,7 @@ from inference_sim.core.inputs import (
     read_text,
     results_config_tail,
 )
+from inference_sim.core.plugins import rebase_plugin_files
 from inference_sim.core.rng import MAX_SEED
 from inference_sim.core.suggest import did_you_mean
 from inference_sim.core.version import __version__
@@ -152,6 +153,9 @@ class RunPlan:
         cfg["alpha_coeffs"] = list(self.alpha)
         cfg["beta_coeffs"] = list(self.beta)
         cfg["latency_model"] = self.latency_model
+        for name in PLUGIN_OPTIONS:  # file.py:Class plug-ins too
+            if name in cfg:
+                cfg[name] = rebase_plugin_files(cfg[name], os.getcwd())
         if self.latency_coeffs is not None:
             cfg["calibrated_coefficients"] = self.latency_coeffs.to_dict()
         if self.latency_model == "calibrated" and self.architecture is not None:
@@ -1039,6 +1043,23 @@ def _check_latency_scale(model: LatencyModel, o: dict[str, Any]) -> None:
             )
 
 
+#: Options whose value may be a ``file.py:Class`` plug-in (or, for scorers, a list of
+#: them): the file is found relative to the config file that names it.
+PLUGIN_OPTIONS = (
+    "latency_model",
+    "prefill_latency_model",
+    "decode_latency_model",
+    "admission_policy",
+    "routing_policy",
+    "prefill_routing_policy",
+    "decode_routing_policy",
+    "routing_scorers",
+    "prefill_routing_scorers",
+    "decode_routing_scorers",
+    "priority_policy",
+    "scheduler",
+)
+
 # Input files a config file may name relative to its own folder.
 _CONFIG_RELATIVE_PATHS = (
     "workload_traces_filepath",
@@ -1160,6 +1181,8 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             and not os.path.isabs(value)
         ):
             value = os.path.join(folder, value)
+        if not from_results and name in PLUGIN_OPTIONS:
+            value = rebase_plugin_files(value, folder)
         out[name] = value
     if from_results:
         out = _without_derived_pool_figures(out)

@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -112,3 +113,26 @@ def _load_file(path: str, spec: str, label: str, error: type[Exception]) -> Any:
             f"{label} {spec!r}: loading {path!r} failed: {type(exc).__name__}: {exc}"
         ) from None
     return module
+
+
+#: A ``path/to/file.py:Name`` plug-in spec inside a value (a list of ``name:weight``
+#: scorers may hold several): the path is everything before ``.py:`` back to a comma.
+_FILE_SPEC = re.compile(r"(^|,)(\s*)([^,]*?\.py):")
+
+
+def rebase_plugin_files(value: object, folder: str) -> object:
+    """``value`` with every relative ``file.py:Name`` path made absolute against
+    ``folder`` (the folder of the file that names it, or the working folder), so the
+    plug-in is found from wherever the configuration is read again."""
+    if isinstance(value, list):
+        return [rebase_plugin_files(v, folder) for v in value]
+    if not isinstance(value, str) or ".py:" not in value:
+        return value
+
+    def absolute(m: re.Match[str]) -> str:
+        path = m.group(3)
+        if not os.path.isabs(path):
+            path = os.path.normpath(os.path.join(folder, path))
+        return f"{m.group(1)}{m.group(2)}{path}:"
+
+    return _FILE_SPEC.sub(absolute, value)
