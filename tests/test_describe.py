@@ -57,7 +57,8 @@ def test_block_size_option_sets_the_hash_block_size(tmp_path):
     assert describe_workload(path, block_size=32)["prefix_reuse_ratio"] == pytest.approx(1 / 4)
     result = invoke(str(path))  # 512-token blocks do not fit these lengths
     assert result.exit_code == 2
-    assert "--trace-block-size" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "--block-size" in result.stderr and "--trace-block-size" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_spec_text_output_and_reuse(tmp_path):

@@ -96,7 +96,7 @@ def iter_arrival_times(
 ) -> Iterator[int]:
     """An endless stream of arrival times (µs) of ``process`` at ``rate``; the first is 0.
 
-    ``constant`` gives ``k * trunc(1e6 / rate)`` as the distribution workload does; the
+    ``constant`` gives ``k * trunc(1 / (rate / 1e6))`` as the distribution workload does; the
     random processes give the times of :func:`random_arrival_times`, drawn a chunk at a
     time. Used for traces that have lengths but no times.
     """

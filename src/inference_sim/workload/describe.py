@@ -73,7 +73,10 @@ def describe_workload(
     if kind in ("mooncake", "azure"):
         bs = block_size or (DEFAULT_TRACE_BLOCK_SIZE if kind == "mooncake" else DEFAULT_BLOCK_SIZE)
         records = (
-            iter_mooncake_records(p, block_size=bs) if kind == "mooncake" else iter_azure_records(p)
+            # describe's flag is --block-size: errors must name it, not run's flag
+            iter_mooncake_records(p, block_size=bs, block_flag="--block-size")
+            if kind == "mooncake"
+            else iter_azure_records(p)
         )
         for rec in records:
             arrivals.append(rec.arrival)

@@ -4,8 +4,10 @@ Formats: ``csv`` (the reference's token-id CSV), ``v2`` (trace v2 pair), ``azure
 (``TIMESTAMP,ContextTokens,GeneratedTokens``), ``mooncake`` (JSON lines with
 ``hash_ids``) and ``lengths`` (CSV or JSON lines of token counts, see
 :mod:`inference_sim.workload.lengthtrace`). ``auto`` looks at the content: a JSON object
-on the first line is Mooncake when it has ``hash_ids``, a length trace when it names a
-prompt and an output length column; a CSV header naming both is a length trace;
+on the first line is Mooncake when it has ``hash_ids`` or Mooncake's three other fields
+(``timestamp``, ``input_length``, ``output_length``: millisecond times, which a length
+trace would take as seconds), a length trace when it names a prompt and an output length
+column; a CSV header naming both is a length trace;
 a YAML mapping with ``trace_version`` or a CSV header starting ``request_id,client_id`` is
 trace v2, a CSV header with ``TIMESTAMP``, ``ContextTokens`` and ``GeneratedTokens`` is
 Azure, any other CSV is the reference's format. Workload specs (YAML with ``clients``,
@@ -94,13 +96,23 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     return "csv"
 
 
+_MOONCAKE_KEYS = frozenset(("timestamp", "input_length", "output_length"))
+
+
 def _json_lines_format(first: str) -> str:
-    """``mooncake`` (``hash_ids``) or ``lengths`` (length columns) from the first object."""
+    """``mooncake`` (``hash_ids``, or Mooncake's field names without them) or ``lengths``
+    (length columns) from the first object.
+
+    A Mooncake file without ``hash_ids`` names the same fields as a length trace can
+    (``timestamp``, ``input_length``, ``output_length``), but its timestamps are
+    milliseconds: read as a length trace it would run 1000 times slower."""
     try:
         obj = json.loads(first)
     except (json.JSONDecodeError, RecursionError):
         return "mooncake"  # its reader reports the line
-    if isinstance(obj, dict) and "hash_ids" not in obj and looks_like_lengths(list(obj)):
+    if not isinstance(obj, dict) or "hash_ids" in obj or obj.keys() >= _MOONCAKE_KEYS:
+        return "mooncake"
+    if looks_like_lengths([str(k) for k in obj]):
         return "lengths"
     return "mooncake"
 
@@ -150,8 +162,10 @@ def open_trace(
     """Requests of a trace file in any supported format (``fmt`` or detected).
 
     ``arrival_times`` times the requests of a length trace that has no time column;
-    ``run_server`` (the run's settings under the keys of a trace v2 header's ``server``
-    block) lets a trace v2 replay warn about the recorded settings that differ."""
+    ``horizon``: every format stops at the first request later than it (one exactly at
+    it is replayed, the reference CSV's rule); ``run_server`` (the run's settings under
+    the keys of a trace v2 header's ``server`` block) lets a trace v2 replay warn about
+    the recorded settings that differ."""
     p = os.fspath(path)
     if fmt not in TRACE_FORMATS:
         raise WorkloadError(
@@ -166,12 +180,15 @@ def open_trace(
                 f"{p}: this is a workload spec, not a trace; use --workload-spec {p}"
             )
     streams = streams or RandomStreams(seed)
+    # Every reader stops at the first request later than the horizon (one at it is
+    # replayed, as the reference's CSV reader does): the simulator reads one request
+    # ahead, and --export-trace must not write a request the run never injected.
     if fmt == "csv":
         return read_csv_trace(p, horizon=horizon)
     if fmt == "v2":
-        return iter_trace_v2(p, streams=streams, run=run_server)
+        return iter_trace_v2(p, streams=streams, run=run_server, horizon=horizon)
     if fmt == "azure":
-        return iter_azure_trace(p, streams=streams)
+        return iter_azure_trace(p, streams=streams, horizon=horizon)
     if fmt == "lengths":
         return iter_length_trace(p, streams=streams, horizon=horizon, arrival_times=arrival_times)
-    return iter_mooncake_trace(p, streams=streams, block_size=block_size)
+    return iter_mooncake_trace(p, streams=streams, block_size=block_size, horizon=horizon)

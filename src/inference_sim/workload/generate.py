@@ -18,7 +18,10 @@ Arrivals: without stages a client's gaps are ``max(1, trunc(g / λ))`` µs with 
 unit-mean gap of the configured process (as the reference). With stages the client runs
 a unit-rate renewal process in "operational time" mapped through the inverse of its
 cumulative rate, so each stage gets exactly its own rate and the process keeps its CV
-within each stage; nothing arrives after the last stage ends.
+within each stage; nothing arrives after the last stage ends. An ``inference_perf``
+block's clients with ``load_type: constant`` share ONE evenly spaced stream at the total
+rate, dealt round-robin (:func:`interleaved_constant_times`), as inference-perf's single
+load generator sends them.
 
 Multi-turn sessions: a session's rounds are fixed when the session starts; round ``r + 1``
 arrives ``think_time_us + output_tokens(r)`` µs after round ``r`` (the reference's open-loop
@@ -145,6 +148,53 @@ def _staged_times(
         s = float(op[-1])
 
 
+def interleaved_constant_times(
+    *,
+    rate_per_us: float = 0.0,
+    stages: Sequence[tuple[int, int, float]] = (),
+    limit: int = NEVER,
+    first: int = 1,
+    step: int = 1,
+) -> Iterator[np.ndarray]:
+    """Arrivals ``first``, ``first + step``, ... (1-based) of ONE constant process at the
+    total rate, in blocks: the share of one of ``step`` clients served round-robin.
+
+    The ticks are those :func:`arrival_times` gives a constant process (the same
+    arithmetic: gap ``max(1, trunc(1 / λ))``, or stage-mapped operational time ``k``), so
+    the union over ``first = 1 .. step`` is exactly one evenly spaced stream at the total
+    rate -- what inference-perf's single constant load generator sends -- instead of
+    ``step`` processes that all fire together every ``step / rate`` seconds.
+    """
+    limit = min(limit, _TIME_CAP)
+    size = FIRST_ARRIVAL_BLOCK
+    k = first
+    if stages:
+        starts = np.array([s for s, _, _ in stages], dtype=np.float64)
+        rates = np.array([r for _, _, r in stages], dtype=np.float64)
+        spans = np.array([e - s for s, e, _ in stages], dtype=np.float64)
+        cum = np.concatenate(([0.0], np.cumsum(rates * spans)))
+        total = cum[-1]
+    else:
+        gap = max(1, int(min(1.0 / max(rate_per_us, 1e-15), _GAP_CAP)))
+    while True:
+        ks = k + step * np.arange(size, dtype=np.int64)
+        if stages:
+            op = ks.astype(np.float64)
+            kk = np.minimum(np.searchsorted(cum, op, side="right") - 1, len(stages) - 1)
+            ticks = np.floor(starts[kk] + (op - cum[kk]) / rates[kk]).astype(np.int64)
+            ok = (op < total) & (ticks < limit)
+        else:
+            ticks = gap * ks
+            ok = ticks < limit
+        cut = len(ok) if ok.all() else int(np.argmin(ok))
+        if cut:
+            yield ticks[:cut]
+        if cut < len(ok):
+            return
+        k = int(ks[-1]) + step
+        size = min(size * 4, ARRIVAL_BLOCK)
+
+
 def _merged_windows(windows: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """``windows`` sorted, with overlapping or touching ones merged."""
     out: list[tuple[int, int]] = []
@@ -196,6 +246,11 @@ class _Client:
     #: as the reference generates (workload spec 8.1). Only sessions feel it: a cap stops
     #: new sessions, so later rounds of the first ones are among the earliest requests.
     cap: int = 0
+    #: (position, clients): this client takes arrivals position+1, position+1+clients, ...
+    #: of one constant process at the total rate (inference_perf's load_type constant).
+    round_robin: tuple[int, int] | None = None
+    total_stages: list[tuple[int, int, float]] = field(default_factory=list)
+    total_rate_per_us: float = 0.0
     input: LengthSampler = field(init=False)
     output: LengthSampler = field(init=False)
 
@@ -218,6 +273,16 @@ class _Client:
 
     def arrivals(self) -> Iterator[np.ndarray]:
         c = self.spec
+        if self.round_robin is not None:
+            position, clients = self.round_robin
+            yield from interleaved_constant_times(
+                rate_per_us=self.total_rate_per_us,
+                stages=self.total_stages,
+                limit=self.limit,
+                first=position + 1,
+                step=clients,
+            )
+            return
         gaps = UnitGaps(c.arrival.process, c.arrival.cv)
         rng = self.rng("arrival")
         if c.lifecycle is None:
@@ -528,8 +593,19 @@ def spec_sources(
     prefixes = _prefixes(spec, streams)
     keys = client_keys(spec.clients)
     total = sum(c.rate_fraction for c in spec.clients)
+    # inference_perf's constant load: ONE evenly spaced stream at the stage rate, dealt
+    # round-robin to its N x U clients (N x U constant processes starting together
+    # arrived in lockstep bursts). Poisson needs nothing: N x U independent Poisson
+    # processes at rate / (N x U) are one Poisson process at the rate, each arrival going
+    # to a client at random.
+    round_robin = (
+        ip is not None
+        and ip.load_type == "constant"
+        and all(c.arrival.process == "constant" and c.lifecycle is None for c in spec.clients)
+    )
+    all_stages = _client_stages(spec, 1.0)
     sources: list[Iterator[Request]] = []
-    for c, key in zip(spec.clients, keys, strict=True):
+    for i, (c, key) in enumerate(zip(spec.clients, keys, strict=True)):
         fraction = c.rate_fraction / total
         cl = _Client(
             spec=c,
@@ -540,6 +616,9 @@ def spec_sources(
             limit=limit,
             prefix=prefixes.get(c.prefix_group) if c.prefix_group else None,
             cap=cap,
+            round_robin=(i, len(spec.clients)) if round_robin else None,
+            total_stages=all_stages,
+            total_rate_per_us=spec.aggregate_rate / TICKS_PER_SECOND,
         )
         if c.reasoning is not None and c.reasoning.multi_turn is not None:
             sources.append(_sessions(cl))

@@ -22,6 +22,14 @@ CSV (header row) or JSON lines (one object a line) file is read with these colum
   the base model) and its rank (empty: the adapter's catalog rank), as in the reference
   CSV and trace v2 (docs/lora.md).
 
+In JSON lines (and in-memory rows) the columns are the keys of every object, not just the
+first: a key a line lacks (JSON writers drop null keys) reads as an empty CSV cell on that
+line, so ``{"prompt_len": 5, "output_len": 1}`` followed by a line with an ``adapter``
+runs the first request on the base model and the second on the adapter. An arrival time
+is all or nothing (a line without one after lines with one is an error, and the other way
+round), and two names of one column (``prompt_len`` on one line, ``input_len`` on another)
+are an error naming the line.
+
 Other columns (``request_id``, ``model``, ...) are ignored. Token ids are synthetic
 (:mod:`inference_sim.workload.tokens`, keyed by the run seed), so no two prompts share a
 token unless a session or prefix-group column says they do. The reference's CSV, whose
@@ -94,8 +102,12 @@ def _pick(names: Mapping[str, str], wanted: tuple[str, ...]) -> str | None:
     return None
 
 
-def find_columns(fields: list[str], where: str) -> Columns:
-    """The columns of a length trace from its header (or first object's keys)."""
+def find_columns(fields: list[str], where: str, *, pairs: bool = True) -> Columns:
+    """The columns of a length trace from its header (or first object's keys).
+
+    ``pairs=False`` skips the checks that ``prefix_group``/``prefix_len`` and
+    ``adapter_rank``/``adapter`` come together: JSON lines may name one on an earlier
+    line than the other, so each row is checked instead (:meth:`_Rows.row`)."""
     names = {f.strip().lower(): f for f in fields}
     prompt = _pick(names, PROMPT_COLUMNS)
     output = _pick(names, OUTPUT_COLUMNS)
@@ -108,12 +120,12 @@ def find_columns(fields: list[str], where: str) -> Columns:
         )
     group = _pick(names, GROUP_COLUMNS)
     plen = _pick(names, PREFIX_LEN_COLUMNS)
-    if (group is None) != (plen is None):
+    if pairs and (group is None) != (plen is None):
         raise WorkloadError(f"{where}: prefix_group and prefix_len go together; one is missing")
     session = _pick(names, SESSION_COLUMNS)
     adapter = _pick(names, ADAPTER_COLUMNS)
     rank = _pick(names, ADAPTER_RANK_COLUMNS)
-    if rank is not None and adapter is None:
+    if pairs and rank is not None and adapter is None:
         raise WorkloadError(f"{where}: adapter_rank needs an adapter column naming the adapter")
     return Columns(_pick(names, TIME_COLUMNS), prompt, output, session, group, plen, adapter, rank)
 
@@ -184,7 +196,9 @@ def _time_us(value: Any, name: str, where: str) -> int:
         return round(value * 1_000_000)
     try:
         return parse_timestamp_us(str(value))
-    except ValueError:
+    except ValueError as exc:
+        if str(exc).startswith("not a valid date"):  # 25:15:50, February 30, ...
+            raise WorkloadError(f"{where}: {name}: {exc}") from None
         raise WorkloadError(
             f"{where}: {name} must be seconds or a UTC time, got {str(value)[:40]!r}"
         ) from None
@@ -213,6 +227,26 @@ def _label(value: Any) -> str | None:
     return text or None
 
 
+_ROLES = {
+    "time": "arrival time",
+    "prompt": "prompt length",
+    "output": "output length",
+    "session": "session",
+    "group": "prefix group",
+    "prefix_len": "prefix length",
+    "adapter": "adapter",
+    "adapter_rank": "adapter rank",
+}
+
+
+def _missing(value: Any) -> bool:
+    """An absent key, a JSON null or an empty cell (a DataFrame's NaN included)."""
+    value = _plain(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
 class _Rows:
     """Turns raw field mappings into checked :class:`LengthRow` s, in order."""
 
@@ -222,12 +256,52 @@ class _Rows:
         self.unit = unit
         self.first: int | None = None
         self.prev = -1
+        self.fields: list[str] = []  # every key seen so far, in first-seen order
+        self.known: set[str] = set()
+
+    @classmethod
+    def of_objects(cls, keys: list[str], what: str, line: int, unit: str = "line") -> _Rows:
+        """Rows of JSON objects (or in-memory records), starting with the first one's keys."""
+        rows = cls(find_columns(keys, f"{what} {unit} {line}", pairs=False), what, unit)
+        rows.fields = list(dict.fromkeys(keys))
+        rows.known = set(keys)
+        return rows
+
+    def widen(self, keys: list[str], line: int) -> None:
+        """Take in keys first seen on ``line``: a JSON writer leaves out null keys, so an
+        ``adapter`` or ``session_id`` may first appear on a later line. Earlier lines read
+        it as empty; an arrival time that appears late, or a second name for a column
+        already in use, is an error (it would change what earlier lines meant)."""
+        new = [k for k in keys if k not in self.known]
+        if not new:
+            return
+        where = f"{self.what} {self.unit} {line}"
+        self.known.update(new)
+        self.fields.extend(dict.fromkeys(new))
+        cols = find_columns(self.fields, where, pairs=False)
+        for role, text in _ROLES.items():
+            was, now = getattr(self.cols, role), getattr(cols, role)
+            if was is not None and now != was:
+                raise WorkloadError(
+                    f"{where}: key {now!r} and key {was!r} (earlier lines) both name the "
+                    f"{text}; use one name on every line"
+                )
+            if role == "time" and was is None and now is not None:
+                raise WorkloadError(
+                    f"{where}: key {now!r} gives an arrival time, but the earlier lines have "
+                    "none; give every line a time, or none (then --rate spaces them)"
+                )
+        self.cols = cols
 
     def row(self, fields: Mapping[str, Any], line: int) -> LengthRow:
         c = self.cols
         where = f"{self.what} {self.unit} {line}"
         arrival = None
         if c.time is not None:
+            if _missing(fields.get(c.time)):
+                raise WorkloadError(
+                    f"{where}: no {c.time}; when one row has an arrival time, every row needs one"
+                )
             stamp = _time_us(fields.get(c.time), c.time, where)
             if self.first is None:
                 self.first = stamp
@@ -240,11 +314,23 @@ class _Rows:
                     f"{MAX_ARRIVAL_US / 1e6:g} s"
                 )
             self.prev = arrival
+        for name, names in ((c.prompt, PROMPT_COLUMNS), (c.output, OUTPUT_COLUMNS)):
+            if fields.get(name) is None:  # a JSON line without the key, or null
+                other = [str(k) for k in fields if str(k).strip().lower() in names]
+                hint = f" (it names {other[0]!r}: use one name on every line)" if other else ""
+                raise WorkloadError(
+                    f"{where}: no {name}{hint}; every row needs a prompt and an output length"
+                )
         prompt = _count(fields.get(c.prompt), c.prompt, where, 1)
         output = _count(fields.get(c.output), c.output, where, 0)
         group = _label(fields.get(c.group)) if c.group else None
         plen = 0
-        if group is not None and c.prefix_len is not None:
+        if group is not None:
+            if c.prefix_len is None or fields.get(c.prefix_len) is None:
+                raise WorkloadError(
+                    f"{where}: prefix_group {group!r} needs a prefix length "
+                    f"({' or '.join(PREFIX_LEN_COLUMNS)})"
+                )
             plen = _count(fields.get(c.prefix_len), c.prefix_len, where, 0)
             if plen > prompt:
                 raise WorkloadError(
@@ -257,7 +343,8 @@ class _Rows:
             rank = _rank(fields.get(c.adapter_rank), c.adapter_rank, where)
             if not adapter:
                 raise WorkloadError(
-                    f"{where}: {c.adapter_rank} needs an adapter name in the {c.adapter} column"
+                    f"{where}: {c.adapter_rank} needs an adapter name in the "
+                    f"{c.adapter or ADAPTER_COLUMNS[0]} column"
                 )
         return LengthRow(line, arrival, prompt, output, session, group, plen, adapter, rank)
 
@@ -311,10 +398,12 @@ def _scan(p: str, header_only: bool) -> Iterator[Columns | LengthRow]:
                     if not isinstance(obj, dict):
                         raise WorkloadError(f"{where}: expected a JSON object")
                     if rows is None:
-                        rows = _Rows(find_columns([str(k) for k in obj], where), what)
+                        rows = _Rows.of_objects(list(obj), what, line)
                         if header_only:
                             yield rows.cols
                             return
+                    elif not rows.known.issuperset(obj):
+                        rows.widen(list(obj), line)
                     yield rows.row(obj, line)
             except RowTooLong as exc:
                 raise WorkloadError(f"{what} line {exc.line}: {exc}") from None
@@ -385,12 +474,17 @@ def iter_length_records(
 
 
 def _record_rows(records: Iterator[Mapping[str, Any]], what: str) -> Iterator[LengthRow]:
+    """Checked rows of in-memory records; columns are the keys of every record, as for
+    JSON lines (a list of dicts built from JSON drops keys too)."""
     rows: _Rows | None = None
     for i, rec in enumerate(records, 1):
         if not isinstance(rec, Mapping):
             raise WorkloadError(f"{what} row {i}: expected a mapping of columns")
+        keys = [str(k) for k in rec]
         if rows is None:
-            rows = _Rows(find_columns([str(k) for k in rec], f"{what} row 1"), what, "row")
+            rows = _Rows.of_objects(keys, what, i, "row")
+        elif not rows.known.issuperset(keys):
+            rows.widen(keys, i)
         yield rows.row(rec, i)
 
 
@@ -406,7 +500,8 @@ def iter_length_trace(
 
     ``arrival_times`` supplies arrivals for a trace without a time column (``blis run``
     passes the ``--rate``/``--arrival`` stream); without either, requests arrive 0 µs
-    apart. Reading stops at the first arrival at or after ``horizon``.
+    apart. Reading stops at the first arrival later than ``horizon`` (one exactly at it is
+    replayed, as the reference's CSV reader and the simulator do).
     """
     streams = streams or RandomStreams(seed)
     base = int(streams.generator("trace-replay").integers(0, 2**63 - 1))
@@ -427,7 +522,7 @@ def _replay(
                     return
             else:
                 arrival = 0
-            if arrival >= horizon:
+            if arrival > horizon:  # the reference CSV's rule: a row at the horizon runs
                 return
             segs: list[Segment] = []
             if row.session is not None:

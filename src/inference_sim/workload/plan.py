@@ -161,7 +161,9 @@ def _resolve_arrival(o: dict[str, Any], explicit: frozenset[str], inline: Inline
 def untimed_length_trace(o: Mapping[str, Any], inline: InlineWorkload) -> bool:
     """Whether ``--workload-traces-filepath`` is a length trace without a time column."""
     if inline.trace is not None:
-        return not inline.trace or find_columns(list(inline.trace[0]), "trace").time is None
+        # The first row decides (a later one cannot bring a time column: _Rows.widen).
+        first = [str(k) for k in inline.trace[0]] if inline.trace else []
+        return not first or find_columns(first, "trace row 1", pairs=False).time is None
     path = o["workload_traces_filepath"]
     if not path:
         return False

@@ -11,15 +11,20 @@ Both record lengths, not token ids; replays synthesise ids (see
   last block may be partial). Each hash id stands for a fixed block of synthetic tokens,
   so two prompts with the same leading hash ids start with exactly the same tokens and
   share exactly those KV blocks; a partial last block shares its tokens with the start of
-  the same id's full block.
+  the same id's full block. A file whose first line has no ``hash_ids`` (Mooncake's
+  field names, lengths only) replays with unique prompts; its timestamps are still
+  milliseconds (read as a length trace they would be taken as seconds: 1000x slower).
+  Every line must then agree with the first on having ``hash_ids`` or not.
 
 Rows must be in time order (both published traces are); inputs longer than a model's
-context are replayed as they are (use ``--max-model-len`` to reject them).
+context are replayed as they are (use ``--max-model-len`` to reject them). Given a
+horizon, reading stops at the first row arriving later than it (a row exactly at the
+horizon is replayed), as the reference's CSV reader does: the simulator reads one request
+ahead, and a row it never injects must not reach ``--export-trace``.
 """
 
 from __future__ import annotations
 
-import calendar
 import csv
 import json
 import math
@@ -27,6 +32,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
@@ -39,6 +45,9 @@ from inference_sim.workload.tokens import block_keys, block_tokens, stable_key, 
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")
 DEFAULT_TRACE_BLOCK_SIZE = 512
+NEVER = 2**63 - 1
+_SECOND = timedelta(seconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _STAMP = re.compile(
     r"^\s*(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?\s*(?:Z|[+-]00:?00)?\s*$"
@@ -69,7 +78,11 @@ def _open(path: str, what: str):
 
 
 def parse_timestamp_us(text: str) -> int:
-    """``2023-11-16 18:17:03.9799600`` (UTC assumed) or plain seconds -> integer µs."""
+    """``2023-11-16 18:17:03.9799600`` (UTC assumed) or plain seconds -> integer µs.
+
+    The calendar fields are checked (hour 0-23, minute and second 0-59, a day the month
+    has): ``calendar.timegm`` would turn ``25:15:50`` or February 30 into another, valid
+    time without a word, shifting every later arrival of the trace."""
     m = _STAMP.match(text)
     if m is None:
         try:
@@ -80,7 +93,11 @@ def parse_timestamp_us(text: str) -> int:
             raise ValueError(f"not a timestamp: {text!r}")
         return round(seconds * 1_000_000)
     y, mo, d, h, mi, s, frac = m.groups()
-    whole = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0))
+    try:
+        when = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=UTC)
+    except ValueError as exc:  # "hour must be in 0..23", "day is out of range for month"
+        raise ValueError(f"not a valid date and time: {text.strip()!r} ({exc})") from None
+    whole = (when - _EPOCH) // _SECOND
     micros = int((frac or "0")[:6].ljust(6, "0"))
     return whole * 1_000_000 + micros
 
@@ -159,13 +176,28 @@ def _count(text: str, column: str, where: str, lowest: int) -> int:
 
 
 def iter_azure_trace(
-    path: str | os.PathLike[str], *, streams: RandomStreams | None = None, seed: int = 0
+    path: str | os.PathLike[str],
+    *,
+    streams: RandomStreams | None = None,
+    seed: int = 0,
+    horizon: int = NEVER,
 ) -> Iterator[Request]:
-    """Replay an Azure trace: unique synthetic prompts, arrivals from the timestamps."""
+    """Replay an Azure trace: unique synthetic prompts, arrivals from the timestamps.
+
+    Reading stops at the first row later than ``horizon`` (one at it is replayed)."""
     streams = streams or RandomStreams(seed)
     records = iter_azure_records(path)
     base = int(streams.generator("trace-replay").integers(0, 2**63 - 1))
-    return _unique_prompts(records, base)
+    return _unique_prompts(_until(records, horizon), base)
+
+
+def _until(records: Iterator[LengthRecord], horizon: int) -> Iterator[LengthRecord]:
+    """``records`` up to the first one arriving after ``horizon`` (the reference CSV's
+    rule: a row exactly at the horizon is kept, the simulator injects it)."""
+    for rec in records:
+        if rec.arrival > horizon:
+            return
+        yield rec
 
 
 def _unique_prompts(records: Iterator[LengthRecord], base: int) -> Iterator[Request]:
@@ -183,19 +215,27 @@ def _unique_prompts(records: Iterator[LengthRecord], base: int) -> Iterator[Requ
 
 
 def iter_mooncake_records(
-    path: str | os.PathLike[str], *, block_size: int = DEFAULT_TRACE_BLOCK_SIZE
+    path: str | os.PathLike[str],
+    *,
+    block_size: int = DEFAULT_TRACE_BLOCK_SIZE,
+    block_flag: str = "--trace-block-size",
 ) -> Iterator[LengthRecord]:
-    """Rows of a Mooncake JSONL trace (``timestamp`` in ms becomes µs)."""
+    """Rows of a Mooncake JSONL trace (``timestamp`` in ms becomes µs).
+
+    ``block_flag`` names the option that set ``block_size`` in error messages
+    (``blis workload describe`` calls it ``--block-size``)."""
     if block_size <= 0:
-        raise WorkloadError(f"--trace-block-size must be > 0, got {block_size}")
+        raise WorkloadError(f"{block_flag} must be > 0, got {block_size}")
     p = os.fspath(path)
-    return _mooncake_records(_open(p, "mooncake trace"), p, block_size)
+    return _mooncake_records(_open(p, "mooncake trace"), p, block_size, block_flag)
 
 
-def _mooncake_records(fh, p: str, block_size: int) -> Iterator[LengthRecord]:
+def _mooncake_records(fh, p: str, block_size: int, block_flag: str) -> Iterator[LengthRecord]:
     with fh:
         prev = -1
         line = 0
+        hashed: bool | None = None  # whether the rows have hash_ids (the first row decides)
+        first_line = 0
         try:
             for line, text in bounded_lines(fh):
                 if not text.strip():
@@ -209,9 +249,18 @@ def _mooncake_records(fh, p: str, block_size: int) -> Iterator[LengthRecord]:
                     raise WorkloadError(f"{where}: invalid JSON (nested too deeply)") from None
                 if not isinstance(row, dict):
                     raise WorkloadError(f"{where}: expected a JSON object")
-                for name in MOONCAKE_FIELDS:
+                for name in MOONCAKE_FIELDS[:3]:
                     if name not in row:
                         raise WorkloadError(f"{where}: missing field {name}")
+                if hashed is None:
+                    hashed, first_line = "hash_ids" in row, line
+                elif hashed != ("hash_ids" in row):
+                    has = "has" if hashed else "has no"
+                    raise WorkloadError(
+                        f"{where}: {'missing field hash_ids' if hashed else 'has hash_ids'}, "
+                        f"but line {first_line} {has} hash_ids; give them on every line or "
+                        "on none (without them every prompt is unique)"
+                    )
                 ts = row["timestamp"]
                 if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
                     raise WorkloadError(f"{where}: timestamp must be a number (ms), got {ts!r}")
@@ -224,32 +273,38 @@ def _mooncake_records(fh, p: str, block_size: int) -> Iterator[LengthRecord]:
                 arrival = round(ts * 1000)
                 n_in = _json_count(row["input_length"], "input_length", where, 1)
                 n_out = _json_count(row["output_length"], "output_length", where, 0)
-                ids = row["hash_ids"]
-                if not isinstance(ids, list) or not all(
-                    isinstance(h, int) and not isinstance(h, bool) for h in ids
-                ):
-                    raise WorkloadError(f"{where}: hash_ids must be a list of integers")
-                if ids and not (min(ids) >= -(2**63) and max(ids) < 2**63):
-                    bad = min(ids) if min(ids) < -(2**63) else max(ids)
-                    raise WorkloadError(
-                        f"{where}: hash_ids must be 64-bit integers (within ±2^63), got {bad}"
-                    )
-                need = -(-n_in // block_size)
-                if len(ids) != need:
-                    raise WorkloadError(
-                        f"{where}: {len(ids)} hash_ids, but input_length {n_in} makes {need} "
-                        f"blocks of {block_size} tokens (is --trace-block-size right?)"
-                    )
+                ids = _hash_ids(row, n_in, block_size, block_flag, where) if hashed else None
                 if arrival < prev:
                     raise WorkloadError(
                         f"{where}: timestamp goes back in time; rows must be sorted by time"
                     )
                 prev = arrival
-                yield LengthRecord(line, arrival, n_in, n_out, tuple(ids))
+                yield LengthRecord(line, arrival, n_in, n_out, ids)
         except RowTooLong as exc:
             raise WorkloadError(f"mooncake trace {p} line {exc.line}: {exc}") from None
         except UnicodeDecodeError:
             raise WorkloadError(f"mooncake trace {p} line {line + 1}: not UTF-8 text") from None
+
+
+def _hash_ids(
+    row: dict[str, object], n_in: int, block_size: int, block_flag: str, where: str
+) -> tuple[int, ...]:
+    """A row's ``hash_ids``: 64-bit integers, one per ``block_size``-token block."""
+    ids = row["hash_ids"]
+    if not isinstance(ids, list) or not all(
+        isinstance(h, int) and not isinstance(h, bool) for h in ids
+    ):
+        raise WorkloadError(f"{where}: hash_ids must be a list of integers")
+    if ids and not (min(ids) >= -(2**63) and max(ids) < 2**63):
+        bad = min(ids) if min(ids) < -(2**63) else max(ids)
+        raise WorkloadError(f"{where}: hash_ids must be 64-bit integers (within ±2^63), got {bad}")
+    need = -(-n_in // block_size)
+    if len(ids) != need:
+        raise WorkloadError(
+            f"{where}: {len(ids)} hash_ids, but input_length {n_in} makes {need} "
+            f"blocks of {block_size} tokens (is {block_flag} right?)"
+        )
+    return tuple(ids)
 
 
 #: Latest Mooncake timestamp (ms): 2^62 µs, far beyond any trace, below the clock's end.
@@ -274,12 +329,15 @@ def iter_mooncake_trace(
     streams: RandomStreams | None = None,
     seed: int = 0,
     block_size: int = DEFAULT_TRACE_BLOCK_SIZE,
+    horizon: int = NEVER,
 ) -> Iterator[Request]:
-    """Replay a Mooncake trace; equal leading hash ids give equal leading tokens."""
+    """Replay a Mooncake trace; equal leading hash ids give equal leading tokens.
+
+    Reading stops at the first row later than ``horizon`` (one at it is replayed)."""
     streams = streams or RandomStreams(seed)
     records = iter_mooncake_records(path, block_size=block_size)
     base = int(streams.generator("trace-replay").integers(0, 2**63 - 1))
-    return _hashed_prompts(records, base, block_size)
+    return _hashed_prompts(_until(records, horizon), base, block_size)
 
 
 def _hashed_prompts(
@@ -288,7 +346,15 @@ def _hashed_prompts(
     block_base = stable_key(base, "hash-block")
     with gc_paused():
         for i, rec in enumerate(records):
-            keys = block_keys(block_base, rec.hash_ids or ())
+            if rec.hash_ids is None:  # no hash_ids in the file: a unique prompt
+                yield Request(
+                    i,
+                    rec.arrival,
+                    synth_tokens(stable_key(base, "in", i), 0, rec.input_tokens),
+                    synth_tokens(stable_key(base, "out", i), 0, rec.output_tokens),
+                )
+                continue
+            keys = block_keys(block_base, rec.hash_ids)
             yield Request(
                 i,
                 rec.arrival,

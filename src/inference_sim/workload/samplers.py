@@ -162,10 +162,15 @@ class ParetoLognormalLength(LengthSampler):
     floor: int = 1
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        pick = rng.random(n)
-        u = rng.random(n)
-        z = rng.standard_normal(n)
+        # Four uniforms per value, value after value (a row each): drawing the three
+        # laws' arrays one after the other (n picks, then n Pareto, then n normal draws)
+        # made value k depend on n, so one call of 6 differed from two calls of 3 and the
+        # lengths before the horizon moved with --horizon. The normal is Box-Muller of
+        # the last two uniforms (1 - b1 is in (0, 1], so the log is finite).
+        draws = rng.random((n, 4))
+        pick, u, b1, b2 = draws[:, 0], draws[:, 1], draws[:, 2], draws[:, 3]
         u = np.where(u == 0.0, _TINY, u)
+        z = np.sqrt(-2.0 * np.log1p(-b1)) * np.cos(2.0 * np.pi * b2)
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             pareto = self.xm / np.power(u, 1.0 / self.alpha)
             lognormal = np.exp(self.mu + self.sigma * z)

@@ -468,7 +468,10 @@ def expand_inference_perf(ip: InferencePerfSpec) -> tuple[ClientSpec, ...]:
 
     Fixed on purpose: a ``system_prompt_len`` of 0 means no shared prefix (the reference
     silently uses its 50-token default), and multi-turn sessions keep the system prompt
-    (our generator prepends a client's prefix to its sessions too).
+    (our generator prepends a client's prefix to its sessions too). With ``load_type:
+    constant`` the generator deals one evenly spaced stream at the stage rate to these
+    clients round-robin, in this order (``generate.spec_sources``), rather than running
+    N x U constant processes that would all fire together.
     """
     sp = ip.shared_prefix
     total = sp.num_unique_system_prompts * sp.num_users_per_system_prompt

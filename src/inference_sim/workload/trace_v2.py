@@ -219,9 +219,18 @@ def _token_cells(req: Request, meta: Mapping[str, Any]) -> list[str]:
     return ["", "", "", ""]
 
 
+def _whole_prompt_given(meta: Mapping[str, Any]) -> bool:
+    """Whether the row's token columns give the whole prompt (explicit ids or hash ids):
+    then ``prefix_length`` and ``context_tokens`` are written 0, as the reader requires --
+    the ids already hold any shared prefix or session context (a length trace's
+    prefix_group rows are exported with their ids)."""
+    return meta.get("token_ids") == "explicit" or bool(meta.get("hash_ids"))
+
+
 def trace_row(req: Request) -> list[str]:
     """The CSV row of one request (the 22 reference columns, then ours)."""
     meta: Mapping[str, Any] = req.metadata or {}
+    whole = _whole_prompt_given(meta)
     return [
         str(req.index),
         str(meta.get("client_id", "")),
@@ -246,8 +255,8 @@ def trace_row(req: Request) -> list[str]:
         "ok",
         "",
         req.model,
-        str(int(meta.get("prefix_length", 0))),
-        str(int(meta.get("context_tokens", 0))),
+        "0" if whole else str(int(meta.get("prefix_length", 0))),
+        "0" if whole else str(int(meta.get("context_tokens", 0))),
         *_token_cells(req, meta),
         req.adapter,
         str(req.adapter_rank) if req.adapter_rank else "",
@@ -671,9 +680,16 @@ def _materialize_parts(parts: list[_Part]) -> np.ndarray:
 
 
 def replay_trace_v2(
-    records: Iterable[TraceRecord], *, streams: RandomStreams, source: str = "trace"
+    records: Iterable[TraceRecord],
+    *,
+    streams: RandomStreams,
+    source: str = "trace",
+    horizon: int = NEVER,
 ) -> Iterator[Request]:
-    """Requests from trace records, with synthetic ids that keep the sharing structure."""
+    """Requests from trace records, with synthetic ids that keep the sharing structure.
+
+    Stops at the first row arriving later than ``horizon`` (a row exactly at it is
+    replayed, the reference CSV's rule; rows are sorted, so no later row is earlier)."""
     base = int(streams.generator("trace-replay").integers(0, 2**63 - 1))
     block_base = stable_key(base, "hash-block")  # as the Mooncake reader's
     group_keys: dict[str, int] = {}
@@ -694,6 +710,8 @@ def replay_trace_v2(
                     f"{where}: arrival_time_us {arrival} is earlier than the previous row's "
                     f"{last_arrival}; rows must be sorted by arrival time"
                 )
+            if arrival > horizon:
+                return
             last_arrival = arrival
             n_in = v["input_tokens"]
             group = v["prefix_group"]
@@ -833,12 +851,13 @@ def iter_trace_v2(
     seed: int = 0,
     run: Mapping[str, Any] | None = None,
     notices: bool = True,
+    horizon: int = NEVER,
 ) -> Iterator[Request]:
     """Replay a trace v2 pair (header optional) as requests in file order.
 
     ``run``: the run's server settings (keys of the header's ``server`` block), to warn
     about the values that differ; ``notices=False`` logs nothing about the header
-    (:func:`header_notices`)."""
+    (:func:`header_notices`). Reading stops at the first row later than ``horizon``."""
     header, records = load_trace_v2(path)
     header_path, data_path = trace_v2_paths(path)
     if header is not None and notices:
@@ -846,5 +865,8 @@ def iter_trace_v2(
         for level, note in header_notices(header, where, run):
             log.log(level, "%s", note)
     return replay_trace_v2(
-        records, streams=streams or RandomStreams(seed), source=f"trace {data_path}"
+        records,
+        streams=streams or RandomStreams(seed),
+        source=f"trace {data_path}",
+        horizon=horizon,
     )
