@@ -180,9 +180,12 @@ def _calibrate(**kw: Any) -> None:
     }
     from inference_sim.report.cliutil import check_output
 
+    outputs = []
     for flag, key in (("--out", "out"), ("--report", "report_path")):  # before the fit
         if kw[key] and not (key == "out" and (kw["evaluate_only"] or kw["write_specs"])):
             check_output(flag, kw[key])
+            outputs.append((flag, kw[key]))
+    _refuse_input_overwrite(outputs, kw["runs"], kw["start"])
     runs = load_runs(kw["runs"], hardware=kw["hardware"], **folder_kw)
     reuse = "" if kw["prefix_reuse"] == "run" else kw["prefix_reuse"]
     full = ReplaySettings(prefix_reuse=reuse, prompt_scale=kw["prompt_scale"])
@@ -267,6 +270,33 @@ def _calibrate(**kw: Any) -> None:
     if kw["evaluate_only"] and runs and failed == len(runs):
         click.echo(f"Error: all {failed} runs failed to simulate (see the table)", err=True)
         raise click.exceptions.Exit(1)
+
+
+def _refuse_input_overwrite(
+    outputs: list[tuple[str, str]], runs: tuple[str, ...], start: str
+) -> None:
+    """ValueError (exit 2) when ``--out`` or ``--report`` names a file calibrate reads
+    (a RUNS file, a file of a RUNS folder, the ``--start`` coefficients) or each other:
+    ``--report runs.csv`` used to replace the measurements with the report. The rules
+    and the message are ``blis run``'s (:func:`inference_sim.core.outfiles.refuse_overlaps`)."""
+    from inference_sim.core.outfiles import OutputPathError, refuse_overlaps
+
+    inputs = []
+    for path in runs:
+        if os.path.isdir(path):  # an inference-perf folder: the files read from it
+            for folder in (path, os.path.join(path, "results")):
+                if os.path.isdir(folder):
+                    inputs += [
+                        ("RUNS", os.path.join(folder, n)) for n in sorted(os.listdir(folder))
+                    ]
+        else:
+            inputs.append(("RUNS", path))
+    if start:
+        inputs.append(("--start", start))
+    try:
+        refuse_overlaps(outputs, inputs)
+    except OutputPathError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _file_stem(name: str, taken: set[str]) -> str:

@@ -17,7 +17,7 @@ import csv
 import math
 import os
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -377,10 +377,113 @@ def _stage_from_row(row: Mapping[str, Any], where: str, index: int) -> StageMeas
     )
 
 
+def _run_settings(row: Mapping[str, Any], where: str, hardware: str = "") -> dict[str, Any]:
+    """The settings of a whole run (deployment and workload) that one row states, checked.
+
+    Every row of a run states them (the table repeats them on each stage's row), so every
+    row is checked by the same rules and must agree with the run's first row; only the
+    stage columns (``stage_index``, ``stage_rate_rps``, the measured means, ...) vary.
+    Keys are the column names (``dp`` for ``dp``/``data_parallel_size``, ``precision``
+    for the quantization it implies)."""
+    model = _text(row, "model", where).lower()
+    if not model:
+        raise RunsError(f"{where}: model is required")
+    gpu = _text(row, "hardware", where) or str(hardware or "").strip()
+    if not gpu:
+        raise RunsError(f"{where}: hardware is required (or give --hardware)")
+    tp = _bounded(row, "tp", where, default=1, low=1, meaning="tensor-parallel GPUs")
+    dp_key = "dp" if str(row.get("dp") or "").strip() else "data_parallel_size"
+    dp = _num(row, dp_key, where, kind=int, default=1)
+    if dp < 1:
+        raise RunsError(f"{where}: {dp_key} (data-parallel engines) must be >= 1, got {dp}")
+    derive = " (0 or blank: derived from GPU memory)"
+    return {
+        "model": model,
+        "hardware": gpu,
+        "tp": tp,
+        "dp": dp,
+        "all_stages": _parse_all_stages(row.get("all_stages") or "", where),
+        "num_groups": _bounded(row, "num_groups", where, default=TOOL_GROUPS, low=1),
+        "num_prompts_per_group": _bounded(
+            row, "num_prompts_per_group", where, default=TOOL_PROMPTS_PER_GROUP, low=1
+        ),
+        "total_kv_blocks_from_vllm_log": _bounded(
+            row, "total_kv_blocks_from_vllm_log", where, low=0, hint=derive
+        ),
+        "total_kv_blocks": _bounded(row, "total_kv_blocks", where, low=0, hint=derive),
+        "kv_cache_dtype": _kv_dtype(row.get("kv_cache_dtype"), where),
+        "precision": _online_fp8(model, row.get("precision")),
+        "max_num_batched_tokens": _bounded(
+            row, "max_num_batched_tokens", where, default=2048, low=1
+        ),
+        "max_num_seqs": _bounded(row, "max_num_seqs", where, default=128, low=1),
+        "max_model_len": _bounded(row, "max_model_len", where, default=4096, low=1),
+        "gpu_memory_utilization": _bounded(
+            row,
+            "gpu_memory_utilization",
+            where,
+            kind=float,
+            default=0.9,
+            low=0,
+            high=1,
+            low_open=True,
+        ),
+        "system_prompt_len": _bounded(row, "system_prompt_len", where, low=0),
+        "question_len": _bounded(row, "question_len", where, low=0),
+        "output_len": _bounded(row, "output_len", where, low=0),
+        "workload": _text(row, "workload", where),
+    }
+
+
+def _cell(row: Mapping[str, Any], key: str) -> Any:
+    """The cell a :func:`_run_settings` key was read from (blank: "")."""
+    if key == "dp" and not str(row.get("dp") or "").strip():
+        key = "data_parallel_size"
+    raw = row.get(key)
+    return "" if raw is None else raw
+
+
+def _same_settings(
+    items: list[tuple[int, Mapping[str, Any]]],
+    source: str,
+    name: str,
+    hardware: str,
+    row_name: Callable[[int], str],
+) -> dict[str, Any]:
+    """The run's settings from its first row, after every other row is checked by the
+    same rules and found to agree (else a RunsError naming the row, the run and the
+    field: a later row's deployment used to be ignored without a word)."""
+    first_line, first = items[0]
+    settings = _run_settings(first, f"{source} run {name}", hardware)
+    for line, row in items[1:]:
+        where = f"{source} {row_name(line)} (run {name})"
+        other = _run_settings(row, where, hardware)
+        for key, value in settings.items():
+            if other[key] != value:
+                raise RunsError(
+                    f"{where}: {key} {_cell(row, key)!r} differs from "
+                    f"{_cell(first, key)!r} in {row_name(first_line)}, the run's first "
+                    "row; a run's settings must be the same in every row (only the stage "
+                    "columns vary)"
+                )
+    return settings
+
+
 def runs_from_rows(
-    rows: Iterable[Mapping[str, Any]], source: str, *, hardware: str = ""
+    rows: Iterable[Mapping[str, Any]],
+    source: str,
+    *,
+    hardware: str = "",
+    row_names: Sequence[str] | None = None,
 ) -> list[MeasuredRun]:
-    """Group table rows (one per run x stage) into runs; see docs/calibration.md."""
+    """Group table rows (one per run x stage) into runs; see docs/calibration.md.
+
+    ``row_names`` names each row in messages about a run's settings (default: ``row 2``,
+    ``row 3``, ... as a spreadsheet numbers a CSV's rows under its header)."""
+
+    def row_name(line: int) -> str:
+        return row_names[line - 2] if row_names is not None else f"row {line}"
+
     grouped: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
     for i, row in enumerate(rows, start=2):
         key = "experiment" if row.get("experiment") not in (None, "") else "run"
@@ -390,22 +493,11 @@ def runs_from_rows(
         grouped.setdefault(name, []).append((i, row))
     runs = []
     for name, items in grouped.items():
-        first = items[0][1]
         where = f"{source} run {name}"
-        model = _text(first, "model", where).lower()
-        if not model:
-            raise RunsError(f"{where}: model is required")
-        gpu = _text(first, "hardware", where) or str(hardware or "").strip()
-        if not gpu:
-            raise RunsError(f"{where}: hardware is required (or give --hardware)")
-        tp = _bounded(first, "tp", where, default=1, low=1, meaning="tensor-parallel GPUs")
-        dp_key = "dp" if str(first.get("dp") or "").strip() else "data_parallel_size"
-        dp = _num(first, dp_key, where, kind=int, default=1)
-        if dp < 1:
-            raise RunsError(f"{where}: {dp_key} (data-parallel engines) must be >= 1, got {dp}")
+        run = _same_settings(items, source, name, hardware, row_name)
         stages: list[StageMeasurement] = []
         summary = None
-        planned = _parse_all_stages(first.get("all_stages") or "", where)
+        planned = run["all_stages"]
         indexes = [
             (
                 f"{source} row {line} (run {name})",
@@ -436,45 +528,27 @@ def runs_from_rows(
                     f"{where}: stage {st.index} needs stage_rate_rps and stage_duration_s > 0"
                 )
         prompt_mean = max((st.prompt_len_mean for st in stages), default=0.0)
-        groups = _bounded(first, "num_groups", where, default=TOOL_GROUPS, low=1)
-        per_group = _bounded(
-            first, "num_prompts_per_group", where, default=TOOL_PROMPTS_PER_GROUP, low=1
-        )
-        derive = " (0 or blank: derived from GPU memory)"
-        kv_log = _bounded(first, "total_kv_blocks_from_vllm_log", where, low=0, hint=derive)
-        kv_blocks = _bounded(first, "total_kv_blocks", where, low=0, hint=derive)
         runs.append(
             MeasuredRun(
                 name=name,
-                model=model,
-                hardware=gpu,
-                tp=tp,
-                dp=dp,
-                kv_cache_dtype=_kv_dtype(first.get("kv_cache_dtype"), where),
-                quantization=_online_fp8(model, first.get("precision")),
-                max_num_batched_tokens=_bounded(
-                    first, "max_num_batched_tokens", where, default=2048, low=1
-                ),
-                max_num_seqs=_bounded(first, "max_num_seqs", where, default=128, low=1),
-                max_model_len=_bounded(first, "max_model_len", where, default=4096, low=1),
-                total_kv_blocks=kv_log or kv_blocks,
-                gpu_memory_utilization=_bounded(
-                    first,
-                    "gpu_memory_utilization",
-                    where,
-                    kind=float,
-                    default=0.9,
-                    low=0,
-                    high=1,
-                    low_open=True,
-                ),
-                system_prompt_len=_bounded(first, "system_prompt_len", where, low=0),
-                question_len=_bounded(first, "question_len", where, low=0),
-                output_len=_bounded(first, "output_len", where, low=0),
-                num_groups=groups,
-                prompts_per_group=per_group,
+                model=run["model"],
+                hardware=run["hardware"],
+                tp=run["tp"],
+                dp=run["dp"],
+                kv_cache_dtype=run["kv_cache_dtype"],
+                quantization=run["precision"],
+                max_num_batched_tokens=run["max_num_batched_tokens"],
+                max_num_seqs=run["max_num_seqs"],
+                max_model_len=run["max_model_len"],
+                total_kv_blocks=run["total_kv_blocks_from_vllm_log"] or run["total_kv_blocks"],
+                gpu_memory_utilization=run["gpu_memory_utilization"],
+                system_prompt_len=run["system_prompt_len"],
+                question_len=run["question_len"],
+                output_len=run["output_len"],
+                num_groups=run["num_groups"],
+                prompts_per_group=run["num_prompts_per_group"],
                 prompt_len_mean=prompt_mean,
-                workload=_text(first, "workload", where),
+                workload=run["workload"],
                 stages=tuple(stages),
                 summary=summary,
             )
@@ -514,6 +588,7 @@ def read_runs_yaml(path: str | os.PathLike[str], *, hardware: str = "") -> list[
     if not isinstance(items, list) or not items:
         raise RunsError(f"{where}: expected `runs:` with a list of runs")
     rows = []
+    names_of_rows: list[str] = []
     names: dict[str, int] = {}
     for i, run in enumerate(items):
         if not isinstance(run, dict):
@@ -552,7 +627,8 @@ def read_runs_yaml(path: str | os.PathLike[str], *, hardware: str = "") -> list[
             "all_stages" if planned else "its stages list",
         )
         rows.extend(run_rows)
-    return runs_from_rows(rows, os.path.basename(where), hardware=hardware)
+        names_of_rows += [f"runs[{i}].stages[{j}]" for j in range(len(run_rows))]
+    return runs_from_rows(rows, os.path.basename(where), hardware=hardware, row_names=names_of_rows)
 
 
 def _read_yaml_or_json(path: str) -> Any:

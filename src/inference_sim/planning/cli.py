@@ -218,6 +218,22 @@ def _refuse_tune_own(assigned: dict[str, Any]) -> None:
             raise ConfigError(f"--set {name}={value}: {_TUNE_HINTS[name]}")
 
 
+def _refuse_input_overwrite(
+    outputs: list[tuple[str, str]], options: dict[str, Any], config: str | None
+) -> None:
+    """ValueError (exit 2) when an output would replace a file the runs read (the
+    workload spec, a trace, a --policy-config bundle, the --config file, ...) or another
+    output: ``--plot spp.yaml`` used to turn the workload spec into a PNG. The rules and
+    the message are ``blis run``'s (:func:`inference_sim.core.outfiles.refuse_overlaps`)."""
+    from inference_sim.config.outputs import run_inputs
+    from inference_sim.core.outfiles import OutputPathError, refuse_overlaps
+
+    try:
+        refuse_overlaps(outputs, run_inputs(options, config))
+    except OutputPathError as exc:
+        raise ValueError(str(exc)) from None
+
+
 @each_warning_once()
 def _plan(**p: Any) -> None:
     from inference_sim.planning.plan import format_plan, parse_prices, plan_capacity
@@ -263,6 +279,7 @@ def _plan(**p: Any) -> None:
 
             require("matplotlib", "plot", "blis plan --plot")
             check_output("--plot", p["plot"])  # before the search, not after it
+            _refuse_input_overwrite([("--plot", p["plot"])], base, p["config"])
         from inference_sim.replicates import seed_list
 
         seeds = seed_list(p["seeds"], p["replicates"], int(base.get("seed", 42)))
@@ -449,6 +466,7 @@ def _tune(**p: Any) -> None:
         resolve(base)  # bad base options fail now, with the flag's name
         if p["output"]:
             check_output("--output", p["output"])  # before the trials, not after them
+            _refuse_input_overwrite([("--output", p["output"])], base, p["config"])
         backend = make_backend(p["backend"], jobs=p["jobs"], address=p["address"])
 
     def on_trial(t: Any) -> None:

@@ -3,34 +3,44 @@
 For every candidate deployment (model, GPU, TP) the planner searches the instance
 count N in ``1..max_instances`` for the smallest N whose run at the target rate meets
 every objective (see :mod:`inference_sim.planning.slo`), assuming that adding instances
-never hurts. Each search round runs several N at once on the sweep backend: with ``k``
-parallel slots it tests ``k`` evenly spaced counts inside the interval still in doubt
-(plain bisection with one slot); the first round always includes ``max_instances``, so
-a deployment that cannot meet the SLOs at all is known after one round.
+never hurts: first ``max_instances`` (a deployment that cannot meet the SLOs at all is
+known after one probe), then bisection of the counts still in doubt.
 
 Then, for the chosen N, the saturation rate -- the highest request rate that still
-meets the SLOs -- is found the same way over the rate: doubling from the target rate
-until a run fails (at most 2^10 times the target), then narrowing the interval until
-it is within ``rate_tolerance`` (relative). ``num_requests`` grows with the rate so that
-every probe offers load for the same time window. All candidates are searched together,
-so the backend's slots stay busy.
+meets the SLOs -- is found over the rate: doubling from the target rate until a run
+fails (at most 2^10 times the target), then bisecting the interval until it is within
+``rate_tolerance`` (relative). ``num_requests`` grows with the rate so that every probe
+offers load for the same time window.
+
+That schedule (:class:`_Schedule`) is fixed: the probes, their order and the answer are
+the same for every number of parallel slots (``--jobs``), as the project's determinism
+rule asks. All candidates advance in lock-step, one probe each per step; slots left
+over run, ahead of time, the probes the schedule would test next whichever way the
+pending ones turn out (:func:`_look_ahead`), so more slots mean fewer rounds, and a
+look-ahead run the schedule never reaches is dropped.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from inference_sim.catalog import Catalog, CatalogError, load_catalog
 from inference_sim.catalog.hardware import with_hardware_config
 from inference_sim.config.errors import ConfigError
+from inference_sim.core.logs import LOGGER_NAME
 from inference_sim.planning.slo import Objective, check_metrics, violations, violations_at
 from inference_sim.replicates import DEFAULT_CONFIDENCE, mean_summary
 from inference_sim.sweep.backends import Backend, LocalBackend, execute_run
 
 MAX_RATE_DOUBLINGS = 10
+
+log = logging.getLogger(LOGGER_NAME)
 
 
 @dataclass(frozen=True)
@@ -193,8 +203,12 @@ class PlanOutcome:
     confidence: float | None = None
     headroom: float = 1.0
 
-    #: Runs the search made (a probe with several seeds counts once per seed).
+    #: Runs the search made (a probe with several seeds counts once per seed), runs of
+    #: probes looked ahead but never used included: it depends on the parallel slots.
     simulations: int = 0
+    #: Runs of the probes the search used: what ``to_dict()`` and :func:`format_plan`
+    #: report as ``simulations``, the same for every ``--jobs``.
+    probe_runs: int = 0
 
     @property
     def best(self) -> CandidatePlan | None:
@@ -220,7 +234,7 @@ class PlanOutcome:
         head.update(top)
         head["candidates"] = [c.to_dict(self.objectives) for c in self.candidates]
         if any(c.deployment.pd_ratio for c in self.candidates):  # --pd-ratio: side by side
-            head["simulations"] = self.simulations
+            head["simulations"] = self.probe_runs
             for key, want in (("cheapest_colocated", False), ("cheapest_disaggregated", True)):
                 pick = self.cheapest(disaggregated=want)
                 head[key] = None if pick is None else pick.to_dict(self.objectives)
@@ -262,6 +276,147 @@ class _Search:
     doublings: int = 0
     phase: str = "instances"  # instances -> rate -> done
     cap: int | None = None  # largest N worth testing (above it: more GPUs than an answer)
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """The fixed probe schedule every search follows, whatever the parallel slots.
+
+    Instances: ``--max-instances`` first (an infeasible candidate is known at once),
+    then the midpoint of the counts still in doubt. Saturation rate: double from the
+    target rate until a run misses, then the midpoint of the bracket. Being fixed, it
+    gives the same probes, in the same order, and the same answer for every ``--jobs``
+    (the project's rule: same config and seed, same result); parallel slots only run
+    its probes ahead of time (:func:`_look_ahead`)."""
+
+    rate: float
+    max_instances: int
+    saturation: bool
+    rate_tolerance: float
+
+    def next_probe(self, s: _Search) -> tuple[int, float] | None:
+        """The search's next probe ``(instances, rate)`` (None: nothing left)."""
+        if s.phase == "instances":
+            if not s.started:
+                return self.max_instances, self.rate
+            assert s.hi is not None
+            # counts above the cap cost more than a known answer: bisect below it as if
+            # cap + 1 met (if none does, lo reaches the cap: pruned)
+            top = s.hi if s.cap is None else min(s.hi, s.cap + 1)
+            pts = _int_points(s.lo, top, 1)
+            return (pts[0], self.rate) if pts else None
+        if s.phase == "rate":
+            n = s.cand.instances
+            assert n is not None
+            if s.rate_hi is None:
+                return n, s.rate_lo * 2.0
+            return n, _rate_points(s.rate_lo, s.rate_hi, 1)[0]
+        return None
+
+    def advance(self, s: _Search, probe: Probe) -> None:
+        """Record the search's next probe and move the search on by its verdict."""
+        s.cand.probes.append(probe)
+        if s.phase == "instances":
+            s.started = True
+            _update_instances(s, self.rate, self.max_instances, self.saturation)
+        else:
+            _update_rate(s, self.rate_tolerance)
+
+    def moved(self, s: _Search, n: int, r: float, ok: bool) -> _Search:
+        """A copy of ``s`` moved on as if its probe ``(n, r)`` met the SLOs or not."""
+        copy = replace(s, cand=replace(s.cand, probes=list(s.cand.probes)))
+        self.advance(copy, Probe(n, r, ok, [], {}))
+        return copy
+
+
+@dataclass(frozen=True)
+class _Result:
+    """A probe's runs (one per seed), judged: the first failure, else the verdict."""
+
+    error: str | None
+    summaries: list[dict[str, Any]]
+    summary: dict[str, Any]
+    why: list[str]
+    warnings: list[str]
+
+
+def _judge(
+    group: Sequence[dict[str, Any] | None],
+    objectives: Sequence[Objective],
+    seeds: Sequence[Any],
+    confidence: float | None,
+    headroom: float,
+) -> _Result:
+    warnings = [w for res in group if res for w in res.pop("plan_warnings", ())]
+    bad = next((res for res in group if res is None or res.get("status") != "ok"), None)
+    if bad is not None:
+        return _Result(str((bad or {}).get("error", "run failed")), [], {}, [], warnings)
+    summaries = [res["summary"] for res in group]  # type: ignore[index]
+    if len(summaries) == 1 and headroom == 1.0:
+        return _Result(
+            None, summaries, summaries[0], violations(objectives, summaries[0]), warnings
+        )
+    summary = summaries[0]
+    if len(summaries) > 1:
+        summary = mean_summary(summaries, seeds, confidence or DEFAULT_CONFIDENCE)
+    why = violations_at(objectives, summaries, confidence=confidence, headroom=headroom)
+    return _Result(None, summaries, summary, why, warnings)
+
+
+def _run_quietly(options: dict[str, Any]) -> dict[str, Any]:
+    """:func:`execute_run` with the run's warnings kept in the result (``plan_warnings``)
+    rather than given by the backend on arrival: a probe run ahead of time that the
+    schedule never uses stays silent, so the warnings do not depend on ``--jobs``."""
+    out = execute_run(options)
+    if "warnings" in out:
+        out["plan_warnings"] = out.pop("warnings")
+    return out
+
+
+def _look_ahead(
+    active: Sequence[tuple[int, _Search]],
+    done: Mapping[tuple[int, int, float], _Result],
+    slots: int,
+    schedule: _Schedule,
+    *,
+    rates_ready: bool,
+) -> list[tuple[int, int, float]]:
+    """Probes ``(search index, instances, rate)`` to run in this round.
+
+    Each search's next probe on its schedule (past the probes already in ``done``)
+    always runs; spare ``slots`` go to the probes it would test next whichever way the
+    pending ones turn out (both outcomes, nearest first, on copies of the search). Only
+    which probes run early depends on ``slots``, never which probes a search uses.
+    Without ``rates_ready`` (the request count of a run at the target rate not known
+    yet) no probe at another rate is looked ahead: its options are not final."""
+    order = itertools.count()
+    # (depth, order, search index, search, a moved copy?): the real searches pop first
+    heap = [(0, next(order), i, s, False) for i, s in active]
+    wanted: list[tuple[int, int, float]] = []
+    seen: set[tuple[int, int, float]] = set()
+    while heap:
+        depth, _, i, s, ahead = heapq.heappop(heap)
+        if ahead and len(wanted) >= slots:
+            break
+        nxt = schedule.next_probe(s)
+        if nxt is None:
+            continue
+        n, r = nxt
+        key = (i, n, r)
+        if key in done:
+            res = done[key]
+            if res.error is None:  # a failed run ends the search
+                moved = schedule.moved(s, n, r, not res.why)
+                heapq.heappush(heap, (depth, next(order), i, moved, True))
+            continue
+        if ahead and not rates_ready and r != schedule.rate:
+            continue
+        if key not in seen:
+            seen.add(key)
+            wanted.append(key)
+        for ok in (True, False):
+            heapq.heappush(heap, (depth + 1, next(order), i, schedule.moved(s, n, r, ok), True))
+    return wanted
 
 
 def plan_capacity(
@@ -350,79 +505,75 @@ def plan_capacity(
             for k in ("injected_requests", "rejected_requests", "rejected_too_long")
         )
 
+    # Every search follows one fixed schedule (:class:`_Schedule`: the run at
+    # --max-instances, then bisection; doubling, then bisection of the rate), advanced in
+    # lock-step (one probe per active search per step, then the pruning), so the probes,
+    # their order and the answer are the same for every --jobs. Parallel slots only run
+    # probes of that schedule ahead of time (:func:`_look_ahead`); the steps then consume
+    # them from ``done`` in order, and a look-ahead run the schedule never reaches is
+    # dropped unseen (its warnings included).
+    schedule = _Schedule(rate, max_instances, saturation, rate_tolerance)
+    done: dict[tuple[int, int, float], _Result] = {}
+    requests_known = trace or base_requests > 0  # probe options final at every rate
+    used_runs = 0
     while True:
-        active = [s for s in searches if s.phase != "done"]
+        active = [(i, s) for i, s in enumerate(searches) if s.phase != "done"]
         if not active:
             break
-        k = max(1, backend.jobs // (len(active) * len(run_seeds)))
-        batch: list[tuple[_Search, int, float]] = []
-        for s in active:
-            if s.phase == "instances":
-                if not s.started:
-                    pts = sorted({*_int_points(s.lo, max_instances, k - 1), max_instances})
-                    s.started = True
-                else:
-                    assert s.hi is not None
-                    # counts above the cap cost more than a known answer: bisect below
-                    # it as if cap + 1 met (if none does, lo reaches the cap: pruned)
-                    top = s.hi if s.cap is None else min(s.hi, s.cap + 1)
-                    pts = _int_points(s.lo, top, k)
-                batch += [(s, n, rate) for n in pts]
-            else:
-                assert s.cand.instances is not None
-                n = s.cand.instances
-                if s.rate_hi is None:
-                    pts_r = [s.rate_lo * 2.0 ** (j + 1) for j in range(k)]
-                else:
-                    pts_r = _rate_points(s.rate_lo, s.rate_hi, k)
-                batch += [(s, n, r) for r in pts_r]
+        slots = max(1, backend.jobs // len(run_seeds))
+        wanted = _look_ahead(active, done, slots, schedule, rates_ready=requests_known)
+        batch = [(i, n, r) for i, n, r in wanted if (i, n, r) not in done]
         results: list[dict[str, Any] | None] = [None] * (len(batch) * len(run_seeds))
 
         def store(i: int, res: dict[str, Any], results: list[Any] = results) -> None:
             results[i] = res
 
         items = []
-        for s, n, r in batch:
+        for i, n, r in batch:
             for seed in run_seeds:  # one run per seed (replicates), in seed order
-                opts = options_for(s, n, r)
+                opts = options_for(searches[i], n, r)
                 if seed is not None:
                     opts["seed"] = seed
                 items.append(opts)
-        backend.map(execute_run, items, store)
+        if items:
+            backend.map(_run_quietly, items, store)
         simulations += len(items)
-        for j, (s, n, r) in enumerate(batch):
+        for j, key in enumerate(batch):
             group = results[j * len(run_seeds) : (j + 1) * len(run_seeds)]
-            bad = next((res for res in group if res is None or res.get("status") != "ok"), None)
-            if bad is not None:
-                s.cand.error = str((bad or {}).get("error", "run failed"))
-                s.phase = "done"
-                continue
-            summaries = [res["summary"] for res in group]  # type: ignore[index]
-            if not base_requests and not trace and r == rate:
-                base_requests = generated(summaries[0])
-            if not checked:
-                check_metrics(objectives, summaries[0])
-                checked = True
-            if len(summaries) == 1 and headroom == 1.0:
-                summary = summaries[0]
-                why = violations(objectives, summary)
-            else:
-                summary = summaries[0]
-                if len(summaries) > 1:
-                    summary = mean_summary(summaries, run_seeds, confidence or DEFAULT_CONFIDENCE)
-                why = violations_at(objectives, summaries, confidence=confidence, headroom=headroom)
-            probe = Probe(n, r, not why, why, summary)
-            s.cand.probes.append(probe)
-            if on_probe is not None:
-                on_probe(s.cand.deployment, probe)
-        for s in active:
-            if s.phase == "done":
-                continue
-            if s.phase == "instances":
-                _update_instances(s, rate, max_instances, saturation)
-            else:
-                _update_rate(s, rate_tolerance)
-        _prune(searches)
+            done[key] = _judge(group, objectives, run_seeds, confidence, headroom)
+        # Consume whole steps while every active search's next probe has run.
+        while True:
+            step = []
+            for i, s in enumerate(searches):
+                if s.phase == "done":
+                    continue
+                nxt = schedule.next_probe(s)
+                if nxt is None:
+                    s.phase = "done"  # nothing left to test (never expected)
+                    continue
+                step.append((i, s, nxt))
+            if not step or any((i, *nxt) not in done for i, _s, nxt in step):
+                break
+            for i, s, (n, r) in step:
+                res = done[(i, n, r)]
+                used_runs += len(run_seeds)
+                for text in res.warnings:
+                    log.warning(text)
+                if res.error is not None:
+                    s.cand.error = res.error
+                    s.phase = "done"
+                    continue
+                if not requests_known and r == rate:
+                    base_requests = generated(res.summaries[0])
+                    requests_known = True
+                if not checked:
+                    check_metrics(objectives, res.summaries[0])
+                    checked = True
+                probe = Probe(n, r, not res.why, list(res.why), res.summary)
+                if on_probe is not None:
+                    on_probe(s.cand.deployment, probe)
+                schedule.advance(s, probe)
+            _prune(searches)
 
     catalog = _pricing_catalog(base) if isinstance(gpu_hour_price, Mapping) else None
     for s in searches:
@@ -430,6 +581,7 @@ def plan_capacity(
     ranked = sorted(searches, key=lambda s: _rank_key(s.cand, gpu_hour_price is not None))
     outcome = PlanOutcome(rate, objectives, max_instances, [s.cand for s in ranked])
     outcome.simulations = simulations
+    outcome.probe_runs = used_runs
     outcome.seeds = [x for x in run_seeds if x is not None]
     outcome.confidence = confidence
     outcome.headroom = headroom
@@ -857,7 +1009,7 @@ def format_plan(outcome: PlanOutcome) -> str:
                 )
         pruned = sum(1 for c in outcome.candidates if c.pruned)
         notes.append(
-            f"{outcome.simulations} simulations; {pruned} disaggregated candidates pruned"
+            f"{outcome.probe_runs} simulations; {pruned} disaggregated candidates pruned"
             " (they cannot be the cheapest)"
         )
         for c in outcome.candidates:
