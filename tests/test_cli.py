@@ -359,6 +359,7 @@ BAD_INPUTS = [
     ("missing-model", ["run"], ["--model"]),
     ("rate-0", [*RUN5, "--rate", "0"], ["--rate"]),
     ("rate-negative", [*RUN5, "--rate", "-1"], ["--rate"]),
+    ("rate-beyond-clock", [*RUN5, "--rate", "1e-13"], ["--rate", "simulator's clock"]),
     ("num-instances-0", [*RUN5, "--num-instances", "0"], ["--num-instances"]),
     ("total-kv-blocks-0", [*RUN5, "--total-kv-blocks", "0"], ["--total-kv-blocks"]),
     ("block-size-negative", [*RUN5, "--block-size-in-tokens", "-1"], ["--block-size-in-tokens"]),

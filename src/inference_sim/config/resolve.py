@@ -327,10 +327,23 @@ def _check_ranges(o: dict[str, Any], explicit: frozenset[str] = frozenset()) -> 
         f"--gpu-memory-utilization must be in (0, 1], got {util}",
     )
     require_finite("--rate", o["rate"])
+    rate, count = o["rate"], o["num_requests"]
+    synthetic = o["workload"] != "traces" and not o["workload_spec"]
+    if synthetic and rate > 0 and count > 1 and (count - 1) / rate > CLOCK_S:
+        # Arrivals past the simulator's clock would never come (generation stops there).
+        raise ConfigError(
+            f"--rate {rate:g} spreads --num-requests {count} over {(count - 1) / rate:.3g} s, "
+            f"beyond the simulator's clock ({CLOCK_S:.3g} s, 2^62 µs): raise --rate or "
+            "lower --num-requests"
+        )
     _require(
         0 <= o["seed"] <= MAX_SEED,
         f"--seed must be in [0, {MAX_SEED}] (a 64-bit seed), got {o['seed']}",
     )
+
+
+#: The simulator's clock in seconds: arrivals are generated up to 2^62 µs.
+CLOCK_S = 2**62 / 1e6
 
 
 def _version_key(version: str) -> str:
