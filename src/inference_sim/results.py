@@ -299,6 +299,8 @@ class Results:
         check_results_document(doc)
         try:
             check_results_fields(doc, doc.get("instances") or [], doc.get("requests") or [])
+            if doc.get("timeseries") is not None:
+                check_timeseries(doc["timeseries"])
         except ValueError as exc:  # a results file with a bad value: name file and field
             raise ValueError(f"{os.fspath(path)}: {exc}") from None
         return cls.from_dict(doc)
@@ -332,6 +334,15 @@ class Results:
                     values = [None if v != v else v for v in values]  # NaN -> None
                 cols[name] = values
             table = {"interval_us": meta.get("timeseries_interval_us", 0), "columns": cols}
+            try:
+                check_timeseries(
+                    table,
+                    nan_is_null=True,
+                    interval_field="summary.json: timeseries_interval_us",
+                    column_field="timeseries.parquet: column ",
+                )
+            except ValueError as exc:
+                raise ValueError(f"{os.fspath(folder)}: {exc}") from None
         return cls(
             summary=meta.get("summary", {}),
             requests=records,
@@ -685,9 +696,216 @@ def check_results_fields(
     nan_is_null: bool = False,
 ) -> None:
     """The values ``blis report`` / ``blis plot`` read from a results file: the summary
-    metrics (also per instance) and the per-request records. ValueError for the first bad one."""
+    metrics (also per instance), the nested blocks the page shows as tables
+    (:func:`check_summary_blocks`) and the per-request records. ValueError for the
+    first bad one."""
     check_summary_numbers(summary)
+    check_summary_blocks(summary)
     for i, inst in enumerate(instances):
         if isinstance(inst, Mapping):
             check_summary_numbers(inst, f"instances[{i}].")
     check_records(records, nan_is_null=nan_is_null)
+
+
+# --- nested blocks and the time series: what the report pages dereference ------------
+
+
+def _bad(field: str, allowed: str, value: Any) -> ValueError:
+    return ValueError(f"{field} must be {allowed}, got {_shown_value(value)}")
+
+
+def _object(value: Any, field: str, allowed: str = "an object") -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _bad(field, allowed, value)
+    return value
+
+
+def _objects_by_name(value: Any, field: str, what: str) -> Mapping[str, Any]:
+    """An object whose every value is an object (``{"batch": {...}, "chat": {...}}``)."""
+    block = _object(value, field, f"an object of {what}")
+    for name, item in block.items():
+        _object(item, f"{field}.{name}")
+    return block
+
+
+def _list_of_objects(value: Any, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _bad(field, "a list of objects", value)
+    for i, item in enumerate(value):
+        _object(item, f"{field}[{i}]")
+    return value
+
+
+def _number(value: Any, field: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES) or not math.isfinite(value):
+        raise _bad(field, "a finite number", value)
+
+
+def _numbers(value: Any, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _bad(field, "a list of numbers", value)
+    for i, v in enumerate(value):
+        _number(v, f"{field}[{i}]")
+    return value
+
+
+def _autoscaling_pool(a: Mapping[str, Any], field: str) -> None:
+    """One autoscaled pool (or the cluster): the figures the page formats as numbers,
+    the replica counts it draws (one per time in ``t_s``) and the events it lists."""
+    for key in ("replica_startup_s", "gpu_hours", "cost", "gpu_hour_price"):
+        if key in a:
+            _number(a[key], f"{field}.{key}")
+    if a.get("replicas") is not None:
+        rep = _object(a["replicas"], f"{field}.replicas")
+        times = _numbers(rep.get("t_s") or [], f"{field}.replicas.t_s")
+        for key in ("ready", "loading", "draining"):
+            counts = _numbers(rep.get(key) or [], f"{field}.replicas.{key}")
+            if counts and len(counts) != len(times):
+                raise ValueError(
+                    f"{field}.replicas.{key} has {len(counts)} values for {len(times)} times "
+                    "(t_s): one count per time"
+                )
+    if a.get("events") is not None:
+        for i, event in enumerate(_list_of_objects(a["events"], f"{field}.events")):
+            if "t_s" in event:
+                _number(event["t_s"], f"{field}.events[{i}].t_s")
+    if a.get("latency") is not None:
+        lat = _object(a["latency"], f"{field}.latency")
+        for key in ("during_scaling", "steady"):
+            if lat.get(key) is not None:
+                _object(lat[key], f"{field}.latency.{key}")
+        spans = lat.get("scaling_periods_s")
+        if spans is not None and not isinstance(spans, list):
+            raise _bad(f"{field}.latency.scaling_periods_s", "a list", spans)
+
+
+def check_summary_blocks(summary: Mapping[str, Any]) -> None:
+    """ValueError naming the first nested block (``slo_metrics``, ``stages``, ``pd``,
+    ``autoscaling``, ``lora``, ``fidelity``) whose shape is not what ``blis run``
+    writes, where the report pages would read it: a mapping where they look up keys, a
+    list where they iterate, a number where they format one. null means absent."""
+    if summary.get("slo_metrics") is not None:
+        _objects_by_name(summary["slo_metrics"], "slo_metrics", "metrics per SLO class")
+    if summary.get("stages") is not None:
+        _list_of_objects(summary["stages"], "stages")
+    if summary.get("pd") is not None:
+        pd = _object(summary["pd"], "pd")
+        if pd.get("pools") is not None:
+            _objects_by_name(pd["pools"], "pd.pools", "figures per pool")
+    if summary.get("autoscaling") is not None:
+        a = _object(summary["autoscaling"], "autoscaling")
+        pools = a.get("pools")
+        if pools is not None:
+            _objects_by_name(pools, "autoscaling.pools", "figures per pool")
+        if pools:
+            for key in ("gpu_hours", "cost"):
+                if key in a:
+                    _number(a[key], f"autoscaling.{key}")
+            for name, pool in pools.items():
+                _autoscaling_pool(pool, f"autoscaling.pools.{name}")
+        else:
+            _autoscaling_pool(a, "autoscaling")
+    if summary.get("lora") is not None:
+        lora = _object(summary["lora"], "lora")
+        if lora.get("adapters") is not None:
+            _objects_by_name(lora["adapters"], "lora.adapters", "figures per adapter")
+        if lora.get("instances") is not None:
+            _objects_by_name(lora["instances"], "lora.instances", "figures per instance")
+    if summary.get("fidelity") is not None:
+        fid = _object(summary["fidelity"], "fidelity")
+        if fid.get("expected_abs_error_pct") is not None:
+            errors = _object(fid["expected_abs_error_pct"], "fidelity.expected_abs_error_pct")
+            for key in ("e2e", "tpot", "ttft"):
+                if key in errors:
+                    field = f"fidelity.expected_abs_error_pct.{key}"
+                    entry = _object(errors[key], field, "an object with median, max and rows")
+                    missing = [k for k in ("median", "max", "rows") if k not in entry]
+                    if missing:
+                        raise ValueError(f"{field} has no {missing[0]}: it needs median, max, rows")
+        if fid.get("caveats") is not None and not isinstance(fid["caveats"], list):
+            raise _bad("fidelity.caveats", "a list", fid["caveats"])
+
+
+#: Time-series columns the report and the plots draw (each needs one value per row).
+CHARTED_TIMESERIES = (
+    "queue_depth",
+    "running",
+    "kv_utilization",
+    "cache_hit_rate",
+    "tokens_per_sec",
+    "requests_per_sec",
+)
+
+
+def _series_ok(values: Sequence[Any], kind: str, nan_is_null: bool) -> bool:
+    """Whether a time-series column holds what ``kind`` allows, checked at C speed
+    (the table may hold a quarter of a million rows)."""
+    types = set(map(type, values))
+    if kind == "id":
+        return types <= {str}
+    if kind == "time" and not types <= {int, float}:
+        return False
+    if not types <= {int, float, _NONE}:
+        return False
+    present = [v for v in values if v is not None] if _NONE in types else values
+    if math.isfinite(sum(present)):
+        return True
+    # A null cell of a Parquet float column reads back as NaN: null there, for a signal.
+    return kind != "time" and nan_is_null and not any(math.isinf(v) for v in present)
+
+
+def check_timeseries(
+    table: Mapping[str, Any],
+    *,
+    nan_is_null: bool = False,
+    interval_field: str = "timeseries.interval_us",
+    column_field: str = "timeseries.columns.",
+) -> None:
+    """ValueError naming the first bad part of a time-series table: ``interval_us`` (a
+    whole number of µs >= 0, 0 for automatic), a column that is not a list or has a
+    different number of rows than ``time_s``, a drawn column that is missing, or a value
+    of the wrong kind (``time_s`` a number, ``instance`` a string, the signals numbers
+    or null)."""
+    interval = table.get("interval_us", 0)
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, _NUMBER_TYPES)
+        or not math.isfinite(interval)
+        or interval < 0
+        or interval != int(interval)
+    ):
+        raise _bad(interval_field, "a whole number of µs >= 0 (0: automatic)", interval)
+    columns = table.get("columns") or {}
+    rows: int | None = None
+    first = ""
+    for name in ("time_s", *columns):
+        if name not in columns:
+            continue
+        values = columns[name]
+        if not isinstance(values, list):
+            raise _bad(f"{column_field}{name}", "a list (one value per row)", values)
+        if rows is None:
+            rows, first = len(values), name
+        elif len(values) != rows:
+            raise ValueError(
+                f"{column_field}{name} has {len(values)} values, {first} {rows}: every "
+                "column has one value per row"
+            )
+    if not rows:
+        return
+    for name in ("time_s", "instance", *CHARTED_TIMESERIES):
+        if name not in columns:
+            raise ValueError(
+                f"{column_field}{name} is missing: a table with rows has time_s, instance, "
+                f"{', '.join(CHARTED_TIMESERIES)}"
+            )
+    kinds = {"time_s": "time", "instance": "id"}
+    for name in ("time_s", "instance", *CHARTED_TIMESERIES):
+        kind = kinds.get(name, "signal")
+        values = columns[name]
+        if _series_ok(values, kind, nan_is_null):
+            continue
+        allowed = {"time": "a number (seconds)", "id": "a string"}.get(kind, "a number or null")
+        for i, v in enumerate(values):
+            if not _series_ok([v], kind, nan_is_null):
+                raise _bad(f"{column_field}{name}[{i}]", allowed, v)

@@ -52,8 +52,8 @@ def _check_report_output(results: str, output: str) -> None:
     "--label",
     "labels",
     multiple=True,
-    help="Name of each run in a comparison, in order (repeat once per RESULTS; "
-    "default: the options that differ, e.g. rate=20).",
+    help="Name of each run in a comparison, in order (repeat once per RESULTS; each "
+    "distinct, not `metric`; default: the options that differ, e.g. rate=20).",
 )
 @click.option("--debug", is_flag=True, default=False, help="Show tracebacks for errors.")
 def report_command(
@@ -70,7 +70,7 @@ def report_command(
     series overlaid (one colour per run, with a legend) and the summary metrics side
     by side.
     """
-    from inference_sim.report.compare import write_comparison
+    from inference_sim.report.compare import check_labels, write_comparison
     from inference_sim.report.html import write_report
 
     with cli_errors(debug):
@@ -79,6 +79,7 @@ def report_command(
                 f"--label given {len(labels)} time(s) for {len(results)} results; "
                 "give one per results file, in order"
             )
+        check_labels(labels, "--label")  # distinct, and not the table's `metric` column
         for r in results:  # before reading: fail fast, replace no input
             _check_report_output(r, output)
         runs = [_load(r) for r in results]
@@ -99,7 +100,8 @@ def plot_command(results: str, output: str, debug: bool) -> None:
     """Write the report's figures as PNG files (needs the `plot` extra: matplotlib).
 
     RESULTS is a results file or a `to_parquet()` folder. Writes latency_cdf.png,
-    timeseries_cluster.png and (2+ instances) timeseries_instances.png.
+    timeseries_cluster.png and (2+ instances) timeseries_instances.png, and removes
+    those of these three an earlier run left that this run does not have.
     """
     from inference_sim.core.extras import require
 

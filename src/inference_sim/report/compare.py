@@ -39,12 +39,36 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+#: The first column of the side-by-side table: a run may not be labelled so.
+RESERVED_LABEL = "metric"
+
+
+def check_labels(labels: Sequence[str], what: str = "label") -> None:
+    """ValueError unless every label is distinct and none is :data:`RESERVED_LABEL`.
+
+    Rows of the table are keyed by label, so two runs under one label would show the
+    second run's numbers in both columns, and a run labelled ``metric`` would replace
+    the metric names."""
+    seen: set[str] = set()
+    for label in labels:
+        if label == RESERVED_LABEL:
+            raise ValueError(
+                f"{what} {label!r} is reserved (the name of the table's first column); "
+                "choose another"
+            )
+        if label in seen:
+            raise ValueError(f"{what} {label!r} is given to two runs; give each run its own")
+        seen.add(label)
+
+
 def run_labels(runs: Sequence[Results], names: Sequence[str] | None = None) -> list[str]:
     """One distinct label per run (see the module doc); ``names`` win when given."""
     if names is not None:
         if len(names) != len(runs):
             raise ValueError(f"{len(names)} labels for {len(runs)} runs")
-        return [str(n) for n in names]
+        labels = [str(n) for n in names]
+        check_labels(labels)
+        return labels
     configs = [r.config for r in runs]
     keys: list[str] = []
     for cfg in configs:

@@ -346,9 +346,10 @@ def _fidelity_section(fid: Mapping[str, Any]) -> str:
         f"{bound if fid.get('lower_bound') else ''}.</p>"
     )
     in_training = "in training" if fid.get("tp_seen") else "not in training"
+    family_seen = seen.get(str(fid.get("model_seen")), "")  # str(): any JSON value
     rows = [
         ("GPU", f"{fid.get('gpu', '')} ({fid.get('gpu_domain', '')})"),
-        ("model family", f"{fid.get('model_family', '')} ({seen.get(fid.get('model_seen'), '')})"),
+        ("model family", f"{fid.get('model_family', '')} ({family_seen})"),
         ("TP", f"{fid.get('tp', '')} ({in_training})"),
         ("architecture", "mixture of experts" if fid.get("moe") else "dense"),
     ]
@@ -413,9 +414,9 @@ def build_report(results: Results, *, title: str = "") -> str:
     cluster_charts, instance_charts = _timeseries_charts(results.timeseries_table)
     parts.append("<h2>Over simulated time</h2>")
     if cluster_charts:
-        interval = results.timeseries_table.get("interval_us", 0)
+        interval = results.timeseries_table.get("interval_us", 0)  # checked by the reader
         parts.append(
-            f'<p class="note">Sampled every {interval:,} µs of simulated time; rates and the '
+            f'<p class="note">Sampled every {_num(interval)} µs of simulated time; rates and the '
             "hit rate cover the interval before each sample.</p>"
         )
         parts.append('<div class="charts">' + "".join(cluster_charts) + "</div>")

@@ -7,6 +7,9 @@ Files written to the output folder:
   rate, output tokens/s and completions/s of the whole cluster over simulated time;
 * ``timeseries_instances.png``: the same per instance (2+ instances only).
 
+A figure this run does not have (per instance for one instance, time series for results
+without them) is removed from the folder if an earlier run left it there.
+
 ``blis plan --plot FILE.png`` uses :func:`plot_plan` (latency against request rate).
 """
 
@@ -121,7 +124,23 @@ def write_plots(results: Results, out_dir: str | os.PathLike[str]) -> list[Path]
             fig.tight_layout()
             written.append(_save(fig, out / filename))
             plt.close(fig)
+    _remove_stale(out, written)
     return written
+
+
+#: Every file :func:`write_plots` may write; the only files it ever removes.
+PLOT_FILES = ("latency_cdf.png", "timeseries_cluster.png", "timeseries_instances.png")
+
+
+def _remove_stale(out: Path, written: Sequence[Path]) -> None:
+    """Remove the figures of :data:`PLOT_FILES` this run did not draw: a folder used
+    before for a 4-instance run would otherwise keep its ``timeseries_instances.png``
+    beside this 1-instance run's figures, as if it were this run's."""
+    kept = {p.name for p in written}
+    for name in PLOT_FILES:
+        stale = out / name
+        if name not in kept and (stale.is_file() or stale.is_symlink()):
+            stale.unlink(missing_ok=True)
 
 
 def plot_plan(outcome: Any, path: str | os.PathLike[str]) -> Path:

@@ -25,10 +25,12 @@ def _steps(ts: Sequence[float], ys: Sequence[int]) -> tuple[list[float], list[fl
 
 
 def _rows(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """A table whose cells are formatted as the report's other tables format them
+    (``_num``: 12.26, 216.8, 31,820,087,296), not as raw floats (12.260200000000001)."""
+    from inference_sim.report.html import _num  # html imports this module
+
     head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{_num(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

@@ -5,6 +5,13 @@ as it arrives; the function returns a dict with a ``status`` key ("ok" or "faile
 A run that raises is reported by the function itself; a worker that dies (killed,
 out of memory) is reported by the backend as ``{"status": "failed", "error": ...}``.
 Results do not depend on the backend, the number of workers or the order runs finish.
+
+Plug-ins registered from Python (``register_latency_model``, ``ROUTING.register``, ...)
+live in the registries of this process only; a worker starts from a fresh import. Each
+task therefore carries them (:func:`plugin_entries`) and the worker registers them
+before the run (:func:`install_plugins`), so a registered name works in a worker as a
+built-in name does. A class that a worker cannot import (one defined in ``python -c``
+or a notebook) makes :class:`LocalBackend` run the runs in this process instead.
 """
 
 from __future__ import annotations
@@ -12,11 +19,14 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import pickle
+import sys
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any, Protocol
 
 from inference_sim.core.extras import require
@@ -91,12 +101,162 @@ def execute_run(options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# --- plug-ins registered in this process ------------------------------------------------
+
+#: One registered plug-in: (registry, name, factory, latency ``inputs``). The registry is
+#: ``"latency"`` or a policy kind of :data:`inference_sim.policies.REGISTRIES`.
+PluginEntry = tuple[str, str, Any, str]
+
+
+def _registered() -> list[PluginEntry]:
+    """Every entry of the latency and policy registries, in a fixed order."""
+    from inference_sim.latency.registry import latency_model_names, lookup_latency_model
+    from inference_sim.policies import REGISTRIES
+
+    entries: list[PluginEntry] = []
+    for name in latency_model_names():
+        entry = lookup_latency_model(name)
+        entries.append(("latency", name, entry.factory, entry.inputs))
+    for kind, registry in REGISTRIES.items():
+        for name in registry.names():
+            entries.append((kind, name, registry.lookup(name), ""))
+    return entries
+
+
+def _module(obj: Any) -> str:
+    return str(getattr(obj, "__module__", None) or type(obj).__module__)
+
+
+def _where(obj: Any) -> str:
+    return f"{_module(obj)}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
+def _own_closure(obj: Any) -> bool:
+    """A factory of the package's own that only exists inside a function (the latency
+    built-ins): every worker's import registers it, and stdlib pickle cannot send it."""
+    return _module(obj).split(".")[0] == "inference_sim" and "<locals>" in getattr(
+        obj, "__qualname__", ""
+    )
+
+
+def plugin_entries() -> tuple[list[PluginEntry], list[str]]:
+    """The registered entries a worker process can import, pickled one by one, and a
+    description of each one it cannot (a class of ``__main__`` without a file behind it,
+    as in ``python -c`` or a notebook, or one that does not pickle). The package's own
+    entries go too when they pickle (classes: by name, the worker's own object); those
+    that do not (closures) are registered by the worker's import anyway."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    top: set[str] | None = None
+    carried: list[PluginEntry] = []
+    stuck: list[str] = []
+    for kind, name, factory, inputs in _registered():
+        if _own_closure(factory):
+            continue
+        if _module(factory) == "__main__":
+            if main_file is None:
+                stuck.append(f"{kind} {name!r} ({_where(factory)}, of an interactive session)")
+                continue
+            if top is None:
+                top = _script_names(main_file)
+            head = str(getattr(factory, "__qualname__", "")).split(".")[0]
+            if "*" not in top and head not in top:
+                guard = '`if __name__ == "__main__":`'
+                stuck.append(f"{kind} {name!r} ({_where(factory)}, defined under {guard})")
+                continue
+        try:
+            data = pickle.dumps(factory)
+        except Exception as exc:
+            stuck.append(f"{kind} {name!r} ({_where(factory)}: {type(exc).__name__}: {exc})")
+            continue
+        carried.append((kind, name, data, inputs))
+    return carried, stuck
+
+
+def _script_names(path: str) -> set[str]:
+    """Names the script at ``path`` binds when a worker imports it (as ``__mp_main__``):
+    its top level, without the ``if __name__ == "__main__":`` block. ``{"*"}`` when
+    that cannot be told (unreadable, a star import): then the worker is left to try."""
+    import ast
+
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return {"*"}
+    names: set[str] = set()
+
+    def main_guard(test: ast.expr) -> bool:  # __name__ == "__main__"
+        return (
+            isinstance(test, ast.Compare)
+            and isinstance(test.left, ast.Name)
+            and test.left.id == "__name__"
+            and isinstance(test.ops[0], ast.Eq)
+            and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators)
+        )
+
+    def visit(body: Sequence[ast.stmt]) -> None:
+        for st in body:
+            if isinstance(st, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                names.add(st.name)
+            elif isinstance(st, ast.Import | ast.ImportFrom):
+                names.update((a.asname or a.name).split(".")[0] for a in st.names)
+            elif isinstance(st, ast.Assign | ast.AnnAssign | ast.AugAssign):
+                targets = st.targets if isinstance(st, ast.Assign) else [st.target]
+                for t in targets:
+                    names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+            elif isinstance(st, ast.If):
+                if not main_guard(st.test):
+                    visit(st.body)
+                visit(st.orelse)
+            elif isinstance(st, ast.Try):
+                visit(st.body)
+                for handler in st.handlers:
+                    visit(handler.body)
+                visit(st.orelse)
+                visit(st.finalbody)
+            elif isinstance(st, ast.With | ast.For | ast.While):
+                visit(st.body)
+
+    visit(tree.body)
+    return names
+
+
+def install_plugins(entries: Sequence[PluginEntry]) -> None:
+    """Register ``entries`` (from :func:`plugin_entries`; factories pickled or not) in this
+    process. RuntimeError naming the entry when one cannot be imported here."""
+    from inference_sim.latency.registry import register_latency_model
+    from inference_sim.policies import REGISTRIES
+
+    for kind, name, factory, inputs in entries:
+        if isinstance(factory, bytes):
+            try:
+                factory = pickle.loads(factory)
+            except Exception as exc:
+                raise RuntimeError(
+                    f"registered {kind} plug-in {name!r} cannot be imported in a worker "
+                    f"process ({type(exc).__name__}: {exc}); define it at the top level of "
+                    "a module or of the script, or use LocalBackend(jobs=1)"
+                ) from None
+        if kind == "latency":
+            register_latency_model(name, factory, inputs=inputs)
+        else:
+            REGISTRIES[kind].register(name, factory)
+
+
+def _with_plugins(func: Worker, item: Any, plugins: Sequence[PluginEntry]) -> Any:
+    """``func(item)`` after registering ``plugins`` here (a worker process or Ray task)."""
+    try:
+        install_plugins(plugins)
+    except RuntimeError as exc:
+        return failed(str(exc))
+    return func(item)
+
+
 # --- local processes -------------------------------------------------------------------
 
 
-def _child(func: Worker, item: Any, conn: Connection) -> None:
+def _child(func: Worker, item: Any, conn: Connection, plugins: Sequence[PluginEntry] = ()) -> None:
     try:
-        result = func(item)
+        result = _with_plugins(func, item, plugins)
     except BaseException as exc:  # pragma: no cover - func reports its own failures
         result = failed(f"{type(exc).__name__}: {exc}")
     try:
@@ -125,7 +285,20 @@ class LocalBackend:
         self.jobs = max(1, jobs if jobs else (os.cpu_count() or 1))
 
     def map(self, func: Worker, items: Sequence[Any], on_result: ResultCallback) -> None:
-        if self.jobs == 1:
+        plugins: list[PluginEntry] = []
+        in_process = self.jobs == 1
+        if not in_process:
+            plugins, stuck = plugin_entries()
+            if stuck:
+                log.warning(
+                    "registered plug-in %s cannot be sent to worker processes: running "
+                    "the %d runs in this process, one at a time; define it in a module "
+                    "(or at the top level of a script) to run them in parallel",
+                    "; ".join(stuck),
+                    len(items),
+                )
+                in_process = True
+        if in_process:
             for i, item in enumerate(items):
                 try:
                     result = func(item)
@@ -141,7 +314,9 @@ class LocalBackend:
                 while pending and len(active) < self.jobs:
                     i, item = pending.popleft()
                     reader, writer = ctx.Pipe(duplex=False)
-                    proc = ctx.Process(target=_child, args=(func, item, writer), daemon=True)
+                    proc = ctx.Process(
+                        target=_child, args=(func, item, writer, plugins), daemon=True
+                    )
                     proc.start()
                     writer.close()
                     active[reader] = (i, proc)
@@ -199,8 +374,12 @@ class RayBackend:
 
     def map(self, func: Worker, items: Sequence[Any], on_result: ResultCallback) -> None:
         ray = self.ray
-        remote = ray.remote(num_cpus=1, max_retries=0)(func)
-        refs = {remote.remote(item): i for i, item in enumerate(items)}
+        # Ray pickles by value what a worker cannot import, so every registered entry
+        # goes but the package's own closures (a worker's import registers those).
+        plugins = [e for e in _registered() if not _own_closure(e[2])]
+        remote = ray.remote(num_cpus=1, max_retries=0)(_with_plugins)
+        shared = ray.put(plugins)
+        refs = {remote.remote(func, item, shared): i for i, item in enumerate(items)}
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
             for ref in done:

