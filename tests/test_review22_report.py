@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -389,19 +388,19 @@ def test_registered_plugins_work_in_worker_processes(tmp_path, registered):
         assert par["summary"] == one["summary"]
 
 
-def test_a_plugin_a_worker_cannot_import_runs_in_this_process(tmp_path, registered, caplog):
+def test_a_plugin_a_worker_cannot_import_runs_in_this_process(tmp_path, registered, sim_log):
     from inference_sim.latency import register_latency_model
 
     class LocalStep(StepPlugin):  # inside a function: no worker can import it
         pass
 
     register_latency_model("review22-local", LocalStep)
-    with caplog.at_level(logging.WARNING):
-        outcome = run_sweep(
-            _plugin_spec("review22-local"),
-            tmp_path,
-            backend=LocalBackend(jobs=2),
-            write_table=False,
-        )
+    outcome = run_sweep(
+        _plugin_spec("review22-local"),
+        tmp_path,
+        backend=LocalBackend(jobs=2),
+        write_table=False,
+    )
     assert [r["status"] for r in outcome.results] == ["ok", "ok"], outcome.results
-    assert "cannot be sent to worker processes: running the 2 runs in this process" in caplog.text
+    want = "cannot be sent to worker processes: running the 2 runs in this process"
+    assert want in sim_log.text
