@@ -345,3 +345,20 @@ def test_file_plugins_are_found_relative_to_the_config_that_names_them(tmp_path,
         "/base/a.py:S:2,queue-depth:1, /x/b.py:T:1"
     )
     assert rebase_plugin_files("least-loaded", "/base") == "least-loaded"
+
+
+def test_sweep_file_plugins_are_relative_to_the_sweep_file(tmp_path):
+    from inference_sim.sweep.spec import parse_sweep
+
+    doc = {
+        "base": {"model": "meta-llama/llama-3.1-8b-instruct", "routing_policy": "p.py:A"},
+        "grid": {"routing_scorers": ["s.py:S:2,queue-depth:1", "queue-depth:1"]},
+        "cases": [{"latency_model": "sub/m.py:M"}],
+    }
+    spec = parse_sweep(doc, "sweep.yaml", folder=str(tmp_path))
+    assert spec.base["routing_policy"] == f"{tmp_path / 'p.py'}:A"
+    assert spec.grid["routing_scorers"] == [
+        f"{tmp_path / 's.py'}:S:2,queue-depth:1",
+        "queue-depth:1",
+    ]
+    assert spec.cases[0]["latency_model"] == f"{tmp_path / 'sub' / 'm.py'}:M"

@@ -810,6 +810,23 @@ OPTIONS: tuple[OptionSpec, ...] = (
 )
 
 BY_NAME: dict[str, OptionSpec] = {spec.name: spec for spec in OPTIONS}
+#: Options whose value may be a ``file.py:Class`` plug-in (or, for scorers, a list of
+#: them): the file is found relative to the config file that names it.
+PLUGIN_OPTIONS = (
+    "latency_model",
+    "prefill_latency_model",
+    "decode_latency_model",
+    "admission_policy",
+    "routing_policy",
+    "prefill_routing_policy",
+    "decode_routing_policy",
+    "routing_scorers",
+    "prefill_routing_scorers",
+    "decode_routing_scorers",
+    "priority_policy",
+    "scheduler",
+)
+
 ALIASES: dict[str, str] = {a: spec.name for spec in OPTIONS for a in spec.aliases}
 
 

@@ -44,7 +44,14 @@ from inference_sim.config.lora import (
     normalize_lora,
 )
 from inference_sim.config.numbers import INT64_MAX, parse_integer
-from inference_sim.config.options import ALIASES, BY_NAME, OPTIONS, OptionSpec, canonical_name
+from inference_sim.config.options import (
+    ALIASES,
+    BY_NAME,
+    OPTIONS,
+    PLUGIN_OPTIONS,
+    OptionSpec,
+    canonical_name,
+)
 from inference_sim.config.pd import check_pd_options, pd_enabled, resolve_pools
 from inference_sim.config.policies import resolve_policies
 from inference_sim.core.inputs import (
@@ -1055,23 +1062,6 @@ def _check_latency_scale(model: LatencyModel, o: dict[str, Any]) -> None:
                 "--model-config-folder figures"
             )
 
-
-#: Options whose value may be a ``file.py:Class`` plug-in (or, for scorers, a list of
-#: them): the file is found relative to the config file that names it.
-PLUGIN_OPTIONS = (
-    "latency_model",
-    "prefill_latency_model",
-    "decode_latency_model",
-    "admission_policy",
-    "routing_policy",
-    "prefill_routing_policy",
-    "decode_routing_policy",
-    "routing_scorers",
-    "prefill_routing_scorers",
-    "decode_routing_scorers",
-    "priority_policy",
-    "scheduler",
-)
 
 # Input files a config file may name relative to its own folder.
 _CONFIG_RELATIVE_PATHS = (

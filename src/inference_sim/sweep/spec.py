@@ -32,8 +32,9 @@ from typing import Any
 import yaml
 
 from inference_sim.config.errors import ConfigError
-from inference_sim.config.options import canonical_name
+from inference_sim.config.options import PLUGIN_OPTIONS, canonical_name
 from inference_sim.core.inputs import load_yaml, read_text
+from inference_sim.core.plugins import rebase_plugin_files
 from inference_sim.core.rng import MAX_SEED
 from inference_sim.core.version import __version__
 
@@ -222,6 +223,12 @@ def parse_sweep(doc: Any, path: str = "<sweep>", folder: str | None = None) -> S
     for name in _RELATIVE_PATHS:
         if name in spec.grid:
             spec.grid[name] = [_rebase(v, folder) for v in spec.grid[name]]
+    for name in PLUGIN_OPTIONS:  # file.py:Class plug-ins: relative to the sweep file too
+        for part in (spec.base, *spec.cases):
+            if name in part:
+                part[name] = rebase_plugin_files(part[name], folder)
+        if name in spec.grid:
+            spec.grid[name] = [rebase_plugin_files(v, folder) for v in spec.grid[name]]
     # Each part's config file stands for its options inside that part (below the part's
     # own keys), so that parts merge key by key: base < grid < case.
     spec.base = spec._expanded(spec.base)
