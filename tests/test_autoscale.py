@@ -407,3 +407,18 @@ def test_cluster_figures_count_only_replicas_that_existed():
     cluster = {t: u for t, name, u in rows if name == "cluster"}
     first = {t: u for t, name, u in rows if name == "instance_0"}
     assert cluster == first and max(cluster.values()) > 0
+
+
+def test_a_fixed_size_autoscaled_pool_refreshes_snapshots_as_the_plain_cluster():
+    """Pools share the cluster's KV snapshot cache and refresh clock (admission decisions
+    advance it too): an autoscaled cluster that never scales routes as the plain one."""
+    from inference_sim import simulate
+
+    common = dict(
+        model="meta-llama/llama-3.1-8b-instruct", num_instances=3, num_requests=400,
+        rate=60, routing_policy="weighted", routing_scorers="kv-utilization:1",
+        snapshot_refresh_interval=100_000, routing_latency=70_000,
+    )  # fmt: skip
+    plain = simulate(**common)
+    scaled = simulate(**common, autoscale_max=3, autoscale_min=3, autoscale_target=100)
+    assert scaled.records == plain.records

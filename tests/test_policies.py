@@ -285,6 +285,15 @@ def test_weighted_spec_example():
     assert d.reason == "weighted-scoring (score=1.000)"
 
 
+def test_weighted_weights_near_the_float_maximum_still_normalise():
+    """1e308 + 1e308 is inf: the weights were each normalised to 0 (all traffic to
+    instance 0); scaled by the largest first they are 1/2 and 1/2."""
+    huge = Weighted([("queue-depth", 1e308), ("load-balance", 1e308)])
+    assert [wt for _, wt in huge.scorers] == [0.5, 0.5]
+    s = state(snap(0, queue=3), snap(1), snap(2, queue=1))
+    assert huge.route(req(), s).target == 1
+
+
 def test_weighted_default_profile():
     w = Weighted(None, block_size=16, num_instances=2)
     assert w.names == ["prefix-affinity", "queue-depth", "kv-utilization"]

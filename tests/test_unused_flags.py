@@ -307,6 +307,7 @@ def test_memory_utilization_is_quiet_when_it_sizes_the_kv_cache():
     [
         ([], "routing policy round-robin"),
         (["--routing-policy", "least-loaded"], "routing policy least-loaded"),
+        (["--routing-policy", "vllm-dp"], "routing policy vllm-dp"),
         (
             ["--routing-policy", "weighted", "--routing-scorers", "queue-depth:1"],
             "routing policy weighted (scorers queue-depth:1)",

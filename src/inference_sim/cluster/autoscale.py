@@ -158,7 +158,9 @@ class AutoscaleClusterSimulator(ExtraEvents):
 
     def _rebuild_ready(self) -> None:
         ready = self.scaler.ready
-        self._rsnap = SnapshotProvider([self.instances[i] for i in ready], self._refresh)
+        self._rsnap = SnapshotProvider(
+            [self.instances[i] for i in ready], self._refresh, shared=self.snapshots
+        )
 
     def _busy(self, i: int) -> bool:
         inst = self.instances[i]

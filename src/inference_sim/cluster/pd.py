@@ -251,8 +251,9 @@ class PDClusterSimulator(ExtraEvents):
                 pools["decode"].append(inst.index)
         self.prefill_idx, self.decode_idx = pools["prefill"], pools["decode"]
         r = self._refresh
-        self._psnap = SnapshotProvider([self.instances[i] for i in self.prefill_idx], r)
-        self._dsnap = SnapshotProvider([self.instances[i] for i in self.decode_idx], r)
+        every = self.snapshots  # one KV cache and refresh clock for the whole cluster
+        self._psnap = SnapshotProvider([self.instances[i] for i in self.prefill_idx], r, every)
+        self._dsnap = SnapshotProvider([self.instances[i] for i in self.decode_idx], r, every)
 
     def _schedule_load(self, t: int, i: int) -> None:
         self._push_ext(t, LOADED, i, None)  # type: ignore[arg-type]

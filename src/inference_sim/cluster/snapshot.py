@@ -14,6 +14,11 @@ Freshness tiers (cluster spec section 6):
   refresh (the first refresh comes at the first decision at or after
   ``refresh_interval``; until then these fields read 0). Refreshes happen lazily at
   decisions -- no timer events -- so runs stay deterministic.
+
+A pool's provider (the ready replicas of an autoscaled cluster, one side of a P/D
+pair) shares the cluster-wide provider's KV cache and refresh clock (``shared``): every
+decision, admission included, advances the one clock, and a pool rebuilt at a scale
+event keeps it, so a pool refreshes exactly when the whole cluster would.
 """
 
 from __future__ import annotations
@@ -45,9 +50,15 @@ class SnapshotProvider:
         "members",
         "num_instances",
         "pending",
+        "shared",
     )
 
-    def __init__(self, instances: Sequence[Instance], refresh_interval: int = 0) -> None:
+    def __init__(
+        self,
+        instances: Sequence[Instance],
+        refresh_interval: int = 0,
+        shared: SnapshotProvider | None = None,
+    ) -> None:
         if refresh_interval < 0:
             raise ValueError(f"--snapshot-refresh-interval must be >= 0, got {refresh_interval}")
         self.instances = list(instances)
@@ -60,6 +71,8 @@ class SnapshotProvider:
         self.pending = [0] * self.num_instances
         self._kv: list[tuple[float, int, float]] = [(0.0, 0, 0.0)] * self.num_instances
         self._last_refresh = 0
+        # The cluster-wide provider whose KV cache and refresh clock a pool reads.
+        self.shared = shared
 
     def reset(self) -> None:
         """Back to the start of a run: nothing pending, KV fields never refreshed."""
@@ -67,11 +80,15 @@ class SnapshotProvider:
         self._kv = [(0.0, 0, 0.0)] * self.num_instances
         self._last_refresh = 0
 
-    def state(self, clock: int) -> RouterState:
-        """The router state at ``clock`` (refreshes stale KV fields first)."""
+    def refresh(self, clock: int) -> None:
+        """Re-read the KV fields of every instance when the interval has passed."""
         if self.interval and clock - self._last_refresh >= self.interval:
             self._kv = [_kv_fields(inst) for inst in self.instances]
             self._last_refresh = clock
+
+    def state(self, clock: int) -> RouterState:
+        """The router state at ``clock`` (refreshes stale KV fields first)."""
+        (self.shared or self).refresh(clock)
         return RouterState(
             None, clock, build=self.snapshots, num_instances=self.num_instances,
             members=self.members,
@@ -81,9 +98,13 @@ class SnapshotProvider:
         """One snapshot per instance, in index order, as of now."""
         out = []
         pending = self.pending
-        cached = self._kv if self.interval else None
+        shared = self.shared
+        cached = (shared._kv if shared is not None else self._kv) if self.interval else None
         for i, inst in enumerate(self.instances):
-            util, free, hit = cached[i] if cached is not None else _kv_fields(inst)
+            if cached is None:
+                util, free, hit = _kv_fields(inst)
+            else:
+                util, free, hit = cached[inst.index if shared is not None else i]
             out.append(
                 RoutingSnapshot(
                     inst.name,

@@ -191,7 +191,13 @@ def warn_unused_memory_flag(o: Mapping[str, Any], explicit: frozenset[str], kv_f
 
 #: Bundled routing policies and scorers that read none of the cached snapshot fields
 #: (KV utilisation, free KV blocks, cache-hit rate: cluster/snapshot.py); plug-ins may.
-_LIVE_ONLY_ROUTING = ("round-robin", "least-loaded", "always-busiest", "prefix-affinity")
+_LIVE_ONLY_ROUTING = (
+    "round-robin",
+    "least-loaded",
+    "always-busiest",
+    "prefix-affinity",
+    "vllm-dp",  # its own coordinator period (100 ms), not --snapshot-refresh-interval
+)
 _LIVE_ONLY_SCORERS = (
     "queue-depth",
     "waiting-queue",

@@ -7,6 +7,7 @@ queued + running + routed-but-not-yet-queued requests. Ties go to the lowest ind
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -165,6 +166,12 @@ class Weighted:
             [(n if isinstance(n, str) else f"<{i}>", w) for i, (n, w) in enumerate(pairs)]
         )
         total = sum(w for _, w in pairs)
+        if total == math.inf:
+            # Weights near the float maximum sum to inf and would normalise to 0 each
+            # (every instance tying at 0, all traffic to instance 0): scale them first.
+            top = max(w for _, w in pairs)
+            pairs = [(n, w / top) for n, w in pairs]
+            total = sum(w for _, w in pairs)
         self.scorers: list[tuple[Any, float]] = []
         self.observers: list[Any] = []
         self.names: list[str] = []
