@@ -370,3 +370,7 @@ def test_a_tenant_whose_requests_are_all_dropped_counts_with_throughput_zero():
     expected = (alice + carol) ** 2 / (3 * (alice**2 + carol**2))
     assert res.summary["jain_fairness_index"] == pytest.approx(expected)
     assert res.summary["jain_fairness_index"] < 0.7
+    bob = [line for line in res.report().splitlines() if line.strip().startswith("bob:")]
+    assert bob and f"dropped={tenants['bob']['dropped']})" in bob[0]
+    alice_line = [ln for ln in res.report().splitlines() if ln.strip().startswith("alice:")]
+    assert "dropped=" not in alice_line[0]

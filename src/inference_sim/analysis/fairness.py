@@ -141,9 +141,12 @@ def fairness_block(jain: float, tenants: Mapping[str, Mapping[str, Any]]) -> str
     lines = ["=== Tenant Fairness ===", f"Jain Fairness Index: {jain:.6f}"]
     for tenant in sorted(tenants):
         t = tenants[tenant]
+        dropped = int(t.get("dropped", 0) or 0)  # unservable: shown when there are any
         lines.append(
             f"  {tenant}: throughput={float(t['throughput_rps']):.4f} req/s "
             f"tokens={float(t['tokens_per_sec']):.2f} tok/s "
-            f"(completed={int(t['completed'])}, rejected={int(t['rejected'])})"
+            f"(completed={int(t['completed'])}, rejected={int(t['rejected'])}"
+            + (f", dropped={dropped}" if dropped else "")
+            + ")"
         )
     return "\n".join(lines) + "\n"
