@@ -173,3 +173,16 @@ def test_async_batch_formed_in_advance_admits_what_it_saw(exact_steps: bool) -> 
             {"R2": 1},
         ]
     assert [ttft_ticks(r) // 1000 for r in reqs] == [10, 25, 25]
+
+
+@pytest.mark.parametrize("exact_steps", [True, False], ids=["plain", "fast"])
+@pytest.mark.parametrize(("arrival", "ttft"), [(100_000, 10), (15_000, 15)])
+def test_async_an_idle_engine_has_every_slot_free(exact_steps: bool, arrival: int, ttft: int):
+    """R0 and R1 finish in step 2 and the engine goes idle (the batch formed ahead of
+    step 2 was empty). vLLM then blocks on step 2, whose output removes R0 and R1 from
+    the running set, before it sees R2-R4: all three fit the 3 slots of step 3, whether
+    they arrive after the idle spell or during the last step (only R2 fitted before)."""
+    specs = [(0, 10, 2), (0, 10, 2), (arrival, 10, 2), (arrival, 10, 2), (arrival, 10, 2)]
+    rec, reqs = _run_async(specs, max_num_seqs=3, exact_steps=exact_steps)
+    assert [listed for listed, _p, _d in rec.steps][2] == {"R2": 10, "R3": 10, "R4": 10}
+    assert [ttft_ticks(r) // 1000 for r in reqs] == [10, 10, ttft, ttft, ttft]

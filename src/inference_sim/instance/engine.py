@@ -128,6 +128,8 @@ class Instance:
         """A new server process on this instance's GPUs (an autoscaled replica that left
         and is started again): empty caches, counters kept. The instance must be idle."""
         self.kv.clear()
+        self._late_step = -1
+        self._hidden.clear()
 
     # --- signals read by routing ---------------------------------------------------
     @property
@@ -162,6 +164,10 @@ class Instance:
                 self._hidden[req.index] = self.stats.step_count + 2
             return False
         # Idle: a step starts now, or when the step still running ends (busy_until).
+        # With async scheduling the batch formed ahead of that step was empty, so vLLM
+        # blocks on the last step, whose output removes its finished requests from the
+        # running set before this one is seen: their slots are free again.
+        self._late_step = -1
         self.step_pending = True
         self._wake_step = self.stats.step_count
         return True
