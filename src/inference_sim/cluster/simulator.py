@@ -168,14 +168,12 @@ class ClusterSimulator:
                 if t_ext > horizon:
                     break
                 if executed >= next_progress:
-                    # A stop request is seen here too: a run of cluster events alone
-                    # (controller ticks, transfers) must not hold off Ctrl-C.
+                    # Seen here too: a run of cluster events alone (controller ticks,
+                    # transfers) must not hold off Ctrl-C.
                     next_progress = executed + progress_every
-                    if self.stop_requested:
+                    if self._stop_or_report(progress, executed, t_ext):
                         interrupted = True
                         break
-                    if progress is not None:
-                        progress(executed, t_ext)
                 # A cluster event: admission, routing or enqueue, each with its handler.
                 now, klass, inst_idx, _s, req = pop(ext)
                 executed += 1
@@ -186,18 +184,23 @@ class ClusterSimulator:
                 if t_step == inf or t_step > horizon:
                     break
                 if executed >= next_progress:
-                    # Every progress_every events: the progress callback, and a stop
-                    # request (Ctrl-C, see runner.run_plan) ends the run here.
                     next_progress = executed + progress_every
-                    if self.stop_requested:
+                    if self._stop_or_report(progress, executed, t_step):
                         interrupted = True
                         break
-                    if progress is not None:
-                        progress(executed, t_step)
                 executed += 1
                 on_step(t_arr if t_arr < t_ext else t_ext)
         self._executed = executed
         return self._finish(as_list, interrupted)
+
+    def _stop_or_report(self, progress: ProgressCallback | None, n: int, t: int) -> bool:
+        """Every ``progress_every`` events: True when a stop was requested (Ctrl-C, see
+        ``runner.run_plan``: the run ends here), else the progress callback is told."""
+        if self.stop_requested:
+            return True
+        if progress is not None:
+            progress(n, t)
+        return False
 
     def _start(self, stream: Iterator[Request], sampler: Callable[[int], int] | None) -> None:
         """Fresh per-run state: the two heaps, counters, the request log, the checker.
