@@ -907,3 +907,22 @@ def test_a_cpu_tier_under_pd_is_judged_as_it_is_used(tmp_path):
     assert pre["kv_thrashing_rate"] <= colocated.summary["kv_thrashing_rate"] + 0.01
     assert dec["cpu_hit_rate"] == 0.0 and dec["kv_reloads"] == 0
     assert pd.summary["cpu_hit_rate"] == pytest.approx(pre["cpu_hit_rate"])
+
+
+def test_a_prefill_step_that_waits_for_held_kv_costs_nothing():
+    """The second prompt arrives while the first one's KV is held for its transfer: the
+    step it wakes schedules nothing (vLLM's model runner returns at once) and is not
+    charged the fixed step cost, so the prefill side's busy time is its real steps."""
+    priced: list[int] = []
+
+    class Spy(BlackboxLatencyModel):
+        def step_time(self, batch):
+            priced.append(len(batch.requests))
+            return super().step_time(batch)
+
+    sim = _cluster(["prefill", "decode"], blocks=(5, 100), base_us=100)
+    sim.instances[0].latency = Spy((0, 0, 0), BETA)
+    a, b = make_request(0, 0, 64, 2), make_request(1, 1700, 64, 2)
+    sim.run([a, b])
+    assert b.first_scheduled_time == 2740 and b.state == RequestState.FINISHED
+    assert priced and all(n > 0 for n in priced)  # no empty step was priced

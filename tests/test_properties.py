@@ -378,10 +378,14 @@ def _check_after_step(
             f"prompt + delivered at {now}",
         )
         spy.bad_targets = []
-    # A call prices its steps; only a step whose every request was dropped as unservable
-    # (the instance idle afterwards, nothing scheduled) launches nothing and costs nothing.
-    all_dropped = not priced and not inst.running and not inst.waiting
-    if (not priced and not all_dropped) or (trace.exact and len(priced) > 1):
+    # A call prices its steps; only a step that schedules nothing (every request of it
+    # dropped as unservable) launches nothing and costs nothing: no request advanced.
+    unpriced_ok = not priced and all(
+        r.num_computed_tokens <= before[r.index][0] and r.delivered == before[r.index][1]
+        for r in (*inst.waiting, *inst.running)
+        if r.index in before
+    )
+    if (not priced and not unpriced_ok) or (trace.exact and len(priced) > 1):
         flag("budget", f"{name}: the call at {now} priced {len(priced)} steps")
     threshold = cfg.long_prefill_token_threshold
     for prefill_tokens, decode_tokens, listed in priced:

@@ -179,10 +179,10 @@ class Instance:
         next outside event, the end of simulated time); this plain stepper runs one step.
         """
         batch = self.schedule(now)
-        # A step whose every request was dropped as unservable launches nothing (vLLM's
-        # model runner returns at once for an empty schedule).
-        launched = batch.requests or self.running or self.waiting
-        end = self.execute(batch, now) if launched else now
+        # A step that schedules nothing launches nothing and costs no time (vLLM's model
+        # runner returns at once for an empty schedule): every request of it dropped as
+        # unservable, or a P/D prefill side whose queue waits for KV held by transfers.
+        end = self.execute(batch, now) if batch.requests else self._launch_nothing(now)
         self.apply(batch, end)
         self._step_ends.append(end)  # step k ended at _step_ends[k - 1]
         return self._next_step(end)
@@ -408,6 +408,11 @@ class Instance:
             stats.peak_kv_blocks = used
         stats.kv_block_time += used * step_time
         return end
+
+    def _launch_nothing(self, now: int) -> int:
+        """An empty step: it ends where it starts (no GPU time, no KV time)."""
+        self.busy_until = now
+        return now
 
     # --- apply ---------------------------------------------------------------------
     def apply(self, batch: StepBatch, end: int) -> None:

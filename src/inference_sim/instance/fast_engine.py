@@ -312,8 +312,8 @@ class FastInstance(Instance):
         batch.prefill_tokens = walk.prefill_tokens
         batch.decode_tokens = decodes
         batch.decode_context_sum = self._decode_ctx - skipped_ctx
-        launched = decodes or walk.prefill_tokens or self.running or self.waiting
-        end = self.execute(batch, now) if launched else now  # (see Instance.step)
+        launched = decodes or walk.prefill_tokens
+        end = self.execute(batch, now) if launched else self._launch_nothing(now)
         self._apply_explicit(walk, decodes, end, end - now, skipped_grouped)
         if not self.running and not self.waiting:
             self.step_pending = False
