@@ -209,3 +209,22 @@ def test_bad_dual_autoscale_inputs_one_line_exit_2(args, needle):
     assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], res.output
+
+
+def test_autoscaled_pools_count_the_kv_of_replicas_that_existed():
+    """Each pool's total_kv_blocks sums its replicas that existed (two pools of four
+    members, one and two started, claimed four each: 2.7x the cluster's figure)."""
+    from inference_sim import simulate
+
+    res = simulate(
+        model="meta-llama/llama-3.1-8b-instruct", num_requests=600, rate=40, num_instances=2,
+        prefill_instances=1, decode_instances=1, pd_decider="always",
+        prefill_autoscale_max=4, decode_autoscale_max=4, prefill_autoscale_target=2,
+        decode_autoscale_target=100, autoscale_interval=1, check_invariants=True,
+    )  # fmt: skip
+    s = res.summary
+    pools = s["pd"]["pools"]
+    assert (
+        pools["prefill"]["total_kv_blocks"] + pools["decode"]["total_kv_blocks"]
+        == (s["total_kv_blocks"])
+    )

@@ -153,8 +153,9 @@ def build_summary(
     # An autoscaled cluster's capacity: the replicas that existed at some time (a
     # replica the controller never started holds no cache).
     existed = insts
-    if whole and outcome.provisioned is not None:
-        existed = [outcome.instances[i] for i in outcome.provisioned]
+    if outcome.provisioned is not None and (whole or len(insts) > 1):  # cluster or a pool
+        started = set(outcome.provisioned)
+        existed = [inst for inst in insts if inst.index in started]
     out["total_kv_blocks"] = sum(inst.config.num_gpu_blocks for inst in existed)
     out["prefix_cache_hit_rate"] = (
         sum(s.cached_prompt_tokens for s in stats) / looked_up if looked_up else 0.0
