@@ -300,6 +300,10 @@ def test_calibrate_cli_evaluate_and_write_specs(tmp_path: Path):
     assert res.exit_code == 0, res.output
     doc = json.loads(coeffs.read_text())
     assert doc["meta"]["fitted_params"] == ["queue_us"]
+    # This fit's own record: not the shipped set's data, validation tables or source.
+    assert doc["source"] == "fitted by blis calibrate (docs/calibration.md)"
+    assert doc["meta"]["runs"] == ["tiny"] and doc["meta"]["started_from"] == "the shipped set"
+    assert not {"median_ape_pct_lomo", "median_ape_pct_in_sample"} & set(doc["meta"])
     res = CliRunner().invoke(cli, ["calibrate", str(runs), "--params", "nope", "-q"])
     assert res.exit_code == 2 and "unknown coefficient" in res.output
 
@@ -464,3 +468,36 @@ def test_evaluate_only_exits_1_when_every_run_fails(
     res = CliRunner().invoke(cli, ["calibrate", str(runs), "--evaluate-only", "-q", "-j", "1"])
     assert res.exit_code == 1, res.output
     assert "boom" in res.output and "all 1 runs failed to simulate" in res.output
+
+
+def test_a_run_that_completes_nothing_counts_as_failed(tmp_path: Path):
+    """A KV count no server could have run with (3 blocks for 260-token prompts) drops
+    every request: 100 % errors that say nothing about the coefficients; named, failed."""
+    runs = tmp_path / "runs.yaml"
+    runs.write_text(
+        "runs:\n- experiment: tiny\n  model: qwen/qwen2.5-1.5b-instruct\n  hardware: H100\n"
+        "  tp: 1\n  total_kv_blocks_from_vllm_log: 3\n  system_prompt_len: 60\n"
+        "  question_len: 200\n  output_len: 30\n  stages:\n"
+        "  - {stage_rate_rps: 4, stage_duration_s: 10, ttft_mean_ms: 20, e2e_mean_ms: 300}\n"
+    )
+    res = CliRunner().invoke(cli, ["calibrate", str(runs), "--evaluate-only", "-q", "-j", "1"])
+    assert res.exit_code == 1, res.output
+    assert "1 run(s) completed no request (tiny)" in res.output
+    assert "all 1 runs failed to simulate" in res.output
+
+
+def test_a_fit_worse_than_its_start_says_so(capsys: pytest.CaptureFixture[str]):
+    from types import SimpleNamespace
+
+    from inference_sim.calibrate.cli import _warn_if_worse_than_start
+
+    start, fitted = CalibratedCoefficients(), CalibratedCoefficients(queue_us=1.0)
+    history = [
+        {"rms": 0.0287, "coefficients": start.to_dict()},
+        {"rms": 0.0341, "coefficients": fitted.to_dict()},
+    ]
+    _warn_if_worse_than_start(SimpleNamespace(history=history), fitted, "")
+    err = capsys.readouterr().err
+    assert "fit these runs worse than the shipped set (rms log-error 0.0341 against 0.0287)" in err
+    _warn_if_worse_than_start(SimpleNamespace(history=history[:1]), start, "s.json")
+    assert capsys.readouterr().err == ""

@@ -234,28 +234,45 @@ def _calibrate(**kw: Any) -> None:
             res = fit_coefficients(runs, start=start, options=opts, simulator=sim, log=say)
             coeffs = res.coefficients
             info = {"evaluations": res.evaluations, "seconds": round(res.seconds, 1)}
+            _warn_if_worse_than_start(res, coeffs, kw["start"])
         say("evaluating at full stage length")
         results = sim.run(runs, coefficients=coeffs, settings=full)
     rows = error_rows(runs, results)
     click.echo(format_table(rows))
     med = medians(rows)
-    failed = sum(1 for r in results if isinstance(r, Exception) or r is None)
-    if not kw["evaluate_only"]:
-        meta = dict(coeffs.meta)
-        meta.update(
-            {
-                "fitted": date.today().isoformat(),
-                "runs": [r.name for r in runs],
-                "fitted_params": list(params),
-                "settings": short.to_dict(),
-                "median_ape_pct": {k: round(v, 2) for k, v in med.items()},
-                "command": "blis calibrate " + " ".join(sys.argv[2:])
-                if sys.argv[1:2] == ["calibrate"]
-                else "",
-                **info,
-            }
+    empty = [
+        run.name
+        for run, r in zip(runs, results, strict=True)
+        if isinstance(r, list) and r and all(st.completed == 0 for st in r)
+    ]
+    if empty:
+        # Every request dropped as unservable or rejected as too long: 100 % errors that
+        # say nothing about the coefficients (a KV count or max_model_len the measured
+        # server could not have run with).
+        _warn(
+            f"{len(empty)} run(s) completed no request ({', '.join(empty)}): check their "
+            "total_kv_blocks and max_model_len; they count as failed"
         )
-        out = replace(coeffs, meta=meta)
+    failed = sum(1 for r in results if isinstance(r, Exception) or r is None) + len(empty)
+    if not kw["evaluate_only"]:
+        # This fit's own record (the start set's history -- its data, validation tables,
+        # source -- does not describe these coefficients).
+        meta = {
+            "fitted": date.today().isoformat(),
+            "data": f"{len(runs)} run(s) from {', '.join(kw['runs'])}",
+            "started_from": kw["start"] or "the shipped set",
+            "runs": [r.name for r in runs],
+            "fitted_params": list(params),
+            "settings": short.to_dict(),
+            "median_ape_pct": {k: round(v, 2) for k, v in med.items()},
+            "command": "blis calibrate " + " ".join(sys.argv[2:])
+            if sys.argv[1:2] == ["calibrate"]
+            else "",
+            **info,
+        }
+        if empty:
+            meta["runs_without_completions"] = empty
+        out = replace(coeffs, meta=meta, source="fitted by blis calibrate (docs/calibration.md)")
         with OutputFile(kw["out"]) as fh:  # atomic, or through a device/FIFO
             json.dump({"format": "inference-sim-calibrated/1", **out.to_dict()}, fh, indent=2)
             fh.write("\n")
@@ -270,6 +287,30 @@ def _calibrate(**kw: Any) -> None:
     if kw["evaluate_only"] and runs and failed == len(runs):
         click.echo(f"Error: all {failed} runs failed to simulate (see the table)", err=True)
         raise click.exceptions.Exit(1)
+
+
+def _warn(msg: str) -> None:
+    """A warning on stderr, shown with --quiet too."""
+    click.echo(f"Warning: {msg}", err=True)
+
+
+def _warn_if_worse_than_start(res: Any, coeffs: Any, start_path: str) -> None:
+    """The fit weighs the data against the priors: on a few runs it can end with the
+    runs themselves fitting worse than the start set did. Say so (keep ``--start``, or
+    fit more runs) rather than write a file that looks like an improvement."""
+    history = getattr(res, "history", None) or []
+    if not history:
+        return
+    start_rms = float(history[0]["rms"])
+    chosen = coeffs.to_dict()
+    final = next((float(h["rms"]) for h in history if h["coefficients"] == chosen), None)
+    if final is not None and final > start_rms * 1.001:
+        _warn(
+            f"the fitted coefficients fit these runs worse than "
+            f"{start_path or 'the shipped set'} (rms log-error {final:.4f} against "
+            f"{start_rms:.4f}): the priors outweigh a few runs; keep the start set or fit "
+            "more runs"
+        )
 
 
 def _refuse_input_overwrite(
