@@ -501,3 +501,16 @@ def test_a_fit_worse_than_its_start_says_so(capsys: pytest.CaptureFixture[str]):
     assert "fit these runs worse than the shipped set (rms log-error 0.0341 against 0.0287)" in err
     _warn_if_worse_than_start(SimpleNamespace(history=history[:1]), start, "s.json")
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("flag", ["--tp", "--total-kv-blocks", "--max-num-batched-tokens"])
+def test_folder_only_flags_are_refused_for_a_file_of_runs(tmp_path: Path, flag: str):
+    runs = tmp_path / "runs.yaml"
+    runs.write_text(
+        "runs:\n- experiment: tiny\n  model: qwen/qwen2.5-1.5b-instruct\n  hardware: H100\n"
+        "  system_prompt_len: 60\n  question_len: 200\n  output_len: 30\n  stages:\n"
+        "  - {stage_rate_rps: 4, stage_duration_s: 10, ttft_mean_ms: 20, e2e_mean_ms: 300}\n"
+    )
+    res = CliRunner().invoke(cli, ["calibrate", str(runs), flag, "4", "--evaluate-only", "-q"])
+    assert res.exit_code == 2
+    assert f"{flag}: only for an inference-perf result folder" in res.output

@@ -186,6 +186,12 @@ def _calibrate(**kw: Any) -> None:
             check_output(flag, kw[key])
             outputs.append((flag, kw[key]))
     _refuse_input_overwrite(outputs, kw["runs"], kw["start"])
+    if folder_kw and not any(os.path.isdir(p) for p in kw["runs"]):
+        flag = "--" + next(iter(folder_kw)).replace("_", "-")
+        raise _BadInput(
+            f"{flag}: only for an inference-perf result folder; a CSV or YAML of runs names "
+            "each run's own (no RUNS argument here is a folder)"
+        )
     runs = load_runs(kw["runs"], hardware=kw["hardware"], **folder_kw)
     reuse = "" if kw["prefix_reuse"] == "run" else kw["prefix_reuse"]
     full = ReplaySettings(prefix_reuse=reuse, prompt_scale=kw["prompt_scale"])
