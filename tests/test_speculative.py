@@ -567,3 +567,13 @@ def test_model_based_proposers_draft_k_for_every_request() -> None:
     # The second token's step has nothing left to draft for (output limit) but the
     # proposer still runs its k passes over the batch.
     assert decode3 > plain_decode
+
+
+def test_no_drafted_step_reads_one_token_per_step() -> None:
+    """With a budget of one token every draft is cut: each decode step delivers one token,
+    so tokens per step is 1.0 (it read 0.0)."""
+    summary, _ = _run(
+        speculative_method="eagle", num_speculative_tokens=3, max_num_batched_tokens=1,
+        num_requests=5,
+    )  # fmt: skip
+    assert summary["spec_draft_tokens"] == 0 and summary["spec_tokens_per_step"] == 1.0
