@@ -422,3 +422,17 @@ def test_a_fixed_size_autoscaled_pool_refreshes_snapshots_as_the_plain_cluster()
     plain = simulate(**common)
     scaled = simulate(**common, autoscale_max=3, autoscale_min=3, autoscale_target=100)
     assert scaled.records == plain.records
+
+
+def test_a_restarted_replica_with_a_cpu_tier_keeps_kv_conservation():
+    """A replica that comes back loses its CPU tier's entries (a new server): the tier's
+    counters account for them, so --check-invariants holds (it stopped the run)."""
+    from inference_sim import simulate
+
+    res = simulate(
+        model="meta-llama/llama-3.1-8b-instruct", total_kv_blocks=100, kv_cpu_blocks=10,
+        autoscale_max=7, autoscale_target=10, autoscale_down_window=1, check_invariants=True,
+    )  # fmt: skip
+    kinds = [e["kind"] for e in res.summary["autoscaling"]["events"]]
+    assert "left" in kinds and kinds.count("scale_up") >= 2
+    assert res.summary["completed_requests"] + res.summary["dropped_unservable"] == 100

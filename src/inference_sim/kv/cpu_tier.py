@@ -28,6 +28,7 @@ class CpuTier:
         "_reloaded",
         "_unstamped",
         "capacity",
+        "cleared",
         "dropped",
         "entries",
         "offloads",
@@ -46,6 +47,7 @@ class CpuTier:
         self.reloads = 0  # blocks copied CPU -> GPU
         self.dropped = 0  # entries dropped because the tier was full (LRU)
         self.superseded = 0  # entries dropped because the GPU computed the content again
+        self.cleared = 0  # entries lost with a restarted server (an autoscaled replica)
         self.thrash = 0  # reloads within THRASH_WINDOW_US of their offload
         self._unstamped: list[int] = []
         self._reloaded: list[int] = []  # offload times of this step's reloads
@@ -95,6 +97,5 @@ class CpuTier:
 
     def check_invariants(self) -> None:
         assert len(self.entries) <= self.capacity, "CPU tier holds more entries than capacity"
-        assert self.offloads - self.reloads - self.dropped - self.superseded == len(self.entries), (
-            "CPU tier counters do not add up to its entries"
-        )
+        left = self.offloads - self.reloads - self.dropped - self.superseded - self.cleared
+        assert left == len(self.entries), "CPU tier counters do not add up to its entries"
