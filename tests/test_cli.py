@@ -356,6 +356,11 @@ def test_all_requests_unservable_still_prints_metrics_and_exits_0():
 RUN5 = [*BASE, "--num-requests", "5"]
 BAD_INPUTS = [
     ("unknown-model", ["run", "--model", "nosuch/model"], ["--model", "nosuch/model"]),
+    (
+        "blackbox-untrained-model",
+        ["run", "--model", "qwen/qwen2.5-1.5b-instruct", "--latency-model", "blackbox"],
+        ["no trained coefficients for --latency-model blackbox", "calibrated or roofline"],
+    ),
     ("missing-model", ["run"], ["--model"]),
     ("rate-0", [*RUN5, "--rate", "0"], ["--rate"]),
     ("rate-negative", [*RUN5, "--rate", "-1"], ["--rate"]),

@@ -261,3 +261,12 @@ def test_a_trained_block_count_follows_the_block_size(size, blocks):
     """The trained count is memory in 16-token blocks: other sizes hold the same tokens."""
     plan = resolve({"model": LLAMA, "hardware": "H100", "tp": 1, "block_size_in_tokens": size})
     assert plan.engine.num_gpu_blocks == blocks
+
+
+def test_a_fallback_for_a_model_without_a_default_version_says_to_give_one():
+    """The model's trained entries exist for H100/TP2, but entries match on the vLLM
+    version and the catalog has no default one for it: the reason says so, rather than
+    'no trained entry for H100/TP2 (trained: H100/TP2, ...)'."""
+    plan = resolve({"model": "mistralai/mixtral-8x7b-instruct-v0.1", "hardware": "H100", "tp": 2})
+    assert "without a vLLM version" in plan.latency_reason
+    assert "--vllm-version" in plan.latency_reason

@@ -877,6 +877,12 @@ def _resolve_latency(
             notes.append(f"{model} has no trained coefficients: calibrated model")
             lat = _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
             return _because(lat, f"auto fallback: {model} has no trained entry", fallback=True)
+        if bundled_architecture(model) is not None:  # known, but never trained
+            raise ConfigError(
+                f"--model {model}: no trained coefficients for --latency-model {mode} (the "
+                "catalog has its architecture only); use --latency-model calibrated or "
+                "roofline, or give --alpha-coeffs and --beta-coeffs"
+            )
         raise ConfigError(
             f"--model: unknown model {model!r}{_model_hint(model, catalog)}; "
             "run `blis models` to list known models, "
@@ -896,6 +902,8 @@ def _resolve_latency(
                 sorted({f"{cs.gpu}/TP{cs.tp}" for cs in catalog.coefficient_sets(model)})
             )
             reason = f"auto fallback: no trained entry for {o['hardware']}/TP{o['tp']}"
+            if not o["vllm_version"]:  # entries match on the version (spec cli.md 4.2)
+                reason += " without a vLLM version (no catalog default; give --vllm-version)"
             return _because(
                 lat, reason + (f" (trained: {trained})" if trained else ""), fallback=True
             )
