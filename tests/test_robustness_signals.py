@@ -409,3 +409,34 @@ def test_sigterm_in_a_real_process(tmp_path, phase, code, complete):
         assert proc.stderr.strip() == "Error: terminated; no results written"
         assert not (tmp_path / "r.json").exists()
     _no_temp_files(tmp_path)
+
+
+def test_sigterm_stops_a_sweep_and_its_workers(tmp_path):
+    """SIGTERM while a sweep's workers run: handled as Ctrl-C (the workers are stopped by
+    the backend's clean-up), one line, exit 143 -- it used to kill the parent at once
+    (status -15, no message) and leave the workers running."""
+    (tmp_path / "s.yaml").write_text(
+        f"base: {{model: {MODEL}, num_requests: 3000, rate: 50}}\ngrid: {{seed: [1, 2]}}\n",
+        encoding="utf-8",
+    )
+    proc = _driver(
+        tmp_path,
+        """\
+        import inference_sim.sweep.backends as backends
+        real = backends.wait
+        sent = []
+
+        def hooked(*a, **k):
+            if not sent:
+                sent.append(1)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real(*a, **k)
+
+        backends.wait = hooked
+        from inference_sim.cli import main
+        main(["sweep", "s.yaml", "--out", "o", "--jobs", "2"])
+        """,
+    )
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "Error: terminated"
+    assert "Traceback" not in proc.stderr

@@ -8,18 +8,22 @@ terminated (SIGTERM, handled as Ctrl-C).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from inference_sim.config.options import OPTIONS, OptionSpec
 from inference_sim.core.version import __version__
-from inference_sim.interrupts import RunSignals, exit_code_for, signal_name
+from inference_sim.interrupts import Abandoned, RunSignals, exit_code_for, signal_name
 
 log = logging.getLogger("inference_sim")
 
@@ -295,8 +299,9 @@ def _replicated(
         if debug:
             traceback.print_exc()
         raise BadInput(str(exc)) from None
-    except KeyboardInterrupt:
-        raise Interrupted("interrupted; no results written") from None
+    except KeyboardInterrupt as exc:
+        code = exit_code_for(exc)
+        raise Interrupted(f"{signal_name(code - 128)}; no results written", code) from None
 
 
 _run_params: list[click.Parameter] = [_click_option(spec) for spec in OPTIONS]
@@ -510,12 +515,39 @@ def _bool_values(args: list[str]) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, ``kill``, container runtimes) handled as Ctrl-C by every
+    command: a KeyboardInterrupt, so a sweep's or a plan's worker processes are stopped by
+    its clean-up and the command exits 143 with one line, instead of dying at once and
+    leaving its workers to run on. ``blis run`` installs its own handlers inside this. A
+    SIGTERM ignored when the command started stays ignored; off the main thread (an
+    in-process call from a thread) nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_IGN:
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        raise Abandoned(signum)
+
+    signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run ``blis``. As click's own standalone mode, except that a Ctrl-C (or SIGTERM)
     outside a command's own handling exits 130 (143) with one line, not "Aborted!" and 1."""
     args = _bool_values(sys.argv[1:] if argv is None else list(argv))
     try:
-        code = cli.main(args=args, prog_name="blis", standalone_mode=False)
+        with _sigterm_as_interrupt():
+            code = cli.main(args=args, prog_name="blis", standalone_mode=False)
     except click.exceptions.Abort as exc:
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, KeyboardInterrupt):
