@@ -470,16 +470,22 @@ def test_evaluate_only_exits_1_when_every_run_fails(
     assert "boom" in res.output and "all 1 runs failed to simulate" in res.output
 
 
-def test_a_run_that_completes_nothing_counts_as_failed(tmp_path: Path):
-    """A KV count no server could have run with (3 blocks for 260-token prompts) drops
-    every request: 100 % errors that say nothing about the coefficients; named, failed."""
+def _tiny_runs(tmp_path: Path, extra: str = "") -> Path:
+    """A one-run, one-stage YAML of measured runs (``extra``: more run-level lines)."""
     runs = tmp_path / "runs.yaml"
     runs.write_text(
         "runs:\n- experiment: tiny\n  model: qwen/qwen2.5-1.5b-instruct\n  hardware: H100\n"
-        "  tp: 1\n  total_kv_blocks_from_vllm_log: 3\n  system_prompt_len: 60\n"
-        "  question_len: 200\n  output_len: 30\n  stages:\n"
+        + extra
+        + "  system_prompt_len: 60\n  question_len: 200\n  output_len: 30\n  stages:\n"
         "  - {stage_rate_rps: 4, stage_duration_s: 10, ttft_mean_ms: 20, e2e_mean_ms: 300}\n"
     )
+    return runs
+
+
+def test_a_run_that_completes_nothing_counts_as_failed(tmp_path: Path):
+    """A KV count no server could have run with (3 blocks for 260-token prompts) drops
+    every request: 100 % errors that say nothing about the coefficients; named, failed."""
+    runs = _tiny_runs(tmp_path, "  tp: 1\n  total_kv_blocks_from_vllm_log: 3\n")
     res = CliRunner().invoke(cli, ["calibrate", str(runs), "--evaluate-only", "-q", "-j", "1"])
     assert res.exit_code == 1, res.output
     assert "1 run(s) completed no request (tiny)" in res.output
@@ -505,12 +511,7 @@ def test_a_fit_worse_than_its_start_says_so(capsys: pytest.CaptureFixture[str]):
 
 @pytest.mark.parametrize("flag", ["--tp", "--total-kv-blocks", "--max-num-batched-tokens"])
 def test_folder_only_flags_are_refused_for_a_file_of_runs(tmp_path: Path, flag: str):
-    runs = tmp_path / "runs.yaml"
-    runs.write_text(
-        "runs:\n- experiment: tiny\n  model: qwen/qwen2.5-1.5b-instruct\n  hardware: H100\n"
-        "  system_prompt_len: 60\n  question_len: 200\n  output_len: 30\n  stages:\n"
-        "  - {stage_rate_rps: 4, stage_duration_s: 10, ttft_mean_ms: 20, e2e_mean_ms: 300}\n"
-    )
+    runs = _tiny_runs(tmp_path)
     res = CliRunner().invoke(cli, ["calibrate", str(runs), flag, "4", "--evaluate-only", "-q"])
     assert res.exit_code == 2
     assert f"{flag}: only for an inference-perf result folder" in res.output
