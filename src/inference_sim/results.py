@@ -728,25 +728,26 @@ def _objects_by_name(value: Any, field: str, what: str) -> Mapping[str, Any]:
     return block
 
 
-def _list_of_objects(value: Any, field: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise _bad(field, "a list of objects", value)
-    for i, item in enumerate(value):
-        _object(item, f"{field}[{i}]")
-    return value
-
-
 def _number(value: Any, field: str) -> None:
     if isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES) or not math.isfinite(value):
         raise _bad(field, "a finite number", value)
 
 
-def _numbers(value: Any, field: str) -> list[Any]:
+def _list_of(value: Any, field: str, what: str, check: Callable[[Any, str], Any]) -> list[Any]:
+    """``value`` as a list whose every item passes ``check`` (named ``field[i]``)."""
     if not isinstance(value, list):
-        raise _bad(field, "a list of numbers", value)
-    for i, v in enumerate(value):
-        _number(v, f"{field}[{i}]")
+        raise _bad(field, f"a list of {what}", value)
+    for i, item in enumerate(value):
+        check(item, f"{field}[{i}]")
     return value
+
+
+def _list_of_objects(value: Any, field: str) -> list[Any]:
+    return _list_of(value, field, "objects", _object)
+
+
+def _numbers(value: Any, field: str) -> list[Any]:
+    return _list_of(value, field, "numbers", _number)
 
 
 def _autoscaling_pool(a: Mapping[str, Any], field: str) -> None:
@@ -837,23 +838,6 @@ CHARTED_TIMESERIES = (
 )
 
 
-def _series_ok(values: Sequence[Any], kind: str, nan_is_null: bool) -> bool:
-    """Whether a time-series column holds what ``kind`` allows, checked at C speed
-    (the table may hold a quarter of a million rows)."""
-    types = set(map(type, values))
-    if kind == "id":
-        return types <= {str}
-    if kind == "time" and not types <= {int, float}:
-        return False
-    if not types <= {int, float, _NONE}:
-        return False
-    present = [v for v in values if v is not None] if _NONE in types else values
-    if math.isfinite(sum(present)):
-        return True
-    # A null cell of a Parquet float column reads back as NaN: null there, for a signal.
-    return kind != "time" and nan_is_null and not any(math.isinf(v) for v in present)
-
-
 def check_timeseries(
     table: Mapping[str, Any],
     *,
@@ -899,13 +883,15 @@ def check_timeseries(
                 f"{column_field}{name} is missing: a table with rows has time_s, instance, "
                 f"{', '.join(CHARTED_TIMESERIES)}"
             )
+    # The record fields' kinds fit: time_s a number, instance a string, the signals a
+    # number or null (NaN too where a Parquet null reads back as one).
     kinds = {"time_s": "time", "instance": "id"}
     for name in ("time_s", "instance", *CHARTED_TIMESERIES):
-        kind = kinds.get(name, "signal")
+        kind = kinds.get(name, "ms")
         values = columns[name]
-        if _series_ok(values, kind, nan_is_null):
+        if _column_ok(values, kind, nan_is_null):
             continue
-        allowed = {"time": "a number (seconds)", "id": "a string"}.get(kind, "a number or null")
+        allowed = _ALLOWED[kind] if kind != "ms" else "a number or null"
         for i, v in enumerate(values):
-            if not _series_ok([v], kind, nan_is_null):
+            if _field_problem(v, kind, nan_is_null) is not None:
                 raise _bad(f"{column_field}{name}[{i}]", allowed, v)
