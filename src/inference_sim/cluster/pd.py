@@ -211,9 +211,6 @@ class PDClusterSimulator(ExtraEvents):
         self._handlers[_RETRY] = self._on_retry
         n = len(self.instances)
         self.assigned = [0] * n  # requests that will move to this decode instance
-        # ... of which handed off (prefill done): waiting for KV room, in transfer or for
-        # a running slot -- vLLM's waiting queue there (WAITING_FOR_REMOTE_KVS included)
-        self.at_decode = [0] * n
         self.links = [Link(self.bandwidth) for _ in range(n)]
         self.kv_wait: list[deque[Request]] = [deque() for _ in range(n)]
         # KV arrived, no running slot yet (the batch is at max_num_seqs): joins first
@@ -338,8 +335,11 @@ class PDClusterSimulator(ExtraEvents):
         return route_among(policy, snap, idx, pending or self.snapshots.pending, req, now)
 
     def _decode_waiting(self, i: int) -> int:
-        """Requests handed off to instance ``i`` that have not joined its batch yet."""
-        return self.at_decode[i]
+        """Requests handed off to instance ``i`` that have not joined its batch yet --
+        waiting for KV room, in transfer or for a running slot: vLLM's waiting queue
+        there (WAITING_FOR_REMOTE_KVS included). Read at controller decisions only."""
+        in_transfer = sum(1 for tr in self.transfers.values() if tr.decode == i)
+        return len(self.kv_wait[i]) + in_transfer + len(self.join_wait[i])
 
     def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
         # The decode side's load includes every request already sent its way (still in
@@ -411,7 +411,6 @@ class PDClusterSimulator(ExtraEvents):
             if self.scalers:
                 self._maybe_leave(d, now)
             return
-        self.at_decode[d] += 1
         queue = self.kv_wait[d]
         if queue or not self._try_start(now, req, p, d):
             self.pd.waited_for_decode_kv += 1  # FIFO: behind others, or no room now
@@ -522,7 +521,6 @@ class PDClusterSimulator(ExtraEvents):
             req = queue.popleft()
             del self.decode_of[req.index]
             self.assigned[d] -= 1
-            self.at_decode[d] -= 1
             del self.held_reqs[d][req.index]
             if dec.accept(req, now):  # idle: start when its last step ends (no overlap)
                 heapq.heappush(self._steps, (max(now, dec.busy_until), d, self._seq))
@@ -582,7 +580,6 @@ class PDClusterSimulator(ExtraEvents):
                 continue
             del self.decode_of[req.index]
             self.assigned[d] -= 1
-            self.at_decode[d] -= 1
             del self.held_reqs[p][req.index]
             self.pd.decoded_at_prefill += 1
             self.pd.per_request[req.index]["decode_instance"] = pre.name
