@@ -75,13 +75,18 @@ def route_among(
     pending: list[int],
     req: Request,
     now: int,
+    also_pending: Sequence[int] | None = None,
 ) -> PoolChoice:
-    """What ``policy`` picks among ``members`` (their pending counts fresh).
+    """What ``policy`` picks among ``members`` (their pending counts fresh, plus
+    ``also_pending`` by cluster-wide index when given).
 
     The policy sees the members only, at positions 0..k-1; it may answer with a position
     or with a member's id (``instance_<cluster-wide index>``).
     """
-    snap.pending[:] = [pending[i] for i in members]
+    if also_pending is None:
+        snap.pending[:] = [pending[i] for i in members]
+    else:
+        snap.pending[:] = [pending[i] + also_pending[i] for i in members]
     state = snap.state(now)
     decision = policy.route(req, state)
     target = decision.target if isinstance(decision, RoutingDecision) else decision

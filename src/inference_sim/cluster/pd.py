@@ -329,10 +329,10 @@ class PDClusterSimulator(ExtraEvents):
         idx: list[int],
         req: Request,
         now: int,
-        pending: list[int] | None = None,
+        also_pending: list[int] | None = None,
     ) -> PoolChoice:
         """What ``policy`` chooses among ``idx`` (their pending counts fresh)."""
-        return route_among(policy, snap, idx, pending or self.snapshots.pending, req, now)
+        return route_among(policy, snap, idx, self.snapshots.pending, req, now, also_pending)
 
     def _decode_waiting(self, i: int) -> int:
         """Requests handed off to instance ``i`` that have not joined its batch yet --
@@ -345,9 +345,7 @@ class PDClusterSimulator(ExtraEvents):
         # The decode side's load includes every request already sent its way (still in
         # prefill, in transfer or waiting for a slot): without them a burst routed in the
         # same instant would all pick the same, momentarily idle, decode instance.
-        assigned = self.assigned
-        decode_view = [n + assigned[i] for i, n in enumerate(self.snapshots.pending)]
-        choice = self._pick(self.routing, self._dsnap, self.decode_idx, req, now, decode_view)
+        choice = self._pick(self.routing, self._dsnap, self.decode_idx, req, now, self.assigned)
         d = choice.instance
         dec = self.instances[d]
         disagg = self.decider == "always"
