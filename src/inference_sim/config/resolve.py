@@ -28,7 +28,7 @@ from inference_sim.catalog.architecture import (
     read_model_config_folder,
     renamed_model_id,
 )
-from inference_sim.catalog.capacity import derive_kv_blocks
+from inference_sim.catalog.capacity import KvCapacity, derive_kv_blocks
 from inference_sim.catalog.hardware import with_hardware_config
 from inference_sim.catalog.schema import CoefficientSet
 from inference_sim.config.autoscale import check_autoscale_options
@@ -691,15 +691,7 @@ def _resolve_roofline(
             kv_from = _trained_kv_from(found)
     if "total_kv_blocks" not in explicit and (found is None or found.total_kv_blocks <= 0):
         try:
-            cap = derive_kv_blocks(
-                arch,
-                gpu,
-                o["tp"],
-                block_size=o["block_size_in_tokens"],
-                gpu_memory_utilization=o["gpu_memory_utilization"],
-                max_num_batched_tokens=o["max_num_scheduled_tokens"],
-                lora_bytes=lora_gpu_bytes(o, arch),
-            )
+            cap = _derived_capacity(o, arch, gpu)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if not cap.fits:
@@ -941,25 +933,31 @@ def _check_max_model_len_fits(blocks: int, o: dict[str, Any], model: str, gpu: s
         )
 
 
+def _derived_capacity(o: dict[str, Any], arch: ModelArchitecture, gpu: GpuSpec) -> KvCapacity:
+    """The KV capacity GPU memory leaves for ``arch`` on ``gpu`` under the run's options
+    (``catalog.capacity.derive_kv_blocks``; ValueError for unusable figures)."""
+    return derive_kv_blocks(
+        arch,
+        gpu,
+        o["tp"],
+        block_size=o["block_size_in_tokens"],
+        gpu_memory_utilization=o["gpu_memory_utilization"],
+        max_num_batched_tokens=o["max_num_scheduled_tokens"],
+        lora_bytes=lora_gpu_bytes(o, arch),
+    )
+
+
 def _warn_if_weights_do_not_fit(
     o: dict[str, Any], arch: ModelArchitecture | None, gpu: GpuSpec | None, model: str
 ) -> None:
     """A given ``--total-kv-blocks`` is simulated as given (the reference does), but a
     deployment whose weights and working memory exceed the GPU could not be loaded by
     vLLM at all: say so rather than print latencies for it silently."""
-    if arch is None or gpu is None or gpu.usable_memory_bytes <= 0 or o["tp"] <= 0:
+    if arch is None or gpu is None:
         return
     try:
-        cap = derive_kv_blocks(
-            arch,
-            gpu,
-            o["tp"],
-            block_size=max(1, int(o["block_size_in_tokens"])),
-            gpu_memory_utilization=o["gpu_memory_utilization"],
-            max_num_batched_tokens=o["max_num_scheduled_tokens"],
-            lora_bytes=lora_gpu_bytes(o, arch),
-        )
-    except ValueError:
+        cap = _derived_capacity(o, arch, gpu)
+    except ValueError:  # no memory figure, a bad TP or block size: nothing to judge
         return
     if not cap.fits:
         log.warning(
