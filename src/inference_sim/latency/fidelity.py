@@ -219,7 +219,7 @@ def _basis(
         return by_tp[tp], f"leave-one-model-out rows of dense models at TP {tp}"
     below = [t for t in by_tp if t < tp]
     above = [t for t in by_tp if t > tp]
-    near = sorted({max(below)} if below else set()) + ([min(above)] if above else [])
+    near = ([max(below)] if below else []) + ([min(above)] if above else [])
     if not near:
         return errors["held_out_dense"], "leave-one-model-out rows of all dense models"
     # An unseen degree: the worse of the nearest measured degrees on either side (the
@@ -302,8 +302,7 @@ def assess(
             median, worst = transfer["step_error_pct"], transfer["step_error_max_pct"]
             if own:
                 # Priced with the sibling's measured efficiencies: at least its own error.
-                median = {k: max(float(v), float(own.get(k, 0.0))) for k, v in median.items()}
-                worst = {k: max(float(v), float(own.get(k, 0.0))) for k, v in worst.items()}
+                median, worst = _at_least(median, own), _at_least(worst, own)
             _add_step_error(expected, median, worst)
             basis += f", plus the step-time error of {transfer['basis']}"
             if own:
@@ -466,6 +465,11 @@ def combine_pools(
         f"{name} pool: {f['basis']}" for name, f in (("prefill", prefill), ("decode", decode)) if f
     )
     return base
+
+
+def _at_least(errors: Mapping[str, Any], floor: Mapping[str, Any]) -> dict[str, float]:
+    """``errors`` per metric, raised to ``floor``'s value where that is larger."""
+    return {k: max(float(v), float(floor.get(k, 0.0))) for k, v in errors.items()}
 
 
 def _sibling(table: Mapping[str, Any], gpu: str) -> str | None:
