@@ -95,6 +95,13 @@ class CpuTier:
                     self.thrash += 1
             self._reloaded.clear()
 
+    def clear(self) -> None:
+        """Lose every entry (a restarted server), counted in ``cleared``."""
+        self.cleared += len(self.entries)
+        self.entries.clear()
+        self._unstamped.clear()
+        self._reloaded.clear()
+
     def check_invariants(self) -> None:
         assert len(self.entries) <= self.capacity, "CPU tier holds more entries than capacity"
         left = self.offloads - self.reloads - self.dropped - self.superseded - self.cleared

@@ -481,10 +481,7 @@ class KVCacheManager:
             raise RuntimeError("clear() on a KV cache that holds blocks")
         num_blocks, block_size = self.pool.num_blocks, self.pool.block_size
         if self.cpu is not None:
-            self.cpu.cleared += len(self.cpu.entries)
-            self.cpu.entries.clear()
-            self.cpu._unstamped.clear()
-            self.cpu._reloaded.clear()
+            self.cpu.clear()
             self.pool = TieredBlockPool(num_blocks, block_size, self.cpu)
         else:
             self.pool = BlockPool(num_blocks, block_size)
