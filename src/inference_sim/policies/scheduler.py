@@ -4,10 +4,19 @@
 head, so the order decides who is scheduled first (and who blocks the head of the
 line). Priorities are refreshed by the priority policy just before ordering. Ties
 are broken by arrival time, then by generation order (request index).
+
+A built-in scheduler with a built-in priority policy gives an order that does not
+change while requests wait (every built-in priority is a function of the arrival time
+alone, monotone at any instant), so its hook keeps the queue ordered incrementally
+(:class:`KeptInOrder`) instead of refreshing and re-sorting the whole queue every
+step: re-sorting made an overloaded run quadratic (20 000 requests into one
+instance: ``sjf`` 165 s, ``priority-fcfs`` 60 s, against 5 s for ``fcfs``). The
+result is the same order the full sort gives (a property test checks it).
 """
 
 from __future__ import annotations
 
+import bisect
 import numbers
 from collections import deque
 from collections.abc import Callable
@@ -15,7 +24,11 @@ from typing import Any
 
 from inference_sim.core.request import Request
 from inference_sim.policies.base import PolicyError
-from inference_sim.policies.priority import ConstantPriority
+from inference_sim.policies.priority import (
+    ConstantPriority,
+    InvertedSLOPriority,
+    SLOBasedPriority,
+)
 from inference_sim.policies.registry import Registry
 
 SCHEDULERS = Registry("scheduler", "scheduler", "order", "fcfs", "order(wait_queue, now)")
@@ -68,13 +81,98 @@ class ReversePriority(SortKeyScheduler):
         return (request.priority, request.arrival_time, request.index)
 
 
+class KeptInOrder:
+    """A wait-queue hook that keeps the queue in a fixed total order, step after step.
+
+    Between two calls the engine changes the queue in three ways only: it takes
+    requests from the front (admission; the ones it passes over go back in their
+    order), puts preempted requests back at the front, and appends arrivals at the
+    back. So after one sort, only those re-queued and new requests are out of place:
+    each is inserted where the order puts it (a binary search), the rest of the queue
+    is not touched. ``_placed`` remembers each placed request's preemption count, which
+    tells a re-queued request (its count went up) from one that never left.
+    ``priority`` is evaluated when a request is placed, for the record (the order does
+    not read it).
+    """
+
+    __slots__ = ("_key", "_placed", "_priority")
+
+    #: above this many requests to place, merge by one sort of the whole queue
+    _BULK = 32
+
+    def __init__(self, key: Callable[[Request], Any], priority: Callable[[Request, int], float]):
+        self._key = key
+        self._priority = priority
+        self._placed: dict[int, int] = {}
+
+    def __call__(self, wait_queue: deque[Request], now: int) -> None:
+        placed = self._placed
+        loose: list[Request] = []
+        while wait_queue:  # preempted requests, back at the front
+            r = wait_queue[0]
+            if placed.get(r.index) == r.num_preemptions:
+                break
+            loose.append(wait_queue.popleft())
+        while wait_queue:  # arrivals, at the back
+            r = wait_queue[-1]
+            if placed.get(r.index) == r.num_preemptions:
+                break
+            loose.append(wait_queue.pop())
+        if not loose:
+            return
+        priority = self._priority
+        for r in loose:
+            r.priority = priority(r, now)
+            placed[r.index] = r.num_preemptions
+        key = self._key
+        if len(loose) > self._BULK:
+            items = sorted(wait_queue, key=key)  # already in order: one linear pass
+            items.extend(loose)
+            items.sort(key=key)  # two sorted runs: a linear merge
+            wait_queue.clear()
+            wait_queue.extend(items)
+        else:
+            for r in loose:
+                wait_queue.insert(bisect.bisect_right(wait_queue, key(r), key=key), r)
+        if len(placed) > 2 * len(wait_queue) + 4096:  # forget requests that left
+            self._placed = {r.index: r.num_preemptions for r in wait_queue}
+
+
+def _fixed_order_key(priority: Any, scheduler: Any) -> Callable[[Request], Any] | None:
+    """The sort key of a built-in (priority policy, scheduler) pair, as a function of
+    what never changes while a request waits; None when the pair is not built in.
+
+    The built-in priorities are 0, ``1e-6 x age`` and ``-1e-6 x age``: at any instant
+    each is monotone in the arrival time (a float product keeps the order of integer
+    ages below 2**53 µs), so ``priority-fcfs`` and ``reverse-priority`` order by
+    arrival, oldest or newest first, ties by request index, as their keys do.
+    """
+    p, s = type(priority), type(scheduler)
+    if p not in (ConstantPriority, SLOBasedPriority, InvertedSLOPriority):
+        return None
+    if s is ShortestJobFirst:
+        return lambda r: (r.num_prompt_tokens, r.arrival_time, r.index)
+    if s is not PriorityFCFS and s is not ReversePriority:
+        return None
+    newest_first = (s is PriorityFCFS and p is InvertedSLOPriority) or (
+        s is ReversePriority and p is SLOBasedPriority
+    )
+    if newest_first:
+        return lambda r: (-r.arrival_time, r.index)
+    return lambda r: (r.arrival_time, r.index)
+
+
 def make_wait_queue_hook(priority: Any, scheduler: Any) -> WaitQueueHook | None:
     """The instance's ``order_wait_queue`` hook: refresh priorities, then order.
 
-    ``None`` for plain FCFS, which lets the engine skip the hook entirely.
+    ``None`` for plain FCFS, which lets the engine skip the hook entirely; a
+    :class:`KeptInOrder` for the built-in pairs whose order is fixed.
     """
     if type(scheduler) is FCFS:
         return None
+    fixed = _fixed_order_key(priority, scheduler)
+    if fixed is not None:
+        return KeptInOrder(fixed, priority.priority)
     order = scheduler.order
     if type(priority) is ConstantPriority:
 
