@@ -342,6 +342,10 @@ class PDClusterSimulator(ExtraEvents):
         return len(self.kv_wait[i]) + in_transfer + len(self.join_wait[i])
 
     def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
+        # The request reaches an instance now (the reference's instance Arrival event,
+        # stamped at the routing time): an executed event the run's duration counts.
+        if now > self._end_time:
+            self._end_time = now
         # The decode side's load includes every request already sent its way (still in
         # prefill, in transfer or waiting for a slot): without them a burst routed in the
         # same instant would all pick the same, momentarily idle, decode instance.
@@ -598,21 +602,27 @@ class PDClusterSimulator(ExtraEvents):
             scaler.close(self._end_time)
         seen: set[int] = set()
         log = self._log
+
+        def cut(req: Request) -> None:
+            # Counted on its decode instance (still_queued, below), so its record names
+            # that instance too (handled_by; docs/disaggregation.md), not the prefill
+            # instance it left: the run is over, nothing reads handled_by as the
+            # transfer's source any more.
+            if req.index not in seen:
+                seen.add(req.index)
+                req.handled_by = self.decode_of[req.index]
+                log.add(req)
+
         for ev in self._ext:
-            if ev[1] == _HANDOFF and ev[4].index not in seen:
-                seen.add(ev[4].index)
-                log.add(ev[4])
+            if ev[1] == _HANDOFF:
+                cut(ev[4])
         self._ext = [ev for ev in self._ext if ev[1] not in mine]
         heapq.heapify(self._ext)
         for queue in (*self.kv_wait, *self.join_wait):
             for req in queue:
-                if req.index not in seen:
-                    seen.add(req.index)
-                    log.add(req)
+                cut(req)
         for tr in self.transfers.values():
-            if tr.req.index not in seen:
-                seen.add(tr.req.index)
-                log.add(tr.req)
+            cut(tr.req)
         if self._checker is not None and not interrupted:
             for inst in self.pd_instances:
                 if inst.role == "prefill" and inst.stats.completed:

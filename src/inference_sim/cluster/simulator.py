@@ -298,6 +298,10 @@ class ClusterSimulator:
     def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
         """The routing policy picks an instance; the request is pending there until its
         enqueue event (after the instance's queueing time)."""
+        # The request reaches an instance now (the reference's instance Arrival event,
+        # stamped at the routing time): an executed event the run's duration counts.
+        if now > self._end_time:
+            self._end_time = now
         state = self.snapshots.state(now)
         decision = self.routing.route(req, state)
         if isinstance(decision, RoutingDecision):
@@ -355,7 +359,10 @@ class ClusterSimulator:
         if nxt is not None:
             _heappush(self._steps, (nxt, inst_idx, self._seq))
             self._seq += 1
-        step_end = inst.busy_until if inst.busy_until <= horizon else horizon
+        # The run ends at the last event executed (the reference's SimEndedTime; docs/
+        # engine.md): the end of the last step, or, for a step the horizon cuts (its end
+        # never runs), that step's start (the instance's clock), never the horizon itself.
+        step_end = inst.busy_until if inst.busy_until <= horizon else inst.clock
         if step_end > self._end_time:
             self._end_time = step_end
         if self._checker is not None:
@@ -367,6 +374,50 @@ class ClusterSimulator:
                 rejected=self._rejected + self._too_long,
                 in_flight=len(self._ext),
             )
+
+    def _warn_nothing_completed(self, interrupted: bool) -> None:
+        """Say why a run completed no request, naming the cause the counters show: an
+        empty run, admission rejections, or requests that can never be served (dropped
+        as unservable, refused as too long); only otherwise a short horizon. A run
+        stopped early (Ctrl-C) says so itself: only rejections are told then."""
+        if self._rejected:
+            _logger.warning(
+                "[cluster] %d requests rejected by admission policy %s — no requests completed",
+                self._rejected,
+                type(self.admission).__name__,
+            )
+            return
+        if interrupted:
+            return
+        if not self._generated:
+            why, hint = "the workload has no requests", ""
+            if self.horizon < NEVER:
+                why = f"no request arrived before the horizon ({self.horizon / 1e6:g} s)"
+                hint = "; lengthen --horizon"
+            _logger.warning(
+                "[cluster] %s — the run injected nothing: its results are empty%s", why, hint
+            )
+            return
+        dropped = sum(inst.stats.dropped_unservable for inst in self.instances)
+        parts = []
+        if dropped:
+            parts.append(
+                f"{dropped} dropped_unservable (their KV needs more blocks than an instance "
+                "has: raise --total-kv-blocks or shorten the requests)"
+            )
+        if self._too_long:
+            parts.append(f"{self._too_long} rejected_too_long (over --max-model-len)")
+        if dropped + self._too_long >= self._generated:  # none could have been served
+            _logger.warning(
+                "[cluster] no requests completed: all %d generated were dropped or refused: %s",
+                self._generated,
+                "; ".join(parts),
+            )
+            return
+        _logger.warning(
+            "[cluster] no requests completed — horizon may be too short or workload too small%s",
+            f" ({'; '.join(parts)})" if parts else "",
+        )
 
     def _finish(self, as_list: list[Request] | None, interrupted: bool) -> SimulationOutcome:
         """End of run: write out engines' state, log what is still in flight, check."""
@@ -380,17 +431,7 @@ class ClusterSimulator:
                     n,
                 )
         if not any(inst.stats.completed for inst in instances):
-            if self._rejected:
-                _logger.warning(
-                    "[cluster] %d requests rejected by admission policy %s — no requests completed",
-                    self._rejected,
-                    type(self.admission).__name__,
-                )
-            elif self._generated and not interrupted:
-                _logger.warning(
-                    "[cluster] no requests completed — horizon may be too short or "
-                    "workload too small"
-                )
+            self._warn_nothing_completed(interrupted)
         in_flight: dict[int, int] = {}
         for inst in instances:
             inst.finalize()
@@ -400,17 +441,19 @@ class ClusterSimulator:
                 log.add(r)
             inst.log = None
         for event in self._ext:
-            r = event[4]
+            # Routed, not yet queued: counted on its target instance. Still awaiting its
+            # admission or routing decision (target -1): counted in the cluster's
+            # still_queued only (it belongs to no instance yet) and recorded without
+            # handled_by, so that every request the summary counts has a record.
             target = event[2] if event[1] == _ENQUEUE else -1
             in_flight[target] = in_flight.get(target, 0) + 1
-            if target >= 0:
-                log.add(r)
+            log.add(event[4])
         if self._checker is not None and not interrupted:
             self._checker.finish(
                 self._end_time,
                 generated=self._generated,
                 rejected=self._rejected + self._too_long,
-                unlogged_in_flight=in_flight.get(-1, 0),
+                unlogged_in_flight=0,
             )
         outcome = SimulationOutcome(
             requests=as_list,

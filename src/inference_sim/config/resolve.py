@@ -31,7 +31,11 @@ from inference_sim.catalog.architecture import (
 from inference_sim.catalog.capacity import KvCapacity, derive_kv_blocks
 from inference_sim.catalog.hardware import with_hardware_config
 from inference_sim.catalog.schema import CoefficientSet
-from inference_sim.config.autoscale import check_autoscale_options
+from inference_sim.config.autoscale import (
+    autoscale_enabled,
+    check_autoscale_options,
+    pool_autoscale_enabled,
+)
 from inference_sim.config.checks import require_finite, require_one_of
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.fidelity import plan_fidelity
@@ -148,8 +152,12 @@ class RunPlan:
 
     def resolved_config(self) -> dict[str, Any]:
         """The run configuration as recorded in results (canonical names)."""
-        # P/D and autoscaling keys only when used: other results stay unchanged.
-        used = {"pd": pd_enabled(self.options), "autoscale": self.options["autoscale_max"] > 0}
+        # P/D and autoscaling keys only when used: other results stay unchanged. An
+        # autoscaled P/D pool uses the shared settings (interval, windows, start-up,
+        # price, default metric): without them a replay would be another run.
+        pools = pool_autoscale_enabled(self.options)
+        scaled = autoscale_enabled(self.options) or pools
+        used = {"pd": pd_enabled(self.options), "autoscale": scaled}
         cfg = {s.name: self.options[s.name] for s in OPTIONS if used.get(s.group, True)}
         for name in _CONFIG_RELATIVE_PATHS:
             # Input files as absolute paths: a replay (--config results.json) from any
@@ -173,6 +181,9 @@ class RunPlan:
                 self.architecture, self.options["sampling"]
             )
         cfg["total_kv_blocks"] = self.engine.num_gpu_blocks
+        if pools:  # the colocated cluster's own bounds and target do not apply to pools
+            for name in ("autoscale_min", "autoscale_max", "autoscale_target"):
+                cfg.pop(name, None)
         if not self.options["replica_startup_cv"]:  # constant loads: results as they were
             cfg.pop("replica_startup_cv", None)
         if not self.options["dual_autoscale_max"]:  # fixed dual-role instances: as they were
@@ -804,9 +815,11 @@ def _resolve_latency(
         )
         mode = "calibrated"
     if mode == "roofline":
-        asked = "--roofline" if o["roofline"] else "--latency-model roofline"
+        # One reason for both spellings (--roofline is its shorthand): a results file
+        # records both as latency_model roofline and roofline true, so a replay
+        # (--config results.json) cannot tell them apart and must give the same reason.
         lat = _resolve_roofline(o, explicit, catalog, notes, alpha, beta)
-        return _because(lat, f"requested ({asked})")
+        return _because(lat, "requested (--latency-model roofline)")
     if mode == "calibrated":
         why = "--latency-model calibrated"
         asked = "--latency-coeffs" if o["latency_model"] == "auto" else why
@@ -1081,6 +1094,15 @@ _CONFIG_RELATIVE_PATHS = (
 )
 
 
+#: Autoscaling minimums whose default (0) means 1; an explicit 0 is refused.
+_RECORDED_DEFAULT_MINIMUMS = (
+    "autoscale_min",
+    "prefill_autoscale_min",
+    "decode_autoscale_min",
+    "dual_autoscale_min",
+)
+
+
 def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Run options from a ``--config`` file (canonical names; ConfigError on problems).
 
@@ -1142,6 +1164,11 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         used = doc.pop("calibrated_coefficients", None)
         for derived in ("filtered_sampling", "penalized_sampling"):  # from --sampling
             doc.pop(derived, None)
+        # A recorded minimum of 0 is the default (1), not an asked scale-to-zero, which
+        # an explicit 0 is (config/autoscale.py refuses it): leave it out.
+        for name in _RECORDED_DEFAULT_MINIMUMS:
+            if doc.get(name) == 0:
+                del doc[name]
         if isinstance(used, dict):
             coeffs_file = doc.get("latency_coeffs")
             try:

@@ -85,10 +85,13 @@ def registered(req: Request) -> bool:
 
 def _ended(inst: InstanceView, horizon: int) -> int:
     """When the instance's own simulation ended (the cluster spec's per-instance
-    ``SimEndedTime``): its last event or the end of its last step, whichever is later,
-    capped at the horizon; 0 for an instance that never received work."""
-    end = inst.busy_until if inst.busy_until > inst.clock else inst.clock
-    return end if end <= horizon else horizon
+    ``SimEndedTime``): the time of its last event executed, i.e. its last event or the
+    end of its last step, whichever is later; a step the horizon cuts never reaches its
+    end, so then its start (the clock) counts, as in the reference. 0 for an instance
+    that never received work."""
+    if inst.busy_until > horizon:
+        return inst.clock
+    return inst.busy_until if inst.busy_until > inst.clock else inst.clock
 
 
 def build_summary(
