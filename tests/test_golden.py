@@ -25,8 +25,13 @@ Our numbers are first shifted into the reference's conventions (DECISIONS.md Q7,
   (same percentile recipe as the reference). The reference ITL mean is
   ``(sum of our ITL samples + sum extra_i) / (our sample count + completed)``, where a
   request contributes ``e2e_ms - ttft_ms`` to our sum and ``num_decode_tokens - 1`` to our
-  count. ITL p99 is compared as printed: one more sample per request, drawn from the same
-  steps, does not move a percentile over tens of thousands of samples.
+  count. ITL p99 is compared as printed, without the extra samples (our records do not
+  keep each request's last sample). They can move it: replaying the reference's exact
+  workload (tests/test_golden_exact.py), case 3 has about 12.8k samples, 300 of them
+  extra, and its p99 lies in a gap of the sparse tail of steps that carry prefill chunks
+  (about 2 % of the samples, 20-45 ms); four extra samples of about 32.3 ms land above it
+  and push the reference's p99 across the gap, so ours is 1.43 % lower. The 10 %
+  tolerance covers that.
 * Q7 -- we count every delivered token, the reference does not count the first one, so
   ``ref total_output_tokens = ours - completed``. Checked first: ours equals the sum of
   ``num_decode_tokens`` over the records.
