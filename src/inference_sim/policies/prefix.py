@@ -12,7 +12,14 @@ Two families of block hashes:
 
 :class:`PrefixCacheIndex` is the router's approximation of what each instance caches:
 it records what the router sent where (an LRU set of block hashes per instance,
-10,000 hashes each), not what the instance really holds.
+10,000 hashes each by default), not what the instance really holds.
+
+10,000 is the reference's figure and stays the default, but it is a fixed count of
+blocks, not of prompts: a Mooncake prompt is ~750 blocks of 16 tokens, so the index
+remembers ~13 prompts per instance while an instance's KV cache holds ~66,000 blocks, and
+prefix-aware routing misses most of the reuse (docs/policies.md, "Prefix index
+capacity", has the numbers). ``PrefixAffinityScorer(index_capacity=...)`` sets it; a
+plug-in subclass of that scorer is the way to set it from the command line or a bundle.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from collections.abc import Sequence
 from inference_sim.core.request import Request
 from inference_sim.kv.manager import KVCacheManager
 
+#: Block hashes the router remembers per instance (the reference's figure; see the module
+#: doc for why long-context traces want more).
 DEFAULT_INDEX_CAPACITY = 10_000
 
 

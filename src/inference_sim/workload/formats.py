@@ -6,8 +6,9 @@ Formats: ``csv`` (the reference's token-id CSV), ``v2`` (trace v2 pair), ``azure
 :mod:`inference_sim.workload.lengthtrace`). ``auto`` looks at the content: a JSON object
 on the first line is Mooncake when it has ``hash_ids`` or Mooncake's three other fields
 (``timestamp``, ``input_length``, ``output_length``: millisecond times, which a length
-trace would take as seconds), a length trace when it names a prompt and an output length
-column; a CSV header naming both is a length trace;
+trace would take as seconds) with a numeric ``timestamp``, a length trace when it names a
+prompt and an output length column (a ``timestamp`` written as a UTC time, which Mooncake
+never has, included); a CSV header naming both is a length trace;
 a YAML mapping with ``trace_version`` or a CSV header starting ``request_id,client_id`` is
 trace v2, a CSV header with ``TIMESTAMP``, ``ContextTokens`` and ``GeneratedTokens`` is
 Azure, any other CSV is the reference's format. Workload specs (YAML with ``clients``,
@@ -34,6 +35,7 @@ from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.lengthtrace import iter_length_trace, looks_like_lengths
 from inference_sim.workload.realtraces import (
     DEFAULT_TRACE_BLOCK_SIZE,
+    is_utc_time,
     iter_azure_trace,
     iter_mooncake_trace,
 )
@@ -105,13 +107,20 @@ def _json_lines_format(first: str) -> str:
 
     A Mooncake file without ``hash_ids`` names the same fields as a length trace can
     (``timestamp``, ``input_length``, ``output_length``), but its timestamps are
-    milliseconds: read as a length trace it would run 1000 times slower."""
+    milliseconds: read as a length trace it would run 1000 times slower. A ``timestamp``
+    written as a UTC time (``"2023-11-16 18:17:03"``) is no Mooncake millisecond count,
+    though: such a file is a length trace (it used to fail as Mooncake, "timestamp must
+    be a number (ms)", without a word about ``--trace-format lengths``)."""
     try:
         obj = json.loads(first)
     except (json.JSONDecodeError, RecursionError):
         return "mooncake"  # its reader reports the line
-    if not isinstance(obj, dict) or "hash_ids" in obj or obj.keys() >= _MOONCAKE_KEYS:
+    if not isinstance(obj, dict) or "hash_ids" in obj:
         return "mooncake"
+    if obj.keys() >= _MOONCAKE_KEYS:
+        stamp = obj["timestamp"]
+        if not (isinstance(stamp, str) and is_utc_time(stamp)):
+            return "mooncake"
     if looks_like_lengths([str(k) for k in obj]):
         return "lengths"
     return "mooncake"

@@ -53,7 +53,7 @@ from inference_sim.core.rng import RandomStreams
 from inference_sim.workload._gc import gc_paused
 from inference_sim.workload._rows import BoundedCsvReader, RowTooLong, bounded_lines
 from inference_sim.workload.errors import MAX_ARRIVAL_US, WorkloadError
-from inference_sim.workload.realtraces import parse_timestamp_us
+from inference_sim.workload.realtraces import parse_timestamp_us, seconds_to_us
 from inference_sim.workload.samplers import check_length_bound
 from inference_sim.workload.tokens import Segment, materialize, stable_key, take
 
@@ -193,11 +193,14 @@ def _time_us(value: Any, name: str, where: str) -> int:
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise WorkloadError(f"{where}: {name} must be finite, got {value!r}")
-        return round(value * 1_000_000)
+        try:  # 1e303 s is infinitely many µs: an error, not an OverflowError
+            return seconds_to_us(value, value)
+        except ValueError as exc:
+            raise WorkloadError(f"{where}: {name}: {exc}") from None
     try:
         return parse_timestamp_us(str(value))
     except ValueError as exc:
-        if str(exc).startswith("not a valid date"):  # 25:15:50, February 30, ...
+        if not str(exc).startswith("not a timestamp"):  # 25:15:50, February 30, 1e303
             raise WorkloadError(f"{where}: {name}: {exc}") from None
         raise WorkloadError(
             f"{where}: {name} must be seconds or a UTC time, got {str(value)[:40]!r}"

@@ -6,7 +6,12 @@ Both record lengths, not token ids; replays synthesise ids (see
 * **Azure** (``TIMESTAMP,ContextTokens,GeneratedTokens``): wall-clock timestamps become
   microseconds after the first row; every prompt is unique (the trace has no prefix
   information).
-* **Mooncake** (``{"timestamp": ms, "input_length", "output_length", "hash_ids"}``): one
+* **Mooncake** (``{"timestamp": ms, "input_length", "output_length", "hash_ids"}``):
+  timestamps become microseconds after the first row too. The published traces start at
+  0, but a slice cut from the middle (``tail -1000``) does not; counted from 0 its first
+  arrival would come after an hour of idle simulated time, inflating the run's duration
+  and cost and dropping every row past ``--horizon``. (The reference's token-id CSV keeps
+  its absolute times, as the reference does.) One
   hash id per ``block_size``-token block of the prompt (512 in the published traces; the
   last block may be partial). Each hash id stands for a fixed block of synthetic tokens,
   so two prompts with the same leading hash ids start with exactly the same tokens and
@@ -38,7 +43,7 @@ from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.workload._gc import gc_paused
 from inference_sim.workload._rows import BoundedCsvReader, RowTooLong, bounded_lines
-from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.errors import MAX_ARRIVAL_US, WorkloadError
 from inference_sim.workload.samplers import check_length_bound
 from inference_sim.workload.tokens import block_keys, block_tokens, stable_key, synth_tokens
 
@@ -77,21 +82,43 @@ def _open(path: str, what: str):
 # --- Azure --------------------------------------------------------------------------------
 
 
+def is_utc_time(text: str) -> bool:
+    """Whether ``text`` is written as a ``YYYY-MM-DD HH:MM:SS`` time (not plain seconds)."""
+    return _STAMP.match(text) is not None
+
+
+def seconds_to_us(seconds: float, text: object) -> int:
+    """Plain seconds -> integer µs; ``text`` is how the value appears in the error.
+
+    The product is checked before rounding: ``1e303 * 1e6`` is infinity, which ``round``
+    cannot turn into an integer (the run ended in "OverflowError: cannot convert float
+    infinity to integer", naming no line). Finite values of any size pass: the readers
+    bound the arrival after the first row (at most 2^62 µs, :data:`MAX_ARRIVAL_US`)."""
+    if not math.isfinite(seconds):
+        raise ValueError(f"not a timestamp: {text!r}")
+    micros = seconds * 1_000_000
+    if not math.isfinite(micros):
+        raise ValueError(
+            f"{text} s is out of range; arrivals may be at most "
+            f"{MAX_ARRIVAL_US / 1_000_000:g} s after the first row"
+        )
+    return round(micros)
+
+
 def parse_timestamp_us(text: str) -> int:
     """``2023-11-16 18:17:03.9799600`` (UTC assumed) or plain seconds -> integer µs.
 
     The calendar fields are checked (hour 0-23, minute and second 0-59, a day the month
     has): ``calendar.timegm`` would turn ``25:15:50`` or February 30 into another, valid
-    time without a word, shifting every later arrival of the trace."""
+    time without a word, shifting every later arrival of the trace. Plain seconds too
+    large to count in µs as a float are an error (:func:`seconds_to_us`)."""
     m = _STAMP.match(text)
     if m is None:
         try:
             seconds = float(text)
         except ValueError:
             raise ValueError(f"not a timestamp: {text!r}") from None
-        if not math.isfinite(seconds):
-            raise ValueError(f"not a timestamp: {text!r}")
-        return round(seconds * 1_000_000)
+        return seconds_to_us(seconds, text.strip())
     y, mo, d, h, mi, s, frac = m.groups()
     try:
         when = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=UTC)
@@ -150,6 +177,14 @@ def _azure_records(fh, p: str) -> Iterator[LengthRecord]:
                 if arrival < prev:
                     raise WorkloadError(
                         f"{where}: TIMESTAMP goes back in time; rows must be sorted by time"
+                    )
+                # The simulated clock ends at 2^63 µs: a later row (9.3e12 s) was dropped
+                # as if past the horizon, the run ending without a word; the length
+                # reader and the reference CSV refuse it too.
+                if arrival > MAX_ARRIVAL_US:
+                    raise WorkloadError(
+                        f"{where}: TIMESTAMP is {arrival / 1e6:g} s after the first row; "
+                        f"at most {MAX_ARRIVAL_US / 1e6:g} s"
                     )
                 prev = arrival
                 yield LengthRecord(line, arrival, n_in, n_out)
@@ -220,7 +255,7 @@ def iter_mooncake_records(
     block_size: int = DEFAULT_TRACE_BLOCK_SIZE,
     block_flag: str = "--trace-block-size",
 ) -> Iterator[LengthRecord]:
-    """Rows of a Mooncake JSONL trace (``timestamp`` in ms becomes µs).
+    """Rows of a Mooncake JSONL trace, arrivals (``timestamp``: ms) in µs after the first row.
 
     ``block_flag`` names the option that set ``block_size`` in error messages
     (``blis workload describe`` calls it ``--block-size``)."""
@@ -235,6 +270,7 @@ def _mooncake_records(fh, p: str, block_size: int, block_flag: str) -> Iterator[
         prev = -1
         line = 0
         hashed: bool | None = None  # whether the rows have hash_ids (the first row decides)
+        first: int | None = None  # the first row's timestamp (µs); arrivals count from it
         first_line = 0
         try:
             for line, text in bounded_lines(fh):
@@ -263,14 +299,22 @@ def _mooncake_records(fh, p: str, block_size: int, block_flag: str) -> Iterator[
                     )
                 ts = row["timestamp"]
                 if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-                    raise WorkloadError(f"{where}: timestamp must be a number (ms), got {ts!r}")
+                    hint = ""
+                    if isinstance(ts, str) and is_utc_time(ts) and not hashed:
+                        hint = "; a length trace with UTC times: --trace-format lengths"
+                    raise WorkloadError(
+                        f"{where}: timestamp must be a number (ms), got {ts!r}{hint}"
+                    )
                 if ts < 0:
                     raise WorkloadError(f"{where}: timestamp must be >= 0, got {ts}")
                 if ts > _MAX_TIMESTAMP_MS:
                     raise WorkloadError(
                         f"{where}: timestamp must be <= {_MAX_TIMESTAMP_MS:g} ms, got {ts}"
                     )
-                arrival = round(ts * 1000)
+                stamp = round(ts * 1000)
+                if first is None:
+                    first = stamp
+                arrival = stamp - first
                 n_in = _json_count(row["input_length"], "input_length", where, 1)
                 n_out = _json_count(row["output_length"], "output_length", where, 0)
                 ids = _hash_ids(row, n_in, block_size, block_flag, where) if hashed else None
