@@ -83,7 +83,8 @@ def test_jsonl_adapter_on_line_two_reaches_the_run(tmp_path):
     """The reviewer's repro: exit 0 on the base model before; now the adapter is seen."""
     text = '{"prompt_len":512,"output_len":5}\n{"prompt_len":512,"output_len":5,"adapter":"x"}\n'
     path = _write(tmp_path, "a2.jsonl", text)
-    result = CliRunner().invoke(cli, ["run", "--model", MODEL, "--workload-traces-filepath", path])
+    args = ["run", "--model", MODEL, "--workload", "traces", "--workload-traces-filepath", path]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert "adapter 'x'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 

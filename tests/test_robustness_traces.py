@@ -293,13 +293,17 @@ def test_format_detection_does_not_parse_a_huge_file_as_yaml(tmp_path):
 def test_trace_values_the_simulator_cannot_honour_are_one_error(tmp_path, name, text, needle):
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
-    res = invoke(["run", "--model", MODEL, "--workload-traces-filepath", path])
+    args = ["run", "--model", MODEL, "--workload", "traces", "--workload-traces-filepath", path]
+    res = invoke(args)
     assert res.exit_code == 2 and needle in res.output, res.output
 
 
 def test_a_repeated_column_the_reader_ignores_is_fine(tmp_path):
     path = tmp_path / "notes.csv"
     path.write_text("prompt_len,output_len,note,note\n512,128,a,b\n100,20,c,d\n", "utf-8")
-    res = invoke(["run", "--model", MODEL, "--workload-traces-filepath", path, "--json", "-q"])
+    res = invoke(
+        ["run", "--model", MODEL, "--workload", "traces", "--workload-traces-filepath", path,
+         "--json", "-q"]
+    )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["total_input_tokens"] == 612

@@ -172,10 +172,11 @@ def _arrival_rate(path: Path) -> float:
     return (len(arrivals) - 1) / (max(arrivals) - min(arrivals))
 
 
-def test_rate_scales_a_workload_spec_and_the_config_says_the_rate_that_ran(tmp_path):
+def test_aggregate_rate_scales_a_workload_spec_and_the_config_says_the_rate_that_ran(tmp_path):
+    """--aggregate-rate (review 23: --rate is ignored with a spec, as in the reference)."""
     spec = _spec(tmp_path)
     own, scaled = tmp_path / "own.json", tmp_path / "scaled.json"
-    for path, extra in ((own, []), (scaled, ["--rate", "40"])):
+    for path, extra in ((own, []), (scaled, ["--aggregate-rate", "40"])):
         result = invoke(
             "run", "--model", MODEL, "--workload-spec", str(spec), *extra,
             "--results-path", str(path), "-q",
@@ -194,8 +195,10 @@ def test_rate_scales_a_workload_spec_and_the_config_says_the_rate_that_ran(tmp_p
 
 def test_a_staged_spec_refuses_a_different_rate_but_records_its_own(tmp_path):
     spec = _spec(tmp_path, stages=[{"rate": 10, "duration": 2}, {"rate": 40, "duration": 1}])
-    line = bad_input("run", "--model", MODEL, "--workload-spec", str(spec), "--rate", "100")
-    assert "--rate 100" in line and "stages" in line and "mean 20" in line
+    line = bad_input(
+        "run", "--model", MODEL, "--workload-spec", str(spec), "--aggregate-rate", "100"
+    )
+    assert "--aggregate-rate 100" in line and "stages" in line and "mean 20" in line
     summary, _ = run_json("--workload-spec", str(spec))
     assert summary["config"]["rate"] == pytest.approx(20.0)  # (10*2 + 40*1) / 3
     # the recorded rate repeats the run (its results file as --config)

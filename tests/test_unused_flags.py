@@ -1,9 +1,11 @@
-"""Workload flags the chosen workload would ignore end with one line and exit 2.
+"""Flags the chosen workload would ignore: the reference's are warned, ours refused.
 
 ``--rate`` with a timed trace, ``--num-requests`` and the length flags with a trace or a
-workload spec, ``--workload PRESET`` with a spec and ``--trace-format`` with a synthetic
-workload used to be dropped without a word (config/unused.py). Values equal to the
-default still pass, so a results file used as ``--config`` re-runs.
+workload spec, ``--workload PRESET`` with a spec used to be dropped without a word, then
+were refused; the reference accepts them and ignores them (cli.md 5), so now they run
+with one warning naming them (review 23). This simulator's own ``--trace-format`` with a
+synthetic workload is still refused (config/unused.py). Values equal to the default say
+nothing, so a results file used as ``--config`` re-runs quietly.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, ["run", "--model", MODEL, *args])
 
 
+def _replay(trace: str | Path) -> tuple[str, ...]:
+    """The flags that replay ``trace`` (the path alone is ignored, as in the reference)."""
+    return ("--workload", "traces", "--workload-traces-filepath", str(trace))
+
+
 def one_error(result: Result, *needles: str) -> str:
     assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
     assert result.stdout == ""
@@ -58,6 +65,16 @@ def files(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def one_warning(result: Result, *needles: str) -> str:
+    """The run went on (exit 0) with exactly one WARNING line, holding ``needles``."""
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("WARNING")]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
 @pytest.mark.parametrize(
     ("flags", "shown"),
     [
@@ -69,37 +86,40 @@ def files(tmp_path: Path) -> Path:
         ),
     ],
 )
-def test_timed_trace_refuses_flags_it_ignores(files, flags, shown):
+def test_timed_trace_warns_about_flags_it_ignores_and_replays_as_recorded(files, flags, shown):
     trace = str(files / "timed.csv")
-    result = invoke("--workload", "traces", "--workload-traces-filepath", trace, *flags)
-    one_error(result, *shown, "--workload traces")
+    plain = invoke("--workload", "traces", "--workload-traces-filepath", trace, "--json")
+    result = invoke("--workload", "traces", "--workload-traces-filepath", trace, *flags, "--json")
+    one_warning(result, *shown, "no effect with --workload traces")
+    assert json.loads(result.stdout) == json.loads(plain.stdout)  # nothing changed, config too
 
 
-def test_untimed_length_trace_takes_rate_but_not_num_requests(files):
+def test_untimed_length_trace_takes_rate_but_ignores_num_requests(files):
     trace = str(files / "untimed.csv")
-    ok = invoke("--workload-traces-filepath", trace, "--rate", "2", "--json")
-    assert ok.exit_code == 0, ok.stderr
+    ok = invoke(*_replay(trace), "--rate", "2", "--json")
+    assert ok.exit_code == 0 and ok.stderr == "", ok.stderr
     assert json.loads(ok.stdout)["completed_requests"] == 3
-    line = one_error(
-        invoke("--workload-traces-filepath", trace, "--num-requests", "2"), "--num-requests 2"
-    )
+    args = ["--workload", "traces", "--workload-traces-filepath", trace, "--num-requests", "2"]
+    line = one_warning(invoke(*args, "--json"), "--num-requests 2")
     assert "--rate" not in line  # the rate applies to this trace: not named as ignored
 
 
-def test_spec_refuses_length_flags_and_a_preset(files):
+def test_spec_warns_about_length_flags_a_preset_and_rate(files):
     spec = str(files / "s.yaml")
-    one_error(
-        invoke("--workload-spec", spec, "--output-tokens", "64"),
-        "--output-tokens 64",
-        "--workload-spec",
-    )
-    one_error(
-        invoke("--workload-spec", spec, "--workload", "chatbot"), "--workload chatbot", "s.yaml"
-    )
-    # --rate and --num-requests apply to a spec (scaled, capped)
-    ok = invoke("--workload-spec", spec, "--rate", "5", "--num-requests", "4", "--json")
-    assert ok.exit_code == 0, ok.stderr
-    assert json.loads(ok.stdout)["completed_requests"] == 4
+    plain = json.loads(invoke("--workload-spec", spec, "--json").stdout)
+    for flags, shown in (
+        (["--output-tokens", "64"], "--output-tokens 64: no effect with --workload-spec"),
+        (["--workload", "chatbot"], "--workload chatbot: no effect with --workload-spec"),
+        (["--rate", "5"], "--rate 5: no effect with --workload-spec"),
+    ):
+        result = invoke("--workload-spec", spec, *flags, "--json")
+        one_warning(result, shown, "s.yaml")
+        assert json.loads(result.stdout) == plain, flags  # the spec's run, config included
+    # --num-requests caps a spec; --aggregate-rate scales it
+    ok = invoke("--workload-spec", spec, "--aggregate-rate", "5", "--num-requests", "4", "--json")
+    assert ok.exit_code == 0 and ok.stderr == "", ok.stderr
+    summary = json.loads(ok.stdout)
+    assert summary["completed_requests"] == 4 and summary["config"]["rate"] == 5
 
 
 def test_synthetic_workload_refuses_trace_flags():
@@ -122,19 +142,21 @@ def test_results_file_of_a_trace_run_still_reruns(files, tmp_path):
     again = CliRunner().invoke(cli, ["run", "--config", str(out), "--json"])
     assert again.exit_code == 0, again.stderr
     assert json.loads(again.stdout)["completed_requests"] == 3
-    # ... but a rate given on top of it is refused like any other
-    refused = CliRunner().invoke(cli, ["run", "--config", str(out), "--rate", "9"])
-    one_error(refused, "--rate 9")
+    # ... and a rate given on top of it is ignored with a warning, as any other
+    warned = CliRunner().invoke(cli, ["run", "--config", str(out), "--rate", "9", "--json"])
+    one_warning(warned, "--rate 9")
+    assert json.loads(warned.stdout)["completed_requests"] == 3
 
 
-def test_simulate_raises_the_same_error(files):
-    with pytest.raises(WorkloadError, match="--rate 7: no effect with --workload traces"):
-        simulate(
-            model=MODEL,
-            workload="traces",
-            workload_traces_filepath=str(files / "timed.csv"),
-            rate=7,
-        )
+def test_simulate_warns_the_same(files, sim_log):
+    res = simulate(
+        model=MODEL,
+        workload="traces",
+        workload_traces_filepath=str(files / "timed.csv"),
+        rate=7,
+    )
+    assert res.summary["completed_requests"] == 3
+    assert "--rate 7: no effect with --workload traces" in sim_log.text
 
 
 # --- engine features that are off, and policy/latency flags that do not apply -------------
@@ -234,7 +256,7 @@ def plan(*args: str) -> Result:
 def test_plan_refuses_a_timed_trace_and_a_staged_spec_once(files):
     """Each candidate used to print the run's refusal of --rate, and plan exited 0."""
     line = one_error(
-        plan("--hardware", "H100,A100", "--workload-traces-filepath", str(files / "timed.csv")),
+        plan("--hardware", "H100,A100", *_replay(files / "timed.csv")),
         "timed.csv: blis plan cannot vary the rate of a timed trace",
     )
     assert "candidate" not in line
@@ -250,14 +272,14 @@ def test_plan_names_what_is_wrong_with_a_csv_that_is_no_trace(files):
     reference format, which needs five: its own error, not "a timed trace"."""
     (files / "two.csv").write_text("input_tokens,output_tokens\n100,10\n", encoding="utf-8")
     one_error(
-        plan("--workload-traces-filepath", str(files / "two.csv")),
+        plan("--workload", "traces", "--workload-traces-filepath", str(files / "two.csv")),
         "expected at least 5 columns",
     )
 
 
 def test_plan_still_takes_an_untimed_trace_and_a_spec_it_can_scale(files):
     for flags in (
-        ["--workload-traces-filepath", str(files / "untimed.csv")],
+        ["--workload", "traces", "--workload-traces-filepath", str(files / "untimed.csv")],
         ["--workload-spec", str(files / "s.yaml")],
     ):
         result = plan(*flags, "--json")
@@ -350,7 +372,7 @@ def test_trace_block_size_is_refused_for_a_trace_that_is_not_mooncake(files):
     for name, fmt in (("timed.csv", []), ("untimed.csv", ["--trace-format", "lengths"])):
         trace = str(files / name)
         one_error(
-            invoke("--workload-traces-filepath", trace, *fmt, "--trace-block-size", "64"),
+            invoke(*_replay(trace), *fmt, "--trace-block-size", "64"),
             f"--trace-block-size 64: no effect with the lengths trace {trace}",
             "Mooncake",
         )
@@ -363,8 +385,9 @@ def test_trace_block_size_applies_to_a_mooncake_trace(files):
     """Two hash_ids for 100 tokens: right at 64-token blocks, wrong at the default 512."""
     (files / "m.jsonl").write_text(MOONCAKE, encoding="utf-8")
     trace = str(files / "m.jsonl")
-    one_error(invoke("--workload-traces-filepath", trace), "is --trace-block-size right?")
-    ok = invoke("--workload-traces-filepath", trace, "--trace-block-size", "64", "--json")
+    replay = ("--workload", "traces", "--workload-traces-filepath", trace)
+    one_error(invoke(*replay), "is --trace-block-size right?")
+    ok = invoke(*replay, "--trace-block-size", "64", "--json")
     assert ok.exit_code == 0 and ok.stderr == "", ok.stderr
     assert json.loads(ok.stdout)["completed_requests"] == 2
 

@@ -87,7 +87,7 @@ def build_requests(plan: RunPlan, streams: RandomStreams) -> Iterable[Request]:
     stages = plan_stages(plan)
     if stages:
         reqs = stage_groups(reqs, stages)  # one ITL histogram per stage
-    return _with_default_model(reqs, o["model"], plan.engine.lora is not None)
+    return _checked_labels(reqs, o["model"], plan.engine.lora is not None)
 
 
 def plan_stages(plan: RunPlan) -> list[tuple[int, int, float]]:
@@ -98,12 +98,17 @@ def plan_stages(plan: RunPlan) -> list[tuple[int, int, float]]:
     return [(st.start_us, st.end_us, st.rate) for st in spec.stages]
 
 
-def _with_default_model(
-    reqs: Iterable[Request], model: str, lora: bool = True
-) -> Iterator[Request]:
+def _checked_labels(reqs: Iterable[Request], model: str, lora: bool = True) -> Iterator[Request]:
+    """``reqs`` with a request's model label kept only where it says something: a label
+    naming the run's own model is cleared, so per-request records carry ``model`` only
+    for a workload that names another one (a spec client's ``model``), as the
+    reference's records do (cli.md 8.4, 8.7: none in a plain run). A trace v2 exported
+    before stamped the run's model on every row; replaying it gives the same records.
+    LoRA adapters travel in ``Request.adapter``, not here."""
+    own = model.strip().lower()
     for r in reqs:
-        if not r.model:
-            r.model = model
+        if r.model and r.model.strip().lower() == own:
+            r.model = ""
         if r.adapter and not lora:
             raise ConfigError(
                 f"{r.request_id} names LoRA adapter {r.adapter!r} but LoRA is off; give "

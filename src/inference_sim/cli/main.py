@@ -143,13 +143,14 @@ def _run_and_write(
         from inference_sim.config.errors import ConfigError
         from inference_sim.config.outputs import check_run_outputs
         from inference_sim.config.resolve import resolve
+        from inference_sim.config.unused import accept_reference_flags
         from inference_sim.report.progress import ProgressBar
         from inference_sim.runner import run_plan
 
         raw = _collect(params)
         if params.get("config"):
             raw["config"] = params["config"]  # --config FILE: flags given here win
-        plan = resolve(raw)
+        plan = resolve(accept_reference_flags(raw))
         results_path = plan.options["results_path"]
         to_stdout = results_path == "-"  # the results document is stdout's only content
         if to_stdout and output == "json":
@@ -285,6 +286,7 @@ def _replicated(
     """``--seeds``/``--replicates``: cli/replicated.py (bad input: one line, exit 2)."""
     from inference_sim.cli.replicated import run_replicated
     from inference_sim.config.errors import ConfigError
+    from inference_sim.config.unused import accept_reference_flags
     from inference_sim.workload import WorkloadError
 
     _setup_logging(log_level)
@@ -292,6 +294,7 @@ def _replicated(
     if params.get("config"):
         raw["config"] = params["config"]
     try:
+        raw = accept_reference_flags(raw)
         run_replicated(
             raw, seeds=seeds, replicates=replicates, confidence=confidence, output=output
         )
@@ -409,6 +412,24 @@ cli.add_command(
 )
 
 
+@cli.command("help")
+@click.argument("command", nargs=-1)
+def help_command(command: tuple[str, ...]) -> None:
+    """Show the help of blis or of a command (blis help run)."""
+    # The reference's CLI framework (cobra) has this command: its scripts may call it.
+    target: click.Command = cli
+    names = ["blis"]
+    for name in command:
+        with click.Context(target, info_name=" ".join(names)) as ctx:
+            sub = target.get_command(ctx, name) if isinstance(target, click.Group) else None
+        if sub is None:
+            raise BadInput(f"blis help: unknown command {' '.join(command)!r}; see blis --help")
+        names.append(name)
+        target = sub
+    with click.Context(target, info_name=" ".join(names)) as ctx:
+        click.echo(target.get_help(ctx))
+
+
 @cli.command("models")
 @click.option(
     "--defaults-filepath", default=None, help="Extra catalog to merge (defaults.yaml format)."
@@ -494,11 +515,14 @@ def _add_tool_commands() -> None:
 _add_tool_commands()
 
 
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+#: Values of ``--flag=VALUE`` for an on/off option: Go's ``strconv.ParseBool`` (1, t, T,
+#: TRUE, true, True and 0, f, F, FALSE, false, False; compared lower-cased), which the
+#: reference's flags use, plus yes/no and on/off.
+_TRUE, _FALSE = ("true", "t", "1", "yes", "on"), ("false", "f", "0", "no", "off")
 
 
 def _bool_values(args: list[str]) -> list[str]:
-    """``--roofline=true`` / ``--roofline=false`` (the reference's Go flags take both) as
+    """``--roofline=true`` / ``--roofline=f`` (the reference's Go flags take these) as
     click's ``--roofline`` / ``--no-roofline``, for every on/off run option."""
     from inference_sim.config.options import OPTIONS
 

@@ -382,7 +382,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "rate",
         float,
         1.0,
-        "Requests per second (distribution and presets; spaced as --arrival says).",
+        "Requests per second of distribution and preset workloads (spaced as --arrival says) and of a length trace without times. Ignored with --workload-spec, as the reference does (use --aggregate-rate).",
+        "workload",
+    ),
+    OptionSpec(
+        "aggregate_rate",
+        float,
+        0.0,
+        "Scale a --workload-spec to this many requests per second: it replaces the spec's aggregate_rate, so every client's rate changes by the same factor (default 0: the spec's own). Refused with a staged spec, which sets its own rates.",
         "workload",
     ),
     OptionSpec(

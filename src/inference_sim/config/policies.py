@@ -333,7 +333,7 @@ def resolve_policies(o: dict[str, Any], explicit: frozenset[str]) -> None:
     if interval < 0:
         raise ConfigError(f"--snapshot-refresh-interval must be >= 0, got {interval}")
     text = o["routing_scorers"].strip()
-    if text:  # checked whatever the policy: a plug-in router may read the scorers too
+    if text and _reads_routing_scorers(o):  # weighted, or a plug-in router (it may read them)
         try:
             parse_scorers(text)
         except PolicyError as exc:
@@ -361,6 +361,23 @@ def resolve_policies(o: dict[str, Any], explicit: frozenset[str]) -> None:
             " and ".join(bucket),
             o["admission_policy"],
         )
+
+
+#: Bundled routing policies that read no scorers. The reference parses
+#: ``--routing-scorers`` only for ``weighted`` (cli.md 2.5): with these, even a malformed
+#: list is only warned about, as there.
+SCORERLESS_ROUTING = ("round-robin", "least-loaded", "always-busiest", "prefix-affinity", "vllm-dp")
+
+
+def _reads_routing_scorers(o: dict[str, Any]) -> bool:
+    """Whether a router of the run may read ``--routing-scorers``: the main one, or a
+    P/D pool's that has no scorers of its own (config/pd.py falls back to these)."""
+    routers = [o["routing_policy"]]
+    if o.get("prefill_instances") or o.get("decode_instances"):
+        for pool in ("prefill", "decode"):
+            if not str(o.get(f"{pool}_routing_scorers") or "").strip():
+                routers.append(o.get(f"{pool}_routing_policy") or o["routing_policy"])
+    return any(policy not in SCORERLESS_ROUTING for policy in routers)
 
 
 # --- construction --------------------------------------------------------------------
@@ -396,6 +413,8 @@ class PolicySet:
 def build_policies(o: dict[str, Any], num_instances: int, block_size: int) -> PolicySet:
     """Build the policies a resolved option dict names (one scheduler per instance)."""
     text = o.get("routing_scorers", "").strip()
+    if o["routing_policy"] in SCORERLESS_ROUTING:
+        text = ""  # not read, so not parsed (a malformed list was only warned about)
     context: dict[str, Any] = {
         "block_size": block_size,
         "num_instances": num_instances,

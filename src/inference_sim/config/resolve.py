@@ -159,6 +159,8 @@ class RunPlan:
         scaled = autoscale_enabled(self.options) or pools
         used = {"pd": pd_enabled(self.options), "autoscale": scaled}
         cfg = {s.name: self.options[s.name] for s in OPTIONS if used.get(s.group, True)}
+        if not cfg.get("aggregate_rate"):  # no spec, or a spec at its own rate
+            cfg.pop("aggregate_rate", None)
         for name in _CONFIG_RELATIVE_PATHS:
             # Input files as absolute paths: a replay (--config results.json) from any
             # folder reads the files this run read, not others of the same name.
@@ -356,7 +358,8 @@ def _check_ranges(o: dict[str, Any], explicit: frozenset[str] = frozenset()) -> 
         )
     _require(
         0 <= o["seed"] <= MAX_SEED,
-        f"--seed must be in [0, {MAX_SEED}] (a 64-bit seed), got {o['seed']}",
+        f"--seed must be in [-2**63, {MAX_SEED}] (a 64-bit seed; a negative one is read as "
+        f"two's complement, as the reference's int64), got {o['seed']}",
     )
 
 

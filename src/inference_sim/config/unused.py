@@ -1,26 +1,33 @@
-"""Refuse flags the chosen workload or engine would ignore (one line, exit 2).
+"""Flags the chosen workload or engine would ignore: warned or refused, never silent.
 
-``--rate``, ``--num-requests`` and the length flags used to be dropped without a word by
-trace replay and workload specs, ``--workload PRESET`` by a spec, and ``--trace-format``
-/ ``--trace-block-size`` by synthetic workloads: the run then answered another question
-than the one asked. Refusing them is the CLI's rule for flags that do not apply
-(``--arrival`` with a trace, ``--burstiness`` without gamma, ``--speculative-model``
-without a draft model, ``--prefill-tp`` without disaggregation). ``--trace-block-size``
-with a trace that is not Mooncake is refused too; ``--gpu-memory-utilization`` with a
-block count that is not derived from memory and ``--snapshot-refresh-interval`` with
-routing that reads no cached KV signal are warnings (the reference's scripts pass them).
+The reference's own flags that a workload ignores -- ``--rate``, ``--num-requests`` and
+the length flags with a trace replay, the length flags and ``--workload PRESET`` with a
+workload spec -- are accepted with one warning naming them, as the reference accepts
+them (cli.md 5): a command it runs must run here. This simulator's own flags that do not
+apply are refused (one line, exit 2), the CLI's rule for them: ``--trace-format`` /
+``--trace-block-size`` without a trace, ``--trace-block-size`` with a trace that is not
+Mooncake, LoRA options with LoRA off. ``--gpu-memory-utilization`` with a block count
+that is not derived from memory and ``--snapshot-refresh-interval`` with routing that
+reads no cached KV signal are warnings (the reference's scripts pass them).
+
+:func:`accept_reference_flags` adapts the few reference command lines that the option
+checks would refuse before the workload is known (a negative ``--seed``, a trace path
+without ``--workload traces``, ``--num-requests -1`` with a spec).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from inference_sim.config.errors import ConfigError
+from inference_sim.config.numbers import parse_integer
 from inference_sim.config.options import BY_NAME
+from inference_sim.core.rng import seed_from_int64
 from inference_sim.workload.errors import WorkloadError
-from inference_sim.workload.plan import InlineWorkload, untimed_length_trace
+from inference_sim.workload.plan import INLINE_SPEC, InlineWorkload, untimed_length_trace
 
 log = logging.getLogger("inference_sim")
 
@@ -58,26 +65,35 @@ def changed_flags(
 
 
 def refuse_unused_flags(
-    o: Mapping[str, Any], explicit: frozenset[str], inline: InlineWorkload | None = None
+    o: dict[str, Any], explicit: frozenset[str], inline: InlineWorkload | None = None
 ) -> None:
-    """WorkloadError naming every workload flag (given, not its default) that the
-    chosen workload would ignore, and why."""
+    """Warn about the reference's workload flags (given, not their default) that the
+    chosen workload ignores, and set them back to their defaults so the results'
+    ``config`` describes the run that was made; refuse this simulator's own trace flags
+    without a trace (WorkloadError).
+
+    Warnings, not errors: the reference accepts and ignores these combinations
+    (cli.md 5), and a command it runs must run here too.
+    """
     inline = inline or InlineWorkload()
     spec = o["workload_spec"]
     if spec:
+        where = spec if isinstance(spec, str) else INLINE_SPEC
         given = changed_flags(o, explicit, SYNTHETIC_FLAGS)
-        if given:
-            raise WorkloadError(
-                f"{', '.join(given)}: no effect with --workload-spec, whose clients give "
-                "the lengths (clients[].input_distribution, output_distribution, prefix "
-                "groups); remove the flag or edit the spec"
-            )
         if "workload" in explicit and o["workload"] != "distribution":
-            where = spec if isinstance(spec, str) else "(inline)"
-            raise WorkloadError(
-                f"--workload {o['workload']}: no effect with --workload-spec {where}, "
-                "which gives the requests; give one of them"
+            given.insert(0, f"--workload {o['workload']}")
+            if o["workload"] == "traces" and o["workload_traces_filepath"]:
+                given.insert(1, f"--workload-traces-filepath {o['workload_traces_filepath']}")
+        if given:
+            log.warning(
+                "%s: no effect with --workload-spec %s, whose clients give the requests and "
+                "their lengths (the reference ignores %s too)",
+                ", ".join(given),
+                where,
+                "them" if len(given) > 1 else "it",
             )
+        # What ran: the spec, not the preset, trace or lengths named beside it.
+        _reset(o, ("workload", "workload_traces_filepath", *SYNTHETIC_FLAGS))
         return
     if o["workload"] == "traces":
         given = changed_flags(o, explicit, ("num_requests", *SYNTHETIC_FLAGS))
@@ -94,11 +110,14 @@ def refuse_unused_flags(
             hint = ""
             if rate and not untimed:
                 hint = " (only a length trace without a time column takes --rate)"
-            raise WorkloadError(
-                f"{', '.join(given)}: no effect with --workload traces, which replays every "
-                f"row of the trace as recorded{hint}; remove the flag (--horizon bounds a "
-                "replay)"
+            log.warning(
+                "%s: no effect with --workload traces, which replays every row of the trace "
+                "as recorded%s; --horizon bounds a replay",
+                ", ".join(given),
+                hint,
             )
+            ignored = ("num_requests", *SYNTHETIC_FLAGS, *(() if untimed else ("rate",)))
+            _reset(o, ignored)
         _refuse_block_size(o, explicit, inline)
         return
     given = changed_flags(o, explicit, ("trace_format", "trace_block_size"))
@@ -107,6 +126,12 @@ def refuse_unused_flags(
             f"{', '.join(given)}: no effect with --workload {o['workload']}; it describes "
             "the file of --workload traces"
         )
+
+
+def _reset(o: dict[str, Any], names: Iterable[str]) -> None:
+    """Set the options ``names`` back to their defaults."""
+    for name in names:
+        o[name] = BY_NAME[name].default
 
 
 def _refuse_block_size(
@@ -246,3 +271,87 @@ def warn_unused_refresh_interval(o: Mapping[str, Any], explicit: frozenset[str])
         given[0],
         names,
     )
+
+
+# --- reference command lines the option checks would refuse ---------------------------
+
+
+def accept_reference_flags(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` (options given on the command line, canonical names, maybe ``config``)
+    with the reference's accepted spellings turned into what the reference runs.
+
+    The option checks run before the workload is known and would refuse these, although
+    the reference runs them (cli.md 2.1, 2.4, 5):
+
+    * ``--seed -1``: the reference's seed is int64; a negative seed is read as its two's
+      complement (:func:`inference_sim.core.rng.seed_from_int64`);
+    * ``--num-requests`` below 0 with a workload spec: no cap, as the reference's
+      ``max_requests <= 0`` (the spec's horizon or ``--horizon`` bounds the run; without
+      one the spec check refuses it with the reference's message);
+    * ``--workload-traces-filepath`` without ``--workload traces``: the reference's
+      default workload is distribution and the path is ignored; warned and dropped.
+
+    Idempotent: what it returns has nothing left to adapt, so a second call says nothing.
+    """
+    out = dict(raw)
+    peeked: list[dict[str, Any]] = []
+
+    def given(name: str) -> Any:
+        """The value of ``name`` from the flags, else from the ``--config`` file."""
+        if name in out:
+            return out[name]
+        if not peeked:
+            peeked.append(_config_options(out.get("config")))
+        return peeked[0].get(name)
+
+    seed = parse_integer(out["seed"]) if "seed" in out else None
+    if seed is not None and seed < 0 and seed_from_int64(seed) != seed:
+        out["seed"] = seed_from_int64(seed)
+        log.info(
+            "--seed %d is seed %d: the reference's int64 seed read as 64 unsigned bits",
+            seed,
+            out["seed"],
+        )
+    count = parse_integer(out["num_requests"]) if "num_requests" in out else None
+    if count is not None and count < 0 and given("workload_spec"):
+        out["num_requests"] = 0
+        log.info(
+            "--num-requests %d with --workload-spec: no cap, as the reference's count <= 0 "
+            "(the spec's horizon or --horizon bounds the run)",
+            count,
+        )
+    path = out.get("workload_traces_filepath")
+    if path and isinstance(path, str | os.PathLike):
+        workload = given("workload") or "distribution"
+        spec = given("workload_spec")
+        if workload != "traces":
+            del out["workload_traces_filepath"]
+            if spec:
+                why = f"with --workload-spec {spec}, which gives the requests"
+            elif given("workload"):
+                why = f"with --workload {workload}; give --workload traces to replay it"
+            else:
+                why = (
+                    "without --workload traces (the workload is distribution, the default); "
+                    "add --workload traces to replay it"
+                )
+            log.warning(
+                "--workload-traces-filepath %s: no effect %s (the reference ignores the "
+                "path without --workload traces too)",
+                os.fspath(path),
+                why,
+            )
+    return out
+
+
+def _config_options(path: Any) -> dict[str, Any]:
+    """The options of a ``--config`` file ({} without one, or when it does not read: the
+    resolver reports that with its own message)."""
+    if not path:
+        return {}
+    from inference_sim.config.resolve import load_run_config
+
+    try:
+        return load_run_config(path)
+    except ConfigError:
+        return {}

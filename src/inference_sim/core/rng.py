@@ -18,9 +18,24 @@ def _name_key(name: str) -> tuple[int, int]:
     return (int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little"))
 
 
-#: Seeds are 64-bit: a negative or larger seed would wrap onto another one's streams
-#: (-1 and 2^64-1 would give the same workload), so inputs refuse them (issue 21).
+#: Seeds are 64-bit: a larger seed would wrap onto another one's streams, so inputs
+#: refuse it (issue 21). A negative one is the reference's int64 seed: see
+#: :func:`seed_from_int64`.
 MAX_SEED = 2**64 - 1
+
+#: The most negative seed the reference's int64 ``--seed`` (and spec ``seed``) can hold.
+MIN_INT64_SEED = -(2**63)
+
+
+def seed_from_int64(seed: int) -> int:
+    """A negative seed in int64 range as its two's complement (-1 -> 2^64 - 1); others as
+    they are.
+
+    The reference's seeds are int64, so its command lines may pass ``--seed -1``; this
+    simulator's are unsigned 64-bit. Reading the same 64 bits keeps the mapping one to
+    one and deterministic: ``--seed -1`` and ``--seed 18446744073709551615`` are one run.
+    """
+    return seed & MAX_SEED if MIN_INT64_SEED <= seed < 0 else seed
 
 
 class RandomStreams:

@@ -236,13 +236,14 @@ def _refuse_input_overwrite(
 
 @each_warning_once()
 def _plan(**p: Any) -> None:
+    from inference_sim.config.unused import accept_reference_flags
     from inference_sim.planning.plan import format_plan, parse_prices, plan_capacity
     from inference_sim.planning.slo import parse_slos
     from inference_sim.sweep.backends import make_backend
 
     debug, quiet = p.pop("debug"), p.pop("quiet")
     with cli_errors(debug):
-        base = base_from_config(collect_run_options(p, _PLAN_OWN))
+        base = base_from_config(accept_reference_flags(collect_run_options(p, _PLAN_OWN)))
         assigned = parse_assignments(p["assignments"])
         _refuse_own(assigned)
         base.update(assigned)
@@ -446,6 +447,7 @@ plan_command = _backend_options(
 
 @each_warning_once()
 def _tune(**p: Any) -> None:
+    from inference_sim.config.unused import accept_reference_flags
     from inference_sim.core.extras import require
     from inference_sim.planning.fitness import parse_weights
     from inference_sim.planning.tune import bundle_yaml, tune
@@ -456,7 +458,7 @@ def _tune(**p: Any) -> None:
         assigned = parse_assignments(p["assignments"])
         _refuse_tune_own(assigned)
         require("optuna", "tune", "blis tune")
-        base = base_from_config(collect_run_options(p, _TUNE_OWN))
+        base = base_from_config(accept_reference_flags(collect_run_options(p, _TUNE_OWN)))
         base.update(assigned)
         weights = parse_weights(p["fitness_weights"])
         if p["jobs"] is not None and p["jobs"] < 1:
@@ -490,7 +492,7 @@ def _tune(**p: Any) -> None:
             )
     finally:
         backend.close()
-    header = [f"blis tune on {base.get('model', '')} ({base.get('workload', 'distribution')})"]
+    header = [f"blis tune on {base.get('model', '')} ({_workload_label(base)})"]
     text = bundle_yaml(outcome, header)
     if p["output"]:
         from inference_sim.core.outfiles import write_text
@@ -503,6 +505,19 @@ def _tune(**p: Any) -> None:
         sys.stdout.write(text)
     if outcome.best is None:
         sys.exit(1)
+
+
+def _workload_label(base: dict[str, Any]) -> str:
+    """What the tuned runs replayed or generated, for the bundle's header: the workload
+    spec or the trace file when there is one (``--workload`` alone said "distribution"
+    for a spec run), else the ``--workload`` name."""
+    if base.get("workload_spec"):
+        spec = base["workload_spec"]
+        return f"workload spec {spec if isinstance(spec, str) else '(inline)'}"
+    workload = str(base.get("workload") or "distribution")
+    if workload == "traces" or (base.get("workload_traces_filepath") and "workload" not in base):
+        return f"trace {base.get('workload_traces_filepath', '')}"
+    return workload
 
 
 _tune_params: list[click.Parameter] = [

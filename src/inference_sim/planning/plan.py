@@ -494,6 +494,9 @@ def plan_capacity(
         opts["num_instances"] = n
         opts.update(s.cand.deployment.pd_split(n))
         opts["rate"] = r
+        if base.get("workload_spec"):
+            # A spec ignores --rate (as the reference): its aggregate_rate is scaled.
+            opts["aggregate_rate"] = r
         if r != rate and base_requests > 0:
             # Same arrival window at every rate: the load is sustained as long.
             opts["num_requests"] = max(1, math.ceil(base_requests * r / rate))

@@ -236,7 +236,23 @@ def parse_sweep(doc: Any, path: str = "<sweep>", folder: str | None = None) -> S
     for config_path in spec.grid.get("config", ()):
         spec._config_file(config_path)  # read (and checked) now, expanded per point
     check_outputs(spec)
+    _check_rate_axis(spec, path)
     return spec
+
+
+def _check_rate_axis(spec: SweepSpec, path: str) -> None:
+    """A ``rate`` axis over workload-spec runs would run every point at the spec's own
+    rate (``blis run`` ignores ``--rate`` with a spec, as the reference does): refuse it
+    and name the option that scales a spec."""
+    varied = "rate" in spec.grid or any("rate" in c for c in spec.cases)
+    if not varied:
+        return
+    for run in spec.runs():
+        if run.options.get("workload_spec") and "rate" in run.options:
+            raise ConfigError(
+                f"{path}: rate has no effect on runs with a workload_spec (the spec sets "
+                "its own rate, as in the reference); vary aggregate_rate to scale the spec"
+            )
 
 
 def check_outputs(spec: SweepSpec) -> None:

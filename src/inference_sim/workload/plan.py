@@ -58,6 +58,7 @@ def resolve_workload_options(
     if o["trace_block_size"] <= 0:
         raise WorkloadError(f"--trace-block-size must be > 0, got {o['trace_block_size']}")
     inline = inline or InlineWorkload()
+    _check_aggregate_rate(o, explicit)
     if inline.trace is not None:
         if o["workload"] != "traces":
             raise WorkloadError(
@@ -97,39 +98,77 @@ def resolve_workload_options(
     return spec
 
 
+def _check_aggregate_rate(o: Mapping[str, Any], explicit: frozenset[str]) -> None:
+    """``--aggregate-rate``: finite, >= 0 (0: the spec's own), and only with a spec."""
+    scale = float(o.get("aggregate_rate", 0.0))
+    if not (math.isfinite(scale) and scale >= 0):
+        raise WorkloadError(
+            f"--aggregate-rate must be a finite number >= 0 (0: the spec's own), got {scale}"
+        )
+    if scale > 0 and "aggregate_rate" in explicit and not o["workload_spec"]:
+        raise WorkloadError(
+            f"--aggregate-rate {scale:g}: no effect without --workload-spec (it scales a "
+            "spec's aggregate_rate); --rate sets the rate of distribution and preset "
+            "workloads"
+        )
+
+
 def _apply_rate(
     spec: WorkloadSpec, o: dict[str, Any], explicit: frozenset[str], path: str
 ) -> WorkloadSpec:
-    """``--rate`` with a spec scales it: the spec's ``aggregate_rate`` becomes the rate,
-    so every client's rate is multiplied by the same factor (shares unchanged). A staged
-    spec (its own time-varying rates) refuses an explicit, different ``--rate``. Without
-    ``--rate``, ``o["rate"]`` becomes the rate the spec offers (staged: the time-weighted
-    mean of its stages), so results and plans never name a rate that did not run."""
+    """``--aggregate-rate R`` scales a spec: its ``aggregate_rate`` becomes R, so every
+    client's rate is multiplied by the same factor (shares unchanged); a staged spec
+    (its own time-varying rates) refuses an R other than its own mean.
+
+    ``--rate`` does not apply to a spec: the reference ignores it there (cli.md 5), and
+    scaling by it turned every reference command that passes ``--rate`` (1.0 by default)
+    into another workload. Given with another value than the spec's, it is ignored with
+    one warning pointing at ``--aggregate-rate``. ``o["rate"]`` then becomes the rate
+    the spec offers (staged: the time-weighted mean of its stages), so results and
+    plans never name a rate that did not run, and a results file used as ``--config``
+    (which repeats that rate) replays without the warning."""
     if spec.stages:
         span = sum(st.end_us - st.start_us for st in spec.stages)
         own = sum(st.rate * (st.end_us - st.start_us) for st in spec.stages) / span
     else:
         own = spec.aggregate_rate
-    if "rate" not in explicit:
-        if own > 0:
-            o["rate"] = own
-        return spec
-    rate = float(o["rate"])
-    if math.isclose(rate, own, rel_tol=1e-9):
-        return spec
-    if spec.stages:
-        raise WorkloadError(
-            f"--rate {rate:g}: the workload spec {path} sets its own rates in load stages "
-            f"(mean {own:g} requests/s); remove --rate or edit the stages"
+    offered = own
+    scale = float(o.get("aggregate_rate", 0.0)) if "aggregate_rate" in explicit else 0.0
+    if scale > 0 and not math.isclose(scale, own, rel_tol=1e-9):
+        if spec.stages:
+            raise WorkloadError(
+                f"--aggregate-rate {scale:g}: the workload spec {path} sets its own rates in "
+                f"load stages (mean {own:g} requests/s); remove --aggregate-rate or edit the "
+                "stages"
+            )
+        log.info(
+            "--aggregate-rate %g scales workload spec %s from aggregate_rate %g (x%g per client)",
+            scale,
+            path,
+            own,
+            scale / own,
         )
-    log.info(
-        "--rate %g scales workload spec %s from aggregate_rate %g (x%g per client)",
-        rate,
-        path,
-        own,
-        rate / own,
-    )
-    return replace(spec, aggregate_rate=rate)
+        spec = replace(spec, aggregate_rate=scale)
+        offered = scale
+    rate = float(o["rate"])
+    if "rate" in explicit and not math.isclose(rate, offered, rel_tol=1e-9):
+        if spec.stages:
+            what = f"whose load stages set the rates (mean {offered:g} requests/s)"
+            hint = "edit the stages to change them"
+        else:
+            what = f"whose aggregate_rate ({offered:g} requests/s) sets the rate"
+            hint = f"give --aggregate-rate {rate:g} to scale the spec"
+        log.warning(
+            "--rate %g: no effect with --workload-spec %s, %s (the reference ignores "
+            "--rate there too); %s",
+            rate,
+            path,
+            what,
+            hint,
+        )
+    if offered > 0:
+        o["rate"] = offered
+    return spec
 
 
 def _resolve_arrival(o: dict[str, Any], explicit: frozenset[str], inline: InlineWorkload) -> None:

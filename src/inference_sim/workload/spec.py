@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from inference_sim.core.inputs import load_yaml, read_text
-from inference_sim.core.rng import MAX_SEED
+from inference_sim.core.rng import MAX_SEED, seed_from_int64
 from inference_sim.core.suggest import did_you_mean
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.samplers import (
@@ -542,7 +542,7 @@ def parse_workload_spec(data: Any, *, source: str = "", base_dir: str = "") -> W
         raise WorkloadError(
             f'category: unknown category "{category}"; valid: {", ".join(CATEGORIES)}'
         )
-    seed = _int(m.get("seed"), "seed")
+    seed = seed_from_int64(_int(m.get("seed"), "seed"))  # the reference's is int64
     if not 0 <= seed <= MAX_SEED:
         raise WorkloadError(f"seed must be in [0, {MAX_SEED}] (a 64-bit seed), got {seed}")
     horizon = _int(m.get("horizon"), "horizon")

@@ -213,7 +213,9 @@ def _parse_row(row: list[str], p: str, line: int, index: int, horizon: int) -> R
     output_tokens = _parse_tokens(row[4], f"{where} output_tokens", need_one=False)
     # "explicit": --export-trace writes the ids themselves (trace v2 cannot express them).
     meta: dict[str, object] = {"token_ids": "explicit"}
-    return Request(index, arrival, input_tokens, output_tokens, model=row[2], metadata=meta)
+    # Columns 1 (request id) and 2 (model) are not read, as the reference (workload.md
+    # 4.2): the requests are request_<row> and served by the run's --model.
+    return Request(index, arrival, input_tokens, output_tokens, metadata=meta)
 
 
 def _lora_cells(req: Request, row: list[str], cols: tuple[int, int], where: str) -> None:
