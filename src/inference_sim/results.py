@@ -224,10 +224,11 @@ class Results:
         """The results file at ``path``; ``"-"`` means stdout, as ``--results-path -``
         (the same bytes ``blis run --results-path -`` prints, then a newline)."""
         if os.fspath(path) == STDOUT_PATH:
-            import json
             import sys
 
-            json.dump(self.to_dict(stream=True), sys.stdout, indent=2)
+            from inference_sim.core.outfiles import indented_json
+
+            sys.stdout.writelines(indented_json(self.to_dict(stream=True)))
             sys.stdout.write("\n")
             return
         from inference_sim.core.outfiles import OutputPathError, check_output_file
