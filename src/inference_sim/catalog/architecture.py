@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -33,7 +34,9 @@ from .errors import CatalogError
 
 __all__ = [
     "ARCHITECTURES_FORMAT",
+    "QUANT_ACTIVATIONS",
     "GenerationDefaults",
+    "LocalAttention",
     "MLASpec",
     "MoESpec",
     "ModelArchitecture",
@@ -102,6 +105,55 @@ class MLASpec:
     @property
     def latent_dim(self) -> int:
         return self.kv_lora_rank + self.qk_rope_head_dim
+
+
+#: ``LocalAttention.kind`` values.
+LOCAL_ATTENTION_KINDS = ("sliding", "chunked")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAttention:
+    """Layers whose attention sees only part of the context.
+
+    ``sliding``: each token attends the last ``size`` positions (gpt-oss: 128 tokens in
+    half its layers, Mistral-7B-v0.1: 4096 in all, Gemma); ``chunked``: each token
+    attends the earlier tokens of its own ``size``-token chunk (Llama-4's chunked local
+    attention: 8192 tokens in three of every four layers, the others global without
+    RoPE). ``layers`` of the model's layers are local; the rest attend the whole context.
+    Only the calibrated model prices it (attention FLOPs and KV reads of those layers).
+    """
+
+    kind: str
+    size: int
+    layers: int
+
+    def span(self, position: int) -> int:
+        """Tokens the token at 1-based ``position`` attends in a local layer."""
+        if self.kind == "chunked":
+            return (position - 1) % self.size + 1
+        return min(position, self.size)
+
+    def context_read(self, context: int) -> int:
+        """Earlier tokens a chunk starting after ``context`` tokens reads in a local layer."""
+        if self.kind == "chunked":
+            return context % self.size
+        return min(context, self.size)
+
+    def attended(self, context: int, new: int) -> float:
+        """Sum of :meth:`span` over positions ``context + 1 .. context + new`` (closed
+        form): the causal attention work of a prefill chunk in one local layer, the
+        counterpart of ``new x (context + (new + 1) / 2)`` for a global layer."""
+
+        def upto(p: int) -> float:  # sum of span(1..p)
+            w = self.size
+            if self.kind == "chunked":
+                q, r = divmod(p, w)
+                return q * (w * (w + 1) / 2.0) + r * (r + 1) / 2.0
+            if p <= w:
+                return p * (p + 1) / 2.0
+            return w * (w + 1) / 2.0 + (p - w) * float(w)
+
+        return upto(context + new) - upto(context)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,21 +232,41 @@ class GenerationDefaults:
         return cls(**values)
 
 
+#: ``WeightQuantization.activations`` values: what the checkpoint's GEMMs take as inputs.
+#: ``""`` means the source did not say (a record built by hand): the calibrated model then
+#: falls back to the model id's ``fp8`` / ``w8a8``. Configs and bundled entries always say.
+QUANT_ACTIVATIONS = ("", "none", "fp8", "int8")
+
+
 @dataclass(frozen=True, slots=True)
 class WeightQuantization:
-    """How the checkpoint stores its weights, for the memory estimate only.
+    """How the checkpoint stores its weights and what its quantized GEMMs compute in.
 
     ``bytes_per_param`` applies to the weights named by ``scope``: ``linear`` (attention
     projections and feed-forward weights), ``mlp`` (all feed-forward weights) or
     ``experts`` (routed experts only). Embeddings, LM head and everything outside the
-    scope stay at the architecture's ``dtype_bytes``.
+    scope stay at the architecture's ``dtype_bytes`` -- and run as 16-bit GEMMs: vLLM
+    serves the layers a checkpoint leaves out (its ignore list) unquantized.
     """
 
     bytes_per_param: float
     scope: str = "linear"
-    #: Activations quantized too (W8A8: FP8 GEMMs on GPUs with FP8 tensor cores), as
-    #: vLLM's online ``--quantization fp8`` runs; checkpoints say so in their name.
+    #: vLLM's online ``--quantization fp8`` (16-bit checkpoint quantized at load: FP8
+    #: weights and activations, W8A8, in every linear layer). Only that option sets it.
     w8a8: bool = False
+    #: The in-scope GEMMs' activations, as the checkpoint's ``quantization_config`` says
+    #: (:data:`QUANT_ACTIVATIONS`): ``fp8`` / ``int8`` (W8A8: 8-bit tensor-core GEMMs),
+    #: ``none`` (weight-only: 16-bit GEMMs), ``""`` not stated.
+    activations: str = ""
+
+    @property
+    def gemm_dtype(self) -> str:
+        """``fp8``, ``int8`` or ``""`` (16-bit) when the source says; ``"?"`` when not."""
+        if self.w8a8:
+            return "fp8"
+        if self.activations == "none":
+            return ""
+        return self.activations or "?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +276,8 @@ class ModelArchitecture:
     ``ffn`` is the dense feed-forward size (0 means 4 x hidden, as the reference);
     ``head_dim`` 0 means hidden / heads. ``dtype_bytes`` is the reference's bytes per
     parameter (from ``torch_dtype``): the roofline uses it for weights, KV and
-    activations alike. ``quantization`` only changes the weight-memory estimate.
+    activations alike. ``quantization`` changes the weight-memory estimate and, in the
+    calibrated model, the stored weight bytes and which GEMMs run at an 8-bit rate.
     ``extra_params`` counts parameters outside the text decoder that a server loads
     anyway (a vision encoder), at ``dtype_bytes`` each.
     """
@@ -232,6 +305,8 @@ class ModelArchitecture:
     #: Multi-token-prediction layers the checkpoint ships (config.json
     #: ``num_nextn_predict_layers``: DeepSeek-V3, GLM-4.5); vLLM's ``mtp`` drafter needs one.
     mtp_layers: int = 0
+    #: Sliding-window or chunked local attention layers (None: every layer is global).
+    local_attention: LocalAttention | None = None
 
     # ------------------------------------------------------------- derived shape
 
@@ -376,6 +451,9 @@ class ModelArchitecture:
             out["mla"] = {"kv_lora_rank": self.mla.kv_lora_rank, "latent": self.mla.latent_dim}
         if self.generation is not None:
             out["generation"] = self.generation.describe()
+        if self.local_attention is not None:
+            la = self.local_attention
+            out["local_attention"] = {"kind": la.kind, "size": la.size, "layers": la.layers}
         return out
 
 
@@ -490,22 +568,107 @@ def _moe_layer_count(r: _HFReader, layers: int) -> int:
     )
 
 
+#: ``quant_method`` values already warned about (one warning per method and process).
+_WARNED_QUANT_METHODS: set[str] = set()
+
+
+def _ignored_scope(ignored: Any) -> str:
+    """The quantized scope left by a checkpoint's ignore list (module names or patterns).
+
+    Attention ignored: ``mlp`` (feed-forward and experts quantized); attention and the
+    shared expert ignored: ``experts`` (routed experts only, as Llama-4-Maverick FP8);
+    else ``linear``. The LM head, embeddings and router are never in scope anyway.
+    """
+    names = [str(x).lower() for x in ignored] if isinstance(ignored, list) else []
+    attn = any("self_attn" in x or "attention" in x or ".attn" in x for x in names)
+    shared = any("shared_expert" in x for x in names)
+    if attn and shared:
+        return "experts"
+    return "mlp" if attn else "linear"
+
+
+def _ct_activations(group: Mapping[str, Any]) -> str:
+    """compressed-tensors ``input_activations`` of a config group: ``fp8``, ``int8``, ``none``."""
+    a = group.get("input_activations")
+    if not isinstance(a, Mapping) or a.get("num_bits") != 8:
+        return "none"  # w4a16 / w8a16: weight-only, 16-bit GEMMs (Marlin/Machete)
+    return "fp8" if str(a.get("type", "int")).lower() == "float" else "int8"
+
+
+def _modelopt(qc: Mapping[str, Any]) -> WeightQuantization | None:
+    """NVIDIA TensorRT Model Optimizer checkpoints (``quant_method: modelopt``).
+
+    ``quant_algo`` names the format (in ``quantization_config`` or, as ``hf_quant_config``
+    writes it, under ``quantization``): ``FP8`` is W8A8 FP8 (per-tensor scales);
+    ``NVFP4`` stores 4-bit values with one FP8 scale per 16 (4.5 bits); its FP4 GEMMs run
+    only on Blackwell, which the model does not price: it is taken as weight-only. INT4
+    AWQ stores 4 bits with a 16-bit scale per 128.
+    """
+    inner = qc.get("quantization")
+    algo = str(
+        qc.get("quant_algo") or (inner.get("quant_algo") if isinstance(inner, Mapping) else "")
+    ).upper()
+    ignored = qc.get("exclude_modules") or qc.get("ignore") or []
+    scope = _ignored_scope(ignored)
+    if algo.startswith("FP8"):
+        return WeightQuantization(1.0, scope, activations="fp8")
+    if algo == "NVFP4":
+        return WeightQuantization(4.5 / 8, scope, activations="none")
+    if algo in ("INT4_AWQ", "W4A16_AWQ", "W4A8_AWQ"):
+        return WeightQuantization(0.5 + 2 / 128, scope, activations="none")
+    if algo in ("INT8_SQ", "W8A8_SQ_PER_CHANNEL"):
+        return WeightQuantization(1.0, scope, activations="int8")
+    return None
+
+
+def _quark_dtype(spec: Any) -> str:
+    return str(spec.get("dtype", "")).lower() if isinstance(spec, Mapping) else ""
+
+
+def _quark(qc: Mapping[str, Any]) -> WeightQuantization | None:
+    """AMD Quark checkpoints (``quant_method: quark``): ``global_quant_config`` gives the
+    weight dtype (``fp8_e4m3``, ``int8``, ``int4``/``uint4``, ``fp4``) and the
+    ``input_tensors`` dtype (an 8-bit one: W8A8); ``exclude`` the unquantized layers."""
+    g = qc.get("global_quant_config")
+    if not isinstance(g, Mapping):
+        return None
+    w, a = _quark_dtype(g.get("weight")), _quark_dtype(g.get("input_tensors"))
+    scope = _ignored_scope(qc.get("exclude") or [])
+    act = "fp8" if a.startswith("fp8") else "int8" if a in ("int8", "uint8") else "none"
+    if w.startswith("fp8") or w in ("int8", "uint8"):
+        return WeightQuantization(1.0, scope, activations=act)
+    if w in ("int4", "uint4"):
+        return WeightQuantization(0.5 + 2 / 128, scope, activations="none")
+    if w.startswith("fp4") or w.startswith("mxfp4"):
+        return WeightQuantization(4.25 / 8, scope, activations="none")
+    return None
+
+
 def _quantization(r: _HFReader) -> WeightQuantization | None:
-    """Storage of quantized weights, from ``quantization_config`` (memory estimate only)."""
+    """Storage and GEMM precision of quantized weights, from ``quantization_config``.
+
+    The config, not the model's name, says whether activations are quantized: ``fp8``
+    and ``fbgemm_fp8`` checkpoints are W8A8 FP8 (vLLM quantizes the activations
+    dynamically or with the stored static scales), compressed-tensors checkpoints name
+    their ``input_activations``, ModelOpt and Quark their formats. A ``quant_method``
+    this reader does not know is priced as 16-bit weights, with a warning naming it.
+    """
     qc = r.doc.get("quantization_config")
     if not isinstance(qc, Mapping):
         return None
     method = str(qc.get("quant_method", "")).lower()
     if method in ("fp8", "fbgemm_fp8"):
-        return WeightQuantization(1.0, "linear")
+        ignored = qc.get("ignored_layers") or qc.get("modules_to_not_convert") or []
+        return WeightQuantization(1.0, _ignored_scope(ignored), activations="fp8")
     if method == "mxfp4":  # 4-bit values plus one 8-bit scale per 32 (gpt-oss: experts only)
-        return WeightQuantization(4.25 / 8, "experts")
+        return WeightQuantization(4.25 / 8, "experts", activations="none")
     if method in ("gptq", "awq"):
         bits = qc.get("bits") or qc.get("w_bit") or 4
         group = qc.get("group_size") or qc.get("q_group_size") or 128
-        return WeightQuantization(bits / 8 + (2 / group if group and group > 0 else 0))
+        per = bits / 8 + (2 / group if group and group > 0 else 0)
+        return WeightQuantization(per, activations="none")
     if method == "bitsandbytes":
-        return WeightQuantization(0.5 if qc.get("load_in_4bit") else 1.0)
+        return WeightQuantization(0.5 if qc.get("load_in_4bit") else 1.0, activations="none")
     if method == "compressed-tensors":
         groups = qc.get("config_groups")
         if isinstance(groups, Mapping):
@@ -514,10 +677,90 @@ def _quantization(r: _HFReader) -> WeightQuantization | None:
                 if isinstance(w, Mapping) and isinstance(w.get("num_bits"), int):
                     size = w.get("group_size")
                     per = w["num_bits"] / 8 + (2 / size if isinstance(size, int) and size else 0)
-                    ignore = qc.get("ignore") or []
-                    attn_ignored = any("self_attn" in str(x) for x in ignore)
-                    return WeightQuantization(per, "mlp" if attn_ignored else "linear")
-    return None
+                    scope = _ignored_scope(qc.get("ignore") or [])
+                    return WeightQuantization(per, scope, activations=_ct_activations(group))
+        return None
+    if method == "modelopt":
+        found = _modelopt(qc)
+    elif method == "quark":
+        found = _quark(qc)
+    else:
+        found = None
+    if found is None and method not in _WARNED_QUANT_METHODS:
+        _WARNED_QUANT_METHODS.add(method)
+        what = f"quant_method {method!r}" if method else "no quant_method"
+        if method in ("modelopt", "quark"):
+            what += " with a format this reader does not know"
+        logging.getLogger("inference_sim").warning(
+            "%s: quantization_config has %s (known: %s): its weights are priced at the "
+            "config's dtype width and its GEMMs at 16 bits",
+            r.label,
+            what,
+            ", ".join(KNOWN_QUANT_METHODS),
+        )
+    return found
+
+
+#: The ``quant_method`` values :func:`_quantization` reads.
+KNOWN_QUANT_METHODS = (
+    "fp8",
+    "fbgemm_fp8",
+    "compressed-tensors",
+    "gptq",
+    "awq",
+    "bitsandbytes",
+    "mxfp4",
+    "modelopt",
+    "quark",
+)
+
+
+def _local_attention(r: _HFReader, layers: int) -> LocalAttention | None:
+    """Sliding-window or chunked attention layers, from the config's own fields.
+
+    * ``attention_chunk_size`` (Llama-4): chunked layers are those that use RoPE,
+      ``no_rope_layers[i] == 1``; an empty list means transformers' default, every
+      ``no_rope_layer_interval``-th layer (4) global.
+    * ``layer_types`` (gpt-oss, Gemma-3, recent transformers): the ``sliding_attention``
+      entries, window ``sliding_window``.
+    * ``use_sliding_window: false`` (Qwen2/3): none, whatever ``sliding_window`` says; true:
+      the layers from ``max_window_layers`` on.
+    * ``sliding_window_pattern`` N (older Gemma-3 configs): all but every N-th layer;
+      ``model_type`` gemma2: every other layer; otherwise a ``sliding_window`` applies to
+      every layer (Mistral-7B-v0.1).
+    A window at least as long as the position limit is no window.
+    """
+    doc = r.doc
+    chunk = r.int("attention_chunk_size")
+    if chunk > 0:
+        flags = doc.get("no_rope_layers")
+        if isinstance(flags, list) and flags:
+            n = sum(1 for f in flags[:layers] if f)
+        else:
+            every = r.int("no_rope_layer_interval") or 4
+            n = sum(1 for i in range(layers) if (i + 1) % every != 0)
+        return LocalAttention("chunked", chunk, n) if n else None
+    window = r.int("sliding_window")
+    if window <= 0:
+        return None
+    limit = r.int("max_position_embeddings")
+    if limit and window >= limit:
+        return None
+    types = doc.get("layer_types")
+    if isinstance(types, list) and types:
+        n = sum(1 for t in types[:layers] if str(t) == "sliding_attention")
+    elif doc.get("use_sliding_window") is False:
+        n = 0
+    elif doc.get("use_sliding_window") is True:
+        n = max(0, layers - r.int("max_window_layers")) if "max_window_layers" in doc else layers
+    elif r.int("sliding_window_pattern") > 0:
+        every = r.int("sliding_window_pattern")
+        n = sum(1 for i in range(layers) if (i + 1) % every != 0)
+    elif str(doc.get("model_type", "")) == "gemma2":
+        n = (layers + 1) // 2
+    else:
+        n = layers
+    return LocalAttention("sliding", window, n) if n else None
 
 
 def _vision_params(doc: Mapping[str, Any]) -> int:
@@ -612,6 +855,7 @@ def architecture_from_hf_config(doc: Any, label: str, name: str = "") -> ModelAr
         extra_params=_vision_params(doc),
         source=label,
         mtp_layers=r.int("num_nextn_predict_layers"),
+        local_attention=_local_attention(r, layers),
     )
 
 
@@ -669,6 +913,42 @@ def _num(entry: Mapping[str, Any], key: str, where: str, *, default: Any = None)
     return value
 
 
+def _parse_local(doc: Any, where: str, arch: ModelArchitecture) -> LocalAttention:
+    """A bundled entry's ``local_attention: {kind, size, layers}``."""
+    w = f"{where}.local_attention"
+    if not isinstance(doc, Mapping):
+        raise CatalogError(f"{w}: expected a mapping")
+    kind = doc.get("kind")
+    if kind not in LOCAL_ATTENTION_KINDS:
+        raise CatalogError(f"{w}.kind: expected one of {', '.join(LOCAL_ATTENTION_KINDS)}")
+    size, layers = int(_num(doc, "size", w)), int(_num(doc, "layers", w))
+    if size <= 0 or not 0 < layers <= arch.layers:
+        raise CatalogError(f"{w}: size must be > 0 and layers in 1..{arch.layers}")
+    return LocalAttention(str(kind), size, layers)
+
+
+def _activations(q: Mapping[str, Any], where: str, model_id: str) -> str:
+    """A bundled quantization entry's ``activations``.
+
+    Given explicitly, or else read from the bundled id, which names the checkpoint's
+    scheme the way its publisher does (RedHatAI's ``-FP8-dynamic``: FP8 W8A8;
+    ``quantized.w8a8``: INT8 W8A8; ``w4a16`` and the rest: weight-only), so a bundled
+    record says what its config.json would (``tests/test_roofline_config.py``).
+    """
+    value = q.get("activations")
+    if value is None:
+        name = model_id.lower()
+        if float(q.get("bytes_per_param", 0) or 0) != 1.0:
+            return "none"
+        return "fp8" if "fp8" in name else "int8" if "w8a8" in name else "none"
+    if value not in QUANT_ACTIVATIONS or not value:
+        raise CatalogError(
+            f"{where}.quantization.activations: expected one of "
+            f"{', '.join(v for v in QUANT_ACTIVATIONS if v)}, got {value!r}"
+        )
+    return str(value)
+
+
 def _parse_entry(name: str, entry: Mapping[str, Any], where: str) -> ModelArchitecture:
     allowed = {
         "source",
@@ -686,6 +966,7 @@ def _parse_entry(name: str, entry: Mapping[str, Any], where: str) -> ModelArchit
         "quantization",
         "extra_params",
         "generation",
+        "local_attention",
     }
     unknown = sorted(set(entry) - allowed)
     if unknown:
@@ -721,7 +1002,11 @@ def _parse_entry(name: str, entry: Mapping[str, Any], where: str) -> ModelArchit
         scope = q.get("scope", "linear")
         if scope not in _QUANT_SCOPES:
             raise CatalogError(f"{where}.quantization.scope: expected one of {_QUANT_SCOPES}")
-        quant = WeightQuantization(float(_num(q, "bytes_per_param", where)), scope)
+        quant = WeightQuantization(
+            float(_num(q, "bytes_per_param", where)),
+            scope,
+            activations=_activations(q, where, name),
+        )
     arch = ModelArchitecture(
         name=name,
         layers=int(_num(entry, "layers", where)),
@@ -744,6 +1029,8 @@ def _parse_entry(name: str, entry: Mapping[str, Any], where: str) -> ModelArchit
             else None
         ),
     )
+    if entry.get("local_attention") is not None:
+        arch = replace(arch, local_attention=_parse_local(entry["local_attention"], where, arch))
     for field in ("layers", "hidden", "heads", "kv_heads", "vocab"):
         if getattr(arch, field) <= 0:
             raise CatalogError(f"{where}.{field}: must be > 0")
@@ -794,6 +1081,7 @@ def parse_architectures(doc: Any, label: str) -> dict[str, ModelArchitecture]:
                         quantization=WeightQuantization(
                             float(_num(quant, "bytes_per_param", where)),
                             quant.get("scope", "linear"),
+                            activations=_activations(quant, where, model_id),
                         ),
                     )
                 if extra is not None:

@@ -28,7 +28,12 @@ step: attention and dense-MLP projections, shared experts and router, the LM hea
 average ``E x (1 - (1 - k/E)^T)`` of ``E`` experts for ``T`` tokens with top-``k``
 routing, ``T`` padded to the step's CUDA-graph size -- scaled by ``moe`` when the experts
 are quantized (the fused-MoE kernels ``moe`` was fitted on). FLOPs are
-2 x active parameters per token, plus the LM head for each scheduled request. KV bytes
+2 x active parameters per token, plus the LM head for each scheduled request; with 8-bit
+activations (the checkpoint's ``quantization_config`` says so) the quantized layers run
+at twice the 16-bit peak and the layers it leaves out, the router and the LM head at the
+16-bit peak. Sliding-window and chunked attention layers read and attend only their
+window (``StepShape._local_terms``); a TP group larger than a node pays an inter-node
+NCCL all-reduce (``latency/nodes.py``). KV bytes
 are each decoder's context plus its new token, and each prefill chunk's earlier
 context plus its new tokens, less the context in blocks another running request also
 holds (``StepBatch.shared_context``): requests sharing a prefix read the same physical
@@ -79,6 +84,13 @@ from inference_sim.core.inputs import load_json, load_yaml, read_text
 from inference_sim.core.request import Request
 from inference_sim.latency.base import StepBatch
 from inference_sim.latency.blackbox import LatencyConfigError
+from inference_sim.latency.nodes import (
+    INTER_NODE_ALLREDUCE_US,
+    gpus_per_node,
+    node_network_gbs,
+    spans_nodes,
+    warn_spans_nodes,
+)
 from inference_sim.latency.roofline import _decode_totals, round_half_away
 
 __all__ = [
@@ -626,6 +638,27 @@ def moe_extra_kernels(arch: ModelArchitecture, quantized_activations: bool) -> i
     return kernels
 
 
+def _gemm_dtype(arch: ModelArchitecture) -> str:
+    """What an 8-bit checkpoint's quantized GEMMs compute in: ``fp8``, ``int8`` or ``""``.
+
+    The checkpoint's ``quantization_config`` decides (``WeightQuantization.activations``,
+    read from ``config.json``; bundled entries carry it too): the same config is priced
+    the same whatever ``--model`` spells. Only a record that does not say (built by hand)
+    falls back to the model id: ``fp8`` in it means FP8 W8A8 (RedHatAI's
+    ``-FP8-dynamic``), ``w8a8`` without ``fp8`` INT8 W8A8 (``quantized.w8a8``).
+    """
+    q = arch.quantization
+    if q is None:
+        return ""
+    dtype = q.gemm_dtype
+    if dtype != "?":
+        return dtype
+    name = arch.name.lower()
+    if "fp8" in name:
+        return "fp8"
+    return "int8" if "w8a8" in name else ""
+
+
 class StepShape:
     """Per-GPU sizes of one model on one GPU at one TP degree (bytes, FLOPs, seconds)."""
 
@@ -667,6 +700,21 @@ class StepShape:
         ar_latency, ar_gbs = corr.allreduce(tp)
         self.link_latency = link_latency * ar_latency
         self.link_bw = (ar_gbs or link_gbs) * 1e9
+        #: Seconds of one all-reduce's latency that ``allreduce_us`` does not scale.
+        self.inter_node_latency_s = 0.0
+        #: A TP group larger than a node (``latency/nodes.py``): every all-reduce crosses
+        #: the network, as NCCL (vLLM's custom all-reduce, which ``allreduce_us`` prices,
+        #: runs within a node only), at the measured inter-node NCCL latency; the bus
+        #: bandwidth is the node's network or its own ring at a full node, the slower.
+        #: One node's figures would make TP 16 faster than TP 8 at any batch.
+        self.spans_nodes = spans_nodes(gpu.name, tp)
+        if self.spans_nodes:
+            node = gpus_per_node(gpu.name)
+            node_gbs = corr.allreduce(node)[1] or link_gbs
+            self.link_latency = 0.0
+            self.inter_node_latency_s = INTER_NODE_ALLREDUCE_US * 1e-6
+            self.link_bw = min(node_gbs, node_network_gbs(gpu.name)) * 1e9
+            warn_spans_nodes(gpu.name, tp, arch.name)
         self.layer_factor = corr.layer
         d = float(arch.hidden)
         bpp = float(arch.dtype_bytes)
@@ -703,19 +751,36 @@ class StepShape:
         # 16-bit experts stream like the dense GEMMs (``weight_read`` alone).
         self.quantized_experts = moe is not None and "experts" in scoped
         # GEMM FLOPs per token (per GPU): 2 x active parameters, LM head apart.
+        active_by_group = {
+            "attention": float(p["attention"]),
+            "dense_mlp": float(p["dense_mlp"]),
+            "shared": float(p["shared"]),
+            "router": float(p["router"]),
+            "experts": self.moe_layers * moe.top_k * per_expert if moe is not None else 0.0,
+        }
         active = p["attention"] + p["dense_mlp"] + p["shared"] + p["router"]
         if moe is not None:
             active += self.moe_layers * moe.top_k * per_expert
         self.flops_per_token = 2.0 * active / tp
         self.flops_per_request = 2.0 * lm_head / tp  # logits of the last position
-        # FP8 activations (W8A8 / fp8-dynamic checkpoints) double the GEMM peak on GPUs
-        # with FP8 tensor cores; weight-only quantization computes at 16 bits.
-        name = arch.name.lower()
-        eight_bit = q is not None and q.bytes_per_param == 1.0
-        fp8 = eight_bit and (q.w8a8 or "fp8" in name or "w8a8" in name)  # type: ignore[union-attr]
-        int8 = fp8 and "w8a8" in name and "fp8" not in name and not q.w8a8  # type: ignore[union-attr]
-        quantized_gemms = gpu.name in (_INT8_GPUS if int8 else _FP8_GPUS) if fp8 else False
+        # 8-bit activations (W8A8: FP8 or INT8) double the GEMM peak on GPUs with the
+        # matching tensor cores, for the quantized layers only: vLLM runs the layers a
+        # checkpoint leaves out (attention in Llama-4-Scout FP8, everything but the routed
+        # experts in Maverick FP8, the router and LM head always) as 16-bit GEMMs.
+        # Weight-only quantization computes at 16 bits.
+        gemm_dtype = _gemm_dtype(arch) if q is not None and q.bytes_per_param == 1.0 else ""
+        quantized_gemms = bool(gemm_dtype) and gpu.name in (
+            _INT8_GPUS if gemm_dtype == "int8" else _FP8_GPUS
+        )
+        self.gemm_dtype = gemm_dtype if quantized_gemms else ""
         self.gemm_peak = self.peak * (2.0 if quantized_gemms else 1.0)
+        #: The part of ``flops_per_token`` that runs at ``gemm_peak`` (the quantized
+        #: layers); the rest, and the LM head, run at the 16-bit ``peak``.
+        self.quantized_flops_per_token = (
+            2.0 * sum(v for g, v in active_by_group.items() if g in scoped) / tp
+            if quantized_gemms
+            else 0.0
+        )
         # Per-layer fixed cost in dense-layer units: MoE layers run more small kernels.
         self.layer_units = float(arch.layers) + self.moe_layers * (
             moe_extra_kernels(arch, quantized_gemms and self.quantized_experts)
@@ -730,6 +795,14 @@ class StepShape:
         heads_gpu = max(1.0, float(arch.heads) / tp)
         self.attn_flops_coef = 2.0 * heads_gpu * (qk + v) * float(arch.layers)  # x n x S_eff
         self.kv_tok = arch.kv_bytes_per_token(tp)
+        # Sliding-window / chunked local attention (gpt-oss, Llama-4, Mistral-7B-v0.1): in
+        # those layers a decoder reads at most the window of KV and a prefill token
+        # attends only its window or chunk. Their share of the layers splits the KV and
+        # attention terms; the global layers keep the whole context.
+        self.local = arch.local_attention
+        local_share = self.local.layers / arch.layers if self.local is not None else 0.0
+        self.local_kv_tok = self.kv_tok * local_share
+        self.local_attn_coef = self.attn_flops_coef * local_share
         # All-reduce payload per token (activations, 16-bit) and ring factor.
         self.ar_bytes_per_token = d * 2.0 * (2.0 * (tp - 1) / tp) if tp > 1 else 0.0
 
@@ -773,15 +846,51 @@ class StepShape:
         if read < tokens:
             read = tokens  # the step's new tokens are never shared
         bw = self.bw
-        peak = self.gemm_peak
         w_dense = self.dense_bytes / bw
         w_exp = self.expert_bytes * self.touched_experts(tokens) / bw
-        flops = (self.flops_per_token * tokens + self.flops_per_request * requests) / peak
+        if self.quantized_flops_per_token:
+            q = self.quantized_flops_per_token
+            flops = (
+                q * tokens / self.gemm_peak
+                + ((self.flops_per_token - q) * tokens + self.flops_per_request * requests)
+                / self.peak
+            )
+        else:
+            flops = (self.flops_per_token * tokens + self.flops_per_request * requests) / self.peak
         ctx = self.kv_tok * kv_tokens / bw
-        kv = self.kv_tok * read / bw if read != kv_tokens else ctx
-        att = self.attn_flops_coef * attn / self.peak
+        if self.local is None:
+            kv = self.kv_tok * read / bw if read != kv_tokens else ctx
+            att = self.attn_flops_coef * attn / self.peak
+        else:
+            local_read, local_attn = self._local_terms(prefill, count, context_sum)
+            kv = ((self.kv_tok - self.local_kv_tok) * read + self.local_kv_tok * local_read) / bw
+            att = (
+                (self.attn_flops_coef - self.local_attn_coef) * attn
+                + self.local_attn_coef * local_attn
+            ) / self.peak
         ar = self.ar_bytes_per_token * tokens / self.link_bw
         return w_dense, w_exp, flops, kv, att, ar, requests, ctx
+
+    def _local_terms(
+        self, prefill: Iterable[tuple[int, int]], count: int, context_sum: int
+    ) -> tuple[float, float]:
+        """(KV tokens read, causal attention work) of one local-attention layer.
+
+        Decoders are known by their totals only (D, ΣS): each reads at most its window
+        (``min(S + 1, size)``; for a chunk, the part of its chunk so far), bounded here by
+        ``min(ΣS + D, D x size)`` -- exact when every context is past the window (gpt-oss's
+        128 tokens) or every one inside it (Llama-4's 8192-token chunks at shorter
+        contexts), an upper bound in between. Prefill chunks are listed: exact. Shared
+        prefix blocks are not discounted here: a window rarely reaches back to them.
+        """
+        local = self.local
+        assert local is not None
+        read = float(min(context_sum + count, count * local.size))
+        attn = 0.0
+        for s, n in prefill:
+            read += local.context_read(s) + n
+            attn += local.attended(s, n)
+        return read, attn
 
 
 #: Values recorded per step by a recording model: start µs, duration µs, then the
@@ -825,6 +934,8 @@ class CalibratedLatencyModel:
         comm_s = 0.0
         if tp > 1:
             comm_s = 2.0 * sh.layers * c.allreduce_us * sh.link_latency * 1e-6
+            if sh.inter_node_latency_s:
+                comm_s += 2.0 * sh.layers * sh.inter_node_latency_s
         self._comm_s = comm_s
         self._ar_per_s = 2.0 * sh.layers  # x all-reduce seconds of one layer's payload
         self._fixed_us = c.step_us + c.layer_us * sh.layer_factor * sh.layer_units
@@ -844,7 +955,13 @@ class CalibratedLatencyModel:
         self._pen_per_kv_s = (
             c.penalty_token_us * sh.bw / sh.kv_tok if pen and sh.kv_tok > 0 else 0.0
         )
-        self._kv_slope_us = c.kv_read * sh.kv_tok / sh.bw * 1e6  # per context token read
+        # Per context token read: all layers, or the global layers' share with local
+        # attention, whose layers add their window's reads (``_local_slope_us``).
+        if sh.local is None:
+            self._kv_slope_us = c.kv_read * sh.kv_tok / sh.bw * 1e6
+        else:
+            self._kv_slope_us = c.kv_read * (sh.kv_tok - sh.local_kv_tok) / sh.bw * 1e6
+        self._local_slope_us = c.kv_read * sh.local_kv_tok / sh.bw * 1e6
         self._pen_slope_us = c.penalty_token_us if pen else 0.0  # per context token
         #: Read by the instance (instance/engine.py), which applies vLLM's async-scheduling
         #: lag step by step; the queueing time is the client overhead alone.
@@ -955,7 +1072,11 @@ class CalibratedLatencyModel:
                 read = total - batch.shared_context
                 if read < 0:
                     read = 0
-                us = round_half_away(base + self._kv_slope_us * read + self._pen_slope_us * total)
+                t = base + self._kv_slope_us * read + self._pen_slope_us * total
+                local = self.shape.local
+                if local is not None:  # the local layers' reads beyond the new tokens
+                    t += self._local_slope_us * (min(total + count, count * local.size) - count)
+                us = round_half_away(t)
             else:
                 us = round_half_away(base)
         else:

@@ -25,8 +25,13 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
-from inference_sim.catalog.architecture import ModelArchitecture, bundled_architecture
+from inference_sim.catalog.architecture import (
+    ModelArchitecture,
+    WeightQuantization,
+    bundled_architecture,
+)
 from inference_sim.latency.calibrated import gpu_correction, kernel_family
+from inference_sim.latency.nodes import gpus_per_node, spans_nodes
 
 __all__ = [
     "FIDELITY_PATH",
@@ -55,6 +60,9 @@ MIN_ROWS_PER_TP = 3
 #: A name and a major version (``llama-3.1``, ``qwen2.5``), not a size (``yi-34b``, ``8x7b``).
 _VERSIONED = re.compile(r"([a-z]+)-?(\d+)(?:\.\d+)?(?![\d.]*[bx])")
 _WORD = re.compile(r"[a-z]+")
+#: Publisher names some repositories put before the model's own name (Meta's Llama 3 and
+#: 3.1 repositories before their 2024 rename: ``Meta-Llama-3-8B``).
+_PUBLISHER_PREFIXES: tuple[str, ...] = ("meta-",)
 
 
 def model_family(model_id: str) -> str:
@@ -63,9 +71,16 @@ def model_family(model_id: str) -> str:
     ``meta-llama/llama-3.1-8b-instruct`` -> ``llama-3``; ``qwen/qwen2.5-7b-instruct`` ->
     ``qwen-2``; ``redhatai/phi-4-fp8-dynamic`` -> ``phi-4``; ``01-ai/yi-34b`` -> ``yi``
     (``34b`` is a size, not a version); ``mistralai/mixtral-8x7b-v0.1`` -> ``mixtral``.
-    Quantized re-uploads fall in their base model's family.
+    Quantized re-uploads fall in their base model's family. Meta's older repository
+    names carry a ``Meta-`` prefix (``meta-llama/Meta-Llama-3-8B-Instruct``, and
+    re-uploads such as ``RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8``): it is the publisher,
+    not the model's name, so it is dropped before matching (``llama-3``, not ``meta``).
     """
     base = model_id.strip().lower().rsplit("/", 1)[-1]
+    for prefix in _PUBLISHER_PREFIXES:
+        if base.startswith(prefix) and len(base) > len(prefix):
+            base = base[len(prefix) :]
+            break
     m = _VERSIONED.match(base)
     if m:
         return f"{m.group(1)}-{m.group(2)}"
@@ -323,6 +338,23 @@ def assess(
             f"TP {tp} is outside the training TPs "
             f"({', '.join(map(str, training['tp']))}): no held-out evidence at this degree"
         )
+    if spans_nodes(gpu, tp):
+        lower_bound = True
+        node = gpus_per_node(gpu)
+        caveats.append(
+            f"TP {tp} spans {-(-tp // node)} nodes of {node} GPUs: every all-reduce is "
+            "priced over the network between nodes (NCCL latency measured on two A100 "
+            "nodes, the node's datasheet network bandwidth); extrapolated, no measured run "
+            "spans nodes (docs/calibration.md#tensor-parallelism-across-nodes)"
+        )
+    local = arch.local_attention
+    if local is not None:
+        caveats.append(
+            f"{local.kind} local attention ({local.layers} of {arch.layers} layers, "
+            f"{local.size} tokens): those layers' KV reads and attention FLOPs are priced "
+            "from the window, which no training model exercised (Llama-4-Scout's 8192-token "
+            "chunks exceed its runs' 4096-token contexts)"
+        )
     if moe:
         moe_tps = sorted({t for v in training["models"].values() if v["moe"] for t in v["tp"]})
         caveats.append(
@@ -334,7 +366,7 @@ def assess(
             lower_bound = True
     quant = arch.quantization
     if quant is not None and model not in training["models"] and not quant.w8a8:
-        kind = _quantization_kind(model, quant.bytes_per_param)
+        kind = _quantization_kind(model, quant)
         lower_bound = True
         caveats.append(
             f"{kind} weights ({quant.scope} layers): the only quantized training model "
@@ -481,17 +513,18 @@ def _sibling(table: Mapping[str, Any], gpu: str) -> str | None:
     return next((name for name in sorted(table["gpus"]) if kernel_family(name) == family), None)
 
 
-def _quantization_kind(model: str, bytes_per_param: float) -> str:
+def _quantization_kind(model: str, quant: WeightQuantization) -> str:
     """``4-bit``, ``INT8 W8A8``, ``FP8`` or ``8-bit weight-only``, from the stored width and
-    the checkpoint's name (compressed-tensors checkpoints name their scheme)."""
-    name = model.lower()
-    if bytes_per_param < 1.0:
+    what the checkpoint's ``quantization_config`` says its GEMMs compute in; only a record
+    that does not say (a bundled entry) falls back to the checkpoint's name
+    (compressed-tensors checkpoints name their scheme)."""
+    if quant.bytes_per_param < 1.0:
         return "4-bit"
-    if "w8a8" in name and "fp8" not in name:
-        return "INT8 W8A8"
-    if "fp8" in name:
-        return "FP8"
-    return "8-bit weight-only"
+    dtype = quant.gemm_dtype
+    if dtype == "?":
+        name = model.lower()
+        dtype = "fp8" if "fp8" in name else "int8" if "w8a8" in name else ""
+    return {"int8": "INT8 W8A8", "fp8": "FP8"}.get(dtype, "8-bit weight-only")
 
 
 def _add_step_error(
