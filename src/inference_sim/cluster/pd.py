@@ -10,8 +10,10 @@ Semantics of llm-d with vLLM's NIXL connector:
    when it has no room) and pulls only the blocks missing from its prefix cache;
 3. a transfer takes ``base latency + bytes / bandwidth`` where concurrent transfers on
    one link (the prefill instance's NIC) share its bandwidth equally, recomputed at
-   every start and end (processor sharing); when it ends the prefill side frees the
-   blocks into its prefix cache and the decode side computes the first token.
+   every start and end (processor sharing); ``bytes`` is what the busiest GPU's NIC
+   carries when the pools' TPs differ (:meth:`PDClusterSimulator._link_bytes`); when it
+   ends the prefill side frees the blocks into its prefix cache and the decode side
+   computes the first token.
 
 The handlers extend :class:`~inference_sim.cluster.simulator.ClusterSimulator` with
 three cluster-event kinds (handoff, link update, decode-KV retry); with P/D off the
@@ -61,9 +63,10 @@ class Transfer:
     prefill: int
     decode: int
     blocks: int
-    nbytes: float
+    nbytes: float  # bytes over one link (each of ``links`` parallel links carries as much)
     start: int = -1
     remaining: float = 0.0
+    links: int = 1  # GPU pairs moving it in parallel: nbytes x links cross the network
 
 
 @dataclass(slots=True)
@@ -174,8 +177,8 @@ class PDClusterSimulator(ExtraEvents):
         self.bandwidth = bandwidth_gbps * 1e3  # GB/s -> bytes per µs
         self.base_latency = base_latency_us
         self.block_bytes = list(block_bytes) or [0.0] * len(self.pd_instances)
-        # GPUs (TP ranks) of each instance: each sends its shard of a block over its own
-        # link, so the network carries block_bytes x ranks per block moved.
+        # GPUs (TP ranks) of each instance: each moves its shard of a block over its own
+        # link; with different TPs on the two sides see _link_bytes.
         self.ranks = list(ranks) or [1] * len(self.pd_instances)
         self._refresh = kw.get("snapshot_refresh_interval", 0)
         # Autoscaled pools (docs/autoscaling.md): pool name -> its controller.
@@ -434,7 +437,8 @@ class PDClusterSimulator(ExtraEvents):
         # start_load_kv runs before the forward pass): after the step in flight, if any.
         dec = self.pd_instances[d]
         start = max(now, dec.busy_until)
-        tr = Transfer(req, p, d, blocks, blocks * self.block_bytes[p], start=start)
+        per_block, links = self._link_bytes(p, d)
+        tr = Transfer(req, p, d, blocks, blocks * per_block, start=start, links=links)
         tr.remaining = tr.nbytes
         self.transfers[req.index] = tr
         self.held_reqs[d][req.index] = req
@@ -449,6 +453,27 @@ class PDClusterSimulator(ExtraEvents):
         else:
             self._on_join(now, p, req)
         return True
+
+    def _link_bytes(self, p: int, d: int) -> tuple[float, int]:
+        """Bytes of one block over the busiest link from prefill instance ``p`` to decode
+        instance ``d``, and how many links move the block in parallel.
+
+        vLLM's NIXL connector has every decode rank read its whole shard of the KV
+        (``TpKVTopology.get_target_remote_ranks`` in kv_connector/utils.py,
+        ``NixlConnectorWorker._read_blocks_for_req``): with decode TP >= prefill TP each
+        decode rank reads its heads (MLA: the whole latent) from prefill rank
+        ``rank // ratio``, so a prefill GPU's NIC sends ``ratio`` decode shards; with
+        prefill TP > decode TP each decode rank reads a slice from each of ``ratio``
+        prefill ranks (MLA: the latent once, from the first), so its own NIC receives the
+        whole shard. Either way the network carries decode TP x the decode GPU's shard,
+        over min(TP_p, TP_d) GPU pairs in parallel, each carrying an equal part: for a
+        GQA model the whole KV / min(TP_p, TP_d). Equal TPs: one shard per GPU, as ever.
+        """
+        tp_p, tp_d = self.ranks[p], self.ranks[d]
+        if tp_p == tp_d:
+            return self.block_bytes[p], tp_p
+        links = min(tp_p, tp_d)
+        return self.block_bytes[d] * tp_d / links, links
 
     def _on_join(self, now: int, p: int, req: Request) -> None:
         """The base latency is over: the transfer shares link ``p`` from now on."""
@@ -501,7 +526,7 @@ class PDClusterSimulator(ExtraEvents):
         self.in_transfer -= 1
         pd = self.pd
         pd.transfers_done += 1
-        pd.bytes_moved += tr.nbytes * self.ranks[tr.prefill]
+        pd.bytes_moved += tr.nbytes * tr.links
         pd.blocks_moved += tr.blocks
         pd.transfer_us.append(now - tr.start)
         rec = pd.per_request[req.index]

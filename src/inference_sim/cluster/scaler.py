@@ -114,7 +114,10 @@ class PoolScaler:
         # recommendation (recordInitialRecommendation): no scale-down below the starting
         # count before the scale-down window has passed.
         self.history: list[tuple[int, int]] = [(0, self.initial)]
-        self.ups: list[tuple[int, int]] = []  # (time, replicas added): the rate limit
+        # (time, replicas added) and (time, replicas removed): HPA's scaleUpEvents and
+        # scaleDownEvents, from which the rate limit finds the count at the period's start.
+        self.ups: list[tuple[int, int]] = []
+        self.downs: list[tuple[int, int]] = []
         self._ttft_seen: set[int] = set()  # running requests whose TTFT was read
         self._log_rows = 0
         self._refresh_lists()
@@ -263,8 +266,15 @@ class PoolScaler:
 
         if raw > current:
             desired = max(current, min(within(cfg.up_window)))
-            desired = min(desired, self._scale_up_limit(now, current))
+            # The rate limit never takes the count below the current one: a scale-up
+            # reading cannot scale down (horizontal.go, convertDesiredReplicasWithBehaviorRate:
+            # "if scaleUpLimit < CurrentReplicas { scaleUpLimit = CurrentReplicas }").
+            desired = min(desired, max(current, self._scale_up_limit(now, current)))
         elif raw < current:
+            # HPA's default behavior.scaleDown policy (100 % per 15 s) gives a scale-down
+            # limit of int(start x 0) = 0 (calculateScaleDownLimitWithBehaviors), clamped
+            # to <= current: it never binds above --autoscale-min, so only the
+            # stabilisation window holds a scale-down back.
             desired = min(current, max(within(cfg.down_window)))
         else:
             desired = current
@@ -299,9 +309,16 @@ class PoolScaler:
 
     def _scale_up_limit(self, now: int, current: int) -> int:
         """HPA's default scale-up policies: from the count at the start of the current
-        15 s period, +4 replicas or +100 %, whichever is more."""
-        self.ups = [(t, k) for t, k in self.ups if now - t < SCALE_UP_PERIOD_US]
-        start = current - sum(k for _t, k in self.ups)
+        15 s period, +4 replicas or +100 %, whichever is more. The count at the period's
+        start is the current one less the replicas added and plus those removed in the
+        period (horizontal.go, calculateScaleUpLimitWithScalingRules:
+        ``currentReplicas - replicasAddedInCurrentPeriod + replicasDeletedInCurrentPeriod``):
+        without the removed ones a scale-down between two scale-ups (cancelled loads)
+        would make the period look as if it started lower than it did."""
+        keep = SCALE_UP_PERIOD_US  # HPA counts the events strictly after now - period
+        self.ups = [(t, k) for t, k in self.ups if now - t < keep]
+        self.downs = [(t, k) for t, k in self.downs if now - t < keep]
+        start = current - sum(k for _t, k in self.ups) + sum(k for _t, k in self.downs)
         return max(start + SCALE_UP_PODS, math.ceil(start * (1 + SCALE_UP_PERCENT / 100)))
 
     def _scale_up(self, now: int, k: int, reason: str) -> None:
@@ -333,6 +350,9 @@ class PoolScaler:
             victims = sorted(self.ready, key=lambda i: (-self.since[i], -i))[:k]
             for i in victims:
                 self._set(i, DRAINING, now)
+        # HPA's scaleDownEvents (only the last period's matter: drop the older ones)
+        self.downs = [(t, n) for t, n in self.downs if now - t < SCALE_UP_PERIOD_US]
+        self.downs.append((now, len(loading) + len(victims)))
         self.rec.events.append(
             {"t_s": now / 1e6, "kind": "scale_down", "by": len(loading) + len(victims),
              "reason": reason}

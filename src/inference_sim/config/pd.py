@@ -193,8 +193,10 @@ def build_pd_simulator(plan: Any) -> Any:
         )
         inst.role = role
         instances.append(inst)
-        # One link per GPU: each TP rank sends its shard of the KV over its own NIC, so
-        # a link carries one GPU's bytes of each block (MLA models: the latent size).
+        # One link per GPU: each TP rank moves its shard of the KV over its own NIC, so
+        # a link carries one GPU's bytes of each block (MLA models: the latent size) at
+        # the instance's own TP; a transfer between pools of different TPs is priced
+        # from both (PDClusterSimulator._link_bytes: min(TP_p, TP_d) links in parallel).
         # Blackbox pools have no plan architecture: the bundled one, at the KV dtype.
         arch = sub.architecture or with_kv_dtype(
             bundled_architecture(o["model"]), sub.options["kv_cache_dtype"]
