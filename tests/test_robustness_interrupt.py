@@ -221,11 +221,11 @@ def test_results_json_is_absent_or_complete(tmp_path, monkeypatch):
     target = tmp_path / "r.json"
     write_json_atomic(target, {"a": 1})
 
-    def failing_dump(doc, fh, **kw):
-        fh.write('{"half": ')
+    def failing_writer(doc, level=0):
+        yield '{"half": '
         raise Boom
 
-    monkeypatch.setattr(json, "dump", failing_dump)
+    monkeypatch.setattr("inference_sim.core.outfiles.indented_json", failing_writer)
     with pytest.raises(Boom):
         write_json_atomic(target, {"a": 2})
     assert json.loads(target.read_text()) == {"a": 1}  # the old file, untouched

@@ -67,9 +67,12 @@ def _hook(monkeypatch: Any, target: str, *signals: int) -> None:
         mod, cls = owner_path.rsplit(".", 1)
         owner = getattr(__import__(mod, fromlist=[cls]), cls)
     real = getattr(owner, attr)
+    calls = []
 
     def hooked(*a: Any, **k: Any) -> Any:
-        _send(*signals)
+        if not calls:  # the first call only (the JSON writer calls itself per level)
+            calls.append(1)
+            _send(*signals)
         return real(*a, **k)
 
     monkeypatch.setattr(owner, attr, hooked)
@@ -161,7 +164,7 @@ AFTER = [
     "inference_sim.analysis.run.RunAnalysis.write_trace",
     "inference_sim.results.Results.report",
     "inference_sim.results.Results.write_json",
-    "json.dump",  # in the middle of writing the results file
+    "inference_sim.core.outfiles.indented_json",  # in the middle of writing the results file
     "inference_sim.core.outfiles.os.replace",  # just before the results file is renamed in place
 ]
 
