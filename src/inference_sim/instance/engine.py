@@ -80,6 +80,9 @@ class Instance:
     #: Requests holding KV here while in neither queue (a P/D transfer's either side,
     #: instance/pd.py); they can free blocks later, so no one is unservable meanwhile.
     held = 0
+    #: A decode step writes one token per request (not so with speculative decoding):
+    #: what the async rule of :meth:`_preempt` assumes of the token in flight.
+    one_token_decodes = True
 
     def __init__(
         self,
@@ -127,6 +130,7 @@ class Instance:
     def restart(self) -> None:
         """A new server process on this instance's GPUs (an autoscaled replica that left
         and is started again): empty caches, counters kept. The instance must be idle."""
+        self.kv.end_held_over()
         self.kv.clear()
         self._late_step = -1
         self._hidden.clear()
@@ -199,6 +203,8 @@ class Instance:
         budget, preempted = self._schedule_running(batch, now)
         if not preempted:
             budget, batch.prefill_tokens = self._admit_waiting(now, budget, batch.prefill_tokens)
+        if self.kv.held_over:
+            self.kv.end_held_over()  # the batch is formed: vLLM processes the last output
         return batch
 
     def _schedule_running(self, batch: StepBatch, now: int) -> tuple[int, bool]:
@@ -261,16 +267,28 @@ class Instance:
 
         Returns ``(scheduled, preempted)``. When ``req`` is alone and still cannot grow,
         it can never finish here and is dropped as unservable, unless requests ``held``
-        for P/D transfers will free blocks: then it preempts itself and waits for them.
-        When it is itself the newest member it preempts itself and is not scheduled
-        this step.
+        for P/D transfers or held over (async scheduling) will free blocks: then it
+        preempts itself and waits for them. When it is itself the newest member it
+        preempts itself and is not scheduled this step. With async scheduling a request
+        whose last token is in flight is still in vLLM's running batch, at its place, and
+        may be the victim (:meth:`KVCacheManager.release_last_held_over`).
         """
         preempted = False
-        while not self.kv.allocate_slots(req, n):
+        kv = self.kv
+        while not kv.allocate_slots(req, n):
             self.stats.kv_allocation_failures += 1
+            held_over = kv.held_over
+            if held_over and held_over[-1].rank >= len(self.running):
+                # Async scheduling: vLLM's newest running request is one whose last token
+                # is in flight (finished here, its blocks held over): it is the victim,
+                # counted as preempted as vLLM counts it (it still finishes).
+                kv.release_last_held_over().num_preemptions += 1
+                self.stats.preemption_count += 1
+                preempted = True
+                continue
             alone = len(self.running) == 1
             victim = self._pop_running_tail(now)
-            if alone and not self.held:
+            if alone and not self.held and not held_over:
                 self._drop_running(victim)
                 return False, preempted
             self._preempt(victim)
@@ -292,18 +310,19 @@ class Instance:
         updated prefill token count.
 
         With async scheduling the batch was formed one step ago: requests that arrived
-        since (``_hidden``) are not seen and slots freed by the last step still count.
-        When no running request is in this step, that batch formed in advance is empty
-        only if this one-step-late view admits nothing either; then vLLM launches
-        nothing and forms the batch again once the step in flight is processed, seeing
-        everything.
+        since (``_hidden``) are not seen, and slots and KV blocks freed by the last step
+        are still held (``kv.held_over``). When no running request is in this step, that
+        batch formed in advance is empty only if this one-step-late view admits nothing
+        either; then vLLM launches nothing and forms the batch again once the step in
+        flight is processed, seeing everything.
         """
         cfg = self.config
         max_seqs = cfg.max_num_seqs
         if self._late_step == self.stats.step_count:
             max_seqs -= self._late_slots  # finished last step, slots not yet freed
         hidden = self._hidden
-        lagged = bool(hidden) or max_seqs < cfg.max_num_seqs
+        kv = self.kv
+        lagged = bool(hidden) or max_seqs < cfg.max_num_seqs or bool(kv.held_over)
         if not lagged or budget < cfg.max_num_batched_tokens:
             return self._admit_pass(now, budget, prefill_tokens, hidden, max_seqs)
         mark = self._admission_mark()
@@ -312,6 +331,8 @@ class Instance:
         if len(self._batch.requests) > admitted:
             return left, tokens
         self._admission_rewind(mark)  # that attempt launched nothing: count it once
+        if kv.held_over:
+            kv.end_held_over()
         return self._admit_pass(now, budget, prefill_tokens, {}, cfg.max_num_seqs)
 
     def _admission_mark(self) -> tuple[int, ...]:
@@ -356,7 +377,7 @@ class Instance:
             cached_tokens = len(cached) * block_size
             n = prefill_chunk(req.prefill_target - cached_tokens, threshold, budget)
             if not kv.allocate_slots(req, n, cached):
-                if not running and not self.held:
+                if not running and not self.held and not kv.held_over:
                     # Nothing else holds blocks, so it can never fit: unservable.
                     waiting.popleft()
                     if self._hidden:
@@ -458,10 +479,10 @@ class Instance:
     def _finish_completed(self, end: int) -> None:
         """Finish every running request that delivered its last token at ``end``, keeping
         the others in batch order."""
-        keep = []
+        keep: list[Request] = []
         for req in self.running:
             if req.delivered >= req.num_output_tokens and req.last_token_time == end:
-                self._finish(req, end)
+                self._finish(req, end, len(keep))
             else:
                 keep.append(req)
         self.running = keep
@@ -498,13 +519,25 @@ class Instance:
         stats.total_output_tokens += tokens
         return delivered >= req.num_output_tokens
 
-    def _finish(self, req: Request, end: int) -> None:
-        """``req`` delivered its last token at ``end``: free its KV, count and log it."""
+    def _finish(self, req: Request, end: int, rank: int = -1) -> None:
+        """``req`` delivered its last token at ``end``: free its KV, count and log it.
+
+        ``rank``: how many requests of the running batch, not finishing, came before it.
+        With async scheduling its blocks are held over into the next batch's formation
+        (:meth:`KVCacheManager.free_held_over`; not with a CPU tier, whose offloads at
+        the release cannot be undone).
+        """
         req.state = RequestState.FINISHED
         req.finish_time = end
+        kv = self.kv
+        if self.async_scheduling and kv.cpu is None:
+            # Its last step's token was delivered by the step before: not registered yet.
+            in_flight = self.one_token_decodes and 0 <= req.itl_run < self.stats.step_count
+            kv.free_held_over(req, rank, req.num_computed_tokens - 1 if in_flight else -1)
+        else:
+            kv.free(req)
         forget_itl_runs(req)  # completed: its samples stay counted
-        self.kv.free(req)
-        self.kv.forget_hashes(req)
+        kv.forget_hashes(req)
         self.stats.completed += 1
         if self.async_scheduling:
             # The next step was formed before this one ended: the request still held
@@ -521,8 +554,15 @@ class Instance:
         """The next step starts at ``end`` while there is work (work conservation)."""
         if self.running or self.waiting:
             return end
-        self.step_pending = False
+        self._go_idle()
         return None
+
+    def _go_idle(self) -> None:
+        """No step pending. With async scheduling the batch formed ahead is empty: vLLM
+        waits for the step in flight and frees what it held over."""
+        self.step_pending = False
+        if self.kv.held_over:
+            self.kv.end_held_over()
 
     def finalize(self) -> None:
         """Bring per-request state up to date at the end of a run: requests that did not
@@ -531,6 +571,8 @@ class Instance:
             self._retract_itl(req)
         for req in self.waiting:
             self._retract_itl(req)
+        if self.kv.held_over:
+            self.kv.end_held_over()
 
     @staticmethod
     def _note_break(req: Request, sample: int, step: int) -> None:
@@ -569,8 +611,24 @@ class Instance:
 
     # --- helpers -------------------------------------------------------------------
     def _preempt(self, victim: Request) -> None:
-        """Recompute-style preemption: free the victim's blocks, requeue it at the front."""
-        self.kv.free(victim)
+        """Recompute-style preemption: free the victim's blocks, requeue it at the front.
+
+        With async scheduling, when the victim's last step wrote the KV of a token that
+        the step before delivered, vLLM formed that step without knowing the token (its
+        output was in flight), so it registers the block the token fills only when the
+        output is processed, and not for a request preempted meanwhile: that block
+        leaves the cache.
+        """
+        cacheable = -1
+        step = self.stats.step_count
+        if (
+            self.async_scheduling
+            and self.one_token_decodes
+            and victim.itl_step == step  # delivered in the last step ...
+            and 0 <= victim.itl_run < step - 1  # ... and in the one before
+        ):
+            cacheable = victim.num_computed_tokens - 1
+        self.kv.free(victim, cacheable=cacheable)
         victim.state = RequestState.WAITING
         victim.num_computed_tokens = 0
         victim.prefill_target = victim.num_prompt_tokens + victim.delivered

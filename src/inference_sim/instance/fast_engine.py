@@ -186,7 +186,8 @@ class FastInstance(Instance):
         elif len(running) > budget:
             return False
         bound = k + budget // self._bs + 2 * (len(pre) + n_due) + 2
-        return self.kv.pool.num_free >= bound
+        kv = self.kv
+        return kv.pool.num_free - kv.held_over_free >= bound
 
     def _become_decoder(self, req: Request, computed: int, epoch: int) -> None:
         req.num_computed_tokens = computed
@@ -250,6 +251,10 @@ class FastInstance(Instance):
         req.delivered = c - req.num_prompt_tokens + 1
         if not tr.gap:
             req.last_token_time = now
+            # As the plain stepper has them: it delivered in the last step, in a run of
+            # consecutive deliveries since step run_from (epoch e is step e + 1).
+            req.itl_step = self.stats.step_count
+            req.itl_run = tr.run_from
         tr.gap = False
         self._leave_decoders(req, tr, c)
 
@@ -308,6 +313,8 @@ class FastInstance(Instance):
             skipped_ctx, skipped_grouped = self._skip_cut(walk.cut_rank, now)
         if not walk.preempted:
             budget, walk.prefill_tokens = self._admit_waiting(now, budget, walk.prefill_tokens)
+        if self.kv.held_over:
+            self.kv.end_held_over()  # the batch is formed: vLLM processes the last output
         decodes = walk.implicit_sched + walk.explicit_decodes
         batch.prefill_tokens = walk.prefill_tokens
         batch.decode_tokens = decodes
@@ -316,7 +323,7 @@ class FastInstance(Instance):
         end = self.execute(batch, now) if launched else self._launch_nothing(now)
         self._apply_explicit(walk, decodes, end, end - now, skipped_grouped)
         if not self.running and not self.waiting:
-            self.step_pending = False
+            self._go_idle()
             return None
         return self._fast_forward(end, t_limit, horizon)
 
@@ -528,6 +535,8 @@ class FastInstance(Instance):
     def _complete(self, req: Request, end: int) -> None:
         """A request of this step delivered its last token: write it out and finish it."""
         tr: _Track = req.engine_state  # type: ignore[assignment]
+        if tr.base_epoch >= 0:
+            req.itl_run = tr.run_from  # its run of deliveries, as the plain stepper has it
         tr.run_from = -1  # completed: its bulk ITL samples stay, no run to keep
         if tr.base_epoch >= 0:
             self._leave_decoders(req, tr, req.num_computed_tokens + self.epoch - tr.base_epoch)
@@ -538,10 +547,10 @@ class FastInstance(Instance):
         req.itl_sum = (
             end - req.first_token_time + req.num_output_tokens * otp if req.num_output_tokens else 0
         )
-        self._finish(req, end)
+        idx = bisect_left(self._running_seqs, tr.admit_seq)
+        self._finish(req, end, idx)  # (those before it in the batch that finished are gone)
         req.engine_state = None
         self._spare_tracks.append(tr)  # its version keeps counting: stale heap entries stay stale
-        idx = bisect_left(self._running_seqs, tr.admit_seq)
         del self._running_seqs[idx]
         del self.running[idx]
 
@@ -583,10 +592,12 @@ class FastInstance(Instance):
         # With ITL groups, the step samples are split by group after the loop.
         values: list[int] | None = [] if self._group_decoders else None
         epoch_values = self._epoch_values
+        # Blocks the first step's batch must leave alone (held over, async scheduling).
+        reserved = kv.held_over_free
         while epoch < stop_epoch and t < t_limit and t <= horizon:
             k = counts[-epoch % bs]
             if k:  # decoders opening a block in this step, in bulk (see _can_open_in_bulk)
-                if pool.num_free < k:
+                if pool.num_free - reserved < k:
                     break  # the full step decides who gets a block and who is preempted
                 kv.reserve_lazy(k)
                 self._applied_epoch = epoch
@@ -605,6 +616,9 @@ class FastInstance(Instance):
             epoch += 1
             steps += 1
             t += step_time
+            reserved = 0
+        if steps and kv.held_over:
+            kv.end_held_over()  # the first step's batch was formed
         if steps:
             self.clock = t - step_time
             self.busy_until = t

@@ -231,6 +231,6 @@ class LoraInstance(Instance):
             self.stats.kv_block_time += self.kv.num_used * extra
         return end
 
-    def _finish(self, req: Request, end: int) -> None:
-        super()._finish(req, end)
+    def _finish(self, req: Request, end: int, rank: int = -1) -> None:
+        super()._finish(req, end, rank)
         self.lora.record(req)

@@ -75,7 +75,7 @@ class PDInstance(Instance):
                 if id(req) in gone:
                     continue
                 if req.delivered >= req.num_output_tokens and req.last_token_time == end:
-                    self._finish(req, end)
+                    self._finish(req, end, len(keep))
                 else:
                     keep.append(req)
             self.running = keep
@@ -91,9 +91,16 @@ class PDInstance(Instance):
     def _next_step(self, end: int) -> int | None:
         if not self.running and self.waiting and self.held:
             # The queue head waits for KV held by transfers: idle until one ends.
-            self.step_pending = False
+            self._go_idle()
             return None
         return super()._next_step(end)
+
+    def _settle_held_over(self) -> None:
+        """A transfer takes or frees blocks between two steps: the blocks of requests that
+        finished in the last step stop being held over (async scheduling), so the free
+        queue's tail is the transfer's; the next batch finds them free (not modelled)."""
+        if self.kv.held_over:
+            self.kv.end_held_over()
 
     def _wake(self) -> bool:
         """True when a step must be scheduled now (work to do and no step pending)."""
@@ -107,6 +114,7 @@ class PDInstance(Instance):
         """The transfer of ``req`` ended: free its blocks into the prefix cache.
         Returns True when a step must be scheduled now."""
         self.clock = now
+        self._settle_held_over()
         self.kv.free(req, now)  # its offloads happen now, not in the next step
         self.held -= 1
         return self._wake()
@@ -125,6 +133,7 @@ class PDInstance(Instance):
             return None
         req.num_computed_tokens = 0
         req.prefill_target = req.num_prompt_tokens
+        self._settle_held_over()
         kv = self.kv
         cached = kv.find_cached_prefix(req)
         if cached and cached[-1] < 0:  # a CPU-tier hit: pulled from the prefill side
@@ -151,6 +160,7 @@ class PDInstance(Instance):
         ``local``: no transfer; a request this dual-role instance prefilled is decoded
         here after all (its decode instance could never make room, see cluster/pd.py)."""
         self.clock = now
+        self._settle_held_over()
         self.held -= 1
         if not local:
             self.accepted += 1

@@ -108,6 +108,10 @@ def _uniforms(gen: np.random.Generator, block: int = 1024) -> Iterator[float]:
 class SpecInstance(Instance):
     """The plain stepper with draft tokens, their verification and their acceptance."""
 
+    #: A decode step writes 1 + accepted tokens: with async scheduling a preempted
+    #: decoder keeps the blocks its last step filled cached (docs/differences.md).
+    one_token_decodes = False
+
     def __init__(
         self,
         index: int,
@@ -328,6 +332,6 @@ class SpecInstance(Instance):
             self._request_rates[req.index] = rates
         return rates
 
-    def _finish(self, req: Request, end: int) -> None:
+    def _finish(self, req: Request, end: int, rank: int = -1) -> None:
         self._request_rates.pop(req.index, None)
-        super()._finish(req, end)
+        super()._finish(req, end, rank)

@@ -206,6 +206,64 @@ class BlockPool:
         if n_private < len(block_ids_in_eviction_order):
             self.release(block_ids_in_eviction_order[n_private:])
 
+    def reacquire(self, block_ids_in_eviction_order: list[int], n_content: int) -> None:
+        """Undo a :meth:`release` of these blocks: each is held once more, as before it.
+
+        The newest releases are undone first, and nothing may have been freed or taken from
+        the free queue's tail since (the caller reserves those blocks meanwhile), so the
+        blocks that release queued are the queue's last entries. The last ``n_content``
+        blocks are those that held content when released; the others were empty and sit in
+        the tail run, from which any empty blocks are taken back (they are all alike: the
+        list is updated with their ids). A block still referenced (held by another request
+        at the release, or revived by a prefix hit since) just gets its reference back.
+        """
+        free = self._free
+        ref = self.ref_cnt
+        blocks = block_ids_in_eviction_order
+        n = len(blocks)
+        shared = 0
+        listed = 0
+        for i in range(n - 1, n - 1 - n_content, -1):
+            b = blocks[i]
+            r = ref[b]
+            if r:
+                ref[b] = r + 1
+                shared += 1
+                continue
+            key, _unused = free.popitem()
+            if key != b:
+                raise AssertionError(f"block {b} is not at the free queue's tail ({key} is)")
+            ref[b] = 1
+            listed += 1
+        n_empty = n - n_content
+        if n_empty:
+            key = next(reversed(free))
+            count = free[key]
+            if key >= 0 or count is None or count < n_empty:
+                raise AssertionError(f"{n_empty} empty blocks are not at the free queue's tail")
+            if count == n_empty:
+                del free[key]
+            else:
+                free[key] = count - n_empty
+            anon = self._anon
+            ids = anon[len(anon) - n_empty :]
+            del anon[len(anon) - n_empty :]
+            for b in ids:
+                ref[b] = 1
+            blocks[:n_empty] = ids
+            listed += n_empty
+        self._listed -= listed
+        self.shared_refs += shared
+        last = next(reversed(free)) if free else 0
+        self._tail_run = last if last < 0 else None
+
+    def unregister(self, block_id: int) -> None:
+        """Take a block's content out of the prefix cache (it was never cacheable)."""
+        h = self.block_hash[block_id]
+        if h is not None:
+            self._forget(h, block_id)
+            self.block_hash[block_id] = None
+
     def _add_run(self, count: int) -> None:
         """Append ``count`` empty blocks (already on ``_anon``) to the queue's tail."""
         tail = self._tail_run
@@ -391,6 +449,11 @@ class TieredBlockPool(BlockPool):
     def release_private(self, block_ids_in_eviction_order: list[int], n_private: int) -> None:
         """Every freed block may carry content to the CPU tier: the checked path."""
         self.release(block_ids_in_eviction_order)
+
+    def reacquire(self, block_ids_in_eviction_order: list[int], n_content: int) -> None:
+        """Not with a CPU tier: a release may have offloaded content (the KV manager frees
+        the blocks of a request whose last token is in flight at once instead)."""
+        raise NotImplementedError("reacquire() on a tiered block pool")
 
     def register(self, block_id: int, block_hash: int) -> None:
         if self.block_hash[block_id] is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from itertools import islice
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,6 +47,16 @@ def block_bytes(tokens: np.ndarray, num_blocks: int) -> list[bytes]:
 CPU_HIT = -1
 
 
+class HeldOver(NamedTuple):
+    """A request whose blocks are held over (:meth:`KVCacheManager.free_held_over`)."""
+
+    blocks: list[int]  # in eviction order (as released)
+    n_content: int  # the last n_content of them held content when released
+    rank: int  # running requests before it in the batch
+    cacheable: int  # tokens whose blocks stay cached should it be preempted (-1: all)
+    request: Request
+
+
 def block_transfer_time(block_size: int, bandwidth: float, base_latency: int) -> int:
     """µs to load one block back from the CPU: base + ceil(block_size / bandwidth).
 
@@ -59,6 +70,7 @@ class KVCacheManager:
     """Allocates slots for scheduled tokens and finds cached prompt prefixes."""
 
     __slots__ = (
+        "_reacquired",
         "block_size",
         "block_transfer_us",
         "cpu",
@@ -68,6 +80,8 @@ class KVCacheManager:
         "drop_last_hit",
         "enable_prefix_caching",
         "hashing",
+        "held_over",
+        "held_over_free",
         "lazy_blocks",
         "num_hashed",
         "occupancy_limit",
@@ -142,6 +156,13 @@ class KVCacheManager:
         self.cpu_lookup_blocks = 0  # reusable prompt blocks that missed on the GPU
         # request index -> [blocks loaded back, transfer µs] (requests with reloads only)
         self.request_transfers: dict[int, list[int]] = {}
+        #: Async scheduling: the blocks of requests whose last token is in flight, which
+        #: vLLM frees only after the next batch is formed (free_held_over), in finish order.
+        self.held_over: list[HeldOver] = []
+        #: How many of those blocks are in the free queue, reserved: while no allocation
+        #: needs them they stay there (nothing else changes), else _reacquire holds them.
+        self.held_over_free = 0
+        self._reacquired = False
 
     @property
     def num_blocks(self) -> int:
@@ -284,7 +305,17 @@ class KVCacheManager:
             n_cpu = n_cached - n_gpu
             gpu_hits = cached_blocks[:n_gpu]  # type: ignore[index]
         revive = pool.count_evictable(gpu_hits) if gpu_hits else 0  # type: ignore[arg-type]
-        if need_new + n_cpu + revive > pool.num_free:
+        if need_new + n_cpu + revive > pool.num_free - self.held_over_free:
+            if self.held_over and not self._reacquired:
+                # Perhaps only the blocks held over are missing: decide on the real state.
+                self._reacquire()
+                return self.allocate_slots(
+                    req,
+                    num_new_tokens,
+                    cached_blocks,
+                    delay_cache=delay_cache,
+                    cpu_lookup=cpu_lookup,
+                )
             return False
         if table is None:
             table = []
@@ -345,7 +376,10 @@ class KVCacheManager:
                 pool._fresh = b + 1
                 pool.ref_cnt[b] = 1
                 self.tables[req.index].append(b)
-            elif not pool.num_free:
+            elif pool.num_free <= self.held_over_free:
+                if self.held_over and not self._reacquired:
+                    self._reacquire()
+                    return self.decode_slot(req, computed)
                 return False
             else:
                 self.tables[req.index].append(pool.take_new(1)[0])
@@ -380,12 +414,15 @@ class KVCacheManager:
         self.tables[req.index].extend(lazy[len(lazy) - n :])
         del lazy[len(lazy) - n :]
 
-    def free(self, req: Request, at: int = UNSTAMPED) -> None:
+    def free(self, req: Request, at: int = UNSTAMPED, *, cacheable: int = -1) -> None:
         """Release every block of ``req``; its last blocks become evictable first.
 
         ``at``: when the blocks leave outside any step (a P/D transfer's end on the
         prefill side), the time their offloads are stamped with; by default a finished
-        request's finish time, else the start of the step being formed."""
+        request's finish time, else the start of the step being formed.
+
+        ``cacheable`` (>= 0): only the blocks of the first ``cacheable`` tokens may stay in
+        the prefix cache (see :meth:`_uncache_tail`); by default all its computed tokens."""
         table = self.tables.pop(req.index, None)
         done = self.num_hashed.pop(req.index, None)
         if (
@@ -399,9 +436,12 @@ class KVCacheManager:
             # when filled, since no lookup could reach them meanwhile. A finished
             # request's private blocks are never registered: only the request itself,
             # recomputing after a preemption, could look them up.
-            full = min(req.num_computed_tokens // self.block_size, len(table))
+            tokens = req.num_computed_tokens if cacheable < 0 else cacheable
+            full = min(tokens // self.block_size, len(table))
             if done is not None and full > done:
                 self.pool.register_many(table, self._block_hashes(req, full), done, full)
+        elif cacheable >= 0 and table and done:
+            self._uncache_tail(table, done, cacheable // self.block_size)
         if table:
             table.reverse()
             if (
@@ -421,6 +461,82 @@ class KVCacheManager:
             # a preempted or dropped one while a step is formed (stamped with its start).
             done = req.state == RequestState.FINISHED and req.finish_time >= 0
             self._offload_over_threshold(req.finish_time if done else at)
+
+    def _uncache_tail(self, table: list[int], num_hashed: int, keep: int) -> None:
+        """Take blocks ``keep .. num_hashed-1`` of ``table`` (in table order) out of the
+        prefix cache before they are freed, where no other request holds them.
+
+        Async scheduling: vLLM registers a decode's block once the token it writes is
+        known, i.e. when the next step is scheduled or the step's output is processed; a
+        request preempted (or finished) in between never registers the block its last
+        step filled (``AsyncScheduler._update_request_with_output`` skips requests no
+        longer running). Not with a CPU tier (its content would have to be restored).
+        """
+        if self.cpu is not None:
+            return
+        pool = self.pool
+        ref = pool.ref_cnt
+        for j in range(keep, num_hashed):
+            b = table[j]
+            if ref[b] == 1:
+                pool.unregister(b)
+
+    # --- async scheduling: blocks held over ------------------------------------------
+    def free_held_over(self, req: Request, rank: int, cacheable: int) -> None:
+        """:meth:`free` ``req``, whose last token is in flight: vLLM (async scheduling)
+        frees its blocks when that step's output is processed, after the next batch was
+        formed, so that batch must still find them held.
+
+        They are freed now anyway (between steps the cache shows them free, as vLLM's
+        once the output is processed) but reserved: allocations may not use them until
+        :meth:`end_held_over`. Only an allocation that would fail (or need them) takes them
+        back (:meth:`_reacquire`); until then nothing touches them, so the result is
+        vLLM's. ``rank`` is the request's place in the running batch (how many running
+        requests came before it), should a preemption pick it (:meth:`release_last_held_over`);
+        ``cacheable`` as for :meth:`free` in that case.
+        """
+        table = self.tables.get(req.index)
+        n_content = self.num_hashed.get(req.index, 0)
+        before = self.pool.num_free
+        self.free(req)
+        if table is not None:  # reversed by free(): in eviction order
+            self.held_over.append(HeldOver(table, n_content, rank, cacheable, req))
+            self.held_over_free += self.pool.num_free - before
+
+    def _reacquire(self) -> None:
+        """Hold the held-over blocks again, exactly as before their release: the newest
+        release is undone first (nothing took or freed blocks at the queue's tail since)."""
+        pool = self.pool
+        for held in reversed(self.held_over):
+            pool.reacquire(held.blocks, held.n_content)
+        self.held_over_free = 0
+        self._reacquired = True
+
+    def release_last_held_over(self) -> Request:
+        """The newest request held over is preempted (vLLM's running tail; its blocks are
+        held, since an allocation failed): its blocks are freed now, before the others.
+        Returns that request."""
+        table, n_content, _rank, cacheable, req = self.held_over.pop()
+        if not self._reacquired:
+            raise AssertionError("a held-over request preempted while its blocks are free")
+        if cacheable >= 0 and n_content:
+            # (table in eviction order: block j of the request is entry len - 1 - j)
+            self._uncache_tail(table[::-1], n_content, cacheable // self.block_size)
+        self.pool.release(table)
+        if not self.held_over:
+            self._reacquired = False
+        return req
+
+    def end_held_over(self) -> None:
+        """The next batch is formed: the held-over blocks are free from now on, in the
+        order vLLM frees them (its requests in batch order, each last block first)."""
+        if self._reacquired:
+            release = self.pool.release
+            for held in self.held_over:
+                release(held.blocks)
+            self._reacquired = False
+        self.held_over.clear()
+        self.held_over_free = 0
 
     # --- CPU tier ------------------------------------------------------------------
     def _load_back(self, req: Request, table: list[int], first: int, n: int) -> None:
