@@ -356,17 +356,15 @@ def test_blis_help_of_an_unknown_command_is_one_error():
     one_error(CliRunner().invoke(cli, ["help", "nope"]), "blis help: unknown command 'nope'")
 
 
-def test_num_requests_below_zero_with_a_spec_means_no_cap(files):
-    """cli.md 3 step 7: --num-requests replaces the spec's count; <= 0 with a horizon runs
-    to the horizon, without one the reference's bound error."""
+def test_num_requests_below_zero_with_a_spec_is_refused(files):
+    """cli.md 3 step 7: --num-requests replaces the spec's count, and the reference's
+    generator refuses a negative count (workload.md 8: maxRequests must be
+    non-negative), so it is bad input here too; 0 means no cap."""
     spec = files / "s.yaml"
-    doc = summary(run("--workload-spec", spec, "--num-requests", -1, "--horizon", "4s", "--json"))
+    result = run("--workload-spec", spec, "--num-requests", -1, "--horizon", "4s")
+    assert result.exit_code == 2 and "--num-requests must be >= 0" in result.stderr
+    doc = summary(run("--workload-spec", spec, "--num-requests", 0, "--horizon", "4s", "--json"))
     assert doc["injected_requests"] > 40  # the spec's own 40 no longer caps it
-    one_error(
-        run("--workload-spec", spec, "--num-requests", -1),
-        "--workload-spec requires either num_requests (in YAML or --num-requests) or "
-        "--horizon to bound generation",
-    )
 
 
 @pytest.mark.parametrize(
@@ -522,3 +520,13 @@ def test_a_sweep_varying_rate_over_spec_runs_is_refused_and_aggregate_rate_scale
     # a rate axis without a spec is the usual sweep
     plain = {"model": "meta-llama/llama-3.1-8b-instruct", "workload": "chatbot"}
     assert len(parse_sweep({"base": plain, "grid": {"rate": [10, 20]}}).runs()) == 2
+
+
+def test_a_negative_seed_in_the_api_or_a_config_file_is_the_reference_s_int64():
+    from inference_sim.config.errors import ConfigError
+
+    a = simulate(model="meta-llama/llama-3.1-8b-instruct", num_requests=5, seed=-1)
+    b = simulate(model="meta-llama/llama-3.1-8b-instruct", num_requests=5, seed=MAX_SEED)
+    assert a.summary == b.summary and a.config["seed"] == MAX_SEED
+    with pytest.raises(ConfigError, match="--seed must be in"):
+        simulate(model="meta-llama/llama-3.1-8b-instruct", num_requests=5, seed=-(2**63) - 1)

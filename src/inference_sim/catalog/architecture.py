@@ -572,6 +572,15 @@ def _moe_layer_count(r: _HFReader, layers: int) -> int:
 _WARNED_QUANT_METHODS: set[str] = set()
 
 
+#: Module-name parts of a multimodal checkpoint's vision tower and projector.
+_VISION_PARTS = ("visual.", "vision_model", "vision_tower", "multi_modal_projector", "mm_projector")
+
+
+def _is_vision_module(name: str) -> bool:
+    """True for a module of the vision encoder or its projector (``re:`` patterns too)."""
+    return any(part in name for part in _VISION_PARTS)
+
+
 def _ignored_scope(ignored: Any) -> str:
     """The quantized scope left by a checkpoint's ignore list (module names or patterns).
 
@@ -580,6 +589,9 @@ def _ignored_scope(ignored: Any) -> str:
     else ``linear``. The LM head, embeddings and router are never in scope anyway.
     """
     names = [str(x).lower() for x in ignored] if isinstance(ignored, list) else []
+    # A vision encoder's or projector's modules say nothing of the language model's
+    # (llm-compressor writes the ignore list out in full: Qwen2.5-VL's visual.blocks.N.attn)
+    names = [x for x in names if not _is_vision_module(x)]
     attn = any("self_attn" in x or "attention" in x or ".attn" in x for x in names)
     shared = any("shared_expert" in x for x in names)
     if attn and shared:

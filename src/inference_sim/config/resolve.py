@@ -66,7 +66,7 @@ from inference_sim.core.inputs import (
     results_config_tail,
 )
 from inference_sim.core.plugins import rebase_plugin_files
-from inference_sim.core.rng import MAX_SEED
+from inference_sim.core.rng import MAX_SEED, seed_from_int64
 from inference_sim.core.suggest import did_you_mean
 from inference_sim.core.version import __version__
 from inference_sim.engine.events import NEVER
@@ -356,6 +356,9 @@ def _check_ranges(o: dict[str, Any], explicit: frozenset[str] = frozenset()) -> 
             f"beyond the simulator's clock ({CLOCK_S:.3g} s, 2^62 µs): raise --rate or "
             "lower --num-requests"
         )
+    # The reference's int64 seeds, from a --config file or simulate() too (the command
+    # line converts its own before the option checks: config/unused.py).
+    o["seed"] = seed_from_int64(o["seed"])
     _require(
         0 <= o["seed"] <= MAX_SEED,
         f"--seed must be in [-2**63, {MAX_SEED}] (a 64-bit seed; a negative one is read as "

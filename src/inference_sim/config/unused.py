@@ -12,7 +12,7 @@ reads no cached KV signal are warnings (the reference's scripts pass them).
 
 :func:`accept_reference_flags` adapts the few reference command lines that the option
 checks would refuse before the workload is known (a negative ``--seed``, a trace path
-without ``--workload traces``, ``--num-requests -1`` with a spec).
+without ``--workload traces``).
 """
 
 from __future__ import annotations
@@ -285,9 +285,6 @@ def accept_reference_flags(raw: Mapping[str, Any]) -> dict[str, Any]:
 
     * ``--seed -1``: the reference's seed is int64; a negative seed is read as its two's
       complement (:func:`inference_sim.core.rng.seed_from_int64`);
-    * ``--num-requests`` below 0 with a workload spec: no cap, as the reference's
-      ``max_requests <= 0`` (the spec's horizon or ``--horizon`` bounds the run; without
-      one the spec check refuses it with the reference's message);
     * ``--workload-traces-filepath`` without ``--workload traces``: the reference's
       default workload is distribution and the path is ignored; warned and dropped.
 
@@ -311,14 +308,6 @@ def accept_reference_flags(raw: Mapping[str, Any]) -> dict[str, Any]:
             "--seed %d is seed %d: the reference's int64 seed read as 64 unsigned bits",
             seed,
             out["seed"],
-        )
-    count = parse_integer(out["num_requests"]) if "num_requests" in out else None
-    if count is not None and count < 0 and given("workload_spec"):
-        out["num_requests"] = 0
-        log.info(
-            "--num-requests %d with --workload-spec: no cap, as the reference's count <= 0 "
-            "(the spec's horizon or --horizon bounds the run)",
-            count,
         )
     path = out.get("workload_traces_filepath")
     if path and isinstance(path, str | os.PathLike):

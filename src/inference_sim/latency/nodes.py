@@ -71,7 +71,7 @@ _NODE_NETWORK_GBS: dict[str, float] = {
 #: design (an assumption).
 DEFAULT_NODE_NETWORK_GBS = 400.0
 
-_warned: set[tuple[str, int]] = set()
+_warned: set[tuple[str, int, bool]] = set()
 
 
 def gpus_per_node(gpu_name: str) -> int:
@@ -90,24 +90,31 @@ def node_network_gbs(gpu_name: str) -> float:
     return _NODE_NETWORK_GBS.get(gpu_name, DEFAULT_NODE_NETWORK_GBS)
 
 
-def warn_spans_nodes(gpu_name: str, tp: int, model: str) -> None:
-    """Say once per (GPU, TP) that the all-reduce is priced over the network (why: the
-    step times change regime -- a TP 16 decode step is slower than TP 8 -- and nothing
-    measured it end to end)."""
-    key = (gpu_name, tp)
+def warn_spans_nodes(gpu_name: str, tp: int, model: str, priced: bool = True) -> None:
+    """Say once per (GPU, TP, pricing) that the TP group spans nodes (why: the step times
+    change regime -- a TP 16 decode step is slower than TP 8 -- and nothing measured it
+    end to end). ``priced``: the model prices the network (the calibrated model); else
+    it keeps one node's all-reduce (the roofline, as the reference's formulas)."""
+    key = (gpu_name, tp, priced)
     if key in _warned:
         return
     _warned.add(key)
     node = gpus_per_node(gpu_name)
+    where = f"{model}: TP {tp} spans {-(-tp // node)} nodes of {node} {gpu_name} GPUs"
+    if not priced:
+        logging.getLogger("inference_sim").warning(
+            "%s: the roofline model prices its all-reduce as within one node (the "
+            "reference's formulas), so TP beyond a node looks faster than it is; "
+            "--latency-model calibrated prices the network between nodes "
+            "(docs/roofline.md#assumptions-and-limits)",
+            where,
+        )
+        return
     logging.getLogger("inference_sim").warning(
-        "%s: TP %d spans %d nodes of %d %s GPUs: each all-reduce crosses the network "
-        "between nodes (NCCL, %.0f us, node network %.4g GB/s); extrapolated, no measured run "
-        "spans nodes (docs/calibration.md#tensor-parallelism-across-nodes)",
-        model,
-        tp,
-        -(-tp // node),
-        node,
-        gpu_name,
+        "%s: each all-reduce crosses the network between nodes (NCCL, %.0f us, node "
+        "network %.4g GB/s); extrapolated, no measured run spans nodes "
+        "(docs/calibration.md#tensor-parallelism-across-nodes)",
+        where,
         INTER_NODE_ALLREDUCE_US,
         node_network_gbs(gpu_name),
     )

@@ -37,12 +37,7 @@ from inference_sim.catalog.schema import GpuSpec
 from inference_sim.core.request import Request
 from inference_sim.latency.base import StepBatch
 from inference_sim.latency.blackbox import LatencyConfigError, _check_coeffs
-from inference_sim.latency.nodes import (
-    INTER_NODE_ALLREDUCE_US,
-    node_network_gbs,
-    spans_nodes,
-    warn_spans_nodes,
-)
+from inference_sim.latency.nodes import spans_nodes, warn_spans_nodes
 
 log = logging.getLogger("inference_sim")
 
@@ -386,17 +381,11 @@ class RooflineLatencyModel:
         L = float(arch.layers)
         self._layer_s = (L * gpu.per_layer_overhead_us) / 1e6
         self._comm_s = ((L * 2.0) * gpu.allreduce_latency_us) / 1e6 if tp > 1 else 0.0
-        # A TP group larger than a node (latency/nodes.py): each all-reduce is NCCL over
-        # the network between nodes -- its measured latency, and its payload (hidden x
-        # bytes x 2(TP-1)/TP per token) over the node's network -- where the reference
-        # prices one NVLink node's latency alone (which made TP 16 faster than TP 8).
-        self._ar_s_per_token = 0.0
+        # A TP group larger than a node: the reference's formulas price it as one NVLink
+        # node (DECISIONS: dense roofline results agree with the reference), so say so;
+        # the calibrated model prices the network between nodes (latency/nodes.py).
         if tp > 1 and spans_nodes(gpu.name, tp):
-            ring = 2.0 * (tp - 1) / tp
-            payload = float(arch.hidden) * float(arch.dtype_bytes) * ring
-            self._comm_s = ((L * 2.0) * INTER_NODE_ALLREDUCE_US) / 1e6
-            self._ar_s_per_token = (L * 2.0) * payload / (node_network_gbs(gpu.name) * 1e9)
-            warn_spans_nodes(gpu.name, tp, arch.name)
+            warn_spans_nodes(gpu.name, tp, arch.name, priced=False)
         self._step_overhead = gpu.step_overhead_us
         self._otp = int(self.alpha[2])
         self._empty_us = self._finish(0.0)
@@ -435,9 +424,6 @@ class RooflineLatencyModel:
             hardware += self.prefill_cost(prefill).seconds
         if decode_count:
             hardware += self.decode_cost(decode_count, decode_context_sum).seconds
-        if self._ar_s_per_token:
-            tokens = decode_count + sum(n for _s, n in prefill)
-            hardware += self._ar_s_per_token * tokens
         return self._finish(hardware)
 
     def step_time(self, batch: StepBatch) -> int:
