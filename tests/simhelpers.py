@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from inference_sim.cluster.simulator import ClusterSimulator, SimulationOutcome
 from inference_sim.core.request import Request
 from inference_sim.engine.events import NEVER
@@ -54,3 +57,16 @@ def simulate_requests(
     ]
     sim = ClusterSimulator(instances, horizon=horizon, check_invariants=check_invariants)
     return sim.run(requests)
+
+
+def shared_dir() -> Path | None:
+    """The shared reference data (``../shared`` next to the repository, or
+    ``$INFERENCE_SIM_SHARED``), or None: tests that need it skip cleanly without it."""
+    candidates = [Path(__file__).resolve().parents[2] / "shared"]
+    env = os.environ.get("INFERENCE_SIM_SHARED")
+    if env:
+        candidates.append(Path(env))
+    for cand in candidates:
+        if (cand / "reference-data" / "testdata" / "goldendataset.json").is_file():
+            return cand
+    return None

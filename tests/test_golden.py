@@ -53,30 +53,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from inference_sim.cli.main import cli
+from simhelpers import shared_dir
 
-
-def _shared_dir() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[2] / "shared"]
-    env = os.environ.get("INFERENCE_SIM_SHARED")
-    if env:
-        candidates.append(Path(env))
-    for cand in candidates:
-        if (cand / "reference-data" / "testdata" / "goldendataset.json").is_file():
-            return cand
-    return None
-
-
-_SHARED = _shared_dir()
+_SHARED = shared_dir()
 if _SHARED is None:
     pytest.skip(
         "shared reference data (reference-data/testdata/goldendataset.json) not found; "

@@ -48,7 +48,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -59,21 +58,9 @@ from click.testing import CliRunner
 
 from gorand import FN, KN, MAX_TOKEN_ID, WN, GoRand, subsystem_seed
 from inference_sim.cli.main import cli
+from simhelpers import shared_dir
 
-
-def _shared_dir() -> Path | None:
-    """The shared reference data, found as tests/test_golden.py finds it."""
-    candidates = [Path(__file__).resolve().parents[2] / "shared"]
-    env = os.environ.get("INFERENCE_SIM_SHARED")
-    if env:
-        candidates.append(Path(env))
-    for cand in candidates:
-        if (cand / "reference-data" / "testdata" / "goldendataset.json").is_file():
-            return cand
-    return None
-
-
-_SHARED = _shared_dir()
+_SHARED = shared_dir()
 needs_shared = pytest.mark.skipif(
     _SHARED is None,
     reason="shared reference data (reference-data/testdata/goldendataset.json) not found; "
