@@ -33,7 +33,6 @@ from inference_sim.latency.roofline import RooflineLatencyModel
 CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "reference-data" / "model_configs"
 GLM_FP8 = CONFIGS / "glm-5.2-fp8"
 SCOUT_CFG = CONFIGS / "llama-4-scout-17b-16e-instruct-fp8-dynamic"
-LLAMA8_CFG = CONFIGS / "llama-3.1-8b-instruct"
 H100 = load_catalog().gpu("H100")
 SCOUT = "redhatai/llama-4-scout-17b-16e-instruct-fp8-dynamic"
 MAVERICK = "meta-llama/llama-4-maverick-17b-128e-instruct-fp8"
@@ -46,8 +45,28 @@ def _arch(model: str) -> ModelArchitecture:
     return arch
 
 
+#: Llama-3.1-8B-Instruct's published config.json shape (the fields the reader uses), so
+#: the tests run without ../shared.
+LLAMA8 = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 131072,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "vocab_size": 128256,
+}
+needs_shared = pytest.mark.skipif(
+    not CONFIGS.is_dir(), reason="../shared/reference-data/model_configs not present"
+)
+
+
 def _llama8_config(quantization: dict[str, Any] | None) -> dict[str, Any]:
-    doc = json.loads((LLAMA8_CFG / "config.json").read_text(encoding="utf-8"))
+    doc = json.loads(json.dumps(LLAMA8))
     if quantization is not None:
         doc["quantization_config"] = quantization
     return dict(doc)
@@ -98,6 +117,7 @@ def test_unquantized_and_fully_quantized_models_keep_their_gemm_pricing() -> Non
 # --------------------------------------------------------------- 2. config decides
 
 
+@needs_shared
 def test_the_same_fp8_config_is_priced_the_same_whatever_the_model_name() -> None:
     """GLM's fp8 config (quant_method fp8, dynamic activations) was W8A8 as
     ``zai-org/glm-5.2-fp8`` and BF16-rate as ``zai-org/glm-5.2``."""
@@ -303,6 +323,10 @@ def test_local_attention_is_read_from_the_config() -> None:
     )
     qwen = _gpt_oss_like(None, use_sliding_window=False)
     assert architecture_from_hf_config(qwen, "c").local_attention is None
+
+
+@needs_shared
+def test_llama4_chunked_attention_is_read_from_its_config() -> None:
     scout = read_model_config_folder(SCOUT_CFG)  # no_rope_layers empty: every 4th global
     assert scout.local_attention == LocalAttention("chunked", 8192, 36)
 
