@@ -664,3 +664,29 @@ def test_a_copy_still_on_the_gpu_is_not_offloaded():
     pool.offload_lru()  # the last copy goes to the CPU
     assert pool.lookup(9) is None and tier.offloads == 1
     pool.check_invariants()
+
+
+def test_prefix_caching_off_stores_blocks_as_computed_for_the_next_prompt():
+    """vLLM's offloading connector stores a block once it is computed, so with prefix
+    caching off a shared prefix is on the CPU for the next request even while the first
+    still runs (a block used to reach the tier only when its last GPU copy was freed:
+    under steady traffic, never)."""
+    from inference_sim import simulate
+
+    res = simulate(
+        model=MODEL,
+        hardware="H100",
+        tp=1,
+        kv_cpu_blocks=2000,
+        prefix_tokens=512,
+        rate=1,
+        num_requests=6,
+        enable_prefix_caching=False,
+        check_invariants=True,
+    )
+    reqs = res.requests.sort_values("arrived_at")
+    # every request after the first loads the 32-block prefix from the CPU
+    assert list(reqs["kv_reloads"].fillna(0)) == [0] + [512 // 16] * 5
+    assert res.summary["kv_reloads"] == 5 * 512 // 16
+    first, second = reqs.iloc[0], reqs.iloc[1]
+    assert second["arrived_at"] < first["arrived_at"] + first["e2e_ms"] / 1000  # first ran

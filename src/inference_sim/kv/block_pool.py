@@ -412,7 +412,9 @@ class TieredBlockPool(BlockPool):
             h = hashes[b]
             if h is not None:
                 del evictable[b]
-                if self._forget(h, b):  # the last copy on the GPU: to the CPU tier
+                # the last copy on the GPU: to the CPU tier (any copy when the tier keeps
+                # what it stores: prefix caching off, no copy is shared anyway)
+                if self._forget(h, b) or tier.keep_on_load:
                     tier.offload(h)
                 hashes[b] = None
             ref[b] = 1
@@ -458,7 +460,13 @@ class TieredBlockPool(BlockPool):
     def register(self, block_id: int, block_hash: int) -> None:
         if self.block_hash[block_id] is None:
             super().register(block_id, block_hash)
-            self.tier.discard(block_hash)
+            if self.tier.keep_on_load:
+                # Prefix caching off: vLLM's offloading connector stores a block as soon as
+                # it is computed, so the next prompt that starts with it finds it on the
+                # CPU even while this request still runs.
+                self.tier.offload(block_hash)
+            else:
+                self.tier.discard(block_hash)
 
     def register_many(self, block_ids: list[int], hashes: list[int], start: int, stop: int) -> None:
         for i in range(start, stop):
@@ -472,7 +480,7 @@ class TieredBlockPool(BlockPool):
         b, _unused = self.evictable.popitem(last=False)
         h = self.block_hash[b]
         self.block_hash[b] = None
-        if h is not None and self._forget(h, b):
+        if h is not None and (self._forget(h, b) or self.tier.keep_on_load):
             self.tier.offload(h, at)
         self._free.move_to_end(b, last=False)
 
@@ -488,5 +496,6 @@ class TieredBlockPool(BlockPool):
         expected = [b for b in self._free if self.block_hash[b] is not None]
         assert list(self.evictable) == expected, "evictable list differs from the free queue"
         self.tier.check_invariants()
-        for h in self.tier.entries:
-            assert h not in self.cached, "content cached on both the GPU and the CPU tier"
+        if not self.tier.keep_on_load:
+            for h in self.tier.entries:
+                assert h not in self.cached, "content cached on both the GPU and the CPU tier"

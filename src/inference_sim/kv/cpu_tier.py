@@ -31,16 +31,23 @@ class CpuTier:
         "cleared",
         "dropped",
         "entries",
+        "keep_on_load",
+        "kept",
         "offloads",
         "reloads",
         "superseded",
         "thrash",
     )
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, keep_on_load: bool = False) -> None:
         if capacity <= 0:
             raise ValueError(f"CPU tier capacity must be > 0, got {capacity}")
         self.capacity = capacity
+        #: Prefix caching off: the tier is a store the GPU copies from (vLLM's offloading
+        #: connector), not the GPU cache's overflow: a load leaves the entry in place,
+        #: and the GPU computing the content again does not drop it.
+        self.keep_on_load = keep_on_load
+        self.kept = 0  # reloads that left their entry in place (keep_on_load)
         # content hash -> offload time (µs), or UNSTAMPED in the current step.
         self.entries: OrderedDict[int, int] = OrderedDict()
         self.offloads = 0  # blocks copied GPU -> CPU
@@ -61,6 +68,9 @@ class CpuTier:
     def offload(self, block_hash: int, at: int = UNSTAMPED) -> None:
         """Store a block's content that is leaving the GPU, at time ``at`` if known."""
         entries = self.entries
+        if self.keep_on_load and block_hash in entries:
+            entries.move_to_end(block_hash)  # stored already: the connector skips it
+            return
         if entries.pop(block_hash, None) is not None:
             self.superseded += 1  # not expected: a hash is on one tier at a time
         elif len(entries) >= self.capacity:
@@ -72,12 +82,21 @@ class CpuTier:
         self.offloads += 1
 
     def take(self, block_hash: int) -> None:
-        """Remove an entry that is being loaded back into a GPU block."""
-        self._reloaded.append(self.entries.pop(block_hash))
+        """Remove an entry that is being loaded back into a GPU block (with
+        ``keep_on_load``: copy it, the entry stays, most recently used)."""
+        if self.keep_on_load:
+            self._reloaded.append(self.entries[block_hash])
+            self.entries.move_to_end(block_hash)
+            self.kept += 1
+        else:
+            self._reloaded.append(self.entries.pop(block_hash))
         self.reloads += 1
 
     def discard(self, block_hash: int) -> None:
-        """The GPU holds this content again (recomputed): the CPU copy is not needed."""
+        """The GPU holds this content again (recomputed): the CPU copy is not needed
+        (kept with ``keep_on_load``: the GPU's copy is no cache anybody hits)."""
+        if self.keep_on_load:
+            return
         if self.entries.pop(block_hash, None) is not None:
             self.superseded += 1
 
@@ -104,5 +123,11 @@ class CpuTier:
 
     def check_invariants(self) -> None:
         assert len(self.entries) <= self.capacity, "CPU tier holds more entries than capacity"
-        left = self.offloads - self.reloads - self.dropped - self.superseded - self.cleared
+        left = (
+            self.offloads
+            - (self.reloads - self.kept)
+            - self.dropped
+            - self.superseded
+            - self.cleared
+        )
         assert left == len(self.entries), "CPU tier counters do not add up to its entries"

@@ -117,7 +117,9 @@ class KVCacheManager:
                 raise ValueError(
                     f"transfer_bandwidth must be finite and > 0, got {transfer_bandwidth}"
                 )
-            self.cpu = CpuTier(cpu_blocks)
+            # Prefix caching off: the tier keeps what it stores (vLLM's connector stores
+            # a block as it is computed, whoever else computes the same content).
+            self.cpu = CpuTier(cpu_blocks, keep_on_load=not enable_prefix_caching)
             self.pool: BlockPool = TieredBlockPool(num_blocks, block_size, self.cpu)
             self.block_transfer_us = block_transfer_time(
                 block_size, transfer_bandwidth, transfer_base_latency
@@ -125,7 +127,7 @@ class KVCacheManager:
             # Offload while more than this many blocks hold KV data (> threshold x total).
             self.occupancy_limit = math.floor(offload_threshold * num_blocks)
             if not enable_prefix_caching:
-                # The GPU keeps no cache: a freed block's content goes to the CPU at once
+                # The GPU keeps no cache: a block's content goes to the CPU once computed
                 # (vLLM's connector has stored it as it was computed).
                 self.occupancy_limit = 0
         else:

@@ -160,8 +160,8 @@ def resolve_tier(
         )
         if not o["enable_prefix_caching"]:
             notes.append(
-                "CPU KV tier with prefix caching off: the GPU reuses no block, a freed "
-                "block's content goes to the CPU at once and prompts load hits from there "
+                "CPU KV tier with prefix caching off: the GPU reuses no block, a block's "
+                "content goes to the CPU once computed and prompts load hits from there "
                 "(vLLM hashes blocks for its KV connector either way); "
                 "--kv-offload-threshold does not apply"
             )
