@@ -690,3 +690,20 @@ def test_prefix_caching_off_stores_blocks_as_computed_for_the_next_prompt():
     assert res.summary["kv_reloads"] == 5 * 512 // 16
     first, second = reqs.iloc[0], reqs.iloc[1]
     assert second["arrived_at"] < first["arrived_at"] + first["e2e_ms"] / 1000  # first ran
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_prefix_caching_off_a_block_scheduled_this_step_is_no_cpu_hit(exact):
+    """Stored once computed: two identical prompts admitted in one step both compute
+    (the block the first schedules does not exist yet); a third, a step later, loads."""
+    prompt = list(range(1000, 1064))
+    requests = [req(0, 0, prompt, 2), req(1, 0, prompt, 2), req(2, 50_000, prompt, 2)]
+    out = simulate(
+        requests,
+        num_gpu_blocks=100,
+        block_size=16,
+        enable_prefix_caching=False,
+        kv_cpu_blocks=100,
+        exact_steps=exact,
+    )
+    assert build_summary(out)["kv_reloads"] == 3  # the third request only (3 full blocks)

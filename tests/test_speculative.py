@@ -577,3 +577,27 @@ def test_no_drafted_step_reads_one_token_per_step() -> None:
         num_requests=5,
     )  # fmt: skip
     assert summary["spec_draft_tokens"] == 0 and summary["spec_tokens_per_step"] == 1.0
+
+
+@pytest.mark.parametrize("method", ["ngram", "eagle", "mtp"])
+def test_lookahead_never_asks_for_a_block_past_the_last_kv_token(tmp_path, method):
+    """A request writes KV for prompt + output - 1 tokens (the last token writes none):
+    150 + 11 - 1 = 160 tokens fill exactly 10 blocks of 16. EAGLE's lookahead reached
+    token 161 (an 11th block) and dropped the request after 5 tokens, which the plain
+    engine serves."""
+    from inference_sim import simulate
+
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,150,11\n")
+    res = simulate(
+        model="meta-llama/llama-3.1-8b-instruct",
+        workload="traces",
+        workload_traces_filepath=str(trace),
+        total_kv_blocks=10,
+        speculative_method=method,
+        num_speculative_tokens=3,
+        spec_acceptance_rate=0.0,
+        check_invariants=True,
+    )
+    assert res.summary["completed_requests"] == 1
+    assert res.summary["dropped_unservable"] == 0

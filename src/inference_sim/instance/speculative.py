@@ -176,8 +176,9 @@ class SpecInstance(Instance):
                 # Lookahead slots stop at the request's last token: vLLM caps them at
                 # max_model_len, which its start-up check makes fit the cache, so a
                 # request that fits is never refused for them (and past its last token
-                # there is nothing to hash).
-                end = req.num_prompt_tokens + req.num_output_tokens - computed
+                # there is nothing to hash). The last output token writes no KV (nothing
+                # follows it), so a request never holds more than prompt + output - 1.
+                end = req.num_prompt_tokens + req.num_output_tokens - 1 - computed
                 if slots > end:
                     slots = end if end > n else n
             else:
