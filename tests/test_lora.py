@@ -566,3 +566,22 @@ def test_a_disk_load_reads_the_whole_file_at_any_tp():
     assert one is not None and four is not None
     assert four.load_disk_to_cpu(16) == one.load_disk_to_cpu(16)
     assert one.load_cpu_to_gpu(16) > four.load_cpu_to_gpu(16) > one.load_cpu_to_gpu(16) / 4
+
+
+def test_lora_without_a_gpu_says_its_step_reads_are_not_priced(sim_log):
+    """Given coefficients and no --hardware: no GPU bandwidth prices the adapters' SGMV
+    reads, which lora.md says every step pays; said, not silent."""
+    from inference_sim.config import resolve
+
+    base = {
+        "model": "meta-llama/llama-3.1-8b-instruct",
+        "beta_coeffs": "1000,10,100",
+        "alpha_coeffs": "0,0,0",
+        "max_loras": 1,
+        "lora_adapters": "a",
+    }
+    resolve(base)
+    assert "LoRA without --hardware" in sim_log.text
+    sim_log.clear()
+    resolve({**base, "hardware": "H100", "tp": 2})
+    assert "LoRA without --hardware" not in sim_log.text

@@ -1321,6 +1321,14 @@ def _lora_settings(
             gpu = catalog.gpu(o["hardware"])
         except CatalogError:
             gpu = None
+    if o["max_loras"] > 0 and gpu is None:
+        # Given coefficients without --hardware: nothing names the GPU whose memory
+        # bandwidth prices the adapters' per-step reads (docs/lora.md), so they are 0.
+        log.warning(
+            "LoRA without --hardware: the adapters' per-step weight reads (SGMV) are not "
+            "priced (they need the GPU's memory bandwidth); give --hardware%s",
+            "" if o["tp"] else " and --tp",
+        )
     return lora_settings(o, arch, gpu)
 
 
