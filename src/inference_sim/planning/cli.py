@@ -197,6 +197,18 @@ def _warn_config_dropped(base: dict[str, Any]) -> None:
         )
 
 
+def _warn_rate_set(base: dict[str, Any]) -> None:
+    """Plan scales a workload spec to each probed rate (``aggregate_rate``): a given
+    ``--aggregate-rate`` was dropped without a word, so the plan seemed to be for it."""
+    given = base.get("aggregate_rate")
+    if base.get("workload_spec") and given not in (None, "", 0, 0.0):
+        log.warning(
+            "--aggregate-rate %s is not used by blis plan, which scales the workload spec "
+            "to each probed rate; give --rate",
+            f"{given:g}" if isinstance(given, int | float) else given,
+        )
+
+
 #: Why ``blis tune`` cannot honour a ``--set`` of these run options.
 _TUNE_HINTS = {
     "results_path": "no effect with blis tune, which writes no results file (--json prints "
@@ -255,6 +267,7 @@ def _plan(**p: Any) -> None:
         )
         tps = list(p["tps"]) or ([int(base["tp"])] if base.get("tp") else [])
         _warn_config_dropped(base)
+        _warn_rate_set(base)
         for name in _PLAN_OWN:
             base.pop(name, None)
         base.pop("trace_output", None)

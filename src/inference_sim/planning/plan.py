@@ -276,6 +276,9 @@ class _Search:
     doublings: int = 0
     phase: str = "instances"  # instances -> rate -> done
     cap: int | None = None  # largest N worth testing (above it: more GPUs than an answer)
+    #: Fewest instances a probe can run: 2 for a split, the fixed pools' sum for
+    #: ``--prefill-instances``/``--decode-instances`` (fewer is a ConfigError), else 1.
+    least: int = 1
 
 
 @dataclass(frozen=True)
@@ -405,8 +408,9 @@ def _look_ahead(
         key = (i, n, r)
         if key in done:
             res = done[key]
-            if res.error is None:  # a failed run ends the search
-                moved = schedule.moved(s, n, r, not res.why)
+            if res.error is None or _miss_on_error(s, r, schedule.rate):
+                # a failed run ends the search, unless it counts as a miss
+                moved = schedule.moved(s, n, r, res.error is None and not res.why)
                 heapq.heappush(heap, (depth, next(order), i, moved, True))
             continue
         if ahead and not rates_ready and r != schedule.rate:
@@ -472,12 +476,24 @@ def plan_capacity(
     if seeds and len(seeds) == 1:
         base["seed"] = seeds[0]
     searches = [_Search(CandidatePlan(d)) for d in deployments]
+    pools = _fixed_pools(base)
     for s in searches:
         if s.cand.deployment.pd_ratio:  # a split needs 2 instances: start the search there
-            s.lo = 1
+            s.least = 2
             if max_instances < 2:
                 s.cand.error = "a disaggregated deployment needs --max-instances >= 2"
                 s.phase = "done"
+        elif pools:
+            # Fixed pools: fewer instances than they hold is a ConfigError ("exceed
+            # --num-instances"), which used to end the bisection and discard an answer.
+            s.least = pools
+            if max_instances < pools:
+                s.cand.error = (
+                    f"--prefill-instances plus --decode-instances ({pools}) exceed "
+                    f"--max-instances {max_instances}"
+                )
+                s.phase = "done"
+        s.lo = s.least - 1
     checked = False
     simulations = 0
 
@@ -562,9 +578,18 @@ def plan_capacity(
                 used_runs += len(run_seeds)
                 for text in res.warnings:
                     log.warning(text)
-                if res.error is not None:
+                if res.error is not None and not _miss_on_error(s, r, rate):
                     s.cand.error = res.error
                     s.phase = "done"
+                    continue
+                if res.error is not None:
+                    # A count below one that met failed to run: it cannot serve, so it
+                    # counts as a miss rather than discarding the count that met.
+                    log.warning(f"{s.cand.deployment.label()} x{n}: {res.error}")
+                    probe = Probe(n, r, False, [f"run failed: {res.error}"], {})
+                    if on_probe is not None:
+                        on_probe(s.cand.deployment, probe)
+                    schedule.advance(s, probe)
                     continue
                 if not requests_known and r == rate:
                     base_requests = generated(res.summaries[0])
@@ -585,16 +610,34 @@ def plan_capacity(
     outcome = PlanOutcome(rate, objectives, max_instances, [s.cand for s in ranked])
     outcome.simulations = simulations
     outcome.probe_runs = used_runs
-    outcome.seeds = [x for x in run_seeds if x is not None]
+    # Every seed the probes ran with: a single --seeds 7 too (it used to print []).
+    outcome.seeds = list(seeds or [])
     outcome.confidence = confidence
     outcome.headroom = headroom
     if base.get("workload_spec"):
         outcome.arrival = "the workload spec's"
-    elif base.get("workload") == "traces":
+    elif _is_trace(base) and not _untimed_trace(base):
         outcome.arrival = "the trace's"
     else:
         outcome.arrival = str(base.get("arrival") or "gamma")
     return outcome
+
+
+def _fixed_pools(base: Mapping[str, Any]) -> int:
+    """Instances ``--prefill-instances`` plus ``--decode-instances`` fix (0: none)."""
+    total = 0
+    for key in ("prefill_instances", "decode_instances"):
+        try:
+            total += max(0, int(base.get(key) or 0))
+        except (TypeError, ValueError):
+            return 0  # not a count: the runs report it
+    return total
+
+
+def _miss_on_error(s: _Search, r: float, rate: float) -> bool:
+    """Whether a failed probe counts as a miss: a count bisected below one that met at
+    the target rate (it cannot serve; the answer found stays), not any other failure."""
+    return s.phase == "instances" and s.hi is not None and r == rate
 
 
 def refuse_own_rate_workload(base: Mapping[str, Any]) -> None:
@@ -670,10 +713,33 @@ def with_plan_arrival(base: Mapping[str, Any]) -> dict[str, Any]:
     from inference_sim.config.resolve import merge_config_file
 
     out = merge_config_file(base)
-    own_times = out.get("workload_spec") or out.get("workload") == "traces"
+    own_times = bool(out.get("workload_spec")) or (_is_trace(out) and not _untimed_trace(out))
     if "arrival" not in out and "burstiness" not in out and not own_times:
         out["arrival"] = "poisson"
     return out
+
+
+def _is_trace(base: Mapping[str, Any]) -> bool:
+    """Whether the runs replay a trace file (``--workload traces``, or a path alone)."""
+    workload = base.get("workload")
+    return workload == "traces" or (bool(base.get("workload_traces_filepath")) and not workload)
+
+
+def _untimed_trace(base: Mapping[str, Any]) -> bool:
+    """Whether the trace is a length trace without a time column: its requests arrive
+    at the probe's rate, spaced by ``--arrival`` (Poisson by default, as any workload's),
+    not at times of its own. An unreadable file is left to the runs (False)."""
+    from inference_sim.workload.errors import WorkloadError
+    from inference_sim.workload.plan import InlineWorkload, untimed_length_trace
+
+    path = base.get("workload_traces_filepath")
+    if not path:
+        return False
+    o = {"workload_traces_filepath": path, "trace_format": base.get("trace_format", "auto")}
+    try:
+        return untimed_length_trace(o, InlineWorkload())
+    except (WorkloadError, OSError):
+        return False
 
 
 def _update_instances(s: _Search, rate: float, max_instances: int, saturation: bool) -> None:
@@ -684,7 +750,7 @@ def _update_instances(s: _Search, rate: float, max_instances: int, saturation: b
         return
     s.hi = min(ok)
     fails = [p.instances for p in at_rate if not p.ok and p.instances < s.hi]
-    s.lo = max(fails, default=1 if s.cand.deployment.pd_ratio else 0)
+    s.lo = max(fails, default=s.least - 1)
     if s.hi - s.lo <= 1:
         s.cand.instances = s.hi
         if saturation:
@@ -991,7 +1057,9 @@ def format_plan(outcome: PlanOutcome) -> str:
     title += f"; arrivals: {outcome.arrival}"
     if outcome.headroom != 1.0:
         title += f"; headroom {outcome.headroom:g}"
-    if outcome.seeds:
+    if len(outcome.seeds) == 1:
+        title += f"; seed {outcome.seeds[0]}"
+    elif outcome.seeds:
         conf = f", SLOs held at {outcome.confidence:.0%} confidence" if outcome.confidence else ""
         title += f"; means of {len(outcome.seeds)} seeds{conf}"
     fallbacks = [

@@ -3,7 +3,8 @@
 Each trial picks a routing policy (and, for ``weighted``, an integer weight in
 ``0..max_weight`` per scorer; all-zero weights are skipped) and, when asked, a
 wait-queue scheduler. Trials are asked from Optuna's TPE sampler (seeded) in batches
-as large as the backend has slots, run in parallel, and told their fitness score
+of :data:`TRIAL_BATCH`, whatever the backend's slots (a batch sized by the slots made
+the trials depend on ``--jobs``), run in parallel, and told their fitness score
 (:mod:`inference_sim.planning.fitness`); a configuration already tried is not run
 again. The best configuration is printed as a ``--policy-config`` bundle.
 """
@@ -25,6 +26,10 @@ from inference_sim.sweep.backends import Backend, LocalBackend, execute_run
 
 DEFAULT_POLICIES = ("round-robin", "least-loaded", "prefix-affinity", "weighted")
 DEFAULT_SCORERS = ("prefix-affinity", "queue-depth", "kv-utilization", "load-balance")
+#: Trials asked of the sampler per round, whatever the parallel slots: what it proposes
+#: depends on what it was told before, so the same command gives the same trials for
+#: every ``--jobs`` (more slots than this stay idle in a round).
+TRIAL_BATCH = 8
 
 
 @dataclass
@@ -178,7 +183,7 @@ def tune(
     cache: dict[str, tuple[float | None, dict[str, Any], str]] = {}
     checked = False
     while len(done) < trials:
-        k = min(backend.jobs, trials - len(done))
+        k = min(TRIAL_BATCH, trials - len(done))
         batch = []
         for _ in range(k):
             ot = study.ask()

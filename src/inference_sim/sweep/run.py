@@ -339,9 +339,14 @@ def replicate_rows(
     for point, members in enumerate(groups.values()):
         first = outcome.runs[members[0]]
         row: dict[str, Any] = {"point": point}
-        for name in varied:
-            row[name] = _cell(_coerced(name, first.options.get(name)))
         ok = [outcome.results[i] for i in members if _ok(outcome.results[i])]
+        # The first finished run's resolved values, as table_rows writes them: the raw
+        # option (None where a config file sets the value) could not be joined with
+        # results.parquet.
+        resolved = (ok[0].get("summary") or {}).get("config") or {} if ok else {}
+        for name in varied:
+            value = resolved[name] if name in resolved else _coerced(name, first.options.get(name))
+            row[name] = _cell(value)
         row["n"] = len(ok)
         row["seeds"] = json.dumps([outcome.runs[i].options.get("seed") for i in members])
         if ok:

@@ -177,14 +177,18 @@ def _options(part: Any, where: str, grid: bool = False) -> dict[str, Any]:
 
 
 def check_seed(value: Any, where: str) -> None:
-    """ConfigError unless ``value`` is a seed ``blis run`` takes (0 .. 2**64 - 1): one out
-    of range would fail its run, and its row would not fit the table's integer column."""
+    """ConfigError unless ``value`` is in 0 .. 2**64 - 1: one above would fail its run,
+    and a negative one (which ``blis run`` reads as two's complement) would not fit the
+    table's unsigned integer column, so a sweep asks for the unsigned equivalent."""
     from inference_sim.config.options import BY_NAME
     from inference_sim.config.resolve import coerce_option
 
     seed = coerce_option(BY_NAME["seed"], value)
     if not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"{where}: seed must be in [0, {MAX_SEED}] (a 64-bit seed), got {seed}")
+        hint = f"; give its unsigned equivalent {seed + 2**64}" if -(2**63) <= seed < 0 else ""
+        raise ConfigError(
+            f"{where}: seed must be in [0, {MAX_SEED}] (a 64-bit seed), got {seed}{hint}"
+        )
 
 
 def _rebase(value: Any, folder: str) -> Any:
