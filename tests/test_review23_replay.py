@@ -270,3 +270,37 @@ def test_an_arrival_after_the_last_step_start_ends_the_run(tmp_path):
     # steps of 6 ms from 5 ms on: the last one starting before the horizon starts at
     # 899 ms; the arrival at 900 ms is the last event (its enqueue, at 905 ms, is cut)
     assert doc["vllm_estimated_duration_s"] == 0.9
+
+
+def test_a_pd_step_cut_by_the_horizon_runs_nothing_at_its_end():
+    """The P/D step-end hook joined a waiting request to the decode batch at the end of a
+    step past the horizon: the run ended after its horizon (56.4 ms of 50) and counted
+    that request as running."""
+    from inference_sim import simulate
+
+    for exact in (False, True):
+        res = simulate(
+            model=MODEL,
+            num_instances=2,
+            prefill_instances=1,
+            decode_instances=1,
+            pd_decider="always",
+            max_num_seqs=1,
+            rate=100,
+            num_requests=4,
+            prompt_tokens=100,
+            prompt_tokens_stdev=0,
+            prompt_tokens_min=100,
+            prompt_tokens_max=100,
+            output_tokens=3,
+            output_tokens_stdev=0,
+            output_tokens_min=3,
+            output_tokens_max=3,
+            horizon=50_000,
+            seed=1,
+            check_invariants=True,
+            exact_steps=exact,
+        )
+        s = res.summary
+        assert s["vllm_estimated_duration_s"] <= 0.05
+        assert (s["completed_requests"], s["still_running"], s["still_queued"]) == (2, 0, 2)

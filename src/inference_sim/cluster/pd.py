@@ -313,6 +313,10 @@ class PDClusterSimulator(ExtraEvents):
         return pre.latency.output_token_time() + dec.latency.queueing_time(req)
 
     def _step_end_hook(self, inst: PDInstance, end: int) -> None:
+        if end > self.horizon:
+            # A step the horizon cuts never reaches its end (the engine applies its
+            # state at launch): joins, unblocks and leaves at that end never happen.
+            return
         if self.join_wait[inst.index]:
             self._join(end, inst.index)
         if inst.role == "both":  # a slot may have freed for a stuck instance's requests
