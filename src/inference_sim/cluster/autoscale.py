@@ -179,10 +179,6 @@ class AutoscaleClusterSimulator(ExtraEvents):
         return self.scaler.scaling_periods(self._end_time)
 
     def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
-        # The request reaches an instance now (the reference's instance Arrival event,
-        # stamped at the routing time): an executed event the run's duration counts.
-        if now > self._end_time:
-            self._end_time = now
         pending = self.snapshots.pending
         choice = route_among(self.routing, self._rsnap, self.scaler.ready, pending, req, now)
         g = choice.instance

@@ -349,10 +349,6 @@ class PDClusterSimulator(ExtraEvents):
         return len(self.kv_wait[i]) + in_transfer + len(self.join_wait[i])
 
     def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
-        # The request reaches an instance now (the reference's instance Arrival event,
-        # stamped at the routing time): an executed event the run's duration counts.
-        if now > self._end_time:
-            self._end_time = now
         # The decode side's load includes every request already sent its way (still in
         # prefill, in transfer or waiting for a slot): without them a burst routed in the
         # same instant would all pick the same, momentarily idle, decode instance.

@@ -177,6 +177,11 @@ class ClusterSimulator:
                 # A cluster event: admission, routing or enqueue, each with its handler.
                 now, klass, inst_idx, _s, req = pop(ext)
                 executed += 1
+                if klass == _ROUTING and now > self._end_time:
+                    # The request reaches an instance now (the reference's instance
+                    # Arrival event, stamped at the routing time): an executed event
+                    # the run's duration counts, whichever simulator routes it.
+                    self._end_time = now
                 if checker is not None:
                     checker.event(now, req)
                 handlers[klass](now, inst_idx, req)
@@ -298,10 +303,6 @@ class ClusterSimulator:
     def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
         """The routing policy picks an instance; the request is pending there until its
         enqueue event (after the instance's queueing time)."""
-        # The request reaches an instance now (the reference's instance Arrival event,
-        # stamped at the routing time): an executed event the run's duration counts.
-        if now > self._end_time:
-            self._end_time = now
         state = self.snapshots.state(now)
         decision = self.routing.route(req, state)
         if isinstance(decision, RoutingDecision):

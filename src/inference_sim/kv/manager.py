@@ -260,19 +260,15 @@ class KVCacheManager:
         cpu = self.cpu
         if cpu is not None and len(found) < max_blocks:
             entries = cpu.entries
-            if cpu.keep_on_load:
-                # Prefix caching off: a block is stored once computed, so what this step
-                # scheduled (stored, not yet stamped) does not exist yet for a prompt
-                # admitted beside it (vLLM's connector stores after the forward pass).
-                for i in range(len(found), max_blocks):
-                    if entries.get(hashes[i], UNSTAMPED) == UNSTAMPED:
-                        break
-                    found.append(CPU_HIT)
-            else:
-                for i in range(len(found), max_blocks):
-                    if hashes[i] not in entries:
-                        break
-                    found.append(CPU_HIT)
+            # Prefix caching off (keep_on_load): a block is stored once computed, so what
+            # this step scheduled (stored, not yet stamped) does not exist yet for a
+            # prompt admitted beside it (vLLM's connector stores after the forward pass).
+            fresh = UNSTAMPED if cpu.keep_on_load else None
+            for i in range(len(found), max_blocks):
+                stored = entries.get(hashes[i])
+                if stored is None or stored == fresh:
+                    break
+                found.append(CPU_HIT)
         if self.drop_last_hit and found:
             found.pop()
         return found
