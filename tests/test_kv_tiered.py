@@ -707,3 +707,58 @@ def test_prefix_caching_off_a_block_scheduled_this_step_is_no_cpu_hit(exact):
         exact_steps=exact,
     )
     assert build_summary(out)["kv_reloads"] == 3  # the third request only (3 full blocks)
+
+
+def test_cpu_tier_touch_puts_the_first_block_last_in_the_lru():
+    """vLLM's LRU touch walks a request's blocks last to first: its first block becomes
+    the most recently used, so a full tier drops a prompt's tail before its head."""
+    tier = CpuTier(4, keep_on_load=True)
+    for h in (1, 2, 3, 4):
+        tier.offload(h)
+    tier.touch([1, 2, 3])
+    assert list(tier.entries) == [4, 3, 2, 1]
+    tier.offload(5)  # full: drops the least recently used
+    assert 4 not in tier and 1 in tier
+    tier.touch([9, 2])  # absent hashes are skipped
+    assert list(tier.entries)[-1] == 2
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_prefix_caching_off_a_full_tier_keeps_the_head_of_a_prompt(exact):
+    """Prefix caching off, a 6-block CPU tier: A stores its 4 blocks, B's 4 blocks evict
+    A's tail (A's blocks were touched last to first), so C, repeating A's prompt, loads
+    A's first two blocks. Storing in order (head oldest) lost A's head and with it every
+    hit: a lookup stops at the first miss."""
+    a, b = list(range(1, 65)), list(range(1000, 1064))
+    requests = [req(0, 0, a + [5], 12), req(1, 2_000, b + [5], 1), req(2, 4_000, a + [6], 1)]
+    out = simulate(
+        requests,
+        beta=(1000.0, 0.0, 0.0),
+        num_gpu_blocks=40,
+        block_size=16,
+        enable_prefix_caching=False,
+        kv_cpu_blocks=6,
+        exact_steps=exact,
+    )
+    s = build_summary(out)
+    assert s["kv_reloads"] == 2
+    records = build_records(out)
+    assert "kv_reloads" not in records[1] and records[2]["kv_reloads"] == 2
+
+
+def test_prefix_caching_off_a_gpu_eviction_stores_nothing():
+    """Prefix caching off, the tier stores a block when it is computed; evicting the GPU
+    copy later neither stores it again nor refreshes it (vLLM's connector has no hook
+    there): a dropped entry stays dropped."""
+    from inference_sim.kv.block_pool import TieredBlockPool
+
+    tier = CpuTier(1, keep_on_load=True)
+    pool = TieredBlockPool(2, 16, tier)
+    (b1,) = pool.take_new(1)
+    pool.register(b1, 7)
+    (b2,) = pool.take_new(1)
+    pool.register(b2, 8)  # drops 7 from the one-entry tier
+    assert 7 not in tier and tier.dropped == 1
+    pool.release([b1])
+    pool.offload_lru()  # the GPU copy of 7 goes
+    assert 7 not in tier and tier.offloads == 2

@@ -412,9 +412,9 @@ class TieredBlockPool(BlockPool):
             h = hashes[b]
             if h is not None:
                 del evictable[b]
-                # the last copy on the GPU: to the CPU tier (any copy when the tier keeps
-                # what it stores: prefix caching off, no copy is shared anyway)
-                if self._forget(h, b) or tier.keep_on_load:
+                # the last copy on the GPU: to the CPU tier (prefix caching off: the tier
+                # stored it when it was computed, and an eviction stores nothing)
+                if self._forget(h, b) and not tier.keep_on_load:
                     tier.offload(h)
                 hashes[b] = None
             ref[b] = 1
@@ -471,6 +471,9 @@ class TieredBlockPool(BlockPool):
     def register_many(self, block_ids: list[int], hashes: list[int], start: int, stop: int) -> None:
         for i in range(start, stop):
             self.register(block_ids[i], hashes[i])
+        if self.tier.keep_on_load and stop > start:
+            # vLLM's connector touches the request's blocks after storing its new ones
+            self.tier.touch(hashes[:stop])
 
     def offload_lru(self, at: int = -1) -> None:
         """Move the content of the least recently freed cached block to the CPU tier.
@@ -480,7 +483,7 @@ class TieredBlockPool(BlockPool):
         b, _unused = self.evictable.popitem(last=False)
         h = self.block_hash[b]
         self.block_hash[b] = None
-        if h is not None and (self._forget(h, b) or self.tier.keep_on_load):
+        if h is not None and self._forget(h, b) and not self.tier.keep_on_load:
             self.tier.offload(h, at)
         self._free.move_to_end(b, last=False)
 

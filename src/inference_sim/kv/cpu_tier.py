@@ -2,7 +2,11 @@
 
 An entry is the chained content hash of one full KV block (the same key the GPU prefix
 cache uses) and the time it was offloaded. The tier holds at most ``capacity`` entries;
-storing into a full tier drops its least recently stored entry. A content hash lives
+storing into a full tier drops its least recently used entry. "Used" is vLLM's
+offloading manager's rule (``LRUOffloadingManager.touch``): a lookup for a request being
+scheduled, and a store of its blocks, touch the request's blocks last to first, so a
+prompt's first block -- the one every later prompt with that prefix needs first -- is the
+most recent and its tail goes first. A content hash lives
 on at most one tier at a time (see docs/kv-offload.md): it leaves the CPU when it is
 loaded back, or when the GPU computes the same content again.
 
@@ -22,7 +26,7 @@ THRASH_WINDOW_US = 1000
 
 
 class CpuTier:
-    """Up to ``capacity`` offloaded block contents, least recently stored first."""
+    """Up to ``capacity`` offloaded block contents, least recently used first."""
 
     __slots__ = (
         "_reloaded",
@@ -69,8 +73,7 @@ class CpuTier:
         """Store a block's content that is leaving the GPU, at time ``at`` if known."""
         entries = self.entries
         if self.keep_on_load and block_hash in entries:
-            entries.move_to_end(block_hash)  # stored already: the connector skips it
-            return
+            return  # stored already: the connector skips it (its touch comes separately)
         if entries.pop(block_hash, None) is not None:
             self.superseded += 1  # not expected: a hash is on one tier at a time
         elif len(entries) >= self.capacity:
@@ -81,12 +84,19 @@ class CpuTier:
             self._unstamped.append(block_hash)
         self.offloads += 1
 
+    def touch(self, block_hashes: list[int]) -> None:
+        """Mark a request's stored blocks as used, last to first (vLLM's LRU touch)."""
+        entries = self.entries
+        move = entries.move_to_end
+        for h in reversed(block_hashes):
+            if h in entries:
+                move(h)
+
     def take(self, block_hash: int) -> None:
         """Remove an entry that is being loaded back into a GPU block (with
-        ``keep_on_load``: copy it, the entry stays, most recently used)."""
+        ``keep_on_load``: copy it, the entry stays where the lookup's touch put it)."""
         if self.keep_on_load:
             self._reloaded.append(self.entries[block_hash])
-            self.entries.move_to_end(block_hash)
             self.kept += 1
         else:
             self._reloaded.append(self.entries.pop(block_hash))

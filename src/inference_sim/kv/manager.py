@@ -258,6 +258,10 @@ class KVCacheManager:
                     break
                 found.append(b)
         cpu = self.cpu
+        if cpu is not None:
+            # every scheduling attempt touches the request's CPU blocks, last to first
+            # (vLLM's connector, get_num_new_matched_tokens), found or not
+            cpu.touch(hashes[:max_blocks])
         if cpu is not None and len(found) < max_blocks:
             entries = cpu.entries
             # Prefix caching off (keep_on_load): a block is stored once computed, so what
