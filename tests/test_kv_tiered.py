@@ -730,7 +730,7 @@ def test_prefix_caching_off_a_full_tier_keeps_the_head_of_a_prompt(exact):
     A's first two blocks. Storing in order (head oldest) lost A's head and with it every
     hit: a lookup stops at the first miss."""
     a, b = list(range(1, 65)), list(range(1000, 1064))
-    requests = [req(0, 0, a + [5], 12), req(1, 2_000, b + [5], 1), req(2, 4_000, a + [6], 1)]
+    requests = [req(0, 0, [*a, 5], 12), req(1, 2_000, [*b, 5], 1), req(2, 4_000, [*a, 6], 1)]
     out = simulate(
         requests,
         beta=(1000.0, 0.0, 0.0),
