@@ -254,6 +254,7 @@ def test_pd_pools_each_give_the_figures_they_decide() -> None:
     [
         ({"quantization": "fp8"}, "online weight quantization"),
         ({"kv_cache_dtype": "fp8"}, "FP8 KV cache"),
+        ({"kv_cpu_blocks": 1000}, "a CPU KV tier"),
         (
             {
                 "prompt_tokens": 20_000,
@@ -277,3 +278,5 @@ def test_moe_models_off_the_trained_moe_tp_are_a_lower_bound() -> None:
     at4 = assess(mix, _arch(mix), "H100", 4)
     assert at4["tp_seen"] and at4["lower_bound"]
     assert not any("8-13 %" in c for c in at4["caveats"])  # no longer the case (docs)
+    # the lower bound says why (it had the same caveats as TP 2)
+    assert any("TP 4: no MoE model was measured" in c for c in at4["caveats"])

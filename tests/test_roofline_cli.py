@@ -270,3 +270,5 @@ def test_a_fallback_for_a_model_without_a_default_version_says_to_give_one():
     plan = resolve({"model": "mistralai/mixtral-8x7b-instruct-v0.1", "hardware": "H100", "tp": 2})
     assert "without a vLLM version" in plan.latency_reason
     assert "--vllm-version" in plan.latency_reason
+    # the trained entries it lists carry their versions, the part that did not match
+    assert "H100/TP2/" in plan.latency_reason

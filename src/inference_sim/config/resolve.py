@@ -909,8 +909,14 @@ def _resolve_latency(
             )
             why = "--latency-model calibrated"
             lat = _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
+            # with the versions when none was given: the entries match on it
             trained = ", ".join(
-                sorted({f"{cs.gpu}/TP{cs.tp}" for cs in catalog.coefficient_sets(model)})
+                sorted(
+                    {
+                        f"{cs.gpu}/TP{cs.tp}" + ("" if o["vllm_version"] else f"/{cs.vllm_version}")
+                        for cs in catalog.coefficient_sets(model)
+                    }
+                )
             )
             reason = f"auto fallback: no trained entry for {o['hardware']}/TP{o['tp']}"
             if not o["vllm_version"]:  # entries match on the version (spec cli.md 4.2)

@@ -364,6 +364,11 @@ def assess(
         )
         if tp not in moe_tps:
             lower_bound = True
+            caveats.append(
+                f"TP {tp}: no MoE model was measured at this degree (expert-parallel "
+                "collectives and per-GPU expert reads are extrapolated), so the figures "
+                "are a lower bound"
+            )
     quant = arch.quantization
     if quant is not None and model not in training["models"] and not quant.w8a8:
         kind = _quantization_kind(model, quant)
@@ -427,6 +432,12 @@ def scope_caveats(
         )
     if options.get("max_loras") or options.get("lora_adapters"):
         out.append("LoRA adapters are priced from the calibrated step, not fitted on LoRA runs")
+    if options.get("kv_cpu_blocks", 0) > 0 or options.get("cpu_offload_gib", 0) > 0:
+        out.append(
+            "a CPU KV tier: the fit's replays of the training runs leave their CPU "
+            "offloading out, so load-back times and CPU hits are not checked against "
+            "measurements (docs/kv-offload.md)"
+        )
     if options.get("hardware_config"):
         out.append(
             "--hardware-config supplies the GPU figures: the expected error holds only "
