@@ -19,9 +19,12 @@ event, so back-to-back decisions at one tick see each other's choices.
 from __future__ import annotations
 
 import logging
+import sys
+import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from heapq import heappop as _heappop
 from heapq import heappush as _heappush
+from importlib import metadata
 from typing import Any
 
 from inference_sim.cluster.snapshot import SnapshotProvider
@@ -31,7 +34,7 @@ from inference_sim.engine.invariants import InvariantChecker
 from inference_sim.instance.engine import Instance
 from inference_sim.metrics.outcome import SimulationOutcome
 from inference_sim.metrics.request_log import RequestLog
-from inference_sim.policies.admission import AlwaysAdmit
+from inference_sim.policies.admission import ADMISSION, AlwaysAdmit
 from inference_sim.policies.base import (
     AdmissionDecision,
     AdmissionPolicy,
@@ -54,6 +57,9 @@ _INF = NEVER + 1  # the loop's "no event" time
 _ADMISSION = int(EventClass.ADMISSION)
 _ROUTING = int(EventClass.ROUTING)
 _ENQUEUE = int(EventClass.ENQUEUE)
+#: Share of arrived requests refused or dropped from which a run that completed some
+#: requests still warns: results over the survivors alone would mislead.
+LOST_SHARE_WARNING = 0.10
 
 
 class ClusterSimulator:
@@ -231,6 +237,10 @@ class ClusterSimulator:
         self._seq = 0
         self._rejected = 0
         self._too_long = 0
+        # Per ITL group (load stage): arrivals and refusals, which the request log misses.
+        self._arrived_by_group: dict[int, int] = {}
+        self._rejected_by_group: dict[int, int] = {}
+        self._too_long_by_group: dict[int, int] = {}
         self._executed = 0
         self._end_time = 0
         self._generated = 0
@@ -270,10 +280,15 @@ class ClusterSimulator:
         self._last_arrival = t
         self._upcoming = next(self._stream, None)
         self._generated += 1
+        group = req.itl_group
+        if group >= 0:
+            self._arrived_by_group[group] = self._arrived_by_group.get(group, 0) + 1
         max_len = self.max_model_len
         if max_len and req.num_prompt_tokens + req.num_output_tokens > max_len:
             req.state = RequestState.REJECTED
             self._too_long += 1
+            if group >= 0:
+                self._too_long_by_group[group] = self._too_long_by_group.get(group, 0) + 1
             return
         _heappush(self._ext, (t + self.admission_latency, _ADMISSION, -1, self._seq, req))
         self._seq += 1
@@ -299,6 +314,9 @@ class ClusterSimulator:
         else:
             req.state = RequestState.REJECTED
             self._rejected += 1
+            group = req.itl_group
+            if group >= 0:
+                self._rejected_by_group[group] = self._rejected_by_group.get(group, 0) + 1
 
     def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
         """The routing policy picks an instance; the request is pending there until its
@@ -376,16 +394,41 @@ class ClusterSimulator:
                 in_flight=len(self._ext),
             )
 
+    def _loss_parts(self, dropped: int) -> list[str]:
+        """One phrase per reason requests were lost (refused or dropped), with its count
+        and the option that changes it, for the warnings below."""
+        parts = []
+        if dropped:
+            parts.append(
+                f"{dropped} dropped_unservable (their KV needs more blocks than an instance "
+                "has: raise --total-kv-blocks or shorten the requests)"
+            )
+        if self._too_long:
+            parts.append(
+                f"{self._too_long} rejected_too_long (prompt + output over --max-model-len "
+                f"{self.max_model_len}: raise it or shorten the requests)"
+            )
+        if self._rejected:
+            parts.append(
+                f"{self._rejected} rejected_requests by admission policy "
+                f'"{admission_policy_name(self.admission)}" (change --admission-policy or its '
+                "options)"
+            )
+        return parts
+
     def _warn_nothing_completed(self, interrupted: bool) -> None:
         """Say why a run completed no request, naming the cause the counters show: an
         empty run, admission rejections, or requests that can never be served (dropped
         as unservable, refused as too long); only otherwise a short horizon. A run
-        stopped early (Ctrl-C) says so itself: only rejections are told then."""
+        stopped early (Ctrl-C) says so itself: only rejections are told then. The
+        admission policy is named as the user gives it (``reject-all``, a plug-in's
+        ``module:Class``), as the reference's warning does (cluster spec 4.2), not by
+        its Python class."""
         if self._rejected:
             _logger.warning(
-                "[cluster] %d requests rejected by admission policy %s — no requests completed",
+                '[cluster] %d requests rejected by admission policy "%s" — no requests completed',
                 self._rejected,
-                type(self.admission).__name__,
+                admission_policy_name(self.admission),
             )
             return
         if interrupted:
@@ -400,14 +443,7 @@ class ClusterSimulator:
             )
             return
         dropped = sum(inst.stats.dropped_unservable for inst in self.instances)
-        parts = []
-        if dropped:
-            parts.append(
-                f"{dropped} dropped_unservable (their KV needs more blocks than an instance "
-                "has: raise --total-kv-blocks or shorten the requests)"
-            )
-        if self._too_long:
-            parts.append(f"{self._too_long} rejected_too_long (over --max-model-len)")
+        parts = self._loss_parts(dropped)
         if dropped + self._too_long >= self._generated:  # none could have been served
             _logger.warning(
                 "[cluster] no requests completed: all %d generated were dropped or refused: %s",
@@ -418,6 +454,26 @@ class ClusterSimulator:
         _logger.warning(
             "[cluster] no requests completed — horizon may be too short or workload too small%s",
             f" ({'; '.join(parts)})" if parts else "",
+        )
+
+    def _warn_lost_requests(self) -> None:
+        """A run that completed requests but refused or dropped a large share
+        (:data:`LOST_SHARE_WARNING`) of those that arrived warns once, with the count per
+        reason and the option to change: its latencies and throughput describe the
+        survivors only, which a summary read alone does not show (the anomaly block
+        counts admission rejections and drops, not requests over --max-model-len)."""
+        dropped = sum(inst.stats.dropped_unservable for inst in self.instances)
+        lost = self._rejected + self._too_long + dropped
+        arrived = self._generated
+        if not arrived or lost < LOST_SHARE_WARNING * arrived:
+            return
+        _logger.warning(
+            "[cluster] %d of %d arrived requests (%.1f%%) were refused or dropped, so the "
+            "results cover the rest only: %s",
+            lost,
+            arrived,
+            100.0 * lost / arrived,
+            "; ".join(self._loss_parts(dropped)),
         )
 
     def _finish(self, as_list: list[Request] | None, interrupted: bool) -> SimulationOutcome:
@@ -433,6 +489,8 @@ class ClusterSimulator:
                 )
         if not any(inst.stats.completed for inst in instances):
             self._warn_nothing_completed(interrupted)
+        else:
+            self._warn_lost_requests()
         in_flight: dict[int, int] = {}
         for inst in instances:
             inst.finalize()
@@ -470,6 +528,9 @@ class ClusterSimulator:
             queue_length_sums=self._queue_sums,
             priority_policy=self.priority_policy,
             interrupted=interrupted,
+            arrived_by_group=self._arrived_by_group,
+            rejected_by_group=self._rejected_by_group,
+            too_long_by_group=self._too_long_by_group,
         )
         self._stream = iter(())  # drop the workload iterator (and what it holds)
         return outcome
@@ -477,3 +538,52 @@ class ClusterSimulator:
 
 def _arrival_time(req: Request) -> int:
     return req.arrival_time
+
+
+def admission_policy_name(policy: object) -> str:
+    """The name a user gives for the admission policy ``policy`` in --admission-policy:
+    its registered name (a built-in such as ``reject-all``, or a plug-in registered with
+    ``ADMISSION.register``), an installed entry point's name, else ``module:Class`` (for
+    a ``path/to/file.py:Class`` plug-in, the file's path). Warnings name policies so
+    (cluster spec 4.2 prints the configured name), not by their Python class.
+
+    The simulator is handed the policy object, not the option, so the name is found
+    from the object: a name whose factory is the policy's class, or a factory function
+    annotated to return it (``token-bucket``).
+    """
+    cls = type(policy)
+
+    def builds(factory: object) -> bool:
+        if factory is cls:
+            return True
+        if isinstance(factory, type) or not callable(factory):
+            return False
+        try:
+            return typing.get_type_hints(factory).get("return") is cls
+        except Exception:  # unresolvable annotations: not this policy's factory
+            return False
+
+    for name in ADMISSION.names():
+        if builds(ADMISSION.lookup(name)):
+            return name
+    spec = f"{cls.__module__}:{cls.__qualname__}"
+    try:
+        entry_points = list(metadata.entry_points(group=ADMISSION.entry_point_group))
+    except Exception:  # pragma: no cover - broken installation metadata
+        entry_points = []
+    for ep in entry_points:
+        if ep.value.replace(" ", "") == spec:
+            return ep.name
+        # Only entry points whose module is already imported (this run's): loading
+        # another could run arbitrary code, in a warning.
+        if ep.module in sys.modules:
+            try:
+                if builds(ep.load()):
+                    return ep.name
+            except Exception:  # a plug-in that fails to load is not this one
+                continue
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None)
+    if cls.__module__.startswith("inference_sim_plugin_") and path:
+        return f"{path}:{cls.__qualname__}"  # loaded from a file (core.plugins)
+    return spec

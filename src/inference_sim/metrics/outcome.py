@@ -60,3 +60,11 @@ class SimulationOutcome:
     #: Autoscaled runs: the instances that existed at some time (ready, loading or
     #: draining), ascending; None: every instance built ran for the whole run.
     provisioned: list[int] | None = None
+    #: Per ITL group (a load stage, see ``summary.stage_groups``): every arrival, and
+    #: those refused before reaching an instance, by admission or as longer than
+    #: --max-model-len. The request log holds only requests that reached an instance,
+    #: so per-stage arrivals counted from it alone miss these. Empty: not counted (an
+    #: outcome built by hand), and the stage rows count the logged requests only.
+    arrived_by_group: dict[int, int] = field(default_factory=dict)
+    rejected_by_group: dict[int, int] = field(default_factory=dict)
+    too_long_by_group: dict[int, int] = field(default_factory=dict)

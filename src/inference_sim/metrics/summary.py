@@ -247,6 +247,18 @@ def build_stage_summaries(
     passed through :func:`stage_groups` with the same stages (``itl_group`` = stage
     index). Without any group histogram (requests not grouped) only ``itl_mean_ms`` is
     given, token-weighted over the stage's completed requests.
+
+    ``arrived_requests`` and ``offered_rate`` count every request that arrived in the
+    stage, those refused or dropped included, when ``outcome`` is a
+    :class:`SimulationOutcome` that counted them per group (the cluster simulator does);
+    ``rejected_requests``, ``rejected_too_long`` and ``dropped_unservable`` say how many
+    of them never reached an instance or could never fit (the summary's keys, per stage).
+    ``dropped_unservable`` is what is left of the arrivals once the request log (every
+    request that reached an instance and was not dropped) and the refusals are taken
+    out: dropped requests are in no log. Otherwise (requests not grouped) only the
+    logged requests are counted and the three keys are 0. A stage whose requests did
+    not complete reports 0 for its latency keys, as the summary does when nothing
+    completed: read them with ``completed_requests``.
     """
     insts = outcome.instances
     # Per-stage histograms exist (or there is no ITL sample at all: every ITL key is 0).
@@ -264,6 +276,14 @@ def build_stage_summaries(
     out: list[dict[str, Any]] = []
     for k, (start, end, rate) in enumerate(stages):
         sel = (arrival >= start) & (arrival < end)
+        logged = int(sel.sum())
+        rejected = too_long = 0
+        arrived = logged
+        if outcome.arrived_by_group:
+            rejected = outcome.rejected_by_group.get(k, 0)
+            too_long = outcome.too_long_by_group.get(k, 0)
+            # max: requests grouped other than by these stages cannot make it negative.
+            arrived = max(outcome.arrived_by_group.get(k, 0), logged + rejected + too_long)
         done = sel & (e2e >= 0)
         completed = int(done.sum())
         ttfts = np.sort(ttft[sel & (ttft >= 0)]).tolist()
@@ -278,8 +298,8 @@ def build_stage_summaries(
             "start_s": start / 1e6,
             "end_s": end / 1e6,
             "rate": rate,
-            "arrived_requests": int(sel.sum()),
-            "offered_rate": int(sel.sum()) / ((end - start) / 1e6),
+            "arrived_requests": arrived,
+            "offered_rate": arrived / ((end - start) / 1e6),
             "completed_requests": completed,
             "total_input_tokens": int(n_in[done].sum()),
             "total_output_tokens": total_out,
@@ -313,5 +333,9 @@ def build_stage_summaries(
         entry["tpot_mean_ms"] = mean_ms(tpots)
         for p in (50, 90, 95, 99):
             entry[f"tpot_p{p}_ms"] = percentile_ms(tpots, p)
+        # The requests of the stage that never reached an instance or never fit one.
+        entry["rejected_requests"] = rejected
+        entry["rejected_too_long"] = too_long
+        entry["dropped_unservable"] = arrived - logged - rejected - too_long
         out.append(entry)
     return out
