@@ -23,13 +23,16 @@ from inference_sim.catalog.architecture import ModelArchitecture
 from inference_sim.catalog.schema import GpuSpec
 
 __all__ = [
+    "MLA_HOPPER_BLOCK_SIZE",
     "RESERVE_BASE_GIB",
     "RESERVE_MULTIMODAL_GIB",
     "RESERVE_PER_TOKEN_KIB",
     "KvCapacity",
     "derive_kv_blocks",
+    "is_hopper",
     "kv_block_bytes",
     "reserve_bytes",
+    "vllm_block_size",
 ]
 
 GIB = float(2**30)
@@ -42,6 +45,35 @@ RESERVE_PER_TOKEN_KIB = 32.0
 #: Extra profiling memory of checkpoints that carry a vision encoder (vLLM profiles the
 #: encoder with its largest dummy inputs). Fitted to a single run (Llama-4-Scout, TP2).
 RESERVE_MULTIMODAL_GIB = 4.5
+
+
+#: The KV block size vLLM forces for MLA models on Hopper GPUs: its default MLA backend
+#: there is FlashMLA, whose kernels take 64-token blocks only
+#: (``CudaPlatformBase.check_and_update_config`` in vllm/platforms/cuda.py, from v0.8 to
+#: v0.15 and later: "Forcing kv cache block size to 64 for FlashMLA backend").
+MLA_HOPPER_BLOCK_SIZE = 64
+#: GPU names (upper case) of the Hopper generation (compute capability 9.0), the only
+#: one FlashMLA's dense kernels run on (``is_flashmla_dense_supported``).
+_HOPPER_PREFIXES = ("H100", "H200", "H800", "H20", "GH200")
+
+
+def is_hopper(gpu_name: str) -> bool:
+    """Whether ``gpu_name`` (a catalog or ``--hardware-config`` name) is a Hopper GPU."""
+    name = gpu_name.strip().upper()
+    return name.startswith(_HOPPER_PREFIXES)
+
+
+def vllm_block_size(arch: ModelArchitecture, gpu_name: str, default: int = 16) -> int:
+    """The KV block size vLLM runs ``arch`` with on ``gpu_name`` when none is given.
+
+    vLLM's CUDA default is 16 tokens, but an MLA model on a Hopper GPU gets FlashMLA,
+    which forces 64 (so vLLM logs 4x fewer, 4x larger blocks than a 16-token count).
+    Blackwell's MLA backends force 64 or 128 depending on the release; they are not
+    modelled (docs/roofline.md).
+    """
+    if arch.mla is not None and is_hopper(gpu_name):
+        return MLA_HOPPER_BLOCK_SIZE
+    return default
 
 
 @dataclass(frozen=True, slots=True)

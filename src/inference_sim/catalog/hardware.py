@@ -8,7 +8,8 @@ KV-capacity estimate: ``memoryGB`` (published size) and ``memoryGiB`` (what the 
 reports). Other keys are ignored, as the reference ignores them.
 
 The GPUs read here are merged over the catalog's (:func:`with_hardware_config`); a GPU
-already in the catalog keeps its memory size when the file gives none.
+already in the catalog keeps its memory size when the file gives none, and its usable
+memory (``memoryGiB``) when the file gives the same published ``memoryGB``.
 """
 
 from __future__ import annotations
@@ -153,7 +154,9 @@ def with_hardware_config(catalog: Catalog, path: str | os.PathLike[str]) -> Cata
     """``catalog`` with the GPUs of ``path`` added or replacing those of the same name.
 
     A name that is an alias in the catalog (``A100-80``) replaces the GPU it stands for.
-    A replaced GPU keeps the catalog's memory size when the file gives none.
+    A replaced GPU keeps the catalog's memory size when the file gives none, and the
+    catalog's usable memory when the file gives its published size alone (the usable
+    share of a published size differs by card: ECC GDDR exposes less than HBM).
     """
     gpus = read_hardware_config(path)
     merged: dict[str, GpuSpec] = {}
@@ -167,6 +170,11 @@ def with_hardware_config(catalog: Catalog, path: str | os.PathLike[str]) -> Cata
             target = old.name
             if spec.memory_gb <= 0 and spec.memory_gib <= 0:
                 spec = replace(spec, memory_gb=old.memory_gb, memory_gib=old.memory_gib)
+            elif spec.memory_gib <= 0 and spec.memory_gb == old.memory_gb:
+                # The GPU's published size (L40S: 48 GB) is not what the runtime sees
+                # (ECC GDDR cards expose less: 44.5 GiB, not the 47.5 GiB 99 % of 48
+                # would give): keep the catalog's measured figure (docs/catalog.md).
+                spec = replace(spec, memory_gib=old.memory_gib)
             spec = replace(spec, name=target)
         merged[target] = spec
     return catalog.with_overrides(Catalog(gpus=merged))

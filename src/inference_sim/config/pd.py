@@ -42,6 +42,47 @@ def pd_enabled(o: Mapping[str, Any]) -> bool:
     return bool(o.get("prefill_instances") or o.get("decode_instances"))
 
 
+def main_deployment_unused(o: Mapping[str, Any]) -> bool:
+    """True when no instance runs the run's own GPU and TP: every instance is in a
+    prefill or decode pool (no dual-role one, fixed or autoscaled) and both pools have a
+    GPU or TP of their own. That deployment then need not fit (review 24)."""
+    if not pd_enabled(o) or o.get("dual_autoscale_max", 0) > 0:
+        return False
+    if o["num_instances"] - o["prefill_instances"] - o["decode_instances"] > 0:
+        return False
+    return all(
+        o[f"{pool}_instances"] == 0 or _own_deployment(o, pool) for pool in ("prefill", "decode")
+    )
+
+
+def _own_deployment(o: Mapping[str, Any], pool: str) -> bool:
+    """Whether ``pool`` runs on a GPU or TP of its own (not the run's)."""
+    over = pool_overrides(o, pool)
+    hardware = str(over.get("hardware", "")).strip().lower()
+    return bool(over.get("tp")) or (bool(hardware) and hardware != str(o["hardware"]).lower())
+
+
+def pool_kv_notes(plan: Any, pools: Mapping[str, Any]) -> list[str]:
+    """``--log info`` lines: each pool's KV blocks per instance and where they came from
+    (the run's own count, in the ``starting:`` line, is not what a pool with its own GPU
+    or TP has, nor any instance's when every one is in such a pool)."""
+    o = plan.options
+    p, d = o["prefill_instances"], o["decode_instances"]
+    counts = {"prefill": p, "decode": d, "dual": o["num_instances"] - p - d}
+    notes: list[str] = []
+    for pool, count in counts.items():
+        if count <= 0 and not o.get(f"{pool}_autoscale_max", 0):
+            continue
+        sub = pools.get(pool, plan)
+        so = sub.options
+        notes.append(
+            f"P/D {pool} pool ({so['hardware'] or '?'}/TP{so['tp']}): "
+            f"{sub.engine.num_gpu_blocks} KV blocks of {sub.engine.block_size} tokens per "
+            f"instance, {sub.kv_source or 'as given'}"
+        )
+    return notes
+
+
 def check_pd_options(o: dict[str, Any], explicit: frozenset[str]) -> None:
     """One-line errors for P/D options that do not add up (ConfigError, exit 2)."""
     p, d, n = o["prefill_instances"], o["decode_instances"], o["num_instances"]
@@ -137,6 +178,10 @@ def resolve_pools(
         dropped |= _SHARED_AUTOSCALE
         sub = {k: v for k, v in sub.items() if canonical_name(k) not in dropped}
         sub.update(over)
+        if not any(canonical_name(k) == "block_size_in_tokens" for k in sub):
+            # One block size for the whole cluster (its routing and transfers count in
+            # the run's blocks), also when the run's was chosen for it (MLA on Hopper).
+            sub["block_size_in_tokens"] = o["block_size_in_tokens"]
         flags = " ".join(f"--{pool}-{k.replace('_', '-')} {v}" for k, v in over.items())
         try:
             pools[pool] = resolve(sub)

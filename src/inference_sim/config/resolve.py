@@ -14,7 +14,8 @@ import logging
 import math
 import numbers
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,7 +29,7 @@ from inference_sim.catalog.architecture import (
     read_model_config_folder,
     renamed_model_id,
 )
-from inference_sim.catalog.capacity import KvCapacity, derive_kv_blocks
+from inference_sim.catalog.capacity import KvCapacity, derive_kv_blocks, vllm_block_size
 from inference_sim.catalog.hardware import with_hardware_config
 from inference_sim.catalog.schema import CoefficientSet
 from inference_sim.config.autoscale import (
@@ -56,7 +57,13 @@ from inference_sim.config.options import (
     OptionSpec,
     canonical_name,
 )
-from inference_sim.config.pd import check_pd_options, pd_enabled, resolve_pools
+from inference_sim.config.pd import (
+    check_pd_options,
+    main_deployment_unused,
+    pd_enabled,
+    pool_kv_notes,
+    resolve_pools,
+)
 from inference_sim.config.policies import resolve_policies
 from inference_sim.core.inputs import (
     MAX_CONFIG_BYTES,
@@ -134,6 +141,8 @@ class RunPlan:
     inline_trace: list[Any] | None = None
     #: P/D pools with their own GPU or TP: pool name -> that deployment's plan.
     pools: dict[str, RunPlan] = field(default_factory=dict)
+    #: Where the KV block count came from (given, trained or derived; ``--log info``).
+    kv_source: str = ""
 
     def latency_context(self) -> dict[str, Any]:
         """What a latency factory may ask for (``latency.registry.CONTEXT_KEYS``)."""
@@ -346,6 +355,16 @@ def _check_ranges(o: dict[str, Any], explicit: frozenset[str] = frozenset()) -> 
         math.isfinite(util) and 0 < util <= 1,
         f"--gpu-memory-utilization must be in (0, 1], got {util}",
     )
+    if util > MAX_STARTABLE_UTILIZATION:
+        log.warning(
+            "--gpu-memory-utilization %g: vLLM refuses to start above about %g: the CUDA "
+            "context (and any other process) already holds part of the GPU's memory when it "
+            "checks that the free memory covers the share asked for "
+            '(vllm/v1/worker/gpu_worker.py, "Free memory on device ... is less than desired '
+            'GPU memory utilization"); the run goes on as asked',
+            util,
+            MAX_STARTABLE_UTILIZATION,
+        )
     require_finite("--rate", o["rate"])
     rate, count = o["rate"], o["num_requests"]
     synthetic = o["workload"] != "traces" and not o["workload_spec"]
@@ -365,6 +384,11 @@ def _check_ranges(o: dict[str, Any], explicit: frozenset[str] = frozenset()) -> 
         f"two's complement, as the reference's int64), got {o['seed']}",
     )
 
+
+#: Highest ``--gpu-memory-utilization`` vLLM starts with: it needs that share of the
+#: whole memory free at start-up, and the CUDA context alone takes ~0.5 GiB (0.6 % of an
+#: 80 GB GPU, over 1 % of a 24 GB one). Operators do run 0.95-0.98.
+MAX_STARTABLE_UTILIZATION = 0.99
 
 #: The simulator's clock in seconds: arrivals are generated up to 2^62 µs.
 CLOCK_S = 2**62 / 1e6
@@ -534,6 +558,13 @@ class _Latency:
     #: Where the KV block count came from when not derived from GPU memory (then
     #: --gpu-memory-utilization changes nothing); "" when derived.
     kv_from: str = ""
+    #: How the count was derived from GPU memory ("" when given or trained).
+    kv_derived: str = ""
+
+    @property
+    def kv_source(self) -> str:
+        """Where the KV block count came from, whichever way (``--log info``)."""
+        return self.kv_from or self.kv_derived
 
 
 def _because(lat: _Latency, reason: str, *, fallback: bool = False) -> _Latency:
@@ -674,6 +705,10 @@ def _resolve_roofline(
         )
     if not o["tp"]:
         raise ConfigError(_tp_needed(why, model, arch, gpu))
+    # Before any capacity figure: a TP that cannot split the heads is the problem to
+    # report, not the "does not fit" its memory share would give (review 24).
+    _check_tp(o, arch)
+    _mla_block_size(o, explicit, arch, gpu, notes)
     if arch.dtype_bytes <= 1 and mode == "roofline":
         notes.append(
             f"roofline: {model} has {arch.dtype_bytes:g} byte(s) per parameter "
@@ -706,34 +741,82 @@ def _resolve_roofline(
             notes.append(f"{mode}: {_trained_blocks_note(found)}")
             blocks = _kv_dtype_scaled(found.instance_kv_blocks, o, arch, notes)
             kv_from = _trained_kv_from(found)
+    derived = ""
     if "total_kv_blocks" not in explicit and (found is None or found.total_kv_blocks <= 0):
         try:
             cap = _derived_capacity(o, arch, gpu)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if not cap.fits:
+        derived = f"derived from GPU memory: {cap.explain()}"
+        if not cap.fits and main_deployment_unused(o):
+            # Every instance is in a P/D pool with its own GPU or TP: this deployment
+            # runs nowhere, so it need not fit (each pool's own resolution checks its).
+            notes.append(
+                f"P/D: no instance runs the main deployment {gpu.name}/TP{o['tp']}, which "
+                f"would not fit ({cap.explain()}); its block count (1) is a placeholder, "
+                "each pool derives its own"
+            )
+            blocks = 1
+        elif not cap.fits:
             raise ConfigError(
                 f"{model} does not fit on {gpu.name} at TP={o['tp']} ({cap.explain()}); "
                 "vLLM could not start it: use a larger --tp, a GPU with more memory or a "
                 "higher --gpu-memory-utilization"
             )
-        _check_max_model_len_fits(cap.blocks, o, model, gpu.name)
-        blocks = cap.blocks
-        notes.append(f"{mode}: KV cache derived from GPU memory: {cap.explain()}")
-    elif "total_kv_blocks" in explicit:
-        _warn_if_weights_do_not_fit(o, arch, gpu, model)
+        else:
+            if not main_deployment_unused(o):
+                _check_max_model_len_fits(cap.blocks, o, model, gpu.name)
+            blocks = cap.blocks
+            notes.append(f"{mode}: KV cache {derived}")
     if mode != "roofline":
         if any(alpha):
             log.warning(
                 f"{mode}: --alpha-coeffs are ignored (client overheads come from its coefficients)"
             )
-        return _Latency(mode, tuple(alpha), tuple(beta), blocks, arch, gpu, kv_from=kv_from)
+        return _Latency(
+            mode, tuple(alpha), tuple(beta), blocks, arch, gpu, kv_from=kv_from, kv_derived=derived
+        )
     if not any(alpha):
         notes.append(
             "roofline: alpha is all zero (no --alpha-coeffs): "
             "no queueing delay or per-token output overhead"
         )
-    return _Latency("roofline", tuple(alpha), tuple(beta), blocks, arch, gpu, kv_from=kv_from)
+    lat = _Latency("roofline", tuple(alpha), tuple(beta), blocks, arch, gpu)
+    return replace(lat, kv_from=kv_from, kv_derived=derived)
+
+
+def _mla_block_size(
+    o: dict[str, Any],
+    explicit: frozenset[str],
+    arch: ModelArchitecture,
+    gpu: GpuSpec,
+    notes: list[str],
+) -> None:
+    """An MLA model on a Hopper GPU runs with vLLM's FlashMLA backend, which forces
+    64-token KV blocks (``catalog.capacity.vllm_block_size``): without
+    ``--block-size-in-tokens`` the run uses them too, so its block count is the one vLLM
+    logs. A given size is simulated as given, with a warning when vLLM would replace it."""
+    size = vllm_block_size(arch, gpu.name, o["block_size_in_tokens"])
+    if size == o["block_size_in_tokens"]:
+        return
+    if "block_size_in_tokens" not in explicit:
+        notes.append(
+            f"{o['model']} uses multi-head latent attention: on {gpu.name} vLLM runs it with "
+            f"the FlashMLA backend, which forces {size}-token KV blocks "
+            f"(--block-size-in-tokens {size}; give the flag to choose another)"
+        )
+        o["block_size_in_tokens"] = size
+    elif o["block_size_in_tokens"] % size:
+        log.warning(
+            "--block-size-in-tokens %d: vLLM would run %s on %s with %d-token blocks (its "
+            "FlashMLA backend takes multiples of %d only); the run uses %d as given",
+            o["block_size_in_tokens"],
+            o["model"],
+            gpu.name,
+            size,
+            size,
+            o["block_size_in_tokens"],
+        )
 
 
 def latency_context(
@@ -958,32 +1041,42 @@ def _check_max_model_len_fits(blocks: int, o: dict[str, Any], model: str, gpu: s
         )
 
 
-def _derived_capacity(o: dict[str, Any], arch: ModelArchitecture, gpu: GpuSpec) -> KvCapacity:
+def _derived_capacity(
+    o: dict[str, Any], arch: ModelArchitecture, gpu: GpuSpec, utilization: float | None = None
+) -> KvCapacity:
     """The KV capacity GPU memory leaves for ``arch`` on ``gpu`` under the run's options
-    (``catalog.capacity.derive_kv_blocks``; ValueError for unusable figures)."""
+    (``catalog.capacity.derive_kv_blocks``; ValueError for unusable figures);
+    ``utilization`` replaces ``--gpu-memory-utilization`` (1.0: the whole memory)."""
     return derive_kv_blocks(
         arch,
         gpu,
         o["tp"],
         block_size=o["block_size_in_tokens"],
-        gpu_memory_utilization=o["gpu_memory_utilization"],
+        gpu_memory_utilization=(
+            o["gpu_memory_utilization"] if utilization is None else utilization
+        ),
         max_num_batched_tokens=o["max_num_scheduled_tokens"],
         lora_bytes=lora_gpu_bytes(o, arch),
     )
 
 
-def _warn_if_weights_do_not_fit(
+def _warn_if_given_blocks_do_not_fit(
     o: dict[str, Any], arch: ModelArchitecture | None, gpu: GpuSpec | None, model: str
 ) -> None:
-    """A given ``--total-kv-blocks`` is simulated as given (the reference does), but a
-    deployment whose weights and working memory exceed the GPU could not be loaded by
-    vLLM at all: say so rather than print latencies for it silently."""
+    """A given ``--total-kv-blocks`` (or one recorded in a results file) is simulated as
+    given (the reference does), but vLLM could not run it when the weights and working
+    memory exceed the GPU (it could not load the model), or when the blocks need more
+    memory than the whole GPU leaves after them (``--num-gpu-blocks-override`` allocates
+    the count as given and runs out of memory): say so rather than print latencies for
+    it silently."""
     if arch is None or gpu is None:
         return
     try:
         cap = _derived_capacity(o, arch, gpu)
+        full = _derived_capacity(o, arch, gpu, utilization=1.0)
     except ValueError:  # no memory figure, a bad TP or block size: nothing to judge
         return
+    blocks = int(o["total_kv_blocks"])
     if not cap.fits:
         log.warning(
             "%s does not fit on %s at TP=%s (%s): vLLM could not load it; the run uses "
@@ -992,7 +1085,27 @@ def _warn_if_weights_do_not_fit(
             gpu.name,
             o["tp"],
             cap.explain(),
-            o["total_kv_blocks"],
+            blocks,
+        )
+    elif blocks > full.blocks:
+        left = full.budget_bytes - full.weight_bytes - full.reserve_bytes
+        log.warning(
+            "--total-kv-blocks %d x %.3f MiB per block = %.2f GiB of KV cache per GPU, more "
+            "than %s leaves at TP=%s for %s (%.2f GiB: %.2f GiB of memory, weights %.2f "
+            "GiB/GPU, reserve %.2f GiB; at most %d blocks): vLLM "
+            "(--num-gpu-blocks-override) would run out of memory; the run uses %d as given",
+            blocks,
+            full.block_bytes / 2**20,
+            blocks * full.block_bytes / 2**30,
+            gpu.name,
+            o["tp"],
+            model,
+            left / 2**30,
+            full.memory_bytes / 2**30,
+            full.weight_bytes / 2**30,
+            full.reserve_bytes / 2**30,
+            full.blocks,
+            blocks,
         )
 
 
@@ -1122,8 +1235,15 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     dashes (``num_instances``, ``max_num_seqs``, ...). Relative input paths in it are
     relative to the file's folder. A results file (``--results-path``) works too: its
     ``config`` block is used, without ``results_path``, ``export_trace`` and
-    ``package_version``, so the run is repeated exactly.
+    ``package_version``, so the run is repeated exactly; the figures it records that
+    the run derived for its deployment (step-time model, block size, KV block count)
+    are left out, so that they are derived again for another deployment (review 24).
     """
+    return _read_run_config(path)[0]
+
+
+def _read_run_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool]:
+    """:func:`load_run_config`'s options and whether the file was a results file."""
     import yaml
 
     where = f"--config {os.fspath(path)}"
@@ -1233,36 +1353,44 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             value = rebase_plugin_files(value, folder)
         out[name] = value
     if from_results:
-        out = _without_derived_pool_figures(out)
-    return out
+        out = _without_derived_figures(out)
+    return out, from_results
 
 
 #: What a results file records as resolved for the run's own deployment: the step-time
-#: model and its trained coefficients, and the KV block count.
+#: model and its trained coefficients, the KV block size (MLA models on Hopper: 64) and
+#: the KV block count. In this order: each may follow from the ones before.
 _DERIVED_MODEL = ("latency_model", "roofline", "alpha_coeffs", "beta_coeffs")
+_DERIVED_BLOCK_SIZE = ("block_size_in_tokens",)
 _DERIVED_BLOCKS = ("total_kv_blocks",)
 
 
-def _without_derived_pool_figures(out: dict[str, Any]) -> dict[str, Any]:
-    """A P/D results file whose pool has its own GPU or TP: the step-time model,
-    coefficients and block count it records are the main deployment's, and given back
-    they would apply to that pool too. Those the run re-derives the same without were
-    derived, not given: leave them out so that every pool derives its own."""
-    pools = ("prefill_hardware", "decode_hardware", "prefill_tp", "decode_tp")
-    if not any(out.get(k) for k in pools):
-        return out
-    for group in (_DERIVED_MODEL, _DERIVED_BLOCKS):
+def _without_derived_figures(out: dict[str, Any]) -> dict[str, Any]:
+    """A results file's options without the figures the run derived for its deployment.
+
+    A results file records the step-time model, coefficients, block size and block count
+    the run resolved for its GPU, TP and model; given back as options they would apply
+    to another deployment (``--config r.json --hardware L40S``, a plan's candidate, a
+    sweep's grid, a P/D pool with its own GPU or TP) as if the user had given them. Those
+    the recorded options re-derive the same without were derived, not given: leave them
+    out so that every run (and pool) derives its own. Those that differ were given and
+    stay (``merge_config_file`` warns when a flag that sizes the KV cache changes). An
+    unchanged replay derives them again, the same: its results are the same.
+    """
+    for group in (_DERIVED_MODEL, _DERIVED_BLOCK_SIZE, _DERIVED_BLOCKS):
         if not any(k in out for k in group):
             continue
         trial = {k: v for k, v in out.items() if k not in group}
         try:
-            plan = resolve(trial)
+            with _quiet():  # the replay itself gives its warnings, once
+                plan = resolve(trial)
         except ConfigError:
             continue
         derived = {
             "latency_model": plan.latency_model,
             "alpha_coeffs": list(plan.alpha),
             "beta_coeffs": list(plan.beta),
+            "block_size_in_tokens": plan.options["block_size_in_tokens"],
             "total_kv_blocks": plan.options["total_kv_blocks"],
         }
         recorded = {k: out.get(k, v) for k, v in derived.items()}
@@ -1273,14 +1401,90 @@ def _without_derived_pool_figures(out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """The package's log records dropped inside (a trial resolution's warnings and
+    notes would otherwise be given twice)."""
+    drop = _DropAll()
+    # First, so that no other filter sees the records (each_warning_once's would count
+    # a dropped warning as given and drop the replay's own).
+    log.filters.insert(0, drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
+
+
+#: Options that size a GPU's KV cache: a results file's given block count was chosen for
+#: the values it records, so changing one of them with the count kept deserves a warning.
+_KV_SIZING = (
+    "model",
+    "hardware",
+    "tp",
+    "block_size_in_tokens",
+    "kv_cache_dtype",
+    "gpu_memory_utilization",
+    "quantization",
+    "max_num_scheduled_tokens",
+    "model_config_folder",
+    "hardware_config",
+)
+
+
+def _same_option(name: str, a: Any, b: Any) -> bool:
+    """Whether two spellings of option ``name`` mean the same value (``h100``/``H100``,
+    ``"2"``/``2``); unreadable values count as different (the run reports them)."""
+    spec = BY_NAME[name]
+    try:
+        x, y = coerce_option(spec, a), coerce_option(spec, b)
+    except (ConfigError, TypeError, ValueError):
+        return False
+    if isinstance(x, str) and isinstance(y, str):
+        return x.strip().lower() == y.strip().lower()
+    return bool(x == y)
+
+
+def _warn_kept_blocks(
+    path: Any, recorded: dict[str, Any], given: Mapping[str, Any], named: set[str | None]
+) -> None:
+    """A results file's given ``total_kv_blocks`` is kept when the command line changes
+    the deployment it was given for: say which flag changes the KV cache's size."""
+    if "total_kv_blocks" not in recorded or "total_kv_blocks" in named:
+        return
+    by_name = {canonical_name(k): v for k, v in given.items()}
+    changed = []
+    for name in _KV_SIZING:
+        if name not in by_name:
+            continue
+        before = recorded.get(name, BY_NAME[name].default)
+        if not _same_option(name, by_name[name], before):
+            changed.append(f"--{name.replace('_', '-')} {by_name[name]} (recorded: {before})")
+    if changed:
+        log.warning(
+            "--config %s: the run's --total-kv-blocks %s was given for its own deployment "
+            "and is kept, though %s changes the KV cache's size; give --total-kv-blocks to "
+            "set another",
+            os.fspath(path),
+            recorded["total_kv_blocks"],
+            ", ".join(changed),
+        )
+
+
 def merge_config_file(raw: Mapping[str, Any]) -> dict[str, Any]:
     """``raw`` with its ``config`` entry (a file path) expanded; ``raw``'s own values win."""
     given = dict(raw)
     path = given.pop("config", None)
     if not path:
         return given
-    file_options = load_run_config(path)
+    file_options, from_results = _read_run_config(path)
     named = {canonical_name(k) for k in given}
+    if from_results:
+        _warn_kept_blocks(path, file_options, given, named)
     merged = {k: v for k, v in file_options.items() if k not in named}
     merged.update(given)
     return merged
@@ -1314,6 +1518,16 @@ def _resolve_kv_tier(
                 gbps,
             )
     return tier
+
+
+def _known_gpu(catalog: Catalog, name: str) -> GpuSpec | None:
+    """The catalog's GPU of that name; None when none is named or it is unknown."""
+    if not name:
+        return None
+    try:
+        return catalog.gpu(name)
+    except CatalogError:
+        return None
 
 
 def _lora_settings(
@@ -1408,6 +1622,14 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     lat = _resolve_latency(options, explicit, catalog, notes)
     _check_tp(options, lat.architecture or bundled_architecture(options["model"]))
     alpha, beta, blocks = lat.alpha, lat.beta, lat.blocks
+    if "total_kv_blocks" in explicit and blocks > 0 and not main_deployment_unused(options):
+        _warn_if_given_blocks_do_not_fit(
+            options,
+            lat.architecture
+            or with_kv_dtype(bundled_architecture(model), options["kv_cache_dtype"]),
+            lat.gpu or _known_gpu(catalog, options["hardware"]),
+            model,
+        )
     _require(blocks > 0, f"--total-kv-blocks must be > 0, got {blocks}")
     _require(
         blocks * options["num_instances"] <= MAX_KV_BLOCKS,
@@ -1526,7 +1748,10 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         workload_spec=workload_spec,
         latency_coeffs=coeffs,
         inline_trace=inline.trace,
+        kv_source=lat.kv_source,
     )
+    if pd_enabled(options):
+        notes.extend(pool_kv_notes(plan, pools))
     fid = plan_fidelity(plan)  # both pools of a P/D run (their GPU, TP, latency model)
     if fid is not None:
         notes.append(fidelity_log_line(fid))
