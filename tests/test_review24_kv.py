@@ -265,3 +265,22 @@ def test_an_mla_model_on_hopper_gets_vllms_64_token_blocks(files):
     # A replay on an older GPU derives its block size again.
     replay = resolve({"config": str(files["mla"]), "hardware": "A100-SXM"})
     assert replay.engine.block_size == 16
+
+
+def test_calibrated_sizes_the_kv_cache_as_vllm_0151_not_from_a_trained_entry() -> None:
+    """The calibrated model is vLLM v0.15.1's: its KV blocks are derived from GPU memory
+    (the v0.15.1 runs' logged counts, e.g. Qwen2.5-7B H100/TP1 65 352, within 1.5 %),
+    not taken from a trained entry of another version (v0.8.4: 67 659), and
+    --gpu-memory-utilization therefore sizes them. Blackbox and roofline keep the
+    trained count (the reference's rule)."""
+    from inference_sim.config import resolve
+
+    base = {"model": "qwen/qwen2.5-7b-instruct", "hardware": "H100", "tp": 1}
+    cal = resolve({**base, "latency_model": "calibrated"})
+    assert abs(cal.engine.num_gpu_blocks - 65_352) / 65_352 < 0.015
+    half = resolve({**base, "latency_model": "calibrated", "gpu_memory_utilization": 0.5})
+    assert half.engine.num_gpu_blocks < cal.engine.num_gpu_blocks * 0.5
+    assert resolve({**base, "latency_model": "roofline"}).engine.num_gpu_blocks == 67_659
+    assert resolve(base).engine.num_gpu_blocks == 67_659  # auto: the trained entry
+    given = resolve({**base, "latency_model": "calibrated", "total_kv_blocks": 1000})
+    assert given.engine.num_gpu_blocks == 1000

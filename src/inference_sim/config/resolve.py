@@ -737,6 +737,20 @@ def _resolve_roofline(
                 "--quantization fp8 frees memory, so the count is derived from GPU memory"
             )
             found = None
+        if (
+            mode == "calibrated"
+            and found is not None
+            and "total_kv_blocks" not in explicit
+            and found.total_kv_blocks > 0
+        ):
+            # The calibrated model is vLLM v0.15.1's; a trained entry's count is another
+            # version's memory profile (v0.8.4: Qwen2.5-7B H100/TP1 67 659 blocks where
+            # v0.15.1 logs 65 352 and the derivation gives 65 329; roofline.md).
+            notes.append(
+                f"calibrated: KV blocks derived from GPU memory as vLLM v0.15.1 sizes them, "
+                f"not the trained entry's {found.instance_kv_blocks} ({found.vllm_version})"
+            )
+            found = None
         if found is not None and "total_kv_blocks" not in explicit and found.total_kv_blocks > 0:
             notes.append(f"{mode}: {_trained_blocks_note(found)}")
             blocks = _kv_dtype_scaled(found.instance_kv_blocks, o, arch, notes)
