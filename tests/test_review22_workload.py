@@ -262,8 +262,9 @@ def _inference_perf(stages: list[dict[str, float]], load_type: str) -> Any:
 
 def test_inference_perf_constant_load_is_one_evenly_spaced_stream():
     """45 clients each at rate/45 all starting together gave 90 requests at 2 ticks
-    (45 at t = 1 s, 45 at t = 2 s) for rate 45 over 3 s."""
-    reqs = generate_spec_requests(_inference_perf([{"rate": 45, "duration": 3}], "constant"))
+    (45 at t = 1 s, 45 at t = 2 s) for rate 45 over 3 s. (Review 24: this evenly spaced
+    stream is ``load_type: evenly_spaced`` now; ``constant`` is inference-perf's.)"""
+    reqs = generate_spec_requests(_inference_perf([{"rate": 45, "duration": 3}], "evenly_spaced"))
     times = [r.arrival_time for r in reqs]
     # arrival k at k/45 s, k = 1 .. 134 (k = 135 is at the stage end: nothing at or after)
     assert len(reqs) == 134
@@ -276,7 +277,7 @@ def test_inference_perf_constant_load_is_one_evenly_spaced_stream():
 
 def test_inference_perf_constant_matches_a_single_constant_process_over_stages():
     stages = [{"rate": 8, "duration": 2}, {"rate": 30, "duration": 1}]
-    reqs = generate_spec_requests(_inference_perf(stages, "constant"))
+    reqs = generate_spec_requests(_inference_perf(stages, "evenly_spaced"))
     one = [(0, 2_000_000, 8e-6), (2_000_000, 3_000_000, 30e-6)]
     expected = np.concatenate(list(arrival_times(UnitGaps("constant", None), None, stages=one)))
     assert [r.arrival_time for r in reqs] == expected.tolist()

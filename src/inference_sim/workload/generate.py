@@ -19,21 +19,30 @@ unit-mean gap of the configured process (as the reference). With stages the clie
 a unit-rate renewal process in "operational time" mapped through the inverse of its
 cumulative rate, so each stage gets exactly its own rate and the process keeps its CV
 within each stage; nothing arrives after the last stage ends. An ``inference_perf``
-block's clients with ``load_type: constant`` share ONE evenly spaced stream at the total
-rate, dealt round-robin (:func:`interleaved_constant_times`), as inference-perf's single
-load generator sends them.
+block's clients share ONE stream at the stage rate, dealt round-robin, as inference-perf's
+single load generator sends them: with ``load_type: constant`` that stream is
+inference-perf's (exactly ``int(rate x duration)`` jittered arrivals a stage,
+:func:`inference_perf_constant_times`, dealt by :func:`_dealt`); with ``evenly_spaced``
+it is one arrival every ``1 / rate`` (:func:`interleaved_constant_times`).
 
 Multi-turn sessions: a session's rounds are fixed when the session starts; round ``r + 1``
 arrives ``think_time_us + output_tokens(r)`` µs after round ``r`` (the reference's open-loop
 approximation: one microsecond per output token stands in for the previous answer's
 completion). With ``context_growth: accumulate`` round ``r + 1``'s prompt starts with round
-``r``'s prompt and output, so the prefix cache sees the conversation grow.
+``r``'s prompt and output, so the prefix cache sees the conversation grow. An
+``inference_perf`` expansion's sessions (``MultiTurnSpec.on_arrivals``) instead take one
+round per arrival of their client, so the stage rate is the request rate, as in
+inference-perf.
+
+No request is longer than :data:`MAX_REQUEST_TOKENS`: text, prefix, multimodal parts and
+an accumulated session context included (:func:`_too_long`).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -42,12 +51,13 @@ import numpy as np
 from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.workload.errors import WorkloadError
-from inference_sim.workload.samplers import LengthSampler, UnitGaps
+from inference_sim.workload.samplers import MAX_REQUEST_TOKENS, LengthSampler, UnitGaps
 from inference_sim.workload.spec import (
     DEFAULT_PREFIX_LENGTH,
     TICKS_PER_SECOND,
     ClientSpec,
     InferencePerfSpec,
+    Stage,
     WorkloadSpec,
 )
 
@@ -65,6 +75,19 @@ FIRST_TOKEN_CHUNK = 1 << 12
 """A client's first chunk of token ids (16 KiB); each next chunk is 4 times larger."""
 _TIME_CAP = 2**62  # arrivals beyond this are treated as "never"
 _GAP_CAP = float(2**50)
+_MM_DRAW = 1 << 20
+"""Most multimodal item sizes drawn per call (one request's items at least), so a huge
+``*_count_distribution`` fails on its first request instead of allocating gigabytes."""
+
+
+def _too_long(who: str, tokens: int, what: str, fix: str) -> WorkloadError:
+    """The error for a request longer than MAX_REQUEST_TOKENS, in the words of
+    :func:`inference_sim.workload.samplers.check_length_bound` (lengths a spec states are
+    checked when it loads; these are sums only the generator sees)."""
+    return WorkloadError(
+        f"{who}: a request's prompt ({what}) must be <= {MAX_REQUEST_TOKENS} tokens (the "
+        f"longest request the simulator holds), got {tokens}; {fix}"
+    )
 
 
 # --- arrivals -----------------------------------------------------------------------------
@@ -195,6 +218,61 @@ def interleaved_constant_times(
         size = min(size * 4, ARRIVAL_BLOCK)
 
 
+def stage_counts(stages: Sequence[Stage]) -> list[tuple[int, int, int]]:
+    """``(start µs, end µs, requests)`` of each stage: ``int(rate x duration)`` requests,
+    inference-perf's count (``LoadGenerator.run_stage``)."""
+    return [(st.start_us, st.end_us, int(st.rate * st.duration_s)) for st in stages]
+
+
+def inference_perf_constant_times(
+    rng: np.random.Generator,
+    stages: Sequence[tuple[int, int, int]],
+    limit: int = NEVER,
+) -> Iterator[np.ndarray]:
+    """Blocks of arrival ticks of inference-perf's ``constant`` load over ``stages``
+    (``(start µs, end µs, requests)``, from :func:`stage_counts`).
+
+    inference-perf's ``ConstantLoadTimer`` (``inference_perf/loadgen/load_timer.py``)
+    sends exactly ``n = int(rate x duration)`` requests a stage, at the partial sums of
+    ``n`` exponential gaps rescaled to sum to the duration: the last at the stage end, the
+    other ``n - 1`` where ``n - 1`` sorted uniform points fall (Poisson-like bunching, an
+    exact count). Normalised exponential partial sums ARE uniform order statistics, which
+    we draw in increasing order (Rényi: ``1 - U_(k) = exp(-sum_{j<=k} E_j / (n - j))``),
+    so a stage of any length streams in blocks instead of holding ``n`` gaps. Ticks are
+    floored; the last one (the stage end) is put 1 µs before it, inside its stage.
+    Deterministic given ``rng`` (our named stream, not the tool's unseeded one).
+    """
+    limit = min(limit, _TIME_CAP)
+    for start, end, n in stages:
+        if start >= limit:
+            return
+        if n <= 0:
+            continue
+        span = float(end - start)
+        m = n - 1  # uniform points before the one at the end
+        done = 0
+        acc = 0.0
+        size = FIRST_ARRIVAL_BLOCK
+        while done < m:
+            k = min(size, m - done)
+            size = min(size * 4, ARRIVAL_BLOCK)
+            j = np.arange(done, done + k, dtype=np.float64)  # 0-based index of the point
+            c = acc + np.cumsum(rng.standard_exponential(k) / (m - j))
+            acc = float(c[-1])
+            done += k
+            u = -np.expm1(-c)  # the order statistics, increasing, in [0, 1)
+            ticks = np.minimum(start + np.floor(span * u).astype(np.int64), end - 1)
+            ok = ticks < limit
+            cut = len(ok) if ok.all() else int(np.argmin(ok))
+            if cut:
+                yield ticks[:cut]
+            if cut < len(ok):
+                return
+        if end - 1 >= limit:
+            return
+        yield np.array([end - 1], dtype=np.int64)
+
+
 def _merged_windows(windows: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """``windows`` sorted, with overlapping or touching ones merged."""
     out: list[tuple[int, int]] = []
@@ -227,8 +305,8 @@ def client_keys(clients: Sequence[ClientSpec]) -> list[str]:
     return keys
 
 
-def _client_stages(spec: WorkloadSpec, fraction: float) -> list[tuple[int, int, float]]:
-    return [(s.start_us, s.end_us, s.rate * fraction / TICKS_PER_SECOND) for s in spec.stages]
+def _client_stages(stages: Sequence[Stage], fraction: float) -> list[tuple[int, int, float]]:
+    return [(s.start_us, s.end_us, s.rate * fraction / TICKS_PER_SECOND) for s in stages]
 
 
 @dataclass
@@ -251,6 +329,9 @@ class _Client:
     round_robin: tuple[int, int] | None = None
     total_stages: list[tuple[int, int, float]] = field(default_factory=list)
     total_rate_per_us: float = 0.0
+    #: Blocks of this client's arrivals pushed by :func:`_dealt` (one shared stream dealt
+    #: round-robin), instead of its own arrival process.
+    feed: deque[np.ndarray] | None = None
     input: LengthSampler = field(init=False)
     output: LengthSampler = field(init=False)
 
@@ -273,6 +354,11 @@ class _Client:
 
     def arrivals(self) -> Iterator[np.ndarray]:
         c = self.spec
+        if self.feed is not None:
+            # _dealt pushes a block before it asks this client for the block's requests.
+            while self.feed:
+                yield self.feed.popleft()
+            return
         if self.round_robin is not None:
             position, clients = self.round_robin
             yield from interleaved_constant_times(
@@ -330,6 +416,11 @@ class _Client:
 
 
 def _multimodal_lengths(cl: _Client, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Prompt lengths of ``n`` multimodal requests (text + the items of each modality) and
+    the parts. A sum over MAX_REQUEST_TOKENS is an error (:func:`_too_long`): each part
+    is bounded when the spec loads, ``count x size`` is not. Item sizes are drawn for a
+    group of requests at a time (at most ``_MM_DRAW`` items, or one request's), value
+    after value, so the numbers do not depend on the grouping."""
     mm = cl.spec.multimodal or {}
     parts: dict[str, np.ndarray] = {}
     total = np.zeros(n, dtype=np.int64)
@@ -343,11 +434,29 @@ def _multimodal_lengths(cl: _Client, n: int) -> tuple[np.ndarray, dict[str, np.n
         if size is None or count is None:
             continue
         counts = count.sampler(kind, floor=0).sample(cl.rng(f"mm-{kind}-count"), n)
-        sizes = size.sampler(kind).sample(cl.rng(f"mm-{kind}"), int(counts.sum()))
+        sizer = size.sampler(kind)
+        rng = cl.rng(f"mm-{kind}")
         bounds = np.concatenate(([0], np.cumsum(counts)))
-        cum = np.concatenate(([0], np.cumsum(sizes)))
-        parts[f"{kind}_tokens"] = cum[bounds[1:]] - cum[bounds[:-1]]
-        total += parts[f"{kind}_tokens"]
+        sums = np.zeros(n, dtype=np.int64)
+        i = 0
+        while i < n:
+            j = int(np.searchsorted(bounds, bounds[i] + _MM_DRAW, side="right")) - 1
+            j = min(n, max(j, i + 1))
+            sizes = sizer.sample(rng, int(bounds[j] - bounds[i]))
+            cum = np.concatenate(([0], np.cumsum(sizes)))
+            local = bounds[i : j + 1] - bounds[i]
+            sums[i:j] = cum[local[1:]] - cum[local[:-1]]
+            worst = int((total[i:j] + sums[i:j]).max())
+            if worst > MAX_REQUEST_TOKENS:
+                raise _too_long(
+                    f"client {cl.key}",
+                    worst,
+                    f"text + {kind}_count x {kind} tokens, summed over its modalities",
+                    f"lower multimodal.{kind}_count_distribution or {kind}_distribution",
+                )
+            i = j
+        parts[f"{kind}_tokens"] = sums
+        total += sums
     return np.maximum(total, 1), parts
 
 
@@ -368,6 +477,14 @@ def _single_turn(cl: _Client) -> Iterator[Request]:
         else:
             in_len = cl.input.sample(rng_in, n)
         out_len = cl.output.sample(rng_out, n)
+        longest = n_shared + int(in_len.max())
+        if longest > MAX_REQUEST_TOKENS:
+            raise _too_long(
+                f"client {cl.key}",
+                longest,
+                "prefix_length + input",
+                "lower prefix_length or the input lengths",
+            )
         ends = np.cumsum(in_len + out_len)
         start = 0
         base_pos = 0
@@ -444,6 +561,62 @@ def _sessions(cl: _Client) -> Iterator[Request]:
         sess.prompts[r] = sess.outputs[r] = _EMPTY  # free what is no longer needed
         return cl.make(arrival, prompt, out, meta)  # later rounds reuse its tokens
 
+    n_prefix = 0 if prefix is None else len(prefix)
+
+    def new_session() -> tuple[_Session, np.ndarray]:
+        """A session's rounds, drawn when it starts; also its output lengths."""
+        in_len = cl.input.sample(rng_in, rounds)
+        out_len = cl.output.sample(rng_out, rounds)
+        sid = f"sess_{int(rng_sess.integers(0, 2**63 - 1))}"
+        ratios = None
+        if ratio_sampler is not None:
+            pct = ratio_sampler.sample(rng_ratio, rounds)
+            ratios = np.clip(pct / 100.0, 0.0, 1.0).tolist()
+        total = int(in_len.sum() + out_len.sum())
+        if total > MAX_SESSION_TOKENS:  # a session's tokens are drawn when it starts
+            raise WorkloadError(
+                f"client {cl.key}: a session of {rounds} rounds holds {total} tokens, more "
+                f"than {MAX_SESSION_TOKENS}; lower reasoning.multi_turn.max_rounds or the "
+                "input/output lengths"
+            )
+        # The longest prompt: the last round's, which resends the whole conversation
+        # when the context accumulates (each prompt within bounds did not bound that).
+        longest = n_prefix + (total - int(out_len[-1]) if mt.accumulate else int(in_len.max()))
+        if longest > MAX_REQUEST_TOKENS:
+            raise _too_long(
+                f"client {cl.key}",
+                longest,
+                "prefix + every earlier round's prompt and output + its own input"
+                if mt.accumulate
+                else "prefix_length + input",
+                "lower reasoning.multi_turn.max_rounds or the input/output lengths",
+            )
+        ids = rng_tok.integers(0, MAX_TOKEN_ID, size=total, dtype=np.int32)
+        prompts, outputs = [], []
+        pos = 0
+        for r in range(rounds):
+            prompts.append(ids[pos : pos + in_len[r]])
+            pos += int(in_len[r])
+            outputs.append(ids[pos : pos + out_len[r]])
+            pos += int(out_len[r])
+        return _Session(sid, prompts, outputs, ratios), out_len
+
+    if mt.on_arrivals:
+        # inference-perf's multi-turn chat: each arrival is ONE request, the next round
+        # of this client's session; a new session after the last round. No cap: a client
+        # then holds at most its own share of the earliest requests.
+        sess: _Session | None = None
+        r = rounds
+        for times in cl.arrivals():
+            for t in times.tolist():
+                if r >= rounds:
+                    sess, _ = new_session()
+                    r = 0
+                assert sess is not None
+                yield emit(sess, r, t)
+                r += 1
+        return
+
     for starts in cl.arrivals():
         if cap and started >= cap:
             break
@@ -451,41 +624,19 @@ def _sessions(cl: _Client) -> Iterator[Request]:
             if cap and started >= cap:
                 break
             while pending and pending[0][0] < start:
-                arrival, _, sess, r = heapq.heappop(pending)
-                yield emit(sess, r, arrival)
+                arrival, _, sess_, r_ = heapq.heappop(pending)
+                yield emit(sess_, r_, arrival)
             started += rounds
-            in_len = cl.input.sample(rng_in, rounds)
-            out_len = cl.output.sample(rng_out, rounds)
-            sid = f"sess_{int(rng_sess.integers(0, 2**63 - 1))}"
-            ratios = None
-            if ratio_sampler is not None:
-                pct = ratio_sampler.sample(rng_ratio, rounds)
-                ratios = np.clip(pct / 100.0, 0.0, 1.0).tolist()
-            total = int(in_len.sum() + out_len.sum())
-            if total > MAX_SESSION_TOKENS:  # a session's tokens are drawn when it starts
-                raise WorkloadError(
-                    f"client {cl.key}: a session of {rounds} rounds holds {total} tokens, more "
-                    f"than {MAX_SESSION_TOKENS}; lower reasoning.multi_turn.max_rounds or the "
-                    "input/output lengths"
-                )
-            ids = rng_tok.integers(0, MAX_TOKEN_ID, size=total, dtype=np.int32)
-            prompts, outputs = [], []
-            pos = 0
-            for r in range(rounds):
-                prompts.append(ids[pos : pos + in_len[r]])
-                pos += int(in_len[r])
-                outputs.append(ids[pos : pos + out_len[r]])
-                pos += int(out_len[r])
-            sess = _Session(sid, prompts, outputs, ratios)
+            new, out_len = new_session()
             t = start
             for r in range(rounds):
                 if t >= limit:
                     break
-                heapq.heappush(pending, (t, next(seq), sess, r))
+                heapq.heappush(pending, (t, next(seq), new, r))
                 t += mt.think_time_us + int(out_len[r])
     while pending:
-        arrival, _, sess, r = heapq.heappop(pending)
-        yield emit(sess, r, arrival)
+        arrival, _, sess_, r_ = heapq.heappop(pending)
+        yield emit(sess_, r_, arrival)
 
 
 _EMPTY = np.zeros(0, dtype=np.int32)
@@ -494,8 +645,23 @@ _EMPTY = np.zeros(0, dtype=np.int32)
 # --- inference-perf's fixed prompt set ----------------------------------------------------
 
 
+def _inference_perf_times(
+    ip: InferencePerfSpec,
+    rng: np.random.Generator,
+    spec_stages: Sequence[Stage],
+    limit: int,
+) -> Iterator[np.ndarray]:
+    """The arrival blocks of the block's ONE load generator, by ``load_type``."""
+    if ip.load_type == "constant":
+        return inference_perf_constant_times(rng, stage_counts(spec_stages), limit)
+    process = "constant" if ip.load_type == "evenly_spaced" else "poisson"
+    return arrival_times(
+        UnitGaps(process, None), rng, stages=_client_stages(spec_stages, 1.0), limit=limit
+    )
+
+
 def _cycle_prompts(
-    ip: InferencePerfSpec, streams: RandomStreams, stages: list[tuple[int, int, float]], limit: int
+    ip: InferencePerfSpec, streams: RandomStreams, spec_stages: Sequence[Stage], limit: int
 ) -> Iterator[Request]:
     """inference-perf's shared_prefix data: a fixed, shuffled set of N x U prompts, cycled.
 
@@ -521,11 +687,9 @@ def _cycle_prompts(
     rng_out = streams.generator("spec/inference-perf/outputs")
     contexts: list[np.ndarray | None] = [None] * total
     rounds = [0] * total
-    gaps = UnitGaps(ip.load_type, None)
     k = 0
-    for times in arrival_times(
-        gaps, streams.generator("spec/inference-perf/arrival"), stages=stages, limit=limit
-    ):
+    rng_arrival = streams.generator("spec/inference-perf/arrival")
+    for times in _inference_perf_times(ip, rng_arrival, spec_stages, limit):
         outs = rng_out.integers(0, MAX_TOKEN_ID, size=(len(times), sp.output_len), dtype=np.int32)
         for j, t in enumerate(times.tolist()):
             p = order[k % total]
@@ -545,6 +709,16 @@ def _cycle_prompts(
                 if ctx is None:
                     prompt = prompts[p]
                 else:
+                    if len(ctx) + len(questions[p]) > MAX_REQUEST_TOKENS:
+                        # inference-perf's sessions never end: the context grows by a
+                        # question and an answer every time the user comes round.
+                        raise _too_long(
+                            "inference_perf.shared_prefix",
+                            len(ctx) + len(questions[p]),
+                            f"user_session_{p}'s conversation at round {rounds[p]}",
+                            "shorten the stages, lower question_len/output_len, or use "
+                            "cycle_prompts: false (5-round sessions)",
+                        )
                     meta["context_tokens"] = len(ctx)
                     prompt = np.concatenate((ctx, questions[p]))
                 contexts[p] = np.concatenate((prompt, out))
@@ -576,8 +750,11 @@ def _prefixes(spec: WorkloadSpec, streams: RandomStreams) -> dict[str, np.ndarra
 def spec_sources(
     spec: WorkloadSpec, streams: RandomStreams, *, horizon: int = NEVER, cap: int = 0
 ) -> list[Iterator[Request]]:
-    """One arrival-ordered request iterator per client (in client order); ``cap`` > 0
-    bounds each client's requests (:attr:`_Client.cap`)."""
+    """Arrival-ordered request iterators to merge: one per client (in client order), or
+    one for all when a shared stream is dealt to them (:func:`_dealt`, inference_perf's
+    ``constant`` load); ``cap`` > 0 bounds each client's requests (:attr:`_Client.cap`).
+    Reachable only from code (never from YAML): a ``constant`` inference_perf spec whose
+    clients start whole sessions per arrival gets the evenly spaced round-robin stream."""
     limit = horizon
     if spec.stages:
         limit = min(limit, spec.stages[-1].end_us)
@@ -588,22 +765,36 @@ def spec_sources(
             raise WorkloadError(
                 "inference_perf.shared_prefix: system_prompt_len + question_len must be >= 1"
             )
-        stages = _client_stages(spec, 1.0)
-        return [_cycle_prompts(ip, streams, stages, limit)]
+        return [_cycle_prompts(ip, streams, spec.stages, limit)]
     prefixes = _prefixes(spec, streams)
     keys = client_keys(spec.clients)
     total = sum(c.rate_fraction for c in spec.clients)
-    # inference_perf's constant load: ONE evenly spaced stream at the stage rate, dealt
-    # round-robin to its N x U clients (N x U constant processes starting together
-    # arrived in lockstep bursts). Poisson needs nothing: N x U independent Poisson
-    # processes at rate / (N x U) are one Poisson process at the rate, each arrival going
-    # to a client at random.
-    round_robin = (
+    # inference_perf's constant and evenly_spaced loads: ONE stream at the stage rate,
+    # dealt round-robin to its N x U clients (N x U constant processes starting together
+    # arrived in lockstep bursts): inference-perf's jittered stream through _dealt, the
+    # evenly spaced one computed per client. Poisson needs neither: N x U independent
+    # Poisson processes at rate / (N x U) are one Poisson process at the rate, each
+    # arrival going to a client at random.
+    shared = (
         ip is not None
-        and ip.load_type == "constant"
+        and ip.load_type in ("constant", "evenly_spaced")
         and all(c.arrival.process == "constant" and c.lifecycle is None for c in spec.clients)
     )
-    all_stages = _client_stages(spec, 1.0)
+    # The dealer needs one request per arrival: single turns, or rounds on arrivals.
+    dealt = (
+        shared
+        and ip is not None
+        and ip.load_type == "constant"
+        and all(
+            c.reasoning is None
+            or c.reasoning.multi_turn is None
+            or c.reasoning.multi_turn.on_arrivals
+            for c in spec.clients
+        )
+    )
+    round_robin = shared and not dealt
+    all_stages = _client_stages(spec.stages, 1.0)
+    clients: list[_Client] = []
     sources: list[Iterator[Request]] = []
     for i, (c, key) in enumerate(zip(spec.clients, keys, strict=True)):
         fraction = c.rate_fraction / total
@@ -612,19 +803,60 @@ def spec_sources(
             key=key,
             streams=streams,
             rate_per_us=spec.aggregate_rate * c.rate_fraction / total / TICKS_PER_SECOND,
-            stages=_client_stages(spec, fraction),
+            stages=_client_stages(spec.stages, fraction),
             limit=limit,
             prefix=prefixes.get(c.prefix_group) if c.prefix_group else None,
             cap=cap,
             round_robin=(i, len(spec.clients)) if round_robin else None,
             total_stages=all_stages,
             total_rate_per_us=spec.aggregate_rate / TICKS_PER_SECOND,
+            feed=deque() if dealt else None,
         )
+        clients.append(cl)
         if c.reasoning is not None and c.reasoning.multi_turn is not None:
             sources.append(_sessions(cl))
         else:
             sources.append(_single_turn(cl))
+    if dealt and ip is not None:
+        times = _inference_perf_times(
+            ip, streams.generator("spec/inference-perf/arrival"), spec.stages, limit
+        )
+        return [_dealt(clients, sources, times)]
     return sources
+
+
+def _dealt(
+    clients: Sequence[_Client], sources: Sequence[Iterator[Request]], times: Iterator[np.ndarray]
+) -> Iterator[Request]:
+    """ONE arrival stream dealt round-robin: arrival ``k`` (0-based) goes to client
+    ``k mod len(clients)``, and its request is that client's next one.
+
+    Used where the stream is random and shared (inference-perf's ``constant``): computing
+    it per client would redraw the whole stream once per client. Each block of arrivals
+    is split into the clients' shares (pushed to their ``feed``) before any of its
+    requests is asked for; each client then makes exactly one request per arrival, so
+    the requests come out in arrival order. A client whose source ends (none does today)
+    is skipped with its arrivals.
+    """
+    step = len(clients)
+    live = [True] * step
+    k = 0
+    for block in times:
+        n = len(block)
+        for i in range(min(step, n)):
+            c = (k + i) % step
+            if live[c]:
+                feed = clients[c].feed
+                assert feed is not None
+                feed.append(block[i::step])
+        for i in range(n):
+            c = (k + i) % step
+            if live[c]:
+                try:
+                    yield next(sources[c])
+                except StopIteration:
+                    live[c] = False
+        k += n
 
 
 def _arrival_of(req: Request) -> int:

@@ -77,8 +77,6 @@ def resolve_workload_options(
         o["workload_spec"] = dict(inline.spec)  # echoed as given in the results' config
     else:
         spec = load_workload_spec(path)
-    for warning in spec.warnings:
-        log.warning("workload spec %s: %s", path, warning)
     if "seed" in explicit:
         if o["seed"] != spec.seed:
             log.info("CLI --seed %s overrides workload-spec seed %s", o["seed"], spec.seed)
@@ -95,6 +93,9 @@ def resolve_workload_options(
             "--workload-spec requires either num_requests (in YAML or --num-requests) or "
             "--horizon to bound generation"
         )
+    # Said once the checks above passed: a run they stop prints its one error line alone.
+    for warning in spec.warnings:
+        log.warning("workload spec %s: %s", path, warning)
     return spec
 
 

@@ -74,7 +74,15 @@ def _round_half_away(x: np.ndarray) -> np.ndarray:
 
 
 def _finish(v: np.ndarray, floor: int, lo: float | None, hi: float | None) -> np.ndarray:
-    """Cap (unless a ``hi`` is given), clamp to [lo, hi] (if given), round, floor; int64."""
+    """Cap (unless a ``hi`` is given), clamp to [lo, hi] (if given), round, floor; int64.
+
+    A draw that overflowed to +inf (``pareto_lognormal`` with ``mu: 710``, ``gaussian``
+    with ``std_dev: 1e308``) is larger than any bound, so it becomes the upper bound (the
+    ``max``, else the cap), as a huge finite draw does; it used to become 1 token. NaN
+    and -inf carry no size and stay 1 (then clamped to [lo, hi] like any draw).
+    """
+    upper = float(MAX_SAMPLED_LENGTH) if hi is None else hi
+    v = np.where(v == np.inf, upper, v)
     v = np.where(np.isfinite(v), v, 1.0)
     if hi is None:  # an explicit max replaces the cap (docs/workloads.md)
         v = np.minimum(v, float(MAX_SAMPLED_LENGTH))
@@ -125,7 +133,10 @@ class GaussianLength(LengthSampler):
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         if self.lo == self.hi:  # degenerate range: no draw, no floor (reference 6.1)
             return np.full(n, self.lo, dtype=np.int64)
-        v = rng.standard_normal(n) * self.std_dev + self.mu
+        # A huge std_dev overflows to +-inf: _finish sends +inf to ``max``; the warning
+        # numpy would print for it says nothing the user can act on.
+        with np.errstate(over="ignore", invalid="ignore"):
+            v = rng.standard_normal(n) * self.std_dev + self.mu
         return _finish(v, self.floor, self.lo, self.hi)
 
     @property
@@ -141,7 +152,9 @@ class ExponentialLength(LengthSampler):
     floor: int = 1
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return _finish(rng.standard_exponential(n) * self.mu, self.floor, self.lo, self.hi)
+        with np.errstate(over="ignore"):  # mean <= 2**24 today; kept quiet if that moves
+            v = rng.standard_exponential(n) * self.mu
+        return _finish(v, self.floor, self.lo, self.hi)
 
     @property
     def mean(self) -> float:

@@ -64,6 +64,11 @@ class MultiTurnSpec:
     max_rounds: int
     think_time_us: int
     context_growth: str = ""
+    #: True: each arrival of the client is ONE request, the next round of its current
+    #: session (a new session after ``max_rounds``), so the arrival rate is the request
+    #: rate, as inference-perf's multi-turn chat sends; ``think_time_us`` is unused.
+    #: False (every YAML client): each arrival starts a whole session (the reference).
+    on_arrivals: bool = False
 
     @property
     def accumulate(self) -> bool:
@@ -132,6 +137,8 @@ class InferencePerfSpec:
     stages: tuple[Stage, ...]
     shared_prefix: SharedPrefixSpec
     cycle_prompts: bool = False
+    #: poisson | constant (inference-perf's: int(rate x duration) jittered arrivals a
+    #: stage) | evenly_spaced (ours: one every 1/rate s).
     load_type: str = "poisson"
 
 

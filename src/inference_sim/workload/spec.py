@@ -12,7 +12,12 @@ Extensions over the reference's schema (all optional): a top-level ``stages`` li
 (staged load, each stage ``{rate, duration}`` or ``{rate, end}`` in seconds);
 ``min``/``max`` clamps on ``exponential`` and ``pareto_lognormal``; in ``inference_perf``,
 ``cycle_prompts`` (inference-perf's fixed prompt set) and ``load_type``
-(``poisson``/``constant``).
+(``poisson``/``constant`` as inference-perf, or ``evenly_spaced``).
+
+Fields a spec gives but that change nothing are said, not dropped: an ``inference_perf``
+or ``servegen_data`` block next to clients, an ``aggregate_rate`` other than the stages'
+mean (in :attr:`WorkloadSpec.warnings`), ``prefix_length`` without ``prefix_group`` and
+``adapter_rank`` without ``adapter``.
 """
 
 from __future__ import annotations
@@ -81,6 +86,11 @@ __all__ = [
     "parse_workload_spec",
     "read_yaml",
 ]
+
+_log = logging.getLogger("inference_sim")
+
+#: Largest ``horizon`` (µs), as ``--horizon``: a signed 64-bit tick, the simulator's clock.
+MAX_HORIZON = 2**63 - 1
 
 #: Most clients a spec may describe (inference_perf's N x U included): each client is an
 #: arrival stream with its own random streams; real specs have 1 to ~100 (issue 21).
@@ -278,7 +288,7 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
             raise WorkloadError(f"{w}.arrival.cv must be positive, got {cv}")
         if process in ("poisson", "constant"):
             # Accepted, as the reference accepts it (workload spec 5.4), but said.
-            logging.getLogger("inference_sim").warning(
+            _log.warning(
                 "%s.arrival.cv %s has no effect with process %s (its CV is %s); use gamma or "
                 "weibull for another CV",
                 w,
@@ -363,6 +373,23 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
             multi_turn = MultiTurnSpec(rounds, think, growth)
         reasoning = ReasoningSpec(ratio, multi_turn)
 
+    prefix_group = _str(m.get("prefix_group"), f"{w}.prefix_group")
+    if prefix_length and not prefix_group:
+        # Said, not refused: harmless (nothing reads it), but likely a missing group.
+        _log.warning(
+            "%s.prefix_length %d has no effect without prefix_group (only a prefix group "
+            "shares a prefix; the prompt is the input_distribution alone)",
+            w,
+            prefix_length,
+        )
+    adapter = _str(m.get("adapter"), f"{w}.adapter")
+    adapter_rank = _adapter_rank(m.get("adapter_rank"), f"{w}.adapter_rank")
+    if adapter_rank and not adapter:
+        _log.warning(
+            "%s.adapter_rank %d has no effect without adapter (the requests run on the base model)",
+            w,
+            adapter_rank,
+        )
     return ClientSpec(
         id=_str(m.get("id"), f"{w}.id"),
         tenant_id=_str(m.get("tenant_id"), f"{w}.tenant_id"),
@@ -372,15 +399,15 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
         arrival=ArrivalSpec(process, cv),
         input_distribution=input_dist,
         output_distribution=output_dist,
-        prefix_group=_str(m.get("prefix_group"), f"{w}.prefix_group"),
+        prefix_group=prefix_group,
         prefix_length=prefix_length,
         streaming=_bool(m.get("streaming"), f"{w}.streaming"),
         network=network,
         lifecycle=lifecycle,
         multimodal=multimodal,
         reasoning=reasoning,
-        adapter=_str(m.get("adapter"), f"{w}.adapter"),
-        adapter_rank=_adapter_rank(m.get("adapter_rank"), f"{w}.adapter_rank"),
+        adapter=adapter,
+        adapter_rank=adapter_rank,
     )
 
 
@@ -408,6 +435,12 @@ _SHARED_PREFIX_KEYS = (
     "enable_multi_turn_chat",
     *_SHARED_PREFIX_ALIASES,
 )
+
+
+#: ``inference_perf.load_type`` values: inference-perf's ``poisson`` and ``constant``
+#: (exactly int(rate x duration) requests a stage, jittered: docs/workloads.md), and our
+#: ``evenly_spaced`` (one request every 1/rate s, dealt round-robin to the clients).
+LOAD_TYPES = ("poisson", "constant", "evenly_spaced")
 
 
 def _parse_inference_perf(value: Any) -> InferencePerfSpec:
@@ -446,9 +479,10 @@ def _parse_inference_perf(value: Any) -> InferencePerfSpec:
         check_length_bound(n, f"{sw}.{key}")
         lengths[key] = n
     load_type = _str(m.get("load_type"), f"{w}.load_type") or "poisson"
-    if load_type not in ("poisson", "constant"):
+    if load_type not in LOAD_TYPES:
         raise WorkloadError(
-            f'{w}.load_type: unknown load type "{load_type}"; valid: poisson, constant'
+            f'{w}.load_type: unknown load type "{load_type}"{did_you_mean(load_type, LOAD_TYPES)}'
+            f"; valid: {', '.join(LOAD_TYPES)}"
         )
     shared = SharedPrefixSpec(
         counts["num_unique_system_prompts"],
@@ -469,17 +503,27 @@ def expand_inference_perf(ip: InferencePerfSpec) -> tuple[ClientSpec, ...]:
     Fixed on purpose: a ``system_prompt_len`` of 0 means no shared prefix (the reference
     silently uses its 50-token default), and multi-turn sessions keep the system prompt
     (our generator prepends a client's prefix to its sessions too). With ``load_type:
-    constant`` the generator deals one evenly spaced stream at the stage rate to these
-    clients round-robin, in this order (``generate.spec_sources``), rather than running
-    N x U constant processes that would all fire together.
+    constant`` or ``evenly_spaced`` the generator deals ONE stream at the stage rate to
+    these clients round-robin, in this order (``generate.spec_sources``), as
+    inference-perf's single load generator does, rather than running N x U processes.
+
+    Multi-turn chat: every ARRIVAL is one request, the next round of that client's
+    5-round accumulating session (``MultiTurnSpec.on_arrivals``), as inference-perf sends
+    one request per arrival (``SharedPrefixDataGenerator.load_lazy_data``: user
+    ``i mod users``, round ``i // users``). The reference starts a whole session per
+    arrival, which multiplied the stage's request rate by the number of rounds.
     """
     sp = ip.shared_prefix
     total = sp.num_unique_system_prompts * sp.num_users_per_system_prompt
     multi = None
     if sp.enable_multi_turn_chat:
         multi = ReasoningSpec(
-            None, MultiTurnSpec(max_rounds=5, think_time_us=500_000, context_growth="accumulate")
+            None,
+            MultiTurnSpec(
+                max_rounds=5, think_time_us=0, context_growth="accumulate", on_arrivals=True
+            ),
         )
+    process = "poisson" if ip.load_type == "poisson" else "constant"  # dealt: generate.py
     clients = []
     for p in range(sp.num_unique_system_prompts):
         for u in range(sp.num_users_per_system_prompt):
@@ -489,7 +533,7 @@ def expand_inference_perf(ip: InferencePerfSpec) -> tuple[ClientSpec, ...]:
                     tenant_id=f"prompt-{p}",
                     slo_class="batch",
                     rate_fraction=1.0 / total,
-                    arrival=ArrivalSpec(ip.load_type),
+                    arrival=ArrivalSpec(process),
                     input_distribution=DistSpec("constant", {"value": sp.question_len}),
                     output_distribution=DistSpec("constant", {"value": sp.output_len}),
                     prefix_group=f"prompt-{p}" if sp.system_prompt_len > 0 else "",
@@ -546,8 +590,12 @@ def parse_workload_spec(data: Any, *, source: str = "", base_dir: str = "") -> W
     if not 0 <= seed <= MAX_SEED:
         raise WorkloadError(f"seed must be in [0, {MAX_SEED}] (a 64-bit seed), got {seed}")
     horizon = _int(m.get("horizon"), "horizon")
-    if horizon < 0:
-        raise WorkloadError(f"horizon must be non-negative, got {horizon}")
+    if not 0 <= horizon <= MAX_HORIZON:
+        # A horizon past the clock's range used to pass here and then read as "no
+        # horizon", so the run asked for one although the file gave one.
+        raise WorkloadError(
+            f"horizon must be in [0, {MAX_HORIZON}] µs (0: none; as --horizon), got {horizon}"
+        )
     num_requests = _int(m.get("num_requests"), "num_requests")
     if num_requests < 0:
         raise WorkloadError(f"num_requests must be non-negative, got {num_requests}")
@@ -556,7 +604,7 @@ def parse_workload_spec(data: Any, *, source: str = "", base_dir: str = "") -> W
     if m.get("inference_perf") is not None:
         inference_perf = _parse_inference_perf(m["inference_perf"])
         if m.get("clients"):  # expanded only without clients (workload spec 8.1, 16)
-            logging.getLogger("inference_sim").warning(
+            _log.warning(
                 "inference_perf is ignored: the spec has clients, which set the load "
                 "(aggregate_rate and their rate fractions)"
             )
@@ -574,6 +622,8 @@ def parse_workload_spec(data: Any, *, source: str = "", base_dir: str = "") -> W
         raise WorkloadError(f"aggregate_rate must be positive, got {aggregate_rate}")
     if stages and aggregate_rate < 0:
         raise WorkloadError(f"aggregate_rate must be positive, got {aggregate_rate}")
+    if stages and aggregate_rate > 0:
+        warnings.extend(_ignored_aggregate_rate(aggregate_rate, stages))
 
     servegen = None
     if m.get("servegen_data") is not None:
@@ -596,6 +646,15 @@ def parse_workload_spec(data: Any, *, source: str = "", base_dir: str = "") -> W
     if not raw_clients and servegen is None and inference_perf is None:
         raise WorkloadError(
             "clients: at least one client, servegen_data or inference_perf required"
+        )
+    if servegen is not None and (raw_clients or inference_perf is not None):
+        # Loaded only without clients, after an inference_perf block (workload spec 8.1).
+        _log.warning(
+            "servegen_data is ignored: %s",
+            "the spec has clients, which set the load (aggregate_rate and their rate fractions)"
+            if raw_clients
+            else "the inference_perf block sets the clients (it is expanded first, as in "
+            "the reference)",
         )
     v1 = version in ("", "1")
     clients = tuple(_parse_client(c, i, warnings, v1=v1) for i, c in enumerate(raw_clients))
@@ -629,6 +688,29 @@ def parse_workload_spec(data: Any, *, source: str = "", base_dir: str = "") -> W
         source=source,
         warnings=tuple(warnings),
     )
+
+
+def _ignored_aggregate_rate(aggregate_rate: float, stages: tuple[Stage, ...]) -> list[str]:
+    """The warning that an explicit ``aggregate_rate`` other than the stages' mean has no
+    effect (none when it is that mean, as in the reference's inference-perf example).
+
+    We honour the stages (docs/workloads.md); the reference applies the stage average
+    only when ``aggregate_rate <= 0`` (workload spec 8.1, 16), so its run of the same file
+    is at ``aggregate_rate``: dropping a number the user wrote silently hid that. It goes
+    to :attr:`WorkloadSpec.warnings`, which ``blis run`` logs (package logger) once the
+    run's own checks have passed, so a run stopped by ``--aggregate-rate`` prints its one
+    error line alone.
+    """
+    span = sum(st.end_us - st.start_us for st in stages)
+    mean = sum(st.rate * (st.end_us - st.start_us) for st in stages) / span
+    if math.isclose(aggregate_rate, mean, rel_tol=1e-9):
+        return []
+    return [
+        f"aggregate_rate {aggregate_rate:g} req/s is ignored: the stages set the load "
+        f"({mean:g} req/s on average over {span / TICKS_PER_SECOND:g} s); the reference "
+        f"would run the whole workload at {aggregate_rate:g} req/s. Remove aggregate_rate "
+        f"or set it to {mean:g}"
+    ]
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:
