@@ -762,3 +762,58 @@ def test_prefix_caching_off_a_gpu_eviction_stores_nothing():
     pool.release([b1])
     pool.offload_lru()  # the GPU copy of 7 goes
     assert 7 not in tier and tier.offloads == 2
+
+
+@pytest.mark.parametrize("touch", [True, False])
+def test_a_scheduling_attempt_touches_the_requests_cpu_blocks(touch):
+    """vLLM's connector touches a request's CPU blocks at every scheduling attempt, last
+    to first, whether or not the allocation then fits: a prompt waiting for room keeps
+    its blocks from being dropped first. A look that is no attempt (``touch=False``: a
+    router's question, a P/D decode side's reservation) leaves the order alone."""
+    kv = KVCacheManager(5, 2, cpu_blocks=8, offload_threshold=0.0, transfer_bandwidth=1.0)
+    a = req(0, 0, list(range(9)))  # 4 full blocks
+    admit(kv, a)
+    kv.free(a)
+    b = req(1, 0, list(range(100, 109)))
+    admit(kv, b)
+    kv.free(b)
+    a_blocks, b_blocks = a._block_hashes[3::-1], b._block_hashes[3::-1]
+    assert list(kv.cpu.entries) == a_blocks + b_blocks  # a's blocks are the oldest
+    c = req(2, 0, list(range(9)))  # a's prompt again
+    found = kv.find_cached_prefix(c, touch=touch)
+    assert found == [CPU_HIT] * 4
+    assert list(kv.cpu.entries) == (b_blocks + a_blocks if touch else a_blocks + b_blocks)
+
+
+def test_prefix_caching_off_a_batch_is_stored_whole_or_not_at_all():
+    """vLLM's prepare_store takes a request's new blocks as one batch: it evicts least
+    recently used entries no transfer holds (here: not stored in this step) and stores
+    nothing when they are too few."""
+    tier = CpuTier(3, keep_on_load=True)
+    assert tier.store_batch([1, 2])
+    assert not CpuTier(2, keep_on_load=True).store_batch([1, 2, 3])  # larger than the tier
+    same_step = CpuTier(2, keep_on_load=True)
+    assert same_step.store_batch([1, 2]) and not same_step.store_batch([3])  # 1, 2 in flight
+    assert same_step.skipped == 1 and list(same_step.entries) == [1, 2]
+    tier.stamp(1_000)  # 1 and 2 have arrived: evictable
+    assert not tier.store_batch([3, 4, 5, 6])  # needs 3 evictions, only 2 entries
+    assert tier.skipped == 4 and list(tier.entries) == [1, 2]
+    assert tier.store_batch([3, 4])  # one eviction: the least recently used
+    assert list(tier.entries) == [2, 3, 4] and tier.dropped == 1
+    tier.check_invariants()
+
+
+def test_prefix_caching_off_a_batch_with_nothing_new_touches_nothing():
+    """Only a store that stored something touches the request's blocks (vLLM's
+    connector: no new block, no prepare_store, no touch)."""
+    from inference_sim.kv.block_pool import TieredBlockPool
+
+    tier = CpuTier(8, keep_on_load=True)
+    pool = TieredBlockPool(8, 16, tier)
+    first = pool.take_new(2)
+    pool.register_many(first, [11, 12], 0, 2)
+    assert list(tier.entries) == [12, 11]
+    tier.offload(13)
+    second = pool.take_new(2)  # the same content computed again by another request
+    pool.register_many(second, [11, 12], 0, 2)
+    assert list(tier.entries) == [12, 11, 13]

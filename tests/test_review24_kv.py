@@ -284,3 +284,13 @@ def test_calibrated_sizes_the_kv_cache_as_vllm_0151_not_from_a_trained_entry() -
     assert resolve(base).engine.num_gpu_blocks == 67_659  # auto: the trained entry
     given = resolve({**base, "latency_model": "calibrated", "total_kv_blocks": 1000})
     assert given.engine.num_gpu_blocks == 1000
+
+
+def test_calibrated_keeps_a_trained_count_for_sliding_window_models() -> None:
+    """gpt-oss: half its layers use a sliding window, whose blocks vLLM's hybrid KV cache
+    counts in a way the memory derivation does not model (74 % low, roofline.md); its
+    trained count, measured by vLLM, stays."""
+    opts = {"model": "openai/gpt-oss-20b", "hardware": "H100", "tp": 1}
+    trained = resolve({**opts, "latency_model": "roofline"}).engine.num_gpu_blocks
+    assert trained == 302_690  # the catalog's entry (vLLM's own count)
+    assert resolve({**opts, "latency_model": "calibrated"}).engine.num_gpu_blocks == trained

@@ -358,7 +358,7 @@ class PDClusterSimulator(ExtraEvents):
         disagg = self.decider == "always"
         if self.decider == "prefix-threshold":
             req.prefill_target = req.num_prompt_tokens
-            cached = dec.kv.find_cached_prefix(req)
+            cached = dec.kv.find_cached_prefix(req, touch=False)
             uncached = req.num_prompt_tokens - len(cached) * dec.kv.block_size
             disagg = uncached >= self.prefix_threshold  # llm-d: at least the threshold
         if disagg:

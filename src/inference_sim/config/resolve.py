@@ -737,11 +737,13 @@ def _resolve_roofline(
                 "--quantization fp8 frees memory, so the count is derived from GPU memory"
             )
             found = None
+        sliding = arch.local_attention is not None and arch.local_attention.kind == "sliding"
         if (
             mode == "calibrated"
             and found is not None
             and "total_kv_blocks" not in explicit
             and found.total_kv_blocks > 0
+            and not sliding  # vLLM's hybrid cache, which the derivation lacks (gpt-oss)
         ):
             # The calibrated model is vLLM v0.15.1's; a trained entry's count is another
             # version's memory profile (v0.8.4: Qwen2.5-7B H100/TP1 67 659 blocks where

@@ -135,7 +135,7 @@ class PDInstance(Instance):
         req.prefill_target = req.num_prompt_tokens
         self._settle_held_over()
         kv = self.kv
-        cached = kv.find_cached_prefix(req)
+        cached = kv.find_cached_prefix(req, touch=False)
         if cached and cached[-1] < 0:  # a CPU-tier hit: pulled from the prefill side
             cached = [b for b in cached if b >= 0]
         n_cached = len(cached)

@@ -469,11 +469,25 @@ class TieredBlockPool(BlockPool):
                 self.tier.discard(block_hash)
 
     def register_many(self, block_ids: list[int], hashes: list[int], start: int, stop: int) -> None:
+        tier = self.tier
+        if not tier.keep_on_load:
+            for i in range(start, stop):
+                self.register(block_ids[i], hashes[i])
+            return
+        # Prefix caching off: the blocks a request computed in this step are stored as
+        # one batch, all or none (CpuTier.store_batch), and only a batch that stored
+        # something touches the request's blocks (vLLM's connector, _get_reqs_to_store).
+        entries = tier.entries
+        new = []
         for i in range(start, stop):
-            self.register(block_ids[i], hashes[i])
-        if self.tier.keep_on_load and stop > start:
-            # vLLM's connector touches the request's blocks after storing its new ones
-            self.tier.touch(hashes[:stop])
+            b = block_ids[i]
+            if self.block_hash[b] is None:
+                h = hashes[i]
+                BlockPool.register(self, b, h)
+                if h not in entries:
+                    new.append(h)
+        if new and tier.store_batch(new):
+            tier.touch(hashes[:stop])
 
     def offload_lru(self, at: int = -1) -> None:
         """Move the content of the least recently freed cached block to the CPU tier.

@@ -39,6 +39,7 @@ class CpuTier:
         "kept",
         "offloads",
         "reloads",
+        "skipped",
         "superseded",
         "thrash",
     )
@@ -60,6 +61,8 @@ class CpuTier:
         self.superseded = 0  # entries dropped because the GPU computed the content again
         self.cleared = 0  # entries lost with a restarted server (an autoscaled replica)
         self.thrash = 0  # reloads within THRASH_WINDOW_US of their offload
+        #: blocks a full tier could not take (keep_on_load: every entry was in flight)
+        self.skipped = 0
         self._unstamped: list[int] = []
         self._reloaded: list[int] = []  # offload times of this step's reloads
 
@@ -83,6 +86,37 @@ class CpuTier:
         if at == UNSTAMPED:
             self._unstamped.append(block_hash)
         self.offloads += 1
+
+    def store_batch(self, block_hashes: list[int]) -> bool:
+        """Store one request's blocks computed in this step, all or none (``keep_on_load``).
+
+        vLLM's offloading manager prepares a request's new blocks as one batch
+        (``LRUOffloadingManager.prepare_store``): it evicts least recently used entries
+        that no transfer holds -- here, entries not stored in this step -- and when they
+        are too few it stores none of the batch. False (nothing stored, counted in
+        ``skipped``) then. The hashes must not be in the tier already.
+        """
+        entries = self.entries
+        need = len(entries) + len(block_hashes) - self.capacity
+        if need > 0:
+            in_flight = sum(1 for h in self._unstamped if entries.get(h) == UNSTAMPED)
+            if len(entries) - in_flight < need:
+                self.skipped += len(block_hashes)
+                return False
+            victims = []
+            for h, stamp in entries.items():
+                if stamp != UNSTAMPED:
+                    victims.append(h)
+                    if len(victims) == need:
+                        break
+            for h in victims:
+                del entries[h]
+            self.dropped += need
+        for h in block_hashes:
+            entries[h] = UNSTAMPED
+        self._unstamped.extend(block_hashes)
+        self.offloads += len(block_hashes)
+        return True
 
     def touch(self, block_hashes: list[int]) -> None:
         """Mark a request's stored blocks as used, last to first (vLLM's LRU touch)."""

@@ -230,8 +230,11 @@ class KVCacheManager:
                     append(prev)
         return hashes
 
-    def find_cached_prefix(self, req: Request) -> list[int]:
+    def find_cached_prefix(self, req: Request, *, touch: bool = True) -> list[int]:
         """Cached blocks matching the start of the tokens the request must (re)compute.
+
+        ``touch`` False: a look that is no scheduling attempt (a router's question, a P/D
+        decode side reserving transferred KV) leaves the CPU tier's LRU order alone.
 
         At least one token is always left to compute (as vLLM): at most
         ``(prefill_target - 1) // block_size`` blocks are reused. With a CPU tier the
@@ -258,10 +261,11 @@ class KVCacheManager:
                     break
                 found.append(b)
         cpu = self.cpu
-        if cpu is not None:
+        if cpu is not None and touch:
             # every scheduling attempt touches the request's CPU blocks, last to first
-            # (vLLM's connector, get_num_new_matched_tokens), found or not
-            cpu.touch(hashes[:max_blocks])
+            # (vLLM's connector, get_num_new_matched_tokens), found or not; the GPU hits
+            # have no CPU copy (the tiers are exclusive with prefix caching on)
+            cpu.touch(hashes[len(found) : max_blocks])
         if cpu is not None and len(found) < max_blocks:
             entries = cpu.entries
             # Prefix caching off (keep_on_load): a block is stored once computed, so what
