@@ -294,3 +294,66 @@ def test_calibrated_keeps_a_trained_count_for_sliding_window_models() -> None:
     trained = resolve({**opts, "latency_model": "roofline"}).engine.num_gpu_blocks
     assert trained == 302_690  # the catalog's entry (vLLM's own count)
     assert resolve({**opts, "latency_model": "calibrated"}).engine.num_gpu_blocks == trained
+
+
+# --- review 24, second round: what a replay keeps ------------------------------------------
+
+
+def test_a_replay_keeps_a_latency_model_asked_for_by_name(tmp_path):
+    """A run that asked for calibrated by name replays as asked, also on another model
+    whose trained entry ``auto`` would pick (it ran blackbox, silently)."""
+    first = _results(
+        tmp_path,
+        "q1.json",
+        *("--model", "qwen/qwen2.5-1.5b-instruct", "--latency-model", "calibrated"),
+        *("--hardware", "H100", "--tp", 1),
+    )
+    assert json.loads(first.read_text())["config"]["latency_model_requested"] is True
+    again = tmp_path / "q2.json"
+    _run("--config", first, "--results-path", again)
+    assert json.loads(again.read_text())["latency_model_reason"].startswith("requested")
+    other = tmp_path / "q3.json"
+    _run("--config", first, "--model", "qwen/qwen2.5-7b-instruct", "--results-path", other)
+    assert json.loads(other.read_text())["latency_model"] == "calibrated"
+
+
+def test_a_replay_on_another_model_takes_that_models_catalog_defaults(files, tmp_path):
+    """The GPU, TP and vLLM version a run took from its model's catalog defaults are the
+    new model's own on a replay with another --model (Llama's v0.8.4 made gpt-oss-20b
+    miss its trained entry and fall back to the calibrated model)."""
+    out = tmp_path / "b.json"
+    _run("--config", files["trained"], "--model", "openai/gpt-oss-20b", "--results-path", out)
+    doc = json.loads(out.read_text())
+    fresh = resolve({"model": "openai/gpt-oss-20b", "num_requests": 3})
+    assert doc["latency_model"] == fresh.latency_model == "blackbox"
+    assert (
+        doc["config"]["vllm_version"] == fresh.options["vllm_version"] != "vllm/vllm-openai:v0.8.4"
+    )
+    assert (doc["config"]["hardware"], doc["config"]["tp"]) == (
+        fresh.options["hardware"],
+        fresh.options["tp"],
+    )
+
+
+def test_a_fallback_with_a_version_names_it_and_the_trained_versions():
+    plan = resolve(
+        {"model": "openai/gpt-oss-20b", "hardware": "H100", "tp": 2, "vllm_version": "v0.8.4"}
+    )
+    assert "at vLLM version vllm/vllm-openai:v0.8.4" in plan.latency_reason
+    assert "H100/TP2/vllm/vllm-openai:v0.10.1.1" in plan.latency_reason
+
+
+def test_the_unstartable_utilization_warning_only_where_it_sizes_the_cache():
+    base = {"model": LLAMA8, "hardware": "H100", "tp": 1, "gpu_memory_utilization": 0.995}
+    with warnings_logged() as got:
+        resolve(base)  # the trained entry's count: the flag has no effect
+    assert not any("refuses to start" in w for w in got) and any("no effect" in w for w in got)
+
+
+def test_models_lists_the_block_count_a_run_uses_for_mla_on_hopper():
+    from inference_sim.catalog.listing import models_table
+
+    row = next(
+        r for r in models_table(load_catalog()) if r["model"] == DEEPSEEK and r["gpu"] == "H100"
+    )
+    assert row["derived_kv_blocks"] == _fresh(model=DEEPSEEK, hardware="H100", tp=row["tp"])

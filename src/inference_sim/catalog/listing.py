@@ -43,8 +43,10 @@ def _derived_blocks(
     """Blocks derived from memory, or None (no architecture, no memory size, no fit)."""
     if arch is None or gpu is None or gpu.usable_memory_bytes <= 0:
         return None
-    from inference_sim.catalog.capacity import derive_kv_blocks
+    from inference_sim.catalog.capacity import derive_kv_blocks, vllm_block_size
 
+    if settings.get("block_size") is None:  # vLLM's own (MLA on Hopper: 64), as a run's
+        settings = {**settings, "block_size": vllm_block_size(arch, gpu.name)}
     cap = derive_kv_blocks(arch, gpu, tp, **settings)
     return cap.blocks if cap.fits else None
 
@@ -59,7 +61,7 @@ def _gpu_or_none(catalog: Catalog, name: str) -> GpuSpec | None:
 def models_table(
     catalog: Catalog,
     *,
-    block_size: int = 16,
+    block_size: int | None = None,
     gpu_memory_utilization: float = 0.9,
     max_num_batched_tokens: int = 2048,
 ) -> list[dict[str, Any]]:
@@ -75,7 +77,9 @@ def models_table(
     A model with a bundled architecture but no coefficients gets one row on H100 at
     the smallest TP (1, 2, 4, 8) it fits, with the derived block count as its
     ``total_kv_blocks`` and an empty ``vllm_version``; roofline runs take any GPU and TP.
-    The keyword arguments are the engine settings the derived capacity assumes.
+    The keyword arguments are the engine settings the derived capacity assumes
+    (``block_size`` None: the size vLLM would use for the model and GPU, as a run without
+    ``--block-size-in-tokens``: 16, or 64 for MLA models on Hopper).
     """
     settings = {
         "block_size": block_size,

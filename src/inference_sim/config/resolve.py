@@ -179,6 +179,9 @@ class RunPlan:
         cfg["alpha_coeffs"] = list(self.alpha)
         cfg["beta_coeffs"] = list(self.beta)
         cfg["latency_model"] = self.latency_model
+        if self.latency_reason.startswith("requested"):
+            # asked for by name: a replay on another deployment keeps asking for it
+            cfg["latency_model_requested"] = True
         for name in PLUGIN_OPTIONS:  # file.py:Class plug-ins too
             if name in cfg:
                 cfg[name] = rebase_plugin_files(cfg[name], os.getcwd())
@@ -355,16 +358,6 @@ def _check_ranges(o: dict[str, Any], explicit: frozenset[str] = frozenset()) -> 
         math.isfinite(util) and 0 < util <= 1,
         f"--gpu-memory-utilization must be in (0, 1], got {util}",
     )
-    if util > MAX_STARTABLE_UTILIZATION:
-        log.warning(
-            "--gpu-memory-utilization %g: vLLM refuses to start above about %g: the CUDA "
-            "context (and any other process) already holds part of the GPU's memory when it "
-            "checks that the free memory covers the share asked for "
-            '(vllm/v1/worker/gpu_worker.py, "Free memory on device ... is less than desired '
-            'GPU memory utilization"); the run goes on as asked',
-            util,
-            MAX_STARTABLE_UTILIZATION,
-        )
     require_finite("--rate", o["rate"])
     rate, count = o["rate"], o["num_requests"]
     synthetic = o["workload"] != "traces" and not o["workload_spec"]
@@ -383,6 +376,21 @@ def _check_ranges(o: dict[str, Any], explicit: frozenset[str] = frozenset()) -> 
         f"--seed must be in [-2**63, {MAX_SEED}] (a 64-bit seed; a negative one is read as "
         f"two's complement, as the reference's int64), got {o['seed']}",
     )
+
+
+def _warn_if_unstartable_utilization(util: float) -> None:
+    """Above :data:`MAX_STARTABLE_UTILIZATION` vLLM would not start; said only where the
+    utilization sizes the KV cache (elsewhere a warning says it has no effect)."""
+    if util > MAX_STARTABLE_UTILIZATION:
+        log.warning(
+            "--gpu-memory-utilization %g: vLLM refuses to start above about %g: the CUDA "
+            "context (and any other process) already holds part of the GPU's memory when it "
+            "checks that the free memory covers the share asked for "
+            '(vllm/v1/worker/gpu_worker.py, "Free memory on device ... is less than desired '
+            'GPU memory utilization"); the run goes on as asked',
+            util,
+            MAX_STARTABLE_UTILIZATION,
+        )
 
 
 #: Highest ``--gpu-memory-utilization`` vLLM starts with: it needs that share of the
@@ -764,6 +772,7 @@ def _resolve_roofline(
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         derived = f"derived from GPU memory: {cap.explain()}"
+        _warn_if_unstartable_utilization(o["gpu_memory_utilization"])
         if not cap.fits and main_deployment_unused(o):
             # Every instance is in a P/D pool with its own GPU or TP: this deployment
             # runs nowhere, so it need not fit (each pool's own resolution checks its).
@@ -1008,11 +1017,11 @@ def _resolve_latency(
             )
             why = "--latency-model calibrated"
             lat = _resolve_roofline(o, explicit, catalog, notes, alpha, beta, why, "calibrated")
-            # with the versions when none was given: the entries match on it
+            # with their versions: the entries match on it
             trained = ", ".join(
                 sorted(
                     {
-                        f"{cs.gpu}/TP{cs.tp}" + ("" if o["vllm_version"] else f"/{cs.vllm_version}")
+                        f"{cs.gpu}/TP{cs.tp}/{cs.vllm_version}"
                         for cs in catalog.coefficient_sets(model)
                     }
                 )
@@ -1020,6 +1029,8 @@ def _resolve_latency(
             reason = f"auto fallback: no trained entry for {o['hardware']}/TP{o['tp']}"
             if not o["vllm_version"]:  # entries match on the version (spec cli.md 4.2)
                 reason += " without a vLLM version (no catalog default; give --vllm-version)"
+            else:
+                reason += f" at vLLM version {o['vllm_version']}"
             return _because(
                 lat, reason + (f" (trained: {trained})" if trained else ""), fallback=True
             )
@@ -1296,6 +1307,7 @@ def _read_run_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool
         doc = first  # every run has the same options but its seed: repeat the first
         log.info("%s: a --seeds/--replicates results file; using its first run's options", where)
     from_results = isinstance(doc.get("config"), dict) and "package_version" in doc["config"]
+    requested = False  # the results file's latency model was asked for by name
     if not from_results and {"completed_requests", "requests"} <= set(doc):
         raise ConfigError(
             f"{where}: a results file without its config section (trimmed, or written by "
@@ -1310,6 +1322,7 @@ def _read_run_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool
         # The coefficients a calibrated run used are recorded, not an option: the run
         # replays with the shipped set or its --latency-coeffs file, as it was made.
         used = doc.pop("calibrated_coefficients", None)
+        requested = doc.pop("latency_model_requested", False) is True
         for derived in ("filtered_sampling", "penalized_sampling"):  # from --sampling
             doc.pop(derived, None)
         # A recorded minimum of 0 is the default (1), not an asked scale-to-zero, which
@@ -1369,7 +1382,7 @@ def _read_run_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool
             value = rebase_plugin_files(value, folder)
         out[name] = value
     if from_results:
-        out = _without_derived_figures(out)
+        out = _without_derived_figures(out, requested)
     return out, from_results
 
 
@@ -1377,11 +1390,15 @@ def _read_run_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool
 #: model and its trained coefficients, the KV block size (MLA models on Hopper: 64) and
 #: the KV block count. In this order: each may follow from the ones before.
 _DERIVED_MODEL = ("latency_model", "roofline", "alpha_coeffs", "beta_coeffs")
+#: A model the user asked for by name keeps it; only its coefficients were derived.
+_DERIVED_COEFFICIENTS = ("alpha_coeffs", "beta_coeffs")
+#: The catalog's default vLLM version of the recorded model (another model has its own).
+_DERIVED_VERSION = ("vllm_version",)
 _DERIVED_BLOCK_SIZE = ("block_size_in_tokens",)
 _DERIVED_BLOCKS = ("total_kv_blocks",)
 
 
-def _without_derived_figures(out: dict[str, Any]) -> dict[str, Any]:
+def _without_derived_figures(out: dict[str, Any], requested: bool = False) -> dict[str, Any]:
     """A results file's options without the figures the run derived for its deployment.
 
     A results file records the step-time model, coefficients, block size and block count
@@ -1392,8 +1409,14 @@ def _without_derived_figures(out: dict[str, Any]) -> dict[str, Any]:
     out so that every run (and pool) derives its own. Those that differ were given and
     stay (``merge_config_file`` warns when a flag that sizes the KV cache changes). An
     unchanged replay derives them again, the same: its results are the same.
+
+    ``requested`` (the record's ``latency_model_requested``): the run asked for its
+    latency model by name (``--latency-model calibrated``), which stays asked for even
+    where ``auto`` would pick the same one, so that a replay on another deployment does
+    not take whatever ``auto`` picks there.
     """
-    for group in (_DERIVED_MODEL, _DERIVED_BLOCK_SIZE, _DERIVED_BLOCKS):
+    model_group = _DERIVED_COEFFICIENTS if requested else _DERIVED_MODEL
+    for group in (_DERIVED_VERSION, model_group, _DERIVED_BLOCK_SIZE, _DERIVED_BLOCKS):
         if not any(k in out for k in group):
             continue
         trial = {k: v for k, v in out.items() if k not in group}
@@ -1403,6 +1426,7 @@ def _without_derived_figures(out: dict[str, Any]) -> dict[str, Any]:
         except ConfigError:
             continue
         derived = {
+            "vllm_version": plan.options["vllm_version"],
             "latency_model": plan.latency_model,
             "alpha_coeffs": list(plan.alpha),
             "beta_coeffs": list(plan.beta),
@@ -1491,6 +1515,31 @@ def _warn_kept_blocks(
         )
 
 
+def _without_old_model_defaults(
+    recorded: dict[str, Any], given: Mapping[str, Any], named: set[str]
+) -> dict[str, Any]:
+    """A results file replayed with another ``--model``: the GPU, TP and vLLM version it
+    records that are the recorded model's catalog defaults (the run did not choose them,
+    the catalog did) are left out, so that the new model takes its own defaults (a
+    Llama-3.1-8B run's v0.8.4 made gpt-oss-20b miss its trained H100/TP2 entry)."""
+    new_model = next((v for k, v in given.items() if canonical_name(k) == "model"), None)
+    old_model = recorded.get("model")
+    if not new_model or not isinstance(old_model, str) or str(new_model) == old_model:
+        return recorded
+    try:
+        defaults = load_catalog(recorded.get("defaults_filepath") or None).model_defaults(old_model)
+    except (CatalogError, ConfigError, OSError):  # the replay itself reports a bad file
+        return recorded
+    if defaults is None:
+        return recorded
+    implied = {"hardware": defaults.gpu, "tp": defaults.tp, "vllm_version": defaults.vllm_version}
+    out = dict(recorded)
+    for name, value in implied.items():
+        if name not in named and _same_option(name, out.get(name), value):
+            del out[name]
+    return out
+
+
 def merge_config_file(raw: Mapping[str, Any]) -> dict[str, Any]:
     """``raw`` with its ``config`` entry (a file path) expanded; ``raw``'s own values win."""
     given = dict(raw)
@@ -1500,6 +1549,7 @@ def merge_config_file(raw: Mapping[str, Any]) -> dict[str, Any]:
     file_options, from_results = _read_run_config(path)
     named = {canonical_name(k) for k in given}
     if from_results:
+        file_options = _without_old_model_defaults(file_options, given, named)
         _warn_kept_blocks(path, file_options, given, named)
     merged = {k: v for k, v in file_options.items() if k not in named}
     merged.update(given)
