@@ -357,3 +357,26 @@ def test_models_lists_the_block_count_a_run_uses_for_mla_on_hopper():
         r for r in models_table(load_catalog()) if r["model"] == DEEPSEEK and r["gpu"] == "H100"
     )
     assert row["derived_kv_blocks"] == _fresh(model=DEEPSEEK, hardware="H100", tp=row["tp"])
+
+
+@pytest.mark.parametrize(
+    ("main", "pools", "size"),
+    [
+        ("H100", {"prefill_hardware": "A100-80", "decode_hardware": "A100-80"}, 16),
+        ("A100-80", {"decode_hardware": "H100"}, 64),
+    ],
+)
+def test_a_pd_clusters_mla_block_size_follows_the_gpus_its_instances_run_on(main, pools, size):
+    """One block size for the cluster: 64 for an MLA model when any instance runs on
+    Hopper (FlashMLA), whether the run's GPU or a pool's; 16 when no instance runs on
+    Hopper, even if the run's own (unused) GPU is one. No warning about a size nobody
+    gave."""
+    opts = {
+        "model": DEEPSEEK, "hardware": main, "tp": 1, "latency_model": "roofline",
+        "num_instances": 2, "prefill_instances": 1, "decode_instances": 1,
+        "num_requests": 3, **pools,
+    }  # fmt: skip
+    with warnings_logged() as got:
+        plan = resolve(opts)
+    assert {p.options["block_size_in_tokens"] for p in plan.pools.values()} == {size}
+    assert not any("--block-size-in-tokens" in w for w in got)

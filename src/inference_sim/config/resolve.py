@@ -62,6 +62,7 @@ from inference_sim.config.pd import (
     main_deployment_unused,
     pd_enabled,
     pool_kv_notes,
+    pool_overrides,
     resolve_pools,
 )
 from inference_sim.config.policies import resolve_policies
@@ -820,13 +821,30 @@ def _mla_block_size(
     """An MLA model on a Hopper GPU runs with vLLM's FlashMLA backend, which forces
     64-token KV blocks (``catalog.capacity.vllm_block_size``): without
     ``--block-size-in-tokens`` the run uses them too, so its block count is the one vLLM
-    logs. A given size is simulated as given, with a warning when vLLM would replace it."""
-    size = vllm_block_size(arch, gpu.name, o["block_size_in_tokens"])
+    logs. A given size is simulated as given, with a warning when vLLM would replace it.
+
+    A P/D cluster shares one block size (its transfers and routing count in it): the
+    GPUs its instances run on decide, the pools' own and the run's unless no instance
+    runs it, so an MLA model's cluster takes 64-token blocks when any of them is Hopper.
+    """
+    gpus = [] if main_deployment_unused(o) else [gpu.name]
+    if pd_enabled(o):
+        for pool in ("prefill", "decode"):
+            hw = pool_overrides(o, pool).get("hardware")
+            if o[f"{pool}_instances"] and hw:
+                gpus.append(str(hw))
+    size, where = o["block_size_in_tokens"], gpu.name
+    for name in gpus:
+        forced = vllm_block_size(arch, name, o["block_size_in_tokens"])
+        if forced != o["block_size_in_tokens"]:
+            size, where = forced, name
+            break
     if size == o["block_size_in_tokens"]:
         return
+    gpu_name = where
     if "block_size_in_tokens" not in explicit:
         notes.append(
-            f"{o['model']} uses multi-head latent attention: on {gpu.name} vLLM runs it with "
+            f"{o['model']} uses multi-head latent attention: on {gpu_name} vLLM runs it with "
             f"the FlashMLA backend, which forces {size}-token KV blocks "
             f"(--block-size-in-tokens {size}; give the flag to choose another)"
         )
@@ -837,7 +855,7 @@ def _mla_block_size(
             "FlashMLA backend takes multiples of %d only); the run uses %d as given",
             o["block_size_in_tokens"],
             o["model"],
-            gpu.name,
+            gpu_name,
             size,
             size,
             o["block_size_in_tokens"],
