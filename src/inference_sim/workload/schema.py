@@ -164,6 +164,11 @@ class WorkloadSpec:
     inference_perf: InferencePerfSpec | None = None
     stages: tuple[Stage, ...] = ()
     source: str = ""
+    #: Notes on what the spec gives but changes nothing or is changed (an ignored
+    #: ``aggregate_rate``, a ``cv`` on poisson/constant, ``prefix_length`` without
+    #: ``prefix_group``, ``adapter_rank`` without ``adapter``, a v1 SLO name mapped,
+    #: ServeGen rows skipped): held back, not logged on load, so that ``blis run`` says
+    #: them (``workload spec <file>: ...``) after its workload checks.
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property

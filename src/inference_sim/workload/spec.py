@@ -15,9 +15,12 @@ Extensions over the reference's schema (all optional): a top-level ``stages`` li
 (``poisson``/``constant`` as inference-perf, or ``evenly_spaced``).
 
 Fields a spec gives but that change nothing are said, not dropped: an ``inference_perf``
-or ``servegen_data`` block next to clients, an ``aggregate_rate`` other than the stages'
-mean (in :attr:`WorkloadSpec.warnings`), ``prefix_length`` without ``prefix_group`` and
-``adapter_rank`` without ``adapter``.
+or ``servegen_data`` block next to clients (logged as the spec loads); and, in
+:attr:`WorkloadSpec.warnings`, an ``aggregate_rate`` other than the stages' mean, a
+client's ``arrival.cv`` on a ``poisson`` or ``constant`` process, ``prefix_length``
+without ``prefix_group`` and ``adapter_rank`` without ``adapter``. ``blis run`` logs that
+list, each line prefixed ``workload spec <file>:``, only once its workload checks have
+passed, so a run they refuse prints its one error line alone.
 """
 
 from __future__ import annotations
@@ -288,13 +291,9 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
             raise WorkloadError(f"{w}.arrival.cv must be positive, got {cv}")
         if process in ("poisson", "constant"):
             # Accepted, as the reference accepts it (workload spec 5.4), but said.
-            _log.warning(
-                "%s.arrival.cv %s has no effect with process %s (its CV is %s); use gamma or "
-                "weibull for another CV",
-                w,
-                raw,
-                process,
-                "1" if process == "poisson" else "0",
+            warnings.append(
+                f"{w}.arrival.cv {raw} has no effect with process {process} (its CV is "
+                f"{'1' if process == 'poisson' else '0'}); use gamma or weibull for another CV"
             )
             cv = None
 
@@ -376,19 +375,16 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
     prefix_group = _str(m.get("prefix_group"), f"{w}.prefix_group")
     if prefix_length and not prefix_group:
         # Said, not refused: harmless (nothing reads it), but likely a missing group.
-        _log.warning(
-            "%s.prefix_length %d has no effect without prefix_group (only a prefix group "
-            "shares a prefix; the prompt is the input_distribution alone)",
-            w,
-            prefix_length,
+        warnings.append(
+            f"{w}.prefix_length {prefix_length} has no effect without prefix_group (only a "
+            "prefix group shares a prefix; the prompt is the input_distribution alone)"
         )
     adapter = _str(m.get("adapter"), f"{w}.adapter")
     adapter_rank = _adapter_rank(m.get("adapter_rank"), f"{w}.adapter_rank")
     if adapter_rank and not adapter:
-        _log.warning(
-            "%s.adapter_rank %d has no effect without adapter (the requests run on the base model)",
-            w,
-            adapter_rank,
+        warnings.append(
+            f"{w}.adapter_rank {adapter_rank} has no effect without adapter (the requests run "
+            "on the base model)"
         )
     return ClientSpec(
         id=_str(m.get("id"), f"{w}.id"),
