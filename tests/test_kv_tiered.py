@@ -817,3 +817,19 @@ def test_prefix_caching_off_a_batch_with_nothing_new_touches_nothing():
     second = pool.take_new(2)  # the same content computed again by another request
     pool.register_many(second, [11, 12], 0, 2)
     assert list(tier.entries) == [12, 11, 13]
+
+
+def test_a_scheduling_attempt_touches_the_last_full_block_too():
+    """vLLM touches every full block of the request's tokens (num_tokens // block_size),
+    though the lookup stops one token short of a block-aligned prompt's last block."""
+    kv = KVCacheManager(5, 2, cpu_blocks=8, offload_threshold=0.0, transfer_bandwidth=1.0)
+    a = req(0, 0, list(range(8)))  # 4 full blocks, block-aligned
+    admit(kv, a)
+    kv.free(a)
+    b = req(1, 0, list(range(100, 108)))
+    admit(kv, b)
+    kv.free(b)
+    a_blocks = a._block_hashes[3::-1]
+    c = req(2, 0, list(range(8)))
+    assert kv.find_cached_prefix(c) == [CPU_HIT] * 3  # at least one token computed
+    assert list(kv.cpu.entries)[-4:] == a_blocks  # the 4th block was touched too

@@ -380,3 +380,31 @@ def test_a_pd_clusters_mla_block_size_follows_the_gpus_its_instances_run_on(main
         plan = resolve(opts)
     assert {p.options["block_size_in_tokens"] for p in plan.pools.values()} == {size}
     assert not any("--block-size-in-tokens" in w for w in got)
+
+
+def test_a_replay_with_a_cpu_tier_sized_in_gib_or_by_link_follows_the_new_deployment(tmp_path):
+    """--cpu-offload-gib and --kv-transfer-link record the block count and speed they
+    derive; a replay on another deployment derives them again (it refused the replay:
+    'both size the CPU KV tier'), and a command-line block count or bandwidth replaces
+    the file's other spelling."""
+    first = _results(
+        tmp_path,
+        "g1.json",
+        *("--model", LLAMA8, "--cpu-offload-gib", 0.05, "--kv-transfer-link", "pcie-gen4"),
+    )
+    for change in (["--tp", 1], ["--model", "microsoft/phi-4"], ["--kv-cpu-blocks", 50]):
+        out = tmp_path / "g2.json"
+        _run("--config", first, *change, "--results-path", out)
+        fresh = json.loads(out.read_text())["config"]
+        if change[0] == "--kv-cpu-blocks":
+            assert fresh["kv_cpu_blocks"] == 50
+    _run("--config", first, "--kv-transfer-bandwidth", 2, "--results-path", tmp_path / "g3.json")
+
+
+def test_a_replay_keeps_blackbox_asked_for_by_name(tmp_path):
+    first = _results(tmp_path, "bb.json", "--model", LLAMA8, "--latency-model", "blackbox")
+    assert json.loads(first.read_text())["config"]["latency_model_requested"] is True
+    res = CliRunner().invoke(
+        cli, ["run", "--config", str(first), "--hardware", "L40S", "--tp", "1"]
+    )
+    assert res.exit_code != 0 and "no trained coefficients" in res.stderr

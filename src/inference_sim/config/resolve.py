@@ -129,6 +129,8 @@ class RunPlan:
     notes: list[str] = field(default_factory=list)
     #: Why ``latency_model`` was chosen (shown in the summary, results and report).
     latency_reason: str = ""
+    #: True when the run asked for its latency model by name (recorded for replays).
+    latency_model_requested: bool = False
     #: True when ``auto`` fell back from trained coefficients (``blis run`` warns).
     latency_fallback: bool = False
     #: Roofline inputs (None in blackbox mode).
@@ -180,7 +182,7 @@ class RunPlan:
         cfg["alpha_coeffs"] = list(self.alpha)
         cfg["beta_coeffs"] = list(self.beta)
         cfg["latency_model"] = self.latency_model
-        if self.latency_reason.startswith("requested"):
+        if self.latency_model_requested:
             # asked for by name: a replay on another deployment keeps asking for it
             cfg["latency_model_requested"] = True
         for name in PLUGIN_OPTIONS:  # file.py:Class plug-ins too
@@ -1412,6 +1414,10 @@ _DERIVED_MODEL = ("latency_model", "roofline", "alpha_coeffs", "beta_coeffs")
 _DERIVED_COEFFICIENTS = ("alpha_coeffs", "beta_coeffs")
 #: The catalog's default vLLM version of the recorded model (another model has its own).
 _DERIVED_VERSION = ("vllm_version",)
+#: The CPU tier's block count (from --cpu-offload-gib) and transfer speed (from
+#: --kv-transfer-link): each model and TP sizes them anew.
+_DERIVED_CPU_BLOCKS = ("kv_cpu_blocks",)
+_DERIVED_TRANSFER = ("kv_transfer_bandwidth",)
 _DERIVED_BLOCK_SIZE = ("block_size_in_tokens",)
 _DERIVED_BLOCKS = ("total_kv_blocks",)
 
@@ -1434,7 +1440,14 @@ def _without_derived_figures(out: dict[str, Any], requested: bool = False) -> di
     not take whatever ``auto`` picks there.
     """
     model_group = _DERIVED_COEFFICIENTS if requested else _DERIVED_MODEL
-    for group in (_DERIVED_VERSION, model_group, _DERIVED_BLOCK_SIZE, _DERIVED_BLOCKS):
+    for group in (
+        _DERIVED_VERSION,
+        model_group,
+        _DERIVED_BLOCK_SIZE,
+        _DERIVED_BLOCKS,
+        _DERIVED_CPU_BLOCKS,
+        _DERIVED_TRANSFER,
+    ):
         if not any(k in out for k in group):
             continue
         trial = {k: v for k, v in out.items() if k not in group}
@@ -1450,6 +1463,8 @@ def _without_derived_figures(out: dict[str, Any], requested: bool = False) -> di
             "beta_coeffs": list(plan.beta),
             "block_size_in_tokens": plan.options["block_size_in_tokens"],
             "total_kv_blocks": plan.options["total_kv_blocks"],
+            "kv_cpu_blocks": plan.options["kv_cpu_blocks"],
+            "kv_transfer_bandwidth": plan.options["kv_transfer_bandwidth"],
         }
         recorded = {k: out.get(k, v) for k, v in derived.items()}
         recorded["alpha_coeffs"] = list(recorded["alpha_coeffs"])
@@ -1569,9 +1584,23 @@ def merge_config_file(raw: Mapping[str, Any]) -> dict[str, Any]:
     if from_results:
         file_options = _without_old_model_defaults(file_options, given, named)
         _warn_kept_blocks(path, file_options, given, named)
+    # An option given on the command line replaces the file's other spelling of the same
+    # figure (--kv-cpu-blocks vs a recorded --cpu-offload-gib, ...), which would clash.
+    for a, b in _ALTERNATIVES:
+        if a in named:
+            named.add(b)
+        elif b in named:
+            named.add(a)
     merged = {k: v for k, v in file_options.items() if k not in named}
     merged.update(given)
     return merged
+
+
+#: Pairs of options that set one figure two ways (given both, a run is refused).
+_ALTERNATIVES = (
+    ("kv_cpu_blocks", "cpu_offload_gib"),
+    ("kv_transfer_bandwidth", "kv_transfer_link"),
+)
 
 
 def _resolve_kv_tier(
@@ -1722,6 +1751,8 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         "(16 bytes a block); give fewer blocks or instances",
     )
     options["total_kv_blocks"] = blocks
+    # asked for by name (not "auto"): a replay on another deployment keeps asking for it
+    requested = options["latency_model"] not in ("auto", "") or lat.reason.startswith("requested")
     options["latency_model"] = lat.mode
     options["roofline"] = lat.mode == "roofline"
     require_one_of("--sampling", options["sampling"], SAMPLING_MODES)
@@ -1824,6 +1855,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         alpha=tuple(alpha),
         beta=tuple(beta),
         latency_model=lat.mode,
+        latency_model_requested=requested,
         notes=notes,
         latency_reason=lat.reason,
         latency_fallback=lat.fallback,

@@ -249,7 +249,10 @@ class KVCacheManager:
             shareable = req.private_from // self.block_size
             if max_blocks > shareable:
                 max_blocks = shareable
+        cpu = self.cpu
         if max_blocks <= 0:
+            if cpu is not None and touch:
+                self._touch_cpu(req, 0)
             return []
         found = []
         hashes = self._block_hashes(req, max_blocks)
@@ -260,12 +263,8 @@ class KVCacheManager:
                 if b is None:
                     break
                 found.append(b)
-        cpu = self.cpu
         if cpu is not None and touch:
-            # every scheduling attempt touches the request's CPU blocks, last to first
-            # (vLLM's connector, get_num_new_matched_tokens), found or not; the GPU hits
-            # have no CPU copy (the tiers are exclusive with prefix caching on)
-            cpu.touch(hashes[len(found) : max_blocks])
+            self._touch_cpu(req, len(found))
         if cpu is not None and len(found) < max_blocks:
             entries = cpu.entries
             # Prefix caching off (keep_on_load): a block is stored once computed, so what
@@ -280,6 +279,16 @@ class KVCacheManager:
         if self.drop_last_hit and found:
             found.pop()
         return found
+
+    def _touch_cpu(self, req: Request, start: int) -> None:
+        """A scheduling attempt touches the request's CPU blocks, last to first, found or
+        not (vLLM's connector, ``get_num_new_matched_tokens``): every full block of its
+        tokens, the last one too (the lookup stops one token short of it). Blocks before
+        ``start`` are GPU hits, which have no CPU copy (the tiers are exclusive with
+        prefix caching on)."""
+        n = req.prefill_target // self.block_size
+        if n > start:
+            self.cpu.touch(self._block_hashes(req, n)[start:n])  # type: ignore[union-attr]
 
     # --- allocation ----------------------------------------------------------------
     def allocate_slots(
