@@ -747,17 +747,21 @@ def test_prefix_caching_off_a_full_tier_keeps_the_head_of_a_prompt(exact):
 
 
 def test_prefix_caching_off_a_gpu_eviction_stores_nothing():
-    """Prefix caching off, the tier stores a block when it is computed; evicting the GPU
-    copy later neither stores it again nor refreshes it (vLLM's connector has no hook
-    there): a dropped entry stays dropped."""
+    """Prefix caching off, the tier stores a block once its step is formed (the KV
+    manager's flush, not the pool); evicting the GPU copy later neither stores it again
+    nor refreshes it (vLLM's connector has no hook there): a dropped entry stays dropped."""
     from inference_sim.kv.block_pool import TieredBlockPool
 
     tier = CpuTier(1, keep_on_load=True)
     pool = TieredBlockPool(2, 16, tier)
     (b1,) = pool.take_new(1)
     pool.register(b1, 7)
+    assert len(tier) == 0  # registering stores nothing by itself
+    assert tier.store_batch([7])
+    tier.stamp(0)
     (b2,) = pool.take_new(1)
-    pool.register(b2, 8)  # drops 7 from the one-entry tier
+    pool.register(b2, 8)
+    assert tier.store_batch([8])  # drops 7 from the one-entry tier
     assert 7 not in tier and tier.dropped == 1
     pool.release([b1])
     pool.offload_lru()  # the GPU copy of 7 goes
@@ -806,17 +810,22 @@ def test_prefix_caching_off_a_batch_is_stored_whole_or_not_at_all():
 def test_prefix_caching_off_a_batch_with_nothing_new_touches_nothing():
     """Only a store that stored something touches the request's blocks (vLLM's
     connector: no new block, no prepare_store, no touch)."""
-    from inference_sim.kv.block_pool import TieredBlockPool
-
-    tier = CpuTier(8, keep_on_load=True)
-    pool = TieredBlockPool(8, 16, tier)
-    first = pool.take_new(2)
-    pool.register_many(first, [11, 12], 0, 2)
-    assert list(tier.entries) == [12, 11]
-    tier.offload(13)
-    second = pool.take_new(2)  # the same content computed again by another request
-    pool.register_many(second, [11, 12], 0, 2)
-    assert list(tier.entries) == [12, 11, 13]
+    kv = KVCacheManager(
+        8, 2, enable_prefix_caching=False, cpu_blocks=8, offload_threshold=1.0,
+        transfer_bandwidth=1.0,
+    )  # fmt: skip
+    a = req(0, 0, list(range(5)))  # 2 full blocks and a partial one
+    assert kv.allocate_slots(a, 5, [])
+    assert len(kv.cpu) == 0  # stored once the step is formed
+    kv.take_transfer_time(0)
+    h0, h1 = a._block_hashes[:2]
+    assert list(kv.cpu.entries) == [h1, h0]  # stored, then touched last to first
+    kv.cpu.offload(99)
+    kv.free(a)
+    b = req(1, 0, list(range(5)))
+    assert kv.allocate_slots(b, 5, [])  # the same blocks computed again, no lookup
+    kv.take_transfer_time(10_000)
+    assert list(kv.cpu.entries) == [h1, h0, 99]  # nothing new: no touch
 
 
 def test_a_scheduling_attempt_touches_the_last_full_block_too():

@@ -561,6 +561,8 @@ class FastInstance(Instance):
         """
         if self._prefilling or (self.order_wait_queue is not None and self.waiting):
             return start
+        if self.kv.stores_refused:  # a CPU-tier store is retried at every step
+            return start
         if self.waiting and len(self.running) < self.config.max_num_seqs:
             return start
         decodes = self._num_decoders

@@ -460,34 +460,16 @@ class TieredBlockPool(BlockPool):
     def register(self, block_id: int, block_hash: int) -> None:
         if self.block_hash[block_id] is None:
             super().register(block_id, block_hash)
-            if self.tier.keep_on_load:
-                # Prefix caching off: vLLM's offloading connector stores a block as soon as
-                # it is computed, so the next prompt that starts with it finds it on the
-                # CPU even while this request still runs.
-                self.tier.offload(block_hash)
-            else:
+            # Prefix caching off (keep_on_load): vLLM's offloading connector stores a
+            # computed block once the step is formed (KVCacheManager.flush_stores), so
+            # the next prompt that starts with it finds it on the CPU even while this
+            # request still runs. Prefix caching on: the GPU holds it again, not the CPU.
+            if not self.tier.keep_on_load:
                 self.tier.discard(block_hash)
 
     def register_many(self, block_ids: list[int], hashes: list[int], start: int, stop: int) -> None:
-        tier = self.tier
-        if not tier.keep_on_load:
-            for i in range(start, stop):
-                self.register(block_ids[i], hashes[i])
-            return
-        # Prefix caching off: the blocks a request computed in this step are stored as
-        # one batch, all or none (CpuTier.store_batch), and only a batch that stored
-        # something touches the request's blocks (vLLM's connector, _get_reqs_to_store).
-        entries = tier.entries
-        new = []
         for i in range(start, stop):
-            b = block_ids[i]
-            if self.block_hash[b] is None:
-                h = hashes[i]
-                BlockPool.register(self, b, h)
-                if h not in entries:
-                    new.append(h)
-        if new and tier.store_batch(new):
-            tier.touch(hashes[:stop])
+            self.register(block_ids[i], hashes[i])
 
     def offload_lru(self, at: int = -1) -> None:
         """Move the content of the least recently freed cached block to the CPU tier.

@@ -29,6 +29,7 @@ class CpuTier:
     """Up to ``capacity`` offloaded block contents, least recently used first."""
 
     __slots__ = (
+        "_loading",
         "_reloaded",
         "_unstamped",
         "capacity",
@@ -65,6 +66,7 @@ class CpuTier:
         self.skipped = 0
         self._unstamped: list[int] = []
         self._reloaded: list[int] = []  # offload times of this step's reloads
+        self._loading: set[int] = set()  # entries read back in this step (keep_on_load)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -92,20 +94,23 @@ class CpuTier:
 
         vLLM's offloading manager prepares a request's new blocks as one batch
         (``LRUOffloadingManager.prepare_store``): it evicts least recently used entries
-        that no transfer holds -- here, entries not stored in this step -- and when they
+        that no transfer holds -- here, entries neither stored nor loaded in this step --
+        and when they
         are too few it stores none of the batch. False (nothing stored, counted in
         ``skipped``) then. The hashes must not be in the tier already.
         """
         entries = self.entries
         need = len(entries) + len(block_hashes) - self.capacity
         if need > 0:
+            loading = self._loading
             in_flight = sum(1 for h in self._unstamped if entries.get(h) == UNSTAMPED)
+            in_flight += sum(1 for h in loading if h in entries)
             if len(entries) - in_flight < need:
                 self.skipped += len(block_hashes)
                 return False
             victims = []
             for h, stamp in entries.items():
-                if stamp != UNSTAMPED:
+                if stamp != UNSTAMPED and h not in loading:
                     victims.append(h)
                     if len(victims) == need:
                         break
@@ -131,6 +136,7 @@ class CpuTier:
         ``keep_on_load``: copy it, the entry stays where the lookup's touch put it)."""
         if self.keep_on_load:
             self._reloaded.append(self.entries[block_hash])
+            self._loading.add(block_hash)  # no store may evict it while it is read
             self.kept += 1
         else:
             self._reloaded.append(self.entries.pop(block_hash))
@@ -157,6 +163,7 @@ class CpuTier:
                 if t == UNSTAMPED or now - t < THRASH_WINDOW_US:
                     self.thrash += 1
             self._reloaded.clear()
+        self._loading.clear()
 
     def clear(self) -> None:
         """Lose every entry (a restarted server), counted in ``cleared``."""
@@ -164,6 +171,7 @@ class CpuTier:
         self.entries.clear()
         self._unstamped.clear()
         self._reloaded.clear()
+        self._loading.clear()
 
     def check_invariants(self) -> None:
         assert len(self.entries) <= self.capacity, "CPU tier holds more entries than capacity"

@@ -71,12 +71,16 @@ class KVCacheManager:
 
     __slots__ = (
         "_reacquired",
+        "_stored_upto",
+        "_stores_new",
+        "_stores_running",
         "block_size",
         "block_transfer_us",
         "cpu",
         "cpu_hit_blocks",
         "cpu_lookup_blocks",
         "defer_private_hashes",
+        "defer_stores",
         "drop_last_hit",
         "enable_prefix_caching",
         "hashing",
@@ -88,6 +92,7 @@ class KVCacheManager:
         "pending_transfer_us",
         "pool",
         "request_transfers",
+        "stores_refused",
         "tables",
         "transfer_us",
     )
@@ -151,6 +156,14 @@ class KVCacheManager:
         # Blocks taken for decoders in bulk (reserve_lazy), not yet in their tables.
         self.lazy_blocks: list[int] = []
         self.num_hashed: dict[int, int] = {}  # request index -> leading blocks registered
+        # Prefix caching off with a CPU tier: the connector stores a step's computed
+        # blocks once the step is formed, requests admitted in it first, then the
+        # running ones (vLLM's build_connector_meta); flush_stores does it.
+        self.defer_stores = self.cpu is not None and self.cpu.keep_on_load
+        self._stores_new: dict[int, Request] = {}
+        self._stores_running: dict[int, Request] = {}
+        self.stores_refused: dict[int, Request] = {}  # tried again every step
+        self._stored_upto: dict[int, int] = {}  # request index -> leading blocks stored
         # Tiered cache: load time not yet charged to a step, and totals.
         self.pending_transfer_us = 0
         self.transfer_us = 0
@@ -359,12 +372,14 @@ class KVCacheManager:
         if need_new:
             table.extend(pool.take_new(need_new))
         if self.hashing and not delay_cache:
-            self._register_full(req, table, total)
+            self._register_full(req, table, total, admitted=cached_blocks is not None)
         if self.cpu is not None:
             self._offload_over_threshold()
         return True
 
-    def _register_full(self, req: Request, table: list[int], tokens: int) -> None:
+    def _register_full(
+        self, req: Request, table: list[int], tokens: int, *, admitted: bool = False
+    ) -> None:
         """Put ``req``'s full blocks up to ``tokens`` in the prefix cache."""
         full = tokens // self.block_size
         if self.defer_private_hashes and req.private_from >= 0:
@@ -377,6 +392,8 @@ class KVCacheManager:
         if full > done:
             self.pool.register_many(table, self._block_hashes(req, full), done, full)
             self.num_hashed[idx] = full
+            if self.defer_stores:
+                (self._stores_new if admitted else self._stores_running)[idx] = req
 
     def cache_blocks(self, req: Request, tokens: int) -> None:
         """Put the blocks of ``req``'s first ``tokens`` tokens in the prefix cache: KV an
@@ -418,6 +435,8 @@ class KVCacheManager:
             if full > done:
                 self.pool.register_many(self.tables[idx], self._block_hashes(req, full), done, full)
                 self.num_hashed[idx] = full
+                if self.defer_stores:
+                    self._stores_running[idx] = req
         if self.cpu is not None:
             self._offload_over_threshold()
         return True
@@ -449,6 +468,8 @@ class KVCacheManager:
         the prefix cache (see :meth:`_uncache_tail`); by default all its computed tokens."""
         table = self.tables.pop(req.index, None)
         done = self.num_hashed.pop(req.index, None)
+        if self.defer_stores:
+            self._forget_stores(req.index)
         if (
             table
             and self.defer_private_hashes
@@ -604,10 +625,53 @@ class KVCacheManager:
         cpu = self.cpu
         if cpu is None:
             return 0
+        if self.defer_stores:
+            self.flush_stores()
         cpu.stamp(now)
         t = self.pending_transfer_us
         self.pending_transfer_us = 0
         return t
+
+    def flush_stores(self) -> None:
+        """Store the blocks the step's requests computed, as vLLM's offloading connector
+        does once a step is formed (``_get_reqs_to_store``): requests admitted in the
+        step first, then the running ones; each request's new blocks are one batch,
+        all or none (:meth:`CpuTier.store_batch`; entries stored or read in this step
+        are not evicted for it), and a batch that stored something touches the
+        request's blocks. A refused batch is tried again at every later step while the
+        request holds its blocks (vLLM retries it whenever the request is scheduled; a
+        stepper does not fast-forward meanwhile)."""
+        cpu = self.cpu
+        assert cpu is not None
+        entries = cpu.entries
+        stored_upto = self._stored_upto
+        refused = self.stores_refused
+        running = {**refused, **self._stores_running} if refused else self._stores_running
+        for queue in (self._stores_new, running):
+            for idx, req in queue.items():
+                full = self.num_hashed.get(idx, 0)
+                start = stored_upto.get(idx, 0)
+                if full <= start:
+                    refused.pop(idx, None)
+                    continue
+                hashes = self._block_hashes(req, full)
+                new = [h for h in hashes[start:full] if h not in entries]
+                if new and not cpu.store_batch(new):
+                    refused[idx] = req
+                    continue
+                refused.pop(idx, None)
+                stored_upto[idx] = full
+                if new:
+                    cpu.touch(hashes[:full])
+        self._stores_new.clear()
+        self._stores_running.clear()
+
+    def _forget_stores(self, idx: int) -> None:
+        """A request that leaves (finished, preempted) has no stores pending."""
+        self._stores_new.pop(idx, None)
+        self._stores_running.pop(idx, None)
+        self.stores_refused.pop(idx, None)
+        self._stored_upto.pop(idx, None)
 
     def held_blocks(self, req: Request) -> int:
         table = self.tables.get(req.index)
@@ -626,6 +690,10 @@ class KVCacheManager:
         else:
             self.pool = BlockPool(num_blocks, block_size)
         self.num_hashed.clear()
+        self._stores_new.clear()
+        self._stores_running.clear()
+        self.stores_refused.clear()
+        self._stored_upto.clear()
 
     def check_invariants(self) -> None:
         """KV conservation: references equal the block tables' holdings (INV-4)."""
