@@ -95,9 +95,8 @@ class CpuTier:
         vLLM's offloading manager prepares a request's new blocks as one batch
         (``LRUOffloadingManager.prepare_store``): it evicts least recently used entries
         that no transfer holds -- here, entries neither stored nor loaded in this step --
-        and when they
-        are too few it stores none of the batch. False (nothing stored, counted in
-        ``skipped``) then. The hashes must not be in the tier already.
+        and when they are too few it stores none of the batch. False (nothing stored,
+        counted in ``skipped``) then. The hashes must not be in the tier already.
         """
         entries = self.entries
         need = len(entries) + len(block_hashes) - self.capacity
