@@ -163,10 +163,10 @@ def _staged_times(
         t = starts[kk] + (op - cum[kk]) / rates[kk]
         ticks = np.floor(t).astype(np.int64)
         ok = inside & (ticks < limit)
-        cut = len(ok) if ok.all() else int(np.argmin(ok))
-        if cut:
-            yield ticks[:cut]
-        if cut < len(ok):
+        head, stop = _until_false(ticks, ok)
+        if len(head):
+            yield head
+        if stop:
             return
         s = float(op[-1])
 
@@ -209,13 +209,21 @@ def interleaved_constant_times(
         else:
             ticks = gap * ks
             ok = ticks < limit
-        cut = len(ok) if ok.all() else int(np.argmin(ok))
-        if cut:
-            yield ticks[:cut]
-        if cut < len(ok):
+        head, stop = _until_false(ticks, ok)
+        if len(head):
+            yield head
+        if stop:
             return
         k = int(ks[-1]) + step
         size = min(size * 4, ARRIVAL_BLOCK)
+
+
+def _until_false(ticks: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The leading run of ``ticks`` where ``ok`` holds, and whether ``ok`` failed after
+    it (an arrival generator stops there: the horizon or the stages' end)."""
+    if ok.all():
+        return ticks, False
+    return ticks[: int(np.argmin(ok))], True
 
 
 def stage_counts(stages: Sequence[Stage]) -> list[tuple[int, int, int]]:
@@ -263,10 +271,10 @@ def inference_perf_constant_times(
             u = -np.expm1(-c)  # the order statistics, increasing, in [0, 1)
             ticks = np.minimum(start + np.floor(span * u).astype(np.int64), end - 1)
             ok = ticks < limit
-            cut = len(ok) if ok.all() else int(np.argmin(ok))
-            if cut:
-                yield ticks[:cut]
-            if cut < len(ok):
+            head, stop = _until_false(ticks, ok)
+            if len(head):
+                yield head
+            if stop:
                 return
         if end - 1 >= limit:
             return
