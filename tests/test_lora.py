@@ -427,7 +427,9 @@ def test_adapter_affinity_scorer_unit():
     sc.observe(y, 1)  # one slot: y replaces x on instance 1
     assert sc.score(x, state) == [0.8, 0.0]
     assert sc.score(y, state) == [0.8, 1.0]
-    assert sc.score(_req(2, 0, ""), state) == [0.0, 0.0]
+    # A base-model request: llm-d's target model (the base) is never an active adapter,
+    # so a free slot scores 0.8 and a full instance 0.
+    assert sc.score(_req(2, 0, ""), state) == [0.8, 0.0]
     # A pool (autoscaled ready replicas): positions map to cluster-wide instances, so
     # what instance 1 holds follows it to position 0 when instance 0 leaves the pool.
     pool = RouterState(None, 0, build=list, num_instances=2, members=(1, 2))

@@ -24,6 +24,7 @@ from inference_sim.config.resolve import RunPlan
 from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.instance import make_instance
+from inference_sim.instance.lora import share_adapter_ranks
 from inference_sim.interrupts import RunSignals
 from inference_sim.metrics.goodput import goodput_keys
 from inference_sim.metrics.lora import lora_section
@@ -134,6 +135,7 @@ def build_simulator(plan: RunPlan) -> ClusterSimulator:
         )
         for i in range(n)
     ]
+    share_adapter_ranks(instances)  # one adapter, one rank cluster-wide (docs/lora.md)
     return ClusterSimulator(
         instances,
         routing=policies.routing,

@@ -309,6 +309,7 @@ def build_autoscale_simulator(plan: Any) -> Any:
     from inference_sim.cluster.autoscale import AutoscaleClusterSimulator, AutoscaleConfig
     from inference_sim.config.policies import build_policies
     from inference_sim.instance import make_instance
+    from inference_sim.instance.lora import share_adapter_ranks
 
     o = plan.options
     hi = o["autoscale_max"]
@@ -319,6 +320,7 @@ def build_autoscale_simulator(plan: Any) -> Any:
         )
         for i in range(hi)
     ]
+    share_adapter_ranks(instances)  # one adapter, one rank cluster-wide (docs/lora.md)
     startup, _why = startup_seconds(plan)
     price = _price(plan)
     cfg = AutoscaleConfig(

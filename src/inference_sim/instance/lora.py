@@ -10,7 +10,12 @@
   an adapter of the current batch). Before a step runs, every adapter of its batch is
   made resident: disk -> host (if not cached) and host -> GPU, each costing base
   latency + bytes / bandwidth, added to the step (vLLM loads them synchronously before
-  the forward pass).
+  the forward pass). The listed adapters (``--lora-adapters``, vLLM's
+  ``--lora-modules``) are loaded at every server start, free of charge
+  (:meth:`LoraState.preload`).
+* **Ranks** — one adapter -> rank registry per cluster (:class:`AdapterRanks`, shared
+  by :func:`share_adapter_ranks`), so a conflicting ``adapter_rank`` is refused
+  whatever the instance count.
 * **Step cost** — :meth:`LoraSettings.step_cost` of the batch's distinct adapters.
 
 The fast stepper's bulk decoding cannot skip single requests, so ``make_instance``
@@ -20,6 +25,7 @@ builds this one whenever LoRA is on; without LoRA nothing here runs.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from inference_sim.core.batch import StepBatch
 from inference_sim.core.errors import ConfigError
@@ -27,8 +33,58 @@ from inference_sim.core.request import Request
 from inference_sim.engine.invariants import InvariantViolation
 from inference_sim.instance.config import EngineConfig
 from inference_sim.instance.engine import Instance, WaitQueueOrder
-from inference_sim.instance.lora_config import LoraSettings
+from inference_sim.instance.lora_config import LISTED, LoraSettings
 from inference_sim.latency.base import LatencyModel
+from inference_sim.metrics.lora import BASE_MODEL
+
+
+class AdapterRanks:
+    """The cluster's adapter -> rank registry, shared by all its LoRA instances
+    (:func:`share_adapter_ranks`), so one adapter has one rank whatever the instance
+    count: the listed adapters' ranks, then the first request naming another adapter
+    defines its rank (its ``adapter_rank``, else ``max_lora_rank``)."""
+
+    __slots__ = ("max_lora_rank", "origins", "ranks")
+
+    def __init__(self, settings: LoraSettings) -> None:
+        self.max_lora_rank = settings.max_lora_rank
+        self.ranks: dict[str, int] = dict(settings.adapters)
+        #: adapter -> where its rank came from (for the error of a conflicting request).
+        self.origins: dict[str, str] = {name: f"in {LISTED}" for name in self.ranks}
+
+    def rank_of(self, req: Request) -> int:
+        """The rank of ``req``'s adapter; ConfigError (exit 2) for a bad or conflicting
+        ``adapter_rank`` or the reserved name."""
+        name = req.adapter
+        known = self.ranks.get(name)
+        given = req.adapter_rank
+        if known is None:
+            if name == BASE_MODEL:
+                raise ConfigError(
+                    f"{req.request_id}: adapter name {BASE_MODEL!r} is reserved (the "
+                    "results' key of requests without an adapter); rename the adapter"
+                )
+            limit = self.max_lora_rank
+            rank = given or limit
+            if rank > limit:
+                raise ConfigError(
+                    f"{req.request_id}: adapter_rank {rank} of adapter {name!r} is above "
+                    f"--max-lora-rank {limit}; give a rank in [1, {limit}] or raise --max-lora-rank"
+                )
+            self.ranks[name] = rank
+            self.origins[name] = (
+                f"given by {req.request_id}, the first request naming it"
+                if given
+                else f"(--max-lora-rank) taken by {req.request_id}, the first request "
+                "naming it, without adapter_rank"
+            )
+            return rank
+        if given and given != known:
+            raise ConfigError(
+                f"{req.request_id}: adapter_rank {given} of adapter {name!r} differs from its "
+                f"rank {known} {self.origins[name]}; drop adapter_rank or make them agree"
+            )
+        return known
 
 
 class LoraState:
@@ -44,7 +100,9 @@ class LoraState:
         "load_time",
         "max_adapters_in_batch",
         "per_adapter",
-        "ranks",
+        "preloaded",
+        "registry",
+        "requests",
         "settings",
         "skip_events",
         "skipped_requests",
@@ -52,46 +110,60 @@ class LoraState:
 
     def __init__(self, settings: LoraSettings) -> None:
         self.settings = settings
-        self.ranks: dict[str, int] = dict(settings.adapters)
+        self.registry = AdapterRanks(settings)
         # Insertion order = recency: the first key is the least recently used.
         self.gpu: OrderedDict[str, None] = OrderedDict()
         self.cpu: OrderedDict[str, None] = OrderedDict()
         self.gpu_loads = self.cpu_loads = 0
         self.gpu_evictions = self.cpu_evictions = 0
         self.load_time = 0
+        self.preloaded = 0  # listed adapters loaded at server starts (not in the above)
         self.skip_events = 0
         self.skipped_requests: set[int] = set()
         self.max_adapters_in_batch = 0
-        # adapter -> (ttft samples, e2e samples, output tokens)
+        # adapter ("" = base model) -> requests that reached this instance
+        self.requests: dict[str, int] = {}
+        # adapter -> (ttft samples, e2e samples, output tokens) of completed requests
         self.per_adapter: dict[str, tuple[list[int], list[int], list[int]]] = {}
+        self.preload()
+
+    @property
+    def ranks(self) -> dict[str, int]:
+        """The cluster's adapter ranks (the shared registry's)."""
+        return self.registry.ranks
 
     def rank_of(self, req: Request) -> int:
-        """The adapter's rank; the first request naming an unknown adapter defines it."""
-        name = req.adapter
-        known = self.ranks.get(name)
-        given = req.adapter_rank
-        limit = self.settings.max_lora_rank
-        if known is None:
-            rank = given or limit
-            if rank > limit:
-                raise ConfigError(
-                    f"{req.request_id}: adapter_rank {rank} of adapter {name!r} is above "
-                    f"--max-lora-rank {limit}; give a rank in [1, {limit}] or raise --max-lora-rank"
-                )
-            self.ranks[name] = rank
-            return rank
-        if given and given != known:
-            raise ConfigError(
-                f"{req.request_id}: adapter_rank {given} of adapter {name!r} differs from its "
-                f"rank {known} in the lora block; drop adapter_rank or make them agree"
-            )
-        return known
+        return self.registry.rank_of(req)
+
+    def preload(self) -> None:
+        """A server start: empty caches, then the listed adapters loaded in list order
+        into host memory (LRU, ``max_cpu_loras``) and the GPU slots (LRU,
+        ``max_loras``), as vLLM loads its ``--lora-modules`` at start-up
+        (``OpenAIServingModels.init_static_loras`` -> ``add_lora`` ->
+        ``LRUCacheWorkerLoRAManager.add_adapter``, which also activates each one). No
+        step time is charged and the load counters are left alone: ``preloaded``
+        counts these loads."""
+        s = self.settings
+        gpu, cpu = self.gpu, self.cpu
+        gpu.clear()
+        cpu.clear()
+        for name, _rank in s.adapters:
+            cpu[name] = None
+            if len(cpu) > s.max_cpu_loras:
+                victim = next(iter(cpu))
+                del cpu[victim]
+                gpu.pop(victim, None)  # vLLM's host-cache eviction frees its slot too
+            gpu[name] = None
+            if len(gpu) > s.max_loras:
+                del gpu[next(iter(gpu))]
+        self.preloaded += len(s.adapters)
 
     def make_resident(self, names: list[str]) -> int:
         """Load ``names`` (one batch's adapters) onto the GPU; returns the load time (µs)."""
         s = self.settings
         cost = 0
         gpu, cpu = self.gpu, self.cpu
+        ranks = self.registry.ranks
         batch = set(names)
         for name in names:
             if name in gpu:
@@ -99,7 +171,7 @@ class LoraState:
                 if name in cpu:
                     cpu.move_to_end(name)
                 continue
-            rank = self.ranks[name]
+            rank = ranks[name]
             if name in cpu:
                 cpu.move_to_end(name)
             else:
@@ -123,6 +195,12 @@ class LoraState:
         self.load_time += cost
         return cost
 
+    def arrived(self, req: Request) -> None:
+        """``req`` reached this instance: its adapter shows in the results even if none
+        of its requests completes."""
+        name = req.adapter
+        self.requests[name] = self.requests.get(name, 0) + 1
+
     def record(self, req: Request) -> None:
         samples = self.per_adapter.get(req.adapter)
         if samples is None:
@@ -130,6 +208,19 @@ class LoraState:
         samples[0].append(req.first_token_time - req.arrival_time)
         samples[1].append(req.first_token_time - req.arrival_time + req.itl_sum)  # as summary
         samples[2].append(req.num_output_tokens)
+
+
+def share_adapter_ranks(instances: Iterable[object]) -> None:
+    """Give the LoRA instances of one cluster one adapter -> rank registry (call before
+    the run): an adapter then has one rank however many instances serve it."""
+    shared: AdapterRanks | None = None
+    for inst in instances:
+        state = getattr(inst, "lora", None)
+        if isinstance(state, LoraState):
+            if shared is None:
+                shared = state.registry
+            else:
+                state.registry = shared
 
 
 class LoraInstance(Instance):
@@ -151,6 +242,7 @@ class LoraInstance(Instance):
     def enqueue(self, req: Request, now: int) -> bool:
         if req.adapter:
             self.lora.rank_of(req)  # bad ranks fail at once (exit 2)
+        self.lora.arrived(req)
         return super().enqueue(req, now)
 
     def schedule(self, now: int) -> StepBatch:
@@ -190,10 +282,9 @@ class LoraInstance(Instance):
             self._adapters.append(name)
 
     def restart(self) -> None:
-        """A new server process: no adapter loaded on the GPU or cached in CPU memory."""
+        """A new server process: only the listed adapters loaded (:meth:`LoraState.preload`)."""
         super().restart()
-        self.lora.gpu.clear()
-        self.lora.cpu.clear()
+        self.lora.preload()
 
     def execute(self, batch: StepBatch, now: int) -> int:
         """Load the batch's adapters, check the LoRA invariants, add the adapters' cost."""
@@ -224,7 +315,8 @@ class LoraInstance(Instance):
         end = super().execute(batch, now)
         extra = load
         if names:
-            extra += round(lora.settings.step_cost([lora.ranks[n] for n in names], tokens))
+            ranks = lora.registry.ranks
+            extra += round(lora.settings.step_cost([ranks[n] for n in names], tokens))
         if extra:
             end += extra
             self.busy_until = end

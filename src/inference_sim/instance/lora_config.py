@@ -11,6 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+#: The ``--max-lora-rank`` values vLLM accepts (``vllm/config/lora.py``: ``MaxLoRARanks
+#: = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]``; any other is refused at start-up).
+MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+#: How errors name the adapters listed up front (by flag or in a run config's block).
+LISTED = "--lora-adapters (or the lora: block)"
+
 
 @dataclass(frozen=True, slots=True)
 class LoraSettings:
@@ -19,7 +26,9 @@ class LoraSettings:
     max_loras: int = 1  # distinct adapters in one batch = GPU adapter slots
     max_cpu_loras: int = 1  # adapters kept in host memory (LRU)
     max_lora_rank: int = 16
-    #: Known adapters as (name, rank); requests may name others (rank from the request).
+    #: Adapters listed up front (``--lora-adapters`` / the ``lora:`` block, vLLM's
+    #: ``--lora-modules``) as (name, rank), in list order: loaded at every server start.
+    #: Requests may name others (rank from the first request naming one).
     adapters: tuple[tuple[str, int], ...] = ()
     bytes_per_rank: float = 0.0
     #: Bytes per unit of rank of the adapter's file, read whole from disk by every TP
@@ -41,6 +50,11 @@ class LoraSettings:
         for name in ("max_loras", "max_cpu_loras", "max_lora_rank"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_lora_rank not in MAX_LORA_RANKS:
+            raise ValueError(
+                f"max_lora_rank must be one of {', '.join(map(str, MAX_LORA_RANKS))}, "
+                f"got {self.max_lora_rank}"
+            )
         if self.max_cpu_loras < self.max_loras:
             raise ValueError(
                 f"max_cpu_loras must be >= max_loras ({self.max_loras}), got {self.max_cpu_loras}"

@@ -134,12 +134,15 @@ _FREE_SLOT_SCORE = 0.8
 
 @SCORERS.register("adapter-affinity")
 class AdapterAffinityScorer:
-    """1 for instances likely to hold the request's LoRA adapter on the GPU, else 0.
+    """llm-d's lora-affinity levels: 1 for instances likely to hold the request's LoRA
+    adapter on the GPU, 0.8 for instances with a free adapter slot, else 0.
 
     A router-side estimate, like ``prefix-affinity``'s index: each instance remembers
     the adapters the router last sent it, up to its ``max_loras`` GPU slots, least
-    recently routed forgotten first (the engine's own LRU, docs/lora.md). Requests
-    without an adapter score 0 everywhere (no preference).
+    recently routed forgotten first (the engine's own LRU, docs/lora.md). A request
+    without an adapter is scored as llm-d scores it: its target model (the base model)
+    is never an active adapter, so it gets the free-slot level on instances with a free
+    slot and 0 on full ones.
     """
 
     def __init__(self, num_instances: int = 1, max_loras: int = 0) -> None:
@@ -149,16 +152,17 @@ class AdapterAffinityScorer:
 
     def score(self, request: Request, state: RouterState) -> list[float]:
         name = request.adapter
-        n = state.num_instances
-        if not name:
-            return [0.0] * n
         out = []
         slots = self.slots
         empty: dict[str, None] = {}
-        for i in range(n):
+        for i in range(state.num_instances):
             held = self.recent.get(state.instance(i), empty)
-            # llm-d's lora-affinity scorer: loaded 1, a free adapter slot 0.8, else 0.
-            out.append(1.0 if name in held else _FREE_SLOT_SCORE if len(held) < slots else 0.0)
+            # lora_affinity.go: active 1, a free adapter slot 0.8, else 0 (its 0.6 for an
+            # adapter waiting to load is a state the router does not see here).
+            if name and name in held:
+                out.append(1.0)
+            else:
+                out.append(_FREE_SLOT_SCORE if len(held) < slots else 0.0)
         return out
 
     def observe(self, request: Request, target: int) -> None:
