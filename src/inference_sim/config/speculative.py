@@ -20,7 +20,13 @@ from inference_sim.latency.blackbox import LatencyConfigError
 
 log = logging.getLogger("inference_sim")
 
-__all__ = ["DEFAULT_ACCEPTANCE", "DRAFT_HEAD_LAYERS", "resolve_speculative"]
+__all__ = [
+    "DEFAULT_ACCEPTANCE",
+    "DRAFT_HEAD_LAYERS",
+    "draft_fractions",
+    "draft_head_fraction",
+    "resolve_speculative",
+]
 
 #: Acceptance rate per draft position when --spec-acceptance-rate is not given.
 #: Sources and caveats: docs/speculative-decoding.md ("Acceptance figures").
@@ -39,15 +45,27 @@ FALLBACK_TARGET_LAYERS = 32
 EAGLE3_DRAFT_VOCAB = 32_000
 
 
-def draft_head_fraction(arch: ModelArchitecture | None, method: str) -> float:
-    """One EAGLE/EAGLE-3/MTP draft forward relative to a target step, by the weights each
-    reads: the head's decoder layer, its input projection (EAGLE's fc from 2 x hidden,
-    EAGLE-3's from 3 x hidden) and the LM head (the target's, shared, or EAGLE-3's reduced
-    vocabulary) against the target's layers and LM head. The LM head is what makes a
-    draft pass cost more than 1/layers of a step (vLLM's EAGLE shares the target's head).
+def draft_fractions(arch: ModelArchitecture | None, method: str) -> tuple[float, float, float]:
+    """What one EAGLE/EAGLE-3/MTP draft forward costs relative to the target's step:
+    ``(over body + LM head, over body, prefill)``.
+
+    The first two are by the weights each reads, for the head's passes of one token per
+    request (decode-sized, weight-bound): the head's decoder layer, its input projection
+    (EAGLE's fc from 2 x hidden, EAGLE-3's from 3 x hidden) and the LM head (the target's,
+    shared, or EAGLE-3's reduced vocabulary), against the target's layers and LM head --
+    for a target step whose time counts the LM head (calibrated, blackbox) -- or against
+    its layers alone (the roofline prices no LM head). The LM head is what makes a draft
+    pass cost more than 1/layers of a step.
+
+    The third is by FLOPs per token, for the first pass's other tokens (a prefill chunk's,
+    compute-bound): vLLM's ``EagleProposer.propose`` (vllm/v1/spec_decode/eagle.py) runs
+    the head's layer over every token of the step but computes logits only at
+    ``last_token_indices``, one row per request, so per token it is the layer and the
+    input projection against the target's layers: (layer + fc) / body.
     """
     if arch is None:
-        return DRAFT_HEAD_LAYERS / FALLBACK_TARGET_LAYERS
+        f = DRAFT_HEAD_LAYERS / FALLBACK_TARGET_LAYERS
+        return f, f, f
     p = arch.param_breakdown()
     body = float(p["attention"] + p["dense_mlp"] + p["shared"] + p["router"])
     if arch.moe is not None:  # a step reads the experts it touches: count top-k of them
@@ -57,7 +75,14 @@ def draft_head_fraction(arch: ModelArchitecture | None, method: str) -> float:
     head = float(arch.vocab) * d
     fc = {"eagle": 2.0, "eagle3": 3.0}.get(method, 0.0) * d * d
     draft_head = min(float(arch.vocab), EAGLE3_DRAFT_VOCAB) * d if method == "eagle3" else head
-    return (DRAFT_HEAD_LAYERS * layer + fc + draft_head) / (body + head)
+    weights = DRAFT_HEAD_LAYERS * layer + fc + draft_head
+    return weights / (body + head), weights / body, (DRAFT_HEAD_LAYERS * layer + fc) / body
+
+
+def draft_head_fraction(arch: ModelArchitecture | None, method: str) -> float:
+    """One EAGLE/EAGLE-3/MTP draft pass of one token per request over a target decode step
+    that counts the LM head, by the weights each reads (:func:`draft_fractions`)."""
+    return draft_fractions(arch, method)[0]
 
 
 def resolve_speculative(
@@ -148,6 +173,7 @@ def resolve_speculative(
             f"--spec-ngram-cpu-us is only for --speculative-method ngram, not {method}"
         )
     _warn_unlike_vllm(method, architecture, draft_name)
+    with_head, body_only, prefill = draft_fractions(architecture, method)
     return SpeculativeConfig(
         method=method,
         num_tokens=k,
@@ -155,8 +181,10 @@ def resolve_speculative(
         concentration=concentration,
         seed=o["seed"],
         ngram_cpu_us=cpu_us,
-        head_fraction=draft_head_fraction(architecture, method),
+        head_fraction=with_head,
         draft_latency=draft_latency,
+        head_fraction_body=body_only,
+        prefill_fraction=prefill,
     )
 
 

@@ -16,16 +16,19 @@ Per step, as vLLM v1's scheduler does it:
   drafter's next proposals (EAGLE-style proposers; none for n-gram); the rejected
   tokens' slots roll back (``num_computed_tokens`` advances only by what was accepted)
   and are reused by the next step's tokens, so the request never holds more than the
-  blocks of ``computed + 1 + 2k`` tokens;
+  blocks of ``computed + 1 + 2k`` tokens; only blocks of its known tokens (prompt +
+  delivered) enter the prefix cache, as vLLM caches up to ``request.num_tokens``;
 * prefills (including chunks) are never speculated;
 * after the step, draft token ``i`` is accepted with probability ``p_i`` given the
   earlier ones were (a named random stream per instance, so runs are reproducible);
   the request receives the accepted tokens plus one (the target model's own token) in
-  one delivery event: one ITL sample, as a streaming client sees it.
+  one delivery event: one ITL sample, as a streaming client sees it (the request log
+  counts a request's deliveries for ``itl_*`` goodput: ``RequestLog.itl_gaps``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +42,13 @@ from inference_sim.core.rng import RandomStreams
 from inference_sim.instance.config import EngineConfig
 from inference_sim.instance.engine import Instance, WaitQueueOrder, prefill_chunk
 from inference_sim.latency.base import LatencyModel
-from inference_sim.latency.speculative import decode_step_time, extra_verification_time
+from inference_sim.latency.speculative import (
+    decode_step_time,
+    extra_verification_time,
+    step_prices_lm_head,
+)
+
+log = logging.getLogger("inference_sim")
 
 __all__ = ["METHODS", "SpecInstance", "SpeculativeConfig"]
 
@@ -58,9 +67,17 @@ class SpeculativeConfig:
     the mean over requests: each request draws its own rate per position from
     Beta(mean x c, (1 - mean) x c), from a random stream keyed by the request's index
     (so a request gets the same rates on any instance). ``ngram_cpu_us`` is the n-gram
-    proposer's CPU time per step; ``head_fraction`` is the cost of one EAGLE/MTP draft
-    head forward as a fraction of the target's decode step (its layers over the target's);
-    ``draft_latency`` prices a separate draft model's forwards.
+    proposer's CPU time per step; ``draft_latency`` prices a separate draft model's
+    forwards.
+
+    An EAGLE/EAGLE-3/MTP draft head is priced from the target's step
+    (``config.speculative.draft_fractions``): ``head_fraction`` is one draft forward of
+    one token per request (weight-bound: the head's layer, input projection and LM head)
+    over a target decode step whose time counts the LM head (calibrated, blackbox);
+    ``head_fraction_body`` the same over a step without it (roofline; None: as
+    ``head_fraction``); ``prefill_fraction`` the draft layer's FLOPs per token over the
+    target body's, for the tokens beyond one per request (compute-bound prefill chunks
+    and verified draft tokens: the head computes logits for one row per request).
     """
 
     method: str
@@ -71,6 +88,8 @@ class SpeculativeConfig:
     ngram_cpu_us: int = 0
     head_fraction: float = 0.0
     draft_latency: Any = None  # LatencyModel of the draft model (method draft-model)
+    head_fraction_body: float | None = None
+    prefill_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -91,6 +110,9 @@ class SpeculativeConfig:
             raise ValueError(f"acceptance concentration must be >= 0, got {c}")
         if self.method == "draft-model" and self.draft_latency is None:
             raise ValueError("method draft-model needs the draft model's latency model")
+        for f in (self.head_fraction, self.head_fraction_body, self.prefill_fraction):
+            if f is not None and not (math.isfinite(f) and f >= 0.0):
+                raise ValueError(f"draft cost fractions must be finite and >= 0, got {f}")
 
     @property
     def lookahead(self) -> int:
@@ -138,9 +160,29 @@ class SpecInstance(Instance):
         # vLLM's EAGLE-family drafters need the hidden states of a prefix hit's last block:
         # it is recomputed (KVCacheManager.drop_last_hit).
         self.kv.drop_last_hit = spec.method in EAGLE_METHODS
+        # vLLM caches a request's blocks up to its known tokens (prompt + outputs), never
+        # the slots of its draft tokens or lookahead (KVCacheManager.allocate_slots).
+        self.kv.cache_known_tokens_only = True
+        # A draft head's pass of one token per request, over a target step priced with or
+        # without the LM head (roofline: without).
+        self._row_fraction = spec.head_fraction
+        if spec.head_fraction_body is not None and not step_prices_lm_head(latency):
+            self._row_fraction = spec.head_fraction_body
+        # Request index -> accepted draft tokens delivered so far (running requests): a
+        # delivery of 1 + a tokens is one inter-token gap, not 1 + a (RequestLog.itl_gaps).
+        self._accepted: dict[int, int] = {}
         if spec.method not in EAGLE_METHODS:
             # vLLM v0.15 turns async scheduling off for ngram and draft-model speculation
             # ("Async scheduling not supported with ...-based speculative decoding").
+            if self.async_scheduling and index == 0:  # once per run
+                log.warning(
+                    "--speculative-method %s: vLLM v0.15 runs it without async scheduling, "
+                    "so the one-step scheduling lag is dropped, but the CPU time synchronous "
+                    "scheduling exposes between steps (scheduling, input preparation, output "
+                    "processing) is not priced: TTFT, ITL and E2E are optimistic by an "
+                    "unmeasured amount (docs/speculative-decoding.md)",
+                    spec.method,
+                )
             self.async_scheduling = False
 
     # --- schedule ------------------------------------------------------------------
@@ -230,11 +272,7 @@ class SpecInstance(Instance):
             extra = extra_verification_time(
                 latency, batch, prefill, verify, batch.decode_tokens, batch.decode_context_sum
             )
-            # Every scheduled request after this step: the model-based proposers draft
-            # for each of them (prefills and decoders whose drafts were cut, too).
-            everyone = batch.decode_tokens + len(prefill)
-            context = batch.decode_context_sum + sum(s + n for s, n in prefill)
-            extra += self._drafting_time(prefill, len(verify), ctx_spec, everyone, context)
+            extra += self._drafting_time(batch, prefill, len(verify), ctx_spec, extra)
             step += extra
             if self._extend is not None:
                 self._extend(extra)
@@ -251,27 +289,42 @@ class SpecInstance(Instance):
 
     def _drafting_time(
         self,
+        batch: StepBatch,
         prefill: list[tuple[int, int]],
         count: int,
         ctx: int,
-        everyone: int = 0,
-        context: int = 0,
+        verification: int = 0,
     ) -> int:
         """Proposing draft tokens after this step (per method).
 
-        The n-gram proposer costs its CPU time per step with ``count`` speculating
-        decoders. A model-based proposer (vLLM's
-        ``EagleProposer.propose``, which the draft-model proposer shares) runs a first
-        forward over the step's tokens (prefill tokens too: it needs their hidden states
-        or its own KV for them), then ``num_speculative_tokens`` - 1 more over every
-        request of the batch (``everyone``, context ``context``): it drafts the full
-        number for each request, whether the scheduler will use them (a prefill chunk's
-        are dropped; a prompt finished in this step speculates in the next) or not.
+        ``prefill`` lists the step's prefill chunks ``(S, n)``, ``count`` and ``ctx`` its
+        speculating decoders and their context sum, ``verification`` what their draft
+        tokens added to the target step. The n-gram proposer costs its CPU time per step
+        with speculating decoders. A model-based proposer (vLLM's
+        ``EagleProposer.propose``, vllm/v1/spec_decode/eagle.py, which the draft-model
+        proposer shares) runs a first forward over all the step's tokens (prefill tokens
+        too: it needs their hidden states or its own KV for them) computing logits at one
+        position per request (``last_token_indices``), then ``num_speculative_tokens`` - 1
+        more over every request of the batch: it drafts the full number for each request,
+        whether the scheduler will use them (a prefill chunk's are dropped; a prompt
+        finished in this step speculates in the next) or not.
+
+        An EAGLE/EAGLE-3/MTP head's passes are priced from the target's step: one token
+        per request as a decode step of every request scaled by the weights the head reads
+        (``_row_fraction``), and the first pass's other tokens -- the prefill chunks and
+        the verified draft tokens, compute-bound where they matter -- as the target's
+        time for them scaled by the head's FLOPs per token (``prefill_fraction``).
         """
         spec = self.spec
         if spec.method == "ngram":
             return spec.ngram_cpu_us if count else 0
         rest = spec.num_tokens - 1
+        # Every scheduled request after this step: the model-based proposers draft for
+        # each of them (prefills and decoders whose drafts were cut, too).
+        decoders = batch.decode_tokens
+        decode_ctx = batch.decode_context_sum
+        everyone = decoders + len(prefill)
+        context = decode_ctx + sum(s + n for s, n in prefill)
         if spec.method == "draft-model":
             draft = spec.draft_latency
             total = decode_step_time(draft, prefill, count, ctx)
@@ -280,10 +333,14 @@ class SpecInstance(Instance):
                     total += decode_step_time(draft, (), everyone, context + j * everyone)
             return total
         target = self.latency
-        forwards = decode_step_time(target, prefill, count, ctx)
-        if everyone and rest:
-            forwards += rest * decode_step_time(target, (), everyone, context)
-        return round(spec.head_fraction * forwards)
+        rows = decode_step_time(target, (), everyone, decode_ctx)
+        tokens = verification
+        if prefill:
+            plain = decode_step_time(target, (), decoders, decode_ctx)
+            tokens += max(0, decode_step_time(target, prefill, decoders, decode_ctx) - plain)
+        if rest:
+            rows += rest * decode_step_time(target, (), everyone, context)
+        return round(self._row_fraction * rows + spec.prefill_fraction * tokens)
 
     # --- apply ---------------------------------------------------------------------
     def apply(self, batch: StepBatch, end: int) -> None:
@@ -293,6 +350,7 @@ class SpecInstance(Instance):
         rates = self.spec.acceptance
         per_request = self.spec.concentration > 0.0
         draw = self._draw
+        accepted_by = self._accepted
         for req, n, k in zip(batch.requests, batch.num_new, self._drafts, strict=True):
             if k:
                 if per_request:
@@ -303,6 +361,8 @@ class SpecInstance(Instance):
                 stats.spec_request_steps += 1
                 stats.spec_draft_tokens += k
                 stats.spec_accepted_tokens += accepted
+                if accepted:
+                    accepted_by[req.index] = accepted_by.get(req.index, 0) + accepted
                 tokens = 1 + accepted
                 computed = req.num_computed_tokens + tokens
                 req.num_computed_tokens = computed
@@ -335,4 +395,14 @@ class SpecInstance(Instance):
 
     def _finish(self, req: Request, end: int, rank: int = -1) -> None:
         self._request_rates.pop(req.index, None)
+        accepted = self._accepted.pop(req.index, 0)
+        if accepted and self.log is not None:
+            # Its deliveries after the first token: one per output token after the first,
+            # less the accepted draft tokens that arrived with another one.
+            self.log.itl_gaps[req.index] = req.num_output_tokens - 1 - accepted
         super()._finish(req, end, rank)
+
+    def _drop_running(self, req: Request) -> None:
+        self._request_rates.pop(req.index, None)
+        self._accepted.pop(req.index, None)
+        super()._drop_running(req)

@@ -76,6 +76,7 @@ class KVCacheManager:
         "_stores_running",
         "block_size",
         "block_transfer_us",
+        "cache_known_tokens_only",
         "cpu",
         "cpu_hit_blocks",
         "cpu_lookup_blocks",
@@ -148,6 +149,11 @@ class KVCacheManager:
         #: prefix hit, whose hidden states the drafter needs recomputed
         #: (``find_longest_cache_hit`` with ``use_eagle``); set by the speculative engine.
         self.drop_last_hit = False
+        #: Speculative decoding: allocations cache a request's blocks up to its known
+        #: tokens (prompt + delivered outputs), not its draft or lookahead slots (vLLM's
+        #: ``num_tokens_to_cache = min(computed + new, request.num_tokens)``); set by the
+        #: speculative engine (its lookahead slots run past them).
+        self.cache_known_tokens_only = False
         # Private blocks (Request.private_from) are hashed and registered only when the
         # request is preempted. Not with a CPU tier: there the hashes of blocks in use can
         # be copied to the CPU before the request ends.
@@ -372,6 +378,10 @@ class KVCacheManager:
         if need_new:
             table.extend(pool.take_new(need_new))
         if self.hashing and not delay_cache:
+            if self.cache_known_tokens_only:
+                known = req.num_prompt_tokens + req.delivered
+                if total > known:
+                    total = known
             self._register_full(req, table, total, admitted=cached_blocks is not None)
         if self.cpu is not None:
             self._offload_over_threshold()

@@ -430,6 +430,13 @@ def scope_caveats(
             "speculative decoding is priced from the calibrated step "
             "(docs/speculative-decoding.md), not fitted on speculative runs"
         )
+        method = str(options["speculative_method"]).strip().lower().replace("_", "-")
+        if method in ("ngram", "draft-model"):  # vLLM v0.15 runs them synchronously
+            out.append(
+                f"--speculative-method {method} runs without async scheduling, as in vLLM "
+                "v0.15: the CPU work synchronous scheduling exposes between steps is not "
+                "priced, so latencies are optimistic by an unmeasured amount"
+            )
     if options.get("max_loras") or options.get("lora_adapters"):
         out.append("LoRA adapters are priced from the calibrated step, not fitted on LoRA runs")
     if options.get("kv_cpu_blocks", 0) > 0 or options.get("cpu_offload_gib", 0) > 0:

@@ -12,6 +12,10 @@ non-speculative step costs, so acceptance 0 can never make a run faster.
 The blackbox regression has no per-request shape: its extra tokens are priced as
 prefill-like tokens (``beta1`` each), the one decode token per request stays a decode
 token (``beta2``).
+
+EAGLE-style draft heads are priced as fractions of the target's step
+(``instance/speculative.py``); which fraction depends on whether the target step's time
+counts the LM head (:func:`step_prices_lm_head`).
 """
 
 from __future__ import annotations
@@ -22,8 +26,20 @@ from typing import Any
 from inference_sim.core.batch import StepBatch
 from inference_sim.latency.base import LatencyModel
 from inference_sim.latency.blackbox import BlackboxLatencyModel
+from inference_sim.latency.roofline import RooflineLatencyModel
 
-__all__ = ["decode_step_time", "extra_verification_time"]
+__all__ = ["decode_step_time", "extra_verification_time", "step_prices_lm_head"]
+
+
+def step_prices_lm_head(model: LatencyModel) -> bool:
+    """Whether ``model``'s step time includes the LM head (its weights and logits).
+
+    The roofline prices the decoder layers only (engine.md §6.3: no embedding, no LM
+    head); the calibrated model adds the LM head's weights and one row of logits per
+    request; the blackbox regression was fitted on measured steps, which run it. A
+    plug-in model is taken to price a whole step.
+    """
+    return not isinstance(model, RooflineLatencyModel)
 
 
 def extra_verification_time(

@@ -2,10 +2,14 @@
 
 The objectives are ``--slo`` flags, spelled as for ``blis plan`` (``ttft_p99_ms=500``).
 For goodput only the metric family counts, as in vLLM's benchmark: every ``ttft_*``
-objective bounds each request's TTFT, ``e2e_*`` its end-to-end latency, ``tpot_*`` and
-``itl_*`` its time per output token (its mean ITL), ``scheduling_delay_*`` its
-scheduling delay. ``slo_met`` separately checks the objectives as written against the
-summary (p99 against the summary's p99, ...), as ``blis plan`` does.
+objective bounds each request's TTFT, ``e2e_*`` its end-to-end latency, ``tpot_*`` its
+time per output token, ``itl_*`` its mean inter-token latency (the mean gap between its
+deliveries: (E2E - TTFT) / deliveries after the first token), ``scheduling_delay_*`` its
+scheduling delay. Without speculative decoding every delivery carries one token and the
+two per-request figures are the same number; with it one delivery carries several, so
+ITL is longer than TPOT (docs/speculative-decoding.md). ``slo_met`` separately checks
+the objectives as written against the summary (p99 against the summary's p99, ...), as
+``blis plan`` does.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 
 from inference_sim.core.errors import ConfigError
 from inference_sim.metrics.outcome import SimulationOutcome
+from inference_sim.metrics.request_log import RequestLog
 from inference_sim.metrics.slo import Objective, meets
 
 #: Metric-name prefix -> the per-request quantity it bounds.
@@ -24,7 +29,7 @@ FAMILIES = {
     "ttft_": "ttft",
     "e2e_": "e2e",
     "tpot_": "tpot",
-    "itl_": "tpot",
+    "itl_": "itl",
     "scheduling_delay_": "sched_delay",
 }
 
@@ -65,6 +70,21 @@ def check_objectives(objectives: Sequence[Objective]) -> None:
             )
 
 
+def _mean_itl(
+    log: RequestLog, rows: np.ndarray, e2e: np.ndarray, ttft: np.ndarray, n_out: np.ndarray
+) -> np.ndarray:
+    """Each request's mean gap between deliveries, (E2E - TTFT) / deliveries after the
+    first token: ``num_output`` - 1 of them unless the log counted fewer (several tokens
+    in one delivery, ``RequestLog.itl_gaps``)."""
+    gaps = n_out - 1
+    counted = log.itl_gaps
+    for i, idx in enumerate(log.column("index", rows).tolist()):
+        g = counted.get(idx)
+        if g is not None:
+            gaps[i] = g
+    return np.where(gaps > 0, (e2e - ttft) / np.maximum(gaps, 1), 0.0)
+
+
 def goodput_keys(
     outcome: SimulationOutcome, objectives: Sequence[Objective], summary: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -76,12 +96,14 @@ def goodput_keys(
     e2e = log.column("e2e", rows)
     ttft = log.column("ttft", rows)
     n_out = log.column("num_output", rows)
+    # a single-token request has no TPOT (nor ITL): it meets any such bound
+    tpot = np.where(n_out > 1, (e2e - ttft) / np.maximum(n_out - 1, 1), 0.0)
     per_request = {
         "ttft": ttft.astype(np.float64),
         "e2e": e2e.astype(np.float64),
         "sched_delay": log.column("sched_delay", rows).astype(np.float64),
-        # a single-token request has no TPOT: it meets any TPOT bound
-        "tpot": np.where(n_out > 1, (e2e - ttft) / np.maximum(n_out - 1, 1), 0.0),
+        "tpot": tpot,
+        "itl": _mean_itl(log, rows, e2e, ttft, n_out) if log.itl_gaps else tpot,
     }
     good = e2e >= 0
     for obj in objectives:

@@ -51,11 +51,13 @@ class RequestLog:
     """Per-request columns: identity, sizes and the latency figures in ticks."""
 
     __slots__ = (
+        "adapter",
         "arrival",
         "e2e",
         "finished",
         "index",
         "instance",
+        "itl_gaps",
         "model",
         "num_input",
         "num_output",
@@ -78,6 +80,11 @@ class RequestLog:
         self.slo_class = StringColumn()
         self.tenant_id = StringColumn()
         self.model = StringColumn()
+        self.adapter = StringColumn()  # LoRA adapter (docs/lora.md); "" = base model
+        #: Request index -> its delivery events after the first token, for requests that
+        #: received several tokens in one event (speculative decoding): the others have
+        #: one per output token after the first (``num_output`` - 1).
+        self.itl_gaps: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -99,6 +106,7 @@ class RequestLog:
         self.slo_class.append(req.slo_class)
         self.tenant_id.append(req.tenant_id)
         self.model.append(req.model)
+        self.adapter.append(req.adapter)
 
     # --- views -------------------------------------------------------------------
     def rows_for(self, instances: set[int] | None) -> np.ndarray:
@@ -156,6 +164,9 @@ class RequestLog:
             model = self.model.get(row)
             if model:
                 rec["model"] = model
+            adapter = self.adapter.get(row)
+            if adapter:  # LoRA requests only: records without LoRA stay as they were
+                rec["adapter"] = adapter
             if extra:
                 more = extra.get(int(idx[row]))
                 if more:
