@@ -1,4 +1,4 @@
-"""``blis workload describe``: keys, formats, and the prefix reuse ratio."""
+"""``blis workload describe``: keys, formats, and the unlimited prefix cache hit rate."""
 
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ from inference_sim.workload import describe_workload
 SHARED = Path(
     os.environ.get("INFERENCE_SIM_SHARED", Path(__file__).resolve().parents[2] / "shared")
 )
-KEYS = ["requests", "duration_s", "input_tokens_mean", "output_tokens_mean", "prefix_reuse_ratio"]
+KEYS = [
+    "requests",
+    "duration_s",
+    "input_tokens_mean",
+    "output_tokens_mean",
+    "unlimited_prefix_cache_hit_rate",
+]
 
 
 def invoke(*args: str) -> Result:
@@ -35,7 +41,8 @@ def write_mooncake(path: Path, rows: list[tuple[int, int, list[int]]]) -> Path:
 
 
 def test_json_keys_and_mooncake_ratio_from_hash_ids(tmp_path):
-    # blocks: 3 + 3 + 2 = 8; reused: [1, 2] of the second and [1] of the third = 3
+    # prompt tokens 1100 + 1500 + 600 = 3200; hit: [1, 2] of the second (1024 tokens) and
+    # [1] of the third (512), counted in tokens (the blocks were 3 of 8)
     path = write_mooncake(
         tmp_path / "m.jsonl",
         [(0, 1100, [1, 2, 3]), (1000, 1500, [1, 2, 4]), (3000, 600, [1, 5])],
@@ -48,13 +55,16 @@ def test_json_keys_and_mooncake_ratio_from_hash_ids(tmp_path):
     assert d["duration_s"] == 3.0
     assert d["input_tokens_mean"] == pytest.approx((1100 + 1500 + 600) / 3)
     assert d["output_tokens_mean"] == 7
-    assert d["prefix_reuse_ratio"] == pytest.approx(3 / 8)
-    assert d["format"] == "mooncake" and d["block_size"] == 512
+    assert d["unlimited_prefix_cache_hit_rate"] == pytest.approx(1536 / 3200)
+    assert (d["cached_prompt_tokens"], d["prompt_tokens"]) == (1536, 3200)
+    assert d["format"] == "mooncake" and d["block_size"] == 512 and d["kv_block_size"] == 16
 
 
 def test_block_size_option_sets_the_hash_block_size(tmp_path):
     path = write_mooncake(tmp_path / "m.jsonl", [(0, 64, [1, 2]), (5, 48, [1, 3])])
-    assert describe_workload(path, block_size=32)["prefix_reuse_ratio"] == pytest.approx(1 / 4)
+    # the second prompt hits hash id 1 (32 tokens) of its 48
+    d = describe_workload(path, block_size=32)
+    assert d["unlimited_prefix_cache_hit_rate"] == pytest.approx(32 / (64 + 48))
     result = invoke(str(path))  # 512-token blocks do not fit these lengths
     assert result.exit_code == 2
     assert "--block-size" in result.stderr and "--trace-block-size" not in result.stderr
@@ -83,10 +93,11 @@ def test_spec_text_output_and_reuse(tmp_path):
     d = describe_workload(path)
     assert d["requests"] == 100 and d["format"] == "spec"
     assert d["input_tokens_mean"] == 72
-    # 72-token prompts: 4 full 16-token blocks each, all from the shared 64-token prefix
-    assert d["prefix_reuse_ratio"] == pytest.approx(99 / 100)
+    # 72-token prompts: the shared 64-token prefix (4 full 16-token blocks) hits in all
+    # but the first; the 8 tokens after it never do
+    assert d["unlimited_prefix_cache_hit_rate"] == pytest.approx(99 * 64 / 7200)
     text = invoke(str(path), "--block-size", "32").stdout
-    assert "requests: 100" in text and "prefix reuse ratio: 0.9900" in text
+    assert "requests: 100" in text and "unlimited prefix cache hit rate: 0.8800" in text
     assert "rate over time:" in text
 
 
@@ -100,7 +111,8 @@ def test_trace_v2_and_reference_csv(tmp_path):
     )
     d = describe_workload(csv_path)
     assert (d["format"], d["requests"], d["duration_s"]) == ("csv", 2, 0.5)
-    assert d["prefix_reuse_ratio"] == pytest.approx(2 / 4)
+    # the second prompt (33 tokens) hits both 16-token blocks of the first
+    assert d["unlimited_prefix_cache_hit_rate"] == pytest.approx(32 / 65)
 
 
 def test_bad_input_is_one_line(tmp_path):
@@ -120,4 +132,6 @@ def test_published_mooncake_trace():
     assert d["requests"] == 12031
     assert d["duration_s"] == pytest.approx(3537, rel=0.01)
     assert d["input_tokens_mean"] == pytest.approx(12000, rel=0.05)
-    assert 0 < d["prefix_reuse_ratio"] < 1
+    # what a replay with an unlimited cache (--total-kv-blocks 20000000) reports as
+    # prefix_cache_hit_rate: 0.373617 (docs/workloads.md)
+    assert d["unlimited_prefix_cache_hit_rate"] == pytest.approx(0.373617, abs=1e-6)

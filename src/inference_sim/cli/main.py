@@ -456,8 +456,15 @@ def workload_group() -> None:
     "--block-size",
     type=int,
     default=None,
-    help="Tokens per prompt block for the reuse ratio (default 16; a Mooncake trace's "
-    "hash-id block size, default 512).",
+    help="A Mooncake trace's hash-id block size (default 512); for other formats the KV "
+    "block size of the cache hit rate (default 16).",
+)
+@click.option(
+    "--kv-block-size",
+    type=int,
+    default=None,
+    help="KV block size (tokens) of the unlimited prefix cache hit rate (default 16, as "
+    "blis run --block-size-in-tokens).",
 )
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print JSON.")
 @click.option(
@@ -469,9 +476,16 @@ def workload_group() -> None:
 @click.option("--seed", type=int, default=None, help="Seed for a spec (default: its own).")
 @click.option("--debug", is_flag=True, default=False, help="Show tracebacks for errors.")
 def describe_command(
-    file: str, block_size: int | None, as_json: bool, fmt: str, seed: int | None, debug: bool
+    file: str,
+    block_size: int | None,
+    kv_block_size: int | None,
+    as_json: bool,
+    fmt: str,
+    seed: int | None,
+    debug: bool,
 ) -> None:
-    """Summarise a workload spec or trace: requests, duration, rate, lengths, prefix reuse."""
+    """Summarise a workload spec or trace: requests, duration, rate, lengths, and the
+    prompt-token hit rate of a prefix cache with unlimited room."""
     from inference_sim.workload import WorkloadError
     from inference_sim.workload.describe import (
         describe_workload,
@@ -480,7 +494,9 @@ def describe_command(
     )
 
     try:
-        d = describe_workload(file, block_size=block_size, fmt=fmt, seed=seed)
+        d = describe_workload(
+            file, block_size=block_size, fmt=fmt, seed=seed, kv_block_size=kv_block_size
+        )
     except WorkloadError as exc:
         if debug:
             traceback.print_exc()

@@ -372,6 +372,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "workload",
     ),
     OptionSpec(
+        "trace_speedup",
+        float,
+        1.0,
+        "Replay a trace's recorded arrival times this many times faster: every arrival (µs from the trace's time origin) is divided by it, so 2 halves every gap and doubles the rate, 0.5 replays at half speed (the speedup ratio of Dynamo's Mooncake tooling). --horizon bounds the scaled times. Trace replays with arrival times only.",
+        "workload",
+    ),
+    OptionSpec(
         "export_trace",
         str,
         "",

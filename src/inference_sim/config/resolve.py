@@ -173,6 +173,8 @@ class RunPlan:
         cfg = {s.name: self.options[s.name] for s in OPTIONS if used.get(s.group, True)}
         if not cfg.get("aggregate_rate"):  # no spec, or a spec at its own rate
             cfg.pop("aggregate_rate", None)
+        if cfg.get("trace_speedup") == 1.0:  # recorded only when it changed the replay
+            cfg.pop("trace_speedup", None)
         for name in _CONFIG_RELATIVE_PATHS:
             # Input files as absolute paths: a replay (--config results.json) from any
             # folder reads the files this run read, not others of the same name.

@@ -5,10 +5,12 @@ the length flags with a trace replay, the length flags and ``--workload PRESET``
 workload spec -- are accepted with one warning naming them, as the reference accepts
 them (cli.md 5): a command it runs must run here. This simulator's own flags that do not
 apply are refused (one line, exit 2), the CLI's rule for them: ``--trace-format`` /
-``--trace-block-size`` without a trace, ``--trace-block-size`` with a trace that is not
-Mooncake, LoRA options with LoRA off. ``--gpu-memory-utilization`` with a block count
-that is not derived from memory and ``--snapshot-refresh-interval`` with routing that
-reads no cached KV signal are warnings (the reference's scripts pass them).
+``--trace-block-size`` / ``--trace-speedup`` without a trace (a workload spec included),
+``--trace-block-size`` with a trace that is not Mooncake, ``--trace-speedup`` with a
+length trace that has no time column, LoRA options with LoRA off.
+``--gpu-memory-utilization`` with a block count that is not derived from memory and
+``--snapshot-refresh-interval`` with routing that reads no cached KV signal are warnings
+(the reference's scripts pass them).
 
 :func:`accept_reference_flags` adapts the few reference command lines that the option
 checks would refuse before the workload is known (a negative ``--seed``, a trace path
@@ -38,6 +40,8 @@ _LENGTH_FLAGS = tuple(
     for suffix in ("", "_stdev", "_min", "_max")
 )
 SYNTHETIC_FLAGS = ("prefix_tokens", *_LENGTH_FLAGS)
+#: This simulator's own options that describe the file of ``--workload traces``.
+TRACE_FLAGS = ("trace_format", "trace_block_size", "trace_speedup")
 
 
 def changed_names(
@@ -79,6 +83,14 @@ def refuse_unused_flags(
     spec = o["workload_spec"]
     if spec:
         where = spec if isinstance(spec, str) else INLINE_SPEC
+        own = changed_flags(o, explicit, TRACE_FLAGS)
+        if own:
+            hint = "; --aggregate-rate scales a spec's rate" if "speedup" in own[-1] else ""
+            raise WorkloadError(
+                f"{', '.join(own)}: no effect with --workload-spec {where}, whose clients give "
+                f"the requests; {'it applies' if len(own) == 1 else 'they apply'} to the "
+                f"file of --workload traces{hint}"
+            )
         given = changed_flags(o, explicit, SYNTHETIC_FLAGS)
         if "workload" in explicit and o["workload"] != "distribution":
             given.insert(0, f"--workload {o['workload']}")
@@ -109,7 +121,10 @@ def refuse_unused_flags(
         if given:
             hint = ""
             if rate and not untimed:
-                hint = " (only a length trace without a time column takes --rate)"
+                hint = (
+                    " (only a length trace without a time column takes --rate; "
+                    "--trace-speedup replays the recorded times faster or slower)"
+                )
             log.warning(
                 "%s: no effect with --workload traces, which replays every row of the trace "
                 "as recorded%s; --horizon bounds a replay",
@@ -119,12 +134,14 @@ def refuse_unused_flags(
             ignored = ("num_requests", *SYNTHETIC_FLAGS, *(() if untimed else ("rate",)))
             _reset(o, ignored)
         _refuse_block_size(o, explicit, inline)
+        _refuse_speedup(o, explicit, inline)
         return
-    given = changed_flags(o, explicit, ("trace_format", "trace_block_size"))
+    given = changed_flags(o, explicit, TRACE_FLAGS)
     if given:
         raise WorkloadError(
-            f"{', '.join(given)}: no effect with --workload {o['workload']}; it describes "
-            "the file of --workload traces"
+            f"{', '.join(given)}: no effect with --workload {o['workload']}; "
+            f"{'it applies' if len(given) == 1 else 'they apply'} to the file of "
+            "--workload traces"
         )
 
 
@@ -155,6 +172,25 @@ def _refuse_block_size(
         raise WorkloadError(
             f"{given[0]}: no effect with the {fmt} trace{where}; it sets the block size of "
             "a Mooncake trace's hash_ids (--trace-format mooncake); remove the flag"
+        )
+
+
+def _refuse_speedup(o: Mapping[str, Any], explicit: frozenset[str], inline: InlineWorkload) -> None:
+    """``--trace-speedup`` divides a trace's recorded times: a length trace without a time
+    column has none (its requests arrive at ``--rate``)."""
+    given = changed_flags(o, explicit, ("trace_speedup",))
+    if not given:
+        return
+    try:
+        untimed = untimed_length_trace(o, inline)
+    except (WorkloadError, OSError):
+        return  # an unreadable trace: its reader reports that
+    if untimed:
+        path = o["workload_traces_filepath"]
+        where = f" {path}" if path and inline.trace is None else " (in memory)"
+        raise WorkloadError(
+            f"{given[0]}: no effect with the length trace{where}, which has no time column "
+            "(its requests arrive at --rate); change --rate instead"
         )
 
 

@@ -1,13 +1,19 @@
 """``blis workload describe``: a summary of a workload spec or trace file.
 
 Reported: request count, duration (first to last arrival), mean rate and the rate over
-time (ten equal time buckets), input/output length means and percentiles, and the prefix
-reuse ratio — the fraction of prompt blocks that continue a block chain already seen
-earlier in the workload, i.e. the hit fraction of a prefix cache with unlimited room.
+time (ten equal time buckets), input/output length means and percentiles, and the
+unlimited prefix cache hit rate — the fraction of prompt *tokens* a prefix cache that
+never evicts would hit (:class:`~inference_sim.workload.tokens.PrefixHitCounter`): full
+KV blocks of ``kv_block_size`` tokens (16, ``blis run``'s default
+``--block-size-in-tokens``), at least one token of every prompt computed, as vLLM does.
+That is the ``prefix_cache_hit_rate`` a replay with a KV cache too large to evict reports
+(``--total-kv-blocks 20000000``), up to the order of arrivals: requests are counted in
+trace order, and every earlier request's blocks are cached.
 
-Blocks are ``--block-size``-token blocks of the prompt (16 by default; full blocks only).
-For a Mooncake trace the blocks are its hash ids, ``--block-size`` tokens each (512 by
-default). Azure traces carry no prefix information, so their ratio is 0.
+For a Mooncake trace the prompt is its hash ids, ``--block-size`` tokens each (512 by
+default; a final partial block holds the first tokens of its id's block, as the replay
+synthesises them). Azure traces carry no prefix information, so their rate is 0. For
+every other format ``--block-size`` is the KV block size (``--kv-block-size`` too).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from inference_sim.workload.realtraces import (
     iter_mooncake_records,
 )
 from inference_sim.workload.spec import load_workload_spec
-from inference_sim.workload.tokens import BlockChainCounter
+from inference_sim.workload.tokens import PrefixHitCounter
 from inference_sim.workload.trace_v2 import iter_trace_v2
 from inference_sim.workload.traces import read_csv_trace
 
@@ -58,20 +64,36 @@ def describe_workload(
     block_size: int | None = None,
     fmt: str = "auto",
     seed: int | None = None,
+    kv_block_size: int | None = None,
 ) -> dict[str, Any]:
-    """Summary of a spec or trace (format detected from the content unless ``fmt``)."""
+    """Summary of a spec or trace (format detected from the content unless ``fmt``).
+
+    ``block_size``: a Mooncake trace's hash-id block size (512), else the KV block size;
+    ``kv_block_size``: the KV block size of the cache hit rate (16)."""
     p = os.fspath(path)
     kind = detect_format(p) if fmt == "auto" else fmt
     if block_size is not None and block_size <= 0:
         raise WorkloadError(f"--block-size must be > 0, got {block_size}")
+    if kv_block_size is not None and kv_block_size <= 0:
+        raise WorkloadError(f"--kv-block-size must be > 0, got {kv_block_size}")
     if seed is not None and not 0 <= seed <= MAX_SEED:
         raise WorkloadError(f"--seed must be in [0, {MAX_SEED}] (a 64-bit seed), got {seed}")
-    counter = BlockChainCounter()
+    if kind == "mooncake":
+        bs = block_size or DEFAULT_TRACE_BLOCK_SIZE  # the hash ids' block
+        kv = kv_block_size or DEFAULT_BLOCK_SIZE
+    else:
+        if block_size and kv_block_size and block_size != kv_block_size:
+            raise WorkloadError(
+                f"--block-size {block_size} and --kv-block-size {kv_block_size}: both set the "
+                f"KV block size of a {kind} file (--block-size sizes a Mooncake trace's hash "
+                "ids); give one"
+            )
+        bs = kv = kv_block_size or block_size or DEFAULT_BLOCK_SIZE
+    counter = PrefixHitCounter(kv)
     arrivals: list[int] = []
     inputs: list[int] = []
     outputs: list[int] = []
     if kind in ("mooncake", "azure"):
-        bs = block_size or (DEFAULT_TRACE_BLOCK_SIZE if kind == "mooncake" else DEFAULT_BLOCK_SIZE)
         records = (
             # describe's flag is --block-size: errors must name it, not run's flag
             iter_mooncake_records(p, block_size=bs, block_flag="--block-size")
@@ -83,11 +105,10 @@ def describe_workload(
             inputs.append(rec.input_tokens)
             outputs.append(rec.output_tokens)
             if rec.hash_ids is not None:
-                counter.add_labels(rec.hash_ids)
-            else:  # unique prompts: blocks never repeat
-                counter.total += rec.input_tokens // bs
+                counter.add_labeled(rec.hash_ids, bs, rec.input_tokens)
+            else:  # unique prompts: nothing to hit
+                counter.add_unique(rec.input_tokens)
     else:
-        bs = block_size or DEFAULT_BLOCK_SIZE
         streams = RandomStreams(seed or 0)
         reqs: Iterable[Request]
         if kind == "spec":
@@ -107,7 +128,7 @@ def describe_workload(
             arrivals.append(r.arrival_time)
             inputs.append(r.num_prompt_tokens)
             outputs.append(r.num_output_tokens)
-            counter.add_tokens(r.input_tokens, bs)
+            counter.add_tokens(r.input_tokens, r.output_tokens)
     return _summary(p, kind, bs, arrivals, inputs, outputs, counter)
 
 
@@ -131,7 +152,7 @@ def _summary(
     arrivals: list[int],
     inputs: list[int],
     outputs: list[int],
-    counter: BlockChainCounter,
+    counter: PrefixHitCounter,
 ) -> dict[str, Any]:
     t = np.asarray(arrivals, dtype=np.int64)
     n = len(t)
@@ -164,7 +185,7 @@ def _summary(
         "duration_s": duration,
         "input_tokens_mean": in_stats["mean"],
         "output_tokens_mean": out_stats["mean"],
-        "prefix_reuse_ratio": counter.ratio,
+        "unlimited_prefix_cache_hit_rate": counter.ratio,
         "format": kind,
         "file": path,
         "block_size": block_size,
@@ -173,8 +194,9 @@ def _summary(
         "rate_per_s": n / duration if duration > 0 else 0.0,
         "input_tokens": in_stats,
         "output_tokens": out_stats,
-        "prompt_blocks": counter.total,
-        "reused_blocks": counter.reused,
+        "kv_block_size": counter.block_size,
+        "prompt_tokens": counter.prompt_tokens,
+        "cached_prompt_tokens": counter.hit_tokens,
         "rate_over_time": buckets,
     }
 
@@ -196,8 +218,9 @@ def format_description(d: dict[str, Any]) -> str:
         f"{d['last_arrival_s']:.3f} s), mean rate {d['rate_per_s']:.3f} req/s",
         lengths("input_tokens"),
         lengths("output_tokens"),
-        f"prefix reuse ratio: {d['prefix_reuse_ratio']:.4f} ({d['reused_blocks']} of "
-        f"{d['prompt_blocks']} blocks of {d['block_size']} tokens continue a chain seen before)",
+        f"unlimited prefix cache hit rate: {d['unlimited_prefix_cache_hit_rate']:.4f} "
+        f"({d['cached_prompt_tokens']} of {d['prompt_tokens']} prompt tokens in "
+        f"{d['kv_block_size']}-token KV blocks; every prompt computes at least one token)",
     ]
     if d["rate_over_time"]:
         lines.append("rate over time:")

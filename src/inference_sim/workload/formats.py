@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping
@@ -31,7 +32,7 @@ import yaml
 from inference_sim.core.inputs import load_yaml, read_text
 from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
-from inference_sim.workload.errors import WorkloadError
+from inference_sim.workload.errors import MAX_ARRIVAL_US, WorkloadError
 from inference_sim.workload.lengthtrace import iter_length_trace, looks_like_lengths
 from inference_sim.workload.realtraces import (
     DEFAULT_TRACE_BLOCK_SIZE,
@@ -167,6 +168,7 @@ def open_trace(
     horizon: int = NEVER,
     arrival_times: Iterator[int] | None = None,
     run_server: Mapping[str, Any] | None = None,
+    speedup: float = 1.0,
 ) -> Iterable[Request]:
     """Requests of a trace file in any supported format (``fmt`` or detected).
 
@@ -174,7 +176,8 @@ def open_trace(
     ``horizon``: every format stops at the first request later than it (one exactly at
     it is replayed, the reference CSV's rule); ``run_server`` (the run's settings under
     the keys of a trace v2 header's ``server`` block) lets a trace v2 replay warn about
-    the recorded settings that differ."""
+    the recorded settings that differ; ``speedup``: arrival times are divided by it
+    (:func:`speed_up`), the horizon bounding the divided times."""
     p = os.fspath(path)
     if fmt not in TRACE_FORMATS:
         raise WorkloadError(
@@ -189,6 +192,26 @@ def open_trace(
                 f"{p}: this is a workload spec, not a trace; use --workload-spec {p}"
             )
     streams = streams or RandomStreams(seed)
+    check_speedup(speedup)
+    if speedup != 1.0:
+        # The reader cuts at the recorded time the horizon maps back to (a little later:
+        # float rounding); speed_up cuts exactly, on the divided times.
+        reqs = _open_format(
+            p, fmt, streams, block_size, reader_horizon(horizon, speedup), arrival_times, run_server
+        )
+        return speed_up(reqs, speedup, horizon)
+    return _open_format(p, fmt, streams, block_size, horizon, arrival_times, run_server)
+
+
+def _open_format(
+    p: str,
+    fmt: str,
+    streams: RandomStreams,
+    block_size: int,
+    horizon: int,
+    arrival_times: Iterator[int] | None,
+    run_server: Mapping[str, Any] | None,
+) -> Iterable[Request]:
     # Every reader stops at the first request later than the horizon (one at it is
     # replayed, as the reference's CSV reader does): the simulator reads one request
     # ahead, and --export-trace must not write a request the run never injected.
@@ -201,3 +224,61 @@ def open_trace(
     if fmt == "lengths":
         return iter_length_trace(p, streams=streams, horizon=horizon, arrival_times=arrival_times)
     return iter_mooncake_trace(p, streams=streams, block_size=block_size, horizon=horizon)
+
+
+# --- --trace-speedup ----------------------------------------------------------------------
+
+
+def check_speedup(speedup: float) -> None:
+    """``--trace-speedup``: a finite number > 0 (WorkloadError otherwise)."""
+    if isinstance(speedup, bool) or not (
+        isinstance(speedup, int | float) and math.isfinite(speedup) and speedup > 0
+    ):
+        raise WorkloadError(
+            f"--trace-speedup must be a finite number > 0 (2: replay twice as fast, "
+            f"0.5: half as fast), got {_shown(speedup)}"
+        )
+
+
+def _shown(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else repr(value)
+
+
+def reader_horizon(horizon: int, speedup: float) -> int:
+    """A recorded time no earlier than any whose division by ``speedup`` is within
+    ``horizon`` (so a reader cutting there loses none of them)."""
+    if speedup == 1.0 or horizon >= NEVER:
+        return horizon
+    bound = horizon * speedup * (1 + 1e-9)
+    return NEVER if bound >= NEVER - 2 else min(NEVER, math.ceil(bound) + 1)
+
+
+def speed_up(
+    requests: Iterable[Request], speedup: float, horizon: int = NEVER
+) -> Iterable[Request]:
+    """``requests`` replayed ``speedup`` times faster: each arrival (µs from the trace's
+    time origin) becomes ``round(arrival / speedup)``, so every gap is divided by
+    ``speedup``. Stops at the first request whose divided arrival is later than
+    ``horizon`` (one exactly at it is kept: the readers' rule). A list (the reference
+    CSV) gives a list, an iterator an iterator; 1 returns ``requests`` unchanged.
+    A divided arrival past the simulator's clock (2^62 µs) is an error."""
+    check_speedup(speedup)
+    if speedup == 1.0:
+        return requests
+    scaled = _speed_up(requests, float(speedup), horizon)
+    return list(scaled) if isinstance(requests, list) else scaled
+
+
+def _speed_up(requests: Iterable[Request], speedup: float, horizon: int) -> Iterator[Request]:
+    for req in requests:
+        t = req.arrival_time / speedup
+        if t > horizon and horizon <= MAX_ARRIVAL_US:
+            return
+        if t > MAX_ARRIVAL_US:  # without a horizon before it: this row would be replayed
+            raise WorkloadError(
+                f"--trace-speedup {speedup:g}: request {req.index} would arrive "
+                f"{t / 1e6:g} s after the trace's time origin, past the simulator's clock "
+                f"(at most {MAX_ARRIVAL_US / 1e6:g} s); give a larger --trace-speedup"
+            )
+        req.arrival_time = round(t)
+        yield req

@@ -15,7 +15,14 @@ from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.workload.arrivals import check_arrival, iter_arrival_times
 from inference_sim.workload.errors import WorkloadError
-from inference_sim.workload.formats import TRACE_FORMATS, detect_format, open_trace
+from inference_sim.workload.formats import (
+    TRACE_FORMATS,
+    check_speedup,
+    detect_format,
+    open_trace,
+    reader_horizon,
+    speed_up,
+)
 from inference_sim.workload.generate import iter_spec_requests
 from inference_sim.workload.lengthtrace import find_columns, iter_length_records, trace_columns
 from inference_sim.workload.spec import WorkloadSpec, load_workload_spec, parse_workload_spec
@@ -57,6 +64,7 @@ def resolve_workload_options(
         )
     if o["trace_block_size"] <= 0:
         raise WorkloadError(f"--trace-block-size must be > 0, got {o['trace_block_size']}")
+    check_speedup(o["trace_speedup"])
     inline = inline or InlineWorkload()
     _check_aggregate_rate(o, explicit)
     if inline.trace is not None:
@@ -226,15 +234,17 @@ def spec_or_trace_requests(
         )
     if o["workload"] != "traces":
         return None
+    speedup = o["trace_speedup"]
     if inline_trace is not None:
-        return iter_length_records(
+        rows = iter_length_records(
             inline_trace,
             streams=streams,
-            horizon=o["horizon"],
+            horizon=reader_horizon(o["horizon"], speedup),
             arrival_times=iter_arrival_times(
                 o["arrival"], o["rate"], o["burstiness"], streams.generator("arrival")
             ),
         )
+        return speed_up(rows, speedup, o["horizon"])
     reqs = open_trace(
         o["workload_traces_filepath"],
         o["trace_format"],
@@ -246,6 +256,7 @@ def spec_or_trace_requests(
             o["arrival"], o["rate"], o["burstiness"], streams.generator("arrival")
         ),
         run_server=run_server(o),
+        speedup=speedup,
     )
     if isinstance(reqs, list):  # the reference's CSV may be unsorted: serve by arrival
         reqs.sort(key=_arrival)

@@ -37,7 +37,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
@@ -55,7 +55,8 @@ _SECOND = timedelta(seconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _STAMP = re.compile(
-    r"^\s*(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?\s*(?:Z|[+-]00:?00)?\s*$"
+    r"^\s*(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?\s*"
+    r"(?:Z|([+-])(\d{2})(?::?(\d{2}))?)?\s*$"
 )
 
 
@@ -106,12 +107,17 @@ def seconds_to_us(seconds: float, text: object) -> int:
 
 
 def parse_timestamp_us(text: str) -> int:
-    """``2023-11-16 18:17:03.9799600`` (UTC assumed) or plain seconds -> integer µs.
+    """``2023-11-16 18:17:03.9799600`` (UTC unless an offset follows) or plain seconds ->
+    integer µs since the epoch (UTC).
 
-    The calendar fields are checked (hour 0-23, minute and second 0-59, a day the month
-    has): ``calendar.timegm`` would turn ``25:15:50`` or February 30 into another, valid
-    time without a word, shifting every later arrival of the trace. Plain seconds too
-    large to count in µs as a float are an error (:func:`seconds_to_us`)."""
+    An offset (``Z``, ``+02:00``, ``-0530``, ``+02``) converts the time to UTC:
+    ``02:00+02:00`` is ``00:00`` UTC, so a trace whose rows change offset (a
+    daylight-saving switch) keeps its true gaps. Digits past the sixth of a fraction are
+    dropped (µs resolution). The calendar fields are checked (hour 0-23, minute and
+    second 0-59, a day the month has, an offset of at most 23:59): ``calendar.timegm``
+    would turn ``25:15:50`` or February 30 into another, valid time without a word,
+    shifting every later arrival of the trace. Plain seconds too large to count in µs as
+    a float are an error (:func:`seconds_to_us`)."""
     m = _STAMP.match(text)
     if m is None:
         try:
@@ -119,9 +125,16 @@ def parse_timestamp_us(text: str) -> int:
         except ValueError:
             raise ValueError(f"not a timestamp: {text!r}") from None
         return seconds_to_us(seconds, text.strip())
-    y, mo, d, h, mi, s, frac = m.groups()
+    y, mo, d, h, mi, s, frac, sign, off_h, off_m = m.groups()
+    tz = UTC
     try:
-        when = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=UTC)
+        if sign is not None:
+            off_m = off_m or "00"
+            if int(off_h) > 23 or int(off_m) > 59:
+                raise ValueError(f"a UTC offset is at most 23:59, got {off_h}:{off_m}")
+            offset = timedelta(hours=int(off_h), minutes=int(off_m))
+            tz = timezone(-offset if sign == "-" else offset)
+        when = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=tz)
     except ValueError as exc:  # "hour must be in 0..23", "day is out of range for month"
         raise ValueError(f"not a valid date and time: {text.strip()!r} ({exc})") from None
     whole = (when - _EPOCH) // _SECOND

@@ -1,4 +1,4 @@
-"""Synthetic token ids for replayed traces, and block-chain accounting of prefix reuse.
+"""Synthetic token ids for replayed traces, and the hit rate of an unlimited prefix cache.
 
 Traces record lengths, not token ids, yet the prefix cache needs ids whose equality means
 "shared prefix". Replays therefore synthesise ids from keys: :func:`synth_tokens` maps a
@@ -16,7 +16,7 @@ replay rebuild a conversation's context without keeping every earlier token in m
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -95,42 +95,115 @@ def materialize(segs: Sequence[Segment]) -> np.ndarray:
     return np.concatenate([synth_tokens(*s) for s in segs])
 
 
-class BlockChainCounter:
-    """Counts prompt blocks that continue a block chain seen earlier (an infinite cache).
+#: Start of every block chain (any constant: the chain hash of a block names its prefix).
+_CHAIN_SEED = 0x5EED
 
-    Feed each request's block labels in order (hashes of token blocks, or a trace's hash
-    ids); a block counts as reused when the same chain of labels up to and including it
-    was seen before, which is exactly what a prefix cache with unlimited room would hit.
+
+class PrefixHitCounter:
+    """Prompt tokens a prefix cache with unlimited room would hit (blocks as vLLM's).
+
+    Feed the requests in arrival order. Each one first looks its prompt up, then leaves
+    its blocks in the cache, as in a server whose cache never evicts:
+
+    * the cache holds full ``block_size``-token KV blocks only, each named by the chain
+      of its tokens and every token before it (vLLM's block hashes): a prompt hits the
+      longest run of leading blocks some earlier request left behind;
+    * at least one prompt token is always computed (vLLM's ``max_cache_hit_length`` is
+      the prompt length minus one): a prompt seen before in full hits ``L - 1`` tokens
+      rounded down to the block size, not ``L``;
+    * the ratio is token-weighted: :attr:`hit_tokens` over :attr:`prompt_tokens` (every
+      prompt token, the partial last block's too), the quantity ``blis run`` reports as
+      ``prefix_cache_hit_rate``.
+
+    Arrival order is the only notion of time: a request hits what any earlier one left,
+    even one still running (the simulator, as vLLM, caches a block once it is scheduled,
+    so this is what it does too; only eviction, absent here, makes it hit less).
     """
 
-    __slots__ = ("_seen", "reused", "total")
+    __slots__ = ("_seen", "block_size", "hit_tokens", "prompt_tokens")
 
-    def __init__(self) -> None:
-        self._seen: set[int] = set()
-        self.reused = 0
-        self.total = 0
+    def __init__(self, block_size: int) -> None:
+        if block_size <= 0:
+            raise ValueError(f"block size must be > 0, got {block_size}")
+        self.block_size = block_size
+        #: chain hash -> tokens of that block the cache holds (a label block may be
+        #: cached in part: its tokens up to the last full KV block)
+        self._seen: dict[int, int] = {}
+        self.hit_tokens = 0
+        self.prompt_tokens = 0
 
-    def add_labels(self, labels: Iterable[object]) -> None:
-        prev: object = 0x5EED
+    def _count(self, length: int, matched: int) -> None:
+        """One prompt of ``length`` tokens whose first ``matched`` tokens are cached."""
+        self.prompt_tokens += length
+        bs = self.block_size
+        self.hit_tokens += min(matched, length - 1) // bs * bs
+
+    def add_unique(self, length: int) -> None:
+        """A prompt that shares no token with any other (an Azure trace's)."""
+        self._count(length, 0)
+
+    def add_labeled(self, labels: Sequence[object], label_size: int, length: int) -> None:
+        """A prompt of ``length`` tokens given as blocks of ``label_size`` tokens named by
+        ``labels`` (a Mooncake trace's hash ids; the last block may be partial).
+
+        Equal labels stand for equal tokens, and a partial block holds the first tokens
+        of its label's block (as the replay synthesises them): so the cached prefix of
+        two prompts is their common leading labels plus, when the next label is equal
+        too, the shorter of the two blocks. ``label_size`` need not be a multiple of the
+        KV block size."""
+        bs = self.block_size
         seen = self._seen
-        hit = True
+        keys: list[int] = []
+        prev = _CHAIN_SEED
         for label in labels:
-            h = hash((prev, label))
-            self.total += 1
-            if hit and h in seen:
-                self.reused += 1
-            else:
-                hit = False
-                seen.add(h)
-            prev = h
+            prev = hash((prev, label))
+            keys.append(prev)
+        matched = 0
+        for k, key in enumerate(keys):
+            size = min(label_size, length - k * label_size)
+            have = seen.get(key, 0)
+            if have < size:
+                matched += have
+                break
+            matched += size
+        self._count(length, matched)
+        cached = length // bs * bs  # full KV blocks of this prompt
+        for k, key in enumerate(keys):
+            cover = min(label_size, cached - k * label_size)
+            if cover <= 0:
+                break
+            if seen.get(key, 0) < cover:
+                seen[key] = cover
 
-    def add_tokens(self, tokens: np.ndarray, block_size: int) -> None:
-        """Full blocks of ``tokens`` only (a partial last block is never cached)."""
-        full = len(tokens) // block_size
+    def add_tokens(self, prompt: np.ndarray, output: np.ndarray | None = None) -> None:
+        """A prompt given by its token ids; ``output`` (if known) is cached after it, as
+        a server caches the blocks it fills while decoding (all but the last output
+        token, whose KV is never computed): a multi-turn round that resends the previous
+        answer hits it."""
+        bs = self.block_size
+        length = len(prompt)
+        seq = prompt
+        if output is not None and len(output) > 1:
+            seq = np.concatenate((prompt, output[:-1]))
+        full = len(seq) // bs
+        keys: list[int] = []
         if full:
-            blocks = np.ascontiguousarray(tokens[: full * block_size]).reshape(full, block_size)
-            self.add_labels(row.tobytes() for row in blocks)
+            blocks = np.ascontiguousarray(seq[: full * bs]).reshape(full, bs)
+            prev = _CHAIN_SEED
+            for row in blocks:
+                prev = hash((prev, row.tobytes()))
+                keys.append(prev)
+        seen = self._seen
+        matched = 0
+        for key in keys[: max(0, (length - 1) // bs)]:
+            if key not in seen:
+                break
+            matched += bs
+        self._count(length, matched)
+        for key in keys:
+            seen[key] = bs
 
     @property
     def ratio(self) -> float:
-        return self.reused / self.total if self.total else 0.0
+        """Hit tokens over prompt tokens (0 without prompts)."""
+        return self.hit_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
