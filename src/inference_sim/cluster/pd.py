@@ -16,8 +16,8 @@ Semantics of llm-d with vLLM's NIXL connector:
    computes the first token.
 
 The handlers extend :class:`~inference_sim.cluster.simulator.ClusterSimulator` with
-three cluster-event kinds (handoff, link update, decode-KV retry); with P/D off the
-plain simulator runs, untouched.
+cluster-event kinds of their own (handoff, link update, transfer join, decode-KV retry,
+deadlock check); with P/D off the plain simulator runs, untouched.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ _HANDOFF = 5  # a prompt finished on its prefill instance
 _LINK = 6  # a link's next transfer completion (stale ones are ignored)
 _JOIN = 7  # a transfer's base latency is over: it starts using the link
 _RETRY = 8  # a decode instance freed KV: retry the transfers waiting for room
+# (TICK = 9 and LOADED = 10 are the autoscaling controller's)
+_UNBLOCK = 11  # a dual-role step ended: check the instances waiting for its slots
 _EPS_BYTES = 1e-3
 
 
@@ -212,6 +214,7 @@ class PDClusterSimulator(ExtraEvents):
         self._handlers[_LINK] = self._on_link
         self._handlers[_JOIN] = self._on_join
         self._handlers[_RETRY] = self._on_retry
+        self._handlers[_UNBLOCK] = self._on_unblock
         n = len(self.instances)
         self.assigned = [0] * n  # requests that will move to this decode instance
         self.links = [Link(self.bandwidth) for _ in range(n)]
@@ -225,6 +228,11 @@ class PDClusterSimulator(ExtraEvents):
         # instance -> requests holding KV there while in no queue
         self.held_reqs: list[dict[int, Request]] = [{} for _ in range(n)]
         self._both = 0  # requests held on a dual-role decode side (counted twice above)
+        # request index -> end of the prefill step that handed it off, until its handoff
+        # event (the second hop: the prefill server's response, the decode server's intake)
+        self._prefilled_at: dict[int, int] = {}
+        self._retries = [0] * n  # _RETRY events pending per decode instance
+        self._dual = [i.index for i in self.pd_instances if i.role == "both"]
         if self.check_invariants:
             self._checker = _PDChecker(self)
         for inst in self.pd_instances:
@@ -277,7 +285,9 @@ class PDClusterSimulator(ExtraEvents):
             scaler.maybe_leave(i, now)
 
     def _on_tick(self, now: int, k: int, _req: Any) -> None:
-        if not more_work(self):  # the run is over: no decision on the idle tail
+        # The run is over (no decision on the idle tail) unless a deadlock check is due:
+        # it may move requests that wait for decode KV to their prefill instance.
+        if not more_work(self) and not any(ev[1] == _UNBLOCK for ev in self._ext):
             return
         scaler = list(self.scalers.values())[k]
         scaler.decide(now, self._log)
@@ -299,6 +309,7 @@ class PDClusterSimulator(ExtraEvents):
     def _handoff_hook(self, inst: PDInstance) -> Any:
         def hook(req: Request, end: int) -> None:
             self.held_reqs[inst.index][req.index] = req
+            self._prefilled_at[req.index] = end
             self._push_ext(end + self._second_hop(inst, req), _HANDOFF, inst.index, req)
 
         return hook
@@ -319,12 +330,14 @@ class PDClusterSimulator(ExtraEvents):
             return
         if self.join_wait[inst.index]:
             self._join(end, inst.index)
-        if inst.role == "both":  # a slot may have freed for a stuck instance's requests
-            for d, queue in enumerate(self.kv_wait):
-                if queue and d != inst.index:
-                    self._unblock(end, d)
+        if inst.role == "both" and any(self.kv_wait[d] for d in self._dual if d != inst.index):
+            # A running slot may free here for a deadlocked instance's waiting requests
+            # that were prefilled here. Judged at the step's end, on every instance's
+            # state then: this hook runs when the step launches (the engine applies its
+            # state at launch), while the other instances are mid-step.
+            self._push_ext(end, _UNBLOCK, inst.index, None)  # type: ignore[arg-type]
         if self.kv_wait[inst.index]:
-            self._push_ext(end, _RETRY, inst.index, self.kv_wait[inst.index][0])
+            self._push_retry(end, inst.index)
         elif self.scalers:
             self._maybe_leave(inst.index, end)
 
@@ -404,6 +417,7 @@ class PDClusterSimulator(ExtraEvents):
     # --- the transfer ----------------------------------------------------------------
     def _on_handoff(self, now: int, p: int, req: Request) -> None:
         """The prompt is done on prefill instance ``p``: reserve KV on the decode side."""
+        del self._prefilled_at[req.index]
         d = self.decode_of[req.index]
         dec = self.pd_instances[d]
         if dec.unservable(req):
@@ -571,10 +585,15 @@ class PDClusterSimulator(ExtraEvents):
         elif self.scalers:
             self._maybe_leave(p, now)
         if self.kv_wait[p]:  # freed blocks: transfers waiting to decode here may start
-            self._push_ext(now, _RETRY, p, self.kv_wait[p][0])
+            self._push_retry(now, p)
+
+    def _push_retry(self, t: int, d: int) -> None:
+        self._retries[d] += 1
+        self._push_ext(t, _RETRY, d, self.kv_wait[d][0])
 
     def _on_retry(self, now: int, d: int, _req: Request) -> None:
         """Decode instance ``d`` freed KV: start waiting transfers in arrival order."""
+        self._retries[d] -= 1
         queue = self.kv_wait[d]
         while queue:
             req = queue[0]
@@ -584,19 +603,66 @@ class PDClusterSimulator(ExtraEvents):
             queue.popleft()
         self._unblock(now, d)
 
-    def _stuck(self, d: int) -> bool:
-        """Decode instance ``d`` can free nothing by itself: nothing runs there and no
-        transfer is on its way in; its KV is held by prompts it prefilled for others."""
-        dec = self.pd_instances[d]
-        return not dec.running and not any(tr.decode == d for tr in self.transfers.values())
+    def _quiet(self, x: int, now: int, moving: set[int]) -> bool:
+        """Dual-role instance ``x`` changes nothing by itself from now on: nothing runs or
+        is about to run there (no step in flight or pending, no retry due), no transfer
+        starts, runs or waits for a slot there, and none of the prompts it prefilled is
+        in its second hop (``moving``: requests in transfer)."""
+        inst = self.pd_instances[x]
+        if inst.running or inst.step_pending or inst.busy_until > now or self._retries[x]:
+            return False
+        if self.join_wait[x]:
+            return False
+        return not any(
+            i in moving or i in self._prefilled_at for i in self.held_reqs[x]
+        )  # (held_reqs: its prompts waiting for decode KV, the requests it reserved)
+
+    def _deadlocked(self, now: int) -> set[int]:
+        """The dual-role instances in a wait cycle: each quiet, waiting for decode KV room,
+        and every prompt it prefilled for others waiting for decode KV on a member of the
+        cycle, so that none of them can ever free a block (the greatest such set).
+
+        A decode-only instance is never in it: it frees KV by running its own requests;
+        nor is an instance any of whose prompts waits on one outside the set, which will
+        eventually take it and free the blocks it holds."""
+        moving = set(self.transfers)
+        cycle = {x for x in self._dual if self.kv_wait[x] and self._quiet(x, now, moving)}
+        shrunk = True
+        while shrunk:
+            shrunk = False
+            for x in sorted(cycle):
+                if any(self.decode_of[i] not in cycle for i in self.held_reqs[x]):
+                    cycle.discard(x)
+                    shrunk = True
+        return cycle
+
+    def _on_unblock(self, now: int, p: int, _req: Any) -> None:
+        """A step of dual-role instance ``p`` ended: a deadlocked instance's requests
+        prefilled on ``p`` may be decoded there now (it has a free running slot)."""
+        for d in self._dual:
+            if d != p and self.kv_wait[d]:
+                self._unblock(now, d)
 
     def _unblock(self, now: int, d: int) -> None:
         """Break a wait cycle between dual-role instances (each full of prompts it
-        prefilled for the other): while ``d`` is stuck, its waiting requests prefilled
-        on a dual-role instance are decoded there instead (as vLLM's NIXL connector
-        frees such requests on the prefill side after a timeout, and the router retries)."""
+        prefilled for the other, see :meth:`_deadlocked`): while ``d`` is in one, its
+        waiting requests prefilled on a dual-role instance are decoded there instead (as
+        vLLM's NIXL connector frees such requests on the prefill side after a timeout, and
+        the router retries)."""
         queue = self.kv_wait[d]
-        if not queue or not self._stuck(d):
+        dec = self.pd_instances[d]
+        if not queue or dec.role != "both":
+            return  # a decode-only instance frees KV by running its own requests
+        if dec.running or dec.step_pending:
+            return  # judged again after its next step (which retries its queue)
+        if self._retries[d]:
+            return  # judged again by that retry, on the state then
+        if dec.busy_until > now:
+            # Its last step is in flight (its state was applied at its launch, which
+            # scheduled no retry: the queue was empty then): judged again when it ends.
+            self._push_retry(dec.busy_until, d)
+            return
+        if d not in self._deadlocked(now):
             return
         keep: deque[Request] = deque()
         for req in queue:
@@ -619,10 +685,12 @@ class PDClusterSimulator(ExtraEvents):
 
     # --- end of run ------------------------------------------------------------------
     def _finish(self, as_list: list[Request] | None, interrupted: bool) -> SimulationOutcome:
-        """Requests in transfer or waiting for decode KV are logged and counted as in flight
-        to their decode instance (``still_queued``), so the summary's request counts add up
+        """Requests handed off (in their second hop, waiting for decode KV, in transfer or
+        waiting for a decode slot) are logged and counted as in flight to their decode
+        instance (``still_queued``); a request whose prefill step the end of the run cuts
+        is still running on its prefill instance. So the summary's request counts add up
         to what was injected."""
-        mine = (_HANDOFF, _LINK, _JOIN, _RETRY, TICK, LOADED)
+        mine = (_HANDOFF, _LINK, _JOIN, _RETRY, TICK, LOADED, _UNBLOCK)
         for scaler in self.scalers.values():
             scaler.close(self._end_time)
         seen: set[int] = set()
@@ -639,8 +707,20 @@ class PDClusterSimulator(ExtraEvents):
                 log.add(req)
 
         for ev in self._ext:
-            if ev[1] == _HANDOFF:
-                cut(ev[4])
+            if ev[1] != _HANDOFF:
+                continue
+            req = ev[4]
+            if self._prefilled_at[req.index] <= self.horizon:
+                cut(req)  # its prompt was done: handed off
+                continue
+            # Its prefill step was still running at the end (the engine applied it, and
+            # handed the request off, at the step's launch): it is still running there.
+            pre = self.pd_instances[ev[2]]
+            del self.held_reqs[pre.index][req.index]
+            pre.held -= 1
+            pre.handed_off -= 1
+            pre.running.append(req)
+            self.assigned[self.decode_of.pop(req.index)] -= 1
         self._ext = [ev for ev in self._ext if ev[1] not in mine]
         heapq.heapify(self._ext)
         for queue in (*self.kv_wait, *self.join_wait):
