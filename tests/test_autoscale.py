@@ -206,13 +206,17 @@ def test_bad_autoscale_inputs_one_line_exit_2(args, needle):
     assert len(lines) == 1 and needle in lines[0], res.output
 
 
-def test_a_start_below_the_min_warns_and_starts_at_the_min(tmp_path):
+def test_a_start_below_the_min_warns_and_loads_up_to_the_min(tmp_path):
     path = tmp_path / "r.json"
     res = _blis("--autoscale-max", "3", "--autoscale-min", "2", "--autoscale-target", "5",
                 "--num-instances", "1", "--results-path", str(path))  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "--num-instances 1 is below --autoscale-min 2: starting with 2" in res.stderr
-    assert json.loads(path.read_text())["autoscaling"]["replicas"]["ready"][0] == 2
+    assert (
+        "--num-instances 1 is below --autoscale-min 2: starting with 1 ready and 1 loading "
+        "from t=0" in res.stderr
+    )
+    replicas = json.loads(path.read_text())["autoscaling"]["replicas"]
+    assert (replicas["ready"][0], replicas["loading"][0]) == (1, 1)
 
 
 def test_html_report_charts_replicas_and_events(tmp_path):
@@ -400,7 +404,10 @@ def test_cluster_figures_count_only_replicas_that_existed():
     )  # fmt: skip
     s = res.summary
     assert s["autoscaling"]["peak_replicas"] == 1
-    assert s["total_kv_blocks"] == res.instance_summaries[0]["total_kv_blocks"]
+    assert res.instance_summaries == []  # one replica existed: no per-instance blocks
+    one = simulate(model="meta-llama/llama-3.1-8b-instruct", hardware="H100", tp=1,
+                   num_requests=1)  # fmt: skip
+    assert s["total_kv_blocks"] == one.summary["total_kv_blocks"]
     assert s["hol_blocking_events"] == 0
     cols = res.timeseries_table["columns"]
     rows = list(zip(cols["time_s"], cols["instance"], cols["kv_utilization"], strict=True))

@@ -2,10 +2,13 @@
 (docs/autoscaling.md; the controller itself is :mod:`inference_sim.cluster.scaler`).
 
 New replicas load for the start-up time (routable only when loaded); removed replicas
-stop receiving requests, drain what they hold, then leave. Loading, ready and draining
-replicas all cost GPU time. The replicas are instances built up front (``max`` of them);
-the router sees the ready ones only, through a snapshot provider rebuilt whenever that
-set changes.
+stop receiving requests, drain what they hold, then leave when their last step ends.
+Loading, ready and draining replicas all cost GPU time, up to the run's end: once no
+work is left the controller's pending events (decisions, loads, leaves) are dropped, so
+an idle tail neither counts nor shows. The replicas are instances built up front
+(``max`` of them); the router sees the ready ones only, through a snapshot provider
+rebuilt whenever that set changes. The results list per instance only the replicas
+that existed at some time.
 """
 
 from __future__ import annotations
@@ -35,17 +38,24 @@ from inference_sim.policies.base import (
 )
 
 __all__ = [
+    "LEFT",
+    "LOADED",
     "METRICS",
     "TICK",
     "AutoscaleClusterSimulator",
     "AutoscaleConfig",
     "ExtraEvents",
     "PoolChoice",
+    "more_work",
     "route_among",
+    "run_over",
 ]
 
 TICK = 9  # a controller decision (instance index: the pool)
 LOADED = 10  # a replica finished loading (instance index: the replica)
+# (11 is P/D's unblock check)
+LEFT = 12  # an emptied draining replica's last step ended: it leaves (index: the replica)
+_CONTROLLER = (TICK, LOADED, LEFT)
 
 
 class _AutoscaleChecker(InvariantChecker):
@@ -140,6 +150,7 @@ class AutoscaleClusterSimulator(ExtraEvents):
             autoscale,
             initial,
             schedule_load=lambda t, i: self._push_ext(t, LOADED, i, None),  # type: ignore[arg-type]
+            schedule_leave=lambda t, i: self._push_ext(t, LEFT, i, None),  # type: ignore[arg-type]
             on_change=self._rebuild_ready,
             busy=self._busy,
             check=self.check_invariants,
@@ -149,12 +160,13 @@ class AutoscaleClusterSimulator(ExtraEvents):
     def _on_enqueue(self, now: int, inst_idx: int, req: Request) -> None:
         super()._on_enqueue(now, inst_idx, req)
         if req.state == RequestState.DROPPED:  # a draining replica may now hold nothing
-            self.scaler.maybe_leave(inst_idx, max(now, self.instances[inst_idx].busy_until))
+            self.scaler.maybe_leave(inst_idx, now)
 
     def _start(self, stream: Any, sampler: Any) -> None:
         super()._start(stream, sampler)
         self._handlers[TICK] = self._on_tick
-        self._handlers[LOADED] = lambda now, i, _r: self.scaler.loaded(i, now)
+        self._handlers[LOADED] = self._on_loaded
+        self._handlers[LEFT] = self._on_left
         self.scaler.reset()
         self._rebuild_ready()
         if self.check_invariants:
@@ -188,22 +200,37 @@ class AutoscaleClusterSimulator(ExtraEvents):
         self._push_ext(now + self.instances[g].latency.queueing_time(req), 3, g, req)
 
     def _on_step(self, t_next_outside: int) -> None:
-        inst_idx = self._steps[0][1]
+        now, inst_idx, _s = self._steps[0]
         super()._on_step(t_next_outside)
         if self.scaler.draining and inst_idx in self.scaler.draining:
-            self.scaler.maybe_leave(inst_idx, self.instances[inst_idx].busy_until)
+            # The step's effects are applied at its start: if that emptied the replica,
+            # it leaves when the step ends (busy_until), through its leave event.
+            self.scaler.maybe_leave(inst_idx, now)
 
     def _on_tick(self, now: int, _i: int, _req: Any) -> None:
         if not more_work(self):  # the run is over: no decision on the idle tail
+            run_over(self, now)
             return
         self.scaler.decide(now, self._log)
         self._push_ext(now + self.cfg.interval, TICK, 0, None)  # type: ignore[arg-type]
+
+    def _on_loaded(self, now: int, i: int, _req: Any) -> None:
+        if not run_over(self, now):
+            self.scaler.loaded(i, now)
+
+    def _on_left(self, now: int, i: int, _req: Any) -> None:
+        self.scaler.left(i, now)
 
     def _finish(self, as_list: list[Request] | None, interrupted: bool) -> SimulationOutcome:
         drop_controller_events(self)
         self.scaler.close(self._end_time)
         outcome = super()._finish(as_list, interrupted)
-        outcome.provisioned = sorted(self.scaler.provisioned)
+        ever = sorted(self.scaler.provisioned)
+        outcome.provisioned = ever
+        # Per-instance figures only for the replicas that existed (the controller starts
+        # the lowest free index first, so they are instances 0 .. k-1).
+        outcome.instances = [outcome.instances[i] for i in ever]
+        outcome.queue_length_sums = [outcome.queue_length_sums[i] for i in ever]
         return outcome
 
     def exists(self, i: int) -> bool:
@@ -237,6 +264,17 @@ def more_work(sim: ClusterSimulator) -> bool:
 
 
 def drop_controller_events(sim: ClusterSimulator) -> None:
-    """Remove pending decisions and loads: they are not requests in flight."""
-    sim._ext = [ev for ev in sim._ext if ev[1] < TICK]
+    """Remove pending decisions, loads and leaves: they are not requests in flight. In
+    place: the event loop holds the heap."""
+    sim._ext[:] = [ev for ev in sim._ext if ev[1] not in _CONTROLLER]
     heapq.heapify(sim._ext)
+
+
+def run_over(sim: ClusterSimulator, now: int) -> bool:
+    """True once no work is left and ``now`` is past the run's end (the end of the last
+    step): the controller's pending events are then dropped, so nothing after the end
+    (a load finishing, a decision) is shown or counted as GPU time."""
+    if now <= sim._end_time or more_work(sim):
+        return False
+    drop_controller_events(sim)
+    return True

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference_sim.cluster.autoscale import (
+    LEFT,
     LOADED,
     TICK,
     ExtraEvents,
@@ -37,6 +38,7 @@ from inference_sim.cluster.autoscale import (
     more_work,
     replica_left,
     route_among,
+    run_over,
 )
 from inference_sim.cluster.scaler import AutoscaleConfig, PoolScaler
 from inference_sim.cluster.snapshot import SnapshotProvider
@@ -52,7 +54,7 @@ _HANDOFF = 5  # a prompt finished on its prefill instance
 _LINK = 6  # a link's next transfer completion (stale ones are ignored)
 _JOIN = 7  # a transfer's base latency is over: it starts using the link
 _RETRY = 8  # a decode instance freed KV: retry the transfers waiting for room
-# (TICK = 9 and LOADED = 10 are the autoscaling controller's)
+# (TICK = 9, LOADED = 10 and LEFT = 12 are the autoscaling controller's)
 _UNBLOCK = 11  # a dual-role step ended: check the instances waiting for its slots
 _EPS_BYTES = 1e-3
 
@@ -193,6 +195,7 @@ class PDClusterSimulator(ExtraEvents):
                 cfg,
                 initial,
                 schedule_load=self._schedule_load,
+                schedule_leave=self._schedule_leave,
                 on_change=self._rebuild_pools,
                 busy=self._busy,
                 check=self.check_invariants,
@@ -242,6 +245,7 @@ class PDClusterSimulator(ExtraEvents):
             self._push_ext(scaler.cfg.interval, TICK, k, None)  # type: ignore[arg-type]
         self._handlers[TICK] = self._on_tick
         self._handlers[LOADED] = self._on_loaded
+        self._handlers[LEFT] = self._on_left
         self._rebuild_pools()
 
     # --- autoscaled pools --------------------------------------------------------------
@@ -266,6 +270,9 @@ class PDClusterSimulator(ExtraEvents):
     def _schedule_load(self, t: int, i: int) -> None:
         self._push_ext(t, LOADED, i, None)  # type: ignore[arg-type]
 
+    def _schedule_leave(self, t: int, i: int) -> None:
+        self._push_ext(t, LEFT, i, None)  # type: ignore[arg-type]
+
     def _busy(self, i: int) -> bool:
         """True while instance ``i`` holds or expects work (a draining one cannot leave)."""
         inst = self.pd_instances[i]
@@ -280,6 +287,8 @@ class PDClusterSimulator(ExtraEvents):
         )
 
     def _maybe_leave(self, i: int, now: int) -> None:
+        """Instance ``i`` may have emptied at ``now`` (the current time: a step applied
+        at its launch leaves when it ends, ``busy_until``, through a leave event)."""
         scaler = self.scalers.get(self.pd_instances[i].role)
         if scaler is not None and scaler.draining and i in scaler.draining:
             scaler.maybe_leave(i, now)
@@ -288,13 +297,18 @@ class PDClusterSimulator(ExtraEvents):
         # The run is over (no decision on the idle tail) unless a deadlock check is due:
         # it may move requests that wait for decode KV to their prefill instance.
         if not more_work(self) and not any(ev[1] == _UNBLOCK for ev in self._ext):
+            run_over(self, now)  # past the end: pending loads and leaves are dropped
             return
         scaler = list(self.scalers.values())[k]
         scaler.decide(now, self._log)
         self._push_ext(now + scaler.cfg.interval, TICK, k, None)  # type: ignore[arg-type]
 
     def _on_loaded(self, now: int, i: int, _req: Any) -> None:
-        self.scalers[self.pd_instances[i].role].loaded(i, now)
+        if not run_over(self, now):  # a load ending after the work: not shown, not billed
+            self.scalers[self.pd_instances[i].role].loaded(i, now)
+
+    def _on_left(self, now: int, i: int, _req: Any) -> None:
+        self.scalers[self.pd_instances[i].role].left(i, now)
 
     def autoscaling_summary(self) -> dict[str, Any]:
         """The results' ``autoscaling`` section: one entry per autoscaled pool."""
@@ -339,7 +353,7 @@ class PDClusterSimulator(ExtraEvents):
         if self.kv_wait[inst.index]:
             self._push_retry(end, inst.index)
         elif self.scalers:
-            self._maybe_leave(inst.index, end)
+            self._maybe_leave(inst.index, inst.clock)  # the launch: it leaves at `end`
 
     # --- routing: decode first, decide, then prefill ----------------------------------
     def _pick(
@@ -412,7 +426,7 @@ class PDClusterSimulator(ExtraEvents):
             if self.scalers:
                 self._maybe_leave(d, now)
         if self.scalers:  # a draining replica may now hold nothing
-            self._maybe_leave(inst_idx, max(now, self.instances[inst_idx].busy_until))
+            self._maybe_leave(inst_idx, now)
 
     # --- the transfer ----------------------------------------------------------------
     def _on_handoff(self, now: int, p: int, req: Request) -> None:
@@ -690,7 +704,7 @@ class PDClusterSimulator(ExtraEvents):
         instance (``still_queued``); a request whose prefill step the end of the run cuts
         is still running on its prefill instance. So the summary's request counts add up
         to what was injected."""
-        mine = (_HANDOFF, _LINK, _JOIN, _RETRY, TICK, LOADED, _UNBLOCK)
+        mine = (_HANDOFF, _LINK, _JOIN, _RETRY, TICK, LOADED, _UNBLOCK, LEFT)
         for scaler in self.scalers.values():
             scaler.close(self._end_time)
         seen: set[int] = set()

@@ -2,8 +2,12 @@
 
 A :class:`PoolScaler` owns the replica states of a set of instances (a colocated
 cluster, or one P/D pool): off, loading, ready, draining. The cluster that holds it
-pushes its decision and load-finished events, routes over :attr:`PoolScaler.ready`, and
-asks :meth:`PoolScaler.maybe_leave` whenever a draining replica may have emptied.
+pushes its decision, load-finished and leave events, routes over
+:attr:`PoolScaler.ready`, and asks :meth:`PoolScaler.maybe_leave` whenever a draining
+replica may have emptied. An engine applies a step's effects when the step starts and
+its GPU stays busy until the step ends (``busy_until``): an emptied replica leaves at
+that end, through the leave event (:meth:`PoolScaler.left`), draining (not routable,
+holding its slot) until then.
 
 Every ``interval`` the controller reads a metric averaged over the ready replicas and
 computes HPA's ``desired = ceil(ready * value / target)`` (no change within the 10%
@@ -80,6 +84,7 @@ class PoolScaler:
         schedule_load: Callable[[int, int], None],
         on_change: Callable[[], None],
         busy: Callable[[int], bool],
+        schedule_leave: Callable[[int, int], None] | None = None,
         check: bool = False,
     ) -> None:
         if not 1 <= cfg.min_replicas <= cfg.max_replicas == len(members):
@@ -87,8 +92,15 @@ class PoolScaler:
         self.members = list(members)
         self.instances = instances
         self.cfg = cfg
-        self.initial = min(max(initial, cfg.min_replicas), cfg.max_replicas)
+        # Ready at start: the count given (at least one, at most the max). Below the min,
+        # the rest load from t = 0 (HPA raises the replica count to its min at once, and
+        # the new pods pay their start-up).
+        self.start_ready = min(max(initial, 1), cfg.max_replicas)
+        self.initial = max(self.start_ready, cfg.min_replicas)  # ready + loading at 0
         self.schedule_load = schedule_load  # (time, instance): its load ends then
+        # (time, instance): it leaves then. None: a controller without an event loop
+        # (unit tests): an emptied replica leaves at once, its GPU not consulted.
+        self.schedule_leave = schedule_leave
         self.on_change = on_change  # the ready set changed: rebuild routing
         self.busy = busy  # (instance) -> still holds or expects work (cannot leave)
         self.check = check
@@ -99,14 +111,23 @@ class PoolScaler:
         # A replica left (its server process is gone): the simulator restarts the
         # instance's state and tells the routers to forget it.
         self.on_leave: Callable[[int], None] | None = None
-        self.reset()
+        self._setup()
 
     def reset(self) -> None:
-        first = set(self.members[: self.initial])
-        self.provisioned = set(first)  # replicas that existed at some time
+        """Fresh per-run state (the simulator's ``_start``): the replicas at start, and
+        the loads of those started below the min, whose ends are scheduled now."""
+        self._setup()
+        for i, t in self.ready_at.items():
+            self.schedule_load(t, i)
+
+    def _setup(self) -> None:
+        first = set(self.members[: self.start_ready])
+        extra = self.members[self.start_ready : self.initial]  # below the min: loading
+        self.provisioned = set(first) | set(extra)  # replicas that existed at some time
         self.state = {i: (READY if i in first else OFF) for i in self.members}
         self.since = dict.fromkeys(self.members, 0)
         self.ready_at: dict[int, int] = {}  # a loading replica -> when its own load ends
+        self.leave_at: dict[int, int] = {}  # an emptied draining replica -> when it leaves
         self.loads = 0  # loads started this run: the key of the next draw
         self.load_us: list[int] = []  # every load's drawn duration (startup_cv > 0)
         self.rec = AutoscaleRecord()
@@ -120,6 +141,13 @@ class PoolScaler:
         self.downs: list[tuple[int, int]] = []
         self._ttft_seen: set[int] = set()  # running requests whose TTFT was read
         self._log_rows = 0
+        if extra:  # HPA: "Current number of replicas below Spec.MinReplicas"
+            for i in extra:
+                self.state[i] = LOADING
+                self.ready_at[i] = self.load_time()
+            self.ups.append((0, len(extra)))  # HPA stores this scale event too
+            reason = f"{self.start_ready} at start, below the min {self.cfg.min_replicas}"
+            self._event({"t_s": 0.0, "kind": "scale_up", "by": len(extra), "reason": reason})
         self._refresh_lists()
         self._record(0)
 
@@ -130,8 +158,22 @@ class PoolScaler:
     def _count(self, st: int) -> int:
         return sum(1 for s in self.state.values() if s == st)
 
+    def _event(self, event: dict[str, Any]) -> None:
+        events = self.rec.events
+        if self.check and events and event["t_s"] < events[-1]["t_s"]:
+            raise InvariantViolation(
+                f"autoscaling event {event['kind']} at {event['t_s']} s after one at "
+                f"{events[-1]['t_s']} s (events out of time order)",
+                time=round(event["t_s"] * 1e6),
+            )
+        events.append(event)
+
     def _record(self, now: int) -> None:
         rec = self.rec
+        if self.check and rec.t_us and now < rec.t_us[-1]:
+            raise InvariantViolation(
+                f"replica counts recorded at {now} µs after {rec.t_us[-1]} µs", time=now
+            )
         rec.t_us.append(now)
         rec.ready.append(self._count(READY))
         rec.loading.append(self._count(LOADING))
@@ -158,14 +200,33 @@ class PoolScaler:
         return self.state.get(i, OFF) != OFF
 
     def maybe_leave(self, i: int, now: int) -> None:
-        """A draining replica with nothing left leaves (at ``now`` at the earliest)."""
-        if self.state.get(i) != DRAINING or self.busy(i):
+        """A draining replica with nothing left leaves when its last step ends: at
+        ``now`` if its GPU is idle, else through a leave event at ``busy_until`` (the
+        engine applied the step at its start; the replica drains until then)."""
+        if self.state.get(i) != DRAINING or i in self.leave_at or self.busy(i):
             return
-        now = max(now, self.since[i])
+        if self.schedule_leave is None:
+            self._leave(i, max(now, self.since[i]))
+            return
+        end = max(now, self.since[i], self.instances[i].busy_until)
+        if end <= now:
+            self._leave(i, now)
+        else:
+            self.leave_at[i] = end
+            self.schedule_leave(end, i)
+
+    def left(self, i: int, now: int) -> None:
+        """Replica ``i``'s leave event (scheduled by :meth:`maybe_leave`)."""
+        if self.state.get(i) != DRAINING or self.leave_at.get(i) != now:
+            return
+        del self.leave_at[i]
+        self.maybe_leave(i, now)  # nothing new can reach it, but check: leaves now
+
+    def _leave(self, i: int, now: int) -> None:
         self._set(i, OFF, now)
         if self.on_leave is not None:
             self.on_leave(i)
-        self.rec.events.append({"t_s": now / 1e6, "kind": "left", "replica": self.name_of(i)})
+        self._event({"t_s": now / 1e6, "kind": "left", "replica": self.name_of(i)})
         self._changed(now)
 
     def loaded(self, i: int, now: int) -> None:
@@ -177,7 +238,7 @@ class PoolScaler:
         if self.cfg.startup_cv > 0:  # drawn load times: say how long this one took
             event["load_s"] = (now - self.since[i]) / 1e6
         self._set(i, READY, now)
-        self.rec.events.append(event)
+        self._event(event)
         self._changed(now)
 
     def load_time(self) -> int:
@@ -245,6 +306,9 @@ class PoolScaler:
 
     def decide(self, now: int, log: Any) -> None:
         """One decision at ``now``."""
+        for i, t in list(self.leave_at.items()):
+            if t == now:  # its last step ended now: gone before the decision reads
+                self.left(i, now)
         cfg = self.cfg
         value = self._metric(log)
         if value is None:
@@ -330,9 +394,7 @@ class PoolScaler:
             self.schedule_load(self.ready_at[i], i)
         if free:
             self.ups.append((now, len(free)))
-            self.rec.events.append(
-                {"t_s": now / 1e6, "kind": "scale_up", "by": len(free), "reason": reason}
-            )
+            self._event({"t_s": now / 1e6, "kind": "scale_up", "by": len(free), "reason": reason})
             self._changed(now)
 
     def _scale_down(self, now: int, k: int, reason: str) -> None:
@@ -353,7 +415,7 @@ class PoolScaler:
         # HPA's scaleDownEvents (only the last period's matter: drop the older ones)
         self.downs = [(t, n) for t, n in self.downs if now - t < SCALE_UP_PERIOD_US]
         self.downs.append((now, len(loading) + len(victims)))
-        self.rec.events.append(
+        self._event(
             {"t_s": now / 1e6, "kind": "scale_down", "by": len(loading) + len(victims),
              "reason": reason}
         )  # fmt: skip
@@ -363,11 +425,15 @@ class PoolScaler:
 
     # --- results ---------------------------------------------------------------------
     def close(self, end: int) -> None:
-        """End of run: replicas still up count until ``end``."""
+        """End of run: replicas still up (loading, ready, draining) count until ``end``,
+        an emptied draining one until it would have left if that is sooner. The
+        simulator has dropped the events due after the work ended (a load ending then
+        is neither shown nor counted)."""
         for i, s in self.state.items():
             if s != OFF:
-                self.rec.replica_us += max(0, end - self.since[i])
-                self.since[i] = end
+                stop = min(end, self.leave_at.get(i, end))
+                self.rec.replica_us += max(0, stop - self.since[i])
+                self.since[i] = max(self.since[i], stop)
 
     def scaling_periods(self, end: int) -> list[tuple[int, int]]:
         """``[start, end)`` µs spans during which some replica was loading or draining."""

@@ -88,6 +88,14 @@ def check_autoscale_options(o: dict[str, Any], explicit: frozenset[str]) -> None
             raise ConfigError(f"{flag} needs autoscaling: give --autoscale-max > 0")
         return
     if pools:
+        colocated = changed_flags(o, explicit, ("autoscale_min", "autoscale_target"))
+        if colocated:  # the colocated cluster's bounds: no P/D pool reads them
+            name = colocated[0].split()[0].removeprefix("--autoscale-")
+            raise ConfigError(
+                f"{colocated[0]}: no effect on autoscaled P/D pools; give each pool's own "
+                f"--prefill-autoscale-{name} / --decode-autoscale-{name} / "
+                f"--dual-autoscale-{name} (docs/autoscaling.md)"
+            )
         _check_shared(o, explicit)
         for args in below:  # after every error: a warning only for a run that will happen
             _below_min(*args)
@@ -137,13 +145,15 @@ def _below_min(what: str, start: int, flag: str, lo: int) -> None:
     """A start below the min is not an error (HPA scales up to its min at once) but
     changes the run: say so."""
     log.warning(
-        "%s %d is below %s %d: starting with %d replicas (the autoscaler's minimum, as "
-        "Kubernetes' HPA scales up to it at once)",
+        "%s %d is below %s %d: starting with %d ready and %d loading from t=0 "
+        "(Kubernetes' HPA raises the count to its minimum at once; the new replicas pay "
+        "the start-up)",
         what,
         start,
         flag,
         lo,
-        lo,
+        start,
+        lo - start,
     )
 
 
