@@ -340,7 +340,7 @@ def test_cli_fitness_block_comes_first_after_the_metrics():
         (["--fitness-weights", "p99_ttft:x"], 'invalid fitness weight value for "p99_ttft"'),
         (["--fitness-weights", "throughput:1,"], 'invalid fitness weight ""'),
         (["--counterfactual-k", "-1"], "--counterfactual-k must be >= 0, got -1"),
-        (["--trace-level", "Decisions"], "--trace-level: unknown level 'Decisions'"),
+        (["--trace-level", "decisionz"], "--trace-level: unknown level 'decisionz'"),
         (
             ["--trace-level", "decisions", "--trace-output", "/nonexistent-dir/t.jsonl"],
             "--trace-output /nonexistent-dir/t.jsonl: cannot write",

@@ -433,10 +433,11 @@ def _doc(name: str) -> str:
 def test_cli_doc_describes_the_fallback_for_an_untrained_gpu_tp():
     result = run("--hardware", "A100-80", "--tp", "8", "--num-requests", 2, "--json")
     (line,) = warnings(result)
-    assert line.startswith("WARNING latency model calibrated: auto fallback: no trained entry")
+    assert line.startswith("WARNING no trained coefficients for ")
+    assert "on A100-80/TP8" in line and "using the calibrated model" in line
     text = _doc("cli.md")
     assert "stops\nwith a message listing the trained combinations" not in text
-    assert "`latency model calibrated: auto fallback: no trained entry for <GPU>/TP<n>" in text
+    assert "`no trained coefficients for <model> on <GPU>/TP<n> (vLLM <v>); trained:" in text
     assert "Please provide model config folder" in _doc("differences.md")
 
 

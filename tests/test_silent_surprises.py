@@ -75,7 +75,8 @@ def test_auto_fallback_is_named_and_warned_on_stderr(tmp_path):
     assert "auto fallback: no trained entry for H100/TP8" in result.stdout
     # stderr warning, naming the trained alternatives
     warning = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
-    assert len(warning) == 1 and "no trained entry for H100/TP8" in warning[0]
+    assert len(warning) == 1 and "no trained coefficients for" in warning[0]
+    assert "on H100/TP8" in warning[0] and "using the calibrated model" in warning[0]
     assert "H100/TP2" in warning[0]
     # results file
     doc = json.loads(path.read_text(encoding="utf-8"))

@@ -157,7 +157,7 @@ def test_sweep_command_bad_input_exits_2(tmp_path):
     result = CliRunner().invoke(cli, ["sweep", str(bad)])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        f"Error: {bad}: grid: unknown run option 'nope' (see `blis run --help`)"
+        f"Error: {bad}: grid: unknown run option 'nope'; see `blis run --help`"
     ]
 
 

@@ -128,18 +128,9 @@ class Results:
         cfg = self.config
         if not cfg:
             return "results"
-        rate = cfg.get("rate")
-        rate_text = f"{rate:g}" if isinstance(rate, int | float) else str(rate)
-        work = str(cfg.get("workload", ""))
-        if cfg.get("workload_spec"):
-            work = "workload spec"
-        elif work != "traces":
-            work = f"{work} at {rate_text} req/s"
-            if cfg.get("arrival") and cfg.get("arrival") != "constant":
-                work += f" ({cfg['arrival']})"
         return (
             f"{cfg.get('model', '')} {cfg.get('hardware', '')} TP{cfg.get('tp', '')} "
-            f"x{cfg.get('num_instances', 1)}, {work}, seed {cfg.get('seed', '')}"
+            f"x{cfg.get('num_instances', 1)}, {workload_text(cfg)}, seed {cfg.get('seed', '')}"
         )
 
     def _repr_html_(self) -> str:
@@ -432,6 +423,92 @@ class Results:
 #: the comparison table); :mod:`inference_sim.report.notebook` registers them, and the
 #: package imports it, so they are there whenever ``Results`` can be imported.
 VIEWS: dict[str, Callable[..., Any]] = {}
+
+
+def _rate_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
+
+
+def _file_name(path: Any, inline: str) -> str:
+    """A path's file name (``examples/x.yaml`` -> ``x.yaml``); ``inline`` for an in-memory
+    input (a spec given as a mapping, ``simulate(trace=df)``'s ``<in memory>``)."""
+    if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+        return inline
+    text = os.fspath(path)
+    return inline if text.startswith("<") else os.path.basename(text) or text
+
+
+def _trace_format(cfg: Mapping[str, Any]) -> str:
+    """The trace's format: as given, else detected from the file if it is still there
+    ("" when it cannot be told)."""
+    fmt = str(cfg.get("trace_format") or "auto")
+    if fmt != "auto":
+        return fmt
+    path = cfg.get("workload_traces_filepath")
+    if not isinstance(path, str) or not os.path.isfile(path):
+        return ""
+    from inference_sim.workload.formats import detect_format
+
+    try:
+        return str(detect_format(path))
+    except Exception:  # unreadable now: the run read it; the description just omits it
+        return ""
+
+
+def workload_text(cfg: Mapping[str, Any]) -> str:
+    """The workload as the run had it, from its resolved ``config``.
+
+    ``workload spec shared-prefixes.yaml at 40 req/s`` (the spec's own rate, or the one
+    ``--aggregate-rate`` scaled it to), ``trace t.csv (mooncake)``, ``workload chatbot at
+    10 req/s (poisson)``: a spec or a trace supplies the requests, so the distribution
+    options (``--workload distribution``, ``--arrival``, the lengths) are not named.
+    """
+    rate = cfg.get("rate")
+    spec = cfg.get("workload_spec")
+    if spec:
+        text = f"workload spec {_file_name(spec, '(inline)')}"
+        if isinstance(rate, int | float) and rate > 0:
+            text += f" at {_rate_text(rate)} req/s"
+        return text
+    work = str(cfg.get("workload") or "distribution")
+    if work == "traces":
+        text = f"trace {_file_name(cfg.get('workload_traces_filepath'), '(in memory)')}"
+        fmt = _trace_format(cfg)
+        if fmt:
+            text += f" ({fmt})"
+        speedup = cfg.get("trace_speedup")
+        if isinstance(speedup, int | float) and speedup != 1:
+            text += f" replayed x{speedup:g}"
+        if isinstance(rate, int | float) and rate != 1:  # only a length trace keeps a rate
+            text += f" at {_rate_text(rate)} req/s"
+        return text
+    text = f"workload {work}"
+    if isinstance(rate, int | float) and not isinstance(rate, bool):
+        text += f" at {_rate_text(rate)} req/s"
+    arrival = cfg.get("arrival")
+    if arrival and arrival != "constant":
+        burst = cfg.get("burstiness")
+        shape = f", burstiness {burst:g}" if arrival == "gamma" and burst not in (None, 1) else ""
+        text += f" ({arrival}{shape})"
+    return text
+
+
+def unused_workload_options(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """Options in a resolved ``config`` that did not shape this run's requests: those of
+    the distribution and preset workloads when a spec or a trace supplied them, those of
+    a spec or a trace when the requests were drawn from the distribution options.
+
+    The config repeats every option (a replay needs them), so a report showing them all
+    would describe a spec run as a 512-token distribution with constant arrivals."""
+    from inference_sim.config.unused import SYNTHETIC_FLAGS, TRACE_FLAGS
+
+    shaping = ("arrival", "burstiness", *SYNTHETIC_FLAGS)
+    if cfg.get("workload_spec"):
+        return ("workload", "workload_traces_filepath", *TRACE_FLAGS, *shaping)
+    if cfg.get("workload") == "traces":
+        return ("workload_spec", "aggregate_rate", "num_requests", *shaping)
+    burst = () if cfg.get("arrival") == "gamma" else ("burstiness",)
+    return ("workload_spec", "aggregate_rate", "workload_traces_filepath", *TRACE_FLAGS, *burst)
 
 
 def _view(name: str) -> Callable[..., Any]:

@@ -18,7 +18,7 @@ from .catalog import Catalog
 from .errors import CatalogError
 from .schema import GpuSpec
 
-__all__ = ["MODELS_TABLE_COLUMNS", "format_models_table", "models_table"]
+__all__ = ["MODELS_TABLE_COLUMNS", "format_models_table", "models_table", "suggested_deployment"]
 
 #: Column order of :func:`models_table` rows and of the printed table.
 MODELS_TABLE_COLUMNS: tuple[str, ...] = (
@@ -121,12 +121,7 @@ def models_table(
     for model, arch in architectures.items():
         if catalog.coefficient_sets(model) or gpu is None:
             continue
-        for tp in _TP_CHOICES:
-            derived = _derived_blocks(arch, gpu, tp, settings)
-            if derived is not None:
-                break
-        else:
-            tp, derived = _TP_CHOICES[-1], None
+        tp, derived = _smallest_tp(arch, gpu, settings)
         rows.append(
             {
                 "model": model,
@@ -141,6 +136,30 @@ def models_table(
         )
     rows.sort(key=lambda r: (r["model"], r["gpu"], r["tp"], r["vllm_version"]))
     return rows
+
+
+def _smallest_tp(
+    arch: ModelArchitecture, gpu: GpuSpec, settings: dict[str, Any]
+) -> tuple[int, int | None]:
+    """The smallest TP of 1, 2, 4, 8 at which the model fits ``gpu`` with room for a KV
+    cache, and its derived block count (8 and None when none does)."""
+    for tp in _TP_CHOICES:
+        derived = _derived_blocks(arch, gpu, tp, settings)
+        if derived is not None:
+            return tp, derived
+    return _TP_CHOICES[-1], None
+
+
+def suggested_deployment(catalog: Catalog, arch: ModelArchitecture) -> tuple[str, int] | None:
+    """The (GPU, TP) row ``blis models`` lists for a model with an architecture and no
+    coefficients (H100 at the smallest TP it fits, default engine settings), or None
+    when the model fits no TP up to 8 there (or the catalog has no H100)."""
+    gpu = _gpu_or_none(catalog, _ROOFLINE_ONLY_GPU)
+    if gpu is None:
+        return None
+    settings = {"block_size": None, "gpu_memory_utilization": 0.9, "max_num_batched_tokens": 2048}
+    tp, derived = _smallest_tp(arch, gpu, settings)
+    return (gpu.name, tp) if derived is not None else None
 
 
 def _cell(value: Any) -> str:

@@ -78,6 +78,65 @@ def _setup_logging(level_name: str) -> None:
     log.propagate = False
 
 
+def _short(version: str) -> str:
+    """``vllm/vllm-openai:v0.8.4`` -> ``v0.8.4`` (the image tag is the version)."""
+    return version.rsplit(":", 1)[-1] if version else version
+
+
+def fallback_warning(plan: Any) -> str:
+    """What ``auto`` did when the deployment has no trained coefficients: which entry is
+    missing and what runs instead, with the error to expect of it.
+
+    Said as what happened, not as a mistake: the user may never have named a latency
+    model (an explicit ``--latency-model blackbox`` refuses to fall back instead)."""
+    o = plan.options
+    model, version = o["model"], o["vllm_version"]
+    sets = plan.catalog.coefficient_sets(model)
+    if not sets:
+        what = f"no trained coefficients for {model} (the catalog has none for this model)"
+    else:
+        where = f"{o['hardware']}/TP{o['tp']}"
+        if version:
+            what = f"no trained coefficients for {model} on {where} (vLLM {_short(version)})"
+        else:
+            what = (
+                f"no trained coefficients for {model} on {where} without a vLLM version "
+                "(no catalog default; give --vllm-version)"
+            )
+        trained = sorted(
+            {
+                f"{cs.gpu}/TP{cs.tp}"
+                + ("" if cs.vllm_version == version else f" (vLLM {_short(cs.vllm_version)})")
+                for cs in sets
+            }
+        )
+        what += f"; trained: {', '.join(trained)}"
+    from inference_sim.config.fidelity import plan_fidelity
+
+    fid = plan_fidelity(plan)
+    expected = ""
+    e2e = ((fid or {}).get("expected_abs_error_pct") or {}).get("e2e")
+    if isinstance(e2e, dict) and "median" in e2e:
+        bound = "at least " if (fid or {}).get("lower_bound") else ""
+        expected = (
+            f" (expected E2E-mean error {bound}{e2e['median']} % median; "
+            "--log info prints the fidelity line)"
+        )
+    return f"{what}; using the {plan.latency_model} model{expected}"
+
+
+def step_coefficients_text(plan: Any) -> str:
+    """The step-time inputs of the ``starting:`` line: alpha/beta where they price the
+    steps, the coefficient set of the calibrated model (whose alpha/beta are unused)."""
+    coeffs = plan.latency_coeffs
+    if coeffs is None:
+        return f"alpha={list(plan.alpha)} beta={list(plan.beta)}"
+    path = plan.options.get("latency_coeffs")
+    where = f"--latency-coeffs {path}" if path else "the shipped set"
+    source = f": {coeffs.source}" if coeffs.source else ""
+    return f"latency model {plan.latency_model}: coefficients from {where}{source}"
+
+
 def _collect(params: dict[str, Any]) -> dict[str, Any]:
     from inference_sim.report.cliutil import collect_run_options
 
@@ -165,19 +224,14 @@ def _run_and_write(
         for note in plan.notes:
             log.info(note)
         if plan.latency_fallback:
-            log.warning(
-                "latency model %s: %s; --latency-model blackbox requires trained coefficients",
-                plan.latency_model,
-                plan.latency_reason,
-            )
+            log.warning("%s", fallback_warning(plan))
         log.info(
-            "starting: model=%s GPU=%s TP=%s blocks=%d alpha=%s beta=%s",
+            "starting: model=%s GPU=%s TP=%s blocks=%d %s",
             plan.options["model"],
             plan.options["hardware"],
             plan.options["tp"],
             plan.engine.num_gpu_blocks,
-            list(plan.alpha),
-            list(plan.beta),
+            step_coefficients_text(plan),
         )
         start = time.perf_counter()
         # A progress bar for runs longer than a second, when stderr is a terminal

@@ -113,17 +113,18 @@ class _Base(BaseModel):
         """Either spelling (``max_num_seqs``, ``max-num-seqs``) -> the canonical name."""
         if not isinstance(data, Mapping):
             return data
-        from inference_sim.core.suggest import did_you_mean
+        from inference_sim.core.suggest import unknown_keys
 
+        unknown = [key for key in data if canonical_name(str(key)) is None]
+        if unknown:
+            known = [*BY_NAME, *ALIASES]
+            raise ValueError(
+                f"{unknown_keys(unknown, known, 'option')}; see `blis run --help` for the list"
+            )
         out: dict[str, Any] = {}
         for key, value in data.items():
             name = canonical_name(str(key))
-            if name is None:
-                known = [*BY_NAME, *ALIASES]
-                raise ValueError(
-                    f"unknown option {key!r}{did_you_mean(str(key), known)}; "
-                    "see `blis run --help` for the list"
-                )
+            assert name is not None  # unknown keys were refused above
             if name in out:
                 raise ValueError(f"--{name.replace('_', '-')} given twice (under two spellings)")
             out[name] = value

@@ -31,6 +31,7 @@ from inference_sim.catalog.architecture import (
 )
 from inference_sim.catalog.capacity import KvCapacity, derive_kv_blocks, vllm_block_size
 from inference_sim.catalog.hardware import with_hardware_config
+from inference_sim.catalog.listing import suggested_deployment
 from inference_sim.catalog.schema import CoefficientSet
 from inference_sim.config.autoscale import (
     autoscale_enabled,
@@ -75,7 +76,7 @@ from inference_sim.core.inputs import (
 )
 from inference_sim.core.plugins import rebase_plugin_files
 from inference_sim.core.rng import MAX_SEED, seed_from_int64
-from inference_sim.core.suggest import did_you_mean
+from inference_sim.core.suggest import did_you_mean, unknown_keys
 from inference_sim.core.version import __version__
 from inference_sim.engine.events import NEVER
 from inference_sim.instance.config import EngineConfig
@@ -289,11 +290,24 @@ def parse_duration_us(text: str, flag: str) -> int:
     return round(us)
 
 
+#: Options whose values are names from a fixed set (or the catalog's presets, stored in
+#: lower case), taken in any case as model and GPU names are: ``--arrival Poisson``
+#: runs as ``--arrival poisson``, recorded so.
+_ANY_CASE_CHOICES = frozenset({"arrival", "sampling", "trace_format", "trace_level", "workload"})
+
+
 def coerce_option(spec: OptionSpec, value: Any) -> Any:
     """The one value conversion of every option: CLI, ``simulate()``, ``SimConfig``, sweeps."""
     if spec.name == "horizon" and isinstance(value, str):
         value = parse_duration_us(value, "--horizon")
-    return _coerce(spec, value)
+    value = _coerce(spec, value)
+    if isinstance(value, str) and (
+        spec.name in _ANY_CASE_CHOICES
+        # a built-in latency model; a plug-in (module.path:Class) keeps its spelling
+        or (spec.name == "latency_model" and value.lower() in LATENCY_MODELS)
+    ):
+        value = value.lower()
+    return value
 
 
 def normalize_options(raw: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
@@ -301,14 +315,15 @@ def normalize_options(raw: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset
 
     Returns the full option dict and the set of names the caller gave explicitly.
     """
+    unknown = [key for key in raw if canonical_name(key) is None]
+    if unknown:
+        raise ConfigError(
+            f"{unknown_keys(unknown, _OPTION_NAMES, 'option')}; see `blis run --help` for the list"
+        )
     given: dict[str, Any] = {}
     for key, value in raw.items():
         name = canonical_name(key)
-        if name is None:
-            raise ConfigError(
-                f"unknown option {key!r}{did_you_mean(key, _OPTION_NAMES)}; "
-                "see `blis run --help` for the list"
-            )
+        assert name is not None  # unknown keys were refused above
         if name in given:
             raise ConfigError(f"--{name.replace('_', '-')} given twice (under two spellings)")
         given[name] = coerce_option(BY_NAME[name], value)
@@ -634,12 +649,24 @@ def _tp_needed(why: str, model: str, arch: ModelArchitecture, gpu: GpuSpec) -> s
         while tp < 64 and weights / tp > 0.9 * memory:
             tp *= 2
         msg += (
-            f"; its weights ({weights / 1e9:.1f} GB) fit at --tp {tp} on {gpu.name} "
+            f"; its weights ({weights / 2**30:.1f} GiB) fit at --tp {tp} on {gpu.name} "
             f"({memory / 2**30:.0f} GiB each), which leaves room for the KV cache"
             if weights / tp <= 0.9 * memory
-            else f"; its weights ({weights / 1e9:.1f} GB) do not fit 64 {gpu.name} GPUs"
+            else f"; its weights ({weights / 2**30:.1f} GiB) do not fit 64 {gpu.name} GPUs"
         )
     return msg
+
+
+def _hardware_needed(why: str, model: str, catalog: Catalog, *, tp_too: bool) -> str:
+    """The message for a run without --hardware (and maybe --tp) and no catalog default:
+    every missing flag at once, with the deployment ``blis models`` lists for the model."""
+    msg = f"{why} needs {'--hardware and --tp' if tp_too else '--hardware'}"
+    arch = bundled_architecture(model)
+    found = suggested_deployment(catalog, arch) if arch is not None else None
+    if found is not None:
+        gpu, tp = found
+        msg += f"; `blis models` suggests --hardware {gpu}" + (f" --tp {tp}" if tp_too else "")
+    return msg + f" (known GPUs: {', '.join(catalog.gpu_names())})"
 
 
 def _architecture(o: dict[str, Any]) -> ModelArchitecture | None:
@@ -700,11 +727,9 @@ def _resolve_roofline(
     """
     model = o["model"]
     _fill_defaults(o, catalog, notes)
-    _require(
-        bool(o["hardware"]),
-        f"{why} needs --hardware (known GPUs: {', '.join(catalog.gpu_names())})",
-    )
     _require(o["tp"] >= 0, f"{why} needs --tp > 0")
+    if not o["hardware"]:
+        raise ConfigError(_hardware_needed(why, model, catalog, tp_too=not o["tp"]))
     try:
         gpu = catalog.gpu(o["hardware"])
     except CatalogError as exc:
@@ -1376,6 +1401,17 @@ def _read_run_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool
                     what,
                 )
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    unknown = [
+        key
+        for key in doc
+        if key != "package_version"
+        and not (key == "lora" and not from_results)
+        and canonical_name(str(key)) is None
+    ]
+    if unknown:  # all of them at once: a file with two typos takes one round to fix
+        raise ConfigError(
+            f"{where}: {unknown_keys(unknown, _OPTION_NAMES, 'option')}; see `blis run --help`"
+        )
     out: dict[str, Any] = {}
     for key, value in doc.items():
         if key == "package_version":
@@ -1385,11 +1421,7 @@ def _read_run_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool
                 out.setdefault(opt, item)
             continue
         name = canonical_name(str(key))
-        if name is None:
-            raise ConfigError(
-                f"{where}: unknown option {key!r}{did_you_mean(key, _OPTION_NAMES)}; "
-                "see `blis run --help`"
-            )
+        assert name is not None  # unknown keys were refused above
         if name in out:
             raise ConfigError(f"{where}: {name} given twice (under two spellings)")
         if (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 def did_you_mean(word: object, choices: Iterable[object]) -> str:
@@ -20,3 +20,12 @@ def did_you_mean(word: object, choices: Iterable[object]) -> str:
         return ""
     found = difflib.get_close_matches(text, list(by_lower), n=1, cutoff=0.6)
     return f' (did you mean "{by_lower[found[0]]}"?)' if found else ""
+
+
+def unknown_keys(keys: Sequence[object], choices: Iterable[object], what: str) -> str:
+    """``unknown option 'x' (did you mean "y"?)`` for one key, ``unknown options 'x' (did
+    you mean "y"?), 'z'`` for several: every unknown key in one message, each with its
+    hint, so fixing a file takes one round, not one per key."""
+    known = list(choices)
+    items = ", ".join(f"{key!r}{did_you_mean(key, known)}" for key in keys)
+    return f"unknown {what}{'s' if len(keys) > 1 else ''} {items}"

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from inference_sim.core.errors import ConfigError
+from inference_sim.core.suggest import did_you_mean
 from inference_sim.metrics.outcome import SimulationOutcome
 from inference_sim.metrics.request_log import RequestLog
 from inference_sim.metrics.slo import Objective, meets
@@ -64,9 +65,12 @@ def check_objectives(objectives: Sequence[Objective]) -> None:
                 f"valid: {', '.join(LATENCY_METRICS)}"
             )
         if family(obj) is None:
+            # ttft_p99=500: the name without its unit; ' (did you mean "x"?)' -> '; did ...'
+            hint = did_you_mean(obj.metric, LATENCY_METRICS) if obj.op == "<=" else ""
             raise ConfigError(
                 f"--slo {obj}: goodput needs an upper bound on a latency in ms "
                 "(ttft_*, tpot_*, itl_*, e2e_*, scheduling_delay_*, with = or <=)"
+                + (f"; {hint.strip()[1:-1]}" if hint else "")
             )
 
 

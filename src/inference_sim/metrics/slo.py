@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inference_sim.core.errors import ConfigError
+from inference_sim.core.suggest import did_you_mean
 
 #: vLLM benchmark spellings (``mean_tpot_ms``, ``p99_ttft_ms``, ``median_itl_ms``,
 #: ``p99_e2el_ms``) for the summary's keys (``tpot_mean_ms``, ``ttft_p99_ms``, ...).
@@ -38,7 +39,9 @@ _SYNONYMS = {
         ("p99", "p99"),
     )
 }
-_PATTERN = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(<=|>=|=)\s*([-+0-9.eE]+)\s*$")
+_PATTERN = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(<=|>=|=)\s*([-+0-9.eE]+?)\s*([A-Za-zµ/]*)\s*$")
+#: The unit a bound may repeat after its number, by the metric name's suffix.
+_UNITS = {"_ms": "ms", "_s": "s"}
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,22 @@ def parse_slo(text: str) -> Objective:
     m = _PATTERN.match(text)
     if m is None:
         raise ConfigError(f"--slo {text!r}: expected METRIC=VALUE, METRIC<=VALUE or METRIC>=VALUE")
-    name, op, raw = m.groups()
+    name, op, raw, unit = m.groups()
     try:
         bound = float(raw)
     except ValueError:
         raise ConfigError(f"--slo {text!r}: {raw!r} is not a number") from None
+    if unit:  # ttft_p99_ms=500ms: the metric's own unit may be repeated, no other
+        metric = _SYNONYMS.get(name, name)
+        own = next((u for suffix, u in _UNITS.items() if metric.endswith(suffix)), "")
+        if unit != own:
+            what = {"ms": "milliseconds", "s": "seconds"}.get(own)
+            raise ConfigError(
+                f"--slo {text!r}: the bound of {metric} is a number of {what} (its name "
+                f"ends in _{own}): give the number alone or followed by {own}"
+                if what
+                else f"--slo {text!r}: the bound is a plain number, without a unit"
+            )
     if not math.isfinite(bound):
         raise ConfigError(f"--slo {text!r}: the bound must be finite")
     if bound < 0:
@@ -83,7 +97,8 @@ def check_metrics(objectives: Sequence[Objective], summary: Mapping[str, Any]) -
     for obj in objectives:
         if not isinstance(summary.get(obj.metric), int | float):
             raise ConfigError(
-                f"--slo {obj.metric}: not a summary metric; valid: {', '.join(numeric)}"
+                f"--slo {obj.metric}: not a summary metric{did_you_mean(obj.metric, numeric)}; "
+                f"valid: {', '.join(numeric)}"
             )
 
 
@@ -107,6 +122,14 @@ def _unfinished_note(summary: Mapping[str, Any]) -> str:
     return f", {left} unfinished when the run ended: raise or drop --horizon" if left else ""
 
 
+def _figure(metric: str, value: Any) -> str:
+    """A missed metric's value as the tables print it: ms to 0.1, other numbers to four
+    significant digits (a rate, a ratio), counts as they are."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    return f"{value:.1f}" if metric.endswith("_ms") else f"{value:.4g}"
+
+
 def violations(objectives: Sequence[Objective], summary: Mapping[str, Any]) -> list[str]:
     """Why ``summary`` misses the objectives (empty: it meets them)."""
     out: list[str] = []
@@ -119,7 +142,7 @@ def violations(objectives: Sequence[Objective], summary: Mapping[str, Any]) -> l
     for obj in objectives:
         value = summary.get(obj.metric)
         if not isinstance(value, int | float) or not obj.holds(float(value)):
-            out.append(f"{obj.metric} = {value} (want {obj.op} {obj.bound:g})")
+            out.append(f"{obj.metric} = {_figure(obj.metric, value)} (want {obj.op} {obj.bound:g})")
     return out
 
 

@@ -486,7 +486,7 @@ def _tune(**p: Any) -> None:
 
     def on_trial(t: Any) -> None:
         score = "skipped" if t.score is None else f"{t.score:.4f}"
-        echo_err(f"trial {t.number}: {score} {json.dumps(t.options())}", quiet)
+        echo_err(f"trial {t.number}: {score} {json.dumps(t.options())}{t.note}", quiet)
 
     try:
         with cli_errors(debug):
@@ -505,6 +505,12 @@ def _tune(**p: Any) -> None:
             )
     finally:
         backend.close()
+    repeats = len(outcome.trials) - outcome.distinct
+    echo_err(
+        f"{len(outcome.trials)} trials, {outcome.distinct} distinct configurations"
+        + (f" ({repeats} repeats reused an earlier trial's result)" if repeats else ""),
+        quiet,
+    )
     header = [f"blis tune on {base.get('model', '')} ({_workload_label(base)})"]
     text = bundle_yaml(outcome, header)
     if p["output"]:

@@ -6,7 +6,8 @@ wait-queue scheduler. Trials are asked from Optuna's TPE sampler (seeded) in bat
 of :data:`TRIAL_BATCH`, whatever the backend's slots (a batch sized by the slots made
 the trials depend on ``--jobs``), run in parallel, and told their fitness score
 (:mod:`inference_sim.planning.fitness`); a configuration already tried is not run
-again. The best configuration is printed as a ``--policy-config`` bundle.
+again: the trial reuses the earlier result and says so (``repeat_of``). The best
+configuration is printed as a ``--policy-config`` bundle.
 """
 
 from __future__ import annotations
@@ -39,9 +40,17 @@ class Trial:
     score: float | None
     summary: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    #: The earlier trial with the same configuration, whose result this one reuses (the
+    #: sampler may propose a configuration again; it is not re-run), else None.
+    repeat_of: int | None = None
 
     def options(self) -> dict[str, Any]:
         return params_to_options(self.params)
+
+    @property
+    def note(self) -> str:
+        """`` (repeat of trial 3, not re-run)`` for a reused result, else ``""``."""
+        return "" if self.repeat_of is None else f" (repeat of trial {self.repeat_of}, not re-run)"
 
 
 @dataclass
@@ -59,6 +68,12 @@ class TuneOutcome:
         r = self.ranked
         return r[0] if r else None
 
+    @property
+    def distinct(self) -> int:
+        """How many distinct configurations were tried (run, or skipped as all-zero
+        weights): the trials less the repeats that reused an earlier trial's result."""
+        return sum(1 for t in self.trials if t.repeat_of is None)
+
     def to_dict(self) -> dict[str, Any]:
         best = self.best
         return {
@@ -71,8 +86,15 @@ class TuneOutcome:
                 "bundle": bundle_dict(best.params),
                 "summary": best.summary,
             },
+            "distinct_configurations": self.distinct,
             "trials": [
-                {"number": t.number, "params": t.params, "score": t.score, "error": t.error}
+                {
+                    "number": t.number,
+                    "params": t.params,
+                    "score": t.score,
+                    "error": t.error,
+                    "repeat_of": t.repeat_of,
+                }
                 for t in self.trials
             ],
         }
@@ -110,7 +132,10 @@ def bundle_yaml(outcome: TuneOutcome, header: Sequence[str] = ()) -> str:
         return "# no trial finished\n"
     lines = [f"# {h}" for h in header]
     weights = ",".join(f"{k}:{v:g}" for k, v in outcome.weights.items())
-    lines.append(f"# best of {len(outcome.trials)} trials: fitness {best.score:.4f} ({weights})")
+    tried = f"{len(outcome.trials)} trials"
+    if outcome.distinct < len(outcome.trials):
+        tried += f", {outcome.distinct} distinct configurations"
+    lines.append(f"# best of {tried}: fitness {best.score:.4f} ({weights})")
     seen = {json.dumps(params_to_options(best.params), sort_keys=True)}
     for t in outcome.ranked[1:]:
         key = json.dumps(params_to_options(t.params), sort_keys=True)
@@ -181,6 +206,7 @@ def tune(
     backend = backend or LocalBackend()
     done: list[Trial] = []
     cache: dict[str, tuple[float | None, dict[str, Any], str]] = {}
+    first: dict[str, int] = {}  # configuration -> the trial that tried it first
     checked = False
     while len(done) < trials:
         k = min(TRIAL_BATCH, trials - len(done))
@@ -227,6 +253,7 @@ def tune(
         if errors and not checked:  # nothing has worked yet: the base options are broken
             raise ConfigError(f"blis tune: every run failed so far: {errors[0]}")
         for (ot, params), key in zip(batch, keys, strict=True):
+            repeat_of = first.get(key)
             if key not in cache:  # all-zero scorer weights
                 study.tell(ot, state=optuna.trial.TrialState.PRUNED)
                 trial = Trial(len(done), params, None, error="all scorer weights are 0")
@@ -237,6 +264,8 @@ def tune(
                 else:
                     study.tell(ot, score)
                 trial = Trial(len(done), params, score, summary, error)
+            trial.repeat_of = repeat_of
+            first.setdefault(key, trial.number)
             done.append(trial)
             if on_trial is not None:
                 on_trial(trial)

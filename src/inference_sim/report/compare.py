@@ -19,7 +19,7 @@ from typing import Any
 
 from inference_sim.metrics.timeseries import table_rows
 from inference_sim.report.svg import PALETTE, Series, cdf_points, line_chart
-from inference_sim.results import SUMMARY_NUMBER_KEYS, Results
+from inference_sim.results import SUMMARY_NUMBER_KEYS, Results, workload_text
 
 #: Metrics of the side-by-side table, in order (those no run has are left out).
 #: The summary metrics compared, in table order: every number the report shows.
@@ -233,8 +233,7 @@ def build_comparison(
         cfg = res.config
         what = (
             f"{cfg.get('model', '')} {cfg.get('hardware', '')} TP{cfg.get('tp', '')} "
-            f"x{cfg.get('num_instances', 1)}, workload {cfg.get('workload', '')}, "
-            f"rate {_shown(cfg.get('rate', ''))}/s, seed {cfg.get('seed', '')}"
+            f"x{cfg.get('num_instances', 1)}, {workload_text(cfg)}, seed {cfg.get('seed', '')}"
         )
         parts.append(
             f'<li><span class="swatch" style="background:{PALETTE[k % len(PALETTE)]}"></span>'

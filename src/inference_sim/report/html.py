@@ -23,7 +23,7 @@ from inference_sim.metrics.stats import mean_ms, percentile_ms
 from inference_sim.metrics.timeseries import table_rows
 from inference_sim.report.scaling import autoscaling_html, pd_html
 from inference_sim.report.svg import Series, cdf_points, line_chart
-from inference_sim.results import Results
+from inference_sim.results import Results, unused_workload_options, workload_text
 
 HEADLINE = (
     ("completed_requests", "completed"),
@@ -379,7 +379,7 @@ def build_report(results: Results, *, title: str = "") -> str:
         sub.append(
             f"{escape(str(config.get('hardware', '')))} TP{escape(str(config.get('tp', '')))}"
             f" &middot; {escape(str(config.get('num_instances', 1)))} instance(s)"
-            f" &middot; workload {escape(str(config.get('workload', '')))}"
+            f" &middot; {escape(workload_text(config))}"
             f" &middot; seed {escape(str(config.get('seed', '')))}"
             f" &middot; latency model {escape(_latency_text(s, config))}"
             f" &middot; inference-sim {escape(str(config.get('package_version', '')))}"
@@ -453,10 +453,20 @@ def build_report(results: Results, *, title: str = "") -> str:
     parts.append(_table(["metric", "value"], flat))
     if config:
         parts.append("<h2>Configuration</h2>")
+        unused = set(unused_workload_options(config))
         rows = [
-            (k, ", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in config.items()
+            (k, ", ".join(map(str, v)) if isinstance(v, list) else v)
+            for k, v in config.items()
+            if k not in unused
         ]
         parts.append(_table(["option", "value"], rows, left=2))
+        left_out = [k for k in config if k in unused]
+        if left_out:
+            parts.append(
+                f'<p class="note">Not shown: {escape(", ".join(left_out))}, which did not '
+                f"shape the requests of this run ({escape(workload_text(config))}); the "
+                "results file keeps them for a replay.</p>"
+            )
     parts.append(f"<script>{_CHECK_JS}</script></body></html>")
     return "\n".join(parts)
 

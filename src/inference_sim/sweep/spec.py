@@ -32,10 +32,11 @@ from typing import Any
 import yaml
 
 from inference_sim.config.errors import ConfigError
-from inference_sim.config.options import PLUGIN_OPTIONS, canonical_name
+from inference_sim.config.options import ALIASES, BY_NAME, PLUGIN_OPTIONS, canonical_name
 from inference_sim.core.inputs import load_yaml, read_text
 from inference_sim.core.plugins import rebase_plugin_files
 from inference_sim.core.rng import MAX_SEED
+from inference_sim.core.suggest import unknown_keys
 from inference_sim.core.version import __version__
 
 _TOP_KEYS = ("base", "grid", "cases")
@@ -157,11 +158,14 @@ def _options(part: Any, where: str, grid: bool = False) -> dict[str, Any]:
         return {}
     if not isinstance(part, Mapping):
         raise ConfigError(f"{where}: expected a mapping of run options")
+    unknown = [key for key in part if key != "config" and canonical_name(str(key)) is None]
+    if unknown:  # all of them, each with its did-you-mean, as --config says them
+        names = unknown_keys(unknown, [*BY_NAME, *ALIASES], "run option")
+        raise ConfigError(f"{where}: {names}; see `blis run --help`")
     out: dict[str, Any] = {}
     for key, value in part.items():
         name = "config" if key == "config" else canonical_name(str(key))
-        if name is None:
-            raise ConfigError(f"{where}: unknown run option {key!r} (see `blis run --help`)")
+        assert name is not None  # unknown keys were refused above
         if name in out:
             raise ConfigError(f"{where}: {name} given twice (under two spellings)")
         if name != "config":  # typed like every run option (config/model.py), before any run
