@@ -166,13 +166,17 @@ def test_plan_command_bad_input():
 
 
 @pytest.mark.parametrize(
-    "name", ["num_instances", "rate", "hardware", "results_path", "trace_output"]
-)
-def test_plan_refuses_a_set_it_would_drop(name):
+    ("name", "value"),
+    [("num_instances", "2"), ("rate", "7"), ("hardware", "x"), ("results_path", "x"),
+     ("trace_output", "x")],
+)  # fmt: skip
+def test_plan_refuses_a_set_it_would_drop(name, value):
+    # a value of the option's type: one that is not is refused first, for its type
     result = CliRunner().invoke(
         cli,
-        ["plan", "--model", MODEL, "--rate", "5", "--slo", "ttft_p99_ms=500", "--set", f"{name}=x"],
-    )
+        ["plan", "--model", MODEL, "--rate", "5", "--slo", "ttft_p99_ms=500", "--set",
+         f"{name}={value}"],
+    )  # fmt: skip
     assert result.exit_code == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"--set {name}" in lines[0], lines

@@ -54,11 +54,12 @@ def test_dense_config_matches_bundled(tmp_path):
 
 def test_reference_field_rules(tmp_path):
     doc = {
-        "num_hidden_layers": 2.9,  # truncated
+        "num_hidden_layers": 2.0,  # a whole number (2.9 is refused: test_input_review25)
         "hidden_size": 64,
         "num_attention_heads": 4,
         "multi_query_group_num": 2,  # third KV-heads key
         "ffn_hidden_size": 128,  # second FFN key
+        "vocab_size": 1000,
         "dtype": "float16",
         "text_config": {"hidden_size": 128},  # merged over the top level
     }
@@ -68,11 +69,13 @@ def test_reference_field_rules(tmp_path):
         "num_hidden_layers": 2,
         "hidden_size": 64,
         "num_attention_heads": 4,
+        "intermediate_size": 256,  # required for a dense model (test_input_review25)
+        "vocab_size": 1000,
         "torch_dtype": "float32",
     }
     a = architecture_from_hf_config(doc, "cfg")
     assert a.kv_heads == 4  # default H
-    assert a.dense_ffn == 256  # 0 -> 4d
+    assert a.dense_ffn == 256
     # vLLM's --dtype auto serves a float32 checkpoint in 16 bits (the reference says 4)
     assert a.dtype_bytes == 2
 
@@ -81,7 +84,13 @@ def test_float32_checkpoint_is_served_in_16_bits():
     """vLLM's --dtype auto casts a float32 checkpoint to 16 bits: same weights and KV."""
     from inference_sim.catalog.capacity import derive_kv_blocks
 
-    base = {"num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32}
+    base = {
+        "num_hidden_layers": 32,
+        "hidden_size": 4096,
+        "num_attention_heads": 32,
+        "intermediate_size": 11008,
+        "vocab_size": 32000,
+    }
     f32 = architecture_from_hf_config({**base, "torch_dtype": "float32"}, "cfg")
     bf16 = architecture_from_hf_config({**base, "torch_dtype": "bfloat16"}, "cfg")
     assert f32.weight_bytes() == bf16.weight_bytes()

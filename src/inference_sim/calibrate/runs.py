@@ -363,10 +363,17 @@ def _stage_from_row(row: Mapping[str, Any], where: str, index: int) -> StageMeas
             f"{where}: ttft_mean_ms and e2e_mean_ms must be > 0, got {row['ttft_mean_ms']!r} "
             f"and {row['e2e_mean_ms']!r}"
         )
+    rate = duration = 0.0  # the summary row (index -1) has none
+    if index >= 0:
+        # Blank: not given (all_stages' value is used); a given 0 or negative is an
+        # error, never replaced by all_stages' value (a 0 used to be, without a word).
+        planned = " (blank: all_stages' value)"
+        rate = _bounded(row, "stage_rate_rps", where, kind=float, low_open=True, hint=planned)
+        duration = _bounded(row, "stage_duration_s", where, kind=float, low_open=True, hint=planned)
     return StageMeasurement(
         index=index,
-        rate=_num(row, "stage_rate_rps", where) if index >= 0 else 0.0,
-        duration_s=_num(row, "stage_duration_s", where) if index >= 0 else 0.0,
+        rate=rate,
+        duration_s=duration,
         ttft_ms=ttft,
         e2e_ms=e2e,
         tpot_ms=_num(row, "itl_mean_ms", where),

@@ -6,8 +6,11 @@ Two sources, one record type (:class:`ModelArchitecture`):
   third-party files), looked up by lower-case model id with :func:`bundled_architecture`;
 * any Hugging Face ``config.json`` (``--model-config-folder DIR``), read with
   :func:`read_model_config_folder` following the reference's field rules (engine.md
-  §6.3): a ``text_config`` object is merged over the top level, numbers are truncated to
-  integers, a missing key reads as 0 and the first non-zero key of each list wins.
+  §6.3): a ``text_config`` object is merged over the top level, a missing optional key
+  reads as 0 and the first non-zero key of each list wins. Unlike the reference, a count
+  must be a whole number (``32.0`` is, ``32.5`` is refused rather than truncated),
+  ``vocab_size`` is required, and so is ``intermediate_size`` for a dense model (a null
+  or missing one read as 0: a wrong KV-block count or TTFT, without a word).
 
 Beyond the reference's dense fields the record carries what mixture-of-experts models
 (Mixtral, Qwen-MoE, DeepSeek, Llama-4, gpt-oss), multi-head latent attention (DeepSeek)
@@ -481,7 +484,10 @@ class _HFReader:
         return CatalogError(f"{self.label}: {field}: {problem}")
 
     def int(self, key: str) -> int:
-        """A JSON number truncated to an integer; missing or null reads as 0."""
+        """A JSON whole number (``32`` or ``32.0``); missing or null reads as 0.
+
+        A fractional one (``num_attention_heads: 32.5``) is refused: the reference
+        truncates it, so a typo silently became another model shape."""
         value = self.doc.get(key)
         if value is None:
             return 0
@@ -491,6 +497,8 @@ class _HFReader:
             raise self.error(key, f"expected a finite number, got {value!r}")
         if abs(value) > _MAX_HF_VALUE:  # sizes are int32 in every real config
             raise self.error(key, f"must be <= {_MAX_HF_VALUE:,}, got {value!r}")
+        if isinstance(value, float) and not value.is_integer():
+            raise self.error(key, f"expected a whole number (a count or size), got {value!r}")
         return int(value)
 
     def first(self, *keys: str) -> int:
@@ -517,11 +525,18 @@ class _HFReader:
             raise self.error(bad, f"must be > 0 (or left out), got {self.doc[bad]!r}")
         return 0
 
-    def required(self, key: str) -> int:
+    def required(self, key: str, why: str = "") -> int:
+        """A key that must be given and > 0 (``why``: when it is required, e.g.
+        ``" for a dense model"``)."""
         v = self.int(key)
         if v <= 0:
-            what = "missing" if key not in self.doc or self.doc[key] is None else f"{v}"
-            raise self.error(key, f"required and must be > 0, got {what}")
+            if key not in self.doc:
+                what = "missing"
+            elif self.doc[key] is None:
+                what = "null"
+            else:
+                what = f"{self.doc[key]!r}"
+            raise self.error(key, f"required{why} and must be > 0, got {what}")
         return v
 
 
@@ -811,6 +826,7 @@ def architecture_from_hf_config(doc: Any, label: str, name: str = "") -> ModelAr
     if kv_heads > heads or heads % kv_heads:
         raise r.error(kv_key, f"must divide num_attention_heads ({heads}), got {kv_heads}")
     ffn = r.positive_if_given("intermediate_size", "ffn_hidden_size")
+    vocab = r.required("vocab_size")  # null or missing read as 0: no embedding, more KV
     dtype_bytes = _dtype_bytes(r)
     head_dim = r.positive_if_given("head_dim")
 
@@ -838,6 +854,10 @@ def architecture_from_hf_config(doc: Any, label: str, name: str = "") -> ModelAr
             moe_layers=_moe_layer_count(r, layers),
         )
         ffn = dense_ffn
+    elif ffn <= 0:
+        # A dense model's feed-forward size: absent, it read as 0 (no MLP weights or
+        # FLOPs, so a much lower TTFT) without a word.
+        r.required("intermediate_size", " for a dense (non-MoE) model")
 
     mla: MLASpec | None = None
     kv_lora = r.int("kv_lora_rank")
@@ -857,7 +877,7 @@ def architecture_from_hf_config(doc: Any, label: str, name: str = "") -> ModelAr
         heads=heads,
         kv_heads=kv_heads,
         ffn=ffn,
-        vocab=r.int("vocab_size"),
+        vocab=vocab,
         dtype_bytes=dtype_bytes,
         head_dim=head_dim,
         tied_embeddings=bool(tied),

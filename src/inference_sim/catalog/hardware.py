@@ -5,7 +5,11 @@ The file is a JSON object keyed by GPU name; each entry has ``TFlopsPeak``,
 ``mfuPrefill``, ``mfuDecode`` and ``allReduceLatency`` (keys matched case-insensitively,
 as Go's JSON decoder does). Two optional keys of our own give the memory size for the
 KV-capacity estimate: ``memoryGB`` (published size) and ``memoryGiB`` (what the runtime
-reports). Other keys are ignored, as the reference ignores them.
+reports). A ``comment`` key, or any key starting with ``_``, is a note (JSON has no
+comments) and is skipped. Any other key is ignored, as the reference's Go decoder
+ignores it, but with a warning and a did-you-mean hint (``TOverheadMicrosX: 500`` used
+to be dropped without a word and the step overhead read as 0); not refused, because
+other versions of the reference's schema carry keys of their own.
 
 The GPUs read here are merged over the catalog's (:func:`with_hardware_config`); a GPU
 already in the catalog keeps its memory size when the file gives none, and its usable
@@ -15,6 +19,7 @@ memory (``memoryGiB``) when the file gives the same published ``memoryGB``.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -22,6 +27,7 @@ from dataclasses import replace
 from typing import Any
 
 from inference_sim.core.inputs import read_text
+from inference_sim.core.suggest import did_you_mean
 
 from .catalog import Catalog
 from .errors import CatalogError
@@ -71,6 +77,11 @@ _SPELLING = {
 }
 
 
+def _is_note(key: str) -> bool:
+    """A key that annotates an entry (``comment``, ``_source``): JSON has no comments."""
+    return key.lower() == "comment" or key.startswith("_")
+
+
 def _gpu(name: str, raw: Any, label: str) -> GpuSpec:
     if not isinstance(raw, Mapping):
         raise CatalogError(f"{label}: {name}: expected an object of GPU figures")
@@ -78,7 +89,21 @@ def _gpu(name: str, raw: Any, label: str) -> GpuSpec:
     spelled: dict[str, str] = {}
     for key, value in raw.items():
         found = _KEYS.get(str(key).lower())
+        if found is None and _is_note(str(key)):
+            continue
         if found is None:
+            # Warned, not refused: other versions of the reference's schema add keys a
+            # run must still accept; a typo of a figure is named with its likely spelling.
+            spellings = list(_SPELLING.values())
+            logging.getLogger("inference_sim").warning(
+                '%s: %s: unknown key "%s"%s ignored; known: %s (case-insensitive), and '
+                "notes: comment or a key starting with _",
+                label,
+                name,
+                key,
+                did_you_mean(key, spellings),
+                ", ".join(spellings),
+            )
             continue
         field, _ = found
         if field in spelled:

@@ -137,18 +137,30 @@ def parse_assignments(values: Sequence[str], flag: str = "--set") -> dict[str, A
     import yaml
 
     from inference_sim.config.errors import ConfigError
-    from inference_sim.config.options import canonical_name
+    from inference_sim.config.options import ALIASES, BY_NAME, canonical_name
+    from inference_sim.config.resolve import coerce_option
+    from inference_sim.core.suggest import did_you_mean
 
     out: dict[str, Any] = {}
     for text in values:
         name, sep, raw = text.partition("=")
-        canon = canonical_name(name.strip())
-        if not sep or canon is None:
+        if not sep or not name.strip():
             raise ConfigError(f"{flag} {text!r}: expected RUN_OPTION=VALUE")
+        canon = canonical_name(name.strip())
+        if canon is None:
+            key = name.strip().lstrip("-").replace("-", "_")
+            raise ConfigError(
+                f"{flag} {text!r}: unknown run option {name.strip()!r}"
+                f"{did_you_mean(key, [*BY_NAME, *ALIASES])}; see `blis run --help` for the list"
+            )
         try:
             out[canon] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             out[canon] = raw
+        try:  # checked now, with the option's own message (the runs convert it again)
+            coerce_option(BY_NAME[canon], out[canon])
+        except ConfigError as exc:
+            raise ConfigError(f"{flag} {text!r}: {exc}") from None
     return out
 
 

@@ -11,7 +11,13 @@ prompt and an output length column (a ``timestamp`` written as a UTC time, which
 never has, included); a CSV header naming both is a length trace;
 a YAML mapping with ``trace_version`` or a CSV header starting ``request_id,client_id`` is
 trace v2, a CSV header with ``TIMESTAMP``, ``ContextTokens`` and ``GeneratedTokens`` is
-Azure, any other CSV is the reference's format. Workload specs (YAML with ``clients``,
+Azure, any other CSV is the reference's format, unless its first row cannot be one (fewer
+than five columns, or no JSON token list) and its header names some of another format's
+columns (``TIMESTAMP``, ``GeneratedTokens``, a length column): then it is read as that
+format, whose reader names the missing column (it used to fail as the reference's CSV,
+"expected at least 5 columns", never naming the misspelt column). A header that matches
+no format gets the reference reader's error and :func:`unmatched_header_hint`'s list of
+the formats. Workload specs (YAML with ``clients``,
 ``inference_perf`` or ``servegen_data``) are recognised as ``spec`` by
 :func:`detect_format` (used by ``blis workload describe``).
 """
@@ -33,8 +39,15 @@ from inference_sim.core.inputs import load_yaml, read_text
 from inference_sim.core.request import Request
 from inference_sim.core.rng import RandomStreams
 from inference_sim.workload.errors import MAX_ARRIVAL_US, WorkloadError
-from inference_sim.workload.lengthtrace import iter_length_trace, looks_like_lengths
+from inference_sim.workload.lengthtrace import (
+    OUTPUT_COLUMNS,
+    PROMPT_COLUMNS,
+    TIME_COLUMNS,
+    iter_length_trace,
+    looks_like_lengths,
+)
 from inference_sim.workload.realtraces import (
+    AZURE_COLUMNS,
     DEFAULT_TRACE_BLOCK_SIZE,
     is_utc_time,
     iter_azure_trace,
@@ -96,7 +109,107 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         return "azure"
     if looks_like_lengths(cells):
         return "lengths"
-    return "csv"
+    return _csv_or_near_miss(p, head, lines, first)
+
+
+#: The reference CSV's columns (its reader needs at least these five, in this order).
+_REFERENCE_COLUMNS = "arrival_s, id, model, input_tokens, output_tokens"
+
+
+def _csv_or_near_miss(p: str, head: str, lines: list[str], first: str) -> str:
+    """``csv`` (the reference's format, whose header names are free), unless the first
+    data row cannot be one of its rows and the header names some of another format's
+    columns: then that format, whose reader says which column is missing."""
+    header = _header_cells(first)
+    if not header or _is_number(header[0]):
+        return "csv"  # no header: the reference reader says so
+    row = _first_data_row(p, head, lines)
+    if row is _TRUNCATED or (isinstance(row, list) and _fits_reference(row)):
+        return "csv"
+    return _near_format(header) or "csv"
+
+
+def unmatched_header_hint(path: str | os.PathLike[str]) -> str:
+    """For a file detected as the reference's CSV whose first row is too short to be
+    one (so its reader fails on it) and whose header, of fewer than five names, names no
+    column of a known format: the text saying so and listing the formats; else ``""``.
+
+    The reference CSV's error on that row ("expected at least 5 columns") alone never
+    said that the header was the problem (``time,ctx,gen``: a trace of another tool)."""
+    p = os.fspath(path)
+    try:
+        head = _head(p)
+    except WorkloadError:
+        return ""
+    lines = [ln for ln in head.splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    header = _header_cells(lines[0].lstrip("\ufeff").strip())
+    if not header or _is_number(header[0]) or len(header) >= 5 or _near_format(header):
+        return ""
+    row = _first_data_row(p, head, lines)
+    if not isinstance(row, list) or len(row) >= 5:
+        return ""
+    return (
+        f"its header ({', '.join(header)}) matches no known trace format, so it was read "
+        f"as the reference's CSV. Known formats: {_FORMATS_TEXT}. Fix the header or name "
+        "the format (--trace-format)"
+    )
+
+
+def _header_cells(first: str) -> list[str]:
+    return [c.strip() for c in next(csv.reader(io.StringIO(first)), [])]
+
+
+_FORMATS_TEXT = (
+    f"csv ({_REFERENCE_COLUMNS}), azure ({', '.join(AZURE_COLUMNS)}), "
+    f"lengths (a prompt-length column: {', '.join(PROMPT_COLUMNS)}; an output-length "
+    f"column: {', '.join(OUTPUT_COLUMNS)}), v2 ({', '.join(V2_COLUMNS[:3])}, ...), "
+    "mooncake (JSON lines with hash_ids)"
+)
+
+_TRUNCATED = object()
+
+
+def _first_data_row(p: str, head: str, lines: list[str]) -> list[str] | object | None:
+    """The cells of the row after the header; None without one; ``_TRUNCATED`` when it
+    may run past the bytes read (a long token list: it cannot be judged)."""
+    if len(lines) < 2:
+        return None
+    if len(lines) == 2:  # the last line read: whole only if the file was read whole
+        try:
+            if os.path.getsize(p) > _SNIFF_BYTES:
+                return _TRUNCATED
+        except OSError:
+            return _TRUNCATED
+    return next(csv.reader(io.StringIO(lines[1])), [])
+
+
+def _fits_reference(row: list[str]) -> bool:
+    """Whether ``row`` can be a reference CSV row: five columns, token ids a JSON list."""
+    return len(row) >= 5 and row[3].strip().startswith("[")
+
+
+def _near_format(header: list[str]) -> str:
+    """``azure`` or ``lengths`` when ``header`` names some (not all) of that format's
+    columns, else ``""``. ``TIMESTAMP`` counts for Azure written in capitals only (the
+    lower-case one is a length trace's time column too)."""
+    lower = {h.lower() for h in header}
+    if "TIMESTAMP" in header or lower & {c.lower() for c in AZURE_COLUMNS[1:]}:
+        return "azure"
+    if lower & set(PROMPT_COLUMNS) or lower & set(OUTPUT_COLUMNS):
+        return "lengths"
+    if lower & (set(TIME_COLUMNS) - {"arrival_time", "arrival_s"}):  # the reference's too
+        return "lengths"
+    return ""
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 _MOONCAKE_KEYS = frozenset(("timestamp", "input_length", "output_length"))
@@ -152,7 +265,7 @@ def _yaml_head(path: str, ext: str) -> object:
             return {} if ext in (".yaml", ".yml") else None
         # Bounded even when getsize says 0 (a device or a pipe).
         return load_yaml(read_text(path, _MAX_YAML_SNIFF))
-    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+    except (yaml.YAMLError, ValueError, OSError):  # ValueError: an int of 5,000 digits
         if ext in (".yaml", ".yml"):
             return {}
         return None
@@ -185,7 +298,8 @@ def open_trace(
         )
     if not os.path.exists(p):
         raise WorkloadError(f"--workload-traces-filepath: file not found: {p}")
-    if fmt == "auto":
+    detected = fmt == "auto"
+    if detected:
         fmt = detect_format(p)
         if fmt == "spec":
             raise WorkloadError(
@@ -193,14 +307,27 @@ def open_trace(
             )
     streams = streams or RandomStreams(seed)
     check_speedup(speedup)
-    if speedup != 1.0:
-        # The reader cuts at the recorded time the horizon maps back to (a little later:
-        # float rounding); speed_up cuts exactly, on the divided times.
-        reqs = _open_format(
-            p, fmt, streams, block_size, reader_horizon(horizon, speedup), arrival_times, run_server
-        )
-        return speed_up(reqs, speedup, horizon)
-    return _open_format(p, fmt, streams, block_size, horizon, arrival_times, run_server)
+    try:
+        if speedup != 1.0:
+            # The reader cuts at the recorded time the horizon maps back to (a little
+            # later: float rounding); speed_up cuts exactly, on the divided times.
+            reqs = _open_format(
+                p,
+                fmt,
+                streams,
+                block_size,
+                reader_horizon(horizon, speedup),
+                arrival_times,
+                run_server,
+            )
+            return speed_up(reqs, speedup, horizon)
+        return _open_format(p, fmt, streams, block_size, horizon, arrival_times, run_server)
+    except WorkloadError as exc:
+        # The reference CSV is read whole here (a list), so its errors surface now.
+        hint = unmatched_header_hint(p) if detected and fmt == "csv" else ""
+        if hint:
+            raise WorkloadError(f"{exc}; {hint}") from None
+        raise
 
 
 def _open_format(

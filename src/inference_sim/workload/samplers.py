@@ -224,11 +224,19 @@ class EmpiricalLength(LengthSampler):
         return total
 
 
+def _to_float(value: int | float) -> float:
+    """``float(value)``, an integer beyond a float's range (400 digits) being +-inf."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def _finite(params: Mapping[str, object], name: str, where: str) -> float:
     value = params[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise WorkloadError(f"{where}.params.{name} must be a number, got {value!r}")
-    v = float(value)
+    v = _to_float(value)
     if not math.isfinite(v):
         raise WorkloadError(f"{where}.params.{name} must be a finite number, got {v}")
     return v
@@ -238,15 +246,16 @@ def _empirical_key(key: object, where: str) -> int:
     """An empirical bin key: an integer, or a decimal string of an integral number."""
     if isinstance(key, bool):
         raise WorkloadError(f"{where}.params: key {key!r} is not an integer token count")
-    if isinstance(key, int):
-        value: float = key
-    else:
-        try:
-            value = float(str(key).strip())
-        except ValueError:
-            raise WorkloadError(
-                f"{where}.params: key {key!r} is not an integer token count"
-            ) from None
+    if isinstance(key, int):  # checked as an int: one of 400 digits is beyond a float
+        shown = f"{key}" if len(str(key)) <= 40 else "of more than 40 digits"
+        if key < 0:
+            raise WorkloadError(f"{where}.params: key {shown} must be >= 0")
+        check_length_bound(key, f"{where}.params: key {shown}")
+        return key
+    try:
+        value = float(str(key).strip())
+    except ValueError:
+        raise WorkloadError(f"{where}.params: key {key!r} is not an integer token count") from None
     if not math.isfinite(value) or value != int(value):
         raise WorkloadError(f"{where}.params: key {key!r} is not an integer token count")
     if value < 0:
@@ -303,7 +312,8 @@ def make_length_sampler(
             length = _empirical_key(key, where)
             if isinstance(weight, bool) or not isinstance(weight, int | float):
                 raise WorkloadError(f"{where}.params.{key} must be a number, got {weight!r}")
-            pdf[length] = pdf.get(length, 0.0) + float(weight)  # duplicates are summed
+            # duplicates are summed; a weight beyond a float (400 digits) is +inf, refused
+            pdf[length] = pdf.get(length, 0.0) + _to_float(weight)
         return empirical_from_pdf(pdf, where, floor=floor)
 
     names = {str(k) for k in params}
@@ -349,6 +359,13 @@ def make_length_sampler(
     if dist_type == "gaussian":
         if f["std_dev"] < 0:
             raise WorkloadError(f"{where}.params.std_dev must be >= 0, got {f['std_dev']}")
+        if lo is not None and hi is not None and not lo <= f["mean"] <= hi:
+            # Every draw would be clamped to one bound: a constant, not the distribution
+            # the file describes (the CLI refuses the same numbers, --prompt-tokens).
+            # The bounds as truncated (the warning above), as the draws are clamped.
+            raise WorkloadError(
+                f"{where}.params.mean must lie in [min, max] = [{lo:g}, {hi:g}], got {f['mean']:g}"
+            )
         return GaussianLength(f["mean"], f["std_dev"], int(f["min"]), int(f["max"]), floor)
     if dist_type == "exponential":
         if f["mean"] <= 0:

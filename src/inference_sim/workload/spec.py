@@ -95,6 +95,12 @@ _log = logging.getLogger("inference_sim")
 #: Largest ``horizon`` (µs), as ``--horizon``: a signed 64-bit tick, the simulator's clock.
 MAX_HORIZON = 2**63 - 1
 
+#: Largest integer any other count or time (µs) of a spec may be (``num_requests``,
+#: ``think_time_us``, lifecycle windows, ``adapter_rank``): a signed 64-bit integer, as
+#: the run's integer flags (``--num-requests``). A larger one used to crash the run
+#: (``islice()`` takes at most ``sys.maxsize``) instead of naming the field.
+MAX_INT64 = 2**63 - 1
+
 #: Most clients a spec may describe (inference_perf's N x U included): each client is an
 #: arrival stream with its own random streams; real specs have 1 to ~100 (issue 21).
 MAX_CLIENTS = 10_000
@@ -127,14 +133,31 @@ def _str(value: Any, where: str) -> str:
     raise WorkloadError(f"{where} must be a string, got {type(value).__name__}")
 
 
+def _shown(value: Any) -> str:
+    """A number for an error message: a 400-digit integer is shown by its size."""
+    text = str(value)
+    if isinstance(value, int) and len(text) > 40:
+        return f"a {len(text.lstrip('-'))}-digit number"
+    return text
+
+
+def _as_float(value: int | float) -> float:
+    """``float(value)``; an integer beyond a float's range (YAML reads 400 digits as an
+    int) is +-inf, refused by the finiteness checks, instead of an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def _float(value: Any, where: str, default: float = 0.0) -> float:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise WorkloadError(f"{where} must be a number, got {value!r}")
-    v = float(value)
+    v = _as_float(value)
     if not math.isfinite(v):
-        raise WorkloadError(f"{where} must be a finite number, got {v}")
+        raise WorkloadError(f"{where} must be a finite number, got {_shown(value)}")
     return v
 
 
@@ -148,6 +171,14 @@ def _int(value: Any, where: str, default: int = 0) -> int:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     raise WorkloadError(f"{where} must be an integer, got {value!r}")
+
+
+def _bounded_int(value: Any, where: str, low: int, note: str = "") -> int:
+    """:func:`_int` in ``[low, MAX_INT64]`` (``note``: what the bounds mean, e.g. units)."""
+    n = _int(value, where)
+    if not low <= n <= MAX_INT64:
+        raise WorkloadError(f"{where} must be in [{low}, {MAX_INT64}]{note}, got {_shown(n)}")
+    return n
 
 
 def _bool(value: Any, where: str) -> bool:
@@ -203,8 +234,9 @@ def parse_stages(value: Any, where: str) -> tuple[Stage, ...]:
         rate = m["rate"]
         if isinstance(rate, bool) or not isinstance(rate, int | float):
             raise WorkloadError(f"{w}.rate must be a finite positive number, got {rate!r}")
-        if not (math.isfinite(rate) and rate > 0):
-            raise WorkloadError(f"{w}.rate must be a finite positive number, got {float(rate)}")
+        if not (math.isfinite(_as_float(rate)) and rate > 0):
+            shown = _shown(rate) if isinstance(rate, int) else str(float(rate))
+            raise WorkloadError(f"{w}.rate must be a finite positive number, got {shown}")
         if ("duration" in m) == ("end" in m):
             raise WorkloadError(f"{w}: give exactly one of duration or end (seconds)")
         if "duration" in m:
@@ -282,8 +314,13 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
     cv: float | None = None
     if am.get("cv") is not None:
         raw = am["cv"]
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-            raise WorkloadError(f"{w}.arrival.cv must be a finite number, got {raw!r}")
+        if (
+            isinstance(raw, bool)
+            or not isinstance(raw, int | float)
+            or not math.isfinite(_as_float(raw))
+        ):
+            shown = _shown(raw) if isinstance(raw, int) else repr(raw)
+            raise WorkloadError(f"{w}.arrival.cv must be a finite number, got {shown}")
         cv = float(raw)
         if process == "weibull" and not 0.01 <= cv <= 10.4:
             raise WorkloadError(f"{w}.arrival.cv: weibull CV must be in [0.01, 10.4], got {cv}")
@@ -324,6 +361,12 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
             end = _int(wm.get("end_us"), f"{ww}.end_us")
             if start < 0:
                 raise WorkloadError(f"{ww}.start_us must be >= 0, got {start}")
+            for name, t in (("start_us", start), ("end_us", end)):
+                if t > MAX_HORIZON:
+                    raise WorkloadError(
+                        f"{ww}.{name} must be <= {MAX_HORIZON} µs (the simulator's clock), "
+                        f"got {_shown(t)}"
+                    )
             if end <= start:
                 raise WorkloadError(f"{ww}.end_us must be greater than start_us, got {end}")
             windows.append(Window(start, end))
@@ -361,9 +404,7 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
             rounds = _int(tm.get("max_rounds"), f"{mw}.max_rounds")
             if not 0 < rounds <= MAX_ROUNDS:
                 raise WorkloadError(f"{mw}.max_rounds must be in [1, {MAX_ROUNDS}], got {rounds}")
-            think = _int(tm.get("think_time_us"), f"{mw}.think_time_us")
-            if think < 0:
-                raise WorkloadError(f"{mw}.think_time_us must be >= 0, got {think}")
+            think = _bounded_int(tm.get("think_time_us"), f"{mw}.think_time_us", 0, " µs")
             growth = _str(tm.get("context_growth"), f"{mw}.context_growth")
             if growth not in ("", "accumulate", "none"):
                 raise WorkloadError(
@@ -413,6 +454,8 @@ def _adapter_rank(value: Any, where: str) -> int:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise WorkloadError(f"{where} must be a whole number >= 1, got {value!r}")
+    if value > MAX_INT64:
+        raise WorkloadError(f"{where} must be in [1, {MAX_INT64}], got {_shown(value)}")
     return value
 
 
@@ -592,9 +635,9 @@ def parse_workload_spec(data: Any, *, source: str = "", base_dir: str = "") -> W
         raise WorkloadError(
             f"horizon must be in [0, {MAX_HORIZON}] µs (0: none; as --horizon), got {horizon}"
         )
-    num_requests = _int(m.get("num_requests"), "num_requests")
-    if num_requests < 0:
-        raise WorkloadError(f"num_requests must be non-negative, got {num_requests}")
+    # Bounded as --num-requests is (a 64-bit integer; 0: no limit): a larger count used
+    # to pass here and crash the run ("Stop argument for islice() ...").
+    num_requests = _bounded_int(m.get("num_requests"), "num_requests", 0, " (0: no limit)")
 
     inference_perf = None
     if m.get("inference_perf") is not None:
@@ -732,6 +775,8 @@ def read_yaml(path: str | os.PathLike[str], what: str) -> Any:
         return load_yaml(text)
     except yaml.YAMLError as exc:
         raise WorkloadError(f"{what} {p}: {_yaml_error(exc)}") from None
+    except ValueError as exc:  # a value YAML cannot build: an integer of 5,000 digits
+        raise WorkloadError(f"{what} {p}: invalid YAML: {exc}") from None
 
 
 def load_workload_spec(path: str | os.PathLike[str]) -> WorkloadSpec:
