@@ -4,8 +4,8 @@ allowed (exit 2), never a traceback, a silent default or silently dropped data.
 1. workload-spec integers past 64 bits (``num_requests: 10**30`` crashed in islice);
 2. ``--hardware-config`` keys that name no figure (dropped: the figure read as 0);
 3. a gaussian ``mean`` outside ``[min, max]`` (every draw clamped to one bound);
-4. ``--model-config-folder`` counts: fractional, ``vocab_size`` null, a dense model
-   without ``intermediate_size`` (truncated / read as 0);
+4. ``--model-config-folder`` counts: fractional ones refused; ``vocab_size`` null and a
+   dense model without ``intermediate_size`` warned (the reference's defaults, said aloud);
 5. a CSV trace whose header misspells a known format's column (read as the reference
    CSV: "expected at least 5 columns", never naming the column);
 6. ``blis calibrate`` stage rate or duration 0 (replaced by all_stages'), and ``--set``
@@ -279,21 +279,9 @@ _DENSE = {
     [
         ({"num_attention_heads": 32.5}, "num_attention_heads: expected a whole number"),
         ({"num_key_value_heads": 7.9}, "num_key_value_heads: expected a whole number"),
-        ({"vocab_size": None}, "vocab_size: required and must be > 0, got null"),
-        ({"vocab_size": "drop"}, "vocab_size: required and must be > 0, got missing"),
-        (
-            {"intermediate_size": "drop"},
-            "intermediate_size: required for a dense (non-MoE) model and must be > 0, got missing",
-        ),
-        (
-            {"intermediate_size": None},
-            "intermediate_size: required for a dense (non-MoE) model and must be > 0, got null",
-        ),
     ],
 )
-def test_model_config_counts_are_whole_and_required(
-    tmp_path: Path, change: dict[str, Any], needle: str
-) -> None:
+def test_model_config_counts_are_whole(tmp_path: Path, change: dict[str, Any], needle: str) -> None:
     doc = dict(_DENSE)
     for key, value in change.items():
         if value == "drop":
@@ -311,6 +299,42 @@ def test_model_config_counts_are_whole_and_required(
         "--latency-model", "roofline", "--num-requests", "2",
     )  # fmt: skip
     _one_error(res, needle, "config.json")
+
+
+_FFN_4D = "intermediate_size missing or 0: the feed-forward size is 4 x hidden = 16384"
+
+
+@pytest.mark.parametrize(
+    ("change", "needle", "ffn", "vocab"),
+    [
+        ({"vocab_size": None}, "vocab_size missing or 0: no embedding", 14336, 0),
+        ({"vocab_size": "drop"}, "vocab_size missing or 0: no embedding", 14336, 0),
+        ({"intermediate_size": "drop"}, _FFN_4D, 16384, 128256),
+        ({"intermediate_size": None}, _FFN_4D, 16384, 128256),
+    ],
+)  # fmt: skip
+def test_model_config_defaults_are_the_references_and_said_aloud(
+    tmp_path: Path,
+    change: dict[str, Any],
+    needle: str,
+    ffn: int,
+    vocab: int,
+    sim_log: pytest.LogCaptureFixture,
+) -> None:
+    """The reference reads a missing FFN size as 4 x hidden and never reads vocab_size;
+    both stand, but a warning says so (they were silent)."""
+    doc = dict(_DENSE)
+    for key, value in change.items():
+        if value == "drop":
+            del doc[key]
+        else:
+            doc[key] = value
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(doc), encoding="utf-8")
+    arch = read_model_config_folder(folder)
+    assert (arch.dense_ffn, arch.vocab) == (ffn, vocab)
+    assert needle in sim_log.text
 
 
 def test_integral_floats_and_moe_without_intermediate_size_still_load() -> None:

@@ -69,13 +69,12 @@ def test_reference_field_rules(tmp_path):
         "num_hidden_layers": 2,
         "hidden_size": 64,
         "num_attention_heads": 4,
-        "intermediate_size": 256,  # required for a dense model (test_input_review25)
         "vocab_size": 1000,
         "torch_dtype": "float32",
     }
     a = architecture_from_hf_config(doc, "cfg")
     assert a.kv_heads == 4  # default H
-    assert a.dense_ffn == 256
+    assert a.dense_ffn == 256  # 0 -> 4d (with a warning: test_input_review25)
     # vLLM's --dtype auto serves a float32 checkpoint in 16 bits (the reference says 4)
     assert a.dtype_bytes == 2
 

@@ -8,9 +8,9 @@ Two sources, one record type (:class:`ModelArchitecture`):
   :func:`read_model_config_folder` following the reference's field rules (engine.md
   §6.3): a ``text_config`` object is merged over the top level, a missing optional key
   reads as 0 and the first non-zero key of each list wins. Unlike the reference, a count
-  must be a whole number (``32.0`` is, ``32.5`` is refused rather than truncated),
-  ``vocab_size`` is required, and so is ``intermediate_size`` for a dense model (a null
-  or missing one read as 0: a wrong KV-block count or TTFT, without a word).
+  must be a whole number (``32.0`` is, ``32.5`` is refused rather than truncated); a
+  dense model without a feed-forward size takes the reference's 4 x hidden and one
+  without ``vocab_size`` no embedding weights, each with a warning (it was silent).
 
 Beyond the reference's dense fields the record carries what mixture-of-experts models
 (Mixtral, Qwen-MoE, DeepSeek, Llama-4, gpt-oss), multi-head latent attention (DeepSeek)
@@ -804,6 +804,16 @@ def _vision_params(doc: Mapping[str, Any]) -> int:
     return n * (4 * h * h + 2 * h * i)
 
 
+def _warn_default(label: str, key: str, consequence: str) -> None:
+    """One warning for a config.json field left out that a default stands in for."""
+    logging.getLogger("inference_sim").warning(
+        "%s: %s missing or 0: %s (give it in config.json to price the model exactly)",
+        label,
+        key,
+        consequence,
+    )
+
+
 def architecture_from_hf_config(doc: Any, label: str, name: str = "") -> ModelArchitecture:
     """Build a :class:`ModelArchitecture` from a decoded HF ``config.json``.
 
@@ -826,7 +836,9 @@ def architecture_from_hf_config(doc: Any, label: str, name: str = "") -> ModelAr
     if kv_heads > heads or heads % kv_heads:
         raise r.error(kv_key, f"must divide num_attention_heads ({heads}), got {kv_heads}")
     ffn = r.positive_if_given("intermediate_size", "ffn_hidden_size")
-    vocab = r.required("vocab_size")  # null or missing read as 0: no embedding, more KV
+    vocab = r.int("vocab_size")
+    if vocab <= 0:  # the reference never reads it; the KV-capacity estimate does
+        _warn_default(label, "vocab_size", "no embedding or LM-head weights are counted")
     dtype_bytes = _dtype_bytes(r)
     head_dim = r.positive_if_given("head_dim")
 
@@ -854,10 +866,10 @@ def architecture_from_hf_config(doc: Any, label: str, name: str = "") -> ModelAr
             moe_layers=_moe_layer_count(r, layers),
         )
         ffn = dense_ffn
-    elif ffn <= 0:
-        # A dense model's feed-forward size: absent, it read as 0 (no MLP weights or
-        # FLOPs, so a much lower TTFT) without a word.
-        r.required("intermediate_size", " for a dense (non-MoE) model")
+    elif ffn <= 0:  # the reference's rule (0 -> 4 x hidden), said aloud
+        _warn_default(
+            label, "intermediate_size", f"the feed-forward size is 4 x hidden = {4 * hidden}"
+        )
 
     mla: MLASpec | None = None
     kv_lora = r.int("kv_lora_rank")
