@@ -33,6 +33,8 @@ from inference_sim.config.errors import ConfigError
 from inference_sim.report.cliutil import parse_assignments
 from inference_sim.workload import WorkloadError, detect_format
 from inference_sim.workload.spec import load_workload_spec, parse_workload_spec
+from test_fuzz_support import HARDWARE_SEED
+from test_roofline_config import LLAMA_CFG
 
 MODEL = "meta-llama/llama-3.1-8b-instruct"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference-data"
@@ -169,16 +171,7 @@ def test_an_integer_too_long_for_python_is_invalid_yaml(tmp_path: Path) -> None:
 
 # --- 2. --hardware-config keys -------------------------------------------------------------
 
-_H100 = {
-    "TFlopsPeak": 989.5,
-    "BwPeakTBs": 3.35,
-    "BwEffConstant": 0.72,
-    "TOverheadMicros": 500.0,
-    "perLayerOverhead": 20.0,
-    "mfuPrefill": 0.65,
-    "mfuDecode": 0.12,
-    "allReduceLatency": 20.0,
-}
+_H100 = {k: v for k, v in HARDWARE_SEED["H100"].items() if k != "MemoryGiB"}
 
 
 @pytest.mark.parametrize(
@@ -263,15 +256,21 @@ def test_bundled_workload_specs_still_load(path: Path) -> None:
 
 # --- 4. --model-config-folder counts -------------------------------------------------------
 
-_DENSE = {
-    "num_hidden_layers": 32,
-    "hidden_size": 4096,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "intermediate_size": 14336,
-    "vocab_size": 128256,
-    "torch_dtype": "bfloat16",
-}
+_DENSE = LLAMA_CFG  # a dense model's config.json (Llama-3.1-8B)
+
+
+def _config_folder(tmp_path: Path, change: dict[str, Any]) -> Path:
+    """A folder with ``_DENSE``'s config.json, ``change`` applied ("drop" removes a key)."""
+    doc = dict(_DENSE)
+    for key, value in change.items():
+        if value == "drop":
+            del doc[key]
+        else:
+            doc[key] = value
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(doc), encoding="utf-8")
+    return folder
 
 
 @pytest.mark.parametrize(
@@ -282,15 +281,7 @@ _DENSE = {
     ],
 )
 def test_model_config_counts_are_whole(tmp_path: Path, change: dict[str, Any], needle: str) -> None:
-    doc = dict(_DENSE)
-    for key, value in change.items():
-        if value == "drop":
-            del doc[key]
-        else:
-            doc[key] = value
-    folder = tmp_path / "m"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(doc), encoding="utf-8")
+    folder = _config_folder(tmp_path, change)
     with pytest.raises(CatalogError, match=r"config\.json: ") as info:
         read_model_config_folder(folder)
     assert needle in str(info.value)
@@ -323,15 +314,7 @@ def test_model_config_defaults_are_the_references_and_said_aloud(
 ) -> None:
     """The reference reads a missing FFN size as 4 x hidden and never reads vocab_size;
     both stand, but a warning says so (they were silent)."""
-    doc = dict(_DENSE)
-    for key, value in change.items():
-        if value == "drop":
-            del doc[key]
-        else:
-            doc[key] = value
-    folder = tmp_path / "m"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(doc), encoding="utf-8")
+    folder = _config_folder(tmp_path, change)
     arch = read_model_config_folder(folder)
     assert (arch.dense_ffn, arch.vocab) == (ffn, vocab)
     assert needle in sim_log.text

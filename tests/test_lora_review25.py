@@ -10,32 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from inference_sim.cli.main import cli
 from inference_sim.cluster.simulator import ClusterSimulator
 from inference_sim.config.resolve import resolve
 from inference_sim.core.errors import ConfigError
-from inference_sim.core.request import Request
 from inference_sim.instance import LoraInstance
 from inference_sim.instance.config import EngineConfig
 from inference_sim.instance.lora import LoraState, share_adapter_ranks
 from inference_sim.instance.lora_config import MAX_LORA_RANKS, LoraSettings
 from inference_sim.latency.blackbox import BlackboxLatencyModel
-
-MODEL = "meta-llama/llama-3.1-8b-instruct"
-BETA = (1000.0, 1.0, 1.0)  # 1 ms a step plus 1 µs a token
-
-
-def _req(i: int, t: int, adapter: str, prompt: int = 32, out: int = 4, rank: int = 0) -> Request:
-    return Request(
-        i,
-        t,
-        [(i * 31 + k) % 1000 for k in range(prompt)],
-        list(range(out)),
-        adapter=adapter,
-        adapter_rank=rank,
-    )
+from test_lora import BETA, MODEL, _blis, _one_error, _req  # the same set-up and helpers
 
 
 def _instance(lora: LoraSettings, index: int = 0) -> LoraInstance:
@@ -44,18 +28,6 @@ def _instance(lora: LoraSettings, index: int = 0) -> LoraInstance:
         EngineConfig(num_gpu_blocks=4000, lora=lora),
         BlackboxLatencyModel((0, 0, 0), BETA),
     )
-
-
-def _blis(*args: Any) -> Any:
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _one_error(result: Any) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.stderr, result.exception)
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def _trace(tmp_path: Path, rows: list[str], name: str = "t.csv") -> Path:
