@@ -312,3 +312,17 @@ def test_the_base_model_key_is_refused_as_an_adapter_name(tmp_path: Path):
     line = _one_error(_blis("run", "--model", MODEL, "--workload", "traces",
                             "--workload-traces-filepath", path, "--max-loras", 1))  # fmt: skip
     assert "'(base)' is reserved" in line and "request_0" in line
+
+
+def test_adapter_rows_count_unservable_drops() -> None:
+    """Requests dropped as unservable were counted in ``requests`` and nowhere else."""
+    from inference_sim import simulate
+
+    res = simulate(
+        model=MODEL, num_requests=100, rate=10, total_kv_blocks=40, max_loras=1,
+        lora_adapters=["a:8"], prompt_tokens=500, prompt_tokens_stdev=400,
+        prompt_tokens_max=2000,
+    )  # fmt: skip
+    row = res.summary["lora"]["adapters"]["(base)"]
+    assert row["dropped_unservable"] == res.summary["dropped_unservable"] > 0
+    assert row["requests"] == row["completed_requests"] + row["dropped_unservable"] == 100

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 
 from inference_sim.core.batch import StepBatch
 from inference_sim.core.errors import ConfigError
-from inference_sim.core.request import Request
+from inference_sim.core.request import Request, RequestState
 from inference_sim.engine.invariants import InvariantViolation
 from inference_sim.instance.config import EngineConfig
 from inference_sim.instance.engine import Instance, WaitQueueOrder
@@ -94,6 +94,7 @@ class LoraState:
         "cpu",
         "cpu_evictions",
         "cpu_loads",
+        "dropped",
         "gpu",
         "gpu_evictions",
         "gpu_loads",
@@ -123,6 +124,8 @@ class LoraState:
         self.max_adapters_in_batch = 0
         # adapter ("" = base model) -> requests that reached this instance
         self.requests: dict[str, int] = {}
+        # adapter -> its requests dropped as unservable here (never fit the KV cache)
+        self.dropped: dict[str, int] = {}
         # adapter -> (ttft samples, e2e samples, output tokens) of completed requests
         self.per_adapter: dict[str, tuple[list[int], list[int], list[int]]] = {}
         self.preload()
@@ -201,6 +204,10 @@ class LoraState:
         name = req.adapter
         self.requests[name] = self.requests.get(name, 0) + 1
 
+    def count_drop(self, req: Request) -> None:
+        """``req`` was dropped as unservable on this instance."""
+        self.dropped[req.adapter] = self.dropped.get(req.adapter, 0) + 1
+
     def record(self, req: Request) -> None:
         samples = self.per_adapter.get(req.adapter)
         if samples is None:
@@ -243,7 +250,14 @@ class LoraInstance(Instance):
         if req.adapter:
             self.lora.rank_of(req)  # bad ranks fail at once (exit 2)
         self.lora.arrived(req)
-        return super().enqueue(req, now)
+        wake = super().enqueue(req, now)
+        if req.state is RequestState.DROPPED:  # a prompt the cache can never hold
+            self.lora.count_drop(req)
+        return wake
+
+    def _drop_running(self, req: Request) -> None:
+        super()._drop_running(req)
+        self.lora.count_drop(req)
 
     def schedule(self, now: int) -> StepBatch:
         self._adapters = []

@@ -21,20 +21,23 @@ def lora_section(instances: Sequence[Any], end_time: int) -> dict[str, Any] | No
 
     Every adapter a request reached an instance with has a row, its requests counted
     whether they completed or not (a starved adapter shows 0 completed), with those
-    still waiting or running at the end of the run."""
+    still waiting or running at the end of the run and those dropped as unservable."""
     states = [(inst, getattr(inst, "lora", None)) for inst in instances]
     states = [(inst, st) for inst, st in states if st is not None]
     if not states:
         return None
     duration = end_time / 1e6
     merged: dict[str, tuple[list[int], list[int], list[int]]] = {}
-    counts: dict[str, list[int]] = {}  # adapter -> [requests, still queued, still running]
+    # adapter -> [requests, still queued, still running, dropped as unservable]
+    counts: dict[str, list[int]] = {}
     for inst, st in states:
         for adapter, n in st.requests.items():
-            counts.setdefault(adapter or BASE_MODEL, [0, 0, 0])[0] += n
+            counts.setdefault(adapter or BASE_MODEL, [0, 0, 0, 0])[0] += n
         for k, queue in ((1, inst.waiting), (2, inst.running)):
             for req in queue:
-                counts.setdefault(req.adapter or BASE_MODEL, [0, 0, 0])[k] += 1
+                counts.setdefault(req.adapter or BASE_MODEL, [0, 0, 0, 0])[k] += 1
+        for adapter, n in st.dropped.items():
+            counts.setdefault(adapter or BASE_MODEL, [0, 0, 0, 0])[3] += n
         for adapter, (ttft, e2e, out) in st.per_adapter.items():
             m = merged.setdefault(adapter or BASE_MODEL, ([], [], []))
             m[0].extend(ttft)
@@ -43,13 +46,14 @@ def lora_section(instances: Sequence[Any], end_time: int) -> dict[str, Any] | No
     adapters: dict[str, Any] = {}
     for adapter in sorted(counts.keys() | merged.keys()):
         ttft, e2e, out = (sorted(v) for v in merged.get(adapter, ([], [], [])))
-        requests, queued, running = counts.get(adapter, (0, 0, 0))
+        requests, queued, running, dropped = counts.get(adapter, (0, 0, 0, 0))
         n = len(ttft)
         row: dict[str, Any] = {
             "requests": requests,
             "completed_requests": n,
             "still_queued": queued,
             "still_running": running,
+            "dropped_unservable": dropped,
         }
         for key, values in (("ttft", ttft), ("e2e", e2e)):
             row[f"{key}_mean_ms"] = mean_ms(values)
