@@ -321,3 +321,19 @@ def test_sweeps_doc_puts_the_reason_column_where_it_is():
     text = (ROOT / "docs" / "sweeps.md").read_text(encoding="utf-8")
     assert "`latency_model_reason` column of the table says why" not in text
     assert "`latency_model_reason` column of `results.parquet` and `results.duckdb`" in text
+
+
+def test_plan_warns_when_probes_are_too_short_for_queues(
+    sim_log: pytest.LogCaptureFixture,
+) -> None:
+    """planning.md's first example with the default 100 requests at 60/s planned a
+    saturation rate of 157.5 req/s (86.2 with 1 000 requests) without a word."""
+    args = ["plan", "--model", MODEL, "--hardware", "H100", "--tp", "1", "--workload"]
+    args += ["chatbot", "--rate", "60", "--slo", "ttft_p99_ms=500", "--max-instances", "1"]
+    args += ["--no-saturation"]
+    assert invoke(*args).exit_code == 0
+    assert "--num-requests 100 at --rate 60 is 1.7 s of arrivals" in sim_log.text
+    assert "give --num-requests 600 or more" in sim_log.text
+    sim_log.clear()
+    assert invoke(*args, "--num-requests", "600").exit_code == 0
+    assert "arrivals per probe" not in sim_log.text

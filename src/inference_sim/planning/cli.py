@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import sys
 from typing import Any
 
@@ -197,6 +198,35 @@ def _warn_config_dropped(base: dict[str, Any]) -> None:
         )
 
 
+#: Simulated seconds of arrivals at the target rate below which a probe's queue has
+#: little time to build (docs/planning.md: 100 requests at 60/s gave a saturation rate of
+#: 157.5 req/s, 1 000 requests 86.2).
+SHORT_PROBE_S = 10.0
+
+
+def _warn_short_probe(base: dict[str, Any], rate: float) -> None:
+    """A distribution or preset workload whose probes offer only a few seconds of
+    traffic at the target rate: queues barely form and the plan reads optimistic."""
+    if base.get("workload_spec") or base.get("workload") == "traces":
+        return  # the spec or trace sets its own length
+    from inference_sim.config.options import BY_NAME
+
+    given = base.get("num_requests")
+    n = int(BY_NAME["num_requests"].default if given in (None, "") else given)
+    if n <= 0 or not rate or rate <= 0 or n / rate >= SHORT_PROBE_S:
+        return
+    log.warning(
+        "--num-requests %d at --rate %g is %.1f s of arrivals per probe: too short for "
+        "queues to build, so the instance counts and saturation rate read optimistic; "
+        "give --num-requests %d or more (%g s; docs/planning.md)",
+        n,
+        rate,
+        n / rate,
+        math.ceil(SHORT_PROBE_S * rate),
+        SHORT_PROBE_S,
+    )
+
+
 def _warn_rate_set(base: dict[str, Any]) -> None:
     """Plan scales a workload spec to each probed rate (``aggregate_rate``): a given
     ``--aggregate-rate`` was dropped without a word, so the plan seemed to be for it."""
@@ -268,6 +298,7 @@ def _plan(**p: Any) -> None:
         tps = list(p["tps"]) or ([int(base["tp"])] if base.get("tp") else [])
         _warn_config_dropped(base)
         _warn_rate_set(base)
+        _warn_short_probe(base, p["rate"])
         for name in _PLAN_OWN:
             base.pop(name, None)
         base.pop("trace_output", None)
