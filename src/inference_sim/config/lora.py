@@ -21,8 +21,12 @@ from inference_sim.catalog.lora import (
 from inference_sim.catalog.schema import GpuSpec
 from inference_sim.config.checks import require_finite
 from inference_sim.config.errors import ConfigError
-from inference_sim.instance.lora_config import LISTED, MAX_LORA_RANKS, LoraSettings
-from inference_sim.metrics.lora import BASE_MODEL
+from inference_sim.instance.lora_config import (
+    LISTED,
+    MAX_LORA_RANKS,
+    LoraSettings,
+    check_adapter_name,
+)
 
 #: The options of this feature (left out of a LoRA-free run's recorded config).
 LORA_OPTIONS = (
@@ -124,15 +128,6 @@ def expand_lora_block(value: Any, where: str) -> dict[str, Any]:
         texts.append(f"{name}:{'' if rank is None else rank}:{base or ''}")
     out["lora_adapters"] = texts
     return out
-
-
-def check_adapter_name(name: str, where: str) -> None:
-    """ConfigError for an adapter named as the results' key of base-model requests."""
-    if name == BASE_MODEL:
-        raise ConfigError(
-            f"{where}: adapter name {BASE_MODEL!r} is reserved (the results' key of requests "
-            "without an adapter); rename the adapter"
-        )
 
 
 def check_max_lora_rank(rank: int, flag: str = "--max-lora-rank") -> None:

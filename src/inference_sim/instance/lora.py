@@ -33,9 +33,8 @@ from inference_sim.core.request import Request, RequestState
 from inference_sim.engine.invariants import InvariantViolation
 from inference_sim.instance.config import EngineConfig
 from inference_sim.instance.engine import Instance, WaitQueueOrder
-from inference_sim.instance.lora_config import LISTED, LoraSettings
+from inference_sim.instance.lora_config import LISTED, LoraSettings, check_adapter_name
 from inference_sim.latency.base import LatencyModel
-from inference_sim.metrics.lora import BASE_MODEL
 
 
 class AdapterRanks:
@@ -59,11 +58,7 @@ class AdapterRanks:
         known = self.ranks.get(name)
         given = req.adapter_rank
         if known is None:
-            if name == BASE_MODEL:
-                raise ConfigError(
-                    f"{req.request_id}: adapter name {BASE_MODEL!r} is reserved (the "
-                    "results' key of requests without an adapter); rename the adapter"
-                )
+            check_adapter_name(name, req.request_id)
             limit = self.max_lora_rank
             rank = given or limit
             if rank > limit:

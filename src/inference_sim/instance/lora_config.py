@@ -11,12 +11,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from inference_sim.core.errors import ConfigError
+from inference_sim.metrics.lora import BASE_MODEL
+
 #: The ``--max-lora-rank`` values vLLM accepts (``vllm/config/lora.py``: ``MaxLoRARanks
 #: = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]``; any other is refused at start-up).
 MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 #: How errors name the adapters listed up front (by flag or in a run config's block).
 LISTED = "--lora-adapters (or the lora: block)"
+
+
+def check_adapter_name(name: str, where: str) -> None:
+    """ConfigError for an adapter named as the results' key of base-model requests."""
+    if name == BASE_MODEL:
+        raise ConfigError(
+            f"{where}: adapter name {BASE_MODEL!r} is reserved (the results' key of requests "
+            "without an adapter); rename the adapter"
+        )
 
 
 @dataclass(frozen=True, slots=True)

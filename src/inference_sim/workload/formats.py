@@ -308,20 +308,12 @@ def open_trace(
     streams = streams or RandomStreams(seed)
     check_speedup(speedup)
     try:
-        if speedup != 1.0:
-            # The reader cuts at the recorded time the horizon maps back to (a little
-            # later: float rounding); speed_up cuts exactly, on the divided times.
-            reqs = _open_format(
-                p,
-                fmt,
-                streams,
-                block_size,
-                reader_horizon(horizon, speedup),
-                arrival_times,
-                run_server,
-            )
-            return speed_up(reqs, speedup, horizon)
-        return _open_format(p, fmt, streams, block_size, horizon, arrival_times, run_server)
+        # The reader cuts at the recorded time the horizon maps back to (a little later:
+        # float rounding); speed_up cuts exactly, on the divided times (1: no-ops).
+        reqs = _open_format(
+            p, fmt, streams, block_size, reader_horizon(horizon, speedup), arrival_times, run_server
+        )
+        return speed_up(reqs, speedup, horizon)
     except WorkloadError as exc:
         # The reference CSV is read whole here (a list), so its errors surface now.
         hint = unmatched_header_hint(p) if detected and fmt == "csv" else ""
