@@ -126,6 +126,20 @@ def test_bad_input_is_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_another_tools_header_is_named_as_run_names_it(tmp_path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("time,ctx,gen\n0.1,100,20\n0.2,50,10\n")
+    result = invoke(str(trace))
+    assert result.exit_code == 2
+    assert "expected at least 5 columns" in result.stderr
+    assert "its header (time, ctx, gen) matches no known trace format" in result.stderr
+    assert "(--format)" in result.stderr and "--trace-format" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    # a format the user named is the user's choice: the reader's error alone
+    named = invoke("--format", "csv", str(trace))
+    assert named.exit_code == 2 and "Known formats" not in named.stderr
+
+
 @pytest.mark.skipif(not (SHARED / "workloads").is_dir(), reason="shared traces absent")
 def test_published_mooncake_trace():
     d = describe_workload(SHARED / "workloads" / "mooncake-fast25" / "conversation_trace.jsonl")

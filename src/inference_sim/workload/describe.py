@@ -28,7 +28,7 @@ import numpy as np
 from inference_sim.core.request import Request
 from inference_sim.core.rng import MAX_SEED, RandomStreams
 from inference_sim.workload.errors import WorkloadError
-from inference_sim.workload.formats import detect_format
+from inference_sim.workload.formats import detect_format, unmatched_header_hint
 from inference_sim.workload.generate import NEVER, iter_spec_requests
 from inference_sim.workload.lengthtrace import iter_length_trace
 from inference_sim.workload.realtraces import (
@@ -116,7 +116,7 @@ def describe_workload(
         elif kind == "v2":
             reqs = iter_trace_v2(p, streams=streams, notices=False)
         elif kind == "csv":
-            reqs = read_csv_trace(p)
+            reqs = _read_reference_csv(p, detected=fmt == "auto")
         elif kind == "lengths":  # no time column: every request at 0
             reqs = iter_length_trace(p, streams=streams)
         else:
@@ -130,6 +130,18 @@ def describe_workload(
             outputs.append(r.num_output_tokens)
             counter.add_tokens(r.input_tokens, r.output_tokens)
     return _summary(p, kind, bs, arrivals, inputs, outputs, counter)
+
+
+def _read_reference_csv(path: str, *, detected: bool) -> list[Request]:
+    """The reference CSV read whole; as `blis run` does, a detected file whose header is
+    another tool's (``time,ctx,gen``) says so, not only that a row is short."""
+    try:
+        return read_csv_trace(path)
+    except WorkloadError as exc:
+        hint = unmatched_header_hint(path, "--format") if detected else ""
+        if hint:
+            raise WorkloadError(f"{exc}; {hint}") from None
+        raise
 
 
 def _lengths(values: np.ndarray) -> dict[str, float]:

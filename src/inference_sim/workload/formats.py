@@ -129,10 +129,11 @@ def _csv_or_near_miss(p: str, head: str, lines: list[str], first: str) -> str:
     return _near_format(header) or "csv"
 
 
-def unmatched_header_hint(path: str | os.PathLike[str]) -> str:
+def unmatched_header_hint(path: str | os.PathLike[str], format_flag: str = "--trace-format") -> str:
     """For a file detected as the reference's CSV whose first row is too short to be
     one (so its reader fails on it) and whose header, of fewer than five names, names no
     column of a known format: the text saying so and listing the formats; else ``""``.
+    ``format_flag``: the option that names a format in the command at hand.
 
     The reference CSV's error on that row ("expected at least 5 columns") alone never
     said that the header was the problem (``time,ctx,gen``: a trace of another tool)."""
@@ -153,7 +154,7 @@ def unmatched_header_hint(path: str | os.PathLike[str]) -> str:
     return (
         f"its header ({', '.join(header)}) matches no known trace format, so it was read "
         f"as the reference's CSV. Known formats: {_FORMATS_TEXT}. Fix the header or name "
-        "the format (--trace-format)"
+        f"the format ({format_flag})"
     )
 
 
