@@ -842,3 +842,19 @@ def test_a_scheduling_attempt_touches_the_last_full_block_too():
     c = req(2, 0, list(range(8)))
     assert kv.find_cached_prefix(c) == [CPU_HIT] * 3  # at least one token computed
     assert list(kv.cpu.entries)[-4:] == a_blocks  # the 4th block was touched too
+
+
+def test_kv_offload_doc_figures_hold() -> None:
+    """docs/kv-offload.md quotes these runs' reload counts; a change to the tier must
+    update the page (a reviewer found it quoting 135 where the code gave 138)."""
+    doc = (Path(__file__).parent.parent / "docs" / "kv-offload.md").read_text()
+    base = [
+        "--model", "meta-llama/llama-3.1-8b-instruct", "--prefix-tokens", "512",
+        "--rate", "1", "--num-requests", "50", "--no-enable-prefix-caching", "--json",
+    ]  # fmt: skip
+    for cpu_blocks, quoted in (("2000", "(1 568 reloads)"), ("40", "reloads 138 blocks")):
+        res = invoke(*base, "--kv-cpu-blocks", cpu_blocks)
+        assert res.exit_code == 0, res.output
+        reloads = json.loads(res.stdout)["kv_reloads"]
+        assert quoted in " ".join(doc.split())
+        assert f"{reloads:,}".replace(",", " ") in quoted
