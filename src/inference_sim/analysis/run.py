@@ -113,7 +113,11 @@ class RunAnalysis:
     def __init__(self, options: Mapping[str, Any], instance_ids: Sequence[str]) -> None:
         self.tracing = options.get("trace_level", "none") == "decisions"
         self.trace: DecisionTrace | None = (
-            DecisionTrace(instance_ids, options.get("counterfactual_k", 0))
+            DecisionTrace(
+                instance_ids,
+                options.get("counterfactual_k", 0),
+                routing_policy=str(options.get("routing_policy", "")),
+            )
             if self.tracing
             else None
         )

@@ -33,13 +33,14 @@ by instance id as plain strings (``"instance_10" < "instance_2"``).
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from inference_sim.core.outfiles import OutputFile, output_path
-from inference_sim.policies.base import RoutingDecision, RoutingSnapshot, target_index
+from inference_sim.policies.base import PolicyError, RoutingDecision, RoutingSnapshot, target_index
 
 TRACE_LEVELS = ("none", "decisions")
 
@@ -89,15 +90,55 @@ def effective_load(snap: Any) -> int:
 
 
 def _score_list(
-    scores: Sequence[float] | Mapping[str, float] | None, snapshots: Sequence[Any]
+    scores: Sequence[float] | Mapping[str, float] | None,
+    snapshots: Sequence[Any],
+    routing_policy: str = "",
 ) -> list[float]:
     """One counterfactual score per snapshot: the policy's, else minus the effective load."""
     if scores is None:
         return [float(-effective_load(s)) for s in snapshots]
-    if isinstance(scores, Mapping):
-        return [float(scores.get(s.id, 0.0)) for s in snapshots]
-    m = len(scores)
-    return [float(scores[i]) if i < m else 0.0 for i in range(len(snapshots))]
+    return checked_scores(scores, snapshots, routing_policy)
+
+
+def checked_scores(scores: Any, snapshots: Sequence[Any], routing_policy: str = "") -> list[float]:
+    """A routing decision's ``scores`` as one float per snapshot, or a PolicyError.
+
+    A plug-in router's scores feed the counterfactual ranking and regret. A short list
+    used to be padded with 0, a NaN ranked anywhere and gave regret 0, and a string
+    failed inside ``float()``; the checks and messages are those the ``weighted``
+    policy applies to its scorers (a mapping by instance id may leave ids out: they
+    score 0, as a scorer's do). ``routing_policy`` names the policy in the message.
+    """
+    who = f"routing policy {routing_policy}" if routing_policy else "the routing policy"
+    n = len(snapshots)
+    values = [scores.get(s.id, 0.0) for s in snapshots] if isinstance(scores, Mapping) else scores
+    try:
+        if isinstance(values, str | bytes):
+            raise TypeError
+        if len(values) != n:
+            raise PolicyError(
+                f"{who} returned {len(values)} scores for {n} instances in its "
+                "RoutingDecision; it must score each instance"
+            )
+        out = []
+        for i in range(n):
+            v = values[i]
+            if v.__class__ is not float:
+                if not isinstance(v, numbers.Real):
+                    raise TypeError
+                v = float(v)
+            if v != v:
+                raise PolicyError(
+                    f"{who} returned NaN for instance {i} in its RoutingDecision's scores; "
+                    "scores are numbers"
+                )
+            out.append(v)
+    except TypeError:
+        raise PolicyError(
+            f"{who} returned scores {scores!r:.80}; scores are numbers, one per instance "
+            "(a list in index order, or a mapping by instance id)"
+        ) from None
+    return out
 
 
 def rank_instances(ids: Sequence[str], scores: Sequence[float]) -> list[int]:
@@ -160,13 +201,21 @@ class DecisionTrace:
     """Every admission and routing decision of one run, in the order they were made.
 
     Use :meth:`hook` as the cluster's ``decision_hook``. ``counterfactual_k`` > 0 adds
-    the top-k candidates and the regret to routing records.
+    the top-k candidates and the regret to routing records. ``routing_policy`` names the
+    policy in the error a decision with unusable scores raises (:func:`checked_scores`).
     """
 
-    def __init__(self, instance_ids: Sequence[str] = (), counterfactual_k: int = 0) -> None:
+    def __init__(
+        self,
+        instance_ids: Sequence[str] = (),
+        counterfactual_k: int = 0,
+        *,
+        routing_policy: str = "",
+    ) -> None:
         if counterfactual_k < 0:
             raise ValueError(f"--counterfactual-k must be >= 0, got {counterfactual_k}")
         self.k = int(counterfactual_k)
+        self.routing_policy = routing_policy
         self.instance_ids: list[str] = list(instance_ids)
         self._kind = array("b")
         self._request = array("q")
@@ -259,7 +308,7 @@ class DecisionTrace:
                 ints.extend((q, b, p, s.free_kv_blocks))
                 floats.extend((s.kv_utilization, s.cache_hit_rate, -(q + b + p)))
         else:
-            values = _score_list(scores, snapshots)
+            values = checked_scores(scores, snapshots, self.routing_policy)
             for s, v in zip(snapshots, values, strict=True):
                 ints.extend((s.queue_depth, s.batch_size, s.pending_requests, s.free_kv_blocks))
                 floats.extend((s.kv_utilization, s.cache_hit_rate, v))

@@ -297,13 +297,13 @@ class ClusterSimulator:
         """The admission policy decides; an admitted request is routed after its latency."""
         state = self.snapshots.state(now)
         verdict = self.admission.admit(req, state)
-        if not isinstance(verdict, bool | tuple):
-            if getattr(getattr(verdict, "dtype", None), "kind", "") != "b":
-                raise PolicyError(
-                    f"admission policy {type(self.admission).__name__} returned {verdict!r}; "
-                    "expected True/False or an AdmissionDecision"
-                )
-            verdict = bool(verdict)  # a numpy bool (a comparison of numpy values)
+        cls = verdict.__class__
+        if cls is not bool and not (
+            cls is AdmissionDecision
+            and verdict[0].__class__ is bool
+            and verdict[1].__class__ is str
+        ):
+            verdict = self._checked_verdict(verdict)
         if self.decision_hook is not None:
             if not isinstance(verdict, tuple):
                 verdict = AdmissionDecision(bool(verdict), "")
@@ -317,6 +317,33 @@ class ClusterSimulator:
             group = req.itl_group
             if group >= 0:
                 self._rejected_by_group[group] = self._rejected_by_group.get(group, 0) + 1
+
+    def _checked_verdict(self, verdict: Any) -> bool | AdmissionDecision:
+        """A plug-in's verdict as a bool or an AdmissionDecision, or a PolicyError.
+
+        Anything else used to be read by truth value or by its first element: a tuple
+        ``("no", "x")`` admitted everything and ``()`` failed with an IndexError. Numpy
+        bools (a comparison of numpy values) are bools here.
+        """
+
+        def is_bool(v: Any) -> bool:
+            return v.__class__ is bool or (
+                getattr(getattr(v, "dtype", None), "kind", "") == "b"
+                and getattr(v, "shape", None) == ()
+            )
+
+        if isinstance(verdict, tuple):
+            if verdict and is_bool(verdict[0]):
+                if len(verdict) == 1:
+                    return AdmissionDecision(bool(verdict[0]), "")
+                if isinstance(verdict[1], str):
+                    return AdmissionDecision(bool(verdict[0]), verdict[1])
+        elif is_bool(verdict):
+            return bool(verdict)
+        raise PolicyError(
+            f"admission policy {type(self.admission).__name__} returned {verdict!r:.80}; "
+            "expected True/False, (admitted, reason) or an AdmissionDecision"
+        )
 
     def _on_routing(self, now: int, _inst_idx: int, req: Request) -> None:
         """The routing policy picks an instance; the request is pending there until its

@@ -12,6 +12,10 @@ alone, monotone at any instant), so its hook keeps the queue ordered incremental
 step: re-sorting made an overloaded run quadratic (20 000 requests into one
 instance: ``sjf`` 165 s, ``priority-fcfs`` 60 s, against 5 s for ``fcfs``). The
 result is the same order the full sort gives (a property test checks it).
+
+A user's scheduler (one not defined in this package) is checked after every call: the
+queue must hold the same requests as before, so one that drops or duplicates a request
+stops the run with a PolicyError naming it instead of losing the request silently.
 """
 
 from __future__ import annotations
@@ -174,6 +178,8 @@ def make_wait_queue_hook(priority: Any, scheduler: Any) -> WaitQueueHook | None:
     if fixed is not None:
         return KeptInOrder(fixed, priority.priority)
     order = scheduler.order
+    if not type(scheduler).__module__.startswith("inference_sim."):
+        order = _checked_order(order, type(scheduler).__name__)
     if type(priority) is ConstantPriority:
 
         def hook_constant(wait_queue: deque[Request], now: int) -> None:
@@ -209,3 +215,57 @@ def _checked_priority(prio: Any, who: str) -> Any:
         return float(v)
 
     return checked
+
+
+def _checked_order(order: Any, who: str) -> WaitQueueHook:
+    """A user's scheduler may only reorder the wait queue. A request it removes would
+    vanish from the run without a trace (never finished, never counted) and one it
+    duplicates would be scheduled twice and break the engine far from the cause, so the
+    queue is checked after every call. Built-in schedulers are trusted and not wrapped:
+    the check is a pass over the queue per step.
+    """
+
+    def checked(wait_queue: deque[Request], now: int) -> None:
+        before = {id(r): r for r in wait_queue}  # the engine's queue holds no duplicate
+        order(wait_queue, now)
+        after = {id(r) for r in wait_queue}
+        if len(wait_queue) == len(after) == len(before) and after <= before.keys():
+            return  # as many distinct entries, each one of the originals: a permutation
+        raise PolicyError(
+            f"scheduler {who}'s order(wait_queue, now) {_queue_change(before, wait_queue)} "
+            f"at {now} µs; it must only reorder the wait queue in place"
+        )
+
+    return checked
+
+
+def _queue_change(before: dict[int, Request], wait_queue: deque[Any]) -> str:
+    """What ``order`` did to the queue besides reordering it, e.g. "removed 1 request
+    (request_7)" or "duplicated a request (request_3)"."""
+    count: dict[int, int] = {}
+    for r in wait_queue:
+        count[id(r)] = count.get(id(r), 0) + 1
+    what = []
+    removed = [r for k, r in before.items() if k not in count]
+    if removed:
+        n = len(removed)
+        what.append(f"removed {'1 request' if n == 1 else f'{n} requests'} ({_names(removed)})")
+    duplicated = [r for k, r in before.items() if count.get(k, 0) > 1]
+    if duplicated:
+        n = len(duplicated)
+        what.append(
+            f"duplicated {'a request' if n == 1 else f'{n} requests'} ({_names(duplicated)})"
+        )
+    added = list({id(r): r for r in wait_queue if id(r) not in before}.values())
+    if added:
+        n = len(added)
+        what.append(f"added {n} item{'s' if n > 1 else ''} not in the queue ({_names(added)})")
+    return " and ".join(what)
+
+
+def _names(items: list[Any], limit: int = 3) -> str:
+    """The first few items, by request id (anything else by its repr)."""
+    names = [r.request_id if isinstance(r, Request) else f"{r!r:.40}" for r in items[:limit]]
+    if len(items) > limit:
+        names.append(f"{len(items) - limit} more")
+    return ", ".join(names)
