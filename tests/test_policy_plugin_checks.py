@@ -272,7 +272,7 @@ def test_unusable_routing_scores_stop_a_traced_run(plugin, cls, what):
             "2",
         )
     )
-    assert f"routing policy {what}" in line
+    assert f"routing policy {plugin}:{cls} {what}" in line  # the policy as the user named it
 
 
 @pytest.mark.parametrize("cls", ["NumpyScores", "DictScores"])
