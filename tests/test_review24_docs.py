@@ -353,3 +353,24 @@ def test_troubleshooting_quotes_the_client_field_warnings(tmp_path):
     ):
         assert quoted in text
         assert _pattern(quoted).search(res.stderr), res.stderr
+
+
+def test_engine_md_horizon_cut_step_example(tmp_path: Path) -> None:
+    """engine.md: a step that starts before the horizon runs whole (the reference's
+    rule): its request completes past the horizon; the duration counts the step's start."""
+    trace = tmp_path / "one.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,3\n")
+    res = CliRunner().invoke(
+        cli,
+        [
+            "run", "--model", "meta-llama/llama-3.1-8b-instruct", "--workload", "traces",
+            "--workload-traces-filepath", str(trace), "--alpha-coeffs", "0,0,0",
+            "--beta-coeffs", "1000,0,0", "--horizon", "2500us", "--json",
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert (out["completed_requests"], out["still_running"]) == (1, 0)
+    assert (out["e2e_mean_ms"], out["vllm_estimated_duration_s"]) == (3.0, 0.002)
+    text = " ".join((Path(__file__).parent.parent / "docs" / "engine.md").read_text().split())
+    assert "`--horizon 2500us` completes at 3 ms; the duration counts 2 ms" in text
