@@ -296,7 +296,7 @@ def test_plan_still_takes_an_untimed_trace_and_a_spec_it_can_scale(files):
     [
         ([], "the trained entry H100/TP2"),
         (["--latency-model", "roofline"], "the trained entry H100/TP2"),
-        (["--total-kv-blocks", "5000"], "--total-kv-blocks 5000"),
+        (["--total-kv-blocks", "9000"], "--total-kv-blocks 9000"),
     ],
 )
 def test_memory_utilization_warns_when_the_blocks_are_not_derived(flags, source):

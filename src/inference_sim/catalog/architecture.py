@@ -310,6 +310,11 @@ class ModelArchitecture:
     mtp_layers: int = 0
     #: Sliding-window or chunked local attention layers (None: every layer is global).
     local_attention: LocalAttention | None = None
+    #: The longest sequence the model was built for (config.json
+    #: ``max_position_embeddings``; 0: unknown). vLLM's default ``--max-model-len`` is this
+    #: length, and vLLM refuses to start when its KV cache cannot hold one request of it,
+    #: so ``blis run`` warns about a deployment whose cache is smaller (docs/catalog.md).
+    max_position_embeddings: int = 0
 
     # ------------------------------------------------------------- derived shape
 
@@ -417,6 +422,13 @@ class ModelArchitecture:
         KV heads are split when ``tp`` is at most their number (so ``tp`` must divide
         them) and replicated otherwise (so their number must divide ``tp``), one KV head
         per GPU. MLA keeps one latent per token on every GPU and has only the first rule.
+
+        The feed-forward layers are sharded too: ``ColumnParallelLinear`` and
+        ``RowParallelLinear`` split the intermediate size with ``divide()``, which asserts
+        an exact division, and the fused MoE layer splits each expert's intermediate size
+        by TP (vLLM's default, without expert parallelism). So ``tp`` must divide the dense
+        feed-forward size (where dense layers exist), the routed experts' and the shared
+        experts' (Qwen2.5-1.5B's 8960 is not divisible by 6, which divides its heads).
         """
         if tp <= 1:
             return ""
@@ -427,6 +439,15 @@ class ModelArchitecture:
                 return f"{self.kv_heads} KV heads are not divisible by TP={tp}"
             if tp > self.kv_heads and tp % self.kv_heads:
                 return f"TP={tp} is not a multiple of the {self.kv_heads} KV heads"
+        if self.dense_layers > 0 and self.dense_ffn % tp:
+            return f"the feed-forward size {self.dense_ffn} is not divisible by TP={tp}"
+        m = self.moe
+        if m is not None and m.expert_ffn % tp:
+            return f"the experts' feed-forward size {m.expert_ffn} is not divisible by TP={tp}"
+        if m is not None and m.shared_ffn > 0 and m.shared_ffn % tp:
+            return (
+                f"the shared experts' feed-forward size {m.shared_ffn} is not divisible by TP={tp}"
+            )
         return ""
 
     def describe(self) -> dict[str, Any]:
@@ -900,6 +921,7 @@ def architecture_from_hf_config(doc: Any, label: str, name: str = "") -> ModelAr
         source=label,
         mtp_layers=r.int("num_nextn_predict_layers"),
         local_attention=_local_attention(r, layers),
+        max_position_embeddings=max(0, r.int("max_position_embeddings")),
     )
 
 
@@ -1011,6 +1033,7 @@ def _parse_entry(name: str, entry: Mapping[str, Any], where: str) -> ModelArchit
         "extra_params",
         "generation",
         "local_attention",
+        "max_position_embeddings",
     }
     unknown = sorted(set(entry) - allowed)
     if unknown:
@@ -1067,6 +1090,7 @@ def _parse_entry(name: str, entry: Mapping[str, Any], where: str) -> ModelArchit
         quantization=quant,
         extra_params=int(_num(entry, "extra_params", where, default=0)),
         source=str(entry.get("source", "")),
+        max_position_embeddings=int(_num(entry, "max_position_embeddings", where, default=0)),
         generation=(
             GenerationDefaults.from_mapping(entry["generation"], f"{where}.generation")
             if entry.get("generation") is not None
@@ -1078,6 +1102,8 @@ def _parse_entry(name: str, entry: Mapping[str, Any], where: str) -> ModelArchit
     for field in ("layers", "hidden", "heads", "kv_heads", "vocab"):
         if getattr(arch, field) <= 0:
             raise CatalogError(f"{where}.{field}: must be > 0")
+    if arch.max_position_embeddings < 0:
+        raise CatalogError(f"{where}.max_position_embeddings: must be >= 0 (0: unknown)")
     if not arch.source:
         raise CatalogError(f"{where}: every entry needs a source note")
     return arch

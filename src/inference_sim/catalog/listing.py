@@ -37,16 +37,23 @@ _ROOFLINE_ONLY_GPU = "H100"
 _TP_CHOICES = (1, 2, 4, 8)
 
 
+def _block_size(arch: ModelArchitecture, gpu: GpuSpec, settings: dict[str, Any]) -> int:
+    """The block size the settings give, else vLLM's own (MLA on Hopper: 64), as a run's."""
+    from inference_sim.catalog.capacity import vllm_block_size
+
+    size = settings.get("block_size")
+    return int(size) if size is not None else vllm_block_size(arch, gpu.name)
+
+
 def _derived_blocks(
     arch: ModelArchitecture | None, gpu: GpuSpec | None, tp: int, settings: dict[str, Any]
 ) -> int | None:
     """Blocks derived from memory, or None (no architecture, no memory size, no fit)."""
     if arch is None or gpu is None or gpu.usable_memory_bytes <= 0:
         return None
-    from inference_sim.catalog.capacity import derive_kv_blocks, vllm_block_size
+    from inference_sim.catalog.capacity import derive_kv_blocks
 
-    if settings.get("block_size") is None:  # vLLM's own (MLA on Hopper: 64), as a run's
-        settings = {**settings, "block_size": vllm_block_size(arch, gpu.name)}
+    settings = {**settings, "block_size": _block_size(arch, gpu, settings)}
     cap = derive_kv_blocks(arch, gpu, tp, **settings)
     return cap.blocks if cap.fits else None
 
@@ -76,7 +83,10 @@ def models_table(
 
     A model with a bundled architecture but no coefficients gets one row on H100 at
     the smallest TP (1, 2, 4, 8) it fits, with the derived block count as its
-    ``total_kv_blocks`` and an empty ``vllm_version``; roofline runs take any GPU and TP.
+    ``total_kv_blocks`` and an empty ``vllm_version``, and a second row at the smallest
+    TP whose cache holds one request of its ``max_position_embeddings`` tokens when the
+    first does not (vLLM's default ``max_model_len``; docs/catalog.md); roofline runs take
+    any GPU and TP.
     The keyword arguments are the engine settings the derived capacity assumes
     (``block_size`` None: the size vLLM would use for the model and GPU, as a run without
     ``--block-size-in-tokens``: 16, or 64 for MLA models on Hopper).
@@ -121,44 +131,76 @@ def models_table(
     for model, arch in architectures.items():
         if catalog.coefficient_sets(model) or gpu is None:
             continue
-        tp, derived = _smallest_tp(arch, gpu, settings)
-        rows.append(
-            {
-                "model": model,
-                "gpu": gpu.name,
-                "tp": tp,
-                "vllm_version": "",
-                "latency_modes": "roofline,calibrated",
-                "total_kv_blocks": "" if derived is None else derived,
-                "derived_kv_blocks": "" if derived is None else derived,
-                "default": False,
-            }
-        )
+        for tp, derived in _roofline_only_tps(arch, gpu, settings):
+            rows.append(
+                {
+                    "model": model,
+                    "gpu": gpu.name,
+                    "tp": tp,
+                    "vllm_version": "",
+                    "latency_modes": "roofline,calibrated",
+                    "total_kv_blocks": "" if derived is None else derived,
+                    "derived_kv_blocks": "" if derived is None else derived,
+                    "default": False,
+                }
+            )
     rows.sort(key=lambda r: (r["model"], r["gpu"], r["tp"], r["vllm_version"]))
     return rows
 
 
-def _smallest_tp(
+def _fitting_tps(
     arch: ModelArchitecture, gpu: GpuSpec, settings: dict[str, Any]
-) -> tuple[int, int | None]:
-    """The smallest TP of 1, 2, 4, 8 at which the model fits ``gpu`` with room for a KV
-    cache, and its derived block count (8 and None when none does)."""
+) -> list[tuple[int, int]]:
+    """Each TP of 1, 2, 4, 8 that vLLM accepts for the model (``tp_problem``) and at which
+    it fits ``gpu`` with room for a KV cache, with its derived block count."""
+    out: list[tuple[int, int]] = []
     for tp in _TP_CHOICES:
+        if arch.tp_problem(tp):
+            continue
         derived = _derived_blocks(arch, gpu, tp, settings)
         if derived is not None:
-            return tp, derived
-    return _TP_CHOICES[-1], None
+            out.append((tp, derived))
+    return out
+
+
+def _holds_max_position(
+    arch: ModelArchitecture, gpu: GpuSpec, blocks: int, settings: dict[str, Any]
+) -> bool:
+    """Whether ``blocks`` hold one request of the model's ``max_position_embeddings``
+    tokens, which vLLM needs to start at its default ``max_model_len`` (unknown: yes)."""
+    limit = arch.max_position_embeddings
+    return limit <= 0 or blocks * _block_size(arch, gpu, settings) >= limit
+
+
+def _roofline_only_tps(
+    arch: ModelArchitecture, gpu: GpuSpec, settings: dict[str, Any]
+) -> list[tuple[int, int | None]]:
+    """The rows ``blis models`` lists for a model without coefficients: the smallest TP
+    at which it fits, and, when that cache cannot hold one request of the model's
+    ``max_position_embeddings`` tokens (vLLM would start it only with a shorter
+    ``--max-model-len``), also the smallest TP whose cache can, if one of 1, 2, 4, 8 does
+    (Llama-3.1-70B on H100: TP 2, 28 176 tokens, and TP 4). (8, None) when none fits."""
+    fitting = _fitting_tps(arch, gpu, settings)
+    if not fitting:
+        return [(_TP_CHOICES[-1], None)]
+    rows: list[tuple[int, int | None]] = [fitting[0]]
+    if not _holds_max_position(arch, gpu, fitting[0][1], settings):
+        starts = [(tp, b) for tp, b in fitting if _holds_max_position(arch, gpu, b, settings)]
+        rows.extend(starts[:1])
+    return rows
 
 
 def suggested_deployment(catalog: Catalog, arch: ModelArchitecture) -> tuple[str, int] | None:
-    """The (GPU, TP) row ``blis models`` lists for a model with an architecture and no
-    coefficients (H100 at the smallest TP it fits, default engine settings), or None
-    when the model fits no TP up to 8 there (or the catalog has no H100)."""
+    """The (GPU, TP) ``blis models`` suggests for a model with an architecture and no
+    coefficients (H100, default engine settings): the smallest TP of 1, 2, 4, 8 whose KV
+    cache holds one request of the model's ``max_position_embeddings`` tokens, so that
+    vLLM starts it at its default ``max_model_len``; else the smallest TP it fits; None
+    when it fits no TP up to 8 there (or the catalog has no H100)."""
     gpu = _gpu_or_none(catalog, _ROOFLINE_ONLY_GPU)
     if gpu is None:
         return None
     settings = {"block_size": None, "gpu_memory_utilization": 0.9, "max_num_batched_tokens": 2048}
-    tp, derived = _smallest_tp(arch, gpu, settings)
+    tp, derived = _roofline_only_tps(arch, gpu, settings)[-1]
     return (gpu.name, tp) if derived is not None else None
 
 

@@ -457,7 +457,8 @@ def _normalise_vllm_version(o: dict[str, Any], catalog: Catalog, notes: list[str
 
 
 def _check_tp(o: dict[str, Any], arch: ModelArchitecture | None) -> None:
-    """Refuse a TP vLLM would refuse for the model (issue 21): it must split the heads."""
+    """Refuse a TP vLLM would refuse for the model (issue 21): it must split the heads
+    and the feed-forward widths, dense and expert (``ModelArchitecture.tp_problem``)."""
     tp = o["tp"]
     if arch is None or tp <= 1:
         return
@@ -1113,6 +1114,36 @@ def _check_max_model_len_fits(blocks: int, o: dict[str, Any], model: str, gpu: s
             "GPU with more memory or a higher --gpu-memory-utilization, or give "
             "--total-kv-blocks"
         )
+
+
+def _warn_if_default_max_model_len_unstartable(
+    o: dict[str, Any], arch: ModelArchitecture | None, blocks: int, model: str
+) -> None:
+    """Without ``--max-model-len`` the simulator sets no length limit (DECISIONS.md), but
+    vLLM does: its default ``max_model_len`` is the model's ``max_position_embeddings``
+    (vllm/config/model.py), and v1's ``check_enough_kv_cache_memory`` (vllm/v1/core/
+    kv_cache_utils.py) refuses to start when the KV cache cannot hold one request that
+    long. Such a deployment runs only with a shorter ``--max-model-len``, so say so
+    instead of simulating it silently as if vLLM served it as configured; whichever way
+    the block count was obtained (derived, trained, given), as the check is about the
+    cache vLLM would have. Nothing is said when the length is unknown (0)."""
+    limit = arch.max_position_embeddings if arch is not None else 0
+    tokens = blocks * int(o["block_size_in_tokens"])
+    if limit <= 0 or int(o["max_model_len"]) > 0 or tokens <= 0 or tokens >= limit:
+        return
+    where = f"{model} on {o['hardware']} at TP={o['tp']}" if o["hardware"] else model
+    log.warning(
+        "vLLM at its default max_model_len (%d, the model's max_position_embeddings) would "
+        "refuse to start %s: its KV cache holds only %d tokens (%d blocks of %d); an "
+        "operator would pass --max-model-len %d or less. The simulator runs it anyway, with "
+        "no length limit (give --max-model-len to reject longer requests as vLLM would)",
+        limit,
+        where,
+        tokens,
+        blocks,
+        int(o["block_size_in_tokens"]),
+        tokens,
+    )
 
 
 def _derived_capacity(
@@ -1784,6 +1815,14 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         f"{MAX_KV_BLOCKS:,} KV blocks in all, which the simulator cannot hold in memory "
         "(16 bytes a block); give fewer blocks or instances",
     )
+    # A deployment's own cache (not the --total-kv-blocks default that given coefficients
+    # fall back on, nor the placeholder of a P/D main deployment no instance runs).
+    if (not lat.given_coefficients or "total_kv_blocks" in explicit) and not (
+        main_deployment_unused(options)
+    ):
+        _warn_if_default_max_model_len_unstartable(
+            options, lat.architecture or bundled_architecture(model), blocks, model
+        )
     options["total_kv_blocks"] = blocks
     # asked for by name (not "auto"): a replay on another deployment keeps asking for it
     requested = options["latency_model"] not in ("auto", "") or lat.reason.startswith("requested")
