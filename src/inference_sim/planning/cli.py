@@ -278,8 +278,14 @@ def _refuse_input_overwrite(
 
 @each_warning_once()
 def _plan(**p: Any) -> None:
+    from inference_sim.config.errors import ConfigError
     from inference_sim.config.unused import accept_reference_flags
-    from inference_sim.planning.plan import format_plan, parse_prices, plan_capacity
+    from inference_sim.planning.plan import (
+        check_plan_arguments,
+        format_plan,
+        parse_prices,
+        plan_capacity,
+    )
     from inference_sim.planning.slo import parse_slos
     from inference_sim.sweep.backends import make_backend
 
@@ -296,9 +302,7 @@ def _plan(**p: Any) -> None:
             [str(base["hardware"])] if base.get("hardware") else []
         )
         tps = list(p["tps"]) or ([int(base["tp"])] if base.get("tp") else [])
-        _warn_config_dropped(base)
-        _warn_rate_set(base)
-        _warn_short_probe(base, p["rate"])
+        given = dict(base)  # as given, for the warnings once the input is checked
         for name in _PLAN_OWN:
             base.pop(name, None)
         base.pop("trace_output", None)
@@ -328,6 +332,19 @@ def _plan(**p: Any) -> None:
         from inference_sim.replicates import seed_list
 
         seeds = seed_list(p["seeds"], p["replicates"], int(base.get("seed", 42)))
+        check_plan_arguments(
+            rate=p["rate"],
+            max_instances=p["max_instances"],
+            rate_tolerance=p["rate_tolerance"],
+            seeds=seeds,
+            confidence=p["confidence"],
+            headroom=p["headroom"],
+        )
+        # Advice about the runs only for input that can run: it used to come first, so
+        # `--max-instances 0` printed a paragraph on --num-requests before its error.
+        _warn_config_dropped(given)
+        _warn_rate_set(given)
+        _warn_short_probe(given, p["rate"])
         backend = make_backend(p["backend"], jobs=p["jobs"], address=p["address"])
 
     def on_probe(dep: Any, probe: Any) -> None:
@@ -355,8 +372,6 @@ def _plan(**p: Any) -> None:
         backend.close()
     failed = [c for c in outcome.candidates if c.error and not c.probes]
     if failed and len(failed) == len(outcome.candidates):
-        from inference_sim.config.errors import ConfigError
-
         with cli_errors(debug):  # bad input (an unknown GPU, a TP the model cannot split)
             first = failed[0]
             raise ConfigError(
@@ -417,7 +432,8 @@ _plan_params: list[click.Parameter] = [
         ["--slo", "slos"],
         multiple=True,
         help="Objective on a summary metric: ttft_p99_ms=500 (at most), "
-        "responses_per_sec>=50 (at least); repeatable.",
+        "responses_per_sec>=50 (at least); repeatable. Without one a run must only "
+        "serve every request, and the saturation rate is not searched.",
     ),
     click.Option(
         ["--max-instances"], type=int, default=16, show_default=True, help="Largest N tried."

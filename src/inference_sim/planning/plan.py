@@ -4,7 +4,10 @@ For every candidate deployment (model, GPU, TP) the planner searches the instanc
 count N in ``1..max_instances`` for the smallest N whose run at the target rate meets
 every objective (see :mod:`inference_sim.planning.slo`), assuming that adding instances
 never hurts: first ``max_instances`` (a deployment that cannot meet the SLOs at all is
-known after one probe), then bisection of the counts still in doubt.
+known after one probe), then bisection of the counts still in doubt. With fixed pools
+(``--prefill-instances``/``--decode-instances``) the instances beyond them are
+dual-role, which can make the metrics worse, so there the counts are tried upward from
+the pools' sum, each once, and the first that meets is the answer.
 
 Then, for the chosen N, the saturation rate -- the highest request rate that still
 meets the SLOs -- is found over the rate: doubling from the target rate until a run
@@ -202,6 +205,9 @@ class PlanOutcome:
     seeds: list[int] = field(default_factory=list)  # replicates per probe (none: one run)
     confidence: float | None = None
     headroom: float = 1.0
+    #: ``--prefill-instances`` plus ``--decode-instances`` (0: not fixed): the counts of a
+    #: colocated candidate were scanned upward from it, the rest being dual-role.
+    fixed_pools: int = 0
 
     #: Runs the search made (a probe with several seeds counts once per seed), runs of
     #: probes looked ahead but never used included: it depends on the parallel slots.
@@ -226,6 +232,8 @@ class PlanOutcome:
             "confidence": self.confidence,
             "headroom": self.headroom,
         }
+        if self.fixed_pools:  # --prefill-instances/--decode-instances only
+            head["fixed_pools"] = self.fixed_pools
         if best is not None:
             top = best.to_dict(self.objectives)
             top.pop("probes")
@@ -279,6 +287,11 @@ class _Search:
     #: Fewest instances a probe can run: 2 for a split, the fixed pools' sum for
     #: ``--prefill-instances``/``--decode-instances`` (fewer is a ConfigError), else 1.
     least: int = 1
+    #: Test the counts upward from ``least``, each once, instead of bisecting: with fixed
+    #: pools every instance beyond them serves both phases (dual-role), which can make
+    #: the SLO metrics worse (ITL: prefills interrupt its decodes), so more instances
+    #: are not known never to hurt and bisection could skip the answer.
+    scan: bool = False
 
 
 @dataclass(frozen=True)
@@ -286,11 +299,12 @@ class _Schedule:
     """The fixed probe schedule every search follows, whatever the parallel slots.
 
     Instances: ``--max-instances`` first (an infeasible candidate is known at once),
-    then the midpoint of the counts still in doubt. Saturation rate: double from the
-    target rate until a run misses, then the midpoint of the bracket. Being fixed, it
-    gives the same probes, in the same order, and the same answer for every ``--jobs``
-    (the project's rule: same config and seed, same result); parallel slots only run
-    its probes ahead of time (:func:`_look_ahead`)."""
+    then the midpoint of the counts still in doubt; a scan (fixed pools) tries the
+    counts upward instead. Saturation rate: double from the target rate until a run
+    misses, then the midpoint of the bracket. Being fixed, it gives the same probes, in
+    the same order, and the same answer for every ``--jobs`` (the project's rule: same
+    config and seed, same result); parallel slots only run its probes ahead of time
+    (:func:`_look_ahead`)."""
 
     rate: float
     max_instances: int
@@ -300,6 +314,8 @@ class _Schedule:
     def next_probe(self, s: _Search) -> tuple[int, float] | None:
         """The search's next probe ``(instances, rate)`` (None: nothing left)."""
         if s.phase == "instances":
+            if s.scan:  # fixed pools: least, least + 1, ... up to the first that meets
+                return (s.lo + 1, self.rate) if s.lo < self.max_instances else None
             if not s.started:
                 return self.max_instances, self.rate
             assert s.hi is not None
@@ -423,6 +439,46 @@ def _look_ahead(
     return wanted
 
 
+#: The warning of a plan without SLOs that asked for the saturation rate.
+NO_SLO_SATURATION = (
+    "no --slo: the instance count is the fewest that serve every request, and the "
+    "saturation rate is not searched (without an SLO it would double the rate ten times "
+    "and report a meaningless lower bound); give --slo, e.g. --slo ttft_p99_ms=500, to "
+    "plan against latency"
+)
+
+
+def check_plan_arguments(
+    *,
+    rate: float,
+    max_instances: int,
+    rate_tolerance: float,
+    seeds: Sequence[int] | None,
+    confidence: float | None,
+    headroom: float,
+) -> None:
+    """ConfigError for plan arguments no search can use; run by :func:`plan_capacity` and,
+    before any warning about the runs, by ``blis plan`` (a bad ``--max-instances`` used
+    to follow a paragraph of advice on ``--num-requests``)."""
+    if not (math.isfinite(headroom) and 0 < headroom <= 1):
+        raise ConfigError(f"--headroom must be in (0, 1] (e.g. 0.8), got {headroom}")
+    if confidence is not None:
+        from inference_sim.replicates import check_confidence
+
+        check_confidence(confidence)
+        if not seeds or len(seeds) < 2:
+            raise ConfigError("--confidence needs 2 or more runs: give --seeds or --replicates")
+    if max_instances < 1:
+        raise ConfigError(f"--max-instances must be >= 1, got {max_instances}")
+    if not (math.isfinite(rate) and rate > 0):
+        raise ConfigError(f"--rate must be a finite number > 0, got {rate}")
+    if not (math.isfinite(rate_tolerance) and rate_tolerance > 0):
+        raise ConfigError(
+            f"--rate-tolerance must be a finite number > 0 (a fraction such as 0.05), "
+            f"got {rate_tolerance}"
+        )
+
+
 def plan_capacity(
     base: Mapping[str, Any],
     deployments: Sequence[Deployment],
@@ -447,29 +503,26 @@ def plan_capacity(
     to hold for the one-sided confidence bound of the mean over the seeds
     (:func:`inference_sim.planning.slo.violations_at`).
     """
-    if not (math.isfinite(headroom) and 0 < headroom <= 1):
-        raise ConfigError(f"--headroom must be in (0, 1] (e.g. 0.8), got {headroom}")
-    if confidence is not None:
-        from inference_sim.replicates import check_confidence
-
-        check_confidence(confidence)
-        if not seeds or len(seeds) < 2:
-            raise ConfigError("--confidence needs 2 or more runs: give --seeds or --replicates")
-    if max_instances < 1:
-        raise ConfigError(f"--max-instances must be >= 1, got {max_instances}")
+    check_plan_arguments(
+        rate=rate,
+        max_instances=max_instances,
+        rate_tolerance=rate_tolerance,
+        seeds=seeds,
+        confidence=confidence,
+        headroom=headroom,
+    )
     if isinstance(gpu_hour_price, Mapping):
         _check_price_keys(gpu_hour_price, _pricing_catalog(base))
-    if not (math.isfinite(rate) and rate > 0):
-        raise ConfigError(f"--rate must be a finite number > 0, got {rate}")
-    if not (math.isfinite(rate_tolerance) and rate_tolerance > 0):
-        raise ConfigError(
-            f"--rate-tolerance must be a finite number > 0 (a fraction such as 0.05), "
-            f"got {rate_tolerance}"
-        )
     if not deployments:
         raise ConfigError("no deployment to plan: give --model (and --hardware, --tp)")
     backend = backend or LocalBackend()
     objectives = list(objectives)
+    if not objectives and saturation:
+        # Without objectives a probe only has to serve every request, which nearly every
+        # rate does: the search doubled the rate ten times (runs of up to 1 024 times the
+        # requests) to report ">1024x the target", a figure that means nothing.
+        log.warning(NO_SLO_SATURATION)
+        saturation = False
     base = with_plan_arrival(base)
     refuse_own_rate_workload(base)
     run_seeds: list[Any] = list(seeds) if seeds and len(seeds) > 1 else [None]
@@ -486,7 +539,10 @@ def plan_capacity(
         elif pools:
             # Fixed pools: fewer instances than they hold is a ConfigError ("exceed
             # --num-instances"), which used to end the bisection and discard an answer.
+            # More are dual-role, which can make the metrics worse: scan upward from
+            # P + D (the first probe at --max-instances missed where P + D met).
             s.least = pools
+            s.scan = True
             if max_instances < pools:
                 s.cand.error = (
                     f"--prefill-instances plus --decode-instances ({pools}) exceed "
@@ -614,6 +670,7 @@ def plan_capacity(
     outcome.seeds = list(seeds or [])
     outcome.confidence = confidence
     outcome.headroom = headroom
+    outcome.fixed_pools = pools
     if base.get("workload_spec"):
         outcome.arrival = "the workload spec's"
     elif _is_trace(base) and not _untimed_trace(base):
@@ -745,6 +802,11 @@ def _untimed_trace(base: Mapping[str, Any]) -> bool:
 def _update_instances(s: _Search, rate: float, max_instances: int, saturation: bool) -> None:
     at_rate = [p for p in s.cand.probes if p.rate == rate]
     ok = [p.instances for p in at_rate if p.ok]
+    if not ok and s.scan:  # the next count up, unless max_instances has missed too
+        s.lo = max(p.instances for p in at_rate)
+        if s.lo >= max_instances:
+            s.phase = "done"
+        return
     if not ok:
         s.phase = "done"  # even max_instances misses (the first round tests it)
         return
@@ -985,6 +1047,14 @@ def _pool_tp_cell(c: CandidatePlan) -> str:
     return f"{ptp or '-'}/{dtp or '-'}"
 
 
+#: Why a fixed-pools plan reads as it does (docs/planning.md: fixed pools).
+_DUAL_ROLE = (
+    "instances beyond the {pools} of --prefill-instances and --decode-instances serve "
+    "both prefill and decode, so counts were tried upward from {pools}; --pd-ratio "
+    "scales the pools instead"
+)
+
+
 def format_plan(outcome: PlanOutcome) -> str:
     """The ranked table ``blis plan`` prints (infeasible candidates last, with the reason)."""
     metrics = [o.metric for o in outcome.objectives]
@@ -1002,7 +1072,11 @@ def format_plan(outcome: PlanOutcome) -> str:
                 span = f"in 2..{outcome.max_instances}" if d.pd_ratio else "<="
                 if not d.pd_ratio:
                     span += f" {outcome.max_instances}"
+                if outcome.fixed_pools and not d.pd_ratio:
+                    span = f"in {outcome.fixed_pools}..{outcome.max_instances}"
                 why = f"no instance count {span} meets the SLOs"
+                if outcome.fixed_pools and not d.pd_ratio:
+                    why += f" ({_DUAL_ROLE.format(pools=outcome.fixed_pools)})"
             notes.append(f"{i}. {d.label()}: {why}")
             lat = c.latency()[0] or "-"
             ratio = [f"{d.pd_ratio[0]}:{d.pd_ratio[1]}" if d.pd_ratio else "-"] if with_pd else []
@@ -1034,6 +1108,12 @@ def format_plan(outcome: PlanOutcome) -> str:
             sat = f"{'>' if c.saturation_capped else ''}{c.saturation_rate:,.1f}/s"
         cells.append(sat)
         rows.append(cells)
+        if outcome.fixed_pools and not d.pd_ratio and c.instances > outcome.fixed_pools:
+            dual = c.instances - outcome.fixed_pools
+            notes.append(
+                f"{i}. {d.label()}: {dual} of its {c.instances} instances dual-role "
+                f"({_DUAL_ROLE.format(pools=outcome.fixed_pools)})"
+            )
         if c.error:  # its saturation search failed part-way: say why, not just "-"
             notes.append(f"{i}. {d.label()}: saturation search stopped: {c.error}")
         fid = c.summary.get("fidelity") if c.summary else None
@@ -1052,7 +1132,7 @@ def format_plan(outcome: PlanOutcome) -> str:
             )
     widths = [max(len(r[j]) for r in rows) for j in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[j]) for j, cell in enumerate(r)).rstrip() for r in rows]
-    slos = ", ".join(str(o) for o in outcome.objectives) or "none"
+    slos = ", ".join(str(o) for o in outcome.objectives) or "none (every request served)"
     title = f"Plan for {outcome.rate:g} requests/s; SLOs: {slos}"
     title += f"; arrivals: {outcome.arrival}"
     if outcome.headroom != 1.0:

@@ -78,6 +78,17 @@ def failed(message: str) -> dict[str, Any]:
 # --- runs ------------------------------------------------------------------------------
 
 
+def is_run_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` raised by a run is that run's failure, not the command's.
+
+    Everything but the user's Ctrl-C (KeyboardInterrupt) and a generator being closed
+    (GeneratorExit): a plug-in that calls ``sys.exit`` raises SystemExit, which with
+    ``-j 1`` (the runs in this process) used to end the whole sweep, plan or tune with
+    no table, while in a worker process it was a failed row; now it is one either way
+    (``SystemExit: plugin gave up``)."""
+    return not isinstance(exc, KeyboardInterrupt | GeneratorExit)
+
+
 def execute_run(options: dict[str, Any]) -> dict[str, Any]:
     """Resolve and run one configuration; never raises (failures come back as data)."""
     start = time.perf_counter()
@@ -90,7 +101,9 @@ def execute_run(options: dict[str, Any]) -> dict[str, Any]:
 
         results = run_plan(resolve(options), timeseries=False)
         out = {"status": "ok", "summary": results.summary, "instances": results.instance_summaries}
-    except Exception as exc:
+    except BaseException as exc:
+        if not is_run_failure(exc):
+            raise
         out = failed(f"{type(exc).__name__}: {exc}".strip())
         out["traceback"] = traceback.format_exc(limit=20)
     finally:
@@ -258,7 +271,7 @@ def _child(func: Worker, item: Any, conn: Connection, plugins: Sequence[PluginEn
     try:
         result = _with_plugins(func, item, plugins)
     except BaseException as exc:  # pragma: no cover - func reports its own failures
-        result = failed(f"{type(exc).__name__}: {exc}")
+        result = failed(f"{type(exc).__name__}: {exc}".strip())
     try:
         conn.send(result)
     finally:
@@ -276,13 +289,32 @@ def _context() -> mp.context.BaseContext:
     return mp.get_context("spawn")
 
 
+#: Why a worker died, for a Python script (the usual cause: no ``__main__`` guard).
+SCRIPT_DIED_HINT = (
+    'from a Python script, run it under `if __name__ == "__main__":` (each worker '
+    "imports the main module) or use LocalBackend(jobs=1)"
+)
+#: Why a worker died, for ``blis sweep``/``plan``/``tune`` (no script of the user's runs:
+#: the guard advice meant nothing there).
+CLI_DIED_HINT = (
+    "a run ended its worker process: a plug-in calling os._exit, a crash, or the "
+    "system killing it (out of memory: exit code -9); rerun with -j 1, which runs it "
+    "in this process, to see its error"
+)
+
+
 class LocalBackend:
-    """One process per run, at most ``jobs`` at once (``jobs=1``: in this process)."""
+    """One process per run, at most ``jobs`` at once (``jobs=1``: in this process).
+
+    ``died_hint`` follows "worker process died (exit code N)" in a dead worker's row:
+    advice for a Python script by default; :func:`make_backend` (the commands' backend)
+    gives the commands' own."""
 
     name = "local"
 
-    def __init__(self, jobs: int | None = None) -> None:
+    def __init__(self, jobs: int | None = None, *, died_hint: str = SCRIPT_DIED_HINT) -> None:
         self.jobs = max(1, jobs if jobs else (os.cpu_count() or 1))
+        self.died_hint = died_hint
 
     def map(self, func: Worker, items: Sequence[Any], on_result: ResultCallback) -> None:
         plugins: list[PluginEntry] = []
@@ -302,8 +334,10 @@ class LocalBackend:
             for i, item in enumerate(items):
                 try:
                     result = func(item)
-                except Exception as exc:  # pragma: no cover - func reports its own
-                    result = failed(f"{type(exc).__name__}: {exc}")
+                except BaseException as exc:  # pragma: no cover - func reports its own
+                    if not is_run_failure(exc):
+                        raise
+                    result = failed(f"{type(exc).__name__}: {exc}".strip())
                 on_result(i, relay_warnings(result))
             return
         ctx = _context()
@@ -328,9 +362,7 @@ class LocalBackend:
                     except (EOFError, OSError):
                         proc.join()
                         result = failed(
-                            f"worker process died (exit code {proc.exitcode}); from a Python "
-                            'script, run it under `if __name__ == "__main__":` (each worker '
-                            "imports the main module) or use LocalBackend(jobs=1)"
+                            f"worker process died (exit code {proc.exitcode}); {self.died_hint}"
                         )
                     reader.close()
                     proc.join()
@@ -397,9 +429,12 @@ class RayBackend:
 
 
 def make_backend(name: str = "local", *, jobs: int | None = None, address: str | None = None):
-    """``local`` or ``ray``; ValueError for anything else."""
+    """``local`` or ``ray`` for the commands' ``--backend``; ValueError for anything else.
+
+    A local backend made here words a dead worker for the command line
+    (:data:`CLI_DIED_HINT`), not for a script."""
     if name == "local":
-        return LocalBackend(jobs)
+        return LocalBackend(jobs, died_hint=CLI_DIED_HINT)
     if name == "ray":
         return RayBackend(address, jobs)
     raise ValueError(f"--backend: unknown backend {name!r}; valid: local, ray")

@@ -7,7 +7,10 @@ Layout of the output folder::
     DIR/results.duckdb      the same rows as table ``runs``
 
 Each file is written under a temporary name and renamed, so an interrupted sweep never
-leaves half a file; rerunning it runs only what is missing (and what failed).
+leaves half a file; rerunning it runs only what is missing (and what failed). The tables
+go through :func:`inference_sim.core.outfiles.output_path`, as every output of the
+project: a symbolic link the user put in their place is followed (its target gets the
+table, the link stays) and a device or FIFO is written through, never replaced.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from inference_sim.config.errors import ConfigError
 from inference_sim.config.options import BY_NAME
 from inference_sim.core.extras import require
-from inference_sim.core.outfiles import output_path
+from inference_sim.core.outfiles import is_special, output_path
 from inference_sim.metrics.output import write_json_atomic
 from inference_sim.sweep.backends import Backend, LocalBackend, execute_run
 from inference_sim.sweep.spec import RunSpec, SweepSpec, check_outputs, check_seed, run_key
@@ -97,7 +100,7 @@ def run_sweep(
     if write_table:
         check_table_extras()
     out = Path(out_dir)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+    _make_folder(out / "runs")
     results: list[dict[str, Any] | None] = [None] * len(runs)
     todo: list[RunSpec] = []
     reused = 0
@@ -142,8 +145,45 @@ def run_sweep(
         outcome.files = write_tables(outcome.rows, out)
         # An earlier --seeds run's means describe runs this table may no longer hold;
         # a sweep with seeds writes a new one (write_replicates) after this.
-        (out / REPLICATES_FILE).unlink(missing_ok=True)
+        remove_replicates(out, keep_link=spec.replicates)
     return outcome
+
+
+def remove_replicates(out: Path, *, keep_link: bool = False) -> None:
+    """Remove ``out/replicates.parquet``, the means of an earlier ``--seeds`` sweep.
+
+    Only ever the folder's entry, never what a link names: a sweep without seeds
+    removes a symbolic link there (the stale means leave the folder; the file it named,
+    elsewhere and perhaps shared, is not touched, and a later sweep with seeds writes a
+    regular file), while one with seeds (``keep_link``) keeps the link, which its means
+    are written through next. A device or FIFO holds no stale table and is the user's:
+    it stays, as every output leaves one in place."""
+    path = out / REPLICATES_FILE
+    if is_special(path) or (keep_link and path.is_symlink()):
+        return
+    path.unlink(missing_ok=True)  # a link itself, not what it points to
+
+
+def _make_folder(path: Path) -> None:
+    """``mkdir -p path``; ConfigError naming the part that is missing or in the way.
+
+    A folder that is a symbolic link to a missing folder used to end the sweep with
+    "FileExistsError: [Errno 17] File exists" (exit 1), after the --out check passed
+    (it made sense of the link only as a missing folder to create)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, FileNotFoundError) as exc:
+        for part in (path, *path.parents):
+            if part.is_symlink() and not part.exists():
+                raise ConfigError(
+                    f"{path.parent}: cannot make the folder: {part} is a symbolic link to "
+                    f"{os.readlink(part)}, which does not exist"
+                ) from None
+            if part.exists() and not part.is_dir():
+                raise ConfigError(
+                    f"{path.parent}: cannot make the folder: {part} is a file, not a folder"
+                ) from None
+        raise ConfigError(f"{path.parent}: cannot make the folder: {exc.strerror or exc}") from None
 
 
 # --- the table ---------------------------------------------------------------------------
@@ -249,25 +289,22 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     with output_path(parquet) as tmp:  # absent or complete; no temporary file left
         df.to_parquet(tmp, index=False)
     db = out / "results.duckdb"
-    tmp_db = out / f".results-{os.getpid()}.duckdb"
-    for leftover in (tmp_db, Path(f"{tmp_db}.wal")):
-        with contextlib.suppress(FileNotFoundError):
-            leftover.unlink()
-    try:
-        con = duckdb.connect(str(tmp_db))
+    # As results.parquet: a link followed, a device or FIFO written through (the renamed
+    # temporary database used to replace a symlinked results.duckdb with a file).
+    with output_path(db) as tmp:
+        os.unlink(tmp)  # duckdb refuses the empty file reserving the name: it makes its own
         try:
-            con.register("sweep_frame", df)
-            con.execute("CREATE TABLE runs AS SELECT * FROM sweep_frame")
-            con.unregister("sweep_frame")
-            con.execute("CHECKPOINT")
+            con = duckdb.connect(tmp)
+            try:
+                con.register("sweep_frame", df)
+                con.execute("CREATE TABLE runs AS SELECT * FROM sweep_frame")
+                con.unregister("sweep_frame")
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
         finally:
-            con.close()
-        os.replace(tmp_db, db)
-    except BaseException:
-        for leftover in (tmp_db, Path(f"{tmp_db}.wal")):
             with contextlib.suppress(OSError):
-                leftover.unlink()
-        raise
+                os.unlink(f"{tmp}.wal")  # none after the checkpoint; one if it failed
     return [parquet, db]
 
 
@@ -312,7 +349,12 @@ def with_seeds(spec: SweepSpec, seeds: Sequence[int]) -> SweepSpec:
     grid["seed"] = list(seeds)
     base = {k: v for k, v in spec.base.items() if k != "seed"}
     seeded = SweepSpec(
-        base=base, grid=grid, cases=spec.cases, path=spec.path, config_files=spec.config_files
+        base=base,
+        grid=grid,
+        cases=spec.cases,
+        path=spec.path,
+        config_files=spec.config_files,
+        replicates=True,
     )
     check_outputs(seeded)  # a trace path every seed would write is refused, as without
     return seeded
@@ -359,17 +401,12 @@ def replicate_rows(
 
 
 def write_replicates(rows: list[dict[str, Any]], out: Path) -> Path:
-    """``replicates.parquet`` (atomically)."""
+    """``replicates.parquet``, as the tables (:func:`output_path`: atomically, a link
+    followed, a device or FIFO written through)."""
     df = frame(rows)
     target = out / REPLICATES_FILE
-    tmp = out / f".replicates-{os.getpid()}.parquet"
-    try:
+    with output_path(target) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     return target
 
 

@@ -74,6 +74,9 @@ class SweepSpec:
     cases: list[dict[str, Any]] = field(default_factory=list)
     path: str = "<sweep>"
     config_files: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    #: Made by ``--seeds``/``--replicates`` (:func:`inference_sim.sweep.run.with_seeds`):
+    #: ``replicates.parquet`` follows the table, so a link in its place is kept for it.
+    replicates: bool = False
 
     def _names(self, parts: list[dict[str, Any]]) -> list[str]:
         names: list[str] = []
@@ -277,17 +280,51 @@ def check_outputs(spec: SweepSpec) -> None:
                 "run's results in OUT/runs/<key>.json and the table OUT/results.parquet; "
                 "drop it"
             )
-    for name in ("export_trace", "trace_output"):
-        first: dict[str, RunSpec] = {}
-        for run in spec.runs():
+    # Compared as the files they name, across both options: `d.jsonl` and `./d.jsonl`
+    # (or a link to it), or one run's export_trace and another's trace_output, used to
+    # pass as different paths and one run replaced the other's file.
+    first: dict[str, tuple[RunSpec, str, Any]] = {}
+    for run in spec.runs():
+        mine: dict[str, tuple[str, Any]] = {}
+        for name in _OUTPUT_PATHS:
             path = run.options.get(name)
-            other = first.setdefault(str(path), run) if path else run
-            if other is not run and other.key != run.key:  # the same options run once
+            where = _written_file(path)
+            if where is None:
+                continue
+            if where in mine:  # blis run refuses it too, but only once the run starts
                 raise ConfigError(
-                    f"{spec.path}: {name} {path} is written by runs {other.index} and "
+                    f"{spec.path}: run {run.index} writes {name} {path} and "
+                    f"{mine[where][0]} {mine[where][1]} to the same file; give each its own"
+                )
+            mine[where] = (name, path)
+            other, other_name, other_path = first.setdefault(where, (run, name, path))
+            if other is not run and other.key != run.key:  # the same options run once
+                same = f"{name} {path}"
+                if (other_name, other_path) != (name, path):
+                    same += f" (the file of run {other.index}'s {other_name} {other_path})"
+                raise ConfigError(
+                    f"{spec.path}: {same} is written by runs {other.index} and "
                     f"{run.index}, each replacing the other's; give each run its own path "
                     "(in grid or cases) or drop it"
                 )
+
+
+#: Run options that name a file the run writes (results_path is refused outright).
+_OUTPUT_PATHS = ("export_trace", "trace_output")
+
+
+def _written_file(path: Any) -> str | None:
+    """The file a run's output option writes, links followed (relative paths against
+    the folder the sweep runs in, as the runs write them); None for no path or a device
+    or FIFO, which many runs may share (``/dev/null``)."""
+    if not path:
+        return None
+    from inference_sim.core.outfiles import is_special
+
+    text = os.fspath(path) if isinstance(path, str | os.PathLike) else str(path)
+    if is_special(text):
+        return None
+    return os.path.realpath(text)
 
 
 def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
