@@ -515,3 +515,25 @@ def test_a_closed_stdout_does_not_lose_the_results_file(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "simulation failed" not in result.stderr
     assert json.loads(out.read_text())["completed_requests"] == 5
+
+
+def test_a_folder_refusing_new_files_is_not_called_unwritable(tmp_path, monkeypatch):
+    """An existing folder where creating a file fails with ENOENT (/proc) is reported
+    with the system's reason, not as a permission problem; EACCES stays "not writable"."""
+    import errno as _errno
+    import tempfile as _tempfile
+
+    from inference_sim.core.outfiles import OutputPathError, check_output_file
+
+    def refuse(code):
+        def mkstemp(*args, **kwargs):
+            raise OSError(code, os.strerror(code))
+
+        return mkstemp
+
+    monkeypatch.setattr(_tempfile, "mkstemp", refuse(_errno.ENOENT))
+    with pytest.raises(OutputPathError, match=r"cannot hold a new file \(No such file"):
+        check_output_file(tmp_path / "r.json")
+    monkeypatch.setattr(_tempfile, "mkstemp", refuse(_errno.EACCES))
+    with pytest.raises(OutputPathError, match=r"is not writable \(Permission denied"):
+        check_output_file(tmp_path / "r.json")

@@ -21,6 +21,7 @@ drops the link, and a FIFO's reader never sees the data.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -93,7 +94,14 @@ def _probe_folder(folder: str) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=folder)
     except OSError as exc:
-        raise OutputPathError(f"folder {folder} is not writable ({exc.strerror or exc})") from None
+        # "not writable" for a permission problem; else the system's reason alone, as
+        # an existing folder that refuses new files (/proc: ENOENT) is not "missing"
+        what = (
+            "is not writable"
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+            else ("cannot hold a new file")
+        )
+        raise OutputPathError(f"folder {folder} {what} ({exc.strerror or exc})") from None
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(tmp)
