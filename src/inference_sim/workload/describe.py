@@ -19,6 +19,7 @@ every other format ``--block-size`` is the KV block size (``--kv-block-size`` to
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from inference_sim.core.request import Request
-from inference_sim.core.rng import MAX_SEED, RandomStreams
+from inference_sim.core.rng import MAX_SEED, RandomStreams, seed_from_int64
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.formats import detect_format, unmatched_header_hint
 from inference_sim.workload.generate import NEVER, iter_spec_requests
@@ -55,6 +56,10 @@ def _spec_requests(path: str, seed: int | None) -> Iterator[Request]:
             f"workload spec {path}: unbounded (no num_requests, horizon or stages), "
             "nothing to describe"
         )
+    # Said once the check above passed, as blis run says them (workload/plan.py): a
+    # spec it refuses prints its one error line alone.
+    for warning in spec.warnings:
+        logging.getLogger("inference_sim").warning("workload spec %s: %s", path, warning)
     return iter_spec_requests(spec, horizon=horizon, max_requests=spec.num_requests)
 
 
@@ -76,8 +81,17 @@ def describe_workload(
         raise WorkloadError(f"--block-size must be > 0, got {block_size}")
     if kv_block_size is not None and kv_block_size <= 0:
         raise WorkloadError(f"--kv-block-size must be > 0, got {kv_block_size}")
-    if seed is not None and not 0 <= seed <= MAX_SEED:
-        raise WorkloadError(f"--seed must be in [0, {MAX_SEED}] (a 64-bit seed), got {seed}")
+    if seed is not None:
+        # As blis run reads --seed (config/resolve.py): the reference's int64 seeds, a
+        # negative one as its two's complement, so `--seed -1` describes the run's
+        # workload instead of being refused.
+        given = seed
+        seed = seed_from_int64(seed)
+        if not 0 <= seed <= MAX_SEED:
+            raise WorkloadError(
+                f"--seed must be in [-2**63, {MAX_SEED}] (a 64-bit seed; a negative one is "
+                f"read as two's complement, as the reference's int64), got {given}"
+            )
     if kind == "mooncake":
         bs = block_size or DEFAULT_TRACE_BLOCK_SIZE  # the hash ids' block
         kv = kv_block_size or DEFAULT_BLOCK_SIZE

@@ -160,8 +160,13 @@ def _staged_times(
         k = np.searchsorted(cum, op, side="right") - 1
         inside = op < total
         kk = np.minimum(k, len(stages) - 1)
-        t = starts[kk] + (op - cum[kk]) / rates[kk]
-        ticks = np.floor(t).astype(np.int64)
+        # A client's stage rate can underflow to 0 (rate 5e-324, or a tiny share): its
+        # operational time does not advance, so no arrival is ``inside`` it and the
+        # infinite or NaN ticks computed there are masked by ``ok``; numpy's warnings
+        # about them would only leak source paths to stderr.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            t = starts[kk] + (op - cum[kk]) / rates[kk]
+            ticks = np.floor(t).astype(np.int64)
         ok = inside & (ticks < limit)
         head, stop = _until_false(ticks, ok)
         if len(head):
@@ -204,7 +209,9 @@ def interleaved_constant_times(
         if stages:
             op = ks.astype(np.float64)
             kk = np.minimum(np.searchsorted(cum, op, side="right") - 1, len(stages) - 1)
-            ticks = np.floor(starts[kk] + (op - cum[kk]) / rates[kk]).astype(np.int64)
+            # A stage rate underflowing to 0: masked below (see _staged_times).
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                ticks = np.floor(starts[kk] + (op - cum[kk]) / rates[kk]).astype(np.int64)
             ok = (op < total) & (ticks < limit)
         else:
             ticks = gap * ks
@@ -342,12 +349,43 @@ class _Client:
     feed: deque[np.ndarray] | None = None
     input: LengthSampler = field(init=False)
     output: LengthSampler = field(init=False)
+    #: The multimodal client's samplers: ``text``, and ``(count, size)`` per modality.
+    mm_text: LengthSampler | None = field(init=False, default=None)
+    mm_items: dict[str, tuple[LengthSampler, LengthSampler]] = field(init=False)
+    ratio: LengthSampler | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        # Every sampler is built here, once: a sampler is a pure function of its
+        # DistSpec (building draws nothing), so this moves no draw. They used to be
+        # rebuilt per arrival block, each rebuild repeating the truncation warning of
+        # a fractional count. The spec loader has said those (its held-back warnings,
+        # by field path), so the notes of these rebuilds are dropped.
         c = self.spec
+        who = f"client {self.key}"
+        quiet: list[str] = []
         assert c.input_distribution is not None and c.output_distribution is not None
-        self.input = c.input_distribution.sampler(f"client {self.key} input_distribution")
-        self.output = c.output_distribution.sampler(f"client {self.key} output_distribution")
+        self.input = c.input_distribution.sampler(f"{who} input_distribution", notes=quiet)
+        self.output = c.output_distribution.sampler(f"{who} output_distribution", notes=quiet)
+        mm = c.multimodal or {}
+        text = mm.get("text_distribution")
+        if text is not None:
+            self.mm_text = text.sampler(f"{who} multimodal.text_distribution", notes=quiet)
+        self.mm_items = {}
+        for kind in ("image", "audio", "video"):
+            size = mm.get(f"{kind}_distribution")
+            count = mm.get(f"{kind}_count_distribution")
+            if size is not None and count is not None:
+                self.mm_items[kind] = (
+                    count.sampler(
+                        f"{who} multimodal.{kind}_count_distribution", floor=0, notes=quiet
+                    ),
+                    size.sampler(f"{who} multimodal.{kind}_distribution", notes=quiet),
+                )
+        ratio = c.reasoning.reason_ratio_distribution if c.reasoning is not None else None
+        if ratio is not None:
+            self.ratio = ratio.sampler(
+                f"{who} reasoning.reason_ratio_distribution", floor=0, notes=quiet
+            )
         self.base_meta: dict[str, object] = {}
         if c.id:
             self.base_meta["client_id"] = c.id
@@ -429,20 +467,16 @@ def _multimodal_lengths(cl: _Client, n: int) -> tuple[np.ndarray, dict[str, np.n
     is bounded when the spec loads, ``count x size`` is not. Item sizes are drawn for a
     group of requests at a time (at most ``_MM_DRAW`` items, or one request's), value
     after value, so the numbers do not depend on the grouping."""
-    mm = cl.spec.multimodal or {}
     parts: dict[str, np.ndarray] = {}
     total = np.zeros(n, dtype=np.int64)
-    text = mm.get("text_distribution")
-    if text is not None:
-        parts["text_tokens"] = text.sampler("text").sample(cl.rng("mm-text"), n)
+    if cl.mm_text is not None:
+        parts["text_tokens"] = cl.mm_text.sample(cl.rng("mm-text"), n)
         total += parts["text_tokens"]
     for kind in ("image", "audio", "video"):
-        size = mm.get(f"{kind}_distribution")
-        count = mm.get(f"{kind}_count_distribution")
-        if size is None or count is None:
+        if kind not in cl.mm_items:
             continue
-        counts = count.sampler(kind, floor=0).sample(cl.rng(f"mm-{kind}-count"), n)
-        sizer = size.sampler(kind)
+        count, sizer = cl.mm_items[kind]
+        counts = count.sample(cl.rng(f"mm-{kind}-count"), n)
         rng = cl.rng(f"mm-{kind}")
         bounds = np.concatenate(([0], np.cumsum(counts)))
         sums = np.zeros(n, dtype=np.int64)
@@ -539,8 +573,7 @@ def _sessions(cl: _Client) -> Iterator[Request]:
     rounds = mt.max_rounds
     rng_in, rng_out, rng_tok = cl.rng("input"), cl.rng("output"), cl.rng("tokens")
     rng_sess = cl.rng("session")
-    ratio_dist = c.reasoning.reason_ratio_distribution
-    ratio_sampler = ratio_dist.sampler("reason_ratio", floor=0) if ratio_dist else None
+    ratio_sampler = cl.ratio
     rng_ratio = cl.rng("reason")
     pending: list[tuple[int, int, _Session, int]] = []
     seq = itertools.count()

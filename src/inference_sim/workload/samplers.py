@@ -290,11 +290,20 @@ def empirical_from_pdf(pdf: Mapping[int, float], where: str, *, floor: int = 1) 
 
 
 def make_length_sampler(
-    dist_type: str, params: Mapping[object, object], where: str, *, floor: int = 1
+    dist_type: str,
+    params: Mapping[object, object],
+    where: str,
+    *,
+    floor: int = 1,
+    notes: list[str] | None = None,
 ) -> LengthSampler:
     """Validate a distribution spec and build its sampler; errors name ``where``.
 
-    ``where`` is the field path, e.g. ``clients[0].input_distribution``.
+    ``where`` is the field path, e.g. ``clients[0].input_distribution``. A non-integral
+    token count is truncated with a note: appended to ``notes`` when given (the spec
+    loader holds its notes back in :attr:`WorkloadSpec.warnings`, said once per field
+    after the run's checks, and the generator, rebuilding samplers of a spec already
+    loaded, passes a list it drops), else logged at once (a caller of its own).
     """
     if dist_type not in DIST_TYPES:
         raise WorkloadError(
@@ -343,14 +352,14 @@ def make_length_sampler(
             check_length_bound(f[name], f"{where}.params.{name}")
     for name in ("min", "max", "value"):  # token counts: truncated, as the reference does
         if name in f and not f[name].is_integer():
-            logging.getLogger("inference_sim").warning(
-                "%s.params.%s %s is truncated to %d (token counts are whole numbers; the "
-                "reference truncates too)",
-                where,
-                name,
-                p[name],
-                int(f[name]),
+            note = (
+                f"{where}.params.{name} {p[name]} is truncated to {int(f[name])} (token "
+                "counts are whole numbers; the reference truncates too)"
             )
+            if notes is None:
+                logging.getLogger("inference_sim").warning("%s", note)
+            else:
+                notes.append(note)
 
     if dist_type == "constant":
         if f["value"] < 0:
@@ -388,6 +397,32 @@ def make_length_sampler(
 # --- inter-arrival times ------------------------------------------------------------------
 
 
+#: The ``cv`` each renewal process accepts (inclusive). Weibull's is the reference's
+#: (workload spec 5.4); its shape is solved on [0.05, 200], which covers it. Gamma's
+#: shape is ``1 / cv²``: below 1e-150 it overflows a float (cv 1e-200 divided by zero,
+#: 1e-160 gave an infinite shape and NaN gaps); above 1000 (shape < 1e-6) numpy's
+#: sampler returns 0 for nearly every gap (99.9% at 1000, all of them from about 1e5),
+#: so the arrivals collapse to 1 µs apart and the rate the spec asks for is met only
+#: over more arrivals than any run takes. A bound the user can read, not a NaN.
+ARRIVAL_CV_RANGE: dict[str, tuple[float, float]] = {
+    "gamma": (1e-150, 1e3),
+    "weibull": (0.01, 10.4),
+}
+
+
+def check_arrival_cv(process: str, cv: float, where: str) -> None:
+    """Raise unless ``cv`` (> 0, finite) is in ``process``'s :data:`ARRIVAL_CV_RANGE`.
+
+    ``where`` names the field (``clients[0].arrival.cv``); processes without a range
+    (poisson, constant: their CV is fixed) accept any.
+    """
+    bounds = ARRIVAL_CV_RANGE.get(process)
+    if bounds is not None and not bounds[0] <= cv <= bounds[1]:
+        raise WorkloadError(
+            f"{where}: {process} CV must be in [{bounds[0]:g}, {bounds[1]:g}], got {cv}"
+        )
+
+
 def weibull_shape(cv: float) -> float:
     """The Weibull shape ``k`` whose coefficient of variation is ``cv`` (bisection).
 
@@ -417,6 +452,9 @@ class UnitGaps:
         self.process = process
         c = 1.0 if cv is None or cv <= 0 else float(cv)
         self.cv = c
+        # A spec's cv is checked on load, naming its field; this guards the other
+        # sources (ServeGen rows, code) from a shape that is 0, infinite or NaN.
+        check_arrival_cv(process, c, "arrival.cv")
         if process == "gamma":
             self._shape = 1.0 / (c * c)
         elif process == "weibull":

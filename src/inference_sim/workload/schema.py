@@ -43,8 +43,12 @@ class DistSpec:
     params: Mapping[Any, Any]
     file: str = ""
 
-    def sampler(self, where: str, *, floor: int = 1) -> LengthSampler:
-        return make_length_sampler(self.type, self.params, where, floor=floor)
+    def sampler(
+        self, where: str, *, floor: int = 1, notes: list[str] | None = None
+    ) -> LengthSampler:
+        """The sampler (a pure function of the fields: building it twice draws nothing);
+        ``notes``: where a truncated token count is said (None: logged at once)."""
+        return make_length_sampler(self.type, self.params, where, floor=floor, notes=notes)
 
 
 @dataclass(frozen=True)
@@ -166,9 +170,11 @@ class WorkloadSpec:
     source: str = ""
     #: Notes on what the spec gives but changes nothing or is changed (an ignored
     #: ``aggregate_rate``, a ``cv`` on poisson/constant, ``prefix_length`` without
-    #: ``prefix_group``, ``adapter_rank`` without ``adapter``, a v1 SLO name mapped,
-    #: ServeGen rows skipped): held back, not logged on load, so that ``blis run`` says
-    #: them (``workload spec <file>: ...``) after its workload checks.
+    #: ``prefix_group`` or differing from its group's, ``adapter_rank`` without
+    #: ``adapter``, ``input_distribution`` on a multimodal client, a token count
+    #: truncated, a v1 SLO name mapped, ServeGen rows skipped): held back, not logged on
+    #: load, so that ``blis run`` and ``blis workload describe`` say them, once each
+    #: (``workload spec <file>: ...``), after their workload checks.
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property

@@ -18,9 +18,18 @@ Fields a spec gives but that change nothing are said, not dropped: an ``inferenc
 or ``servegen_data`` block next to clients (logged as the spec loads); and, in
 :attr:`WorkloadSpec.warnings`, an ``aggregate_rate`` other than the stages' mean, a
 client's ``arrival.cv`` on a ``poisson`` or ``constant`` process, ``prefix_length``
-without ``prefix_group`` and ``adapter_rank`` without ``adapter``. ``blis run`` logs that
-list, each line prefixed ``workload spec <file>:``, only once its workload checks have
-passed, so a run they refuse prints its one error line alone.
+without ``prefix_group`` or other than its group's (the first client naming the group
+sets it), ``adapter_rank`` without ``adapter``, ``input_distribution`` on a multimodal
+client (or ``multimodal`` on a multi-turn one), ``reason_ratio_distribution`` without
+``multi_turn``, and a non-integral token count (truncated), once per field. ``blis run``
+and ``blis workload describe`` log that list, each line prefixed ``workload spec
+<file>:``, only once their workload checks have passed, so a run they refuse prints its
+one error line alone.
+
+Numbers that would pass as numbers but break generation are refused with the field and
+the range: a gamma ``arrival.cv`` outside [1e-150, 1000] (weibull's [0.01, 10.4] is the
+reference's), ``rate_fraction`` values whose sum overflows, a stage that ends after the
+simulator's clock or whose rate x duration overflows.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from inference_sim.core.suggest import did_you_mean
 from inference_sim.workload.errors import WorkloadError
 from inference_sim.workload.samplers import (
     ARRIVAL_PROCESSES,
+    check_arrival_cv,
     check_length_bound,
 )
 from inference_sim.workload.schema import (
@@ -197,7 +207,9 @@ def _list(value: Any, where: str) -> list[Any]:
     return value
 
 
-def _dist(value: Any, where: str, *, floor: int = 1) -> DistSpec:
+def _dist(value: Any, where: str, notes: list[str], *, floor: int = 1) -> DistSpec:
+    """A distribution, validated now; what it truncates is noted in ``notes`` (the spec's
+    held-back warnings: once per field, after the run's checks)."""
     m = _map(value, where, ("type", "params", "file"))
     if not m:
         raise WorkloadError(
@@ -212,7 +224,7 @@ def _dist(value: Any, where: str, *, floor: int = 1) -> DistSpec:
     dist = DistSpec(
         _str(m.get("type"), f"{where}.type"), params, _str(m.get("file"), f"{where}.file")
     )
-    dist.sampler(where, floor=floor)  # validates type and parameters now
+    dist.sampler(where, floor=floor, notes=notes)  # validates type and parameters now
     return dist
 
 
@@ -226,6 +238,7 @@ def parse_stages(value: Any, where: str) -> tuple[Stage, ...]:
         raise WorkloadError(f"{where}: at least one stage required")
     stages: list[Stage] = []
     prev_end = 0.0
+    requests = 0.0  # expected requests so far: the generator's operational time
     for i, item in enumerate(items):
         w = f"{where}[{i}]"
         m = _map(item, w, ("rate", "duration", "end"))
@@ -251,10 +264,24 @@ def parse_stages(value: Any, where: str) -> tuple[Stage, ...]:
                     f"{w}.end must be greater than the previous stage's end "
                     f"({prev_end:g} s): stage lists must be increasing, got {end:g}"
                 )
+        # Bounded as a lifecycle window is, by the simulator's clock: an end of 1e305 s
+        # (+inf µs) used to crash the run with an OverflowError.
+        if end * TICKS_PER_SECOND > MAX_HORIZON:
+            raise WorkloadError(
+                f"{w}: the stage ends at {end:g} s, after {MAX_HORIZON} µs (the simulator's clock)"
+            )
         start_us = round(prev_end * TICKS_PER_SECOND)
         end_us = round(end * TICKS_PER_SECOND)
         if end_us <= start_us:
             raise WorkloadError(f"{w}: stage is shorter than 1 µs")
+        # rate x duration overflowing (rate 1e308 for 100 s) made every arrival 0 and
+        # the later stages unreachable, with numpy's overflow warning on stderr.
+        requests += float(rate) * ((end_us - start_us) / TICKS_PER_SECOND)
+        if not math.isfinite(requests):
+            raise WorkloadError(
+                f"{w}.rate {float(rate):g} req/s: the stages' requests (rate x duration) "
+                "overflow a float; lower the rate"
+            )
         stages.append(Stage(float(rate), start_us, end_us))
         prev_end = end
     return tuple(stages)
@@ -322,10 +349,13 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
             shown = _shown(raw) if isinstance(raw, int) else repr(raw)
             raise WorkloadError(f"{w}.arrival.cv must be a finite number, got {shown}")
         cv = float(raw)
-        if process == "weibull" and not 0.01 <= cv <= 10.4:
-            raise WorkloadError(f"{w}.arrival.cv: weibull CV must be in [0.01, 10.4], got {cv}")
+        if process == "weibull":  # its range first, as the reference checks it
+            check_arrival_cv(process, cv, f"{w}.arrival.cv")
         if cv <= 0:
             raise WorkloadError(f"{w}.arrival.cv must be positive, got {cv}")
+        # gamma: a cv whose shape 1/cv² is 0 or infinite used to pass here and then crash
+        # the run (ZeroDivisionError) or give NaN gaps, every arrival 1 µs apart.
+        check_arrival_cv(process, cv, f"{w}.arrival.cv")
         if process in ("poisson", "constant"):
             # Accepted, as the reference accepts it (workload spec 5.4), but said.
             warnings.append(
@@ -339,8 +369,8 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
         raise WorkloadError(f"{w}.prefix_length must be non-negative, got {prefix_length}")
     check_length_bound(prefix_length, f"{w}.prefix_length")
 
-    input_dist = _dist(m.get("input_distribution"), f"{w}.input_distribution")
-    output_dist = _dist(m.get("output_distribution"), f"{w}.output_distribution")
+    input_dist = _dist(m.get("input_distribution"), f"{w}.input_distribution", warnings)
+    output_dist = _dist(m.get("output_distribution"), f"{w}.output_distribution", warnings)
 
     network = None
     if m.get("network") is not None:
@@ -379,7 +409,7 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
         for name in MULTIMODAL_FIELDS:
             if mm.get(name) is not None:
                 floor = 0 if name.endswith("count_distribution") else 1
-                multimodal[name] = _dist(mm[name], f"{w}.multimodal.{name}", floor=floor)
+                multimodal[name] = _dist(mm[name], f"{w}.multimodal.{name}", warnings, floor=floor)
         for kind in ("image", "audio", "video"):
             if (f"{kind}_distribution" in multimodal) != (
                 f"{kind}_count_distribution" in multimodal
@@ -395,7 +425,10 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
         ratio = None
         if rm.get("reason_ratio_distribution") is not None:
             ratio = _dist(
-                rm["reason_ratio_distribution"], f"{w}.reasoning.reason_ratio_distribution", floor=0
+                rm["reason_ratio_distribution"],
+                f"{w}.reasoning.reason_ratio_distribution",
+                warnings,
+                floor=0,
             )
         multi_turn = None
         if rm.get("multi_turn") is not None:
@@ -412,6 +445,26 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
                 )
             multi_turn = MultiTurnSpec(rounds, think, growth)
         reasoning = ReasoningSpec(ratio, multi_turn)
+        if ratio is not None and multi_turn is None:
+            warnings.append(
+                f"{w}.reasoning.reason_ratio_distribution has no effect without "
+                "reasoning.multi_turn (only session rounds record a reason ratio)"
+            )
+
+    # What a multimodal client draws (workload spec 10, 11): its prompts are text plus
+    # image/audio/video tokens, and a session's rounds draw input_distribution instead.
+    # The reference requires input_distribution either way, so a portable spec keeps it.
+    if multimodal is not None and (reasoning is None or reasoning.multi_turn is None):
+        warnings.append(
+            f"{w}.input_distribution has no effect on a multimodal client (its prompt is "
+            "multimodal.text_distribution plus the image/audio/video tokens); it is still "
+            "required, as the reference requires it"
+        )
+    elif multimodal is not None:
+        warnings.append(
+            f"{w}.multimodal has no effect with reasoning.multi_turn (session rounds draw "
+            "their prompts from input_distribution, as the reference's do)"
+        )
 
     prefix_group = _str(m.get("prefix_group"), f"{w}.prefix_group")
     if prefix_length and not prefix_group:
@@ -446,6 +499,32 @@ def _parse_client(value: Any, i: int, warnings: list[str], *, v1: bool) -> Clien
         adapter=adapter,
         adapter_rank=adapter_rank,
     )
+
+
+def _shared_prefix_notes(clients: tuple[ClientSpec, ...]) -> list[str]:
+    """A note for each client whose ``prefix_length`` differs from its group's length.
+
+    A group's prefix is drawn once, its length from the first client naming it (0: 50,
+    workload spec 9, as the generator's ``_prefixes``); a later client's different length
+    changes nothing, which used to be dropped silently.
+    """
+    first: dict[str, tuple[int, int]] = {}  # group -> (client index, length)
+    notes: list[str] = []
+    for i, c in enumerate(clients):
+        g = c.prefix_group
+        if not g:
+            continue
+        if g not in first:
+            first[g] = (i, c.prefix_length if c.prefix_length > 0 else DEFAULT_PREFIX_LENGTH)
+            continue
+        j, length = first[g]
+        if c.prefix_length > 0 and c.prefix_length != length:
+            notes.append(
+                f"clients[{i}].prefix_length {c.prefix_length} has no effect: prefix group "
+                f'"{g}" takes its length ({length}) from clients[{j}], the first client '
+                "naming it"
+            )
+    return notes
 
 
 def _adapter_rank(value: Any, where: str) -> int:
@@ -697,6 +776,14 @@ def parse_workload_spec(data: Any, *, source: str = "", base_dir: str = "") -> W
         )
     v1 = version in ("", "1")
     clients = tuple(_parse_client(c, i, warnings, v1=v1) for i, c in enumerate(raw_clients))
+    if clients and not math.isfinite(sum(c.rate_fraction for c in clients)):
+        # Each rate is aggregate_rate x fraction / sum: an infinite sum made every rate
+        # NaN and every gap 1 µs.
+        raise WorkloadError(
+            "clients: the rate_fraction values sum to more than a float holds; scale them "
+            "down (only their ratios matter)"
+        )
+    warnings.extend(_shared_prefix_notes(clients))
 
     if not clients and inference_perf is not None:
         if not inference_perf.cycle_prompts:
