@@ -192,6 +192,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "Reuse KV blocks of identical prompt prefixes.",
         "engine",
     ),
+    # On by default, as vLLM v1 (SchedulerConfig.enable_chunked_prefill).
+    OptionSpec(
+        "enable_chunked_prefill",
+        bool,
+        True,
+        "Split a prompt over several steps when the token budget left is short (vLLM v1's default). --no-enable-chunked-prefill: a waiting request is admitted only when all its new tokens fit the budget left, else admission stops; without --max-model-len the length limit becomes --max-num-batched-tokens, and a larger --max-model-len is refused, as vLLM does (docs/engine.md).",
+        "engine",
+    ),
     OptionSpec(
         "kv_cpu_blocks",
         int,

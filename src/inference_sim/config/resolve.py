@@ -147,6 +147,10 @@ class RunPlan:
     pools: dict[str, RunPlan] = field(default_factory=dict)
     #: Where the KV block count came from (given, trained or derived; ``--log info``).
     kv_source: str = ""
+    #: ``options["max_model_len"]`` is the token budget, set because chunked prefill is
+    #: off and no ``--max-model-len`` was given (:func:`_chunked_prefill_length_limit`);
+    #: results record the 0 that was given.
+    length_limit_from_budget: bool = False
 
     def latency_context(self) -> dict[str, Any]:
         """What a latency factory may ask for (``latency.registry.CONTEXT_KEYS``)."""
@@ -212,6 +216,10 @@ class RunPlan:
         if self.engine.lora is None:  # results without LoRA stay as they were
             for name in LORA_OPTIONS:
                 del cfg[name]
+        if self.options["enable_chunked_prefill"]:  # recorded only when off: as they were
+            cfg.pop("enable_chunked_prefill", None)
+        if self.length_limit_from_budget:
+            cfg["max_model_len"] = 0  # as given: a replay derives the same limit again
         cfg["package_version"] = __version__
         return cfg
 
@@ -396,6 +404,82 @@ def _check_ranges(o: dict[str, Any], explicit: frozenset[str] = frozenset()) -> 
         f"--seed must be in [-2**63, {MAX_SEED}] (a 64-bit seed; a negative one is read as "
         f"two's complement, as the reference's int64), got {o['seed']}",
     )
+
+
+def _warn_if_budget_below_max_num_seqs(o: dict[str, Any]) -> None:
+    """vLLM refuses to start when the token budget is below the running cap
+    (``SchedulerConfig.verify_max_model_len``, vllm/config/scheduler.py: "max_num_batched_
+    tokens (X) must be greater than or equal to max_num_seqs (Y)"): a full batch of
+    decoders, one token each, would not fit one step. The simulator runs it as asked
+    (small budgets are common in tests, and the reference accepts them), so it warns."""
+    budget, seqs = o["max_num_scheduled_tokens"], o["max_num_running_reqs"]
+    if budget < seqs:
+        log.warning(
+            "--max-num-batched-tokens %d is smaller than --max-num-seqs %d: vLLM refuses to "
+            "start (vllm/config/scheduler.py: max_num_batched_tokens must be >= "
+            "max_num_seqs); the run goes on as asked",
+            budget,
+            seqs,
+        )
+
+
+def _token_budgets(o: Mapping[str, Any]) -> dict[str, int]:
+    """The token budget of every kind of instance the run has, by the flag that sets it:
+    the run's own, and with P/D each pool's (0: as the run's). A budget no instance
+    uses (every instance in a pool with its own) is left out."""
+    flag = "--max-num-batched-tokens"
+    budget = int(o["max_num_scheduled_tokens"])
+    if not pd_enabled(o):
+        return {flag: budget}
+    n, p, d = o["num_instances"], o["prefill_instances"], o["decode_instances"]
+    out: dict[str, int] = {}
+    if n - p - d > 0 or o.get("dual_autoscale_max", 0) > 0:
+        out[flag] = budget
+    for pool, count in (("prefill", p), ("decode", d)):
+        if count > 0 or o.get(f"{pool}_autoscale_max", 0) > 0:
+            own = int(o[f"{pool}_max_num_scheduled_tokens"])
+            out[f"--{pool}-max-num-batched-tokens"] = own or budget
+    return out or {flag: budget}
+
+
+def _check_chunked_prefill_off(o: dict[str, Any]) -> None:
+    """With chunked prefill off vLLM refuses to start when ``max_num_batched_tokens <
+    max_model_len`` (``SchedulerConfig.verify_max_model_len``, vllm/config/scheduler.py):
+    a prompt longer than the budget could never be scheduled. The same refusal here,
+    naming both flags. (vLLM's own default budget with chunking off is ``max_model_len``,
+    vllm/engine/arg_utils.py ``_set_default_args``; the simulator's is 2048 either way.)"""
+    if o["enable_chunked_prefill"]:
+        return
+    max_len = int(o["max_model_len"])
+    for flag, budget in _token_budgets(o).items():
+        if max_len > budget:
+            raise ConfigError(
+                f"--max-model-len {max_len} is larger than {flag} {budget} with "
+                "--no-enable-chunked-prefill: vLLM refuses to start (a prompt longer than "
+                f"the token budget could never be scheduled); raise {flag} to {max_len} or "
+                "lower --max-model-len"
+            )
+
+
+def _chunked_prefill_length_limit(o: dict[str, Any], notes: list[str]) -> bool:
+    """With chunked prefill off and no ``--max-model-len``, the length limit is the
+    smallest token budget: a vLLM operator must set ``max_model_len`` no larger
+    (:func:`_check_chunked_prefill_off`), and a longer request (or its recompute after a
+    preemption, prompt + tokens delivered) could never be admitted whole, so it would
+    wait forever. Such requests are rejected at arrival as ``--max-model-len`` rejects
+    them (``rejected_too_long``). Returns True when it set the limit."""
+    if o["enable_chunked_prefill"] or int(o["max_model_len"]) > 0:
+        return False
+    budgets = _token_budgets(o)
+    limit = min(budgets.values())
+    o["max_model_len"] = limit
+    flag = min(budgets, key=lambda k: budgets[k])
+    notes.append(
+        f"--no-enable-chunked-prefill without --max-model-len: the length limit is {flag} "
+        f"{limit} (vLLM requires max_model_len <= max_num_batched_tokens with chunked "
+        "prefill off); longer requests (prompt + output) are rejected as too long"
+    )
+    return True
 
 
 def _warn_if_unstartable_utilization(util: float) -> None:
@@ -1756,7 +1840,9 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
     options["kv_cache_dtype"] = str(options["kv_cache_dtype"]).strip().lower()
     options["quantization"] = str(options["quantization"]).strip().lower()
     _check_ranges(options, explicit)
+    _warn_if_budget_below_max_num_seqs(options)
     check_pd_options(options, explicit)
+    _check_chunked_prefill_off(options)
     check_autoscale_options(options, explicit)
     try:
         check_tier_ranges(options)
@@ -1900,6 +1986,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         max_num_batched_tokens=options["max_num_scheduled_tokens"],
         long_prefill_token_threshold=options["long_prefill_token_threshold"],
         enable_prefix_caching=options["enable_prefix_caching"],
+        enable_chunked_prefill=options["enable_chunked_prefill"],
         exact_steps=options["exact_steps"],
         kv_cpu_blocks=tier.cpu_blocks,
         kv_offload_threshold=tier.offload_threshold,
@@ -1916,6 +2003,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         + " yet; run them separately (docs/disaggregation.md)",
     )
     pools = resolve_pools(merged, options, resolve) if pd_enabled(options) else {}
+    length_limit_from_budget = _chunked_prefill_length_limit(options, notes)
     if lat.given_coefficients:
         # after every check: a warning only for a run that will happen
         _warn_given_coefficients(options["alpha_coeffs"], options["beta_coeffs"], explicit)
@@ -1938,6 +2026,7 @@ def resolve(raw: Mapping[str, Any]) -> RunPlan:
         latency_coeffs=coeffs,
         inline_trace=inline.trace,
         kv_source=lat.kv_source,
+        length_limit_from_budget=length_limit_from_budget,
     )
     if pd_enabled(options):
         notes.extend(pool_kv_notes(plan, pools))

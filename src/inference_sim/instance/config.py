@@ -15,6 +15,11 @@ class EngineConfig:
 
     ``long_prefill_token_threshold`` 0 means prompts are chunked only by the token
     budget; a positive value caps every prefill chunk at that many tokens.
+
+    ``enable_chunked_prefill`` False is vLLM's ``--no-enable-chunked-prefill``: a waiting
+    request is admitted only when all its new tokens (after prefix-cache hits, capped by
+    the threshold) fit the step's remaining budget, else admission stops there
+    (docs/engine.md#chunked-prefill-off---no-enable-chunked-prefill).
     """
 
     num_gpu_blocks: int
@@ -38,6 +43,8 @@ class EngineConfig:
     # vLLM's async scheduling (docs/engine.md#async-scheduling): step N+1 is formed while
     # step N runs. Also on when the latency model says its engine runs that way.
     async_scheduling: bool = False
+    # vLLM v1's default (SchedulerConfig.enable_chunked_prefill, vllm/config/scheduler.py).
+    enable_chunked_prefill: bool = True
 
     def __post_init__(self) -> None:
         for name in ("num_gpu_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens"):

@@ -12,7 +12,8 @@ Scheduling:
    blocks freed, recompute later) until room appears (:meth:`Instance._make_room`).
 2. If nothing was preempted, waiting requests are admitted from the queue head
    while the running cap and the budget allow, reusing cached prompt blocks.
-   The first request that does not fit stops admission (head-of-line blocking).
+   The first request that does not fit stops admission (head-of-line blocking); with
+   chunked prefill off, so does the first whose new tokens exceed the budget left.
 
 Applying: every scheduled request advances; a request whose computed tokens reach its
 known sequence length delivers a token (:meth:`Instance._deliver`) and, with its last
@@ -305,9 +306,10 @@ class Instance:
         """Admit requests from the head of the wait queue into this step's batch.
 
         Stops at the running cap, an exhausted budget, or the first request whose KV
-        does not fit (head-of-line blocking). A request that cannot fit even with
-        nothing else running is dropped as unservable. Returns the budget left and the
-        updated prefill token count.
+        does not fit (head-of-line blocking), or, with chunked prefill off, whose new
+        tokens do not all fit the budget left (it is never given a partial chunk). A
+        request that cannot fit even with nothing else running is dropped as
+        unservable. Returns the budget left and the updated prefill token count.
 
         With async scheduling the batch was formed one step ago: requests that arrived
         since (``_hidden``) are not seen, and slots and KV blocks freed by the last step
@@ -355,6 +357,7 @@ class Instance:
         batch = self._batch
         threshold = cfg.long_prefill_token_threshold
         block_size = cfg.block_size
+        whole = not cfg.enable_chunked_prefill  # a new prefill is never cut by the budget
         skip = self._skip_admission  # None unless a subclass holds requests back (LoRA)
         skipped: list[Request] | None = None
         while waiting and len(running) < max_seqs and budget > 0:
@@ -376,15 +379,24 @@ class Instance:
             cached = kv.find_cached_prefix(req)
             cached_tokens = len(cached) * block_size
             n = prefill_chunk(req.prefill_target - cached_tokens, threshold, budget)
+            if (
+                whole
+                and n == budget
+                and prefill_chunk(req.prefill_target - cached_tokens, threshold, NEVER) > n
+            ):
+                # Chunked prefill off (vLLM's waiting loop: "if not enable_chunked_prefill
+                # and num_new_tokens > token_budget: break", the threshold applied first):
+                # its new tokens exceed what is left of the budget, so admission stops.
+                if budget == cfg.max_num_batched_tokens:
+                    # More than a whole step's budget: it can never be admitted. Only
+                    # without the length limit a resolved run sets (config/resolve.py).
+                    self._drop_waiting_head(req)
+                    continue
+                break
             if not kv.allocate_slots(req, n, cached):
                 if not running and not self.held and not kv.held_over:
                     # Nothing else holds blocks, so it can never fit: unservable.
-                    waiting.popleft()
-                    if self._hidden:
-                        self._hidden.pop(req.index, None)
-                    req.state = RequestState.DROPPED
-                    stats.count_drop(req)
-                    self._retract_itl(req)  # a preempted request may have delivered
+                    self._drop_waiting_head(req)
                     continue
                 stats.kv_allocation_failures += 1
                 break
@@ -406,6 +418,15 @@ class Instance:
         if skipped:
             waiting.extendleft(reversed(skipped))
         return budget, prefill_tokens
+
+    def _drop_waiting_head(self, req: Request) -> None:
+        """The queue's head ``req`` can never be admitted here: drop it as unservable."""
+        self.waiting.popleft()
+        if self._hidden:
+            self._hidden.pop(req.index, None)
+        req.state = RequestState.DROPPED
+        self.stats.count_drop(req)
+        self._retract_itl(req)  # a preempted request may have delivered
 
     #: ``skip(request) -> bool`` for requests admission passes over this step without
     #: blocking the queue (vLLM's ``max_loras`` rule); None: every request is a candidate.
