@@ -391,3 +391,25 @@ def test_a_vision_tower_s_ignored_attention_leaves_the_language_model_quantized(
     vision = ["lm_head", "visual.blocks.0.attn.qkv", "vision_model.layers.0.self_attn.q_proj"]
     assert fp8(vision).scope == fp8(["lm_head"]).scope == "linear"
     assert fp8(["lm_head", "model.layers.0.self_attn.q_proj"]).scope == "mlp"
+
+
+def test_log_line_is_revised_when_the_prompts_change_the_record() -> None:
+    """The start-up fidelity line cannot know the prompts; long prompts make the record a
+    lower bound, and an info line after the run says so as the results file does."""
+    from click.testing import CliRunner
+
+    from inference_sim.cli.main import cli
+
+    base = [
+        "run", "--model", "qwen/qwen2.5-7b-instruct", "--hardware", "H100", "--tp", "1",
+        "--latency-model", "calibrated", "--output-tokens", "50", "--num-requests", "10",
+        "--json", "--log", "info",
+    ]  # fmt: skip
+    long_prompts = ["--prompt-tokens", "6000", "--prompt-tokens-stdev", "10"]
+    res = CliRunner().invoke(cli, [*base, *long_prompts, "--prompt-tokens-max", "7000"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["fidelity"]["lower_bound"] is True
+    revised = [ln for ln in res.stderr.splitlines() if "revised with" in ln]
+    assert len(revised) == 1 and "at least E2E" in revised[0], res.stderr
+    res = CliRunner().invoke(cli, base)  # short prompts: the start-up line stands
+    assert res.exit_code == 0 and "fidelity:" in res.stderr and "revised" not in res.stderr

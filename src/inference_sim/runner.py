@@ -26,6 +26,7 @@ from inference_sim.core.rng import RandomStreams
 from inference_sim.instance import make_instance
 from inference_sim.instance.lora import share_adapter_ranks
 from inference_sim.interrupts import RunSignals
+from inference_sim.latency.fidelity import log_line as fidelity_log_line
 from inference_sim.metrics.goodput import goodput_keys
 from inference_sim.metrics.lora import lora_section
 from inference_sim.metrics.slo import parse_slos
@@ -168,6 +169,10 @@ def collect_results(
     fidelity = plan_fidelity(plan, mean_prompt)
     if fidelity is not None:  # how far from the calibration data (docs/calibration.md)
         summary["fidelity"] = fidelity
+        if fidelity != plan_fidelity(plan):
+            # the start-up line could not know the prompts: say what the workload changed
+            # (a lower bound, a caveat), so the log agrees with the results file
+            log.info("%s (revised with the workload's prompts)", fidelity_log_line(fidelity))
     if plan.engine.lora is not None:  # multi-LoRA serving (docs/lora.md)
         summary["lora"] = lora_section(outcome.instances, outcome.end_time)
     summary["config"] = plan.resolved_config()
