@@ -263,3 +263,21 @@ def test_default_runs_are_not_warned_about_the_budget(sim_log):
     resolve(dict(model=MODEL))
     resolve(dict(model=MODEL, max_num_seqs=2048))  # equal is fine
     assert not [r for r in sim_log.records if "--max-num-seqs" in r.getMessage()]
+
+
+def test_the_too_long_warning_names_the_budget_with_chunking_off(tmp_path):
+    """A request rejected by the limit the budget sets is not blamed on --max-model-len
+    alone, which the user never gave."""
+    from click.testing import CliRunner
+
+    from inference_sim.cli.main import cli
+
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0,3000,3\n0,100,3\n")
+    args = ["run", "--model", "meta-llama/llama-3.1-8b-instruct", "--workload", "traces",
+            "--workload-traces-filepath", str(trace)]  # fmt: skip
+    off = CliRunner().invoke(cli, [*args, "--no-enable-chunked-prefill"])
+    assert off.exit_code == 0, off.output
+    assert "at most --max-num-batched-tokens) 2048" in off.stderr
+    on = CliRunner().invoke(cli, [*args, "--max-model-len", "2048"])
+    assert "over --max-model-len 2048: raise it" in on.stderr

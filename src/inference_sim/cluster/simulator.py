@@ -79,6 +79,7 @@ class ClusterSimulator:
         snapshot_refresh_interval: int = 0,
         priority_policy: str = "constant",
         decision_hook: DecisionHook | None = None,
+        length_limit_flag: str = "--max-model-len",
     ) -> None:
         if not instances:
             raise ValueError("at least one instance is required")
@@ -95,6 +96,8 @@ class ClusterSimulator:
         # run past its end, so a horizon beyond NEVER means NEVER.
         self.horizon = min(horizon, NEVER)
         self.max_model_len = max_model_len
+        #: The option a user changes to raise ``max_model_len`` (named in the warning).
+        self.length_limit_flag = length_limit_flag
         self.check_invariants = check_invariants
         self.snapshots = SnapshotProvider(self.instances, snapshot_refresh_interval)
         if 0 < horizon < admission_latency + routing_latency:
@@ -432,8 +435,9 @@ class ClusterSimulator:
             )
         if self._too_long:
             parts.append(
-                f"{self._too_long} rejected_too_long (prompt + output over --max-model-len "
-                f"{self.max_model_len}: raise it or shorten the requests)"
+                f"{self._too_long} rejected_too_long (prompt + output over "
+                f"{self.length_limit_flag} {self.max_model_len}: raise it or shorten the "
+                "requests)"
             )
         if self._rejected:
             parts.append(

@@ -407,6 +407,10 @@ class PolicySet:
             "check_invariants": o["check_invariants"],
             "snapshot_refresh_interval": self.snapshot_refresh_interval,
             "priority_policy": self.priority_policy,
+            # with chunked prefill off the limit is at most the token budget (resolve.py)
+            "length_limit_flag": "--max-model-len"
+            if o.get("enable_chunked_prefill", True)
+            else "--max-model-len (chunked prefill off: at most --max-num-batched-tokens)",
         }
 
 
