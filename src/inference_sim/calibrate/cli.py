@@ -192,7 +192,7 @@ def _calibrate(**kw: Any) -> None:
             f"{flag}: only for an inference-perf result folder; a CSV or YAML of runs names "
             "each run's own (no RUNS argument here is a folder)"
         )
-    runs = load_runs(kw["runs"], hardware=kw["hardware"], **folder_kw)
+    runs = load_runs(kw["runs"], hardware=kw["hardware"], warn=_warn, **folder_kw)
     reuse = "" if kw["prefix_reuse"] == "run" else kw["prefix_reuse"]
     full = ReplaySettings(prefix_reuse=reuse, prompt_scale=kw["prompt_scale"])
     fixed = _parse_fix(kw["fix"])  # names checked even where unused (--write-specs)
@@ -239,8 +239,12 @@ def _calibrate(**kw: Any) -> None:
             )
             res = fit_coefficients(runs, start=start, options=opts, simulator=sim, log=say)
             coeffs = res.coefficients
-            info = {"evaluations": res.evaluations, "seconds": round(res.seconds, 1)}
-            _warn_if_worse_than_start(res, coeffs, kw["start"])
+            # The wall-clock time is said, not stored: the same command on the same runs
+            # writes the same file, byte for byte (docs/calibration.md, "Output").
+            say(f"fitted in {res.seconds:.1f} s ({res.evaluations} evaluations)")
+            info = {"evaluations": res.evaluations}
+            _warn_if_worse_than_start(res, coeffs, kw["start"], short)
+            _warn_at_bounds(res)
         say("evaluating at full stage length")
         results = sim.run(runs, coefficients=coeffs, settings=full)
     rows = error_rows(runs, results)
@@ -259,7 +263,19 @@ def _calibrate(**kw: Any) -> None:
             f"{len(empty)} run(s) completed no request ({', '.join(empty)}): check their "
             "total_kv_blocks and max_model_len; they count as failed"
         )
-    failed = sum(1 for r in results if isinstance(r, Exception) or r is None) + len(empty)
+    crashed = [
+        run.name
+        for run, r in zip(runs, results, strict=True)
+        if isinstance(r, Exception) or r is None
+    ]
+    if crashed:
+        # Their rows show the error and have no errors to take a median of: say that the
+        # medians above are over the other runs only.
+        _warn(
+            f"{len(crashed)} run(s) failed to simulate and are left out of the medians "
+            f"({', '.join(crashed)}): see their rows"
+        )
+    failed = len(crashed) + len(empty)
     if not kw["evaluate_only"]:
         # This fit's own record (the start set's history -- its data, validation tables,
         # source -- does not describe these coefficients).
@@ -300,10 +316,12 @@ def _warn(msg: str) -> None:
     click.echo(f"Warning: {msg}", err=True)
 
 
-def _warn_if_worse_than_start(res: Any, coeffs: Any, start_path: str) -> None:
+def _warn_if_worse_than_start(res: Any, coeffs: Any, start_path: str, short: Any = None) -> None:
     """The fit weighs the data against the priors: on a few runs it can end with the
     runs themselves fitting worse than the start set did. Say so (keep ``--start``, or
-    fit more runs) rather than write a file that looks like an improvement."""
+    fit more runs) rather than write a file that looks like an improvement. The errors
+    compared are the fit's own, at the shortened stage length it simulates (``short``);
+    they get as many digits as it takes to tell them apart."""
     history = getattr(res, "history", None) or []
     if not history:
         return
@@ -311,11 +329,35 @@ def _warn_if_worse_than_start(res: Any, coeffs: Any, start_path: str) -> None:
     chosen = coeffs.to_dict()
     final = next((float(h["rms"]) for h in history if h["coefficients"] == chosen), None)
     if final is not None and final > start_rms * 1.001:
+        nd = 4
+        while nd < 8 and f"{final:.{nd}f}" == f"{start_rms:.{nd}f}":
+            nd += 1
+        at = ""
+        if short is not None and short.duration_scale < 1:
+            at = (
+                f" at the shortened stage length the fit simulates (stages x"
+                f"{short.duration_scale:g}, at least {short.min_stage_s:g} s; the table "
+                "is at full length)"
+            )
         _warn(
             f"the fitted coefficients fit these runs worse than "
-            f"{start_path or 'the shipped set'} (rms log-error {final:.4f} against "
-            f"{start_rms:.4f}): the priors outweigh a few runs; keep the start set or fit "
-            "more runs"
+            f"{start_path or 'the shipped set'} (rms log-error {final:.{nd}f} against "
+            f"{start_rms:.{nd}f}){at}: the priors outweigh a few runs; keep the start set or "
+            "fit more runs"
+        )
+
+
+def _warn_at_bounds(res: Any) -> None:
+    """Coefficients the fit drove to a bound of their prior: the runs asked for more than
+    the physics allows (GEMMs faster than peak, an overhead of 0), which usually means
+    runs the model cannot explain -- values in other units, settings that are not the
+    server's -- rather than a better fit."""
+    hits = getattr(res, "at_bounds", None) or []
+    if hits:
+        said = ", ".join(f"{name} at its {side} bound {bound:g}" for name, side, bound in hits)
+        _warn(
+            f"the fit ended with {said}: the runs push past what the priors call physical; "
+            "check their units and settings, or hold them with --fix (docs/calibration.md)"
         )
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "FitOptions",
     "FitResult",
     "Simulator",
+    "coefficients_at_bounds",
     "fit_coefficients",
     "stage_errors",
 ]
@@ -130,6 +131,30 @@ class FitResult:
     seconds: float
     cost: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: Fitted coefficients that ended at a bound of their prior (``name``, ``lower`` or
+    #: ``upper``, the bound): the data pushed them as far as the physics allows, which
+    #: usually means runs the model cannot explain (wrong units, settings, deployment).
+    at_bounds: list[tuple[str, str, float]] = field(default_factory=list)
+
+
+def coefficients_at_bounds(
+    coeffs: CalibratedCoefficients,
+    names: Sequence[str],
+    priors: dict[str, tuple[float, float, float, float]],
+    rel: float = 1e-3,
+) -> list[tuple[str, str, float]]:
+    """``(name, "lower" | "upper", bound)`` for each of ``names`` within ``rel`` of its
+    prior's bound range from a bound (the optimiser stops just inside, never on it)."""
+    out = []
+    for n in names:
+        lo, hi = priors[n][2], priors[n][3]
+        v = float(getattr(coeffs, n))
+        tol = rel * (hi - lo)
+        if v <= lo + tol:
+            out.append((n, "lower", lo))
+        elif v >= hi - tol:
+            out.append((n, "upper", hi))
+    return out
 
 
 # --------------------------------------------------------------------------- parallel runs
@@ -391,7 +416,8 @@ def fit_coefficients(
             cost = float(sol.cost)
             log(f"  round {rnd + 1}: cost {cost:.5f}, {sol.nfev} evaluations ({sol.message})")
         coeffs = prob.coeffs(z)
-        return FitResult(coeffs, prob.evals, time.time() - t0, cost, prob.history)
+        bounded = coefficients_at_bounds(coeffs, prob.names, opts.priors)
+        return FitResult(coeffs, prob.evals, time.time() - t0, cost, prob.history, bounded)
     finally:
         if own:
             sim.close()

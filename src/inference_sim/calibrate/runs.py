@@ -14,6 +14,7 @@ out as files and commands).
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import shlex
@@ -104,6 +105,12 @@ class MeasuredRun:
     gpu_memory_utilization: float = 0.9
     num_groups: int = TOOL_GROUPS
     prompts_per_group: int = TOOL_PROMPTS_PER_GROUP
+    #: The profile's groups (``num_unique_system_prompts`` x ``num_users_per_system_prompt``
+    #: of the training table), which ``prefix_reuse="profile"`` replays; 0: the same as
+    #: ``num_groups`` / ``prompts_per_group``. Kept apart because the load tool ran its
+    #: own 10 x 10 (``cycle``) whatever the profile asked for.
+    profile_groups: int = 0
+    profile_prompts_per_group: int = 0
     cycle_prompts: bool = True
     prompt_len_mean: float = 0.0  # served prompt length, when measured
     workload: str = ""
@@ -163,14 +170,18 @@ class MeasuredRun:
             d = st.duration_s * duration_scale
             d = min(st.duration_s, max(d, min_stage_s))
             stages.append({"rate": st.rate, "duration": round(d, 3)})
+        groups, per_group = self.num_groups, self.prompts_per_group
+        if reuse == "profile":  # the profile's groups, not the tool's fixed 10 x 10
+            groups = self.profile_groups or groups
+            per_group = self.profile_prompts_per_group or per_group
         return {
             "version": "2",
             "seed": seed,
             "inference_perf": {
                 "stages": stages,
                 "shared_prefix": {
-                    "num_unique_system_prompts": self.num_groups,
-                    "num_users_per_system_prompt": self.prompts_per_group,
+                    "num_unique_system_prompts": groups,
+                    "num_users_per_system_prompt": per_group,
                     "system_prompt_len": system,
                     "question_len": question,
                     "output_len": self.output_len,
@@ -220,6 +231,296 @@ class MeasuredRun:
 
 
 # --------------------------------------------------------------------------- readers
+
+#: A warning sink: the readers collect their warnings and give them only once the input
+#: has been read without error (an error stays the one line printed).
+Warn = Callable[[str], None]
+
+#: Columns a CSV of runs must have (docs/calibration.md, "Inputs"): without one, a run
+#: would be replayed with a guessed deployment or workload (a TP-2 run at TP 1, a budget
+#: of 1024 tokens as 2048) -- a renamed or deleted column is refused, naming it. A blank
+#: cell is still "not given". ``hardware`` may come from ``--hardware``; the stage rate
+#: and duration from ``all_stages``.
+REQUIRED_COLUMNS = (
+    "experiment",
+    "model",
+    "hardware",
+    "tp",
+    "max_num_batched_tokens",
+    "max_num_seqs",
+    "max_model_len",
+    "system_prompt_len",
+    "question_len",
+    "output_len",
+    "stage_index",
+    "stage_rate_rps",
+    "stage_duration_s",
+    "ttft_mean_ms",
+    "e2e_mean_ms",
+)
+#: Run-level columns (the same on every row of a run; in YAML, keys of the run).
+RUN_KEYS = frozenset(
+    {
+        "experiment",
+        "run",
+        "model",
+        "hardware",
+        "tp",
+        "dp",
+        "data_parallel_size",
+        "max_num_batched_tokens",
+        "max_num_seqs",
+        "max_model_len",
+        "total_kv_blocks_from_vllm_log",
+        "total_kv_blocks",
+        "gpu_memory_utilization",
+        "kv_cache_dtype",
+        "precision",
+        "system_prompt_len",
+        "question_len",
+        "output_len",
+        "num_groups",
+        "num_prompts_per_group",
+        "num_unique_system_prompts",
+        "num_users_per_system_prompt",
+        "all_stages",
+        "workload",
+        # in the training table, not used by the replay
+        "exp_id",
+        "cpu_kv_offload",
+        "cpu_kv_blocks",
+        "raw_default_args_dir",
+    }
+)
+#: Stage columns (in YAML, keys of a ``stages`` entry).
+STAGE_KEYS = frozenset(
+    {
+        "stage_index",
+        "stage_rate_rps",
+        "stage_duration_s",
+        "ttft_mean_ms",
+        "e2e_mean_ms",
+        "itl_mean_ms",
+        "output_len_mean",
+        "prompt_len_mean",
+        "ttft_p90_ms",
+        "e2e_p90_ms",
+        # in the training table, not used by the replay
+        "ttft_p50_ms",
+        "ttft_p99_ms",
+        "e2e_p50_ms",
+        "e2e_p99_ms",
+        "n_success",
+        "n_fail",
+        "req_per_s",
+        "output_tok_per_s",
+        "input_tok_per_s",
+    }
+)
+#: Spellings other tools use for a column, which a closest-spelling match would miss
+#: (``tensor_parallel_size`` is closer to ``data_parallel_size`` than to ``tp``).
+_SPELLINGS = {
+    "tensor_parallel_size": "tp",
+    "tensor_parallelism": "tp",
+    "tensor_parallel": "tp",
+    "tp_size": "tp",
+    "data_parallelism": "dp",
+    "gpu": "hardware",
+    "gpu_type": "hardware",
+    "accelerator": "hardware",
+    "model_name": "model",
+    "model_id": "model",
+    "name": "experiment",
+    "num_gpu_blocks": "total_kv_blocks",
+    "kv_blocks": "total_kv_blocks",
+    "rate": "stage_rate_rps",
+    "duration": "stage_duration_s",
+    "ttft_ms": "ttft_mean_ms",
+    "e2e_ms": "e2e_mean_ms",
+    "tpot_ms": "itl_mean_ms",
+    "tpot_mean_ms": "itl_mean_ms",
+    "itl_ms": "itl_mean_ms",
+}
+#: Bounds of a plausible mean time per output token (ms): 0.1 ms is 10 000 tokens/s for
+#: one request, beyond any GPU; 1000 ms one token a second. Outside them the values are
+#: almost surely in another unit (seconds or microseconds in the ``_ms`` columns).
+TOKEN_MS_RANGE = (0.1, 1000.0)
+#: A mean TTFT below this (ms) is no served request (HTTP and tokenisation alone take more).
+MIN_TTFT_MS = 1.0
+
+
+def _log_warning(msg: str) -> None:
+    logging.getLogger("inference_sim").warning(msg)
+
+
+def _suggest(key: str, known: Iterable[str]) -> str:
+    """``' (did you mean "tp"?)'`` for a column or key, another tool's spelling first."""
+    from inference_sim.core.suggest import did_you_mean
+
+    hint = _SPELLINGS.get(str(key).strip().lower())
+    return f' (did you mean "{hint}"?)' if hint else did_you_mean(key, sorted(known))
+
+
+def _unknown(keys: Iterable[str], known: Iterable[str], what: str) -> str:
+    """``unknown column 'x' (did you mean "y"?)`` for every key, in one message."""
+    choices = sorted(known)
+    items = [f"{key!r}{_suggest(key, choices)}" for key in keys]
+    many = "s" if len(items) > 1 else ""
+    return f"unknown {what}{many} {', '.join(items)}"
+
+
+def _columns_needed(hardware: str) -> str:
+    out = []
+    for col in REQUIRED_COLUMNS:
+        if col == "experiment":
+            out.append("experiment (or run)")
+        elif col == "hardware":
+            if not hardware:
+                out.append("hardware (or --hardware)")
+        elif col == "stage_rate_rps":
+            out.append("stage_rate_rps and stage_duration_s (or all_stages)")
+        elif col != "stage_duration_s":
+            out.append(col)
+    return ", ".join(out)
+
+
+def _check_columns(header: Sequence[str], source: str, hardware: str, notes: list[str]) -> None:
+    """RunsError for a CSV without a required column (naming it, any unknown column that
+    may be it renamed, and the required ones); a note for each column the file lacks whose
+    default stands in (saying which), and one for the columns nobody reads."""
+    have = {str(c) for c in header if c is not None}
+    missing = []
+    for col in REQUIRED_COLUMNS:
+        if col in have:
+            continue
+        if col == "experiment" and "run" in have:
+            continue
+        if col == "hardware" and hardware:
+            continue
+        if col in ("stage_rate_rps", "stage_duration_s") and "all_stages" in have:
+            continue
+        missing.append(col)
+    unknown = sorted(have - RUN_KEYS - STAGE_KEYS)
+    if missing:
+        hint = f"; {_unknown(unknown, RUN_KEYS | STAGE_KEYS, 'column')}" if unknown else ""
+        raise RunsError(
+            f"{source}: no {', '.join(missing)} column{'s' if len(missing) > 1 else ''}{hint}; "
+            f"a CSV of runs needs the columns {_columns_needed(hardware)} (a blank cell "
+            'means "not given"; docs/calibration.md lists the optional ones)'
+        )
+    if unknown:
+        notes.append(
+            f"{source}: {_unknown(unknown, RUN_KEYS | STAGE_KEYS, 'column')}; ignored "
+            "(docs/calibration.md lists the columns read)"
+        )
+    if "itl_mean_ms" not in have:
+        notes.append(
+            f"{source}: no itl_mean_ms column: the table's TPOT is compared with TPOT* "
+            "((E2E - TTFT) / (output_len - 1)), not with a reported TPOT"
+        )
+    if not have & {"total_kv_blocks_from_vllm_log", "total_kv_blocks"}:
+        notes.append(
+            f"{source}: no total_kv_blocks_from_vllm_log (or total_kv_blocks) column: every "
+            "run's KV block count is derived from GPU memory (as vLLM 0.15.1 sizes it)"
+        )
+
+
+def _check_yaml_keys(items: list[Any], where: str, notes: list[str]) -> None:
+    """Unknown keys of a YAML file of runs, all named in one note with where each is first
+    found and a did-you-mean (``tensor_parallel_size`` used to be ignored without a word,
+    the run replayed at TP 1). A key left out is a blank cell: "not given"."""
+    unknown: dict[str, str] = {}
+    for i, run in enumerate(items):
+        if not isinstance(run, dict):
+            continue
+        for key in run:
+            if key != "stages" and key not in RUN_KEYS | STAGE_KEYS:
+                unknown.setdefault(str(key), f"runs[{i}]")
+        for j, st in enumerate(run.get("stages") or []):
+            for key in st if isinstance(st, dict) else ():
+                if key not in RUN_KEYS | STAGE_KEYS:
+                    unknown.setdefault(str(key), f"runs[{i}].stages[{j}]")
+    if unknown:
+        known = RUN_KEYS | STAGE_KEYS | {"stages"}
+        said = [f"{key!r}{_suggest(key, known)} in {at}" for key, at in unknown.items()]
+        notes.append(
+            f"{where}: unknown key{'s' if len(said) > 1 else ''} {', '.join(said)}; ignored "
+            "(docs/calibration.md lists the keys read)"
+        )
+
+
+def _gpu_problem(name: str) -> str:
+    """Why ``name`` is no GPU of the catalog (the same spellings ``blis run`` reads:
+    any case, vendor words, memory sizes), or ""."""
+    from inference_sim.catalog import CatalogError, load_catalog
+    from inference_sim.core.suggest import did_you_mean
+
+    catalog = load_catalog()
+    names = catalog.gpu_names()
+    spellings = [*names, *(a for g in names for a in catalog.gpu_aliases(g))]
+    if name.strip().lower() in {s.lower() for s in spellings}:
+        return ""
+    try:
+        if catalog.match_gpu(name) is not None:
+            return ""
+    except CatalogError as exc:
+        return str(exc)
+    return f"unknown GPU{did_you_mean(name, spellings)}; known: {', '.join(names)}"
+
+
+def _check_deployment(run: MeasuredRun, where: str, hardware_flag: bool) -> None:
+    """RunsError when the catalog cannot replay the run's GPU or model: caught when the
+    file is read, not as a failed simulation whose message names options calibrate
+    lacks (and that a median silently left out)."""
+    problem = _gpu_problem(run.hardware)
+    if problem:
+        label = f"--hardware {run.hardware!r}" if hardware_flag else f"hardware {run.hardware!r}"
+        raise RunsError(f"{where}: {label}: {problem}")
+    if bundled_architecture(renamed_model_id(run.model)) is None:
+        from inference_sim.catalog.architecture import bundled_architectures
+        from inference_sim.core.suggest import did_you_mean
+
+        known = sorted(bundled_architectures())
+        contain = sorted((k for k in known if run.model in k), key=lambda k: (len(k), k))
+        hint = f' (did you mean "{contain[0]}"?)' if contain else did_you_mean(run.model, known)
+        raise RunsError(
+            f"{where}: model {run.model!r}: no bundled architecture{hint}; `blis models` "
+            "lists the models calibrate can replay"
+        )
+
+
+def _check_plausible(st: StageMeasurement, output_len: int, where: str) -> None:
+    """One clear error for a stage whose means cannot be milliseconds (seconds or
+    microseconds entered in the ``_ms`` columns): they used to be fitted as they were."""
+    small = "; the _ms columns are milliseconds: are these values in seconds?"
+    large = "; the _ms columns are milliseconds: are these values in microseconds?"
+    if st.ttft_ms < MIN_TTFT_MS:
+        raise RunsError(
+            f"{where}: ttft_mean_ms {st.ttft_ms:g} is below {MIN_TTFT_MS:g} ms, faster than "
+            f"any served request{small}"
+        )
+    if st.e2e_ms <= st.ttft_ms:
+        raise RunsError(
+            f"{where}: e2e_mean_ms {st.e2e_ms:g} must be above ttft_mean_ms {st.ttft_ms:g} "
+            "(E2E includes the first token)"
+        )
+    lo, hi = TOKEN_MS_RANGE
+    if output_len > 1:
+        per_token = (st.e2e_ms - st.ttft_ms) / (output_len - 1)
+        how = f"(e2e_mean_ms - ttft_mean_ms) / (output_len - 1) = {per_token:.4g} ms"
+    else:
+        per_token = st.e2e_ms / max(output_len, 1)
+        how = f"e2e_mean_ms / output_len = {per_token:.4g} ms"
+    if not lo <= per_token <= hi:
+        raise RunsError(
+            f"{where}: the mean time per output token, {how}, is outside {lo:g}-{hi:g} ms"
+            + (small if per_token < lo else large)
+        )
+    if st.tpot_ms > 0 and not lo <= st.tpot_ms <= hi:
+        raise RunsError(
+            f"{where}: itl_mean_ms {st.tpot_ms:g} is outside {lo:g}-{hi:g} ms per output token"
+            + (small if st.tpot_ms < lo else large)
+        )
 
 
 def _num(row: Mapping[str, Any], key: str, where: str, *, kind: type = float, default: Any = 0):
@@ -338,7 +639,8 @@ def _folder_dp(exp: Mapping[str, Any], where: str) -> int:
 
 
 def _parse_all_stages(text: str, where: str) -> list[tuple[float, float]]:
-    """``600s@8;600s@20`` -> [(600, 8), (600, 20)]."""
+    """``600s@8;600s@20`` -> [(600, 8), (600, 20)]; every duration and rate finite and > 0
+    (a NaN duration used to reach a temporary workload file, a negative one the replay)."""
     out = []
     for part in str(text).split(";"):
         part = part.strip()
@@ -346,16 +648,23 @@ def _parse_all_stages(text: str, where: str) -> list[tuple[float, float]]:
             continue
         try:
             dur, rate = part.split("@")
-            out.append((float(dur.rstrip("s")), float(rate)))
+            values = (float(dur.strip().rstrip("s")), float(rate))
         except ValueError:
             raise RunsError(f"{where}: all_stages item {part!r} is not DURATIONs@RATE") from None
+        for value, what in zip(values, ("duration (s)", "rate (requests/s)"), strict=True):
+            if not (math.isfinite(value) and value > 0):
+                raise RunsError(
+                    f"{where}: all_stages item {part!r}: the {what} must be a finite number "
+                    f"> 0, got {value:g}"
+                )
+        out.append(values)
     return out
 
 
 def _stage_from_row(row: Mapping[str, Any], where: str, index: int) -> StageMeasurement:
     for key in ("ttft_mean_ms", "e2e_mean_ms"):
         if key not in row:
-            raise RunsError(f"{where}: no {key} column (a measured stage needs its mean)")
+            raise RunsError(f"{where}: no {key} (a measured stage needs its mean)")
     ttft = _num(row, "ttft_mean_ms", where)
     e2e = _num(row, "e2e_mean_ms", where)
     if ttft <= 0 or e2e <= 0:
@@ -370,17 +679,24 @@ def _stage_from_row(row: Mapping[str, Any], where: str, index: int) -> StageMeas
         planned = " (blank: all_stages' value)"
         rate = _bounded(row, "stage_rate_rps", where, kind=float, low_open=True, hint=planned)
         duration = _bounded(row, "stage_duration_s", where, kind=float, low_open=True, hint=planned)
+    # Optional measurements: blank is "not measured" (0); a given 0 or negative is an
+    # error (a 0 itl_mean_ms used to be replaced by TPOT*, a negative one fitted).
+    blank = " (blank: not measured)"
+
+    def measured(key: str) -> float:
+        return _bounded(row, key, where, kind=float, low_open=True, hint=blank)
+
     return StageMeasurement(
         index=index,
         rate=rate,
         duration_s=duration,
         ttft_ms=ttft,
         e2e_ms=e2e,
-        tpot_ms=_num(row, "itl_mean_ms", where),
-        output_len_mean=_num(row, "output_len_mean", where),
-        prompt_len_mean=_num(row, "prompt_len_mean", where),
-        ttft_p90_ms=_num(row, "ttft_p90_ms", where),
-        e2e_p90_ms=_num(row, "e2e_p90_ms", where),
+        tpot_ms=measured("itl_mean_ms"),
+        output_len_mean=measured("output_len_mean"),
+        prompt_len_mean=measured("prompt_len_mean"),
+        ttft_p90_ms=measured("ttft_p90_ms"),
+        e2e_p90_ms=measured("e2e_p90_ms"),
     )
 
 
@@ -414,6 +730,9 @@ def _run_settings(row: Mapping[str, Any], where: str, hardware: str = "") -> dic
         "num_prompts_per_group": _bounded(
             row, "num_prompts_per_group", where, default=TOOL_PROMPTS_PER_GROUP, low=1
         ),
+        # The profile's groups (``--prefix-reuse profile``); blank: num_groups' values.
+        "num_unique_system_prompts": _bounded(row, "num_unique_system_prompts", where, low=1),
+        "num_users_per_system_prompt": _bounded(row, "num_users_per_system_prompt", where, low=1),
         "total_kv_blocks_from_vllm_log": _bounded(
             row, "total_kv_blocks_from_vllm_log", where, low=0, hint=derive
         ),
@@ -485,8 +804,8 @@ def runs_from_rows(
 ) -> list[MeasuredRun]:
     """Group table rows (one per run x stage) into runs; see docs/calibration.md.
 
-    ``row_names`` names each row in messages about a run's settings (default: ``row 2``,
-    ``row 3``, ... as a spreadsheet numbers a CSV's rows under its header)."""
+    ``row_names`` names each row in messages (default: ``row 2``, ``row 3``, ... as a
+    spreadsheet numbers a CSV's rows under its header; YAML: ``runs[i].stages[j]``)."""
 
     def row_name(line: int) -> str:
         return row_names[line - 2] if row_names is not None else f"row {line}"
@@ -494,21 +813,22 @@ def runs_from_rows(
     grouped: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
     for i, row in enumerate(rows, start=2):
         key = "experiment" if row.get("experiment") not in (None, "") else "run"
-        name = _text(row, key, f"{source} row {i}")
+        name = _text(row, key, f"{source} {row_name(i)}")
         if not name:
-            raise RunsError(f"{source} row {i}: experiment (the run name) is required")
+            raise RunsError(f"{source} {row_name(i)}: experiment (the run name) is required")
         grouped.setdefault(name, []).append((i, row))
     runs = []
     for name, items in grouped.items():
         where = f"{source} run {name}"
         run = _same_settings(items, source, name, hardware, row_name)
         stages: list[StageMeasurement] = []
+        labels: dict[int, str] = {}
         summary = None
         planned = run["all_stages"]
         indexes = [
             (
-                f"{source} row {line} (run {name})",
-                _num(row, "stage_index", f"{source} row {line}", kind=int, default=0),
+                f"{source} {row_name(line)} (run {name})",
+                _num(row, "stage_index", f"{source} {row_name(line)}", kind=int, default=0),
             )
             for line, row in items
         ]
@@ -516,7 +836,8 @@ def runs_from_rows(
             indexes, len(planned), f"run {name}", "all_stages" if planned else "its rows"
         )
         for (line, row), (_, idx) in zip(items, indexes, strict=True):
-            st = _stage_from_row(row, f"{source} row {line}", idx)
+            st = _stage_from_row(row, f"{source} {row_name(line)}", idx)
+            labels[idx] = f"{source} {row_name(line)} (run {name}, {_stage_label(idx)})"
             if idx < 0:
                 summary = st
             else:
@@ -530,10 +851,14 @@ def runs_from_rows(
                 for st, (d, r) in zip(stages, planned, strict=True)
             ]
         for st in stages:
-            if st.rate <= 0 or st.duration_s <= 0:
+            if not (st.rate > 0 and st.duration_s > 0):  # NaN-proof
                 raise RunsError(
                     f"{where}: stage {st.index} needs stage_rate_rps and stage_duration_s > 0"
                 )
+        if run["output_len"] <= 0 or run["system_prompt_len"] + run["question_len"] <= 0:
+            raise RunsError(f"{where}: output_len and system_prompt_len + question_len must be > 0")
+        for st in [*stages, *([summary] if summary is not None else [])]:
+            _check_plausible(st, run["output_len"], labels[st.index])
         prompt_mean = max((st.prompt_len_mean for st in stages), default=0.0)
         runs.append(
             MeasuredRun(
@@ -554,35 +879,60 @@ def runs_from_rows(
                 output_len=run["output_len"],
                 num_groups=run["num_groups"],
                 prompts_per_group=run["num_prompts_per_group"],
+                profile_groups=run["num_unique_system_prompts"],
+                profile_prompts_per_group=run["num_users_per_system_prompt"],
                 prompt_len_mean=prompt_mean,
                 workload=run["workload"],
                 stages=tuple(stages),
                 summary=summary,
             )
         )
-        if runs[-1].output_len <= 0 or runs[-1].system_prompt_len + runs[-1].question_len <= 0:
-            raise RunsError(f"{where}: output_len and system_prompt_len + question_len must be > 0")
+        _check_deployment(runs[-1], where, hardware_flag=not _text(items[0][1], "hardware", where))
     return runs
 
 
-def read_runs_csv(path: str | os.PathLike[str], *, hardware: str = "") -> list[MeasuredRun]:
-    """Runs from a CSV with the columns of ``training_runs.csv`` (docs/calibration.md)."""
+def read_runs_csv(
+    path: str | os.PathLike[str], *, hardware: str = "", warn: Warn | None = None
+) -> list[MeasuredRun]:
+    """Runs from a CSV with the columns of ``training_runs.csv`` (docs/calibration.md).
+
+    A required column the file lacks is an error naming it; a column whose default stands
+    in, or one that nothing reads, is a warning (``warn``, default the package logger),
+    given once the file has been read without error."""
     where = os.fspath(path)
+    source = os.path.basename(where)
     try:
         with open(path, encoding="utf-8", newline="") as fh:
-            rows = list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            header = list(reader.fieldnames or [])
     except OSError as exc:
         raise RunsError(f"{where}: cannot read: {exc.strerror or exc}") from None
     if not rows:
         raise RunsError(f"{where}: no rows")
-    return runs_from_rows(rows, os.path.basename(where), hardware=hardware)
+    notes: list[str] = []
+    _check_columns(header, source, hardware, notes)
+    runs = runs_from_rows(rows, source, hardware=hardware)
+    derived = [r.name for r in runs if r.total_kv_blocks <= 0]
+    if "gpu_memory_utilization" not in header and derived:
+        notes.append(
+            f"{source}: no gpu_memory_utilization column: the runs that derive their KV "
+            f"blocks from GPU memory ({', '.join(derived)}) use 0.9, vLLM's default"
+        )
+    for note in notes:
+        (warn or _log_warning)(note)
+    return runs
 
 
-def read_runs_yaml(path: str | os.PathLike[str], *, hardware: str = "") -> list[MeasuredRun]:
+def read_runs_yaml(
+    path: str | os.PathLike[str], *, hardware: str = "", warn: Warn | None = None
+) -> list[MeasuredRun]:
     """Runs from YAML: ``runs: [{experiment, model, ..., stages: [{stage_rate_rps, ...}]}]``.
 
     Each run carries the run-level columns of the CSV; its ``stages`` list the stage
-    columns (``stage_index`` defaults to the position).
+    columns (``stage_index`` defaults to the position); a stage may not set a run-level
+    key. A key left out reads as a blank cell ("not given"); unknown keys are a warning
+    (``warn``), given once the file has been read without error.
     """
     where = os.fspath(path)
     try:
@@ -612,10 +962,17 @@ def read_runs_yaml(path: str | os.PathLike[str], *, hardware: str = "") -> list[
                 "run names must be unique"
             )
         names[name] = i
+        for key in ("system_prompt_len", "question_len", "output_len"):
+            if key not in base:
+                raise RunsError(
+                    f"{where}: runs[{i}] (run {name}): no {key} (the workload's lengths have "
+                    "no default)"
+                )
         run_rows = []
         for j, st in enumerate(stages):
             if not isinstance(st, dict):
                 raise RunsError(f"{where}: runs[{i}].stages[{j}] must be a mapping")
+            _refuse_run_keys(st, run, f"{where}: runs[{i}].stages[{j}] (run {name})")
             row = dict(base)
             row["stage_index"] = j
             row.update(st)
@@ -635,7 +992,33 @@ def read_runs_yaml(path: str | os.PathLike[str], *, hardware: str = "") -> list[
         )
         rows.extend(run_rows)
         names_of_rows += [f"runs[{i}].stages[{j}]" for j in range(len(run_rows))]
-    return runs_from_rows(rows, os.path.basename(where), hardware=hardware, row_names=names_of_rows)
+    notes: list[str] = []
+    _check_yaml_keys(items, os.path.basename(where), notes)
+    runs = runs_from_rows(rows, os.path.basename(where), hardware=hardware, row_names=names_of_rows)
+    for note in notes:
+        (warn or _log_warning)(note)
+    return runs
+
+
+def _stage_label(index: int) -> str:
+    return "the summary row" if index < 0 else f"stage {index}"
+
+
+def _refuse_run_keys(stage: Mapping[str, Any], run: Mapping[str, Any], where: str) -> None:
+    """A ``stages`` entry may not set a run-level key: with one stage nothing was left to
+    disagree with, so ``tp: 2`` in the stage replayed the run at TP 2 without a word."""
+    for key in stage:
+        if key not in RUN_KEYS:
+            continue
+        if key in run and run[key] != stage[key]:
+            said = f"{key} {stage[key]!r} differs from {run[key]!r}, the run's; "
+        else:
+            said = ""
+        raise RunsError(
+            f"{where}: {said}{key} is a run-level field: set it once on the run, not in "
+            "its stages (only the stage keys vary: stage_index, stage_rate_rps, "
+            "stage_duration_s, the measured means, ...)"
+        )
 
 
 def _read_yaml_or_json(path: str) -> Any:
@@ -723,7 +1106,7 @@ def read_inference_perf_folder(
     if not hardware:
         raise RunsError(f"{where}: the GPU is not in the files; give it (--hardware)")
     prompt_mean = max((s.prompt_len_mean for s in stages), default=0.0)
-    return MeasuredRun(
+    run = MeasuredRun(
         name=os.path.basename(os.path.normpath(base)),
         model=str(name_model).lower(),
         hardware=hardware,
@@ -751,23 +1134,39 @@ def read_inference_perf_folder(
         prompt_len_mean=prompt_mean,
         stages=tuple(stages),
     )
+    if run.output_len <= 0:
+        raise RunsError(f"{where}: config.yaml data.shared_prefix.output_len must be > 0")
+    for st in stages:
+        _check_plausible(st, run.output_len, f"{where}: stage {st.index}")
+    _check_deployment(run, where, hardware_flag=True)
+    return run
 
 
 def load_runs(
-    paths: Iterable[str | os.PathLike[str]], *, hardware: str = "", **folder_kw: Any
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    hardware: str = "",
+    warn: Warn | None = None,
+    **folder_kw: Any,
 ) -> list[MeasuredRun]:
-    """Runs from CSV files, YAML files and inference-perf folders, in order."""
+    """Runs from CSV files, YAML files and inference-perf folders, in order.
+
+    Warnings about the files (``warn``, default the package logger) are given once every
+    file has been read without error."""
     out: list[MeasuredRun] = []
+    notes: list[str] = []
     for p in paths:
         s = os.fspath(p)
         if os.path.isdir(s):
             out.append(read_inference_perf_folder(s, hardware=hardware, **folder_kw))
         elif s.lower().endswith((".yaml", ".yml", ".json")):
-            out.extend(read_runs_yaml(s, hardware=hardware))
+            out.extend(read_runs_yaml(s, hardware=hardware, warn=notes.append))
         else:
-            out.extend(read_runs_csv(s, hardware=hardware))
+            out.extend(read_runs_csv(s, hardware=hardware, warn=notes.append))
     names = [r.name for r in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise RunsError(f"run names must be unique; repeated: {', '.join(dup)}")
+    for note in notes:
+        (warn or _log_warning)(note)
     return out
