@@ -13,22 +13,38 @@ Every keyword is a ``blis run`` flag name with underscores; the vLLM-style
 spellings (``max_num_seqs``, ``max_num_batched_tokens``, ``block_size``,
 ``num_gpu_blocks``, ``tensor_parallel_size``) are accepted too. ``config="run.yaml"``
 reads options from a file (keywords win); ``simulate(SimConfig(...))`` takes the typed
-model; ``workload_spec={...}`` a spec as a dict; ``trace=df`` a DataFrame of lengths.
+model; ``simulate(res.config, hardware=...)`` repeats a run as ``config="results.json"``
+does; ``workload_spec={...}`` a spec as a dict; ``trace=df`` a DataFrame of lengths.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from inference_sim.core.version import __version__
 
+if TYPE_CHECKING:  # imported on first use at run time (see __getattr__)
+    from inference_sim.config.model import SimConfig
+    from inference_sim.replicates import Replicates
 
-def simulate(run_config: Any = None, /, *, trace: Any = None, **options: Any) -> Results:
+
+def simulate(
+    run_config: SimConfig | Mapping[str, Any] | None = None,
+    /,
+    *,
+    trace: Any = None,
+    **options: Any,
+) -> Results:
     """Run one simulation and return its :class:`Results`.
 
     ``run_config`` (optional, positional) is a :class:`SimConfig` or a mapping of
-    options; keywords given here win over it. ``workload_spec`` may be a path or the
+    options; keywords given here win over it. A results file's ``config`` (a previous
+    run's ``res.config``, which records ``package_version``) repeats that run exactly as
+    ``config="results.json"`` does: the figures the run derived for its own deployment
+    (coefficients, KV blocks) are derived again, so ``simulate(res.config,
+    hardware="A100-80")`` prices the A100. ``workload_spec`` may be a path or the
     spec itself as a dict; ``trace`` a pandas DataFrame (or a list of dicts) of request
     lengths, replayed as a length trace (docs/workloads.md; a previous run's
     ``res.requests`` works). ``results_path`` writes the results file; ``"-"`` prints
@@ -58,13 +74,13 @@ def simulate(run_config: Any = None, /, *, trace: Any = None, **options: Any) ->
 
 def _merged(run_config: Any, options: dict[str, Any]) -> dict[str, Any]:
     """``run_config``'s options (a SimConfig or a mapping) with ``options`` on top."""
-    from collections.abc import Mapping
-
-    from inference_sim.config.model import SimConfig
+    from inference_sim.config.model import SimConfig, is_results_config, merge_results_config
     from inference_sim.config.options import canonical_name
 
     if isinstance(run_config, SimConfig):
         base = run_config.to_options()
+    elif isinstance(run_config, Mapping) and is_results_config(run_config):
+        return merge_results_config(run_config, options)  # as config="results.json"
     elif isinstance(run_config, Mapping):
         base = SimConfig.from_options(run_config).to_options()
     else:
@@ -89,7 +105,9 @@ def compare(runs: Any, *, metrics: Any = None, labels: Any = None) -> Any:
     return _compare(runs, metrics=metrics, labels=labels)
 
 
-def replicate(run_config: Any = None, /, **options: Any) -> Any:
+def replicate(
+    run_config: SimConfig | Mapping[str, Any] | None = None, /, **options: Any
+) -> Replicates:
     """Run once per seed (``seeds=[1, 2, 3]`` or ``replicates=N``); mean and CI per metric.
 
     Returns :class:`inference_sim.replicates.Replicates` (``.metrics``, ``.mean``,
@@ -101,7 +119,8 @@ def replicate(run_config: Any = None, /, **options: Any) -> Any:
 
 
 def __getattr__(name: str) -> Any:
-    """``SimConfig`` is imported on first use (pydantic is slow to import for the CLI)."""
+    """``SimConfig`` is imported on first use (pydantic is slow to import for the CLI);
+    type checkers see the real class (the ``TYPE_CHECKING`` import above)."""
     if name == "SimConfig":
         from inference_sim.config.model import SimConfig
 

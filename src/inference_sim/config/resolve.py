@@ -1349,6 +1349,8 @@ def _check_latency_scale(model: LatencyModel, o: dict[str, Any]) -> None:
     from inference_sim.core.request import Request
     from inference_sim.latency.base import StepBatch
 
+    # a user's model, unwrapped: this probe reports a bad value itself (latency/registry.py)
+    model = getattr(model, "unchecked_model", model)
     n = min(o["max_num_scheduled_tokens"], 2048)
     req = Request(0, 0, np.zeros(n, dtype=np.int32), np.zeros(1, dtype=np.int32))
     prefill = StepBatch()

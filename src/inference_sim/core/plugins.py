@@ -8,6 +8,7 @@ the caller's error type (one line naming the plug-in and what went wrong).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -92,21 +93,41 @@ def _import_module(name: str, spec: str, label: str, error: type[Exception]) -> 
         ) from None
 
 
+#: Attribute of a module loaded from a plug-in file: the digest of the source it ran.
+_SOURCE_DIGEST = "__inference_sim_source_digest__"
+
+
 def _load_file(path: str, spec: str, label: str, error: type[Exception]) -> Any:
+    """The module of plug-in file ``path``, run again whenever the file's content changed.
+
+    A notebook user edits ``my_policy.py`` and runs the cell again: the edit must take
+    effect, as it does on the command line (a new process). Keyed by content (a digest of
+    the bytes), not the modification time, which a quick edit may leave unchanged; the
+    files are small, and they are read once per plug-in lookup, not per step. Objects
+    taken from the old version (a class registered by name) stay as they were.
+    """
     file = Path(path).expanduser().resolve()
     if not file.is_file():
         raise error(f"{label} {spec!r}: no such file {path!r}")
+    try:
+        source = file.read_bytes()
+    except OSError as exc:
+        raise error(f"{label} {spec!r}: cannot read {path!r}: {exc.strerror or exc}") from None
+    digest = hashlib.sha256(source).hexdigest()
     mod_name = "inference_sim_plugin_" + "".join(c if c.isalnum() else "_" for c in str(file))
     cached = sys.modules.get(mod_name)
-    if cached is not None:
+    if cached is not None and getattr(cached, _SOURCE_DIGEST, None) == digest:
         return cached
     mspec = importlib.util.spec_from_file_location(mod_name, file)
     if mspec is None or mspec.loader is None:  # pragma: no cover - not a Python file
         raise error(f"{label} {spec!r}: cannot load {path!r} as Python")
     module = importlib.util.module_from_spec(mspec)
-    sys.modules[mod_name] = module
+    setattr(module, _SOURCE_DIGEST, digest)
+    sys.modules[mod_name] = module  # replaces an older version's module
     try:
-        mspec.loader.exec_module(module)
+        # The bytes just hashed, compiled here: the loader's bytecode cache is keyed by
+        # modification time and size, so a quick edit of the same size would run stale code.
+        exec(compile(source, str(file), "exec", dont_inherit=True), module.__dict__)
     except Exception as exc:
         del sys.modules[mod_name]
         raise error(

@@ -15,15 +15,23 @@ option). What the run must resolve before building it is the registration's
 ``inputs``: ``"trained"`` (alpha/beta from the catalog or the flags, like ``blackbox``)
 or ``"architecture"`` (a model architecture and GPU, like ``roofline``; the default for
 plug-ins, which may set a class attribute ``inputs = "trained"`` instead).
+
+A user's model (anything but the package's own factories) is handed to the engines
+inside :class:`CheckedLatencyModel`, which checks every time it returns: the run's
+pre-run probe sees a few typical steps only, and a bad time later on would otherwise
+run on silently (a negative step moves the clock back) or crash deep in the engine.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from inference_sim.core import plugins
+from inference_sim.core.errors import ConfigError
 from inference_sim.latency.base import LatencyModel
 from inference_sim.latency.blackbox import LatencyConfigError
 
@@ -44,14 +52,19 @@ class LatencyEntry:
 
 
 _REGISTRY: dict[str, LatencyEntry] = {}
-_BUILTINS: set[str] = set()  # the package's own models (their failures are bugs)
+#: The package's own factories by name: a model built by one of them is ours (its
+#: failures are bugs, its times need no checking). A user's registration under the same
+#: name replaces the entry, and the model it builds is a user's (checked, errors one line).
+_BUILTINS: dict[str, LatencyFactory] = {}
 
 
 def register_latency_model(name: str, factory: LatencyFactory, *, inputs: str = "") -> None:
     """Make ``factory(**context)`` available as ``--latency-model name``.
 
     ``inputs`` is ``"trained"`` or ``"architecture"`` (default: the factory's ``inputs``
-    attribute, else ``"architecture"``).
+    attribute, else ``"architecture"``). A factory registered under a built-in's name
+    replaces it and is a user's model from then on (:func:`is_builtin`): its constructor
+    errors are one line and its times are checked.
     """
     if not name or ":" in name:
         raise ValueError(f"invalid latency model name {name!r}")
@@ -88,6 +101,7 @@ def lookup_latency_model(name: str) -> LatencyEntry:
 def create_latency_model(name: str, **context: Any) -> LatencyModel:
     """Build latency model ``name`` with the context arguments its factory accepts."""
     entry = lookup_latency_model(name)
+    builtin = is_builtin(entry)
     try:
         model = plugins.call_with_accepted(
             entry.factory, context, f"--latency-model {name!r}", LatencyConfigError
@@ -95,7 +109,7 @@ def create_latency_model(name: str, **context: Any) -> LatencyModel:
     except LatencyConfigError:
         raise
     except Exception as exc:
-        if name in _BUILTINS:
+        if builtin:
             raise  # a bug of ours: keep the traceback
         # A user's constructor that fails is bad input like any other: one line, exit 2.
         raise LatencyConfigError(
@@ -111,7 +125,140 @@ def create_latency_model(name: str, **context: Any) -> LatencyModel:
             f"--latency-model {name!r} built a {type(model).__name__}, which is not a latency "
             f"model (missing {', '.join(missing)}; see docs/python-api.md)"
         )
-    return model  # type: ignore[no-any-return]
+    if builtin:
+        return model  # type: ignore[no-any-return]  # the hot path stays a direct call
+    return CheckedLatencyModel(model, f"--latency-model {name!r} ({type(model).__name__})")
+
+
+def is_builtin(entry: LatencyEntry) -> bool:
+    """Whether ``entry`` builds one of the package's own models (not a user's, even when
+    the user registered it under a built-in's name)."""
+    return _BUILTINS.get(entry.name) is entry.factory
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+class CheckedLatencyModel:
+    """A user's latency model whose every returned time is checked: whole µs, >= 0.
+
+    The engines add step times to integer µs clocks: a negative time moves the clock
+    back (a run that looks fast), a float fails deep in the engine with a raw
+    ``TypeError``. This proxy stops the run at the first bad value with a one-line
+    :class:`ConfigError` naming the model, the method, the value and the step. It accepts
+    what the pre-run probe accepts: an ``int`` or any integral number (numpy integers,
+    converted to ``int``), not a float even if whole, nor a bool. A failure inside the
+    model mid-run is one line too (chained to the original exception).
+
+    Everything else is the model's own: other attributes are read from it (``hasattr``
+    probes such as ``extend_last_step`` and ``async_scheduling`` see the same answer),
+    and ``isinstance`` sees the model's class (``__class__``), so a subclass of a
+    built-in is priced as that built-in. Built-in models are never wrapped.
+    """
+
+    __slots__ = ("_label", "_model", "_price", "_steps")
+
+    def __init__(self, model: Any, label: str) -> None:
+        self._model = model
+        self._label = label
+        self._steps = 0
+        self._price = model.step_time  # bound once: step_time is the hot path
+
+    @property  # type: ignore[misc]  # read-only on purpose
+    def __class__(self) -> type:  # what isinstance() falls back to: the model's class
+        return type(self._model)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in CheckedLatencyModel.__slots__:  # not set yet (never for a built proxy)
+            raise AttributeError(name)
+        value = getattr(self._model, name)
+        if name == "step_time_from" and callable(value):
+            return self._checked_step_time_from(value)
+        return value
+
+    def __repr__(self) -> str:
+        return f"CheckedLatencyModel({self._model!r})"
+
+    @property
+    def unchecked_model(self) -> Any:
+        """The user's model itself: the pre-run probe (``config.resolve``) prices a
+        typical step with it and reports a bad value in its own words, naming the step
+        shape it priced."""
+        return self._model
+
+    def step_time(self, batch: Any) -> int:
+        self._steps += 1
+        try:
+            t = self._price(batch)
+        except Exception as exc:
+            self._failed("step_time", exc)
+        if type(t) is int and t >= 0:
+            return t
+        return self._whole("step_time", t)
+
+    def queueing_time(self, req: Any) -> int:
+        try:
+            t = self._model.queueing_time(req)
+        except Exception as exc:
+            self._failed("queueing_time", exc)
+        if type(t) is int and t >= 0:
+            return t
+        return self._whole("queueing_time", t)
+
+    def output_token_time(self) -> int:
+        try:
+            t = self._model.output_token_time()
+        except Exception as exc:
+            self._failed("output_token_time", exc)
+        if type(t) is int and t >= 0:
+            return t
+        return self._whole("output_token_time", t)
+
+    def _where(self, method: str) -> str:
+        """Which step of this instance's run: the engine calls ``step_time`` once a step."""
+        if method in ("step_time", "step_time_from"):
+            return f"at its {_ordinal(self._steps)} step"
+        return f"after {self._steps} steps"
+
+    def _whole(self, method: str, t: Any) -> Any:
+        """``t`` as an ``int`` if it is a whole number of µs >= 0, else ConfigError."""
+        if isinstance(t, numbers.Integral) and not isinstance(t, bool) and int(t) >= 0:
+            return int(t)
+        problem = "latency models return whole microseconds (an int)"
+        if isinstance(t, numbers.Real) and t < 0:
+            problem = "times must be >= 0"
+        raise ConfigError(
+            f"{self._label} returned {t!r} from {method} {self._where(method)}: {problem}; "
+            "see docs/python-api.md"
+        )
+
+    def _failed(self, method: str, exc: Exception) -> NoReturn:
+        if isinstance(exc, ConfigError):
+            raise exc
+        raise ConfigError(
+            f"{self._label} failed in {method} {self._where(method)}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+    def _checked_step_time_from(self, step_from: Callable[..., Any]) -> Callable[..., Any]:
+        """``step_time_from`` (a model's step shape, used to price speculative drafts): a
+        finite real >= 0 (callers round it to µs)."""
+
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            try:
+                t = step_from(*args, **kwargs)
+            except Exception as exc:
+                self._failed("step_time_from", exc)
+            if isinstance(t, numbers.Real) and not isinstance(t, bool) and 0 <= float(t) < math.inf:
+                return t
+            raise ConfigError(
+                f"{self._label} returned {t!r} from step_time_from "
+                f"{self._where('step_time_from')}: times must be finite and >= 0; see "
+                "docs/python-api.md"
+            )
+
+        return checked
 
 
 def _inputs_of(factory: Any, inputs: str, name: str) -> str:
@@ -141,7 +288,7 @@ def _register_builtins() -> None:
     ) -> LatencyModel:
         return CalibratedLatencyModel(architecture, gpu, tp, coefficients, sampling=sampling)
 
-    _BUILTINS.update(("blackbox", "roofline", "calibrated"))
+    _BUILTINS.update(blackbox=blackbox, roofline=roofline, calibrated=calibrated)
     register_latency_model("blackbox", blackbox, inputs="trained")
     register_latency_model("roofline", roofline, inputs="architecture")
     register_latency_model("calibrated", calibrated, inputs="architecture")
