@@ -570,14 +570,17 @@ def _records_from_frame(frame: Any) -> list[dict[str, Any]]:
 def stdout_report(
     summary: Mapping[str, Any], instance_summaries: Sequence[Mapping[str, Any]]
 ) -> str:
+    """``blis run``'s stdout: the reference's sections in its order (cli.md 8, step 20),
+    then this simulator's own (``=== Tenant Fairness ===``), so that a script reading
+    the reference's output finds each section where it was, as with JSON keys."""
     parts = [metrics_block(s) for s in instance_summaries]
     parts.append(metrics_block(summary))
     parts.append(fitness_section(summary))
     parts.append(anomaly_block(summary))
     parts.append(kv_block(summary))
     parts.append(slo_block(summary))
-    parts.append(fairness_section(summary))
     parts.append(trace_section(summary))
+    parts.append(fairness_section(summary))  # new output after the reference's
     return "".join(parts)
 
 

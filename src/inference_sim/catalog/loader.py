@@ -32,7 +32,7 @@ from ._fields import Source
 from .catalog import Catalog
 from .schema import CoefficientSet, GpuSpec, ModelDefaults, WorkloadPreset
 
-__all__ = ["BUNDLED_FORMAT", "load_catalog"]
+__all__ = ["BUNDLED_FORMAT", "REFERENCE_DEFAULTS_FILE", "load_catalog", "unread_defaults_note"]
 
 #: Value of the ``format`` field the bundled JSON must carry.
 BUNDLED_FORMAT = "inference-sim-catalog/1"
@@ -82,6 +82,37 @@ def load_catalog(defaults_filepath: str | os.PathLike[str] | None = None) -> Cat
     if defaults_filepath is None:
         return bundled
     return bundled.with_overrides(read_defaults_file(defaults_filepath))
+
+
+#: The file the reference reads from the working directory when ``--defaults-filepath``
+#: is not given (cli.md 2.1); this package reads a user file only when it is named.
+REFERENCE_DEFAULTS_FILE = "defaults.yaml"
+
+
+def unread_defaults_note(cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """The warning for a ``defaults.yaml`` in the working directory that a run without
+    ``--defaults-filepath`` does not read, or None when there is none.
+
+    The reference reads ``./defaults.yaml`` by default, so a user who trained their own
+    coefficients into it would otherwise get the bundled catalog's numbers without a
+    hint. The file is not read implicitly here (a run's inputs are the ones its command
+    line or ``--config`` names, so the same command gives the same numbers in any
+    folder); the caller warns once instead.
+    """
+    try:
+        path = os.path.join(
+            os.fspath(cwd) if cwd is not None else os.getcwd(), REFERENCE_DEFAULTS_FILE
+        )
+        present = os.path.isfile(path)
+    except OSError:  # a working directory that no longer exists
+        return None
+    if not present:
+        return None
+    return (
+        f"./{REFERENCE_DEFAULTS_FILE} is not read (the reference reads it by default): the "
+        "bundled catalog is used; give --defaults-filepath "
+        f"{REFERENCE_DEFAULTS_FILE} to merge its models, coefficients and presets over it"
+    )
 
 
 # --------------------------------------------------------------------------

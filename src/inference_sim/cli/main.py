@@ -1,7 +1,8 @@
 """The ``blis`` command: ``blis run`` simulates, ``blis models`` lists the catalog.
 
 Exit codes: 0 success; 2 bad input or usage (one line on stderr naming the flag or
-field; ``--debug`` adds the traceback); 1 a failure during the run; 130 interrupted
+field, ``Error: ...``; a usage error such as an unknown flag ends with ``(see 'blis run
+--help')``; ``--debug`` adds the traceback); 1 a failure during the run; 130 interrupted
 (Ctrl-C: ``blis run`` writes the results so far, marked ``"interrupted": true``); 143
 terminated (SIGTERM, handled as Ctrl-C).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -57,6 +59,85 @@ class Interrupted(BadInput):
     def __init__(self, message: str, exit_code: int = 130) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class UsageLine(click.UsageError):
+    """A usage error (unknown flag, bad flag value, missing argument, no command) as
+    one line on stderr, exit code 2, like every other bad input (DECISIONS.md, exit
+    codes): click's own form is four lines (usage, hint, blank, error), which scripts
+    reading stderr's first line, and users, take for a crash or miss the error in."""
+
+    def __init__(self, message: str, command_path: str = "blis") -> None:
+        super().__init__(f"{message} (see '{command_path} --help')")
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Error: {self.format_message()}", file=file, err=file is None)
+
+
+def _one_line(exc: click.UsageError, fallback_path: str = "blis") -> UsageLine:
+    """``exc`` as a :class:`UsageLine`: its message on one line, then where the help is
+    (the command of ``exc``'s context; ``fallback_path`` for errors click raises
+    without one, such as a flag missing its value)."""
+    if isinstance(exc, UsageLine):
+        return exc
+    ctx = exc.ctx
+    path = ctx.command_path if ctx is not None else fallback_path
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError) and ctx is not None:
+        # a group without its command (`blis`, `blis workload`): name the commands
+        group = ctx.command
+        names = group.list_commands(ctx) if isinstance(group, click.Group) else []
+        message = f"no command given; commands: {', '.join(names)}"
+    else:
+        message = " ".join(exc.format_message().split())  # one line, whatever click wrote
+        # click's "No such option '--x'. (Did you mean '--y'?)" -> "...; did you mean ...?"
+        message = re.sub(r"\.? \(?Did you mean (.*)\?\)?$", r"; did you mean \1?", message)
+    return UsageLine(message.rstrip("."), path)
+
+
+class BlisGroup(click.Group):
+    """``blis``: click's group with every usage error of it and its commands as one line
+    (:class:`UsageLine`) and Go-style ``--flag=true|false`` for on/off run flags, the
+    same in-process (``CliRunner``, ``cli.main``) as from the console script. ``--help``
+    and ``--version`` exit 0 as click's; the commands' own errors keep their form."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            _check_bool_values(argv)
+        except UsageLine as exc:
+            if not standalone_mode:
+                raise
+            exc.show()
+            sys.exit(exc.exit_code)
+        argv = _bool_values(argv)
+        return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            ctx = super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:  # `blis` alone, `blis --foo`
+            raise _one_line(exc) from None
+        ctx.meta["blis.args"] = list(args)  # the command path of errors without a context
+        return ctx
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:  # a command's flags and arguments, `blis runn`
+            raise _one_line(exc, _command_path(ctx.meta.get("blis.args", []))) from None
 
 
 def _click_option(spec: OptionSpec) -> click.Option:
@@ -138,11 +219,42 @@ def step_coefficients_text(plan: Any) -> str:
 
 
 def _collect(params: dict[str, Any]) -> dict[str, Any]:
+    from inference_sim.config.numbers import leading_zero_problem, parse_integer
     from inference_sim.report.cliutil import collect_run_options
 
     given = collect_run_options(params)
     given.pop("config", None)  # added by run_command
+    horizon = given.get("horizon")
+    if isinstance(horizon, str):  # a duration (10s) or, as the reference's int64, 0x10
+        problem = leading_zero_problem(horizon)
+        if problem:
+            raise BadInput(f"--horizon: {problem}")
+        if horizon.strip().lstrip("+-")[:2].lower() in ("0x", "0o", "0b"):
+            number = parse_integer(horizon)
+            if number is not None:
+                given["horizon"] = number
     return given
+
+
+def _warn_unread_defaults(raw: dict[str, Any]) -> None:
+    """One warning when ``./defaults.yaml`` exists but neither the command line nor the
+    ``--config`` file names ``--defaults-filepath``: the reference would read it, so
+    users with their own coefficients there would get other numbers without a hint."""
+    from inference_sim.catalog.loader import unread_defaults_note
+    from inference_sim.config.errors import ConfigError
+    from inference_sim.config.resolve import load_run_config
+
+    if raw.get("defaults_filepath"):
+        return
+    if raw.get("config"):
+        try:
+            if load_run_config(raw["config"]).get("defaults_filepath"):
+                return
+        except ConfigError:
+            pass  # the run reports the file's problem itself
+    note = unread_defaults_note()
+    if note:
+        log.warning("%s", note)
 
 
 #: ``--output`` formats of ``blis run``'s stdout.
@@ -209,6 +321,7 @@ def _run_and_write(
         raw = _collect(params)
         if params.get("config"):
             raw["config"] = params["config"]  # --config FILE: flags given here win
+        _warn_unread_defaults(raw)
         plan = resolve(accept_reference_flags(raw))
         results_path = plan.options["results_path"]
         to_stdout = results_path == "-"  # the results document is stdout's only content
@@ -302,7 +415,11 @@ def _replicate_options() -> list[click.Option]:
     return replicate_options()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    "blis",
+    cls=BlisGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+)
 @click.version_option(__version__, prog_name="blis (inference-sim)")
 def cli() -> None:
     """inference-sim: discrete-event simulation of LLM inference serving."""
@@ -347,6 +464,7 @@ def _replicated(
     raw = _collect(params)
     if params.get("config"):
         raw["config"] = params["config"]
+    _warn_unread_defaults(raw)
     try:
         raw = accept_reference_flags(raw)
         run_replicated(
@@ -492,6 +610,9 @@ def models_command(defaults_filepath: str | None) -> None:
     """List the models, GPUs and TP degrees the catalog has coefficients for."""
     from inference_sim.catalog import CatalogError, format_models_table, load_catalog, models_table
 
+    if not defaults_filepath:
+        _setup_logging("warn")
+        _warn_unread_defaults({})
     try:
         catalog = load_catalog(defaults_filepath)
     except CatalogError as exc:
@@ -591,12 +712,18 @@ _add_tool_commands()
 _TRUE, _FALSE = ("true", "t", "1", "yes", "on"), ("false", "f", "0", "no", "off")
 
 
-def _bool_values(args: list[str]) -> list[str]:
-    """``--roofline=true`` / ``--roofline=f`` (the reference's Go flags take these) as
-    click's ``--roofline`` / ``--no-roofline``, for every on/off run option."""
+def _on_off_flags() -> set[str]:
+    """Every spelling of every on/off run option (``--roofline``, ``--exact-steps``...)."""
     from inference_sim.config.options import OPTIONS
 
-    flags = {f for spec in OPTIONS if spec.kind is bool for f in (spec.flag, *spec.alias_flags)}
+    return {f for spec in OPTIONS if spec.kind is bool for f in (spec.flag, *spec.alias_flags)}
+
+
+def _bool_values(args: list[str]) -> list[str]:
+    """``--roofline=true`` / ``--roofline=f`` (the reference's Go flags take these) as
+    click's ``--roofline`` / ``--no-roofline``, for every on/off run option. Other
+    values are left as given (:func:`_check_bool_values` refuses them first)."""
+    flags = _on_off_flags()
     out = []
     for arg in args:
         if arg == "--":
@@ -607,6 +734,34 @@ def _bool_values(args: list[str]) -> list[str]:
             arg = name if value.strip().lower() in _TRUE else f"--no-{name[2:]}"
         out.append(arg)
     return out
+
+
+def _check_bool_values(args: list[str]) -> None:
+    """:class:`UsageLine` for ``--roofline=maybe``: click would say the flag "does not
+    take a value", which is wrong for a flag the reference takes ``=false`` for."""
+    flags = _on_off_flags()
+    for arg in args:
+        if arg == "--":
+            return
+        name, eq, value = arg.partition("=")
+        if eq and name in flags and value.strip().lower() not in _TRUE + _FALSE:
+            raise UsageLine(
+                f"{name}: {value!r} is not a valid boolean (true/false)", _command_path(args)
+            )
+
+
+def _command_path(args: list[str]) -> str:
+    """``blis run`` for ``["run", "--roofline=x"]``: the command the arguments name."""
+    target: click.Command = cli
+    path = ["blis"]
+    for arg in args:
+        if arg.startswith("-") or not isinstance(target, click.Group):
+            break
+        sub = target.commands.get(arg)
+        if sub is None:
+            break
+        target, path = sub, [*path, arg]
+    return " ".join(path)
 
 
 @contextlib.contextmanager
@@ -637,8 +792,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> None:
     """Run ``blis``. As click's own standalone mode, except that a Ctrl-C (or SIGTERM)
-    outside a command's own handling exits 130 (143) with one line, not "Aborted!" and 1."""
-    args = _bool_values(sys.argv[1:] if argv is None else list(argv))
+    outside a command's own handling exits 130 (143) with one line, not "Aborted!" and 1.
+    ``--flag=true`` and one-line usage errors are :class:`BlisGroup`'s."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
         with _sigterm_as_interrupt():
             code = cli.main(args=args, prog_name="blis", standalone_mode=False)

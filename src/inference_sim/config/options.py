@@ -126,7 +126,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "defaults_filepath",
         str,
         "",
-        "Extra catalog in the reference's defaults.yaml format, merged over the bundled one.",
+        "Extra catalog in the reference's defaults.yaml format, merged over the bundled one. Read only when given: a ./defaults.yaml the reference would read is not (a run warns when one is there).",
         "model",
     ),
     # --- engine -------------------------------------------------------------------------
