@@ -522,7 +522,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "pd_prefix_threshold",
         int,
         0,
-        "prefix-threshold: disaggregate when the prompt tokens not cached on the decode instance exceed this.",
+        "prefix-threshold: disaggregate when the prompt tokens not cached on the decode instance reach (at least) this.",
         "pd",
     ),
     OptionSpec(
