@@ -107,17 +107,39 @@ class BlockPool:
         """
         ref = self.ref_cnt
         fresh = self._fresh
-        k = min(n, self.num_blocks - fresh)
-        out = list(range(fresh, fresh + k))
-        ref[fresh : fresh + k] = [1] * k
-        self._fresh = fresh + k
-        need = n - k
-        if not need:
-            return out
+        if fresh < self.num_blocks:
+            k = min(n, self.num_blocks - fresh)
+            out = list(range(fresh, fresh + k))
+            ref[fresh : fresh + k] = [1] * k
+            self._fresh = fresh + k
+            need = n - k
+            if not need:
+                return out
+        else:
+            out = []
+            need = n
         self._listed -= need
         free = self._free
-        hashes = self.block_hash
         anon = self._anon
+        if need:
+            # The usual case once every block has been used: the head entry is a run of
+            # empty blocks longer than the need (a finished request's private blocks
+            # return as one run). Take them from it in place; the rest stays at the head,
+            # as the loop below leaves it (popitem, put back, move to the head).
+            key = next(iter(free))
+            if key < 0:
+                count = free[key]
+                if count > need:  # type: ignore[operator]  # (a run's count is an int)
+                    free[key] = count - need
+                    ids = anon[len(anon) - need :]
+                    del anon[len(anon) - need :]
+                    for b in ids:
+                        ref[b] = 1
+                    if out:
+                        out.extend(ids)
+                        return out
+                    return ids
+        hashes = self.block_hash
         while need:
             key, count = free.popitem(last=False)
             if key >= 0:

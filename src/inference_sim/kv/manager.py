@@ -331,9 +331,52 @@ class KVCacheManager:
         the CPU tier was not consulted for this prompt (a P/D decode side pulls what its
         GPU lacks from the prefill side), so its hit rate does not count it.
         """
-        pool = self.pool
         idx = req.index
         table = self.tables.get(idx)
+        if cached_blocks is None and table is not None:
+            # A running request growing (a decode step of the plain and speculative
+            # steppers, a prefill chunk after the first): the general path below without
+            # prefix hits, CPU loads or a new table, kept lean since it runs for every
+            # running request in every step of those steppers.
+            bs = self.block_size
+            total = req.num_computed_tokens + num_new_tokens
+            need_new = -(-total // bs) - len(table)
+            if need_new > 0 or self.held_over_free:
+                # (Otherwise the check below reads 0 > num_free, which never holds.)
+                if need_new < 0:
+                    need_new = 0
+                pool = self.pool
+                if need_new > pool.num_free - self.held_over_free:
+                    if self.held_over and not self._reacquired:
+                        self._reacquire()  # as below
+                        return self.allocate_slots(
+                            req, num_new_tokens, delay_cache=delay_cache, cpu_lookup=cpu_lookup
+                        )
+                    return False
+                if need_new:
+                    table.extend(pool.take_new(need_new))
+            if self.hashing and not delay_cache:
+                if self.cache_known_tokens_only:
+                    known = req.num_prompt_tokens + req.delivered
+                    if total > known:
+                        total = known
+                # _register_full(req, table, total) inline: most calls register nothing
+                # (no block filled, or the filled one is private and waits).
+                full = total // bs
+                if self.defer_private_hashes and req.private_from >= 0:
+                    shareable = req.private_from // bs
+                    if full > shareable:
+                        full = shareable
+                done = self.num_hashed[idx]
+                if full > done:
+                    self.pool.register_many(table, self._block_hashes(req, full), done, full)
+                    self.num_hashed[idx] = full
+                    if self.defer_stores:
+                        self._stores_running[idx] = req
+            if self.cpu is not None:
+                self._offload_over_threshold()
+            return True
+        pool = self.pool
         held = len(table) if table is not None else 0
         n_cached = len(cached_blocks) if cached_blocks else 0
         computed = req.num_computed_tokens + n_cached * self.block_size
