@@ -17,11 +17,8 @@ listed as properties of their own. Only the fields a caller set are passed on
 from __future__ import annotations
 
 import json
-import logging
 import os
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
@@ -410,10 +407,9 @@ def read_results_config(config: Mapping[str, Any]) -> dict[str, Any]:
     ``--config results.json`` reads them (:func:`~inference_sim.config.resolve.load_run_config`:
     without the output paths and ``package_version``, and without the figures the run
     derived for its own deployment, so another GPU or TP derives its own)."""
-    from inference_sim.config.resolve import load_run_config
+    from inference_sim.config.resolve import results_config_options
 
-    with _results_file(config) as path:
-        return load_run_config(path)
+    return results_config_options(_plain_mapping(config), RESULTS_LABEL)
 
 
 def merge_results_config(config: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
@@ -421,40 +417,23 @@ def merge_results_config(config: Mapping[str, Any], given: Mapping[str, Any]) ->
     ``simulate(config="results.json", **given)`` merges them
     (:func:`~inference_sim.config.resolve.merge_config_file`: a changed ``model`` drops
     the old model's catalog defaults, a kept ``total_kv_blocks`` is warned about)."""
-    from inference_sim.config.resolve import merge_config_file
+    from inference_sim.config.resolve import merge_file_options
 
     if given.get("config"):
         raise ConfigError(
             f"give either {RESULTS_LABEL} (a results file's config, as res.config) or "
             "config=, not both"
         )
-    with _results_file(config) as path:
-        return merge_config_file({**given, "config": path})
+    return merge_file_options(given, read_results_config(config), True, RESULTS_LABEL)
 
 
-@contextmanager
-def _results_file(config: Mapping[str, Any]) -> Iterator[str]:
-    """A results document holding ``config``, in a file for the one reader of results
-    configs (``config.resolve``), so a mapping and a file are read the same way; errors
-    and warnings name :data:`RESULTS_LABEL`, not the file."""
-    doc = {"config": {"package_version": "", **dict(config)}}
+def _plain_mapping(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with numpy scalars as Python numbers, as a results file read back
+    holds them (ConfigError naming :data:`RESULTS_LABEL` for anything else not JSON)."""
     try:
-        text = json.dumps(doc, default=_plain)
+        return json.loads(json.dumps(dict(config), default=_plain))  # type: ignore[no-any-return]
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{RESULTS_LABEL}: {exc}") from None
-    with tempfile.TemporaryDirectory(prefix="inference-sim-") as folder:
-        path = os.path.join(folder, "results-config.json")
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        relabel = _Relabel(path)
-        log = logging.getLogger("inference_sim")
-        log.addFilter(relabel)
-        try:
-            yield path
-        except ConfigError as exc:
-            raise ConfigError(relabel.text(str(exc))) from None
-        finally:
-            log.removeFilter(relabel)
 
 
 def _plain(value: Any) -> Any:
@@ -463,25 +442,6 @@ def _plain(value: Any) -> Any:
     if callable(item):
         return item()
     raise TypeError(f"{type(value).__name__} value {value!r} is not JSON")
-
-
-class _Relabel(logging.Filter):
-    """Log records naming the temporary file name :data:`RESULTS_LABEL` instead."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self.path = path
-
-    def text(self, message: str) -> str:
-        return message.replace(f"--config {self.path}", RESULTS_LABEL).replace(
-            self.path, RESULTS_LABEL
-        )
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self.path in message:
-            record.msg, record.args = self.text(message), None
-        return True
 
 
 def config_schema() -> dict[str, Any]:

@@ -1457,6 +1457,21 @@ def _read_run_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{where}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    return _options_from_document(doc, where, folder)
+
+
+def results_config_options(config: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The options a results file's ``config`` section (``res.config``) repeats, read as
+    ``--config results.json`` reads them (:func:`load_run_config`); ``where`` names it
+    in errors and warnings."""
+    doc = {"config": {"package_version": "", **dict(config)}}
+    return _options_from_document(doc, where, os.getcwd())[0]
+
+
+def _options_from_document(doc: Any, where: str, folder: str) -> tuple[dict[str, Any], bool]:
+    """Options of a parsed ``--config`` document (a run config or a results file) and
+    whether it was a results file; ``folder`` anchors a run config's relative paths."""
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
@@ -1517,7 +1532,6 @@ def _read_run_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool
                     where,
                     what,
                 )
-    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     unknown = [
         key
         for key in doc
@@ -1674,7 +1688,7 @@ def _same_option(name: str, a: Any, b: Any) -> bool:
 
 
 def _warn_kept_blocks(
-    path: Any, recorded: dict[str, Any], given: Mapping[str, Any], named: set[str | None]
+    where: str, recorded: dict[str, Any], given: Mapping[str, Any], named: set[str | None]
 ) -> None:
     """A results file's given ``total_kv_blocks`` is kept when the command line changes
     the deployment it was given for: say which flag changes the KV cache's size."""
@@ -1690,10 +1704,10 @@ def _warn_kept_blocks(
             changed.append(f"--{name.replace('_', '-')} {by_name[name]} (recorded: {before})")
     if changed:
         log.warning(
-            "--config %s: the run's --total-kv-blocks %s was given for its own deployment "
+            "%s: the run's --total-kv-blocks %s was given for its own deployment "
             "and is kept, though %s changes the KV cache's size; give --total-kv-blocks to "
             "set another",
-            os.fspath(path),
+            where,
             recorded["total_kv_blocks"],
             ", ".join(changed),
         )
@@ -1731,10 +1745,19 @@ def merge_config_file(raw: Mapping[str, Any]) -> dict[str, Any]:
     if not path:
         return given
     file_options, from_results = _read_run_config(path)
+    return merge_file_options(given, file_options, from_results, f"--config {os.fspath(path)}")
+
+
+def merge_file_options(
+    given: Mapping[str, Any], file_options: dict[str, Any], from_results: bool, where: str
+) -> dict[str, Any]:
+    """``given`` options on top of a config's ``file_options`` (``from_results``: read
+    from a results file, named ``where``): :func:`merge_config_file` after the reading."""
+    given = dict(given)
     named = {canonical_name(k) for k in given}
     if from_results:
         file_options = _without_old_model_defaults(file_options, given, named)
-        _warn_kept_blocks(path, file_options, given, named)
+        _warn_kept_blocks(where, file_options, given, named)
     # An option given on the command line replaces the file's other spelling of the same
     # figure (--kv-cpu-blocks vs a recorded --cpu-offload-gib, ...), which would clash.
     for a, b in _ALTERNATIVES:
